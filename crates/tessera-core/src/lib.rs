@@ -1,1 +1,36 @@
-pub fn x(){}
+//! Tessera core: threshold ECDSA (secp256k1) for key custody.
+//!
+//! A wallet key exists only as [`KeyShare`]s held by separate parties; any `t` of the `n` parties
+//! jointly produce ordinary ECDSA signatures without ever assembling the private key.
+//!
+//! - [`types`]: parties, wallets, sessions, thresholds.
+//! - [`envelope`]: the message format every transport carries.
+//! - [`session`] and [`protocols`]: sans-IO key generation, signing and refresh.
+//! - [`runner`]: all parties in one process (tests, benches, the demo).
+//! - [`ecdsa`]: public keys, signatures, verification, Ethereum addresses.
+//! - [`derivation`]: BIP-32 non-hardened paths.
+//!
+//! The engine is DKLs23 through the `dkls23` crate; its types never appear in this API.
+#![forbid(unsafe_code)]
+#![deny(missing_docs, clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod derivation;
+pub mod ecdsa;
+mod engine;
+pub mod envelope;
+pub mod error;
+pub mod protocols;
+pub mod runner;
+pub mod session;
+pub mod share;
+pub mod types;
+
+pub use derivation::DerivationPath;
+pub use ecdsa::{PublicKey, Signature};
+pub use envelope::Envelope;
+pub use error::{Error, Result};
+pub use protocols::{KeygenSession, RefreshSession, SignRequest, SignSession};
+pub use session::Session;
+pub use share::KeyShare;
+pub use types::{PartyIndex, Protocol, SessionId, Threshold, WalletId};

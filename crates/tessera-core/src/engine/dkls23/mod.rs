@@ -1,0 +1,115 @@
+//! DKLs23 threshold ECDSA on secp256k1 through the `dkls23` crate (pinned to 0.6.2).
+//!
+//! Paper: Doerner, Kondi, Lee, shelat, "Threshold ECDSA in Three Rounds", IEEE S&P 2024,
+//! <https://eprint.iacr.org/2023/765>. Key generation is the paper's Protocol 9.1 (with the
+//! zero-share and two-party-multiplication set-up), signing Protocol 3.6, refresh the "complete
+//! refresh" of the crate (a key generation whose polynomials have a zero constant term), BIP-32
+//! non-hardened derivation by shifting each share with the public tweak.
+//!
+//! What this module adds around the crate:
+//! - Tessera party `i` is engine party `i + 1` (the engine's indices start at 1).
+//! - Every inner sender/receiver index is checked against the authenticated envelope header,
+//!   and points and scalars are validated while decoding (k256 refuses off-curve points) and
+//!   after (no identity points, no zero scalars where the engine expects a random one).
+//! - The crate has no reliable broadcast: keygen and refresh echo a hash of every round's
+//!   broadcasts in the next round and end with a confirmation round that also compares the
+//!   resulting public key and chain code ([`crate::session::broadcast_echo`]). Signing needs no
+//!   echo: its only broadcast feeds a signature every party verifies, so an inconsistent
+//!   broadcast can only make the run abort, never produce a wrong output.
+//! - An engine abort that blames a counterparty becomes [`Error::PartyMisbehaved`].
+
+mod setup;
+mod share;
+mod sign;
+
+pub(crate) use setup::Setup;
+pub(crate) use share::EngineShare;
+pub(crate) use sign::Signing;
+
+use dkls23::protocols::{Abort, AbortKind, PartiesMessage};
+use k256::elliptic_curve::Group;
+
+use crate::error::Error;
+use crate::types::PartyIndex;
+
+pub(crate) type Curve = k256::Secp256k1;
+pub(crate) type Party = dkls23::protocols::Party<Curve>;
+type EnginePartyIndex = dkls23::protocols::PartyIndex;
+
+/// Tessera index `i` is engine index `i + 1`.
+pub(crate) fn engine_index(p: PartyIndex) -> EnginePartyIndex {
+    // `Threshold` bounds indices to 0..16, so `i + 1` is never 0 and never overflows.
+    #[allow(clippy::expect_used)]
+    EnginePartyIndex::new(p.get().saturating_add(1)).expect("index + 1 is non-zero")
+}
+
+pub(crate) fn tessera_index(p: EnginePartyIndex) -> PartyIndex {
+    PartyIndex::new(p.as_u8().saturating_sub(1))
+}
+
+/// Maps an engine abort to Tessera's error, keeping the blame.
+pub(crate) fn abort_error(abort: Abort) -> Error {
+    match abort.kind {
+        AbortKind::BanCounterparty(p) => Error::PartyMisbehaved {
+            party: tessera_index(p),
+            reason: abort.description(),
+        },
+        AbortKind::Recoverable => Error::Aborted(abort.description()),
+    }
+}
+
+/// Validation of one received payload: every failure names the sender.
+pub(crate) struct Check {
+    pub round: u8,
+    pub from: PartyIndex,
+    pub me: PartyIndex,
+}
+
+impl Check {
+    pub(crate) fn fail(&self, reason: impl Into<String>) -> Error {
+        Error::InvalidMessage {
+            party: self.from,
+            round: self.round,
+            reason: reason.into(),
+        }
+    }
+
+    /// The engine message's own routing must match the authenticated header.
+    pub(crate) fn route(&self, parties: &PartiesMessage) -> Result<(), Error> {
+        if parties.sender != engine_index(self.from) || parties.receiver != engine_index(self.me) {
+            return Err(self.fail(format!(
+                "inner routing says party {} to party {}, the envelope says {} to {}",
+                tessera_index(parties.sender),
+                tessera_index(parties.receiver),
+                self.from,
+                self.me
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sender(&self, index: EnginePartyIndex) -> Result<(), Error> {
+        if index != engine_index(self.from) {
+            return Err(self.fail(format!(
+                "inner sender index is party {}, the envelope says {}",
+                tessera_index(index),
+                self.from
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn point(&self, point: &k256::AffinePoint, what: &str) -> Result<(), Error> {
+        if bool::from(k256::ProjectivePoint::from(*point).is_identity()) {
+            return Err(self.fail(format!("{what} is the point at infinity")));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn scalar(&self, scalar: &k256::Scalar, what: &str) -> Result<(), Error> {
+        if bool::from(scalar.is_zero()) {
+            return Err(self.fail(format!("{what} is zero")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! The engine's part of a key share: the DKLs23 party state (secret share, zero-share seeds,
+//! OT-based multiplication set-up for each counterparty, BIP-32 data).
+
+use zeroize::Zeroizing;
+
+use super::{Party, engine_index};
+use crate::derivation::DerivationPath;
+use crate::ecdsa::PublicKey;
+use crate::error::{Error, Result};
+use crate::types::{PartyIndex, Threshold};
+
+/// A DKLs23 party state. Zeroized on drop by the engine's own `Drop`; never printed.
+pub(crate) struct EngineShare(pub(crate) Box<Party>);
+
+impl EngineShare {
+    pub(crate) fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        // Serializing the engine's plain-data state into a Vec cannot fail.
+        Zeroizing::new(postcard::to_allocvec(&*self.0).unwrap_or_default())
+    }
+
+    /// Decodes and checks the state against what the share file says about it.
+    pub(crate) fn from_bytes(
+        bytes: &[u8],
+        party: PartyIndex,
+        threshold: Threshold,
+        public_key: &PublicKey,
+        chain_code: &[u8; 32],
+    ) -> Result<Self> {
+        let bad = |why: &str| Error::InvalidKeyShare(why.to_string());
+        let (state, rest) = postcard::take_from_bytes::<Party>(bytes)
+            .map_err(|_| bad("the engine state does not decode"))?;
+        if !rest.is_empty() {
+            return Err(bad("unexpected bytes after the engine state"));
+        }
+        if state.party_index != engine_index(party) {
+            return Err(bad("the engine state belongs to another party index"));
+        }
+        if (state.parameters.threshold, state.parameters.share_count) != (threshold.t, threshold.n) {
+            return Err(bad("the engine state has another threshold"));
+        }
+        if &state.pk != public_key.as_affine() || state.derivation_data.pk != state.pk {
+            return Err(bad("the engine state has another public key"));
+        }
+        if &state.derivation_data.chain_code != chain_code || state.derivation_data.depth != 0 {
+            return Err(bad("the engine state has another chain code or is not a root key"));
+        }
+        if bool::from(state.poly_point.is_zero())
+            || state.poly_point != state.derivation_data.poly_point
+        {
+            return Err(bad("the secret share is zero or inconsistent"));
+        }
+        let others: Vec<_> = threshold
+            .parties()
+            .filter(|&p| p != party)
+            .map(engine_index)
+            .collect();
+        if !state.mul_senders.keys().eq(others.iter())
+            || !state.mul_receivers.keys().eq(others.iter())
+            || state.zero_share.seeds.len() != others.len()
+        {
+            return Err(bad("the multiplication or zero-share set-up does not match the party set"));
+        }
+        Ok(EngineShare(Box::new(state)))
+    }
+
+    pub(crate) fn chain_code(&self) -> [u8; 32] {
+        self.0.derivation_data.chain_code
+    }
+
+    /// The party state for signing under `path` (a clone for the root).
+    pub(crate) fn derive(&self, path: &DerivationPath) -> Result<Party> {
+        if path.is_root() {
+            return Ok((*self.0).clone());
+        }
+        self.0
+            .derive_from_path(&path.to_string(), |_| String::new())
+            .map_err(|e| Error::InvalidDerivationPath(e.description))
+    }
+
+    /// The public key at `path`, without touching the multiplication state.
+    pub(crate) fn public_key_at(&self, path: &DerivationPath) -> Result<k256::AffinePoint> {
+        if path.is_root() {
+            return Ok(self.0.pk);
+        }
+        self.0
+            .derivation_data
+            .derive_from_path(&path.to_string())
+            .map(|d| d.pk)
+            .map_err(|e| Error::InvalidDerivationPath(e.description))
+    }
+
+}

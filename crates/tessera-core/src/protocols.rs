@@ -1,0 +1,148 @@
+//! The public sessions: key generation, signing and refresh.
+//!
+//! Each is a [`Session`]: construct one per party, call `start`, route envelopes, take the output.
+//! All parties of a run must be constructed with the same nonce (chosen by whoever coordinates the
+//! run, fresh for every run) and the same view of the run; the session id binds both.
+
+use std::collections::BTreeSet;
+
+use crate::derivation::DerivationPath;
+use crate::ecdsa::Signature;
+use crate::engine::dkls23::{Setup, Signing};
+use crate::error::{Error, Result};
+use crate::session::{Driver, session_newtype};
+use crate::share::KeyShare;
+use crate::types::{PartyIndex, Protocol, SessionContext, Threshold, WalletId, random_bytes};
+
+#[cfg(doc)]
+use crate::session::Session;
+
+/// A fresh random nonce for a new run.
+#[must_use]
+pub fn fresh_nonce() -> [u8; 32] {
+    random_bytes()
+}
+
+fn peers(me: PartyIndex, set: impl Iterator<Item = PartyIndex>) -> BTreeSet<PartyIndex> {
+    set.filter(|&p| p != me).collect()
+}
+
+/// Distributed key generation of one party: after four rounds every party holds a [`KeyShare`]
+/// of epoch 0 of one new public key, which no party ever knew the private key of.
+pub struct KeygenSession(Driver<Setup>);
+session_newtype!(KeygenSession, KeyShare);
+
+impl KeygenSession {
+    /// Party `me` of a new `threshold` wallet `wallet_id`. All `n` parties take part.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] when `me` is not below `n`.
+    pub fn new(wallet_id: WalletId, threshold: Threshold, me: PartyIndex, nonce: &[u8; 32]) -> Result<Self> {
+        let threshold = Threshold::new(threshold.t, threshold.n)?;
+        if !threshold.contains(me) {
+            return Err(Error::InvalidParameters(format!("party {me} is not one of the {} parties", threshold.n)));
+        }
+        let parties: Vec<_> = threshold.parties().collect();
+        let session_id = SessionContext {
+            nonce,
+            wallet: &wallet_id,
+            protocol: Protocol::Keygen,
+            threshold,
+            parties: &parties,
+            extra: Vec::new(),
+        }
+        .session_id();
+        let rounds = Setup::keygen(session_id, wallet_id, me, threshold)?;
+        Ok(KeygenSession(Driver::new(session_id, Protocol::Keygen, me, peers(me, threshold.parties()), rounds)))
+    }
+}
+
+/// Share refresh of one party: all `n` parties take part; each ends with a new [`KeyShare`] of the
+/// same public key at the next epoch. Old shares of the wallet cannot sign with new ones.
+pub struct RefreshSession(Driver<Setup>);
+session_newtype!(RefreshSession, KeyShare);
+
+impl RefreshSession {
+    /// Refreshes `share`.
+    ///
+    /// # Errors
+    /// None today; kept fallible for engines that can refuse a share.
+    pub fn new(share: &KeyShare, nonce: &[u8; 32]) -> Result<Self> {
+        let threshold = share.threshold;
+        let parties: Vec<_> = threshold.parties().collect();
+        let session_id = SessionContext {
+            nonce,
+            wallet: &share.wallet_id,
+            protocol: Protocol::Refresh,
+            threshold,
+            parties: &parties,
+            extra: Vec::new(),
+        }
+        .session_id();
+        let rounds = Setup::refresh(session_id, share);
+        Ok(RefreshSession(Driver::new(session_id, Protocol::Refresh, share.party, peers(share.party, threshold.parties()), rounds)))
+    }
+}
+
+/// What to sign and with whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignRequest {
+    /// The run's nonce, the same for every signer.
+    pub nonce: [u8; 32],
+    /// Exactly `t` distinct party indices, this party among them.
+    pub signers: Vec<PartyIndex>,
+    /// The 32-byte digest to sign (e.g. a transaction hash).
+    pub digest: [u8; 32],
+    /// Sign with the non-hardened child key at this path (`m` for the wallet key itself).
+    pub path: DerivationPath,
+}
+
+/// Threshold signing of one party: three rounds, then a [`Signature`] verified under the
+/// (derived) public key.
+pub struct SignSession(Driver<Signing>);
+session_newtype!(SignSession, Signature);
+
+impl SignSession {
+    /// Signs `request.digest` with `share`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] when the signer set is not exactly `t` distinct parties of the
+    /// wallet including this one; [`Error::InvalidDerivationPath`] for an invalid child.
+    pub fn new(share: &KeyShare, request: &SignRequest) -> Result<Self> {
+        let threshold = share.threshold;
+        let mut signers = BTreeSet::new();
+        for &p in &request.signers {
+            if !threshold.contains(p) {
+                return Err(Error::InvalidParameters(format!("signer {p} is not one of the {} parties", threshold.n)));
+            }
+            if !signers.insert(p) {
+                return Err(Error::InvalidParameters(format!("party {p} appears twice in the signer set")));
+            }
+        }
+        if signers.len() != usize::from(threshold.t) {
+            return Err(Error::InvalidParameters(format!(
+                "a {threshold} wallet signs with exactly {} parties, {} given",
+                threshold.t,
+                signers.len()
+            )));
+        }
+        if !signers.contains(&share.party) {
+            return Err(Error::InvalidParameters(format!("this share (party {}) is not in the signer set", share.party)));
+        }
+        let parties: Vec<_> = signers.iter().copied().collect();
+        let session_id = SessionContext {
+            nonce: &request.nonce,
+            wallet: &share.wallet_id,
+            protocol: Protocol::Sign,
+            threshold,
+            parties: &parties,
+            extra: Vec::new(),
+        }
+        .field(&request.digest)
+        .field(&request.path.to_bytes())
+        .session_id();
+        let party = share.engine.derive(&request.path)?;
+        let rounds = Signing::new(session_id.as_bytes(), share.party, share.epoch, party, &parties, request.digest)?;
+        Ok(SignSession(Driver::new(session_id, Protocol::Sign, share.party, peers(share.party, signers.into_iter()), rounds)))
+    }
+}

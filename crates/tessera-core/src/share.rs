@@ -1,0 +1,202 @@
+//! A party's share of a wallet key, and its versioned persistence format.
+//!
+//! File layout (all versions): `b"TSKS"`, a big-endian `u16` format version, then the body of
+//! that version. Version 1's body is `postcard` of [`KeyShareBodyV1`]. Old versions must keep
+//! loading: `tests/fixtures/` holds a share file of every version with a test that loads it.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+use crate::derivation::DerivationPath;
+use crate::ecdsa::PublicKey;
+use crate::engine::dkls23::EngineShare;
+use crate::error::{Error, Result};
+use crate::types::{PartyIndex, Threshold, WalletId};
+
+const MAGIC: &[u8; 4] = b"TSKS";
+/// The share format this build writes.
+pub const KEY_SHARE_VERSION: u16 = 1;
+/// Engine id of DKLs23 (dkls23 crate 0.6) in share files.
+const ENGINE_DKLS23: u8 = 1;
+
+/// One party's share of a wallet key at one epoch.
+///
+/// It holds secret material: it is zeroized on drop, its `Debug` prints only public fields, and
+/// [`KeyShare::to_bytes`] returns a buffer that is zeroized on drop too. Two shares of the same
+/// wallet can sign together only if they have the same epoch.
+pub struct KeyShare {
+    pub(crate) wallet_id: WalletId,
+    pub(crate) party: PartyIndex,
+    pub(crate) threshold: Threshold,
+    pub(crate) epoch: u64,
+    pub(crate) public_key: PublicKey,
+    pub(crate) engine: EngineShare,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyShareBodyV1 {
+    engine: u8,
+    wallet_id: WalletId,
+    party: PartyIndex,
+    threshold: Threshold,
+    epoch: u64,
+    #[serde(with = "serde_bytes")]
+    public_key: Vec<u8>,
+    chain_code: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    engine_state: Vec<u8>,
+}
+
+impl Drop for KeyShareBodyV1 {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.engine_state);
+    }
+}
+
+impl KeyShare {
+    /// The wallet this share belongs to.
+    #[must_use]
+    pub fn wallet_id(&self) -> WalletId {
+        self.wallet_id
+    }
+
+    /// This share's party index.
+    #[must_use]
+    pub fn party(&self) -> PartyIndex {
+        self.party
+    }
+
+    /// The wallet's threshold.
+    #[must_use]
+    pub fn threshold(&self) -> Threshold {
+        self.threshold
+    }
+
+    /// The epoch: 0 after key generation, one more after each refresh.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The wallet's (root) public key.
+    #[must_use]
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// The BIP-32 chain code shared by all parties. With the public key it forms the extended
+    /// public key, which reveals every non-hardened child public key (not a secret, but private).
+    #[must_use]
+    pub fn chain_code(&self) -> [u8; 32] {
+        self.engine.chain_code()
+    }
+
+    /// The public key of the non-hardened child at `path`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDerivationPath`] in the (negligible) case BIP-32 declares the child invalid.
+    pub fn public_key_at(&self, path: &DerivationPath) -> Result<PublicKey> {
+        PublicKey::from_affine(self.engine.public_key_at(path)?)
+    }
+
+    /// Encodes the share in the current format. The buffer holds the secret share and is zeroized
+    /// when dropped; store it encrypted.
+    #[must_use]
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let engine_state = self.engine.to_bytes();
+        let body = KeyShareBodyV1 {
+            engine: ENGINE_DKLS23,
+            wallet_id: self.wallet_id,
+            party: self.party,
+            threshold: self.threshold,
+            epoch: self.epoch,
+            public_key: self.public_key.to_compressed().to_vec(),
+            chain_code: self.engine.chain_code(),
+            engine_state: engine_state.to_vec(),
+        };
+        let mut out = Zeroizing::new(Vec::with_capacity(engine_state.len() + 128));
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&KEY_SHARE_VERSION.to_be_bytes());
+        // Serializing plain data into a Vec cannot fail.
+        let encoded = Zeroizing::new(postcard::to_allocvec(&body).unwrap_or_default());
+        out.extend_from_slice(&encoded);
+        out
+    }
+
+    /// Decodes and validates a share written by this or an earlier version.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKeyShare`] for a wrong magic, an unknown version or engine, a body that
+    /// does not decode, or fields that contradict each other (party index, threshold, public key
+    /// and chain code are cross-checked against the engine state).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = |why: String| Error::InvalidKeyShare(why);
+        if bytes.len() < 6 || &bytes[..4] != MAGIC {
+            return Err(bad("not a Tessera key share (bad magic)".into()));
+        }
+        let version = u16::from_be_bytes([bytes[4], bytes[5]]);
+        if version != 1 {
+            return Err(bad(format!(
+                "share format version {version} is not supported by this build (it reads 1)"
+            )));
+        }
+        let (body, rest) = postcard::take_from_bytes::<KeyShareBodyV1>(&bytes[6..])
+            .map_err(|_| bad("the share body does not decode".into()))?;
+        if !rest.is_empty() {
+            return Err(bad("unexpected bytes after the share".into()));
+        }
+        if body.engine != ENGINE_DKLS23 {
+            return Err(bad(format!("unknown engine id {}", body.engine)));
+        }
+        let threshold = Threshold::new(body.threshold.t, body.threshold.n)
+            .map_err(|e| bad(e.to_string()))?;
+        if !threshold.contains(body.party) {
+            return Err(bad(format!("party {} is outside {threshold}", body.party)));
+        }
+        let public_key = PublicKey::from_sec1_bytes(&body.public_key)
+            .map_err(|e| bad(e.to_string()))?;
+        let engine = EngineShare::from_bytes(
+            &body.engine_state,
+            body.party,
+            threshold,
+            &public_key,
+            &body.chain_code,
+        )?;
+        Ok(KeyShare {
+            wallet_id: body.wallet_id,
+            party: body.party,
+            threshold,
+            epoch: body.epoch,
+            public_key,
+            engine,
+        })
+    }
+}
+
+impl fmt::Debug for KeyShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyShare")
+            .field("wallet_id", &self.wallet_id)
+            .field("party", &self.party)
+            .field("threshold", &self.threshold)
+            .field("epoch", &self.epoch)
+            .field("public_key", &self.public_key)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Serialize for KeyShare {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyShare {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = Zeroizing::new(serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec());
+        KeyShare::from_bytes(&bytes).map_err(serde::de::Error::custom)
+    }
+}
