@@ -170,6 +170,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A check on a party's message failed, which the engine does not treat as proof of malice
+    /// (e.g. a stale or corrupted message). The run is over; retrying with a new session is safe.
+    #[error("a check on party {party}'s message failed: {reason}")]
+    CheckFailed {
+        /// The party whose message failed the check.
+        party: PartyIndex,
+        /// Which check.
+        reason: String,
+    },
+
     /// The engine aborted without blaming anyone (e.g. the final signature did not verify).
     #[error("protocol aborted: {0}")]
     Aborted(String),
@@ -227,6 +237,7 @@ impl Error {
             | Error::InvalidMessage { party, .. }
             | Error::EpochMismatch { party, .. }
             | Error::ConfirmationMismatch { party }
+            | Error::CheckFailed { party, .. }
             | Error::PartyMisbehaved { party, .. } => Some(*party),
             Error::BroadcastMismatch { reported_by, .. } => Some(*reported_by),
             _ => None,

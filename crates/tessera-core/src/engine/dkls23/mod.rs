@@ -26,7 +26,7 @@ pub(crate) use setup::Setup;
 pub(crate) use share::EngineShare;
 pub(crate) use sign::Signing;
 
-use dkls23::protocols::{Abort, AbortKind, PartiesMessage};
+use dkls23::protocols::{Abort, AbortKind, AbortReason, PartiesMessage};
 use k256::elliptic_curve::Group;
 
 use crate::error::Error;
@@ -47,15 +47,42 @@ pub(crate) fn tessera_index(p: EnginePartyIndex) -> PartyIndex {
     PartyIndex::new(p.as_u8().saturating_sub(1))
 }
 
-/// Maps an engine abort to Tessera's error, keeping the blame.
+/// Maps an engine abort to Tessera's error, keeping the blame and renumbering parties.
 pub(crate) fn abort_error(abort: Abort) -> Error {
-    match abort.kind {
-        AbortKind::BanCounterparty(p) => Error::PartyMisbehaved {
+    let (culprit, what) = describe(&abort.reason);
+    match (abort.kind, culprit) {
+        (AbortKind::BanCounterparty(p), _) => Error::PartyMisbehaved {
             party: tessera_index(p),
-            reason: abort.description(),
+            reason: what,
         },
-        AbortKind::Recoverable => Error::Aborted(abort.description()),
+        (AbortKind::Recoverable, Some(p)) => Error::CheckFailed {
+            party: tessera_index(p),
+            reason: what,
+        },
+        (AbortKind::Recoverable, None) => Error::Aborted(what),
     }
+}
+
+/// The party a failed check is about, and a description without engine party numbers.
+fn describe(reason: &AbortReason) -> (Option<EnginePartyIndex>, String) {
+    use AbortReason as R;
+    let (party, text) = match reason {
+        R::SessionBindingMismatch { counterparty } => (counterparty, "its message belongs to a different signing session"),
+        R::ProofVerificationFailed { counterparty } => (counterparty, "its proof does not verify"),
+        R::CommitmentMismatch { counterparty } => (counterparty, "its opening does not match its commitment"),
+        R::TrivialInstancePoint { counterparty } => (counterparty, "its instance point is trivial"),
+        R::OtConsistencyCheckFailed { counterparty } => (counterparty, "the OT consistency check failed"),
+        R::MultiplicationVerificationFailed { counterparty, .. } => (counterparty, "the two-party multiplication check failed"),
+        R::GammaUInconsistency { counterparty } => (counterparty, "its gamma_u is inconsistent"),
+        R::ZeroShareDecommitFailed { counterparty } => (counterparty, "its zero-share seed does not match its commitment"),
+        R::ChainCodeCommitmentFailed { party } => (party, "its chain-code opening does not match its commitment"),
+        R::MissingCommittedPoint { party } => (party, "its committed point is missing"),
+        R::UnexpectedSender { sender } => (sender, "it is not an expected sender"),
+        R::DuplicateSender { sender } => (sender, "it sent two messages"),
+        R::MissingMessageFromParty { party } => (party, "its message is missing"),
+        other => return (None, other.to_string()),
+    };
+    (Some(*party), text.to_string())
 }
 
 /// Validation of one received payload: every failure names the sender.
