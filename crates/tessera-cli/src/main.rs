@@ -1,1 +1,314 @@
-fn main(){}
+//! `tessera`: the Tessera command-line tool.
+//!
+//! Exit codes: 0 success (a signature verified), 1 the operation ran and failed (a signature does
+//! not verify, a protocol aborted), 2 bad arguments or input. Errors are one line on stderr.
+#![forbid(unsafe_code)]
+
+mod progress;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sha2::{Digest, Sha256};
+use sha3::Keccak256;
+use tessera_core::ecdsa::{SignatureEncoding, eip191_digest, verify_encoded};
+use tessera_core::protocols::{KeygenSession, SignRequest, SignSession, fresh_nonce};
+use tessera_core::runner::{self, Delivery};
+use tessera_core::{DerivationPath, Error, KeyShare, PartyIndex, PublicKey, Threshold, WalletId};
+
+use progress::Progress;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Threshold-ECDSA key custody: keys that exist only as shares"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run key generation and signing with all parties in this process, and show the result.
+    Demo(DemoArgs),
+    /// Verify an ECDSA secp256k1 signature (DER, 64-byte r||s or 65-byte r||s||v).
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Signers needed (t).
+    #[arg(long, short = 't', default_value_t = 2)]
+    threshold: u8,
+    /// Share holders (n).
+    #[arg(long, short = 'n', default_value_t = 2)]
+    parties: u8,
+    /// The message to sign (as an Ethereum personal_sign / EIP-191 message).
+    #[arg(long, short = 'm', default_value = "Hello from Tessera")]
+    message: String,
+    /// The signing parties, comma separated (default: the first t).
+    #[arg(long, value_delimiter = ',')]
+    signers: Option<Vec<u8>>,
+    /// Sign with the non-hardened BIP-32 child key at this path, e.g. m/0/7.
+    #[arg(long, default_value = "m")]
+    path: String,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The public key, SEC1 hex (33 or 65 bytes).
+    #[arg(long)]
+    pubkey: String,
+    /// The 32-byte digest that was signed, hex.
+    #[arg(long, conflicts_with = "message", required_unless_present = "message")]
+    digest: Option<String>,
+    /// The message that was signed; hashed with --hash.
+    #[arg(long)]
+    message: Option<String>,
+    /// How --message is hashed.
+    #[arg(long, value_enum, default_value_t = Hash::Eip191)]
+    hash: Hash,
+    /// The signature, hex: DER, r||s (64 bytes) or r||s||v (65 bytes).
+    #[arg(long)]
+    signature: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Hash {
+    /// Ethereum personal_sign: keccak256("\x19Ethereum Signed Message:\n" || len || message).
+    Eip191,
+    /// SHA-256 of the message bytes.
+    Sha256,
+    /// Keccak-256 of the message bytes.
+    Keccak256,
+}
+
+/// A failure with its exit code.
+enum Failure {
+    /// Bad arguments or input: exit 2.
+    Usage(String),
+    /// The operation failed: exit 1.
+    Failed(String),
+}
+
+type CliResult = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error: {info}");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see `tessera --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Demo(args) => demo(&args),
+        Command::Verify(args) => verify(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn usage(e: Error) -> Failure {
+    Failure::Usage(e.to_string())
+}
+
+fn failed(e: Error) -> Failure {
+    Failure::Failed(e.to_string())
+}
+
+fn demo(args: &DemoArgs) -> CliResult {
+    let threshold = Threshold::new(args.threshold, args.parties).map_err(usage)?;
+    let path: DerivationPath = args.path.parse().map_err(usage)?;
+    let signers: Vec<PartyIndex> = match &args.signers {
+        Some(list) => list.iter().map(|&i| PartyIndex::new(i)).collect(),
+        None => (0..threshold.t).map(PartyIndex::new).collect(),
+    };
+    // Check the signer set before the (slow) key generation, with the same rules signing applies.
+    let mut seen = std::collections::BTreeSet::new();
+    for p in &signers {
+        if !threshold.contains(*p) {
+            return Err(Failure::Usage(format!(
+                "signer {p} is not one of the {} parties (0..{})",
+                threshold.n, threshold.n
+            )));
+        }
+        if !seen.insert(*p) {
+            return Err(Failure::Usage(format!(
+                "party {p} appears twice in --signers"
+            )));
+        }
+    }
+    if signers.len() != usize::from(threshold.t) {
+        return Err(Failure::Usage(format!(
+            "a {threshold} wallet signs with exactly {} parties, --signers names {}",
+            threshold.t,
+            signers.len()
+        )));
+    }
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
+
+    // 1. Distributed key generation, all parties in this process.
+    let wallet = WalletId::random();
+    let nonce = fresh_nonce();
+    let sessions = threshold
+        .parties()
+        .map(|p| KeygenSession::new(wallet, threshold, p, &nonce))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    let step = progress.step(&format!("key generation, {threshold}"), 4);
+    let started = Instant::now();
+    let (mut shares, keygen_stats) = runner::run_with(
+        sessions,
+        |_| Delivery::Deliver,
+        |round, total| step.round(round, total),
+    )
+    .map_err(failed)?;
+    step.finish(started.elapsed());
+    shares.sort_by_key(KeyShare::party);
+    let root = shares[0].public_key();
+    let key = shares[0].public_key_at(&path).map_err(failed)?;
+
+    // 2. Threshold signing by the chosen parties.
+    let digest = eip191_digest(args.message.as_bytes());
+    let request = SignRequest {
+        nonce: fresh_nonce(),
+        signers: signers.clone(),
+        digest,
+        path: path.clone(),
+    };
+    let mut signing = Vec::new();
+    for p in &signers {
+        let share = shares.iter().find(|s| s.party() == *p).ok_or_else(|| {
+            Failure::Usage(format!(
+                "signer {p} is not one of the {} parties",
+                threshold.n
+            ))
+        })?;
+        signing.push(SignSession::new(share, &request).map_err(usage)?);
+    }
+    let names: Vec<String> = signers.iter().map(ToString::to_string).collect();
+    let step = progress.step(&format!("signing by parties {}", names.join(", ")), 3);
+    let started = Instant::now();
+    let (signatures, sign_stats) = runner::run_with(
+        signing,
+        |_| Delivery::Deliver,
+        |round, total| step.round(round, total),
+    )
+    .map_err(failed)?;
+    step.finish(started.elapsed());
+    let signature = signatures[0];
+
+    // 3. Independent verification.
+    let step = progress.step("verification", 1);
+    let verified = key.verify(&digest, &signature);
+    step.finish(std::time::Duration::ZERO);
+
+    println!("wallet         {wallet}");
+    println!(
+        "threshold      {threshold} (any {} of {} shares sign; no share alone can)",
+        threshold.t, threshold.n
+    );
+    if !path.is_root() {
+        println!("root key       {root}");
+    }
+    println!("path           {path}");
+    println!("public key     {key}");
+    println!("  uncompressed {}", hex::encode(key.to_uncompressed()));
+    println!("eth address    {}", key.eth_address());
+    println!("message        {:?}", args.message);
+    println!(
+        "digest         {} (EIP-191 personal_sign)",
+        hex::encode(digest)
+    );
+    println!("signature DER  {}", hex::encode(signature.to_der()));
+    println!(
+        "r||s||v        {} (v = recovery id {}; Ethereum personal_sign uses v + 27)",
+        hex::encode(signature.to_rsv()),
+        signature.recovery_id()
+    );
+    println!(
+        "traffic        keygen {} KB, signing {} KB per party",
+        keygen_stats.max_bytes_per_party() / 1000,
+        sign_stats.max_bytes_per_party() / 1000
+    );
+    match verified {
+        Ok(()) => {
+            println!("verified       yes (k256, under the public key above)");
+            Ok(())
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
+fn parse_hex(what: &str, text: &str) -> Result<Vec<u8>, Failure> {
+    let text = text.trim();
+    let text = text.strip_prefix("0x").unwrap_or(text);
+    hex::decode(text).map_err(|_| Failure::Usage(format!("{what} is not valid hexadecimal")))
+}
+
+fn verify(args: &VerifyArgs) -> CliResult {
+    let public_key = PublicKey::from_hex(&args.pubkey).map_err(usage)?;
+    let digest: [u8; 32] = match (&args.digest, &args.message) {
+        (Some(d), _) => parse_hex("--digest", d)?.try_into().map_err(|v: Vec<u8>| {
+            Failure::Usage(format!("--digest must be 32 bytes, got {}", v.len()))
+        })?,
+        (None, Some(m)) => match args.hash {
+            Hash::Eip191 => eip191_digest(m.as_bytes()),
+            Hash::Sha256 => Sha256::digest(m.as_bytes()).into(),
+            Hash::Keccak256 => Keccak256::digest(m.as_bytes()).into(),
+        },
+        (None, None) => return Err(Failure::Usage("give --digest or --message".into())),
+    };
+    let signature = parse_hex("--signature", &args.signature)?;
+    match verify_encoded(&public_key, &digest, &signature) {
+        Ok(found) => {
+            let encoding = match found.encoding {
+                SignatureEncoding::Der => "DER",
+                SignatureEncoding::Compact => "r||s",
+                SignatureEncoding::Rsv => "r||s||v",
+            };
+            let note = if found.high_s {
+                ", high-S: valid ECDSA but rejected by Bitcoin and Ethereum"
+            } else {
+                ""
+            };
+            println!("valid ({encoding}{note})");
+            Ok(())
+        }
+        Err(Error::VerificationFailed) => {
+            println!("INVALID: the signature does not verify under this public key and digest");
+            Err(Failure::Failed("signature verification failed".into()))
+        }
+        Err(e) => Err(usage(e)),
+    }
+}

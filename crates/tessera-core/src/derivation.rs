@@ -31,7 +31,9 @@ impl DerivationPath {
     /// [`Error::InvalidDerivationPath`] for a hardened index or a path deeper than 255.
     pub fn from_indices(indices: Vec<u32>) -> Result<Self> {
         if let Some(i) = indices.iter().find(|&&i| i >= HARDENED_BIT) {
-            return Err(hardened(&format!("index {i} is 2^31 or more, i.e. hardened")));
+            return Err(hardened(&format!(
+                "index {i} is 2^31 or more, i.e. hardened"
+            )));
         }
         if indices.len() > MAX_DEPTH {
             return Err(Error::InvalidDerivationPath(format!(
@@ -119,7 +121,10 @@ mod tests {
         assert_eq!(p.indices(), &[0, 7]);
         assert_eq!(p.to_string(), "m/0/7");
         assert!("m".parse::<DerivationPath>().unwrap().is_root());
-        assert_eq!("m/2147483647".parse::<DerivationPath>().unwrap().indices(), &[HARDENED_BIT - 1]);
+        assert_eq!(
+            "m/2147483647".parse::<DerivationPath>().unwrap().indices(),
+            &[HARDENED_BIT - 1]
+        );
     }
 
     #[test]
@@ -130,7 +135,10 @@ mod tests {
         }
         for bad in ["", "0/1", "m/", "m/x", "m/-1", "m//1", "n/1"] {
             assert!(
-                matches!(bad.parse::<DerivationPath>(), Err(Error::InvalidDerivationPath(_))),
+                matches!(
+                    bad.parse::<DerivationPath>(),
+                    Err(Error::InvalidDerivationPath(_))
+                ),
                 "{bad} accepted"
             );
         }

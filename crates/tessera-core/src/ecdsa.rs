@@ -5,7 +5,9 @@
 
 use std::fmt;
 
-use k256::ecdsa::{RecoveryId, Signature as K256Signature, VerifyingKey, signature::hazmat::PrehashVerifier};
+use k256::ecdsa::{
+    RecoveryId, Signature as K256Signature, VerifyingKey, signature::hazmat::PrehashVerifier,
+};
 use k256::elliptic_curve::sec1::ToSec1Point;
 use sha3::{Digest, Keccak256};
 
@@ -134,11 +136,16 @@ impl Signature {
         public_key: &PublicKey,
     ) -> Result<Self> {
         let inner = K256Signature::from_scalars(r, s)
-            .map_err(|_| Error::InvalidSignature("r or s is zero or not below the curve order".into()))?
+            .map_err(|_| {
+                Error::InvalidSignature("r or s is zero or not below the curve order".into())
+            })?
             .normalize_s();
-        let recovery_id =
-            RecoveryId::trial_recovery_from_prehash(&VerifyingKey::from(&public_key.0), digest, &inner)
-                .map_err(|_| Error::VerificationFailed)?;
+        let recovery_id = RecoveryId::trial_recovery_from_prehash(
+            &VerifyingKey::from(&public_key.0),
+            digest,
+            &inner,
+        )
+        .map_err(|_| Error::VerificationFailed)?;
         Ok(Signature { inner, recovery_id })
     }
 
@@ -304,20 +311,27 @@ mod tests {
     #[test]
     fn eth_address_of_known_key() {
         // The address of private key 1, a well-known vector.
-        assert_eq!(key_one().1.eth_address(), "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf");
+        assert_eq!(
+            key_one().1.eth_address(),
+            "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"
+        );
     }
 
     #[test]
     fn signatures_normalise_and_verify_in_every_encoding() {
         let (sk, pk) = key_one();
         let digest = eip191_digest(b"hello");
-        let (sig, _) = sk.sign_prehash_recoverable(&digest).unwrap();
+        let (sig, _) = sk.sign_prehash_recoverable(&digest);
         let (r, s) = sig.split_bytes();
         let ours = Signature::from_scalars(r.into(), s.into(), &digest, &pk).unwrap();
         assert_eq!(ours.inner.normalize_s(), ours.inner, "not low-S");
         pk.verify(&digest, &ours).unwrap();
         assert_eq!(ours.recover(&digest).unwrap(), pk);
-        for bytes in [ours.to_der(), ours.to_compact().to_vec(), ours.to_rsv().to_vec()] {
+        for bytes in [
+            ours.to_der(),
+            ours.to_compact().to_vec(),
+            ours.to_rsv().to_vec(),
+        ] {
             verify_encoded(&pk, &digest, &bytes).unwrap();
         }
         let mut eth = ours.to_rsv();
@@ -325,30 +339,49 @@ mod tests {
         verify_encoded(&pk, &digest, &eth).unwrap();
         let mut wrong_v = ours.to_rsv();
         wrong_v[64] ^= 1;
-        assert_eq!(verify_encoded(&pk, &digest, &wrong_v), Err(Error::VerificationFailed));
+        assert_eq!(
+            verify_encoded(&pk, &digest, &wrong_v),
+            Err(Error::VerificationFailed)
+        );
 
         // The high-S twin verifies (reported as such) and normalises to the same signature.
         let high = K256Signature::from_scalars(ours.r(), (-*ours.inner.s()).to_bytes()).unwrap();
         let found = verify_encoded(&pk, &digest, &high.to_bytes()).unwrap();
         assert!(found.high_s);
-        let renormalised = Signature::from_scalars(ours.r(), high.s().to_bytes().into(), &digest, &pk).unwrap();
+        let renormalised =
+            Signature::from_scalars(ours.r(), high.s().to_bytes().into(), &digest, &pk).unwrap();
         assert_eq!(renormalised, ours);
 
         let mut other = digest;
         other[0] ^= 1;
         assert_eq!(pk.verify(&other, &ours), Err(Error::VerificationFailed));
-        assert!(matches!(verify_encoded(&pk, &digest, &[1, 2, 3]), Err(Error::InvalidSignature(_))));
+        assert!(matches!(
+            verify_encoded(&pk, &digest, &[1, 2, 3]),
+            Err(Error::InvalidSignature(_))
+        ));
     }
 
     #[test]
     fn public_keys_parse_strictly() {
         let (_, pk) = key_one();
         assert_eq!(PublicKey::from_hex(&pk.to_string()).unwrap(), pk);
-        assert_eq!(PublicKey::from_sec1_bytes(&pk.to_uncompressed()).unwrap(), pk);
+        assert_eq!(
+            PublicKey::from_sec1_bytes(&pk.to_uncompressed()).unwrap(),
+            pk
+        );
         let mut off_curve = pk.to_compressed();
         off_curve[1..].fill(0xff);
-        assert!(matches!(PublicKey::from_sec1_bytes(&off_curve), Err(Error::InvalidPublicKey(_))));
-        assert!(matches!(PublicKey::from_hex("zz"), Err(Error::InvalidPublicKey(_))));
-        assert!(matches!(PublicKey::from_sec1_bytes(&[0u8]), Err(Error::InvalidPublicKey(_))));
+        assert!(matches!(
+            PublicKey::from_sec1_bytes(&off_curve),
+            Err(Error::InvalidPublicKey(_))
+        ));
+        assert!(matches!(
+            PublicKey::from_hex("zz"),
+            Err(Error::InvalidPublicKey(_))
+        ));
+        assert!(matches!(
+            PublicKey::from_sec1_bytes(&[0u8]),
+            Err(Error::InvalidPublicKey(_))
+        ));
     }
 }

@@ -145,7 +145,9 @@ pub enum Error {
 
     /// A party reports a different view of the broadcasts of a round (reliable-broadcast check).
     /// Nobody is blamed: either that party or the broadcaster may be at fault.
-    #[error("party {reported_by} saw different broadcasts in round {round}; aborting without blame")]
+    #[error(
+        "party {reported_by} saw different broadcasts in round {round}; aborting without blame"
+    )]
     BroadcastMismatch {
         /// The party whose echo differed from ours.
         reported_by: PartyIndex,

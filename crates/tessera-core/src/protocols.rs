@@ -37,10 +37,18 @@ impl KeygenSession {
     ///
     /// # Errors
     /// [`Error::InvalidParameters`] when `me` is not below `n`.
-    pub fn new(wallet_id: WalletId, threshold: Threshold, me: PartyIndex, nonce: &[u8; 32]) -> Result<Self> {
+    pub fn new(
+        wallet_id: WalletId,
+        threshold: Threshold,
+        me: PartyIndex,
+        nonce: &[u8; 32],
+    ) -> Result<Self> {
         let threshold = Threshold::new(threshold.t, threshold.n)?;
         if !threshold.contains(me) {
-            return Err(Error::InvalidParameters(format!("party {me} is not one of the {} parties", threshold.n)));
+            return Err(Error::InvalidParameters(format!(
+                "party {me} is not one of the {} parties",
+                threshold.n
+            )));
         }
         let parties: Vec<_> = threshold.parties().collect();
         let session_id = SessionContext {
@@ -53,7 +61,13 @@ impl KeygenSession {
         }
         .session_id();
         let rounds = Setup::keygen(session_id, wallet_id, me, threshold)?;
-        Ok(KeygenSession(Driver::new(session_id, Protocol::Keygen, me, peers(me, threshold.parties()), rounds)))
+        Ok(KeygenSession(Driver::new(
+            session_id,
+            Protocol::Keygen,
+            me,
+            peers(me, threshold.parties()),
+            rounds,
+        )))
     }
 }
 
@@ -80,7 +94,13 @@ impl RefreshSession {
         }
         .session_id();
         let rounds = Setup::refresh(session_id, share);
-        Ok(RefreshSession(Driver::new(session_id, Protocol::Refresh, share.party, peers(share.party, threshold.parties()), rounds)))
+        Ok(RefreshSession(Driver::new(
+            session_id,
+            Protocol::Refresh,
+            share.party,
+            peers(share.party, threshold.parties()),
+            rounds,
+        )))
     }
 }
 
@@ -113,10 +133,15 @@ impl SignSession {
         let mut signers = BTreeSet::new();
         for &p in &request.signers {
             if !threshold.contains(p) {
-                return Err(Error::InvalidParameters(format!("signer {p} is not one of the {} parties", threshold.n)));
+                return Err(Error::InvalidParameters(format!(
+                    "signer {p} is not one of the {} parties",
+                    threshold.n
+                )));
             }
             if !signers.insert(p) {
-                return Err(Error::InvalidParameters(format!("party {p} appears twice in the signer set")));
+                return Err(Error::InvalidParameters(format!(
+                    "party {p} appears twice in the signer set"
+                )));
             }
         }
         if signers.len() != usize::from(threshold.t) {
@@ -127,7 +152,10 @@ impl SignSession {
             )));
         }
         if !signers.contains(&share.party) {
-            return Err(Error::InvalidParameters(format!("this share (party {}) is not in the signer set", share.party)));
+            return Err(Error::InvalidParameters(format!(
+                "this share (party {}) is not in the signer set",
+                share.party
+            )));
         }
         let parties: Vec<_> = signers.iter().copied().collect();
         let session_id = SessionContext {
@@ -142,7 +170,20 @@ impl SignSession {
         .field(&request.path.to_bytes())
         .session_id();
         let party = share.engine.derive(&request.path)?;
-        let rounds = Signing::new(session_id.as_bytes(), share.party, share.epoch, party, &parties, request.digest)?;
-        Ok(SignSession(Driver::new(session_id, Protocol::Sign, share.party, peers(share.party, signers.into_iter()), rounds)))
+        let rounds = Signing::new(
+            session_id.as_bytes(),
+            share.party,
+            share.epoch,
+            party,
+            &parties,
+            request.digest,
+        )?;
+        Ok(SignSession(Driver::new(
+            session_id,
+            Protocol::Sign,
+            share.party,
+            peers(share.party, signers.into_iter()),
+            rounds,
+        )))
     }
 }

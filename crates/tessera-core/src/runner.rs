@@ -68,8 +68,11 @@ pub fn run_with<S: Session>(
     mut on_round: impl FnMut(u8, u8),
 ) -> Result<(Vec<S::Output>, RunStats)> {
     let mut stats = RunStats::default();
-    let index: BTreeMap<PartyIndex, usize> =
-        sessions.iter().enumerate().map(|(i, s)| (s.party(), i)).collect();
+    let index: BTreeMap<PartyIndex, usize> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.party(), i))
+        .collect();
     let mut queue: VecDeque<Envelope> = VecDeque::new();
     for s in &mut sessions {
         queue.extend(s.start()?);
@@ -93,12 +96,18 @@ pub fn run_with<S: Session>(
         stats.messages += 1;
         stats.largest_message = stats.largest_message.max(bytes.len());
         let Some(&i) = index.get(&recipient) else {
-            return Err(Error::InvalidParameters(format!("no session for party {recipient}")));
+            return Err(Error::InvalidParameters(format!(
+                "no session for party {recipient}"
+            )));
         };
         queue.extend(sessions[i].receive_bytes(sender, &bytes)?);
         let slowest = sessions.iter().map(Session::round).min().unwrap_or(0);
         let all_done = sessions.iter().all(Session::is_finished);
-        let level = if all_done { total } else { slowest.saturating_sub(1) };
+        let level = if all_done {
+            total
+        } else {
+            slowest.saturating_sub(1)
+        };
         while reported < level {
             reported += 1;
             on_round(reported, total);
@@ -152,7 +161,11 @@ pub fn keygen(threshold: Threshold) -> Result<Vec<KeyShare>> {
 ///
 /// # Errors
 /// As [`SignSession::new`] and [`run_with`].
-pub fn sign(shares: &[&KeyShare], digest: [u8; 32], path: &DerivationPath) -> Result<(Signature, RunStats)> {
+pub fn sign(
+    shares: &[&KeyShare],
+    digest: [u8; 32],
+    path: &DerivationPath,
+) -> Result<(Signature, RunStats)> {
     let request = SignRequest {
         nonce: fresh_nonce(),
         signers: shares.iter().map(|s| s.party()).collect(),
@@ -164,9 +177,14 @@ pub fn sign(shares: &[&KeyShare], digest: [u8; 32], path: &DerivationPath) -> Re
         .map(|s| SignSession::new(s, &request))
         .collect::<Result<Vec<_>>>()?;
     let (signatures, stats) = run(sessions)?;
-    let first = signatures.first().copied().ok_or_else(|| Error::Aborted("no signer".into()))?;
+    let first = signatures
+        .first()
+        .copied()
+        .ok_or_else(|| Error::Aborted("no signer".into()))?;
     if signatures.iter().any(|s| *s != first) {
-        return Err(Error::Aborted("signers produced different signatures".into()));
+        return Err(Error::Aborted(
+            "signers produced different signatures".into(),
+        ));
     }
     Ok((first, stats))
 }

@@ -395,7 +395,10 @@ pub(crate) fn decode<T: DeserializeOwned>(round: u8, from: PartyIndex, bytes: &[
         })
     })?;
     if !rest.is_empty() {
-        return Err(invalid(format!("{} unexpected bytes after the payload", rest.len())));
+        return Err(invalid(format!(
+            "{} unexpected bytes after the payload",
+            rest.len()
+        )));
     }
     Ok(value)
 }

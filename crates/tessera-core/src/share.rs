@@ -150,13 +150,13 @@ impl KeyShare {
         if body.engine != ENGINE_DKLS23 {
             return Err(bad(format!("unknown engine id {}", body.engine)));
         }
-        let threshold = Threshold::new(body.threshold.t, body.threshold.n)
-            .map_err(|e| bad(e.to_string()))?;
+        let threshold =
+            Threshold::new(body.threshold.t, body.threshold.n).map_err(|e| bad(e.to_string()))?;
         if !threshold.contains(body.party) {
             return Err(bad(format!("party {} is outside {threshold}", body.party)));
         }
-        let public_key = PublicKey::from_sec1_bytes(&body.public_key)
-            .map_err(|e| bad(e.to_string()))?;
+        let public_key =
+            PublicKey::from_sec1_bytes(&body.public_key).map_err(|e| bad(e.to_string()))?;
         let engine = EngineShare::from_bytes(
             &body.engine_state,
             body.party,

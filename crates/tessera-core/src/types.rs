@@ -258,16 +258,18 @@ mod tests {
         let nonce = [7u8; 32];
         let wallet = WalletId::from_bytes([1; 16]);
         let parties = [PartyIndex(0), PartyIndex(1)];
-        let base = |extra: &[u8]| SessionContext {
-            nonce: &nonce,
-            wallet: &wallet,
-            protocol: Protocol::Sign,
-            threshold: Threshold { t: 2, n: 3 },
-            parties: &parties,
-            extra: Vec::new(),
-        }
-        .field(extra)
-        .session_id();
+        let base = |extra: &[u8]| {
+            SessionContext {
+                nonce: &nonce,
+                wallet: &wallet,
+                protocol: Protocol::Sign,
+                threshold: Threshold { t: 2, n: 3 },
+                parties: &parties,
+                extra: Vec::new(),
+            }
+            .field(extra)
+            .session_id()
+        };
         let id = base(b"digest");
         assert_eq!(id, base(b"digest"));
         assert_ne!(id, base(b"other"));

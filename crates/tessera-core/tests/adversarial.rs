@@ -1,4 +1,5 @@
 //! Malicious parties and bad input: each case asserts the exact error and the party it names.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
 
@@ -18,7 +19,10 @@ fn keygen_sessions(t: u8, n: u8) -> Vec<KeygenSession> {
     let threshold = Threshold::new(t, n).unwrap();
     let wallet = WalletId::random();
     let nonce = fresh_nonce();
-    threshold.parties().map(|i| KeygenSession::new(wallet, threshold, i, &nonce).unwrap()).collect()
+    threshold
+        .parties()
+        .map(|i| KeygenSession::new(wallet, threshold, i, &nonce).unwrap())
+        .collect()
 }
 
 #[test]
@@ -27,27 +31,41 @@ fn tampered_payload_byte_is_blamed_on_its_sender() {
     let refs: Vec<_> = shares.iter().collect();
     // Round 1 of signing: [epoch][sender][receiver][session binding: 32][commitment: 32]...
     // Flipping a bit of the commitment to the instance point: the opening in round 2 then fails.
-    let err = run_tampered(sign_sessions(&refs, [5; 32]), 1, 0, 1, |e| e.payload[3 + 32 + 4] ^= 1);
+    let err = run_tampered(sign_sessions(&refs, [5; 32]), 1, 0, 1, |e| {
+        e.payload[3 + 32 + 4] ^= 1
+    });
     assert_eq!(
         err,
-        Error::CheckFailed { party: p(1), reason: "its opening does not match its commitment".into() }
+        Error::CheckFailed {
+            party: p(1),
+            reason: "its opening does not match its commitment".into()
+        }
     );
     // Flipping a bit of the session binding is caught as a message of another session.
-    let err = run_tampered(sign_sessions(&refs, [5; 32]), 0, 1, 1, |e| e.payload[3 + 4] ^= 1);
+    let err = run_tampered(sign_sessions(&refs, [5; 32]), 0, 1, 1, |e| {
+        e.payload[3 + 4] ^= 1
+    });
     assert_eq!(
         err,
-        Error::CheckFailed { party: p(0), reason: "its message belongs to a different signing session".into() }
+        Error::CheckFailed {
+            party: p(0),
+            reason: "its message belongs to a different signing session".into()
+        }
     );
     // A gamma_u that is a valid point, but not the one the multiplication gives: the engine
     // blames the sender (ban).
     let err = run_tampered(sign_sessions(&refs, [5; 32]), 1, 0, 2, |e| {
         let mut m: TransmitPhase2to3<Curve> = postcard::from_bytes(&e.payload).unwrap();
-        m.gamma_u = (k256::ProjectivePoint::from(m.gamma_u) + k256::ProjectivePoint::GENERATOR).to_affine();
+        m.gamma_u =
+            (k256::ProjectivePoint::from(m.gamma_u) + k256::ProjectivePoint::GENERATOR).to_affine();
         e.payload = postcard::to_allocvec(&m).unwrap();
     });
     assert_eq!(
         err,
-        Error::PartyMisbehaved { party: p(1), reason: "its gamma_u is inconsistent".into() }
+        Error::PartyMisbehaved {
+            party: p(1),
+            reason: "its gamma_u is inconsistent".into()
+        }
     );
     // A flipped byte in the last message (u, w) yields a signature that does not verify.
     let err = run_tampered(sign_sessions(&refs, [5; 32]), 1, 0, 3, |e| {
@@ -67,29 +85,49 @@ fn envelope_header_checks_name_the_sender() {
     });
     assert_eq!(err, Error::WrongSession { party: p(1) });
 
-    let err = run_tampered(sign_sessions(&refs, [6; 32]), 1, 0, 2, |e| e.protocol = Protocol::Refresh);
+    let err = run_tampered(sign_sessions(&refs, [6; 32]), 1, 0, 2, |e| {
+        e.protocol = Protocol::Refresh
+    });
     assert_eq!(
         err,
-        Error::WrongProtocol { party: p(1), expected: Protocol::Sign, got: Protocol::Refresh }
+        Error::WrongProtocol {
+            party: p(1),
+            expected: Protocol::Sign,
+            got: Protocol::Refresh
+        }
     );
 
     let err = run_tampered(sign_sessions(&refs, [6; 32]), 0, 1, 1, |e| e.version = 9);
-    assert_eq!(err, Error::UnsupportedVersion { party: p(0), version: 9 });
+    assert_eq!(
+        err,
+        Error::UnsupportedVersion {
+            party: p(0),
+            version: 9
+        }
+    );
 
     // A message from another session of the same wallet (same parties, another nonce).
     let other = sign_sessions(&refs, [6; 32]);
     let other_id = other[0].session_id();
-    let err = run_tampered(sign_sessions(&refs, [6; 32]), 0, 1, 2, |e| e.session_id = other_id);
+    let err = run_tampered(sign_sessions(&refs, [6; 32]), 0, 1, 2, |e| {
+        e.session_id = other_id
+    });
     assert_eq!(err, Error::WrongSession { party: p(0) });
 
     // Signing another digest or another path gives another session id: refused before parsing.
     let mut a = sign_request(&refs, [1; 32]);
-    let b_req = tessera_core::SignRequest { digest: [2; 32], ..a.clone() };
+    let b_req = tessera_core::SignRequest {
+        digest: [2; 32],
+        ..a.clone()
+    };
     let s0 = SignSession::new(&shares[0], &a).unwrap();
     let s1 = SignSession::new(&shares[1], &b_req).unwrap();
     assert_ne!(s0.session_id(), s1.session_id());
     a.path = "m/1".parse().unwrap();
-    assert_ne!(SignSession::new(&shares[0], &a).unwrap().session_id(), s0.session_id());
+    assert_ne!(
+        SignSession::new(&shares[0], &a).unwrap().session_id(),
+        s0.session_id()
+    );
 }
 
 #[test]
@@ -101,20 +139,41 @@ fn forged_sender_wrong_recipient_replay_and_duplicates() {
     // Party 2 sends a message that claims to come from party 1.
     let mut forged = net.take(2, 0, 1);
     forged.from = p(1);
-    assert_eq!(net.deliver_as(2, 0, &forged), Err(Error::SenderMismatch { party: p(2), claimed: p(1) }));
+    assert_eq!(
+        net.deliver_as(2, 0, &forged),
+        Err(Error::SenderMismatch {
+            party: p(2),
+            claimed: p(1)
+        })
+    );
 
     // Party 1's message for party 0, delivered to party 2.
     let for_zero = net.take(1, 0, 1);
-    assert_eq!(net.deliver_as(1, 2, &for_zero), Err(Error::WrongRecipient { party: p(1), to: p(0) }));
+    assert_eq!(
+        net.deliver_as(1, 2, &for_zero),
+        Err(Error::WrongRecipient {
+            party: p(1),
+            to: p(0)
+        })
+    );
 
     // A party outside the signer set.
     let mut stranger = for_zero.clone();
     stranger.from = p(5);
-    assert_eq!(net.deliver_as(5, 0, &stranger), Err(Error::UnknownSender { party: p(5) }));
+    assert_eq!(
+        net.deliver_as(5, 0, &stranger),
+        Err(Error::UnknownSender { party: p(5) })
+    );
 
     // The rejected messages changed nothing: deliver the genuine ones and finish round 1.
     net.deliver_as(1, 0, &for_zero).unwrap();
-    assert_eq!(net.deliver_as(1, 0, &for_zero), Err(Error::DuplicateMessage { party: p(1), round: 1 }));
+    assert_eq!(
+        net.deliver_as(1, 0, &for_zero),
+        Err(Error::DuplicateMessage {
+            party: p(1),
+            round: 1
+        })
+    );
     let mut genuine_from_2 = forged.clone();
     genuine_from_2.from = p(2);
     net.deliver_as(2, 0, &genuine_from_2).unwrap();
@@ -123,7 +182,11 @@ fn forged_sender_wrong_recipient_replay_and_duplicates() {
     // Replaying party 1's round-1 message once party 0 is in round 2.
     assert_eq!(
         net.deliver_as(1, 0, &for_zero),
-        Err(Error::ReplayedMessage { party: p(1), round: 1, current: 2 })
+        Err(Error::ReplayedMessage {
+            party: p(1),
+            round: 1,
+            current: 2
+        })
     );
 
     // A message from two rounds ahead.
@@ -134,11 +197,17 @@ fn forged_sender_wrong_recipient_replay_and_duplicates() {
     ahead.round = 4;
     assert_eq!(
         net.deliver_as(1, 0, &ahead),
-        Err(Error::UnexpectedRound { party: p(1), round: 4, current: 2 })
+        Err(Error::UnexpectedRound {
+            party: p(1),
+            round: 4,
+            current: 2
+        })
     );
     // The next round is accepted early, so its payload is checked at once.
     ahead.round = 3;
-    assert!(matches!(net.deliver_as(1, 0, &ahead), Err(Error::InvalidMessage { party, round: 3, .. }) if party == p(1)));
+    assert!(
+        matches!(net.deliver_as(1, 0, &ahead), Err(Error::InvalidMessage { party, round: 3, .. }) if party == p(1))
+    );
     net.queue.push_front(back);
 
     // After all of that the run still completes and the signature verifies.
@@ -160,24 +229,38 @@ fn truncated_oversize_and_garbage_bytes() {
     let s0 = net.session(0);
     for cut in [0, 1, 10, 40, bytes.len() / 2, bytes.len() - 1] {
         let err = s0.receive_bytes(p(1), &bytes[..cut]).unwrap_err();
-        assert!(matches!(err, Error::MalformedEnvelope { party, .. } if party == p(1)), "cut {cut}: {err:?}");
+        assert!(
+            matches!(err, Error::MalformedEnvelope { party, .. } if party == p(1)),
+            "cut {cut}: {err:?}"
+        );
     }
     let mut oversize = bytes.clone();
     oversize.resize(MAX_ENVELOPE_BYTES + 1, 0);
     assert_eq!(
         s0.receive_bytes(p(1), &oversize),
-        Err(Error::EnvelopeTooLarge { party: p(1), size: MAX_ENVELOPE_BYTES + 1, limit: MAX_ENVELOPE_BYTES })
+        Err(Error::EnvelopeTooLarge {
+            party: p(1),
+            size: MAX_ENVELOPE_BYTES + 1,
+            limit: MAX_ENVELOPE_BYTES
+        })
     );
     let mut trailing = bytes.clone();
     trailing.extend_from_slice(&[0, 0]);
-    assert!(matches!(s0.receive_bytes(p(1), &trailing), Err(Error::MalformedEnvelope { .. })));
+    assert!(matches!(
+        s0.receive_bytes(p(1), &trailing),
+        Err(Error::MalformedEnvelope { .. })
+    ));
 
     // A payload that is cut short inside a valid envelope.
     let mut short = e.clone();
     short.payload.truncate(20);
     assert_eq!(
         s0.receive_bytes(p(1), &short.to_bytes()),
-        Err(Error::InvalidMessage { party: p(1), round: 1, reason: "truncated payload".into() })
+        Err(Error::InvalidMessage {
+            party: p(1),
+            round: 1,
+            reason: "truncated payload".into()
+        })
     );
     let mut long = e.clone();
     long.payload.push(0);
@@ -221,14 +304,22 @@ fn invalid_points_and_zero_scalars_are_refused() {
     });
     assert_eq!(
         err,
-        Error::InvalidMessage { party: p(1), round: 2, reason: "the instance point is the point at infinity".into() }
+        Error::InvalidMessage {
+            party: p(1),
+            round: 2,
+            reason: "the instance point is the point at infinity".into()
+        }
     );
 
     // A point that is not on the curve: k256 refuses it while decoding.
     let err = run_tampered(sign_sessions(&refs, [9; 32]), 1, 0, 2, |e| {
         let m: TransmitPhase2to3<Curve> = postcard::from_bytes(&e.payload).unwrap();
         let gamma = m.gamma_u.to_sec1_point(true);
-        let at = e.payload.windows(33).position(|w| w == gamma.as_bytes()).unwrap();
+        let at = e
+            .payload
+            .windows(33)
+            .position(|w| w == gamma.as_bytes())
+            .unwrap();
         e.payload[at + 1..at + 33].copy_from_slice(&off_curve_x());
     });
     assert!(
@@ -242,13 +333,24 @@ fn invalid_points_and_zero_scalars_are_refused() {
         m.u = k256::Scalar::ZERO;
         e.payload = postcard::to_allocvec(&m).unwrap();
     });
-    assert_eq!(err, Error::InvalidMessage { party: p(0), round: 3, reason: "u is zero".into() });
+    assert_eq!(
+        err,
+        Error::InvalidMessage {
+            party: p(0),
+            round: 3,
+            reason: "u is zero".into()
+        }
+    );
 
     // A scalar above the group order does not decode.
     let err = run_tampered(sign_sessions(&refs, [9; 32]), 0, 1, 3, |e| {
         let m: Broadcast3to4<Curve> = postcard::from_bytes(&e.payload).unwrap();
         let u = m.u.to_bytes();
-        let at = e.payload.windows(32).position(|w| w == u.as_slice()).unwrap();
+        let at = e
+            .payload
+            .windows(32)
+            .position(|w| w == u.as_slice())
+            .unwrap();
         e.payload[at..at + 32].fill(0xff);
     });
     assert!(
@@ -299,7 +401,13 @@ fn keygen_detects_inconsistent_broadcasts_and_results() {
         // Round 3 starts with the 32-byte echo.
         e.payload[0] ^= 1;
     });
-    assert_eq!(err, Error::BroadcastMismatch { reported_by: p(0), round: 2 });
+    assert_eq!(
+        err,
+        Error::BroadcastMismatch {
+            reported_by: p(0),
+            round: 2
+        }
+    );
 
     // A different confirmation in round 4.
     let err = run_tampered(keygen_sessions(2, 2), 1, 0, 4, |e| e.payload[5] ^= 1);
@@ -320,7 +428,10 @@ fn refresh_refuses_a_share_of_another_wallet() {
     let a = keygen(2, 2);
     let b = keygen(2, 2);
     let nonce = fresh_nonce();
-    let sessions = vec![RefreshSession::new(&a[0], &nonce).unwrap(), RefreshSession::new(&b[1], &nonce).unwrap()];
+    let sessions = vec![
+        RefreshSession::new(&a[0], &nonce).unwrap(),
+        RefreshSession::new(&b[1], &nonce).unwrap(),
+    ];
     let err = tessera_core::runner::run(sessions).unwrap_err();
     assert!(matches!(err, Error::WrongSession { .. }), "{err:?}");
 }
@@ -342,6 +453,8 @@ fn a_failed_session_stays_failed() {
         payload: vec![],
     };
     assert_eq!(net.deliver_as(1, 0, &e), Err(Error::SessionFinished));
-    assert_eq!(net.session(0).start(), Err(Error::OutOfOrder("start called twice")));
+    assert_eq!(
+        net.session(0).start(),
+        Err(Error::OutOfOrder("start called twice"))
+    );
 }
-

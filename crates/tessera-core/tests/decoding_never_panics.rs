@@ -1,5 +1,6 @@
 //! Property tests: arbitrary bytes, as an envelope or as any round's payload, give an error and
 //! never a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Key generation, signing by every t-subset, refresh and BIP-32 derivation, end to end, with
 //! every signature checked by k256 and by libsecp256k1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
 
@@ -88,24 +89,47 @@ fn refresh_keeps_the_key_and_old_shares_cannot_mix_with_new() {
     }
     for set in [[0usize, 1], [1, 2], [0, 2]] {
         let digest = [set[0] as u8 + 10 * set[1] as u8; 32];
-        let (sig, _) = runner::sign(&[&fresh[set[0]], &fresh[set[1]]], digest, &DerivationPath::root()).unwrap();
+        let (sig, _) = runner::sign(
+            &[&fresh[set[0]], &fresh[set[1]]],
+            digest,
+            &DerivationPath::root(),
+        )
+        .unwrap();
         verify_everywhere(&pk, &digest, &sig);
     }
     // The old shares still work among themselves (nothing was deleted behind the caller's back)...
-    let (sig, _) = runner::sign(&[&shares[0], &shares[1]], [3; 32], &DerivationPath::root()).unwrap();
+    let (sig, _) =
+        runner::sign(&[&shares[0], &shares[1]], [3; 32], &DerivationPath::root()).unwrap();
     verify_everywhere(&pk, &[3; 32], &sig);
     // ...but an old share and a new one are refused on the epoch check, before any cryptography.
     // (The runner delivers party 0's first message first, so party 1 is the one to notice.)
     let err = runner::sign(&[&shares[0], &fresh[1]], [4; 32], &DerivationPath::root()).unwrap_err();
-    assert_eq!(err, Error::EpochMismatch { party: p(0), ours: 1, theirs: 0 });
+    assert_eq!(
+        err,
+        Error::EpochMismatch {
+            party: p(0),
+            ours: 1,
+            theirs: 0
+        }
+    );
     let err = runner::sign(&[&fresh[0], &shares[1]], [4; 32], &DerivationPath::root()).unwrap_err();
-    assert_eq!(err, Error::EpochMismatch { party: p(0), ours: 0, theirs: 1 });
+    assert_eq!(
+        err,
+        Error::EpochMismatch {
+            party: p(0),
+            ours: 0,
+            theirs: 1
+        }
+    );
     // A second refresh moves on to epoch 2, and a refresh cannot mix epochs either.
     let again = runner::refresh(&fresh).unwrap();
     assert!(again.iter().all(|s| s.epoch() == 2 && s.public_key() == pk));
     let copy = |s: &KeyShare| KeyShare::from_bytes(&s.to_bytes()).unwrap();
     let mixed = [copy(&shares[0]), copy(&fresh[1]), copy(&fresh[2])];
-    assert!(matches!(runner::refresh(&mixed), Err(Error::EpochMismatch { .. })));
+    assert!(matches!(
+        runner::refresh(&mixed),
+        Err(Error::EpochMismatch { .. })
+    ));
 }
 
 /// The reference: the `bip32` crate deriving from the root public key and chain code.
@@ -120,7 +144,9 @@ fn bip32_child(root: &PublicKey, chain_code: [u8; 32], path: &[u32]) -> [u8; 33]
     };
     let mut xpub = XPub::new(vk, attrs);
     for &i in path {
-        xpub = xpub.derive_child(ChildNumber::new(i, false).unwrap()).unwrap();
+        xpub = xpub
+            .derive_child(ChildNumber::new(i, false).unwrap())
+            .unwrap();
     }
     xpub.public_key().to_bytes()
 }
@@ -145,5 +171,10 @@ fn derived_keys_match_bip32_and_sign() {
         assert_eq!(root.verify(&digest, &sig), Err(Error::VerificationFailed));
     }
     let hardened = "m/0'/1".parse::<DerivationPath>().unwrap_err();
-    assert!(hardened.to_string().contains("hardened derivation is impossible"), "{hardened}");
+    assert!(
+        hardened
+            .to_string()
+            .contains("hardened derivation is impossible"),
+        "{hardened}"
+    );
 }

@@ -1,5 +1,6 @@
 //! Key share persistence: round trips, strict validation, redaction, and old files that must
 //! keep loading.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
 
@@ -9,12 +10,16 @@ use tessera_core::{DerivationPath, Error, KeyShare, runner};
 #[test]
 fn shares_round_trip_and_still_sign() {
     let shares = keygen(2, 3);
-    let copies: Vec<KeyShare> = shares.iter().map(|s| KeyShare::from_bytes(&s.to_bytes()).unwrap()).collect();
+    let copies: Vec<KeyShare> = shares
+        .iter()
+        .map(|s| KeyShare::from_bytes(&s.to_bytes()).unwrap())
+        .collect();
     for (a, b) in shares.iter().zip(&copies) {
         assert_eq!(*a.to_bytes(), *b.to_bytes());
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
-    let (sig, _) = runner::sign(&[&copies[2], &shares[0]], [1; 32], &DerivationPath::root()).unwrap();
+    let (sig, _) =
+        runner::sign(&[&copies[2], &shares[0]], [1; 32], &DerivationPath::root()).unwrap();
     verify_everywhere(&shares[0].public_key(), &[1; 32], &sig);
     // serde goes through the same format.
     let json = serde_json::to_string(&copies[1]).unwrap();
@@ -36,7 +41,11 @@ fn debug_output_has_no_secret() {
         let h = hex::encode(window);
         assert!(!text.contains(&h) || public.contains(&h), "{h} leaked");
     }
-    assert!(text.len() < 400, "Debug output is suspiciously long: {} chars", text.len());
+    assert!(
+        text.len() < 400,
+        "Debug output is suspiciously long: {} chars",
+        text.len()
+    );
 }
 
 #[test]
@@ -62,17 +71,29 @@ fn corrupted_or_foreign_files_are_refused_with_a_reason() {
     assert!(reason(&engine).contains("unknown engine"));
     let mut party = good.clone();
     party[6 + 1 + 16] = 1;
-    assert!(reason(&party).contains("another party index"), "{}", reason(&party));
+    assert!(
+        reason(&party).contains("another party index"),
+        "{}",
+        reason(&party)
+    );
     let mut threshold = good.clone();
     threshold[6 + 1 + 16 + 1] = 1;
-    assert!(reason(&threshold).contains("at least 2 signers"), "{}", reason(&threshold));
+    assert!(
+        reason(&threshold).contains("at least 2 signers"),
+        "{}",
+        reason(&threshold)
+    );
     // The other party's public key in the header: cross-checked against the engine state.
     let other = keygen(2, 2);
     let mut swapped = good.clone();
     let pk = shares[0].public_key().to_compressed();
     let at = swapped.windows(33).position(|w| w == pk).unwrap();
     swapped[at..at + 33].copy_from_slice(&other[0].public_key().to_compressed());
-    assert!(reason(&swapped).contains("another public key"), "{}", reason(&swapped));
+    assert!(
+        reason(&swapped).contains("another public key"),
+        "{}",
+        reason(&swapped)
+    );
     // Every single-byte flip in the header is refused or leaves the share identical in meaning.
     for i in 0..40 {
         let mut flipped = good.clone();
@@ -80,7 +101,10 @@ fn corrupted_or_foreign_files_are_refused_with_a_reason() {
         if let Ok(s) = KeyShare::from_bytes(&flipped) {
             // The only header fields that can change unnoticed are the wallet id and the epoch,
             // which the protocols then bind into every session.
-            assert!(s.wallet_id() != shares[0].wallet_id() || s.epoch() != 0, "byte {i}");
+            assert!(
+                s.wallet_id() != shares[0].wallet_id() || s.epoch() != 0,
+                "byte {i}"
+            );
         }
     }
 }
@@ -91,14 +115,28 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 /// signing in every later version.
 #[test]
 fn version_1_fixtures_still_load_and_sign() {
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}/keyshare-v1.json")).unwrap()).unwrap();
-    let load = |i: u8| KeyShare::from_bytes(&std::fs::read(format!("{FIXTURES}/keyshare-v1-p{i}.bin")).unwrap()).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{FIXTURES}/keyshare-v1.json")).unwrap(),
+    )
+    .unwrap();
+    let load = |i: u8| {
+        KeyShare::from_bytes(&std::fs::read(format!("{FIXTURES}/keyshare-v1-p{i}.bin")).unwrap())
+            .unwrap()
+    };
     let (a, b) = (load(0), load(1));
     for s in [&a, &b] {
-        assert_eq!(s.public_key().to_string(), expected["public_key"].as_str().unwrap());
-        assert_eq!(s.wallet_id().to_string(), expected["wallet_id"].as_str().unwrap());
-        assert_eq!(s.public_key().eth_address(), expected["eth_address"].as_str().unwrap());
+        assert_eq!(
+            s.public_key().to_string(),
+            expected["public_key"].as_str().unwrap()
+        );
+        assert_eq!(
+            s.wallet_id().to_string(),
+            expected["wallet_id"].as_str().unwrap()
+        );
+        assert_eq!(
+            s.public_key().eth_address(),
+            expected["eth_address"].as_str().unwrap()
+        );
         assert_eq!(s.epoch(), 0);
     }
     let (sig, _) = runner::sign(&[&a, &b], [42; 32], &DerivationPath::root()).unwrap();
@@ -112,7 +150,11 @@ fn version_1_fixtures_still_load_and_sign() {
 fn write_version_1_fixtures() {
     let shares = keygen(2, 2);
     for s in &shares {
-        std::fs::write(format!("{FIXTURES}/keyshare-v1-p{}.bin", s.party()), &*s.to_bytes()).unwrap();
+        std::fs::write(
+            format!("{FIXTURES}/keyshare-v1-p{}.bin", s.party()),
+            &*s.to_bytes(),
+        )
+        .unwrap();
     }
     let meta = serde_json::json!({
         "format_version": 1,
@@ -122,5 +164,9 @@ fn write_version_1_fixtures() {
         "eth_address": shares[0].public_key().eth_address(),
         "note": "test-only key; these shares protect nothing",
     });
-    std::fs::write(format!("{FIXTURES}/keyshare-v1.json"), serde_json::to_string_pretty(&meta).unwrap()).unwrap();
+    std::fs::write(
+        format!("{FIXTURES}/keyshare-v1.json"),
+        serde_json::to_string_pretty(&meta).unwrap(),
+    )
+    .unwrap();
 }

@@ -57,7 +57,10 @@ pub fn sign_request(shares: &[&KeyShare], digest: [u8; 32]) -> SignRequest {
 
 pub fn sign_sessions(shares: &[&KeyShare], digest: [u8; 32]) -> Vec<SignSession> {
     let request = sign_request(shares, digest);
-    shares.iter().map(|s| SignSession::new(s, &request).unwrap()).collect()
+    shares
+        .iter()
+        .map(|s| SignSession::new(s, &request).unwrap())
+        .collect()
 }
 
 /// Runs `sessions`, letting `edit` change the one envelope from `from` to `to` of `round` (decoded,
@@ -106,7 +109,10 @@ impl<S: Session> Net<S> {
     }
 
     pub fn session(&mut self, party: u8) -> &mut S {
-        self.sessions.iter_mut().find(|s| s.party() == p(party)).unwrap()
+        self.sessions
+            .iter_mut()
+            .find(|s| s.party() == p(party))
+            .unwrap()
     }
 
     /// Delivers `e` as coming from `sender`, queueing what the recipient sends back.

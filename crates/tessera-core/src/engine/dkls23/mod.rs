@@ -67,15 +67,30 @@ pub(crate) fn abort_error(abort: Abort) -> Error {
 fn describe(reason: &AbortReason) -> (Option<EnginePartyIndex>, String) {
     use AbortReason as R;
     let (party, text) = match reason {
-        R::SessionBindingMismatch { counterparty } => (counterparty, "its message belongs to a different signing session"),
+        R::SessionBindingMismatch { counterparty } => (
+            counterparty,
+            "its message belongs to a different signing session",
+        ),
         R::ProofVerificationFailed { counterparty } => (counterparty, "its proof does not verify"),
-        R::CommitmentMismatch { counterparty } => (counterparty, "its opening does not match its commitment"),
+        R::CommitmentMismatch { counterparty } => {
+            (counterparty, "its opening does not match its commitment")
+        }
         R::TrivialInstancePoint { counterparty } => (counterparty, "its instance point is trivial"),
-        R::OtConsistencyCheckFailed { counterparty } => (counterparty, "the OT consistency check failed"),
-        R::MultiplicationVerificationFailed { counterparty, .. } => (counterparty, "the two-party multiplication check failed"),
+        R::OtConsistencyCheckFailed { counterparty } => {
+            (counterparty, "the OT consistency check failed")
+        }
+        R::MultiplicationVerificationFailed { counterparty, .. } => {
+            (counterparty, "the two-party multiplication check failed")
+        }
         R::GammaUInconsistency { counterparty } => (counterparty, "its gamma_u is inconsistent"),
-        R::ZeroShareDecommitFailed { counterparty } => (counterparty, "its zero-share seed does not match its commitment"),
-        R::ChainCodeCommitmentFailed { party } => (party, "its chain-code opening does not match its commitment"),
+        R::ZeroShareDecommitFailed { counterparty } => (
+            counterparty,
+            "its zero-share seed does not match its commitment",
+        ),
+        R::ChainCodeCommitmentFailed { party } => (
+            party,
+            "its chain-code opening does not match its commitment",
+        ),
         R::MissingCommittedPoint { party } => (party, "its committed point is missing"),
         R::UnexpectedSender { sender } => (sender, "it is not an expected sender"),
         R::DuplicateSender { sender } => (sender, "it sent two messages"),

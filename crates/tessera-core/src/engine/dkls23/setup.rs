@@ -18,12 +18,12 @@
 use std::collections::BTreeMap;
 
 use dkls23::DkgSession;
+use dkls23::protocols::Parameters;
 use dkls23::protocols::dkg::{
     BroadcastDerivationPhase2to4, BroadcastDerivationPhase3to4, KeepInitMulPhase3to4,
     KeepInitZeroSharePhase2to3, KeepInitZeroSharePhase3to4, ProofCommitment,
     TransmitInitMulPhase3to4, TransmitInitZeroSharePhase2to4, TransmitInitZeroSharePhase3to4,
 };
-use dkls23::protocols::Parameters;
 use dkls23::utilities::proofs::DLogProof;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -95,7 +95,7 @@ struct Round3Broadcast<'a> {
 /// Engine state that differs between keygen and refresh.
 enum Mode {
     Keygen {
-        dkg: Option<DkgSession<Curve>>,
+        dkg: Option<Box<DkgSession<Curve>>>,
     },
     Refresh {
         old: Box<Party>,
@@ -127,11 +127,25 @@ pub(crate) struct Setup {
 }
 
 impl Setup {
-    pub(crate) fn keygen(session_id: SessionId, wallet_id: WalletId, me: PartyIndex, threshold: Threshold) -> Result<Self> {
+    pub(crate) fn keygen(
+        session_id: SessionId,
+        wallet_id: WalletId,
+        me: PartyIndex,
+        threshold: Threshold,
+    ) -> Result<Self> {
         let parameters = Parameters::new(threshold.t, threshold.n)
             .map_err(|e| Error::InvalidParameters(e.to_string()))?;
         let dkg = DkgSession::new(parameters, engine_index(me), session_id.as_bytes().to_vec());
-        Ok(Self::new(session_id, wallet_id, me, threshold, 0, Mode::Keygen { dkg: Some(dkg) }))
+        Ok(Self::new(
+            session_id,
+            wallet_id,
+            me,
+            threshold,
+            0,
+            Mode::Keygen {
+                dkg: Some(Box::new(dkg)),
+            },
+        ))
     }
 
     pub(crate) fn refresh(session_id: SessionId, share: &KeyShare) -> Self {
@@ -152,7 +166,14 @@ impl Setup {
         )
     }
 
-    fn new(session_id: SessionId, wallet_id: WalletId, me: PartyIndex, threshold: Threshold, start_epoch: u64, mode: Mode) -> Self {
+    fn new(
+        session_id: SessionId,
+        wallet_id: WalletId,
+        me: PartyIndex,
+        threshold: Threshold,
+        start_epoch: u64,
+        mode: Mode,
+    ) -> Self {
         Setup {
             session_id,
             wallet_id,
@@ -175,7 +196,11 @@ impl Setup {
     }
 
     fn result_epoch(&self) -> u64 {
-        if self.is_keygen() { 0 } else { self.start_epoch + 1 }
+        if self.is_keygen() {
+            0
+        } else {
+            self.start_epoch + 1
+        }
     }
 
     fn out_of_order() -> Error {
@@ -189,7 +214,10 @@ impl Setup {
         })
     }
 
-    fn round3_broadcast(proof: &DLogProof<Curve>, chain_code: &Option<BroadcastDerivationPhase3to4>) -> Vec<u8> {
+    fn round3_broadcast(
+        proof: &DLogProof<Curve>,
+        chain_code: &Option<BroadcastDerivationPhase3to4>,
+    ) -> Vec<u8> {
         encode(&Round3Broadcast { proof, chain_code })
     }
 
@@ -224,7 +252,12 @@ impl Setup {
                 let (pc, zero, bip) = dkg.phase2(&fragments).map_err(abort_error)?;
                 (pc, zero, Some(bip))
             }
-            Mode::Refresh { old, correction, zero_kept_2, .. } => {
+            Mode::Refresh {
+                old,
+                correction,
+                zero_kept_2,
+                ..
+            } => {
                 let (value, pc, keep, zero) =
                     old.refresh_complete_phase2(self.session_id.as_bytes(), &fragments);
                 *correction = Some(value);
@@ -249,7 +282,10 @@ impl Setup {
     }
 
     fn round2_to_3(&mut self, received: BTreeMap<PartyIndex, Message>) -> Result<Outgoing> {
-        let own_pc = self.own_proof_commitment.as_ref().ok_or_else(Self::out_of_order)?;
+        let own_pc = self
+            .own_proof_commitment
+            .as_ref()
+            .ok_or_else(Self::out_of_order)?;
         let mut broadcasts = BTreeMap::new();
         broadcasts.insert(
             self.me,
@@ -259,7 +295,9 @@ impl Setup {
             }),
         );
         for (p, m) in received {
-            let Message::R2(m) = m else { return Err(Self::out_of_order()) };
+            let Message::R2(m) = m else {
+                return Err(Self::out_of_order());
+            };
             broadcasts.insert(p, Self::round2_broadcast(&m));
             self.round2.insert(p, m);
         }
@@ -271,9 +309,16 @@ impl Setup {
                 let (zero, mul, bip) = dkg.phase3().map_err(abort_error)?;
                 (zero, mul, Some(bip))
             }
-            Mode::Refresh { old, zero_kept_2, zero_kept_3, mul_kept, .. } => {
+            Mode::Refresh {
+                old,
+                zero_kept_2,
+                zero_kept_3,
+                mul_kept,
+                ..
+            } => {
                 let kept = zero_kept_2.take().ok_or_else(Self::out_of_order)?;
-                let (z3, zero, mk, mul) = old.refresh_complete_phase3(self.session_id.as_bytes(), &kept);
+                let (z3, zero, mk, mul) =
+                    old.refresh_complete_phase3(self.session_id.as_bytes(), &kept);
                 *zero_kept_3 = Some(z3);
                 *mul_kept = Some(mk);
                 (zero, mul, None)
@@ -301,7 +346,10 @@ impl Setup {
     }
 
     fn round3_to_4(&mut self, received: BTreeMap<PartyIndex, Message>) -> Result<Outgoing> {
-        let own_pc = self.own_proof_commitment.take().ok_or_else(Self::out_of_order)?;
+        let own_pc = self
+            .own_proof_commitment
+            .take()
+            .ok_or_else(Self::out_of_order)?;
         let mut proofs = vec![own_pc];
         let mut zero2 = Vec::new();
         let mut zero3 = Vec::new();
@@ -309,16 +357,24 @@ impl Setup {
         let mut chain_code_commitments = BTreeMap::new();
         let mut chain_codes = BTreeMap::new();
         let mut broadcasts3 = BTreeMap::new();
-        broadcasts3.insert(self.me, Self::round3_broadcast(&proofs[0].proof, &self.own_chain_code));
+        broadcasts3.insert(
+            self.me,
+            Self::round3_broadcast(&proofs[0].proof, &self.own_chain_code),
+        );
         if let (Some(c2), Some(c3)) = (&self.own_chain_code_commitment, &self.own_chain_code) {
             chain_code_commitments.insert(engine_index(self.me), c2.clone());
             chain_codes.insert(engine_index(self.me), c3.clone());
         }
         for (p, m) in received {
-            let Message::R3(m) = m else { return Err(Self::out_of_order()) };
+            let Message::R3(m) = m else {
+                return Err(Self::out_of_order());
+            };
             let m = *m;
             if m.echo != self.echo2 {
-                return Err(Error::BroadcastMismatch { reported_by: p, round: 2 });
+                return Err(Error::BroadcastMismatch {
+                    reported_by: p,
+                    round: 2,
+                });
             }
             let r2 = self.round2.remove(&p).ok_or_else(Self::out_of_order)?;
             broadcasts3.insert(p, Self::round3_broadcast(&m.proof, &m.chain_code));
@@ -340,16 +396,39 @@ impl Setup {
             Mode::Keygen { dkg } => {
                 let dkg = dkg.take().ok_or_else(Self::out_of_order)?;
                 let (party, _package) = dkg
-                    .phase4(&proofs, &zero2, &zero3, &mul, &chain_code_commitments, &chain_codes, |_| String::new())
+                    .phase4(
+                        &proofs,
+                        &zero2,
+                        &zero3,
+                        &mul,
+                        &chain_code_commitments,
+                        &chain_codes,
+                        |_| String::new(),
+                    )
                     .map_err(abort_error)?;
                 party
             }
-            Mode::Refresh { old, correction, zero_kept_3, mul_kept, .. } => {
+            Mode::Refresh {
+                old,
+                correction,
+                zero_kept_3,
+                mul_kept,
+                ..
+            } => {
                 let correction = correction.take().ok_or_else(Self::out_of_order)?;
                 let zk = zero_kept_3.take().ok_or_else(Self::out_of_order)?;
                 let mk = mul_kept.take().ok_or_else(Self::out_of_order)?;
                 let party = old
-                    .refresh_complete_phase4(self.session_id.as_bytes(), &correction, &proofs, &zk, &zero2, &zero3, &mk, &mul)
+                    .refresh_complete_phase4(
+                        self.session_id.as_bytes(),
+                        &correction,
+                        &proofs,
+                        &zk,
+                        &zero2,
+                        &zero3,
+                        &mk,
+                        &mul,
+                    )
                     .map_err(abort_error)?;
                 if party.pk != old.pk {
                     return Err(Error::Aborted("refresh changed the public key".into()));
@@ -391,7 +470,13 @@ impl Rounds for Setup {
             if p == self.me {
                 self.own_fragment = Some(fragment);
             } else {
-                out.insert(p, encode(&Round1 { epoch: self.start_epoch, fragment }));
+                out.insert(
+                    p,
+                    encode(&Round1 {
+                        epoch: self.start_epoch,
+                        fragment,
+                    }),
+                );
             }
         }
         fragments.zeroize();
@@ -399,12 +484,20 @@ impl Rounds for Setup {
     }
 
     fn parse(&self, round: u8, from: PartyIndex, payload: &[u8]) -> Result<Message> {
-        let check = Check { round, from, me: self.me };
+        let check = Check {
+            round,
+            from,
+            me: self.me,
+        };
         match round {
             1 => {
                 let m: Round1 = decode(round, from, payload)?;
                 if m.epoch != self.start_epoch {
-                    return Err(Error::EpochMismatch { party: from, ours: self.start_epoch, theirs: m.epoch });
+                    return Err(Error::EpochMismatch {
+                        party: from,
+                        ours: self.start_epoch,
+                        theirs: m.epoch,
+                    });
                 }
                 check.scalar(&m.fragment, "the polynomial fragment")?;
                 Ok(Message::R1(m))
@@ -415,7 +508,11 @@ impl Rounds for Setup {
                 match (&m.chain_code_commitment, self.is_keygen()) {
                     (Some(c), true) => check.sender(c.sender_index)?,
                     (None, false) => {}
-                    _ => return Err(check.fail("chain-code commitment present in refresh or missing in keygen")),
+                    _ => {
+                        return Err(check.fail(
+                            "chain-code commitment present in refresh or missing in keygen",
+                        ));
+                    }
                 }
                 Ok(Message::R2(m))
             }
@@ -428,7 +525,10 @@ impl Rounds for Setup {
                 match (&m.chain_code, self.is_keygen()) {
                     (Some(c), true) => check.sender(c.sender_index)?,
                     (None, false) => {}
-                    _ => return Err(check.fail("chain-code opening present in refresh or missing in keygen")),
+                    _ => {
+                        return Err(check
+                            .fail("chain-code opening present in refresh or missing in keygen"));
+                    }
                 }
                 Ok(Message::R3(Box::new(m)))
             }
@@ -437,7 +537,11 @@ impl Rounds for Setup {
         }
     }
 
-    fn advance(&mut self, round: u8, received: BTreeMap<PartyIndex, Message>) -> Result<Advance<KeyShare>> {
+    fn advance(
+        &mut self,
+        round: u8,
+        received: BTreeMap<PartyIndex, Message>,
+    ) -> Result<Advance<KeyShare>> {
         match round {
             1 => self.round1_to_2(received).map(Advance::Send),
             2 => self.round2_to_3(received).map(Advance::Send),
@@ -445,7 +549,9 @@ impl Rounds for Setup {
             4 => {
                 let (share, ours) = self.result.take().ok_or_else(Self::out_of_order)?;
                 for (p, m) in received {
-                    let Message::R4(m) = m else { return Err(Self::out_of_order()) };
+                    let Message::R4(m) = m else {
+                        return Err(Self::out_of_order());
+                    };
                     if m.confirmation != ours {
                         return Err(Error::ConfirmationMismatch { party: p });
                     }

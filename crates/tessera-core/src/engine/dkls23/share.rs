@@ -35,14 +35,17 @@ impl EngineShare {
         if state.party_index != engine_index(party) {
             return Err(bad("the engine state belongs to another party index"));
         }
-        if (state.parameters.threshold, state.parameters.share_count) != (threshold.t, threshold.n) {
+        if (state.parameters.threshold, state.parameters.share_count) != (threshold.t, threshold.n)
+        {
             return Err(bad("the engine state has another threshold"));
         }
         if &state.pk != public_key.as_affine() || state.derivation_data.pk != state.pk {
             return Err(bad("the engine state has another public key"));
         }
         if &state.derivation_data.chain_code != chain_code || state.derivation_data.depth != 0 {
-            return Err(bad("the engine state has another chain code or is not a root key"));
+            return Err(bad(
+                "the engine state has another chain code or is not a root key",
+            ));
         }
         if bool::from(state.poly_point.is_zero())
             || state.poly_point != state.derivation_data.poly_point
@@ -58,7 +61,9 @@ impl EngineShare {
             || !state.mul_receivers.keys().eq(others.iter())
             || state.zero_share.seeds.len() != others.len()
         {
-            return Err(bad("the multiplication or zero-share set-up does not match the party set"));
+            return Err(bad(
+                "the multiplication or zero-share set-up does not match the party set",
+            ));
         }
         Ok(EngineShare(Box::new(state)))
     }
@@ -88,5 +93,4 @@ impl EngineShare {
             .map(|d| d.pk)
             .map_err(|e| Error::InvalidDerivationPath(e.description))
     }
-
 }

@@ -24,6 +24,14 @@ use crate::session::{Advance, Outgoing, Rounds, decode, encode};
 use crate::types::PartyIndex;
 
 type EngineIndex = dkls23::protocols::PartyIndex;
+type Kept1 = (
+    UniqueKeep1to2<Curve>,
+    BTreeMap<EngineIndex, KeepPhase1to2<Curve>>,
+);
+type Kept2 = (
+    UniqueKeep2to3<Curve>,
+    BTreeMap<EngineIndex, KeepPhase2to3<Curve>>,
+);
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Round1 {
@@ -47,8 +55,8 @@ pub(crate) struct Signing {
     public_key: PublicKey,
     digest: [u8; 32],
     data: SignData,
-    kept1: Option<(UniqueKeep1to2<Curve>, BTreeMap<EngineIndex, KeepPhase1to2<Curve>>)>,
-    kept2: Option<(UniqueKeep2to3<Curve>, BTreeMap<EngineIndex, KeepPhase2to3<Curve>>)>,
+    kept1: Option<Kept1>,
+    kept2: Option<Kept2>,
     /// `r` (hex, as the engine keeps it) and our own round-3 broadcast.
     kept3: Option<(String, Broadcast3to4<Curve>)>,
 }
@@ -112,13 +120,23 @@ impl Rounds for Signing {
             .into_iter()
             .map(|message| {
                 let to = super::tessera_index(message.parties.receiver);
-                (to, encode(&Round1 { epoch: self.epoch, message }))
+                (
+                    to,
+                    encode(&Round1 {
+                        epoch: self.epoch,
+                        message,
+                    }),
+                )
             })
             .collect())
     }
 
     fn parse(&self, round: u8, from: PartyIndex, payload: &[u8]) -> Result<Message> {
-        let check = Check { round, from, me: self.me };
+        let check = Check {
+            round,
+            from,
+            me: self.me,
+        };
         match round {
             1 => {
                 let m: Round1 = decode(round, from, payload)?;
@@ -153,7 +171,11 @@ impl Rounds for Signing {
         }
     }
 
-    fn advance(&mut self, round: u8, received: BTreeMap<PartyIndex, Message>) -> Result<Advance<Signature>> {
+    fn advance(
+        &mut self,
+        round: u8,
+        received: BTreeMap<PartyIndex, Message>,
+    ) -> Result<Advance<Signature>> {
         match round {
             1 => {
                 let msgs = Self::by_sender(received, |m| match m {
@@ -208,7 +230,9 @@ impl Rounds for Signing {
                 let mut s = [0u8; 32];
                 hex::decode_to_slice(&x_coord, &mut r)
                     .and_then(|()| hex::decode_to_slice(&s_hex, &mut s))
-                    .map_err(|_| Error::Aborted("the engine returned a malformed signature".into()))?;
+                    .map_err(|_| {
+                        Error::Aborted("the engine returned a malformed signature".into())
+                    })?;
                 // Independent check with k256; also computes the recovery id for the low-S form.
                 let signature = Signature::from_scalars(r, s, &self.digest, &self.public_key)?;
                 Ok(Advance::Done(signature))
