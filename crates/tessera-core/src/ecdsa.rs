@@ -135,17 +135,36 @@ impl Signature {
         digest: &[u8; 32],
         public_key: &PublicKey,
     ) -> Result<Self> {
+        Self::from_scalars_with_hint(r, s, digest, public_key, None)
+    }
+
+    /// As [`Signature::from_scalars`], trying `hint` (the recovery id of the low-S form, as the
+    /// engine computed it) first: one key recovery then proves both the id and the signature.
+    pub(crate) fn from_scalars_with_hint(
+        r: [u8; 32],
+        s: [u8; 32],
+        digest: &[u8; 32],
+        public_key: &PublicKey,
+        hint: Option<u8>,
+    ) -> Result<Self> {
         let inner = K256Signature::from_scalars(r, s)
             .map_err(|_| {
                 Error::InvalidSignature("r or s is zero or not below the curve order".into())
             })?
             .normalize_s();
-        let recovery_id = RecoveryId::trial_recovery_from_prehash(
-            &VerifyingKey::from(&public_key.0),
-            digest,
-            &inner,
-        )
-        .map_err(|_| Error::VerificationFailed)?;
+        let key = VerifyingKey::from(&public_key.0);
+        if let Some(id) = hint.and_then(RecoveryId::from_byte) {
+            // Recovery succeeds for any well-formed (r, s); matching our key is what proves the
+            // signature valid, as verification would.
+            if VerifyingKey::recover_from_prehash(digest, &inner, id).is_ok_and(|k| k == key) {
+                return Ok(Signature {
+                    inner,
+                    recovery_id: id,
+                });
+            }
+        }
+        let recovery_id = RecoveryId::trial_recovery_from_prehash(&key, digest, &inner)
+            .map_err(|_| Error::VerificationFailed)?;
         Ok(Signature { inner, recovery_id })
     }
 
@@ -352,8 +371,17 @@ mod tests {
             Signature::from_scalars(ours.r(), high.s().to_bytes().into(), &digest, &pk).unwrap();
         assert_eq!(renormalised, ours);
 
+        // A wrong recovery-id hint falls back to trial recovery; a right one is taken.
+        for hint in [Some(ours.recovery_id() ^ 1), Some(7), Some(ours.recovery_id()), None] {
+            let again = Signature::from_scalars_with_hint(ours.r(), ours.s(), &digest, &pk, hint).unwrap();
+            assert_eq!(again, ours);
+        }
         let mut other = digest;
         other[0] ^= 1;
+        assert_eq!(
+            Signature::from_scalars_with_hint(ours.r(), ours.s(), &other, &pk, Some(ours.recovery_id())),
+            Err(Error::VerificationFailed)
+        );
         assert_eq!(pk.verify(&other, &ours), Err(Error::VerificationFailed));
         assert!(matches!(
             verify_encoded(&pk, &digest, &[1, 2, 3]),

@@ -169,7 +169,7 @@ impl SignSession {
         .field(&request.digest)
         .field(&request.path.to_bytes())
         .session_id();
-        let party = share.engine.derive(&request.path)?;
+        let party = share.engine.signing_party(&request.path, &parties)?;
         let rounds = Signing::new(
             session_id.as_bytes(),
             share.party,

@@ -34,7 +34,7 @@ use crate::types::PartyIndex;
 
 pub(crate) type Curve = k256::Secp256k1;
 pub(crate) type Party = dkls23::protocols::Party<Curve>;
-type EnginePartyIndex = dkls23::protocols::PartyIndex;
+pub(crate) type EnginePartyIndex = dkls23::protocols::PartyIndex;
 
 /// Tessera index `i` is engine index `i + 1`.
 pub(crate) fn engine_index(p: PartyIndex) -> EnginePartyIndex {

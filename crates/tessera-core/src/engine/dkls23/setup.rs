@@ -454,6 +454,38 @@ impl Setup {
     }
 }
 
+impl Drop for Setup {
+    fn drop(&mut self) {
+        // The DKG session and the engine's party zeroize themselves; these are ours.
+        self.own_fragment.zeroize();
+        if let Mode::Refresh {
+            correction,
+            zero_kept_2,
+            zero_kept_3,
+            mul_kept,
+            ..
+        } = &mut self.mode
+        {
+            correction.zeroize();
+            for kept in zero_kept_2.iter_mut().flat_map(BTreeMap::values_mut) {
+                kept.seed.zeroize();
+                kept.salt.zeroize();
+            }
+            for kept in zero_kept_3.iter_mut().flat_map(BTreeMap::values_mut) {
+                kept.seed.zeroize();
+            }
+            // As the engine's own DkgSession does for the same state.
+            for kept in mul_kept.iter_mut().flat_map(BTreeMap::values_mut) {
+                kept.ot_sender.s.zeroize();
+                kept.ot_receiver.seed.zeroize();
+                kept.nonce.zeroize();
+                kept.vec_r.zeroize();
+                kept.correlation.zeroize();
+            }
+        }
+    }
+}
+
 impl Rounds for Setup {
     type Message = Message;
     type Output = KeyShare;

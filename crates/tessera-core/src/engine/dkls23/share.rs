@@ -3,7 +3,7 @@
 
 use zeroize::Zeroizing;
 
-use super::{Party, engine_index};
+use super::{EnginePartyIndex, Party, engine_index};
 use crate::derivation::DerivationPath;
 use crate::ecdsa::PublicKey;
 use crate::error::{Error, Result};
@@ -72,14 +72,45 @@ impl EngineShare {
         self.0.derivation_data.chain_code
     }
 
-    /// The party state for signing under `path` (a clone for the root).
-    pub(crate) fn derive(&self, path: &DerivationPath) -> Result<Party> {
-        if path.is_root() {
-            return Ok((*self.0).clone());
-        }
-        self.0
-            .derive_from_path(&path.to_string(), |_| String::new())
-            .map_err(|e| Error::InvalidDerivationPath(e.description))
+    /// The party state for signing under `path` with `signers`: the share shifted by the BIP-32
+    /// tweak, and only the multiplication set-up for the other signers (copying the set-up for
+    /// parties that do not sign would cost time and put more secrets in memory).
+    pub(crate) fn signing_party(
+        &self,
+        path: &DerivationPath,
+        signers: &[PartyIndex],
+    ) -> Result<Party> {
+        let root = &*self.0;
+        let derivation_data = if path.is_root() {
+            root.derivation_data.clone()
+        } else {
+            root.derivation_data
+                .derive_from_path(&path.to_string())
+                .map_err(|e| Error::InvalidDerivationPath(e.description))?
+        };
+        let keep = |p: &EnginePartyIndex| signers.iter().any(|&s| engine_index(s) == *p);
+        Ok(Party {
+            parameters: root.parameters.clone(),
+            party_index: root.party_index,
+            session_id: root.session_id.clone(),
+            poly_point: derivation_data.poly_point,
+            pk: derivation_data.pk,
+            zero_share: root.zero_share.clone(),
+            mul_senders: root
+                .mul_senders
+                .iter()
+                .filter(|(p, _)| keep(p))
+                .map(|(p, m)| (*p, m.clone()))
+                .collect(),
+            mul_receivers: root
+                .mul_receivers
+                .iter()
+                .filter(|(p, _)| keep(p))
+                .map(|(p, m)| (*p, m.clone()))
+                .collect(),
+            derivation_data,
+            address: String::new(),
+        })
     }
 
     /// The public key at `path`, without touching the multiplication state.

@@ -222,7 +222,7 @@ impl Rounds for Signing {
                     _ => None,
                 })?;
                 all.push(own);
-                let (s_hex, _recovery_id) = self
+                let (s_hex, recovery_id) = self
                     .party
                     .sign_phase4(&self.data, &x_coord, &all, true)
                     .map_err(abort_error)?;
@@ -234,7 +234,13 @@ impl Rounds for Signing {
                         Error::Aborted("the engine returned a malformed signature".into())
                     })?;
                 // Independent check with k256; also computes the recovery id for the low-S form.
-                let signature = Signature::from_scalars(r, s, &self.digest, &self.public_key)?;
+                let signature = Signature::from_scalars_with_hint(
+                    r,
+                    s,
+                    &self.digest,
+                    &self.public_key,
+                    Some(recovery_id),
+                )?;
                 Ok(Advance::Done(signature))
             }
             _ => Err(Self::out_of_order()),
