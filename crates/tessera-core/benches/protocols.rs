@@ -79,8 +79,18 @@ fn raw_keygen(t: u8, n: u8) -> Vec<Party<C>> {
         .collect()
 }
 
-/// Raw signing by the first `t` parties: the crate's `SignSession`, messages as structs.
-fn raw_sign(parties: &[Party<C>], digest: [u8; 32]) -> [u8; 32] {
+/// A message as the recipient sees it after the wire: postcard out and back in.
+fn wire<T: serde::Serialize + serde::de::DeserializeOwned>(m: T, on_wire: bool) -> T {
+    if !on_wire {
+        return m;
+    }
+    let bytes = postcard::to_allocvec(&m).unwrap();
+    postcard::take_from_bytes(&bytes).unwrap().0
+}
+
+/// Raw signing by the first `t` parties: the crate's `SignSession`, messages as structs, or
+/// (`on_wire`) each message serialized and deserialized with postcard as any transport must.
+fn raw_sign(parties: &[Party<C>], digest: [u8; 32], on_wire: bool) -> [u8; 32] {
     let signers: Vec<&Party<C>> = parties
         .iter()
         .take(parties[0].parameters.threshold as usize)
@@ -100,7 +110,7 @@ fn raw_sign(parties: &[Party<C>], digest: [u8; 32]) -> [u8; 32] {
         };
         let (s, out) = dkls23::SignSession::new(p, data).unwrap();
         sessions.push(s);
-        t1.extend(out);
+        t1.extend(out.into_iter().map(|m| wire(m, on_wire)));
     }
     let mut t2 = Vec::new();
     for (s, me) in sessions.iter_mut().zip(&ids) {
@@ -109,7 +119,12 @@ fn raw_sign(parties: &[Party<C>], digest: [u8; 32]) -> [u8; 32] {
             .filter(|m| m.parties.receiver == *me)
             .cloned()
             .collect();
-        t2.extend(s.phase2(&inbox).unwrap());
+        t2.extend(
+            s.phase2(&inbox)
+                .unwrap()
+                .into_iter()
+                .map(|m| wire(m, on_wire)),
+        );
     }
     let mut t3 = Vec::new();
     for (s, me) in sessions.iter_mut().zip(&ids) {
@@ -118,7 +133,7 @@ fn raw_sign(parties: &[Party<C>], digest: [u8; 32]) -> [u8; 32] {
             .filter(|m| m.parties.receiver == *me)
             .cloned()
             .collect();
-        t3.push(s.phase3(&inbox).unwrap());
+        t3.push(wire(s.phase3(&inbox).unwrap(), on_wire));
     }
     let mut r = [0u8; 32];
     for s in sessions {
@@ -209,7 +224,8 @@ fn benches(c: &mut Criterion) {
     keygen.finish();
 
     let mut sign = c.benchmark_group("sign");
-    sign.sample_size(50);
+    sign.sample_size(100)
+        .measurement_time(Duration::from_secs(10));
     for (t, n) in [(2u8, 2u8), (2, 3)] {
         let shares = runner::keygen(Threshold::new(t, n).unwrap()).unwrap();
         let set = signers(&shares);
@@ -225,7 +241,10 @@ fn benches(c: &mut Criterion) {
         });
         let raw = raw_keygen(t, n);
         sign.bench_function(format!("dkls23 {t}-of-{n}"), |b| {
-            b.iter(|| black_box(raw_sign(&raw, digest)))
+            b.iter(|| black_box(raw_sign(&raw, digest, false)))
+        });
+        sign.bench_function(format!("dkls23+postcard {t}-of-{n}"), |b| {
+            b.iter(|| black_box(raw_sign(&raw, digest, true)))
         });
     }
     sign.finish();

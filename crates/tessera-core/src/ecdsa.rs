@@ -372,14 +372,26 @@ mod tests {
         assert_eq!(renormalised, ours);
 
         // A wrong recovery-id hint falls back to trial recovery; a right one is taken.
-        for hint in [Some(ours.recovery_id() ^ 1), Some(7), Some(ours.recovery_id()), None] {
-            let again = Signature::from_scalars_with_hint(ours.r(), ours.s(), &digest, &pk, hint).unwrap();
+        for hint in [
+            Some(ours.recovery_id() ^ 1),
+            Some(7),
+            Some(ours.recovery_id()),
+            None,
+        ] {
+            let again =
+                Signature::from_scalars_with_hint(ours.r(), ours.s(), &digest, &pk, hint).unwrap();
             assert_eq!(again, ours);
         }
         let mut other = digest;
         other[0] ^= 1;
         assert_eq!(
-            Signature::from_scalars_with_hint(ours.r(), ours.s(), &other, &pk, Some(ours.recovery_id())),
+            Signature::from_scalars_with_hint(
+                ours.r(),
+                ours.s(),
+                &other,
+                &pk,
+                Some(ours.recovery_id())
+            ),
             Err(Error::VerificationFailed)
         );
         assert_eq!(pk.verify(&other, &ours), Err(Error::VerificationFailed));

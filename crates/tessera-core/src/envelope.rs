@@ -14,8 +14,9 @@ use crate::types::{PartyIndex, Protocol, SessionId};
 pub const ENVELOPE_VERSION: u8 = 1;
 
 /// The largest encoded envelope a session accepts. The largest message Tessera sends is the
-/// keygen/refresh round-3 message (OT set-up), about 60 KB for each recipient; the limit leaves
-/// generous room while keeping a hostile sender from making us allocate much.
+/// keygen/refresh round-3 message (the OT set-up for one counterparty), 147,867 bytes whatever
+/// `t` and `n`; the limit leaves room for that while keeping a hostile sender from making us
+/// buffer much.
 pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
 
 /// One protocol message from one party to another.
