@@ -14,7 +14,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
 use sha3::Keccak256;
 use tessera_core::ecdsa::{SignatureEncoding, eip191_digest, verify_encoded};
-use tessera_core::protocols::{KeygenSession, SignRequest, SignSession, fresh_nonce};
+use tessera_core::protocols::{
+    KeygenSession, SignRequest, SignSession, fresh_nonce, validate_signers,
+};
 use tessera_core::runner::{self, Delivery};
 use tessera_core::{DerivationPath, Error, KeyShare, PartyIndex, PublicKey, Threshold, WalletId};
 
@@ -153,28 +155,8 @@ fn demo(args: &DemoArgs) -> CliResult {
         Some(list) => list.iter().map(|&i| PartyIndex::new(i)).collect(),
         None => (0..threshold.t).map(PartyIndex::new).collect(),
     };
-    // Check the signer set before the (slow) key generation, with the same rules signing applies.
-    let mut seen = std::collections::BTreeSet::new();
-    for p in &signers {
-        if !threshold.contains(*p) {
-            return Err(Failure::Usage(format!(
-                "signer {p} is not one of the {} parties (0..{})",
-                threshold.n, threshold.n
-            )));
-        }
-        if !seen.insert(*p) {
-            return Err(Failure::Usage(format!(
-                "party {p} appears twice in --signers"
-            )));
-        }
-    }
-    if signers.len() != usize::from(threshold.t) {
-        return Err(Failure::Usage(format!(
-            "a {threshold} wallet signs with exactly {} parties, --signers names {}",
-            threshold.t,
-            signers.len()
-        )));
-    }
+    // Check the signer set before the (slow) key generation, with the rules signing applies.
+    validate_signers(threshold, &signers).map_err(usage)?;
     let mut progress = Progress::new(std::io::stderr().is_terminal());
 
     // 1. Distributed key generation, all parties in this process.

@@ -117,6 +117,39 @@ pub struct SignRequest {
     pub path: DerivationPath,
 }
 
+/// Checks a signer set for a `threshold` wallet: exactly `t` distinct parties, each below `n`.
+/// Returns them in ascending order.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] saying what is wrong.
+pub fn validate_signers(
+    threshold: Threshold,
+    signers: &[PartyIndex],
+) -> Result<BTreeSet<PartyIndex>> {
+    let mut set = BTreeSet::new();
+    for &p in signers {
+        if !threshold.contains(p) {
+            return Err(Error::InvalidParameters(format!(
+                "signer {p} is not one of the {} parties",
+                threshold.n
+            )));
+        }
+        if !set.insert(p) {
+            return Err(Error::InvalidParameters(format!(
+                "party {p} appears twice in the signer set"
+            )));
+        }
+    }
+    if set.len() != usize::from(threshold.t) {
+        return Err(Error::InvalidParameters(format!(
+            "a {threshold} wallet signs with exactly {} parties, {} given",
+            threshold.t,
+            set.len()
+        )));
+    }
+    Ok(set)
+}
+
 /// Threshold signing of one party: three rounds, then a [`Signature`] verified under the
 /// (derived) public key.
 pub struct SignSession(Driver<Signing>);
@@ -130,27 +163,7 @@ impl SignSession {
     /// wallet including this one; [`Error::InvalidDerivationPath`] for an invalid child.
     pub fn new(share: &KeyShare, request: &SignRequest) -> Result<Self> {
         let threshold = share.threshold;
-        let mut signers = BTreeSet::new();
-        for &p in &request.signers {
-            if !threshold.contains(p) {
-                return Err(Error::InvalidParameters(format!(
-                    "signer {p} is not one of the {} parties",
-                    threshold.n
-                )));
-            }
-            if !signers.insert(p) {
-                return Err(Error::InvalidParameters(format!(
-                    "party {p} appears twice in the signer set"
-                )));
-            }
-        }
-        if signers.len() != usize::from(threshold.t) {
-            return Err(Error::InvalidParameters(format!(
-                "a {threshold} wallet signs with exactly {} parties, {} given",
-                threshold.t,
-                signers.len()
-            )));
-        }
+        let signers = validate_signers(threshold, &request.signers)?;
         if !signers.contains(&share.party) {
             return Err(Error::InvalidParameters(format!(
                 "this share (party {}) is not in the signer set",
