@@ -1,0 +1,2 @@
+//! Tessera storage: the device keystore and key-encryption providers (in progress).
+#![forbid(unsafe_code)]
