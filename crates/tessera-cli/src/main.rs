@@ -4,6 +4,7 @@
 //! not verify, a protocol aborted), 2 bad arguments or input. Errors are one line on stderr.
 #![forbid(unsafe_code)]
 
+mod device;
 mod progress;
 
 use std::io::IsTerminal;
@@ -39,6 +40,91 @@ enum Command {
     Demo(DemoArgs),
     /// Verify an ECDSA secp256k1 signature (DER, 64-byte r||s or 65-byte r||s||v).
     Verify(VerifyArgs),
+    /// Run the commitment server (the co-signing party).
+    Server(ServerArgs),
+    /// Set up this device: create its identity key and register it with a server.
+    Init(InitArgs),
+    /// Create a 2-of-2 wallet shared by this device and the server.
+    Keygen(KeygenArgs),
+    /// Sign with a wallet (this device and the server together).
+    Sign(SignArgs),
+    /// List the wallets of this device's user.
+    Wallets,
+    /// Show a wallet's public key and Ethereum address.
+    Pubkey(PubkeyArgs),
+    /// Manage the devices of this user.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Where the database and keys live (created on first start).
+    #[arg(long, default_value = "./tessera-data")]
+    data_dir: std::path::PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: std::net::SocketAddr,
+    /// Serve plain HTTP. Only allowed on a loopback address.
+    #[arg(long)]
+    insecure_http: bool,
+    /// Seconds without a message after which a protocol session expires.
+    #[arg(long, default_value_t = 300, hide = true)]
+    session_idle_timeout: u64,
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// The commitment server's URL.
+    #[arg(long)]
+    server: String,
+    /// Your user name on the server (the first device creates it).
+    #[arg(long)]
+    user: String,
+    /// This device's name, e.g. "Alice's laptop".
+    #[arg(long)]
+    name: String,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// The new wallet's name (letters, digits, '.', '_', '-').
+    #[arg(long)]
+    name: String,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// The wallet.
+    #[arg(long)]
+    wallet: String,
+    /// The message (signed as an Ethereum personal_sign / EIP-191 message).
+    #[arg(long, conflicts_with = "digest", required_unless_present = "digest")]
+    message: Option<String>,
+    /// A 32-byte digest, hex.
+    #[arg(long)]
+    digest: Option<String>,
+    /// Non-hardened BIP-32 path.
+    #[arg(long, default_value = "m")]
+    path: String,
+}
+
+#[derive(Args)]
+struct PubkeyArgs {
+    /// The wallet.
+    #[arg(long)]
+    wallet: String,
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// List this user's devices.
+    List,
+    /// Revoke a device: its tokens stop working at once.
+    Revoke {
+        /// The device id.
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -90,7 +176,7 @@ enum Hash {
 }
 
 /// A failure with its exit code.
-enum Failure {
+pub(crate) enum Failure {
     /// Bad arguments or input: exit 2.
     Usage(String),
     /// The operation failed: exit 1.
@@ -126,6 +212,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo(&args),
         Command::Verify(args) => verify(&args),
+        Command::Server(args) => runtime().and_then(|rt| rt.block_on(server(args))),
+        other => runtime().and_then(|rt| rt.block_on(device_command(other))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,6 +225,69 @@ fn main() -> ExitCode {
             eprintln!("error: {m}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Runtime::new()
+        .map_err(|e| Failure::Failed(format!("cannot start the async runtime: {e}")))
+}
+
+async fn server(args: ServerArgs) -> CliResult {
+    if !args.insecure_http {
+        return Err(Failure::Usage(
+            "TLS serving is not implemented in this build yet: pass --insecure-http (loopback only)".into(),
+        ));
+    }
+    if !args.listen.ip().is_loopback() {
+        return Err(Failure::Usage(format!(
+            "--insecure-http is only allowed on a loopback address, not {}",
+            args.listen.ip()
+        )));
+    }
+    let mut config = tessera_server::Config::new(&args.data_dir);
+    config.session_idle_timeout = std::time::Duration::from_secs(args.session_idle_timeout.max(1));
+    let state = tessera_server::AppState::open(config)
+        .await
+        .map_err(Failure::Failed)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    println!(
+        "tessera server listening on http://{addr} (data in {})",
+        args.data_dir.display()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tessera_server::serve(listener, state)
+        .await
+        .map_err(|e| Failure::Failed(format!("server stopped: {e}")))
+}
+
+async fn device_command(command: Command) -> CliResult {
+    let home = device::home()?;
+    match command {
+        Command::Init(a) => device::init(&home, &a.server, &a.user, &a.name).await,
+        Command::Keygen(a) => device::keygen(&home, &a.name).await,
+        Command::Sign(a) => {
+            let path: DerivationPath = a.path.parse().map_err(usage)?;
+            let digest: [u8; 32] = match (&a.digest, &a.message) {
+                (Some(d), _) => parse_hex("--digest", d)?.try_into().map_err(|v: Vec<u8>| {
+                    Failure::Usage(format!("--digest must be 32 bytes, got {}", v.len()))
+                })?,
+                (None, Some(m)) => eip191_digest(m.as_bytes()),
+                (None, None) => return Err(Failure::Usage("give --message or --digest".into())),
+            };
+            device::sign(&home, &a.wallet, digest, &path).await
+        }
+        Command::Wallets => device::wallets(&home).await,
+        Command::Pubkey(a) => device::pubkey(&home, &a.wallet).await,
+        Command::Device(DeviceCommand::List) => device::device_list(&home).await,
+        Command::Device(DeviceCommand::Revoke { id }) => device::device_revoke(&home, &id).await,
+        Command::Demo(_) | Command::Verify(_) | Command::Server(_) => Ok(()),
     }
 }
 

@@ -15,6 +15,7 @@
 #![deny(missing_docs, clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod api;
 pub mod derivation;
 pub mod ecdsa;
 mod engine;

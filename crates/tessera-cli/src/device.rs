@@ -1,0 +1,246 @@
+//! Device-side commands: `init`, `keygen`, `sign`, `wallets`, `pubkey`, `device list|revoke`.
+//!
+//! The device keystore (`TESSERA_HOME`, default `~/.tessera`) holds the identity key and the
+//! wallet shares, encrypted with the passphrase (`TESSERA_PASSPHRASE`, or a prompt). Which server
+//! the device belongs to is kept in `device.json` beside them (not secret).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tessera_client::{ClientError, ServerClient};
+use tessera_core::{DerivationPath, KeyShare};
+use tessera_store::{DeviceIdentity, Keystore, Passphrase};
+
+use crate::Failure;
+
+/// Which server and registration this device uses.
+#[derive(Serialize, Deserialize)]
+pub struct DeviceConfig {
+    pub server: String,
+    pub user: String,
+    pub device_id: String,
+    pub device_name: String,
+}
+
+pub fn home() -> Result<PathBuf, Failure> {
+    Keystore::default_dir().map_err(store_error)
+}
+
+pub fn passphrase() -> Result<Passphrase, Failure> {
+    let text = match std::env::var("TESSERA_PASSPHRASE") {
+        Ok(p) => p,
+        Err(_) if std::io::stdin().is_terminal() => dialoguer::Password::new()
+            .with_prompt("Keystore passphrase")
+            .interact()
+            .map_err(|e| Failure::Usage(format!("cannot read the passphrase: {e}")))?,
+        Err(_) => {
+            return Err(Failure::Usage(
+                "no passphrase: set TESSERA_PASSPHRASE or run in a terminal".into(),
+            ));
+        }
+    };
+    Passphrase::new(text).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+pub fn client_error(e: ClientError) -> Failure {
+    Failure::Failed(e.to_string())
+}
+
+pub fn store_error(e: tessera_store::Error) -> Failure {
+    match e {
+        tessera_store::Error::WrongPassphrase { .. }
+        | tessera_store::Error::InvalidWalletName { .. } => Failure::Usage(e.to_string()),
+        other => Failure::Failed(other.to_string()),
+    }
+}
+
+pub fn load_config(home: &Path) -> Result<DeviceConfig, Failure> {
+    let path = home.join("device.json");
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        Failure::Usage(format!(
+            "this device is not set up ({} missing): run `tessera init --server URL --user USER --name NAME` first",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Failure::Failed(format!("{} is damaged: {e}", path.display())))
+}
+
+fn save_config(home: &Path, config: &DeviceConfig) -> Result<(), Failure> {
+    let path = home.join("device.json");
+    let tmp = home.join(".device.json.tmp");
+    let text = serde_json::to_string_pretty(config).map_err(|e| Failure::Failed(e.to_string()))?;
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", path.display())))
+}
+
+/// An authenticated client and the unlocked identity.
+pub struct Session {
+    pub keystore: Keystore,
+    pub passphrase: Passphrase,
+    pub config: DeviceConfig,
+    pub client: ServerClient,
+}
+
+pub async fn connect(home_dir: &Path) -> Result<Session, Failure> {
+    let config = load_config(home_dir)?;
+    let keystore = Keystore::open(home_dir).map_err(store_error)?;
+    let passphrase = passphrase()?;
+    let identity = keystore.load_identity(&passphrase).map_err(store_error)?;
+    let mut client = ServerClient::new(&config.server).map_err(client_error)?;
+    client
+        .login(&identity, &config.device_id)
+        .await
+        .map_err(client_error)?;
+    Ok(Session {
+        keystore,
+        passphrase,
+        config,
+        client,
+    })
+}
+
+pub async fn init(home_dir: &Path, server: &str, user: &str, name: &str) -> Result<(), Failure> {
+    let keystore = Keystore::open(home_dir).map_err(store_error)?;
+    let passphrase = passphrase()?;
+    let identity: DeviceIdentity = if keystore.has_identity().map_err(store_error)? {
+        keystore.load_identity(&passphrase).map_err(store_error)?
+    } else {
+        keystore.create_identity(&passphrase).map_err(store_error)?
+    };
+    let client = ServerClient::new(server).map_err(client_error)?;
+    let device = client
+        .register(&identity, user, name)
+        .await
+        .map_err(client_error)?;
+    save_config(
+        home_dir,
+        &DeviceConfig {
+            server: server.into(),
+            user: user.into(),
+            device_id: device.device_id.clone(),
+            device_name: name.into(),
+        },
+    )?;
+    println!("device id      {}", device.device_id);
+    println!("identity key   {}", device.identity_key);
+    println!("status         {:?}", device.status);
+    Ok(())
+}
+
+pub async fn keygen(home_dir: &Path, name: &str) -> Result<(), Failure> {
+    // Checks the name (it becomes a file name) before asking for the passphrase.
+    let exists = Keystore::open(home_dir)
+        .map_err(store_error)?
+        .has_wallet(name)
+        .map_err(store_error)?;
+    let s = connect(home_dir).await?;
+    if exists {
+        return Err(Failure::Usage(format!(
+            "a wallet named {name:?} already exists on this device"
+        )));
+    }
+    let share = s
+        .client
+        .keygen(name, |r, t| eprintln!("  keygen round {r}/{t} done"))
+        .await
+        .map_err(client_error)?;
+    s.keystore
+        .save_wallet(name, &share.to_bytes(), &s.passphrase)
+        .map_err(store_error)?;
+    print_wallet(name, &share);
+    Ok(())
+}
+
+fn print_wallet(name: &str, share: &KeyShare) {
+    println!("wallet         {name} ({})", share.wallet_id());
+    println!("public key     {}", share.public_key());
+    println!("eth address    {}", share.public_key().eth_address());
+    println!("epoch          {}", share.epoch());
+}
+
+pub fn load_share(s: &Session, name: &str) -> Result<KeyShare, Failure> {
+    let bytes = s
+        .keystore
+        .load_wallet(name, &s.passphrase)
+        .map_err(store_error)?;
+    KeyShare::from_bytes(&bytes).map_err(|e| Failure::Failed(format!("wallet {name}: {e}")))
+}
+
+pub async fn sign(
+    home_dir: &Path,
+    wallet: &str,
+    digest: [u8; 32],
+    path: &DerivationPath,
+) -> Result<(), Failure> {
+    let s = connect(home_dir).await?;
+    let share = load_share(&s, wallet)?;
+    let signature = s
+        .client
+        .sign(&share, digest, path, |r, t| {
+            eprintln!("  sign round {r}/{t} done")
+        })
+        .await
+        .map_err(client_error)?;
+    let key = share
+        .public_key_at(path)
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    println!("public key     {key}");
+    println!("digest         {}", hex::encode(digest));
+    println!("signature DER  {}", hex::encode(signature.to_der()));
+    println!("r||s||v        {}", hex::encode(signature.to_rsv()));
+    println!("verified       yes");
+    Ok(())
+}
+
+pub async fn wallets(home_dir: &Path) -> Result<(), Failure> {
+    let s = connect(home_dir).await?;
+    let remote = s.client.wallets().await.map_err(client_error)?;
+    let local = s.keystore.list_wallets().map_err(store_error)?;
+    for w in remote {
+        let here = if local.contains(&w.name) {
+            ""
+        } else {
+            "  (no share on this device)"
+        };
+        println!(
+            "{:<20} {} {} epoch {}{here}",
+            w.name, w.eth_address, w.public_key, w.epoch
+        );
+    }
+    Ok(())
+}
+
+pub async fn pubkey(home_dir: &Path, wallet: &str) -> Result<(), Failure> {
+    let s = connect(home_dir).await?;
+    let share = load_share(&s, wallet)?;
+    print_wallet(wallet, &share);
+    Ok(())
+}
+
+pub async fn device_list(home_dir: &Path) -> Result<(), Failure> {
+    let s = connect(home_dir).await?;
+    for d in s.client.devices().await.map_err(client_error)? {
+        let me = if d.device_id == s.config.device_id {
+            " (this device)"
+        } else {
+            ""
+        };
+        println!(
+            "{} {:<9} {}{me}",
+            d.device_id,
+            format!("{:?}", d.status).to_lowercase(),
+            d.name
+        );
+    }
+    Ok(())
+}
+
+pub async fn device_revoke(home_dir: &Path, id: &str) -> Result<(), Failure> {
+    let s = connect(home_dir).await?;
+    let d = s.client.revoke(id).await.map_err(client_error)?;
+    println!("revoked {} ({})", d.device_id, d.name);
+    Ok(())
+}

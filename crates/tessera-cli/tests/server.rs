@@ -1,0 +1,365 @@
+//! The commitment server as a real process over real sockets: registration, authentication,
+//! keygen and signing with the client SDK and the CLI, and the bad-input cases.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::json;
+use tessera_client::{ClientError, ServerClient};
+use tessera_core::{DerivationPath, api};
+use tessera_store::{DeviceIdentity, Keystore, KeystoreOptions, Passphrase};
+
+/// A `tessera server` process on a free loopback port, killed on drop.
+struct ServerProcess {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+}
+
+impl ServerProcess {
+    fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "server",
+                "--insecure-http",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_string();
+        ServerProcess {
+            child,
+            url,
+            _dir: dir,
+            data,
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn identity(dir: &Path) -> DeviceIdentity {
+    let ks = Keystore::open_with(
+        dir,
+        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
+    )
+    .unwrap();
+    ks.create_identity(&Passphrase::new("pw".into()).unwrap())
+        .unwrap()
+}
+
+async fn device(
+    server: &ServerProcess,
+    user: &str,
+    name: &str,
+) -> (ServerClient, DeviceIdentity, api::Device, tempfile::TempDir) {
+    let home = tempfile::tempdir().unwrap();
+    let id = identity(home.path());
+    let client = ServerClient::new(&server.url).unwrap();
+    let d = client.register(&id, user, name).await.unwrap();
+    (client, id, d, home)
+}
+
+#[tokio::test]
+async fn keygen_and_sign_with_the_sdk() {
+    let server = ServerProcess::start(&[]);
+    let (mut client, id, d, _home) = device(&server, "alice", "laptop").await;
+    assert_eq!(d.status, api::DeviceStatus::Active);
+    client.login(&id, &d.device_id).await.unwrap();
+    let share = client.keygen("main", |_, _| {}).await.unwrap();
+    let info = client.pubkey(&share.wallet_id().to_string()).await.unwrap();
+    assert_eq!(info.public_key, share.public_key().to_string());
+    assert_eq!(info.eth_address, share.public_key().eth_address());
+    for path in ["m", "m/0/7"] {
+        let path: DerivationPath = path.parse().unwrap();
+        let digest = [7u8; 32];
+        let sig = client.sign(&share, digest, &path, |_, _| {}).await.unwrap();
+        share
+            .public_key_at(&path)
+            .unwrap()
+            .verify(&digest, &sig)
+            .unwrap();
+    }
+    // The same name again is refused; a second wallet is fine.
+    assert!(matches!(
+        client.keygen("main", |_, _| {}).await,
+        Err(ClientError::Server { status: 409, .. })
+    ));
+    assert_eq!(client.wallets().await.unwrap().len(), 1);
+
+    // The server keeps serving after all of that.
+    assert_eq!(client.status().await.unwrap().status, "ok");
+}
+
+#[tokio::test]
+async fn registry_identity_and_revocation() {
+    let server = ServerProcess::start(&[]);
+    let (mut alice, alice_id, alice_dev, _h1) = device(&server, "alice", "laptop").await;
+    // Same identity again: same device (reinstall), nothing re-created.
+    let again = ServerClient::new(&server.url)
+        .unwrap()
+        .register(&alice_id, "alice", "laptop")
+        .await
+        .unwrap();
+    assert_eq!(again.device_id, alice_dev.device_id);
+    // A second device of alice: its own identity, pending, cannot log in.
+    let (mut phone, phone_id, phone_dev, _h2) = device(&server, "alice", "phone").await;
+    assert_eq!(phone_dev.status, api::DeviceStatus::Pending);
+    assert_ne!(phone_dev.identity_key, alice_dev.identity_key);
+    assert!(matches!(
+        phone.login(&phone_id, &phone_dev.device_id).await,
+        Err(ClientError::Server { status: 403, .. })
+    ));
+
+    alice.login(&alice_id, &alice_dev.device_id).await.unwrap();
+    let devices = alice.devices().await.unwrap();
+    assert_eq!(devices.len(), 2);
+    // Bob cannot see or revoke alice's devices, nor sign with her wallet.
+    let (mut bob, bob_id, bob_dev, _h3) = device(&server, "bob", "desktop").await;
+    bob.login(&bob_id, &bob_dev.device_id).await.unwrap();
+    assert_eq!(bob.devices().await.unwrap().len(), 1);
+    assert!(matches!(
+        bob.revoke(&alice_dev.device_id).await,
+        Err(ClientError::Server { status: 404, .. })
+    ));
+    let share = alice.keygen("w", |_, _| {}).await.unwrap();
+    assert!(matches!(
+        bob.pubkey(&share.wallet_id().to_string()).await,
+        Err(ClientError::Server { status: 404, .. })
+    ));
+    assert!(matches!(
+        bob.sign(&share, [1; 32], &DerivationPath::root(), |_, _| {})
+            .await,
+        Err(ClientError::Server { status: 404, .. })
+    ));
+
+    // Revoking alice's laptop (from itself): its token stops working at once.
+    alice.revoke(&alice_dev.device_id).await.unwrap();
+    assert!(matches!(
+        alice.devices().await,
+        Err(ClientError::Server { status: 401, .. })
+    ));
+    assert!(matches!(
+        alice.login(&alice_id, &alice_dev.device_id).await,
+        Err(ClientError::Server { status: 401, .. })
+    ));
+}
+
+async fn raw(
+    server: &ServerProcess,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, serde_json::Value) {
+    let http = reqwest::Client::new();
+    let url = format!("{}{path}", server.url);
+    let mut req = if method == "GET" {
+        http.get(url)
+    } else {
+        http.post(url)
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if path.starts_with("/ws") {
+        // A real WebSocket handshake, so the server gets past the upgrade check to ours.
+        req = req
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(json!({ "raw": text })),
+    )
+}
+
+fn b64(bytes: &[u8]) -> String {
+    // base64url without padding, for hand-made JWTs.
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_the_server_keeps_serving() {
+    let server = ServerProcess::start(&[]);
+    let (mut client, id, d, _h) = device(&server, "carol", "laptop").await;
+    client.login(&id, &d.device_id).await.unwrap();
+    let token = client.token().unwrap().to_string();
+
+    // Malformed JSON, wrong types, oversize bodies.
+    let (s, _) = raw(
+        &server,
+        "POST",
+        "/keygen",
+        Some(&token),
+        Some(b"{not json".to_vec()),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, _) = raw(
+        &server,
+        "POST",
+        "/keygen",
+        Some(&token),
+        Some(br#"{"name": 5}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(s, 422);
+    let (s, _) = raw(&server, "POST", "/devices", None, Some(vec![b' '; 200_000])).await;
+    assert_eq!(s, 413);
+    let (s, body) = raw(
+        &server,
+        "POST",
+        "/sign",
+        Some(&token),
+        Some(br#"{"wallet_id":"00","digest":"zz","path":"m"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+
+    // Tokens: none, garbage, alg none, HS256 with the public key as secret, expired (signed with
+    // the server's real key, read from its data directory), wrong audience.
+    let (s, _) = raw(&server, "GET", "/wallets", None, None).await;
+    assert_eq!(s, 401);
+    let (s, _) = raw(&server, "GET", "/wallets", Some("garbage"), None).await;
+    assert_eq!(s, 401);
+    let claims = |exp: i64, aud: &str| {
+        json!({"sub": d.device_id, "usr": d.user_id, "aud": aud, "iat": 0, "exp": exp}).to_string()
+    };
+    let far = 4_000_000_000i64;
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(claims(far, "tessera-commitment-server").as_bytes())
+    );
+    let (s, body) = raw(&server, "GET", "/wallets", Some(&none), None).await;
+    assert_eq!(s, 401, "{body}");
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::from_str::<serde_json::Value>(&claims(far, "tessera-commitment-server"))
+            .unwrap(),
+        &jsonwebtoken::EncodingKey::from_secret(d.identity_key.as_bytes()),
+    )
+    .unwrap();
+    let (s, body) = raw(&server, "GET", "/wallets", Some(&hs), None).await;
+    assert_eq!(s, 401);
+    assert!(
+        body["message"].as_str().unwrap().contains("EdDSA only"),
+        "{body}"
+    );
+    let key = std::fs::read(server.data.join("token-signing.pk8")).unwrap();
+    let sign_real = |c: String| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &serde_json::from_str::<serde_json::Value>(&c).unwrap(),
+            &jsonwebtoken::EncodingKey::from_ed_der(&key),
+        )
+        .unwrap()
+    };
+    let (s, body) = raw(
+        &server,
+        "GET",
+        "/wallets",
+        Some(&sign_real(claims(1000, "tessera-commitment-server"))),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, body["message"].as_str().unwrap()),
+        (401, "token expired")
+    );
+    let (s, body) = raw(
+        &server,
+        "GET",
+        "/wallets",
+        Some(&sign_real(claims(far, "someone-else"))),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, body["message"].as_str().unwrap()),
+        (401, "token for another audience")
+    );
+    // The real key and claims work, which shows the refusals above are about what they changed.
+    let (s, _) = raw(
+        &server,
+        "GET",
+        "/wallets",
+        Some(&sign_real(claims(far, "tessera-commitment-server"))),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // Sessions: unknown, another device's, finished.
+    let (s, _) = raw(&server, "GET", "/ws?session_id=00", Some(&token), None).await;
+    assert_eq!(s, 404);
+    let (mut other, oid, od, _h2) = device(&server, "dave", "pc").await;
+    other.login(&oid, &od.device_id).await.unwrap();
+    let (s, created) = raw(
+        &server,
+        "POST",
+        "/keygen",
+        Some(other.token().unwrap()),
+        Some(br#"{"name":"x"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let sid = created["session_id"].as_str().unwrap();
+    let (s, _) = raw(
+        &server,
+        "GET",
+        &format!("/ws?session_id={sid}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    let share = client.keygen("k", |_, _| {}).await.unwrap();
+    assert_eq!(client.status().await.unwrap().status, "ok");
+    let _ = share;
+}

@@ -1,0 +1,376 @@
+//! Tessera client SDK: the device side (party 0) of a wallet shared with a commitment server.
+//!
+//! [`ServerClient`] registers the device, authenticates with its identity key, creates sessions
+//! over REST and runs each protocol over one WebSocket with `tessera-core`'s sans-IO sessions.
+#![forbid(unsafe_code)]
+#![deny(missing_docs, clippy::unwrap_used)]
+
+use futures_util::{SinkExt, StreamExt};
+use tessera_core::api;
+use tessera_core::protocols::{KeygenSession, SignRequest, SignSession};
+use tessera_core::{DerivationPath, KeyShare, PartyIndex, Session, Signature, Threshold, WalletId};
+use tessera_store::DeviceIdentity;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The device is party 0, the server party 1.
+pub const DEVICE: PartyIndex = PartyIndex::new(0);
+/// The server's party index.
+pub const SERVER: PartyIndex = PartyIndex::new(1);
+
+/// Everything that can go wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("server refused ({status}): {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The server's error code.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server could not be reached or answered nonsense.
+    #[error("cannot reach the server: {0}")]
+    Network(String),
+    /// The protocol failed on our side (a bad message from the server, an abort...).
+    #[error("protocol failed: {0}")]
+    Protocol(#[from] tessera_core::Error),
+    /// The server closed the protocol socket before the end.
+    #[error("the server closed the session (code {code}): {reason}")]
+    Closed {
+        /// WebSocket close code (4408: expired, 4400: invalid message...).
+        code: u16,
+        /// The server's reason.
+        reason: String,
+    },
+    /// Not logged in.
+    #[error("not logged in: call login first")]
+    NotLoggedIn,
+}
+
+/// Result of the client.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A connection to one commitment server.
+pub struct ServerClient {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+fn net(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Network(e.to_string())
+}
+
+impl ServerClient {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8443`).
+    ///
+    /// # Errors
+    /// [`ClientError::Network`] for an unusable URL.
+    pub fn new(base_url: &str) -> Result<Self> {
+        let base = base_url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Network(format!(
+                "{base_url} is not an http(s) URL"
+            )));
+        }
+        let http = reqwest::Client::builder().build().map_err(net)?;
+        Ok(ServerClient {
+            base,
+            http,
+            token: None,
+        })
+    }
+
+    async fn answer<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(net)?;
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|e| net(format!("unexpected answer: {e}")));
+        }
+        let (code, message) = match serde_json::from_slice::<api::ApiError>(&body) {
+            Ok(e) => (e.error, e.message),
+            Err(_) => (
+                "unknown".into(),
+                String::from_utf8_lossy(&body).into_owned(),
+            ),
+        };
+        Err(ClientError::Server {
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+
+    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        Self::answer(req.send().await.map_err(net)?).await
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        Self::answer(req.send().await.map_err(net)?).await
+    }
+
+    /// `GET /status`.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn status(&self) -> Result<api::Status> {
+        self.get("/status").await
+    }
+
+    /// Registers this device (or finds it again, after a reinstall that kept the identity key).
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn register(
+        &self,
+        identity: &DeviceIdentity,
+        user: &str,
+        device_name: &str,
+    ) -> Result<api::Device> {
+        let key = identity.public_key();
+        let signature = identity.sign(&api::register_message(user, device_name, &key));
+        self.post(
+            "/devices",
+            &api::RegisterDevice {
+                user: user.into(),
+                device_name: device_name.into(),
+                identity_key: hex::encode(key),
+                signature: hex::encode(signature),
+            },
+        )
+        .await
+    }
+
+    /// Answers a challenge with the identity key and keeps the token for later calls.
+    ///
+    /// # Errors
+    /// Network or server errors (403 while the device is pending approval).
+    pub async fn login(&mut self, identity: &DeviceIdentity, device_id: &str) -> Result<()> {
+        let challenge: api::Challenge = self
+            .post(
+                "/auth/challenge",
+                &api::ChallengeRequest {
+                    device_id: device_id.into(),
+                },
+            )
+            .await?;
+        let bytes = hex::decode(&challenge.challenge).map_err(net)?;
+        let signature = identity.sign(&api::auth_message(device_id, &bytes));
+        let token: api::Token = self
+            .post(
+                "/auth/token",
+                &api::TokenRequest {
+                    device_id: device_id.into(),
+                    challenge: challenge.challenge,
+                    signature: hex::encode(signature),
+                },
+            )
+            .await?;
+        self.token = Some(token.token);
+        Ok(())
+    }
+
+    /// The bearer token, for callers that need it (tests).
+    #[must_use]
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// `GET /devices`.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn devices(&self) -> Result<Vec<api::Device>> {
+        self.get("/devices").await
+    }
+
+    /// `POST /devices/{id}/revoke`.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn revoke(&self, device_id: &str) -> Result<api::Device> {
+        self.post(
+            &format!("/devices/{device_id}/revoke"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// `GET /wallets`.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn wallets(&self) -> Result<Vec<api::WalletInfo>> {
+        self.get("/wallets").await
+    }
+
+    /// `GET /pubkey?wallet=…`.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn pubkey(&self, wallet_id: &str) -> Result<api::WalletInfo> {
+        self.get(&format!("/pubkey?wallet={wallet_id}")).await
+    }
+
+    /// Creates a 2-of-2 wallet with the server; returns our share (party 0), which the caller must
+    /// store. `on_round(r, total)` reports progress.
+    ///
+    /// # Errors
+    /// Network, server or protocol errors.
+    pub async fn keygen(&self, name: &str, on_round: impl FnMut(u8, u8)) -> Result<KeyShare> {
+        let created: api::SessionCreated = self
+            .post("/keygen", &api::KeygenRequest { name: name.into() })
+            .await?;
+        let wallet = WalletId::from_hex(&created.wallet_id)?;
+        let nonce = parse_nonce(&created.nonce)?;
+        let session = KeygenSession::new(wallet, Threshold::new(2, 2)?, DEVICE, &nonce)?;
+        self.run(&created.session_id, session, on_round).await
+    }
+
+    /// Signs `digest` with our share and the server's, under `path`; the signature is verified
+    /// locally before it is returned.
+    ///
+    /// # Errors
+    /// Network, server or protocol errors.
+    pub async fn sign(
+        &self,
+        share: &KeyShare,
+        digest: [u8; 32],
+        path: &DerivationPath,
+        on_round: impl FnMut(u8, u8),
+    ) -> Result<Signature> {
+        let created: api::SessionCreated = self
+            .post(
+                "/sign",
+                &api::SignRequest {
+                    wallet_id: share.wallet_id().to_string(),
+                    digest: hex::encode(digest),
+                    path: path.to_string(),
+                },
+            )
+            .await?;
+        let nonce = parse_nonce(&created.nonce)?;
+        let request = SignRequest {
+            nonce,
+            signers: vec![DEVICE, SERVER],
+            digest,
+            path: path.clone(),
+        };
+        let session = SignSession::new(share, &request)?;
+        let signature = self.run(&created.session_id, session, on_round).await?;
+        share.public_key_at(path)?.verify(&digest, &signature)?;
+        Ok(signature)
+    }
+
+    /// Runs `session` over `GET /ws?session_id=…`.
+    async fn run<S: Session>(
+        &self,
+        session_id: &str,
+        mut session: S,
+        mut on_round: impl FnMut(u8, u8),
+    ) -> Result<S::Output> {
+        let token = self.token.as_ref().ok_or(ClientError::NotLoggedIn)?;
+        let ws_base = self.base.replacen("http", "ws", 1);
+        let mut request = format!("{ws_base}/ws?session_id={session_id}")
+            .into_client_request()
+            .map_err(net)?;
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().map_err(net)?,
+        );
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(request)
+                .await
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Http(resp) => {
+                        let message = resp
+                            .body()
+                            .as_ref()
+                            .and_then(|b| serde_json::from_slice::<api::ApiError>(b).ok())
+                            .map_or_else(|| "refused".to_string(), |e| e.message);
+                        ClientError::Server {
+                            status: resp.status().as_u16(),
+                            code: "ws".into(),
+                            message,
+                        }
+                    }
+                    other => net(other),
+                })?;
+        let total = session.total_rounds();
+        let mut reported = 0;
+        for e in session.start()? {
+            socket
+                .send(Message::Binary(e.to_bytes().into()))
+                .await
+                .map_err(net)?;
+        }
+        while !session.is_finished() {
+            let frame = socket
+                .next()
+                .await
+                .ok_or_else(|| net("the server went away"))?
+                .map_err(net)?;
+            match frame {
+                Message::Binary(bytes) => {
+                    for e in session.receive_bytes(SERVER, &bytes)? {
+                        socket
+                            .send(Message::Binary(e.to_bytes().into()))
+                            .await
+                            .map_err(net)?;
+                    }
+                    while reported + 1 < session.round() {
+                        reported += 1;
+                        on_round(reported, total);
+                    }
+                }
+                Message::Close(frame) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    });
+                    return Err(ClientError::Closed { code, reason });
+                }
+                _ => {}
+            }
+        }
+        on_round(total, total);
+        // The server closes with 1000 once it has stored its side; wait for it so that a keygen
+        // result is only reported when both sides hold it.
+        while let Some(frame) = socket.next().await {
+            match frame {
+                Ok(Message::Close(Some(f))) if u16::from(f.code) != 1000 => {
+                    return Err(ClientError::Closed {
+                        code: u16::from(f.code),
+                        reason: f.reason.to_string(),
+                    });
+                }
+                Ok(Message::Close(_)) | Err(_) => break,
+                _ => {}
+            }
+        }
+        session
+            .take_output()
+            .ok_or_else(|| net("the session ended without output"))
+    }
+}
+
+fn parse_nonce(text: &str) -> Result<[u8; 32]> {
+    let mut nonce = [0u8; 32];
+    hex::decode_to_slice(text, &mut nonce).map_err(|_| net("the server sent a malformed nonce"))?;
+    Ok(nonce)
+}

@@ -1,0 +1,188 @@
+//! Wire types of the commitment server's REST API, shared by the server and the client (which
+//! never depend on each other). JSON over HTTPS; binary fields are lower-case hex.
+
+use serde::{Deserialize, Serialize};
+
+/// Domain separation for the identity signature that registers a device.
+pub const REGISTER_CONTEXT: &[u8] = b"tessera/register-device/v1";
+/// Domain separation for the identity signature over an authentication challenge.
+pub const AUTH_CONTEXT: &[u8] = b"tessera/auth-challenge/v1";
+
+/// `GET /status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// "ok" when the server serves.
+    pub status: String,
+    /// The server's version.
+    pub version: String,
+}
+
+/// A device's state in the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    /// May authenticate and use the user's wallets.
+    Active,
+    /// Registered, waiting for an active device of the user to approve it.
+    Pending,
+    /// Revoked: its tokens stop working at once.
+    Revoked,
+}
+
+/// `POST /devices`: register a device. The signature, by the device's identity key, covers
+/// [`register_message`], proving possession of the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterDevice {
+    /// The user name (created with the first device).
+    pub user: String,
+    /// A friendly device name ("Alice's laptop").
+    pub device_name: String,
+    /// The device's Ed25519 identity public key, 32 bytes hex.
+    pub identity_key: String,
+    /// Ed25519 signature over [`register_message`], 64 bytes hex.
+    pub signature: String,
+}
+
+/// The bytes a device signs to register.
+#[must_use]
+pub fn register_message(user: &str, device_name: &str, identity_key: &[u8; 32]) -> Vec<u8> {
+    let mut m = REGISTER_CONTEXT.to_vec();
+    for field in [
+        user.as_bytes(),
+        device_name.as_bytes(),
+        identity_key.as_slice(),
+    ] {
+        m.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        m.extend_from_slice(field);
+    }
+    m
+}
+
+/// A device as the registry describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Device id (UUID).
+    pub device_id: String,
+    /// User id (UUID).
+    pub user_id: String,
+    /// Friendly name.
+    pub name: String,
+    /// Identity public key, hex.
+    pub identity_key: String,
+    /// Its state.
+    pub status: DeviceStatus,
+    /// RFC 3339.
+    pub registered_at: String,
+    /// RFC 3339, when it last authenticated.
+    pub last_seen: Option<String>,
+    /// RFC 3339, when revoked.
+    pub revoked_at: Option<String>,
+}
+
+/// `POST /auth/challenge`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeRequest {
+    /// The device asking.
+    pub device_id: String,
+}
+
+/// A fresh challenge, valid briefly and once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// 32 random bytes, hex.
+    pub challenge: String,
+    /// Seconds it stays valid.
+    pub expires_in: u64,
+}
+
+/// The bytes a device signs to answer a challenge.
+#[must_use]
+pub fn auth_message(device_id: &str, challenge: &[u8]) -> Vec<u8> {
+    let mut m = AUTH_CONTEXT.to_vec();
+    m.extend_from_slice(&(device_id.len() as u64).to_be_bytes());
+    m.extend_from_slice(device_id.as_bytes());
+    m.extend_from_slice(challenge);
+    m
+}
+
+/// `POST /auth/token`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// The device.
+    pub device_id: String,
+    /// The challenge it was given, hex.
+    pub challenge: String,
+    /// Ed25519 signature over [`auth_message`], hex.
+    pub signature: String,
+}
+
+/// A short-lived bearer token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// The JWT.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// `POST /keygen`: a new 2-of-2 wallet between this device (party 0) and the server (party 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeygenRequest {
+    /// The wallet's name, unique for the user.
+    pub name: String,
+}
+
+/// `POST /sign`: sign a digest with a wallet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignRequest {
+    /// The wallet, hex id.
+    pub wallet_id: String,
+    /// The 32-byte digest, hex.
+    pub digest: String,
+    /// Non-hardened BIP-32 path, `m` for the wallet key.
+    pub path: String,
+}
+
+/// `POST /refresh`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    /// The wallet, hex id.
+    pub wallet_id: String,
+}
+
+/// A created protocol session: open `GET /ws?session_id=…` to run it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCreated {
+    /// The session, hex (the protocol's session id is derived from it and the run's parameters).
+    pub session_id: String,
+    /// The wallet, hex id.
+    pub wallet_id: String,
+    /// The run's nonce, hex: the client builds its own session from it.
+    pub nonce: String,
+    /// The wallet's epoch the run starts from.
+    pub epoch: u64,
+}
+
+/// `GET /pubkey?wallet=…` and the wallet list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletInfo {
+    /// The wallet, hex id.
+    pub wallet_id: String,
+    /// Its name.
+    pub name: String,
+    /// Compressed public key, hex.
+    pub public_key: String,
+    /// EIP-55 address.
+    pub eth_address: String,
+    /// Current epoch.
+    pub epoch: u64,
+}
+
+/// Every error body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// A stable machine-readable code, e.g. `unauthorized`, `not_found`.
+    pub error: String,
+    /// A human-readable message.
+    pub message: String,
+}

@@ -1,0 +1,57 @@
+//! Tessera commitment server: the always-on co-signing party (party 1) of 2-of-2 wallets.
+//!
+//! REST for registration, authentication and creating sessions; one WebSocket per session runs
+//! the protocol with the sans-IO sessions of `tessera-core`. State lives in SQLite (the data
+//! directory); the server's shares are sealed under a key-encryption key.
+#![forbid(unsafe_code)]
+#![deny(missing_docs, clippy::unwrap_used)]
+
+pub mod auth;
+pub mod error;
+pub mod registry;
+pub mod state;
+pub mod vault;
+pub mod wallets;
+pub mod ws;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tessera_core::api;
+
+pub use state::{AppState, Config};
+
+/// Largest JSON body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+async fn status() -> Json<api::Status> {
+    Json(api::Status {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// The whole HTTP API, testable without a socket.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/devices", post(registry::register).get(registry::list))
+        .route("/devices/{id}/revoke", post(registry::revoke))
+        .route("/auth/challenge", post(registry::challenge))
+        .route("/auth/token", post(registry::token))
+        .route("/keygen", post(wallets::keygen))
+        .route("/sign", post(wallets::sign))
+        .route("/pubkey", get(wallets::pubkey))
+        .route("/wallets", get(wallets::list))
+        .route("/ws", get(ws::open))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until the process ends.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).await
+}

@@ -1,0 +1,263 @@
+//! The device registry and authentication endpoints.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use tessera_core::api::{self, DeviceStatus};
+
+use crate::auth::{AuthDevice, CHALLENGE_TTL_SECS, TOKEN_TTL_SECS};
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, now, rfc3339};
+
+fn hex_array<const N: usize>(what: &str, text: &str) -> ApiResult<[u8; N]> {
+    let mut out = [0u8; N];
+    hex::decode_to_slice(text, &mut out)
+        .map_err(|_| ApiError::BadRequest(format!("{what} must be {} hex digits", 2 * N)))?;
+    Ok(out)
+}
+
+fn check_name(what: &str, name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "{what} must be 1 to 64 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+fn verify_identity(key: &[u8; 32], message: &[u8], signature: &str) -> ApiResult<()> {
+    let signature: [u8; 64] = hex_array("signature", signature)?;
+    tessera_store::keystore::verify_identity_signature(key, message, &signature)
+        .map_err(|_| ApiError::Unauthorized("identity signature does not verify".into()))
+}
+
+type DeviceRow = (
+    String,
+    String,
+    String,
+    Vec<u8>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn device_of(row: DeviceRow) -> api::Device {
+    let (device_id, user_id, name, key, status, registered_at, last_seen, revoked_at) = row;
+    api::Device {
+        device_id,
+        user_id,
+        name,
+        identity_key: hex::encode(key),
+        status: match status.as_str() {
+            "active" => DeviceStatus::Active,
+            "pending" => DeviceStatus::Pending,
+            _ => DeviceStatus::Revoked,
+        },
+        registered_at: rfc3339(registered_at),
+        last_seen: last_seen.map(rfc3339),
+        revoked_at: revoked_at.map(rfc3339),
+    }
+}
+
+/// The columns of [`DeviceRow`], as a literal so queries stay static strings.
+macro_rules! device_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, user_id, name, identity_key, status, registered_at, last_seen, revoked_at FROM devices ",
+            $rest
+        )
+    };
+}
+
+/// `POST /devices`: the first device of a user creates the user and is active; a later device is
+/// pending until an active device approves it; a device already registered (a reinstall that kept
+/// its identity key) gets its existing record back.
+pub async fn register(
+    State(state): State<AppState>,
+    Json(req): Json<api::RegisterDevice>,
+) -> ApiResult<(StatusCode, Json<api::Device>)> {
+    check_name("user", &req.user)?;
+    check_name("device_name", &req.device_name)?;
+    let key: [u8; 32] = hex_array("identity_key", &req.identity_key)?;
+    verify_identity(
+        &key,
+        &api::register_message(&req.user, &req.device_name, &key),
+        &req.signature,
+    )?;
+
+    let mut tx = state.db().begin().await?;
+    let user: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = ?")
+        .bind(&req.user)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (user_id, status) = match user {
+        Some((id,)) => {
+            let existing: Option<DeviceRow> =
+                sqlx::query_as(device_select!("WHERE user_id = ? AND identity_key = ?"))
+                    .bind(&id)
+                    .bind(key.as_slice())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(row) = existing {
+                return Ok((StatusCode::OK, Json(device_of(row))));
+            }
+            (id, "pending")
+        }
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            sqlx::query("INSERT INTO users (id, name, created_at) VALUES (?, ?, ?)")
+                .bind(&id)
+                .bind(&req.user)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            (id, "active")
+        }
+    };
+    let device_id = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO devices (id, user_id, name, identity_key, status, registered_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&device_id)
+    .bind(&user_id)
+    .bind(&req.device_name)
+    .bind(key.as_slice())
+    .bind(status)
+    .bind(now())
+    .execute(&mut *tx)
+    .await?;
+    let row: DeviceRow = sqlx::query_as(device_select!("WHERE id = ?"))
+        .bind(&device_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(device_of(row))))
+}
+
+/// `GET /devices`: the caller's user's devices.
+pub async fn list(
+    State(state): State<AppState>,
+    me: AuthDevice,
+) -> ApiResult<Json<Vec<api::Device>>> {
+    let rows: Vec<DeviceRow> = sqlx::query_as(device_select!(
+        "WHERE user_id = ? ORDER BY registered_at, id"
+    ))
+    .bind(&me.user_id)
+    .fetch_all(state.db())
+    .await?;
+    Ok(Json(rows.into_iter().map(device_of).collect()))
+}
+
+/// `POST /devices/{id}/revoke`: revokes a device of the caller's user; its tokens stop working at
+/// once (every request re-checks the device).
+pub async fn revoke(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Path(device_id): Path<String>,
+) -> ApiResult<Json<api::Device>> {
+    let done = sqlx::query(
+        "UPDATE devices SET status = 'revoked', revoked_at = ? WHERE id = ? AND user_id = ? AND status != 'revoked'",
+    )
+    .bind(now())
+    .bind(&device_id)
+    .bind(&me.user_id)
+    .execute(state.db())
+    .await?;
+    let row: Option<DeviceRow> = sqlx::query_as(device_select!("WHERE id = ? AND user_id = ?"))
+        .bind(&device_id)
+        .bind(&me.user_id)
+        .fetch_optional(state.db())
+        .await?;
+    match row {
+        None => Err(ApiError::NotFound(format!(
+            "no device {device_id} for this user"
+        ))),
+        Some(_) if done.rows_affected() == 0 => {
+            Err(ApiError::Conflict("device already revoked".into()))
+        }
+        Some(row) => Ok(Json(device_of(row))),
+    }
+}
+
+/// `POST /auth/challenge`.
+pub async fn challenge(
+    State(state): State<AppState>,
+    Json(req): Json<api::ChallengeRequest>,
+) -> ApiResult<Json<api::Challenge>> {
+    let exists: Option<(String,)> = sqlx::query_as("SELECT status FROM devices WHERE id = ?")
+        .bind(&req.device_id)
+        .fetch_optional(state.db())
+        .await?;
+    if exists.is_none() {
+        return Err(ApiError::NotFound("unknown device".into()));
+    }
+    let challenge = tessera_core::protocols::fresh_nonce();
+    sqlx::query("DELETE FROM challenges WHERE expires_at < ?")
+        .bind(now())
+        .execute(state.db())
+        .await?;
+    sqlx::query("INSERT INTO challenges (challenge, device_id, expires_at) VALUES (?, ?, ?)")
+        .bind(challenge.as_slice())
+        .bind(&req.device_id)
+        .bind(now() + CHALLENGE_TTL_SECS as i64)
+        .execute(state.db())
+        .await?;
+    Ok(Json(api::Challenge {
+        challenge: hex::encode(challenge),
+        expires_in: CHALLENGE_TTL_SECS,
+    }))
+}
+
+/// `POST /auth/token`: a challenge is single-use; the device must be active.
+pub async fn token(
+    State(state): State<AppState>,
+    Json(req): Json<api::TokenRequest>,
+) -> ApiResult<Json<api::Token>> {
+    let challenge: [u8; 32] = hex_array("challenge", &req.challenge)?;
+    let found: Option<(String, i64)> = sqlx::query_as(
+        "DELETE FROM challenges WHERE challenge = ? RETURNING device_id, expires_at",
+    )
+    .bind(challenge.as_slice())
+    .fetch_optional(state.db())
+    .await?;
+    match found {
+        Some((device, expires)) if device == req.device_id && expires >= now() => {}
+        Some((device, _)) if device == req.device_id => {
+            return Err(ApiError::Unauthorized("challenge expired".into()));
+        }
+        _ => return Err(ApiError::Unauthorized("unknown or used challenge".into())),
+    }
+    let (key, status, user_id): (Vec<u8>, String, String) =
+        sqlx::query_as("SELECT identity_key, status, user_id FROM devices WHERE id = ?")
+            .bind(&req.device_id)
+            .fetch_one(state.db())
+            .await?;
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
+    verify_identity(
+        &key,
+        &api::auth_message(&req.device_id, &challenge),
+        &req.signature,
+    )?;
+    match status.as_str() {
+        "active" => {}
+        "pending" => {
+            return Err(ApiError::Forbidden(
+                "device is pending approval by an active device of this user".into(),
+            ));
+        }
+        _ => return Err(ApiError::Unauthorized("device revoked".into())),
+    }
+    sqlx::query("UPDATE devices SET last_seen = ? WHERE id = ?")
+        .bind(now())
+        .bind(&req.device_id)
+        .execute(state.db())
+        .await?;
+    let token = state.jwt().issue(&req.device_id, &user_id)?;
+    Ok(Json(api::Token {
+        token,
+        expires_in: TOKEN_TTL_SECS,
+    }))
+}

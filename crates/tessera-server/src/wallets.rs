@@ -1,0 +1,166 @@
+//! Wallet endpoints: create keygen/sign/refresh sessions, read public keys.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+use tessera_core::api;
+use tessera_core::protocols::fresh_nonce;
+use tessera_core::{DerivationPath, PublicKey, WalletId};
+
+use crate::auth::AuthDevice;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, now};
+
+/// A wallet row.
+pub struct Wallet {
+    /// Hex wallet id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The wallet key.
+    pub public_key: PublicKey,
+    /// Current epoch.
+    pub epoch: u64,
+}
+
+/// Loads a wallet of the caller's user (404 for another user's: its existence is not revealed).
+pub async fn wallet_of(state: &AppState, me: &AuthDevice, wallet_id: &str) -> ApiResult<Wallet> {
+    let row: Option<(String, String, Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT id, name, public_key, epoch FROM wallets WHERE id = ? AND user_id = ?",
+    )
+    .bind(wallet_id)
+    .bind(&me.user_id)
+    .fetch_optional(state.db())
+    .await?;
+    let (id, name, pk, epoch) =
+        row.ok_or_else(|| ApiError::NotFound(format!("no wallet {wallet_id}")))?;
+    let public_key = PublicKey::from_sec1_bytes(&pk)
+        .map_err(|e| ApiError::Internal(format!("stored key: {e}")))?;
+    Ok(Wallet {
+        id,
+        name,
+        public_key,
+        epoch: epoch as u64,
+    })
+}
+
+fn info(w: &Wallet) -> api::WalletInfo {
+    api::WalletInfo {
+        wallet_id: w.id.clone(),
+        name: w.name.clone(),
+        public_key: w.public_key.to_string(),
+        eth_address: w.public_key.eth_address(),
+        epoch: w.epoch,
+    }
+}
+
+async fn create_session(
+    state: &AppState,
+    me: &AuthDevice,
+    wallet_id: &str,
+    protocol: &str,
+    params: &impl serde::Serialize,
+    epoch: u64,
+) -> ApiResult<api::SessionCreated> {
+    let session_id = hex::encode(fresh_nonce());
+    let nonce = fresh_nonce();
+    let params = serde_json::to_string(params).map_err(|e| ApiError::Internal(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, created_at, last_message_at) \
+         VALUES (?, ?, ?, ?, 'created', ?, ?, ?, ?, ?)",
+    )
+    .bind(&session_id)
+    .bind(&me.device_id)
+    .bind(wallet_id)
+    .bind(protocol)
+    .bind(nonce.as_slice())
+    .bind(params)
+    .bind(epoch as i64)
+    .bind(now())
+    .bind(now())
+    .execute(state.db())
+    .await?;
+    Ok(api::SessionCreated {
+        session_id,
+        wallet_id: wallet_id.to_string(),
+        nonce: hex::encode(nonce),
+        epoch,
+    })
+}
+
+/// `POST /keygen`.
+pub async fn keygen(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Json(req): Json<api::KeygenRequest>,
+) -> ApiResult<Json<api::SessionCreated>> {
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "wallet name must be 1 to 64 printable characters".into(),
+        ));
+    }
+    let taken: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM wallets WHERE user_id = ? AND name = ?")
+            .bind(&me.user_id)
+            .bind(name)
+            .fetch_optional(state.db())
+            .await?;
+    if taken.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "a wallet named {name:?} exists"
+        )));
+    }
+    let wallet_id = WalletId::random().to_string();
+    let created = create_session(&state, &me, &wallet_id, "keygen", &req, 0).await?;
+    Ok(Json(created))
+}
+
+/// `POST /sign`.
+pub async fn sign(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Json(req): Json<api::SignRequest>,
+) -> ApiResult<Json<api::SessionCreated>> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(&req.digest, &mut digest)
+        .map_err(|_| ApiError::BadRequest("digest must be 64 hex digits".into()))?;
+    req.path
+        .parse::<DerivationPath>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    let created = create_session(&state, &me, &wallet.id, "sign", &req, wallet.epoch).await?;
+    Ok(Json(created))
+}
+
+/// `GET /pubkey?wallet=…`.
+#[derive(Deserialize)]
+pub struct PubkeyQuery {
+    wallet: String,
+}
+
+/// `GET /pubkey?wallet=…`.
+pub async fn pubkey(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Query(q): Query<PubkeyQuery>,
+) -> ApiResult<Json<api::WalletInfo>> {
+    Ok(Json(info(&wallet_of(&state, &me, &q.wallet).await?)))
+}
+
+/// `GET /wallets`.
+pub async fn list(
+    State(state): State<AppState>,
+    me: AuthDevice,
+) -> ApiResult<Json<Vec<api::WalletInfo>>> {
+    let ids: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM wallets WHERE user_id = ? ORDER BY created_at, name")
+            .bind(&me.user_id)
+            .fetch_all(state.db())
+            .await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for (id,) in ids {
+        out.push(info(&wallet_of(&state, &me, &id).await?));
+    }
+    Ok(Json(out))
+}

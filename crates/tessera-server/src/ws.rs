@@ -1,0 +1,262 @@
+//! `GET /ws?session_id=…`: runs one protocol session over one WebSocket.
+//!
+//! Binary frames carry encoded [`tessera_core::Envelope`]s; the server is party 1, the device
+//! party 0, and the server's sans-IO session validates every frame. The socket closes with 1000
+//! when the protocol is done, or with one of the codes below and a reason.
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use tessera_core::envelope::MAX_ENVELOPE_BYTES;
+use tessera_core::{
+    DerivationPath, Error, KeyShare, KeygenSession, PartyIndex, Session, SignRequest, SignSession,
+    Threshold, WalletId, api,
+};
+
+use crate::auth::AuthDevice;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, now};
+use crate::vault;
+
+/// Close code: a frame failed validation (wrong session, round, sender, malformed...).
+pub const CLOSE_INVALID_MESSAGE: u16 = 4400;
+/// Close code: the engine proved the device misbehaved; it is refused for this wallet.
+pub const CLOSE_MISBEHAVED: u16 = 4403;
+/// Close code: no message for the idle timeout.
+pub const CLOSE_EXPIRED: u16 = 4408;
+/// Close code: a server-side failure.
+pub const CLOSE_INTERNAL: u16 = 4500;
+
+const DEVICE: PartyIndex = PartyIndex::new(0);
+const SERVER: PartyIndex = PartyIndex::new(1);
+
+/// `?session_id=`.
+#[derive(Deserialize)]
+pub struct WsQuery {
+    session_id: String,
+}
+
+enum Run {
+    Keygen(Box<KeygenSession>, WalletId, String),
+    Sign(Box<SignSession>),
+}
+
+/// Opens the socket for a created session of the caller.
+pub async fn open(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Query(q): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let row: Option<(String, String, String, Vec<u8>, String)> = sqlx::query_as(
+        "SELECT device_id, wallet_id, protocol, nonce, status FROM sessions WHERE id = ?",
+    )
+    .bind(&q.session_id)
+    .fetch_optional(state.db())
+    .await?;
+    let (device_id, wallet_id, protocol, nonce, status) =
+        row.ok_or_else(|| ApiError::NotFound("unknown session".into()))?;
+    if device_id != me.device_id {
+        return Err(ApiError::Forbidden(
+            "this session belongs to another device".into(),
+        ));
+    }
+    if status != "created" {
+        return Err(ApiError::Gone(format!(
+            "session is {status}; start a new one"
+        )));
+    }
+    let nonce: [u8; 32] = nonce
+        .try_into()
+        .map_err(|_| ApiError::Internal("stored nonce length".into()))?;
+    let params: (String,) = sqlx::query_as("SELECT params FROM sessions WHERE id = ?")
+        .bind(&q.session_id)
+        .fetch_one(state.db())
+        .await?;
+    let run = match protocol.as_str() {
+        "keygen" => {
+            let req: api::KeygenRequest =
+                serde_json::from_str(&params.0).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let wallet =
+                WalletId::from_hex(&wallet_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let threshold = Threshold::new(2, 2).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let session = KeygenSession::new(wallet, threshold, SERVER, &nonce)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            Run::Keygen(Box::new(session), wallet, req.name)
+        }
+        "sign" => {
+            let req: api::SignRequest =
+                serde_json::from_str(&params.0).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let share = vault::load_active(&state, &wallet_id).await?;
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&req.digest, &mut digest)
+                .map_err(|_| ApiError::Internal("digest".into()))?;
+            let path: DerivationPath = req
+                .path
+                .parse()
+                .map_err(|e: Error| ApiError::Internal(e.to_string()))?;
+            let request = SignRequest {
+                nonce,
+                signers: vec![DEVICE, SERVER],
+                digest,
+                path,
+            };
+            let session = SignSession::new(&share, &request)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            Run::Sign(Box::new(session))
+        }
+        other => return Err(ApiError::Internal(format!("unknown protocol {other}"))),
+    };
+    // Claim the session: only one socket may ever run it.
+    let claimed = sqlx::query("UPDATE sessions SET status = 'running', last_message_at = ? WHERE id = ? AND status = 'created'")
+        .bind(now())
+        .bind(&q.session_id)
+        .execute(state.db())
+        .await?;
+    if claimed.rows_affected() != 1 {
+        return Err(ApiError::Gone("session is already running".into()));
+    }
+    let session_id = q.session_id;
+    Ok(upgrade
+        .max_message_size(MAX_ENVELOPE_BYTES + 1024)
+        .on_upgrade(move |socket| async move {
+            let (status, detail) = match run {
+                Run::Keygen(s, wallet, name) => {
+                    let finish: Finish<KeyShare> = Box::new(move |state, share| {
+                        Box::pin(async move {
+                            vault::store_new_wallet(&state, &me, wallet, &name, &share).await
+                        })
+                    });
+                    drive(&state, &session_id, socket, *s, finish).await
+                }
+                Run::Sign(s) => {
+                    let finish: Finish<tessera_core::Signature> =
+                        Box::new(|_, _| Box::pin(async { Ok(()) }));
+                    drive(&state, &session_id, socket, *s, finish).await
+                }
+            };
+            let _ = sqlx::query(
+                "UPDATE sessions SET status = ?, detail = ?, last_message_at = ? WHERE id = ?",
+            )
+            .bind(status)
+            .bind(detail)
+            .bind(now())
+            .bind(&session_id)
+            .execute(state.db())
+            .await;
+        }))
+}
+
+/// Stores a protocol's output once the protocol is done.
+type Finish<O> = Box<
+    dyn FnOnce(
+            AppState,
+            O,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<()>> + Send>>
+        + Send,
+>;
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    // Close reasons are limited to 123 bytes.
+    let mut reason = reason.to_string();
+    while reason.len() > 120 {
+        reason.pop();
+    }
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+/// Runs `session` to its end; returns the session's final status and a detail for the record.
+async fn drive<S: Session>(
+    state: &AppState,
+    session_id: &str,
+    mut socket: WebSocket,
+    mut session: S,
+    finish: Finish<S::Output>,
+) -> (&'static str, Option<String>) {
+    let timeout = state.config().session_idle_timeout;
+    let mut outgoing = match session.start() {
+        Ok(out) => out,
+        Err(e) => {
+            close(&mut socket, CLOSE_INTERNAL, "could not start the session").await;
+            return ("failed", Some(e.to_string()));
+        }
+    };
+    loop {
+        for e in outgoing.drain(..) {
+            if socket
+                .send(Message::Binary(e.to_bytes().into()))
+                .await
+                .is_err()
+            {
+                return ("failed", Some("the device went away".into()));
+            }
+        }
+        if session.is_finished() {
+            break;
+        }
+        let frame = match tokio::time::timeout(timeout, socket.recv()).await {
+            Err(_) => {
+                close(
+                    &mut socket,
+                    CLOSE_EXPIRED,
+                    "session expired: no message for the idle timeout",
+                )
+                .await;
+                return ("expired", Some("idle timeout".into()));
+            }
+            Ok(None) | Ok(Some(Err(_))) => return ("failed", Some("the device went away".into())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let bytes = match frame {
+            Message::Binary(b) => b,
+            Message::Close(_) => return ("failed", Some("the device closed the session".into())),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Text(_) => {
+                close(
+                    &mut socket,
+                    CLOSE_INVALID_MESSAGE,
+                    "text frames are not protocol messages",
+                )
+                .await;
+                return ("failed", Some("text frame".into()));
+            }
+        };
+        let _ = sqlx::query("UPDATE sessions SET last_message_at = ? WHERE id = ?")
+            .bind(now())
+            .bind(session_id)
+            .execute(state.db())
+            .await;
+        match session.receive_bytes(DEVICE, &bytes) {
+            Ok(out) => outgoing = out,
+            Err(e @ Error::PartyMisbehaved { .. }) => {
+                close(&mut socket, CLOSE_MISBEHAVED, &e.to_string()).await;
+                return ("failed", Some(e.to_string()));
+            }
+            Err(e) => {
+                close(&mut socket, CLOSE_INVALID_MESSAGE, &e.to_string()).await;
+                return ("failed", Some(e.to_string()));
+            }
+        }
+    }
+    let Some(output) = session.take_output() else {
+        close(&mut socket, CLOSE_INTERNAL, "no output").await;
+        return ("failed", Some("no output".into()));
+    };
+    match finish(state.clone(), output).await {
+        Ok(()) => {
+            close(&mut socket, 1000, "done").await;
+            ("done", None)
+        }
+        Err(e) => {
+            close(&mut socket, CLOSE_INTERNAL, "could not store the result").await;
+            ("failed", Some(e.to_string()))
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Crash-safe file writes shared by the keystore and the key-file provider.
+//!
+//! A file is written to a temporary sibling (mode 0600), flushed to disk, then moved into place
+//! with one atomic directory operation, and the directory is flushed too. A crash at any moment
+//! leaves either the old file or the new one, never a mix; at worst a stray temporary file, which
+//! readers never look at (its name starts with a dot) and [`remove_stale_temp_files`] deletes.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Result};
+
+/// Prefix of temporary files. It starts with a dot, which no wallet name can, so a temporary file
+/// is never mistaken for an entry.
+pub(crate) const TEMP_PREFIX: &str = ".tessera-tmp-";
+
+/// A temporary file younger than this may belong to a write in progress in another process;
+/// removing it would make that write fail, so only older ones are cleaned up.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// How [`write_atomically`] treats an existing target.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overwrite {
+    /// Fail if the target exists, atomically (no window in which two writers both succeed).
+    Never,
+    /// Replace the target.
+    Replace,
+}
+
+/// Whether [`write_atomically`] wrote the file.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// The target now holds the new bytes.
+    Done,
+    /// [`Overwrite::Never`] and the target already existed; nothing changed.
+    TargetExists,
+}
+
+/// Creates `dir` (and missing parents) with mode 0700 if it does not exist.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) => return Err(Error::io("create directory", dir, e)),
+    }
+    let meta = fs::metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::io(
+            "use as a directory",
+            dir,
+            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `target` so that a crash leaves either the old content or the new one.
+pub(crate) fn write_atomically(
+    target: &Path,
+    bytes: &[u8],
+    overwrite: Overwrite,
+) -> Result<Written> {
+    let dir = parent_dir(target);
+    let temp = dir.join(format!(
+        "{TEMP_PREFIX}{}",
+        hex::encode(*crate::random_bytes::<8>())
+    ));
+
+    let result = write_temp_then_move(&temp, target, bytes, overwrite);
+    // On success the temp name is gone already (renamed) or only a second link (removed below);
+    // on failure it must not linger with possibly secret-adjacent content.
+    if result.is_err() || overwrite == Overwrite::Never {
+        let _ = fs::remove_file(&temp);
+    }
+    let written = result?;
+    if written == Written::Done {
+        sync_dir(dir)?;
+    }
+    Ok(written)
+}
+
+fn write_temp_then_move(
+    temp: &Path,
+    target: &Path,
+    bytes: &[u8],
+    overwrite: Overwrite,
+) -> Result<Written> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(temp)
+        .map_err(|e| Error::io("create a temporary file to write", target, e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io("write", temp, e))?;
+    file.sync_all().map_err(|e| Error::io("flush", temp, e))?;
+    drop(file);
+
+    match overwrite {
+        Overwrite::Replace => {
+            fs::rename(temp, target).map_err(|e| Error::io("move into place", target, e))?;
+        }
+        // A hard link never replaces an existing name: that makes "create only if absent"
+        // atomic, where checking first and renaming after would race with another writer.
+        Overwrite::Never => match fs::hard_link(temp, target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Written::TargetExists),
+            Err(e) => return Err(Error::io("move into place", target, e)),
+        },
+    }
+    Ok(Written::Done)
+}
+
+/// Removes `path` and flushes its directory so the removal survives a crash.
+pub(crate) fn remove_durably(path: &Path) -> io::Result<()> {
+    fs::remove_file(path)?;
+    File::open(parent_dir(path))?.sync_all()
+}
+
+/// Flushes a directory's entries (a rename is durable only once its directory is).
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("flush directory", dir, e))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Deletes temporary files left in `dir` by writes that crashed long enough ago.
+///
+/// Best effort: a leftover temporary file is never read, so failing to delete one only wastes
+/// space, and is not worth failing the caller's operation for.
+pub(crate) fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let is_temp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        if !is_temp {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age >= STALE_TEMP_AGE);
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}

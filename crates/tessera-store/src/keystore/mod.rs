@@ -1,0 +1,440 @@
+//! The device keystore: a directory holding the device identity and the wallet shares, each
+//! encrypted under the user's passphrase.
+//!
+//! ```text
+//! $TESSERA_HOME/              (default ~/.tessera, mode 0700)
+//!   identity.key              the device identity (Ed25519), mode 0600
+//!   wallets/                  mode 0700
+//!     <name>.share            one wallet's share, mode 0600
+//! ```
+//!
+//! Every file is one encrypted entry ([`format`](mod@format) describes the layout). Files are replaced only
+//! atomically, so a crash leaves the old or the new version; nothing is overwritten unless the
+//! caller says so ([`Keystore::replace_wallet`]), and a failed read never changes a file.
+//!
+//! A `Keystore` holds no secret and no lock: each call derives the key from the passphrase it is
+//! given and touches the files it names.
+
+pub mod format;
+mod identity;
+mod passphrase;
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+pub use format::KdfParams;
+use format::{EntryKind, MAX_FILE_LEN};
+pub use identity::{DeviceIdentity, verify_identity_signature};
+pub use passphrase::Passphrase;
+
+use crate::error::{Error, Result};
+use crate::fs::{
+    Overwrite, Written, create_private_dir, remove_stale_temp_files, write_atomically,
+};
+
+/// Environment variable naming the keystore directory.
+pub const TESSERA_HOME: &str = "TESSERA_HOME";
+const DEFAULT_DIR_NAME: &str = ".tessera";
+const IDENTITY_FILE: &str = "identity.key";
+const WALLETS_DIR: &str = "wallets";
+const WALLET_EXTENSION: &str = "share";
+/// Longest wallet name, in characters (all ASCII).
+pub const MAX_WALLET_NAME_LEN: usize = 64;
+
+/// How a keystore encrypts new entries and which entries it accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeystoreOptions {
+    kdf: KdfParams,
+    insecure_fast_kdf_for_tests: bool,
+}
+
+impl KeystoreOptions {
+    /// The Argon2 parameters for entries written from now on (entries already stored keep theirs).
+    #[must_use]
+    pub fn with_kdf_params(mut self, kdf: KdfParams) -> Self {
+        self.kdf = kdf;
+        self
+    }
+
+    /// TESTS ONLY: writes entries with [`KdfParams::INSECURE_FAST_FOR_TESTS`] and accepts entries
+    /// whose parameters are below the security floor. A passphrase protected this way can be
+    /// brute-forced cheaply; never use it for real keys.
+    #[must_use]
+    pub fn insecure_fast_kdf_for_tests(mut self) -> Self {
+        self.kdf = KdfParams::INSECURE_FAST_FOR_TESTS;
+        self.insecure_fast_kdf_for_tests = true;
+        self
+    }
+
+    /// The Argon2 parameters new entries get.
+    #[must_use]
+    pub fn kdf_params(&self) -> KdfParams {
+        self.kdf
+    }
+}
+
+/// The device keystore directory. See the [module documentation](self).
+#[derive(Debug, Clone)]
+pub struct Keystore {
+    dir: PathBuf,
+    options: KeystoreOptions,
+}
+
+impl Keystore {
+    /// The keystore directory: `$TESSERA_HOME` if set and not empty, else `~/.tessera`.
+    ///
+    /// # Errors
+    /// [`Error::NoKeystoreDirectory`] if neither is known.
+    pub fn default_dir() -> Result<PathBuf> {
+        default_dir_from(std::env::var_os(TESSERA_HOME), std::env::home_dir())
+    }
+
+    /// Opens the keystore in `dir` with the default options, creating the directory (mode 0700)
+    /// if it does not exist.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the directory cannot be created or is not a directory.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        Self::open_with(dir, KeystoreOptions::default())
+    }
+
+    /// Opens the keystore in `dir` with `options`; see [`Keystore::open`].
+    ///
+    /// # Errors
+    /// [`Error::WeakKdfParams`] if the options' KDF parameters are below the floor and
+    /// `insecure_fast_kdf_for_tests` was not chosen; [`Error::Io`] as for [`Keystore::open`].
+    pub fn open_with(dir: impl Into<PathBuf>, options: KeystoreOptions) -> Result<Self> {
+        if let (Some(reason), false) = (
+            options.kdf.below_floor(),
+            options.insecure_fast_kdf_for_tests,
+        ) {
+            return Err(Error::WeakKdfParams { path: None, reason });
+        }
+        let dir = dir.into();
+        create_private_dir(&dir)?;
+        create_private_dir(&dir.join(WALLETS_DIR))?;
+        // Leftovers of writes that crashed; never read, so cleaning them is only housekeeping.
+        remove_stale_temp_files(&dir);
+        remove_stale_temp_files(&dir.join(WALLETS_DIR));
+        Ok(Keystore { dir, options })
+    }
+
+    /// The keystore directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options this keystore was opened with.
+    #[must_use]
+    pub fn options(&self) -> KeystoreOptions {
+        self.options
+    }
+
+    fn identity_path(&self) -> PathBuf {
+        self.dir.join(IDENTITY_FILE)
+    }
+
+    fn wallet_path(&self, name: &WalletName<'_>) -> PathBuf {
+        self.dir
+            .join(WALLETS_DIR)
+            .join(format!("{}.{WALLET_EXTENSION}", name.0))
+    }
+
+    // --- device identity ---
+
+    /// Whether the device identity exists.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if that cannot be determined (e.g. no permission).
+    pub fn has_identity(&self) -> Result<bool> {
+        let path = self.identity_path();
+        path.try_exists().map_err(|e| Error::io("inspect", path, e))
+    }
+
+    /// Creates the device identity and stores it encrypted under `passphrase`.
+    ///
+    /// # Errors
+    /// [`Error::IdentityExists`] if there is one already (it is never replaced: the server and
+    /// paired devices know this device by it); [`Error::Io`] if it cannot be written.
+    pub fn create_identity(&self, passphrase: &Passphrase) -> Result<DeviceIdentity> {
+        let path = self.identity_path();
+        // Checked first only to spare an Argon2 run; the no-clobber write below is what enforces it.
+        if self.has_identity()? {
+            return Err(Error::IdentityExists { path });
+        }
+        let identity = DeviceIdentity::generate();
+        let file = format::seal_entry(
+            EntryKind::Identity,
+            &self.options.kdf,
+            passphrase,
+            identity.seed().as_ref(),
+        )?;
+        match write_atomically(&path, &file, Overwrite::Never)? {
+            Written::Done => Ok(identity),
+            Written::TargetExists => Err(Error::IdentityExists { path }),
+        }
+    }
+
+    /// Decrypts the device identity.
+    ///
+    /// # Errors
+    /// [`Error::IdentityNotFound`], [`Error::WrongPassphrase`], or an error naming the file if it
+    /// is damaged ([`Error::CorruptFile`], [`Error::UnsupportedVersion`], ...).
+    pub fn load_identity(&self, passphrase: &Passphrase) -> Result<DeviceIdentity> {
+        let path = self.identity_path();
+        let Some(bytes) = read_entry_file(&path)? else {
+            return Err(Error::IdentityNotFound { path });
+        };
+        let seed = self.decrypt_entry(&path, &bytes, EntryKind::Identity, passphrase)?;
+        let seed: &[u8; 32] = seed.as_slice().try_into().map_err(|_| Error::CorruptFile {
+            path: path.clone(),
+            reason: "the identity entry does not hold a 32-byte key".into(),
+        })?;
+        Ok(DeviceIdentity::from_seed(seed))
+    }
+
+    // --- wallets ---
+
+    /// Stores a new wallet entry (e.g. `KeyShare::to_bytes`) encrypted under `passphrase`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWalletName`]; [`Error::WalletExists`] if the name is taken (use
+    /// [`Keystore::replace_wallet`]); [`Error::EntryTooLarge`]; [`Error::Io`].
+    pub fn save_wallet(&self, name: &str, plaintext: &[u8], passphrase: &Passphrase) -> Result<()> {
+        let name = WalletName::parse(name)?;
+        let path = self.wallet_path(&name);
+        let file = format::seal_entry(EntryKind::Wallet, &self.options.kdf, passphrase, plaintext)?;
+        match write_atomically(&path, &file, Overwrite::Never)? {
+            Written::Done => Ok(()),
+            Written::TargetExists => Err(Error::WalletExists {
+                name: name.0.to_owned(),
+            }),
+        }
+    }
+
+    /// Atomically replaces an existing wallet entry: after a crash it holds the old or the new
+    /// plaintext. The new entry is encrypted under `passphrase`, which need not be the old one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWalletName`]; [`Error::WalletNotFound`] if there is nothing to replace
+    /// (use [`Keystore::save_wallet`]); [`Error::EntryTooLarge`]; [`Error::Io`].
+    pub fn replace_wallet(
+        &self,
+        name: &str,
+        plaintext: &[u8],
+        passphrase: &Passphrase,
+    ) -> Result<()> {
+        let name = WalletName::parse(name)?;
+        let path = self.wallet_path(&name);
+        if !path
+            .try_exists()
+            .map_err(|e| Error::io("inspect", &path, e))?
+        {
+            return Err(Error::WalletNotFound {
+                name: name.0.to_owned(),
+            });
+        }
+        let file = format::seal_entry(EntryKind::Wallet, &self.options.kdf, passphrase, plaintext)?;
+        match write_atomically(&path, &file, Overwrite::Replace)? {
+            Written::Done => Ok(()),
+            // A replacing write never reports an existing target; kept total rather than panic.
+            Written::TargetExists => Err(Error::WalletExists {
+                name: name.0.to_owned(),
+            }),
+        }
+    }
+
+    /// Decrypts a wallet entry.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWalletName`], [`Error::WalletNotFound`], [`Error::WrongPassphrase`], or an
+    /// error naming the file if it is damaged ([`Error::CorruptFile`], ...).
+    pub fn load_wallet(&self, name: &str, passphrase: &Passphrase) -> Result<Zeroizing<Vec<u8>>> {
+        let name = WalletName::parse(name)?;
+        let path = self.wallet_path(&name);
+        let Some(bytes) = read_entry_file(&path)? else {
+            return Err(Error::WalletNotFound {
+                name: name.0.to_owned(),
+            });
+        };
+        self.decrypt_entry(&path, &bytes, EntryKind::Wallet, passphrase)
+    }
+
+    /// Whether a wallet of this name is stored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWalletName`], [`Error::Io`].
+    pub fn has_wallet(&self, name: &str) -> Result<bool> {
+        let name = WalletName::parse(name)?;
+        let path = self.wallet_path(&name);
+        path.try_exists().map_err(|e| Error::io("inspect", path, e))
+    }
+
+    /// The names of the stored wallets, sorted. Needs no passphrase: names are not secret.
+    /// Files that are not `<valid name>.share` (temporary files, strays) are not listed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the wallets directory cannot be read.
+    pub fn list_wallets(&self) -> Result<Vec<String>> {
+        let dir = self.dir.join(WALLETS_DIR);
+        let entries = fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name
+                .to_str()
+                .and_then(|f| f.strip_suffix(&format!(".{WALLET_EXTENSION}")))
+            else {
+                continue;
+            };
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if is_file && WalletName::parse(name).is_ok() {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Deletes a wallet entry. This destroys that share for good: callers should confirm with the
+    /// user and make sure the wallet is still recoverable (other shares, a backup).
+    ///
+    /// # Errors
+    /// [`Error::InvalidWalletName`], [`Error::WalletNotFound`], [`Error::Io`].
+    pub fn remove_wallet(&self, name: &str) -> Result<()> {
+        let name = WalletName::parse(name)?;
+        let path = self.wallet_path(&name);
+        match crate::fs::remove_durably(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::WalletNotFound {
+                name: name.0.to_owned(),
+            }),
+            Err(e) => Err(Error::io("remove", path, e)),
+        }
+    }
+
+    fn decrypt_entry(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        kind: EntryKind,
+        passphrase: &Passphrase,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        format::open_entry(
+            path,
+            bytes,
+            kind,
+            passphrase,
+            self.options.insecure_fast_kdf_for_tests,
+        )
+    }
+}
+
+fn default_dir_from(tessera_home: Option<OsString>, home: Option<PathBuf>) -> Result<PathBuf> {
+    match (tessera_home, home) {
+        (Some(dir), _) if !dir.is_empty() => Ok(PathBuf::from(dir)),
+        (_, Some(home)) if !home.as_os_str().is_empty() => Ok(home.join(DEFAULT_DIR_NAME)),
+        _ => Err(Error::NoKeystoreDirectory),
+    }
+}
+
+/// Reads an entry file, `None` if it does not exist. The size is checked on the open file before
+/// reading, so a huge file is refused without being loaded.
+fn read_entry_file(path: &Path) -> Result<Option<Vec<u8>>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io("inspect", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::CorruptFile {
+            path: path.to_path_buf(),
+            reason: "not a regular file".into(),
+        });
+    }
+    if meta.len() > MAX_FILE_LEN as u64 {
+        return Err(Error::CorruptFile {
+            path: path.to_path_buf(),
+            reason: format!("{} bytes, over the {MAX_FILE_LEN}-byte limit", meta.len()),
+        });
+    }
+    let mut bytes = Vec::new();
+    // `take` guards against the file growing between the size check and the read.
+    file.take(MAX_FILE_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(Some(bytes))
+}
+
+/// A wallet name checked to be safe as a file name: 1-64 characters of `[A-Za-z0-9_.-]`, not
+/// starting with a dot (no hidden files, no `.` or `..`, no clash with temporary files). With no
+/// `/` allowed, a name can never leave the wallets directory.
+struct WalletName<'a>(&'a str);
+
+impl<'a> WalletName<'a> {
+    fn parse(name: &'a str) -> Result<Self> {
+        let invalid = |reason| Error::InvalidWalletName {
+            // Echo at most a screenful of a hostile name; the {:?} in the message escapes it.
+            name: name.chars().take(80).collect(),
+            reason,
+        };
+        if name.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if name.len() > MAX_WALLET_NAME_LEN {
+            return Err(invalid("it is longer than 64 characters"));
+        }
+        if name.starts_with('.') {
+            return Err(invalid("it starts with '.'"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            return Err(invalid(
+                "only letters A-Z a-z, digits, '_', '.' and '-' are allowed",
+            ));
+        }
+        Ok(WalletName(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_dir_prefers_tessera_home() {
+        let dir = default_dir_from(Some("/x/ts".into()), Some("/home/u".into())).unwrap();
+        assert_eq!(dir, PathBuf::from("/x/ts"));
+    }
+
+    #[test]
+    fn default_dir_falls_back_to_home() {
+        let home = Some(PathBuf::from("/home/u"));
+        assert_eq!(
+            default_dir_from(None, home.clone()).unwrap(),
+            PathBuf::from("/home/u/.tessera")
+        );
+        // An empty TESSERA_HOME is "unset", not "the current directory".
+        assert_eq!(
+            default_dir_from(Some(OsString::new()), home).unwrap(),
+            PathBuf::from("/home/u/.tessera")
+        );
+    }
+
+    #[test]
+    fn default_dir_needs_some_directory() {
+        assert!(matches!(
+            default_dir_from(None, None),
+            Err(Error::NoKeystoreDirectory)
+        ));
+    }
+}
