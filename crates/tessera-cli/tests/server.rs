@@ -363,3 +363,168 @@ async fn bad_input_is_refused_and_the_server_keeps_serving() {
     assert_eq!(client.status().await.unwrap().status, "ok");
     let _ = share;
 }
+
+mod ws {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tessera_core::protocols::KeygenSession;
+    use tessera_core::{PartyIndex, Session, Threshold, WalletId};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn open(server: &ServerProcess, token: &str, session_id: &str) -> Socket {
+        let url = server.url.replacen("http", "ws", 1);
+        let mut req = format!("{url}/ws?session_id={session_id}")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    async fn close_of(socket: &mut Socket) -> (u16, String) {
+        while let Some(frame) = socket.next().await {
+            if let Ok(Message::Close(Some(f))) = frame {
+                return (u16::from(f.code), f.reason.to_string());
+            }
+        }
+        panic!("the server did not close the socket with a code");
+    }
+
+    async fn logged_in(server: &ServerProcess, user: &str) -> (ServerClient, String) {
+        let (mut client, id, d, home) = device(server, user, "laptop").await;
+        client.login(&id, &d.device_id).await.unwrap();
+        std::mem::forget(home);
+        let token = client.token().unwrap().to_string();
+        (client, token)
+    }
+
+    async fn keygen_session(server: &ServerProcess, token: &str) -> api::SessionCreated {
+        let (s, body) = raw(
+            server,
+            "POST",
+            "/keygen",
+            Some(token),
+            Some(br#"{"name":"w"}"#.to_vec()),
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn our_session(
+        created: &api::SessionCreated,
+        nonce_override: Option<[u8; 32]>,
+    ) -> KeygenSession {
+        let mut nonce = [0u8; 32];
+        hex::decode_to_slice(&created.nonce, &mut nonce).unwrap();
+        let wallet = WalletId::from_hex(&created.wallet_id).unwrap();
+        KeygenSession::new(
+            wallet,
+            Threshold::new(2, 2).unwrap(),
+            PartyIndex::new(0),
+            &nonce_override.unwrap_or(nonce),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn bad_frames_close_the_session_with_a_reason() {
+        let server = ServerProcess::start(&[]);
+        let (client, token) = logged_in(&server, "erin").await;
+
+        // A frame of another session (another nonce): 4400, and the session is over for good.
+        let created = keygen_session(&server, &token).await;
+        let mut socket = open(&server, &token, &created.session_id).await;
+        let mut wrong = our_session(&created, Some([9; 32]));
+        let frame = wrong.start().unwrap().remove(0).to_bytes();
+        socket.send(Message::Binary(frame.into())).await.unwrap();
+        let (code, reason) = close_of(&mut socket).await;
+        assert_eq!(code, 4400);
+        assert!(reason.contains("belongs to another session"), "{reason}");
+        let (s, _) = raw(
+            &server,
+            "GET",
+            &format!("/ws?session_id={}", created.session_id),
+            Some(&token),
+            None,
+        )
+        .await;
+        assert_eq!(s, 410);
+
+        // A replayed frame: the same round-1 message twice.
+        let created = keygen_session(&server, &token).await;
+        let mut socket = open(&server, &token, &created.session_id).await;
+        let mut ours = our_session(&created, None);
+        let frame = ours.start().unwrap().remove(0).to_bytes();
+        socket
+            .send(Message::Binary(frame.clone().into()))
+            .await
+            .unwrap();
+        socket.send(Message::Binary(frame.into())).await.unwrap();
+        let (code, reason) = close_of(&mut socket).await;
+        assert_eq!(code, 4400);
+        assert!(reason.contains("replayed a message of round 1"), "{reason}");
+
+        // A frame for a round the session is not in.
+        let created = keygen_session(&server, &token).await;
+        let mut socket = open(&server, &token, &created.session_id).await;
+        let mut ours = our_session(&created, None);
+        let mut e = ours.start().unwrap().remove(0);
+        e.round = 3;
+        socket
+            .send(Message::Binary(e.to_bytes().into()))
+            .await
+            .unwrap();
+        let (code, reason) = close_of(&mut socket).await;
+        assert_eq!(code, 4400);
+        assert!(reason.contains("round 3"), "{reason}");
+
+        // Text and garbage.
+        let created = keygen_session(&server, &token).await;
+        let mut socket = open(&server, &token, &created.session_id).await;
+        socket
+            .send(Message::Binary(vec![1, 2, 3].into()))
+            .await
+            .unwrap();
+        assert_eq!(close_of(&mut socket).await.0, 4400);
+
+        // Nothing was stored and the server still works.
+        assert!(client.wallets().await.unwrap().is_empty());
+        client.keygen("good", |_, _| {}).await.unwrap();
+        assert_eq!(client.wallets().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_expire_and_the_client_can_start_again() {
+        let server = ServerProcess::start(&["--session-idle-timeout", "1"]);
+        let (client, token) = logged_in(&server, "frank").await;
+        let created = keygen_session(&server, &token).await;
+        let mut socket = open(&server, &token, &created.session_id).await;
+        let started = std::time::Instant::now();
+        let (code, reason) = close_of(&mut socket).await;
+        assert_eq!(code, 4408, "{reason}");
+        assert!(reason.contains("expired"), "{reason}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        let (s, body) = raw(
+            &server,
+            "GET",
+            &format!("/ws?session_id={}", created.session_id),
+            Some(&token),
+            None,
+        )
+        .await;
+        assert_eq!(s, 410);
+        assert!(
+            body["message"].as_str().unwrap().contains("expired"),
+            "{body}"
+        );
+        // A fresh session completes.
+        client.keygen("after", |_, _| {}).await.unwrap();
+    }
+}
