@@ -127,6 +127,13 @@ pub async fn init(home_dir: &Path, server: &str, user: &str, name: &str) -> Resu
     println!("device id      {}", device.device_id);
     println!("identity key   {}", device.identity_key);
     println!("status         {:?}", device.status);
+    if device.status == tessera_core::api::DeviceStatus::Pending {
+        println!(
+            "approval code  {}  (on an active device of {user}: tessera device approve {})",
+            tessera_core::api::approval_code(&identity.public_key()),
+            tessera_core::api::approval_code(&identity.public_key())
+        );
+    }
     Ok(())
 }
 
@@ -235,6 +242,21 @@ pub async fn device_list(home_dir: &Path) -> Result<(), Failure> {
             d.name
         );
     }
+    Ok(())
+}
+
+pub async fn device_approve(home_dir: &Path, code: &str) -> Result<(), Failure> {
+    let s = connect(home_dir).await?;
+    let identity = s
+        .keystore
+        .load_identity(&s.passphrase)
+        .map_err(store_error)?;
+    let d = s
+        .client
+        .approve(&identity, code)
+        .await
+        .map_err(client_error)?;
+    println!("approved {} ({})", d.device_id, d.name);
     Ok(())
 }
 

@@ -120,6 +120,11 @@ struct PubkeyArgs {
 enum DeviceCommand {
     /// List this user's devices.
     List,
+    /// Approve a pending device of this user by the code it shows.
+    Approve {
+        /// The code the new device printed, e.g. 1A2B-3C4D.
+        code: String,
+    },
     /// Revoke a device: its tokens stop working at once.
     Revoke {
         /// The device id.
@@ -287,6 +292,9 @@ async fn device_command(command: Command) -> CliResult {
         Command::Pubkey(a) => device::pubkey(&home, &a.wallet).await,
         Command::Device(DeviceCommand::List) => device::device_list(&home).await,
         Command::Device(DeviceCommand::Revoke { id }) => device::device_revoke(&home, &id).await,
+        Command::Device(DeviceCommand::Approve { code }) => {
+            device::device_approve(&home, &code).await
+        }
         Command::Demo(_) | Command::Verify(_) | Command::Server(_) => Ok(()),
     }
 }

@@ -138,9 +138,69 @@ async fn registry_identity_and_revocation() {
     alice.login(&alice_id, &alice_dev.device_id).await.unwrap();
     let devices = alice.devices().await.unwrap();
     assert_eq!(devices.len(), 2);
+    // A wrong code approves nothing; bob cannot approve alice's phone; alice's laptop can.
+    assert!(matches!(
+        alice.approve(&alice_id, "0000-0000").await,
+        Err(ClientError::Server { status: 404, .. })
+    ));
+    let code = api::approval_code(&phone_id.public_key());
+    let forged = {
+        let (bob, bob_id, bob_dev, _h) = device(&server, "mallory", "pc").await;
+        let mut bob = bob;
+        bob.login(&bob_id, &bob_dev.device_id).await.unwrap();
+        // Mallory signs an approval of alice's phone and posts it with her own token.
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&phone_dev.identity_key, &mut key).unwrap();
+        let sig = bob_id.sign(&api::approve_message(&phone_dev.device_id, &key));
+        raw(
+            &server,
+            "POST",
+            &format!("/devices/{}/approve", phone_dev.device_id),
+            bob.token(),
+            Some(
+                json!({"signature": hex::encode(sig)})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await
+    };
+    assert_eq!(forged.0, 404, "{}", forged.1);
+    // An approval with a signature by the wrong key (the phone's own) is refused.
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(&phone_dev.identity_key, &mut key).unwrap();
+    let self_signed = phone_id.sign(&api::approve_message(&phone_dev.device_id, &key));
+    let (s, _) = raw(
+        &server,
+        "POST",
+        &format!("/devices/{}/approve", phone_dev.device_id),
+        alice.token(),
+        Some(
+            json!({"signature": hex::encode(self_signed)})
+                .to_string()
+                .into_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(s, 401);
+    assert_eq!(
+        phone.login(&phone_id, &phone_dev.device_id).await.is_err(),
+        true
+    );
+    let approved = alice
+        .approve(&alice_id, &code.to_lowercase())
+        .await
+        .unwrap();
+    assert_eq!(approved.status, api::DeviceStatus::Active);
+    phone.login(&phone_id, &phone_dev.device_id).await.unwrap();
+    assert_eq!(phone.devices().await.unwrap().len(), 2);
     // Bob cannot see or revoke alice's devices, nor sign with her wallet.
     let (mut bob, bob_id, bob_dev, _h3) = device(&server, "bob", "desktop").await;
     bob.login(&bob_id, &bob_dev.device_id).await.unwrap();
+    assert!(matches!(
+        bob.approve(&bob_id, &code).await,
+        Err(ClientError::Server { status: 404, .. })
+    ));
     assert_eq!(bob.devices().await.unwrap().len(), 1);
     assert!(matches!(
         bob.revoke(&alice_dev.device_id).await,

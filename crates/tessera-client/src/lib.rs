@@ -212,6 +212,40 @@ impl ServerClient {
         .await
     }
 
+    /// Approves a pending device of our user, signing with our identity key. `code` is what the
+    /// new device shows; the matching pending device is approved.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] 404 when no pending device shows that code.
+    pub async fn approve(&self, identity: &DeviceIdentity, code: &str) -> Result<api::Device> {
+        let wanted = code.trim().to_uppercase();
+        let pending = self
+            .devices()
+            .await?
+            .into_iter()
+            .filter(|d| d.status == api::DeviceStatus::Pending)
+            .find_map(|d| {
+                let mut key = [0u8; 32];
+                hex::decode_to_slice(&d.identity_key, &mut key).ok()?;
+                (api::approval_code(&key) == wanted).then_some((d, key))
+            });
+        let Some((device, key)) = pending else {
+            return Err(ClientError::Server {
+                status: 404,
+                code: "not_found".into(),
+                message: format!("no pending device of this user shows the code {wanted}"),
+            });
+        };
+        let signature = identity.sign(&api::approve_message(&device.device_id, &key));
+        self.post(
+            &format!("/devices/{}/approve", device.device_id),
+            &api::ApproveDevice {
+                signature: hex::encode(signature),
+            },
+        )
+        .await
+    }
+
     /// `GET /wallets`.
     ///
     /// # Errors

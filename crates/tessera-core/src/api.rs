@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 /// Domain separation for the identity signature that registers a device.
 pub const REGISTER_CONTEXT: &[u8] = b"tessera/register-device/v1";
+/// Domain separation for the identity signature by which an active device approves a new one.
+pub const APPROVE_CONTEXT: &[u8] = b"tessera/approve-device/v1";
 /// Domain separation for the identity signature over an authentication challenge.
 pub const AUTH_CONTEXT: &[u8] = b"tessera/auth-challenge/v1";
 
@@ -77,6 +79,36 @@ pub struct Device {
     pub last_seen: Option<String>,
     /// RFC 3339, when revoked.
     pub revoked_at: Option<String>,
+}
+
+/// The code a pending device shows and the user types on an active device to approve it:
+/// 8 hex digits of a hash of the new device's identity key, as `XXXX-XXXX`.
+#[must_use]
+pub fn approval_code(identity_key: &[u8; 32]) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::new()
+        .chain_update(b"tessera/approval-code/v1")
+        .chain_update(identity_key)
+        .finalize();
+    let hex = hex::encode_upper(&h[..4]);
+    format!("{}-{}", &hex[..4], &hex[4..])
+}
+
+/// The bytes an active device signs to approve `device_id` with `identity_key`.
+#[must_use]
+pub fn approve_message(device_id: &str, identity_key: &[u8; 32]) -> Vec<u8> {
+    let mut m = APPROVE_CONTEXT.to_vec();
+    m.extend_from_slice(&(device_id.len() as u64).to_be_bytes());
+    m.extend_from_slice(device_id.as_bytes());
+    m.extend_from_slice(identity_key);
+    m
+}
+
+/// `POST /devices/{id}/approve`, by an active device of the same user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproveDevice {
+    /// The approving device's identity signature over [`approve_message`], hex.
+    pub signature: String,
 }
 
 /// `POST /auth/challenge`.

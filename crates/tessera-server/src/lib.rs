@@ -37,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .route("/status", get(status))
         .route("/devices", post(registry::register).get(registry::list))
         .route("/devices/{id}/revoke", post(registry::revoke))
+        .route("/devices/{id}/approve", post(registry::approve))
         .route("/auth/challenge", post(registry::challenge))
         .route("/auth/token", post(registry::token))
         .route("/keygen", post(wallets::keygen))

@@ -180,6 +180,55 @@ pub async fn revoke(
     }
 }
 
+/// `POST /devices/{id}/approve`: an active device of the same user approves a pending one with a
+/// signature by its own identity key over the new device's id and key.
+pub async fn approve(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Path(device_id): Path<String>,
+    Json(req): Json<api::ApproveDevice>,
+) -> ApiResult<Json<api::Device>> {
+    let target: Option<DeviceRow> = sqlx::query_as(device_select!("WHERE id = ? AND user_id = ?"))
+        .bind(&device_id)
+        .bind(&me.user_id)
+        .fetch_optional(state.db())
+        .await?;
+    let target =
+        target.ok_or_else(|| ApiError::NotFound(format!("no device {device_id} for this user")))?;
+    if target.4 != "pending" {
+        return Err(ApiError::Conflict(format!(
+            "device is {}, not pending",
+            target.4
+        )));
+    }
+    let key: [u8; 32] = target
+        .3
+        .clone()
+        .try_into()
+        .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
+    let (approver,): (Vec<u8>,) = sqlx::query_as("SELECT identity_key FROM devices WHERE id = ?")
+        .bind(&me.device_id)
+        .fetch_one(state.db())
+        .await?;
+    let approver: [u8; 32] = approver
+        .try_into()
+        .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
+    verify_identity(
+        &approver,
+        &api::approve_message(&device_id, &key),
+        &req.signature,
+    )?;
+    sqlx::query("UPDATE devices SET status = 'active' WHERE id = ? AND status = 'pending'")
+        .bind(&device_id)
+        .execute(state.db())
+        .await?;
+    let row: DeviceRow = sqlx::query_as(device_select!("WHERE id = ?"))
+        .bind(&device_id)
+        .fetch_one(state.db())
+        .await?;
+    Ok(Json(device_of(row)))
+}
+
 /// `POST /auth/challenge`.
 pub async fn challenge(
     State(state): State<AppState>,

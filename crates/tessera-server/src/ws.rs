@@ -120,31 +120,34 @@ pub async fn open(
     let session_id = q.session_id;
     Ok(upgrade
         .max_message_size(MAX_ENVELOPE_BYTES + 1024)
-        .on_upgrade(move |socket| async move {
-            let (status, detail) = match run {
+        .on_upgrade(move |mut socket| async move {
+            let outcome = match run {
                 Run::Keygen(s, wallet, name) => {
                     let finish: Finish<KeyShare> = Box::new(move |state, share| {
                         Box::pin(async move {
                             vault::store_new_wallet(&state, &me, wallet, &name, &share).await
                         })
                     });
-                    drive(&state, &session_id, socket, *s, finish).await
+                    drive(&state, &session_id, &mut socket, *s, finish).await
                 }
                 Run::Sign(s) => {
                     let finish: Finish<tessera_core::Signature> =
                         Box::new(|_, _| Box::pin(async { Ok(()) }));
-                    drive(&state, &session_id, socket, *s, finish).await
+                    drive(&state, &session_id, &mut socket, *s, finish).await
                 }
             };
             let _ = sqlx::query(
                 "UPDATE sessions SET status = ?, detail = ?, last_message_at = ? WHERE id = ?",
             )
-            .bind(status)
-            .bind(detail)
+            .bind(outcome.status)
+            .bind(outcome.detail)
             .bind(now())
             .bind(&session_id)
             .execute(state.db())
             .await;
+            if let Some((code, reason)) = outcome.close {
+                close(&mut socket, code, &reason).await;
+            }
         }))
 }
 
@@ -173,19 +176,38 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
 }
 
 /// Runs `session` to its end; returns the session's final status and a detail for the record.
+/// How a run ended: the session's status and detail for the record, and the close frame to send
+/// once the record is written (so a client that sees the close finds the final status).
+struct Outcome {
+    status: &'static str,
+    detail: Option<String>,
+    close: Option<(u16, String)>,
+}
+
+fn ended(status: &'static str, detail: impl Into<String>, close: Option<(u16, &str)>) -> Outcome {
+    Outcome {
+        status,
+        detail: Some(detail.into()),
+        close: close.map(|(c, r)| (c, r.to_string())),
+    }
+}
+
 async fn drive<S: Session>(
     state: &AppState,
     session_id: &str,
-    mut socket: WebSocket,
+    socket: &mut WebSocket,
     mut session: S,
     finish: Finish<S::Output>,
-) -> (&'static str, Option<String>) {
+) -> Outcome {
     let timeout = state.config().session_idle_timeout;
     let mut outgoing = match session.start() {
         Ok(out) => out,
         Err(e) => {
-            close(&mut socket, CLOSE_INTERNAL, "could not start the session").await;
-            return ("failed", Some(e.to_string()));
+            return ended(
+                "failed",
+                e.to_string(),
+                Some((CLOSE_INTERNAL, "could not start the session")),
+            );
         }
     };
     loop {
@@ -195,7 +217,7 @@ async fn drive<S: Session>(
                 .await
                 .is_err()
             {
-                return ("failed", Some("the device went away".into()));
+                return ended("failed", "the device went away", None);
             }
         }
         if session.is_finished() {
@@ -203,29 +225,31 @@ async fn drive<S: Session>(
         }
         let frame = match tokio::time::timeout(timeout, socket.recv()).await {
             Err(_) => {
-                close(
-                    &mut socket,
-                    CLOSE_EXPIRED,
-                    "session expired: no message for the idle timeout",
-                )
-                .await;
-                return ("expired", Some("idle timeout".into()));
+                return ended(
+                    "expired",
+                    "idle timeout",
+                    Some((
+                        CLOSE_EXPIRED,
+                        "session expired: no message for the idle timeout",
+                    )),
+                );
             }
-            Ok(None) | Ok(Some(Err(_))) => return ("failed", Some("the device went away".into())),
+            Ok(None) | Ok(Some(Err(_))) => return ended("failed", "the device went away", None),
             Ok(Some(Ok(frame))) => frame,
         };
         let bytes = match frame {
             Message::Binary(b) => b,
-            Message::Close(_) => return ("failed", Some("the device closed the session".into())),
+            Message::Close(_) => return ended("failed", "the device closed the session", None),
             Message::Ping(_) | Message::Pong(_) => continue,
             Message::Text(_) => {
-                close(
-                    &mut socket,
-                    CLOSE_INVALID_MESSAGE,
-                    "text frames are not protocol messages",
-                )
-                .await;
-                return ("failed", Some("text frame".into()));
+                return ended(
+                    "failed",
+                    "text frame",
+                    Some((
+                        CLOSE_INVALID_MESSAGE,
+                        "text frames are not protocol messages",
+                    )),
+                );
             }
         };
         let _ = sqlx::query("UPDATE sessions SET last_message_at = ? WHERE id = ?")
@@ -236,27 +260,34 @@ async fn drive<S: Session>(
         match session.receive_bytes(DEVICE, &bytes) {
             Ok(out) => outgoing = out,
             Err(e @ Error::PartyMisbehaved { .. }) => {
-                close(&mut socket, CLOSE_MISBEHAVED, &e.to_string()).await;
-                return ("failed", Some(e.to_string()));
+                return ended(
+                    "failed",
+                    e.to_string(),
+                    Some((CLOSE_MISBEHAVED, &e.to_string())),
+                );
             }
             Err(e) => {
-                close(&mut socket, CLOSE_INVALID_MESSAGE, &e.to_string()).await;
-                return ("failed", Some(e.to_string()));
+                return ended(
+                    "failed",
+                    e.to_string(),
+                    Some((CLOSE_INVALID_MESSAGE, &e.to_string())),
+                );
             }
         }
     }
     let Some(output) = session.take_output() else {
-        close(&mut socket, CLOSE_INTERNAL, "no output").await;
-        return ("failed", Some("no output".into()));
+        return ended("failed", "no output", Some((CLOSE_INTERNAL, "no output")));
     };
     match finish(state.clone(), output).await {
-        Ok(()) => {
-            close(&mut socket, 1000, "done").await;
-            ("done", None)
-        }
-        Err(e) => {
-            close(&mut socket, CLOSE_INTERNAL, "could not store the result").await;
-            ("failed", Some(e.to_string()))
-        }
+        Ok(()) => Outcome {
+            status: "done",
+            detail: None,
+            close: Some((1000, "done".into())),
+        },
+        Err(e) => ended(
+            "failed",
+            e.to_string(),
+            Some((CLOSE_INTERNAL, "could not store the result")),
+        ),
     }
 }
