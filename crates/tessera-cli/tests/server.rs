@@ -183,10 +183,10 @@ async fn registry_identity_and_revocation() {
     )
     .await;
     assert_eq!(s, 401);
-    assert_eq!(
-        phone.login(&phone_id, &phone_dev.device_id).await.is_err(),
-        true
-    );
+    assert!(matches!(
+        phone.login(&phone_id, &phone_dev.device_id).await,
+        Err(ClientError::Server { status: 403, .. })
+    ));
     let approved = alice
         .approve(&alice_id, &code.to_lowercase())
         .await
