@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tessera_client::{ClientError, ServerClient};
+use tessera_client::{ClientError, RefreshStep, ServerClient, WalletRecord};
 use tessera_core::{DerivationPath, KeyShare};
 use tessera_store::{DeviceIdentity, Keystore, Passphrase};
 
@@ -155,8 +155,9 @@ pub async fn keygen(home_dir: &Path, name: &str) -> Result<(), Failure> {
         .await
         .map_err(client_error)?;
     s.keystore
-        .save_wallet(name, &share.to_bytes(), &s.passphrase)
+        .save_wallet(name, &WalletRecord::new(share).to_bytes(), &s.passphrase)
         .map_err(store_error)?;
+    let share = load_record(&s, name)?.current;
     print_wallet(name, &share);
     Ok(())
 }
@@ -168,12 +169,18 @@ fn print_wallet(name: &str, share: &KeyShare) {
     println!("epoch          {}", share.epoch());
 }
 
-pub fn load_share(s: &Session, name: &str) -> Result<KeyShare, Failure> {
+pub fn load_record(s: &Session, name: &str) -> Result<WalletRecord, Failure> {
     let bytes = s
         .keystore
         .load_wallet(name, &s.passphrase)
         .map_err(store_error)?;
-    KeyShare::from_bytes(&bytes).map_err(|e| Failure::Failed(format!("wallet {name}: {e}")))
+    WalletRecord::from_bytes(&bytes).map_err(|e| Failure::Failed(format!("wallet {name}: {e}")))
+}
+
+fn store_record(s: &Session, name: &str, record: &WalletRecord) -> Result<(), String> {
+    s.keystore
+        .replace_wallet(name, &record.to_bytes(), &s.passphrase)
+        .map_err(|e| e.to_string())
 }
 
 pub async fn sign(
@@ -183,15 +190,20 @@ pub async fn sign(
     path: &DerivationPath,
 ) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
-    let share = load_share(&s, wallet)?;
+    let mut record = load_record(&s, wallet)?;
     let signature = s
         .client
-        .sign(&share, digest, path, |r, t| {
-            eprintln!("  sign round {r}/{t} done")
-        })
+        .sign_wallet(
+            &mut record,
+            |r| store_record(&s, wallet, r),
+            digest,
+            path,
+            |r, t| eprintln!("  sign round {r}/{t} done"),
+        )
         .await
         .map_err(client_error)?;
-    let key = share
+    let key = record
+        .current
         .public_key_at(path)
         .map_err(|e| Failure::Failed(e.to_string()))?;
     println!("public key     {key}");
@@ -222,8 +234,29 @@ pub async fn wallets(home_dir: &Path) -> Result<(), Failure> {
 
 pub async fn pubkey(home_dir: &Path, wallet: &str) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
-    let share = load_share(&s, wallet)?;
-    print_wallet(wallet, &share);
+    let record = load_record(&s, wallet)?;
+    print_wallet(wallet, &record.current);
+    Ok(())
+}
+
+pub async fn refresh(home_dir: &Path, wallet: &str) -> Result<(), Failure> {
+    let s = connect(home_dir).await?;
+    let mut record = load_record(&s, wallet)?;
+    let epoch = s
+        .client
+        .refresh(&mut record, |step, r| match step {
+            RefreshStep::Round(n) => {
+                eprintln!("  refresh round {n}/4 done");
+                Ok(())
+            }
+            RefreshStep::Settled | RefreshStep::PendingStored | RefreshStep::Switched => {
+                store_record(&s, wallet, r)
+            }
+            RefreshStep::CommitSent => Ok(()),
+        })
+        .await
+        .map_err(client_error)?;
+    println!("refreshed      {wallet}: now epoch {epoch}; the previous shares no longer sign");
     Ok(())
 }
 

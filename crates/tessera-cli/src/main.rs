@@ -48,6 +48,8 @@ enum Command {
     Keygen(KeygenArgs),
     /// Sign with a wallet (this device and the server together).
     Sign(SignArgs),
+    /// Refresh a wallet's shares (same public key, next epoch; old shares stop working).
+    Refresh(PubkeyArgs),
     /// List the wallets of this device's user.
     Wallets,
     /// Show a wallet's public key and Ethereum address.
@@ -289,6 +291,7 @@ async fn device_command(command: Command) -> CliResult {
             device::sign(&home, &a.wallet, digest, &path).await
         }
         Command::Wallets => device::wallets(&home).await,
+        Command::Refresh(a) => device::refresh(&home, &a.wallet).await,
         Command::Pubkey(a) => device::pubkey(&home, &a.wallet).await,
         Command::Device(DeviceCommand::List) => device::device_list(&home).await,
         Command::Device(DeviceCommand::Revoke { id }) => device::device_revoke(&home, &id).await,

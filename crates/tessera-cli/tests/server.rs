@@ -23,6 +23,30 @@ impl ServerProcess {
     fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        let (child, url) = Self::spawn(&data, extra);
+        ServerProcess {
+            child,
+            url,
+            _dir: dir,
+            data,
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again on the same data directory (a new port).
+    fn restart(&mut self) {
+        self.kill();
+        let (child, url) = Self::spawn(&self.data, &[]);
+        self.child = child;
+        self.url = url;
+    }
+
+    fn spawn(data: &Path, extra: &[&str]) -> (Child, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args([
                 "server",
@@ -31,7 +55,7 @@ impl ServerProcess {
                 "127.0.0.1:0",
                 "--data-dir",
             ])
-            .arg(&data)
+            .arg(data)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -46,12 +70,7 @@ impl ServerProcess {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_string();
-        ServerProcess {
-            child,
-            url,
-            _dir: dir,
-            data,
-        }
+        (child, url)
     }
 }
 
@@ -587,4 +606,311 @@ mod ws {
         // A fresh session completes.
         client.keygen("after", |_, _| {}).await.unwrap();
     }
+}
+
+mod refresh {
+    use super::*;
+    use tessera_client::{RefreshStep, WalletRecord};
+
+    async fn wallet(
+        server: &ServerProcess,
+    ) -> (
+        ServerClient,
+        DeviceIdentity,
+        String,
+        WalletRecord,
+        tempfile::TempDir,
+    ) {
+        let (mut client, id, d, home) = device(server, "rita", "laptop").await;
+        client.login(&id, &d.device_id).await.unwrap();
+        let share = client.keygen("w", |_, _| {}).await.unwrap();
+        (client, id, d.device_id, WalletRecord::new(share), home)
+    }
+
+    /// What a device stores at each step, as the CLI does: the record at Settled, PendingStored
+    /// (before committing) and Switched.
+    fn persists(step: RefreshStep) -> bool {
+        matches!(
+            step,
+            RefreshStep::Settled | RefreshStep::PendingStored | RefreshStep::Switched
+        )
+    }
+
+    /// After a crash: the device reloads what it stored, the server restarts on its data, and
+    /// both agree on one epoch and sign; a further refresh completes.
+    async fn check_recovers(
+        server: &mut ServerProcess,
+        id: &DeviceIdentity,
+        device_id: &str,
+        stored: &[u8],
+        expect_epoch: u64,
+    ) {
+        let mut record = WalletRecord::from_bytes(stored).unwrap();
+        let pk = record.current.public_key();
+        let mut client = ServerClient::new(&server.url).unwrap();
+        client.login(id, device_id).await.unwrap();
+        let sig = client
+            .sign_wallet(
+                &mut record,
+                |_| Ok(()),
+                [3; 32],
+                &DerivationPath::root(),
+                |_, _| {},
+            )
+            .await
+            .unwrap();
+        pk.verify(&[3; 32], &sig).unwrap();
+        assert_eq!(record.current.epoch(), expect_epoch);
+        assert!(record.pending.is_none());
+        let info = client
+            .pubkey(&record.current.wallet_id().to_string())
+            .await
+            .unwrap();
+        assert_eq!(info.epoch, expect_epoch, "device and server disagree");
+        let next = client.refresh(&mut record, |_, _| Ok(())).await.unwrap();
+        assert_eq!(next, expect_epoch + 1);
+        let sig = client
+            .sign(&record.current, [4; 32], &DerivationPath::root(), |_, _| {})
+            .await
+            .unwrap();
+        pk.verify(&[4; 32], &sig).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_complete_refresh_switches_both_sides() {
+        let server = ServerProcess::start(&[]);
+        let (client, _, _, mut record, _h) = wallet(&server).await;
+        let before = record.current.to_bytes().to_vec();
+        let mut steps = Vec::new();
+        let epoch = client
+            .refresh(&mut record, |s, _| {
+                steps.push(s);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(epoch, 1);
+        assert_eq!(record.current.epoch(), 1);
+        assert_ne!(*record.current.to_bytes(), before);
+        assert_eq!(steps.last(), Some(&RefreshStep::Switched));
+        assert!(
+            steps.contains(&RefreshStep::PendingStored) && steps.contains(&RefreshStep::CommitSent)
+        );
+        // The old share no longer signs with the server.
+        let old = tessera_core::KeyShare::from_bytes(&before).unwrap();
+        assert!(matches!(
+            client
+                .sign(&old, [1; 32], &DerivationPath::root(), |_, _| {})
+                .await,
+            Err(ClientError::EpochMismatch {
+                device: 0,
+                server: 1,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn server_killed_at_each_step_of_a_refresh() {
+        // (step at which the server is SIGKILLed, epoch both sides must agree on afterwards)
+        for (crash_at, expect) in [
+            (RefreshStep::Round(2), 0),
+            (RefreshStep::PendingStored, 0),
+            (RefreshStep::CommitSent, 1),
+        ] {
+            let mut server = ServerProcess::start(&[]);
+            let (client, id, device_id, mut record, _h) = wallet(&server).await;
+            let mut stored = record.to_bytes().to_vec();
+            let result = client
+                .refresh(&mut record, |step, rec| {
+                    if persists(step) {
+                        stored = rec.to_bytes().to_vec();
+                    }
+                    if step == crash_at {
+                        if step == RefreshStep::CommitSent {
+                            // Let the commit land, so the server dies after switching but
+                            // before the device hears of it.
+                            std::thread::sleep(std::time::Duration::from_millis(500));
+                        }
+                        server.kill();
+                    }
+                    Ok(())
+                })
+                .await;
+            // Killed after switching, the server may already have sent its close: the device
+            // then finishes too. Either way both must end on the same epoch.
+            if crash_at != RefreshStep::CommitSent {
+                assert!(
+                    result.is_err(),
+                    "{crash_at:?}: the refresh did not notice the crash"
+                );
+            }
+            server.restart();
+            check_recovers(&mut server, &id, &device_id, &stored, expect).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn device_crashing_at_each_step_of_a_refresh() {
+        // (step at which the device dies, whether it stored that step first, agreed epoch)
+        for (crash_at, stored_first, expect) in [
+            (RefreshStep::Round(2), false, 0),
+            (RefreshStep::PendingStored, false, 0),
+            (RefreshStep::PendingStored, true, 0),
+            (RefreshStep::CommitSent, true, 1),
+        ] {
+            let mut server = ServerProcess::start(&[]);
+            let (client, id, device_id, mut record, _h) = wallet(&server).await;
+            let mut stored = record.to_bytes().to_vec();
+            let result = client
+                .refresh(&mut record, |step, rec| {
+                    if step == crash_at {
+                        if stored_first {
+                            stored = rec.to_bytes().to_vec();
+                        }
+                        return Err("device crashed".into());
+                    }
+                    if persists(step) {
+                        stored = rec.to_bytes().to_vec();
+                    }
+                    Ok(())
+                })
+                .await;
+            assert!(matches!(result, Err(ClientError::Stopped(_))));
+            drop(client);
+            // Give the server a moment to see the socket close (or the commit) and record it.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            check_recovers(&mut server, &id, &device_id, &stored, expect).await;
+        }
+    }
+}
+
+/// The device commands of the `tessera` binary against a server process, as a user runs them.
+#[tokio::test]
+async fn cli_device_commands() {
+    let server = ServerProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .env("TESSERA_HOME", home.path())
+            .env("TESSERA_PASSPHRASE", "correct horse battery staple")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let field = |out: &str, name: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|r| r.split_whitespace().next().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    let (code, out, err) = run(&[
+        "init",
+        "--server",
+        &server.url,
+        "--user",
+        "gina",
+        "--name",
+        "Gina's laptop",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Active"), "{out}");
+    // A second init finds the same device again (reinstall with the keystore kept).
+    let (_, again, _) = run(&[
+        "init",
+        "--server",
+        &server.url,
+        "--user",
+        "gina",
+        "--name",
+        "Gina's laptop",
+    ]);
+    assert_eq!(field(&out, "device id"), field(&again, "device id"));
+
+    let (code, out, err) = run(&["keygen", "--name", "main"]);
+    assert_eq!(code, Some(0), "{err}");
+    let pubkey = field(&out, "public key");
+    assert!(err.contains("keygen round 4/4 done"), "{err}");
+
+    let (code, out, err) = run(&["sign", "--wallet", "main", "--message", "hello"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(field(&out, "public key"), pubkey);
+    let sig = field(&out, "signature DER");
+    let verify = |sig: &str| {
+        run(&[
+            "verify",
+            "--pubkey",
+            &pubkey,
+            "--message",
+            "hello",
+            "--signature",
+            sig,
+        ])
+        .0
+    };
+    assert_eq!(verify(&sig), Some(0));
+
+    let (code, out, err) = run(&["refresh", "--wallet", "main"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("now epoch 1"), "{out}");
+    let (code, out, err) = run(&[
+        "sign",
+        "--wallet",
+        "main",
+        "--message",
+        "hello",
+        "--path",
+        "m/0/7",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_ne!(field(&out, "public key"), pubkey);
+
+    let (code, out, _) = run(&["wallets"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("main") && out.contains("epoch 1"), "{out}");
+    let (code, out, _) = run(&["pubkey", "--wallet", "main"]);
+    assert_eq!((code, field(&out, "public key")), (Some(0), pubkey.clone()));
+    let (code, out, _) = run(&["device", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("(this device)") && out.contains("Gina's laptop"),
+        "{out}"
+    );
+
+    // Bad input: one line, exit 2, nothing changed.
+    for args in [
+        &["keygen", "--name", "../escape"][..],
+        &["keygen", "--name", "main"],
+        &["sign", "--wallet", "main", "--digest", "abcd"],
+        &["sign", "--wallet", "nope", "--message", "x"],
+        &[
+            "sign",
+            "--wallet",
+            "main",
+            "--message",
+            "x",
+            "--path",
+            "m/1'",
+        ],
+    ] {
+        let (code, _, err) = run(args);
+        assert!(
+            code == Some(2) || code == Some(1),
+            "{args:?}: {code:?} {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+    let wrong = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["wallets"])
+        .env("TESSERA_HOME", home.path())
+        .env("TESSERA_PASSPHRASE", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"));
 }

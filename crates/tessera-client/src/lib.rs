@@ -5,9 +5,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, clippy::unwrap_used)]
 
+mod wallet;
+
+pub use wallet::WalletRecord;
+
 use futures_util::{SinkExt, StreamExt};
 use tessera_core::api;
-use tessera_core::protocols::{KeygenSession, SignRequest, SignSession};
+use tessera_core::protocols::{KeygenSession, RefreshSession, SignRequest, SignSession};
 use tessera_core::{DerivationPath, KeyShare, PartyIndex, Session, Signature, Threshold, WalletId};
 use tessera_store::DeviceIdentity;
 use tokio_tungstenite::tungstenite::Message;
@@ -45,6 +49,22 @@ pub enum ClientError {
         /// The server's reason.
         reason: String,
     },
+    /// The device and the server hold different epochs of a wallet's shares and no repair
+    /// applies.
+    #[error(
+        "this device holds epoch {device} (pending {pending:?}) of the wallet, the server {server}"
+    )]
+    EpochMismatch {
+        /// Our current epoch.
+        device: u64,
+        /// Our pending epoch, if any.
+        pending: Option<u64>,
+        /// The server's active epoch.
+        server: u64,
+    },
+    /// A refresh was stopped by the caller's step hook (a failed write, or a test's crash).
+    #[error("refresh stopped: {0}")]
+    Stopped(String),
     /// Not logged in.
     #[error("not logged in: call login first")]
     NotLoggedIn,
@@ -299,6 +319,13 @@ impl ServerClient {
                 },
             )
             .await?;
+        if created.epoch != share.epoch() {
+            return Err(ClientError::EpochMismatch {
+                device: share.epoch(),
+                pending: None,
+                server: created.epoch,
+            });
+        }
         let nonce = parse_nonce(&created.nonce)?;
         let request = SignRequest {
             nonce,
@@ -312,13 +339,115 @@ impl ServerClient {
         Ok(signature)
     }
 
-    /// Runs `session` over `GET /ws?session_id=…`.
-    async fn run<S: Session>(
+    /// Signs with a wallet record, first settling it against the server's epoch (the repair
+    /// after an interrupted refresh); `store` is called when the record changed.
+    ///
+    /// # Errors
+    /// As [`ServerClient::sign`], [`WalletRecord::settle`], or the error `store` returns.
+    pub async fn sign_wallet(
         &self,
-        session_id: &str,
-        mut session: S,
-        mut on_round: impl FnMut(u8, u8),
-    ) -> Result<S::Output> {
+        record: &mut WalletRecord,
+        store: impl FnOnce(&WalletRecord) -> std::result::Result<(), String>,
+        digest: [u8; 32],
+        path: &DerivationPath,
+        on_round: impl FnMut(u8, u8),
+    ) -> Result<Signature> {
+        let info = self.pubkey(&record.current.wallet_id().to_string()).await?;
+        if record.settle(info.epoch)? {
+            store(record).map_err(ClientError::Stopped)?;
+        }
+        self.sign(&record.current, digest, path, on_round).await
+    }
+
+    /// Refreshes a wallet's shares (both parties, same public key, next epoch) in two phases.
+    /// `step` is called at each point where the record must be stored or where a crash is
+    /// interesting: after each protocol round, when the new share arrives (store it as pending
+    /// before we commit), once the commit is sent, and once both sides switched (store it).
+    /// An error from `step` stops the refresh there, as a crash would.
+    ///
+    /// # Errors
+    /// Network, server or protocol errors, [`ClientError::Stopped`].
+    pub async fn refresh(
+        &self,
+        record: &mut WalletRecord,
+        mut step: impl FnMut(RefreshStep, &WalletRecord) -> std::result::Result<(), String>,
+    ) -> Result<u64> {
+        let wallet_id = record.current.wallet_id().to_string();
+        let created: api::SessionCreated = self
+            .post("/refresh", &api::RefreshRequest { wallet_id })
+            .await?;
+        if record.settle(created.epoch)? {
+            step(RefreshStep::Settled, record).map_err(ClientError::Stopped)?;
+        }
+        let nonce = parse_nonce(&created.nonce)?;
+        let mut session = RefreshSession::new(&record.current, &nonce)?;
+        let mut socket = self.connect(&created.session_id).await?;
+        for e in session.start()? {
+            socket
+                .send(Message::Binary(e.to_bytes().into()))
+                .await
+                .map_err(net)?;
+        }
+        let mut reported = 0;
+        while !session.is_finished() {
+            match next_frame(&mut socket).await? {
+                Message::Binary(bytes) => {
+                    for e in session.receive_bytes(SERVER, &bytes)? {
+                        socket
+                            .send(Message::Binary(e.to_bytes().into()))
+                            .await
+                            .map_err(net)?;
+                    }
+                    while reported + 1 < session.round() {
+                        reported += 1;
+                        step(RefreshStep::Round(reported), record).map_err(ClientError::Stopped)?;
+                    }
+                }
+                Message::Close(frame) => return Err(closed(frame)),
+                _ => {}
+            }
+        }
+        let fresh = session
+            .take_output()
+            .ok_or_else(|| net("the refresh ended without output"))?;
+        let epoch = fresh.epoch();
+        // Phase one: the server stored its new share as pending; we store ours, then commit.
+        loop {
+            match next_frame(&mut socket).await? {
+                Message::Text(t) => {
+                    let notice: api::RefreshPending = serde_json::from_str(&t)
+                        .map_err(|_| net("unexpected message after the refresh"))?;
+                    if notice.pending != epoch {
+                        return Err(net("the server stored another epoch"));
+                    }
+                    break;
+                }
+                Message::Close(frame) => return Err(closed(frame)),
+                _ => {}
+            }
+        }
+        record.pending = Some(fresh);
+        step(RefreshStep::PendingStored, record).map_err(ClientError::Stopped)?;
+        let commit = serde_json::to_string(&api::RefreshCommit { commit: epoch }).map_err(net)?;
+        socket
+            .send(Message::Text(commit.into()))
+            .await
+            .map_err(net)?;
+        step(RefreshStep::CommitSent, record).map_err(ClientError::Stopped)?;
+        // Phase two: the server switched when it closes with 1000; then so do we.
+        loop {
+            match next_frame(&mut socket).await? {
+                Message::Close(Some(f)) if u16::from(f.code) == 1000 => break,
+                Message::Close(frame) => return Err(closed(frame)),
+                _ => {}
+            }
+        }
+        record.settle(epoch)?;
+        step(RefreshStep::Switched, record).map_err(ClientError::Stopped)?;
+        Ok(epoch)
+    }
+
+    async fn connect(&self, session_id: &str) -> Result<Socket> {
         let token = self.token.as_ref().ok_or(ClientError::NotLoggedIn)?;
         let ws_base = self.base.replacen("http", "ws", 1);
         let mut request = format!("{ws_base}/ws?session_id={session_id}")
@@ -328,24 +457,34 @@ impl ServerClient {
             "authorization",
             format!("Bearer {token}").parse().map_err(net)?,
         );
-        let (mut socket, _) =
-            tokio_tungstenite::connect_async(request)
-                .await
-                .map_err(|e| match e {
-                    tokio_tungstenite::tungstenite::Error::Http(resp) => {
-                        let message = resp
-                            .body()
-                            .as_ref()
-                            .and_then(|b| serde_json::from_slice::<api::ApiError>(b).ok())
-                            .map_or_else(|| "refused".to_string(), |e| e.message);
-                        ClientError::Server {
-                            status: resp.status().as_u16(),
-                            code: "ws".into(),
-                            message,
-                        }
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(resp) => {
+                    let message = resp
+                        .body()
+                        .as_ref()
+                        .and_then(|b| serde_json::from_slice::<api::ApiError>(b).ok())
+                        .map_or_else(|| "refused".to_string(), |e| e.message);
+                    ClientError::Server {
+                        status: resp.status().as_u16(),
+                        code: "ws".into(),
+                        message,
                     }
-                    other => net(other),
-                })?;
+                }
+                other => net(other),
+            })?;
+        Ok(socket)
+    }
+
+    /// Runs `session` over `GET /ws?session_id=…`.
+    async fn run<S: Session>(
+        &self,
+        session_id: &str,
+        mut session: S,
+        mut on_round: impl FnMut(u8, u8),
+    ) -> Result<S::Output> {
+        let mut socket = self.connect(session_id).await?;
         let total = session.total_rounds();
         let mut reported = 0;
         for e in session.start()? {
@@ -401,6 +540,39 @@ impl ServerClient {
             .take_output()
             .ok_or_else(|| net("the session ended without output"))
     }
+}
+
+/// Where a refresh is, for [`ServerClient::refresh`]'s `step` hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshStep {
+    /// The record was settled against the server's epoch before starting: store it.
+    Settled,
+    /// A protocol round completed (nothing to store).
+    Round(u8),
+    /// The new share is `record.pending`: store the record now, before the commit is sent.
+    PendingStored,
+    /// The commit was sent; the server may have switched already.
+    CommitSent,
+    /// Both sides switched: `record.current` is the new share; store the record.
+    Switched,
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_frame(socket: &mut Socket) -> Result<Message> {
+    socket
+        .next()
+        .await
+        .ok_or_else(|| net("the server went away"))?
+        .map_err(net)
+}
+
+fn closed(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> ClientError {
+    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+        (u16::from(f.code), f.reason.to_string())
+    });
+    ClientError::Closed { code, reason }
 }
 
 fn parse_nonce(text: &str) -> Result<[u8; 32]> {

@@ -182,6 +182,22 @@ pub struct RefreshRequest {
     pub wallet_id: String,
 }
 
+/// After a refresh protocol, the server has stored its new share as pending under this epoch
+/// (a text frame on the session's socket). The device stores its own as pending, then commits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshPending {
+    /// The new epoch.
+    pub pending: u64,
+}
+
+/// The device has stored its new share as pending: the server may switch (a text frame). The
+/// server answers by closing the socket with 1000 once it has switched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshCommit {
+    /// The new epoch.
+    pub commit: u64,
+}
+
 /// A created protocol session: open `GET /ws?session_id=…` to run it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionCreated {

@@ -42,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/token", post(registry::token))
         .route("/keygen", post(wallets::keygen))
         .route("/sign", post(wallets::sign))
+        .route("/refresh", post(wallets::refresh))
         .route("/pubkey", get(wallets::pubkey))
         .route("/wallets", get(wallets::list))
         .route("/ws", get(ws::open))

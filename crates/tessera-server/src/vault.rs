@@ -24,9 +24,7 @@ pub async fn store_new_wallet(
     share: &KeyShare,
 ) -> ApiResult<()> {
     let id = wallet.to_string();
-    let sealed = kek::seal(state.kek(), &share.to_bytes(), &aad(&id, share.epoch()))
-        .map_err(|e| ApiError::Internal(format!("seal: {e}")))?;
-    let sealed = serde_json::to_vec(&sealed).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let sealed = seal(state, &id, share)?;
     let mut tx = state.db().begin().await?;
     sqlx::query(
         "INSERT INTO wallets (id, user_id, name, threshold_t, threshold_n, public_key, epoch, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -73,4 +71,71 @@ pub async fn load_active(state: &AppState, wallet_id: &str) -> ApiResult<KeyShar
         ));
     }
     Ok(share)
+}
+
+fn seal(state: &AppState, wallet_id: &str, share: &KeyShare) -> ApiResult<Vec<u8>> {
+    let sealed = kek::seal(
+        state.kek(),
+        &share.to_bytes(),
+        &aad(wallet_id, share.epoch()),
+    )
+    .map_err(|e| ApiError::Internal(format!("seal: {e}")))?;
+    serde_json::to_vec(&sealed).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Phase one of a refresh: the new share is stored as pending next to the active one.
+pub async fn store_pending(state: &AppState, wallet_id: &str, share: &KeyShare) -> ApiResult<()> {
+    let sealed = seal(state, wallet_id, share)?;
+    sqlx::query(
+        "INSERT OR REPLACE INTO server_shares (wallet_id, epoch, state, sealed, created_at) VALUES (?, ?, 'pending', ?, ?)",
+    )
+    .bind(wallet_id)
+    .bind(share.epoch() as i64)
+    .bind(sealed)
+    .bind(now())
+    .execute(state.db())
+    .await?;
+    Ok(())
+}
+
+/// Phase two: the device holds the new share too; switch, in one transaction. The old share is
+/// kept (retired), never deleted.
+pub async fn promote(state: &AppState, wallet_id: &str, epoch: u64) -> ApiResult<()> {
+    let mut tx = state.db().begin().await?;
+    let pending = sqlx::query(
+        "UPDATE server_shares SET state = 'retired' WHERE wallet_id = ? AND state = 'active' AND epoch + 1 = ?",
+    )
+    .bind(wallet_id)
+    .bind(epoch as i64)
+    .execute(&mut *tx)
+    .await?;
+    let activated = sqlx::query(
+        "UPDATE server_shares SET state = 'active' WHERE wallet_id = ? AND state = 'pending' AND epoch = ?",
+    )
+    .bind(wallet_id)
+    .bind(epoch as i64)
+    .execute(&mut *tx)
+    .await?;
+    if pending.rows_affected() != 1 || activated.rows_affected() != 1 {
+        return Err(ApiError::Conflict(format!(
+            "no pending epoch {epoch} to switch to"
+        )));
+    }
+    sqlx::query("UPDATE wallets SET epoch = ? WHERE id = ?")
+        .bind(epoch as i64)
+        .bind(wallet_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A pending share that was never committed is abandoned when a new session of the wallet
+/// starts: the device only ever switches after the server did, so it cannot depend on it.
+pub async fn discard_stale_pending(state: &AppState, wallet_id: &str) -> ApiResult<()> {
+    sqlx::query("DELETE FROM server_shares WHERE wallet_id = ? AND state = 'pending'")
+        .bind(wallet_id)
+        .execute(state.db())
+        .await?;
+    Ok(())
 }

@@ -129,7 +129,20 @@ pub async fn sign(
         .parse::<DerivationPath>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    crate::vault::discard_stale_pending(&state, &wallet.id).await?;
     let created = create_session(&state, &me, &wallet.id, "sign", &req, wallet.epoch).await?;
+    Ok(Json(created))
+}
+
+/// `POST /refresh`: new shares for both parties, same public key, next epoch (two-phase).
+pub async fn refresh(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Json(req): Json<api::RefreshRequest>,
+) -> ApiResult<Json<api::SessionCreated>> {
+    let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    crate::vault::discard_stale_pending(&state, &wallet.id).await?;
+    let created = create_session(&state, &me, &wallet.id, "refresh", &req, wallet.epoch).await?;
     Ok(Json(created))
 }
 

@@ -10,8 +10,8 @@ use axum::response::Response;
 use serde::Deserialize;
 use tessera_core::envelope::MAX_ENVELOPE_BYTES;
 use tessera_core::{
-    DerivationPath, Error, KeyShare, KeygenSession, PartyIndex, Session, SignRequest, SignSession,
-    Threshold, WalletId, api,
+    DerivationPath, Error, KeyShare, KeygenSession, PartyIndex, RefreshSession, Session,
+    SignRequest, SignSession, Threshold, WalletId, api,
 };
 
 use crate::auth::AuthDevice;
@@ -40,6 +40,7 @@ pub struct WsQuery {
 enum Run {
     Keygen(Box<KeygenSession>, WalletId, String),
     Sign(Box<SignSession>),
+    Refresh(Box<RefreshSession>),
 }
 
 /// Opens the socket for a created session of the caller.
@@ -106,6 +107,12 @@ pub async fn open(
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
             Run::Sign(Box::new(session))
         }
+        "refresh" => {
+            let share = vault::load_active(&state, &wallet_id).await?;
+            let session = RefreshSession::new(&share, &nonce)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            Run::Refresh(Box::new(session))
+        }
         other => return Err(ApiError::Internal(format!("unknown protocol {other}"))),
     };
     // Claim the session: only one socket may ever run it.
@@ -123,18 +130,21 @@ pub async fn open(
         .on_upgrade(move |mut socket| async move {
             let outcome = match run {
                 Run::Keygen(s, wallet, name) => {
-                    let finish: Finish<KeyShare> = Box::new(move |state, share| {
-                        Box::pin(async move {
-                            vault::store_new_wallet(&state, &me, wallet, &name, &share).await
-                        })
-                    });
-                    drive(&state, &session_id, &mut socket, *s, finish).await
+                    match drive(&state, &session_id, &mut socket, *s).await {
+                        Ok(share) => stored(
+                            vault::store_new_wallet(&state, &me, wallet, &name, &share).await,
+                        ),
+                        Err(outcome) => outcome,
+                    }
                 }
-                Run::Sign(s) => {
-                    let finish: Finish<tessera_core::Signature> =
-                        Box::new(|_, _| Box::pin(async { Ok(()) }));
-                    drive(&state, &session_id, &mut socket, *s, finish).await
-                }
+                Run::Sign(s) => match drive(&state, &session_id, &mut socket, *s).await {
+                    Ok(_) => stored(Ok(())),
+                    Err(outcome) => outcome,
+                },
+                Run::Refresh(s) => match drive(&state, &session_id, &mut socket, *s).await {
+                    Ok(share) => commit_refresh(&state, &mut socket, &wallet_id, share).await,
+                    Err(outcome) => outcome,
+                },
             };
             let _ = sqlx::query(
                 "UPDATE sessions SET status = ?, detail = ?, last_message_at = ? WHERE id = ?",
@@ -150,16 +160,6 @@ pub async fn open(
             }
         }))
 }
-
-/// Stores a protocol's output once the protocol is done.
-type Finish<O> = Box<
-    dyn FnOnce(
-            AppState,
-            O,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<()>> + Send>>
-        + Send,
->;
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     // Close reasons are limited to 123 bytes.
@@ -192,93 +192,9 @@ fn ended(status: &'static str, detail: impl Into<String>, close: Option<(u16, &s
     }
 }
 
-async fn drive<S: Session>(
-    state: &AppState,
-    session_id: &str,
-    socket: &mut WebSocket,
-    mut session: S,
-    finish: Finish<S::Output>,
-) -> Outcome {
-    let timeout = state.config().session_idle_timeout;
-    let mut outgoing = match session.start() {
-        Ok(out) => out,
-        Err(e) => {
-            return ended(
-                "failed",
-                e.to_string(),
-                Some((CLOSE_INTERNAL, "could not start the session")),
-            );
-        }
-    };
-    loop {
-        for e in outgoing.drain(..) {
-            if socket
-                .send(Message::Binary(e.to_bytes().into()))
-                .await
-                .is_err()
-            {
-                return ended("failed", "the device went away", None);
-            }
-        }
-        if session.is_finished() {
-            break;
-        }
-        let frame = match tokio::time::timeout(timeout, socket.recv()).await {
-            Err(_) => {
-                return ended(
-                    "expired",
-                    "idle timeout",
-                    Some((
-                        CLOSE_EXPIRED,
-                        "session expired: no message for the idle timeout",
-                    )),
-                );
-            }
-            Ok(None) | Ok(Some(Err(_))) => return ended("failed", "the device went away", None),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let bytes = match frame {
-            Message::Binary(b) => b,
-            Message::Close(_) => return ended("failed", "the device closed the session", None),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Text(_) => {
-                return ended(
-                    "failed",
-                    "text frame",
-                    Some((
-                        CLOSE_INVALID_MESSAGE,
-                        "text frames are not protocol messages",
-                    )),
-                );
-            }
-        };
-        let _ = sqlx::query("UPDATE sessions SET last_message_at = ? WHERE id = ?")
-            .bind(now())
-            .bind(session_id)
-            .execute(state.db())
-            .await;
-        match session.receive_bytes(DEVICE, &bytes) {
-            Ok(out) => outgoing = out,
-            Err(e @ Error::PartyMisbehaved { .. }) => {
-                return ended(
-                    "failed",
-                    e.to_string(),
-                    Some((CLOSE_MISBEHAVED, &e.to_string())),
-                );
-            }
-            Err(e) => {
-                return ended(
-                    "failed",
-                    e.to_string(),
-                    Some((CLOSE_INVALID_MESSAGE, &e.to_string())),
-                );
-            }
-        }
-    }
-    let Some(output) = session.take_output() else {
-        return ended("failed", "no output", Some((CLOSE_INTERNAL, "no output")));
-    };
-    match finish(state.clone(), output).await {
+/// The record of a run whose output was stored (or not).
+fn stored(result: ApiResult<()>) -> Outcome {
+    match result {
         Ok(()) => Outcome {
             status: "done",
             detail: None,
@@ -290,4 +206,168 @@ async fn drive<S: Session>(
             Some((CLOSE_INTERNAL, "could not store the result")),
         ),
     }
+}
+
+/// The two-phase switch after a refresh: store ours as pending, tell the device, wait for its
+/// commit (it has stored its own as pending), then switch. A crash anywhere leaves the old epoch
+/// active here, or the new one once switched; the device holds whichever we hold as active.
+async fn commit_refresh(
+    state: &AppState,
+    socket: &mut WebSocket,
+    wallet_id: &str,
+    share: KeyShare,
+) -> Outcome {
+    let epoch = share.epoch();
+    if let Err(e) = vault::store_pending(state, wallet_id, &share).await {
+        return ended(
+            "failed",
+            e.to_string(),
+            Some((CLOSE_INTERNAL, "could not store the new share")),
+        );
+    }
+    let notice = serde_json::to_string(&api::RefreshPending { pending: epoch }).unwrap_or_default();
+    if socket.send(Message::Text(notice.into())).await.is_err() {
+        return ended(
+            "failed",
+            "the device went away before committing; the new share stays pending",
+            None,
+        );
+    }
+    let timeout = state.config().session_idle_timeout;
+    let commit = loop {
+        match tokio::time::timeout(timeout, socket.recv()).await {
+            Err(_) => {
+                return ended(
+                    "expired",
+                    "no commit from the device",
+                    Some((CLOSE_EXPIRED, "session expired waiting for the commit")),
+                );
+            }
+            Ok(Some(Ok(Message::Text(t)))) => {
+                break serde_json::from_str::<api::RefreshCommit>(&t).ok();
+            }
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(_))) => break None,
+            Ok(None | Some(Err(_))) => {
+                return ended(
+                    "failed",
+                    "the device went away before committing; the new share stays pending",
+                    None,
+                );
+            }
+        }
+    };
+    if commit.map(|c| c.commit) != Some(epoch) {
+        return ended(
+            "failed",
+            "no valid commit",
+            Some((
+                CLOSE_INVALID_MESSAGE,
+                "expected the commit of the new epoch",
+            )),
+        );
+    }
+    match vault::promote(state, wallet_id, epoch).await {
+        Ok(()) => Outcome {
+            status: "done",
+            detail: None,
+            close: Some((1000, "done".into())),
+        },
+        Err(e) => ended(
+            "failed",
+            e.to_string(),
+            Some((CLOSE_INTERNAL, "could not switch to the new share")),
+        ),
+    }
+}
+
+async fn drive<S: Session>(
+    state: &AppState,
+    session_id: &str,
+    socket: &mut WebSocket,
+    mut session: S,
+) -> Result<S::Output, Outcome> {
+    let timeout = state.config().session_idle_timeout;
+    let mut outgoing = match session.start() {
+        Ok(out) => out,
+        Err(e) => {
+            return Err(ended(
+                "failed",
+                e.to_string(),
+                Some((CLOSE_INTERNAL, "could not start the session")),
+            ));
+        }
+    };
+    loop {
+        for e in outgoing.drain(..) {
+            if socket
+                .send(Message::Binary(e.to_bytes().into()))
+                .await
+                .is_err()
+            {
+                return Err(ended("failed", "the device went away", None));
+            }
+        }
+        if session.is_finished() {
+            break;
+        }
+        let frame = match tokio::time::timeout(timeout, socket.recv()).await {
+            Err(_) => {
+                return Err(ended(
+                    "expired",
+                    "idle timeout",
+                    Some((
+                        CLOSE_EXPIRED,
+                        "session expired: no message for the idle timeout",
+                    )),
+                ));
+            }
+            Ok(None) | Ok(Some(Err(_))) => {
+                return Err(ended("failed", "the device went away", None));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let bytes = match frame {
+            Message::Binary(b) => b,
+            Message::Close(_) => {
+                return Err(ended("failed", "the device closed the session", None));
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Text(_) => {
+                return Err(ended(
+                    "failed",
+                    "text frame",
+                    Some((
+                        CLOSE_INVALID_MESSAGE,
+                        "text frames are not protocol messages",
+                    )),
+                ));
+            }
+        };
+        let _ = sqlx::query("UPDATE sessions SET last_message_at = ? WHERE id = ?")
+            .bind(now())
+            .bind(session_id)
+            .execute(state.db())
+            .await;
+        match session.receive_bytes(DEVICE, &bytes) {
+            Ok(out) => outgoing = out,
+            Err(e @ Error::PartyMisbehaved { .. }) => {
+                return Err(ended(
+                    "failed",
+                    e.to_string(),
+                    Some((CLOSE_MISBEHAVED, &e.to_string())),
+                ));
+            }
+            Err(e) => {
+                return Err(ended(
+                    "failed",
+                    e.to_string(),
+                    Some((CLOSE_INVALID_MESSAGE, &e.to_string())),
+                ));
+            }
+        }
+    }
+    session
+        .take_output()
+        .ok_or_else(|| ended("failed", "no output", Some((CLOSE_INTERNAL, "no output"))))
 }

@@ -1,0 +1,771 @@
+//! The commitment server end to end: a real `tessera server` process and the client SDK over
+//! real loopback sockets (plain HTTP and WebSocket: TLS is not implemented yet).
+//!
+//! `cargo bench -p tessera-cli --bench server_e2e` builds the `tessera` binary with the bench
+//! profile (it inherits `release`) and runs this; it prints markdown tables to stdout and takes
+//! about two to three minutes on the project's 2-core machine. Measured, in this order:
+//!
+//! - in process (`tessera_core::runner`, both parties in one thread): keygen and sign 2-of-2, the
+//!   baseline for the end-to-end figures, measured in the same run on the same machine;
+//! - keygen and sign 2-of-2 end to end with one logged-in client, sequentially, and where the time
+//!   of a sign goes (REST call, WebSocket opening, protocol rounds, the server's close);
+//! - the same single-client sign against a second server whose data directory is on tmpfs, to
+//!   show what the database's fsyncs cost;
+//! - the server's resident memory with many idle sessions whose sockets are open (the server has
+//!   built its side of the protocol and sent its first message; the client never answers);
+//! - throughput with 1, 8 and 64 concurrent clients, each its own device, user and wallet.
+//!
+//! Client and server share the machine's cores, as they do in every figure here.
+//! Run without `--bench` (as `cargo test --benches` does) it makes a quick smoke run instead.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tessera_client::ServerClient;
+use tessera_core::{
+    DerivationPath, KeyShare, PartyIndex, Session, SignRequest, SignSession, Threshold, api, runner,
+};
+use tessera_store::{Keystore, KeystoreOptions, Passphrase};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How much of everything to do.
+struct Plan {
+    inproc_keygens: usize,
+    inproc_signs: usize,
+    keygens: usize,
+    signs: usize,
+    breakdown_signs: usize,
+    tmpfs_signs: usize,
+    idle_sessions: usize,
+    levels: &'static [usize],
+    level_time: Duration,
+}
+
+const FULL: Plan = Plan {
+    inproc_keygens: 10,
+    inproc_signs: 200,
+    keygens: 10,
+    signs: 200,
+    breakdown_signs: 100,
+    tmpfs_signs: 200,
+    idle_sessions: 1000,
+    levels: &[1, 8, 64],
+    level_time: Duration::from_secs(10),
+};
+
+const SMOKE: Plan = Plan {
+    inproc_keygens: 1,
+    inproc_signs: 3,
+    keygens: 2,
+    signs: 3,
+    breakdown_signs: 3,
+    tmpfs_signs: 3,
+    idle_sessions: 10,
+    levels: &[1, 2],
+    level_time: Duration::from_secs(1),
+};
+
+/// Upper bound on the signs of one client in one throughput level, whatever the clock says.
+const MAX_SIGNS_PER_CLIENT: usize = 5_000;
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+
+/// A `tessera server` process on a free loopback port; killed on drop, panics included.
+struct ServerProcess {
+    child: Child,
+    url: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts a server whose data directory is a fresh directory under `parent`.
+    fn start(parent: &Path) -> Self {
+        let dir = tempfile::tempdir_in(parent).unwrap();
+        let log = dir.path().join("server.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "server",
+                "--insecure-http",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        // Keep draining stdout so that a later line never meets a closed pipe; the thread ends
+        // when the process does.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = stdout.read_to_end(&mut sink);
+        });
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in the server's first line {line:?}"))
+            .to_string();
+        ServerProcess {
+            child,
+            url,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- last lines of the server's log ---");
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// A `/proc/<pid>/status` field in kB (`VmRSS`, `VmHWM`).
+fn proc_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// The soft limit on open files of this process (the server inherits it).
+fn nofile_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Devices
+
+/// One device: its own user, identity, token and (after keygen) wallet.
+struct Device {
+    client: ServerClient,
+    share: Option<KeyShare>,
+    _home: tempfile::TempDir,
+}
+
+impl Device {
+    async fn new(server: &ServerProcess, user: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let identity = Keystore::open_with(
+            home.path(),
+            KeystoreOptions::default().insecure_fast_kdf_for_tests(),
+        )
+        .unwrap()
+        .create_identity(&Passphrase::new("bench".into()).unwrap())
+        .unwrap();
+        let mut client = ServerClient::new(&server.url).unwrap();
+        let device = client.register(&identity, user, "bench").await.unwrap();
+        client.login(&identity, &device.device_id).await.unwrap();
+        Device {
+            client,
+            share: None,
+            _home: home,
+        }
+    }
+
+    fn share(&self) -> &KeyShare {
+        self.share.as_ref().expect("keygen first")
+    }
+
+    fn token(&self) -> &str {
+        self.client.token().unwrap()
+    }
+
+    async fn sign(&self, n: u64) -> Duration {
+        let started = Instant::now();
+        self.client
+            .sign(self.share(), digest(n), &DerivationPath::root(), |_, _| {})
+            .await
+            .unwrap();
+        started.elapsed()
+    }
+}
+
+fn digest(n: u64) -> [u8; 32] {
+    let mut d = [0x5au8; 32];
+    d[..8].copy_from_slice(&n.to_le_bytes());
+    d
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+struct Stats(Vec<Duration>);
+
+impl Stats {
+    fn new(mut samples: Vec<Duration>) -> Self {
+        assert!(!samples.is_empty());
+        samples.sort();
+        Stats(samples)
+    }
+
+    fn median(&self) -> Duration {
+        let v = &self.0;
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2
+        }
+    }
+
+    /// Nearest-rank percentile.
+    fn pct(&self, p: f64) -> Duration {
+        let rank = (p / 100.0 * self.0.len() as f64).ceil() as usize;
+        self.0[rank.clamp(1, self.0.len()) - 1]
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms >= 100.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{ms:.2} ms")
+    }
+}
+
+fn mb(kb: u64) -> String {
+    format!("{:.1} MB", kb as f64 / 1024.0)
+}
+
+fn yes(met: bool) -> &'static str {
+    if met { "**met**" } else { "**not met**" }
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let out = f();
+    (out, started.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements over the sockets
+
+/// One sign done by hand, as the SDK does it, timing each phase: the REST call that creates the
+/// session, the WebSocket handshake (the server loads and decrypts its share and builds its
+/// session before answering), the protocol rounds, and the wait for the server's close (it
+/// records the session's end first).
+async fn sign_in_phases(
+    http: &reqwest::Client,
+    url: &str,
+    device: &Device,
+    n: u64,
+) -> [Duration; 4] {
+    let share = device.share();
+    let digest = digest(n);
+    let t0 = Instant::now();
+    let created = create_sign_session(http, url, device, digest).await;
+    let t1 = Instant::now();
+    let mut socket = open_socket(url, device.token(), &created.session_id).await;
+    let t2 = Instant::now();
+    let mut nonce = [0u8; 32];
+    hex::decode_to_slice(&created.nonce, &mut nonce).unwrap();
+    let request = SignRequest {
+        nonce,
+        signers: vec![PartyIndex::new(0), PartyIndex::new(1)],
+        digest,
+        path: DerivationPath::root(),
+    };
+    let mut session = SignSession::new(share, &request).unwrap();
+    for e in session.start().unwrap() {
+        socket
+            .send(Message::Binary(e.to_bytes().into()))
+            .await
+            .unwrap();
+    }
+    while !session.is_finished() {
+        match socket.next().await.unwrap().unwrap() {
+            Message::Binary(bytes) => {
+                for e in session.receive_bytes(PartyIndex::new(1), &bytes).unwrap() {
+                    socket
+                        .send(Message::Binary(e.to_bytes().into()))
+                        .await
+                        .unwrap();
+                }
+            }
+            Message::Close(f) => panic!("the server closed the session: {f:?}"),
+            _ => {}
+        }
+    }
+    let signature = session.take_output().unwrap();
+    share
+        .public_key_at(&DerivationPath::root())
+        .unwrap()
+        .verify(&digest, &signature)
+        .unwrap();
+    let t3 = Instant::now();
+    while let Some(frame) = socket.next().await {
+        match frame {
+            Ok(Message::Close(Some(f))) => {
+                assert_eq!(u16::from(f.code), 1000, "{f:?}");
+                break;
+            }
+            Ok(Message::Close(None)) | Err(_) => break,
+            _ => {}
+        }
+    }
+    let t4 = Instant::now();
+    [t1 - t0, t2 - t1, t3 - t2, t4 - t3]
+}
+
+async fn create_sign_session(
+    http: &reqwest::Client,
+    url: &str,
+    device: &Device,
+    digest: [u8; 32],
+) -> api::SessionCreated {
+    let resp = http
+        .post(format!("{url}/sign"))
+        .bearer_auth(device.token())
+        .json(&api::SignRequest {
+            wallet_id: device.share().wallet_id().to_string(),
+            digest: hex::encode(digest),
+            path: "m".into(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "POST /sign: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+async fn open_socket(url: &str, token: &str, session_id: &str) -> Socket {
+    let ws = url.replacen("http", "ws", 1);
+    let mut req = format!("{ws}/ws?session_id={session_id}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+async fn status_round_trip(http: &reqwest::Client, url: &str) -> Duration {
+    let started = Instant::now();
+    let resp = http.get(format!("{url}/status")).send().await.unwrap();
+    assert!(resp.status().is_success());
+    resp.bytes().await.unwrap();
+    started.elapsed()
+}
+
+struct IdleMemory {
+    before_kb: u64,
+    with_kb: u64,
+    after_close_kb: u64,
+    fds_before: usize,
+    fds_with: usize,
+    setup: Duration,
+}
+
+/// Creates `n` sign sessions, opens their sockets and waits for the server's first message on
+/// each (so its side of every session exists), then reads the server's memory with all of them
+/// open and idle. Nothing is ever sent on the sockets.
+async fn idle_sessions(server: &ServerProcess, device: &Device, n: usize) -> IdleMemory {
+    let pid = server.pid();
+    let http = reqwest::Client::new();
+    // Let the allocator settle after the previous measurements.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before_kb = proc_kb(pid, "VmRSS");
+    let fds_before = open_fds(pid);
+    let started = Instant::now();
+    let created: Vec<api::SessionCreated> = futures_util::stream::iter(0..n as u64)
+        .map(|i| create_sign_session(&http, &server.url, device, digest(1_000_000 + i)))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let sockets: Vec<Socket> = futures_util::stream::iter(created)
+        .map(|c| async move {
+            let mut socket = open_socket(&server.url, device.token(), &c.session_id).await;
+            let first = tokio::time::timeout(Duration::from_secs(60), socket.next())
+                .await
+                .expect("the server's first message")
+                .unwrap()
+                .unwrap();
+            assert!(matches!(first, Message::Binary(_)), "{first:?}");
+            socket
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let setup = started.elapsed();
+    assert_eq!(sockets.len(), n);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with_kb = proc_kb(pid, "VmRSS");
+    let fds_with = open_fds(pid);
+    drop(sockets);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after_close_kb = proc_kb(pid, "VmRSS");
+    IdleMemory {
+        before_kb,
+        with_kb,
+        after_close_kb,
+        fds_before,
+        fds_with,
+        setup,
+    }
+}
+
+struct Level {
+    clients: usize,
+    signs: usize,
+    elapsed: Duration,
+    latency: Stats,
+}
+
+impl Level {
+    fn rate(&self) -> f64 {
+        self.signs as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `clients` devices sign back to back, each its own wallet, for `length` (every sign started
+/// before the deadline is finished and counted).
+async fn throughput(devices: &[Arc<Device>], clients: usize, length: Duration) -> Level {
+    // One sign per client first, so that no client's first connection is in the figure.
+    let warm: Vec<_> = devices[..clients]
+        .iter()
+        .map(|d| {
+            let d = Arc::clone(d);
+            tokio::spawn(async move { d.sign(u64::MAX).await })
+        })
+        .collect();
+    for w in warm {
+        w.await.unwrap();
+    }
+    let started = Instant::now();
+    let deadline = started + length;
+    let tasks: Vec<_> = devices[..clients]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let d = Arc::clone(d);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline && latencies.len() < MAX_SIGNS_PER_CLIENT {
+                    let n = ((i as u64) << 32) | latencies.len() as u64;
+                    latencies.push(d.sign(n).await);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    Level {
+        clients,
+        signs: latencies.len(),
+        elapsed,
+        latency: Stats::new(latencies),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let plan = if full { &FULL } else { &SMOKE };
+    if !full {
+        eprintln!("server_e2e: no --bench argument, quick smoke run (use `cargo bench`)");
+    }
+    if let Some(limit) = nofile_limit() {
+        let needed = plan.idle_sessions as u64 + 256;
+        assert!(
+            limit >= needed,
+            "open-file limit {limit} is below the {needed} this run needs (its client sockets \
+             and the server's); raise it first, e.g. `ulimit -n 4096`"
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    eprintln!(
+        "server binary: {}; {cores} cores",
+        env!("CARGO_BIN_EXE_tessera")
+    );
+    let run_started = Instant::now();
+
+    // In process: both parties in this thread, before any server runs.
+    eprintln!("in-process keygen and sign...");
+    let two_of_two = Threshold::new(2, 2).unwrap();
+    let inproc_keygen = Stats::new(
+        (0..plan.inproc_keygens)
+            .map(|_| time(|| runner::keygen(two_of_two).unwrap()).1)
+            .collect(),
+    );
+    let shares = runner::keygen(two_of_two).unwrap();
+    let set: Vec<&KeyShare> = shares.iter().collect();
+    let root = DerivationPath::root();
+    let _ = runner::sign(&set, digest(0), &root).unwrap();
+    let inproc_sign = Stats::new(
+        (0..plan.inproc_signs as u64)
+            .map(|n| time(|| runner::sign(&set, digest(n), &root).unwrap()).1)
+            .collect(),
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(async {
+        let server = ServerProcess::start(&std::env::temp_dir());
+        let clients = plan.levels.iter().copied().max().unwrap();
+        eprintln!("server at {} (pid {})", server.url, server.pid());
+
+        eprintln!("{clients} devices: register and log in...");
+        let mut devices = Vec::with_capacity(clients);
+        for i in 0..clients.max(plan.keygens) {
+            devices.push(Device::new(&server, &format!("bench-{i}")).await);
+        }
+
+        eprintln!("keygen end to end...");
+        let mut keygen = Vec::new();
+        for d in devices.iter_mut().take(plan.keygens) {
+            let started = Instant::now();
+            d.share = Some(d.client.keygen("w", |_, _| {}).await.unwrap());
+            keygen.push(started.elapsed());
+        }
+        let keygen = Stats::new(keygen);
+
+        eprintln!("sign end to end, one client...");
+        let first = &devices[0];
+        for n in 0..5 {
+            first.sign(n).await;
+        }
+        let mut signs = Vec::new();
+        for n in 0..plan.signs as u64 {
+            signs.push(first.sign(100 + n).await);
+        }
+        let sign = Stats::new(signs);
+
+        eprintln!("where a sign's time goes...");
+        let http = reqwest::Client::new();
+        let mut rtt = Vec::new();
+        let mut phases: [Vec<Duration>; 4] = Default::default();
+        for n in 0..plan.breakdown_signs as u64 {
+            rtt.push(status_round_trip(&http, &server.url).await);
+            let p = sign_in_phases(&http, &server.url, first, 50_000 + n).await;
+            for (all, one) in phases.iter_mut().zip(p) {
+                all.push(one);
+            }
+        }
+        let rtt = Stats::new(rtt);
+        let phases = phases.map(Stats::new);
+
+        eprintln!("sign end to end, data directory on tmpfs...");
+        let tmpfs = Path::new("/dev/shm");
+        let tmpfs_sign = if tmpfs.is_dir() {
+            let other = ServerProcess::start(tmpfs);
+            let mut d = Device::new(&other, "tmpfs").await;
+            d.share = Some(d.client.keygen("w", |_, _| {}).await.unwrap());
+            for n in 0..5 {
+                d.sign(n).await;
+            }
+            let mut v = Vec::new();
+            for n in 0..plan.tmpfs_signs as u64 {
+                v.push(d.sign(100 + n).await);
+            }
+            Some(Stats::new(v))
+        } else {
+            None
+        };
+
+        eprintln!("{} idle sessions...", plan.idle_sessions);
+        let idle = idle_sessions(&server, &devices[0], plan.idle_sessions).await;
+
+        eprintln!("keygen for the other clients...");
+        let started = Instant::now();
+        futures_util::stream::iter(devices.iter_mut().filter(|d| d.share.is_none()))
+            .map(|d| async move {
+                d.share = Some(d.client.keygen("w", |_, _| {}).await.unwrap());
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<()>>()
+            .await;
+        eprintln!("  ({:.1} s)", started.elapsed().as_secs_f64());
+        let devices: Vec<Arc<Device>> = devices.into_iter().map(Arc::new).collect();
+
+        let mut levels = Vec::new();
+        for &n in plan.levels {
+            eprintln!("throughput, {n} clients...");
+            levels.push(throughput(&devices, n, plan.level_time).await);
+        }
+        let peak_kb = proc_kb(server.pid(), "VmHWM");
+        let end_kb = proc_kb(server.pid(), "VmRSS");
+
+        Report {
+            keygen,
+            sign,
+            rtt,
+            phases,
+            tmpfs_sign,
+            idle,
+            levels,
+            peak_kb,
+            end_kb,
+        }
+    });
+    report.print(plan, &inproc_keygen, &inproc_sign);
+    eprintln!("whole run: {:.0} s", run_started.elapsed().as_secs_f64());
+}
+
+struct Report {
+    keygen: Stats,
+    sign: Stats,
+    rtt: Stats,
+    phases: [Stats; 4],
+    tmpfs_sign: Option<Stats>,
+    idle: IdleMemory,
+    levels: Vec<Level>,
+    peak_kb: u64,
+    end_kb: u64,
+}
+
+impl Report {
+    fn print(&self, plan: &Plan, inproc_keygen: &Stats, inproc_sign: &Stats) {
+        let limit = inproc_sign.median().mul_f64(1.3) + Duration::from_millis(2);
+        let e2e = self.sign.median();
+        println!("| measurement | result | target | |");
+        println!("|---|---|---|---|");
+        println!(
+            "| keygen 2-of-2, in process (both parties, one thread), median of {} | {} | – | |",
+            plan.inproc_keygens,
+            ms(inproc_keygen.median())
+        );
+        println!(
+            "| keygen 2-of-2, end to end, median of {} | {} | – | |",
+            plan.keygens,
+            ms(self.keygen.median())
+        );
+        println!(
+            "| sign 2-of-2, in process (both parties, one thread), median / p99 of {} | {} / {} | – | |",
+            plan.inproc_signs,
+            ms(inproc_sign.median()),
+            ms(inproc_sign.pct(99.0))
+        );
+        println!(
+            "| sign 2-of-2, end to end, one client, median / p99 of {} | {} / {} | ≤ 1.3 × {} + 2 ms = {} | {} |",
+            plan.signs,
+            ms(e2e),
+            ms(self.sign.pct(99.0)),
+            ms(inproc_sign.median()),
+            ms(limit),
+            yes(e2e <= limit)
+        );
+        println!(
+            "| end to end / in process (median) | {:.2} | | |",
+            e2e.as_secs_f64() / inproc_sign.median().as_secs_f64()
+        );
+        if let Some(t) = &self.tmpfs_sign {
+            println!(
+                "| sign end to end, server data directory on tmpfs, median / p99 of {} | {} / {} | (same) | {} |",
+                plan.tmpfs_signs,
+                ms(t.median()),
+                ms(t.pct(99.0)),
+                yes(t.median() <= limit)
+            );
+        }
+        for l in &self.levels {
+            println!(
+                "| throughput, {} concurrent client{} ({} signs in {:.1} s; latency median / p99 {} / {}) | {:.1} sig/s | | |",
+                l.clients,
+                if l.clients == 1 { "" } else { "s" },
+                l.signs,
+                l.elapsed.as_secs_f64(),
+                ms(l.latency.median()),
+                ms(l.latency.pct(99.0)),
+                l.rate()
+            );
+        }
+        let one = self.levels.iter().find(|l| l.clients == 1);
+        let eight = self.levels.iter().find(|l| l.clients == 8);
+        if let (Some(one), Some(eight)) = (one, eight) {
+            let ratio = eight.rate() / one.rate();
+            println!(
+                "| throughput 8 clients / 1 client | {ratio:.2} × | ≥ 1.6 × | {} |",
+                yes(ratio >= 1.6)
+            );
+        }
+        let i = &self.idle;
+        println!(
+            "| server RSS before the idle sessions ({} open fds) | {} | | |",
+            i.fds_before,
+            mb(i.before_kb)
+        );
+        println!(
+            "| server RSS with {} idle sessions, sockets open ({} open fds; set up in {:.1} s) | {} (+{:.1} KB per session) | < 200 MB | {} |",
+            plan.idle_sessions,
+            i.fds_with,
+            i.setup.as_secs_f64(),
+            mb(i.with_kb),
+            i.with_kb.saturating_sub(i.before_kb) as f64 / plan.idle_sessions as f64,
+            yes(i.with_kb < 200 * 1024)
+        );
+        println!(
+            "| server RSS 3 s after those sockets closed | {} | | |",
+            mb(i.after_close_kb)
+        );
+        println!(
+            "| server RSS at the end / peak (VmHWM) over the run | {} / {} | | |",
+            mb(self.end_kb),
+            mb(self.peak_kb)
+        );
+        println!();
+        println!(
+            "Where a single client's sign goes (medians of {}, done by hand as the SDK does):",
+            plan.breakdown_signs
+        );
+        println!();
+        println!("| phase | median | p99 |");
+        println!("|---|---|---|");
+        let names = [
+            "`POST /sign` (create the session)",
+            "WebSocket handshake (server loads and decrypts its share, builds its session)",
+            "protocol: 3 rounds, both parties' computation, client's signature check",
+            "server records the end, closes with 1000",
+        ];
+        for (name, s) in names.iter().zip(&self.phases) {
+            println!("| {name} | {} | {} |", ms(s.median()), ms(s.pct(99.0)));
+        }
+        println!(
+            "| (for scale: `GET /status` round trip) | {} | {} |",
+            ms(self.rtt.median()),
+            ms(self.rtt.pct(99.0))
+        );
+    }
+}
