@@ -4,6 +4,7 @@
 //! not verify, a protocol aborted), 2 bad arguments or input. Errors are one line on stderr.
 #![forbid(unsafe_code)]
 
+mod demo_server;
 mod device;
 mod progress;
 
@@ -36,7 +37,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run key generation and signing with all parties in this process, and show the result.
+    /// Show the whole flow: an embedded server and this device run set-up, key generation,
+    /// signing, a refresh and signing again (or, with --in-process, t-of-n in this process).
     Demo(DemoArgs),
     /// Verify an ECDSA secp256k1 signature (DER, 64-byte r||s or 65-byte r||s||v).
     Verify(VerifyArgs),
@@ -136,17 +138,20 @@ enum DeviceCommand {
 
 #[derive(Args)]
 struct DemoArgs {
-    /// Signers needed (t).
-    #[arg(long, short = 't', default_value_t = 2)]
+    /// Run all t-of-n parties in this process instead of the device + server topology.
+    #[arg(long)]
+    in_process: bool,
+    /// Signers needed (t); with --in-process.
+    #[arg(long, short = 't', default_value_t = 2, requires = "in_process")]
     threshold: u8,
-    /// Share holders (n).
-    #[arg(long, short = 'n', default_value_t = 2)]
+    /// Share holders (n); with --in-process.
+    #[arg(long, short = 'n', default_value_t = 2, requires = "in_process")]
     parties: u8,
     /// The message to sign (as an Ethereum personal_sign / EIP-191 message).
     #[arg(long, short = 'm', default_value = "Hello from Tessera")]
     message: String,
-    /// The signing parties, comma separated (default: the first t).
-    #[arg(long, value_delimiter = ',')]
+    /// The signing parties, comma separated (default: the first t); with --in-process.
+    #[arg(long, value_delimiter = ',', requires = "in_process")]
     signers: Option<Vec<u8>>,
     /// Sign with the non-hardened BIP-32 child key at this path, e.g. m/0/7.
     #[arg(long, default_value = "m")]
@@ -217,7 +222,13 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Demo(args) => demo(&args),
+        Command::Demo(args) if args.in_process => demo(&args),
+        Command::Demo(args) => match args.path.parse::<DerivationPath>() {
+            Ok(path) => {
+                runtime().and_then(|rt| rt.block_on(demo_server::run(&args.message, &path)))
+            }
+            Err(e) => Err(usage(e)),
+        },
         Command::Verify(args) => verify(&args),
         Command::Server(args) => runtime().and_then(|rt| rt.block_on(server(args))),
         other => runtime().and_then(|rt| rt.block_on(device_command(other))),

@@ -33,6 +33,7 @@ fn stderr_one_line(out: &Output) -> String {
 fn demo_output_verifies_with_tessera_verify() {
     let out = tessera(&[
         "demo",
+        "--in-process",
         "--threshold",
         "2",
         "--parties",
@@ -119,7 +120,16 @@ fn demo_output_verifies_with_tessera_verify() {
 #[test]
 fn demo_with_a_derived_key() {
     let out = tessera(&[
-        "demo", "-t", "2", "-n", "2", "--path", "m/0/7", "-m", "child",
+        "demo",
+        "--in-process",
+        "-t",
+        "2",
+        "-n",
+        "2",
+        "--path",
+        "m/0/7",
+        "-m",
+        "child",
     ]);
     assert!(
         out.status.success(),
@@ -161,15 +171,73 @@ fn demo_with_a_derived_key() {
 }
 
 #[test]
+fn default_demo_runs_the_server_topology() {
+    let out = tessera(&["demo", "--message", "server demo", "--path", "m/0/1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("2-of-2: this device + the server"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("epoch          1 after the refresh"),
+        "{stdout}"
+    );
+    let pubkey = field(&stdout, "public key");
+    for sig in [
+        field(&stdout, "signature 1 DER"),
+        field(&stdout, "signature 2 DER"),
+    ] {
+        let ok = tessera(&[
+            "verify",
+            "--pubkey",
+            pubkey,
+            "--message",
+            "server demo",
+            "--signature",
+            sig,
+        ]);
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    }
+    let progress = String::from_utf8(out.stderr).unwrap();
+    for step in [
+        "key generation, 2-of-2 with the server: done",
+        "refresh",
+        "signing again",
+    ] {
+        assert!(progress.contains(step), "{progress}");
+    }
+    // t-of-n options belong to --in-process.
+    let out = tessera(&["demo", "--threshold", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    stderr_one_line(&out);
+}
+
+#[test]
 fn bad_arguments_exit_2_with_one_line() {
     let g = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
     let cases: &[&[&str]] = &[
-        &["demo", "--threshold", "3", "--parties", "2"],
-        &["demo", "--threshold", "1"],
-        &["demo", "--parties", "17", "--threshold", "2"],
-        &["demo", "--parties", "300"],
-        &["demo", "--signers", "0,0"],
-        &["demo", "--signers", "0,5"],
+        &["demo", "--in-process", "--threshold", "3", "--parties", "2"],
+        &["demo", "--in-process", "--threshold", "1"],
+        &[
+            "demo",
+            "--in-process",
+            "--parties",
+            "17",
+            "--threshold",
+            "2",
+        ],
+        &["demo", "--in-process", "--parties", "300"],
+        &["demo", "--in-process", "--signers", "0,0"],
+        &["demo", "--in-process", "--signers", "0,5"],
         &["demo", "--path", "m/44'/60'"],
         &["demo", "--path", "x/1"],
         &["demo", "--frobnicate"],

@@ -407,6 +407,10 @@ impl ServerClient {
                 _ => {}
             }
         }
+        while reported < session.total_rounds() {
+            reported += 1;
+            step(RefreshStep::Round(reported), record).map_err(ClientError::Stopped)?;
+        }
         let fresh = session
             .take_output()
             .ok_or_else(|| net("the refresh ended without output"))?;
