@@ -541,6 +541,8 @@ fn main() {
             .collect(),
     );
 
+    // Our own reqwest clients need a process-wide TLS provider even for plain HTTP.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let report = rt.block_on(async {
         let server = ServerProcess::start(&std::env::temp_dir());
@@ -622,7 +624,7 @@ fn main() {
 
         let mut levels = Vec::new();
         for &n in plan.levels {
-            eprintln!("throughput, {n} clients...");
+            eprintln!("throughput, {n} concurrent client(s)...");
             levels.push(throughput(&devices, n, plan.level_time).await);
         }
         let peak_kb = proc_kb(server.pid(), "VmHWM");

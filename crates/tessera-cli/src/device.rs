@@ -18,6 +18,9 @@ use crate::Failure;
 #[derive(Serialize, Deserialize)]
 pub struct DeviceConfig {
     pub server: String,
+    /// SHA-256 of the server certificate this device pins, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_fingerprint: Option<String>,
     pub user: String,
     pub device_id: String,
     pub device_name: String,
@@ -89,7 +92,7 @@ pub async fn connect(home_dir: &Path) -> Result<Session, Failure> {
     let keystore = Keystore::open(home_dir).map_err(store_error)?;
     let passphrase = passphrase()?;
     let identity = keystore.load_identity(&passphrase).map_err(store_error)?;
-    let mut client = ServerClient::new(&config.server).map_err(client_error)?;
+    let mut client = server_client(&config.server, config.server_fingerprint.as_deref())?;
     client
         .login(&identity, &config.device_id)
         .await
@@ -102,7 +105,23 @@ pub async fn connect(home_dir: &Path) -> Result<Session, Failure> {
     })
 }
 
-pub async fn init(home_dir: &Path, server: &str, user: &str, name: &str) -> Result<(), Failure> {
+fn server_client(url: &str, fingerprint: Option<&str>) -> Result<ServerClient, Failure> {
+    match fingerprint {
+        Some(f) => ServerClient::with_pinned_certificate(url, f),
+        None => ServerClient::new(url),
+    }
+    .map_err(|e| Failure::Usage(e.to_string()))
+}
+
+pub async fn init(
+    home_dir: &Path,
+    server: &str,
+    fingerprint: Option<&str>,
+    user: &str,
+    name: &str,
+) -> Result<(), Failure> {
+    // Check the URL and pin before anything is created.
+    let client = server_client(server, fingerprint)?;
     let keystore = Keystore::open(home_dir).map_err(store_error)?;
     let passphrase = passphrase()?;
     let identity: DeviceIdentity = if keystore.has_identity().map_err(store_error)? {
@@ -110,7 +129,6 @@ pub async fn init(home_dir: &Path, server: &str, user: &str, name: &str) -> Resu
     } else {
         keystore.create_identity(&passphrase).map_err(store_error)?
     };
-    let client = ServerClient::new(server).map_err(client_error)?;
     let device = client
         .register(&identity, user, name)
         .await
@@ -119,6 +137,7 @@ pub async fn init(home_dir: &Path, server: &str, user: &str, name: &str) -> Resu
         home_dir,
         &DeviceConfig {
             server: server.into(),
+            server_fingerprint: fingerprint.map(str::to_string),
             user: user.into(),
             device_id: device.device_id.clone(),
             device_name: name.into(),

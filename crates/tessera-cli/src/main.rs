@@ -69,6 +69,16 @@ struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: std::net::SocketAddr,
+    /// TLS certificate chain, PEM (with --tls-key).
+    #[arg(long, requires = "tls_key", conflicts_with_all = ["dev_tls", "insecure_http"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key, PEM.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Serve TLS with a self-signed development certificate kept in the data directory; its
+    /// SHA-256 fingerprint is printed for clients to pin (`tessera init --server-fingerprint`).
+    #[arg(long, conflicts_with = "insecure_http")]
+    dev_tls: bool,
     /// Serve plain HTTP. Only allowed on a loopback address.
     #[arg(long)]
     insecure_http: bool,
@@ -88,6 +98,10 @@ struct InitArgs {
     /// This device's name, e.g. "Alice's laptop".
     #[arg(long)]
     name: String,
+    /// Pin the server's certificate by its SHA-256 fingerprint (as `tessera server --dev-tls`
+    /// prints); otherwise https servers are checked against the web PKI.
+    #[arg(long)]
+    server_fingerprint: Option<String>,
 }
 
 #[derive(Args)]
@@ -252,43 +266,77 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 async fn server(args: ServerArgs) -> CliResult {
-    if !args.insecure_http {
+    let tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        Some(tessera_server::tls::from_files(cert, key).map_err(Failure::Usage)?)
+    } else if args.dev_tls {
+        Some(tessera_server::tls::dev_identity(&args.data_dir).map_err(Failure::Failed)?)
+    } else if args.insecure_http {
+        if !args.listen.ip().is_loopback() {
+            return Err(Failure::Usage(format!(
+                "--insecure-http is only allowed on a loopback address, not {}",
+                args.listen.ip()
+            )));
+        }
+        None
+    } else {
         return Err(Failure::Usage(
-            "TLS serving is not implemented in this build yet: pass --insecure-http (loopback only)".into(),
+            "choose TLS (--tls-cert and --tls-key, or --dev-tls) or, on loopback only, --insecure-http".into(),
         ));
-    }
-    if !args.listen.ip().is_loopback() {
-        return Err(Failure::Usage(format!(
-            "--insecure-http is only allowed on a loopback address, not {}",
-            args.listen.ip()
-        )));
-    }
+    };
     let mut config = tessera_server::Config::new(&args.data_dir);
     config.session_idle_timeout = std::time::Duration::from_secs(args.session_idle_timeout.max(1));
     let state = tessera_server::AppState::open(config)
         .await
         .map_err(Failure::Failed)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|e| Failure::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::Failed(e.to_string()))?;
-    println!(
-        "tessera server listening on http://{addr} (data in {})",
-        args.data_dir.display()
-    );
     use std::io::Write;
-    let _ = std::io::stdout().flush();
-    tessera_server::serve(listener, state)
-        .await
-        .map_err(|e| Failure::Failed(format!("server stopped: {e}")))
+    match tls {
+        Some(identity) => {
+            println!(
+                "tessera server listening on https://{addr} (data in {}; certificate SHA-256 {} — clients pin it with --server-fingerprint)",
+                args.data_dir.display(),
+                identity.fingerprint
+            );
+            let _ = std::io::stdout().flush();
+            tessera_server::tls::serve_tls(listener, state, identity)
+                .await
+                .map_err(Failure::Failed)
+        }
+        None => {
+            println!(
+                "tessera server listening on http://{addr} (data in {}; plain HTTP, loopback only)",
+                args.data_dir.display()
+            );
+            let _ = std::io::stdout().flush();
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| Failure::Failed(e.to_string()))?;
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| Failure::Failed(e.to_string()))?;
+            tessera_server::serve(listener, state)
+                .await
+                .map_err(|e| Failure::Failed(format!("server stopped: {e}")))
+        }
+    }
 }
 
 async fn device_command(command: Command) -> CliResult {
     let home = device::home()?;
     match command {
-        Command::Init(a) => device::init(&home, &a.server, &a.user, &a.name).await,
+        Command::Init(a) => {
+            device::init(
+                &home,
+                &a.server,
+                a.server_fingerprint.as_deref(),
+                &a.user,
+                &a.name,
+            )
+            .await
+        }
         Command::Keygen(a) => device::keygen(&home, &a.name).await,
         Command::Sign(a) => {
             let path: DerivationPath = a.path.parse().map_err(usage)?;

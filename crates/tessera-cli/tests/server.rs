@@ -15,6 +15,8 @@ use tessera_store::{DeviceIdentity, Keystore, KeystoreOptions, Passphrase};
 struct ServerProcess {
     child: Child,
     url: String,
+    /// The certificate fingerprint a TLS server printed.
+    fingerprint: Option<String>,
     _dir: tempfile::TempDir,
     data: std::path::PathBuf,
 }
@@ -23,10 +25,11 @@ impl ServerProcess {
     fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let (child, url) = Self::spawn(&data, extra);
+        let (child, url, fingerprint) = Self::spawn(&data, extra);
         ServerProcess {
             child,
             url,
+            fingerprint,
             _dir: dir,
             data,
         }
@@ -41,20 +44,22 @@ impl ServerProcess {
     /// Starts again on the same data directory (a new port).
     fn restart(&mut self) {
         self.kill();
-        let (child, url) = Self::spawn(&self.data, &[]);
+        let (child, url, fingerprint) = Self::spawn(&self.data, &[]);
         self.child = child;
         self.url = url;
+        self.fingerprint = fingerprint;
     }
 
-    fn spawn(data: &Path, extra: &[&str]) -> (Child, String) {
+    fn spawn(data: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
+        let transport: &[&str] = if extra.contains(&"--dev-tls") {
+            &[]
+        } else {
+            &["--insecure-http"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args([
-                "server",
-                "--insecure-http",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .arg("server")
+            .args(transport)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .args(extra)
             .stdout(Stdio::piped())
@@ -67,10 +72,15 @@ impl ServerProcess {
             .unwrap();
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_string();
-        (child, url)
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let fingerprint = words
+            .iter()
+            .position(|w| *w == "SHA-256")
+            .map(|i| words[i + 1].to_string());
+        (child, url, fingerprint)
     }
 }
 
@@ -788,7 +798,9 @@ mod refresh {
 /// The device commands of the `tessera` binary against a server process, as a user runs them.
 #[tokio::test]
 async fn cli_device_commands() {
-    let server = ServerProcess::start(&[]);
+    // Over TLS with the development certificate, pinned by the device.
+    let server = ServerProcess::start(&["--dev-tls"]);
+    let pin = server.fingerprint.clone().unwrap();
     let home = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -811,6 +823,8 @@ async fn cli_device_commands() {
     };
     let (code, out, err) = run(&[
         "init",
+        "--server-fingerprint",
+        &pin,
         "--server",
         &server.url,
         "--user",
@@ -823,6 +837,8 @@ async fn cli_device_commands() {
     // A second init finds the same device again (reinstall with the keystore kept).
     let (_, again, _) = run(&[
         "init",
+        "--server-fingerprint",
+        &pin,
         "--server",
         &server.url,
         "--user",
@@ -913,4 +929,95 @@ async fn cli_device_commands() {
         .unwrap();
     assert_eq!(wrong.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"));
+}
+
+mod tls {
+    use super::*;
+
+    #[tokio::test]
+    async fn dev_tls_with_a_pinned_certificate() {
+        let server = ServerProcess::start(&["--dev-tls"]);
+        assert!(
+            server.url.starts_with("https://127.0.0.1:"),
+            "{}",
+            server.url
+        );
+        let fingerprint = server.fingerprint.clone().unwrap();
+        assert_eq!(fingerprint.len(), 64);
+
+        // Pinned: the whole flow works over HTTPS and WSS.
+        let home = tempfile::tempdir().unwrap();
+        let id = identity(home.path());
+        let mut client = ServerClient::with_pinned_certificate(&server.url, &fingerprint).unwrap();
+        let d = client.register(&id, "tina", "laptop").await.unwrap();
+        client.login(&id, &d.device_id).await.unwrap();
+        let share = client.keygen("w", |_, _| {}).await.unwrap();
+        let sig = client
+            .sign(&share, [5; 32], &DerivationPath::root(), |_, _| {})
+            .await
+            .unwrap();
+        share.public_key().verify(&[5; 32], &sig).unwrap();
+
+        // Another pin, the web PKI (a self-signed certificate is not in it), plain HTTP: refused.
+        let mut wrong = fingerprint.clone().into_bytes();
+        wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+        let wrong = String::from_utf8(wrong).unwrap();
+        let other = ServerClient::with_pinned_certificate(&server.url, &wrong).unwrap();
+        let err = other.status().await.unwrap_err();
+        assert!(matches!(err, ClientError::Network(_)), "{err}");
+        let unpinned = ServerClient::new(&server.url).unwrap();
+        assert!(matches!(
+            unpinned.status().await,
+            Err(ClientError::Network(_))
+        ));
+        let plain = ServerClient::new(&server.url.replace("https://", "http://")).unwrap();
+        assert!(plain.status().await.is_err());
+        assert!(
+            ServerClient::with_pinned_certificate(
+                &server.url.replace("https://", "http://"),
+                &fingerprint
+            )
+            .is_err()
+        );
+        assert!(ServerClient::with_pinned_certificate(&server.url, "abcd").is_err());
+
+        // The certificate is kept: a restart serves the same fingerprint.
+        let mut server = server;
+        server.kill();
+        let (child, url, again) = ServerProcess::spawn(&server.data, &["--dev-tls"]);
+        server.child = child;
+        server.url = url;
+        assert_eq!(again.as_deref(), Some(fingerprint.as_str()));
+        let client = ServerClient::with_pinned_certificate(&server.url, &fingerprint).unwrap();
+        assert_eq!(client.status().await.unwrap().status, "ok");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_and_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        for args in [
+            &["server", "--listen", "127.0.0.1:0"][..],
+            &["server", "--insecure-http", "--listen", "0.0.0.0:0"],
+            &[
+                "server",
+                "--tls-cert",
+                "/nonexistent.pem",
+                "--tls-key",
+                "/nonexistent.key",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &["server", "--dev-tls", "--insecure-http"],
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args(args)
+                .args(["--data-dir"])
+                .arg(dir.path())
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        }
+    }
 }

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, clippy::unwrap_used)]
 
+pub mod tls;
 mod wallet;
 
 pub use wallet::WalletRecord;
@@ -78,6 +79,7 @@ pub struct ServerClient {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 fn net(e: impl std::fmt::Display) -> ClientError {
@@ -85,22 +87,47 @@ fn net(e: impl std::fmt::Display) -> ClientError {
 }
 
 impl ServerClient {
-    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8443`).
+    /// A client for the server at `base_url` (`https://…` verified against the web PKI, or
+    /// `http://…` for a server on loopback).
     ///
     /// # Errors
     /// [`ClientError::Network`] for an unusable URL.
     pub fn new(base_url: &str) -> Result<Self> {
+        Self::build(base_url, None)
+    }
+
+    /// A client that accepts only the server certificate with this SHA-256 fingerprint (64 hex
+    /// digits, as `tessera server --dev-tls` prints).
+    ///
+    /// # Errors
+    /// [`ClientError::Network`] for an unusable URL or fingerprint, or a non-https URL.
+    pub fn with_pinned_certificate(base_url: &str, fingerprint: &str) -> Result<Self> {
+        if !base_url.starts_with("https://") {
+            return Err(net("a pinned certificate needs an https:// server URL"));
+        }
+        Self::build(
+            base_url,
+            Some(tls::parse_fingerprint(fingerprint).map_err(net)?),
+        )
+    }
+
+    fn build(base_url: &str, pin: Option<[u8; 32]>) -> Result<Self> {
         let base = base_url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::Network(format!(
                 "{base_url} is not an http(s) URL"
             )));
         }
-        let http = reqwest::Client::builder().build().map_err(net)?;
+        let tls = tls::client_config(pin).map_err(net)?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .build()
+            .map_err(net)?;
         Ok(ServerClient {
             base,
             http,
             token: None,
+            tls,
         })
     }
 
@@ -461,23 +488,25 @@ impl ServerClient {
             "authorization",
             format!("Bearer {token}").parse().map_err(net)?,
         );
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(resp) => {
-                    let message = resp
-                        .body()
-                        .as_ref()
-                        .and_then(|b| serde_json::from_slice::<api::ApiError>(b).ok())
-                        .map_or_else(|| "refused".to_string(), |e| e.message);
-                    ClientError::Server {
-                        status: resp.status().as_u16(),
-                        code: "ws".into(),
-                        message,
+        let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        let (socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
+                .await
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Http(resp) => {
+                        let message = resp
+                            .body()
+                            .as_ref()
+                            .and_then(|b| serde_json::from_slice::<api::ApiError>(b).ok())
+                            .map_or_else(|| "refused".to_string(), |e| e.message);
+                        ClientError::Server {
+                            status: resp.status().as_u16(),
+                            code: "ws".into(),
+                            message,
+                        }
                     }
-                }
-                other => net(other),
-            })?;
+                    other => net(other),
+                })?;
         Ok(socket)
     }
 

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod registry;
 pub mod state;
+pub mod tls;
 pub mod vault;
 pub mod wallets;
 pub mod ws;
