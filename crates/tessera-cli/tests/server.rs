@@ -265,6 +265,7 @@ async fn raw(
     token: Option<&str>,
     body: Option<Vec<u8>>,
 ) -> (u16, serde_json::Value) {
+    tessera_client::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let url = format!("{}{path}", server.url);
     let mut req = if method == "GET" {
@@ -611,6 +612,25 @@ mod ws {
         assert_eq!(s, 410);
         assert!(
             body["message"].as_str().unwrap().contains("expired"),
+            "{body}"
+        );
+        // A session created but not opened within the timeout expires too.
+        let unopened = keygen_session(&server, &token).await;
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let (s, body) = raw(
+            &server,
+            "GET",
+            &format!("/ws?session_id={}", unopened.session_id),
+            Some(&token),
+            None,
+        )
+        .await;
+        assert_eq!(s, 410, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("expired before it was opened"),
             "{body}"
         );
         // A fresh session completes.

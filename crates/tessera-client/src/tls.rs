@@ -9,6 +9,12 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
+/// Installs aws-lc-rs as the process's default rustls provider (a no-op when one is set), for
+/// code that builds TLS clients without a preconfigured provider (reqwest's default client).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
@@ -83,6 +89,7 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
 /// # Errors
 /// A message if rustls refuses the configuration.
 pub fn client_config(pin: Option<[u8; 32]>) -> Result<Arc<ClientConfig>, String> {
+    install_crypto_provider();
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -50,17 +50,28 @@ pub async fn open(
     Query(q): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    let row: Option<(String, String, String, Vec<u8>, String)> = sqlx::query_as(
-        "SELECT device_id, wallet_id, protocol, nonce, status FROM sessions WHERE id = ?",
+    let row: Option<(String, String, String, Vec<u8>, String, i64)> = sqlx::query_as(
+        "SELECT device_id, wallet_id, protocol, nonce, status, last_message_at FROM sessions WHERE id = ?",
     )
     .bind(&q.session_id)
     .fetch_optional(state.db())
     .await?;
-    let (device_id, wallet_id, protocol, nonce, status) =
+    let (device_id, wallet_id, protocol, nonce, status, last_message_at) =
         row.ok_or_else(|| ApiError::NotFound("unknown session".into()))?;
     if device_id != me.device_id {
         return Err(ApiError::Forbidden(
             "this session belongs to another device".into(),
+        ));
+    }
+    let idle = state.config().session_idle_timeout.as_secs() as i64;
+    if status == "created" && now() - last_message_at > idle {
+        // Created but never opened within the idle timeout: it expires like an idle socket.
+        sqlx::query("UPDATE sessions SET status = 'expired', detail = 'never opened' WHERE id = ? AND status = 'created'")
+            .bind(&q.session_id)
+            .execute(state.db())
+            .await?;
+        return Err(ApiError::Gone(
+            "session expired before it was opened; start a new one".into(),
         ));
     }
     if status != "created" {
