@@ -1,21 +1,25 @@
-//! The commitment server end to end: a real `tessera server` process and the client SDK over
-//! real loopback sockets (plain HTTP and WebSocket: TLS is not implemented yet).
+//! The commitment server end to end: real `tessera server` processes and the client SDK over
+//! real loopback sockets.
 //!
 //! `cargo bench -p tessera-cli --bench server_e2e` builds the `tessera` binary with the bench
-//! profile (it inherits `release`) and runs this; it prints markdown tables to stdout and takes
-//! about two to three minutes on the project's 2-core machine. Measured, in this order:
+//! profile (it inherits `release`), runs it as the server and prints markdown tables to stdout
+//! (progress goes to stderr). About two minutes on the project's 2-core machine, build aside.
+//! Measured, in this order:
 //!
 //! - in process (`tessera_core::runner`, both parties in one thread): keygen and sign 2-of-2, the
 //!   baseline for the end-to-end figures, measured in the same run on the same machine;
-//! - keygen and sign 2-of-2 end to end with one logged-in client, sequentially, and where the time
-//!   of a sign goes (REST call, WebSocket opening, protocol rounds, the server's close);
-//! - the same single-client sign against a second server whose data directory is on tmpfs, to
-//!   show what the database's fsyncs cost;
-//! - the server's resident memory with many idle sessions whose sockets are open (the server has
-//!   built its side of the protocol and sent its first message; the client never answers);
-//! - throughput with 1, 8 and 64 concurrent clients, each its own device, user and wallet.
+//! - keygen and sign 2-of-2 end to end with one logged-in client, sequentially, over plain HTTP
+//!   (`--insecure-http`), the CPU each process spends per sign, and where the time of a sign goes
+//!   (REST call, WebSocket opening, protocol rounds, the server's close);
+//! - the same single-client sign against two more servers, taking turns: one whose data
+//!   directory is on tmpfs (what the database's fsyncs cost) and one that speaks TLS
+//!   (`--dev-tls`, certificate pinned);
+//! - throughput with 1, 8 and 64 concurrent clients, each its own user, device and wallet;
+//! - on fresh servers, resident memory with many idle sign (then keygen) sessions whose sockets
+//!   are open: the server has built its side of the protocol and sent its first message; the
+//!   client never answers.
 //!
-//! Client and server share the machine's cores, as they do in every figure here.
+//! Clients and servers share the machine's cores, as they do in every figure here.
 //! Run without `--bench` (as `cargo test --benches` does) it makes a quick smoke run instead.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,7 +34,7 @@ use tessera_client::ServerClient;
 use tessera_core::{
     DerivationPath, KeyShare, PartyIndex, Session, SignRequest, SignSession, Threshold, api, runner,
 };
-use tessera_store::{Keystore, KeystoreOptions, Passphrase};
+use tessera_store::{Keystore, KeystoreOptions, Passphrase, kek};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -44,9 +48,10 @@ struct Plan {
     keygens: usize,
     signs: usize,
     breakdown_signs: usize,
-    tmpfs_signs: usize,
+    variant_signs: usize,
     idle_sessions: usize,
     levels: &'static [usize],
+    tmpfs_levels: &'static [usize],
     level_time: Duration,
 }
 
@@ -56,9 +61,10 @@ const FULL: Plan = Plan {
     keygens: 10,
     signs: 200,
     breakdown_signs: 100,
-    tmpfs_signs: 200,
+    variant_signs: 200,
     idle_sessions: 1000,
     levels: &[1, 8, 64],
+    tmpfs_levels: &[1, 8],
     level_time: Duration::from_secs(10),
 };
 
@@ -68,9 +74,10 @@ const SMOKE: Plan = Plan {
     keygens: 2,
     signs: 3,
     breakdown_signs: 3,
-    tmpfs_signs: 3,
+    variant_signs: 3,
     idle_sessions: 10,
     levels: &[1, 2],
+    tmpfs_levels: &[1, 2],
     level_time: Duration::from_secs(1),
 };
 
@@ -84,23 +91,24 @@ const MAX_SIGNS_PER_CLIENT: usize = 5_000;
 struct ServerProcess {
     child: Child,
     url: String,
+    /// With `--dev-tls`: the certificate's SHA-256, which clients pin.
+    fingerprint: Option<String>,
     log: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl ServerProcess {
-    /// Starts a server whose data directory is a fresh directory under `parent`.
+    /// Starts a plain-HTTP server whose data directory is a fresh directory under `parent`.
     fn start(parent: &Path) -> Self {
+        Self::start_with(parent, "--insecure-http")
+    }
+
+    /// `transport`: `--insecure-http` or `--dev-tls`.
+    fn start_with(parent: &Path, transport: &str) -> Self {
         let dir = tempfile::tempdir_in(parent).unwrap();
         let log = dir.path().join("server.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args([
-                "server",
-                "--insecure-http",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(["server", transport, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -115,14 +123,20 @@ impl ServerProcess {
             let mut sink = Vec::new();
             let _ = stdout.read_to_end(&mut sink);
         });
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let url = words
+            .iter()
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no URL in the server's first line {line:?}"))
             .to_string();
+        let fingerprint = words
+            .windows(2)
+            .find(|w| w[0] == "SHA-256")
+            .map(|w| w[1].to_string());
         ServerProcess {
             child,
             url,
+            fingerprint,
             log,
             _dir: dir,
         }
@@ -191,7 +205,10 @@ impl Device {
         .unwrap()
         .create_identity(&Passphrase::new("bench".into()).unwrap())
         .unwrap();
-        let mut client = ServerClient::new(&server.url).unwrap();
+        let mut client = match &server.fingerprint {
+            Some(pin) => ServerClient::with_pinned_certificate(&server.url, pin).unwrap(),
+            None => ServerClient::new(&server.url).unwrap(),
+        };
         let device = client.register(&identity, user, "bench").await.unwrap();
         client.login(&identity, &device.device_id).await.unwrap();
         Device {
@@ -386,34 +403,149 @@ async fn status_round_trip(http: &reqwest::Client, url: &str) -> Duration {
     started.elapsed()
 }
 
+/// CPU time (user + system) of a process so far, all its threads: `pid` or `self`.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of proc(5), in clock ticks (USER_HZ, 100 on Linux).
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time every process of the machine has spent so far, all cores (not idle, not waiting).
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait, in USER_HZ.
+    Duration::from_millis((f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) * 10)
+}
+
+/// Waits, at most `limit`, until the rest of the machine (other engineers' builds, say) uses
+/// less than a quarter of a core over two seconds; returns the last such load in cores.
+fn wait_for_quiet(limit: Duration) -> f64 {
+    let until = Instant::now() + limit;
+    loop {
+        let (machine, me, started) = (machine_busy(), cpu_time("self"), Instant::now());
+        std::thread::sleep(Duration::from_secs(2));
+        let other = (machine_busy() - machine).saturating_sub(cpu_time("self") - me);
+        let cores = other.as_secs_f64() / started.elapsed().as_secs_f64();
+        if cores < 0.25 || Instant::now() >= until {
+            if cores >= 0.25 {
+                eprintln!("  (the machine is not quiet: {cores:.2} cores busy elsewhere)");
+            }
+            return cores;
+        }
+    }
+}
+
+/// CPU spent by the server, by this process (the clients) and by everything else on the
+/// machine since it was made.
+struct CpuMeter {
+    server_pid: String,
+    server: Duration,
+    client: Duration,
+    machine: Duration,
+    started: Instant,
+}
+
+/// CPU per operation: server, clients; and what the rest of the machine used meanwhile, in
+/// cores (anything well above zero makes the run's figures pessimistic).
+#[derive(Clone, Copy)]
+struct CpuUse {
+    server: Duration,
+    client: Duration,
+    other_cores: f64,
+}
+
+impl CpuMeter {
+    fn start(server: &ServerProcess) -> Self {
+        let server_pid = server.pid().to_string();
+        CpuMeter {
+            server: cpu_time(&server_pid),
+            client: cpu_time("self"),
+            machine: machine_busy(),
+            started: Instant::now(),
+            server_pid,
+        }
+    }
+
+    fn per(&self, operations: usize) -> CpuUse {
+        let n = operations.max(1) as u32;
+        let server = cpu_time(&self.server_pid) - self.server;
+        let client = cpu_time("self") - self.client;
+        let other = (machine_busy() - self.machine).saturating_sub(server + client);
+        CpuUse {
+            server: server / n,
+            client: client / n,
+            other_cores: other.as_secs_f64() / self.started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum IdleKind {
+    Sign,
+    Keygen,
+}
+
 struct IdleMemory {
     before_kb: u64,
     with_kb: u64,
     after_close_kb: u64,
-    fds_before: usize,
-    fds_with: usize,
+    fds: [usize; 3],
     setup: Duration,
 }
 
-/// Creates `n` sign sessions, opens their sockets and waits for the server's first message on
-/// each (so its side of every session exists), then reads the server's memory with all of them
-/// open and idle. Nothing is ever sent on the sockets.
-async fn idle_sessions(server: &ServerProcess, device: &Device, n: usize) -> IdleMemory {
+/// On a fresh server: creates `n` sessions, opens their sockets and waits for the server's
+/// first message on each (so its side of every session exists and has run its first round),
+/// then reads the server's memory with all of them open and idle. Nothing is ever sent on the
+/// sockets. A sign session's server side holds the signing state built from its key share;
+/// a keygen session's holds only the first round of a key generation.
+async fn idle_sessions(kind: IdleKind, n: usize) -> IdleMemory {
+    let server = ServerProcess::start(&std::env::temp_dir());
     let pid = server.pid();
+    let mut device = Device::new(&server, "idle").await;
+    if let IdleKind::Sign = kind {
+        device.share = Some(device.client.keygen("w", |_, _| {}).await.unwrap());
+        for i in 0..5 {
+            device.sign(i).await;
+        }
+    }
+    let device = &device;
     let http = reqwest::Client::new();
-    // Let the allocator settle after the previous measurements.
+    let url = &server.url;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before_kb = proc_kb(pid, "VmRSS");
     let fds_before = open_fds(pid);
     let started = Instant::now();
     let created: Vec<api::SessionCreated> = futures_util::stream::iter(0..n as u64)
-        .map(|i| create_sign_session(&http, &server.url, device, digest(1_000_000 + i)))
+        .map(|i| {
+            let http = &http;
+            async move {
+                match kind {
+                    IdleKind::Sign => {
+                        create_sign_session(http, url, device, digest(1_000_000 + i)).await
+                    }
+                    IdleKind::Keygen => create_keygen_session(http, url, device, i).await,
+                }
+            }
+        })
         .buffer_unordered(16)
         .collect()
         .await;
     let sockets: Vec<Socket> = futures_util::stream::iter(created)
         .map(|c| async move {
-            let mut socket = open_socket(&server.url, device.token(), &c.session_id).await;
+            let mut socket = open_socket(url, device.token(), &c.session_id).await;
             let first = tokio::time::timeout(Duration::from_secs(60), socket.next())
                 .await
                 .expect("the server's first message")
@@ -432,15 +564,36 @@ async fn idle_sessions(server: &ServerProcess, device: &Device, n: usize) -> Idl
     let fds_with = open_fds(pid);
     drop(sockets);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after_close_kb = proc_kb(pid, "VmRSS");
     IdleMemory {
         before_kb,
         with_kb,
-        after_close_kb,
-        fds_before,
-        fds_with,
+        after_close_kb: proc_kb(pid, "VmRSS"),
+        fds: [fds_before, fds_with, open_fds(pid)],
         setup,
     }
+}
+
+async fn create_keygen_session(
+    http: &reqwest::Client,
+    url: &str,
+    device: &Device,
+    i: u64,
+) -> api::SessionCreated {
+    let resp = http
+        .post(format!("{url}/keygen"))
+        .bearer_auth(device.token())
+        .json(&api::KeygenRequest {
+            name: format!("idle-{i}"),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_success(),
+        "POST /keygen: {}",
+        resp.status()
+    );
+    resp.json().await.unwrap()
 }
 
 struct Level {
@@ -448,17 +601,29 @@ struct Level {
     signs: usize,
     elapsed: Duration,
     latency: Stats,
+    cpu: CpuUse,
 }
 
 impl Level {
     fn rate(&self) -> f64 {
         self.signs as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// Cores kept busy by the server and the clients together.
+    fn cores_busy(&self) -> f64 {
+        (self.cpu.server + self.cpu.client).as_secs_f64() * self.signs as f64
+            / self.elapsed.as_secs_f64()
+    }
 }
 
 /// `clients` devices sign back to back, each its own wallet, for `length` (every sign started
 /// before the deadline is finished and counted).
-async fn throughput(devices: &[Arc<Device>], clients: usize, length: Duration) -> Level {
+async fn throughput(
+    server: &ServerProcess,
+    devices: &[Arc<Device>],
+    clients: usize,
+    length: Duration,
+) -> Level {
     // One sign per client first, so that no client's first connection is in the figure.
     let warm: Vec<_> = devices[..clients]
         .iter()
@@ -470,6 +635,7 @@ async fn throughput(devices: &[Arc<Device>], clients: usize, length: Duration) -
     for w in warm {
         w.await.unwrap();
     }
+    let meter = CpuMeter::start(server);
     let started = Instant::now();
     let deadline = started + length;
     let tasks: Vec<_> = devices[..clients]
@@ -496,6 +662,7 @@ async fn throughput(devices: &[Arc<Device>], clients: usize, length: Duration) -
         clients,
         signs: latencies.len(),
         elapsed,
+        cpu: meter.per(latencies.len()),
         latency: Stats::new(latencies),
     }
 }
@@ -522,6 +689,13 @@ fn main() {
         env!("CARGO_BIN_EXE_tessera")
     );
     let run_started = Instant::now();
+    let quiet = |limit: u64| {
+        if full {
+            wait_for_quiet(Duration::from_secs(limit));
+        }
+    };
+    eprintln!("waiting for the machine to be quiet...");
+    quiet(60);
 
     // In process: both parties in this thread, before any server runs.
     eprintln!("in-process keygen and sign...");
@@ -540,6 +714,32 @@ fn main() {
             .map(|n| time(|| runner::sign(&set, digest(n), &root).unwrap()).1)
             .collect(),
     );
+
+    // What the server does to its share before every sign (`vault::load_active`, less the
+    // database read): decode the sealed row's JSON, unwrap the data key, decrypt, decode and
+    // check the share.
+    let kek_dir = tempfile::tempdir().unwrap();
+    let kek = kek::FileKek::open_or_create(kek_dir.path().join("kek.key")).unwrap();
+    let aad = b"tessera/server-share/v1/bench/0";
+    let plain = shares[1].to_bytes();
+    let row = serde_json::to_vec(&kek::seal(&kek, &plain, aad).unwrap()).unwrap();
+    let share_load = Stats::new(
+        (0..plan.inproc_signs)
+            .map(|_| {
+                time(|| {
+                    let sealed: kek::SealedSecret = serde_json::from_slice(&row).unwrap();
+                    KeyShare::from_bytes(&kek::open(&kek, &sealed, aad).unwrap()).unwrap()
+                })
+                .1
+            })
+            .collect(),
+    );
+    let share_decode = Stats::new(
+        (0..plan.inproc_signs)
+            .map(|_| time(|| KeyShare::from_bytes(&plain).unwrap()).1)
+            .collect(),
+    );
+    let share_sizes = (plain.len(), row.len());
 
     // Our own reqwest clients need a process-wide TLS provider even for plain HTTP.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -565,14 +765,17 @@ fn main() {
         let keygen = Stats::new(keygen);
 
         eprintln!("sign end to end, one client...");
+        quiet(20);
         let first = &devices[0];
         for n in 0..5 {
             first.sign(n).await;
         }
+        let meter = CpuMeter::start(&server);
         let mut signs = Vec::new();
         for n in 0..plan.signs as u64 {
             signs.push(first.sign(100 + n).await);
         }
+        let sign_cpu = meter.per(signs.len());
         let sign = Stats::new(signs);
 
         eprintln!("where a sign's time goes...");
@@ -589,71 +792,134 @@ fn main() {
         let rtt = Stats::new(rtt);
         let phases = phases.map(Stats::new);
 
-        eprintln!("sign end to end, data directory on tmpfs...");
+        // The same signs against a server whose database is on tmpfs (no real fsync) and one
+        // that speaks TLS (`--dev-tls`, the client pins its certificate), taking turns with the
+        // first server so that all three see the same machine.
+        eprintln!("sign end to end: plain HTTP vs data on tmpfs vs TLS...");
         let tmpfs = Path::new("/dev/shm");
-        let tmpfs_sign = if tmpfs.is_dir() {
-            let other = ServerProcess::start(tmpfs);
-            let mut d = Device::new(&other, "tmpfs").await;
+        let tmpfs = if tmpfs.is_dir() {
+            tmpfs.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let others = [
+            ServerProcess::start(&tmpfs),
+            ServerProcess::start_with(&std::env::temp_dir(), "--dev-tls"),
+        ];
+        let mut other_devices = Vec::new();
+        for other in &others {
+            let mut d = Device::new(other, "variant").await;
             d.share = Some(d.client.keygen("w", |_, _| {}).await.unwrap());
             for n in 0..5 {
                 d.sign(n).await;
             }
-            let mut v = Vec::new();
-            for n in 0..plan.tmpfs_signs as u64 {
+            other_devices.push(d);
+        }
+        let mut variants: [Vec<Duration>; 3] = Default::default();
+        for n in 0..plan.variant_signs as u64 {
+            variants[0].push(first.sign(200_000 + n).await);
+            for (v, d) in variants[1..].iter_mut().zip(&other_devices) {
                 v.push(d.sign(100 + n).await);
             }
-            Some(Stats::new(v))
-        } else {
-            None
-        };
-
-        eprintln!("{} idle sessions...", plan.idle_sessions);
-        let idle = idle_sessions(&server, &devices[0], plan.idle_sessions).await;
+        }
+        let variants = variants.map(Stats::new);
+        let [on_tmpfs, with_tls] = others;
+        drop(with_tls);
+        // Clients of the tmpfs server for a second throughput series.
+        let mut tmpfs_devices = vec![other_devices.swap_remove(0)];
+        drop(other_devices);
+        let tmpfs_clients = plan.tmpfs_levels.iter().copied().max().unwrap();
+        for i in 1..tmpfs_clients {
+            tmpfs_devices.push(Device::new(&on_tmpfs, &format!("tmpfs-{i}")).await);
+        }
 
         eprintln!("keygen for the other clients...");
         let started = Instant::now();
-        futures_util::stream::iter(devices.iter_mut().filter(|d| d.share.is_none()))
-            .map(|d| async move {
-                d.share = Some(d.client.keygen("w", |_, _| {}).await.unwrap());
-            })
-            .buffer_unordered(4)
-            .collect::<Vec<()>>()
-            .await;
+        futures_util::stream::iter(
+            devices
+                .iter_mut()
+                .chain(tmpfs_devices.iter_mut())
+                .filter(|d| d.share.is_none()),
+        )
+        .map(|d| async move {
+            d.share = Some(d.client.keygen("w", |_, _| {}).await.unwrap());
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<()>>()
+        .await;
         eprintln!("  ({:.1} s)", started.elapsed().as_secs_f64());
         let devices: Vec<Arc<Device>> = devices.into_iter().map(Arc::new).collect();
+        let tmpfs_devices: Vec<Arc<Device>> = tmpfs_devices.into_iter().map(Arc::new).collect();
 
         let mut levels = Vec::new();
         for &n in plan.levels {
             eprintln!("throughput, {n} concurrent client(s)...");
-            levels.push(throughput(&devices, n, plan.level_time).await);
+            quiet(20);
+            levels.push(throughput(&server, &devices, n, plan.level_time).await);
         }
         let peak_kb = proc_kb(server.pid(), "VmHWM");
         let end_kb = proc_kb(server.pid(), "VmRSS");
+        drop(devices);
+        drop(server);
+        let mut tmpfs_levels = Vec::new();
+        for &n in plan.tmpfs_levels {
+            eprintln!("throughput, {n} concurrent client(s), server data on tmpfs...");
+            quiet(20);
+            tmpfs_levels.push(throughput(&on_tmpfs, &tmpfs_devices, n, plan.level_time).await);
+        }
+        drop(tmpfs_devices);
+        drop(on_tmpfs);
+
+        eprintln!("{} idle sign sessions, fresh server...", plan.idle_sessions);
+        let idle_sign = idle_sessions(IdleKind::Sign, plan.idle_sessions).await;
+        eprintln!(
+            "{} idle keygen sessions, fresh server...",
+            plan.idle_sessions
+        );
+        let idle_keygen = idle_sessions(IdleKind::Keygen, plan.idle_sessions).await;
 
         Report {
             keygen,
             sign,
+            sign_cpu,
             rtt,
             phases,
-            tmpfs_sign,
-            idle,
+            variants,
+            idle: [idle_sign, idle_keygen],
             levels,
+            tmpfs_levels,
             peak_kb,
             end_kb,
         }
     });
     report.print(plan, &inproc_keygen, &inproc_sign);
+    println!(
+        "| in process: the server's share loading per sign (JSON-decode the sealed row, unwrap, decrypt, `KeyShare::from_bytes`) | {} | {} |",
+        ms(share_load.median()),
+        ms(share_load.pct(99.0))
+    );
+    println!(
+        "| of which `KeyShare::from_bytes` ({} B share; the sealed row is {} B of JSON) | {} | {} |",
+        share_sizes.0,
+        share_sizes.1,
+        ms(share_decode.median()),
+        ms(share_decode.pct(99.0))
+    );
     eprintln!("whole run: {:.0} s", run_started.elapsed().as_secs_f64());
 }
 
 struct Report {
     keygen: Stats,
     sign: Stats,
+    sign_cpu: CpuUse,
     rtt: Stats,
     phases: [Stats; 4],
-    tmpfs_sign: Option<Stats>,
-    idle: IdleMemory,
+    /// Single-client signs, taking turns: plain HTTP, plain HTTP with data on tmpfs, TLS.
+    variants: [Stats; 3],
+    idle: [IdleMemory; 2],
     levels: Vec<Level>,
+    /// The same against a server whose data directory is on tmpfs.
+    tmpfs_levels: Vec<Level>,
     peak_kb: u64,
     end_kb: u64,
 }
@@ -662,6 +928,8 @@ impl Report {
     fn print(&self, plan: &Plan, inproc_keygen: &Stats, inproc_sign: &Stats) {
         let limit = inproc_sign.median().mul_f64(1.3) + Duration::from_millis(2);
         let e2e = self.sign.median();
+        let n_idle = plan.idle_sessions;
+        let [idle_sign, idle_keygen] = &self.idle;
         println!("| measurement | result | target | |");
         println!("|---|---|---|---|");
         println!(
@@ -690,32 +958,21 @@ impl Report {
             yes(e2e <= limit)
         );
         println!(
-            "| end to end / in process (median) | {:.2} | | |",
-            e2e.as_secs_f64() / inproc_sign.median().as_secs_f64()
+            "| CPU per end-to-end sign: server / client process (other processes meanwhile: {:.2} cores) | {} / {} | | |",
+            self.sign_cpu.other_cores,
+            ms(self.sign_cpu.server),
+            ms(self.sign_cpu.client)
         );
-        if let Some(t) = &self.tmpfs_sign {
-            println!(
-                "| sign end to end, server data directory on tmpfs, median / p99 of {} | {} / {} | (same) | {} |",
-                plan.tmpfs_signs,
-                ms(t.median()),
-                ms(t.pct(99.0)),
-                yes(t.median() <= limit)
-            );
-        }
+        let one = self.levels.iter().find(|l| l.clients == 1);
+        let eight = self.levels.iter().find(|l| l.clients == 8);
         for l in &self.levels {
             println!(
-                "| throughput, {} concurrent client{} ({} signs in {:.1} s; latency median / p99 {} / {}) | {:.1} sig/s | | |",
+                "| throughput, {} concurrent client{} | {:.1} sig/s | | |",
                 l.clients,
                 if l.clients == 1 { "" } else { "s" },
-                l.signs,
-                l.elapsed.as_secs_f64(),
-                ms(l.latency.median()),
-                ms(l.latency.pct(99.0)),
                 l.rate()
             );
         }
-        let one = self.levels.iter().find(|l| l.clients == 1);
-        let eight = self.levels.iter().find(|l| l.clients == 8);
         if let (Some(one), Some(eight)) = (one, eight) {
             let ratio = eight.rate() / one.rate();
             println!(
@@ -723,37 +980,107 @@ impl Report {
                 yes(ratio >= 1.6)
             );
         }
-        let i = &self.idle;
+        let one = self.tmpfs_levels.iter().find(|l| l.clients == 1);
+        let eight = self.tmpfs_levels.iter().find(|l| l.clients == 8);
+        if let (Some(one), Some(eight)) = (one, eight) {
+            let ratio = eight.rate() / one.rate();
+            println!(
+                "| same with the server's data on tmpfs: {:.1} → {:.1} sig/s | {ratio:.2} × | ≥ 1.6 × | {} |",
+                one.rate(),
+                eight.rate(),
+                yes(ratio >= 1.6)
+            );
+        }
         println!(
-            "| server RSS before the idle sessions ({} open fds) | {} | | |",
-            i.fds_before,
-            mb(i.before_kb)
+            "| server RSS, before → with {n_idle} idle sign sessions (sockets open) | {} → {} | < 200 MB | {} |",
+            mb(idle_sign.before_kb),
+            mb(idle_sign.with_kb),
+            yes(idle_sign.with_kb < 200 * 1024)
         );
         println!(
-            "| server RSS with {} idle sessions, sockets open ({} open fds; set up in {:.1} s) | {} (+{:.1} KB per session) | < 200 MB | {} |",
-            plan.idle_sessions,
-            i.fds_with,
-            i.setup.as_secs_f64(),
-            mb(i.with_kb),
-            i.with_kb.saturating_sub(i.before_kb) as f64 / plan.idle_sessions as f64,
-            yes(i.with_kb < 200 * 1024)
+            "| server RSS, before → with {n_idle} idle keygen sessions (sockets open) | {} → {} | < 200 MB | {} |",
+            mb(idle_keygen.before_kb),
+            mb(idle_keygen.with_kb),
+            yes(idle_keygen.with_kb < 200 * 1024)
         );
+
+        println!();
         println!(
-            "| server RSS 3 s after those sockets closed | {} | | |",
+            "| concurrent clients | signs | time | sig/s | latency median | latency p99 | server CPU / sign | client CPU / sign | cores busy: ours / other processes |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        let series = self
+            .levels
+            .iter()
+            .map(|l| (l, ""))
+            .chain(self.tmpfs_levels.iter().map(|l| (l, ", data on tmpfs")));
+        for (l, note) in series {
+            println!(
+                "| {}{note} | {} | {:.1} s | {:.1} | {} | {} | {} | {} | {:.2} / {:.2} |",
+                l.clients,
+                l.signs,
+                l.elapsed.as_secs_f64(),
+                l.rate(),
+                ms(l.latency.median()),
+                ms(l.latency.pct(99.0)),
+                ms(l.cpu.server),
+                ms(l.cpu.client),
+                l.cores_busy(),
+                l.cpu.other_cores
+            );
+        }
+
+        println!();
+        println!("| idle sessions, each on a fresh server | sign | keygen |");
+        println!("|---|---|---|");
+        let row = |name: &str, f: &dyn Fn(&IdleMemory) -> String| {
+            println!("| {name} | {} | {} |", f(idle_sign), f(idle_keygen));
+        };
+        row("server RSS before", &|i| mb(i.before_kb));
+        row(
+            &format!("server RSS with {n_idle} open idle sessions"),
+            &|i| mb(i.with_kb),
+        );
+        row("per session", &|i| {
+            format!(
+                "{:.0} KB",
+                i.with_kb.saturating_sub(i.before_kb) as f64 / n_idle as f64
+            )
+        });
+        row("server RSS 3 s after the client closed them", &|i| {
             mb(i.after_close_kb)
-        );
+        });
+        row("server's open fds: before / with / after", &|i| {
+            format!("{} / {} / {}", i.fds[0], i.fds[1], i.fds[2])
+        });
+        row("time to create and open them (16 at a time)", &|i| {
+            format!("{:.1} s", i.setup.as_secs_f64())
+        });
         println!(
-            "| server RSS at the end / peak (VmHWM) over the run | {} / {} | | |",
+            "| main server's RSS after the throughput runs / its peak (VmHWM) | {} / {} | |",
             mb(self.end_kb),
             mb(self.peak_kb)
         );
+
         println!();
         println!(
-            "Where a single client's sign goes (medians of {}, done by hand as the SDK does):",
+            "| one client, three servers taking turns ({} signs each) | median | p99 |",
+            plan.variant_signs
+        );
+        println!("|---|---|---|");
+        let names = [
+            "plain HTTP, data directory on disk (as above)",
+            "plain HTTP, data directory on tmpfs",
+            "TLS (`--dev-tls`, certificate pinned), data directory on disk",
+        ];
+        for (name, s) in names.iter().zip(&self.variants) {
+            println!("| {name} | {} | {} |", ms(s.median()), ms(s.pct(99.0)));
+        }
+        println!();
+        println!(
+            "| where a single client's sign goes ({} signs done by hand as the SDK does) | median | p99 |",
             plan.breakdown_signs
         );
-        println!();
-        println!("| phase | median | p99 |");
         println!("|---|---|---|");
         let names = [
             "`POST /sign` (create the session)",

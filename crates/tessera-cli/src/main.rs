@@ -69,6 +69,10 @@ struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: std::net::SocketAddr,
+    /// Use this PostgreSQL database (postgres://user:pass@host/db) instead of the SQLite file in
+    /// the data directory, e.g. for several replicas. Keys stay in the data directory.
+    #[arg(long, env = "TESSERA_DATABASE_URL")]
+    database_url: Option<String>,
     /// TLS certificate chain, PEM (with --tls-key).
     #[arg(long, requires = "tls_key", conflicts_with_all = ["dev_tls", "insecure_http"])]
     tls_cert: Option<std::path::PathBuf>,
@@ -284,6 +288,7 @@ async fn server(args: ServerArgs) -> CliResult {
         ));
     };
     let mut config = tessera_server::Config::new(&args.data_dir);
+    config.database_url = args.database_url.clone();
     config.session_idle_timeout = std::time::Duration::from_secs(args.session_idle_timeout.max(1));
     let state = tessera_server::AppState::open(config)
         .await

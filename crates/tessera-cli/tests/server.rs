@@ -12,9 +12,47 @@ use tessera_core::{DerivationPath, api};
 use tessera_store::{DeviceIdentity, Keystore, KeystoreOptions, Passphrase};
 
 /// A `tessera server` process on a free loopback port, killed on drop.
+/// Which database a server process uses.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+/// A fresh PostgreSQL database on the server the test command started.
+fn fresh_postgres_database() -> String {
+    let admin = std::env::var("TESSERA_TEST_DATABASE_URL").expect(
+        "the PostgreSQL server tests need TESSERA_TEST_DATABASE_URL: run ./scripts/test, which starts a throwaway PostgreSQL",
+    );
+    let name = format!(
+        "tessera_{}",
+        hex::encode(tessera_core::protocols::fresh_nonce()[..8].to_vec())
+    );
+    let out = Command::new("psql")
+        .args([
+            admin.as_str(),
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
 struct ServerProcess {
     child: Child,
     url: String,
+    /// Arguments every (re)start passes, e.g. the database URL.
+    args: Vec<String>,
     /// The certificate fingerprint a TLS server printed.
     fingerprint: Option<String>,
     _dir: tempfile::TempDir,
@@ -23,12 +61,23 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(extra: &[&str]) -> Self {
+        Self::start_on(Backend::Sqlite, extra)
+    }
+
+    fn start_on(backend: Backend, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let (child, url, fingerprint) = Self::spawn(&data, extra);
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Backend::Postgres = backend {
+            args.push("--database-url".into());
+            args.push(fresh_postgres_database());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, url, fingerprint) = Self::spawn(&data, &refs);
         ServerProcess {
             child,
             url,
+            args,
             fingerprint,
             _dir: dir,
             data,
@@ -44,7 +93,8 @@ impl ServerProcess {
     /// Starts again on the same data directory (a new port).
     fn restart(&mut self) {
         self.kill();
-        let (child, url, fingerprint) = Self::spawn(&self.data, &[]);
+        let refs: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let (child, url, fingerprint) = Self::spawn(&self.data, &refs);
         self.child = child;
         self.url = url;
         self.fingerprint = fingerprint;
@@ -115,7 +165,13 @@ async fn device(
 
 #[tokio::test]
 async fn keygen_and_sign_with_the_sdk() {
-    let server = ServerProcess::start(&[]);
+    for backend in BACKENDS {
+        keygen_and_sign_on(backend).await;
+    }
+}
+
+async fn keygen_and_sign_on(backend: Backend) {
+    let server = ServerProcess::start_on(backend, &[]);
     let (mut client, id, d, _home) = device(&server, "alice", "laptop").await;
     assert_eq!(d.status, api::DeviceStatus::Active);
     client.login(&id, &d.device_id).await.unwrap();
@@ -146,7 +202,13 @@ async fn keygen_and_sign_with_the_sdk() {
 
 #[tokio::test]
 async fn registry_identity_and_revocation() {
-    let server = ServerProcess::start(&[]);
+    for backend in BACKENDS {
+        registry_on(backend).await;
+    }
+}
+
+async fn registry_on(backend: Backend) {
+    let server = ServerProcess::start_on(backend, &[]);
     let (mut alice, alice_id, alice_dev, _h1) = device(&server, "alice", "laptop").await;
     // Same identity again: same device (reinstall), nothing re-created.
     let again = ServerClient::new(&server.url)
@@ -742,13 +804,19 @@ mod refresh {
 
     #[tokio::test]
     async fn server_killed_at_each_step_of_a_refresh() {
+        for backend in BACKENDS {
+            server_killed_on(backend).await;
+        }
+    }
+
+    async fn server_killed_on(backend: Backend) {
         // (step at which the server is SIGKILLed, epoch both sides must agree on afterwards)
         for (crash_at, expect) in [
             (RefreshStep::Round(2), 0),
             (RefreshStep::PendingStored, 0),
             (RefreshStep::CommitSent, 1),
         ] {
-            let mut server = ServerProcess::start(&[]);
+            let mut server = ServerProcess::start_on(backend, &[]);
             let (client, id, device_id, mut record, _h) = wallet(&server).await;
             let mut stored = record.to_bytes().to_vec();
             let result = client

@@ -144,7 +144,7 @@ impl FromRequestParts<AppState> for AuthDevice {
             })?;
         let claims = state.jwt().verify(token)?;
         let status: Option<(String, String)> =
-            sqlx::query_as("SELECT status, user_id FROM devices WHERE id = ?")
+            sqlx::query_as("SELECT status, user_id FROM devices WHERE id = $1")
                 .bind(&claims.sub)
                 .fetch_optional(state.db())
                 .await?;

@@ -87,14 +87,14 @@ pub async fn register(
     )?;
 
     let mut tx = state.db().begin().await?;
-    let user: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = ?")
+    let user: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = $1")
         .bind(&req.user)
         .fetch_optional(&mut *tx)
         .await?;
     let (user_id, status) = match user {
         Some((id,)) => {
             let existing: Option<DeviceRow> =
-                sqlx::query_as(device_select!("WHERE user_id = ? AND identity_key = ?"))
+                sqlx::query_as(device_select!("WHERE user_id = $1 AND identity_key = $2"))
                     .bind(&id)
                     .bind(key.as_slice())
                     .fetch_optional(&mut *tx)
@@ -106,7 +106,7 @@ pub async fn register(
         }
         None => {
             let id = uuid::Uuid::new_v4().to_string();
-            sqlx::query("INSERT INTO users (id, name, created_at) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3)")
                 .bind(&id)
                 .bind(&req.user)
                 .bind(now())
@@ -117,7 +117,7 @@ pub async fn register(
     };
     let device_id = uuid::Uuid::new_v4().to_string();
     sqlx::query(
-        "INSERT INTO devices (id, user_id, name, identity_key, status, registered_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO devices (id, user_id, name, identity_key, status, registered_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&device_id)
     .bind(&user_id)
@@ -127,7 +127,7 @@ pub async fn register(
     .bind(now())
     .execute(&mut *tx)
     .await?;
-    let row: DeviceRow = sqlx::query_as(device_select!("WHERE id = ?"))
+    let row: DeviceRow = sqlx::query_as(device_select!("WHERE id = $1"))
         .bind(&device_id)
         .fetch_one(&mut *tx)
         .await?;
@@ -141,7 +141,7 @@ pub async fn list(
     me: AuthDevice,
 ) -> ApiResult<Json<Vec<api::Device>>> {
     let rows: Vec<DeviceRow> = sqlx::query_as(device_select!(
-        "WHERE user_id = ? ORDER BY registered_at, id"
+        "WHERE user_id = $1 ORDER BY registered_at, id"
     ))
     .bind(&me.user_id)
     .fetch_all(state.db())
@@ -157,14 +157,14 @@ pub async fn revoke(
     Path(device_id): Path<String>,
 ) -> ApiResult<Json<api::Device>> {
     let done = sqlx::query(
-        "UPDATE devices SET status = 'revoked', revoked_at = ? WHERE id = ? AND user_id = ? AND status != 'revoked'",
+        "UPDATE devices SET status = 'revoked', revoked_at = $1 WHERE id = $2 AND user_id = $3 AND status != 'revoked'",
     )
     .bind(now())
     .bind(&device_id)
     .bind(&me.user_id)
     .execute(state.db())
     .await?;
-    let row: Option<DeviceRow> = sqlx::query_as(device_select!("WHERE id = ? AND user_id = ?"))
+    let row: Option<DeviceRow> = sqlx::query_as(device_select!("WHERE id = $1 AND user_id = $2"))
         .bind(&device_id)
         .bind(&me.user_id)
         .fetch_optional(state.db())
@@ -188,11 +188,12 @@ pub async fn approve(
     Path(device_id): Path<String>,
     Json(req): Json<api::ApproveDevice>,
 ) -> ApiResult<Json<api::Device>> {
-    let target: Option<DeviceRow> = sqlx::query_as(device_select!("WHERE id = ? AND user_id = ?"))
-        .bind(&device_id)
-        .bind(&me.user_id)
-        .fetch_optional(state.db())
-        .await?;
+    let target: Option<DeviceRow> =
+        sqlx::query_as(device_select!("WHERE id = $1 AND user_id = $2"))
+            .bind(&device_id)
+            .bind(&me.user_id)
+            .fetch_optional(state.db())
+            .await?;
     let target =
         target.ok_or_else(|| ApiError::NotFound(format!("no device {device_id} for this user")))?;
     if target.4 != "pending" {
@@ -206,7 +207,7 @@ pub async fn approve(
         .clone()
         .try_into()
         .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
-    let (approver,): (Vec<u8>,) = sqlx::query_as("SELECT identity_key FROM devices WHERE id = ?")
+    let (approver,): (Vec<u8>,) = sqlx::query_as("SELECT identity_key FROM devices WHERE id = $1")
         .bind(&me.device_id)
         .fetch_one(state.db())
         .await?;
@@ -218,11 +219,11 @@ pub async fn approve(
         &api::approve_message(&device_id, &key),
         &req.signature,
     )?;
-    sqlx::query("UPDATE devices SET status = 'active' WHERE id = ? AND status = 'pending'")
+    sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1 AND status = 'pending'")
         .bind(&device_id)
         .execute(state.db())
         .await?;
-    let row: DeviceRow = sqlx::query_as(device_select!("WHERE id = ?"))
+    let row: DeviceRow = sqlx::query_as(device_select!("WHERE id = $1"))
         .bind(&device_id)
         .fetch_one(state.db())
         .await?;
@@ -234,7 +235,7 @@ pub async fn challenge(
     State(state): State<AppState>,
     Json(req): Json<api::ChallengeRequest>,
 ) -> ApiResult<Json<api::Challenge>> {
-    let exists: Option<(String,)> = sqlx::query_as("SELECT status FROM devices WHERE id = ?")
+    let exists: Option<(String,)> = sqlx::query_as("SELECT status FROM devices WHERE id = $1")
         .bind(&req.device_id)
         .fetch_optional(state.db())
         .await?;
@@ -242,11 +243,11 @@ pub async fn challenge(
         return Err(ApiError::NotFound("unknown device".into()));
     }
     let challenge = tessera_core::protocols::fresh_nonce();
-    sqlx::query("DELETE FROM challenges WHERE expires_at < ?")
+    sqlx::query("DELETE FROM challenges WHERE expires_at < $1")
         .bind(now())
         .execute(state.db())
         .await?;
-    sqlx::query("INSERT INTO challenges (challenge, device_id, expires_at) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO challenges (challenge, device_id, expires_at) VALUES ($1, $2, $3)")
         .bind(challenge.as_slice())
         .bind(&req.device_id)
         .bind(now() + CHALLENGE_TTL_SECS as i64)
@@ -265,7 +266,7 @@ pub async fn token(
 ) -> ApiResult<Json<api::Token>> {
     let challenge: [u8; 32] = hex_array("challenge", &req.challenge)?;
     let found: Option<(String, i64)> = sqlx::query_as(
-        "DELETE FROM challenges WHERE challenge = ? RETURNING device_id, expires_at",
+        "DELETE FROM challenges WHERE challenge = $1 RETURNING device_id, expires_at",
     )
     .bind(challenge.as_slice())
     .fetch_optional(state.db())
@@ -278,7 +279,7 @@ pub async fn token(
         _ => return Err(ApiError::Unauthorized("unknown or used challenge".into())),
     }
     let (key, status, user_id): (Vec<u8>, String, String) =
-        sqlx::query_as("SELECT identity_key, status, user_id FROM devices WHERE id = ?")
+        sqlx::query_as("SELECT identity_key, status, user_id FROM devices WHERE id = $1")
             .bind(&req.device_id)
             .fetch_one(state.db())
             .await?;
@@ -299,7 +300,7 @@ pub async fn token(
         }
         _ => return Err(ApiError::Unauthorized("device revoked".into())),
     }
-    sqlx::query("UPDATE devices SET last_seen = ? WHERE id = ?")
+    sqlx::query("UPDATE devices SET last_seen = $1 WHERE id = $2")
         .bind(now())
         .bind(&req.device_id)
         .execute(state.db())

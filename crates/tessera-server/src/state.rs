@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 use tessera_store::kek::{FileKek, KeyEncryptionKey};
 
 use crate::auth::JwtKeys;
@@ -15,25 +15,30 @@ use crate::auth::JwtKeys;
 /// How a server is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Where the database, the token key and the key-encryption key live (created 0700).
+    /// Where the database (SQLite by default), the token key and the key-encryption key live
+    /// (created 0700).
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://…`) to use instead of the embedded SQLite file, so that
+    /// several server replicas can share one database.
+    pub database_url: Option<String>,
     /// A session expires after this long without a message.
     pub session_idle_timeout: Duration,
 }
 
 impl Config {
-    /// Defaults for `data_dir`: 5-minute sessions.
+    /// Defaults for `data_dir`: SQLite in it, 5-minute sessions.
     #[must_use]
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
+            database_url: None,
             session_idle_timeout: Duration::from_secs(300),
         }
     }
 }
 
 struct Inner {
-    db: SqlitePool,
+    db: AnyPool,
     jwt: JwtKeys,
     kek: Box<dyn KeyEncryptionKey>,
     config: Config,
@@ -54,21 +59,50 @@ impl AppState {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
-        let options = SqliteConnectOptions::new()
-            .filename(dir.join("tessera.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let db = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&db)
-            .await
-            .map_err(|e| format!("database migration failed: {e}"))?;
+        sqlx::any::install_default_drivers();
+        let db = match &config.database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let db = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .connect(url)
+                    .await
+                    .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&db)
+                    .await
+                    .map_err(|e| format!("database migration failed: {e}"))?;
+                db
+            }
+            Some(other) => {
+                return Err(format!(
+                    "--database-url must be a postgres:// URL, not {:?}",
+                    other.split(':').next().unwrap_or_default()
+                ));
+            }
+            None => {
+                let url = format!("sqlite://{}?mode=rwc", dir.join("tessera.db").display());
+                let db = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL for concurrent readers, foreign keys on, wait rather than fail
+                            // when another connection writes.
+                            sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
+                                .execute(conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await
+                    .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))?;
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&db)
+                    .await
+                    .map_err(|e| format!("database migration failed: {e}"))?;
+                db
+            }
+        };
         let jwt = JwtKeys::open_or_create(&dir.join("token-signing.pk8"))?;
         let kek = FileKek::open_or_create(dir.join("kek.key")).map_err(|e| e.to_string())?;
         Ok(AppState(Arc::new(Inner {
@@ -81,7 +115,7 @@ impl AppState {
 
     /// The database.
     #[must_use]
-    pub fn db(&self) -> &SqlitePool {
+    pub fn db(&self) -> &AnyPool {
         &self.0.db
     }
 

@@ -27,7 +27,7 @@ pub async fn store_new_wallet(
     let sealed = seal(state, &id, share)?;
     let mut tx = state.db().begin().await?;
     sqlx::query(
-        "INSERT INTO wallets (id, user_id, name, threshold_t, threshold_n, public_key, epoch, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO wallets (id, user_id, name, threshold_t, threshold_n, public_key, epoch, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&id)
     .bind(&me.user_id)
@@ -39,7 +39,7 @@ pub async fn store_new_wallet(
     .bind(now())
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO server_shares (wallet_id, epoch, state, sealed, created_at) VALUES (?, ?, 'active', ?, ?)")
+    sqlx::query("INSERT INTO server_shares (wallet_id, epoch, state, sealed, created_at) VALUES ($1, $2, 'active', $3, $4)")
         .bind(&id)
         .bind(share.epoch() as i64)
         .bind(sealed)
@@ -53,7 +53,7 @@ pub async fn store_new_wallet(
 /// The active share of a wallet, unsealed.
 pub async fn load_active(state: &AppState, wallet_id: &str) -> ApiResult<KeyShare> {
     let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT epoch, sealed FROM server_shares WHERE wallet_id = ? AND state = 'active'",
+        "SELECT epoch, sealed FROM server_shares WHERE wallet_id = $1 AND state = 'active'",
     )
     .bind(wallet_id)
     .fetch_optional(state.db())
@@ -87,7 +87,8 @@ fn seal(state: &AppState, wallet_id: &str, share: &KeyShare) -> ApiResult<Vec<u8
 pub async fn store_pending(state: &AppState, wallet_id: &str, share: &KeyShare) -> ApiResult<()> {
     let sealed = seal(state, wallet_id, share)?;
     sqlx::query(
-        "INSERT OR REPLACE INTO server_shares (wallet_id, epoch, state, sealed, created_at) VALUES (?, ?, 'pending', ?, ?)",
+        "INSERT INTO server_shares (wallet_id, epoch, state, sealed, created_at) VALUES ($1, $2, 'pending', $3, $4) \
+         ON CONFLICT (wallet_id, epoch) DO UPDATE SET state = excluded.state, sealed = excluded.sealed, created_at = excluded.created_at",
     )
     .bind(wallet_id)
     .bind(share.epoch() as i64)
@@ -103,14 +104,14 @@ pub async fn store_pending(state: &AppState, wallet_id: &str, share: &KeyShare) 
 pub async fn promote(state: &AppState, wallet_id: &str, epoch: u64) -> ApiResult<()> {
     let mut tx = state.db().begin().await?;
     let pending = sqlx::query(
-        "UPDATE server_shares SET state = 'retired' WHERE wallet_id = ? AND state = 'active' AND epoch + 1 = ?",
+        "UPDATE server_shares SET state = 'retired' WHERE wallet_id = $1 AND state = 'active' AND epoch + 1 = $2",
     )
     .bind(wallet_id)
     .bind(epoch as i64)
     .execute(&mut *tx)
     .await?;
     let activated = sqlx::query(
-        "UPDATE server_shares SET state = 'active' WHERE wallet_id = ? AND state = 'pending' AND epoch = ?",
+        "UPDATE server_shares SET state = 'active' WHERE wallet_id = $1 AND state = 'pending' AND epoch = $2",
     )
     .bind(wallet_id)
     .bind(epoch as i64)
@@ -121,7 +122,7 @@ pub async fn promote(state: &AppState, wallet_id: &str, epoch: u64) -> ApiResult
             "no pending epoch {epoch} to switch to"
         )));
     }
-    sqlx::query("UPDATE wallets SET epoch = ? WHERE id = ?")
+    sqlx::query("UPDATE wallets SET epoch = $1 WHERE id = $2")
         .bind(epoch as i64)
         .bind(wallet_id)
         .execute(&mut *tx)
@@ -133,7 +134,7 @@ pub async fn promote(state: &AppState, wallet_id: &str, epoch: u64) -> ApiResult
 /// A pending share that was never committed is abandoned when a new session of the wallet
 /// starts: the device only ever switches after the server did, so it cannot depend on it.
 pub async fn discard_stale_pending(state: &AppState, wallet_id: &str) -> ApiResult<()> {
-    sqlx::query("DELETE FROM server_shares WHERE wallet_id = ? AND state = 'pending'")
+    sqlx::query("DELETE FROM server_shares WHERE wallet_id = $1 AND state = 'pending'")
         .bind(wallet_id)
         .execute(state.db())
         .await?;

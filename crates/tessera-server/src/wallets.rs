@@ -26,7 +26,7 @@ pub struct Wallet {
 /// Loads a wallet of the caller's user (404 for another user's: its existence is not revealed).
 pub async fn wallet_of(state: &AppState, me: &AuthDevice, wallet_id: &str) -> ApiResult<Wallet> {
     let row: Option<(String, String, Vec<u8>, i64)> = sqlx::query_as(
-        "SELECT id, name, public_key, epoch FROM wallets WHERE id = ? AND user_id = ?",
+        "SELECT id, name, public_key, epoch FROM wallets WHERE id = $1 AND user_id = $2",
     )
     .bind(wallet_id)
     .bind(&me.user_id)
@@ -67,7 +67,7 @@ async fn create_session(
     let params = serde_json::to_string(params).map_err(|e| ApiError::Internal(e.to_string()))?;
     sqlx::query(
         "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, created_at, last_message_at) \
-         VALUES (?, ?, ?, ?, 'created', ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, $8, $9)",
     )
     .bind(&session_id)
     .bind(&me.device_id)
@@ -101,7 +101,7 @@ pub async fn keygen(
         ));
     }
     let taken: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM wallets WHERE user_id = ? AND name = ?")
+        sqlx::query_as("SELECT id FROM wallets WHERE user_id = $1 AND name = $2")
             .bind(&me.user_id)
             .bind(name)
             .fetch_optional(state.db())
@@ -167,7 +167,7 @@ pub async fn list(
     me: AuthDevice,
 ) -> ApiResult<Json<Vec<api::WalletInfo>>> {
     let ids: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM wallets WHERE user_id = ? ORDER BY created_at, name")
+        sqlx::query_as("SELECT id FROM wallets WHERE user_id = $1 ORDER BY created_at, name")
             .bind(&me.user_id)
             .fetch_all(state.db())
             .await?;

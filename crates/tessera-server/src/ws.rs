@@ -51,7 +51,7 @@ pub async fn open(
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     let row: Option<(String, String, String, Vec<u8>, String, i64)> = sqlx::query_as(
-        "SELECT device_id, wallet_id, protocol, nonce, status, last_message_at FROM sessions WHERE id = ?",
+        "SELECT device_id, wallet_id, protocol, nonce, status, last_message_at FROM sessions WHERE id = $1",
     )
     .bind(&q.session_id)
     .fetch_optional(state.db())
@@ -66,7 +66,7 @@ pub async fn open(
     let idle = state.config().session_idle_timeout.as_secs() as i64;
     if status == "created" && now() - last_message_at > idle {
         // Created but never opened within the idle timeout: it expires like an idle socket.
-        sqlx::query("UPDATE sessions SET status = 'expired', detail = 'never opened' WHERE id = ? AND status = 'created'")
+        sqlx::query("UPDATE sessions SET status = 'expired', detail = 'never opened' WHERE id = $1 AND status = 'created'")
             .bind(&q.session_id)
             .execute(state.db())
             .await?;
@@ -82,7 +82,7 @@ pub async fn open(
     let nonce: [u8; 32] = nonce
         .try_into()
         .map_err(|_| ApiError::Internal("stored nonce length".into()))?;
-    let params: (String,) = sqlx::query_as("SELECT params FROM sessions WHERE id = ?")
+    let params: (String,) = sqlx::query_as("SELECT params FROM sessions WHERE id = $1")
         .bind(&q.session_id)
         .fetch_one(state.db())
         .await?;
@@ -127,7 +127,7 @@ pub async fn open(
         other => return Err(ApiError::Internal(format!("unknown protocol {other}"))),
     };
     // Claim the session: only one socket may ever run it.
-    let claimed = sqlx::query("UPDATE sessions SET status = 'running', last_message_at = ? WHERE id = ? AND status = 'created'")
+    let claimed = sqlx::query("UPDATE sessions SET status = 'running', last_message_at = $1 WHERE id = $2 AND status = 'created'")
         .bind(now())
         .bind(&q.session_id)
         .execute(state.db())
@@ -158,7 +158,7 @@ pub async fn open(
                 },
             };
             let _ = sqlx::query(
-                "UPDATE sessions SET status = ?, detail = ?, last_message_at = ? WHERE id = ?",
+                "UPDATE sessions SET status = $1, detail = $2, last_message_at = $3 WHERE id = $4",
             )
             .bind(outcome.status)
             .bind(outcome.detail)
@@ -355,7 +355,7 @@ async fn drive<S: Session>(
                 ));
             }
         };
-        let _ = sqlx::query("UPDATE sessions SET last_message_at = ? WHERE id = ?")
+        let _ = sqlx::query("UPDATE sessions SET last_message_at = $1 WHERE id = $2")
             .bind(now())
             .bind(session_id)
             .execute(state.db())
