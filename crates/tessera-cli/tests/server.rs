@@ -28,7 +28,7 @@ fn fresh_postgres_database() -> String {
     );
     let name = format!(
         "tessera_{}",
-        hex::encode(tessera_core::protocols::fresh_nonce()[..8].to_vec())
+        hex::encode(&tessera_core::protocols::fresh_nonce()[..8])
     );
     let out = Command::new("psql")
         .args([
