@@ -258,20 +258,40 @@ pub async fn pubkey(home_dir: &Path, wallet: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Crash-test hook: `TESSERA_TEST_PAUSE_AT=<step>` makes `tessera refresh` announce the step on
+/// stderr and stop there (after doing what the step does), so a test can SIGKILL the process at
+/// an exact point. Steps: `round-2`, `pending-stored`, `commit-sent`.
+fn pause_for_crash_test(step: RefreshStep) {
+    let name = match step {
+        RefreshStep::Round(2) => "round-2",
+        RefreshStep::PendingStored => "pending-stored",
+        RefreshStep::CommitSent => "commit-sent",
+        _ => return,
+    };
+    if std::env::var("TESSERA_TEST_PAUSE_AT").is_ok_and(|v| v == name) {
+        eprintln!("paused at {name}");
+        std::thread::sleep(std::time::Duration::from_secs(120));
+    }
+}
+
 pub async fn refresh(home_dir: &Path, wallet: &str) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
     let mut record = load_record(&s, wallet)?;
     let epoch = s
         .client
-        .refresh(&mut record, |step, r| match step {
-            RefreshStep::Round(n) => {
-                eprintln!("  refresh round {n}/4 done");
-                Ok(())
-            }
-            RefreshStep::Settled | RefreshStep::PendingStored | RefreshStep::Switched => {
-                store_record(&s, wallet, r)
-            }
-            RefreshStep::CommitSent => Ok(()),
+        .refresh(&mut record, |step, r| {
+            let done = match step {
+                RefreshStep::Round(n) => {
+                    eprintln!("  refresh round {n}/4 done");
+                    Ok(())
+                }
+                RefreshStep::Settled | RefreshStep::PendingStored | RefreshStep::Switched => {
+                    store_record(&s, wallet, r)
+                }
+                RefreshStep::CommitSent => Ok(()),
+            };
+            pause_for_crash_test(step);
+            done
         })
         .await
         .map_err(client_error)?;

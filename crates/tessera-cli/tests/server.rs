@@ -1109,3 +1109,89 @@ mod tls {
         }
     }
 }
+
+/// `tessera refresh` SIGKILLed as a process at each step; afterwards the device (the CLI, from its
+/// keystore) and the server agree on one epoch and sign.
+#[tokio::test]
+async fn device_process_killed_during_refresh() {
+    for (pause_at, expect_epoch) in [("round-2", 0), ("pending-stored", 0), ("commit-sent", 1)] {
+        let server = ServerProcess::start(&[]);
+        let home = tempfile::tempdir().unwrap();
+        let tessera = |args: &[&str]| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
+            c.args(args)
+                .env("TESSERA_HOME", home.path())
+                .env("TESSERA_PASSPHRASE", "pw for the crash test");
+            c
+        };
+        let ok = |mut c: Command| {
+            let out = c.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        ok(tessera(&[
+            "init",
+            "--server",
+            &server.url,
+            "--user",
+            "kim",
+            "--name",
+            "pc",
+        ]));
+        ok(tessera(&["keygen", "--name", "w"]));
+
+        let mut child = tessera(&["refresh", "--wallet", "w"])
+            .env("TESSERA_TEST_PAUSE_AT", pause_at)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("refresh ended before the pause")
+                .unwrap();
+            if line == format!("paused at {pause_at}") {
+                break;
+            }
+        }
+        if pause_at == "commit-sent" {
+            // Let the server receive the commit and switch before the device dies.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+        let out = ok(tessera(&[
+            "sign",
+            "--wallet",
+            "w",
+            "--message",
+            "after the crash",
+        ]));
+        assert!(out.contains("verified       yes"), "{out}");
+        let wallets = ok(tessera(&["wallets"]));
+        assert!(
+            wallets.contains(&format!("epoch {expect_epoch}")),
+            "{pause_at}: {wallets}"
+        );
+        let out = ok(tessera(&["refresh", "--wallet", "w"]));
+        assert!(
+            out.contains(&format!("now epoch {}", expect_epoch + 1)),
+            "{out}"
+        );
+        ok(tessera(&[
+            "sign",
+            "--wallet",
+            "w",
+            "--message",
+            "after another refresh",
+        ]));
+    }
+}
