@@ -376,7 +376,13 @@ fn b64(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn bad_input_is_refused_and_the_server_keeps_serving() {
-    let server = ServerProcess::start(&[]);
+    for backend in BACKENDS {
+        bad_input_on(backend).await;
+    }
+}
+
+async fn bad_input_on(backend: Backend) {
+    let server = ServerProcess::start_on(backend, &[]);
     let (mut client, id, d, _h) = device(&server, "carol", "laptop").await;
     client.login(&id, &d.device_id).await.unwrap();
     let token = client.token().unwrap().to_string();
