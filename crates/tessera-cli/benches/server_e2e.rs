@@ -51,7 +51,6 @@ struct Plan {
     variant_signs: usize,
     idle_sessions: usize,
     levels: &'static [usize],
-    tmpfs_levels: &'static [usize],
     level_time: Duration,
 }
 
@@ -64,7 +63,6 @@ const FULL: Plan = Plan {
     variant_signs: 200,
     idle_sessions: 1000,
     levels: &[1, 8, 64],
-    tmpfs_levels: &[1, 8],
     level_time: Duration::from_secs(10),
 };
 
@@ -77,7 +75,6 @@ const SMOKE: Plan = Plan {
     variant_signs: 3,
     idle_sessions: 10,
     levels: &[1, 2],
-    tmpfs_levels: &[1, 2],
     level_time: Duration::from_secs(1),
 };
 
@@ -280,8 +277,9 @@ fn ms(d: Duration) -> String {
     }
 }
 
+/// `kb` as /proc counts it (KiB), in MiB.
 fn mb(kb: u64) -> String {
-    format!("{:.1} MB", kb as f64 / 1024.0)
+    format!("{:.1} MiB", kb as f64 / 1024.0)
 }
 
 fn yes(met: bool) -> &'static str {
@@ -756,6 +754,7 @@ fn main() {
         }
 
         eprintln!("keygen end to end...");
+        quiet(20);
         let mut keygen = Vec::new();
         for d in devices.iter_mut().take(plan.keygens) {
             let started = Instant::now();
@@ -796,6 +795,7 @@ fn main() {
         // that speaks TLS (`--dev-tls`, the client pins its certificate), taking turns with the
         // first server so that all three see the same machine.
         eprintln!("sign end to end: plain HTTP vs data on tmpfs vs TLS...");
+        quiet(20);
         let tmpfs = Path::new("/dev/shm");
         let tmpfs = if tmpfs.is_dir() {
             tmpfs.to_path_buf()
@@ -823,33 +823,20 @@ fn main() {
             }
         }
         let variants = variants.map(Stats::new);
-        let [on_tmpfs, with_tls] = others;
-        drop(with_tls);
-        // Clients of the tmpfs server for a second throughput series.
-        let mut tmpfs_devices = vec![other_devices.swap_remove(0)];
         drop(other_devices);
-        let tmpfs_clients = plan.tmpfs_levels.iter().copied().max().unwrap();
-        for i in 1..tmpfs_clients {
-            tmpfs_devices.push(Device::new(&on_tmpfs, &format!("tmpfs-{i}")).await);
-        }
+        drop(others);
 
         eprintln!("keygen for the other clients...");
         let started = Instant::now();
-        futures_util::stream::iter(
-            devices
-                .iter_mut()
-                .chain(tmpfs_devices.iter_mut())
-                .filter(|d| d.share.is_none()),
-        )
-        .map(|d| async move {
-            d.share = Some(d.client.keygen("w", |_, _| {}).await.unwrap());
-        })
-        .buffer_unordered(4)
-        .collect::<Vec<()>>()
-        .await;
+        futures_util::stream::iter(devices.iter_mut().filter(|d| d.share.is_none()))
+            .map(|d| async move {
+                d.share = Some(d.client.keygen("w", |_, _| {}).await.unwrap());
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<()>>()
+            .await;
         eprintln!("  ({:.1} s)", started.elapsed().as_secs_f64());
         let devices: Vec<Arc<Device>> = devices.into_iter().map(Arc::new).collect();
-        let tmpfs_devices: Vec<Arc<Device>> = tmpfs_devices.into_iter().map(Arc::new).collect();
 
         let mut levels = Vec::new();
         for &n in plan.levels {
@@ -861,14 +848,6 @@ fn main() {
         let end_kb = proc_kb(server.pid(), "VmRSS");
         drop(devices);
         drop(server);
-        let mut tmpfs_levels = Vec::new();
-        for &n in plan.tmpfs_levels {
-            eprintln!("throughput, {n} concurrent client(s), server data on tmpfs...");
-            quiet(20);
-            tmpfs_levels.push(throughput(&on_tmpfs, &tmpfs_devices, n, plan.level_time).await);
-        }
-        drop(tmpfs_devices);
-        drop(on_tmpfs);
 
         eprintln!("{} idle sign sessions, fresh server...", plan.idle_sessions);
         let idle_sign = idle_sessions(IdleKind::Sign, plan.idle_sessions).await;
@@ -887,12 +866,12 @@ fn main() {
             variants,
             idle: [idle_sign, idle_keygen],
             levels,
-            tmpfs_levels,
             peak_kb,
             end_kb,
         }
     });
     report.print(plan, &inproc_keygen, &inproc_sign);
+    // Two more rows of the last table ("where a sign goes").
     println!(
         "| in process: the server's share loading per sign (JSON-decode the sealed row, unwrap, decrypt, `KeyShare::from_bytes`) | {} | {} |",
         ms(share_load.median()),
@@ -918,8 +897,6 @@ struct Report {
     variants: [Stats; 3],
     idle: [IdleMemory; 2],
     levels: Vec<Level>,
-    /// The same against a server whose data directory is on tmpfs.
-    tmpfs_levels: Vec<Level>,
     peak_kb: u64,
     end_kb: u64,
 }
@@ -980,28 +957,17 @@ impl Report {
                 yes(ratio >= 1.6)
             );
         }
-        let one = self.tmpfs_levels.iter().find(|l| l.clients == 1);
-        let eight = self.tmpfs_levels.iter().find(|l| l.clients == 8);
-        if let (Some(one), Some(eight)) = (one, eight) {
-            let ratio = eight.rate() / one.rate();
-            println!(
-                "| same with the server's data on tmpfs: {:.1} → {:.1} sig/s | {ratio:.2} × | ≥ 1.6 × | {} |",
-                one.rate(),
-                eight.rate(),
-                yes(ratio >= 1.6)
-            );
-        }
         println!(
-            "| server RSS, before → with {n_idle} idle sign sessions (sockets open) | {} → {} | < 200 MB | {} |",
+            "| server RSS, before → with {n_idle} idle sign sessions (sockets open) | {} → {} | < 200 MB (190.7 MiB) | {} |",
             mb(idle_sign.before_kb),
             mb(idle_sign.with_kb),
-            yes(idle_sign.with_kb < 200 * 1024)
+            yes(idle_sign.with_kb * 1024 < 200_000_000)
         );
         println!(
-            "| server RSS, before → with {n_idle} idle keygen sessions (sockets open) | {} → {} | < 200 MB | {} |",
+            "| server RSS, before → with {n_idle} idle keygen sessions (sockets open) | {} → {} | < 200 MB (190.7 MiB) | {} |",
             mb(idle_keygen.before_kb),
             mb(idle_keygen.with_kb),
-            yes(idle_keygen.with_kb < 200 * 1024)
+            yes(idle_keygen.with_kb * 1024 < 200_000_000)
         );
 
         println!();
@@ -1009,14 +975,9 @@ impl Report {
             "| concurrent clients | signs | time | sig/s | latency median | latency p99 | server CPU / sign | client CPU / sign | cores busy: ours / other processes |"
         );
         println!("|---|---|---|---|---|---|---|---|---|");
-        let series = self
-            .levels
-            .iter()
-            .map(|l| (l, ""))
-            .chain(self.tmpfs_levels.iter().map(|l| (l, ", data on tmpfs")));
-        for (l, note) in series {
+        for l in &self.levels {
             println!(
-                "| {}{note} | {} | {:.1} s | {:.1} | {} | {} | {} | {} | {:.2} / {:.2} |",
+                "| {} | {} | {:.1} s | {:.1} | {} | {} | {} | {} | {:.2} / {:.2} |",
                 l.clients,
                 l.signs,
                 l.elapsed.as_secs_f64(),
@@ -1043,7 +1004,7 @@ impl Report {
         );
         row("per session", &|i| {
             format!(
-                "{:.0} KB",
+                "{:.0} KiB",
                 i.with_kb.saturating_sub(i.before_kb) as f64 / n_idle as f64
             )
         });
