@@ -138,21 +138,22 @@ pub async fn open(
     let session_id = q.session_id;
     Ok(upgrade
         .max_message_size(MAX_ENVELOPE_BYTES + 1024)
+        // tungstenite's default read buffer is 128 KiB per socket, most of an idle session's
+        // memory; frames are still reassembled up to the size limit.
+        .read_buffer_size(16 * 1024)
         .on_upgrade(move |mut socket| async move {
             let outcome = match run {
-                Run::Keygen(s, wallet, name) => {
-                    match drive(&state, &session_id, &mut socket, *s).await {
-                        Ok(share) => stored(
-                            vault::store_new_wallet(&state, &me, wallet, &name, &share).await,
-                        ),
-                        Err(outcome) => outcome,
+                Run::Keygen(s, wallet, name) => match drive(&state, &mut socket, *s).await {
+                    Ok(share) => {
+                        stored(vault::store_new_wallet(&state, &me, wallet, &name, &share).await)
                     }
-                }
-                Run::Sign(s) => match drive(&state, &session_id, &mut socket, *s).await {
+                    Err(outcome) => outcome,
+                },
+                Run::Sign(s) => match drive(&state, &mut socket, *s).await {
                     Ok(_) => stored(Ok(())),
                     Err(outcome) => outcome,
                 },
-                Run::Refresh(s) => match drive(&state, &session_id, &mut socket, *s).await {
+                Run::Refresh(s) => match drive(&state, &mut socket, *s).await {
                     Ok(share) => commit_refresh(&state, &mut socket, &wallet_id, share).await,
                     Err(outcome) => outcome,
                 },
@@ -294,7 +295,6 @@ async fn commit_refresh(
 
 async fn drive<S: Session>(
     state: &AppState,
-    session_id: &str,
     socket: &mut WebSocket,
     mut session: S,
 ) -> Result<S::Output, Outcome> {
@@ -355,11 +355,8 @@ async fn drive<S: Session>(
                 ));
             }
         };
-        let _ = sqlx::query("UPDATE sessions SET last_message_at = $1 WHERE id = $2")
-            .bind(now())
-            .bind(session_id)
-            .execute(state.db())
-            .await;
+        // Idle expiry is enforced here, in memory; the row's last_message_at is written once, when
+        // the session ends (a write per frame cost an fsync each).
         match session.receive_bytes(DEVICE, &bytes) {
             Ok(out) => outgoing = out,
             Err(e @ Error::PartyMisbehaved { .. }) => {
