@@ -409,35 +409,10 @@ impl ServerClient {
         let nonce = parse_nonce(&created.nonce)?;
         let mut session = RefreshSession::new(&record.current, &nonce)?;
         let mut socket = self.connect(&created.session_id).await?;
-        for e in session.start()? {
-            socket
-                .send(Message::Binary(e.to_bytes().into()))
-                .await
-                .map_err(net)?;
-        }
-        let mut reported = 0;
-        while !session.is_finished() {
-            match next_frame(&mut socket).await? {
-                Message::Binary(bytes) => {
-                    for e in session.receive_bytes(SERVER, &bytes)? {
-                        socket
-                            .send(Message::Binary(e.to_bytes().into()))
-                            .await
-                            .map_err(net)?;
-                    }
-                    while reported + 1 < session.round() {
-                        reported += 1;
-                        step(RefreshStep::Round(reported), record).map_err(ClientError::Stopped)?;
-                    }
-                }
-                Message::Close(frame) => return Err(closed(frame)),
-                _ => {}
-            }
-        }
-        while reported < session.total_rounds() {
-            reported += 1;
-            step(RefreshStep::Round(reported), record).map_err(ClientError::Stopped)?;
-        }
+        exchange(&mut socket, &mut session, |r| {
+            step(RefreshStep::Round(r), record).map_err(ClientError::Stopped)
+        })
+        .await?;
         let fresh = session
             .take_output()
             .ok_or_else(|| net("the refresh ended without output"))?;
@@ -519,42 +494,11 @@ impl ServerClient {
     ) -> Result<S::Output> {
         let mut socket = self.connect(session_id).await?;
         let total = session.total_rounds();
-        let mut reported = 0;
-        for e in session.start()? {
-            socket
-                .send(Message::Binary(e.to_bytes().into()))
-                .await
-                .map_err(net)?;
-        }
-        while !session.is_finished() {
-            let frame = socket
-                .next()
-                .await
-                .ok_or_else(|| net("the server went away"))?
-                .map_err(net)?;
-            match frame {
-                Message::Binary(bytes) => {
-                    for e in session.receive_bytes(SERVER, &bytes)? {
-                        socket
-                            .send(Message::Binary(e.to_bytes().into()))
-                            .await
-                            .map_err(net)?;
-                    }
-                    while reported + 1 < session.round() {
-                        reported += 1;
-                        on_round(reported, total);
-                    }
-                }
-                Message::Close(frame) => {
-                    let (code, reason) = frame.map_or((1005, String::new()), |f| {
-                        (u16::from(f.code), f.reason.to_string())
-                    });
-                    return Err(ClientError::Closed { code, reason });
-                }
-                _ => {}
-            }
-        }
-        on_round(total, total);
+        exchange(&mut socket, &mut session, |r| {
+            on_round(r, total);
+            Ok(())
+        })
+        .await?;
         // The server closes with 1000 once it has stored its side; wait for it so that a keygen
         // result is only reported when both sides hold it.
         while let Some(frame) = socket.next().await {
@@ -592,6 +536,45 @@ pub enum RefreshStep {
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Runs `session`'s rounds over `socket` until it has its output; `round_done(r)` is called once
+/// for every completed round, in order, the last one included.
+async fn exchange<S: Session>(
+    socket: &mut Socket,
+    session: &mut S,
+    mut round_done: impl FnMut(u8) -> Result<()>,
+) -> Result<()> {
+    for e in session.start()? {
+        socket
+            .send(Message::Binary(e.to_bytes().into()))
+            .await
+            .map_err(net)?;
+    }
+    let mut reported = 0;
+    while !session.is_finished() {
+        match next_frame(socket).await? {
+            Message::Binary(bytes) => {
+                for e in session.receive_bytes(SERVER, &bytes)? {
+                    socket
+                        .send(Message::Binary(e.to_bytes().into()))
+                        .await
+                        .map_err(net)?;
+                }
+                while reported + 1 < session.round() {
+                    reported += 1;
+                    round_done(reported)?;
+                }
+            }
+            Message::Close(frame) => return Err(closed(frame)),
+            _ => {}
+        }
+    }
+    while reported < session.total_rounds() {
+        reported += 1;
+        round_done(reported)?;
+    }
+    Ok(())
+}
 
 async fn next_frame(socket: &mut Socket) -> Result<Message> {
     socket
