@@ -144,13 +144,14 @@ pub async fn open(
         .on_upgrade(move |mut socket| async move {
             let outcome = match run {
                 Run::Keygen(s, wallet, name) => match drive(&state, &mut socket, *s).await {
-                    Ok(share) => {
-                        stored(vault::store_new_wallet(&state, &me, wallet, &name, &share).await)
-                    }
+                    Ok(share) => stored(
+                        vault::store_new_wallet(&state, &me, wallet, &name, &share).await,
+                        "could not store the result",
+                    ),
                     Err(outcome) => outcome,
                 },
                 Run::Sign(s) => match drive(&state, &mut socket, *s).await {
-                    Ok(_) => stored(Ok(())),
+                    Ok(_) => stored(Ok(()), "could not store the result"),
                     Err(outcome) => outcome,
                 },
                 Run::Refresh(s) => match drive(&state, &mut socket, *s).await {
@@ -204,19 +205,15 @@ fn ended(status: &'static str, detail: impl Into<String>, close: Option<(u16, &s
     }
 }
 
-/// The record of a run whose output was stored (or not).
-fn stored(result: ApiResult<()>) -> Outcome {
+/// The record of a run whose last step (storing or switching) succeeded or failed with `failure`.
+fn stored(result: ApiResult<()>, failure: &str) -> Outcome {
     match result {
         Ok(()) => Outcome {
             status: "done",
             detail: None,
             close: Some((1000, "done".into())),
         },
-        Err(e) => ended(
-            "failed",
-            e.to_string(),
-            Some((CLOSE_INTERNAL, "could not store the result")),
-        ),
+        Err(e) => ended("failed", e.to_string(), Some((CLOSE_INTERNAL, failure))),
     }
 }
 
@@ -279,18 +276,10 @@ async fn commit_refresh(
             )),
         );
     }
-    match vault::promote(state, wallet_id, epoch).await {
-        Ok(()) => Outcome {
-            status: "done",
-            detail: None,
-            close: Some((1000, "done".into())),
-        },
-        Err(e) => ended(
-            "failed",
-            e.to_string(),
-            Some((CLOSE_INTERNAL, "could not switch to the new share")),
-        ),
-    }
+    stored(
+        vault::promote(state, wallet_id, epoch).await,
+        "could not switch to the new share",
+    )
 }
 
 async fn drive<S: Session>(

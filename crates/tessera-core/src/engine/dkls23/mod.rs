@@ -141,6 +141,19 @@ impl Check {
         Ok(())
     }
 
+    /// The sender's epoch must be ours: checked first, before any cryptography, so an old share
+    /// cannot be mixed with refreshed ones.
+    pub(crate) fn epoch(&self, ours: u64, theirs: u64) -> Result<(), Error> {
+        if theirs != ours {
+            return Err(Error::EpochMismatch {
+                party: self.from,
+                ours,
+                theirs,
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn point(&self, point: &k256::AffinePoint, what: &str) -> Result<(), Error> {
         if bool::from(k256::ProjectivePoint::from(*point).is_identity()) {
             return Err(self.fail(format!("{what} is the point at infinity")));

@@ -524,13 +524,7 @@ impl Rounds for Setup {
         match round {
             1 => {
                 let m: Round1 = decode(round, from, payload)?;
-                if m.epoch != self.start_epoch {
-                    return Err(Error::EpochMismatch {
-                        party: from,
-                        ours: self.start_epoch,
-                        theirs: m.epoch,
-                    });
-                }
+                check.epoch(self.start_epoch, m.epoch)?;
                 check.scalar(&m.fragment, "the polynomial fragment")?;
                 Ok(Message::R1(m))
             }

@@ -140,14 +140,7 @@ impl Rounds for Signing {
         match round {
             1 => {
                 let m: Round1 = decode(round, from, payload)?;
-                // Before any cryptography: an old share cannot be mixed with refreshed ones.
-                if m.epoch != self.epoch {
-                    return Err(Error::EpochMismatch {
-                        party: from,
-                        ours: self.epoch,
-                        theirs: m.epoch,
-                    });
-                }
+                check.epoch(self.epoch, m.epoch)?;
                 check.route(&m.message.parties)?;
                 Ok(Message::R1(Box::new(m)))
             }
