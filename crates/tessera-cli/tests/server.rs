@@ -809,6 +809,78 @@ mod refresh {
     }
 
     #[tokio::test]
+    async fn one_refresh_of_a_wallet_at_a_time() {
+        for backend in BACKENDS {
+            one_refresh_on(backend).await;
+        }
+    }
+
+    async fn one_refresh_on(backend: Backend) {
+        let server = ServerProcess::start_on(backend, &["--session-idle-timeout", "1"]);
+        let (client, _, _, mut record, _h) = wallet(&server).await;
+        let token = client.token().unwrap().to_string();
+        let wallet_id = record.current.wallet_id().to_string();
+        let body = serde_json::to_vec(&json!({ "wallet_id": wallet_id })).unwrap();
+        // A refresh session is created (not yet opened): a second one is refused with a reason,
+        // from the SDK too, and nothing changes.
+        let (s, first) = raw(
+            &server,
+            "POST",
+            "/refresh",
+            Some(&token),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(s, 200, "{first}");
+        let (s, second) = raw(
+            &server,
+            "POST",
+            "/refresh",
+            Some(&token),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(s, 409, "{second}");
+        assert!(
+            second["message"]
+                .as_str()
+                .unwrap()
+                .contains("already in progress"),
+            "{second}"
+        );
+        match client.refresh(&mut record, |_, _| Ok(())).await {
+            Err(ClientError::Server { status: 409, .. }) => {}
+            other => panic!("a concurrent refresh was not refused: {other:?}"),
+        }
+        assert_eq!(record.current.epoch(), 0);
+        assert!(record.pending.is_none());
+        // Signing is not blocked by it.
+        let pk = record.current.public_key();
+        let sig = client
+            .sign(&record.current, [5; 32], &DerivationPath::root(), |_, _| {})
+            .await
+            .unwrap();
+        pk.verify(&[5; 32], &sig).unwrap();
+        // Never opened, it expires after the idle timeout and no longer blocks.
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        assert_eq!(client.refresh(&mut record, |_, _| Ok(())).await.unwrap(), 1);
+        let (s, body) = raw(
+            &server,
+            "GET",
+            &format!("/ws?session_id={}", first["session_id"].as_str().unwrap()),
+            Some(&token),
+            None,
+        )
+        .await;
+        assert_eq!(s, 410, "{body}");
+        let sig = client
+            .sign(&record.current, [6; 32], &DerivationPath::root(), |_, _| {})
+            .await
+            .unwrap();
+        pk.verify(&[6; 32], &sig).unwrap();
+    }
+
+    #[tokio::test]
     async fn server_killed_at_each_step_of_a_refresh() {
         for backend in BACKENDS {
             server_killed_on(backend).await;

@@ -103,6 +103,16 @@ impl AppState {
                 db
             }
         };
+        // A session is run by the process that opened its socket; after a restart none runs, so
+        // its row must not stay live (a live refresh blocks the wallet's next one).
+        // With several replicas on one database this needs per-replica ownership of sessions.
+        sqlx::query(
+            "UPDATE sessions SET status = 'failed', detail = 'the server restarted during the session' \
+             WHERE status IN ('created', 'running')",
+        )
+        .execute(&db)
+        .await
+        .map_err(|e| format!("cannot end the sessions of the previous run: {e}"))?;
         let jwt = JwtKeys::open_or_create(&dir.join("token-signing.pk8"))?;
         let kek = FileKek::open_or_create(dir.join("kek.key")).map_err(|e| e.to_string())?;
         Ok(AppState(Arc::new(Inner {

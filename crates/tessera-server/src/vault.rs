@@ -85,25 +85,47 @@ fn seal(state: &AppState, wallet_id: &str, share: &KeyShare) -> ApiResult<Vec<u8
     postcard::to_allocvec(&sealed).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// Phase one of a refresh: the new share is stored as pending next to the active one.
-pub async fn store_pending(state: &AppState, wallet_id: &str, share: &KeyShare) -> ApiResult<()> {
+/// Phase one of a refresh: the new share is stored as pending next to the active one, bound to
+/// the refresh session that produced it.
+pub async fn store_pending(
+    state: &AppState,
+    wallet_id: &str,
+    session_id: &str,
+    share: &KeyShare,
+) -> ApiResult<()> {
     let sealed = seal(state, wallet_id, share)?;
-    sqlx::query(
-        "INSERT INTO server_shares (wallet_id, epoch, state, sealed, created_at) VALUES ($1, $2, 'pending', $3, $4) \
-         ON CONFLICT (wallet_id, epoch) DO UPDATE SET state = excluded.state, sealed = excluded.sealed, created_at = excluded.created_at",
+    // A conflicting row is the pending share of an earlier refresh that never committed (only
+    // one refresh of a wallet is live at a time).
+    let stored = sqlx::query(
+        "INSERT INTO server_shares (wallet_id, epoch, state, sealed, created_at, session_id) VALUES ($1, $2, 'pending', $3, $4, $5) \
+         ON CONFLICT (wallet_id, epoch) DO UPDATE SET state = excluded.state, sealed = excluded.sealed, \
+         created_at = excluded.created_at, session_id = excluded.session_id \
+         WHERE server_shares.state = 'pending'",
     )
     .bind(wallet_id)
     .bind(share.epoch() as i64)
     .bind(sealed)
     .bind(now())
+    .bind(session_id)
     .execute(state.db())
     .await?;
+    if stored.rows_affected() != 1 {
+        return Err(ApiError::Conflict(format!(
+            "epoch {} of this wallet is already in use",
+            share.epoch()
+        )));
+    }
     Ok(())
 }
 
-/// Phase two: the device holds the new share too; switch, in one transaction. The old share is
-/// kept (retired), never deleted.
-pub async fn promote(state: &AppState, wallet_id: &str, epoch: u64) -> ApiResult<()> {
+/// Phase two: the device holds the new share too; switch, in one transaction, to the pending
+/// share of this session. The old share is kept (retired), never deleted.
+pub async fn promote(
+    state: &AppState,
+    wallet_id: &str,
+    session_id: &str,
+    epoch: u64,
+) -> ApiResult<()> {
     let mut tx = state.db().begin().await?;
     let pending = sqlx::query(
         "UPDATE server_shares SET state = 'retired' WHERE wallet_id = $1 AND state = 'active' AND epoch + 1 = $2",
@@ -113,10 +135,11 @@ pub async fn promote(state: &AppState, wallet_id: &str, epoch: u64) -> ApiResult
     .execute(&mut *tx)
     .await?;
     let activated = sqlx::query(
-        "UPDATE server_shares SET state = 'active' WHERE wallet_id = $1 AND state = 'pending' AND epoch = $2",
+        "UPDATE server_shares SET state = 'active' WHERE wallet_id = $1 AND state = 'pending' AND epoch = $2 AND session_id = $3",
     )
     .bind(wallet_id)
     .bind(epoch as i64)
+    .bind(session_id)
     .execute(&mut *tx)
     .await?;
     if pending.rows_affected() != 1 || activated.rows_affected() != 1 {
@@ -135,8 +158,12 @@ pub async fn promote(state: &AppState, wallet_id: &str, epoch: u64) -> ApiResult
 
 /// A pending share that was never committed is abandoned when a new session of the wallet
 /// starts: the device only ever switches after the server did, so it cannot depend on it.
+/// The pending share of a refresh still running is kept.
 pub async fn discard_stale_pending(state: &AppState, wallet_id: &str) -> ApiResult<()> {
-    sqlx::query("DELETE FROM server_shares WHERE wallet_id = $1 AND state = 'pending'")
+    sqlx::query(
+        "DELETE FROM server_shares WHERE wallet_id = $1 AND state = 'pending' AND NOT EXISTS \
+         (SELECT 1 FROM sessions WHERE sessions.id = server_shares.session_id AND sessions.status = 'running')",
+    )
         .bind(wallet_id)
         .execute(state.db())
         .await?;

@@ -54,6 +54,21 @@ fn info(w: &Wallet) -> api::WalletInfo {
     }
 }
 
+/// Why a session could not be created: the database error is kept for the caller to inspect.
+enum CreateError {
+    Api(ApiError),
+    Database(sqlx::Error),
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::Api(e) => e,
+            CreateError::Database(e) => e.into(),
+        }
+    }
+}
+
 async fn create_session(
     state: &AppState,
     me: &AuthDevice,
@@ -61,10 +76,11 @@ async fn create_session(
     protocol: &str,
     params: &impl serde::Serialize,
     epoch: u64,
-) -> ApiResult<api::SessionCreated> {
+) -> Result<api::SessionCreated, CreateError> {
     let session_id = hex::encode(fresh_nonce());
     let nonce = fresh_nonce();
-    let params = serde_json::to_string(params).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let params = serde_json::to_string(params)
+        .map_err(|e| CreateError::Api(ApiError::Internal(e.to_string())))?;
     sqlx::query(
         "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, created_at, last_message_at) \
          VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, $8, $9)",
@@ -79,7 +95,8 @@ async fn create_session(
     .bind(now())
     .bind(now())
     .execute(state.db())
-    .await?;
+    .await
+    .map_err(CreateError::Database)?;
     Ok(api::SessionCreated {
         session_id,
         wallet_id: wallet_id.to_string(),
@@ -112,7 +129,9 @@ pub async fn keygen(
         )));
     }
     let wallet_id = WalletId::random().to_string();
-    let created = create_session(&state, &me, &wallet_id, "keygen", &req, 0).await?;
+    let created = create_session(&state, &me, &wallet_id, "keygen", &req, 0)
+        .await
+        .map_err(ApiError::from)?;
     Ok(Json(created))
 }
 
@@ -130,7 +149,9 @@ pub async fn sign(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
     crate::vault::discard_stale_pending(&state, &wallet.id).await?;
-    let created = create_session(&state, &me, &wallet.id, "sign", &req, wallet.epoch).await?;
+    let created = create_session(&state, &me, &wallet.id, "sign", &req, wallet.epoch)
+        .await
+        .map_err(ApiError::from)?;
     Ok(Json(created))
 }
 
@@ -141,9 +162,29 @@ pub async fn refresh(
     Json(req): Json<api::RefreshRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    // One refresh of a wallet at a time (a unique index on live refresh sessions). One created
+    // but never opened within the idle timeout has expired and no longer counts.
+    let idle = state.config().session_idle_timeout.as_secs() as i64;
+    sqlx::query(
+        "UPDATE sessions SET status = 'expired', detail = 'never opened' \
+         WHERE wallet_id = $1 AND protocol = 'refresh' AND status = 'created' AND last_message_at < $2",
+    )
+    .bind(&wallet.id)
+    .bind(now() - idle)
+    .execute(state.db())
+    .await?;
     crate::vault::discard_stale_pending(&state, &wallet.id).await?;
-    let created = create_session(&state, &me, &wallet.id, "refresh", &req, wallet.epoch).await?;
-    Ok(Json(created))
+    match create_session(&state, &me, &wallet.id, "refresh", &req, wallet.epoch).await {
+        Ok(created) => Ok(Json(created)),
+        Err(CreateError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            Err(ApiError::Conflict(format!(
+                "a refresh of this wallet is already in progress; try again when it ends \
+                 (at most {} s after its last message)",
+                idle
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `GET /pubkey?wallet=…`.

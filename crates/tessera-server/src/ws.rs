@@ -155,7 +155,9 @@ pub async fn open(
                     Err(outcome) => outcome,
                 },
                 Run::Refresh(s) => match drive(&state, &mut socket, *s).await {
-                    Ok(share) => commit_refresh(&state, &mut socket, &wallet_id, share).await,
+                    Ok(share) => {
+                        commit_refresh(&state, &mut socket, &wallet_id, &session_id, share).await
+                    }
                     Err(outcome) => outcome,
                 },
             };
@@ -224,10 +226,11 @@ async fn commit_refresh(
     state: &AppState,
     socket: &mut WebSocket,
     wallet_id: &str,
+    session_id: &str,
     share: KeyShare,
 ) -> Outcome {
     let epoch = share.epoch();
-    if let Err(e) = vault::store_pending(state, wallet_id, &share).await {
+    if let Err(e) = vault::store_pending(state, wallet_id, session_id, &share).await {
         return ended(
             "failed",
             e.to_string(),
@@ -277,7 +280,7 @@ async fn commit_refresh(
         );
     }
     stored(
-        vault::promote(state, wallet_id, epoch).await,
+        vault::promote(state, wallet_id, session_id, epoch).await,
         "could not switch to the new share",
     )
 }
