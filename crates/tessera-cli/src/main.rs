@@ -6,6 +6,7 @@
 
 mod demo_server;
 mod device;
+mod peer;
 mod progress;
 
 use std::io::IsTerminal;
@@ -59,6 +60,9 @@ enum Command {
     /// Manage the devices of this user.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Device-to-device mode, with no server: discover, pair, create wallets and sign.
+    #[command(subcommand)]
+    Peer(peer::PeerCommand),
 }
 
 #[derive(Args)]
@@ -362,6 +366,7 @@ async fn device_command(command: Command) -> CliResult {
         Command::Device(DeviceCommand::Approve { code }) => {
             device::device_approve(&home, &code).await
         }
+        Command::Peer(p) => peer::run(&home, p).await,
         Command::Demo(_) | Command::Verify(_) | Command::Server(_) => Ok(()),
     }
 }

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, clippy::unwrap_used)]
 
+pub mod peer;
 pub mod tls;
 mod wallet;
 

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod error;
 pub mod registry;
+pub mod relay;
 pub mod state;
 pub mod tls;
 pub mod vault;
@@ -47,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .route("/pubkey", get(wallets::pubkey))
         .route("/wallets", get(wallets::list))
         .route("/ws", get(ws::open))
+        .route("/relay/{code}", get(relay::open))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

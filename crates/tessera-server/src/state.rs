@@ -42,6 +42,7 @@ struct Inner {
     jwt: JwtKeys,
     kek: Box<dyn KeyEncryptionKey>,
     config: Config,
+    relay: crate::relay::Rooms,
 }
 
 /// Shared by every handler.
@@ -120,6 +121,7 @@ impl AppState {
             jwt,
             kek: Box::new(kek),
             config,
+            relay: crate::relay::Rooms::default(),
         })))
     }
 
@@ -139,6 +141,12 @@ impl AppState {
     #[must_use]
     pub fn kek(&self) -> &dyn KeyEncryptionKey {
         self.0.kek.as_ref()
+    }
+
+    /// The device-to-device relay's waiting codes.
+    #[must_use]
+    pub fn relay_rooms(&self) -> &crate::relay::Rooms {
+        &self.0.relay
     }
 
     /// The configuration.

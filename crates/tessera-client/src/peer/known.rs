@@ -1,0 +1,206 @@
+//! Devices this device has paired with (`peers.json` in the keystore directory), and the
+//! wallets it shares with them (`peer-wallets.json`). Public data only; written atomically, 0600.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::PeerError;
+use super::wire::Participant;
+
+/// A paired device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownPeer {
+    /// Its name when paired.
+    pub name: String,
+    /// Its Ed25519 identity key, hex.
+    pub identity: String,
+    /// Unix seconds.
+    pub paired_at: u64,
+}
+
+/// What this device knows of a peer presenting `identity` under `name`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// Paired before with this identity key.
+    Known,
+    /// Never seen: the pairing code must be compared.
+    Unknown,
+    /// A device of that name was paired with another identity key: refused.
+    Changed {
+        /// The key we paired with, hex.
+        paired: String,
+    },
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct PeersFile {
+    version: u16,
+    peers: Vec<KnownPeer>,
+}
+
+/// The paired devices.
+pub struct KnownPeers {
+    path: PathBuf,
+    peers: Vec<KnownPeer>,
+}
+
+impl KnownPeers {
+    /// Loads `peers.json` from `home` (none yet: empty).
+    ///
+    /// # Errors
+    /// [`PeerError::Store`] when the file is unreadable or damaged.
+    pub fn load(home: &Path) -> Result<Self, PeerError> {
+        let path = home.join("peers.json");
+        let file: PeersFile = read_json(&path)?.unwrap_or_default();
+        Ok(KnownPeers {
+            path,
+            peers: file.peers,
+        })
+    }
+
+    /// The paired devices.
+    #[must_use]
+    pub fn all(&self) -> &[KnownPeer] {
+        &self.peers
+    }
+
+    /// How far `identity` presenting itself as `name` is trusted.
+    #[must_use]
+    pub fn trust(&self, name: &str, identity: &[u8; 32]) -> Trust {
+        let key = hex::encode(identity);
+        if self.peers.iter().any(|p| p.identity == key) {
+            return Trust::Known;
+        }
+        match self.peers.iter().find(|p| p.name == name) {
+            Some(p) => Trust::Changed {
+                paired: p.identity.clone(),
+            },
+            None => Trust::Unknown,
+        }
+    }
+
+    /// The paired device named `name`.
+    #[must_use]
+    pub fn by_name(&self, name: &str) -> Option<&KnownPeer> {
+        self.peers.iter().find(|p| p.name == name)
+    }
+
+    /// Records a newly paired device and saves.
+    ///
+    /// # Errors
+    /// [`PeerError::Store`] when the file cannot be written.
+    pub fn add(&mut self, name: &str, identity: &[u8; 32]) -> Result<(), PeerError> {
+        let key = hex::encode(identity);
+        self.peers.retain(|p| p.identity != key);
+        self.peers.push(KnownPeer {
+            name: name.to_string(),
+            identity: key,
+            paired_at: now(),
+        });
+        write_json(
+            &self.path,
+            &PeersFile {
+                version: 1,
+                peers: self.peers.clone(),
+            },
+        )
+    }
+
+    /// Forgets the device named `name`; whether there was one.
+    ///
+    /// # Errors
+    /// [`PeerError::Store`] when the file cannot be written.
+    pub fn remove(&mut self, name: &str) -> Result<bool, PeerError> {
+        let before = self.peers.len();
+        self.peers.retain(|p| p.name != name);
+        if self.peers.len() == before {
+            return Ok(false);
+        }
+        write_json(
+            &self.path,
+            &PeersFile {
+                version: 1,
+                peers: self.peers.clone(),
+            },
+        )?;
+        Ok(true)
+    }
+}
+
+/// A wallet shared with other devices: who holds which party index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerWallet {
+    /// Hex wallet id.
+    pub wallet_id: String,
+    /// Our party index.
+    pub me: u8,
+    /// Every device in party order (addresses as last seen).
+    pub parties: Vec<Participant>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct WalletsFile {
+    version: u16,
+    wallets: BTreeMap<String, PeerWallet>,
+}
+
+/// Loads the device-to-device wallet record of `name`.
+///
+/// # Errors
+/// [`PeerError::Store`].
+pub fn load_peer_wallet(home: &Path, name: &str) -> Result<Option<PeerWallet>, PeerError> {
+    let file: WalletsFile = read_json(&home.join("peer-wallets.json"))?.unwrap_or_default();
+    Ok(file.wallets.get(name).cloned())
+}
+
+/// Saves the device-to-device wallet record of `name`.
+///
+/// # Errors
+/// [`PeerError::Store`].
+pub fn save_peer_wallet(home: &Path, name: &str, wallet: &PeerWallet) -> Result<(), PeerError> {
+    let path = home.join("peer-wallets.json");
+    let mut file: WalletsFile = read_json(&path)?.unwrap_or_default();
+    file.version = 1;
+    file.wallets.insert(name.to_string(), wallet.clone());
+    write_json(&path, &file)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, PeerError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| PeerError::Store(format!("{} is damaged: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(PeerError::Store(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), PeerError> {
+    let err = |e: std::io::Error| PeerError::Store(format!("cannot write {}: {e}", path.display()));
+    let text = serde_json::to_vec_pretty(value).map_err(|e| PeerError::Store(e.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(&text)
+        .and_then(|()| f.sync_all())
+        .map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

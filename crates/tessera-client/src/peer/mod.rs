@@ -1,0 +1,82 @@
+//! Device-to-device mode: two or three devices create and use a shared key with no server.
+//!
+//! - [`discovery`]: mDNS / DNS-SD advertisement and browsing (`_tessera._tcp`).
+//! - [`channel`]: the Noise XX encrypted channel over TCP or the server's relay.
+//! - [`pairing`]: identity keys bound to the channel; the 6-digit commit-then-reveal code.
+//! - [`known`]: paired devices and the wallets shared with them.
+//! - [`session`]: keygen and signing over channels (invitation, approval, mesh, protocol run).
+//! - [`relay`]: reaching a device that is not on this network through the commitment server,
+//!   which forwards opaque frames only.
+
+pub mod channel;
+pub mod discovery;
+pub mod known;
+pub mod pairing;
+pub mod relay;
+pub mod session;
+pub mod wire;
+
+use std::time::Duration;
+
+/// Everything that can go wrong between devices. Messages name the peer where one is known and
+/// never carry secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The connection failed.
+    #[error("connection error: {0}")]
+    Io(String),
+    /// The peer closed the connection.
+    #[error("the peer closed the connection")]
+    Closed,
+    /// Nothing arrived in time.
+    #[error("no message from the peer for {}s", .0.as_secs())]
+    Timeout(Duration),
+    /// The Noise handshake failed.
+    #[error("the secure channel could not be set up: {0}")]
+    Handshake(String),
+    /// A frame on the channel is invalid (fails authentication, bad length...).
+    #[error("the channel is broken: {0}")]
+    Channel(String),
+    /// A message that does not fit the protocol at this point.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The peer (or our user) refused.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A device of a paired name presents another identity key.
+    #[error(
+        "IDENTITY KEY OF {name:?} HAS CHANGED: paired with {paired}, now presents {presented}. \
+         This may be an impersonation; nothing was done. If the device was really reinstalled, \
+         run `tessera peer forget {name:?}` and pair again."
+    )]
+    IdentityChanged {
+        /// The peer's name.
+        name: String,
+        /// The key it was paired with, hex.
+        paired: String,
+        /// The key it presents now, hex.
+        presented: String,
+    },
+    /// A named peer failed during a protocol run.
+    #[error("{name} (party {party}): {reason}")]
+    Party {
+        /// Its party index.
+        party: u8,
+        /// Its name.
+        name: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The protocol itself failed (names the party where it can).
+    #[error("protocol failed: {0}")]
+    Core(#[from] tessera_core::Error),
+    /// Discovery failed.
+    #[error("discovery failed: {0}")]
+    Discovery(String),
+    /// A device or wallet was not found.
+    #[error("{0}")]
+    NotFound(String),
+    /// Local files (paired devices, wallets).
+    #[error("{0}")]
+    Store(String),
+}
