@@ -154,6 +154,10 @@ fn ask(question: &str) -> Option<String> {
     let _ = std::io::stdout().flush();
     let mut line = String::new();
     let read = tokio::task::block_in_place(|| std::io::stdin().lock().read_line(&mut line));
+    if !std::io::stdin().is_terminal() {
+        // Piped answers are not echoed: end the prompt's line.
+        println!();
+    }
     match read {
         Ok(0) | Err(_) => None,
         Ok(_) => Some(line.trim().to_string()),

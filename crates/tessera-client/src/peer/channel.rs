@@ -223,9 +223,15 @@ impl Channel {
                 frames.send(buf[..n].to_vec()).await?;
             } else {
                 let frame = frames.recv(HANDSHAKE_TIMEOUT).await?;
-                hs.read_message(&frame, &mut buf).map_err(|_| {
-                    PeerError::Handshake("the peer's handshake message is invalid".into())
-                })?;
+                // Our handshake messages carry no payload: anything else is not from us.
+                match hs.read_message(&frame, &mut buf) {
+                    Ok(0) => {}
+                    _ => {
+                        return Err(PeerError::Handshake(
+                            "the peer's handshake message is invalid".into(),
+                        ));
+                    }
+                }
             }
         }
         let hash: [u8; 32] = hs

@@ -1,0 +1,855 @@
+//! Device-to-device mode with real `tessera` processes over real sockets: discovery over mDNS,
+//! pairing codes, 2-of-2 and 2-of-3 keygen and signing, a man in the middle, peers killed
+//! mid-protocol, bad frames, and the server relay.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tessera_client::peer::channel::{Channel, Frames};
+use tessera_client::peer::known::KnownPeers;
+use tessera_client::peer::pairing::{self, CodePrompt, LocalDevice};
+use tessera_client::peer::wire::Message;
+use tessera_store::{Keystore, KeystoreOptions, Passphrase};
+
+const PASSPHRASE: &str = "peer-test-passphrase";
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A running `tessera` process: its output lines arrive on a channel; rules answer prompts.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdin: Arc<Mutex<Option<ChildStdin>>>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    /// Starts `tessera args` with `home`; `rules` answer a line containing `.0` with `.1`.
+    fn spawn(home: &Path, args: &[&str], env: &[(&str, &str)], rules: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args(args)
+            .env("TESSERA_HOME", home)
+            .env("TESSERA_PASSPHRASE", PASSPHRASE)
+            .env_remove("TESSERA_TEST_PAUSE_AT")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdin = Arc::new(Mutex::new(child.stdin.take()));
+        let (tx, lines) = mpsc::channel();
+        let rules: Vec<(String, String)> = rules
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        for stream in [out, err] {
+            let tx = tx.clone();
+            let rules = rules.clone();
+            let stdin = stdin.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    for (trigger, answer) in &rules {
+                        if line.contains(trigger.as_str())
+                            && let Some(s) = stdin.lock().unwrap().as_mut()
+                        {
+                            let _ = writeln!(s, "{answer}");
+                        }
+                    }
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Proc {
+            child,
+            lines,
+            stdin,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `pattern`; returns it.
+    fn wait_for(&mut self, pattern: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.seen.iter().find(|l| l.contains(pattern)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "no line with {pattern:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn answer(&self, text: &str) {
+        let mut stdin = self.stdin.lock().unwrap();
+        writeln!(stdin.as_mut().unwrap(), "{text}").unwrap();
+    }
+
+    /// Waits for the exit; returns success and every line.
+    fn finish(mut self) -> (bool, String) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not end; output:\n{}",
+                self.seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The reader threads end with the pipes.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        (status.success(), self.seen.join("\n"))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Drains what arrived so far.
+    fn output(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A device home.
+fn home() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Starts `tessera peer listen` as `name`; answers pairing codes and requests with yes.
+fn listen(home: &Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
+    let mut args = vec!["peer", "listen", "--device-name", name];
+    args.extend_from_slice(extra);
+    let mut p = Proc::spawn(
+        home,
+        &args,
+        env,
+        &[("pairing code", "y"), ("request:", "y")],
+    );
+    let line = p.wait_for("listening on");
+    let port = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    (p, format!("127.0.0.1:{port}"))
+}
+
+/// Runs a leading command to its end, answering pairing codes with yes.
+fn lead(home: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    Proc::spawn(home, args, env, &[("pairing code", "y")]).finish()
+}
+
+fn field(output: &str, key: &str) -> String {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key:?} in:\n{output}"))
+        .trim()
+        .to_string()
+}
+
+fn codes(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| {
+            l.split_once("pairing code ")
+                .map(|(_, c)| c[..7].to_string())
+        })
+        .collect()
+}
+
+/// `tessera verify` of an EIP-191 signature.
+fn verify(pubkey: &str, message: &str, rsv: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "verify",
+            "--pubkey",
+            pubkey,
+            "--message",
+            message,
+            "--signature",
+            rsv,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn has_wallet(home: &Path, name: &str) -> bool {
+    Keystore::open(home).unwrap().has_wallet(name).unwrap()
+}
+
+#[test]
+fn two_devices_discover_pair_keygen_and_sign_over_mdns() {
+    let (a, b) = (home(), home());
+    let (_alice, _) = listen(a.path(), "alice", &[], &[]);
+    // bob sees alice on the network.
+    let list = Proc::spawn(b.path(), &["peer", "list", "--timeout", "3"], &[], &[]).finish();
+    assert!(list.0 && list.1.contains("alice"), "{}", list.1);
+    assert!(list.1.contains("ready"), "{}", list.1);
+
+    // Keygen by name: both screens show the same code.
+    let mut alice = _alice;
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "keygen",
+            "--name",
+            "fam",
+            "--device-name",
+            "bob",
+            "--with",
+            "alice",
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let alice_out = {
+        alice.wait_for("eth address");
+        alice.output()
+    };
+    assert_eq!(codes(&out).len(), 1, "{out}");
+    assert_eq!(codes(&out), codes(&alice_out), "the two screens differ");
+    let pk = field(&out, "public key");
+    assert_eq!(pk, field(&alice_out, "public key"));
+    assert!(alice_out.contains("party 1") && out.contains("party 0"));
+
+    // Signing: alice is shown the message and approves; the signature verifies.
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "sign",
+            "--wallet",
+            "fam",
+            "--message",
+            "pay 1 ETH to carol",
+            "--device-name",
+            "bob",
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains("pairing code"),
+        "a paired device asked again: {out}"
+    );
+    let rsv = field(&out, "r||s||v");
+    verify(&pk, "pay 1 ETH to carol", &rsv);
+    alice.wait_for("signed \"pay 1 ETH to carol\"");
+    assert!(
+        alice
+            .output()
+            .contains("asks to sign with wallet \"fam\" the message \"pay 1 ETH to carol\"")
+    );
+}
+
+#[test]
+fn three_devices_make_a_2_of_3_wallet_and_any_two_sign() {
+    let (a, b, c) = (home(), home(), home());
+    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns"], &[]);
+    let (mut carol, carol_at) = listen(c.path(), "carol", &["--no-mdns"], &[]);
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "keygen",
+            "--name",
+            "vault",
+            "--device-name",
+            "bob",
+            "--threshold",
+            "2",
+            "--connect",
+            &format!("{alice_at},{carol_at}"),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("2-of-3"), "{out}");
+    let pk = field(&out, "public key");
+    alice.wait_for("eth address");
+    carol.wait_for("eth address");
+    // alice and carol paired with each other too (their own channel), with matching codes.
+    let (ao, co) = (alice.output(), carol.output());
+    assert_eq!(field(&ao, "public key"), pk);
+    assert_eq!(field(&co, "public key"), pk);
+    assert_eq!(codes(&ao).len(), 2, "{ao}");
+    assert_eq!(codes(&co).len(), 2, "{co}");
+    assert_eq!(
+        codes(&ao)[1],
+        codes(&co)[1],
+        "alice and carol saw different codes"
+    );
+
+    // Any two sign: bob with alice, bob with carol, and carol (its own command) with alice.
+    for (who, home, at) in [
+        ("bob", b.path(), &alice_at),
+        ("bob", b.path(), &carol_at),
+        ("carol", c.path(), &alice_at),
+    ] {
+        let message = format!("{who} signs with {at}");
+        let (ok, out) = lead(
+            home,
+            &[
+                "peer",
+                "sign",
+                "--wallet",
+                "vault",
+                "--message",
+                &message,
+                "--device-name",
+                who,
+                "--connect",
+                at,
+            ],
+            &[],
+        );
+        assert!(ok, "{out}");
+        verify(&pk, &message, &field(&out, "r||s||v"));
+    }
+}
+
+#[test]
+fn a_changed_identity_is_refused_loudly() {
+    let (a, b, impostor) = (home(), home(), home());
+    let (_alice, alice_at) = listen(a.path(), "alice", &["--no-mdns"], &[]);
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "pair",
+            "--device-name",
+            "bob",
+            "--connect",
+            &alice_at,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    // Another device calling itself alice.
+    let (_fake, fake_at) = listen(impostor.path(), "alice", &["--no-mdns"], &[]);
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "pair",
+            "--device-name",
+            "bob",
+            "--connect",
+            &fake_at,
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("IDENTITY KEY OF \"alice\" HAS CHANGED"),
+        "{out}"
+    );
+    assert!(!out.contains("pairing code"), "{out}");
+    // The pairing with the real alice is unchanged.
+    let known = KnownPeers::load(b.path()).unwrap();
+    assert_eq!(known.all().len(), 1);
+}
+
+/// Reads one 2-byte-length frame.
+fn read_frame(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut f = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut f).ok()?;
+    Some(f)
+}
+
+fn write_frame(s: &mut std::net::TcpStream, f: &[u8]) {
+    let _ = s.write_all(&(f.len() as u16).to_be_bytes());
+    let _ = s.write_all(f);
+}
+
+#[test]
+fn garbage_truncated_and_replayed_frames_are_refused_and_the_listener_keeps_serving() {
+    let (a, b) = (home(), home());
+    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns", "--yes"], &[]);
+    // Garbage as the first handshake message.
+    let mut s = std::net::TcpStream::connect(&alice_at).unwrap();
+    write_frame(&mut s, &[0x42; 77]);
+    alice.wait_for("handshake message is invalid");
+    drop(s);
+    // A well-formed first message, then garbage where the encrypted third one belongs.
+    let mut s = std::net::TcpStream::connect(&alice_at).unwrap();
+    write_frame(&mut s, &[0x42; 32]);
+    assert!(read_frame(&mut s).is_some());
+    write_frame(&mut s, &[0x17; 64]);
+    drop(s);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = alice.output();
+        if out.matches("handshake message is invalid").count() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A truncated frame.
+    let mut s = std::net::TcpStream::connect(&alice_at).unwrap();
+    s.write_all(&[0, 100, 1, 2, 3]).unwrap();
+    drop(s);
+    alice.wait_for("truncated 100-byte frame");
+
+    // A replayed frame: a proxy forwards bob's frames to alice and sends one of them twice.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_at = proxy.local_addr().unwrap().to_string();
+    let target = alice_at.clone();
+    std::thread::spawn(move || {
+        let (mut from_bob, _) = proxy.accept().unwrap();
+        let mut to_alice = std::net::TcpStream::connect(target).unwrap();
+        let (mut bob_w, mut alice_r) =
+            (from_bob.try_clone().unwrap(), to_alice.try_clone().unwrap());
+        std::thread::spawn(move || {
+            while let Some(f) = read_frame(&mut alice_r) {
+                write_frame(&mut bob_w, &f);
+            }
+            // alice hung up: so does the proxy.
+            let _ = bob_w.shutdown(std::net::Shutdown::Both);
+        });
+        let mut n = 0;
+        while let Some(f) = read_frame(&mut from_bob) {
+            write_frame(&mut to_alice, &f);
+            n += 1;
+            // Frames 1 and 2 are bob's handshake messages; frame 3 is his hello.
+            if n == 3 {
+                write_frame(&mut to_alice, &f);
+            }
+        }
+        let _ = to_alice.shutdown(std::net::Shutdown::Both);
+    });
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "pair",
+            "--device-name",
+            "bob",
+            "--connect",
+            &proxy_at,
+        ],
+        &[],
+    );
+    assert!(!ok, "{out}");
+    alice.wait_for("failed authentication");
+    // Nothing was stored, and alice still serves.
+    assert!(KnownPeers::load(a.path()).unwrap().all().is_empty());
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "pair",
+            "--device-name",
+            "bob",
+            "--connect",
+            &alice_at,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+}
+
+fn test_device(name: &str) -> (tempfile::TempDir, LocalDevice) {
+    let dir = home();
+    let ks = Keystore::open_with(
+        dir.path(),
+        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
+    )
+    .unwrap();
+    let id = ks
+        .create_identity(&Passphrase::new(PASSPHRASE.into()).unwrap())
+        .unwrap();
+    (
+        dir,
+        LocalDevice {
+            name: name.into(),
+            identity: Arc::new(id),
+        },
+    )
+}
+
+/// A man in the middle that runs its own handshake with each side, posing as the other.
+#[test]
+fn a_man_in_the_middle_makes_the_codes_differ_and_nothing_is_stored() {
+    let (a, b) = (home(), home());
+    let (mut alice, alice_at) = listen_manual(a.path(), "alice");
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_at = proxy.local_addr().unwrap().to_string();
+    proxy.set_nonblocking(true).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let target = alice_at.clone();
+    let mitm = rt.spawn(async move {
+        let proxy = tokio::net::TcpListener::from_std(proxy).unwrap();
+        let (as_alice_dir, as_alice) = test_device("alice");
+        let (as_bob_dir, as_bob) = test_device("bob");
+        let (bob_side, _) = proxy.accept().await.unwrap();
+        let alice_side = tokio::net::TcpStream::connect(target).await.unwrap();
+        let mut known_a = KnownPeers::load(as_alice_dir.path()).unwrap();
+        let mut known_b = KnownPeers::load(as_bob_dir.path()).unwrap();
+        let codes = Arc::new(Mutex::new(Vec::new()));
+        let (c1, c2) = (codes.clone(), codes.clone());
+        let with_bob = async move {
+            let mut ch = Channel::accept(Frames::tcp(bob_side)).await?;
+            pairing::authenticate(&mut ch, &as_alice, &mut known_a, &mut |p: &CodePrompt| {
+                c1.lock().unwrap().push(p.code.clone());
+                true
+            })
+            .await
+        };
+        let with_alice = async move {
+            let mut ch = Channel::initiate(Frames::tcp(alice_side)).await?;
+            pairing::authenticate(&mut ch, &as_bob, &mut known_b, &mut |p: &CodePrompt| {
+                c2.lock().unwrap().push(p.code.clone());
+                true
+            })
+            .await
+        };
+        let _ = tokio::join!(with_bob, with_alice);
+        codes.lock().unwrap().clone()
+    });
+    let mut bob = Proc::spawn(
+        b.path(),
+        &[
+            "peer",
+            "pair",
+            "--device-name",
+            "bob",
+            "--connect",
+            &proxy_at,
+        ],
+        &[],
+        &[],
+    );
+    let bob_code = bob.wait_for("pairing code")["pairing code ".len()..][..7].to_string();
+    let alice_code = alice.wait_for("pairing code")["pairing code ".len()..][..7].to_string();
+    assert_ne!(
+        bob_code, alice_code,
+        "a man in the middle matched the codes"
+    );
+    // Each user sees a code that the other screen does not show, and refuses.
+    bob.answer("n");
+    alice.answer("n");
+    let (ok, out) = bob.finish();
+    assert!(!ok);
+    assert!(out.contains("not confirmed"), "{out}");
+    alice.wait_for("not confirmed");
+    let mitm_codes = rt.block_on(mitm).unwrap();
+    assert_eq!(mitm_codes.len(), 2);
+    assert!(KnownPeers::load(a.path()).unwrap().all().is_empty());
+    assert!(KnownPeers::load(b.path()).unwrap().all().is_empty());
+}
+
+/// A proxy that terminates the channel on both sides and forwards the hellos: each side sees a
+/// hello signed for another handshake and refuses before any code is shown.
+#[test]
+fn a_relayed_hello_is_refused() {
+    let (a, b) = (home(), home());
+    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns"], &[]);
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_at = proxy.local_addr().unwrap().to_string();
+    proxy.set_nonblocking(true).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.spawn(async move {
+        let proxy = tokio::net::TcpListener::from_std(proxy).unwrap();
+        let (bob_side, _) = proxy.accept().await.unwrap();
+        let alice_side = tokio::net::TcpStream::connect(alice_at).await.unwrap();
+        let mut to_bob = Channel::accept(Frames::tcp(bob_side)).await.unwrap();
+        let mut to_alice = Channel::initiate(Frames::tcp(alice_side)).await.unwrap();
+        let bob_hello = to_bob.recv().await.unwrap();
+        to_alice.send(&bob_hello).await.unwrap();
+        let alice_hello = to_alice.recv().await.unwrap();
+        to_bob.send(&alice_hello).await.unwrap();
+        let _ = Message::from_bytes(&alice_hello).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "pair",
+            "--device-name",
+            "bob",
+            "--connect",
+            &proxy_at,
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(out.contains("relayed or forged hello"), "{out}");
+    alice.wait_for("relayed or forged hello");
+    assert!(!out.contains("pairing code"));
+}
+
+/// A listener whose prompts the test answers itself.
+fn listen_manual(home: &Path, name: &str) -> (Proc, String) {
+    let mut p = Proc::spawn(
+        home,
+        &["peer", "listen", "--device-name", name, "--no-mdns"],
+        &[],
+        &[],
+    );
+    let line = p.wait_for("listening on");
+    let port = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    (p, format!("127.0.0.1:{port}"))
+}
+
+#[test]
+fn a_peer_killed_mid_keygen_or_mid_sign_leaves_nothing_half_done_and_a_retry_works() {
+    let (a, b) = (home(), home());
+    // alice dies in the middle of the keygen.
+    let (mut alice, alice_at) = listen(
+        a.path(),
+        "alice",
+        &["--no-mdns", "--yes"],
+        &[("TESSERA_TEST_PAUSE_AT", "keygen-round-2")],
+    );
+    let bob = Proc::spawn(
+        b.path(),
+        &[
+            "peer",
+            "keygen",
+            "--name",
+            "fam",
+            "--device-name",
+            "bob",
+            "--connect",
+            &alice_at,
+        ],
+        &[],
+        &[("pairing code", "y")],
+    );
+    alice.wait_for("paused at keygen-round-2");
+    alice.kill();
+    let (ok, out) = bob.finish();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("alice (party 1)"),
+        "the failure does not name alice: {out}"
+    );
+    assert!(!has_wallet(b.path(), "fam") && !has_wallet(a.path(), "fam"));
+
+    // alice restarts; the retry completes without a new pairing code.
+    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns", "--yes"], &[]);
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "keygen",
+            "--name",
+            "fam",
+            "--device-name",
+            "bob",
+            "--connect",
+            &alice_at,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert!(!out.contains("pairing code"), "{out}");
+    let pk = field(&out, "public key");
+    alice.wait_for("eth address");
+
+    // bob dies in the middle of a signature: alice reports it and keeps serving.
+    let bob = Proc::spawn(
+        b.path(),
+        &[
+            "peer",
+            "sign",
+            "--wallet",
+            "fam",
+            "--message",
+            "m1",
+            "--device-name",
+            "bob",
+            "--connect",
+            &alice_at,
+        ],
+        &[("TESSERA_TEST_PAUSE_AT", "sign-round-1")],
+        &[],
+    );
+    let mut bob = bob;
+    bob.wait_for("paused at sign-round-1");
+    bob.kill();
+    alice.wait_for("failed: bob (party 0)");
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "sign",
+            "--wallet",
+            "fam",
+            "--message",
+            "m2",
+            "--device-name",
+            "bob",
+            "--connect",
+            &alice_at,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    verify(&pk, "m2", &field(&out, "r||s||v"));
+}
+
+#[test]
+fn devices_apart_pair_and_sign_through_the_server_relay() {
+    let data = home();
+    let mut server = Proc::spawn(
+        data.path(),
+        &[
+            "server",
+            "--insecure-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.path().join("srv").to_str().unwrap(),
+        ],
+        &[],
+        &[],
+    );
+    let line = server.wait_for("listening on");
+    let url = line.split_whitespace().nth(4).unwrap().to_string();
+    let (a, b) = (home(), home());
+    for (step, args) in [
+        (
+            "keygen",
+            vec![
+                "peer",
+                "keygen",
+                "--name",
+                "far",
+                "--device-name",
+                "bob",
+                "--relay",
+                &url,
+            ],
+        ),
+        (
+            "sign",
+            vec![
+                "peer",
+                "sign",
+                "--wallet",
+                "far",
+                "--message",
+                "over the relay",
+                "--device-name",
+                "bob",
+                "--relay",
+                &url,
+            ],
+        ),
+    ] {
+        let mut bob = Proc::spawn(b.path(), &args, &[], &[("pairing code", "y")]);
+        let code = bob.wait_for("relay code")["relay code ".len()..]
+            .trim()
+            .to_string();
+        let alice = Proc::spawn(
+            a.path(),
+            &[
+                "peer",
+                "listen",
+                "--device-name",
+                "alice",
+                "--yes",
+                "--relay",
+                &url,
+                "--code",
+                &code,
+            ],
+            &[],
+            &[("pairing code", "y")],
+        );
+        let (ok, out) = bob.finish();
+        assert!(ok, "{step}: {out}");
+        let (ok, aout) = alice.finish();
+        assert!(ok, "{step}: {aout}");
+        if step == "keygen" {
+            assert_eq!(codes(&out), codes(&aout));
+            assert_eq!(field(&out, "public key"), field(&aout, "public key"));
+        } else {
+            assert!(!out.contains("pairing code"));
+            let pk = Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args(["peer", "known"])
+                .env("TESSERA_HOME", b.path())
+                .output()
+                .unwrap();
+            assert!(String::from_utf8_lossy(&pk.stdout).contains("alice"));
+            verify(
+                &field(&out, "public key"),
+                "over the relay",
+                &field(&out, "r||s||v"),
+            );
+        }
+    }
+    // A code nobody else uses is refused by the relay's own check of its form.
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "listen",
+            "--device-name",
+            "x",
+            "--relay",
+            &url,
+            "--code",
+            "not-a-code",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(out.contains("12 letters"), "{out}");
+}
