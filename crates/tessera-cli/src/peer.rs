@@ -83,6 +83,9 @@ pub struct ListenArgs {
     /// Pin the relay server's certificate (SHA-256, hex).
     #[arg(long)]
     server_fingerprint: Option<String>,
+    /// Seconds without a message after which a connection is closed.
+    #[arg(long, default_value_t = 1800, hide = true)]
+    idle_timeout: u64,
 }
 
 #[derive(Args)]
@@ -548,6 +551,7 @@ struct Listener {
     auto_approve: bool,
     advertisement: Mutex<Option<Advertisement>>,
     busy: Mutex<usize>,
+    idle: Duration,
 }
 
 impl Listener {
@@ -592,6 +596,7 @@ async fn listen(home: &Path, args: ListenArgs) -> Result<(), Failure> {
             auto_approve: args.yes,
             advertisement: Mutex::new(None),
             busy: Mutex::new(0),
+            idle: Duration::from_secs(args.idle_timeout.max(1)),
         });
         return serve(&listener, frames, true)
             .await
@@ -634,6 +639,7 @@ async fn listen(home: &Path, args: ListenArgs) -> Result<(), Failure> {
         auto_approve: args.yes,
         advertisement: Mutex::new(advertisement),
         busy: Mutex::new(0),
+        idle: Duration::from_secs(args.idle_timeout.max(1)),
     });
     loop {
         let (stream, from) = socket
@@ -660,6 +666,7 @@ async fn serve(
     } else {
         Channel::accept(frames).await?
     };
+    channel.set_idle_timeout(listener.idle);
     let mut known = KnownPeers::load(&listener.u.home)?;
     let mut confirm = |p: &CodePrompt| confirm_code(p, None);
     let peer =

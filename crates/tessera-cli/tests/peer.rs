@@ -853,3 +853,26 @@ fn devices_apart_pair_and_sign_through_the_server_relay() {
     assert!(!ok);
     assert!(out.contains("12 letters"), "{out}");
 }
+
+#[test]
+fn an_idle_connection_is_closed() {
+    let a = home();
+    let (mut alice, alice_at) = listen(
+        a.path(),
+        "alice",
+        &["--no-mdns", "--idle-timeout", "1"],
+        &[],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let started = Instant::now();
+    let result: Result<Vec<u8>, _> = rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(&alice_at).await.unwrap();
+        let mut channel = Channel::initiate(Frames::tcp(stream)).await.unwrap();
+        // Say nothing: alice's hello arrives, then she gives up on us and closes.
+        let _hello = channel.recv().await.unwrap();
+        channel.recv().await
+    });
+    assert!(result.is_err());
+    alice.wait_for("no message from the peer for 1s");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
