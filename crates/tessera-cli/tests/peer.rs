@@ -288,8 +288,9 @@ fn two_devices_discover_pair_keygen_and_sign_over_mdns() {
 #[test]
 fn three_devices_make_a_2_of_3_wallet_and_any_two_sign() {
     let (a, b, c) = (home(), home(), home());
-    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns"], &[]);
-    let (mut carol, carol_at) = listen(c.path(), "carol", &["--no-mdns"], &[]);
+    // Found by name over mDNS (names unlike the other tests', which run at the same time).
+    let (mut alice, alice_at) = listen(a.path(), "alice-of-three", &[], &[]);
+    let (mut carol, carol_at) = listen(c.path(), "carol-of-three", &[], &[]);
     let (ok, out) = lead(
         b.path(),
         &[
@@ -301,8 +302,8 @@ fn three_devices_make_a_2_of_3_wallet_and_any_two_sign() {
             "bob",
             "--threshold",
             "2",
-            "--connect",
-            &format!("{alice_at},{carol_at}"),
+            "--with",
+            "alice-of-three,carol-of-three",
         ],
         &[],
     );
@@ -327,7 +328,7 @@ fn three_devices_make_a_2_of_3_wallet_and_any_two_sign() {
     for (who, home, at) in [
         ("bob", b.path(), &alice_at),
         ("bob", b.path(), &carol_at),
-        ("carol", c.path(), &alice_at),
+        ("carol-of-three", c.path(), &alice_at),
     ] {
         let message = format!("{who} signs with {at}");
         let (ok, out) = lead(
