@@ -45,6 +45,9 @@ enum Command {
     Verify(VerifyArgs),
     /// Run the commitment server (the co-signing party).
     Server(ServerArgs),
+    /// Manage the server's key-encryption key (HSM key creation, rotation).
+    #[command(subcommand)]
+    Kek(KekCommand),
     /// Set up this device: create its identity key and register it with a server.
     Init(InitArgs),
     /// Create a 2-of-2 wallet shared by this device and the server.
@@ -93,6 +96,38 @@ struct ServerArgs {
     /// Seconds without a message after which a protocol session expires.
     #[arg(long, default_value_t = 300, hide = true)]
     session_idle_timeout: u64,
+    /// The key-encryption key that seals the server's shares: `file` (kek.key in the data
+    /// directory, created on first start), `file:PATH`, or `pkcs11:module=PATH,token=LABEL,key=LABEL`
+    /// (an AES key in an HSM; the PIN from TESSERA_PKCS11_PIN).
+    #[arg(long, env = "TESSERA_KEK", default_value = "file")]
+    kek: String,
+}
+
+#[derive(Subcommand)]
+enum KekCommand {
+    /// Create the AES-256 key-encryption key in a PKCS#11 token (non-extractable; PIN from
+    /// TESSERA_PKCS11_PIN).
+    Generate {
+        /// pkcs11:module=PATH,token=LABEL,key=LABEL
+        #[arg(long)]
+        kek: String,
+    },
+    /// Re-wrap every stored share's data key from one key-encryption key to another (the
+    /// shares themselves are not decrypted). Stop the server first; start it with --kek TO.
+    Rotate {
+        /// The server's data directory.
+        #[arg(long, default_value = "./tessera-data")]
+        data_dir: std::path::PathBuf,
+        /// The server's PostgreSQL database, if it uses one.
+        #[arg(long, env = "TESSERA_DATABASE_URL")]
+        database_url: Option<String>,
+        /// The current key: file, file:PATH or pkcs11:…
+        #[arg(long)]
+        from: String,
+        /// The new key: file, file:PATH or pkcs11:…
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Args)]
@@ -253,6 +288,7 @@ fn main() -> ExitCode {
         },
         Command::Verify(args) => verify(&args),
         Command::Server(args) => runtime().and_then(|rt| rt.block_on(server(args))),
+        Command::Kek(command) => runtime().and_then(|rt| rt.block_on(kek(command))),
         other => runtime().and_then(|rt| rt.block_on(device_command(other))),
     };
     match result {
@@ -293,6 +329,7 @@ async fn server(args: ServerArgs) -> CliResult {
     };
     let mut config = tessera_server::Config::new(&args.data_dir);
     config.database_url = args.database_url.clone();
+    config.kek = Some(kek_source(&args.kek, &args.data_dir)?);
     config.session_idle_timeout = std::time::Duration::from_secs(args.session_idle_timeout.max(1));
     let state = tessera_server::AppState::open(config)
         .await
@@ -333,6 +370,63 @@ async fn server(args: ServerArgs) -> CliResult {
     }
 }
 
+fn kek_source(
+    text: &str,
+    data_dir: &std::path::Path,
+) -> Result<tessera_server::state::KekSource, Failure> {
+    let pin = std::env::var("TESSERA_PKCS11_PIN").ok();
+    tessera_server::state::KekSource::parse(text, data_dir, pin.as_deref()).map_err(Failure::Usage)
+}
+
+async fn kek(command: KekCommand) -> CliResult {
+    match command {
+        KekCommand::Generate { kek } => {
+            let spec: tessera_store::Pkcs11Spec = kek
+                .parse()
+                .map_err(|e: tessera_store::Error| Failure::Usage(e.to_string()))?;
+            let pin = std::env::var("TESSERA_PKCS11_PIN").map_err(|_| {
+                Failure::Usage("set TESSERA_PKCS11_PIN to the token's user PIN".into())
+            })?;
+            let key = tessera_store::Pkcs11Kek::generate(&spec, &pin)
+                .map_err(|e| Failure::Failed(e.to_string()))?;
+            use tessera_store::KeyEncryptionKey;
+            println!(
+                "created AES-256 key-encryption key {} (non-extractable); start the server with --kek {spec}",
+                key.id()
+            );
+            Ok(())
+        }
+        KekCommand::Rotate {
+            data_dir,
+            database_url,
+            from,
+            to,
+        } => {
+            let old = kek_source(&from, &data_dir)?
+                .open()
+                .map_err(Failure::Failed)?;
+            let new = kek_source(&to, &data_dir)?
+                .open()
+                .map_err(Failure::Failed)?;
+            let mut config = tessera_server::Config::new(&data_dir);
+            config.database_url = database_url;
+            let db = tessera_server::state::connect_database(&config)
+                .await
+                .map_err(Failure::Failed)?;
+            let (moved, already) =
+                tessera_server::vault::rewrap_all(&db, old.as_ref(), new.as_ref())
+                    .await
+                    .map_err(Failure::Failed)?;
+            println!(
+                "re-wrapped {moved} share data keys from {} to {} ({already} were already under it); start the server with --kek {to}",
+                old.id(),
+                new.id()
+            );
+            Ok(())
+        }
+    }
+}
+
 async fn device_command(command: Command) -> CliResult {
     let home = device::home()?;
     match command {
@@ -367,7 +461,7 @@ async fn device_command(command: Command) -> CliResult {
             device::device_approve(&home, &code).await
         }
         Command::Peer(p) => peer::run(&home, p).await,
-        Command::Demo(_) | Command::Verify(_) | Command::Server(_) => Ok(()),
+        Command::Demo(_) | Command::Verify(_) | Command::Server(_) | Command::Kek(_) => Ok(()),
     }
 }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use tessera_store::kek::{FileKek, KeyEncryptionKey};
+use tessera_store::{Pkcs11Kek, Pkcs11Spec};
+use zeroize::Zeroizing;
 
 use crate::auth::JwtKeys;
 
@@ -23,6 +25,81 @@ pub struct Config {
     pub database_url: Option<String>,
     /// A session expires after this long without a message.
     pub session_idle_timeout: Duration,
+    /// The key-encryption key that seals the server's shares (default: `kek.key` in the data
+    /// directory).
+    pub kek: Option<KekSource>,
+}
+
+/// Where the key-encryption key is.
+#[derive(Clone)]
+pub enum KekSource {
+    /// A key file (created 0600 on first use).
+    File(PathBuf),
+    /// An AES key in a PKCS#11 token, with the user PIN.
+    Pkcs11 {
+        /// Module, token and key.
+        spec: Pkcs11Spec,
+        /// The user PIN.
+        pin: Zeroizing<String>,
+    },
+}
+
+impl std::fmt::Debug for KekSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KekSource::File(p) => write!(f, "File({})", p.display()),
+            KekSource::Pkcs11 { spec, .. } => write!(f, "Pkcs11({spec}, pin: <redacted>)"),
+        }
+    }
+}
+
+impl KekSource {
+    /// Parses `file` (the data directory's key file), `file:PATH` or
+    /// `pkcs11:module=…,token=…,key=…` (the PIN is given separately).
+    ///
+    /// # Errors
+    /// A message naming what is wrong, e.g. a PKCS#11 key without a PIN.
+    pub fn parse(text: &str, data_dir: &Path, pin: Option<&str>) -> Result<Self, String> {
+        if text == "file" {
+            return Ok(KekSource::File(data_dir.join("kek.key")));
+        }
+        if let Some(path) = text.strip_prefix("file:") {
+            return Ok(KekSource::File(PathBuf::from(path)));
+        }
+        if text.starts_with("pkcs11:") {
+            let spec: Pkcs11Spec = text
+                .parse()
+                .map_err(|e: tessera_store::Error| e.to_string())?;
+            let pin = pin.ok_or_else(|| {
+                format!(
+                    "the PIN of token {:?} is missing: set TESSERA_PKCS11_PIN",
+                    spec.token
+                )
+            })?;
+            return Ok(KekSource::Pkcs11 {
+                spec,
+                pin: Zeroizing::new(pin.to_string()),
+            });
+        }
+        Err(format!(
+            "unknown key-encryption key {text:?}: use file, file:PATH or pkcs11:module=…,token=…,key=…"
+        ))
+    }
+
+    /// Opens the key (creating a key file on first use; a PKCS#11 key must exist).
+    ///
+    /// # Errors
+    /// A message naming the file or the token and what failed (wrong PIN, missing key...).
+    pub fn open(&self) -> Result<Box<dyn KeyEncryptionKey>, String> {
+        match self {
+            KekSource::File(path) => FileKek::open_or_create(path)
+                .map(|k| Box::new(k) as Box<dyn KeyEncryptionKey>)
+                .map_err(|e| e.to_string()),
+            KekSource::Pkcs11 { spec, pin } => Pkcs11Kek::open(spec, pin)
+                .map(|k| Box::new(k) as Box<dyn KeyEncryptionKey>)
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 impl Config {
@@ -33,6 +110,7 @@ impl Config {
             data_dir: data_dir.into(),
             database_url: None,
             session_idle_timeout: Duration::from_secs(300),
+            kek: None,
         }
     }
 }
@@ -60,50 +138,7 @@ impl AppState {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
-        sqlx::any::install_default_drivers();
-        let db = match &config.database_url {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let db = AnyPoolOptions::new()
-                    .max_connections(16)
-                    .connect(url)
-                    .await
-                    .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&db)
-                    .await
-                    .map_err(|e| format!("database migration failed: {e}"))?;
-                db
-            }
-            Some(other) => {
-                return Err(format!(
-                    "--database-url must be a postgres:// URL, not {:?}",
-                    other.split(':').next().unwrap_or_default()
-                ));
-            }
-            None => {
-                let url = format!("sqlite://{}?mode=rwc", dir.join("tessera.db").display());
-                let db = AnyPoolOptions::new()
-                    .max_connections(8)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // WAL for concurrent readers, foreign keys on, wait rather than fail
-                            // when another connection writes.
-                            sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
-                                .execute(conn)
-                                .await?;
-                            Ok(())
-                        })
-                    })
-                    .connect(&url)
-                    .await
-                    .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))?;
-                sqlx::migrate!("./migrations/sqlite")
-                    .run(&db)
-                    .await
-                    .map_err(|e| format!("database migration failed: {e}"))?;
-                db
-            }
-        };
+        let db = connect_database(&config).await?;
         // A session is run by the process that opened its socket; after a restart none runs, so
         // its row must not stay live (a live refresh blocks the wallet's next one).
         // With several replicas on one database this needs per-replica ownership of sessions.
@@ -115,11 +150,16 @@ impl AppState {
         .await
         .map_err(|e| format!("cannot end the sessions of the previous run: {e}"))?;
         let jwt = JwtKeys::open_or_create(&dir.join("token-signing.pk8"))?;
-        let kek = FileKek::open_or_create(dir.join("kek.key")).map_err(|e| e.to_string())?;
+        let kek = config
+            .kek
+            .clone()
+            .unwrap_or_else(|| KekSource::File(dir.join("kek.key")))
+            .open()?;
+        crate::vault::check_kek(&db, kek.as_ref()).await?;
         Ok(AppState(Arc::new(Inner {
             db,
             jwt,
-            kek: Box::new(kek),
+            kek,
             config,
             relay: crate::relay::Rooms::default(),
         })))
@@ -154,6 +194,60 @@ impl AppState {
     pub fn config(&self) -> &Config {
         &self.0.config
     }
+}
+
+/// Connects to the configured database (SQLite in the data directory by default, or
+/// PostgreSQL) and applies the migrations.
+///
+/// # Errors
+/// A message naming what could not be opened.
+pub async fn connect_database(config: &Config) -> Result<AnyPool, String> {
+    let dir = &config.data_dir;
+    sqlx::any::install_default_drivers();
+    let db = match &config.database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let db = AnyPoolOptions::new()
+                .max_connections(16)
+                .connect(url)
+                .await
+                .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+            sqlx::migrate!("./migrations/postgres")
+                .run(&db)
+                .await
+                .map_err(|e| format!("database migration failed: {e}"))?;
+            db
+        }
+        Some(other) => {
+            return Err(format!(
+                "--database-url must be a postgres:// URL, not {:?}",
+                other.split(':').next().unwrap_or_default()
+            ));
+        }
+        None => {
+            let url = format!("sqlite://{}?mode=rwc", dir.join("tessera.db").display());
+            let db = AnyPoolOptions::new()
+                .max_connections(8)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL for concurrent readers, foreign keys on, wait rather than fail
+                        // when another connection writes.
+                        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
+                            .execute(conn)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await
+                .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))?;
+            sqlx::migrate!("./migrations/sqlite")
+                .run(&db)
+                .await
+                .map_err(|e| format!("database migration failed: {e}"))?;
+            db
+        }
+    };
+    Ok(db)
 }
 
 /// Unix seconds.

@@ -182,3 +182,72 @@ fn decode_sealed(bytes: &[u8]) -> ApiResult<kek::SealedSecret> {
         Err(e) => Err(bad(e.to_string())),
     }
 }
+
+/// Start-up check: the shares must be sealed under the configured key-encryption key (a server
+/// started with another KEK would fail on every session instead).
+///
+/// # Errors
+/// A message naming both KEK ids and how to rotate.
+pub async fn check_kek(db: &sqlx::AnyPool, kek: &dyn kek::KeyEncryptionKey) -> Result<(), String> {
+    let row: Option<(Vec<u8>,)> =
+        sqlx::query_as("SELECT sealed FROM server_shares WHERE state = 'active' LIMIT 1")
+            .fetch_optional(db)
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+    let Some((bytes,)) = row else {
+        return Ok(());
+    };
+    let sealed = decode_sealed(&bytes).map_err(|e| format!("a stored share: {e:?}"))?;
+    if sealed.kek_id != kek.id() {
+        return Err(format!(
+            "the stored shares are sealed under key-encryption key {}, but this server was given {}; \
+             start it with that key, or move the shares with `tessera kek rotate`",
+            sealed.kek_id,
+            kek.id()
+        ));
+    }
+    Ok(())
+}
+
+/// KEK rotation: re-wraps the data key of every stored share (active, pending and retired) from
+/// `old` to `new` in one transaction. The shares' ciphertexts are copied unchanged: no share is
+/// decrypted. Rows already under `new` are left as they are. Returns (re-wrapped, already new).
+///
+/// # Errors
+/// A message naming the row that failed; nothing is changed then.
+pub async fn rewrap_all(
+    db: &sqlx::AnyPool,
+    old: &dyn kek::KeyEncryptionKey,
+    new: &dyn kek::KeyEncryptionKey,
+) -> Result<(usize, usize), String> {
+    let err = |e: sqlx::Error| format!("database: {e}");
+    let mut tx = db.begin().await.map_err(err)?;
+    let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT wallet_id, epoch, sealed FROM server_shares ORDER BY wallet_id, epoch",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(err)?;
+    let (mut rewrapped, mut already) = (0, 0);
+    for (wallet_id, epoch, bytes) in rows {
+        let sealed = decode_sealed(&bytes)
+            .map_err(|e| format!("share of wallet {wallet_id} epoch {epoch}: {e:?}"))?;
+        if sealed.kek_id == new.id() {
+            already += 1;
+            continue;
+        }
+        let moved = kek::rewrap(old, new, &sealed)
+            .map_err(|e| format!("share of wallet {wallet_id} epoch {epoch}: {e}"))?;
+        let encoded = postcard::to_allocvec(&moved).map_err(|e| e.to_string())?;
+        sqlx::query("UPDATE server_shares SET sealed = $1 WHERE wallet_id = $2 AND epoch = $3")
+            .bind(encoded)
+            .bind(&wallet_id)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        rewrapped += 1;
+    }
+    tx.commit().await.map_err(err)?;
+    Ok((rewrapped, already))
+}

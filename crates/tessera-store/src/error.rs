@@ -179,6 +179,10 @@ pub enum Error {
     /// A sealed secret is malformed, or its ciphertext or associated data changed.
     #[error("the sealed secret does not open: {0}")]
     SealedSecretInvalid(&'static str),
+
+    /// The PKCS#11 token (HSM) refused or failed: a wrong PIN, a missing token or key...
+    #[error("HSM: {0}")]
+    Hsm(String),
 }
 
 fn path_suffix(path: &Option<PathBuf>) -> String {

@@ -5,6 +5,7 @@
 //!   (Argon2id, XChaCha20-Poly1305) and written atomically.
 //! - [`kek`]: key-encryption keys for the server's envelope encryption, behind a pluggable
 //!   [`kek::KeyEncryptionKey`] trait, with a local key file provider ([`kek::FileKek`]).
+//! - [`pkcs11`]: the HSM provider ([`pkcs11::Pkcs11Kek`], PKCS#11 through `cryptoki`).
 //!
 //! Nothing in this crate knows what a key share contains: it stores and seals opaque bytes.
 #![forbid(unsafe_code)]
@@ -20,10 +21,12 @@ pub mod error;
 mod fs;
 pub mod kek;
 pub mod keystore;
+pub mod pkcs11;
 
 pub use error::{Error, Result};
 pub use kek::{DataKey, FileKek, KeyEncryptionKey, SealedSecret};
 pub use keystore::{DeviceIdentity, KdfParams, Keystore, KeystoreOptions, Passphrase};
+pub use pkcs11::{Pkcs11Kek, Pkcs11Spec};
 
 /// `N` bytes from the operating system's generator.
 pub(crate) fn random_bytes<const N: usize>() -> zeroize::Zeroizing<[u8; N]> {
