@@ -149,6 +149,14 @@ impl Joins {
     }
 }
 
+struct ForgetOnDrop<'a>(&'a Joins, [u8; 32]);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.forget(&self.1);
+    }
+}
+
 /// The hash that names an invitation (and binds the session to everything it says).
 #[must_use]
 pub fn invitation_hash(request: &Request) -> [u8; 32] {
@@ -183,6 +191,17 @@ pub async fn refuse(channel: &mut Channel, reason: &str) {
 /// The channels of one run, by party.
 struct Mesh {
     links: BTreeMap<PartyIndex, (String, Channel)>,
+    /// Parties whose `Done` arrived while we were still running (they finished first).
+    done: std::collections::BTreeSet<PartyIndex>,
+}
+
+impl Mesh {
+    fn new(links: BTreeMap<PartyIndex, (String, Channel)>) -> Self {
+        Mesh {
+            links,
+            done: std::collections::BTreeSet::new(),
+        }
+    }
 }
 
 impl Mesh {
@@ -264,9 +283,11 @@ impl Mesh {
             }
             let (from, message) = self.recv_any().await;
             match message {
-                Ok(Message::Envelope(bytes)) => {
+                Ok(Message::Envelope(bytes)) if !self.done.contains(&from) => {
                     outgoing = session.receive_bytes(from, &bytes)?;
                 }
+                // A party with less left to receive can finish first; its Done is kept.
+                Ok(Message::Done) if self.done.insert(from) => {}
                 Ok(_) => {
                     return Err(self.failed(
                         from,
@@ -285,7 +306,12 @@ impl Mesh {
     /// Everyone says `Done`: the run ended for all, results can be kept.
     async fn finish(&mut self) -> Result<(), PeerError> {
         self.send_all(&Message::Done).await?;
-        let parties: Vec<_> = self.links.keys().copied().collect();
+        let parties: Vec<_> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|p| !self.done.contains(p))
+            .collect();
         for p in parties {
             match self.recv_from(p).await? {
                 Message::Done => {}
@@ -325,9 +351,7 @@ pub async fn lead_keygen(
         identity: me.identity.public_key(),
         address: None,
     }];
-    let mut mesh = Mesh {
-        links: BTreeMap::new(),
-    };
+    let mut mesh = Mesh::new(BTreeMap::new());
     for (i, link) in links.into_iter().enumerate() {
         parties.push(Participant {
             name: link.peer.name.clone(),
@@ -476,14 +500,26 @@ pub async fn join_keygen(
     on_round: &mut (dyn FnMut(u8, u8) + Send),
 ) -> Result<(KeyShare, PeerWallet), PeerError> {
     let hash = invitation_hash(&invitation.request);
-    let mut mesh = Mesh {
-        links: BTreeMap::from([(PartyIndex::new(0), (leader.peer.name, leader.channel))]),
+    let mut mesh = Mesh::new(BTreeMap::from([(
+        PartyIndex::new(0),
+        (leader.peer.name, leader.channel),
+    )]));
+    // Expect the other invited devices before accepting: once the leader has everyone's
+    // answer, they may connect to us at any moment.
+    let waiting = joins.expect(hash);
+    let accepted = accept(&mut mesh, invitation.me, invitation.parties.len()).await;
+    let nonces = match accepted {
+        Ok(n) => n,
+        Err(e) => {
+            joins.forget(&hash);
+            return Err(e);
+        }
     };
-    let nonces = accept(&mut mesh, invitation.me, invitation.parties.len()).await?;
     let members: Vec<u8> = (0..invitation.threshold.n).collect();
     interconnect(
         &mut mesh,
         hash,
+        waiting,
         invitation.me,
         &members,
         &invitation.parties,
@@ -541,6 +577,7 @@ async fn accept(mesh: &mut Mesh, me: u8, parties: usize) -> Result<Vec<[u8; 32]>
 async fn interconnect(
     mesh: &mut Mesh,
     session: [u8; 32],
+    mut waiting: mpsc::Receiver<Joined>,
     me_index: u8,
     members: &[u8],
     parties: &[Participant],
@@ -549,13 +586,14 @@ async fn interconnect(
     confirm: &mut Confirm,
     joins: &Joins,
 ) -> Result<(), PeerError> {
+    // However this ends, the session no longer waits for joins.
+    let _forget = ForgetOnDrop(joins, session);
     let leader = members.first().copied().unwrap_or(0);
     let others: Vec<u8> = members
         .iter()
         .copied()
         .filter(|&p| p != leader && p != me_index)
         .collect();
-    let mut waiting = joins.expect(session);
     for &q in others.iter().filter(|&&q| q > me_index) {
         let target = &parties[usize::from(q)];
         let address = target.address.clone().unwrap_or_default();
@@ -568,7 +606,6 @@ async fn interconnect(
                     reason: e.to_string(),
                 })?;
         if link.peer.identity != target.identity {
-            joins.forget(&session);
             return Err(PeerError::Party {
                 party: q,
                 name: target.name.clone(),
@@ -590,7 +627,6 @@ async fn interconnect(
     while !expected.is_empty() {
         let next = tokio::time::timeout(JOIN_TIMEOUT, waiting.recv()).await;
         let Ok(Some((from, peer, channel))) = next else {
-            joins.forget(&session);
             return Err(PeerError::Protocol(format!(
                 "parties {expected:?} did not connect within {}s",
                 JOIN_TIMEOUT.as_secs()
@@ -606,7 +642,6 @@ async fn interconnect(
         mesh.links
             .insert(PartyIndex::new(from), (peer.name, channel));
     }
-    joins.forget(&session);
     Ok(())
 }
 
@@ -703,9 +738,7 @@ pub async fn lead_sign(
         nonce: ours,
     };
     let invitation = invitation_hash(&request);
-    let mut mesh = Mesh {
-        links: BTreeMap::from([(peer, (link.peer.name, link.channel))]),
-    };
+    let mut mesh = Mesh::new(BTreeMap::from([(peer, (link.peer.name, link.channel))]));
     let nonces = gather(&mut mesh, &request, ours).await?;
     let digest = eip191_digest(message.as_bytes());
     let sign_request = SignRequest {
@@ -735,9 +768,10 @@ pub async fn join_sign(
 ) -> Result<Signature, PeerError> {
     let hash = invitation_hash(&invitation.request);
     let leader_party = invitation.signers[0];
-    let mut mesh = Mesh {
-        links: BTreeMap::from([(leader_party, (leader.peer.name, leader.channel))]),
-    };
+    let mut mesh = Mesh::new(BTreeMap::from([(
+        leader_party,
+        (leader.peer.name, leader.channel),
+    )]));
     let position = invitation
         .signers
         .iter()
