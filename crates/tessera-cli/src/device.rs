@@ -338,3 +338,20 @@ pub async fn device_revoke(home_dir: &Path, id: &str) -> Result<(), Failure> {
     println!("revoked {} ({})", d.device_id, d.name);
     Ok(())
 }
+
+pub async fn audit_list(home_dir: &Path, wallet: Option<&str>) -> Result<(), Failure> {
+    let s = connect(home_dir).await?;
+    let wallet_id = match wallet {
+        Some(name) => Some(load_record(&s, name)?.current.wallet_id().to_string()),
+        None => None,
+    };
+    let records = s
+        .client
+        .audit(wallet_id.as_deref())
+        .await
+        .map_err(client_error)?;
+    for r in records {
+        println!("{:>6}  {}  {:<20} {}", r.seq, r.at, r.kind, r.detail);
+    }
+    Ok(())
+}

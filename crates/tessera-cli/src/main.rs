@@ -66,6 +66,9 @@ enum Command {
     /// Device-to-device mode, with no server: discover, pair, create wallets and sign.
     #[command(subcommand)]
     Peer(peer::PeerCommand),
+    /// The server's audit log: list this user's records, verify the chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Args)]
@@ -101,6 +104,26 @@ struct ServerArgs {
     /// (an AES key in an HSM; the PIN from TESSERA_PKCS11_PIN).
     #[arg(long, env = "TESSERA_KEK", default_value = "file")]
     kek: String,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List this user's audit records (or one wallet's).
+    List {
+        /// Only this wallet's records.
+        #[arg(long)]
+        wallet: Option<String>,
+    },
+    /// Verify the whole hash chain: through the server, or (with --data-dir or --database-url)
+    /// directly in the server's database. Exit 1 and the first bad record when it is broken.
+    Verify {
+        /// Check the database in this server data directory (SQLite) instead of asking the server.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Check this PostgreSQL database instead of asking the server.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -427,6 +450,43 @@ async fn kek(command: KekCommand) -> CliResult {
     }
 }
 
+async fn audit_verify(
+    home: &std::path::Path,
+    data_dir: Option<std::path::PathBuf>,
+    database_url: Option<String>,
+) -> CliResult {
+    let report = if data_dir.is_some() || database_url.is_some() {
+        let mut config =
+            tessera_server::Config::new(data_dir.unwrap_or_else(|| "./tessera-data".into()));
+        config.database_url = database_url;
+        let db = tessera_server::state::connect_database(&config)
+            .await
+            .map_err(Failure::Failed)?;
+        tessera_server::audit::verify(&db)
+            .await
+            .map_err(|e| Failure::Failed(format!("database: {e}")))?
+    } else {
+        let s = device::connect(home).await?;
+        s.client
+            .audit_verify()
+            .await
+            .map_err(device::client_error)?
+    };
+    match report.first_bad {
+        None => {
+            println!(
+                "audit chain intact: {} records, head {}",
+                report.records, report.head
+            );
+            Ok(())
+        }
+        Some(bad) => Err(Failure::Failed(format!(
+            "audit chain BROKEN at record {}: {} ({} records verified before it)",
+            bad.seq, bad.reason, report.records
+        ))),
+    }
+}
+
 async fn device_command(command: Command) -> CliResult {
     let home = device::home()?;
     match command {
@@ -461,6 +521,13 @@ async fn device_command(command: Command) -> CliResult {
             device::device_approve(&home, &code).await
         }
         Command::Peer(p) => peer::run(&home, p).await,
+        Command::Audit(AuditCommand::List { wallet }) => {
+            device::audit_list(&home, wallet.as_deref()).await
+        }
+        Command::Audit(AuditCommand::Verify {
+            data_dir,
+            database_url,
+        }) => audit_verify(&home, data_dir, database_url).await,
         Command::Demo(_) | Command::Verify(_) | Command::Server(_) | Command::Kek(_) => Ok(()),
     }
 }

@@ -310,6 +310,25 @@ impl ServerClient {
         self.get(&format!("/pubkey?wallet={wallet_id}")).await
     }
 
+    /// `GET /audit[?wallet=…]`: the audit records of this user (or of one wallet), oldest first.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn audit(&self, wallet_id: Option<&str>) -> Result<Vec<api::AuditRecord>> {
+        match wallet_id {
+            Some(w) => self.get(&format!("/audit?wallet={w}")).await,
+            None => self.get("/audit").await,
+        }
+    }
+
+    /// `GET /audit/verify`: the server checks the whole audit chain.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn audit_verify(&self) -> Result<api::AuditVerification> {
+        self.get("/audit/verify").await
+    }
+
     /// Creates a 2-of-2 wallet with the server; returns our share (party 0), which the caller must
     /// store. `on_round(r, total)` reports progress.
     ///

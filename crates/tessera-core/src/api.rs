@@ -234,3 +234,44 @@ pub struct ApiError {
     /// A human-readable message.
     pub message: String,
 }
+
+/// `GET /audit` answers with these, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the log: 1, 2, 3... with no gaps.
+    pub seq: u64,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// What happened, e.g. `device.registered`, `sign.completed`.
+    pub kind: String,
+    /// The user concerned.
+    pub user_id: Option<String>,
+    /// The device concerned (or acting).
+    pub device_id: Option<String>,
+    /// The wallet concerned.
+    pub wallet_id: Option<String>,
+    /// Details, as JSON text.
+    pub detail: String,
+    /// This record's hash (hex): covers its fields and the previous record's hash.
+    pub hash: String,
+}
+
+/// `GET /audit/verify`: the result of checking the whole chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// Records checked.
+    pub records: u64,
+    /// The last record's hash (hex), to compare with a copy kept elsewhere.
+    pub head: String,
+    /// The first record that breaks the chain, if any.
+    pub first_bad: Option<AuditFault>,
+}
+
+/// A record that breaks the audit chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFault {
+    /// Its position (or where one is missing).
+    pub seq: u64,
+    /// What is wrong.
+    pub reason: String,
+}

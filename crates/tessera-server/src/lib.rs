@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, clippy::unwrap_used)]
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod registry;
@@ -49,6 +50,8 @@ pub fn app(state: AppState) -> Router {
         .route("/wallets", get(wallets::list))
         .route("/ws", get(ws::open))
         .route("/relay/{code}", get(relay::open))
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit::verify_endpoint))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

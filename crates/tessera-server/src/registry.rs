@@ -5,6 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use tessera_core::api::{self, DeviceStatus};
 
+use serde_json::json;
+
+use crate::audit;
 use crate::auth::{AuthDevice, CHALLENGE_TTL_SECS, TOKEN_TTL_SECS};
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, now, rfc3339};
@@ -100,6 +103,18 @@ pub async fn register(
                     .fetch_optional(&mut *tx)
                     .await?;
             if let Some(row) = existing {
+                drop(tx);
+                audit::note(
+                    &state,
+                    "device.found_again",
+                    audit::Subject {
+                        user: Some(&id),
+                        device: Some(&row.0),
+                        wallet: None,
+                    },
+                    json!({ "identity_key": hex::encode(key) }),
+                )
+                .await;
                 return Ok((StatusCode::OK, Json(device_of(row))));
             }
             (id, "pending")
@@ -132,6 +147,17 @@ pub async fn register(
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
+    audit::note(
+        &state,
+        "device.registered",
+        audit::Subject {
+            user: Some(&user_id),
+            device: Some(&device_id),
+            wallet: None,
+        },
+        json!({ "user": req.user, "name": req.device_name, "status": status, "identity_key": hex::encode(key) }),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(device_of(row))))
 }
 
@@ -176,7 +202,16 @@ pub async fn revoke(
         Some(_) if done.rows_affected() == 0 => {
             Err(ApiError::Conflict("device already revoked".into()))
         }
-        Some(row) => Ok(Json(device_of(row))),
+        Some(row) => {
+            audit::note(
+                &state,
+                "device.revoked",
+                audit::Subject::device(&me),
+                json!({ "revoked": device_id }),
+            )
+            .await;
+            Ok(Json(device_of(row)))
+        }
     }
 }
 
@@ -227,6 +262,13 @@ pub async fn approve(
         .bind(&device_id)
         .fetch_one(state.db())
         .await?;
+    audit::note(
+        &state,
+        "device.approved",
+        audit::Subject::device(&me),
+        json!({ "approved": device_id }),
+    )
+    .await;
     Ok(Json(device_of(row)))
 }
 
@@ -306,6 +348,17 @@ pub async fn token(
         .execute(state.db())
         .await?;
     let token = state.jwt().issue(&req.device_id, &user_id)?;
+    audit::note(
+        &state,
+        "token.issued",
+        audit::Subject {
+            user: Some(&user_id),
+            device: Some(&req.device_id),
+            wallet: None,
+        },
+        json!({ "expires_in": TOKEN_TTL_SECS }),
+    )
+    .await;
     Ok(Json(api::Token {
         token,
         expires_in: TOKEN_TTL_SECS,

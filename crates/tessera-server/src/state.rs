@@ -121,6 +121,7 @@ struct Inner {
     kek: Box<dyn KeyEncryptionKey>,
     config: Config,
     relay: crate::relay::Rooms,
+    audit: tokio::sync::Mutex<()>,
 }
 
 /// Shared by every handler.
@@ -162,6 +163,7 @@ impl AppState {
             kek,
             config,
             relay: crate::relay::Rooms::default(),
+            audit: tokio::sync::Mutex::new(()),
         })))
     }
 
@@ -187,6 +189,12 @@ impl AppState {
     #[must_use]
     pub fn relay_rooms(&self) -> &crate::relay::Rooms {
         &self.0.relay
+    }
+
+    /// Serialises audit appends in this process.
+    #[must_use]
+    pub fn audit_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.0.audit
     }
 
     /// The configuration.

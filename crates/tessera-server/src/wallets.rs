@@ -97,6 +97,13 @@ async fn create_session(
     .execute(state.db())
     .await
     .map_err(CreateError::Database)?;
+    crate::audit::note(
+        state,
+        "session.created",
+        crate::audit::Subject::device(me).wallet(wallet_id),
+        serde_json::json!({ "session_id": session_id, "protocol": protocol, "epoch": epoch }),
+    )
+    .await;
     Ok(api::SessionCreated {
         session_id,
         wallet_id: wallet_id.to_string(),
@@ -149,6 +156,13 @@ pub async fn sign(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
     crate::vault::discard_stale_pending(&state, &wallet.id).await?;
+    crate::audit::append(
+        &state,
+        "sign.requested",
+        crate::audit::Subject::device(&me).wallet(&wallet.id),
+        serde_json::json!({ "digest": req.digest, "path": req.path }),
+    )
+    .await?;
     let created = create_session(&state, &me, &wallet.id, "sign", &req, wallet.epoch)
         .await
         .map_err(ApiError::from)?;

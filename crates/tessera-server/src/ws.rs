@@ -14,6 +14,7 @@ use tessera_core::{
     SignRequest, SignSession, Threshold, WalletId, api,
 };
 
+use crate::audit;
 use crate::auth::AuthDevice;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, now};
@@ -86,6 +87,7 @@ pub async fn open(
         .bind(&q.session_id)
         .fetch_one(state.db())
         .await?;
+    let mut digest_hex = String::new();
     let run = match protocol.as_str() {
         "keygen" => {
             let req: api::KeygenRequest =
@@ -108,6 +110,7 @@ pub async fn open(
                 .path
                 .parse()
                 .map_err(|e: Error| ApiError::Internal(e.to_string()))?;
+            digest_hex.clone_from(&req.digest);
             let request = SignRequest {
                 nonce,
                 signers: vec![DEVICE, SERVER],
@@ -142,6 +145,7 @@ pub async fn open(
         // memory; frames are still reassembled up to the size limit.
         .read_buffer_size(16 * 1024)
         .on_upgrade(move |mut socket| async move {
+            let mut signature = None;
             let outcome = match run {
                 Run::Keygen(s, wallet, name) => match drive(&state, &mut socket, *s).await {
                     Ok(share) => stored(
@@ -151,7 +155,10 @@ pub async fn open(
                     Err(outcome) => outcome,
                 },
                 Run::Sign(s) => match drive(&state, &mut socket, *s).await {
-                    Ok(_) => stored(Ok(()), "could not store the result"),
+                    Ok(sig) => {
+                        signature = Some(hex::encode(sig.to_rsv()));
+                        stored(Ok(()), "could not store the result")
+                    }
                     Err(outcome) => outcome,
                 },
                 Run::Refresh(s) => match drive(&state, &mut socket, *s).await {
@@ -165,11 +172,44 @@ pub async fn open(
                 "UPDATE sessions SET status = $1, detail = $2, last_message_at = $3 WHERE id = $4",
             )
             .bind(outcome.status)
-            .bind(outcome.detail)
+            .bind(outcome.detail.clone())
             .bind(now())
             .bind(&session_id)
             .execute(state.db())
             .await;
+            let kind = match (protocol.as_str(), outcome.status) {
+                (_, "expired") => "session.expired".to_string(),
+                ("sign", "done") => "sign.completed".to_string(),
+                (p, status) => format!("{p}.{status}"),
+            };
+            let mut detail = serde_json::json!({
+                "session_id": session_id,
+                "detail": outcome.detail,
+            });
+            if let Some(sig) = signature {
+                detail["signature"] = sig.into();
+                detail["digest"] = digest_hex.into();
+            }
+            audit::note(
+                &state,
+                &kind,
+                audit::Subject::device(&me).wallet(&wallet_id),
+                detail,
+            )
+            .await;
+            if outcome
+                .close
+                .as_ref()
+                .is_some_and(|(c, _)| *c == CLOSE_MISBEHAVED)
+            {
+                audit::note(
+                    &state,
+                    "party.misbehaved",
+                    audit::Subject::device(&me).wallet(&wallet_id),
+                    serde_json::json!({ "party": DEVICE.get(), "session_id": session_id }),
+                )
+                .await;
+            }
             if let Some((code, reason)) = outcome.close {
                 close(&mut socket, code, &reason).await;
             }

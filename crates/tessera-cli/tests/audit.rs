@@ -1,0 +1,309 @@
+//! The audit log against real server processes on SQLite and PostgreSQL: what is recorded, and
+//! that editing, deleting or reordering rows directly in the database is detected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use tessera_client::{ServerClient, WalletRecord};
+use tessera_core::DerivationPath;
+use tessera_store::{Keystore, KeystoreOptions, Passphrase};
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+fn fresh_postgres_database() -> String {
+    let admin = std::env::var("TESSERA_TEST_DATABASE_URL").expect(
+        "the PostgreSQL tests need TESSERA_TEST_DATABASE_URL: run ./scripts/test, which starts a throwaway PostgreSQL",
+    );
+    let name = format!(
+        "tessera_audit_{}",
+        hex::encode(&tessera_core::protocols::fresh_nonce()[..8])
+    );
+    let out = Command::new("psql")
+        .args([
+            admin.as_str(),
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    data: PathBuf,
+    database_url: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(backend: Backend) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let database_url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(fresh_postgres_database()),
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args([
+        "server",
+        "--insecure-http",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(&data)
+    .env_remove("TESSERA_DATABASE_URL")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    if let Some(url) = &database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    Server {
+        child,
+        url,
+        data,
+        database_url,
+        _dir: dir,
+    }
+}
+
+async fn db(server: &Server) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let url = match &server.database_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}", server.data.join("tessera.db").display()),
+    };
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap()
+}
+
+/// `tessera audit verify` straight on the database; (ok, output).
+fn verify_offline(server: &Server) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(["audit", "verify"])
+        .env_remove("TESSERA_DATABASE_URL");
+    match &server.database_url {
+        Some(u) => cmd.args(["--database-url", u]),
+        None => cmd.arg("--data-dir").arg(&server.data),
+    };
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A user with a wallet that signed and refreshed.
+async fn activity(server: &Server, home: &Path) -> (ServerClient, String) {
+    let id = Keystore::open_with(
+        home,
+        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
+    )
+    .unwrap()
+    .create_identity(&Passphrase::new("pw".into()).unwrap())
+    .unwrap();
+    let mut client = ServerClient::new(&server.url).unwrap();
+    let device = client.register(&id, "auditee", "laptop").await.unwrap();
+    client.login(&id, &device.device_id).await.unwrap();
+    let share = client.keygen("w", |_, _| {}).await.unwrap();
+    let wallet_id = share.wallet_id().to_string();
+    let sig = client
+        .sign(&share, [7; 32], &DerivationPath::root(), |_, _| {})
+        .await
+        .unwrap();
+    share.public_key().verify(&[7; 32], &sig).unwrap();
+    let mut record = WalletRecord::new(share);
+    client.refresh(&mut record, |_, _| Ok(())).await.unwrap();
+    // Let the server write the records of the sessions' ends.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    (client, wallet_id)
+}
+
+async fn records_and_verification(backend: Backend) {
+    let server = start(backend);
+    let home = tempfile::tempdir().unwrap();
+    let (client, wallet_id) = activity(&server, home.path()).await;
+    let records = client.audit(None).await.unwrap();
+    let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+    for expected in [
+        "device.registered",
+        "token.issued",
+        "session.created",
+        "keygen.done",
+        "sign.requested",
+        "sign.completed",
+        "refresh.done",
+    ] {
+        assert!(
+            kinds.contains(&expected),
+            "{backend:?}: no {expected} in {kinds:?}"
+        );
+    }
+    let completed = records.iter().find(|r| r.kind == "sign.completed").unwrap();
+    assert!(
+        completed.detail.contains(&hex::encode([7u8; 32])),
+        "{}",
+        completed.detail
+    );
+    assert!(
+        completed.detail.contains("signature"),
+        "{}",
+        completed.detail
+    );
+    assert_eq!(completed.wallet_id.as_deref(), Some(wallet_id.as_str()));
+    // Per wallet, and another user's wallet is not found.
+    let of_wallet = client.audit(Some(&wallet_id)).await.unwrap();
+    assert!(
+        of_wallet
+            .iter()
+            .all(|r| r.wallet_id.as_deref() == Some(&wallet_id))
+    );
+    assert!(
+        client
+            .audit(Some("00112233445566778899aabbccddeeff"))
+            .await
+            .is_err()
+    );
+    // The chain verifies through the server and directly on the database.
+    let v = client.audit_verify().await.unwrap();
+    assert!(v.first_bad.is_none(), "{v:?}");
+    assert!(v.records >= records.len() as u64);
+    let (ok, out) = verify_offline(&server);
+    assert!(ok, "{out}");
+    assert!(out.contains("intact"), "{out}");
+}
+
+#[tokio::test]
+async fn what_happens_is_recorded_and_the_chain_verifies() {
+    records_and_verification(Backend::Sqlite).await;
+    records_and_verification(Backend::Postgres).await;
+}
+
+/// One way of tampering, on a fresh server: the verification names the first bad record.
+async fn tamper(backend: Backend, how: &str) {
+    let server = start(backend);
+    let home = tempfile::tempdir().unwrap();
+    let (client, _) = activity(&server, home.path()).await;
+    let pool = db(&server).await;
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(n >= 8, "{n}");
+    let (expected_seq, expected_reason) = match how {
+        "edit" => {
+            // Hide which digest was signed.
+            sqlx::query(
+                "UPDATE audit_log SET detail = '{\"digest\":\"00\"}' WHERE kind = 'sign.requested'",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            let (seq,): (i64,) =
+                sqlx::query_as("SELECT seq FROM audit_log WHERE kind = 'sign.requested'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            (seq, "was altered")
+        }
+        "delete" => {
+            sqlx::query("DELETE FROM audit_log WHERE seq = 4")
+                .execute(&pool)
+                .await
+                .unwrap();
+            (5, "record 4 is missing")
+        }
+        "reorder" => {
+            // Swap the contents of records 3 and 5, hashes included.
+            let swap = |a: i64, b: i64| {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query("UPDATE audit_log SET seq = -1 WHERE seq = $1")
+                        .bind(a)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                    sqlx::query("UPDATE audit_log SET seq = $1 WHERE seq = $2")
+                        .bind(a)
+                        .bind(b)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                    sqlx::query("UPDATE audit_log SET seq = $1 WHERE seq = -1")
+                        .bind(b)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+            };
+            swap(3, 5).await;
+            (3, "does not follow")
+        }
+        _ => unreachable!(),
+    };
+    let v = client.audit_verify().await.unwrap();
+    let bad = v
+        .first_bad
+        .unwrap_or_else(|| panic!("{backend:?} {how}: not detected"));
+    assert_eq!(bad.seq, expected_seq as u64, "{backend:?} {how}: {bad:?}");
+    assert!(
+        bad.reason.contains(expected_reason),
+        "{backend:?} {how}: {bad:?}"
+    );
+    let (ok, out) = verify_offline(&server);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("BROKEN at record {expected_seq}")),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn editing_deleting_or_reordering_rows_is_detected_on_sqlite() {
+    for how in ["edit", "delete", "reorder"] {
+        tamper(Backend::Sqlite, how).await;
+    }
+}
+
+#[tokio::test]
+async fn editing_deleting_or_reordering_rows_is_detected_on_postgres() {
+    for how in ["edit", "delete", "reorder"] {
+        tamper(Backend::Postgres, how).await;
+    }
+}
