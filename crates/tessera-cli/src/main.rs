@@ -104,6 +104,25 @@ struct ServerArgs {
     /// (an AES key in an HSM; the PIN from TESSERA_PKCS11_PIN).
     #[arg(long, env = "TESSERA_KEK", default_value = "file")]
     kek: String,
+    /// Requests per second from one source address (and --ip-burst at once).
+    #[arg(long, default_value_t = 1000)]
+    ip_rate: u32,
+    /// Requests at once from one source address.
+    #[arg(long, default_value_t = 2000)]
+    ip_burst: u32,
+    /// Authenticated requests per second of one device (and --device-burst at once).
+    #[arg(long, default_value_t = 100)]
+    device_rate: u32,
+    /// Authenticated requests at once of one device.
+    #[arg(long, default_value_t = 200)]
+    device_burst: u32,
+    /// Authentication failures per minute from one source address (after --auth-failure-burst
+    /// at once); beyond, the address waits (429, Retry-After).
+    #[arg(long, default_value_t = 10)]
+    auth_failures_per_minute: u32,
+    /// Authentication failures allowed at once from one source address.
+    #[arg(long, default_value_t = 20)]
+    auth_failure_burst: u32,
 }
 
 #[derive(Subcommand)]
@@ -353,6 +372,14 @@ async fn server(args: ServerArgs) -> CliResult {
     let mut config = tessera_server::Config::new(&args.data_dir);
     config.database_url = args.database_url.clone();
     config.kek = Some(kek_source(&args.kek, &args.data_dir)?);
+    config.limits = tessera_server::limits::Limits {
+        ip_per_second: args.ip_rate,
+        ip_burst: args.ip_burst,
+        device_per_second: args.device_rate,
+        device_burst: args.device_burst,
+        auth_failures_per_minute: args.auth_failures_per_minute,
+        auth_failure_burst: args.auth_failure_burst,
+    };
     config.session_idle_timeout = std::time::Duration::from_secs(args.session_idle_timeout.max(1));
     let state = tessera_server::AppState::open(config)
         .await

@@ -143,6 +143,7 @@ impl FromRequestParts<AppState> for AuthDevice {
                 ApiError::Unauthorized("Authorization must be `Bearer <token>`".into())
             })?;
         let claims = state.jwt().verify(token)?;
+        state.limits().check_device(&claims.sub)?;
         let status: Option<(String, String)> =
             sqlx::query_as("SELECT status, user_id FROM devices WHERE id = $1")
                 .bind(&claims.sub)

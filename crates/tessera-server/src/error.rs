@@ -26,6 +26,12 @@ pub enum ApiError {
     /// 410: the session is over (finished, failed or expired).
     #[error("{0}")]
     Gone(String),
+    /// 429: too many requests; retry after this many seconds.
+    #[error("too many requests: retry after {retry_after} s")]
+    TooManyRequests {
+        /// Seconds.
+        retry_after: u64,
+    },
     /// 500: our fault; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -40,6 +46,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -61,7 +68,15 @@ impl IntoResponse for ApiError {
             error: code.into(),
             message: self.to_string(),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after } = self
+            && let Ok(value) = retry_after.to_string().parse()
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod limits;
 pub mod registry;
 pub mod relay;
 pub mod state;
@@ -53,6 +54,10 @@ pub fn app(state: AppState) -> Router {
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify_endpoint))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::per_address,
+        ))
         .with_state(state)
 }
 
@@ -61,5 +66,16 @@ pub fn app(state: AppState) -> Router {
 /// # Errors
 /// An I/O error of the listener.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).await
+    let forget = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            forget.limits().forget_idle();
+        }
+    });
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
 }

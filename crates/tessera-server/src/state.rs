@@ -28,6 +28,8 @@ pub struct Config {
     /// The key-encryption key that seals the server's shares (default: `kek.key` in the data
     /// directory).
     pub kek: Option<KekSource>,
+    /// Rate limits.
+    pub limits: crate::limits::Limits,
 }
 
 /// Where the key-encryption key is.
@@ -111,6 +113,7 @@ impl Config {
             database_url: None,
             session_idle_timeout: Duration::from_secs(300),
             kek: None,
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -122,6 +125,7 @@ struct Inner {
     config: Config,
     relay: crate::relay::Rooms,
     audit: tokio::sync::Mutex<()>,
+    limits: crate::limits::RateLimits,
 }
 
 /// Shared by every handler.
@@ -161,9 +165,10 @@ impl AppState {
             db,
             jwt,
             kek,
-            config,
             relay: crate::relay::Rooms::default(),
             audit: tokio::sync::Mutex::new(()),
+            limits: crate::limits::RateLimits::new(config.limits),
+            config,
         })))
     }
 
@@ -195,6 +200,12 @@ impl AppState {
     #[must_use]
     pub fn audit_lock(&self) -> &tokio::sync::Mutex<()> {
         &self.0.audit
+    }
+
+    /// The rate limiters.
+    #[must_use]
+    pub fn limits(&self) -> &crate::limits::RateLimits {
+        &self.0.limits
     }
 
     /// The configuration.

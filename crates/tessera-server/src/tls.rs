@@ -91,7 +91,7 @@ pub async fn serve_tls(
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     axum_server::from_tcp_rustls(listener, config)
         .map_err(|e| e.to_string())?
-        .serve(crate::app(state).into_make_service())
+        .serve(crate::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
         .map_err(|e| format!("server stopped: {e}"))
 }

@@ -1,0 +1,154 @@
+//! Rate limits against a real server process: per source address, per device, and the back-off
+//! after authentication failures; 429 with Retry-After.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tessera_client::{ClientError, ServerClient};
+use tessera_store::{Keystore, KeystoreOptions, Passphrase};
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "server",
+            "--insecure-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .args(extra)
+        .env_remove("TESSERA_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    Server {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+/// GET `path` (with a bearer token); the status and the Retry-After header.
+async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Option<u64>) {
+    let mut req = reqwest::Client::new().get(format!("{}{path}", server.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (resp.status().as_u16(), retry)
+}
+
+async fn logged_in(server: &Server, user: &str) -> (ServerClient, String, tempfile::TempDir) {
+    tessera_client::tls::install_crypto_provider();
+    let home = tempfile::tempdir().unwrap();
+    let id = Keystore::open_with(
+        home.path(),
+        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
+    )
+    .unwrap()
+    .create_identity(&Passphrase::new("pw".into()).unwrap())
+    .unwrap();
+    let mut client = ServerClient::new(&server.url).unwrap();
+    let d = client.register(&id, user, "laptop").await.unwrap();
+    client.login(&id, &d.device_id).await.unwrap();
+    let token = client.token().unwrap().to_string();
+    (client, token, home)
+}
+
+#[tokio::test]
+async fn one_source_address_is_limited_and_told_when_to_retry() {
+    let server = start(&["--ip-rate", "1", "--ip-burst", "5"]);
+    for _ in 0..5 {
+        assert_eq!(get(&server, "/status", None).await.0, 200);
+    }
+    let (status, retry) = get(&server, "/status", None).await;
+    assert_eq!(status, 429);
+    let retry = retry.expect("a Retry-After header");
+    assert!((1..=2).contains(&retry), "{retry}");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(get(&server, "/status", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn one_device_is_limited_without_limiting_the_others() {
+    let server = start(&["--device-rate", "1", "--device-burst", "3"]);
+    let (busy, busy_token, _h1) = logged_in(&server, "busy").await;
+    let (calm, _, _h2) = logged_in(&server, "calm").await;
+    for _ in 0..3 {
+        busy.wallets().await.unwrap();
+    }
+    match busy.wallets().await {
+        Err(ClientError::Server {
+            status: 429,
+            message,
+            ..
+        }) => {
+            assert!(message.contains("retry after"), "{message}");
+        }
+        other => panic!("not limited: {other:?}"),
+    }
+    let (status, retry) = get(&server, "/wallets", Some(&busy_token)).await;
+    assert_eq!(status, 429);
+    assert!(retry.is_some());
+    // Another device, from the same address, is not affected.
+    calm.wallets().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(retry.unwrap())).await;
+    busy.wallets().await.unwrap();
+}
+
+#[tokio::test]
+async fn authentication_failures_make_the_address_wait() {
+    let server = start(&[
+        "--auth-failures-per-minute",
+        "1",
+        "--auth-failure-burst",
+        "3",
+    ]);
+    let (client, _, _h) = logged_in(&server, "victim").await;
+    // A guesser with made-up tokens.
+    for _ in 0..3 {
+        assert_eq!(get(&server, "/wallets", Some("not.a.token")).await.0, 401);
+    }
+    assert_eq!(get(&server, "/wallets", Some("not.a.token")).await.0, 401);
+    // Now that address waits, for about the minute a failure is worth, whatever it asks.
+    let (status, retry) = get(&server, "/wallets", Some("not.a.token")).await;
+    assert_eq!(status, 429);
+    let retry = retry.unwrap();
+    assert!((30..=60).contains(&retry), "{retry}");
+    assert_eq!(get(&server, "/status", None).await.0, 429);
+    assert!(matches!(
+        client.wallets().await,
+        Err(ClientError::Server { status: 429, .. })
+    ));
+}
