@@ -226,17 +226,24 @@ impl Device {
     async fn sign(&self, n: u64) -> Duration {
         let started = Instant::now();
         self.client
-            .sign(self.share(), digest(n), &DerivationPath::root(), |_, _| {})
+            .sign_kind(
+                self.share(),
+                &tessera_core::intent::SignKind::EthMessage {
+                    message: format!("bench {n}"),
+                },
+                &DerivationPath::root(),
+                |_, _| {},
+                |_| {},
+            )
             .await
             .unwrap();
         started.elapsed()
     }
 }
 
+/// The digest of the EIP-191 message `bench {n}` (what the server signs for it).
 fn digest(n: u64) -> [u8; 32] {
-    let mut d = [0x5au8; 32];
-    d[..8].copy_from_slice(&n.to_le_bytes());
-    d
+    tessera_core::ecdsa::eip191_digest(format!("bench {n}").as_bytes())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -308,7 +315,7 @@ async fn sign_in_phases(
     let share = device.share();
     let digest = digest(n);
     let t0 = Instant::now();
-    let created = create_sign_session(http, url, device, digest).await;
+    let created = create_sign_session(http, url, device, n).await;
     let t1 = Instant::now();
     let mut socket = open_socket(url, device.token(), &created.session_id).await;
     let t2 = Instant::now();
@@ -366,15 +373,17 @@ async fn create_sign_session(
     http: &reqwest::Client,
     url: &str,
     device: &Device,
-    digest: [u8; 32],
+    n: u64,
 ) -> api::SessionCreated {
     let resp = http
         .post(format!("{url}/sign"))
         .bearer_auth(device.token())
         .json(&api::SignRequest {
             wallet_id: device.share().wallet_id().to_string(),
-            digest: hex::encode(digest),
             path: "m".into(),
+            kind: tessera_core::intent::SignKind::EthMessage {
+                message: format!("bench {n}"),
+            },
         })
         .send()
         .await
@@ -531,9 +540,7 @@ async fn idle_sessions(kind: IdleKind, n: usize) -> IdleMemory {
             let http = &http;
             async move {
                 match kind {
-                    IdleKind::Sign => {
-                        create_sign_session(http, url, device, digest(1_000_000 + i)).await
-                    }
+                    IdleKind::Sign => create_sign_session(http, url, device, 1_000_000 + i).await,
                     IdleKind::Keygen => create_keygen_session(http, url, device, i).await,
                 }
             }

@@ -70,12 +70,21 @@ pub async fn run(message: &str, path: &DerivationPath) -> Result<(), Failure> {
         .map_err(store_error)?;
     let key = record.current.public_key_at(path).map_err(failed)?;
     let digest = eip191_digest(message.as_bytes());
+    let kind = tessera_core::intent::SignKind::EthMessage {
+        message: message.to_string(),
+    };
 
     // 4. Sign, refresh, sign again.
     let step = progress.step("signing (device + server)", 3);
     let started = Instant::now();
     let first = client
-        .sign(&record.current, digest, path, |r, t| step.round(r, t))
+        .sign_kind(
+            &record.current,
+            &kind,
+            path,
+            |r, t| step.round(r, t),
+            |_| {},
+        )
         .await
         .map_err(client_error)?;
     step.finish(started.elapsed());
@@ -100,7 +109,13 @@ pub async fn run(message: &str, path: &DerivationPath) -> Result<(), Failure> {
     let step = progress.step("signing again with the refreshed shares", 3);
     let started = Instant::now();
     let second = client
-        .sign(&record.current, digest, path, |r, t| step.round(r, t))
+        .sign_kind(
+            &record.current,
+            &kind,
+            path,
+            |r, t| step.round(r, t),
+            |_| {},
+        )
         .await
         .map_err(client_error)?;
     step.finish(started.elapsed());

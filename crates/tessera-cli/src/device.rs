@@ -205,19 +205,26 @@ fn store_record(s: &Session, name: &str, record: &WalletRecord) -> Result<(), St
 pub async fn sign(
     home_dir: &Path,
     wallet: &str,
-    digest: [u8; 32],
+    kind: &tessera_core::intent::SignKind,
     path: &DerivationPath,
 ) -> Result<(), Failure> {
+    let decoded = tessera_core::intent::decode(kind).map_err(|e| Failure::Usage(e.to_string()))?;
     let s = connect(home_dir).await?;
     let mut record = load_record(&s, wallet)?;
+    println!("signing        {}", decoded.summary);
     let signature = s
         .client
         .sign_wallet(
             &mut record,
             |r| store_record(&s, wallet, r),
-            digest,
+            kind,
             path,
             |r, t| eprintln!("  sign round {r}/{t} done"),
+            |session| {
+                eprintln!(
+                    "  waiting for another device of this user to approve (tessera approvals approve {session})"
+                )
+            },
         )
         .await
         .map_err(client_error)?;
@@ -226,10 +233,101 @@ pub async fn sign(
         .public_key_at(path)
         .map_err(|e| Failure::Failed(e.to_string()))?;
     println!("public key     {key}");
-    println!("digest         {}", hex::encode(digest));
+    println!("digest         {}", hex::encode(decoded.digest));
     println!("signature DER  {}", hex::encode(signature.to_der()));
     println!("r||s||v        {}", hex::encode(signature.to_rsv()));
+    if let tessera_core::intent::SignKind::EthTx { tx } = kind {
+        let raw = tx
+            .signed_raw(&signature)
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        println!("raw tx         0x{}", hex::encode(raw));
+    }
     println!("verified       yes");
+    Ok(())
+}
+
+pub async fn policy_show(home_dir: &Path, wallet: &str) -> Result<(), Failure> {
+    let s = connect(home_dir).await?;
+    let id = load_record(&s, wallet)?.current.wallet_id().to_string();
+    let info = s.client.policy(&id).await.map_err(client_error)?;
+    println!(
+        "policy of {wallet}: version {}{}",
+        info.version,
+        info.set_by
+            .map(|d| format!(", set by device {d} at {}", info.set_at.unwrap_or_default()))
+            .unwrap_or_else(|| " (the default of a new wallet)".into())
+    );
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&info.policy).map_err(|e| Failure::Failed(e.to_string()))?
+    );
+    Ok(())
+}
+
+pub async fn policy_set(home_dir: &Path, wallet: &str, file: &Path) -> Result<(), Failure> {
+    let text = if file == Path::new("-") {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+            .map_err(|e| Failure::Usage(format!("cannot read the policy: {e}")))?;
+        t
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?
+    };
+    let policy: tessera_core::api::Policy = serde_json::from_str(&text)
+        .map_err(|e| Failure::Usage(format!("the policy is not valid: {e}")))?;
+    let s = connect(home_dir).await?;
+    let identity = s
+        .keystore
+        .load_identity(&s.passphrase)
+        .map_err(store_error)?;
+    let id = load_record(&s, wallet)?.current.wallet_id().to_string();
+    let info = s
+        .client
+        .set_policy(&identity, &id, &policy)
+        .await
+        .map_err(client_error)?;
+    println!("policy of {wallet} is now version {}", info.version);
+    Ok(())
+}
+
+pub async fn approvals_list(home_dir: &Path) -> Result<(), Failure> {
+    let s = connect(home_dir).await?;
+    let pending = s.client.approvals().await.map_err(client_error)?;
+    if pending.is_empty() {
+        println!("no signing request waits for approval");
+    }
+    for p in pending {
+        println!(
+            "{}  wallet {}  from device {}  until {}\n    {}\n    digest {}",
+            p.session_id, p.wallet_id, p.device_id, p.expires_at, p.summary, p.digest
+        );
+    }
+    Ok(())
+}
+
+pub async fn approvals_decide(
+    home_dir: &Path,
+    session: &str,
+    approve: bool,
+) -> Result<(), Failure> {
+    let s = connect(home_dir).await?;
+    let identity = s
+        .keystore
+        .load_identity(&s.passphrase)
+        .map_err(store_error)?;
+    let pending = s.client.approvals().await.map_err(client_error)?;
+    let request = pending
+        .iter()
+        .find(|p| p.session_id == session)
+        .ok_or_else(|| Failure::Usage(format!("no pending signing request {session}")))?;
+    println!("{}", request.summary);
+    let status = s
+        .client
+        .decide(&identity, request, approve)
+        .await
+        .map_err(client_error)?;
+    println!("request {session}: {}", status.approval);
     Ok(())
 }
 

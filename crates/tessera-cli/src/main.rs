@@ -66,6 +66,12 @@ enum Command {
     /// Device-to-device mode, with no server: discover, pair, create wallets and sign.
     #[command(subcommand)]
     Peer(peer::PeerCommand),
+    /// A wallet's signing policy on the server.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Approve or refuse another device's signing requests (when a policy requires it).
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// The server's audit log: list this user's records, verify the chain.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -202,14 +208,55 @@ struct SignArgs {
     #[arg(long)]
     wallet: String,
     /// The message (signed as an Ethereum personal_sign / EIP-191 message).
-    #[arg(long, conflicts_with = "digest", required_unless_present = "digest")]
+    #[arg(long, conflicts_with_all = ["digest", "eth_tx"], required_unless_present_any = ["digest", "eth_tx"])]
     message: Option<String>,
-    /// A 32-byte digest, hex.
-    #[arg(long)]
+    /// A 32-byte digest, hex (only if the wallet's policy allows raw digests).
+    #[arg(long, conflicts_with = "eth_tx")]
     digest: Option<String>,
+    /// An EIP-1559 transaction as JSON (chain_id, nonce, max_fee_per_gas,
+    /// max_priority_fee_per_gas, gas_limit, to, value, data); prints the raw signed transaction.
+    #[arg(long)]
+    eth_tx: Option<std::path::PathBuf>,
     /// Non-hardened BIP-32 path.
     #[arg(long, default_value = "m")]
     path: String,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Show a wallet's policy and its version.
+    Show {
+        /// The wallet.
+        #[arg(long)]
+        wallet: String,
+    },
+    /// Set a wallet's policy from a JSON file (`-` for stdin), signed by this device.
+    Set {
+        /// The wallet.
+        #[arg(long)]
+        wallet: String,
+        /// The policy, JSON: allowed_kinds, chain_ids, destinations, max_value_per_tx,
+        /// max_value_per_24h, max_signatures_per_hour, hours_utc, require_approval,
+        /// approval_timeout_secs.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Signing requests of this user waiting for another device's approval.
+    List,
+    /// Approve a request (signed by this device).
+    Approve {
+        /// The request's session id.
+        session: String,
+    },
+    /// Refuse a request (signed by this device).
+    Refuse {
+        /// The request's session id.
+        session: String,
+    },
 }
 
 #[derive(Args)]
@@ -530,14 +577,51 @@ async fn device_command(command: Command) -> CliResult {
         Command::Keygen(a) => device::keygen(&home, &a.name).await,
         Command::Sign(a) => {
             let path: DerivationPath = a.path.parse().map_err(usage)?;
-            let digest: [u8; 32] = match (&a.digest, &a.message) {
-                (Some(d), _) => parse_hex("--digest", d)?.try_into().map_err(|v: Vec<u8>| {
-                    Failure::Usage(format!("--digest must be 32 bytes, got {}", v.len()))
-                })?,
-                (None, Some(m)) => eip191_digest(m.as_bytes()),
-                (None, None) => return Err(Failure::Usage("give --message or --digest".into())),
+            let kind = match (&a.digest, &a.message, &a.eth_tx) {
+                (Some(d), _, _) => {
+                    let bytes = parse_hex("--digest", d)?;
+                    if bytes.len() != 32 {
+                        return Err(Failure::Usage(format!(
+                            "--digest must be 32 bytes, got {}",
+                            bytes.len()
+                        )));
+                    }
+                    tessera_core::intent::SignKind::Digest {
+                        digest: hex::encode(bytes),
+                    }
+                }
+                (None, Some(m), _) => {
+                    tessera_core::intent::SignKind::EthMessage { message: m.clone() }
+                }
+                (None, None, Some(file)) => {
+                    let text = std::fs::read_to_string(file).map_err(|e| {
+                        Failure::Usage(format!("cannot read {}: {e}", file.display()))
+                    })?;
+                    let tx = serde_json::from_str(&text).map_err(|e| {
+                        Failure::Usage(format!("{} is not a transaction: {e}", file.display()))
+                    })?;
+                    tessera_core::intent::SignKind::EthTx { tx }
+                }
+                (None, None, None) => {
+                    return Err(Failure::Usage(
+                        "give --message, --digest or --eth-tx".into(),
+                    ));
+                }
             };
-            device::sign(&home, &a.wallet, digest, &path).await
+            device::sign(&home, &a.wallet, &kind, &path).await
+        }
+        Command::Policy(PolicyCommand::Show { wallet }) => {
+            device::policy_show(&home, &wallet).await
+        }
+        Command::Policy(PolicyCommand::Set { wallet, file }) => {
+            device::policy_set(&home, &wallet, &file).await
+        }
+        Command::Approvals(ApprovalsCommand::List) => device::approvals_list(&home).await,
+        Command::Approvals(ApprovalsCommand::Approve { session }) => {
+            device::approvals_decide(&home, &session, true).await
+        }
+        Command::Approvals(ApprovalsCommand::Refuse { session }) => {
+            device::approvals_decide(&home, &session, false).await
         }
         Command::Wallets => device::wallets(&home).await,
         Command::Refresh(a) => device::refresh(&home, &a.wallet).await,

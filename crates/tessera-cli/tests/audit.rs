@@ -142,6 +142,17 @@ async fn activity(server: &Server, home: &Path) -> (ServerClient, String) {
     let device = client.register(&id, "auditee", "laptop").await.unwrap();
     client.login(&id, &device.device_id).await.unwrap();
     let share = client.keygen("w", |_, _| {}).await.unwrap();
+    client
+        .set_policy(
+            &id,
+            &share.wallet_id().to_string(),
+            &tessera_core::api::Policy {
+                allowed_kinds: vec!["eth-tx".into(), "eth-message".into(), "digest".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let wallet_id = share.wallet_id().to_string();
     let sig = client
         .sign(&share, [7; 32], &DerivationPath::root(), |_, _| {})

@@ -186,6 +186,17 @@ async fn server_shares_wrapped_by_an_hsm_key_and_the_key_rotated() {
     let device = client.register(&id, "hsm-user", "laptop").await.unwrap();
     client.login(&id, &device.device_id).await.unwrap();
     let share = client.keygen("w", |_, _| {}).await.unwrap();
+    client
+        .set_policy(
+            &id,
+            &share.wallet_id().to_string(),
+            &tessera_core::api::Policy {
+                allowed_kinds: vec!["eth-tx".into(), "eth-message".into(), "digest".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let root = DerivationPath::root();
     let sig = client
         .sign(&share, [1; 32], &root, |_, _| {})

@@ -11,6 +11,14 @@ use tessera_client::{ClientError, ServerClient};
 use tessera_core::{DerivationPath, api};
 use tessera_store::{DeviceIdentity, Keystore, KeystoreOptions, Passphrase};
 
+/// A policy that also allows raw digests (new wallets allow only eth-tx and eth-message).
+fn allow_digests() -> api::Policy {
+    api::Policy {
+        allowed_kinds: vec!["eth-tx".into(), "eth-message".into(), "digest".into()],
+        ..api::Policy::default()
+    }
+}
+
 /// A `tessera server` process on a free loopback port, killed on drop.
 /// Which database a server process uses.
 #[derive(Clone, Copy, Debug)]
@@ -176,6 +184,10 @@ async fn keygen_and_sign_on(backend: Backend) {
     assert_eq!(d.status, api::DeviceStatus::Active);
     client.login(&id, &d.device_id).await.unwrap();
     let share = client.keygen("main", |_, _| {}).await.unwrap();
+    client
+        .set_policy(&id, &share.wallet_id().to_string(), &allow_digests())
+        .await
+        .unwrap();
     let info = client.pubkey(&share.wallet_id().to_string()).await.unwrap();
     assert_eq!(info.public_key, share.public_key().to_string());
     assert_eq!(info.eth_address, share.public_key().eth_address());
@@ -413,10 +425,18 @@ async fn bad_input_on(backend: Backend) {
         "POST",
         "/sign",
         Some(&token),
-        Some(br#"{"wallet_id":"00","digest":"zz","path":"m"}"#.to_vec()),
+        Some(br#"{"wallet_id":"00","kind":"digest","digest":"zz","path":"m"}"#.to_vec()),
     )
     .await;
     assert_eq!(s, 400, "{body}");
+    // An unknown kind, and no kind: the body does not parse.
+    for body in [
+        br#"{"wallet_id":"00","kind":"bitcoin","path":"m"}"#.to_vec(),
+        br#"{"wallet_id":"00","digest":"00","path":"m"}"#.to_vec(),
+    ] {
+        let (s, _) = raw(&server, "POST", "/sign", Some(&token), Some(body)).await;
+        assert_eq!(s, 422);
+    }
 
     // Tokens: none, garbage, alg none, HS256 with the public key as secret, expired (signed with
     // the server's real key, read from its data directory), wrong audience.
@@ -722,6 +742,10 @@ mod refresh {
         let (mut client, id, d, home) = device(server, "rita", "laptop").await;
         client.login(&id, &d.device_id).await.unwrap();
         let share = client.keygen("w", |_, _| {}).await.unwrap();
+        client
+            .set_policy(&id, &share.wallet_id().to_string(), &allow_digests())
+            .await
+            .unwrap();
         (client, id, d.device_id, WalletRecord::new(share), home)
     }
 
@@ -751,9 +775,12 @@ mod refresh {
             .sign_wallet(
                 &mut record,
                 |_| Ok(()),
-                [3; 32],
+                &tessera_core::intent::SignKind::Digest {
+                    digest: hex::encode([3u8; 32]),
+                },
                 &DerivationPath::root(),
                 |_, _| {},
+                |_| {},
             )
             .await
             .unwrap();
@@ -1118,6 +1145,10 @@ mod tls {
         let d = client.register(&id, "tina", "laptop").await.unwrap();
         client.login(&id, &d.device_id).await.unwrap();
         let share = client.keygen("w", |_, _| {}).await.unwrap();
+        client
+            .set_policy(&id, &share.wallet_id().to_string(), &allow_digests())
+            .await
+            .unwrap();
         let sig = client
             .sign(&share, [5; 32], &DerivationPath::root(), |_, _| {})
             .await

@@ -13,6 +13,7 @@ pub use wallet::WalletRecord;
 
 use futures_util::{SinkExt, StreamExt};
 use tessera_core::api;
+use tessera_core::intent::SignKind;
 use tessera_core::protocols::{KeygenSession, RefreshSession, SignRequest, SignSession};
 use tessera_core::{DerivationPath, KeyShare, PartyIndex, Session, Signature, Threshold, WalletId};
 use tessera_store::DeviceIdentity;
@@ -70,6 +71,9 @@ pub enum ClientError {
     /// Not logged in.
     #[error("not logged in: call login first")]
     NotLoggedIn,
+    /// Another device refused the request, or its approval lapsed.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// Result of the client.
@@ -159,6 +163,18 @@ impl ServerClient {
         body: &B,
     ) -> Result<T> {
         let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        Self::answer(req.send().await.map_err(net)?).await
+    }
+
+    async fn put<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let mut req = self.http.put(format!("{}{path}", self.base)).json(body);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -344,11 +360,11 @@ impl ServerClient {
         self.run(&created.session_id, session, on_round).await
     }
 
-    /// Signs `digest` with our share and the server's, under `path`; the signature is verified
-    /// locally before it is returned.
+    /// Signs a raw `digest` (allowed only where the wallet's policy allows `digest`), under
+    /// `path`; the signature is verified locally before it is returned.
     ///
     /// # Errors
-    /// Network, server or protocol errors.
+    /// Network, server (e.g. a policy denial) or protocol errors.
     pub async fn sign(
         &self,
         share: &KeyShare,
@@ -356,13 +372,36 @@ impl ServerClient {
         path: &DerivationPath,
         on_round: impl FnMut(u8, u8),
     ) -> Result<Signature> {
+        let kind = SignKind::Digest {
+            digest: hex::encode(digest),
+        };
+        self.sign_kind(share, &kind, path, on_round, |_| {}).await
+    }
+
+    /// Signs what `kind` describes; the server decodes it, computes the digest itself and applies
+    /// the wallet's policy. When the policy requires another device's approval, `on_wait` is told
+    /// (once, with the session id) and this waits for the decision. The signature is verified
+    /// locally, against the digest computed here, before it is returned.
+    ///
+    /// # Errors
+    /// Network, server (a policy denial: 403 `policy_denied` naming the rule) or protocol
+    /// errors; [`ClientError::Refused`] when the approval is refused or lapses.
+    pub async fn sign_kind(
+        &self,
+        share: &KeyShare,
+        kind: &SignKind,
+        path: &DerivationPath,
+        on_round: impl FnMut(u8, u8),
+        on_wait: impl FnOnce(&str),
+    ) -> Result<Signature> {
+        let digest = tessera_core::intent::decode(kind)?.digest;
         let created: api::SessionCreated = self
             .post(
                 "/sign",
                 &api::SignRequest {
                     wallet_id: share.wallet_id().to_string(),
-                    digest: hex::encode(digest),
                     path: path.to_string(),
+                    kind: kind.clone(),
                 },
             )
             .await?;
@@ -372,6 +411,21 @@ impl ServerClient {
                 pending: None,
                 server: created.epoch,
             });
+        }
+        if created.approval.as_deref() == Some("pending") {
+            on_wait(&created.session_id);
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let status: api::SignStatus =
+                    self.get(&format!("/sign/{}", created.session_id)).await?;
+                match status.approval.as_str() {
+                    "pending" => continue,
+                    "approved" => break,
+                    other => {
+                        return Err(ClientError::Refused(format!("the approval was {other}")));
+                    }
+                }
+            }
         }
         let nonce = parse_nonce(&created.nonce)?;
         let request = SignRequest {
@@ -386,6 +440,71 @@ impl ServerClient {
         Ok(signature)
     }
 
+    /// `GET /policy?wallet=…`.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn policy(&self, wallet_id: &str) -> Result<api::PolicyInfo> {
+        self.get(&format!("/policy?wallet={wallet_id}")).await
+    }
+
+    /// Sets a wallet's policy (the next version), signed with this device's identity key.
+    ///
+    /// # Errors
+    /// Network or server errors (409 if it changed meanwhile).
+    pub async fn set_policy(
+        &self,
+        identity: &DeviceIdentity,
+        wallet_id: &str,
+        policy: &api::Policy,
+    ) -> Result<api::PolicyInfo> {
+        let current = self.policy(wallet_id).await?;
+        let version = current.version + 1;
+        let text = serde_json::to_string(policy).map_err(net)?;
+        let signature = hex::encode(identity.sign(&api::policy_message(wallet_id, version, &text)));
+        self.put(
+            "/policy",
+            &api::SetPolicy {
+                wallet_id: wallet_id.to_string(),
+                version,
+                policy: policy.clone(),
+                signature,
+            },
+        )
+        .await
+    }
+
+    /// `GET /approvals`: signing requests of this user waiting for another device.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn approvals(&self) -> Result<Vec<api::PendingApproval>> {
+        self.get("/approvals").await
+    }
+
+    /// Approves (or refuses) a pending signing request of another device, signed with this
+    /// device's identity key over what will be signed.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn decide(
+        &self,
+        identity: &DeviceIdentity,
+        request: &api::PendingApproval,
+        approve: bool,
+    ) -> Result<api::SignStatus> {
+        let signature = hex::encode(identity.sign(&api::sign_approval_message(
+            &request.session_id,
+            &request.digest,
+            approve,
+        )));
+        self.post(
+            &format!("/approvals/{}", request.session_id),
+            &api::ApproveSign { approve, signature },
+        )
+        .await
+    }
+
     /// Signs with a wallet record, first settling it against the server's epoch (the repair
     /// after an interrupted refresh); `store` is called when the record changed.
     ///
@@ -395,15 +514,17 @@ impl ServerClient {
         &self,
         record: &mut WalletRecord,
         store: impl FnOnce(&WalletRecord) -> std::result::Result<(), String>,
-        digest: [u8; 32],
+        kind: &SignKind,
         path: &DerivationPath,
         on_round: impl FnMut(u8, u8),
+        on_wait: impl FnOnce(&str),
     ) -> Result<Signature> {
         let info = self.pubkey(&record.current.wallet_id().to_string()).await?;
         if record.settle(info.epoch)? {
             store(record).map_err(ClientError::Stopped)?;
         }
-        self.sign(&record.current, digest, path, on_round).await
+        self.sign_kind(&record.current, kind, path, on_round, on_wait)
+            .await
     }
 
     /// Refreshes a wallet's shares (both parties, same public key, next epoch) in two phases.

@@ -164,15 +164,171 @@ pub struct KeygenRequest {
     pub name: String,
 }
 
-/// `POST /sign`: sign a digest with a wallet.
+/// `POST /sign`: what to sign with a wallet; the server computes the digest itself.
+/// JSON: `{"wallet_id": …, "path": "m", "kind": "eth-tx", "tx": {…}}` (or `"kind": "eth-message",
+/// "message": …`, or `"kind": "digest", "digest": …`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignRequest {
     /// The wallet, hex id.
     pub wallet_id: String,
-    /// The 32-byte digest, hex.
-    pub digest: String,
     /// Non-hardened BIP-32 path, `m` for the wallet key.
     pub path: String,
+    /// What to sign.
+    #[serde(flatten)]
+    pub kind: crate::intent::SignKind,
+}
+
+/// A wallet's signing policy. Absent limits do not apply; a new wallet allows `eth-tx` and
+/// `eth-message`, not raw digests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Allowed kinds: `eth-tx`, `eth-message`, `digest`.
+    #[serde(default = "default_kinds")]
+    pub allowed_kinds: Vec<String>,
+    /// Allowed chain ids of transactions.
+    #[serde(default)]
+    pub chain_ids: Option<Vec<u64>>,
+    /// Allowed transaction recipients (0x hex, any case).
+    #[serde(default)]
+    pub destinations: Option<Vec<String>>,
+    /// Largest value of one transaction, wei (decimal).
+    #[serde(default)]
+    pub max_value_per_tx: Option<String>,
+    /// Largest total value of the transactions signed in any 24 hours, wei (decimal).
+    #[serde(default)]
+    pub max_value_per_24h: Option<String>,
+    /// Most signatures in any hour.
+    #[serde(default)]
+    pub max_signatures_per_hour: Option<u32>,
+    /// Signing allowed only from hour `[0]` to hour `[1]` (UTC, end excluded; may wrap midnight).
+    #[serde(default)]
+    pub hours_utc: Option<[u8; 2]>,
+    /// Another active device of the user must approve each request before signing starts.
+    #[serde(default)]
+    pub require_approval: bool,
+    /// Seconds that approval may take.
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout_secs: u64,
+}
+
+fn default_kinds() -> Vec<String> {
+    vec!["eth-tx".into(), "eth-message".into()]
+}
+
+fn default_approval_timeout() -> u64 {
+    300
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allowed_kinds: default_kinds(),
+            chain_ids: None,
+            destinations: None,
+            max_value_per_tx: None,
+            max_value_per_24h: None,
+            max_signatures_per_hour: None,
+            hours_utc: None,
+            require_approval: false,
+            approval_timeout_secs: default_approval_timeout(),
+        }
+    }
+}
+
+const POLICY_CONTEXT: &[u8] = b"tessera/policy/v1";
+
+/// What the owner's device signs to set a policy: the wallet, the new version and the policy's
+/// JSON (as `serde_json` writes this struct), so a signed policy cannot be replayed later.
+#[must_use]
+pub fn policy_message(wallet_id: &str, version: u64, policy_json: &str) -> Vec<u8> {
+    let mut m = POLICY_CONTEXT.to_vec();
+    m.extend_from_slice(&(wallet_id.len() as u64).to_be_bytes());
+    m.extend_from_slice(wallet_id.as_bytes());
+    m.extend_from_slice(&version.to_be_bytes());
+    m.extend_from_slice(policy_json.as_bytes());
+    m
+}
+
+/// `PUT /policy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPolicy {
+    /// The wallet, hex id.
+    pub wallet_id: String,
+    /// The version this sets: the current one plus one.
+    pub version: u64,
+    /// The policy.
+    pub policy: Policy,
+    /// The device's identity signature over [`policy_message`], hex.
+    pub signature: String,
+}
+
+/// `GET /policy?wallet=…`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// The wallet, hex id.
+    pub wallet_id: String,
+    /// 0 for the default policy of a new wallet.
+    pub version: u64,
+    /// The policy.
+    pub policy: Policy,
+    /// The device that set it.
+    pub set_by: Option<String>,
+    /// When (RFC 3339).
+    pub set_at: Option<String>,
+}
+
+/// A signing request waiting for another device's approval (`GET /approvals`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingApproval {
+    /// The session the request created.
+    pub session_id: String,
+    /// The wallet, hex id.
+    pub wallet_id: String,
+    /// The requesting device.
+    pub device_id: String,
+    /// What will be signed, decoded by the server.
+    pub summary: String,
+    /// The digest that will be signed, hex.
+    pub digest: String,
+    /// When the request lapses (RFC 3339).
+    pub expires_at: String,
+}
+
+const SIGN_APPROVAL_CONTEXT: &[u8] = b"tessera/sign-approval/v1";
+
+/// What an approving (or refusing) device signs.
+#[must_use]
+pub fn sign_approval_message(session_id: &str, digest_hex: &str, approve: bool) -> Vec<u8> {
+    let mut m = SIGN_APPROVAL_CONTEXT.to_vec();
+    m.extend_from_slice(&(session_id.len() as u64).to_be_bytes());
+    m.extend_from_slice(session_id.as_bytes());
+    m.extend_from_slice(digest_hex.as_bytes());
+    m.push(u8::from(approve));
+    m
+}
+
+/// `POST /approvals/{session_id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproveSign {
+    /// Approve (true) or refuse.
+    pub approve: bool,
+    /// The device's identity signature over [`sign_approval_message`], hex.
+    pub signature: String,
+}
+
+/// `GET /sign/{session_id}`: where a signing request stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignStatus {
+    /// `none` (no approval needed), `pending`, `approved`, `refused` or `expired`.
+    pub approval: String,
+}
+
+/// A refusal by the policy (403), in the body's `message` and here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDenial {
+    /// The rule, e.g. `max_value_per_tx`.
+    pub rule: String,
 }
 
 /// `POST /refresh`.
@@ -209,6 +365,9 @@ pub struct SessionCreated {
     pub nonce: String,
     /// The wallet's epoch the run starts from.
     pub epoch: u64,
+    /// For a signature that needs another device's approval: `pending` until it is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 /// `GET /pubkey?wallet=…` and the wallet list.
@@ -233,6 +392,9 @@ pub struct ApiError {
     pub error: String,
     /// A human-readable message.
     pub message: String,
+    /// For a policy denial (`policy_denied`): the rule that denied the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// `GET /audit` answers with these, oldest first.

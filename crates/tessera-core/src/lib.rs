@@ -21,6 +21,7 @@ pub mod ecdsa;
 mod engine;
 pub mod envelope;
 pub mod error;
+pub mod intent;
 pub mod protocols;
 pub mod runner;
 pub mod session;

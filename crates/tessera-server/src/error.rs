@@ -26,6 +26,14 @@ pub enum ApiError {
     /// 410: the session is over (finished, failed or expired).
     #[error("{0}")]
     Gone(String),
+    /// 403: the wallet's policy denies the request.
+    #[error("denied by the wallet's policy ({rule}): {message}")]
+    PolicyDenied {
+        /// The rule.
+        rule: String,
+        /// Why.
+        message: String,
+    },
     /// 429: too many requests; retry after this many seconds.
     #[error("too many requests: retry after {retry_after} s")]
     TooManyRequests {
@@ -46,6 +54,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
+            ApiError::PolicyDenied { .. } => (StatusCode::FORBIDDEN, "policy_denied"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -67,6 +76,10 @@ impl IntoResponse for ApiError {
         let body = api::ApiError {
             error: code.into(),
             message: self.to_string(),
+            rule: match &self {
+                ApiError::PolicyDenied { rule, .. } => Some(rule.clone()),
+                _ => None,
+            },
         };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::TooManyRequests { retry_after } = self

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod limits;
+pub mod policy;
 pub mod registry;
 pub mod relay;
 pub mod state;
@@ -51,6 +52,10 @@ pub fn app(state: AppState) -> Router {
         .route("/wallets", get(wallets::list))
         .route("/ws", get(ws::open))
         .route("/relay/{code}", get(relay::open))
+        .route("/policy", get(policy::get).put(policy::set))
+        .route("/approvals", get(policy::pending))
+        .route("/approvals/{session_id}", post(policy::decide))
+        .route("/sign/{session_id}", get(policy::status))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify_endpoint))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

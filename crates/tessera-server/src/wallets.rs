@@ -109,6 +109,7 @@ async fn create_session(
         wallet_id: wallet_id.to_string(),
         nonce: hex::encode(nonce),
         epoch,
+        approval: None,
     })
 }
 
@@ -142,30 +143,96 @@ pub async fn keygen(
     Ok(Json(created))
 }
 
-/// `POST /sign`.
+/// What a signing session keeps for its socket: the digest the server computed, and the path.
+#[derive(serde::Serialize, Deserialize)]
+pub struct StoredSign {
+    /// The digest, hex.
+    pub digest: String,
+    /// The derivation path.
+    pub path: String,
+    /// The request's kind.
+    pub kind: String,
+}
+
+/// `POST /sign`: decodes what is to be signed, computes its digest, applies the wallet's policy
+/// (a denial is 403 and audited), and creates the session (held for approval if the policy
+/// says so).
 pub async fn sign(
     State(state): State<AppState>,
     me: AuthDevice,
     Json(req): Json<api::SignRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
-    let mut digest = [0u8; 32];
-    hex::decode_to_slice(&req.digest, &mut digest)
-        .map_err(|_| ApiError::BadRequest("digest must be 64 hex digits".into()))?;
     req.path
         .parse::<DerivationPath>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let decoded =
+        tessera_core::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
-    crate::vault::discard_stale_pending(&state, &wallet.id).await?;
+    let kind = req.kind.name();
+    let digest = hex::encode(decoded.digest);
+    let (version, policy, ..) = crate::policy::current(&state, &wallet.id).await?;
+    let at = now();
+    let history = crate::policy::history(&state, &wallet.id, at).await?;
+    let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
+    if let Err(denial) = crate::policy::evaluate(&policy, kind, &decoded, &history, at) {
+        crate::audit::append(
+            &state,
+            "sign.denied",
+            subject,
+            serde_json::json!({
+                "rule": denial.rule, "reason": denial.message, "kind": kind,
+                "summary": decoded.summary, "digest": digest, "policy_version": version,
+            }),
+        )
+        .await?;
+        return Err(ApiError::PolicyDenied {
+            rule: denial.rule.to_string(),
+            message: denial.message,
+        });
+    }
     crate::audit::append(
         &state,
         "sign.requested",
-        crate::audit::Subject::device(&me).wallet(&wallet.id),
-        serde_json::json!({ "digest": req.digest, "path": req.path }),
+        subject,
+        serde_json::json!({
+            "kind": kind, "summary": decoded.summary, "digest": digest, "path": req.path,
+            "policy_version": version, "approval_required": policy.require_approval,
+        }),
     )
     .await?;
-    let created = create_session(&state, &me, &wallet.id, "sign", &req, wallet.epoch)
+    crate::vault::discard_stale_pending(&state, &wallet.id).await?;
+    let stored = StoredSign {
+        digest: digest.clone(),
+        path: req.path.clone(),
+        kind: kind.to_string(),
+    };
+    let mut created = create_session(&state, &me, &wallet.id, "sign", &stored, wallet.epoch)
         .await
         .map_err(ApiError::from)?;
+    let approval = if policy.require_approval {
+        "pending"
+    } else {
+        "none"
+    };
+    sqlx::query(
+        "INSERT INTO sign_requests (session_id, wallet_id, device_id, kind, value_wei, digest, summary, requested_at, approval, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&created.session_id)
+    .bind(&wallet.id)
+    .bind(&me.device_id)
+    .bind(kind)
+    .bind(decoded.value.map(|v| v.to_string()))
+    .bind(&digest)
+    .bind(&decoded.summary)
+    .bind(at)
+    .bind(approval)
+    .bind(at + policy.approval_timeout_secs as i64)
+    .execute(state.db())
+    .await?;
+    if policy.require_approval {
+        created.approval = Some("pending".into());
+    }
     Ok(Json(created))
 }
 

@@ -100,8 +100,29 @@ pub async fn open(
             Run::Keygen(Box::new(session), wallet, req.name)
         }
         "sign" => {
-            let req: api::SignRequest =
+            let req: crate::wallets::StoredSign =
                 serde_json::from_str(&params.0).map_err(|e| ApiError::Internal(e.to_string()))?;
+            match crate::policy::approval_of(&state, &q.session_id)
+                .await?
+                .as_str()
+            {
+                "none" | "approved" => {}
+                "pending" => {
+                    return Err(ApiError::Forbidden(
+                        "this signature waits for approval by another device of the user".into(),
+                    ));
+                }
+                "refused" => {
+                    return Err(ApiError::Forbidden(
+                        "another device of the user refused this signature".into(),
+                    ));
+                }
+                other => {
+                    return Err(ApiError::Gone(format!(
+                        "the approval {other}; make a new request"
+                    )));
+                }
+            }
             let share = vault::load_active(&state, &wallet_id).await?;
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&req.digest, &mut digest)

@@ -1,0 +1,474 @@
+//! Signing policies: per wallet, set by a device of the owner with a signed request, versioned,
+//! and evaluated on every `POST /sign` before any cryptography. A denial is a 403 naming the rule
+//! and an audit record. A policy that requires approval holds the request until another active
+//! device of the user approves it (signed) within the timeout.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::json;
+use tessera_core::api::{self, Policy};
+use tessera_core::intent::{Decoded, U256};
+
+use crate::audit;
+use crate::auth::AuthDevice;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, now, rfc3339};
+use crate::wallets::wallet_of;
+
+const KINDS: [&str; 3] = ["eth-tx", "eth-message", "digest"];
+
+/// The policy in force for a wallet: (version, policy, set by, set at); version 0 is the default.
+///
+/// # Errors
+/// A database error, or a stored policy that no longer parses.
+pub async fn current(
+    state: &AppState,
+    wallet_id: &str,
+) -> ApiResult<(u64, Policy, Option<String>, Option<i64>)> {
+    let row: Option<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT version, policy, set_by, set_at FROM policies WHERE wallet_id = $1 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(wallet_id)
+    .fetch_optional(state.db())
+    .await?;
+    match row {
+        None => Ok((0, Policy::default(), None, None)),
+        Some((version, text, by, at)) => {
+            let policy = serde_json::from_str(&text)
+                .map_err(|e| ApiError::Internal(format!("stored policy: {e}")))?;
+            Ok((version.max(0) as u64, policy, Some(by), Some(at)))
+        }
+    }
+}
+
+/// `?wallet=`.
+#[derive(Deserialize)]
+pub struct WalletQuery {
+    wallet: String,
+}
+
+/// `GET /policy?wallet=…`.
+pub async fn get(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Query(q): Query<WalletQuery>,
+) -> ApiResult<Json<api::PolicyInfo>> {
+    let wallet = wallet_of(&state, &me, &q.wallet).await?;
+    let (version, policy, set_by, set_at) = current(&state, &wallet.id).await?;
+    Ok(Json(api::PolicyInfo {
+        wallet_id: wallet.id,
+        version,
+        policy,
+        set_by,
+        set_at: set_at.map(rfc3339),
+    }))
+}
+
+fn check(policy: &Policy) -> ApiResult<()> {
+    let bad = |m: String| Err(ApiError::BadRequest(m));
+    if let Some(k) = policy
+        .allowed_kinds
+        .iter()
+        .find(|k| !KINDS.contains(&k.as_str()))
+    {
+        return bad(format!(
+            "unknown kind {k:?}: use eth-tx, eth-message, digest"
+        ));
+    }
+    for d in policy.destinations.iter().flatten() {
+        if d.parse::<alloy_address::Address>().is_err() {
+            return bad(format!("destination {d:?} is not a 0x-hex address"));
+        }
+    }
+    for (name, v) in [
+        ("max_value_per_tx", &policy.max_value_per_tx),
+        ("max_value_per_24h", &policy.max_value_per_24h),
+    ] {
+        if let Some(v) = v
+            && U256::from_str_radix(v, 10).is_err()
+        {
+            return bad(format!("{name} must be a decimal amount in wei"));
+        }
+    }
+    if let Some([a, b]) = policy.hours_utc
+        && (a > 23 || b > 24 || a == b)
+    {
+        return bad(
+            "hours_utc must be [start, end) with 0 <= start <= 23, end <= 24, start != end".into(),
+        );
+    }
+    if !(10..=86_400).contains(&policy.approval_timeout_secs) {
+        return bad("approval_timeout_secs must be 10 to 86400".into());
+    }
+    Ok(())
+}
+
+/// Address parsing without naming alloy in this crate's dependencies.
+mod alloy_address {
+    /// A 20-byte address in 0x hex.
+    pub struct Address;
+
+    impl std::str::FromStr for Address {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let h = s.strip_prefix("0x").ok_or(())?;
+            if h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(Address)
+            } else {
+                Err(())
+            }
+        }
+    }
+}
+
+/// `PUT /policy`: a new version, signed by the calling device's identity key.
+pub async fn set(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Json(req): Json<api::SetPolicy>,
+) -> ApiResult<Json<api::PolicyInfo>> {
+    let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    check(&req.policy)?;
+    let (version, ..) = current(&state, &wallet.id).await?;
+    if req.version != version + 1 {
+        return Err(ApiError::Conflict(format!(
+            "the policy is at version {version}; sign version {} (it changed meanwhile?)",
+            version + 1
+        )));
+    }
+    let text = serde_json::to_string(&req.policy).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (key,): (Vec<u8>,) = sqlx::query_as("SELECT identity_key FROM devices WHERE id = $1")
+        .bind(&me.device_id)
+        .fetch_one(state.db())
+        .await?;
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| ApiError::Internal("stored identity key length".into()))?;
+    let mut sig = [0u8; 64];
+    hex::decode_to_slice(&req.signature, &mut sig)
+        .map_err(|_| ApiError::BadRequest("signature must be 128 hex digits".into()))?;
+    tessera_store::keystore::verify_identity_signature(
+        &key,
+        &api::policy_message(&wallet.id, req.version, &text),
+        &sig,
+    )
+    .map_err(|_| ApiError::Unauthorized("the policy signature does not verify".into()))?;
+    let inserted = sqlx::query(
+        "INSERT INTO policies (wallet_id, version, policy, set_by, signature, set_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&wallet.id)
+    .bind(req.version as i64)
+    .bind(&text)
+    .bind(&me.device_id)
+    .bind(&req.signature)
+    .bind(now())
+    .execute(state.db())
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(ApiError::Conflict(
+                "another policy version was set meanwhile".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    audit::append(
+        &state,
+        "policy.changed",
+        audit::Subject::device(&me).wallet(&wallet.id),
+        json!({ "version": req.version, "policy": req.policy, "signature": req.signature }),
+    )
+    .await?;
+    Ok(Json(api::PolicyInfo {
+        wallet_id: wallet.id,
+        version: req.version,
+        policy: req.policy,
+        set_by: Some(me.device_id),
+        set_at: Some(rfc3339(now())),
+    }))
+}
+
+/// What a wallet signed recently.
+pub struct History {
+    /// Requests allowed in the last hour.
+    pub last_hour: u32,
+    /// Value of the transactions allowed in the last 24 hours, wei.
+    pub value_24h: U256,
+}
+
+/// Reads the recent requests of `wallet_id`.
+///
+/// # Errors
+/// A database error.
+pub async fn history(state: &AppState, wallet_id: &str, at: i64) -> ApiResult<History> {
+    let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(
+        "SELECT requested_at, value_wei, approval FROM sign_requests WHERE wallet_id = $1 AND requested_at > $2",
+    )
+    .bind(wallet_id)
+    .bind(at - 86_400)
+    .fetch_all(state.db())
+    .await?;
+    let mut h = History {
+        last_hour: 0,
+        value_24h: U256::ZERO,
+    };
+    for (t, value, approval) in rows {
+        if approval == "refused" {
+            continue;
+        }
+        if t > at - 3600 {
+            h.last_hour += 1;
+        }
+        if let Some(v) = value.and_then(|v| U256::from_str_radix(&v, 10).ok()) {
+            h.value_24h = h.value_24h.saturating_add(v);
+        }
+    }
+    Ok(h)
+}
+
+/// A rule that denies a request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// The rule's name (a field of [`Policy`]).
+    pub rule: &'static str,
+    /// Why, for the requester.
+    pub message: String,
+}
+
+fn deny(rule: &'static str, message: String) -> Result<(), Denial> {
+    Err(Denial { rule, message })
+}
+
+/// Evaluates `policy` for a request of `kind` (decoded) at Unix time `at`.
+///
+/// # Errors
+/// The first rule that denies it.
+pub fn evaluate(
+    policy: &Policy,
+    kind: &str,
+    decoded: &Decoded,
+    history: &History,
+    at: i64,
+) -> Result<(), Denial> {
+    if !policy.allowed_kinds.iter().any(|k| k == kind) {
+        return deny(
+            "allowed_kinds",
+            format!("{kind} requests are not allowed for this wallet"),
+        );
+    }
+    if let Some([start, end]) = policy.hours_utc {
+        let hour = ((at.rem_euclid(86_400)) / 3600) as u8;
+        let inside = if start < end {
+            hour >= start && hour < end
+        } else {
+            hour >= start || hour < end
+        };
+        if !inside {
+            return deny(
+                "hours_utc",
+                format!("signing is allowed from {start}:00 to {end}:00 UTC; it is {hour}:xx"),
+            );
+        }
+    }
+    if let Some(max) = policy.max_signatures_per_hour
+        && history.last_hour >= max
+    {
+        return deny(
+            "max_signatures_per_hour",
+            format!(
+                "{} signatures in the last hour; the limit is {max}",
+                history.last_hour
+            ),
+        );
+    }
+    if let Some(chain) = decoded.chain_id
+        && let Some(allowed) = &policy.chain_ids
+        && !allowed.contains(&chain)
+    {
+        return deny("chain_ids", format!("chain {chain} is not allowed"));
+    }
+    if let Some(allowed) = &policy.destinations
+        && decoded.chain_id.is_some()
+    {
+        let ok = decoded
+            .to
+            .as_ref()
+            .is_some_and(|to| allowed.iter().any(|a| a.eq_ignore_ascii_case(to)));
+        if !ok {
+            return deny(
+                "destinations",
+                format!(
+                    "{} is not on the destination allow-list",
+                    decoded.to.as_deref().unwrap_or("a contract creation")
+                ),
+            );
+        }
+    }
+    if let Some(value) = decoded.value {
+        let limit = |v: &Option<String>| v.as_ref().and_then(|v| U256::from_str_radix(v, 10).ok());
+        if let Some(max) = limit(&policy.max_value_per_tx)
+            && value > max
+        {
+            return deny(
+                "max_value_per_tx",
+                format!("{value} wei exceeds the limit of {max} wei per transaction"),
+            );
+        }
+        if let Some(max) = limit(&policy.max_value_per_24h)
+            && history.value_24h.saturating_add(value) > max
+        {
+            return deny(
+                "max_value_per_24h",
+                format!(
+                    "{value} wei after {} wei in the last 24 hours exceeds the limit of {max} wei",
+                    history.value_24h
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `GET /approvals`: signing requests of the user's wallets waiting for approval.
+pub async fn pending(
+    State(state): State<AppState>,
+    me: AuthDevice,
+) -> ApiResult<Json<Vec<api::PendingApproval>>> {
+    let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
+        "SELECT r.session_id, r.wallet_id, r.device_id, r.summary, r.digest, r.expires_at \
+         FROM sign_requests r JOIN wallets w ON w.id = r.wallet_id \
+         WHERE w.user_id = $1 AND r.approval = 'pending' AND r.expires_at > $2 ORDER BY r.requested_at",
+    )
+    .bind(&me.user_id)
+    .bind(now())
+    .fetch_all(state.db())
+    .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(
+                |(session_id, wallet_id, device_id, summary, digest, expires)| {
+                    api::PendingApproval {
+                        session_id,
+                        wallet_id,
+                        device_id,
+                        summary,
+                        digest,
+                        expires_at: rfc3339(expires),
+                    }
+                },
+            )
+            .collect(),
+    ))
+}
+
+/// `POST /approvals/{session_id}`: another active device of the user approves or refuses.
+pub async fn decide(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Path(session_id): Path<String>,
+    Json(req): Json<api::ApproveSign>,
+) -> ApiResult<Json<api::SignStatus>> {
+    let row: Option<(String, String, String, String, i64)> = sqlx::query_as(
+        "SELECT r.wallet_id, r.device_id, r.digest, r.approval, r.expires_at \
+         FROM sign_requests r JOIN wallets w ON w.id = r.wallet_id WHERE r.session_id = $1 AND w.user_id = $2",
+    )
+    .bind(&session_id)
+    .bind(&me.user_id)
+    .fetch_optional(state.db())
+    .await?;
+    let (wallet_id, requester, digest, approval, expires) =
+        row.ok_or_else(|| ApiError::NotFound("no such signing request".into()))?;
+    if approval != "pending" {
+        return Err(ApiError::Conflict(format!("the request is {approval}")));
+    }
+    if expires <= now() {
+        return Err(ApiError::Gone(
+            "the request expired before it was approved".into(),
+        ));
+    }
+    if requester == me.device_id {
+        return Err(ApiError::Forbidden(
+            "a device cannot approve its own request: use another active device".into(),
+        ));
+    }
+    let (key,): (Vec<u8>,) = sqlx::query_as("SELECT identity_key FROM devices WHERE id = $1")
+        .bind(&me.device_id)
+        .fetch_one(state.db())
+        .await?;
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| ApiError::Internal("stored identity key length".into()))?;
+    let mut sig = [0u8; 64];
+    hex::decode_to_slice(&req.signature, &mut sig)
+        .map_err(|_| ApiError::BadRequest("signature must be 128 hex digits".into()))?;
+    tessera_store::keystore::verify_identity_signature(
+        &key,
+        &api::sign_approval_message(&session_id, &digest, req.approve),
+        &sig,
+    )
+    .map_err(|_| ApiError::Unauthorized("the approval signature does not verify".into()))?;
+    let decision = if req.approve { "approved" } else { "refused" };
+    let done = sqlx::query(
+        "UPDATE sign_requests SET approval = $1, decided_by = $2, decided_at = $3 WHERE session_id = $4 AND approval = 'pending'",
+    )
+    .bind(decision)
+    .bind(&me.device_id)
+    .bind(now())
+    .bind(&session_id)
+    .execute(state.db())
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(ApiError::Conflict(
+            "the request was decided meanwhile".into(),
+        ));
+    }
+    audit::append(
+        &state,
+        if req.approve { "sign.approved" } else { "sign.refused" },
+        audit::Subject::device(&me).wallet(&wallet_id),
+        json!({ "session_id": session_id, "requested_by": requester, "digest": digest, "signature": req.signature }),
+    )
+    .await?;
+    Ok(Json(api::SignStatus {
+        approval: decision.into(),
+    }))
+}
+
+/// Where the approval of a signing session stands: `none`, `pending`, `approved`, `refused`,
+/// `expired`.
+///
+/// # Errors
+/// A database error.
+pub async fn approval_of(state: &AppState, session_id: &str) -> ApiResult<String> {
+    let row: Option<(String, Option<i64>)> =
+        sqlx::query_as("SELECT approval, expires_at FROM sign_requests WHERE session_id = $1")
+            .bind(session_id)
+            .fetch_optional(state.db())
+            .await?;
+    Ok(match row {
+        None => "none".into(),
+        Some((a, Some(exp))) if a == "pending" && exp <= now() => "expired".into(),
+        Some((a, _)) => a,
+    })
+}
+
+/// `GET /sign/{session_id}`: the requesting device follows its request.
+pub async fn status(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Path(session_id): Path<String>,
+) -> ApiResult<Json<api::SignStatus>> {
+    let owner: Option<(String,)> = sqlx::query_as("SELECT device_id FROM sessions WHERE id = $1")
+        .bind(&session_id)
+        .fetch_optional(state.db())
+        .await?;
+    match owner {
+        Some((d,)) if d == me.device_id => {}
+        _ => return Err(ApiError::NotFound("unknown session".into())),
+    }
+    Ok(Json(api::SignStatus {
+        approval: approval_of(&state, &session_id).await?,
+    }))
+}
