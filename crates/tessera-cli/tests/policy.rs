@@ -1,0 +1,398 @@
+//! Signing policies against a real server process: an allow and a deny test for every rule,
+//! approval by a second device, and signed `eth-tx` transactions decoded with alloy.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use alloy_consensus::TxEnvelope;
+use alloy_consensus::transaction::SignerRecoverable;
+use alloy_eips::eip2718::Decodable2718;
+use tessera_client::{ClientError, ServerClient};
+use tessera_core::api::Policy;
+use tessera_core::intent::{EthTransaction, SignKind};
+use tessera_core::{DerivationPath, KeyShare};
+use tessera_store::{DeviceIdentity, Keystore, KeystoreOptions, Passphrase};
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "server",
+            "--insecure-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env_remove("TESSERA_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    Server {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+struct Owner {
+    laptop: ServerClient,
+    laptop_id: DeviceIdentity,
+    phone: ServerClient,
+    phone_id: DeviceIdentity,
+    share: KeyShare,
+    wallet: String,
+    _homes: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn identity(dir: &std::path::Path) -> DeviceIdentity {
+    Keystore::open_with(
+        dir,
+        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
+    )
+    .unwrap()
+    .create_identity(&Passphrase::new("pw".into()).unwrap())
+    .unwrap()
+}
+
+/// A user with a laptop (which made the wallet) and an approved phone.
+async fn owner(server: &Server, user: &str) -> Owner {
+    let (h1, h2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (laptop_id, phone_id) = (identity(h1.path()), identity(h2.path()));
+    let mut laptop = ServerClient::new(&server.url).unwrap();
+    let d1 = laptop.register(&laptop_id, user, "laptop").await.unwrap();
+    laptop.login(&laptop_id, &d1.device_id).await.unwrap();
+    let mut phone = ServerClient::new(&server.url).unwrap();
+    let d2 = phone.register(&phone_id, user, "phone").await.unwrap();
+    laptop
+        .approve(
+            &laptop_id,
+            &tessera_core::api::approval_code(&phone_id.public_key()),
+        )
+        .await
+        .unwrap();
+    phone.login(&phone_id, &d2.device_id).await.unwrap();
+    let share = laptop.keygen("w", |_, _| {}).await.unwrap();
+    let wallet = share.wallet_id().to_string();
+    Owner {
+        laptop,
+        laptop_id,
+        phone,
+        phone_id,
+        share,
+        wallet,
+        _homes: (h1, h2),
+    }
+}
+
+const ALICE: &str = "0x1111111111111111111111111111111111111111";
+const BOB: &str = "0x2222222222222222222222222222222222222222";
+
+fn tx(chain_id: u64, to: Option<&str>, value: u64) -> SignKind {
+    SignKind::EthTx {
+        tx: EthTransaction {
+            chain_id,
+            nonce: 7,
+            max_fee_per_gas: "30000000000".into(),
+            max_priority_fee_per_gas: "1000000000".into(),
+            gas_limit: 21_000,
+            to: to.map(str::to_string),
+            value: value.to_string(),
+            data: "0x".into(),
+        },
+    }
+}
+
+fn message(text: &str) -> SignKind {
+    SignKind::EthMessage {
+        message: text.into(),
+    }
+}
+
+impl Owner {
+    async fn sign(&self, kind: &SignKind) -> Result<tessera_core::Signature, ClientError> {
+        self.laptop
+            .sign_kind(
+                &self.share,
+                kind,
+                &DerivationPath::root(),
+                |_, _| {},
+                |_| {},
+            )
+            .await
+    }
+
+    async fn policy(&self, policy: Policy) {
+        self.laptop
+            .set_policy(&self.laptop_id, &self.wallet, &policy)
+            .await
+            .unwrap();
+    }
+
+    /// Asserts `kind` is denied by `rule` (403) and audited.
+    async fn denied(&self, kind: &SignKind, rule: &str) {
+        match self.sign(kind).await {
+            Err(ClientError::Server {
+                status: 403,
+                code,
+                message,
+            }) => {
+                assert_eq!(code, "policy_denied");
+                assert!(message.contains(rule), "{message}");
+            }
+            other => panic!("not denied by {rule}: {other:?}"),
+        }
+        let audit = self.laptop.audit(Some(&self.wallet)).await.unwrap();
+        let last = audit
+            .iter()
+            .rev()
+            .find(|r| r.kind == "sign.denied")
+            .unwrap();
+        assert!(
+            last.detail.contains(&format!("\"rule\":\"{rule}\"")),
+            "{}",
+            last.detail
+        );
+    }
+}
+
+#[tokio::test]
+async fn kinds_transactions_chains_and_destinations() {
+    let server = start();
+    let o = owner(&server, "kinds").await;
+    // A new wallet: messages and transactions, not raw digests.
+    o.sign(&message("hello")).await.unwrap();
+    let digest = SignKind::Digest {
+        digest: hex::encode([9u8; 32]),
+    };
+    o.denied(&digest, "allowed_kinds").await;
+    o.policy(Policy {
+        allowed_kinds: vec!["eth-tx".into(), "digest".into()],
+        ..Policy::default()
+    })
+    .await;
+    o.sign(&digest).await.unwrap();
+    o.denied(&message("hello"), "allowed_kinds").await;
+
+    // A signed transaction decodes with alloy and its sender is the wallet's address.
+    let kind = tx(1, Some(ALICE), 1000);
+    let sig = o.sign(&kind).await.unwrap();
+    let SignKind::EthTx { tx: t } = &kind else {
+        unreachable!()
+    };
+    let raw = t.signed_raw(&sig).unwrap();
+    let envelope = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
+    let sender = envelope.recover_signer().unwrap();
+    assert_eq!(
+        format!("{sender:#x}"),
+        o.share.public_key().eth_address().to_lowercase()
+    );
+
+    // Chains.
+    o.policy(Policy {
+        chain_ids: Some(vec![1]),
+        ..Policy::default()
+    })
+    .await;
+    o.sign(&tx(1, Some(ALICE), 1)).await.unwrap();
+    o.denied(&tx(5, Some(ALICE), 1), "chain_ids").await;
+
+    // Destinations.
+    o.policy(Policy {
+        destinations: Some(vec![ALICE.to_uppercase().replace("0X", "0x")]),
+        ..Policy::default()
+    })
+    .await;
+    o.sign(&tx(1, Some(ALICE), 1)).await.unwrap();
+    o.denied(&tx(1, Some(BOB), 1), "destinations").await;
+    o.denied(&tx(1, None, 1), "destinations").await;
+}
+
+#[tokio::test]
+async fn values_rates_and_hours() {
+    let server = start();
+    let o = owner(&server, "values").await;
+    o.policy(Policy {
+        max_value_per_tx: Some("1000".into()),
+        max_value_per_24h: Some("1500".into()),
+        ..Policy::default()
+    })
+    .await;
+    o.denied(&tx(1, Some(ALICE), 1001), "max_value_per_tx")
+        .await;
+    o.sign(&tx(1, Some(ALICE), 1000)).await.unwrap();
+    o.sign(&tx(1, Some(ALICE), 400)).await.unwrap();
+    o.denied(&tx(1, Some(ALICE), 200), "max_value_per_24h")
+        .await;
+    o.sign(&tx(1, Some(ALICE), 100)).await.unwrap();
+
+    // Signatures per hour (the 3 transactions above count).
+    o.policy(Policy {
+        max_signatures_per_hour: Some(4),
+        ..Policy::default()
+    })
+    .await;
+    o.sign(&message("fourth")).await.unwrap();
+    o.denied(&message("fifth"), "max_signatures_per_hour").await;
+
+    // Hours: a window with this hour in it, and one without.
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 86_400
+        / 3600) as u8;
+    o.policy(Policy {
+        hours_utc: Some([hour, hour + 1]),
+        ..Policy::default()
+    })
+    .await;
+    o.sign(&message("in hours")).await.unwrap();
+    o.policy(Policy {
+        hours_utc: Some([(hour + 2) % 24, (hour + 3) % 24]),
+        ..Policy::default()
+    })
+    .await;
+    o.denied(&message("out of hours"), "hours_utc").await;
+}
+
+#[tokio::test]
+async fn a_second_device_must_approve() {
+    let server = start();
+    let o = owner(&server, "approvals").await;
+    o.policy(Policy {
+        require_approval: true,
+        approval_timeout_secs: 10,
+        ..Policy::default()
+    })
+    .await;
+
+    // Approved by the phone: the laptop's signature goes through.
+    let rent = message("pay the rent");
+    let (sig, ()) = tokio::join!(o.sign(&rent), async {
+        let pending = loop {
+            let p = o.phone.approvals().await.unwrap();
+            if let Some(first) = p.into_iter().next() {
+                break first;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert!(
+            pending.summary.contains("pay the rent"),
+            "{}",
+            pending.summary
+        );
+        // The requesting device cannot approve itself.
+        assert!(matches!(
+            o.laptop.decide(&o.laptop_id, &pending, true).await,
+            Err(ClientError::Server { status: 403, .. })
+        ));
+        o.phone.decide(&o.phone_id, &pending, true).await.unwrap();
+    });
+    sig.unwrap();
+
+    // Refused by the phone.
+    let suspicious = message("suspicious");
+    let (result, ()) = tokio::join!(o.sign(&suspicious), async {
+        let pending = loop {
+            if let Some(p) = o.phone.approvals().await.unwrap().into_iter().next() {
+                break p;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        o.phone.decide(&o.phone_id, &pending, false).await.unwrap();
+    });
+    assert!(matches!(result, Err(ClientError::Refused(m)) if m.contains("refused")));
+
+    // Nobody approves: the request lapses.
+    let result = o.sign(&message("forgotten")).await;
+    assert!(matches!(result, Err(ClientError::Refused(m)) if m.contains("expired")));
+    let audit = o.laptop.audit(Some(&o.wallet)).await.unwrap();
+    let kinds: Vec<&str> = audit.iter().map(|r| r.kind.as_str()).collect();
+    assert!(kinds.contains(&"sign.approved") && kinds.contains(&"sign.refused"));
+}
+
+#[tokio::test]
+async fn policies_are_signed_versioned_and_owned() {
+    let server = start();
+    let o = owner(&server, "owner").await;
+    let stranger = owner(&server, "stranger").await;
+    let info = o.laptop.policy(&o.wallet).await.unwrap();
+    assert_eq!(info.version, 0);
+    assert_eq!(info.policy, Policy::default());
+    o.policy(Policy {
+        max_signatures_per_hour: Some(100),
+        ..Policy::default()
+    })
+    .await;
+    let info = o.laptop.policy(&o.wallet).await.unwrap();
+    assert_eq!(info.version, 1);
+    assert_eq!(info.policy.max_signatures_per_hour, Some(100));
+    // The phone (another active device of the owner) may set it too; a stranger may not.
+    o.phone
+        .set_policy(&o.phone_id, &o.wallet, &Policy::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        stranger
+            .laptop
+            .set_policy(&stranger.laptop_id, &o.wallet, &Policy::default())
+            .await,
+        Err(ClientError::Server { status: 404, .. })
+    ));
+    // A signature by another key, or over another version, is refused; nothing changes.
+    let text = serde_json::to_string(&Policy::default()).unwrap();
+    let forged = hex::encode(
+        stranger
+            .laptop_id
+            .sign(&tessera_core::api::policy_message(&o.wallet, 3, &text)),
+    );
+    let http = reqwest::Client::new();
+    let put = |version: u64, signature: String| {
+        http.put(format!("{}/policy", server.url))
+            .bearer_auth(o.laptop.token().unwrap())
+            .json(&tessera_core::api::SetPolicy {
+                wallet_id: o.wallet.clone(),
+                version,
+                policy: Policy::default(),
+                signature,
+            })
+            .send()
+    };
+    assert_eq!(put(3, forged).await.unwrap().status().as_u16(), 401);
+    let replay = hex::encode(
+        o.laptop_id
+            .sign(&tessera_core::api::policy_message(&o.wallet, 2, &text)),
+    );
+    assert_eq!(put(2, replay).await.unwrap().status().as_u16(), 409);
+    assert_eq!(o.laptop.policy(&o.wallet).await.unwrap().version, 2);
+    let audit = o.laptop.audit(Some(&o.wallet)).await.unwrap();
+    assert_eq!(
+        audit.iter().filter(|r| r.kind == "policy.changed").count(),
+        2
+    );
+}
