@@ -66,18 +66,30 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Background chores: forgetting idle rate-limit keys, ending the sessions of dead replicas.
+pub fn spawn_housekeeping(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = 0u64;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            tick += 1;
+            if tick.is_multiple_of(6) {
+                state.limits().forget_idle();
+            }
+            if let Err(e) = state.end_sessions_of_dead_replicas().await {
+                tracing::warn!(error = %e, "could not check for dead replicas");
+            }
+        }
+    });
+}
+
 /// Serves `app` on `listener` until the process ends.
 ///
 /// # Errors
 /// An I/O error of the listener.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    let forget = state.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-            forget.limits().forget_idle();
-        }
-    });
+    spawn_housekeeping(&state);
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),

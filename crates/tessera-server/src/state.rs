@@ -126,7 +126,12 @@ struct Inner {
     relay: crate::relay::Rooms,
     audit: tokio::sync::Mutex<()>,
     limits: crate::limits::RateLimits,
+    instance: String,
+    liveness: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
 }
+
+/// Advisory-lock namespace of replica liveness locks (PostgreSQL).
+const LIVENESS_LOCK_SPACE: i32 = 0x7e55;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -144,16 +149,34 @@ impl AppState {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
         let db = connect_database(&config).await?;
-        // A session is run by the process that opened its socket; after a restart none runs, so
-        // its row must not stay live (a live refresh blocks the wallet's next one).
-        // With several replicas on one database this needs per-replica ownership of sessions.
-        sqlx::query(
-            "UPDATE sessions SET status = 'failed', detail = 'the server restarted during the session' \
-             WHERE status IN ('created', 'running')",
-        )
-        .execute(&db)
-        .await
-        .map_err(|e| format!("cannot end the sessions of the previous run: {e}"))?;
+        let instance = uuid::Uuid::new_v4().to_string();
+        let liveness = if config.database_url.is_some() {
+            // Replicas may share this database: hold a lock named after this instance for as
+            // long as the process lives, and end only the sessions of replicas that died.
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(
+                config.database_url.as_deref().unwrap_or_default(),
+            )
+            .await
+            .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+            sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+                .bind(LIVENESS_LOCK_SPACE)
+                .bind(&instance)
+                .execute(&mut conn)
+                .await
+                .map_err(|e| format!("cannot take this replica's liveness lock: {e}"))?;
+            Some(tokio::sync::Mutex::new(conn))
+        } else {
+            // One server per SQLite file: after a restart no session runs any more, and its row
+            // must not stay live (a live refresh blocks the wallet's next one).
+            sqlx::query(
+                "UPDATE sessions SET status = 'failed', detail = 'the server restarted during the session' \
+                 WHERE status IN ('created', 'running')",
+            )
+            .execute(&db)
+            .await
+            .map_err(|e| format!("cannot end the sessions of the previous run: {e}"))?;
+            None
+        };
         let jwt = JwtKeys::open_or_create(&dir.join("token-signing.pk8"))?;
         let kek = config
             .kek
@@ -161,7 +184,7 @@ impl AppState {
             .unwrap_or_else(|| KekSource::File(dir.join("kek.key")))
             .open()?;
         crate::vault::check_kek(&db, kek.as_ref()).await?;
-        Ok(AppState(Arc::new(Inner {
+        let state = AppState(Arc::new(Inner {
             db,
             jwt,
             kek,
@@ -169,7 +192,74 @@ impl AppState {
             audit: tokio::sync::Mutex::new(()),
             limits: crate::limits::RateLimits::new(config.limits),
             config,
-        })))
+            instance,
+            liveness,
+        }));
+        state.end_sessions_of_dead_replicas().await?;
+        Ok(state)
+    }
+
+    /// This process's instance id (the owner of the sessions it runs).
+    #[must_use]
+    pub fn instance(&self) -> &str {
+        &self.0.instance
+    }
+
+    /// Ends the running sessions whose replica died (its liveness lock is free). Called at start
+    /// and then periodically; nothing to do on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn end_sessions_of_dead_replicas(&self) -> Result<usize, String> {
+        let Some(liveness) = &self.0.liveness else {
+            return Ok(0);
+        };
+        let err = |e: sqlx::Error| format!("database: {e}");
+        let owners: Vec<(Option<String>,)> = sqlx::query_as(
+            "SELECT DISTINCT owner FROM sessions WHERE status = 'running' AND (owner IS NULL OR owner <> $1)",
+        )
+        .bind(&self.0.instance)
+        .fetch_all(self.db())
+        .await
+        .map_err(err)?;
+        let mut ended = 0;
+        let mut conn = liveness.lock().await;
+        for (owner,) in owners {
+            let dead = match &owner {
+                // Claimed before sessions had owners.
+                None => true,
+                Some(o) => {
+                    let (free,): (bool,) =
+                        sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2))")
+                            .bind(LIVENESS_LOCK_SPACE)
+                            .bind(o)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(err)?;
+                    if free {
+                        sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+                            .bind(LIVENESS_LOCK_SPACE)
+                            .bind(o)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(err)?;
+                    }
+                    free
+                }
+            };
+            if dead {
+                let done = sqlx::query(
+                    "UPDATE sessions SET status = 'failed', detail = 'the server replica running it stopped' \
+                     WHERE status = 'running' AND owner IS NOT DISTINCT FROM $1",
+                )
+                .bind(owner)
+                .execute(self.db())
+                .await
+                .map_err(err)?;
+                ended += done.rows_affected() as usize;
+            }
+        }
+        Ok(ended)
     }
 
     /// The database.

@@ -89,6 +89,7 @@ pub async fn serve_tls(
             .await
             .map_err(|e| format!("the certificate or key is not usable: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    crate::spawn_housekeeping(&state);
     axum_server::from_tcp_rustls(listener, config)
         .map_err(|e| e.to_string())?
         .serve(crate::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())

@@ -151,9 +151,10 @@ pub async fn open(
         other => return Err(ApiError::Internal(format!("unknown protocol {other}"))),
     };
     // Claim the session: only one socket may ever run it.
-    let claimed = sqlx::query("UPDATE sessions SET status = 'running', last_message_at = $1 WHERE id = $2 AND status = 'created'")
+    let claimed = sqlx::query("UPDATE sessions SET status = 'running', last_message_at = $1, owner = $3 WHERE id = $2 AND status = 'created'")
         .bind(now())
         .bind(&q.session_id)
+        .bind(state.instance())
         .execute(state.db())
         .await?;
     if claimed.rows_affected() != 1 {
