@@ -129,6 +129,10 @@ struct ServerArgs {
     /// Authentication failures allowed at once from one source address.
     #[arg(long, default_value_t = 20)]
     auth_failure_burst: u32,
+    /// Benchmarks only: no signing policies and no audit log (to measure what they cost).
+    /// Refused except with --insecure-http on loopback.
+    #[arg(long, hide = true, requires = "insecure_http")]
+    benchmark_without_controls: bool,
 }
 
 #[derive(Subcommand)]
@@ -419,6 +423,7 @@ async fn server(args: ServerArgs) -> CliResult {
     let mut config = tessera_server::Config::new(&args.data_dir);
     config.database_url = args.database_url.clone();
     config.kek = Some(kek_source(&args.kek, &args.data_dir)?);
+    config.controls = !args.benchmark_without_controls;
     config.limits = tessera_server::limits::Limits {
         ip_per_second: args.ip_rate,
         ip_burst: args.ip_burst,

@@ -1079,6 +1079,49 @@ async fn cli_device_commands() {
     assert_eq!(code, Some(0), "{err}");
     assert_ne!(field(&out, "public key"), pubkey);
 
+    // An EIP-1559 transaction: the raw signed transaction is printed; a raw digest is refused by
+    // a new wallet's policy (403 naming the rule), then allowed by a policy set from a file.
+    let tx = home.path().join("tx.json");
+    std::fs::write(
+        &tx,
+        r#"{"chain_id":1,"nonce":0,"max_fee_per_gas":"30000000000","max_priority_fee_per_gas":"1000000000","gas_limit":21000,"to":"0x1111111111111111111111111111111111111111","value":"1000","data":"0x"}"#,
+    )
+    .unwrap();
+    let (code, out, err) = run(&["sign", "--wallet", "main", "--eth-tx", tx.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(field(&out, "raw tx").starts_with("0x02"), "{out}");
+    assert!(out.contains("send 1000 wei to 0x1111"), "{out}");
+    let digest = "ab".repeat(32);
+    let (code, _, err) = run(&["sign", "--wallet", "main", "--digest", &digest]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("allowed_kinds"), "{err}");
+    let policy = home.path().join("policy.json");
+    std::fs::write(&policy, r#"{"allowed_kinds":["digest","eth-tx"]}"#).unwrap();
+    let (code, out, err) = run(&[
+        "policy",
+        "set",
+        "--wallet",
+        "main",
+        "--file",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("version 1"), "{out}");
+    let (code, out, _) = run(&["policy", "show", "--wallet", "main"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"digest\""), "{out}");
+    let (code, _, err) = run(&["sign", "--wallet", "main", "--digest", &digest]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, _) = run(&["audit", "list", "--wallet", "main"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("sign.denied") && out.contains("policy.changed"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["audit", "verify"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("intact"), "{out}");
+
     let (code, out, _) = run(&["wallets"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("main") && out.contains("epoch 1"), "{out}");

@@ -30,6 +30,8 @@ pub struct Config {
     pub kek: Option<KekSource>,
     /// Rate limits.
     pub limits: crate::limits::Limits,
+    /// Policies and the audit log. Only a benchmark turns them off, to measure their cost.
+    pub controls: bool,
 }
 
 /// Where the key-encryption key is.
@@ -114,6 +116,7 @@ impl Config {
             session_idle_timeout: Duration::from_secs(300),
             kek: None,
             limits: crate::limits::Limits::default(),
+            controls: true,
         }
     }
 }

@@ -88,6 +88,7 @@ pub async fn open(
         .fetch_one(state.db())
         .await?;
     let mut digest_hex = String::new();
+    let mut summary = String::new();
     let run = match protocol.as_str() {
         "keygen" => {
             let req: api::KeygenRequest =
@@ -132,6 +133,7 @@ pub async fn open(
                 .parse()
                 .map_err(|e: Error| ApiError::Internal(e.to_string()))?;
             digest_hex.clone_from(&req.digest);
+            summary.clone_from(&req.summary);
             let request = SignRequest {
                 nonce,
                 signers: vec![DEVICE, SERVER],
@@ -211,6 +213,7 @@ pub async fn open(
             if let Some(sig) = signature {
                 detail["signature"] = sig.into();
                 detail["digest"] = digest_hex.into();
+                detail["summary"] = summary.into();
             }
             audit::note(
                 &state,
