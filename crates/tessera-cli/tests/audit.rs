@@ -2,13 +2,14 @@
 //! that editing, deleting or reordering rows directly in the database is detected.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
+use common::{Server, fresh_postgres_database};
 use tessera_client::{ServerClient, WalletRecord};
 use tessera_core::DerivationPath;
-use tessera_store::{Keystore, KeystoreOptions, Passphrase};
+
+mod common;
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -16,85 +17,10 @@ enum Backend {
     Postgres,
 }
 
-fn fresh_postgres_database() -> String {
-    let admin = std::env::var("TESSERA_TEST_DATABASE_URL").expect(
-        "the PostgreSQL tests need TESSERA_TEST_DATABASE_URL: run ./scripts/test, which starts a throwaway PostgreSQL",
-    );
-    let name = format!(
-        "tessera_audit_{}",
-        hex::encode(&tessera_core::protocols::fresh_nonce()[..8])
-    );
-    let out = Command::new("psql")
-        .args([
-            admin.as_str(),
-            "-q",
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    data: PathBuf,
-    database_url: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(backend: Backend) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let database_url = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(fresh_postgres_database()),
-    };
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.args([
-        "server",
-        "--insecure-http",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-    ])
-    .arg(&data)
-    .env_remove("TESSERA_DATABASE_URL")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
-    if let Some(url) = &database_url {
-        cmd.args(["--database-url", url]);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_string();
-    Server {
-        child,
-        url,
-        data,
-        database_url,
-        _dir: dir,
+    match backend {
+        Backend::Sqlite => Server::start_fresh(&[]),
+        Backend::Postgres => Server::start_fresh(&["--database-url", &fresh_postgres_database()]),
     }
 }
 
@@ -131,13 +57,7 @@ fn verify_offline(server: &Server) -> (bool, String) {
 
 /// A user with a wallet that signed and refreshed.
 async fn activity(server: &Server, home: &Path) -> (ServerClient, String) {
-    let id = Keystore::open_with(
-        home,
-        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
-    )
-    .unwrap()
-    .create_identity(&Passphrase::new("pw".into()).unwrap())
-    .unwrap();
+    let id = common::identity(home);
     let mut client = ServerClient::new(&server.url).unwrap();
     let device = client.register(&id, "auditee", "laptop").await.unwrap();
     client.login(&id, &device.device_id).await.unwrap();

@@ -2,13 +2,15 @@
 //! initialised per test, real `tessera` processes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use tessera_client::ServerClient;
 use tessera_core::DerivationPath;
-use tessera_store::{Keystore, KeystoreOptions, Passphrase};
+
+use common::Server;
+
+mod common;
 
 const PIN: &str = "4321";
 
@@ -74,51 +76,16 @@ fn tessera(conf: &Path, pin: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `tessera server --kek KEK`; Err(stderr) when it refuses to start.
 fn server(conf: &Path, data: &Path, kek: &str, pin: &str) -> Result<Server, String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "server",
-            "--insecure-http",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data)
-        .args(["--kek", kek])
-        .env("SOFTHSM2_CONF", conf)
-        .env("TESSERA_PKCS11_PIN", pin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.is_empty() {
-        let out = child.wait_with_output().unwrap();
-        assert!(!out.status.success());
-        return Err(String::from_utf8_lossy(&out.stderr).to_string());
-    }
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    Ok(Server { child, url })
+    Server::try_start(
+        data,
+        &["--kek", kek],
+        &[
+            ("SOFTHSM2_CONF", Some(conf.to_str().unwrap())),
+            ("TESSERA_PKCS11_PIN", Some(pin)),
+        ],
+    )
 }
 
 #[tokio::test]
@@ -174,13 +141,7 @@ async fn server_shares_wrapped_by_an_hsm_key_and_the_key_rotated() {
 
     // A wallet whose server share is sealed under the HSM key.
     let home = tempfile::tempdir().unwrap();
-    let id = Keystore::open_with(
-        home.path(),
-        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
-    )
-    .unwrap()
-    .create_identity(&Passphrase::new("pw".into()).unwrap())
-    .unwrap();
+    let id = common::identity(home.path());
     let srv = server(&conf, &data, &spec("kek-1"), PIN).unwrap();
     let mut client = ServerClient::new(&srv.url).unwrap();
     let device = client.register(&id, "hsm-user", "laptop").await.unwrap();

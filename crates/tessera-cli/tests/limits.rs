@@ -2,58 +2,12 @@
 //! after authentication failures; 429 with Retry-After.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::Server;
 use tessera_client::{ClientError, ServerClient};
-use tessera_store::{Keystore, KeystoreOptions, Passphrase};
 
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(extra: &[&str]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "server",
-            "--insecure-http",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .args(extra)
-        .env_remove("TESSERA_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    Server {
-        child,
-        url,
-        _dir: dir,
-    }
-}
+mod common;
 
 /// GET `path` (with a bearer token); the status and the Retry-After header.
 async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Option<u64>) {
@@ -72,13 +26,7 @@ async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Option<u
 async fn logged_in(server: &Server, user: &str) -> (ServerClient, String, tempfile::TempDir) {
     tessera_client::tls::install_crypto_provider();
     let home = tempfile::tempdir().unwrap();
-    let id = Keystore::open_with(
-        home.path(),
-        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
-    )
-    .unwrap()
-    .create_identity(&Passphrase::new("pw".into()).unwrap())
-    .unwrap();
+    let id = common::identity(home.path());
     let mut client = ServerClient::new(&server.url).unwrap();
     let d = client.register(&id, user, "laptop").await.unwrap();
     client.login(&id, &d.device_id).await.unwrap();
@@ -88,7 +36,7 @@ async fn logged_in(server: &Server, user: &str) -> (ServerClient, String, tempfi
 
 #[tokio::test]
 async fn one_source_address_is_limited_and_told_when_to_retry() {
-    let server = start(&["--ip-rate", "1", "--ip-burst", "5"]);
+    let server = Server::start_fresh(&["--ip-rate", "1", "--ip-burst", "5"]);
     for _ in 0..5 {
         assert_eq!(get(&server, "/status", None).await.0, 200);
     }
@@ -102,7 +50,7 @@ async fn one_source_address_is_limited_and_told_when_to_retry() {
 
 #[tokio::test]
 async fn one_device_is_limited_without_limiting_the_others() {
-    let server = start(&["--device-rate", "1", "--device-burst", "3"]);
+    let server = Server::start_fresh(&["--device-rate", "1", "--device-burst", "3"]);
     let (busy, busy_token, _h1) = logged_in(&server, "busy").await;
     let (calm, _, _h2) = logged_in(&server, "calm").await;
     for _ in 0..3 {
@@ -129,7 +77,7 @@ async fn one_device_is_limited_without_limiting_the_others() {
 
 #[tokio::test]
 async fn authentication_failures_make_the_address_wait() {
-    let server = start(&[
+    let server = Server::start_fresh(&[
         "--auth-failures-per-minute",
         "1",
         "--auth-failure-burst",

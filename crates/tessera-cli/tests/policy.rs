@@ -2,9 +2,6 @@
 //! approval by a second device, and signed `eth-tx` transactions decoded with alloy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use alloy_consensus::TxEnvelope;
 use alloy_consensus::transaction::SignerRecoverable;
 use alloy_eips::eip2718::Decodable2718;
@@ -12,52 +9,11 @@ use tessera_client::{ClientError, ServerClient};
 use tessera_core::api::Policy;
 use tessera_core::intent::{EthTransaction, SignKind};
 use tessera_core::{DerivationPath, KeyShare};
-use tessera_store::{DeviceIdentity, Keystore, KeystoreOptions, Passphrase};
+use tessera_store::DeviceIdentity;
 
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
+use common::{Server, identity};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "server",
-            "--insecure-http",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env_remove("TESSERA_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    Server {
-        child,
-        url,
-        _dir: dir,
-    }
-}
+mod common;
 
 struct Owner {
     laptop: ServerClient,
@@ -67,16 +23,6 @@ struct Owner {
     share: KeyShare,
     wallet: String,
     _homes: (tempfile::TempDir, tempfile::TempDir),
-}
-
-fn identity(dir: &std::path::Path) -> DeviceIdentity {
-    Keystore::open_with(
-        dir,
-        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
-    )
-    .unwrap()
-    .create_identity(&Passphrase::new("pw".into()).unwrap())
-    .unwrap()
 }
 
 /// A user with a laptop (which made the wallet) and an approved phone.
@@ -182,7 +128,7 @@ impl Owner {
 
 #[tokio::test]
 async fn kinds_transactions_chains_and_destinations() {
-    let server = start();
+    let server = Server::start_fresh(&[]);
     let o = owner(&server, "kinds").await;
     // A new wallet: messages and transactions, not raw digests.
     o.sign(&message("hello")).await.unwrap();
@@ -234,7 +180,7 @@ async fn kinds_transactions_chains_and_destinations() {
 
 #[tokio::test]
 async fn values_rates_and_hours() {
-    let server = start();
+    let server = Server::start_fresh(&[]);
     let o = owner(&server, "values").await;
     o.policy(Policy {
         max_value_per_tx: Some("1000".into()),
@@ -282,7 +228,7 @@ async fn values_rates_and_hours() {
 
 #[tokio::test]
 async fn a_second_device_must_approve() {
-    let server = start();
+    let server = Server::start_fresh(&[]);
     let o = owner(&server, "approvals").await;
     o.policy(Policy {
         require_approval: true,
@@ -338,7 +284,7 @@ async fn a_second_device_must_approve() {
 
 #[tokio::test]
 async fn policies_are_signed_versioned_and_owned() {
-    let server = start();
+    let server = Server::start_fresh(&[]);
     let o = owner(&server, "owner").await;
     let stranger = owner(&server, "stranger").await;
     let info = o.laptop.policy(&o.wallet).await.unwrap();

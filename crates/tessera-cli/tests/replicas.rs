@@ -3,105 +3,28 @@
 //! mid-session has its sessions ended by the other.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tessera_client::{ServerClient, WalletRecord};
 use tessera_core::DerivationPath;
 use tessera_core::intent::SignKind;
-use tessera_store::{Keystore, KeystoreOptions, Passphrase};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-fn fresh_postgres_database() -> String {
-    let admin = std::env::var("TESSERA_TEST_DATABASE_URL").expect(
-        "the replica tests need TESSERA_TEST_DATABASE_URL: run ./scripts/test, which starts a throwaway PostgreSQL",
-    );
-    let name = format!(
-        "tessera_replicas_{}",
-        hex::encode(&tessera_core::protocols::fresh_nonce()[..8])
-    );
-    let out = Command::new("psql")
-        .args([
-            admin.as_str(),
-            "-q",
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
-}
+use common::{Server, fresh_postgres_database};
 
-struct Replica {
-    child: Child,
-    url: String,
-}
-
-impl Replica {
-    fn start(data: &Path, database_url: &str) -> Replica {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args([
-                "server",
-                "--insecure-http",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data)
-            .args(["--database-url", database_url])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_string();
-        Replica { child, url }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+mod common;
 
 #[tokio::test]
 async fn two_replicas_share_one_postgresql() {
     let database = fresh_postgres_database();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut a = Replica::start(&data, &database);
-    let b = Replica::start(&data, &database);
+    let mut a = Server::start(&data, &["--database-url", &database]);
+    let b = Server::start(&data, &["--database-url", &database]);
     assert_ne!(a.url, b.url);
 
     let home = tempfile::tempdir().unwrap();
-    let id = Keystore::open_with(
-        home.path(),
-        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
-    )
-    .unwrap()
-    .create_identity(&Passphrase::new("pw".into()).unwrap())
-    .unwrap();
+    let id = common::identity(home.path());
     // Registered and keygen through A.
     let mut via_a = ServerClient::new(&a.url).unwrap();
     let device = via_a.register(&id, "replicated", "laptop").await.unwrap();

@@ -9,7 +9,11 @@ use std::process::{Child, Command, Stdio};
 use serde_json::json;
 use tessera_client::{ClientError, ServerClient};
 use tessera_core::{DerivationPath, api};
-use tessera_store::{DeviceIdentity, Keystore, KeystoreOptions, Passphrase};
+use tessera_store::DeviceIdentity;
+
+use common::{fresh_postgres_database, identity};
+
+mod common;
 
 /// A policy that also allows raw digests (new wallets allow only eth-tx and eth-message).
 fn allow_digests() -> api::Policy {
@@ -28,33 +32,6 @@ enum Backend {
 }
 
 const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
-
-/// A fresh PostgreSQL database on the server the test command started.
-fn fresh_postgres_database() -> String {
-    let admin = std::env::var("TESSERA_TEST_DATABASE_URL").expect(
-        "the PostgreSQL server tests need TESSERA_TEST_DATABASE_URL: run ./scripts/test, which starts a throwaway PostgreSQL",
-    );
-    let name = format!(
-        "tessera_{}",
-        hex::encode(&tessera_core::protocols::fresh_nonce()[..8])
-    );
-    let out = Command::new("psql")
-        .args([
-            admin.as_str(),
-            "-q",
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
-}
 
 struct ServerProcess {
     child: Child,
@@ -147,16 +124,6 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn identity(dir: &Path) -> DeviceIdentity {
-    let ks = Keystore::open_with(
-        dir,
-        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
-    )
-    .unwrap();
-    ks.create_identity(&Passphrase::new("pw".into()).unwrap())
-        .unwrap()
 }
 
 async fn device(

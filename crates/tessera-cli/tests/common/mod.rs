@@ -1,0 +1,149 @@
+//! Shared by the integration tests: `tessera server` processes on free loopback ports, fresh
+//! PostgreSQL databases, device identities.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use tessera_store::{DeviceIdentity, Keystore, KeystoreOptions, Passphrase};
+
+/// A `tessera server --insecure-http` process, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data: PathBuf,
+    pub database_url: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on `data` with `extra` arguments; `env` sets (`Some`) or removes (`None`)
+    /// variables. `Err` holds its stderr when it refuses to start.
+    pub fn try_start(
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Result<Server, String> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args([
+            "server",
+            "--insecure-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(extra)
+        .env_remove("TESSERA_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.is_empty() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            let _ = child.wait();
+            return Err(err);
+        }
+        // Keep its stderr flowing to ours (a full pipe would stall it).
+        let mut stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut stderr, &mut std::io::stderr());
+        });
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_string();
+        let database_url = extra
+            .iter()
+            .position(|a| *a == "--database-url")
+            .map(|i| extra[i + 1].to_string());
+        Ok(Server {
+            child,
+            url,
+            data: data.to_path_buf(),
+            database_url,
+            _dir: None,
+        })
+    }
+
+    /// Starts a server on `data`.
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Self::try_start(data, extra, &[])
+            .unwrap_or_else(|e| panic!("the server did not start: {e}"))
+    }
+
+    /// Starts a server on a data directory of its own (removed with it).
+    pub fn start_fresh(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self::start(&dir.path().join("data"), extra);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh database on the PostgreSQL server the test command started.
+pub fn fresh_postgres_database() -> String {
+    let admin = std::env::var("TESSERA_TEST_DATABASE_URL").expect(
+        "the PostgreSQL tests need TESSERA_TEST_DATABASE_URL: run ./scripts/test, which starts a throwaway PostgreSQL",
+    );
+    let name = format!(
+        "tessera_{}",
+        hex::encode(&tessera_core::protocols::fresh_nonce()[..8])
+    );
+    let out = Command::new("psql")
+        .args([
+            admin.as_str(),
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+/// A device identity in a keystore at `dir` (fast test KDF).
+pub fn identity(dir: &Path) -> DeviceIdentity {
+    Keystore::open_with(
+        dir,
+        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
+    )
+    .unwrap()
+    .create_identity(&Passphrase::new("pw".into()).unwrap())
+    .unwrap()
+}
