@@ -6,54 +6,21 @@
 //! `TESSERA_BENCH_DATABASE_URL` (an admin URL, e.g. the throwaway cluster of `scripts/test`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_client::ServerClient;
 use tessera_core::intent::SignKind;
 use tessera_core::{DerivationPath, KeyShare};
-use tessera_store::{Keystore, KeystoreOptions, Passphrase};
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Server;
 
 fn server(data: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "server",
-            "--insecure-http",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    Server { child, url }
+    Server::start(data, extra)
 }
 
 struct Client {
@@ -64,13 +31,7 @@ struct Client {
 
 async fn client(url: &str, user: &str) -> Client {
     let home = tempfile::tempdir().unwrap();
-    let id = Keystore::open_with(
-        home.path(),
-        KeystoreOptions::default().insecure_fast_kdf_for_tests(),
-    )
-    .unwrap()
-    .create_identity(&Passphrase::new("bench".into()).unwrap())
-    .unwrap();
+    let id = common::identity(home.path());
     let mut client = ServerClient::new(url).unwrap();
     let d = client.register(&id, user, "bench").await.unwrap();
     client.login(&id, &d.device_id).await.unwrap();

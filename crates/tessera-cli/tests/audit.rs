@@ -66,10 +66,7 @@ async fn activity(server: &Server, home: &Path) -> (ServerClient, String) {
         .set_policy(
             &id,
             &share.wallet_id().to_string(),
-            &tessera_core::api::Policy {
-                allowed_kinds: vec!["eth-tx".into(), "eth-message".into(), "digest".into()],
-                ..Default::default()
-            },
+            &common::allow_digests(),
         )
         .await
         .unwrap();

@@ -151,10 +151,7 @@ async fn server_shares_wrapped_by_an_hsm_key_and_the_key_rotated() {
         .set_policy(
             &id,
             &share.wallet_id().to_string(),
-            &tessera_core::api::Policy {
-                allowed_kinds: vec!["eth-tx".into(), "eth-message".into(), "digest".into()],
-                ..Default::default()
-            },
+            &common::allow_digests(),
         )
         .await
         .unwrap();

@@ -11,17 +11,9 @@ use tessera_client::{ClientError, ServerClient};
 use tessera_core::{DerivationPath, api};
 use tessera_store::DeviceIdentity;
 
-use common::{fresh_postgres_database, identity};
+use common::{allow_digests, fresh_postgres_database, identity};
 
 mod common;
-
-/// A policy that also allows raw digests (new wallets allow only eth-tx and eth-message).
-fn allow_digests() -> api::Policy {
-    api::Policy {
-        allowed_kinds: vec!["eth-tx".into(), "eth-message".into(), "digest".into()],
-        ..api::Policy::default()
-    }
-}
 
 /// A `tessera server` process on a free loopback port, killed on drop.
 /// Which database a server process uses.

@@ -437,3 +437,20 @@ pub struct AuditFault {
     /// What is wrong.
     pub reason: String,
 }
+
+/// Symbols of a device-to-device relay code (no 0/O, 1/I/L, which people confuse).
+pub const RELAY_CODE_SYMBOLS: &[u8; 31] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+/// Whether `code` is a relay code as shown and sent: `ABCD-EFGH-JKMN`.
+#[must_use]
+pub fn is_relay_code(code: &str) -> bool {
+    let b = code.as_bytes();
+    b.len() == 14
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 9 {
+                *c == b'-'
+            } else {
+                RELAY_CODE_SYMBOLS.contains(c)
+            }
+        })
+}

@@ -110,6 +110,16 @@ fn fee(field: &str, text: &str) -> Result<u128> {
     u128::try_from(wei(field, text)?).map_err(|_| bad(format!("{field} is too large")))
 }
 
+/// Parses a 20-byte 0x-hex Ethereum address (any case); returns it in lower case.
+///
+/// # Errors
+/// [`Error::InvalidParameters`].
+pub fn parse_address(text: &str) -> Result<String> {
+    text.parse::<Address>()
+        .map(|a| format!("{a:#x}"))
+        .map_err(|_| bad("an address must be 20 bytes of 0x-hex"))
+}
+
 impl EthTransaction {
     fn to_alloy(&self) -> Result<TxEip1559> {
         let to = match &self.to {

@@ -77,7 +77,7 @@ fn check(policy: &Policy) -> ApiResult<()> {
         ));
     }
     for d in policy.destinations.iter().flatten() {
-        if d.parse::<alloy_address::Address>().is_err() {
+        if tessera_core::intent::parse_address(d).is_err() {
             return bad(format!("destination {d:?} is not a 0x-hex address"));
         }
     }
@@ -104,24 +104,6 @@ fn check(policy: &Policy) -> ApiResult<()> {
     Ok(())
 }
 
-/// Address parsing without naming alloy in this crate's dependencies.
-mod alloy_address {
-    /// A 20-byte address in 0x hex.
-    pub struct Address;
-
-    impl std::str::FromStr for Address {
-        type Err = ();
-        fn from_str(s: &str) -> Result<Self, ()> {
-            let h = s.strip_prefix("0x").ok_or(())?;
-            if h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                Ok(Address)
-            } else {
-                Err(())
-            }
-        }
-    }
-}
-
 /// `PUT /policy`: a new version, signed by the calling device's identity key.
 pub async fn set(
     State(state): State<AppState>,
@@ -138,22 +120,13 @@ pub async fn set(
         )));
     }
     let text = serde_json::to_string(&req.policy).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let (key,): (Vec<u8>,) = sqlx::query_as("SELECT identity_key FROM devices WHERE id = $1")
-        .bind(&me.device_id)
-        .fetch_one(state.db())
-        .await?;
-    let key: [u8; 32] = key
-        .try_into()
-        .map_err(|_| ApiError::Internal("stored identity key length".into()))?;
-    let mut sig = [0u8; 64];
-    hex::decode_to_slice(&req.signature, &mut sig)
-        .map_err(|_| ApiError::BadRequest("signature must be 128 hex digits".into()))?;
-    tessera_store::keystore::verify_identity_signature(
-        &key,
+    crate::registry::verify_device_signature(
+        &state,
+        &me.device_id,
         &api::policy_message(&wallet.id, req.version, &text),
-        &sig,
+        &req.signature,
     )
-    .map_err(|_| ApiError::Unauthorized("the policy signature does not verify".into()))?;
+    .await?;
     let inserted = sqlx::query(
         "INSERT INTO policies (wallet_id, version, policy, set_by, signature, set_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -198,11 +171,23 @@ pub struct History {
     pub value_24h: U256,
 }
 
-/// Reads the recent requests of `wallet_id`.
+/// Reads the recent requests of `wallet_id`, when a rule of `policy` needs them.
 ///
 /// # Errors
 /// A database error.
-pub async fn history(state: &AppState, wallet_id: &str, at: i64) -> ApiResult<History> {
+pub async fn history(
+    state: &AppState,
+    policy: &Policy,
+    wallet_id: &str,
+    at: i64,
+) -> ApiResult<History> {
+    let mut h = History {
+        last_hour: 0,
+        value_24h: U256::ZERO,
+    };
+    if policy.max_signatures_per_hour.is_none() && policy.max_value_per_24h.is_none() {
+        return Ok(h);
+    }
     let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(
         "SELECT requested_at, value_wei, approval FROM sign_requests WHERE wallet_id = $1 AND requested_at > $2",
     )
@@ -210,10 +195,6 @@ pub async fn history(state: &AppState, wallet_id: &str, at: i64) -> ApiResult<Hi
     .bind(at - 86_400)
     .fetch_all(state.db())
     .await?;
-    let mut h = History {
-        last_hour: 0,
-        value_24h: U256::ZERO,
-    };
     for (t, value, approval) in rows {
         if approval == "refused" {
             continue;
@@ -393,22 +374,13 @@ pub async fn decide(
             "a device cannot approve its own request: use another active device".into(),
         ));
     }
-    let (key,): (Vec<u8>,) = sqlx::query_as("SELECT identity_key FROM devices WHERE id = $1")
-        .bind(&me.device_id)
-        .fetch_one(state.db())
-        .await?;
-    let key: [u8; 32] = key
-        .try_into()
-        .map_err(|_| ApiError::Internal("stored identity key length".into()))?;
-    let mut sig = [0u8; 64];
-    hex::decode_to_slice(&req.signature, &mut sig)
-        .map_err(|_| ApiError::BadRequest("signature must be 128 hex digits".into()))?;
-    tessera_store::keystore::verify_identity_signature(
-        &key,
+    crate::registry::verify_device_signature(
+        &state,
+        &me.device_id,
         &api::sign_approval_message(&session_id, &digest, req.approve),
-        &sig,
+        &req.signature,
     )
-    .map_err(|_| ApiError::Unauthorized("the approval signature does not verify".into()))?;
+    .await?;
     let decision = if req.approve { "approved" } else { "refused" };
     let done = sqlx::query(
         "UPDATE sign_requests SET approval = $1, decided_by = $2, decided_at = $3 WHERE session_id = $4 AND approval = 'pending'",

@@ -28,6 +28,28 @@ fn check_name(what: &str, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Checks that the registered device `device_id` signed `message` (`signature` hex) with its
+/// identity key.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] for a malformed signature, [`ApiError::Unauthorized`] when it does
+/// not verify.
+pub async fn verify_device_signature(
+    state: &AppState,
+    device_id: &str,
+    message: &[u8],
+    signature: &str,
+) -> ApiResult<()> {
+    let (key,): (Vec<u8>,) = sqlx::query_as("SELECT identity_key FROM devices WHERE id = $1")
+        .bind(device_id)
+        .fetch_one(state.db())
+        .await?;
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
+    verify_identity(&key, message, signature)
+}
+
 fn verify_identity(key: &[u8; 32], message: &[u8], signature: &str) -> ApiResult<()> {
     let signature: [u8; 64] = hex_array("signature", signature)?;
     tessera_store::keystore::verify_identity_signature(key, message, &signature)
@@ -242,18 +264,13 @@ pub async fn approve(
         .clone()
         .try_into()
         .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
-    let (approver,): (Vec<u8>,) = sqlx::query_as("SELECT identity_key FROM devices WHERE id = $1")
-        .bind(&me.device_id)
-        .fetch_one(state.db())
-        .await?;
-    let approver: [u8; 32] = approver
-        .try_into()
-        .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
-    verify_identity(
-        &approver,
+    verify_device_signature(
+        &state,
+        &me.device_id,
         &api::approve_message(&device_id, &key),
         &req.signature,
-    )?;
+    )
+    .await?;
     sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1 AND status = 'pending'")
         .bind(&device_id)
         .execute(state.db())

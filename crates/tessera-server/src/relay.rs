@@ -31,8 +31,6 @@ pub const MAX_FRAME: usize = 65_535;
 /// Close code: nobody joined in time.
 pub const CLOSE_NOBODY_CAME: u16 = 4408;
 
-const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
-
 /// The codes waiting for their second device.
 #[derive(Clone, Default)]
 pub struct Rooms(Arc<Mutex<HashMap<String, oneshot::Sender<WebSocket>>>>);
@@ -42,23 +40,13 @@ enum Role {
     Second(oneshot::Sender<WebSocket>),
 }
 
-fn valid_code(code: &str) -> bool {
-    let b = code.as_bytes();
-    b.len() == 14
-        && b[4] == b'-'
-        && b[9] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 9 || ALPHABET.contains(c))
-}
-
 /// `GET /relay/{code}`.
 pub async fn open(
     State(state): State<AppState>,
     Path(code): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    if !valid_code(&code) {
+    if !tessera_core::api::is_relay_code(&code) {
         return Err(ApiError::BadRequest(
             "a relay code looks like ABCD-EFGH-JKMN".into(),
         ));

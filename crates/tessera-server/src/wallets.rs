@@ -185,7 +185,7 @@ pub async fn sign(
     let at = now();
     let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
     let verdict = if controls {
-        let history = crate::policy::history(&state, &wallet.id, at).await?;
+        let history = crate::policy::history(&state, &policy, &wallet.id, at).await?;
         crate::policy::evaluate(&policy, kind, &decoded, &history, at)
     } else {
         Ok(())

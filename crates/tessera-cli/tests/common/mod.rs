@@ -147,3 +147,11 @@ pub fn identity(dir: &Path) -> DeviceIdentity {
     .create_identity(&Passphrase::new("pw".into()).unwrap())
     .unwrap()
 }
+
+/// A policy that also allows raw digests (new wallets allow only eth-tx and eth-message).
+pub fn allow_digests() -> tessera_core::api::Policy {
+    tessera_core::api::Policy {
+        allowed_kinds: vec!["eth-tx".into(), "eth-message".into(), "digest".into()],
+        ..tessera_core::api::Policy::default()
+    }
+}

@@ -9,12 +9,11 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use tessera_core::api::{RELAY_CODE_SYMBOLS, is_relay_code};
+
 use super::PeerError;
 use super::channel::{Frames, MAX_FRAME};
 use crate::tls;
-
-/// Characters of a relay code (no 0/O, 1/I/L).
-const ALPHABET: &[u8; 32] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789-";
 
 /// A fresh relay code: 12 symbols from 31 (≈ 59 bits), shown as `ABCD-EFGH-JKMN`.
 #[must_use]
@@ -23,7 +22,7 @@ pub fn new_code() -> String {
     let symbols: Vec<u8> = bytes
         .iter()
         .filter(|&&b| b < 248)
-        .map(|&b| ALPHABET[usize::from(b % 31)])
+        .map(|&b| RELAY_CODE_SYMBOLS[usize::from(b % 31)])
         .take(12)
         .collect();
     let s = String::from_utf8_lossy(&symbols).to_string();
@@ -40,12 +39,17 @@ pub fn normalise_code(code: &str) -> Result<String, PeerError> {
         .filter(|c| !matches!(c, '-' | ' '))
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    if s.len() != 12 || !s.bytes().all(|b| ALPHABET[..31].contains(&b)) {
+    let shown = if s.len() == 12 && s.is_ascii() {
+        format!("{}-{}-{}", &s[..4], &s[4..8], &s[8..12])
+    } else {
+        String::new()
+    };
+    if !is_relay_code(&shown) {
         return Err(PeerError::Protocol(
             "a relay code is 12 letters and digits, like ABCD-EFGH-JKMN".into(),
         ));
     }
-    Ok(format!("{}-{}-{}", &s[..4], &s[4..8], &s[8..12]))
+    Ok(shown)
 }
 
 /// Opens the relay socket of `code` on the server at `base_url` (`https://…`, optionally pinned
