@@ -7,6 +7,7 @@
 mod demo_server;
 mod device;
 mod peer;
+mod plan;
 mod progress;
 
 use std::io::IsTerminal;
@@ -75,6 +76,8 @@ enum Command {
     /// The server's audit log: list this user's records, verify the chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Recommend where shares and backups live, and show which losses a set-up survives.
+    Plan(plan::PlanArgs),
 }
 
 #[derive(Args)]
@@ -380,6 +383,7 @@ fn main() -> ExitCode {
             Err(e) => Err(usage(e)),
         },
         Command::Verify(args) => verify(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Server(args) => runtime().and_then(|rt| rt.block_on(server(args))),
         Command::Kek(command) => runtime().and_then(|rt| rt.block_on(kek(command))),
         other => runtime().and_then(|rt| rt.block_on(device_command(other))),
@@ -644,7 +648,11 @@ async fn device_command(command: Command) -> CliResult {
             data_dir,
             database_url,
         }) => audit_verify(&home, data_dir, database_url).await,
-        Command::Demo(_) | Command::Verify(_) | Command::Server(_) | Command::Kek(_) => Ok(()),
+        Command::Demo(_)
+        | Command::Verify(_)
+        | Command::Server(_)
+        | Command::Kek(_)
+        | Command::Plan(_) => Ok(()),
     }
 }
 
