@@ -101,6 +101,75 @@ impl KeyShare {
         PublicKey::from_affine(self.engine.public_key_at(path)?)
     }
 
+    /// This party's public share `x_i·G`: public, it identifies the secret share without revealing
+    /// it (a backup of the share is verified against it).
+    #[must_use]
+    pub fn public_share(&self) -> PublicKey {
+        // A loaded share's secret is non-zero (checked by `EngineShare::from_bytes` and by key
+        // generation), so its public share is never the identity.
+        #[allow(clippy::expect_used)]
+        PublicKey::from_affine(self.engine.public_share()).expect("a share's secret is non-zero")
+    }
+
+    /// The public share of `party`: this share's own, or, in a 2-party wallet, the other party's,
+    /// derived from the wallet key (`pk = λ_0·X_0 + λ_1·X_1`). With more than two parties the
+    /// others' public shares are not derivable from what a share holds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] for a party outside the wallet or a wallet of more than two
+    /// parties.
+    pub fn public_share_of(&self, party: PartyIndex) -> Result<PublicKey> {
+        if party == self.party {
+            return Ok(self.public_share());
+        }
+        if !self.threshold.contains(party) || self.threshold.n != 2 {
+            return Err(Error::InvalidParameters(format!(
+                "the public share of party {party} is only derivable in a 2-party wallet it belongs to (this wallet is {})",
+                self.threshold
+            )));
+        }
+        let point = crate::engine::dkls23::other_public_share_of_two(
+            self.public_key.as_affine(),
+            self.party,
+            &self.engine.public_share(),
+            party,
+        )
+        .ok_or_else(|| Error::InvalidParameters("degenerate party indices".into()))?;
+        PublicKey::from_affine(point)
+    }
+
+    /// The secret share's 32 big-endian bytes, for a verifiable backup of this share
+    /// (`tessera-backup`), zeroized on drop. Nothing else should need it.
+    #[must_use]
+    pub fn secret_share_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.engine.secret_scalar().to_bytes().into())
+    }
+
+    /// A proof that the holder of this share knows its secret (a non-interactive proof of
+    /// knowledge of the discrete logarithm of [`KeyShare::public_share`]), bound to `context`:
+    /// how a device that restored a share from a backup proves it to the server.
+    ///
+    /// # Errors
+    /// [`Error::Aborted`] in the (negligible) case the proof search is exhausted.
+    pub fn prove_possession(&self, context: &[u8]) -> Result<Vec<u8>> {
+        crate::engine::dkls23::prove_dlog(self.engine.secret_scalar(), context)
+            .ok_or_else(|| Error::Aborted("the possession proof could not be made".into()))
+    }
+
+    /// Checks a [`KeyShare::prove_possession`] proof for `public_share` and `context`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] when it does not verify.
+    pub fn verify_possession(public_share: &PublicKey, context: &[u8], proof: &[u8]) -> Result<()> {
+        if crate::engine::dkls23::verify_dlog(public_share.as_affine(), context, proof) {
+            Ok(())
+        } else {
+            Err(Error::InvalidParameters(
+                "the proof of possession of the share does not verify".into(),
+            ))
+        }
+    }
+
     /// Encodes the share in the current format. The buffer holds the secret share and is zeroized
     /// when dropped; store it encrypted.
     #[must_use]

@@ -23,7 +23,7 @@ mod share;
 mod sign;
 
 pub(crate) use setup::Setup;
-pub(crate) use share::EngineShare;
+pub(crate) use share::{EngineShare, other_public_share_of_two, prove_dlog, verify_dlog};
 pub(crate) use sign::Signing;
 
 use dkls23::protocols::{Abort, AbortKind, AbortReason, PartiesMessage};

@@ -72,6 +72,16 @@ impl EngineShare {
         self.0.derivation_data.chain_code
     }
 
+    /// The secret share (the party's point on the key polynomial).
+    pub(crate) fn secret_scalar(&self) -> &k256::Scalar {
+        &self.0.poly_point
+    }
+
+    /// The secret share's public counterpart `x_i·G`.
+    pub(crate) fn public_share(&self) -> k256::AffinePoint {
+        (k256::ProjectivePoint::GENERATOR * self.0.poly_point).to_affine()
+    }
+
     /// The party state for signing under `path` with `signers`: the share shifted by the BIP-32
     /// tweak, and only the multiplication set-up for the other signers (copying the set-up for
     /// parties that do not sign would cost time and put more secrets in memory).
@@ -124,4 +134,44 @@ impl EngineShare {
             .map(|d| d.pk)
             .map_err(|e| Error::InvalidDerivationPath(e.description))
     }
+}
+
+/// The public share of `other` in a 2-party wallet, from the wallet key and `mine` (the public
+/// share of `me`): `pk = λ_me·X_me + λ_other·X_other` with Lagrange coefficients at the engine
+/// indices (`x_i = i + 1`), so `X_other = (pk − λ_me·X_me) / λ_other`.
+pub(crate) fn other_public_share_of_two(
+    pk: &k256::AffinePoint,
+    me: PartyIndex,
+    mine: &k256::AffinePoint,
+    other: PartyIndex,
+) -> Option<k256::AffinePoint> {
+    let x = |p: PartyIndex| k256::Scalar::from(u64::from(p.get()) + 1);
+    let (x_me, x_other) = (x(me), x(other));
+    // λ_me = x_other / (x_other − x_me), λ_other = x_me / (x_me − x_other).
+    let lambda_me = x_other * Option::<k256::Scalar>::from((x_other - x_me).invert())?;
+    let lambda_other = x_me * Option::<k256::Scalar>::from((x_me - x_other).invert())?;
+    let inv_other = Option::<k256::Scalar>::from(lambda_other.invert())?;
+    let point = (k256::ProjectivePoint::from(*pk) - k256::ProjectivePoint::from(*mine) * lambda_me)
+        * inv_other;
+    Some(point.to_affine())
+}
+
+/// A proof of knowledge of the discrete logarithm of `point`, bound to `context` (the engine's
+/// non-interactive Fischlin proof, `dkls23::utilities::proofs::DLogProof`).
+pub(crate) fn prove_dlog(secret: &k256::Scalar, context: &[u8]) -> Option<Vec<u8>> {
+    let proof =
+        dkls23::utilities::proofs::DLogProof::<super::Curve>::prove(secret, context).ok()?;
+    postcard::to_allocvec(&proof).ok()
+}
+
+/// Checks a proof made by [`prove_dlog`] for `point` and `context`.
+pub(crate) fn verify_dlog(point: &k256::AffinePoint, context: &[u8], proof: &[u8]) -> bool {
+    let Ok((proof, rest)) =
+        postcard::take_from_bytes::<dkls23::utilities::proofs::DLogProof<super::Curve>>(proof)
+    else {
+        return false;
+    };
+    rest.is_empty()
+        && proof.point == *point
+        && dkls23::utilities::proofs::DLogProof::<super::Curve>::verify(&proof, context)
 }
