@@ -62,6 +62,24 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A file that is never overwritten (a backup key) exists already.
+    #[error("{path} exists already; it is never overwritten")]
+    FileExists {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A file named by the user does not exist.
+    #[error("{path} does not exist")]
+    FileNotFound {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A backup key label that cannot be stored.
+    #[error("invalid backup key label: {0}")]
+    InvalidLabel(String),
+
     /// The keystore has no device identity yet.
     #[error("the keystore has no device identity ({path} does not exist)")]
     IdentityNotFound {

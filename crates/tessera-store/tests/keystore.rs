@@ -602,3 +602,40 @@ fn absurd_parameters_are_refused_without_running_argon2() {
         "{err}"
     );
 }
+
+#[test]
+fn backup_key_files_round_trip_and_refuse_the_wrong_kind_passphrase_or_overwrite() {
+    use tessera_store::keystore::{read_backup_key_file, write_backup_key_file};
+    let dir = tempfile::tempdir().unwrap();
+    let options = KeystoreOptions::default().insecure_fast_kdf_for_tests();
+    let path = dir.path().join("usb-1.key");
+    let secret = [7u8; 32];
+    write_backup_key_file(&path, "usb-1", &secret, &pass("usb pass"), &options).unwrap();
+    let (label, read) = read_backup_key_file(&path, &pass("usb pass"), &options).unwrap();
+    assert_eq!((label.as_str(), *read), ("usb-1", secret));
+
+    // Never overwritten.
+    let err = write_backup_key_file(&path, "usb-1", &[8u8; 32], &pass("x"), &options).unwrap_err();
+    assert!(matches!(err, Error::FileExists { .. }), "{err}");
+    assert_eq!(
+        *read_backup_key_file(&path, &pass("usb pass"), &options)
+            .unwrap()
+            .1,
+        secret
+    );
+    // Wrong passphrase, missing file, a wallet or identity file in its place.
+    let err = read_backup_key_file(&path, &pass("nope"), &options).unwrap_err();
+    assert!(matches!(err, Error::WrongPassphrase { .. }), "{err}");
+    let err = read_backup_key_file(&dir.path().join("none.key"), &pass("x"), &options).unwrap_err();
+    assert!(matches!(err, Error::FileNotFound { .. }), "{err}");
+    let ks = fast_keystore(&dir.path().join("ks"));
+    ks.save_wallet("w", b"share", &pass("usb pass")).unwrap();
+    let err =
+        read_backup_key_file(&wallet_file(&ks, "w"), &pass("usb pass"), &options).unwrap_err();
+    assert!(
+        err.to_string().contains("wallet entry where a backup key"),
+        "{err}"
+    );
+    // Secrets never in the error text.
+    assert!(!err.to_string().contains("usb pass"));
+}

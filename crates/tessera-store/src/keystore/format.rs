@@ -4,7 +4,7 @@
 //! offset size  field
 //!      0    4  magic b"TSKE"
 //!      4    2  format version, u16 big-endian (1)
-//!      6    1  entry kind (1 = device identity, 2 = wallet)
+//!      6    1  entry kind (1 = device identity, 2 = wallet, 3 = backup holder key)
 //!      7    4  Argon2id m_cost in KiB, u32 big-endian
 //!     11    4  Argon2id t_cost (passes), u32 big-endian
 //!     15    4  Argon2id p_cost (lanes), u32 big-endian
@@ -50,6 +50,8 @@ pub(crate) const MAX_FILE_LEN: usize = HEADER_LEN + MAX_ENTRY_PLAINTEXT + TAG_LE
 pub(crate) enum EntryKind {
     Identity = 1,
     Wallet = 2,
+    /// A backup holder's private key (`tessera backup-key new`), kept outside the keystore.
+    BackupKey = 3,
 }
 
 impl EntryKind {
@@ -57,6 +59,7 @@ impl EntryKind {
         match self {
             EntryKind::Identity => "device identity",
             EntryKind::Wallet => "wallet",
+            EntryKind::BackupKey => "backup key",
         }
     }
 }
@@ -288,6 +291,7 @@ pub(crate) fn open_entry(
         let found = match kind {
             1 => EntryKind::Identity.name(),
             2 => EntryKind::Wallet.name(),
+            3 => EntryKind::BackupKey.name(),
             _ => return Err(corrupt(format!("unknown entry kind {kind}"))),
         };
         return Err(corrupt(format!(

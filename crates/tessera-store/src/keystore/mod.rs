@@ -336,6 +336,75 @@ impl Keystore {
     }
 }
 
+/// Writes a backup holder's private key file (`label` and the 32-byte key) encrypted under its
+/// own `passphrase`, with the key-derivation cost of `options`. The file is never overwritten.
+///
+/// # Errors
+/// [`Error::InvalidLabel`] for a label longer than 255 bytes, [`Error::FileExists`] when
+/// `path` exists, [`Error::Io`].
+pub fn write_backup_key_file(
+    path: &Path,
+    label: &str,
+    secret: &[u8; 32],
+    passphrase: &Passphrase,
+    options: &KeystoreOptions,
+) -> Result<()> {
+    let label_len =
+        u8::try_from(label.len()).map_err(|_| Error::InvalidLabel("at most 255 bytes".into()))?;
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(1 + label.len() + 32));
+    plaintext.push(label_len);
+    plaintext.extend_from_slice(label.as_bytes());
+    plaintext.extend_from_slice(secret);
+    let file = format::seal_entry(EntryKind::BackupKey, &options.kdf, passphrase, &plaintext)?;
+    match write_atomically(path, &file, Overwrite::Never)? {
+        Written::Done => Ok(()),
+        Written::TargetExists => Err(Error::FileExists {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Reads a file written by [`write_backup_key_file`]: its label and 32-byte key.
+///
+/// # Errors
+/// [`Error::FileNotFound`], [`Error::WrongPassphrase`], [`Error::CorruptFile`] (including a
+/// device identity or wallet file given in its place), [`Error::UnsupportedVersion`].
+pub fn read_backup_key_file(
+    path: &Path,
+    passphrase: &Passphrase,
+    options: &KeystoreOptions,
+) -> Result<(String, Zeroizing<[u8; 32]>)> {
+    let Some(bytes) = read_entry_file(path)? else {
+        return Err(Error::FileNotFound {
+            path: path.to_path_buf(),
+        });
+    };
+    let plaintext = format::open_entry(
+        path,
+        &bytes,
+        EntryKind::BackupKey,
+        passphrase,
+        options.insecure_fast_kdf_for_tests,
+    )?;
+    let corrupt = |reason: &str| Error::CorruptFile {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    };
+    let (&label_len, rest) = plaintext
+        .split_first()
+        .ok_or_else(|| corrupt("the backup key entry is empty"))?;
+    let label_len = usize::from(label_len);
+    if rest.len() != label_len + 32 {
+        return Err(corrupt("the backup key entry has a wrong length"));
+    }
+    let label = std::str::from_utf8(&rest[..label_len])
+        .map_err(|_| corrupt("the backup key label is not UTF-8"))?
+        .to_owned();
+    let mut secret = Zeroizing::new([0u8; 32]);
+    secret.copy_from_slice(&rest[label_len..]);
+    Ok((label, secret))
+}
+
 fn default_dir_from(tessera_home: Option<OsString>, home: Option<PathBuf>) -> Result<PathBuf> {
     match (tessera_home, home) {
         (Some(dir), _) if !dir.is_empty() => Ok(PathBuf::from(dir)),
