@@ -83,6 +83,7 @@ fn save_config(home: &Path, config: &DeviceConfig) -> Result<(), Failure> {
 pub struct Session {
     pub keystore: Keystore,
     pub passphrase: Passphrase,
+    pub identity: DeviceIdentity,
     pub config: DeviceConfig,
     pub client: ServerClient,
 }
@@ -100,12 +101,13 @@ pub async fn connect(home_dir: &Path) -> Result<Session, Failure> {
     Ok(Session {
         keystore,
         passphrase,
+        identity,
         config,
         client,
     })
 }
 
-fn server_client(url: &str, fingerprint: Option<&str>) -> Result<ServerClient, Failure> {
+pub fn server_client(url: &str, fingerprint: Option<&str>) -> Result<ServerClient, Failure> {
     match fingerprint {
         Some(f) => ServerClient::with_pinned_certificate(url, f),
         None => ServerClient::new(url),
@@ -277,14 +279,11 @@ pub async fn policy_set(home_dir: &Path, wallet: &str, file: &Path) -> Result<()
     let policy: tessera_core::api::Policy = serde_json::from_str(&text)
         .map_err(|e| Failure::Usage(format!("the policy is not valid: {e}")))?;
     let s = connect(home_dir).await?;
-    let identity = s
-        .keystore
-        .load_identity(&s.passphrase)
-        .map_err(store_error)?;
+    let identity = &s.identity;
     let id = load_record(&s, wallet)?.current.wallet_id().to_string();
     let info = s
         .client
-        .set_policy(&identity, &id, &policy)
+        .set_policy(identity, &id, &policy)
         .await
         .map_err(client_error)?;
     println!("policy of {wallet} is now version {}", info.version);
@@ -312,10 +311,7 @@ pub async fn approvals_decide(
     approve: bool,
 ) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
-    let identity = s
-        .keystore
-        .load_identity(&s.passphrase)
-        .map_err(store_error)?;
+    let identity = &s.identity;
     let pending = s.client.approvals().await.map_err(client_error)?;
     let request = pending
         .iter()
@@ -324,7 +320,7 @@ pub async fn approvals_decide(
     println!("{}", request.summary);
     let status = s
         .client
-        .decide(&identity, request, approve)
+        .decide(identity, request, approve)
         .await
         .map_err(client_error)?;
     println!("request {session}: {}", status.approval);
@@ -417,13 +413,10 @@ pub async fn device_list(home_dir: &Path) -> Result<(), Failure> {
 
 pub async fn device_approve(home_dir: &Path, code: &str) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
-    let identity = s
-        .keystore
-        .load_identity(&s.passphrase)
-        .map_err(store_error)?;
+    let identity = &s.identity;
     let d = s
         .client
-        .approve(&identity, code)
+        .approve(identity, code)
         .await
         .map_err(client_error)?;
     println!("approved {} ({})", d.device_id, d.name);

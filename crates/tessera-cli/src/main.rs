@@ -4,6 +4,7 @@
 //! not verify, a protocol aborted), 2 bad arguments or input. Errors are one line on stderr.
 #![forbid(unsafe_code)]
 
+mod backup;
 mod demo_server;
 mod device;
 mod peer;
@@ -76,6 +77,12 @@ enum Command {
     /// The server's audit log: list this user's records, verify the chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Backup holders' keys: create one, add another's public key, list them.
+    #[command(subcommand, name = "backup-key")]
+    BackupKey(backup::BackupKeyCommand),
+    /// Verifiable backups of a wallet's shares: create, verify, restore.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Recommend where shares and backups live, and show which losses a set-up survives.
     Plan(plan::PlanArgs),
 }
@@ -476,7 +483,7 @@ async fn server(args: ServerArgs) -> CliResult {
     }
 }
 
-fn kek_source(
+pub(crate) fn kek_source(
     text: &str,
     data_dir: &std::path::Path,
 ) -> Result<tessera_server::state::KekSource, Failure> {
@@ -641,6 +648,8 @@ async fn device_command(command: Command) -> CliResult {
             device::device_approve(&home, &code).await
         }
         Command::Peer(p) => peer::run(&home, p).await,
+        Command::BackupKey(c) => backup::backup_key(&home, c),
+        Command::Backup(c) => backup::backup(&home, c).await,
         Command::Audit(AuditCommand::List { wallet }) => {
             device::audit_list(&home, wallet.as_deref()).await
         }

@@ -310,6 +310,73 @@ impl ServerClient {
         .await
     }
 
+    /// `POST /backups/verify`: the server checks a backup of one of our wallets' shares against
+    /// the public share it derives itself, and records the outcome in its audit log.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] 400 with the reason when the backup does not verify.
+    pub async fn verify_backup(&self, backup: &[u8]) -> Result<api::BackupReport> {
+        self.post(
+            "/backups/verify",
+            &api::VerifyBackup {
+                backup: hex::encode(backup),
+            },
+        )
+        .await
+    }
+
+    /// `POST /backups/server`: has the server back up its share of `wallet_id` under
+    /// `structure` to `holders` (public keys as text), signed by our identity.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn backup_server_share(
+        &self,
+        identity: &DeviceIdentity,
+        wallet_id: &str,
+        structure: &str,
+        holders: Vec<String>,
+    ) -> Result<api::ServerBackup> {
+        let signature = identity.sign(&api::server_backup_message(wallet_id, structure, &holders));
+        self.post(
+            "/backups/server",
+            &api::ServerBackupRequest {
+                wallet_id: wallet_id.into(),
+                structure: structure.into(),
+                holders,
+                signature: hex::encode(signature),
+            },
+        )
+        .await
+    }
+
+    /// `POST /devices/{id}/recover`: this pending device proves that it holds `share` (the
+    /// device share of one of its user's wallets, restored from a backup), which approves it.
+    ///
+    /// # Errors
+    /// Network or server errors (401 when the proof does not verify).
+    pub async fn recover_device(
+        &self,
+        identity: &DeviceIdentity,
+        device_id: &str,
+        share: &KeyShare,
+    ) -> Result<api::Device> {
+        let wallet_id = share.wallet_id().to_string();
+        let message =
+            api::recover_message(device_id, &identity.public_key(), &wallet_id, share.epoch());
+        let proof = share.prove_possession(&message)?;
+        self.post(
+            &format!("/devices/{device_id}/recover"),
+            &api::RecoverDevice {
+                wallet_id,
+                epoch: share.epoch(),
+                proof: hex::encode(proof),
+                signature: hex::encode(identity.sign(&message)),
+            },
+        )
+        .await
+    }
+
     /// `GET /wallets`.
     ///
     /// # Errors

@@ -454,3 +454,108 @@ pub fn is_relay_code(code: &str) -> bool {
             }
         })
 }
+
+fn length_prefixed(context: &[u8], fields: &[&[u8]]) -> Vec<u8> {
+    let mut m = context.to_vec();
+    for field in fields {
+        m.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        m.extend_from_slice(field);
+    }
+    m
+}
+
+const SERVER_BACKUP_CONTEXT: &[u8] = b"tessera/server-share-backup/v1";
+
+/// The bytes a device signs to have the server back up its share of `wallet_id` under
+/// `structure` to `holders` (holder public keys as text, in order).
+#[must_use]
+pub fn server_backup_message(wallet_id: &str, structure: &str, holders: &[String]) -> Vec<u8> {
+    let mut fields: Vec<&[u8]> = vec![wallet_id.as_bytes(), structure.as_bytes()];
+    fields.extend(holders.iter().map(|h| h.as_bytes()));
+    length_prefixed(SERVER_BACKUP_CONTEXT, &fields)
+}
+
+const RECOVER_CONTEXT: &[u8] = b"tessera/recover-device/v1";
+
+/// The context of a recovering device's proof of possession of a restored share, and the bytes
+/// its identity signs: the device, its key, the wallet and the epoch of the share.
+#[must_use]
+pub fn recover_message(
+    device_id: &str,
+    identity_key: &[u8; 32],
+    wallet_id: &str,
+    epoch: u64,
+) -> Vec<u8> {
+    length_prefixed(
+        RECOVER_CONTEXT,
+        &[
+            device_id.as_bytes(),
+            identity_key,
+            wallet_id.as_bytes(),
+            &epoch.to_be_bytes(),
+        ],
+    )
+}
+
+/// `POST /backups/verify`: a backup file, hex, for the server to check and record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyBackup {
+    /// The backup file's bytes, hex.
+    pub backup: String,
+}
+
+/// What the server found in a backup it verified or made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupReport {
+    /// The wallet, hex id.
+    pub wallet_id: String,
+    /// The party whose share it holds (0 = device, 1 = server).
+    pub party: u16,
+    /// The epoch of that share.
+    pub epoch: u64,
+    /// The access structure, canonical text.
+    pub structure: String,
+    /// The holders, `label (fingerprint)`.
+    pub holders: Vec<String>,
+    /// SHA-256 of the file, hex.
+    pub digest: String,
+    /// The file's size in bytes.
+    pub size: u64,
+}
+
+/// `POST /backups/server`: back up the server's share of a wallet to the owner's holders.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerBackupRequest {
+    /// The wallet, hex id.
+    pub wallet_id: String,
+    /// The access structure, text.
+    pub structure: String,
+    /// The holders' public keys as text (`tessera-holder-v1:<label>:<hex>`).
+    pub holders: Vec<String>,
+    /// The requesting device's identity signature over [`server_backup_message`], hex.
+    pub signature: String,
+}
+
+/// The server's backup of its share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerBackup {
+    /// The backup file, hex.
+    pub backup: String,
+    /// What it holds.
+    pub report: BackupReport,
+}
+
+/// `POST /devices/{id}/recover`: a pending device proves it restored the device share of one of
+/// its user's wallets, which approves it (when no active device is left to do so).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverDevice {
+    /// The wallet, hex id.
+    pub wallet_id: String,
+    /// The epoch of the restored share.
+    pub epoch: u64,
+    /// Proof of possession of the device share (`KeyShare::prove_possession` over
+    /// [`recover_message`]), hex.
+    pub proof: String,
+    /// The recovering device's identity signature over [`recover_message`], hex.
+    pub signature: String,
+}

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backups;
 pub mod error;
 pub mod limits;
 pub mod policy;
@@ -43,6 +44,12 @@ pub fn app(state: AppState) -> Router {
         .route("/devices", post(registry::register).get(registry::list))
         .route("/devices/{id}/revoke", post(registry::revoke))
         .route("/devices/{id}/approve", post(registry::approve))
+        .route("/devices/{id}/recover", post(backups::recover))
+        .route(
+            "/backups/verify",
+            post(backups::verify).layer(DefaultBodyLimit::max(backups::MAX_REQUEST_BYTES)),
+        )
+        .route("/backups/server", post(backups::server_share))
         .route("/auth/challenge", post(registry::challenge))
         .route("/auth/token", post(registry::token))
         .route("/keygen", post(wallets::keygen))

@@ -183,6 +183,15 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(device_of(row))))
 }
 
+/// One device's record.
+pub async fn device(state: &AppState, device_id: &str) -> ApiResult<api::Device> {
+    let row: DeviceRow = sqlx::query_as(device_select!("WHERE id = $1"))
+        .bind(device_id)
+        .fetch_one(state.db())
+        .await?;
+    Ok(device_of(row))
+}
+
 /// `GET /devices`: the caller's user's devices.
 pub async fn list(
     State(state): State<AppState>,

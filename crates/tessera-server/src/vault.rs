@@ -156,6 +156,29 @@ pub async fn promote(
     Ok(())
 }
 
+/// Replaces the active share of a wallet with `share` (same epoch), restored from a backup: the
+/// row is inserted if the share was lost, overwritten if it was damaged.
+pub async fn replace_active(state: &AppState, wallet_id: &str, share: &KeyShare) -> ApiResult<()> {
+    let sealed = seal(state, wallet_id, share)?;
+    let mut tx = state.db().begin().await?;
+    sqlx::query(
+        "DELETE FROM server_shares WHERE wallet_id = $1 AND (epoch = $2 OR state = 'pending')",
+    )
+    .bind(wallet_id)
+    .bind(share.epoch() as i64)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO server_shares (wallet_id, epoch, state, sealed, created_at) VALUES ($1, $2, 'active', $3, $4)")
+        .bind(wallet_id)
+        .bind(share.epoch() as i64)
+        .bind(sealed)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// A pending share that was never committed is abandoned when a new session of the wallet
 /// starts: the device only ever switches after the server did, so it cannot depend on it.
 /// The pending share of a refresh still running is kept.

@@ -1,0 +1,292 @@
+//! Backups: the server verifies every backup a device shows it and records it in the audit log,
+//! backs up its own share to the owner's holders, restores its share from such a backup, and
+//! approves a device that proves it restored the device share of one of its user's wallets.
+//!
+//! A backup is checked against the public share the server derives itself (in a 2-party wallet
+//! the device's public share follows from the wallet key and the server's own), never against
+//! the one the file states, and against the wallet's current epoch: a backup made before a
+//! refresh restores a share that no longer signs.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::json;
+use tessera_backup::backup::Backup;
+use tessera_backup::holder::HolderPublicKey;
+use tessera_backup::structure::AccessStructure;
+use tessera_core::api;
+use tessera_core::{KeyShare, PartyIndex};
+
+use crate::audit;
+use crate::auth::AuthDevice;
+use crate::error::{ApiError, ApiResult};
+use crate::registry::verify_device_signature;
+use crate::state::AppState;
+use crate::vault;
+use crate::wallets::wallet_of;
+
+/// The largest backup file accepted over the API (as `tessera-backup` reads).
+const MAX_BACKUP_BYTES: usize = 8 * 1024 * 1024;
+/// The body limit of `POST /backups/verify`: the file in hex and the JSON around it.
+pub const MAX_REQUEST_BYTES: usize = 2 * MAX_BACKUP_BYTES + 1024;
+
+/// What a backup holds, for the caller and the audit log.
+pub fn report(backup: &Backup, bytes: &[u8]) -> api::BackupReport {
+    let context = backup.context();
+    api::BackupReport {
+        wallet_id: context.wallet_id.clone(),
+        party: context.party,
+        epoch: context.epoch,
+        structure: backup.structure().to_string(),
+        holders: backup
+            .holders()
+            .iter()
+            .map(|h| format!("{} ({})", h.label(), h.fingerprint()))
+            .collect(),
+        digest: hex::encode(backup.digest()),
+        size: bytes.len() as u64,
+    }
+}
+
+fn party_of(backup: &Backup) -> ApiResult<PartyIndex> {
+    u8::try_from(backup.context().party)
+        .map(PartyIndex::new)
+        .map_err(|_| ApiError::BadRequest("the backup names no party of this wallet".into()))
+}
+
+/// Checks `backup` against the wallet as the server knows it: the wallet, the epoch, and the
+/// public share the server derives for the backup's party.
+async fn check_against_wallet(
+    state: &AppState,
+    backup: Backup,
+    wallet_epoch: u64,
+) -> ApiResult<Backup> {
+    let context = backup.context();
+    if context.epoch != wallet_epoch {
+        return Err(ApiError::BadRequest(format!(
+            "the backup holds the share of epoch {}, the wallet is at epoch {wallet_epoch}: it restores a share that no longer signs (make a new backup)",
+            context.epoch
+        )));
+    }
+    let party = party_of(&backup)?;
+    let server_share = vault::load_active(state, &context.wallet_id).await?;
+    let expected = server_share
+        .public_share_of(party)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .to_compressed();
+    tokio::task::spawn_blocking(move || backup.verify_for(&expected).map(|()| backup))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::BadRequest(format!("the backup does not verify: {e}")))
+}
+
+/// `POST /backups/verify`: verifies a backup of a share of one of the caller's wallets and records
+/// the outcome in the audit log.
+pub async fn verify(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Json(req): Json<api::VerifyBackup>,
+) -> ApiResult<Json<api::BackupReport>> {
+    if req.backup.len() > 2 * MAX_BACKUP_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "a backup is at most {MAX_BACKUP_BYTES} bytes"
+        )));
+    }
+    let bytes =
+        hex::decode(&req.backup).map_err(|_| ApiError::BadRequest("backup must be hex".into()))?;
+    let backup = Backup::from_bytes(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("not a valid backup file: {e}")))?;
+    let wallet = wallet_of(&state, &me, &backup.context().wallet_id).await?;
+    let summary = report(&backup, &bytes);
+    match check_against_wallet(&state, backup, wallet.epoch).await {
+        Ok(_) => {
+            audit::note(
+                &state,
+                "backup.verified",
+                audit::Subject::device(&me).wallet(&wallet.id),
+                json!(summary),
+            )
+            .await;
+            Ok(Json(summary))
+        }
+        Err(e) => {
+            audit::note(
+                &state,
+                "backup.rejected",
+                audit::Subject::device(&me).wallet(&wallet.id),
+                json!({ "party": summary.party, "epoch": summary.epoch, "digest": summary.digest, "reason": e.to_string() }),
+            )
+            .await;
+            Err(e)
+        }
+    }
+}
+
+/// `POST /backups/server`: backs up the server's share of a wallet under the owner's access
+/// structure and holders; the request carries the device's identity signature, so a stolen
+/// token alone cannot send the server's share to other holders.
+pub async fn server_share(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Json(req): Json<api::ServerBackupRequest>,
+) -> ApiResult<Json<api::ServerBackup>> {
+    let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    let structure = AccessStructure::parse(&req.structure)
+        .map_err(|e| ApiError::BadRequest(format!("access structure: {e}")))?;
+    let holders = req
+        .holders
+        .iter()
+        .map(|h| HolderPublicKey::from_text(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::BadRequest(format!("holder key: {e}")))?;
+    verify_device_signature(
+        &state,
+        &me.device_id,
+        &api::server_backup_message(&req.wallet_id, &req.structure, &req.holders),
+        &req.signature,
+    )
+    .await?;
+    let share = vault::load_active(&state, &wallet.id).await?;
+    let name = wallet.name.clone();
+    let backup = tokio::task::spawn_blocking(move || {
+        tessera_backup::wallet::backup_share(&share, &name, &structure, &holders)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let bytes = backup.to_bytes();
+    let summary = report(&backup, &bytes);
+    audit::note(
+        &state,
+        "backup.server_share_created",
+        audit::Subject::device(&me).wallet(&wallet.id),
+        json!(summary),
+    )
+    .await;
+    Ok(Json(api::ServerBackup {
+        backup: hex::encode(&bytes),
+        report: summary,
+    }))
+}
+
+/// Restores the server's share of a wallet from a backup already decrypted into `share`
+/// (`tessera server restore-share`, run by the operator with the holders' keys): the wallet must
+/// exist with the same key and epoch; the restored share replaces the active one.
+///
+/// # Errors
+/// A message for the operator: unknown wallet, another key, another party, a stale epoch.
+pub async fn restore_server_share(state: &AppState, share: &KeyShare) -> Result<(), String> {
+    let wallet_id = share.wallet_id().to_string();
+    let row: Option<(Vec<u8>, i64)> =
+        sqlx::query_as("SELECT public_key, epoch FROM wallets WHERE id = $1")
+            .bind(&wallet_id)
+            .fetch_optional(state.db())
+            .await
+            .map_err(|e| e.to_string())?;
+    let (public_key, epoch) = row.ok_or_else(|| {
+        format!("this server has no wallet {wallet_id}: restore into the server that runs it")
+    })?;
+    if public_key != share.public_key().to_compressed() {
+        return Err(format!(
+            "the backup is of another key than wallet {wallet_id}"
+        ));
+    }
+    if share.party() != PartyIndex::new(1) {
+        return Err(format!(
+            "the backup holds party {}'s share, not the server's (party 1)",
+            share.party()
+        ));
+    }
+    if share.epoch() != epoch as u64 {
+        return Err(format!(
+            "the backup holds the share of epoch {}, the wallet is at epoch {epoch}: a backup made before a refresh cannot restore",
+            share.epoch()
+        ));
+    }
+    vault::replace_active(state, &wallet_id, share)
+        .await
+        .map_err(|e| e.to_string())?;
+    audit::note(
+        state,
+        "backup.server_share_restored",
+        audit::Subject {
+            user: None,
+            device: None,
+            wallet: Some(&wallet_id),
+        },
+        json!({ "epoch": share.epoch(), "public_share": hex::encode(share.public_share().to_compressed()) }),
+    )
+    .await;
+    Ok(())
+}
+
+/// `POST /devices/{id}/recover`: a pending device proves possession of the device share of one
+/// of its user's wallets (restored from a backup) and is approved by it. This is the approval
+/// path when the user's only device was lost; the proof is bound to the device, its identity
+/// key, the wallet and the epoch, and the device signs the same bytes with its identity.
+pub async fn recover(
+    State(state): State<AppState>,
+    Path(device_id): Path<String>,
+    Json(req): Json<api::RecoverDevice>,
+) -> ApiResult<Json<api::Device>> {
+    let device: Option<(String, Vec<u8>, String)> =
+        sqlx::query_as("SELECT user_id, identity_key, status FROM devices WHERE id = $1")
+            .bind(&device_id)
+            .fetch_optional(state.db())
+            .await?;
+    let (user_id, key, status) =
+        device.ok_or_else(|| ApiError::NotFound(format!("no device {device_id}")))?;
+    if status != "pending" {
+        return Err(ApiError::Conflict(format!(
+            "device is {status}, not pending"
+        )));
+    }
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
+    let message = api::recover_message(&device_id, &key, &req.wallet_id, req.epoch);
+    verify_device_signature(&state, &device_id, &message, &req.signature).await?;
+    let owner = AuthDevice {
+        device_id: device_id.clone(),
+        user_id,
+    };
+    let wallet = wallet_of(&state, &owner, &req.wallet_id).await?;
+    if req.epoch != wallet.epoch {
+        return Err(ApiError::BadRequest(format!(
+            "the restored share is of epoch {}, the wallet is at epoch {}: it no longer signs",
+            req.epoch, wallet.epoch
+        )));
+    }
+    let proof =
+        hex::decode(&req.proof).map_err(|_| ApiError::BadRequest("proof must be hex".into()))?;
+    let server_share = vault::load_active(&state, &wallet.id).await?;
+    let device_public = server_share
+        .public_share_of(PartyIndex::new(0))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let checked = tokio::task::spawn_blocking(move || {
+        KeyShare::verify_possession(&device_public, &message, &proof)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Err(e) = checked {
+        audit::note(
+            &state,
+            "device.recovery_refused",
+            audit::Subject::device(&owner).wallet(&wallet.id),
+            json!({ "reason": e.to_string() }),
+        )
+        .await;
+        return Err(ApiError::Unauthorized(e.to_string()));
+    }
+    sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1 AND status = 'pending'")
+        .bind(&device_id)
+        .execute(state.db())
+        .await?;
+    audit::note(
+        &state,
+        "device.recovered",
+        audit::Subject::device(&owner).wallet(&wallet.id),
+        json!({ "epoch": wallet.epoch, "proof": "possession of the device share" }),
+    )
+    .await;
+    crate::registry::device(&state, &device_id).await.map(Json)
+}
