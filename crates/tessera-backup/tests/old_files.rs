@@ -36,19 +36,24 @@ fn a_format_1_backup_loads_verifies_and_restores() {
     assert_eq!(backup.to_bytes(), bytes, "re-encoding changed the file");
     backup.verify().unwrap();
     let context = backup.context();
-    assert_eq!((context.party, context.threshold_t, context.threshold_n), (0, 2, 2));
+    assert_eq!(
+        (context.party, context.threshold_t, context.threshold_n),
+        (0, 2, 2)
+    );
     assert_eq!(backup.structure().to_string(), "threshold(2, a, b, c)");
     let keys = keys();
     let share = tessera_backup::wallet::restore_share(&backup, &keys[1..]).unwrap();
     assert_eq!(share.public_share().to_compressed(), context.public_share);
-    assert_eq!(share.public_key().to_compressed(), context.wallet_public_key);
+    assert_eq!(
+        share.public_key().to_compressed(),
+        context.wallet_public_key
+    );
 }
 
 #[test]
 #[ignore = "writes the fixtures; run only when adding a format version"]
 fn write_fixtures() {
-    let shares =
-        tessera_core::runner::keygen(tessera_core::Threshold::new(2, 2).unwrap()).unwrap();
+    let shares = tessera_core::runner::keygen(tessera_core::Threshold::new(2, 2).unwrap()).unwrap();
     let labels = ["a", "b", "c"];
     let keys: Vec<HolderSecretKey> = labels
         .iter()
