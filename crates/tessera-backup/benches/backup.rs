@@ -1,51 +1,28 @@
-//! Backup create / verify / restore, for `threshold(2, device, usb, cloud)` and
-//! `threshold(2, a, b, c, d)`, with a 20 KB aux blob (about the size of an engine share state).
-//! Prints each backup's file size once.
+//! Backup create / verify / restore of a real 2-of-2 device share (its signing state travels in
+//! the file), under `threshold(2, device, usb, cloud)` and `threshold(2, a, b, c, d)`, at 128
+//! cut-and-choose repetitions per holder (soundness 2^-128). Prints each backup's file size once.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use k256::elliptic_curve::Field;
-use k256::elliptic_curve::group::GroupEncoding;
-use k256::{ProjectivePoint, Scalar};
-use tessera_backup::backup::{Backup, BackupContext};
 use tessera_backup::holder::{HolderPublicKey, HolderSecretKey};
 use tessera_backup::structure::AccessStructure;
+use tessera_backup::wallet::{backup_share, restore_share};
+use tessera_core::{KeyShare, Threshold, runner};
 
-const AUX_BYTES: usize = 20 * 1024;
-
-fn compressed(point: &ProjectivePoint) -> [u8; 33] {
-    let mut out = [0u8; 33];
-    out.copy_from_slice(point.to_bytes().as_slice());
-    out
-}
-
-fn bench_structure(c: &mut Criterion, text: &str, restore_with: &[&str]) {
+fn bench_structure(c: &mut Criterion, share: &KeyShare, text: &str, restore_with: &[&str]) {
     let structure = AccessStructure::parse(text).unwrap();
-    let secret = Scalar::random(&mut rand::rng());
     let keys: Vec<HolderSecretKey> = structure
         .holders()
         .iter()
         .map(|l| HolderSecretKey::generate(*l).unwrap())
         .collect();
     let publics: Vec<HolderPublicKey> = keys.iter().map(HolderSecretKey::public).collect();
-    let context = BackupContext {
-        wallet_id: "bench-wallet".into(),
-        wallet_name: "Bench".into(),
-        party: 0,
-        threshold_t: 2,
-        threshold_n: 3,
-        epoch: 1,
-        wallet_public_key: compressed(&(ProjectivePoint::GENERATOR * Scalar::from(7u64))),
-        public_share: compressed(&(ProjectivePoint::GENERATOR * secret)),
-        created_at: 1_700_000_000,
-    };
-    let aux: Vec<u8> = (0..AUX_BYTES).map(|i| (i % 251) as u8).collect();
-    let backup = Backup::create(&secret, context.clone(), &structure, &publics, &aux).unwrap();
+    let backup = backup_share(share, "bench", &structure, &publics).unwrap();
     eprintln!(
-        "{text}: backup file {} bytes ({} holders, aux {} bytes)",
+        "{text}: backup file {} bytes ({} holders, share state {} bytes)",
         backup.to_bytes().len(),
         publics.len(),
-        aux.len()
+        share.to_bytes().len()
     );
     let restore_keys: Vec<HolderSecretKey> = restore_with
         .iter()
@@ -58,18 +35,24 @@ fn bench_structure(c: &mut Criterion, text: &str, restore_with: &[&str]) {
     let mut group = c.benchmark_group(text);
     group.sample_size(10);
     group.bench_function("create", |b| {
-        b.iter(|| Backup::create(&secret, context.clone(), &structure, &publics, &aux).unwrap())
+        b.iter(|| backup_share(share, "bench", &structure, &publics).unwrap())
     });
     group.bench_function("verify", |b| b.iter(|| backup.verify().unwrap()));
     group.bench_function("restore", |b| {
-        b.iter(|| backup.restore(&restore_keys).unwrap())
+        b.iter(|| restore_share(&backup, &restore_keys).unwrap())
     });
     group.finish();
 }
 
 fn benches(c: &mut Criterion) {
-    bench_structure(c, "threshold(2, device, usb, cloud)", &["usb", "cloud"]);
-    bench_structure(c, "threshold(2, a, b, c, d)", &["b", "d"]);
+    let shares = runner::keygen(Threshold::new(2, 2).unwrap()).unwrap();
+    bench_structure(
+        c,
+        &shares[0],
+        "threshold(2, device, usb, cloud)",
+        &["usb", "cloud"],
+    );
+    bench_structure(c, &shares[0], "threshold(2, a, b, c, d)", &["b", "d"]);
 }
 
 criterion_group!(backup, benches);

@@ -559,3 +559,88 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A pending device that does not hold the device share cannot get itself approved: a proof
+/// made with another share, or a request signed by another identity, is refused (401), audited,
+/// and the device stays pending.
+#[tokio::test]
+async fn recovery_without_the_share_is_refused() {
+    use tessera_core::api;
+    let server = Server::start_fresh(&[]);
+    let phone = Device::new();
+    phone.init(&server, "dave", "phone");
+    let keygen = phone.run(&["keygen", "--name", "main"]).ok();
+    let wallet_id = keygen
+        .out
+        .lines()
+        .find_map(|l| l.strip_prefix("wallet"))
+        .and_then(|r| r.split(['(', ')']).nth(1))
+        .unwrap()
+        .to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let intruder = common::identity(dir.path());
+    let client = tessera_client::ServerClient::new(&server.url).unwrap();
+    let device = client
+        .register(&intruder, "dave", "intruder")
+        .await
+        .unwrap();
+    assert_eq!(device.status, api::DeviceStatus::Pending);
+
+    let other = tessera_core::runner::keygen(tessera_core::Threshold::new(2, 2).unwrap()).unwrap();
+    let message = api::recover_message(&device.device_id, &intruder.public_key(), &wallet_id, 0);
+    let post = |body: api::RecoverDevice| {
+        let url = format!("{}/devices/{}/recover", server.url, device.device_id);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // A proof by another share (of another wallet) over the right context.
+    let status = post(api::RecoverDevice {
+        wallet_id: wallet_id.clone(),
+        epoch: 0,
+        proof: hex::encode(other[0].prove_possession(&message).unwrap()),
+        signature: hex::encode(intruder.sign(&message)),
+    })
+    .await;
+    assert_eq!(status, 401);
+    // Garbage instead of a proof.
+    let status = post(api::RecoverDevice {
+        wallet_id: wallet_id.clone(),
+        epoch: 0,
+        proof: "00".repeat(64),
+        signature: hex::encode(intruder.sign(&message)),
+    })
+    .await;
+    assert_eq!(status, 401);
+    // Signed by another identity than the pending device's.
+    let stranger = common::identity(&dir.path().join("other"));
+    let status = post(api::RecoverDevice {
+        wallet_id: wallet_id.clone(),
+        epoch: 0,
+        proof: hex::encode(other[0].prove_possession(&message).unwrap()),
+        signature: hex::encode(stranger.sign(&message)),
+    })
+    .await;
+    assert_eq!(status, 401);
+
+    let mut client = client;
+    let login = client
+        .login(&intruder, &device.device_id)
+        .await
+        .unwrap_err();
+    assert!(login.to_string().contains("pending"), "{login}");
+    let kinds = audit_kinds(&server).await;
+    assert!(
+        kinds.iter().any(|k| k == "device.recovery_refused"),
+        "{kinds:?}"
+    );
+    assert!(!kinds.iter().any(|k| k == "device.recovered"), "{kinds:?}");
+}
