@@ -128,6 +128,24 @@ fn holders(device: &Device, dir: &Path, labels: &[&str]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `backup restore FILE --key K … EXTRA…`.
+fn restore_args(file: &Path, keys: &[&PathBuf], extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "backup".to_string(),
+        "restore".into(),
+        file.display().to_string(),
+    ];
+    for key in keys {
+        args.extend(["--key".to_string(), key.display().to_string()]);
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// Asserts that the signature printed by `tessera sign` verifies under `pubkey` with the
 /// independent `tessera verify` (k256 and libsecp256k1 are both checked there).
 fn assert_signed(out: &Output, pubkey: &str, message: &str) {
@@ -260,13 +278,7 @@ async fn phone_lost_restore_on_a_new_device_sign_then_refresh() {
     assert!(refused.err.contains("pending approval"), "{}", refused.err);
 
     // One key of a threshold-2 structure cannot restore, and says what is missing.
-    let one = new_phone.run(&[
-        "backup",
-        "restore",
-        backup_file.to_str().unwrap(),
-        "--key",
-        keys[0].to_str().unwrap(),
-    ]);
+    let one = new_phone.run(&strs(&restore_args(&backup_file, &[&keys[0]], &[])));
     assert_eq!(one.code, Some(1), "{}", one.err);
     assert!(
         one.err.contains("cloud") && one.err.contains("laptop"),
@@ -277,15 +289,11 @@ async fn phone_lost_restore_on_a_new_device_sign_then_refresh() {
 
     // Two keys restore; the device proves possession of the share and is approved by it.
     let restored = new_phone
-        .run(&[
-            "backup",
-            "restore",
-            backup_file.to_str().unwrap(),
-            "--key",
-            keys[0].to_str().unwrap(),
-            "--key",
-            keys[2].to_str().unwrap(),
-        ])
+        .run(&strs(&restore_args(
+            &backup_file,
+            &[&keys[0], &keys[2]],
+            &[],
+        )))
         .ok();
     assert_eq!(restored.field("public key"), pubkey);
     assert!(
@@ -319,17 +327,11 @@ async fn phone_lost_restore_on_a_new_device_sign_then_refresh() {
 
     // The old backup still decrypts, but to a share that no longer signs; the server says why.
     new_phone
-        .run(&[
-            "backup",
-            "restore",
-            backup_file.to_str().unwrap(),
-            "--key",
-            keys[1].to_str().unwrap(),
-            "--key",
-            keys[2].to_str().unwrap(),
-            "--as",
-            "old-backup",
-        ])
+        .run(&strs(&restore_args(
+            &backup_file,
+            &[&keys[1], &keys[2]],
+            &["--as", "old-backup"],
+        )))
         .ok();
     let old = new_phone.sign("old-backup", "with the old backup");
     assert_ne!(
@@ -398,15 +400,11 @@ async fn server_share_lost_and_restored_from_its_backup() {
     assert!(created.out.contains("party 1 of 2-of-2"), "{}", created.out);
 
     // A device must never hold both shares: restoring the server's share here is refused.
-    let refused = phone.run(&[
-        "backup",
-        "restore",
-        server_backup.to_str().unwrap(),
-        "--key",
-        keys[0].to_str().unwrap(),
-        "--key",
-        keys[1].to_str().unwrap(),
-    ]);
+    let refused = phone.run(&strs(&restore_args(
+        &server_backup,
+        &[&keys[0], &keys[1]],
+        &[],
+    )));
     assert_eq!(refused.code, Some(2), "{}", refused.err);
     assert!(refused.err.contains("server's share"), "{}", refused.err);
 
@@ -438,17 +436,11 @@ async fn server_share_lost_and_restored_from_its_backup() {
     let operator = tempfile::tempdir().unwrap();
     let restored = tessera(
         operator.path(),
-        &[
-            "backup",
-            "restore",
-            server_backup.to_str().unwrap(),
-            "--key",
-            keys[1].to_str().unwrap(),
-            "--key",
-            keys[2].to_str().unwrap(),
-            "--server-data-dir",
-            data.to_str().unwrap(),
-        ],
+        &strs(&restore_args(
+            &server_backup,
+            &[&keys[1], &keys[2]],
+            &["--server-data-dir", data.to_str().unwrap()],
+        )),
     )
     .ok();
     assert!(
@@ -517,11 +509,8 @@ async fn two_of_three_and_two_of_four_survive_their_losses() {
             let kept: Vec<usize> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
             let device = Device::new();
             device.init(&server, "carol", &format!("restore-{mask}"));
-            let mut args = vec!["backup", "restore", file.to_str().unwrap()];
-            for &i in &kept {
-                args.extend(["--key", keys[i].to_str().unwrap()]);
-            }
-            let out = device.run(&args).ok();
+            let kept: Vec<&PathBuf> = kept.iter().map(|&i| &keys[i]).collect();
+            let out = device.run(&strs(&restore_args(&file, &kept, &[]))).ok();
             assert_eq!(out.field("public key"), pubkey);
             let message = format!("{policy} without {lost}");
             let signed = device.sign("main", &message).ok();
@@ -530,9 +519,7 @@ async fn two_of_three_and_two_of_four_survive_their_losses() {
         // One fewer holder is not enough, and the error names what is missing.
         let device = Device::new();
         device.init(&server, "carol", "one-short");
-        let mut args = vec!["backup", "restore", file.to_str().unwrap()];
-        args.extend(["--key", keys[0].to_str().unwrap()]);
-        let out = device.run(&args);
+        let out = device.run(&strs(&restore_args(&file, &[&keys[0]], &[])));
         assert_eq!(out.code, Some(1), "{}", out.err);
         assert!(out.err.contains(labels[1]), "{}", out.err);
     }

@@ -39,14 +39,24 @@ pub async fn store_new_wallet(
     .bind(now())
     .execute(&mut *tx)
     .await?;
+    insert_active(&mut tx, &id, share.epoch(), sealed).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_active(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    wallet_id: &str,
+    epoch: u64,
+    sealed: Vec<u8>,
+) -> ApiResult<()> {
     sqlx::query("INSERT INTO server_shares (wallet_id, epoch, state, sealed, created_at) VALUES ($1, $2, 'active', $3, $4)")
-        .bind(&id)
-        .bind(share.epoch() as i64)
+        .bind(wallet_id)
+        .bind(epoch as i64)
         .bind(sealed)
         .bind(now())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -168,13 +178,7 @@ pub async fn replace_active(state: &AppState, wallet_id: &str, share: &KeyShare)
     .bind(share.epoch() as i64)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO server_shares (wallet_id, epoch, state, sealed, created_at) VALUES ($1, $2, 'active', $3, $4)")
-        .bind(wallet_id)
-        .bind(share.epoch() as i64)
-        .bind(sealed)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
+    insert_active(&mut tx, wallet_id, share.epoch(), sealed).await?;
     tx.commit().await?;
     Ok(())
 }
