@@ -172,14 +172,22 @@ fn assert_signed(out: &Output, pubkey: &str, message: &str) {
     );
 }
 
-async fn audit_kinds(server: &Server) -> Vec<String> {
+/// The server's database, as its operator (or an attacker with access to it) opens it.
+async fn database(server: &Server) -> sqlx::AnyPool {
     sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}", server.data.join("tessera.db").display());
-    let db = sqlx::any::AnyPoolOptions::new()
+    let url = match &server.database_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}", server.data.join("tessera.db").display()),
+    };
+    sqlx::any::AnyPoolOptions::new()
         .max_connections(1)
         .connect(&url)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn audit_kinds(server: &Server) -> Vec<String> {
+    let db = database(server).await;
     let rows: Vec<(String,)> = sqlx::query_as("SELECT kind FROM audit_log ORDER BY seq")
         .fetch_all(&db)
         .await
@@ -371,10 +379,19 @@ async fn phone_lost_restore_on_a_new_device_sign_then_refresh() {
 }
 
 /// The server's share is backed up to the owner's holders, lost, and restored by the operator
-/// with an authorised set of their keys; signing works again.
+/// with an authorised set of their keys; signing works again. On SQLite and on PostgreSQL.
 #[tokio::test]
 async fn server_share_lost_and_restored_from_its_backup() {
-    let mut server = Server::start_fresh(&[]);
+    server_share_lost_and_restored_on(None).await;
+    server_share_lost_and_restored_on(Some(common::fresh_postgres_database())).await;
+}
+
+async fn server_share_lost_and_restored_on(database_url: Option<String>) {
+    let extra: Vec<&str> = match &database_url {
+        Some(url) => vec!["--database-url", url],
+        None => vec![],
+    };
+    let mut server = Server::start_fresh(&extra);
     let media = tempfile::tempdir().unwrap();
     let phone = Device::new();
     phone.init(&server, "bob", "phone");
@@ -411,21 +428,16 @@ async fn server_share_lost_and_restored_from_its_backup() {
     // The server's share is lost.
     server.kill();
     {
-        sqlx::any::install_default_drivers();
-        let url = format!("sqlite://{}", server.data.join("tessera.db").display());
-        let db = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
+        let db = database(&server).await;
         sqlx::query("DELETE FROM server_shares")
             .execute(&db)
             .await
             .unwrap();
         db.close().await;
     }
+    // The killed server stays in scope (shadowed): its data directory lives on.
     let data = server.data.clone();
-    let mut server = Server::start(&data, &[]);
+    let mut server = Server::start(&data, &extra);
     repoint(&phone, &server);
     let lost = phone.sign("main", "no server share");
     assert_ne!(lost.code, Some(0), "{}", lost.out);
@@ -434,12 +446,14 @@ async fn server_share_lost_and_restored_from_its_backup() {
     // The operator restores it (server stopped) with two of the owner's holder keys.
     server.kill();
     let operator = tempfile::tempdir().unwrap();
+    let mut target = vec!["--server-data-dir", data.to_str().unwrap()];
+    target.extend(&extra);
     let restored = tessera(
         operator.path(),
         &strs(&restore_args(
             &server_backup,
             &[&keys[1], &keys[2]],
-            &["--server-data-dir", data.to_str().unwrap()],
+            &target,
         )),
     )
     .ok();
@@ -448,7 +462,7 @@ async fn server_share_lost_and_restored_from_its_backup() {
         "{}",
         restored.out
     );
-    let server = Server::start(&data, &[]);
+    let server = Server::start(&data, &extra);
     repoint(&phone, &server);
     let signed = phone.sign("main", "server restored").ok();
     assert_signed(&signed, &pubkey, "server restored");
