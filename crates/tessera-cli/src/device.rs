@@ -390,6 +390,9 @@ pub async fn refresh(home_dir: &Path, wallet: &str) -> Result<(), Failure> {
         .await
         .map_err(client_error)?;
     println!("refreshed      {wallet}: now epoch {epoch}; the previous shares no longer sign");
+    println!(
+        "backups        backups made before this refresh restore shares that no longer sign: make new ones (tessera backup create --wallet {wallet} …, and --server-share)"
+    );
     Ok(())
 }
 

@@ -318,7 +318,8 @@ async fn phone_lost_restore_on_a_new_device_sign_then_refresh() {
 
     // Kept to show that the restored-before-refresh share stops signing.
     let before_refresh = std::fs::read(new_phone.wallet_file("main")).unwrap();
-    new_phone.run(&["refresh", "--wallet", "main"]).ok();
+    let refreshed = new_phone.run(&["refresh", "--wallet", "main"]).ok();
+    assert!(refreshed.out.contains("make new ones"), "{}", refreshed.out);
     let signed = new_phone.sign("main", "after refresh").ok();
     assert_signed(&signed, &pubkey, "after refresh");
 
