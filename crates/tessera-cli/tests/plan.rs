@@ -682,3 +682,63 @@ fn structures_deserialize_only_when_valid() {
     let bad_k = r#"{"Threshold":{"k":0,"of":[{"Leaf":"a"},{"Leaf":"b"}]}}"#;
     assert!(serde_json::from_str::<AccessStructure>(bad_k).is_err());
 }
+
+/// `tessera plan` in a real terminal (tmux) asks its questions and answers with a plan.
+#[test]
+fn interactive_questions_in_a_terminal() {
+    let socket = tempfile::tempdir().unwrap();
+    let socket = socket.path().join("tmux.sock");
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("tmux runs (scripts/test installs it)");
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let command = format!("{} plan; sleep 60", env!("CARGO_BIN_EXE_tessera"));
+    tmux(&["new-session", "-d", "-x", "160", "-y", "60", &command]);
+    let screen = || tmux(&["capture-pane", "-p", "-S", "-200"]);
+    let wait_for = |text: &str| {
+        for _ in 0..100 {
+            if screen().contains(text) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("never showed {text:?}:\n{}", screen());
+    };
+    // Each question, then its answer as a person types it.
+    for (question, keys) in [
+        ("institution", &["n"][..]),
+        ("How many of your devices", &["2", "Enter"][..]),
+        ("co-signing server", &["y"][..]),
+        ("USB drives", &["1", "Enter"][..]),
+        ("cloud folder", &["y"][..]),
+        ("offline", &["n"][..]),
+    ] {
+        wait_for(question);
+        let mut args = vec!["send-keys"];
+        args.extend(keys);
+        tmux(&args);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    wait_for("Single points of failure");
+    let shown = screen();
+    let _ = Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .arg("kill-server")
+        .status();
+    assert!(
+        shown.contains("personal 2-of-2 with co-signing server"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("threshold(2, usb-1, cloud, device-2)"),
+        "{shown}"
+    );
+    assert!(shown.contains("Single points of failure: none"), "{shown}");
+}
