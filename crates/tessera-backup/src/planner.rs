@@ -550,6 +550,8 @@ pub struct Plan {
     /// Weaknesses of the plan, found by enumeration, what to add, and why the plan differs
     /// from the answers when it must.
     pub warnings: Vec<String>,
+    /// What the loss table does not show (it counts key material, not the server's policy).
+    pub advice: Vec<String>,
 }
 
 impl Plan {
@@ -836,6 +838,16 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
     }
     warnings.extend(notes);
     let commands = commands(with_server, &share_devices, &shares, &holders);
+    let mut advice = Vec::new();
+    if with_server {
+        advice.push(format!(
+            "the table counts key material: with the co-signing server, whoever holds the {} share \
+             — the device, or an authorised set of its backup holders (a device that restores it \
+             is approved by proving so) — can sign through the server within the wallet's \
+             policy; set one with limits and approvals (tessera policy set)",
+            share_devices.first().map_or("device", String::as_str)
+        ));
+    }
     Ok(Plan {
         topology,
         t,
@@ -845,6 +857,7 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
         commands,
         recovery,
         warnings,
+        advice,
     })
 }
 

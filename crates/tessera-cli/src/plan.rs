@@ -317,5 +317,11 @@ fn render_plan(plan: &Plan, table: &LossTable) -> String {
     ));
     out.push_str(&render_table(table));
     out.push_str(&render_warnings(&plan.warnings));
+    if !plan.advice.is_empty() {
+        out.push_str("Also:\n");
+        for a in &plan.advice {
+            out.push_str(&format!("  - {a}\n"));
+        }
+    }
     out
 }

@@ -250,6 +250,12 @@ fn one_device_with_server_prints_exact_commands() {
         "{out}"
     );
     assert!(!out.contains("Warnings"), "{out}");
+    // What the table does not model: the server co-signs for whoever holds the device share.
+    assert!(
+        out.contains("Also:\n  - the table counts key material"),
+        "{out}"
+    );
+    assert!(out.contains("tessera policy set"), "{out}");
 }
 
 #[test]
