@@ -24,19 +24,6 @@ fn start(backend: Backend) -> Server {
     }
 }
 
-async fn db(server: &Server) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    let url = match &server.database_url {
-        Some(u) => u.clone(),
-        None => format!("sqlite://{}", server.data.join("tessera.db").display()),
-    };
-    sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .unwrap()
-}
-
 /// `tessera audit verify` straight on the database; (ok, output).
 fn verify_offline(server: &Server) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
@@ -148,7 +135,7 @@ async fn tamper(backend: Backend, how: &str) {
     let server = start(backend);
     let home = tempfile::tempdir().unwrap();
     let (client, _) = activity(&server, home.path()).await;
-    let pool = db(&server).await;
+    let pool = server.database().await;
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_log")
         .fetch_one(&pool)
         .await

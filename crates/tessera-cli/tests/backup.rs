@@ -172,22 +172,8 @@ fn assert_signed(out: &Output, pubkey: &str, message: &str) {
     );
 }
 
-/// The server's database, as its operator (or an attacker with access to it) opens it.
-async fn database(server: &Server) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    let url = match &server.database_url {
-        Some(u) => u.clone(),
-        None => format!("sqlite://{}", server.data.join("tessera.db").display()),
-    };
-    sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .unwrap()
-}
-
 async fn audit_kinds(server: &Server) -> Vec<String> {
-    let db = database(server).await;
+    let db = server.database().await;
     let rows: Vec<(String,)> = sqlx::query_as("SELECT kind FROM audit_log ORDER BY seq")
         .fetch_all(&db)
         .await
@@ -429,7 +415,7 @@ async fn server_share_lost_and_restored_on(database_url: Option<String>) {
     // The server's share is lost.
     server.kill();
     {
-        let db = database(&server).await;
+        let db = server.database().await;
         sqlx::query("DELETE FROM server_shares")
             .execute(&db)
             .await
