@@ -23,6 +23,8 @@ const FIXTURE_IDENTITY_PUBLIC_KEY: &str =
 const FIXTURE_KEK_ID: &str = "file:2effb937bacd61a6";
 const FIXTURE_SEALED_PLAINTEXT: &[u8] = b"tessera sealed secret fixture v1";
 const FIXTURE_SEALED_AAD: &[u8] = b"wallet fixture/party 1/epoch 0";
+const FIXTURE_BACKUP_KEY_LABEL: &str = "usb-1";
+const FIXTURE_BACKUP_KEY: [u8; 32] = [0x5a; 32];
 
 /// Decrypts an entry file following only the layout documented in `keystore::format`.
 fn decrypt_as_documented(file: &[u8], passphrase: &str) -> Vec<u8> {
@@ -132,6 +134,19 @@ fn sealed_secret_v1_fixture_still_opens() {
     );
 }
 
+#[test]
+fn backup_key_v1_fixture_still_opens() {
+    let path = Path::new(FIXTURES).join("backup-key-v1/usb-1.key");
+    let options = tessera_store::KeystoreOptions::default().insecure_fast_kdf_for_tests();
+    let (label, key) =
+        tessera_store::keystore::read_backup_key_file(&path, &pass(FIXTURE_PASSPHRASE), &options)
+            .unwrap();
+    assert_eq!(
+        (label.as_str(), *key),
+        (FIXTURE_BACKUP_KEY_LABEL, FIXTURE_BACKUP_KEY)
+    );
+}
+
 /// Writes the fixtures of the current format version. Run once when a version is added, with
 /// `TESSERA_STORE_FIXTURE_OUT=<dir> cargo test -p tessera-store --test format -- --ignored`, then
 /// copy the printed constants above; never regenerate the fixtures of an existing version.
@@ -145,6 +160,16 @@ fn write_fixtures() {
     let identity = ks.create_identity(&p).unwrap();
     ks.save_wallet(FIXTURE_WALLET, FIXTURE_WALLET_PLAINTEXT, &p)
         .unwrap();
+
+    fs::create_dir_all(out.join("backup-key-v1")).unwrap();
+    tessera_store::keystore::write_backup_key_file(
+        &out.join("backup-key-v1/usb-1.key"),
+        FIXTURE_BACKUP_KEY_LABEL,
+        &FIXTURE_BACKUP_KEY,
+        &p,
+        &tessera_store::KeystoreOptions::default().insecure_fast_kdf_for_tests(),
+    )
+    .unwrap();
 
     fs::create_dir_all(out.join("kek-v1")).unwrap();
     let kek = FileKek::open_or_create(out.join("kek-v1/kek.key")).unwrap();
