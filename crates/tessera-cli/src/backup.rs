@@ -254,8 +254,13 @@ pub(crate) fn backup_key(home: &Path, command: BackupKeyCommand) -> Result<(), F
             let out = match args.out {
                 Some(out) => out,
                 None => {
+                    // Private to this user, like the keystore itself.
                     let dir = home.join("backup-keys");
-                    std::fs::create_dir_all(&dir).map_err(|e| {
+                    let mut builder = std::fs::DirBuilder::new();
+                    builder.recursive(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                    builder.create(&dir).map_err(|e| {
                         Failure::Failed(format!("cannot create {}: {e}", dir.display()))
                     })?;
                     dir.join(format!("{}.key", args.label))
@@ -287,11 +292,13 @@ pub(crate) fn backup_key(home: &Path, command: BackupKeyCommand) -> Result<(), F
             )
             .map_err(store_error)?;
             remember(home, &public, args.kind)?;
-            println!(
-                "private key    {} (keep it where its kind says: {:?})",
-                out.display(),
-                args.kind
-            );
+            let advice = match args.kind {
+                HolderKind::Usb => "keep the drive apart from your devices",
+                HolderKind::Cloud => "the folder your cloud drive syncs keeps it",
+                HolderKind::Device => "this device keeps it; it is not synced",
+                HolderKind::Paper => "print it, keep the print offline, delete the file",
+            };
+            println!("private key    {} ({advice})", out.display());
             print_public_key(&public);
             Ok(())
         }
