@@ -429,7 +429,8 @@ async fn create(home: &Path, args: CreateArgs) -> Result<(), Failure> {
             args.out.display()
         )));
     }
-    let (backup, bytes) = if args.server_share {
+    // `asked`: the keystore passphrase, when this command already read it.
+    let (backup, bytes, asked) = if args.server_share {
         let s = device::connect(home).await?;
         let record = device::load_record(&s, &args.wallet)?;
         let texts: Vec<String> = holders.iter().map(HolderPublicKey::to_text).collect();
@@ -466,7 +467,7 @@ async fn create(home: &Path, args: CreateArgs) -> Result<(), Failure> {
                 "the server's backup is not under the structure and holders asked for".into(),
             ));
         }
-        (backup, bytes)
+        (backup, bytes, None)
     } else {
         let keystore = Keystore::open(home).map_err(store_error)?;
         let passphrase = device::passphrase()?;
@@ -488,13 +489,13 @@ async fn create(home: &Path, args: CreateArgs) -> Result<(), Failure> {
         backup.verify_for(&expected).map_err(failed)?;
         drop(bar);
         let bytes = backup.to_bytes();
-        (backup, bytes)
+        (backup, bytes, Some(passphrase))
     };
     write_new_file(&args.out, &bytes)?;
     print_report(&backup, &args.out, bytes.len());
     println!("verified       yes (locally)");
     if !args.no_server && !args.server_share && home.join("device.json").exists() {
-        let s = device::connect(home).await?;
+        let s = device::connect_with(home, asked).await?;
         match s.client.verify_backup(&bytes).await {
             Ok(report) => println!("server         verified and recorded ({})", report.digest),
             Err(tessera_client::ClientError::Server { status: 404, .. }) => {
@@ -607,15 +608,10 @@ async fn restore(home: &Path, args: RestoreArgs) -> Result<(), Failure> {
         )));
     }
     let passphrase = device::passphrase()?;
+    let record = WalletRecord::new(share);
     keystore
-        .save_wallet(&name, &WalletRecord::new(share).to_bytes(), &passphrase)
+        .save_wallet(&name, &record.to_bytes(), &passphrase)
         .map_err(store_error)?;
-    let record = WalletRecord::from_bytes(
-        &keystore
-            .load_wallet(&name, &passphrase)
-            .map_err(store_error)?,
-    )
-    .map_err(client_error)?;
     let share = &record.current;
     println!("restored       wallet {name} ({})", share.wallet_id());
     println!("public key     {}", share.public_key());

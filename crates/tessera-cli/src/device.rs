@@ -89,9 +89,20 @@ pub struct Session {
 }
 
 pub async fn connect(home_dir: &Path) -> Result<Session, Failure> {
+    connect_with(home_dir, None).await
+}
+
+/// [`connect`] with the passphrase the command already read, if it did (asked once only).
+pub async fn connect_with(
+    home_dir: &Path,
+    passphrase: Option<Passphrase>,
+) -> Result<Session, Failure> {
     let config = load_config(home_dir)?;
     let keystore = Keystore::open(home_dir).map_err(store_error)?;
-    let passphrase = passphrase()?;
+    let passphrase = match passphrase {
+        Some(p) => p,
+        None => self::passphrase()?,
+    };
     let identity = keystore.load_identity(&passphrase).map_err(store_error)?;
     let mut client = server_client(&config.server, config.server_fingerprint.as_deref())?;
     client

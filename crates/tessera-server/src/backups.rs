@@ -47,12 +47,6 @@ pub fn report(backup: &Backup, bytes: &[u8]) -> api::BackupReport {
     }
 }
 
-fn party_of(backup: &Backup) -> ApiResult<PartyIndex> {
-    u8::try_from(backup.context().party)
-        .map(PartyIndex::new)
-        .map_err(|_| ApiError::BadRequest("the backup names no party of this wallet".into()))
-}
-
 /// Checks `backup` against the wallet as the server knows it: the wallet, the epoch, and the
 /// public share the server derives for the backup's party.
 async fn check_against_wallet(
@@ -67,12 +61,9 @@ async fn check_against_wallet(
             context.epoch
         )));
     }
-    let party = party_of(&backup)?;
     let server_share = vault::load_active(state, &context.wallet_id).await?;
-    let expected = server_share
-        .public_share_of(party)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?
-        .to_compressed();
+    let expected = tessera_backup::wallet::expected_public_share(&server_share, context.party)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     tokio::task::spawn_blocking(move || backup.verify_for(&expected).map(|()| backup))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
