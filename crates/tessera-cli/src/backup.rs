@@ -166,14 +166,11 @@ fn load_holders(home: &Path) -> Result<KnownHolders, Failure> {
 }
 
 fn save_holders(home: &Path, holders: &KnownHolders) -> Result<(), Failure> {
-    std::fs::create_dir_all(home)
-        .map_err(|e| Failure::Failed(format!("cannot create {}: {e}", home.display())))?;
+    // Opening the keystore creates the home (0700) if this is the first file in it.
+    tessera_store::Keystore::open(home).map_err(store_error)?;
     let path = holders_path(home);
-    let tmp = home.join(".holders.json.tmp");
     let text = serde_json::to_string_pretty(holders).map_err(|e| Failure::Failed(e.to_string()))?;
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", path.display())))
+    tessera_store::write_private_file(&path, text.as_bytes()).map_err(store_error)
 }
 
 fn remember(home: &Path, key: &HolderPublicKey, kind: HolderKind) -> Result<(), Failure> {

@@ -72,11 +72,8 @@ pub fn load_config(home: &Path) -> Result<DeviceConfig, Failure> {
 
 fn save_config(home: &Path, config: &DeviceConfig) -> Result<(), Failure> {
     let path = home.join("device.json");
-    let tmp = home.join(".device.json.tmp");
     let text = serde_json::to_string_pretty(config).map_err(|e| Failure::Failed(e.to_string()))?;
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", path.display())))
+    tessera_store::write_private_file(&path, text.as_bytes()).map_err(store_error)
 }
 
 /// An authenticated client and the unlocked identity.
@@ -146,6 +143,7 @@ pub async fn init(
         .register(&identity, user, name)
         .await
         .map_err(client_error)?;
+    refuse_revoked(&device, server)?;
     save_config(
         home_dir,
         &DeviceConfig {
@@ -167,6 +165,24 @@ pub async fn init(
         );
     }
     Ok(())
+}
+
+/// A revoked device's identity key can never log in again: `init` must not look like it worked.
+fn refuse_revoked(device: &tessera_core::api::Device, server: &str) -> Result<(), Failure> {
+    if device.status != tessera_core::api::DeviceStatus::Revoked {
+        return Ok(());
+    }
+    Err(Failure::Failed(format!(
+        "this device ({:?}, id {}) was revoked on {server}{}; its identity key can never be used again. \
+         To use this machine again, set it up with a new identity (an empty TESSERA_HOME) and approve it from an active device",
+        device.name,
+        device.device_id,
+        device
+            .revoked_at
+            .as_deref()
+            .map(|at| format!(" at {at}"))
+            .unwrap_or_default()
+    )))
 }
 
 pub async fn keygen(home_dir: &Path, name: &str) -> Result<(), Failure> {
@@ -434,12 +450,26 @@ pub async fn device_approve(home_dir: &Path, code: &str) -> Result<(), Failure> 
         .await
         .map_err(client_error)?;
     println!("approved {} ({})", d.device_id, d.name);
+    // The key the new device printed at `tessera init`: the user compares the two.
+    println!("identity key   {}", d.identity_key);
     Ok(())
 }
 
-pub async fn device_revoke(home_dir: &Path, id: &str) -> Result<(), Failure> {
+pub async fn device_revoke(home_dir: &Path, id: &str, force: bool) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
-    let d = s.client.revoke(id).await.map_err(client_error)?;
+    if force {
+        eprintln!(
+            "warning: --force revokes the device even if it is the last active device of {:?}; \
+             then no device of this user can log in, approve new devices or sign with its \
+             wallets again",
+            s.config.user
+        );
+    }
+    let d = s
+        .client
+        .revoke_with(id, &tessera_core::api::RevokeDevice { force })
+        .await
+        .map_err(client_error)?;
     println!("revoked {} ({})", d.device_id, d.name);
     Ok(())
 }

@@ -286,13 +286,16 @@ enum DeviceCommand {
     List,
     /// Approve a pending device of this user by the code it shows.
     Approve {
-        /// The code the new device printed, e.g. 1A2B-3C4D.
+        /// The code the new device printed, e.g. 1A2B-3C4D-5E6F-7A8B-9C0D.
         code: String,
     },
     /// Revoke a device: its tokens stop working at once.
     Revoke {
         /// The device id.
         id: String,
+        /// Revoke even the last active device of this user, which locks the user out for good.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -643,7 +646,9 @@ async fn device_command(command: Command) -> CliResult {
         Command::Refresh(a) => device::refresh(&home, &a.wallet).await,
         Command::Pubkey(a) => device::pubkey(&home, &a.wallet).await,
         Command::Device(DeviceCommand::List) => device::device_list(&home).await,
-        Command::Device(DeviceCommand::Revoke { id }) => device::device_revoke(&home, &id).await,
+        Command::Device(DeviceCommand::Revoke { id, force }) => {
+            device::device_revoke(&home, &id, force).await
+        }
         Command::Device(DeviceCommand::Approve { code }) => {
             device::device_approve(&home, &code).await
         }

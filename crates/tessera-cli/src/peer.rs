@@ -104,8 +104,9 @@ pub struct LeadArgs {
     /// Pin the relay server's certificate (SHA-256, hex).
     #[arg(long)]
     server_fingerprint: Option<String>,
-    /// The pairing code the other device shows (instead of confirming at a prompt).
-    #[arg(long)]
+    /// No longer supported: the code depends on the connection, so nobody knows it before the
+    /// command starts. Scripts read the `pairing code` line and answer on stdin.
+    #[arg(long, hide = true)]
     expect_code: Option<String>,
     /// Seconds to look for devices by name.
     #[arg(long, default_value_t = 5)]
@@ -171,8 +172,9 @@ fn yes(answer: Option<String>) -> bool {
     answer.is_some_and(|a| matches!(a.to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
-/// Shows the code; `expected` (from --expect-code) answers instead of the user.
-fn confirm_code(prompt: &CodePrompt, expected: Option<&str>) -> bool {
+/// Shows the code and reads the confirmation: a line on stdin, `yes` or the digits the other
+/// device shows (a script that drives both devices passes each the code the other printed).
+fn confirm_code(prompt: &CodePrompt) -> bool {
     println!(
         "pairing code {}  (new device {:?}, key {})",
         prompt.display(),
@@ -180,14 +182,6 @@ fn confirm_code(prompt: &CodePrompt, expected: Option<&str>) -> bool {
         prompt.peer_fingerprint
     );
     let _ = std::io::stdout().flush();
-    if let Some(expected) = expected {
-        let typed: String = expected.chars().filter(char::is_ascii_digit).collect();
-        let ok = typed == prompt.code;
-        if !ok {
-            eprintln!("the pairing code differs from --expect-code: pairing refused");
-        }
-        return ok;
-    }
     let answer = ask(&format!(
         "Does {:?} show {}? Type yes or the code to confirm [y/N]:",
         prompt.peer_name,
@@ -301,7 +295,10 @@ pub async fn run(home: &Path, command: PeerCommand) -> Result<(), Failure> {
                     .await
                     .map_err(peer_error)?;
                 link.channel.close().await;
-                println!("paired with {:?}", link.peer.name);
+                // A new pairing was announced as it happened (by `reach`).
+                if !link.peer.newly_paired {
+                    println!("{:?} is paired already", link.peer.name);
+                }
             }
             Ok(())
         }
@@ -312,9 +309,16 @@ pub async fn run(home: &Path, command: PeerCommand) -> Result<(), Failure> {
 
 /// Connects to the devices `args` names and authenticates them (pairing new ones).
 async fn reach(u: &Unlocked, args: &LeadArgs) -> Result<Vec<Link>, Failure> {
+    if args.expect_code.is_some() {
+        return Err(Failure::Usage(
+            "--expect-code cannot work and was removed: the pairing code depends on this \
+             connection, so nobody knows it in advance. Compare the `pairing code` both devices \
+             print and answer the prompt on stdin with yes or the other device's code"
+                .into(),
+        ));
+    }
     let mut known = KnownPeers::load(&u.home).map_err(peer_error)?;
-    let expected = args.expect_code.clone();
-    let mut confirm = move |p: &CodePrompt| confirm_code(p, expected.as_deref());
+    let mut confirm = |p: &CodePrompt| confirm_code(p);
     if let Some(url) = &args.relay {
         let code = relay::new_code();
         println!("relay code {code}");
@@ -344,6 +348,9 @@ async fn reach(u: &Unlocked, args: &LeadArgs) -> Result<Vec<Link>, Failure> {
         let peer = pairing::authenticate(&mut channel, &u.me, &mut known, &mut confirm)
             .await
             .map_err(peer_error)?;
+        if peer.newly_paired {
+            println!("paired with {:?}", peer.name);
+        }
         return Ok(vec![Link {
             peer,
             channel,
@@ -395,7 +402,23 @@ async fn reach(u: &Unlocked, args: &LeadArgs) -> Result<Vec<Link>, Failure> {
     Ok(links)
 }
 
+/// Device-to-device signing takes exactly two devices (`peer sign` and one other): a wallet
+/// that needs more signers could never sign, so it is refused before anyone is contacted.
+const PEER_SIGNERS: u8 = 2;
+
+fn refuse_unsignable_threshold(t: u8) -> Result<(), String> {
+    if t == PEER_SIGNERS {
+        return Ok(());
+    }
+    Err(format!(
+        "a device-to-device wallet needs exactly {PEER_SIGNERS} signers (`tessera peer sign` signs \
+         with this device and one other), so a --threshold {t} wallet could never sign: use \
+         --threshold {PEER_SIGNERS} (any two of its devices sign)"
+    ))
+}
+
 async fn keygen(home: &Path, args: PeerKeygenArgs) -> Result<(), Failure> {
+    refuse_unsignable_threshold(args.threshold).map_err(Failure::Usage)?;
     let u = unlock(home, &args.lead.identity)?;
     if u.keystore.has_wallet(&args.name).map_err(store_error)? {
         return Err(Failure::Usage(format!(
@@ -552,6 +575,7 @@ struct Listener {
     advertisement: Mutex<Option<Advertisement>>,
     busy: Mutex<usize>,
     idle: Duration,
+    pairing_limit: pairing::PairingLimit,
 }
 
 impl Listener {
@@ -597,6 +621,7 @@ async fn listen(home: &Path, args: ListenArgs) -> Result<(), Failure> {
             advertisement: Mutex::new(None),
             busy: Mutex::new(0),
             idle: Duration::from_secs(args.idle_timeout.max(1)),
+            pairing_limit: pairing::PairingLimit::default(),
         });
         return serve(&listener, frames, true)
             .await
@@ -640,6 +665,7 @@ async fn listen(home: &Path, args: ListenArgs) -> Result<(), Failure> {
         advertisement: Mutex::new(advertisement),
         busy: Mutex::new(0),
         idle: Duration::from_secs(args.idle_timeout.max(1)),
+        pairing_limit: pairing::PairingLimit::default(),
     });
     loop {
         let (stream, from) = socket
@@ -668,9 +694,32 @@ async fn serve(
     };
     channel.set_idle_timeout(listener.idle);
     let mut known = KnownPeers::load(&listener.u.home)?;
-    let mut confirm = |p: &CodePrompt| confirm_code(p, None);
-    let peer =
-        pairing::authenticate(&mut channel, &listener.u.me, &mut known, &mut confirm).await?;
+    let mut confirm = |p: &CodePrompt| confirm_code(p);
+    let limit = &listener.pairing_limit;
+    let authenticated = pairing::authenticate_limited(
+        &mut channel,
+        &listener.u.me,
+        &mut known,
+        &mut confirm,
+        Some(limit),
+    )
+    .await;
+    let peer = match authenticated {
+        Ok(peer) => peer,
+        Err(e) => {
+            if !matches!(e, PeerError::PairingPaused { .. })
+                && let Err(wait) = limit.check()
+            {
+                println!(
+                    "too many failed pairing attempts: new pairings are paused for {} minutes \
+                     (paired devices still work)",
+                    wait.as_secs().div_ceil(60)
+                );
+                let _ = std::io::stdout().flush();
+            }
+            return Err(e);
+        }
+    };
     if peer.newly_paired {
         println!("paired with {:?}", peer.name);
     }
@@ -715,6 +764,10 @@ async fn answer_keygen(
             return Err(e);
         }
     };
+    if let Err(reason) = refuse_unsignable_threshold(invitation.threshold.t) {
+        session::refuse(&mut channel, &reason).await;
+        return Err(PeerError::Refused(reason));
+    }
     if u.keystore.has_wallet(&invitation.wallet).unwrap_or(true) {
         let reason = format!(
             "{:?} already has a wallet named {:?}",
@@ -745,7 +798,7 @@ async fn answer_keygen(
         channel,
         address: None,
     };
-    let mut confirm = |p: &CodePrompt| confirm_code(p, None);
+    let mut confirm = |p: &CodePrompt| confirm_code(p);
     let (share, wallet) = session::join_keygen(
         &invitation,
         leader,

@@ -877,3 +877,219 @@ fn an_idle_connection_is_closed() {
     alice.wait_for("no message from the peer for 1s");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// `peer listen --no-mdns` as `name` with no automatic answers; its address.
+fn listen_quiet(home: &Path, name: &str, rules: &[(&str, &str)]) -> (Proc, String) {
+    let mut p = Proc::spawn(
+        home,
+        &["peer", "listen", "--device-name", name, "--no-mdns"],
+        &[],
+        rules,
+    );
+    let line = p.wait_for("listening on");
+    let port = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    (p, format!("127.0.0.1:{port}"))
+}
+
+fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_script_pairs_two_processes_by_giving_each_the_code_the_other_printed() {
+    let (a, b) = (home(), home());
+    let (mut alice, alice_at) = listen_quiet(a.path(), "alice", &[]);
+    let mut bob = Proc::spawn(
+        b.path(),
+        &[
+            "peer",
+            "pair",
+            "--device-name",
+            "bob",
+            "--connect",
+            &alice_at,
+        ],
+        &[],
+        &[],
+    );
+    // What a script does: read each side's `pairing code` line, and type it on the other.
+    let code_of = |line: String| line["pairing code ".len()..][..7].to_string();
+    let bob_code = code_of(bob.wait_for("pairing code"));
+    let alice_code = code_of(alice.wait_for("pairing code"));
+    bob.answer(&alice_code);
+    alice.answer(&bob_code);
+    let (ok, out) = bob.finish();
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.matches("paired with").count(),
+        1,
+        "announced more than once: {out}"
+    );
+    alice.wait_for("paired with \"bob\"");
+    // Both remember the other; the paired-device files are private (12.11).
+    for (h, other) in [(a.path(), "bob"), (b.path(), "alice")] {
+        let known = KnownPeers::load(h).unwrap();
+        assert!(known.all().iter().any(|p| p.name == other));
+        assert_eq!(file_mode(h), 0o700);
+        assert_eq!(file_mode(&h.join("peers.json")), 0o600);
+    }
+    // Pairing again: nothing to compare, said once.
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "pair",
+            "--device-name",
+            "bob",
+            "--connect",
+            &alice_at,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("\"alice\" is paired already"), "{out}");
+    assert!(!out.contains("pairing code"), "{out}");
+
+    // A script that types a code the other side did not print: refused, nothing stored.
+    let c = home();
+    let mut carol = Proc::spawn(
+        c.path(),
+        &[
+            "peer",
+            "pair",
+            "--device-name",
+            "carol",
+            "--connect",
+            &alice_at,
+        ],
+        &[],
+        &[],
+    );
+    let carol_code = code_of(carol.wait_for("pairing code"));
+    alice.seen.clear();
+    let shown = code_of(alice.wait_for("pairing code"));
+    let wrong = if shown == "000 000" {
+        "111 111"
+    } else {
+        "000 000"
+    };
+    carol.answer(wrong);
+    alice.answer(&carol_code);
+    let (ok, out) = carol.finish();
+    assert!(!ok, "{out}");
+    assert!(KnownPeers::load(c.path()).unwrap().all().is_empty());
+    assert!(
+        !KnownPeers::load(a.path())
+            .unwrap()
+            .all()
+            .iter()
+            .any(|p| p.name == "carol")
+    );
+
+    // The flag that could never work says what to do instead.
+    let (ok, out) = lead(
+        c.path(),
+        &[
+            "peer",
+            "pair",
+            "--device-name",
+            "carol",
+            "--connect",
+            &alice_at,
+            "--expect-code",
+            "123456",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(out.contains("--expect-code cannot work"), "{out}");
+}
+
+#[test]
+fn after_failed_pairings_the_listener_pauses_new_pairings_and_says_so() {
+    let (a, known_home) = (home(), home());
+    let (mut alice, alice_at) = listen_quiet(a.path(), "alice", &[("pairing code", "y")]);
+    let pair = |h: &Path, name: &str, answer: &str| {
+        Proc::spawn(
+            h,
+            &[
+                "peer",
+                "pair",
+                "--device-name",
+                name,
+                "--connect",
+                &alice_at,
+            ],
+            &[],
+            &[("pairing code", answer)],
+        )
+        .finish()
+    };
+    // A device paired before the trouble.
+    let (ok, out) = pair(known_home.path(), "dave", "y");
+    assert!(ok, "{out}");
+    // Three failed attempts (someone whose code does not match, refused on their side).
+    for i in 0..3 {
+        let stranger = home();
+        let (ok, out) = pair(stranger.path(), &format!("stranger-{i}"), "n");
+        assert!(!ok, "{out}");
+        assert!(out.contains("pairing code"), "{out}");
+    }
+    alice.wait_for("too many failed pairing attempts: new pairings are paused for 10 minutes");
+    // A new device is refused before any code is shown, on both screens.
+    let newcomer = home();
+    let (ok, out) = pair(newcomer.path(), "erin", "y");
+    assert!(!ok, "{out}");
+    assert!(out.contains("accepts no new pairing"), "{out}");
+    assert!(!out.contains("pairing code"), "{out}");
+    alice.wait_for("refused to pair with \"erin\": too many pairing attempts failed lately");
+    assert!(KnownPeers::load(newcomer.path()).unwrap().all().is_empty());
+    // A paired device still works.
+    let (ok, out) = pair(known_home.path(), "dave", "y");
+    assert!(ok, "{out}");
+    assert!(out.contains("is paired already"), "{out}");
+}
+
+#[test]
+fn a_peer_wallet_that_could_never_sign_is_refused_at_keygen() {
+    let (a, b, c) = (home(), home(), home());
+    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns", "--yes"], &[]);
+    let (mut carol, carol_at) = listen(c.path(), "carol", &["--no-mdns", "--yes"], &[]);
+    let proc = Proc::spawn(
+        b.path(),
+        &[
+            "peer",
+            "keygen",
+            "--name",
+            "three",
+            "--device-name",
+            "bob",
+            "--threshold",
+            "3",
+            "--connect",
+            &format!("{alice_at},{carol_at}"),
+        ],
+        &[],
+        &[("pairing code", "y")],
+    );
+    let (ok, out) = proc.finish();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("could never sign") && out.contains("--threshold 2"),
+        "{out}"
+    );
+    // Nobody was asked and no wallet exists anywhere.
+    assert!(!alice.output().contains("request:"));
+    assert!(!carol.output().contains("request:"));
+    for h in [a.path(), b.path(), c.path()] {
+        assert!(!has_wallet(h, "three"));
+    }
+}

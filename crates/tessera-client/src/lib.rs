@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, clippy::unwrap_used)]
 
+mod approval;
 pub mod peer;
 pub mod tls;
 mod wallet;
@@ -269,37 +270,39 @@ impl ServerClient {
     /// # Errors
     /// Network or server errors.
     pub async fn revoke(&self, device_id: &str) -> Result<api::Device> {
-        self.post(
-            &format!("/devices/{device_id}/revoke"),
-            &serde_json::json!({}),
-        )
-        .await
+        self.revoke_with(device_id, &api::RevokeDevice::default())
+            .await
+    }
+
+    /// [`ServerClient::revoke`] with options: `force` revokes even the user's last active
+    /// device (the server refuses that with 409 otherwise).
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn revoke_with(
+        &self,
+        device_id: &str,
+        options: &api::RevokeDevice,
+    ) -> Result<api::Device> {
+        self.post(&format!("/devices/{device_id}/revoke"), options)
+            .await
     }
 
     /// Approves a pending device of our user, signing with our identity key. `code` is what the
-    /// new device shows; the matching pending device is approved.
+    /// new device shows; the one pending device that shows it is approved.
     ///
     /// # Errors
-    /// [`ClientError::Server`] 404 when no pending device shows that code.
+    /// [`ClientError::Server`] 400 for a code of the wrong form, 404 when no pending device
+    /// shows that code, 409 when several do (nothing is approved then).
     pub async fn approve(&self, identity: &DeviceIdentity, code: &str) -> Result<api::Device> {
-        let wanted = code.trim().to_uppercase();
-        let pending = self
+        use approval::pending_device_with_code;
+        let pending: Vec<api::Device> = self
             .devices()
             .await?
             .into_iter()
             .filter(|d| d.status == api::DeviceStatus::Pending)
-            .find_map(|d| {
-                let mut key = [0u8; 32];
-                hex::decode_to_slice(&d.identity_key, &mut key).ok()?;
-                (api::approval_code(&key) == wanted).then_some((d, key))
-            });
-        let Some((device, key)) = pending else {
-            return Err(ClientError::Server {
-                status: 404,
-                code: "not_found".into(),
-                message: format!("no pending device of this user shows the code {wanted}"),
-            });
-        };
+            .collect();
+        let (device, key) = pending_device_with_code(&pending, code)?;
         let signature = identity.sign(&api::approve_message(&device.device_id, &key));
         self.post(
             &format!("/devices/{}/approve", device.device_id),

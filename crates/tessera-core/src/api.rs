@@ -81,17 +81,41 @@ pub struct Device {
     pub revoked_at: Option<String>,
 }
 
+/// Hex digits in an [`approval_code`]: 80 bits, so that registering a device whose code
+/// collides with another's takes about 2^80 key generations (32 bits took minutes).
+pub const APPROVAL_CODE_HEX_DIGITS: usize = 20;
+
 /// The code a pending device shows and the user types on an active device to approve it:
-/// 8 hex digits of a hash of the new device's identity key, as `XXXX-XXXX`.
+/// 20 hex digits of a hash of the new device's identity key, as `XXXX-XXXX-XXXX-XXXX-XXXX`.
 #[must_use]
 pub fn approval_code(identity_key: &[u8; 32]) -> String {
     use sha2::{Digest, Sha256};
     let h = Sha256::new()
-        .chain_update(b"tessera/approval-code/v1")
+        .chain_update(b"tessera/approval-code/v2")
         .chain_update(identity_key)
         .finalize();
-    let hex = hex::encode_upper(&h[..4]);
-    format!("{}-{}", &hex[..4], &hex[4..])
+    let hex = hex::encode_upper(&h[..APPROVAL_CODE_HEX_DIGITS / 2]);
+    let groups: Vec<&str> = (0..hex.len()).step_by(4).map(|i| &hex[i..i + 4]).collect();
+    groups.join("-")
+}
+
+/// A typed approval code in the form [`approval_code`] prints: upper case, separators (`-`,
+/// spaces) optional. `None` when it is not 20 hex digits.
+#[must_use]
+pub fn normalise_approval_code(typed: &str) -> Option<String> {
+    let digits: String = typed
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' '))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if digits.len() != APPROVAL_CODE_HEX_DIGITS || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let groups: Vec<&str> = (0..digits.len())
+        .step_by(4)
+        .map(|i| &digits[i..i + 4])
+        .collect();
+    Some(groups.join("-"))
 }
 
 /// The bytes an active device signs to approve `device_id` with `identity_key`.
@@ -109,6 +133,15 @@ pub fn approve_message(device_id: &str, identity_key: &[u8; 32]) -> Vec<u8> {
 pub struct ApproveDevice {
     /// The approving device's identity signature over [`approve_message`], hex.
     pub signature: String,
+}
+
+/// `POST /devices/{id}/revoke`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeDevice {
+    /// Revoke even the user's last active device, which leaves no device that can log in,
+    /// approve new devices or sign: the user is locked out for good.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `POST /auth/challenge`.

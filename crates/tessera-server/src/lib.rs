@@ -9,8 +9,10 @@
 pub mod audit;
 pub mod auth;
 pub mod backups;
+pub mod enrolment;
 pub mod error;
 pub mod limits;
+pub mod names;
 pub mod policy;
 pub mod registry;
 pub mod relay;
@@ -41,7 +43,15 @@ async fn status() -> Json<api::Status> {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/status", get(status))
-        .route("/devices", post(registry::register).get(registry::list))
+        .route(
+            "/devices",
+            post(registry::register)
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    enrolment::limit_registrations,
+                ))
+                .get(registry::list),
+        )
         .route("/devices/{id}/revoke", post(registry::revoke))
         .route("/devices/{id}/approve", post(registry::approve))
         .route("/devices/{id}/recover", post(backups::recover))
@@ -83,6 +93,7 @@ pub fn spawn_housekeeping(state: &AppState) {
             tick += 1;
             if tick.is_multiple_of(6) {
                 state.limits().forget_idle();
+                state.registrations().forget_idle();
             }
             if let Err(e) = state.end_sessions_of_dead_replicas().await {
                 tracing::warn!(error = %e, "could not check for dead replicas");

@@ -11,6 +11,7 @@ use crate::audit;
 use crate::auth::{AuthDevice, CHALLENGE_TTL_SECS, TOKEN_TTL_SECS};
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, now, rfc3339};
+use crate::{enrolment, names};
 
 fn hex_array<const N: usize>(what: &str, text: &str) -> ApiResult<[u8; N]> {
     let mut out = [0u8; N];
@@ -110,8 +111,12 @@ pub async fn register(
         &api::register_message(&req.user, &req.device_name, &key),
         &req.signature,
     )?;
+    names::normalise("user", &req.user)?;
+    let mut req = req;
+    req.device_name = names::normalise("device_name", &req.device_name)?;
 
     let mut tx = state.db().begin().await?;
+    enrolment::lock_user_by_name(&mut tx, &req.user).await?;
     let user: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = $1")
         .bind(&req.user)
         .fetch_optional(&mut *tx)
@@ -139,6 +144,9 @@ pub async fn register(
                 .await;
                 return Ok((StatusCode::OK, Json(device_of(row))));
             }
+            enrolment::refuse_too_many_pending(&mut tx, &id).await?;
+            let names = enrolment::live_device_names(&mut tx, &id).await?;
+            names::refuse_confusable(&req.device_name, names.iter().map(String::as_str))?;
             (id, "pending")
         }
         None => {
@@ -212,20 +220,33 @@ pub async fn revoke(
     State(state): State<AppState>,
     me: AuthDevice,
     Path(device_id): Path<String>,
+    Json(req): Json<api::RevokeDevice>,
 ) -> ApiResult<Json<api::Device>> {
+    let mut tx = state.db().begin().await?;
+    enrolment::lock_user(&mut tx, &me.user_id).await?;
+    let status: Option<(String,)> =
+        sqlx::query_as("SELECT status FROM devices WHERE id = $1 AND user_id = $2")
+            .bind(&device_id)
+            .bind(&me.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if status.is_some_and(|(s,)| s == "active") {
+        enrolment::refuse_revoking_last_active(&mut tx, &me.user_id, &device_id, req.force).await?;
+    }
     let done = sqlx::query(
         "UPDATE devices SET status = 'revoked', revoked_at = $1 WHERE id = $2 AND user_id = $3 AND status != 'revoked'",
     )
     .bind(now())
     .bind(&device_id)
     .bind(&me.user_id)
-    .execute(state.db())
+    .execute(&mut *tx)
     .await?;
     let row: Option<DeviceRow> = sqlx::query_as(device_select!("WHERE id = $1 AND user_id = $2"))
         .bind(&device_id)
         .bind(&me.user_id)
-        .fetch_optional(state.db())
+        .fetch_optional(&mut *tx)
         .await?;
+    tx.commit().await?;
     match row {
         None => Err(ApiError::NotFound(format!(
             "no device {device_id} for this user"
@@ -238,7 +259,7 @@ pub async fn revoke(
                 &state,
                 "device.revoked",
                 audit::Subject::device(&me),
-                json!({ "revoked": device_id }),
+                json!({ "revoked": device_id, "forced": req.force }),
             )
             .await;
             Ok(Json(device_of(row)))

@@ -129,6 +129,7 @@ struct Inner {
     relay: crate::relay::Rooms,
     audit: tokio::sync::Mutex<()>,
     limits: crate::limits::RateLimits,
+    registrations: crate::enrolment::RegistrationLimiter,
     instance: String,
     liveness: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
 }
@@ -194,6 +195,7 @@ impl AppState {
             relay: crate::relay::Rooms::default(),
             audit: tokio::sync::Mutex::new(()),
             limits: crate::limits::RateLimits::new(config.limits),
+            registrations: crate::enrolment::RegistrationLimiter::default(),
             config,
             instance,
             liveness,
@@ -299,6 +301,12 @@ impl AppState {
     #[must_use]
     pub fn limits(&self) -> &crate::limits::RateLimits {
         &self.0.limits
+    }
+
+    /// The per-address limit on registering devices.
+    #[must_use]
+    pub fn registrations(&self) -> &crate::enrolment::RegistrationLimiter {
+        &self.0.registrations
     }
 
     /// The configuration.

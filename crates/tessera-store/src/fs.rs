@@ -7,7 +7,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -55,6 +55,57 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Makes `dir` (an existing directory, e.g. a `TESSERA_HOME` created beforehand with mode 0755)
+/// private: mode 0700, and each file directly in it, or in one of `subdirs`, readable and
+/// writable by its owner only (0600; subdirectories 0700). Only what the keystore and the
+/// device's own files are: a home pointed at a directory with other content is not combed
+/// through.
+pub(crate) fn make_private(dir: &Path, subdirs: &[&str]) -> Result<()> {
+    restrict(dir, 0o700)?;
+    for sub in subdirs {
+        let sub = dir.join(sub);
+        if sub.is_dir() {
+            restrict(&sub, 0o700)?;
+            restrict_files_in(&sub)?;
+        }
+    }
+    restrict_files_in(dir)
+}
+
+fn restrict_files_in(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    for entry in entries.flatten() {
+        // Not following symbolic links: the link's target is not ours to change.
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            restrict(&entry.path(), 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes every permission `mode` does not grant away from `path` (never adds any).
+fn restrict(path: &Path, mode: u32) -> Result<()> {
+    let meta = fs::symlink_metadata(path).map_err(|e| Error::io("inspect", path, e))?;
+    let current = meta.permissions().mode() & 0o7777;
+    if current & !mode != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(current & mode))
+            .map_err(|e| Error::io("make private (chmod)", path, e))?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, flush, rename), readable and writable
+/// by its owner only (0600), replacing what was there. For the device's own files beside the
+/// keystore (`device.json`, `holders.json`, …).
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    match write_atomically(path, bytes, Overwrite::Replace)? {
+        Written::Done | Written::TargetExists => Ok(()),
+    }
 }
 
 /// Writes `bytes` to `target` so that a crash leaves either the old content or the new one.

@@ -73,6 +73,17 @@ pub enum PeerError {
     /// Discovery failed.
     #[error("discovery failed: {0}")]
     Discovery(String),
+    /// Too many pairings failed lately: new peers are refused for a while.
+    #[error(
+        "refused to pair with {peer:?}: too many pairing attempts failed lately, so new \
+         pairings are paused for {seconds} s (paired devices still work)"
+    )]
+    PairingPaused {
+        /// The peer that asked.
+        peer: String,
+        /// Seconds until pairing resumes.
+        seconds: u64,
+    },
     /// A device or wallet was not found.
     #[error("{0}")]
     NotFound(String),

@@ -19,8 +19,12 @@
 //! must fix its own nonce before it learns the honest party's (hidden by the commitment, or
 //! not yet sent), so the two codes agree with probability 10^-6 per attempt and it cannot
 //! search for a match. Both users confirm; one refusal aborts both, and nothing is stored.
+//! A device that accepts connections pauses new pairings after a few failures
+//! ([`PairingLimit`]), so that attempts cannot pile up.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tessera_store::DeviceIdentity;
@@ -135,6 +139,22 @@ pub async fn authenticate(
     known: &mut KnownPeers,
     confirm: &mut (dyn FnMut(&CodePrompt) -> bool + Send),
 ) -> Result<AuthenticatedPeer, PeerError> {
+    authenticate_limited(channel, me, known, confirm, None).await
+}
+
+/// [`authenticate`] for a device that accepts connections: with `limit`, a new peer is not
+/// paired while the limit pauses pairing (it is refused before any code is shown; paired peers
+/// are still served), and every failed pairing counts towards the pause.
+///
+/// # Errors
+/// As [`authenticate`]; [`PeerError::PairingPaused`] while pairing is paused.
+pub async fn authenticate_limited(
+    channel: &mut Channel,
+    me: &LocalDevice,
+    known: &mut KnownPeers,
+    confirm: &mut (dyn FnMut(&CodePrompt) -> bool + Send),
+    limit: Option<&PairingLimit>,
+) -> Result<AuthenticatedPeer, PeerError> {
     let hash = *channel.handshake_hash();
     let initiator = channel.is_initiator();
     let signature = me
@@ -210,7 +230,49 @@ pub async fn authenticate(
     if !peer.newly_paired {
         return Ok(peer);
     }
+    if let Some(limit) = limit
+        && let Err(wait) = limit.check()
+    {
+        let _ = send(
+            channel,
+            &Message::Refuse {
+                reason: format!(
+                    "{:?} accepts no new pairing for {} s after too many failed attempts",
+                    me.name,
+                    wait.as_secs().max(1)
+                ),
+            },
+        )
+        .await;
+        return Err(PeerError::PairingPaused {
+            peer: peer.name,
+            seconds: wait.as_secs().max(1),
+        });
+    }
+    let paired = compare_codes(channel, &hash, initiator, peer, confirm).await;
+    match (paired, limit) {
+        (Ok(peer), _) => {
+            known.add(&peer.name, &peer.identity)?;
+            Ok(peer)
+        }
+        (Err(e), Some(limit)) => {
+            limit.failed();
+            Err(e)
+        }
+        (Err(e), None) => Err(e),
+    }
+}
 
+/// The code comparison of a new peer: commit, nonces, reveal, both users confirm.
+async fn compare_codes(
+    channel: &mut Channel,
+    hash: &[u8; 32],
+    initiator: bool,
+    peer: AuthenticatedPeer,
+    confirm: &mut (dyn FnMut(&CodePrompt) -> bool + Send),
+) -> Result<AuthenticatedPeer, PeerError> {
+    let hash = *hash;
+    let identity = peer.identity;
     // Commit-then-reveal: the initiator commits first, the responder answers with its nonce.
     let ours = tessera_core::protocols::fresh_nonce();
     let (n_i, n_r) = if initiator {
@@ -263,6 +325,83 @@ pub async fn authenticate(
             peer.name
         )));
     }
-    known.add(&peer.name, &peer.identity)?;
     Ok(peer)
+}
+
+/// Failed pairings tolerated in [`PAIRING_FAILURE_WINDOW`] before pairing pauses.
+pub const MAX_PAIRING_FAILURES: usize = 3;
+/// The window in which failures count.
+pub const PAIRING_FAILURE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// How long pairing pauses after too many failures.
+pub const PAIRING_PAUSE: Duration = Duration::from_secs(10 * 60);
+
+/// Limits failed pairing attempts on a device that accepts connections: after
+/// [`MAX_PAIRING_FAILURES`] failures within [`PAIRING_FAILURE_WINDOW`], new pairings are refused
+/// for [`PAIRING_PAUSE`]. Each attempt gives a man in the middle a one-in-a-million chance (a
+/// code that happens to match); this keeps repeated attempts from adding up, and a user who is
+/// shown code after code from a stranger gets a rest.
+#[derive(Default)]
+pub struct PairingLimit {
+    state: Mutex<LimitState>,
+}
+
+#[derive(Default)]
+struct LimitState {
+    failures: VecDeque<Instant>,
+    paused_until: Option<Instant>,
+}
+
+impl PairingLimit {
+    /// `Err(time left)` while pairing is paused.
+    ///
+    /// # Errors
+    /// The time until pairing resumes.
+    pub fn check(&self) -> Result<(), Duration> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.paused_until {
+            Some(until) => match until.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Err(left),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed pairing; returns how long pairing now pauses when this failure starts
+    /// a pause.
+    pub fn failed(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while state
+            .failures
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > PAIRING_FAILURE_WINDOW)
+        {
+            state.failures.pop_front();
+        }
+        state.failures.push_back(now);
+        if state.failures.len() >= MAX_PAIRING_FAILURES {
+            state.failures.clear();
+            state.paused_until = Some(now + PAIRING_PAUSE);
+            return Some(PAIRING_PAUSE);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairing_pauses_after_the_third_failure_and_only_then() {
+        let limit = PairingLimit::default();
+        assert!(limit.check().is_ok());
+        assert_eq!(limit.failed(), None);
+        assert_eq!(limit.failed(), None);
+        assert!(limit.check().is_ok());
+        assert_eq!(limit.failed(), Some(PAIRING_PAUSE));
+        let left = limit.check().expect_err("paused");
+        assert!(left <= PAIRING_PAUSE && left > PAIRING_PAUSE / 2);
+    }
 }

@@ -6,7 +6,12 @@
 //!   identity.key              the device identity (Ed25519), mode 0600
 //!   wallets/                  mode 0700
 //!     <name>.share            one wallet's share, mode 0600
+//!   backup-keys/              mode 0700 (backup holders' keys kept here)
+//!   device.json, …            the device's other files, mode 0600
 //! ```
+//!
+//! Opening a keystore makes a directory created beforehand private too (0700), and takes
+//! group and other permissions away from the files in it.
 //!
 //! Every file is one encrypted entry ([`format`](mod@format) describes the layout). Files are replaced only
 //! atomically, so a crash leaves the old or the new version; nothing is overwritten unless the
@@ -33,7 +38,7 @@ pub use passphrase::Passphrase;
 
 use crate::error::{Error, Result};
 use crate::fs::{
-    Overwrite, Written, create_private_dir, remove_stale_temp_files, write_atomically,
+    Overwrite, Written, create_private_dir, make_private, remove_stale_temp_files, write_atomically,
 };
 
 /// Environment variable naming the keystore directory.
@@ -41,6 +46,8 @@ pub const TESSERA_HOME: &str = "TESSERA_HOME";
 const DEFAULT_DIR_NAME: &str = ".tessera";
 const IDENTITY_FILE: &str = "identity.key";
 const WALLETS_DIR: &str = "wallets";
+/// Backup holders' key files kept on this device (written by the CLI).
+const BACKUP_KEYS_DIR: &str = "backup-keys";
 const WALLET_EXTENSION: &str = "share";
 /// Longest wallet name, in characters (all ASCII).
 pub const MAX_WALLET_NAME_LEN: usize = 64;
@@ -117,6 +124,8 @@ impl Keystore {
         let dir = dir.into();
         create_private_dir(&dir)?;
         create_private_dir(&dir.join(WALLETS_DIR))?;
+        // A home created beforehand (e.g. 0755), or files written by older versions (0644).
+        make_private(&dir, &[WALLETS_DIR, BACKUP_KEYS_DIR])?;
         // Leftovers of writes that crashed; never read, so cleaning them is only housekeeping.
         remove_stale_temp_files(&dir);
         remove_stale_temp_files(&dir.join(WALLETS_DIR));

@@ -1,0 +1,166 @@
+//! Limits on enrolling and removing devices.
+//!
+//! Registering is unauthenticated: anyone can add a pending device under any existing user. So
+//! the number of pending devices of one user is capped, and new registrations from one source
+//! address are rate limited. Revoking the last active device of a user would leave nobody able
+//! to log in, approve a device or sign: it is refused unless forced.
+//!
+//! Each check-then-act runs in the caller's transaction after [`lock_user`], which serialises
+//! the transactions that touch one user's devices on SQLite and on PostgreSQL alike.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sqlx::AnyConnection;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Most devices of one user waiting for approval at once.
+pub const MAX_PENDING_PER_USER: i64 = 16;
+/// New registrations one source address may make at once (then [`REGISTRATIONS_PER_MINUTE`]).
+pub const REGISTRATION_BURST: u32 = 100;
+/// New registrations per minute from one source address, after the burst.
+pub const REGISTRATIONS_PER_MINUTE: u32 = 10;
+
+/// The per-address registration limiter.
+pub struct RegistrationLimiter(DefaultKeyedRateLimiter<IpAddr>);
+
+impl Default for RegistrationLimiter {
+    fn default() -> Self {
+        let per_minute = NonZeroU32::new(REGISTRATIONS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(REGISTRATION_BURST).unwrap_or(NonZeroU32::MIN);
+        RegistrationLimiter(RateLimiter::keyed(
+            Quota::per_minute(per_minute).allow_burst(burst),
+        ))
+    }
+}
+
+impl RegistrationLimiter {
+    /// One registration from `ip`.
+    ///
+    /// # Errors
+    /// [`ApiError::TooManyRequests`].
+    pub fn check(&self, ip: IpAddr) -> ApiResult<()> {
+        self.0.check_key(&ip).map_err(|n| {
+            let wait = n.wait_time_from(DefaultClock::default().now());
+            ApiError::TooManyRequests {
+                retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            }
+        })
+    }
+
+    /// Drops the state of addresses back to full capacity.
+    pub fn forget_idle(&self) {
+        self.0.retain_recent();
+    }
+}
+
+/// Middleware on `POST /devices`: the per-address registration limit.
+pub async fn limit_registrations(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    if let Err(e) = state.registrations().check(ip) {
+        return e.into_response();
+    }
+    next.run(request).await
+}
+
+/// Takes the write lock on the user named `name` (if it exists) for the rest of `tx`: a row
+/// lock on PostgreSQL, the database's write lock on SQLite. Call it first in the transaction,
+/// before any read, so that SQLite waits for the lock instead of failing on a stale snapshot.
+///
+/// # Errors
+/// A database error.
+pub async fn lock_user_by_name(tx: &mut AnyConnection, name: &str) -> ApiResult<()> {
+    sqlx::query("UPDATE users SET name = name WHERE name = $1")
+        .bind(name)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// As [`lock_user_by_name`], by user id.
+///
+/// # Errors
+/// A database error.
+pub async fn lock_user(tx: &mut AnyConnection, user_id: &str) -> ApiResult<()> {
+    sqlx::query("UPDATE users SET name = name WHERE id = $1")
+        .bind(user_id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Refuses one more pending device when the user has [`MAX_PENDING_PER_USER`] already.
+///
+/// # Errors
+/// [`ApiError::Conflict`] saying what to do; database errors.
+pub async fn refuse_too_many_pending(tx: &mut AnyConnection, user_id: &str) -> ApiResult<()> {
+    let (pending,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM devices WHERE user_id = $1 AND status = 'pending'")
+            .bind(user_id)
+            .fetch_one(tx)
+            .await?;
+    if pending >= MAX_PENDING_PER_USER {
+        return Err(ApiError::Conflict(format!(
+            "this user already has {pending} devices waiting for approval (at most \
+             {MAX_PENDING_PER_USER}); an active device must approve or revoke some first"
+        )));
+    }
+    Ok(())
+}
+
+/// The names of the user's devices that are not revoked (a new name must not look like them).
+///
+/// # Errors
+/// A database error.
+pub async fn live_device_names(tx: &mut AnyConnection, user_id: &str) -> ApiResult<Vec<String>> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM devices WHERE user_id = $1 AND status <> 'revoked'")
+            .bind(user_id)
+            .fetch_all(tx)
+            .await?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}
+
+/// Refuses to revoke `device_id` when it is the user's last active device, unless `force`.
+///
+/// # Errors
+/// [`ApiError::Conflict`] explaining the lock-out and how to force it; database errors.
+pub async fn refuse_revoking_last_active(
+    tx: &mut AnyConnection,
+    user_id: &str,
+    device_id: &str,
+    force: bool,
+) -> ApiResult<()> {
+    if force {
+        return Ok(());
+    }
+    let (others,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM devices WHERE user_id = $1 AND status = 'active' AND id <> $2",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .fetch_one(tx)
+    .await?;
+    if others == 0 {
+        return Err(ApiError::Conflict(format!(
+            "device {device_id} is the last active device of this user: revoking it leaves no \
+             device that can log in, approve new devices or sign, for good. Approve another \
+             device first, or revoke it anyway with force (tessera device revoke {device_id} --force)"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Names shown to people (device and user names): what the registry accepts.
+//!
+//! A device name is shown next to the other devices of its user when one of them is asked to
+//! approve it, so a name must not be able to pass for another: invisible format characters
+//! (Unicode general category Cf: bidi overrides, zero-width spaces and joiners) are refused,
+//! names are stored in NFC, and a name whose UTS #39 confusable skeleton (case folded) equals the
+//! skeleton of another live device of the same user is refused, e.g. `lаptop` with a Cyrillic
+//! `а` next to `laptop`.
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Longest name, in bytes (after normalisation).
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// Checks a name shown to people and returns it in NFC.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming `what` and the reason: empty, too long, a control character,
+/// or an invisible format character (with its code point).
+pub fn normalise(what: &str, name: &str) -> ApiResult<String> {
+    let name: String = name.nfc().collect();
+    if name.trim().is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "{what} must be 1 to {MAX_NAME_BYTES} bytes of printable characters"
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(ApiError::BadRequest(format!(
+            "{what} contains the control character U+{:04X}",
+            u32::from(c)
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.general_category() == GeneralCategory::Format)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{what} contains the invisible format character U+{:04X} (bidi controls and \
+             zero-width characters are not allowed in names)",
+            u32::from(c)
+        )));
+    }
+    Ok(name)
+}
+
+/// The form two names are compared in: the UTS #39 skeleton of the lower-cased name.
+#[must_use]
+pub fn skeleton(name: &str) -> String {
+    let lower = name.to_lowercase();
+    unicode_security::confusable_detection::skeleton(&lower).collect()
+}
+
+/// Refuses `name` when it could be taken for one of `others` (the user's live devices).
+///
+/// # Errors
+/// [`ApiError::Conflict`] naming the device it could be taken for.
+pub fn refuse_confusable<'a>(
+    name: &str,
+    others: impl IntoIterator<Item = &'a str>,
+) -> ApiResult<()> {
+    let mine = skeleton(name);
+    for other in others {
+        if skeleton(other) == mine {
+            let how = if other == name {
+                "is already the name of"
+            } else {
+                "looks like the name of"
+            };
+            return Err(ApiError::Conflict(format!(
+                "the device name {name:?} {how} another device of this user ({other:?}); \
+                 choose a name that cannot be mistaken for it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_characters_are_refused_and_names_are_nfc() {
+        for bad in [
+            "laptop\u{202E}",
+            "lap\u{200B}top",
+            "\u{2066}laptop\u{2069}",
+            "lap\u{200D}top",
+            "\u{FEFF}laptop",
+        ] {
+            let e = normalise("device_name", bad).unwrap_err().to_string();
+            assert!(e.contains("invisible format character"), "{bad:?}: {e}");
+        }
+        // e + combining acute (NFD) is stored as é (NFC).
+        assert_eq!(normalise("n", "caf\u{65}\u{301}").unwrap(), "caf\u{e9}");
+        assert!(normalise("n", "   ").is_err());
+        assert!(normalise("n", &"x".repeat(65)).is_err());
+        assert!(normalise("n", "tab\there").is_err());
+        assert_eq!(normalise("n", "Gina's laptop").unwrap(), "Gina's laptop");
+    }
+
+    #[test]
+    fn confusable_names_are_refused() {
+        let existing = ["laptop", "phone"];
+        // Cyrillic а and р.
+        assert!(refuse_confusable("l\u{430}\u{440}top", existing).is_err());
+        assert!(refuse_confusable("laptop", existing).is_err());
+        assert!(refuse_confusable("LAPTOP", existing).is_err());
+        assert!(refuse_confusable("1aptop", existing).is_err());
+        assert!(refuse_confusable("tablet", existing).is_ok());
+        assert!(refuse_confusable("laptop 2", existing).is_ok());
+    }
+}
