@@ -202,7 +202,7 @@ async fn registry_on(backend: Backend) {
     assert_eq!(devices.len(), 2);
     // A wrong code approves nothing; bob cannot approve alice's phone; alice's laptop can.
     assert!(matches!(
-        alice.approve(&alice_id, "0000-0000").await,
+        alice.approve(&alice_id, "0000-0000-0000-0000-0000").await,
         Err(ClientError::Server { status: 404, .. })
     ));
     let code = api::approval_code(&phone_id.public_key());
