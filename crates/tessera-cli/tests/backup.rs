@@ -509,7 +509,8 @@ async fn two_of_three_and_two_of_four_survive_their_losses() {
             }
             let kept: Vec<usize> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
             let device = Device::new();
-            device.init(&server, "carol", &format!("restore-{mask}"));
+            // Names of one user's devices must not look alike: one per policy and mask.
+            device.init(&server, "carol", &format!("restore-{n}-{mask}"));
             let kept: Vec<&PathBuf> = kept.iter().map(|&i| &keys[i]).collect();
             let out = device.run(&strs(&restore_args(&file, &kept, &[]))).ok();
             assert_eq!(out.field("public key"), pubkey);
@@ -519,7 +520,7 @@ async fn two_of_three_and_two_of_four_survive_their_losses() {
         }
         // One fewer holder is not enough, and the error names what is missing.
         let device = Device::new();
-        device.init(&server, "carol", "one-short");
+        device.init(&server, "carol", &format!("one-short-{n}"));
         let out = device.run(&strs(&restore_args(&file, &[&keys[0]], &[])));
         assert_eq!(out.code, Some(1), "{}", out.err);
         assert!(out.err.contains(labels[1]), "{}", out.err);
