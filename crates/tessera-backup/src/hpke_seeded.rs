@@ -201,8 +201,8 @@ mod tests {
     fn the_hpke_crate_opens_what_is_sealed() {
         let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(&bytes(SK_RM)).unwrap();
         for seed in [[1u8; 32], [2u8; 32]] {
-            let (enc, ct) = seal_base(&array(PK_RM), b"info", b"aad", b"a secret half", &seed)
-                .unwrap();
+            let (enc, ct) =
+                seal_base(&array(PK_RM), b"info", b"aad", b"a secret half", &seed).unwrap();
             let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&enc).unwrap();
             let pt = hpke::single_shot_open::<Aead, Kdf, Kem>(
                 &hpke::OpModeR::Base,

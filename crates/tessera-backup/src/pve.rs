@@ -716,7 +716,10 @@ mod tests {
         expect_proof_error(verify(E, &other_pk, &public, LEAF, &CONTEXT, &proof), "");
         let other_point = public + ProjectivePoint::GENERATOR;
         expect_proof_error(verify(E, &pk, &other_point, LEAF, &CONTEXT, &proof), "");
-        expect_proof_error(verify(E, &pk, &public, b"leaf:cloud/1", &CONTEXT, &proof), "");
+        expect_proof_error(
+            verify(E, &pk, &public, b"leaf:cloud/1", &CONTEXT, &proof),
+            "",
+        );
         expect_proof_error(verify(E, &pk, &public, LEAF, &[8u8; 32], &proof), "");
         expect_proof_error(
             verify(E, &pk, &ProjectivePoint::IDENTITY, LEAF, &CONTEXT, &proof),
@@ -763,7 +766,10 @@ mod tests {
             expect_proof_error(result, "challenge does not match");
         } else {
             result.unwrap();
-            assert_eq!(*decrypt(E, &sk, &public, LEAF, &CONTEXT, &proof).unwrap(), v);
+            assert_eq!(
+                *decrypt(E, &sk, &public, LEAF, &CONTEXT, &proof).unwrap(),
+                v
+            );
         }
     }
 
@@ -884,7 +890,8 @@ mod tests {
         // encapsulated key is the public key the `hpke` crate derives from the seed.
         let seed = v2.opened_seeds[0].into_array();
         let (_, pk_e) = <Kem as hpke::Kem>::derive_keypair(&seed);
-        let binding = LeafBinding::new(E, &sk.public(), LEAF, &CONTEXT).unwrap();
+        let pk = sk.public();
+        let binding = LeafBinding::new(E, &pk, LEAF, &CONTEXT).unwrap();
         let e = challenge_bit(&v2.challenge.into_array(), 0);
         let c = binding
             .seal(0, e, &v2.opened_halves[0].into_array(), &seed)

@@ -29,13 +29,25 @@ pub fn share_state_digest(share: &KeyShare) -> [u8; 32] {
     let threshold = share.threshold();
     let wallet_id = share.wallet_id().to_string();
     let mut h = Sha256::new();
-    h.update(u32::try_from(SHARE_STATE_TAG.len()).unwrap_or(u32::MAX).to_be_bytes());
+    h.update(
+        u32::try_from(SHARE_STATE_TAG.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     h.update(SHARE_STATE_TAG);
-    h.update(u32::try_from(wallet_id.len()).unwrap_or(u32::MAX).to_be_bytes());
+    h.update(
+        u32::try_from(wallet_id.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     h.update(wallet_id.as_bytes());
     h.update([threshold.t, threshold.n]);
     let parties: Vec<u8> = threshold.parties().map(PartyIndex::get).collect();
-    h.update(u32::try_from(parties.len()).unwrap_or(u32::MAX).to_be_bytes());
+    h.update(
+        u32::try_from(parties.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     h.update(&parties);
     h.update(share.epoch().to_be_bytes());
     h.update(share.public_key().to_compressed());

@@ -240,3 +240,24 @@ fn flipping_every_byte_is_detected() {
         "flips at offsets {survivors:?} went unnoticed"
     );
 }
+
+#[test]
+fn a_holder_key_with_its_top_bit_set_is_refused_in_a_file() {
+    // X25519 ignores bit 255, so such a key names the holder's point; but HPKE binds the key's
+    // bytes, so a backup to it could never be decrypted. Reading the file refuses it by name.
+    let (bytes, keys) = backup_bytes();
+    for key in &keys {
+        let public = key.public().key_bytes();
+        let at = bytes
+            .windows(32)
+            .position(|w| w == public.as_slice())
+            .unwrap();
+        let mut altered = bytes.clone();
+        altered[at + 31] |= 0x80;
+        let err = Backup::from_bytes(&altered).unwrap_err().to_string();
+        assert!(
+            err.contains("invalid public key for holder") && err.contains("canonically encoded"),
+            "{err}"
+        );
+    }
+}

@@ -138,9 +138,10 @@ fn a_backup_whose_signing_state_is_another_shares_is_refused() {
     // A backup that states the wallet's real public state but carries the impostor's signing
     // state (whoever knows the share's secret can make one): public verification cannot see
     // inside, and the restore refuses the share it decrypts.
-    let secret =
-        Option::<k256::Scalar>::from(k256::Scalar::from_repr((*device.secret_share_bytes()).into()))
-            .unwrap();
+    let secret = Option::<k256::Scalar>::from(k256::Scalar::from_repr(
+        (*device.secret_share_bytes()).into(),
+    ))
+    .unwrap();
     let swapped = Backup::create(
         &secret,
         context_of(device, "main"),
