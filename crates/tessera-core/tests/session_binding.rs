@@ -9,8 +9,8 @@ use common::{keygen, p};
 use tessera_core::protocols::{fresh_nonce, joint_nonce};
 use tessera_core::runner;
 use tessera_core::{
-    DerivationPath, Envelope, Error, KeygenSession, KeyShare, RefreshSession, Session,
-    SignRequest, SignSession, Threshold, WalletId,
+    DerivationPath, Envelope, Error, KeyShare, KeygenSession, RefreshSession, Session, SignRequest,
+    SignSession, Threshold, WalletId,
 };
 
 /// A copy of `share` (shares are not `Clone`).
@@ -65,7 +65,11 @@ fn parties_that_agree_accept_each_others_messages() {
     let shares = keygen(2, 2);
     let nonce = fresh_nonce();
     assert!(
-        deliver_first(sign_session(&shares[0], nonce), sign_session(&shares[1], nonce)).is_ok()
+        deliver_first(
+            sign_session(&shares[0], nonce),
+            sign_session(&shares[1], nonce)
+        )
+        .is_ok()
     );
     assert!(
         deliver_first(
@@ -142,7 +146,10 @@ fn a_run_whose_device_nonce_differs_is_another_session() {
     ] {
         assert_ne!(ours, theirs);
         assert_other_session(
-            deliver_first(sign_session(&shares[0], ours), sign_session(&shares[1], theirs)),
+            deliver_first(
+                sign_session(&shares[0], ours),
+                sign_session(&shares[1], theirs),
+            ),
             "signing with another device nonce",
         );
         assert_other_session(
@@ -174,7 +181,11 @@ fn runs_on_agreeing_shares_still_sign_and_refresh() {
         runner::sign(&[&shares[0], &shares[1]], digest, &DerivationPath::root()).unwrap();
     common::verify_everywhere(&shares[0].public_key(), &digest, &signature);
     let refreshed = runner::refresh(&[copy(&shares[0]), copy(&shares[1])]).unwrap();
-    let (signature, _) =
-        runner::sign(&[&refreshed[0], &refreshed[1]], digest, &DerivationPath::root()).unwrap();
+    let (signature, _) = runner::sign(
+        &[&refreshed[0], &refreshed[1]],
+        digest,
+        &DerivationPath::root(),
+    )
+    .unwrap();
     common::verify_everywhere(&shares[0].public_key(), &digest, &signature);
 }
