@@ -243,7 +243,7 @@ pub async fn sign(
         nonce,
     )
     .await
-        .map_err(ApiError::from)?;
+    .map_err(ApiError::from)?;
     crate::audit::append(
         &state,
         "sign.requested",
@@ -305,7 +305,17 @@ pub async fn refresh(
     .execute(state.db())
     .await?;
     crate::vault::discard_stale_pending(&state, &wallet.id).await?;
-    match create_session(&state, &me, &wallet.id, "refresh", &req, wallet.epoch, nonce).await {
+    match create_session(
+        &state,
+        &me,
+        &wallet.id,
+        "refresh",
+        &req,
+        wallet.epoch,
+        nonce,
+    )
+    .await
+    {
         Ok(created) => Ok(Json(created)),
         Err(CreateError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
             Err(ApiError::Conflict(format!(
