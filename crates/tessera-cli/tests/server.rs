@@ -647,6 +647,8 @@ mod ws {
     async fn run_nonce_on(backend: Backend) {
         let server = ServerProcess::start_on(backend, &[]);
         let (client, token) = logged_in(&server, "nina").await;
+        let (mut client2, id, d, _home) = device(&server, "olga", "phone").await;
+        client2.login(&id, &d.device_id).await.unwrap();
 
         // A malformed contribution is refused before any session exists.
         let (s, body) = raw(
@@ -714,8 +716,6 @@ mod ws {
 
         // The SDK contributes its nonce on every run: keygen, signing and refresh all complete,
         // and signatures verify under the wallet key before and after the refresh.
-        let (mut client2, id, d, _home) = device(&server, "olga", "phone").await;
-        client2.login(&id, &d.device_id).await.unwrap();
         let share = client2.keygen("main", |_, _| {}).await.unwrap();
         client2
             .set_policy(&id, &share.wallet_id().to_string(), &allow_digests())
@@ -728,7 +728,10 @@ mod ws {
             .unwrap();
         pk.verify(&[5; 32], &sig).unwrap();
         let mut record = tessera_client::WalletRecord::new(share);
-        assert_eq!(client2.refresh(&mut record, |_, _| Ok(())).await.unwrap(), 1);
+        assert_eq!(
+            client2.refresh(&mut record, |_, _| Ok(())).await.unwrap(),
+            1
+        );
         let sig = client2
             .sign(&record.current, [6; 32], &DerivationPath::root(), |_, _| {})
             .await
