@@ -21,22 +21,26 @@
 //! The `aux` blob (the engine's full share state, so a restored share signs at once) is encrypted
 //! with ChaCha20-Poly1305 under `HKDF-SHA256(salt, x, "tessera-backup-aux-v1" ‖ pre-digest)`.
 //! It is not verifiable (it is opaque); a damaged one is reported at restore
-//! ([`BackupError::AuxDamaged`]).
+//! ([`BackupError::AuxDamaged`]). Its public part is: from format 2 the context carries
+//! `share_state`, a digest of the wallet's public state (see
+//! [`crate::wallet::share_state_digest`]), which anybody holding a share of the wallet checks at
+//! verification ([`Backup::verify_for_share`]) and which the restored share must match.
 //!
 //! Every leaf proof is bound to the *context digest*: SHA-256 with a domain tag over the format
 //! version, the [`BackupContext`], the structure's canonical text, the holders (label, key), every
 //! node point and Feldman commitment, the aux salt (this much is the *pre-digest*) and the aux
 //! ciphertext. Changing any byte of a backup file therefore makes it fail to load or to verify.
 //!
-//! # File layout (format version 1)
+//! # File layout (format version 2; 1 is still read)
 //!
 //! ```text
 //! "TSBK"                magic, 4 bytes
-//! version               u16 big-endian, 1
+//! version               u16 big-endian, 2 (or 1)
 //! body                  CBOR (RFC 8949), one map:
 //!   context             map: wallet_id (text), wallet_name (text), party, threshold_t,
 //!                       threshold_n (uint), epoch (uint), wallet_public_key (bytes 33),
-//!                       public_share (bytes 33), created_at (uint, unix seconds)
+//!                       public_share (bytes 33), created_at (uint, unix seconds),
+//!                       share_state (bytes 32; format 2 only)
 //!   structure           text: the access structure, canonical form
 //!   holders             array of maps {label: text, key: bytes 32}, sorted by label
 //!   nodes               array, the structure's nodes in pre-order, each a map:
@@ -49,6 +53,11 @@
 //!   aux_salt            bytes 32
 //!   aux_ciphertext      bytes: ChaCha20-Poly1305 ciphertext and tag of the aux blob
 //! ```
+//!
+//! Format 1 differs only in two points: its context has no `share_state`, and the ephemeral keys
+//! of its leaf ciphertexts come from the `hpke` crate's key generation fed with a seeded
+//! generator rather than from RFC 9180 `DeriveKeyPair` ([`pve::Ephemeral`]). Format-1 files are
+//! read, verified and restored as before; only format 2 is written.
 //!
 //! A file is rejected when it is larger than [`MAX_FILE_BYTES`], has another magic or version,
 //! bytes after the body, a body that is not the canonical encoding of its value (re-encoding
@@ -75,8 +84,10 @@ use crate::structure::AccessStructure;
 
 /// The file's magic bytes.
 pub const MAGIC: [u8; 4] = *b"TSBK";
-/// The file format version written and accepted.
-pub const FORMAT_VERSION: u16 = 1;
+/// The file format version written.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest file format version still read.
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
 /// Largest backup file accepted, in bytes.
 pub const MAX_FILE_BYTES: usize = 8 << 20;
 /// Most holders in one backup.
@@ -118,6 +129,10 @@ pub struct BackupContext {
     pub public_share: [u8; 33],
     /// When the backup was made, unix seconds.
     pub created_at: u64,
+    /// A digest of the wallet's public state at this epoch, the same for every party of it
+    /// ([`crate::wallet::share_state_digest`]): required from format 2, absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub share_state: Option<[u8; 32]>,
 }
 
 impl BackupContext {
@@ -172,6 +187,11 @@ impl BackupContext {
         h.update(self.wallet_public_key);
         h.update(self.public_share);
         h.update(self.created_at.to_be_bytes());
+        // Absent in format 1, whose digest is unchanged; required in format 2 (the version is
+        // hashed first, so the two layouts cannot collide).
+        if let Some(state) = &self.share_state {
+            h.update(state);
+        }
     }
 }
 
@@ -294,10 +314,22 @@ fn flatten(structure: &AccessStructure) -> Vec<FlatNode<'_>> {
     out
 }
 
+/// What a verifier holding a share of the same wallet expects a backup of a party's share to
+/// state ([`crate::wallet::expected_share`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedShare {
+    /// The party's public share, compressed SEC1.
+    pub public_share: [u8; 33],
+    /// The wallet's share-state digest ([`crate::wallet::share_state_digest`]).
+    pub share_state: [u8; 32],
+}
+
 /// A backup of one party's share: public, verifiable by anybody, restorable by any authorised set
 /// of holders.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Backup {
+    /// The file format version (1 or 2).
+    version: u16,
     body: Body,
     structure: AccessStructure,
     /// Decoded `body.nodes[i].point`.
@@ -437,6 +469,11 @@ impl Backup {
         aux: &[u8],
     ) -> Result<Backup, BackupError> {
         let public_share = context.validate()?;
+        if context.share_state.is_none() {
+            return Err(BackupError::InvalidContext(
+                "the share-state digest is missing (format 2 requires it)".into(),
+            ));
+        }
         if bool::from(secret.is_zero()) {
             return Err(BackupError::InvalidSecret("the share is zero"));
         }
@@ -483,7 +520,7 @@ impl Backup {
             aux_ciphertext: ByteBuf::new(),
         };
 
-        let pre_digest = pre_digest(&body);
+        let pre_digest = pre_digest(FORMAT_VERSION, &body);
         let cipher = aux_cipher(secret, &body.aux_salt.into_array(), &pre_digest);
         body.aux_ciphertext = ByteBuf::from(
             cipher
@@ -524,6 +561,7 @@ impl Backup {
         drop(sharing);
 
         let backup = Backup {
+            version: FORMAT_VERSION,
             body,
             structure: structure.clone(),
             points,
@@ -619,6 +657,7 @@ impl Backup {
             .enumerate()
             .filter_map(|(index, node)| node.label().map(|label| (index, label)))
             .collect();
+        let ephemeral = self.ephemeral();
         for pass in [pve::precheck, pve::verify] {
             for &(index, label) in &leaves {
                 let proof = self.body.nodes[index]
@@ -626,6 +665,7 @@ impl Backup {
                     .as_ref()
                     .ok_or_else(|| BackupError::Format(format!("leaf {label:?} has no proof")))?;
                 pass(
+                    ephemeral,
                     self.holder(label)?,
                     &self.points[index],
                     &flat[index].leaf_id(label),
@@ -651,6 +691,25 @@ impl Backup {
             });
         }
         Ok(())
+    }
+
+    /// [`Self::verify_for`] the expected public share, and checks that the backup states the
+    /// wallet's public state that `expected` (made from a share of the same wallet) has: a backup
+    /// whose signing state was taken from another share (another chain code, threshold, party
+    /// set, epoch or wallet key) is refused. Format-1 backups state none; for them only the
+    /// public share is checked.
+    ///
+    /// # Errors
+    /// As [`Self::verify_for`]; [`BackupError::WrongShareState`].
+    pub fn verify_for_share(&self, expected: &ExpectedShare) -> Result<(), BackupError> {
+        self.verify_for(&expected.public_share)?;
+        match &self.body.context.share_state {
+            Some(state) if *state != expected.share_state => Err(BackupError::WrongShareState {
+                found: hex::encode(state),
+                expected: hex::encode(expected.share_state),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Restores the share with the holders' secret `keys`: verifies the backup, checks every key
@@ -751,6 +810,7 @@ impl Backup {
                     .as_ref()
                     .ok_or_else(|| BackupError::Format(format!("leaf {label:?} has no proof")))?;
                 pve::decrypt_verified(
+                    self.ephemeral(),
                     key,
                     &self.points[index],
                     &node.leaf_id(label),
@@ -814,6 +874,21 @@ impl Backup {
         Ok(Some(value))
     }
 
+    /// The file format version: [`FORMAT_VERSION`] for new backups, older for files read.
+    #[must_use]
+    pub fn format_version(&self) -> u16 {
+        self.version
+    }
+
+    /// How this format's leaf ciphertexts get their ephemeral keys.
+    fn ephemeral(&self) -> pve::Ephemeral {
+        if self.version == 1 {
+            pve::Ephemeral::SeededGenerator
+        } else {
+            pve::Ephemeral::DeriveKeyPair
+        }
+    }
+
     /// The public description of the share.
     #[must_use]
     pub fn context(&self) -> &BackupContext {
@@ -859,7 +934,7 @@ impl Backup {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 * 1024);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
         // Writing plain data into a Vec cannot fail: no I/O error, no unsupported type.
         if ciborium::into_writer(&self.body, &mut out).is_err() {
             out.truncate(MAGIC.len() + 2);
@@ -893,9 +968,10 @@ impl Backup {
             return Err(format("it is too short to be a backup".into()));
         };
         let version = u16::from_be_bytes(*version);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(format(format!(
-                "format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+                "format version {version} is not supported (this build reads versions \
+                 {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
             )));
         }
         let mut reader = body_bytes;
@@ -913,13 +989,26 @@ impl Backup {
         if again != body_bytes {
             return Err(format("the body is not canonically encoded".into()));
         }
-        Self::from_body(body)
+        Self::from_body(version, body)
     }
 
     /// Checks a decoded body's form and decodes its points.
-    fn from_body(body: Body) -> Result<Backup, BackupError> {
+    fn from_body(version: u16, body: Body) -> Result<Backup, BackupError> {
         let format = |reason: String| BackupError::Format(reason);
         body.context.validate()?;
+        match (version, body.context.share_state.is_some()) {
+            (1, true) => {
+                return Err(format(
+                    "a format-1 backup cannot state a share-state digest".into(),
+                ));
+            }
+            (1, false) | (_, true) => {}
+            (_, false) => {
+                return Err(format(format!(
+                    "a format-{version} backup must state the share-state digest"
+                )));
+            }
+        }
         if body.holders.len() > MAX_HOLDERS {
             return Err(format(format!(
                 "{} holders, more than the {MAX_HOLDERS} allowed",
@@ -990,9 +1079,10 @@ impl Backup {
         if body.aux_ciphertext.len() < 16 {
             return Err(format("the aux ciphertext is shorter than its tag".into()));
         }
-        let pre_digest = pre_digest(&body);
+        let pre_digest = pre_digest(version, &body);
         let context_digest = context_digest(&pre_digest, &body.aux_ciphertext);
         Ok(Backup {
+            version,
             body,
             structure,
             points,
@@ -1048,10 +1138,10 @@ fn match_holders(
 }
 
 /// The digest of everything but the aux ciphertext (which is encrypted under a key bound to it).
-fn pre_digest(body: &Body) -> [u8; 32] {
+fn pre_digest(version: u16, body: &Body) -> [u8; 32] {
     let mut h = Sha256::new();
     field(&mut h, PRE_DIGEST_TAG);
-    h.update(FORMAT_VERSION.to_be_bytes());
+    h.update(version.to_be_bytes());
     body.context.digest_into(&mut h);
     field(&mut h, body.structure.as_bytes());
     h.update(
@@ -1128,6 +1218,7 @@ mod tests {
             ),
             public_share: pve::encode_point(&(ProjectivePoint::GENERATOR * secret)),
             created_at: 1_700_000_000,
+            share_state: Some([3u8; 32]),
         }
     }
 
@@ -1310,7 +1401,8 @@ mod tests {
     fn file_round_trip_and_digest() {
         let f = fixture("threshold(2, a, b, c)");
         let bytes = f.backup.to_bytes();
-        assert_eq!(&bytes[..6], b"TSBK\x00\x01");
+        assert_eq!(&bytes[..6], b"TSBK\x00\x02");
+        assert_eq!(f.backup.format_version(), 2);
         let back = Backup::from_bytes(&bytes).unwrap();
         assert_eq!(back, f.backup);
         assert_eq!(back.to_bytes(), bytes);
@@ -1329,9 +1421,19 @@ mod tests {
         let mut wrong_magic = bytes.clone();
         wrong_magic[0] = b'X';
         assert!(reason(&wrong_magic).contains("wrong magic"));
-        let mut v2 = bytes.clone();
-        v2[5] = 2;
-        assert!(reason(&v2).contains("format version 2 is not supported"));
+        let mut v3 = bytes.clone();
+        v3[5] = 3;
+        assert!(reason(&v3).contains("format version 3 is not supported"));
+        let mut v0 = bytes.clone();
+        v0[5] = 0;
+        assert!(reason(&v0).contains("format version 0 is not supported"));
+        // The version and the share-state digest go together.
+        let mut v1 = bytes.clone();
+        v1[5] = 1;
+        assert!(reason(&v1).contains("a format-1 backup cannot state a share-state digest"));
+        let mut body = f.backup.body.clone();
+        body.context.share_state = None;
+        assert!(reason(&file_of(&body)).contains("must state the share-state digest"));
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert!(reason(&trailing).contains("1 unexpected bytes after the body"));
@@ -1384,13 +1486,13 @@ mod tests {
         let mut long = body_bytes[..at + 5].to_vec();
         long.extend_from_slice(&[0x18, 0x04]);
         long.extend_from_slice(&body_bytes[at + 6..]);
-        let mut file = b"TSBK\x00\x01".to_vec();
+        let mut file = b"TSBK\x00\x02".to_vec();
         file.extend_from_slice(&long);
         assert!(reason(&file).contains("not canonically encoded"));
     }
 
     fn file_of(body: &Body) -> Vec<u8> {
-        let mut out = b"TSBK\x00\x01".to_vec();
+        let mut out = b"TSBK\x00\x02".to_vec();
         ciborium::into_writer(body, &mut out).unwrap();
         out
     }
@@ -1482,6 +1584,12 @@ mod tests {
         assert!(
             err(Backup::create(&secret, bad_ctx, &structure, &keys, b""))
                 .contains("wallet id is empty")
+        );
+        let mut bad_ctx = ctx.clone();
+        bad_ctx.share_state = None;
+        assert!(
+            err(Backup::create(&secret, bad_ctx, &structure, &keys, b""))
+                .contains("share-state digest is missing")
         );
         let invalid = AccessStructure::And(vec![AccessStructure::Leaf("a".into())]);
         assert!(

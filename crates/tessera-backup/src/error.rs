@@ -116,6 +116,21 @@ pub enum BackupError {
         expected: String,
     },
 
+    /// The backup holds the expected public share, but states another public state of the
+    /// wallet (chain code, threshold, parties, epoch or wallet key) than the share it is checked
+    /// against: its signing state (the aux blob) is not this wallet's.
+    #[error(
+        "this backup states another public state of the wallet (chain code, threshold, parties, \
+         epoch or wallet key: digest {found}, expected {expected}) than the share it is checked \
+         against: the signing state it restores is not this wallet's"
+    )]
+    WrongShareState {
+        /// The backup's share-state digest, hex.
+        found: String,
+        /// The digest the caller expected, hex.
+        expected: String,
+    },
+
     /// A key was given for a label that is not a holder of this backup.
     #[error(
         "a key was given for {label:?}, which is not a holder of this backup (holders: {holders})"

@@ -3,7 +3,9 @@
 //! A backup holder (a USB stick, a cloud account, a relative, a safe-deposit box) is named by a
 //! short label and owns an HPKE (RFC 9180) key pair of the suite DHKEM(X25519, HKDF-SHA256),
 //! HKDF-SHA256, ChaCha20-Poly1305. The public key goes into backups; the secret key is needed only
-//! to restore. All HPKE operations are those of the `hpke` crate; nothing here is hand-rolled.
+//! to restore. HPKE operations are those of the `hpke` crate, except the deterministic sealing of
+//! the format-2 leaf proofs (module `hpke_seeded`, RFC 9180's steps checked against the RFC's
+//! known-answer test), for which that crate has no public interface.
 //!
 //! Text form of a public key: `tessera-holder-v1:<label>:<64 hex digits>`.
 //!
@@ -65,6 +67,24 @@ pub fn validate_label(label: &str) -> Result<(), BackupError> {
     Ok(())
 }
 
+/// Whether `key` is the canonical encoding of an X25519 public key: a u-coordinate below
+/// p = 2^255 − 19, little-endian, with the top bit clear. X25519 ignores the top bit and reduces
+/// modulo p (RFC 7748 §5), so 2^255 − 19 and more, or any key with bit 255 set, name the same
+/// point as a smaller encoding; but HPKE binds the key's *bytes* into every encryption (the KEM
+/// context), and the holder's secret key always yields the canonical bytes. A backup to a
+/// non-canonical encoding would verify and never decrypt: such keys are refused wherever a holder
+/// key is read.
+#[must_use]
+pub fn is_canonical_x25519(key: &[u8; 32]) -> bool {
+    if key[31] & 0x80 != 0 {
+        return false;
+    }
+    // With the top bit clear, u ≥ p = 2^255 − 19 only for 0x7f ff … ff (ed..ff): the top byte
+    // 0x7f, bytes 1 to 30 all 0xff, and byte 0 at least 0xed.
+    let at_least_p = key[31] == 0x7f && key[1..31].iter().all(|&b| b == 0xff) && key[0] >= 0xed;
+    !at_least_p
+}
+
 /// A backup holder's public key: its label and its X25519 HPKE public key.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "HolderPublicKeyWire", into = "HolderPublicKeyWire")]
@@ -104,11 +124,20 @@ impl HolderPublicKey {
     ///
     /// # Errors
     /// [`BackupError::InvalidLabel`] for a label that breaks the rule;
-    /// [`BackupError::InvalidHolderKey`] for a key HPKE cannot encrypt to (a low-order point, for
-    /// which every shared secret would be zero).
+    /// [`BackupError::InvalidHolderKey`] for a key that is not canonically encoded (see
+    /// [`is_canonical_x25519`]) or that HPKE cannot encrypt to (a low-order point, for which every
+    /// shared secret would be zero).
     pub fn new(label: impl Into<String>, key: [u8; 32]) -> Result<Self, BackupError> {
         let label = label.into();
         validate_label(&label)?;
+        if !is_canonical_x25519(&key) {
+            return Err(BackupError::InvalidHolderKey {
+                label,
+                reason: "not a canonically encoded X25519 public key (its top bit is set, or it \
+                         is not below 2^255 - 19): a backup to it could never be decrypted by the \
+                         holder, whose own key is encoded canonically",
+            });
+        }
         let parsed = <Kem as KemTrait>::PublicKey::from_bytes(&key).map_err(|_| {
             BackupError::InvalidHolderKey {
                 label: label.clone(),
@@ -403,6 +432,56 @@ mod tests {
         for key in [[0u8; 32], one] {
             let err = HolderPublicKey::new("a", key).unwrap_err();
             assert!(matches!(err, BackupError::InvalidHolderKey { .. }), "{err}");
+        }
+    }
+
+    /// `key` with its top bit set: a non-canonical encoding of the same X25519 point.
+    fn with_top_bit_set(key: [u8; 32]) -> [u8; 32] {
+        let mut high = key;
+        high[31] |= 0x80;
+        high
+    }
+
+    #[test]
+    fn non_canonical_keys_are_refused_everywhere() {
+        let sk = HolderSecretKey::generate("usb-1").unwrap();
+        let good = sk.public().key_bytes();
+        assert!(is_canonical_x25519(&good));
+        let high = with_top_bit_set(good);
+        // p itself and p + 1 (encodings of 0 and 1) and the largest 255-bit value.
+        let mut p = [0xffu8; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        let mut p_plus_1 = p;
+        p_plus_1[0] = 0xee;
+        let mut max = [0xffu8; 32];
+        max[31] = 0x7f;
+        let mut below_p = p;
+        below_p[0] = 0xec;
+        assert!(is_canonical_x25519(&below_p));
+        for bad in [high, p, p_plus_1, max] {
+            assert!(!is_canonical_x25519(&bad), "{}", hex::encode(bad));
+            // Constructor.
+            let err = HolderPublicKey::new("usb-1", bad).unwrap_err();
+            assert!(
+                matches!(err, BackupError::InvalidHolderKey { .. })
+                    && err.to_string().contains("canonically encoded"),
+                "{err}"
+            );
+            // Text form.
+            let text = format!("tessera-holder-v1:usb-1:{}", hex::encode(bad));
+            let err = HolderPublicKey::from_text(&text).unwrap_err().to_string();
+            assert!(err.contains("canonically encoded"), "{err}");
+            // Serialized form (JSON here; backup files use the same serde path).
+            let wire = HolderPublicKeyWire {
+                label: "usb-1".into(),
+                key: serde_bytes::ByteArray::new(bad),
+            };
+            let json = serde_json::to_string(&wire).unwrap();
+            let err = serde_json::from_str::<HolderPublicKey>(&json)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("canonically encoded"), "{err}");
         }
     }
 

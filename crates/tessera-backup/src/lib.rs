@@ -14,6 +14,7 @@
 pub mod backup;
 pub mod error;
 pub mod holder;
+mod hpke_seeded;
 pub mod planner;
 pub mod pve;
 pub mod structure;

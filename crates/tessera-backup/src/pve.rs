@@ -17,10 +17,12 @@
 //! For repetition `i` (0 ≤ i < 128):
 //! 1. split `v`: a random nonzero scalar `r_i`, halves `a_i0 = r_i`, `a_i1 = v − r_i`;
 //! 2. commit: `A_i0 = a_i0·G` (then `A_i1 = V − A_i0` is implied);
-//! 3. encrypt both halves: `c_ib = HPKE.Seal(pk, info, aad_ib, a_ib)` with the HPKE randomness
-//!    (the ephemeral X25519 key) drawn from `ChaCha20Rng::from_seed(s_ib)` for fresh random
-//!    32-byte seeds `s_ib`: encryption is deterministic given the seed, so revealing `(a_ib, s_ib)`
-//!    lets a verifier recompute `c_ib` exactly;
+//! 3. encrypt both halves: `c_ib = HPKE.Seal(pk, info, aad_ib, a_ib)` with the ephemeral X25519
+//!    key pair `DeriveKeyPair(s_ib)` (RFC 9180 §7.1.3) for fresh random 32-byte seeds `s_ib`:
+//!    encryption is deterministic given the seed, so revealing `(a_ib, s_ib)` lets a verifier
+//!    recompute `c_ib` exactly (module `hpke_seeded`). Backups of format 1 took the ephemeral
+//!    key from the `hpke` crate's key generation fed with `ChaCha20Rng::from_seed(s_ib)`; they are
+//!    still verified that way ([`Ephemeral`]), and never written;
 //! 4. challenge (Fiat–Shamir): `e = SHA-256(tag, context, leaf id, pk, V, A_*0, c_*0, c_*1)`; its
 //!    first 128 bits are the challenge bits `e_i`;
 //! 5. respond: open half `e_i` (`a_ie`, `s_ie`) and keep only the other half's ciphertext.
@@ -162,8 +164,21 @@ fn challenge_bit(challenge: &[u8; CHALLENGE_LEN], i: usize) -> usize {
     usize::from((challenge[i / 8] >> (7 - i % 8)) & 1)
 }
 
+/// How the seed of a ciphertext becomes its HPKE ephemeral key: the one difference between the
+/// leaf proofs of backup formats 1 and 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ephemeral {
+    /// Format 1 (read only): the `hpke` crate's key generation fed with
+    /// `ChaCha20Rng::from_seed(seed)`. Reproducible only as long as that crate draws its
+    /// randomness the same way, which it does not promise.
+    SeededGenerator,
+    /// Format 2: RFC 9180 `DeriveKeyPair(seed)`, then the RFC's own `SealBase` steps.
+    DeriveKeyPair,
+}
+
 /// Everything that binds a leaf's ciphertexts: the holder key, the backup and the leaf.
 struct LeafBinding<'a> {
+    ephemeral: Ephemeral,
     pk: &'a HolderPublicKey,
     hpke_pk: <Kem as hpke::Kem>::PublicKey,
     info: Vec<u8>,
@@ -175,6 +190,7 @@ struct LeafBinding<'a> {
 
 impl<'a> LeafBinding<'a> {
     fn new(
+        ephemeral: Ephemeral,
         pk: &'a HolderPublicKey,
         leaf_id: &'a [u8],
         context: &'a [u8; 32],
@@ -190,6 +206,7 @@ impl<'a> LeafBinding<'a> {
         info.extend_from_slice(INFO_TAG);
         info.extend_from_slice(context);
         Ok(LeafBinding {
+            ephemeral,
             pk,
             hpke_pk: pk.hpke_key()?,
             info,
@@ -209,8 +226,39 @@ impl<'a> LeafBinding<'a> {
         aad
     }
 
-    /// Step 3: `c_ib = HPKE.Seal(pk, info, aad_ib, a_ib)` with randomness `ChaCha20Rng(s_ib)`.
+    /// Step 3: `c_ib = HPKE.Seal(pk, info, aad_ib, a_ib)` with the ephemeral key of `s_ib`.
     fn seal(
+        &self,
+        i: usize,
+        b: usize,
+        half: &[u8; 32],
+        seed: &[u8; 32],
+    ) -> Result<Ciphertext, BackupError> {
+        match self.ephemeral {
+            Ephemeral::SeededGenerator => self.seal_with_seeded_generator(i, b, half, seed),
+            Ephemeral::DeriveKeyPair => {
+                let (enc, ct) = crate::hpke_seeded::seal_base(
+                    &self.pk.key_bytes(),
+                    &self.info,
+                    &self.aad(i, b),
+                    half,
+                    seed,
+                )
+                .map_err(|_| BackupError::Encryption {
+                    label: self.leaf.clone(),
+                    reason: "HPKE encryption failed",
+                })?;
+                let ct: [u8; CT_LEN] = ct.try_into().map_err(|_| BackupError::Encryption {
+                    label: self.leaf.clone(),
+                    reason: "HPKE produced a ciphertext of unexpected length",
+                })?;
+                Ok(Ciphertext { enc, ct })
+            }
+        }
+    }
+
+    /// Format 1's step 3: randomness `ChaCha20Rng(s_ib)` given to the `hpke` crate.
+    fn seal_with_seeded_generator(
         &self,
         i: usize,
         b: usize,
@@ -293,7 +341,8 @@ impl<'a> LeafBinding<'a> {
 }
 
 /// Encrypts `v` to the holder `pk`, with a proof that the ciphertexts hold the discrete logarithm
-/// of `v·G`, bound to `leaf_id` and the backup's 32-byte `context` digest.
+/// of `v·G`, bound to `leaf_id` and the backup's 32-byte `context` digest. Proofs are always
+/// written with [`Ephemeral::DeriveKeyPair`].
 ///
 /// # Errors
 /// [`BackupError::InvalidSecret`] for `v = 0`; [`BackupError::LeafProof`] for an empty or
@@ -304,12 +353,20 @@ pub fn encrypt(
     leaf_id: &[u8],
     context: &[u8; 32],
 ) -> Result<LeafProof, BackupError> {
-    prove(pk, v, leaf_id, context, &mut |_, _, _| {})
+    prove(
+        Ephemeral::DeriveKeyPair,
+        pk,
+        v,
+        leaf_id,
+        context,
+        &mut |_, _, _| {},
+    )
 }
 
 /// The prover, with a hook on each plaintext before it is sealed (tests use it to play a cheating
 /// prover; [`encrypt`] passes a no-op).
 pub(crate) fn prove(
+    ephemeral: Ephemeral,
     pk: &HolderPublicKey,
     v: &Scalar,
     leaf_id: &[u8],
@@ -321,7 +378,7 @@ pub(crate) fn prove(
             "a zero share cannot be backed up",
         ));
     }
-    let binding = LeafBinding::new(pk, leaf_id, context)?;
+    let binding = LeafBinding::new(ephemeral, pk, leaf_id, context)?;
     let public = encode_point(&(ProjectivePoint::mul_by_generator(v)));
 
     let mut halves: Vec<[Zeroizing<[u8; 32]>; 2]> = Vec::with_capacity(REPETITIONS);
@@ -413,13 +470,14 @@ fn check_shape<'p>(
 /// [`BackupError::Proof`] naming the first failing repetition and why,
 /// [`BackupError::LeafProof`] for a malformed proof, a bad public point or a challenge mismatch.
 pub fn verify(
+    ephemeral: Ephemeral,
     pk: &HolderPublicKey,
     public: &ProjectivePoint,
     leaf_id: &[u8],
     context: &[u8; 32],
     proof: &LeafProof,
 ) -> Result<(), BackupError> {
-    let binding = LeafBinding::new(pk, leaf_id, context)?;
+    let binding = LeafBinding::new(ephemeral, pk, leaf_id, context)?;
     verify_bound(&binding, public, proof).map(|_| ())
 }
 
@@ -428,13 +486,14 @@ pub fn verify(
 /// runs it over every leaf before the full [`verify`] of each, so that most damage is reported
 /// without re-encrypting anything.
 pub(crate) fn precheck(
+    ephemeral: Ephemeral,
     pk: &HolderPublicKey,
     public: &ProjectivePoint,
     leaf_id: &[u8],
     context: &[u8; 32],
     proof: &LeafProof,
 ) -> Result<(), BackupError> {
-    let binding = LeafBinding::new(pk, leaf_id, context)?;
+    let binding = LeafBinding::new(ephemeral, pk, leaf_id, context)?;
     check_openings(&binding, public, proof).map(|_| ())
 }
 
@@ -527,6 +586,7 @@ fn verify_bound<'p>(
 /// The errors of [`verify`]; [`BackupError::Decryption`] when no ciphertext opens to the share
 /// (only possible with negligible probability for a proof that verifies).
 pub fn decrypt(
+    ephemeral: Ephemeral,
     sk: &HolderSecretKey,
     public: &ProjectivePoint,
     leaf_id: &[u8],
@@ -534,7 +594,7 @@ pub fn decrypt(
     proof: &LeafProof,
 ) -> Result<Zeroizing<Scalar>, BackupError> {
     let pk = sk.public();
-    let binding = LeafBinding::new(&pk, leaf_id, context)?;
+    let binding = LeafBinding::new(ephemeral, &pk, leaf_id, context)?;
     let shaped = verify_bound(&binding, public, proof)?;
     open(sk, &binding, public, &shaped)
 }
@@ -542,6 +602,7 @@ pub fn decrypt(
 /// [`decrypt`] for a proof the caller has just verified (the whole backup, in
 /// [`crate::backup::Backup::restore`]).
 pub(crate) fn decrypt_verified(
+    ephemeral: Ephemeral,
     sk: &HolderSecretKey,
     public: &ProjectivePoint,
     leaf_id: &[u8],
@@ -549,7 +610,7 @@ pub(crate) fn decrypt_verified(
     proof: &LeafProof,
 ) -> Result<Zeroizing<Scalar>, BackupError> {
     let pk = sk.public();
-    let binding = LeafBinding::new(&pk, leaf_id, context)?;
+    let binding = LeafBinding::new(ephemeral, &pk, leaf_id, context)?;
     let shaped = check_shape(&binding, proof)?;
     open(sk, &binding, public, &shaped)
 }
@@ -608,6 +669,8 @@ fn open(
 mod tests {
     use super::*;
 
+    const E: Ephemeral = Ephemeral::DeriveKeyPair;
+
     const CONTEXT: [u8; 32] = [9u8; 32];
     const LEAF: &[u8] = b"leaf:cloud/0";
 
@@ -628,8 +691,8 @@ mod tests {
     #[test]
     fn round_trip() {
         let (sk, v, public, proof) = setup();
-        verify(&sk.public(), &public, LEAF, &CONTEXT, &proof).unwrap();
-        let got = decrypt(&sk, &public, LEAF, &CONTEXT, &proof).unwrap();
+        verify(E, &sk.public(), &public, LEAF, &CONTEXT, &proof).unwrap();
+        let got = decrypt(E, &sk, &public, LEAF, &CONTEXT, &proof).unwrap();
         assert_eq!(*got, v);
         assert_eq!(proof.commitments.len(), REPETITIONS);
         // Both challenge values occur (a 128-bit challenge with all bits equal has probability
@@ -650,16 +713,19 @@ mod tests {
         let (sk, _, public, proof) = setup();
         let pk = sk.public();
         let other_pk = HolderSecretKey::generate("cloud").unwrap().public();
-        expect_proof_error(verify(&other_pk, &public, LEAF, &CONTEXT, &proof), "");
+        expect_proof_error(verify(E, &other_pk, &public, LEAF, &CONTEXT, &proof), "");
         let other_point = public + ProjectivePoint::GENERATOR;
-        expect_proof_error(verify(&pk, &other_point, LEAF, &CONTEXT, &proof), "");
-        expect_proof_error(verify(&pk, &public, b"leaf:cloud/1", &CONTEXT, &proof), "");
-        expect_proof_error(verify(&pk, &public, LEAF, &[8u8; 32], &proof), "");
+        expect_proof_error(verify(E, &pk, &other_point, LEAF, &CONTEXT, &proof), "");
         expect_proof_error(
-            verify(&pk, &ProjectivePoint::IDENTITY, LEAF, &CONTEXT, &proof),
+            verify(E, &pk, &public, b"leaf:cloud/1", &CONTEXT, &proof),
+            "",
+        );
+        expect_proof_error(verify(E, &pk, &public, LEAF, &[8u8; 32], &proof), "");
+        expect_proof_error(
+            verify(E, &pk, &ProjectivePoint::IDENTITY, LEAF, &CONTEXT, &proof),
             "identity",
         );
-        expect_proof_error(verify(&pk, &public, b"", &CONTEXT, &proof), "leaf id");
+        expect_proof_error(verify(E, &pk, &public, b"", &CONTEXT, &proof), "leaf id");
     }
 
     #[test]
@@ -674,12 +740,12 @@ mod tests {
                 pt[31] ^= 1;
             }
         };
-        let proof = prove(&sk.public(), &v, LEAF, &CONTEXT, &mut cheat).unwrap();
+        let proof = prove(E, &sk.public(), &v, LEAF, &CONTEXT, &mut cheat).unwrap();
         expect_proof_error(
-            verify(&sk.public(), &public, LEAF, &CONTEXT, &proof),
+            verify(E, &sk.public(), &public, LEAF, &CONTEXT, &proof),
             "challenge does not match",
         );
-        assert!(decrypt(&sk, &public, LEAF, &CONTEXT, &proof).is_err());
+        assert!(decrypt(E, &sk, &public, LEAF, &CONTEXT, &proof).is_err());
     }
 
     #[test]
@@ -694,13 +760,16 @@ mod tests {
                 *pt = [0xff; 32];
             }
         };
-        let proof = prove(&sk.public(), &v, LEAF, &CONTEXT, &mut cheat).unwrap();
-        let result = verify(&sk.public(), &public, LEAF, &CONTEXT, &proof);
+        let proof = prove(E, &sk.public(), &v, LEAF, &CONTEXT, &mut cheat).unwrap();
+        let result = verify(E, &sk.public(), &public, LEAF, &CONTEXT, &proof);
         if challenge_bit(&proof.challenge.into_array(), 5) == 0 {
             expect_proof_error(result, "challenge does not match");
         } else {
             result.unwrap();
-            assert_eq!(*decrypt(&sk, &public, LEAF, &CONTEXT, &proof).unwrap(), v);
+            assert_eq!(
+                *decrypt(E, &sk, &public, LEAF, &CONTEXT, &proof).unwrap(),
+                v
+            );
         }
     }
 
@@ -709,9 +778,9 @@ mod tests {
         let (sk, _, public, proof) = setup();
         let other = HolderSecretKey::generate("cloud").unwrap();
         // Verified against the other key's public key: the challenge does not match.
-        assert!(decrypt(&other, &public, LEAF, &CONTEXT, &proof).is_err());
+        assert!(decrypt(E, &other, &public, LEAF, &CONTEXT, &proof).is_err());
         // Skipping verification: nothing opens.
-        let err = decrypt_verified(&other, &public, LEAF, &CONTEXT, &proof).unwrap_err();
+        let err = decrypt_verified(E, &other, &public, LEAF, &CONTEXT, &proof).unwrap_err();
         assert!(matches!(err, BackupError::Decryption { .. }), "{err}");
         drop(sk);
     }
@@ -723,7 +792,7 @@ mod tests {
         let check = |mutate: &dyn Fn(&mut LeafProof), want: &str| {
             let mut bad = proof.clone();
             mutate(&mut bad);
-            expect_proof_error(verify(&pk, &public, LEAF, &CONTEXT, &bad), want);
+            expect_proof_error(verify(E, &pk, &public, LEAF, &CONTEXT, &bad), want);
         };
         check(
             &|p| {
@@ -793,6 +862,43 @@ mod tests {
                 p.challenge = ByteArray::new(c);
             },
             "repetition 127",
+        );
+    }
+
+    #[test]
+    fn format_1_and_format_2_ephemeral_keys_differ_and_both_decrypt() {
+        // A proof written the format-1 way verifies and decrypts only as format 1, and a format-2
+        // proof only as format 2: the seeds are bound to their derivation.
+        let sk = HolderSecretKey::generate("cloud").unwrap();
+        let v = *random_nonzero_scalar().unwrap();
+        let public = ProjectivePoint::GENERATOR * v;
+        let old = Ephemeral::SeededGenerator;
+        let v1 = prove(old, &sk.public(), &v, LEAF, &CONTEXT, &mut |_, _, _| {}).unwrap();
+        let v2 = encrypt(&sk.public(), &v, LEAF, &CONTEXT).unwrap();
+        verify(old, &sk.public(), &public, LEAF, &CONTEXT, &v1).unwrap();
+        assert_eq!(*decrypt(old, &sk, &public, LEAF, &CONTEXT, &v1).unwrap(), v);
+        verify(E, &sk.public(), &public, LEAF, &CONTEXT, &v2).unwrap();
+        expect_proof_error(
+            verify(E, &sk.public(), &public, LEAF, &CONTEXT, &v1),
+            "challenge does not match",
+        );
+        expect_proof_error(
+            verify(old, &sk.public(), &public, LEAF, &CONTEXT, &v2),
+            "challenge does not match",
+        );
+        // A format-2 opened ciphertext is RFC 9180 SealBase with DeriveKeyPair(seed): its
+        // encapsulated key is the public key the `hpke` crate derives from the seed.
+        let seed = v2.opened_seeds[0].into_array();
+        let (_, pk_e) = <Kem as hpke::Kem>::derive_keypair(&seed);
+        let pk = sk.public();
+        let binding = LeafBinding::new(E, &pk, LEAF, &CONTEXT).unwrap();
+        let e = challenge_bit(&v2.challenge.into_array(), 0);
+        let c = binding
+            .seal(0, e, &v2.opened_halves[0].into_array(), &seed)
+            .unwrap();
+        assert_eq!(
+            c.enc.as_slice(),
+            hpke::Serializable::to_bytes(&pk_e).as_slice()
         );
     }
 

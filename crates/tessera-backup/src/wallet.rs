@@ -7,13 +7,65 @@
 //! what makes a backup taken before it (and the lost device's share) useless.
 
 use k256::elliptic_curve::PrimeField;
+use sha2::{Digest, Sha256};
 use tessera_core::{KeyShare, PartyIndex};
 use zeroize::Zeroizing;
 
-use crate::backup::{Backup, BackupContext};
+use crate::backup::{Backup, BackupContext, ExpectedShare};
 use crate::error::BackupError;
 use crate::holder::{HolderPublicKey, HolderSecretKey};
 use crate::structure::AccessStructure;
+
+/// Domain tag of [`share_state_digest`].
+const SHARE_STATE_TAG: &[u8] = b"tessera-backup-v2/share-state";
+
+/// A digest of the wallet's public state at `share`'s epoch, the same for every party of the
+/// wallet: wallet id, threshold `t`-of-`n`, the party indices, epoch, wallet public key and BIP-32
+/// chain code. A backup states it (format 2), so that a verifier holding any share of the wallet
+/// can check that the signing state inside (the aux blob) belongs to this wallet, and a restore
+/// checks the share it decrypts against it.
+#[must_use]
+pub fn share_state_digest(share: &KeyShare) -> [u8; 32] {
+    let threshold = share.threshold();
+    let wallet_id = share.wallet_id().to_string();
+    let mut h = Sha256::new();
+    h.update(
+        u32::try_from(SHARE_STATE_TAG.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    h.update(SHARE_STATE_TAG);
+    h.update(
+        u32::try_from(wallet_id.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    h.update(wallet_id.as_bytes());
+    h.update([threshold.t, threshold.n]);
+    let parties: Vec<u8> = threshold.parties().map(PartyIndex::get).collect();
+    h.update(
+        u32::try_from(parties.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    h.update(&parties);
+    h.update(share.epoch().to_be_bytes());
+    h.update(share.public_key().to_compressed());
+    h.update(share.chain_code());
+    h.finalize().into()
+}
+
+/// What a backup of `party`'s share must state, as far as `share` (a share of the same wallet)
+/// can tell: the public share ([`expected_public_share`]) and the wallet's share-state digest.
+///
+/// # Errors
+/// As [`expected_public_share`].
+pub fn expected_share(share: &KeyShare, party: u16) -> Result<ExpectedShare, BackupError> {
+    Ok(ExpectedShare {
+        public_share: expected_public_share(share, party)?,
+        share_state: share_state_digest(share),
+    })
+}
 
 /// The public description of `share` that a backup of it carries and is bound to.
 #[must_use]
@@ -28,6 +80,7 @@ pub fn context_of(share: &KeyShare, wallet_name: &str) -> BackupContext {
         epoch: share.epoch(),
         wallet_public_key: share.public_key().to_compressed(),
         public_share: share.public_share().to_compressed(),
+        share_state: Some(share_state_digest(share)),
         created_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -77,8 +130,9 @@ pub fn expected_public_share(share: &KeyShare, party: u16) -> Result<[u8; 33], B
 }
 
 /// Restores the share a backup holds with the holders' `keys`, and checks that it is exactly the
-/// share the backup describes: wallet, party, epoch, wallet key, and secret against the verified
-/// public share.
+/// share the backup describes: wallet, party, epoch, wallet key, secret against the verified
+/// public share, and (format 2) the wallet's public state ([`share_state_digest`]: chain code,
+/// threshold, parties).
 ///
 /// # Errors
 /// As [`Backup::restore`] (unauthorised keys name the holders missing), or
@@ -109,6 +163,11 @@ pub fn restore_share(backup: &Backup, keys: &[HolderSecretKey]) -> Result<KeySha
         || *share.secret_share_bytes() != *restored.secret
     {
         return mismatch("secret");
+    }
+    if let Some(state) = &context.share_state
+        && share_state_digest(&share) != *state
+    {
+        return mismatch("public state (chain code, threshold, parties, epoch or wallet key)");
     }
     Ok(share)
 }

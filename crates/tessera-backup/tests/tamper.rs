@@ -41,6 +41,7 @@ fn backup_bytes() -> (Vec<u8>, Vec<HolderSecretKey>) {
         wallet_public_key: compressed(&(ProjectivePoint::GENERATOR * Scalar::from(99u64))),
         public_share: compressed(&(ProjectivePoint::GENERATOR * secret)),
         created_at: 1_700_000_000,
+        share_state: Some([0x5e; 32]),
     };
     let aux = b"engine share state".repeat(8);
     let backup = Backup::create(&secret, context, &structure, &publics, &aux).unwrap();
@@ -49,7 +50,7 @@ fn backup_bytes() -> (Vec<u8>, Vec<HolderSecretKey>) {
 }
 
 /// The CBOR map keys of the file, so that each offset can be named by the field it falls in.
-const KEYS: [&str; 25] = [
+const KEYS: [&str; 26] = [
     "context",
     "wallet_id",
     "wallet_name",
@@ -60,6 +61,7 @@ const KEYS: [&str; 25] = [
     "wallet_public_key",
     "public_share",
     "created_at",
+    "share_state",
     "structure",
     "holders",
     "label",
@@ -196,6 +198,7 @@ fn flipping_sampled_bytes_spread_over_every_section_is_detected() {
         "wallet_id",
         "public_share",
         "created_at",
+        "share_state",
         "structure",
         "holders",
         "label",
@@ -236,4 +239,25 @@ fn flipping_every_byte_is_detected() {
         survivors.is_empty(),
         "flips at offsets {survivors:?} went unnoticed"
     );
+}
+
+#[test]
+fn a_holder_key_with_its_top_bit_set_is_refused_in_a_file() {
+    // X25519 ignores bit 255, so such a key names the holder's point; but HPKE binds the key's
+    // bytes, so a backup to it could never be decrypted. Reading the file refuses it by name.
+    let (bytes, keys) = backup_bytes();
+    for key in &keys {
+        let public = key.public().key_bytes();
+        let at = bytes
+            .windows(32)
+            .position(|w| w == public.as_slice())
+            .unwrap();
+        let mut altered = bytes.clone();
+        altered[at + 31] |= 0x80;
+        let err = Backup::from_bytes(&altered).unwrap_err().to_string();
+        assert!(
+            err.contains("invalid public key for holder") && err.contains("canonically encoded"),
+            "{err}"
+        );
+    }
 }

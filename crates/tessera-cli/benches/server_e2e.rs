@@ -384,6 +384,7 @@ async fn create_sign_session(
             kind: tessera_core::intent::SignKind::EthMessage {
                 message: format!("bench {n}"),
             },
+            device_nonce: None,
         })
         .send()
         .await
@@ -589,6 +590,7 @@ async fn create_keygen_session(
         .bearer_auth(device.token())
         .json(&api::KeygenRequest {
             name: format!("idle-{i}"),
+            device_nonce: None,
         })
         .send()
         .await

@@ -447,9 +447,9 @@ async fn create(home: &Path, args: CreateArgs) -> Result<(), Failure> {
         let backup = Backup::from_bytes(&bytes).map_err(failed)?;
         // Checked here too: the server's public share follows from this device's share.
         let expected =
-            tessera_backup::wallet::expected_public_share(&record.current, 1).map_err(failed)?;
+            tessera_backup::wallet::expected_share(&record.current, 1).map_err(failed)?;
         backup
-            .verify_for(&expected)
+            .verify_for_share(&expected)
             .map_err(|e| Failure::Failed(format!("the server's backup does not verify: {e}")))?;
         let mut asked: Vec<String> = holders.iter().map(HolderPublicKey::to_text).collect();
         let mut got: Vec<String> = backup
@@ -482,8 +482,10 @@ async fn create(home: &Path, args: CreateArgs) -> Result<(), Failure> {
             &holders,
         )
         .map_err(usage)?;
-        let expected = record.current.public_share().to_compressed();
-        backup.verify_for(&expected).map_err(failed)?;
+        let party = u16::from(record.current.party().get());
+        let expected =
+            tessera_backup::wallet::expected_share(&record.current, party).map_err(failed)?;
+        backup.verify_for_share(&expected).map_err(failed)?;
         drop(bar);
         let bytes = backup.to_bytes();
         (backup, bytes, Some(passphrase))

@@ -633,3 +633,51 @@ async fn recovery_without_the_share_is_refused() {
     );
     assert!(!kinds.iter().any(|k| k == "device.recovered"), "{kinds:?}");
 }
+
+#[test]
+fn a_holder_key_that_is_not_canonically_encoded_is_refused() {
+    // X25519 ignores a public key's top bit, but HPKE binds its bytes: a backup to such a key
+    // would verify and never decrypt. `backup-key add` and `--holder` refuse it, saying why.
+    let device = Device::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usb-1.key");
+    let out = device
+        .run(&[
+            "backup-key",
+            "new",
+            "--label",
+            "usb-1",
+            "--out",
+            path.to_str().unwrap(),
+        ])
+        .ok();
+    let text = out
+        .out
+        .split_whitespace()
+        .find(|w| w.starts_with("tessera-holder-v1:usb-1:"))
+        .unwrap()
+        .to_string();
+    let (_, key) = text.rsplit_once(':').unwrap();
+    let mut bytes = hex::decode(key).unwrap();
+    bytes[31] |= 0x80;
+    let bad = format!("tessera-holder-v1:cloud:{}", hex::encode(&bytes));
+    let out = device.run(&["backup-key", "add", &bad]);
+    assert_eq!(out.code, Some(2), "{}", out.err);
+    assert!(out.err.contains("canonically encoded"), "{}", out.err);
+    let out = device.run(&["backup-key", "list"]).ok();
+    assert!(!out.out.contains("cloud"), "{}", out.out);
+    let out = device.run(&[
+        "backup",
+        "create",
+        "--wallet",
+        "main",
+        "--policy",
+        "or(usb-1, cloud)",
+        "--holder",
+        &bad,
+        "--out",
+        dir.path().join("main.tsb").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(2), "{}", out.err);
+    assert!(out.err.contains("canonically encoded"), "{}", out.err);
+}

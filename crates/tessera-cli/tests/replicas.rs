@@ -76,6 +76,7 @@ async fn two_replicas_share_one_postgresql() {
         .bearer_auth(via_a.token().unwrap())
         .json(&tessera_core::api::RefreshRequest {
             wallet_id: wallet.clone(),
+            device_nonce: None,
         })
         .send()
         .await

@@ -638,6 +638,109 @@ mod ws {
     }
 
     #[tokio::test]
+    async fn the_run_nonce_joins_the_devices_contribution() {
+        for backend in BACKENDS {
+            run_nonce_on(backend).await;
+        }
+    }
+
+    async fn run_nonce_on(backend: Backend) {
+        let server = ServerProcess::start_on(backend, &[]);
+        let (client, token) = logged_in(&server, "nina").await;
+        let (mut client2, id, d, _home) = device(&server, "olga", "phone").await;
+        client2.login(&id, &d.device_id).await.unwrap();
+
+        // A malformed contribution is refused before any session exists.
+        let (s, body) = raw(
+            &server,
+            "POST",
+            "/keygen",
+            Some(&token),
+            Some(br#"{"name":"w","device_nonce":"zz"}"#.to_vec()),
+        )
+        .await;
+        assert_eq!(s, 400, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("device_nonce"),
+            "{body}"
+        );
+
+        let device_nonce = [0x33u8; 32];
+        let request = json!({ "name": "w", "device_nonce": hex::encode(device_nonce) });
+        let create = || async {
+            let (s, body) = raw(
+                &server,
+                "POST",
+                "/keygen",
+                Some(&token),
+                Some(request.to_string().into_bytes()),
+            )
+            .await;
+            assert_eq!(s, 200, "{body}");
+            serde_json::from_value::<api::SessionCreated>(body).unwrap()
+        };
+
+        // Running with the server's nonce alone, as if the device had contributed nothing: the
+        // server bound the contribution, so this is another session.
+        let created = create().await;
+        let mut socket = open(&server, &token, &created.session_id).await;
+        let mut alone = our_session(&created, None);
+        let frame = alone.start().unwrap().remove(0).to_bytes();
+        socket.send(Message::Binary(frame.into())).await.unwrap();
+        let (code, reason) = close_of(&mut socket).await;
+        assert_eq!(code, 4400);
+        assert!(reason.contains("belongs to another session"), "{reason}");
+
+        // With the joint nonce the server takes our round-1 message and moves on to round 2.
+        let created = create().await;
+        let mut server_nonce = [0u8; 32];
+        hex::decode_to_slice(&created.nonce, &mut server_nonce).unwrap();
+        let joint = tessera_core::protocols::joint_nonce(&[device_nonce, server_nonce]);
+        let mut socket = open(&server, &token, &created.session_id).await;
+        let mut ours = our_session(&created, Some(joint));
+        let frame = ours.start().unwrap().remove(0).to_bytes();
+        socket.send(Message::Binary(frame.into())).await.unwrap();
+        loop {
+            match socket.next().await.unwrap().unwrap() {
+                Message::Binary(bytes) => {
+                    let e = tessera_core::Envelope::from_bytes(PartyIndex::new(1), &bytes).unwrap();
+                    if e.round == 2 {
+                        break;
+                    }
+                }
+                Message::Close(frame) => panic!("the server refused the joint nonce: {frame:?}"),
+                _ => {}
+            }
+        }
+        drop(socket);
+
+        // The SDK contributes its nonce on every run: keygen, signing and refresh all complete,
+        // and signatures verify under the wallet key before and after the refresh.
+        let share = client2.keygen("main", |_, _| {}).await.unwrap();
+        client2
+            .set_policy(&id, &share.wallet_id().to_string(), &allow_digests())
+            .await
+            .unwrap();
+        let pk = share.public_key();
+        let sig = client2
+            .sign(&share, [5; 32], &DerivationPath::root(), |_, _| {})
+            .await
+            .unwrap();
+        pk.verify(&[5; 32], &sig).unwrap();
+        let mut record = tessera_client::WalletRecord::new(share);
+        assert_eq!(
+            client2.refresh(&mut record, |_, _| Ok(())).await.unwrap(),
+            1
+        );
+        let sig = client2
+            .sign(&record.current, [6; 32], &DerivationPath::root(), |_, _| {})
+            .await
+            .unwrap();
+        pk.verify(&[6; 32], &sig).unwrap();
+        drop(client);
+    }
+
+    #[tokio::test]
     async fn idle_sessions_expire_and_the_client_can_start_again() {
         let server = ServerProcess::start(&["--session-idle-timeout", "1"]);
         let (client, token) = logged_in(&server, "frank").await;

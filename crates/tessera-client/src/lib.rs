@@ -15,7 +15,9 @@ pub use wallet::WalletRecord;
 use futures_util::{SinkExt, StreamExt};
 use tessera_core::api;
 use tessera_core::intent::SignKind;
-use tessera_core::protocols::{KeygenSession, RefreshSession, SignRequest, SignSession};
+use tessera_core::protocols::{
+    KeygenSession, RefreshSession, SignRequest, SignSession, fresh_nonce, joint_nonce,
+};
 use tessera_core::{DerivationPath, KeyShare, PartyIndex, Session, Signature, Threshold, WalletId};
 use tessera_store::DeviceIdentity;
 use tokio_tungstenite::tungstenite::Message;
@@ -421,11 +423,18 @@ impl ServerClient {
     /// # Errors
     /// Network, server or protocol errors.
     pub async fn keygen(&self, name: &str, on_round: impl FnMut(u8, u8)) -> Result<KeyShare> {
+        let ours = fresh_nonce();
         let created: api::SessionCreated = self
-            .post("/keygen", &api::KeygenRequest { name: name.into() })
+            .post(
+                "/keygen",
+                &api::KeygenRequest {
+                    name: name.into(),
+                    device_nonce: Some(hex::encode(ours)),
+                },
+            )
             .await?;
         let wallet = WalletId::from_hex(&created.wallet_id)?;
-        let nonce = parse_nonce(&created.nonce)?;
+        let nonce = run_nonce(&ours, &created)?;
         let session = KeygenSession::new(wallet, Threshold::new(2, 2)?, DEVICE, &nonce)?;
         self.run(&created.session_id, session, on_round).await
     }
@@ -465,6 +474,7 @@ impl ServerClient {
         on_wait: impl FnOnce(&str),
     ) -> Result<Signature> {
         let digest = tessera_core::intent::decode(kind)?.digest;
+        let ours = fresh_nonce();
         let created: api::SessionCreated = self
             .post(
                 "/sign",
@@ -472,6 +482,7 @@ impl ServerClient {
                     wallet_id: share.wallet_id().to_string(),
                     path: path.to_string(),
                     kind: kind.clone(),
+                    device_nonce: Some(hex::encode(ours)),
                 },
             )
             .await?;
@@ -497,7 +508,7 @@ impl ServerClient {
                 }
             }
         }
-        let nonce = parse_nonce(&created.nonce)?;
+        let nonce = run_nonce(&ours, &created)?;
         let request = SignRequest {
             nonce,
             signers: vec![DEVICE, SERVER],
@@ -611,13 +622,20 @@ impl ServerClient {
         mut step: impl FnMut(RefreshStep, &WalletRecord) -> std::result::Result<(), String>,
     ) -> Result<u64> {
         let wallet_id = record.current.wallet_id().to_string();
+        let ours = fresh_nonce();
         let created: api::SessionCreated = self
-            .post("/refresh", &api::RefreshRequest { wallet_id })
+            .post(
+                "/refresh",
+                &api::RefreshRequest {
+                    wallet_id,
+                    device_nonce: Some(hex::encode(ours)),
+                },
+            )
             .await?;
         if record.settle(created.epoch)? {
             step(RefreshStep::Settled, record).map_err(ClientError::Stopped)?;
         }
-        let nonce = parse_nonce(&created.nonce)?;
+        let nonce = run_nonce(&ours, &created)?;
         let mut session = RefreshSession::new(&record.current, &nonce)?;
         let mut socket = self.connect(&created.session_id).await?;
         exchange(&mut socket, &mut session, |r| {
@@ -800,6 +818,12 @@ fn closed(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -
         (u16::from(f.code), f.reason.to_string())
     });
     ClientError::Closed { code, reason }
+}
+
+/// The run's nonce: our contribution (party 0) joined with the server's, so that the run is new
+/// for us whatever the server sent.
+fn run_nonce(ours: &[u8; 32], created: &api::SessionCreated) -> Result<[u8; 32]> {
+    Ok(joint_nonce(&[*ours, parse_nonce(&created.nonce)?]))
 }
 
 fn parse_nonce(text: &str) -> Result<[u8; 32]> {

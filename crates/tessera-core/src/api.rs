@@ -195,6 +195,11 @@ pub struct Token {
 pub struct KeygenRequest {
     /// The wallet's name, unique for the user.
     pub name: String,
+    /// This device's fresh nonce for the run, 64 hex digits (see [`SessionCreated::nonce`]).
+    /// Optional on the wire: a device that sends none gets a run whose freshness rests on the
+    /// server's nonce alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_nonce: Option<String>,
 }
 
 /// `POST /sign`: what to sign with a wallet; the server computes the digest itself.
@@ -209,6 +214,11 @@ pub struct SignRequest {
     /// What to sign.
     #[serde(flatten)]
     pub kind: crate::intent::SignKind,
+    /// This device's fresh nonce for the run, 64 hex digits (see [`SessionCreated::nonce`]).
+    /// Optional on the wire: a device that sends none gets a run whose freshness rests on the
+    /// server's nonce alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_nonce: Option<String>,
 }
 
 /// A wallet's signing policy. Absent limits do not apply; a new wallet allows `eth-tx` and
@@ -369,6 +379,11 @@ pub struct PolicyDenial {
 pub struct RefreshRequest {
     /// The wallet, hex id.
     pub wallet_id: String,
+    /// This device's fresh nonce for the run, 64 hex digits (see [`SessionCreated::nonce`]).
+    /// Optional on the wire: a device that sends none gets a run whose freshness rests on the
+    /// server's nonce alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_nonce: Option<String>,
 }
 
 /// After a refresh protocol, the server has stored its new share as pending under this epoch
@@ -394,7 +409,9 @@ pub struct SessionCreated {
     pub session_id: String,
     /// The wallet, hex id.
     pub wallet_id: String,
-    /// The run's nonce, hex: the client builds its own session from it.
+    /// The server's fresh nonce for the run, hex. When the request carried a `device_nonce`, the
+    /// run's nonce is [`crate::protocols::joint_nonce`]`(&[device_nonce, nonce])` (device first:
+    /// party 0), so that each side knows the run is new; otherwise it is this nonce itself.
     pub nonce: String,
     /// The wallet's epoch the run starts from.
     pub epoch: u64,

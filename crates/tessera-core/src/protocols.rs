@@ -1,8 +1,12 @@
 //! The public sessions: key generation, signing and refresh.
 //!
 //! Each is a [`Session`]: construct one per party, call `start`, route envelopes, take the output.
-//! All parties of a run must be constructed with the same nonce (chosen by whoever coordinates the
-//! run, fresh for every run) and the same view of the run; the session id binds both.
+//! All parties of a run must be constructed with the same nonce and the same view of the run; the
+//! session id binds both. The nonce should take a fresh contribution from every party
+//! ([`joint_nonce`]), so that no party has to trust another for the run's freshness. Signing and
+//! refresh also bind the share's epoch and the wallet's public key: parties that disagree on
+//! either refuse each other's first message (a wrong session) instead of running the
+//! cryptography on mismatched shares.
 
 use std::collections::BTreeSet;
 
@@ -13,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::session::{Driver, session_newtype};
 use crate::share::KeyShare;
 use crate::types::{PartyIndex, Protocol, SessionContext, Threshold, WalletId, random_bytes};
+use sha2::{Digest, Sha256};
 
 #[cfg(doc)]
 use crate::session::Session;
@@ -21,6 +26,32 @@ use crate::session::Session;
 #[must_use]
 pub fn fresh_nonce() -> [u8; 32] {
     random_bytes()
+}
+
+/// Domain tag of [`joint_nonce`].
+const JOINT_NONCE_TAG: &[u8] = b"tessera/joint-nonce/v1";
+
+/// The nonce of a run to which each party contributed a fresh nonce of its own: SHA-256 over a
+/// domain tag, the number of contributions and each contribution, in party order. As long as one
+/// contribution is fresh the result is, so every party that contributed knows the run's session
+/// id is new, whatever the others sent.
+#[must_use]
+pub fn joint_nonce(contributions: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(JOINT_NONCE_TAG);
+    h.update((contributions.len() as u64).to_be_bytes());
+    for nonce in contributions {
+        h.update(nonce);
+    }
+    h.finalize().into()
+}
+
+/// Binds what a run on an existing share must agree on beyond the party set: the share's epoch
+/// and the wallet's public key.
+fn bind_share<'a>(context: SessionContext<'a>, share: &KeyShare) -> SessionContext<'a> {
+    context
+        .field(&share.epoch.to_be_bytes())
+        .field(&share.public_key.to_compressed())
 }
 
 fn peers(me: PartyIndex, set: impl Iterator<Item = PartyIndex>) -> BTreeSet<PartyIndex> {
@@ -84,14 +115,17 @@ impl RefreshSession {
     pub fn new(share: &KeyShare, nonce: &[u8; 32]) -> Result<Self> {
         let threshold = share.threshold;
         let parties: Vec<_> = threshold.parties().collect();
-        let session_id = SessionContext {
-            nonce,
-            wallet: &share.wallet_id,
-            protocol: Protocol::Refresh,
-            threshold,
-            parties: &parties,
-            extra: Vec::new(),
-        }
+        let session_id = bind_share(
+            SessionContext {
+                nonce,
+                wallet: &share.wallet_id,
+                protocol: Protocol::Refresh,
+                threshold,
+                parties: &parties,
+                extra: Vec::new(),
+            },
+            share,
+        )
         .session_id();
         let rounds = Setup::refresh(session_id, share);
         Ok(RefreshSession(Driver::new(
@@ -171,14 +205,17 @@ impl SignSession {
             )));
         }
         let parties: Vec<_> = signers.iter().copied().collect();
-        let session_id = SessionContext {
-            nonce: &request.nonce,
-            wallet: &share.wallet_id,
-            protocol: Protocol::Sign,
-            threshold,
-            parties: &parties,
-            extra: Vec::new(),
-        }
+        let session_id = bind_share(
+            SessionContext {
+                nonce: &request.nonce,
+                wallet: &share.wallet_id,
+                protocol: Protocol::Sign,
+                threshold,
+                parties: &parties,
+                extra: Vec::new(),
+            },
+            share,
+        )
         .field(&request.digest)
         .field(&request.path.to_bytes())
         .session_id();

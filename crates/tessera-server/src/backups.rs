@@ -62,9 +62,9 @@ async fn check_against_wallet(
         )));
     }
     let server_share = vault::load_active(state, &context.wallet_id).await?;
-    let expected = tessera_backup::wallet::expected_public_share(&server_share, context.party)
+    let expected = tessera_backup::wallet::expected_share(&server_share, context.party)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    tokio::task::spawn_blocking(move || backup.verify_for(&expected).map(|()| backup))
+    tokio::task::spawn_blocking(move || backup.verify_for_share(&expected).map(|()| backup))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::BadRequest(format!("the backup does not verify: {e}")))

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use serde::Deserialize;
 use tessera_core::api;
-use tessera_core::protocols::fresh_nonce;
+use tessera_core::protocols::{fresh_nonce, joint_nonce};
 use tessera_core::{DerivationPath, PublicKey, WalletId};
 
 use crate::auth::AuthDevice;
@@ -69,6 +69,19 @@ impl From<CreateError> for ApiError {
     }
 }
 
+/// Reads a request's `device_nonce`: 64 hex digits, or absent.
+fn device_nonce(text: Option<&str>) -> ApiResult<Option<[u8; 32]>> {
+    text.map(|text| {
+        let mut nonce = [0u8; 32];
+        hex::decode_to_slice(text, &mut nonce)
+            .map_err(|_| ApiError::BadRequest("device_nonce must be 64 hex digits".into()))?;
+        Ok(nonce)
+    })
+    .transpose()
+}
+
+/// Creates a protocol session. The run's nonce joins the device's contribution (party 0, when
+/// it sent one) and a fresh one of the server's (party 1); the device is told the server's.
 async fn create_session(
     state: &AppState,
     me: &AuthDevice,
@@ -76,9 +89,14 @@ async fn create_session(
     protocol: &str,
     params: &impl serde::Serialize,
     epoch: u64,
+    device_nonce: Option<[u8; 32]>,
 ) -> Result<api::SessionCreated, CreateError> {
     let session_id = hex::encode(fresh_nonce());
-    let nonce = fresh_nonce();
+    let server_nonce = fresh_nonce();
+    let nonce = match &device_nonce {
+        Some(device) => joint_nonce(&[*device, server_nonce]),
+        None => server_nonce,
+    };
     let params = serde_json::to_string(params)
         .map_err(|e| CreateError::Api(ApiError::Internal(e.to_string())))?;
     sqlx::query(
@@ -110,7 +128,7 @@ async fn create_session(
     Ok(api::SessionCreated {
         session_id,
         wallet_id: wallet_id.to_string(),
-        nonce: hex::encode(nonce),
+        nonce: hex::encode(server_nonce),
         epoch,
         approval: None,
     })
@@ -140,7 +158,8 @@ pub async fn keygen(
         )));
     }
     let wallet_id = WalletId::random().to_string();
-    let created = create_session(&state, &me, &wallet_id, "keygen", &req, 0)
+    let nonce = device_nonce(req.device_nonce.as_deref())?;
+    let created = create_session(&state, &me, &wallet_id, "keygen", &req, 0, nonce)
         .await
         .map_err(ApiError::from)?;
     Ok(Json(created))
@@ -171,6 +190,7 @@ pub async fn sign(
     req.path
         .parse::<DerivationPath>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let nonce = device_nonce(req.device_nonce.as_deref())?;
     let decoded =
         tessera_core::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
@@ -213,9 +233,17 @@ pub async fn sign(
         kind: kind.to_string(),
         summary: decoded.summary.clone(),
     };
-    let mut created = create_session(&state, &me, &wallet.id, "sign", &stored, wallet.epoch)
-        .await
-        .map_err(ApiError::from)?;
+    let mut created = create_session(
+        &state,
+        &me,
+        &wallet.id,
+        "sign",
+        &stored,
+        wallet.epoch,
+        nonce,
+    )
+    .await
+    .map_err(ApiError::from)?;
     crate::audit::append(
         &state,
         "sign.requested",
@@ -264,6 +292,7 @@ pub async fn refresh(
     Json(req): Json<api::RefreshRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    let nonce = device_nonce(req.device_nonce.as_deref())?;
     // One refresh of a wallet at a time (a unique index on live refresh sessions). One created
     // but never opened within the idle timeout has expired and no longer counts.
     let idle = state.config().session_idle_timeout.as_secs() as i64;
@@ -276,7 +305,17 @@ pub async fn refresh(
     .execute(state.db())
     .await?;
     crate::vault::discard_stale_pending(&state, &wallet.id).await?;
-    match create_session(&state, &me, &wallet.id, "refresh", &req, wallet.epoch).await {
+    match create_session(
+        &state,
+        &me,
+        &wallet.id,
+        "refresh",
+        &req,
+        wallet.epoch,
+        nonce,
+    )
+    .await
+    {
         Ok(created) => Ok(Json(created)),
         Err(CreateError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
             Err(ApiError::Conflict(format!(
