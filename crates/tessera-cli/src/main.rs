@@ -250,8 +250,8 @@ enum PolicyCommand {
         #[arg(long)]
         wallet: String,
         /// The policy, JSON: allowed_kinds, chain_ids, destinations, max_value_per_tx,
-        /// max_value_per_24h, max_signatures_per_hour, hours_utc, require_approval,
-        /// approval_timeout_secs.
+        /// max_value_per_24h, max_fee_per_tx, max_signatures_per_hour, hours_utc,
+        /// require_approval, approval_timeout_secs.
         #[arg(long)]
         file: std::path::PathBuf,
     },
@@ -384,6 +384,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    install_log_subscriber();
     let result = match cli.command {
         Command::Demo(args) if args.in_process => demo(&args),
         Command::Demo(args) => match args.path.parse::<DerivationPath>() {
@@ -409,6 +410,18 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Sends `tracing` events (the server's errors and warnings) to stderr; `RUST_LOG` overrides the
+/// default filter. Without a subscriber every event would be dropped silently.
+fn install_log_subscriber() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {

@@ -58,16 +58,28 @@ async fn owner(server: &Server, user: &str) -> Owner {
 const ALICE: &str = "0x1111111111111111111111111111111111111111";
 const BOB: &str = "0x2222222222222222222222222222222222222222";
 
+/// A transaction that pays no fee, so that only its value counts against the value limits
+/// (`fees_count_against_value_limits` covers fees).
 fn tx(chain_id: u64, to: Option<&str>, value: u64) -> SignKind {
+    with_fees(chain_id, to, &value.to_string(), 21_000, "0")
+}
+
+fn with_fees(
+    chain_id: u64,
+    to: Option<&str>,
+    value: &str,
+    gas_limit: u64,
+    max_fee_per_gas: &str,
+) -> SignKind {
     SignKind::EthTx {
         tx: EthTransaction {
             chain_id,
             nonce: 7,
-            max_fee_per_gas: "30000000000".into(),
-            max_priority_fee_per_gas: "1000000000".into(),
-            gas_limit: 21_000,
+            max_fee_per_gas: max_fee_per_gas.into(),
+            max_priority_fee_per_gas: "0".into(),
+            gas_limit,
             to: to.map(str::to_string),
-            value: value.to_string(),
+            value: value.into(),
             data: "0x".into(),
         },
     }
@@ -340,5 +352,90 @@ async fn policies_are_signed_versioned_and_owned() {
     assert_eq!(
         audit.iter().filter(|r| r.kind == "policy.changed").count(),
         2
+    );
+}
+
+/// A transaction's fees (`gas_limit × max_fee_per_gas`) count against the value limits, and
+/// `max_fee_per_tx` limits them alone. (One wallet per policy: each policy is only ever set on a
+/// fresh wallet.)
+#[tokio::test]
+async fn fees_count_against_value_limits() {
+    let server = Server::start_fresh(&[]);
+
+    // The reported transaction: nothing sent, but up to 30,000,000 × 10^15 = 3·10^22 wei of fees.
+    let o = owner(&server, "fees-per-tx").await;
+    o.policy(Policy {
+        max_value_per_tx: Some("1000".into()),
+        ..Policy::default()
+    })
+    .await;
+    let burner = with_fees(1, Some(ALICE), "0", 30_000_000, "1000000000000000");
+    o.denied(&burner, "max_value_per_tx").await;
+    match o.sign(&burner).await {
+        Err(ClientError::Server { message, .. }) => assert!(
+            message.contains("0 wei plus up to 30000000000000000000000 wei of fees"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    o.sign(&with_fees(1, Some(ALICE), "1000", 21_000, "0"))
+        .await
+        .unwrap();
+
+    // The 24-hour budget counts values and fees: 500 wei without a fee first; then 400 wei plus
+    // up to 21,000 wei of fees would make 21,900 > 21,899, and 399 wei fits exactly.
+    let o = owner(&server, "fees-per-day").await;
+    o.policy(Policy {
+        max_value_per_24h: Some("21899".into()),
+        ..Policy::default()
+    })
+    .await;
+    o.sign(&with_fees(1, Some(ALICE), "500", 21_000, "0"))
+        .await
+        .unwrap();
+    o.denied(
+        &with_fees(1, Some(ALICE), "400", 21_000, "1"),
+        "max_value_per_24h",
+    )
+    .await;
+    o.sign(&with_fees(1, Some(ALICE), "399", 21_000, "1"))
+        .await
+        .unwrap();
+
+    // One ether per transaction, fees included, and at most 21,000 gas at 30 gwei of fees.
+    let o = owner(&server, "fees-limited").await;
+    o.policy(Policy {
+        max_value_per_tx: Some("1000000000000000000".into()),
+        max_fee_per_tx: Some("630000000000000".into()),
+        ..Policy::default()
+    })
+    .await;
+    o.sign(&with_fees(
+        1,
+        Some(ALICE),
+        "999370000000000000",
+        21_000,
+        "30000000000",
+    ))
+    .await
+    .unwrap();
+    o.denied(
+        &with_fees(1, Some(ALICE), "999370000000000001", 21_000, "30000000000"),
+        "max_value_per_tx",
+    )
+    .await;
+    o.denied(
+        &with_fees(1, Some(ALICE), "0", 21_001, "30000000000"),
+        "max_fee_per_tx",
+    )
+    .await;
+    assert_eq!(
+        o.laptop
+            .policy(&o.wallet)
+            .await
+            .unwrap()
+            .policy
+            .max_fee_per_tx,
+        Some("630000000000000".into())
     );
 }

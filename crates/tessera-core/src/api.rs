@@ -239,8 +239,14 @@ pub struct Policy {
     #[serde(default)]
     pub max_value_per_tx: Option<String>,
     /// Largest total value of the transactions signed in any 24 hours, wei (decimal).
+    /// Both value limits count a transaction's value plus its maximum fee
+    /// (`gas_limit × max_fee_per_gas`).
     #[serde(default)]
     pub max_value_per_24h: Option<String>,
+    /// Largest maximum fee (`gas_limit × max_fee_per_gas`) of one transaction, wei (decimal).
+    /// Not written when absent, so that policies signed before it existed keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fee_per_tx: Option<String>,
     /// Most signatures in any hour.
     #[serde(default)]
     pub max_signatures_per_hour: Option<u32>,
@@ -271,6 +277,7 @@ impl Default for Policy {
             destinations: None,
             max_value_per_tx: None,
             max_value_per_24h: None,
+            max_fee_per_tx: None,
             max_signatures_per_hour: None,
             hours_utc: None,
             require_approval: false,

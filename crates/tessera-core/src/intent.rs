@@ -91,6 +91,9 @@ pub struct Decoded {
     pub to: Option<String>,
     /// The value in wei, for a transaction.
     pub value: Option<U256>,
+    /// The most the transaction can pay in fees, wei (`gas_limit × max_fee_per_gas`), for a
+    /// transaction.
+    pub max_fee: Option<U256>,
     /// One line for people and the audit log.
     pub summary: String,
 }
@@ -186,6 +189,7 @@ pub fn decode(kind: &SignKind) -> Result<Decoded> {
                 chain_id: None,
                 to: None,
                 value: None,
+                max_fee: None,
                 summary: format!("raw digest {digest}"),
             })
         }
@@ -199,6 +203,7 @@ pub fn decode(kind: &SignKind) -> Result<Decoded> {
                 chain_id: None,
                 to: None,
                 value: None,
+                max_fee: None,
                 summary: format!("personal message {shown:?}"),
             })
         }
@@ -222,6 +227,9 @@ pub fn decode(kind: &SignKind) -> Result<Decoded> {
                 chain_id: Some(alloy.chain_id),
                 to,
                 value: Some(alloy.value),
+                max_fee: Some(
+                    U256::from(alloy.gas_limit).saturating_mul(U256::from(alloy.max_fee_per_gas)),
+                ),
                 summary,
             })
         }

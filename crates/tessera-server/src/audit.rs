@@ -7,8 +7,10 @@
 //! not visible from the chain alone: the verification reports the head hash, to compare with a
 //! copy kept elsewhere.
 //!
-//! Records are database rows, never log lines. Appends are serialised in this process and, across
-//! replicas, by the primary key on `seq` (a lost race is retried).
+//! Records are database rows, never log lines. An audited action and its record commit in one
+//! [`WriteTx`] ([`append_in`]); appends are serialised by that transaction (SQLite: the write
+//! lock; PostgreSQL: an advisory lock on the chain's head, shared by every replica), and the
+//! primary key on `seq` refuses a fork whatever happens.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -18,7 +20,8 @@ use sha2::{Digest, Sha256};
 use tessera_core::api;
 
 use crate::auth::AuthDevice;
-use crate::error::{ApiError, ApiResult};
+use crate::db::{DURABLE_ATTEMPTS, WriteTx, retry_pause};
+use crate::error::ApiResult;
 use crate::state::{AppState, now, rfc3339};
 
 const GENESIS: [u8; 32] = [0; 32];
@@ -90,10 +93,64 @@ fn record_hash(
     h.finalize().into()
 }
 
-/// Appends a record.
+/// Appends a record inside `tx`, after the transaction's other writes: the record commits with
+/// the action it records, or neither does. On PostgreSQL this takes the chain head's advisory
+/// lock, held until `tx` ends (take wallet locks before it, see [`crate::db`]).
 ///
 /// # Errors
-/// A database error (the caller decides whether the action it records may still stand).
+/// A database error: roll back the action (drop `tx`) and answer with the error.
+pub async fn append_in(
+    tx: &mut WriteTx,
+    kind: &str,
+    subject: Subject<'_>,
+    detail: Value,
+) -> ApiResult<()> {
+    if !tx.audited() {
+        return Ok(());
+    }
+    tx.lock_audit_head().await?;
+    let detail = detail.to_string();
+    let last: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_vec()));
+    let seq = prev_seq + 1;
+    let at = now();
+    let hash = record_hash(
+        seq,
+        at,
+        kind,
+        subject.user,
+        subject.device,
+        subject.wallet,
+        &detail,
+        &prev_hash,
+    );
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(seq)
+    .bind(at)
+    .bind(kind)
+    .bind(subject.user)
+    .bind(subject.device)
+    .bind(subject.wallet)
+    .bind(&detail)
+    .bind(prev_hash)
+    .bind(hash.as_slice())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Appends a record in a transaction of its own: for a record that is the whole action (a
+/// backup verified, a refusal) or that follows one already done. Tried up to
+/// [`crate::db::DURABLE_ATTEMPTS`] times; the caller must not report success when it fails.
+///
+/// # Errors
+/// The last attempt's error.
 pub async fn append(
     state: &AppState,
     kind: &str,
@@ -103,65 +160,26 @@ pub async fn append(
     if !state.config().controls {
         return Ok(());
     }
-    let detail = detail.to_string();
-    let _one_at_a_time = state.audit_lock().lock().await;
-    let mut last_error = None;
-    for _ in 0..8 {
-        let mut tx = state.db().begin().await?;
-        let last: Option<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_vec()));
-        let seq = prev_seq + 1;
-        let at = now();
-        let hash = record_hash(
-            seq,
-            at,
-            kind,
-            subject.user,
-            subject.device,
-            subject.wallet,
-            &detail,
-            &prev_hash,
-        );
-        let inserted = sqlx::query(
-            "INSERT INTO audit_log (seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(seq)
-        .bind(at)
-        .bind(kind)
-        .bind(subject.user)
-        .bind(subject.device)
-        .bind(subject.wallet)
-        .bind(&detail)
-        .bind(prev_hash)
-        .bind(hash.as_slice())
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {
-                tx.commit().await?;
-                return Ok(());
-            }
-            // Another replica appended the same seq first: read the new head and retry.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                last_error = Some(e.to_string());
-            }
-            Err(e) => return Err(e.into()),
+    let mut attempt = 1;
+    loop {
+        let written = async {
+            let mut tx = state.begin_write().await?;
+            append_in(&mut tx, kind, subject, detail.clone()).await?;
+            tx.commit().await
         }
-    }
-    Err(ApiError::Internal(format!(
-        "audit append kept losing races: {}",
-        last_error.unwrap_or_default()
-    )))
-}
-
-/// Appends a record and logs (does not return) a failure: for events after the fact.
-pub async fn note(state: &AppState, kind: &str, subject: Subject<'_>, detail: Value) {
-    if let Err(e) = append(state, kind, subject, detail).await {
-        tracing::error!(kind, error = %e, "could not write an audit record");
+        .await;
+        match written {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < DURABLE_ATTEMPTS => {
+                tracing::warn!(kind, attempt, error = %e, "retrying an audit record");
+                attempt += 1;
+                tokio::time::sleep(retry_pause(attempt)).await;
+            }
+            Err(e) => {
+                tracing::error!(kind, error = %e, "could not write an audit record");
+                return Err(e);
+            }
+        }
     }
 }
 

@@ -90,23 +90,23 @@ pub async fn verify(
     let summary = report(&backup, &bytes);
     match check_against_wallet(&state, backup, wallet.epoch).await {
         Ok(_) => {
-            audit::note(
+            audit::append(
                 &state,
                 "backup.verified",
                 audit::Subject::device(&me).wallet(&wallet.id),
                 json!(summary),
             )
-            .await;
+            .await?;
             Ok(Json(summary))
         }
         Err(e) => {
-            audit::note(
+            audit::append(
                 &state,
                 "backup.rejected",
                 audit::Subject::device(&me).wallet(&wallet.id),
                 json!({ "party": summary.party, "epoch": summary.epoch, "digest": summary.digest, "reason": e.to_string() }),
             )
-            .await;
+            .await?;
             Err(e)
         }
     }
@@ -146,13 +146,14 @@ pub async fn server_share(
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let bytes = backup.to_bytes();
     let summary = report(&backup, &bytes);
-    audit::note(
+    // The backup leaves only once its record is written.
+    audit::append(
         &state,
         "backup.server_share_created",
         audit::Subject::device(&me).wallet(&wallet.id),
         json!(summary),
     )
-    .await;
+    .await?;
     Ok(Json(api::ServerBackup {
         backup: hex::encode(&bytes),
         report: summary,
@@ -196,7 +197,7 @@ pub async fn restore_server_share(state: &AppState, share: &KeyShare) -> Result<
     vault::replace_active(state, &wallet_id, share)
         .await
         .map_err(|e| e.to_string())?;
-    audit::note(
+    audit::append(
         state,
         "backup.server_share_restored",
         audit::Subject {
@@ -206,7 +207,8 @@ pub async fn restore_server_share(state: &AppState, share: &KeyShare) -> Result<
         },
         json!({ "epoch": share.epoch(), "public_share": hex::encode(share.public_share().to_compressed()) }),
     )
-    .await;
+    .await
+    .map_err(|e| format!("the share was restored, but its audit record could not be written: {e}"))?;
     Ok(())
 }
 
@@ -259,25 +261,27 @@ pub async fn recover(
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Err(e) = checked {
-        audit::note(
+        audit::append(
             &state,
             "device.recovery_refused",
             audit::Subject::device(&owner).wallet(&wallet.id),
             json!({ "reason": e.to_string() }),
         )
-        .await;
+        .await?;
         return Err(ApiError::Unauthorized(e.to_string()));
     }
+    let mut tx = state.begin_write().await?;
     sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1 AND status = 'pending'")
         .bind(&device_id)
-        .execute(state.db())
+        .execute(&mut *tx)
         .await?;
-    audit::note(
-        &state,
+    audit::append_in(
+        &mut tx,
         "device.recovered",
         audit::Subject::device(&owner).wallet(&wallet.id),
         json!({ "epoch": wallet.epoch, "proof": "possession of the device share" }),
     )
-    .await;
+    .await?;
+    tx.commit().await?;
     crate::registry::device(&state, &device_id).await.map(Json)
 }

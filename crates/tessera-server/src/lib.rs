@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod auth;
 pub mod backups;
+pub mod db;
 pub mod enrolment;
 pub mod error;
 pub mod limits;

@@ -26,11 +26,23 @@ pub async fn current(
     state: &AppState,
     wallet_id: &str,
 ) -> ApiResult<(u64, Policy, Option<String>, Option<i64>)> {
+    let mut conn = state.db().acquire().await?;
+    current_in(&mut conn, wallet_id).await
+}
+
+/// [`current`] on a given connection (a [`crate::db::WriteTx`] that acts on it).
+///
+/// # Errors
+/// A database error, or a stored policy that no longer parses.
+pub async fn current_in(
+    conn: &mut sqlx::AnyConnection,
+    wallet_id: &str,
+) -> ApiResult<(u64, Policy, Option<String>, Option<i64>)> {
     let row: Option<(i64, String, String, i64)> = sqlx::query_as(
         "SELECT version, policy, set_by, set_at FROM policies WHERE wallet_id = $1 ORDER BY version DESC LIMIT 1",
     )
     .bind(wallet_id)
-    .fetch_optional(state.db())
+    .fetch_optional(conn)
     .await?;
     match row {
         None => Ok((0, Policy::default(), None, None)),
@@ -84,6 +96,7 @@ fn check(policy: &Policy) -> ApiResult<()> {
     for (name, v) in [
         ("max_value_per_tx", &policy.max_value_per_tx),
         ("max_value_per_24h", &policy.max_value_per_24h),
+        ("max_fee_per_tx", &policy.max_fee_per_tx),
     ] {
         if let Some(v) = v
             && U256::from_str_radix(v, 10).is_err()
@@ -127,6 +140,7 @@ pub async fn set(
         &req.signature,
     )
     .await?;
+    let mut tx = state.begin_write().await?;
     let inserted = sqlx::query(
         "INSERT INTO policies (wallet_id, version, policy, set_by, signature, set_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -136,7 +150,7 @@ pub async fn set(
     .bind(&me.device_id)
     .bind(&req.signature)
     .bind(now())
-    .execute(state.db())
+    .execute(&mut *tx)
     .await;
     match inserted {
         Ok(_) => {}
@@ -147,13 +161,14 @@ pub async fn set(
         }
         Err(e) => return Err(e.into()),
     }
-    audit::append(
-        &state,
+    audit::append_in(
+        &mut tx,
         "policy.changed",
         audit::Subject::device(&me).wallet(&wallet.id),
         json!({ "version": req.version, "policy": req.policy, "signature": req.signature }),
     )
     .await?;
+    tx.commit().await?;
     Ok(Json(api::PolicyInfo {
         wallet_id: wallet.id,
         version: req.version,
@@ -164,47 +179,53 @@ pub async fn set(
 }
 
 /// What a wallet signed recently.
+#[derive(Debug, Default)]
 pub struct History {
     /// Requests allowed in the last hour.
     pub last_hour: u32,
-    /// Value of the transactions allowed in the last 24 hours, wei.
-    pub value_24h: U256,
+    /// What the transactions allowed in the last 24 hours may cost, wei: their values plus their
+    /// maximum fees (`gas_limit × max_fee_per_gas`).
+    pub cost_24h: U256,
 }
 
-/// Reads the recent requests of `wallet_id`, when a rule of `policy` needs them.
+/// Reads the recent requests of `wallet_id`, when a rule of `policy` needs them. Read it in the
+/// write transaction that records the request, after locking the wallet
+/// ([`crate::wallets::lock_wallet_of`]), so that concurrent requests see each other.
 ///
 /// # Errors
 /// A database error.
 pub async fn history(
-    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
     policy: &Policy,
     wallet_id: &str,
     at: i64,
 ) -> ApiResult<History> {
-    let mut h = History {
-        last_hour: 0,
-        value_24h: U256::ZERO,
-    };
+    let mut h = History::default();
     if policy.max_signatures_per_hour.is_none() && policy.max_value_per_24h.is_none() {
         return Ok(h);
     }
-    let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(
-        "SELECT requested_at, value_wei, approval FROM sign_requests WHERE wallet_id = $1 AND requested_at > $2",
+    let rows: Vec<(i64, Option<String>, Option<String>, String)> = sqlx::query_as(
+        "SELECT requested_at, value_wei, max_fee_wei, approval FROM sign_requests WHERE wallet_id = $1 AND requested_at > $2",
     )
     .bind(wallet_id)
     .bind(at - 86_400)
-    .fetch_all(state.db())
+    .fetch_all(conn)
     .await?;
-    for (t, value, approval) in rows {
+    let wei = |v: Option<String>| {
+        v.and_then(|v| U256::from_str_radix(&v, 10).ok())
+            .unwrap_or(U256::ZERO)
+    };
+    for (t, value, max_fee, approval) in rows {
         if approval == "refused" {
             continue;
         }
         if t > at - 3600 {
             h.last_hour += 1;
         }
-        if let Some(v) = value.and_then(|v| U256::from_str_radix(&v, 10).ok()) {
-            h.value_24h = h.value_24h.saturating_add(v);
-        }
+        h.cost_24h = h
+            .cost_24h
+            .saturating_add(wei(value))
+            .saturating_add(wei(max_fee));
     }
     Ok(h)
 }
@@ -288,23 +309,42 @@ pub fn evaluate(
         }
     }
     if let Some(value) = decoded.value {
+        // A transaction can cost its value plus up to gas_limit × max_fee_per_gas in fees: the
+        // value limits count both, or a transaction of value 0 could burn any amount in fees.
         let limit = |v: &Option<String>| v.as_ref().and_then(|v| U256::from_str_radix(v, 10).ok());
+        let max_fee = decoded.max_fee.unwrap_or(U256::ZERO);
+        let cost = value.saturating_add(max_fee);
+        let what = if max_fee.is_zero() {
+            format!("{value} wei")
+        } else {
+            format!("{value} wei plus up to {max_fee} wei of fees")
+        };
+        if let Some(max) = limit(&policy.max_fee_per_tx)
+            && max_fee > max
+        {
+            return deny(
+                "max_fee_per_tx",
+                format!(
+                    "fees of up to {max_fee} wei (gas limit × max fee per gas) exceed the limit of {max} wei per transaction"
+                ),
+            );
+        }
         if let Some(max) = limit(&policy.max_value_per_tx)
-            && value > max
+            && cost > max
         {
             return deny(
                 "max_value_per_tx",
-                format!("{value} wei exceeds the limit of {max} wei per transaction"),
+                format!("{what} exceeds the limit of {max} wei per transaction"),
             );
         }
         if let Some(max) = limit(&policy.max_value_per_24h)
-            && history.value_24h.saturating_add(value) > max
+            && history.cost_24h.saturating_add(cost) > max
         {
             return deny(
                 "max_value_per_24h",
                 format!(
-                    "{value} wei after {} wei in the last 24 hours exceeds the limit of {max} wei",
-                    history.value_24h
+                    "{what} after {} wei (values and fees) in the last 24 hours exceeds the limit of {max} wei",
+                    history.cost_24h
                 ),
             );
         }
@@ -382,6 +422,7 @@ pub async fn decide(
     )
     .await?;
     let decision = if req.approve { "approved" } else { "refused" };
+    let mut tx = state.begin_write().await?;
     let done = sqlx::query(
         "UPDATE sign_requests SET approval = $1, decided_by = $2, decided_at = $3 WHERE session_id = $4 AND approval = 'pending'",
     )
@@ -389,20 +430,21 @@ pub async fn decide(
     .bind(&me.device_id)
     .bind(now())
     .bind(&session_id)
-    .execute(state.db())
+    .execute(&mut *tx)
     .await?;
     if done.rows_affected() != 1 {
         return Err(ApiError::Conflict(
             "the request was decided meanwhile".into(),
         ));
     }
-    audit::append(
-        &state,
+    audit::append_in(
+        &mut tx,
         if req.approve { "sign.approved" } else { "sign.refused" },
         audit::Subject::device(&me).wallet(&wallet_id),
         json!({ "session_id": session_id, "requested_by": requester, "digest": digest, "signature": req.signature }),
     )
     .await?;
+    tx.commit().await?;
     Ok(Json(api::SignStatus {
         approval: decision.into(),
     }))
@@ -443,4 +485,144 @@ pub async fn status(
     Ok(Json(api::SignStatus {
         approval: approval_of(&state, &session_id).await?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tessera_core::intent::{EthTransaction, SignKind, decode};
+
+    use super::*;
+
+    fn tx(value: &str, gas_limit: u64, max_fee_per_gas: &str) -> Decoded {
+        decode(&SignKind::EthTx {
+            tx: EthTransaction {
+                chain_id: 1,
+                nonce: 0,
+                max_fee_per_gas: max_fee_per_gas.into(),
+                max_priority_fee_per_gas: "0".into(),
+                gas_limit,
+                to: Some("0x1111111111111111111111111111111111111111".into()),
+                value: value.into(),
+                data: "0x".into(),
+            },
+        })
+        .unwrap()
+    }
+
+    fn limits(per_tx: Option<&str>, per_24h: Option<&str>, fee: Option<&str>) -> Policy {
+        Policy {
+            max_value_per_tx: per_tx.map(str::to_string),
+            max_value_per_24h: per_24h.map(str::to_string),
+            max_fee_per_tx: fee.map(str::to_string),
+            ..Policy::default()
+        }
+    }
+
+    const NOON: i64 = 12 * 3600;
+
+    #[test]
+    fn fees_count_against_the_value_limits() {
+        let none = History::default();
+        // The transaction: value 0, 30,000,000 gas at 10^15 wei per gas (3·10^22 wei).
+        let burner = tx("0", 30_000_000, "1000000000000000");
+        assert_eq!(
+            burner.max_fee,
+            Some(U256::from(30_000_000u64) * U256::from(10u64).pow(U256::from(15u64)))
+        );
+        let denial = evaluate(
+            &limits(Some("1000"), None, None),
+            "eth-tx",
+            &burner,
+            &none,
+            NOON,
+        )
+        .unwrap_err();
+        assert_eq!(denial.rule, "max_value_per_tx");
+        assert!(
+            denial
+                .message
+                .contains("30000000000000000000000 wei of fees"),
+            "{}",
+            denial.message
+        );
+        let denial = evaluate(
+            &limits(None, Some("1000"), None),
+            "eth-tx",
+            &burner,
+            &none,
+            NOON,
+        )
+        .unwrap_err();
+        assert_eq!(denial.rule, "max_value_per_24h");
+
+        // Value and fee add up: 600 + 2 × 200 = 1000 is allowed, one more wei is not.
+        let p = limits(Some("1000"), None, None);
+        assert_eq!(
+            evaluate(&p, "eth-tx", &tx("600", 2, "200"), &none, NOON),
+            Ok(())
+        );
+        assert_eq!(
+            evaluate(&p, "eth-tx", &tx("601", 2, "200"), &none, NOON)
+                .unwrap_err()
+                .rule,
+            "max_value_per_tx"
+        );
+
+        // The 24-hour budget counts what was already allowed (values and fees) plus this cost.
+        let p = limits(None, Some("1000"), None);
+        let spent = History {
+            last_hour: 1,
+            cost_24h: U256::from(500u64),
+        };
+        assert_eq!(
+            evaluate(&p, "eth-tx", &tx("300", 2, "100"), &spent, NOON),
+            Ok(())
+        );
+        assert_eq!(
+            evaluate(&p, "eth-tx", &tx("300", 2, "101"), &spent, NOON)
+                .unwrap_err()
+                .rule,
+            "max_value_per_24h"
+        );
+    }
+
+    #[test]
+    fn max_fee_per_tx_limits_the_fee_alone() {
+        let none = History::default();
+        let p = limits(None, None, Some("21000000000000"));
+        // 21,000 gas at 1 gwei: exactly the limit.
+        assert_eq!(
+            evaluate(&p, "eth-tx", &tx("5", 21_000, "1000000000"), &none, NOON),
+            Ok(())
+        );
+        let denial =
+            evaluate(&p, "eth-tx", &tx("0", 21_000, "1000000001"), &none, NOON).unwrap_err();
+        assert_eq!(denial.rule, "max_fee_per_tx");
+        // Messages have no fee and no value: the value rules do not apply to them.
+        let message = decode(&SignKind::EthMessage {
+            message: "hi".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            evaluate(
+                &limits(Some("0"), Some("0"), Some("0")),
+                "eth-message",
+                &message,
+                &none,
+                NOON
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_bad_fee_limit_is_refused() {
+        let bad = limits(None, None, Some("1e18"));
+        assert!(
+            matches!(check(&bad), Err(ApiError::BadRequest(m)) if m.contains("max_fee_per_tx"))
+        );
+        assert!(check(&limits(None, None, Some("1000"))).is_ok());
+    }
 }

@@ -115,7 +115,7 @@ pub async fn register(
     let mut req = req;
     req.device_name = names::normalise("device_name", &req.device_name)?;
 
-    let mut tx = state.db().begin().await?;
+    let mut tx = state.begin_write().await?;
     enrolment::lock_user_by_name(&mut tx, &req.user).await?;
     let user: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = $1")
         .bind(&req.user)
@@ -130,9 +130,8 @@ pub async fn register(
                     .fetch_optional(&mut *tx)
                     .await?;
             if let Some(row) = existing {
-                drop(tx);
-                audit::note(
-                    &state,
+                audit::append_in(
+                    &mut tx,
                     "device.found_again",
                     audit::Subject {
                         user: Some(&id),
@@ -141,7 +140,8 @@ pub async fn register(
                     },
                     json!({ "identity_key": hex::encode(key) }),
                 )
-                .await;
+                .await?;
+                tx.commit().await?;
                 return Ok((StatusCode::OK, Json(device_of(row))));
             }
             enrolment::refuse_too_many_pending(&mut tx, &id).await?;
@@ -176,9 +176,8 @@ pub async fn register(
         .bind(&device_id)
         .fetch_one(&mut *tx)
         .await?;
-    tx.commit().await?;
-    audit::note(
-        &state,
+    audit::append_in(
+        &mut tx,
         "device.registered",
         audit::Subject {
             user: Some(&user_id),
@@ -187,7 +186,8 @@ pub async fn register(
         },
         json!({ "user": req.user, "name": req.device_name, "status": status, "identity_key": hex::encode(key) }),
     )
-    .await;
+    .await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(device_of(row))))
 }
 
@@ -222,7 +222,7 @@ pub async fn revoke(
     Path(device_id): Path<String>,
     Json(req): Json<api::RevokeDevice>,
 ) -> ApiResult<Json<api::Device>> {
-    let mut tx = state.db().begin().await?;
+    let mut tx = state.begin_write().await?;
     enrolment::lock_user(&mut tx, &me.user_id).await?;
     let status: Option<(String,)> =
         sqlx::query_as("SELECT status FROM devices WHERE id = $1 AND user_id = $2")
@@ -246,7 +246,6 @@ pub async fn revoke(
         .bind(&me.user_id)
         .fetch_optional(&mut *tx)
         .await?;
-    tx.commit().await?;
     match row {
         None => Err(ApiError::NotFound(format!(
             "no device {device_id} for this user"
@@ -255,13 +254,14 @@ pub async fn revoke(
             Err(ApiError::Conflict("device already revoked".into()))
         }
         Some(row) => {
-            audit::note(
-                &state,
+            audit::append_in(
+                &mut tx,
                 "device.revoked",
                 audit::Subject::device(&me),
                 json!({ "revoked": device_id, "forced": req.force }),
             )
-            .await;
+            .await?;
+            tx.commit().await?;
             Ok(Json(device_of(row)))
         }
     }
@@ -301,21 +301,23 @@ pub async fn approve(
         &req.signature,
     )
     .await?;
+    let mut tx = state.begin_write().await?;
     sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1 AND status = 'pending'")
         .bind(&device_id)
-        .execute(state.db())
+        .execute(&mut *tx)
         .await?;
     let row: DeviceRow = sqlx::query_as(device_select!("WHERE id = $1"))
         .bind(&device_id)
-        .fetch_one(state.db())
+        .fetch_one(&mut *tx)
         .await?;
-    audit::note(
-        &state,
+    audit::append_in(
+        &mut tx,
         "device.approved",
         audit::Subject::device(&me),
         json!({ "approved": device_id }),
     )
-    .await;
+    .await?;
+    tx.commit().await?;
     Ok(Json(device_of(row)))
 }
 
@@ -348,55 +350,65 @@ pub async fn challenge(
     }))
 }
 
-/// `POST /auth/token`: a challenge is single-use; the device must be active.
+/// `POST /auth/token`: a challenge is single-use (a failed attempt uses it up too); the device
+/// must be active. The token is issued only once its `token.issued` record is committed.
 pub async fn token(
     State(state): State<AppState>,
     Json(req): Json<api::TokenRequest>,
 ) -> ApiResult<Json<api::Token>> {
     let challenge: [u8; 32] = hex_array("challenge", &req.challenge)?;
+    let mut tx = state.begin_write().await?;
     let found: Option<(String, i64)> = sqlx::query_as(
         "DELETE FROM challenges WHERE challenge = $1 RETURNING device_id, expires_at",
     )
     .bind(challenge.as_slice())
-    .fetch_optional(state.db())
+    .fetch_optional(&mut *tx)
     .await?;
-    match found {
-        Some((device, expires)) if device == req.device_id && expires >= now() => {}
+    let refused = match found {
+        Some((device, expires)) if device == req.device_id && expires >= now() => None,
         Some((device, _)) if device == req.device_id => {
-            return Err(ApiError::Unauthorized("challenge expired".into()));
+            Some(ApiError::Unauthorized("challenge expired".into()))
         }
-        _ => return Err(ApiError::Unauthorized("unknown or used challenge".into())),
+        _ => Some(ApiError::Unauthorized("unknown or used challenge".into())),
+    };
+    if let Some(refusal) = refused {
+        tx.commit().await?;
+        return Err(refusal);
     }
     let (key, status, user_id): (Vec<u8>, String, String) =
         sqlx::query_as("SELECT identity_key, status, user_id FROM devices WHERE id = $1")
             .bind(&req.device_id)
-            .fetch_one(state.db())
+            .fetch_one(&mut *tx)
             .await?;
     let key: [u8; 32] = key
         .try_into()
         .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
-    verify_identity(
+    let refused = verify_identity(
         &key,
         &api::auth_message(&req.device_id, &challenge),
         &req.signature,
-    )?;
-    match status.as_str() {
-        "active" => {}
-        "pending" => {
-            return Err(ApiError::Forbidden(
-                "device is pending approval by an active device of this user".into(),
-            ));
-        }
-        _ => return Err(ApiError::Unauthorized("device revoked".into())),
+    )
+    .err()
+    .or_else(|| match status.as_str() {
+        "active" => None,
+        "pending" => Some(ApiError::Forbidden(
+            "device is pending approval by an active device of this user".into(),
+        )),
+        _ => Some(ApiError::Unauthorized("device revoked".into())),
+    });
+    if let Some(refusal) = refused {
+        // The challenge stays used.
+        tx.commit().await?;
+        return Err(refusal);
     }
     sqlx::query("UPDATE devices SET last_seen = $1 WHERE id = $2")
         .bind(now())
         .bind(&req.device_id)
-        .execute(state.db())
+        .execute(&mut *tx)
         .await?;
     let token = state.jwt().issue(&req.device_id, &user_id)?;
-    audit::note(
-        &state,
+    audit::append_in(
+        &mut tx,
         "token.issued",
         audit::Subject {
             user: Some(&user_id),
@@ -405,7 +417,8 @@ pub async fn token(
         },
         json!({ "expires_in": TOKEN_TTL_SECS }),
     )
-    .await;
+    .await?;
+    tx.commit().await?;
     Ok(Json(api::Token {
         token,
         expires_in: TOKEN_TTL_SECS,

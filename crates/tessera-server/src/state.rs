@@ -127,7 +127,6 @@ struct Inner {
     kek: Box<dyn KeyEncryptionKey>,
     config: Config,
     relay: crate::relay::Rooms,
-    audit: tokio::sync::Mutex<()>,
     limits: crate::limits::RateLimits,
     registrations: crate::enrolment::RegistrationLimiter,
     instance: String,
@@ -193,7 +192,6 @@ impl AppState {
             jwt,
             kek,
             relay: crate::relay::Rooms::default(),
-            audit: tokio::sync::Mutex::new(()),
             limits: crate::limits::RateLimits::new(config.limits),
             registrations: crate::enrolment::RegistrationLimiter::default(),
             config,
@@ -291,12 +289,6 @@ impl AppState {
         &self.0.relay
     }
 
-    /// Serialises audit appends in this process.
-    #[must_use]
-    pub fn audit_lock(&self) -> &tokio::sync::Mutex<()> {
-        &self.0.audit
-    }
-
     /// The rate limiters.
     #[must_use]
     pub fn limits(&self) -> &crate::limits::RateLimits {
@@ -350,8 +342,9 @@ pub async fn connect_database(config: &Config) -> Result<AnyPool, String> {
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         // WAL for concurrent readers, foreign keys on, wait rather than fail
-                        // when another connection writes.
-                        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
+                        // when another connection writes (write transactions start with
+                        // `BEGIN IMMEDIATE`, see `db`), every commit durable.
+                        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL;")
                             .execute(conn)
                             .await?;
                         Ok(())

@@ -186,13 +186,16 @@ pub async fn replace_active(state: &AppState, wallet_id: &str, share: &KeyShare)
 /// A pending share that was never committed is abandoned when a new session of the wallet
 /// starts: the device only ever switches after the server did, so it cannot depend on it.
 /// The pending share of a refresh still running is kept.
-pub async fn discard_stale_pending(state: &AppState, wallet_id: &str) -> ApiResult<()> {
+pub async fn discard_stale_pending(
+    conn: &mut sqlx::AnyConnection,
+    wallet_id: &str,
+) -> ApiResult<()> {
     sqlx::query(
         "DELETE FROM server_shares WHERE wallet_id = $1 AND state = 'pending' AND NOT EXISTS \
          (SELECT 1 FROM sessions WHERE sessions.id = server_shares.session_id AND sessions.status = 'running')",
     )
         .bind(wallet_id)
-        .execute(state.db())
+        .execute(conn)
         .await?;
     Ok(())
 }

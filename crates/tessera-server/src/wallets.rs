@@ -8,6 +8,7 @@ use tessera_core::protocols::{fresh_nonce, joint_nonce};
 use tessera_core::{DerivationPath, PublicKey, WalletId};
 
 use crate::auth::AuthDevice;
+use crate::db::{Backend, WriteTx};
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, now};
 
@@ -25,13 +26,41 @@ pub struct Wallet {
 
 /// Loads a wallet of the caller's user (404 for another user's: its existence is not revealed).
 pub async fn wallet_of(state: &AppState, me: &AuthDevice, wallet_id: &str) -> ApiResult<Wallet> {
-    let row: Option<(String, String, Vec<u8>, i64)> = sqlx::query_as(
+    let row: Option<WalletRow> = sqlx::query_as(
         "SELECT id, name, public_key, epoch FROM wallets WHERE id = $1 AND user_id = $2",
     )
     .bind(wallet_id)
     .bind(&me.user_id)
     .fetch_optional(state.db())
     .await?;
+    wallet_from_row(row, wallet_id)
+}
+
+/// [`wallet_of`] inside a write transaction, locking the wallet for it
+/// ([`WriteTx::lock_wallet`]) in the same query.
+pub async fn lock_wallet_of(
+    tx: &mut WriteTx,
+    me: &AuthDevice,
+    wallet_id: &str,
+) -> ApiResult<Wallet> {
+    let row: Option<WalletRow> = match tx.backend() {
+        Backend::Sqlite => sqlx::query_as(
+            "SELECT id, name, public_key, epoch FROM wallets WHERE id = $1 AND user_id = $2",
+        ),
+        Backend::Postgres => sqlx::query_as(
+            "SELECT id, name, public_key, epoch FROM wallets WHERE id = $1 AND user_id = $2 FOR UPDATE",
+        ),
+    }
+    .bind(wallet_id)
+    .bind(&me.user_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    wallet_from_row(row, wallet_id)
+}
+
+type WalletRow = (String, String, Vec<u8>, i64);
+
+fn wallet_from_row(row: Option<WalletRow>, wallet_id: &str) -> ApiResult<Wallet> {
     let (id, name, pk, epoch) =
         row.ok_or_else(|| ApiError::NotFound(format!("no wallet {wallet_id}")))?;
     let public_key = PublicKey::from_sec1_bytes(&pk)
@@ -80,10 +109,12 @@ fn device_nonce(text: Option<&str>) -> ApiResult<Option<[u8; 32]>> {
     .transpose()
 }
 
-/// Creates a protocol session. The run's nonce joins the device's contribution (party 0, when
-/// it sent one) and a fresh one of the server's (party 1); the device is told the server's.
+/// Inserts a protocol session in `tx`; a keygen or refresh session is audited with it (a
+/// signing session is recorded by its `sign.requested` record). The run's nonce joins the
+/// device's contribution (party 0, when it sent one) and a fresh one of the server's (party 1);
+/// the device is told the server's.
 async fn create_session(
-    state: &AppState,
+    tx: &mut WriteTx,
     me: &AuthDevice,
     wallet_id: &str,
     protocol: &str,
@@ -112,18 +143,18 @@ async fn create_session(
     .bind(epoch as i64)
     .bind(now())
     .bind(now())
-    .execute(state.db())
+    .execute(&mut **tx)
     .await
     .map_err(CreateError::Database)?;
-    // A signing session is recorded once, by its `sign.requested` record.
     if protocol != "sign" {
-        crate::audit::note(
-            state,
+        crate::audit::append_in(
+            tx,
             "session.created",
             crate::audit::Subject::device(me).wallet(wallet_id),
             serde_json::json!({ "session_id": session_id, "protocol": protocol, "epoch": epoch }),
         )
-        .await;
+        .await
+        .map_err(CreateError::Api)?;
     }
     Ok(api::SessionCreated {
         session_id,
@@ -146,11 +177,13 @@ pub async fn keygen(
             "wallet name must be 1 to 64 printable characters".into(),
         ));
     }
+    let nonce = device_nonce(req.device_nonce.as_deref())?;
+    let mut tx = state.begin_write().await?;
     let taken: Option<(String,)> =
         sqlx::query_as("SELECT id FROM wallets WHERE user_id = $1 AND name = $2")
             .bind(&me.user_id)
             .bind(name)
-            .fetch_optional(state.db())
+            .fetch_optional(&mut *tx)
             .await?;
     if taken.is_some() {
         return Err(ApiError::Conflict(format!(
@@ -158,10 +191,10 @@ pub async fn keygen(
         )));
     }
     let wallet_id = WalletId::random().to_string();
-    let nonce = device_nonce(req.device_nonce.as_deref())?;
-    let created = create_session(&state, &me, &wallet_id, "keygen", &req, 0, nonce)
+    let created = create_session(&mut tx, &me, &wallet_id, "keygen", &req, 0, nonce)
         .await
         .map_err(ApiError::from)?;
+    tx.commit().await?;
     Ok(Json(created))
 }
 
@@ -182,6 +215,13 @@ pub struct StoredSign {
 /// `POST /sign`: decodes what is to be signed, computes its digest, applies the wallet's policy
 /// (a denial is 403 and audited), and creates the session (held for approval if the policy
 /// says so).
+///
+/// The policy check and everything it depends on or changes is one write transaction under the
+/// wallet's lock: the policy and the wallet's recent requests are read, the request evaluated,
+/// and the session, its `sign_requests` row and its `sign.requested` (or `sign.denied`) record
+/// written and committed together (one commit, one fsync). Concurrent requests of a wallet are
+/// therefore evaluated one after the other, on every replica, and a limit cannot be exceeded by
+/// sending requests at the same time.
 pub async fn sign(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -193,26 +233,33 @@ pub async fn sign(
     let nonce = device_nonce(req.device_nonce.as_deref())?;
     let decoded =
         tessera_core::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
     let kind = req.kind.name();
     let digest = hex::encode(decoded.digest);
-    let controls = state.config().controls;
-    let (version, policy, ..) = if controls {
-        crate::policy::current(&state, &wallet.id).await?
-    } else {
-        (0, api::Policy::default(), None, None)
+    let stored = StoredSign {
+        digest: digest.clone(),
+        path: req.path.clone(),
+        kind: kind.to_string(),
+        summary: decoded.summary.clone(),
     };
+
+    let mut tx = state.begin_write().await?;
+    let wallet = lock_wallet_of(&mut tx, &me, &req.wallet_id).await?;
+    if !tx.audited() {
+        // Controls off (a benchmark): no policy, no records.
+        crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
+        let created = create_session(&mut tx, &me, &wallet.id, "sign", &stored, wallet.epoch, nonce)
+            .await
+            .map_err(ApiError::from)?;
+        tx.commit().await?;
+        return Ok(Json(created));
+    }
+    let (version, policy, ..) = crate::policy::current_in(&mut tx, &wallet.id).await?;
     let at = now();
     let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
-    let verdict = if controls {
-        let history = crate::policy::history(&state, &policy, &wallet.id, at).await?;
-        crate::policy::evaluate(&policy, kind, &decoded, &history, at)
-    } else {
-        Ok(())
-    };
-    if let Err(denial) = verdict {
-        crate::audit::append(
-            &state,
+    let history = crate::policy::history(&mut tx, &policy, &wallet.id, at).await?;
+    if let Err(denial) = crate::policy::evaluate(&policy, kind, &decoded, &history, at) {
+        crate::audit::append_in(
+            &mut tx,
             "sign.denied",
             subject,
             serde_json::json!({
@@ -221,31 +268,40 @@ pub async fn sign(
             }),
         )
         .await?;
+        tx.commit().await?;
         return Err(ApiError::PolicyDenied {
             rule: denial.rule.to_string(),
             message: denial.message,
         });
     }
-    crate::vault::discard_stale_pending(&state, &wallet.id).await?;
-    let stored = StoredSign {
-        digest: digest.clone(),
-        path: req.path.clone(),
-        kind: kind.to_string(),
-        summary: decoded.summary.clone(),
+    crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
+    let mut created = create_session(&mut tx, &me, &wallet.id, "sign", &stored, wallet.epoch, nonce)
+        .await
+        .map_err(ApiError::from)?;
+    let approval = if policy.require_approval {
+        "pending"
+    } else {
+        "none"
     };
-    let mut created = create_session(
-        &state,
-        &me,
-        &wallet.id,
-        "sign",
-        &stored,
-        wallet.epoch,
-        nonce,
+    sqlx::query(
+        "INSERT INTO sign_requests (session_id, wallet_id, device_id, kind, value_wei, max_fee_wei, digest, summary, requested_at, approval, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .await
-    .map_err(ApiError::from)?;
-    crate::audit::append(
-        &state,
+    .bind(&created.session_id)
+    .bind(&wallet.id)
+    .bind(&me.device_id)
+    .bind(kind)
+    .bind(decoded.value.map(|v| v.to_string()))
+    .bind(decoded.max_fee.map(|v| v.to_string()))
+    .bind(&digest)
+    .bind(&decoded.summary)
+    .bind(at)
+    .bind(approval)
+    .bind(at + policy.approval_timeout_secs as i64)
+    .execute(&mut *tx)
+    .await?;
+    crate::audit::append_in(
+        &mut tx,
         "sign.requested",
         subject,
         serde_json::json!({
@@ -255,30 +311,7 @@ pub async fn sign(
         }),
     )
     .await?;
-    if !controls {
-        return Ok(Json(created));
-    }
-    let approval = if policy.require_approval {
-        "pending"
-    } else {
-        "none"
-    };
-    sqlx::query(
-        "INSERT INTO sign_requests (session_id, wallet_id, device_id, kind, value_wei, digest, summary, requested_at, approval, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&created.session_id)
-    .bind(&wallet.id)
-    .bind(&me.device_id)
-    .bind(kind)
-    .bind(decoded.value.map(|v| v.to_string()))
-    .bind(&digest)
-    .bind(&decoded.summary)
-    .bind(at)
-    .bind(approval)
-    .bind(at + policy.approval_timeout_secs as i64)
-    .execute(state.db())
-    .await?;
+    tx.commit().await?;
     if policy.require_approval {
         created.approval = Some("pending".into());
     }
@@ -296,27 +329,21 @@ pub async fn refresh(
     // One refresh of a wallet at a time (a unique index on live refresh sessions). One created
     // but never opened within the idle timeout has expired and no longer counts.
     let idle = state.config().session_idle_timeout.as_secs() as i64;
+    let mut tx = state.begin_write().await?;
     sqlx::query(
         "UPDATE sessions SET status = 'expired', detail = 'never opened' \
          WHERE wallet_id = $1 AND protocol = 'refresh' AND status = 'created' AND last_message_at < $2",
     )
     .bind(&wallet.id)
     .bind(now() - idle)
-    .execute(state.db())
+    .execute(&mut *tx)
     .await?;
-    crate::vault::discard_stale_pending(&state, &wallet.id).await?;
-    match create_session(
-        &state,
-        &me,
-        &wallet.id,
-        "refresh",
-        &req,
-        wallet.epoch,
-        nonce,
-    )
-    .await
-    {
-        Ok(created) => Ok(Json(created)),
+    crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
+    match create_session(&mut tx, &me, &wallet.id, "refresh", &req, wallet.epoch, nonce).await {
+        Ok(created) => {
+            tx.commit().await?;
+            Ok(Json(created))
+        }
         Err(CreateError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
             Err(ApiError::Conflict(format!(
                 "a refresh of this wallet is already in progress; try again when it ends \

@@ -192,15 +192,6 @@ pub async fn open(
                     Err(outcome) => outcome,
                 },
             };
-            let _ = sqlx::query(
-                "UPDATE sessions SET status = $1, detail = $2, last_message_at = $3 WHERE id = $4",
-            )
-            .bind(outcome.status)
-            .bind(outcome.detail.clone())
-            .bind(now())
-            .bind(&session_id)
-            .execute(state.db())
-            .await;
             let kind = match (protocol.as_str(), outcome.status) {
                 (_, "expired") => "session.expired".to_string(),
                 ("sign", "done") => "sign.completed".to_string(),
@@ -215,30 +206,73 @@ pub async fn open(
                 detail["digest"] = digest_hex.into();
                 detail["summary"] = summary.into();
             }
-            audit::note(
-                &state,
-                &kind,
-                audit::Subject::device(&me).wallet(&wallet_id),
-                detail,
-            )
-            .await;
+            let mut records = vec![(kind, detail)];
             if outcome
                 .close
                 .as_ref()
                 .is_some_and(|(c, _)| *c == CLOSE_MISBEHAVED)
             {
-                audit::note(
-                    &state,
-                    "party.misbehaved",
-                    audit::Subject::device(&me).wallet(&wallet_id),
+                records.push((
+                    "party.misbehaved".to_string(),
                     serde_json::json!({ "party": DEVICE.get(), "session_id": session_id }),
-                )
-                .await;
+                ));
             }
-            if let Some((code, reason)) = outcome.close {
+            let mut close_with = outcome.close.clone();
+            let subject = audit::Subject::device(&me).wallet(&wallet_id);
+            if let Err(e) = record_end(&state, &session_id, &outcome, subject, &records).await {
+                tracing::error!(session_id = %session_id, error = %e, "could not record the end of a session");
+                // Never report success without the record.
+                if outcome.status == "done" {
+                    close_with = Some((
+                        CLOSE_INTERNAL,
+                        "the server could not record the outcome".to_string(),
+                    ));
+                }
+            }
+            if let Some((code, reason)) = close_with {
                 close(&mut socket, code, &reason).await;
             }
         }))
+}
+
+/// Records how a session ended: its row and its audit records in one write transaction, tried up
+/// to [`crate::db::DURABLE_ATTEMPTS`] times (what it records already happened).
+async fn record_end(
+    state: &AppState,
+    session_id: &str,
+    outcome: &Outcome,
+    subject: audit::Subject<'_>,
+    records: &[(String, serde_json::Value)],
+) -> ApiResult<()> {
+    let mut attempt = 1;
+    loop {
+        let written = async {
+            let mut tx = state.begin_write().await?;
+            sqlx::query(
+                "UPDATE sessions SET status = $1, detail = $2, last_message_at = $3 WHERE id = $4",
+            )
+            .bind(outcome.status)
+            .bind(outcome.detail.clone())
+            .bind(now())
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+            for (kind, detail) in records {
+                audit::append_in(&mut tx, kind, subject, detail.clone()).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        match written {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < crate::db::DURABLE_ATTEMPTS => {
+                tracing::warn!(session_id = %session_id, attempt, error = %e, "retrying the record of a session's end");
+                attempt += 1;
+                tokio::time::sleep(crate::db::retry_pause(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
