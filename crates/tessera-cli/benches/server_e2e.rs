@@ -84,6 +84,24 @@ const MAX_SIGNS_PER_CLIENT: usize = 5_000;
 // ---------------------------------------------------------------------------------------------
 // The server process
 
+/// The bench measures the server's work, not its limits: one device signs back to back far above
+/// the default per-device rate, and the idle-sessions phase holds a thousand sessions of one
+/// device and wallet. Policies and the audit log stay on (the default).
+const UNLIMITED: [&str; 12] = [
+    "--ip-rate",
+    "1000000",
+    "--ip-burst",
+    "1000000",
+    "--device-rate",
+    "1000000",
+    "--device-burst",
+    "1000000",
+    "--max-sessions-per-device",
+    "1000000",
+    "--max-sessions-per-wallet",
+    "1000000",
+];
+
 /// A `tessera server` process on a free loopback port; killed on drop, panics included.
 struct ServerProcess {
     child: Child,
@@ -107,6 +125,7 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(["server", transport, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
+            .args(UNLIMITED)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backups;
 pub mod error;
 pub mod limits;
+pub mod live_sessions;
 pub mod policy;
 pub mod registry;
 pub mod relay;

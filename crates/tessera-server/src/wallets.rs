@@ -81,22 +81,23 @@ async fn create_session(
     let nonce = fresh_nonce();
     let params = serde_json::to_string(params)
         .map_err(|e| CreateError::Api(ApiError::Internal(e.to_string())))?;
-    sqlx::query(
-        "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, created_at, last_message_at) \
-         VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, $8, $9)",
+    crate::live_sessions::create(
+        state,
+        &crate::live_sessions::NewSession {
+            id: &session_id,
+            device_id: &me.device_id,
+            wallet_id,
+            protocol,
+            nonce: nonce.as_slice(),
+            params: &params,
+            epoch: epoch as i64,
+        },
     )
-    .bind(&session_id)
-    .bind(&me.device_id)
-    .bind(wallet_id)
-    .bind(protocol)
-    .bind(nonce.as_slice())
-    .bind(params)
-    .bind(epoch as i64)
-    .bind(now())
-    .bind(now())
-    .execute(state.db())
     .await
-    .map_err(CreateError::Database)?;
+    .map_err(|e| match e {
+        crate::live_sessions::InsertError::Cap(e) => CreateError::Api(e),
+        crate::live_sessions::InsertError::Database(e) => CreateError::Database(e),
+    })?;
     // A signing session is recorded once, by its `sign.requested` record.
     if protocol != "sign" {
         crate::audit::note(
