@@ -384,8 +384,10 @@ async fn drive<S: Session>(
     mut session: S,
 ) -> Result<S::Output, Outcome> {
     let timeout = state.config().session_idle_timeout;
-    // Only protocol messages count as activity: pings and pongs do not move the deadline.
-    let mut deadline = tokio::time::Instant::now() + timeout;
+    // Only protocol messages count as activity: the deadline moves once the server has handled
+    // one and sent its answer (pings and pongs do not move it).
+    let mut deadline = tokio::time::Instant::now();
+    let mut progressed = true;
     let mut outgoing = match session.start() {
         Ok(out) => out,
         Err(e) => {
@@ -408,6 +410,9 @@ async fn drive<S: Session>(
         }
         if session.is_finished() {
             break;
+        }
+        if std::mem::take(&mut progressed) {
+            deadline = tokio::time::Instant::now() + timeout;
         }
         let frame = match tokio::time::timeout_at(deadline, socket.recv()).await {
             Err(_) => {
@@ -444,9 +449,11 @@ async fn drive<S: Session>(
         };
         // Idle expiry is enforced here, in memory; the row's last_message_at is written once, when
         // the session ends (a write per frame cost an fsync each).
-        deadline = tokio::time::Instant::now() + timeout;
         match session.receive_bytes(DEVICE, &bytes) {
-            Ok(out) => outgoing = out,
+            Ok(out) => {
+                outgoing = out;
+                progressed = true;
+            }
             Err(e @ Error::PartyMisbehaved { .. }) => {
                 return Err(ended(
                     "failed",
