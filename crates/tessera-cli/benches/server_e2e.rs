@@ -84,6 +84,24 @@ const MAX_SIGNS_PER_CLIENT: usize = 5_000;
 // ---------------------------------------------------------------------------------------------
 // The server process
 
+/// The bench measures the server's work, not its limits: one device signs back to back far above
+/// the default per-device rate, and the idle-sessions phase holds a thousand sessions of one
+/// device and wallet. Policies and the audit log stay on (the default).
+const UNLIMITED: [&str; 12] = [
+    "--ip-rate",
+    "1000000",
+    "--ip-burst",
+    "1000000",
+    "--device-rate",
+    "1000000",
+    "--device-burst",
+    "1000000",
+    "--max-sessions-per-device",
+    "1000000",
+    "--max-sessions-per-wallet",
+    "1000000",
+];
+
 /// A `tessera server` process on a free loopback port; killed on drop, panics included.
 struct ServerProcess {
     child: Child,
@@ -107,6 +125,7 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(["server", transport, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
+            .args(UNLIMITED)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -912,7 +931,10 @@ struct Report {
 
 impl Report {
     fn print(&self, plan: &Plan, inproc_keygen: &Stats, inproc_sign: &Stats) {
-        let limit = inproc_sign.median().mul_f64(1.3) + Duration::from_millis(2);
+        // Issue 12's targets, policies and audit on: end to end within 1.15 × in process, and at
+        // most 6 ms of the server's CPU per sign.
+        let limit = inproc_sign.median().mul_f64(1.15);
+        let cpu_limit = Duration::from_millis(6);
         let e2e = self.sign.median();
         let n_idle = plan.idle_sessions;
         let [idle_sign, idle_keygen] = &self.idle;
@@ -935,7 +957,7 @@ impl Report {
             ms(inproc_sign.pct(99.0))
         );
         println!(
-            "| sign 2-of-2, end to end, one client, median / p99 of {} | {} / {} | ≤ 1.3 × {} + 2 ms = {} | {} |",
+            "| sign 2-of-2, end to end, one client, median / p99 of {} | {} / {} | ≤ 1.15 × {} = {} | {} |",
             plan.signs,
             ms(e2e),
             ms(self.sign.pct(99.0)),
@@ -944,10 +966,12 @@ impl Report {
             yes(e2e <= limit)
         );
         println!(
-            "| CPU per end-to-end sign: server / client process (other processes meanwhile: {:.2} cores) | {} / {} | | |",
+            "| CPU per end-to-end sign: server / client process (other processes meanwhile: {:.2} cores) | {} / {} | server ≤ {} | {} |",
             self.sign_cpu.other_cores,
             ms(self.sign_cpu.server),
-            ms(self.sign_cpu.client)
+            ms(self.sign_cpu.client),
+            ms(cpu_limit),
+            yes(self.sign_cpu.server <= cpu_limit)
         );
         let one = self.levels.iter().find(|l| l.clients == 1);
         let eight = self.levels.iter().find(|l| l.clients == 8);

@@ -139,6 +139,13 @@ struct ServerArgs {
     /// Authentication failures allowed at once from one source address.
     #[arg(long, default_value_t = 20)]
     auth_failure_burst: u32,
+    /// Sessions one device may hold at once, running or created and not yet expired (more:
+    /// 409 until some end).
+    #[arg(long, default_value_t = tessera_server::live_sessions::DEFAULT_MAX_PER_DEVICE)]
+    max_sessions_per_device: u32,
+    /// Sessions one wallet may hold at once, all devices together.
+    #[arg(long, default_value_t = tessera_server::live_sessions::DEFAULT_MAX_PER_WALLET)]
+    max_sessions_per_wallet: u32,
     /// Benchmarks only: no signing policies and no audit log (to measure what they cost).
     /// Refused except with --insecure-http on loopback.
     #[arg(long, hide = true, requires = "insecure_http")]
@@ -460,6 +467,8 @@ async fn server(args: ServerArgs) -> CliResult {
         auth_failure_burst: args.auth_failure_burst,
     };
     config.session_idle_timeout = std::time::Duration::from_secs(args.session_idle_timeout.max(1));
+    config.max_sessions_per_device = args.max_sessions_per_device.max(1);
+    config.max_sessions_per_wallet = args.max_sessions_per_wallet.max(1);
     let state = tessera_server::AppState::open(config)
         .await
         .map_err(Failure::Failed)?;

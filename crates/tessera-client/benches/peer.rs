@@ -139,8 +139,14 @@ fn answering_device(
 }
 
 fn main() {
+    // `cargo bench` passes --bench; without it (`cargo test --benches`) a smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
     let quick = std::env::args().any(|a| a == "--quick");
-    let (pair_runs, sign_runs) = if quick { (20, 50) } else { (100, 300) };
+    let (pair_runs, sign_runs) = match (full, quick) {
+        (false, _) => (2, 3),
+        (true, true) => (20, 50),
+        (true, false) => (100, 300),
+    };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let at = listener.local_addr().unwrap().to_string();
     let (jobs, job_rx) = mpsc::channel();

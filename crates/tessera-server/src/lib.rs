@@ -13,6 +13,7 @@ pub mod db;
 pub mod enrolment;
 pub mod error;
 pub mod limits;
+pub mod live_sessions;
 pub mod names;
 pub mod policy;
 pub mod registry;

@@ -32,6 +32,10 @@ pub struct Config {
     pub limits: crate::limits::Limits,
     /// Policies and the audit log. Only a benchmark turns them off, to measure their cost.
     pub controls: bool,
+    /// Live sessions (running, or created and still openable) one device may hold.
+    pub max_sessions_per_device: u32,
+    /// Live sessions one wallet may hold, all devices together.
+    pub max_sessions_per_wallet: u32,
 }
 
 /// Where the key-encryption key is.
@@ -117,6 +121,8 @@ impl Config {
             kek: None,
             limits: crate::limits::Limits::default(),
             controls: true,
+            max_sessions_per_device: crate::live_sessions::DEFAULT_MAX_PER_DEVICE,
+            max_sessions_per_wallet: crate::live_sessions::DEFAULT_MAX_PER_WALLET,
         }
     }
 }

@@ -114,6 +114,7 @@ fn device_nonce(text: Option<&str>) -> ApiResult<Option<[u8; 32]>> {
 /// device's contribution (party 0, when it sent one) and a fresh one of the server's (party 1);
 /// the device is told the server's.
 async fn create_session(
+    state: &AppState,
     tx: &mut WriteTx,
     me: &AuthDevice,
     wallet_id: &str,
@@ -130,22 +131,24 @@ async fn create_session(
     };
     let params = serde_json::to_string(params)
         .map_err(|e| CreateError::Api(ApiError::Internal(e.to_string())))?;
-    sqlx::query(
-        "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, created_at, last_message_at) \
-         VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, $8, $9)",
+    crate::live_sessions::insert_within_caps(
+        state,
+        tx,
+        &crate::live_sessions::NewSession {
+            id: &session_id,
+            device_id: &me.device_id,
+            wallet_id,
+            protocol,
+            nonce: nonce.as_slice(),
+            params: &params,
+            epoch: epoch as i64,
+        },
     )
-    .bind(&session_id)
-    .bind(&me.device_id)
-    .bind(wallet_id)
-    .bind(protocol)
-    .bind(nonce.as_slice())
-    .bind(params)
-    .bind(epoch as i64)
-    .bind(now())
-    .bind(now())
-    .execute(&mut **tx)
     .await
-    .map_err(CreateError::Database)?;
+    .map_err(|e| match e {
+        crate::live_sessions::InsertError::Cap(e) => CreateError::Api(e),
+        crate::live_sessions::InsertError::Database(e) => CreateError::Database(e),
+    })?;
     if protocol != "sign" {
         crate::audit::append_in(
             tx,
@@ -191,7 +194,7 @@ pub async fn keygen(
         )));
     }
     let wallet_id = WalletId::random().to_string();
-    let created = create_session(&mut tx, &me, &wallet_id, "keygen", &req, 0, nonce)
+    let created = create_session(&state, &mut tx, &me, &wallet_id, "keygen", &req, 0, nonce)
         .await
         .map_err(ApiError::from)?;
     tx.commit().await?;
@@ -247,7 +250,7 @@ pub async fn sign(
     if !tx.audited() {
         // Controls off (a benchmark): no policy, no records.
         crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
-        let created = create_session(&mut tx, &me, &wallet.id, "sign", &stored, wallet.epoch, nonce)
+        let created = create_session(&state, &mut tx, &me, &wallet.id, "sign", &stored, wallet.epoch, nonce)
             .await
             .map_err(ApiError::from)?;
         tx.commit().await?;
@@ -275,7 +278,7 @@ pub async fn sign(
         });
     }
     crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
-    let mut created = create_session(&mut tx, &me, &wallet.id, "sign", &stored, wallet.epoch, nonce)
+    let mut created = create_session(&state, &mut tx, &me, &wallet.id, "sign", &stored, wallet.epoch, nonce)
         .await
         .map_err(ApiError::from)?;
     let approval = if policy.require_approval {
@@ -339,7 +342,7 @@ pub async fn refresh(
     .execute(&mut *tx)
     .await?;
     crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
-    match create_session(&mut tx, &me, &wallet.id, "refresh", &req, wallet.epoch, nonce).await {
+    match create_session(&state, &mut tx, &me, &wallet.id, "refresh", &req, wallet.epoch, nonce).await {
         Ok(created) => {
             tx.commit().await?;
             Ok(Json(created))

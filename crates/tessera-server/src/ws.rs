@@ -38,6 +38,20 @@ pub struct WsQuery {
     session_id: String,
 }
 
+/// A session row with its signing request's approval, expiry and decision time (if any).
+type SessionRow = (
+    String,
+    String,
+    String,
+    Vec<u8>,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
 enum Run {
     Keygen(Box<KeygenSession>, WalletId, String),
     Sign(Box<SignSession>),
@@ -51,21 +65,41 @@ pub async fn open(
     Query(q): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    let row: Option<(String, String, String, Vec<u8>, String, i64)> = sqlx::query_as(
-        "SELECT device_id, wallet_id, protocol, nonce, status, last_message_at FROM sessions WHERE id = $1",
+    // The session and, for a signing request, its approval: one read.
+    let row: Option<SessionRow> = sqlx::query_as(
+        "SELECT s.device_id, s.wallet_id, s.protocol, s.nonce, s.status, s.last_message_at, s.params, \
+         r.approval, r.expires_at, r.decided_at \
+         FROM sessions s LEFT JOIN sign_requests r ON r.session_id = s.id WHERE s.id = $1",
     )
     .bind(&q.session_id)
     .fetch_optional(state.db())
     .await?;
-    let (device_id, wallet_id, protocol, nonce, status, last_message_at) =
-        row.ok_or_else(|| ApiError::NotFound("unknown session".into()))?;
+    let (
+        device_id,
+        wallet_id,
+        protocol,
+        nonce,
+        status,
+        last_message_at,
+        params,
+        approval,
+        approval_expires,
+        decided_at,
+    ) = row.ok_or_else(|| ApiError::NotFound("unknown session".into()))?;
     if device_id != me.device_id {
         return Err(ApiError::Forbidden(
             "this session belongs to another device".into(),
         ));
     }
     let idle = state.config().session_idle_timeout.as_secs() as i64;
-    if status == "created" && now() - last_message_at > idle {
+    let open_by = crate::live_sessions::open_by(
+        idle,
+        last_message_at,
+        approval.as_deref(),
+        approval_expires,
+        decided_at,
+    );
+    if status == "created" && now() > open_by {
         // Created but never opened within the idle timeout: it expires like an idle socket.
         sqlx::query("UPDATE sessions SET status = 'expired', detail = 'never opened' WHERE id = $1 AND status = 'created'")
             .bind(&q.session_id)
@@ -83,16 +117,12 @@ pub async fn open(
     let nonce: [u8; 32] = nonce
         .try_into()
         .map_err(|_| ApiError::Internal("stored nonce length".into()))?;
-    let params: (String,) = sqlx::query_as("SELECT params FROM sessions WHERE id = $1")
-        .bind(&q.session_id)
-        .fetch_one(state.db())
-        .await?;
     let mut digest_hex = String::new();
     let mut summary = String::new();
     let run = match protocol.as_str() {
         "keygen" => {
             let req: api::KeygenRequest =
-                serde_json::from_str(&params.0).map_err(|e| ApiError::Internal(e.to_string()))?;
+                serde_json::from_str(&params).map_err(|e| ApiError::Internal(e.to_string()))?;
             let wallet =
                 WalletId::from_hex(&wallet_id).map_err(|e| ApiError::Internal(e.to_string()))?;
             let threshold = Threshold::new(2, 2).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -102,11 +132,8 @@ pub async fn open(
         }
         "sign" => {
             let req: crate::wallets::StoredSign =
-                serde_json::from_str(&params.0).map_err(|e| ApiError::Internal(e.to_string()))?;
-            match crate::policy::approval_of(&state, &q.session_id)
-                .await?
-                .as_str()
-            {
+                serde_json::from_str(&params).map_err(|e| ApiError::Internal(e.to_string()))?;
+            match crate::live_sessions::approval_state(approval, approval_expires).as_str() {
                 "none" | "approved" => {}
                 "pending" => {
                     return Err(ApiError::Forbidden(
@@ -344,9 +371,10 @@ async fn commit_refresh(
             None,
         );
     }
-    let timeout = state.config().session_idle_timeout;
+    // Pings and pongs do not move the deadline.
+    let deadline = tokio::time::Instant::now() + state.config().session_idle_timeout;
     let commit = loop {
-        match tokio::time::timeout(timeout, socket.recv()).await {
+        match tokio::time::timeout_at(deadline, socket.recv()).await {
             Err(_) => {
                 return ended(
                     "expired",
@@ -390,6 +418,10 @@ async fn drive<S: Session>(
     mut session: S,
 ) -> Result<S::Output, Outcome> {
     let timeout = state.config().session_idle_timeout;
+    // Only protocol messages count as activity: the deadline moves once the server has handled
+    // one and sent its answer (pings and pongs do not move it).
+    let mut deadline = tokio::time::Instant::now();
+    let mut progressed = true;
     let mut outgoing = match session.start() {
         Ok(out) => out,
         Err(e) => {
@@ -413,7 +445,10 @@ async fn drive<S: Session>(
         if session.is_finished() {
             break;
         }
-        let frame = match tokio::time::timeout(timeout, socket.recv()).await {
+        if std::mem::take(&mut progressed) {
+            deadline = tokio::time::Instant::now() + timeout;
+        }
+        let frame = match tokio::time::timeout_at(deadline, socket.recv()).await {
             Err(_) => {
                 return Err(ended(
                     "expired",
@@ -449,7 +484,10 @@ async fn drive<S: Session>(
         // Idle expiry is enforced here, in memory; the row's last_message_at is written once, when
         // the session ends (a write per frame cost an fsync each).
         match session.receive_bytes(DEVICE, &bytes) {
-            Ok(out) => outgoing = out,
+            Ok(out) => {
+                outgoing = out;
+                progressed = true;
+            }
             Err(e @ Error::PartyMisbehaved { .. }) => {
                 return Err(ended(
                     "failed",
