@@ -9,11 +9,13 @@
 pub mod audit;
 pub mod auth;
 pub mod backups;
+pub mod bans;
 pub mod error;
 pub mod limits;
 pub mod policy;
 pub mod registry;
 pub mod relay;
+pub mod release;
 pub mod state;
 pub mod tls;
 pub mod vault;
@@ -65,6 +67,8 @@ pub fn app(state: AppState) -> Router {
         .route("/sign/{session_id}", get(policy::status))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify_endpoint))
+        .route("/bans", get(bans::list))
+        .route("/bans/{ban_id}/approve-lift", post(bans::approve_lift))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

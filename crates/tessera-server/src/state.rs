@@ -32,6 +32,11 @@ pub struct Config {
     pub limits: crate::limits::Limits,
     /// Policies and the audit log. Only a benchmark turns them off, to measure their cost.
     pub controls: bool,
+    /// Sign and refresh runs of a wallet that may abort without blame within `abort_window`;
+    /// one more locks the wallet until a refresh (0: never lock).
+    pub abort_limit: u32,
+    /// The window in which aborts are counted.
+    pub abort_window: Duration,
 }
 
 /// Where the key-encryption key is.
@@ -117,6 +122,8 @@ impl Config {
             kek: None,
             limits: crate::limits::Limits::default(),
             controls: true,
+            abort_limit: 5,
+            abort_window: Duration::from_secs(3600),
         }
     }
 }
@@ -342,8 +349,9 @@ pub async fn connect_database(config: &Config) -> Result<AnyPool, String> {
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         // WAL for concurrent readers, foreign keys on, wait rather than fail
-                        // when another connection writes.
-                        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
+                        // when another connection writes; deleted rows (an old share epoch) are
+                        // overwritten with zeros, not left in free pages.
+                        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA secure_delete = ON;")
                             .execute(conn)
                             .await?;
                         Ok(())

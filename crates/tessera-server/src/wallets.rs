@@ -174,6 +174,7 @@ pub async fn sign(
     let decoded =
         tessera_core::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    crate::bans::refuse_signing(&state, &wallet.id).await?;
     let kind = req.kind.name();
     let digest = hex::encode(decoded.digest);
     let controls = state.config().controls;
@@ -264,6 +265,7 @@ pub async fn refresh(
     Json(req): Json<api::RefreshRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    crate::bans::refuse_refresh(&state, &wallet.id).await?;
     // One refresh of a wallet at a time (a unique index on live refresh sessions). One created
     // but never opened within the idle timeout has expired and no longer counts.
     let idle = state.config().session_idle_timeout.as_secs() as i64;

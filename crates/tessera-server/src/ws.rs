@@ -80,6 +80,7 @@ pub async fn open(
             "session is {status}; start a new one"
         )));
     }
+    crate::bans::refuse_session(&state, &wallet_id, &protocol).await?;
     let nonce: [u8; 32] = nonce
         .try_into()
         .map_err(|_| ApiError::Internal("stored nonce length".into()))?;
@@ -170,22 +171,30 @@ pub async fn open(
         .read_buffer_size(16 * 1024)
         .on_upgrade(move |mut socket| async move {
             let mut signature = None;
+            let mut release = (protocol == "sign").then(|| crate::release::Release {
+                session_id: session_id.clone(),
+                wallet_id: wallet_id.clone(),
+                digest: digest_hex.clone(),
+                device: me.clone(),
+            });
             let outcome = match run {
-                Run::Keygen(s, wallet, name) => match drive(&state, &mut socket, *s).await {
-                    Ok(share) => stored(
-                        vault::store_new_wallet(&state, &me, wallet, &name, &share).await,
-                        "could not store the result",
-                    ),
-                    Err(outcome) => outcome,
-                },
-                Run::Sign(s) => match drive(&state, &mut socket, *s).await {
+                Run::Keygen(s, wallet, name) => {
+                    match drive(&state, &mut socket, *s, &mut None).await {
+                        Ok(share) => stored(
+                            vault::store_new_wallet(&state, &me, wallet, &name, &share).await,
+                            "could not store the result",
+                        ),
+                        Err(outcome) => outcome,
+                    }
+                }
+                Run::Sign(s) => match drive(&state, &mut socket, *s, &mut release).await {
                     Ok(sig) => {
                         signature = Some(hex::encode(sig.to_rsv()));
                         stored(Ok(()), "could not store the result")
                     }
                     Err(outcome) => outcome,
                 },
-                Run::Refresh(s) => match drive(&state, &mut socket, *s).await {
+                Run::Refresh(s) => match drive(&state, &mut socket, *s, &mut None).await {
                     Ok(share) => {
                         commit_refresh(&state, &mut socket, &wallet_id, &session_id, share).await
                     }
@@ -201,7 +210,10 @@ pub async fn open(
             .bind(&session_id)
             .execute(state.db())
             .await;
+            let released = protocol == "sign" && release.is_none();
             let kind = match (protocol.as_str(), outcome.status) {
+                // The device may hold a valid signature: the run did not plainly fail.
+                ("sign", "failed" | "expired") if released => "sign.unconfirmed".to_string(),
                 (_, "expired") => "session.expired".to_string(),
                 ("sign", "done") => "sign.completed".to_string(),
                 (p, status) => format!("{p}.{status}"),
@@ -222,19 +234,20 @@ pub async fn open(
                 detail,
             )
             .await;
-            if outcome
-                .close
-                .as_ref()
-                .is_some_and(|(c, _)| *c == CLOSE_MISBEHAVED)
-            {
-                audit::note(
-                    &state,
-                    "party.misbehaved",
-                    audit::Subject::device(&me).wallet(&wallet_id),
-                    serde_json::json!({ "party": DEVICE.get(), "session_id": session_id }),
-                )
-                .await;
-            }
+            crate::bans::after_run(
+                &state,
+                &me,
+                &wallet_id,
+                &session_id,
+                crate::bans::RunEnd {
+                    protocol: &protocol,
+                    status: outcome.status,
+                    close_code: outcome.close.as_ref().map(|(c, _)| *c),
+                    detail: outcome.detail.as_deref(),
+                    blamed: outcome.blamed.as_ref(),
+                },
+            )
+            .await;
             if let Some((code, reason)) = outcome.close {
                 close(&mut socket, code, &reason).await;
             }
@@ -262,6 +275,8 @@ struct Outcome {
     status: &'static str,
     detail: Option<String>,
     close: Option<(u16, String)>,
+    /// The party the engine blamed, to be banned.
+    blamed: Option<crate::bans::Blame>,
 }
 
 fn ended(status: &'static str, detail: impl Into<String>, close: Option<(u16, &str)>) -> Outcome {
@@ -269,6 +284,7 @@ fn ended(status: &'static str, detail: impl Into<String>, close: Option<(u16, &s
         status,
         detail: Some(detail.into()),
         close: close.map(|(c, r)| (c, r.to_string())),
+        blamed: None,
     }
 }
 
@@ -279,6 +295,7 @@ fn stored(result: ApiResult<()>, failure: &str) -> Outcome {
             status: "done",
             detail: None,
             close: Some((1000, "done".into())),
+            blamed: None,
         },
         Err(e) => ended("failed", e.to_string(), Some((CLOSE_INTERNAL, failure))),
     }
@@ -350,10 +367,13 @@ async fn commit_refresh(
     )
 }
 
+/// Runs `session` over `socket`. `release`, for a signing run, is recorded (and taken) before
+/// the first message of the last round leaves: with it the device can finish the signature.
 async fn drive<S: Session>(
     state: &AppState,
     socket: &mut WebSocket,
     mut session: S,
+    release: &mut Option<crate::release::Release>,
 ) -> Result<S::Output, Outcome> {
     let timeout = state.config().session_idle_timeout;
     let mut outgoing = match session.start() {
@@ -368,6 +388,18 @@ async fn drive<S: Session>(
     };
     loop {
         for e in outgoing.drain(..) {
+            if e.round == session.total_rounds()
+                && let Some(r) = release.as_ref()
+            {
+                if let Err(err) = crate::release::record(state, r).await {
+                    return Err(ended(
+                        "failed",
+                        err.to_string(),
+                        Some((CLOSE_INTERNAL, "could not record the release")),
+                    ));
+                }
+                *release = None;
+            }
             if socket
                 .send(Message::Binary(e.to_bytes().into()))
                 .await
@@ -416,12 +448,22 @@ async fn drive<S: Session>(
         // the session ends (a write per frame cost an fsync each).
         match session.receive_bytes(DEVICE, &bytes) {
             Ok(out) => outgoing = out,
-            Err(e @ Error::PartyMisbehaved { .. }) => {
-                return Err(ended(
+            Err(Error::PartyMisbehaved { party, reason }) => {
+                let e = Error::PartyMisbehaved {
+                    party,
+                    reason: reason.clone(),
+                };
+                let mut outcome = ended(
                     "failed",
                     e.to_string(),
                     Some((CLOSE_MISBEHAVED, &e.to_string())),
-                ));
+                );
+                outcome.blamed = Some(crate::bans::Blame {
+                    party,
+                    round: session.round(),
+                    reason,
+                });
+                return Err(outcome);
             }
             Err(e) => {
                 return Err(ended(
