@@ -446,6 +446,7 @@ async fn drive<S: Session>(
         };
         // Idle expiry is enforced here, in memory; the row's last_message_at is written once, when
         // the session ends (a write per frame cost an fsync each).
+        let round = session.round();
         match session.receive_bytes(DEVICE, &bytes) {
             Ok(out) => outgoing = out,
             Err(Error::PartyMisbehaved { party, reason }) => {
@@ -460,7 +461,7 @@ async fn drive<S: Session>(
                 );
                 outcome.blamed = Some(crate::bans::Blame {
                     party,
-                    round: session.round(),
+                    round,
                     reason,
                 });
                 return Err(outcome);
