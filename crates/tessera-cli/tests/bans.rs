@@ -615,3 +615,41 @@ async fn a_signature_released_then_answered_with_garbage_is_recorded_as_unconfir
 async fn kinds_after(client: &ServerClient, wallet: &str, after: usize) -> Vec<String> {
     kinds(&client.audit(Some(wallet)).await.unwrap()[after + 1..])
 }
+
+/// Frames a network could duplicate, delay or lose are not proof of malice: no ban.
+#[tokio::test]
+async fn duplicated_delayed_or_dropped_frames_ban_nobody() {
+    let server = server(false, &["--session-idle-timeout", "2"]);
+    let proxy = TamperProxy::start(&server.url).await;
+    let (laptop, record) = device_with_wallet(&proxy.url).await;
+    let wallet = record.current.wallet_id().to_string();
+    // Delayed frames in both directions: the signature still completes.
+    proxy.on(
+        Direction::ToServer,
+        1,
+        Tamper::Delay(std::time::Duration::from_millis(300)),
+    );
+    proxy.on(
+        Direction::ToDevice,
+        2,
+        Tamper::Delay(std::time::Duration::from_millis(300)),
+    );
+    sign(&laptop.client, &record.current, 1).await.unwrap();
+    assert_eq!(proxy.pending(), 0);
+    // A duplicated round-1 message: refused as invalid (4400), not blamed.
+    proxy.on(Direction::ToServer, 0, Tamper::Duplicate);
+    let err = sign(&laptop.client, &record.current, 2).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Closed { code: 4400, .. }),
+        "{err}"
+    );
+    // A dropped message: the session expires (4408), nobody is blamed.
+    proxy.on(Direction::ToServer, 1, Tamper::Drop);
+    let err = sign(&laptop.client, &record.current, 3).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Closed { code: 4408, .. }),
+        "{err}"
+    );
+    assert!(laptop.client.bans(&wallet).await.unwrap().is_empty());
+    sign(&laptop.client, &record.current, 4).await.unwrap();
+}

@@ -22,10 +22,13 @@ pub enum Direction {
     ToDevice,
 }
 
+/// Changes a frame's payload in place.
+pub type Rewriter = Box<dyn FnMut(&mut Vec<u8>) + Send>;
+
 /// What to do with a chosen frame.
 pub enum Tamper {
     /// Forward the frame with its payload changed by the function.
-    Rewrite(Box<dyn FnMut(&mut Vec<u8>) + Send>),
+    Rewrite(Rewriter),
     /// Do not forward it.
     Drop,
     /// Forward it twice.
