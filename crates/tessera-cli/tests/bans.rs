@@ -282,7 +282,16 @@ async fn disconnects_lock(postgres: bool) {
         matches!(&refused, ClientError::Server { status: 403, message, .. } if message.contains("locked")),
         "{refused}"
     );
-    let audit = laptop.client.audit(Some(&wallet)).await.unwrap();
+    // The lock's audit record is appended right after the lock row (the lead's audit
+    // primitive will commit both together): wait for it.
+    let mut audit = Vec::new();
+    for _ in 0..600 {
+        audit = laptop.client.audit(Some(&wallet)).await.unwrap();
+        if audit.iter().any(|r| r.kind == "wallet.locked") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let locked = audit.iter().find(|r| r.kind == "wallet.locked").unwrap();
     assert!(
         detail(locked)["reason"]
