@@ -97,7 +97,10 @@ pub async fn run(message: &str, path: &DerivationPath) -> Result<(), Failure> {
                 step.round(n, 4);
                 Ok(())
             }
-            RefreshStep::Settled | RefreshStep::PendingStored | RefreshStep::Switched => keystore
+            RefreshStep::Settled
+            | RefreshStep::PendingStored
+            | RefreshStep::Switched
+            | RefreshStep::Banned => keystore
                 .replace_wallet("demo", &r.to_bytes(), &passphrase)
                 .map_err(|e| e.to_string()),
             RefreshStep::CommitSent => Ok(()),

@@ -406,9 +406,10 @@ pub async fn refresh(home_dir: &Path, wallet: &str) -> Result<(), Failure> {
                     eprintln!("  refresh round {n}/4 done");
                     Ok(())
                 }
-                RefreshStep::Settled | RefreshStep::PendingStored | RefreshStep::Switched => {
-                    store_record(&s, wallet, r)
-                }
+                RefreshStep::Settled
+                | RefreshStep::PendingStored
+                | RefreshStep::Switched
+                | RefreshStep::Banned => store_record(&s, wallet, r),
                 RefreshStep::CommitSent => Ok(()),
             };
             pause_for_crash_test(step);

@@ -150,6 +150,14 @@ struct ServerArgs {
     /// Refused except with --insecure-http on loopback.
     #[arg(long, hide = true, requires = "insecure_http")]
     benchmark_without_controls: bool,
+    /// Signing or refresh runs of one wallet that may abort without the engine blaming anybody
+    /// (a disconnect mid-protocol, a bad message) within --abort-window; one more locks the
+    /// wallet until a refresh, because repeated aborts are how OT-based protocols leak (0: never).
+    #[arg(long, default_value_t = 5)]
+    abort_limit: u32,
+    /// Seconds over which aborts are counted for --abort-limit.
+    #[arg(long, default_value_t = 3600)]
+    abort_window: u64,
 }
 
 #[derive(Subcommand)]
@@ -469,6 +477,8 @@ async fn server(args: ServerArgs) -> CliResult {
     config.session_idle_timeout = std::time::Duration::from_secs(args.session_idle_timeout.max(1));
     config.max_sessions_per_device = args.max_sessions_per_device.max(1);
     config.max_sessions_per_wallet = args.max_sessions_per_wallet.max(1);
+    config.abort_limit = args.abort_limit;
+    config.abort_window = std::time::Duration::from_secs(args.abort_window.max(1));
     let state = tessera_server::AppState::open(config)
         .await
         .map_err(Failure::Failed)?;

@@ -472,14 +472,46 @@ fn store_wallet(
     Ok(())
 }
 
+/// The share of a wallet, refused while this device bans a party of it.
 fn load_share(u: &Unlocked, name: &str) -> Result<KeyShare, Failure> {
     let bytes = u
         .keystore
         .load_wallet(name, &u.passphrase)
         .map_err(store_error)?;
-    Ok(WalletRecord::from_bytes(&bytes)
-        .map_err(|e| Failure::Failed(format!("wallet {name}: {e}")))?
-        .current)
+    let record = WalletRecord::from_bytes(&bytes)
+        .map_err(|e| Failure::Failed(format!("wallet {name}: {e}")))?;
+    record
+        .refuse_if_banned()
+        .map_err(|e| Failure::Failed(format!("wallet {name}: {e}")))?;
+    Ok(record.current)
+}
+
+/// When the engine blamed a peer, bans it from the wallet in this device's record.
+fn ban_on_blame(u: &Unlocked, name: &str, e: &PeerError) {
+    let PeerError::Blamed {
+        party,
+        session_id,
+        round,
+        reason,
+        ..
+    } = e
+    else {
+        return;
+    };
+    let banned = u
+        .keystore
+        .load_wallet(name, &u.passphrase)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| WalletRecord::from_bytes(&bytes).map_err(|e| e.to_string()))
+        .and_then(|mut record| {
+            record.ban(*party, session_id, *round, reason);
+            u.keystore
+                .replace_wallet(name, &record.to_bytes(), &u.passphrase)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(why) = banned {
+        eprintln!("could not store the ban of party {party} of wallet {name:?}: {why}");
+    }
 }
 
 fn peer_wallet(u: &Unlocked, name: &str) -> Result<PeerWallet, Failure> {
@@ -553,7 +585,10 @@ async fn sign(home: &Path, args: PeerSignArgs) -> Result<(), Failure> {
         &mut round_printer("sign"),
     )
     .await
-    .map_err(peer_error)?;
+    .map_err(|e| {
+        ban_on_blame(&u, &args.wallet, &e);
+        peer_error(e)
+    })?;
     let key = share
         .public_key_at(&path)
         .map_err(|e| Failure::Failed(e.to_string()))?;
@@ -860,8 +895,9 @@ async fn answer_sign(
         channel,
         address: None,
     };
-    let signature =
-        session::join_sign(&invitation, leader, &share, &mut round_printer("sign")).await?;
+    let signature = session::join_sign(&invitation, leader, &share, &mut round_printer("sign"))
+        .await
+        .inspect_err(|e| ban_on_blame(u, name, e))?;
     println!(
         "signed {:?}: r||s||v {}",
         invitation.message,

@@ -87,6 +87,7 @@ async fn sign_all(urls: &[&str], token: &str, wallet: &str, kinds: Vec<SignKind>
                     wallet_id: wallet.to_string(),
                     path: "m".into(),
                     kind,
+                    device_nonce: None,
                 });
             tokio::spawn(async move {
                 let response = request.send().await.unwrap();

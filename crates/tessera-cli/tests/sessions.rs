@@ -255,6 +255,7 @@ async fn caps_hold_under_concurrent_creations(database: Option<String>) {
             kind: SignKind::EthMessage {
                 message: format!("m{i}"),
             },
+            device_nonce: None,
         })
         .unwrap()
     };

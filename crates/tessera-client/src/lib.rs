@@ -10,7 +10,7 @@ pub mod peer;
 pub mod tls;
 mod wallet;
 
-pub use wallet::WalletRecord;
+pub use wallet::{PartyBan, WalletRecord};
 
 use futures_util::{SinkExt, StreamExt};
 use tessera_core::api;
@@ -77,6 +77,41 @@ pub enum ClientError {
     /// Another device refused the request, or its approval lapsed.
     #[error("refused: {0}")]
     Refused(String),
+    /// The engine proved that another party of the session misbehaved (a failed consistency
+    /// check it attributes, DKLs23 `BanCounterparty`): the party must be banned from the wallet
+    /// ([`WalletRecord::ban`]; [`ServerClient::sign_wallet`] and [`ServerClient::refresh`] do).
+    #[error("party {party} misbehaved in round {round} of session {session_id}: {reason}")]
+    PartyBlamed {
+        /// The blamed party.
+        party: u8,
+        /// The session, hex.
+        session_id: String,
+        /// The round whose message failed the check.
+        round: u8,
+        /// The engine's description.
+        reason: String,
+    },
+    /// This device banned a party of the wallet; no session runs until the ban is lifted.
+    #[error("refused: {0}")]
+    Banned(String),
+}
+
+impl ClientError {
+    /// Records the ban in `record` if this error is the engine's blame; returns whether it did.
+    fn ban_into(&self, record: &mut WalletRecord) -> bool {
+        match self {
+            ClientError::PartyBlamed {
+                party,
+                session_id,
+                round,
+                reason,
+            } => {
+                record.ban(*party, session_id, *round, reason);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Result of the client.
@@ -555,6 +590,34 @@ impl ServerClient {
         .await
     }
 
+    /// `GET /bans?wallet=…`: the server's bans of the wallet's parties, in force and lifted.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn bans(&self, wallet_id: &str) -> Result<Vec<api::Ban>> {
+        self.get(&format!("/bans?wallet={wallet_id}")).await
+    }
+
+    /// Approves lifting a ban the server holds against a party of one of our wallets, signed with
+    /// this device's identity key (this must be another device than the one the ban names); the
+    /// next complete refresh of the wallet lifts it.
+    ///
+    /// # Errors
+    /// Network or server errors (403 from the banned device itself).
+    pub async fn approve_ban_lift(
+        &self,
+        identity: &DeviceIdentity,
+        ban: &api::Ban,
+    ) -> Result<api::Ban> {
+        let signature =
+            hex::encode(identity.sign(&api::ban_lift_message(&ban.wallet_id, &ban.ban_id)));
+        self.post(
+            &format!("/bans/{}/approve-lift", ban.ban_id),
+            &api::ApproveBanLift { signature },
+        )
+        .await
+    }
+
     /// `GET /approvals`: signing requests of this user waiting for another device.
     ///
     /// # Errors
@@ -594,18 +657,26 @@ impl ServerClient {
     pub async fn sign_wallet(
         &self,
         record: &mut WalletRecord,
-        store: impl FnOnce(&WalletRecord) -> std::result::Result<(), String>,
+        mut store: impl FnMut(&WalletRecord) -> std::result::Result<(), String>,
         kind: &SignKind,
         path: &DerivationPath,
         on_round: impl FnMut(u8, u8),
         on_wait: impl FnOnce(&str),
     ) -> Result<Signature> {
+        record.refuse_if_banned()?;
         let info = self.pubkey(&record.current.wallet_id().to_string()).await?;
         if record.settle(info.epoch)? {
             store(record).map_err(ClientError::Stopped)?;
         }
-        self.sign_kind(&record.current, kind, path, on_round, on_wait)
-            .await
+        let result = self
+            .sign_kind(&record.current, kind, path, on_round, on_wait)
+            .await;
+        if let Err(e) = &result
+            && e.ban_into(record)
+        {
+            store(record).map_err(ClientError::Stopped)?;
+        }
+        result
     }
 
     /// Refreshes a wallet's shares (both parties, same public key, next epoch) in two phases.
@@ -620,6 +691,21 @@ impl ServerClient {
         &self,
         record: &mut WalletRecord,
         mut step: impl FnMut(RefreshStep, &WalletRecord) -> std::result::Result<(), String>,
+    ) -> Result<u64> {
+        record.refuse_refresh_if_banned()?;
+        let result = self.refresh_once(record, &mut step).await;
+        if let Err(e) = &result
+            && e.ban_into(record)
+        {
+            step(RefreshStep::Banned, record).map_err(ClientError::Stopped)?;
+        }
+        result
+    }
+
+    async fn refresh_once(
+        &self,
+        record: &mut WalletRecord,
+        step: &mut impl FnMut(RefreshStep, &WalletRecord) -> std::result::Result<(), String>,
     ) -> Result<u64> {
         let wallet_id = record.current.wallet_id().to_string();
         let ours = fresh_nonce();
@@ -678,6 +764,9 @@ impl ServerClient {
             }
         }
         record.settle(epoch)?;
+        // A complete refresh: a new OT set-up, so what a banned party may have learnt is
+        // worthless; the bans the owner approved lifting are lifted.
+        record.lift_approved_bans();
         step(RefreshStep::Switched, record).map_err(ClientError::Stopped)?;
         Ok(epoch)
     }
@@ -761,6 +850,8 @@ pub enum RefreshStep {
     CommitSent,
     /// Both sides switched: `record.current` is the new share; store the record.
     Switched,
+    /// The engine blamed the server: `record.bans` holds the ban; store the record.
+    Banned,
 }
 
 type Socket =
@@ -783,7 +874,19 @@ async fn exchange<S: Session>(
     while !session.is_finished() {
         match next_frame(socket).await? {
             Message::Binary(bytes) => {
-                for e in session.receive_bytes(SERVER, &bytes)? {
+                let round = session.round();
+                let out = session.receive_bytes(SERVER, &bytes).map_err(|e| match e {
+                    tessera_core::Error::PartyMisbehaved { party, reason } => {
+                        ClientError::PartyBlamed {
+                            party: party.get(),
+                            session_id: session.session_id().to_string(),
+                            round,
+                            reason,
+                        }
+                    }
+                    other => ClientError::Protocol(other),
+                })?;
+                for e in out {
                     socket
                         .send(Message::Binary(e.to_bytes().into()))
                         .await

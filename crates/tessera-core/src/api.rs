@@ -616,3 +616,52 @@ pub struct RecoverDevice {
     /// The recovering device's identity signature over [`recover_message`], hex.
     pub signature: String,
 }
+
+/// A party the engine blamed in a session of a wallet (DKLs23 `BanCounterparty`): it is refused
+/// for every later session of that wallet until a complete refresh, approved by another active
+/// device of the owner, lifts the ban. `GET /bans?wallet=…`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    /// The ban's id, hex.
+    pub ban_id: String,
+    /// The wallet, hex id.
+    pub wallet_id: String,
+    /// The banned party (the device is party 0).
+    pub party: u8,
+    /// The device that ran the session as that party, if known.
+    pub device_id: Option<String>,
+    /// The session in which the party was blamed.
+    pub session_id: String,
+    /// The protocol round whose message failed the check.
+    pub round: u8,
+    /// The engine's description of the failed check.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub banned_at: String,
+    /// The device that approved lifting the ban, once one did.
+    pub lift_approved_by: Option<String>,
+    /// When the refresh lifted it (RFC 3339), once one did.
+    pub lifted_at: Option<String>,
+}
+
+const BAN_LIFT_CONTEXT: &[u8] = b"tessera/ban-lift/v1";
+
+/// What another active device of the owner signs to approve lifting a ban: the wallet and the
+/// ban's id, so an approval lifts exactly one ban.
+#[must_use]
+pub fn ban_lift_message(wallet_id: &str, ban_id: &str) -> Vec<u8> {
+    let mut m = BAN_LIFT_CONTEXT.to_vec();
+    m.extend_from_slice(&(wallet_id.len() as u64).to_be_bytes());
+    m.extend_from_slice(wallet_id.as_bytes());
+    m.extend_from_slice(&(ban_id.len() as u64).to_be_bytes());
+    m.extend_from_slice(ban_id.as_bytes());
+    m
+}
+
+/// `POST /bans/{ban_id}/approve-lift`: another active device of the owner approves lifting a
+/// ban; the next complete refresh of the wallet then lifts it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproveBanLift {
+    /// The approving device's identity signature over [`ban_lift_message`], hex.
+    pub signature: String,
+}

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod auth;
 pub mod backups;
+pub mod bans;
 pub mod db;
 pub mod enrolment;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod names;
 pub mod policy;
 pub mod registry;
 pub mod relay;
+pub mod release;
 pub mod state;
 pub mod tls;
 pub mod vault;
@@ -77,6 +79,8 @@ pub fn app(state: AppState) -> Router {
         .route("/sign/{session_id}", get(policy::status))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify_endpoint))
+        .route("/bans", get(bans::list))
+        .route("/bans/{ban_id}/approve-lift", post(bans::approve_lift))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -36,6 +36,11 @@ pub struct Config {
     pub max_sessions_per_device: u32,
     /// Live sessions one wallet may hold, all devices together.
     pub max_sessions_per_wallet: u32,
+    /// Sign and refresh runs of a wallet that may abort without blame within `abort_window`;
+    /// one more locks the wallet until a refresh (0: never lock).
+    pub abort_limit: u32,
+    /// The window in which aborts are counted.
+    pub abort_window: Duration,
 }
 
 /// Where the key-encryption key is.
@@ -123,6 +128,8 @@ impl Config {
             controls: true,
             max_sessions_per_device: crate::live_sessions::DEFAULT_MAX_PER_DEVICE,
             max_sessions_per_wallet: crate::live_sessions::DEFAULT_MAX_PER_WALLET,
+            abort_limit: 5,
+            abort_window: Duration::from_secs(3600),
         }
     }
 }
@@ -349,8 +356,9 @@ pub async fn connect_database(config: &Config) -> Result<AnyPool, String> {
                     Box::pin(async move {
                         // WAL for concurrent readers, foreign keys on, wait rather than fail
                         // when another connection writes (write transactions start with
-                        // `BEGIN IMMEDIATE`, see `db`), every commit durable.
-                        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL;")
+                        // `BEGIN IMMEDIATE`, see `db`), every commit durable; deleted rows (an
+                        // old share epoch) are overwritten with zeros, not left in free pages.
+                        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;")
                             .execute(conn)
                             .await?;
                         Ok(())

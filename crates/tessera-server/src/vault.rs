@@ -129,16 +129,20 @@ pub async fn store_pending(
 }
 
 /// Phase two: the device holds the new share too; switch, in one transaction, to the pending
-/// share of this session. The old share is kept (retired), never deleted.
+/// share of this session, and delete the old one. The device stored its new share (as pending)
+/// before it sent the commit that brought us here, and it repairs to our active epoch on its
+/// next session, so from this commit on nobody needs the old epoch: keeping it would let a later
+/// compromise of this database plus an old device share rebuild the key, which refresh exists
+/// to prevent. The bans and lock a refresh lifts are lifted in the same transaction.
 pub async fn promote(
     state: &AppState,
     wallet_id: &str,
     session_id: &str,
     epoch: u64,
 ) -> ApiResult<()> {
-    let mut tx = state.db().begin().await?;
-    let pending = sqlx::query(
-        "UPDATE server_shares SET state = 'retired' WHERE wallet_id = $1 AND state = 'active' AND epoch + 1 = $2",
+    let mut tx = state.begin_write().await?;
+    let old = sqlx::query(
+        "DELETE FROM server_shares WHERE wallet_id = $1 AND state = 'active' AND epoch + 1 = $2",
     )
     .bind(wallet_id)
     .bind(epoch as i64)
@@ -152,7 +156,7 @@ pub async fn promote(
     .bind(session_id)
     .execute(&mut *tx)
     .await?;
-    if pending.rows_affected() != 1 || activated.rows_affected() != 1 {
+    if old.rows_affected() != 1 || activated.rows_affected() != 1 {
         return Err(ApiError::Conflict(format!(
             "no pending epoch {epoch} to switch to"
         )));
@@ -162,6 +166,8 @@ pub async fn promote(
         .bind(wallet_id)
         .execute(&mut *tx)
         .await?;
+    let lifted = crate::bans::lift_in(&mut tx, wallet_id, session_id).await?;
+    crate::bans::audit_lifted(&mut tx, wallet_id, session_id, &lifted).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -239,7 +245,7 @@ pub async fn check_kek(db: &sqlx::AnyPool, kek: &dyn kek::KeyEncryptionKey) -> R
     Ok(())
 }
 
-/// KEK rotation: re-wraps the data key of every stored share (active, pending and retired) from
+/// KEK rotation: re-wraps the data key of every stored share (active and pending) from
 /// `old` to `new` in one transaction. The shares' ciphertexts are copied unchanged: no share is
 /// decrypted. Rows already under `new` are left as they are. Returns (re-wrapped, already new).
 ///

@@ -247,12 +247,22 @@ pub async fn sign(
 
     let mut tx = state.begin_write().await?;
     let wallet = lock_wallet_of(&mut tx, &me, &req.wallet_id).await?;
+    crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
     if !tx.audited() {
         // Controls off (a benchmark): no policy, no records.
         crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
-        let created = create_session(&state, &mut tx, &me, &wallet.id, "sign", &stored, wallet.epoch, nonce)
-            .await
-            .map_err(ApiError::from)?;
+        let created = create_session(
+            &state,
+            &mut tx,
+            &me,
+            &wallet.id,
+            "sign",
+            &stored,
+            wallet.epoch,
+            nonce,
+        )
+        .await
+        .map_err(ApiError::from)?;
         tx.commit().await?;
         return Ok(Json(created));
     }
@@ -278,9 +288,18 @@ pub async fn sign(
         });
     }
     crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
-    let mut created = create_session(&state, &mut tx, &me, &wallet.id, "sign", &stored, wallet.epoch, nonce)
-        .await
-        .map_err(ApiError::from)?;
+    let mut created = create_session(
+        &state,
+        &mut tx,
+        &me,
+        &wallet.id,
+        "sign",
+        &stored,
+        wallet.epoch,
+        nonce,
+    )
+    .await
+    .map_err(ApiError::from)?;
     let approval = if policy.require_approval {
         "pending"
     } else {
@@ -329,6 +348,7 @@ pub async fn refresh(
 ) -> ApiResult<Json<api::SessionCreated>> {
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
     let nonce = device_nonce(req.device_nonce.as_deref())?;
+    crate::bans::refuse_refresh(&mut *state.db().acquire().await?, &wallet.id).await?;
     // One refresh of a wallet at a time (a unique index on live refresh sessions). One created
     // but never opened within the idle timeout has expired and no longer counts.
     let idle = state.config().session_idle_timeout.as_secs() as i64;
@@ -342,7 +362,18 @@ pub async fn refresh(
     .execute(&mut *tx)
     .await?;
     crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
-    match create_session(&state, &mut tx, &me, &wallet.id, "refresh", &req, wallet.epoch, nonce).await {
+    match create_session(
+        &state,
+        &mut tx,
+        &me,
+        &wallet.id,
+        "refresh",
+        &req,
+        wallet.epoch,
+        nonce,
+    )
+    .await
+    {
         Ok(created) => {
             tx.commit().await?;
             Ok(Json(created))

@@ -114,6 +114,7 @@ pub async fn open(
             "session is {status}; start a new one"
         )));
     }
+    crate::bans::refuse_session(&mut *state.db().acquire().await?, &wallet_id, &protocol).await?;
     let nonce: [u8; 32] = nonce
         .try_into()
         .map_err(|_| ApiError::Internal("stored nonce length".into()))?;
@@ -197,29 +198,40 @@ pub async fn open(
         .read_buffer_size(16 * 1024)
         .on_upgrade(move |mut socket| async move {
             let mut signature = None;
+            let mut release = (protocol == "sign").then(|| crate::release::Release {
+                session_id: session_id.clone(),
+                wallet_id: wallet_id.clone(),
+                digest: digest_hex.clone(),
+                device: me.clone(),
+            });
             let outcome = match run {
-                Run::Keygen(s, wallet, name) => match drive(&state, &mut socket, *s).await {
-                    Ok(share) => stored(
-                        vault::store_new_wallet(&state, &me, wallet, &name, &share).await,
-                        "could not store the result",
-                    ),
-                    Err(outcome) => outcome,
-                },
-                Run::Sign(s) => match drive(&state, &mut socket, *s).await {
+                Run::Keygen(s, wallet, name) => {
+                    match drive(&state, &mut socket, *s, &mut None).await {
+                        Ok(share) => stored(
+                            vault::store_new_wallet(&state, &me, wallet, &name, &share).await,
+                            "could not store the result",
+                        ),
+                        Err(outcome) => outcome,
+                    }
+                }
+                Run::Sign(s) => match drive(&state, &mut socket, *s, &mut release).await {
                     Ok(sig) => {
                         signature = Some(hex::encode(sig.to_rsv()));
                         stored(Ok(()), "could not store the result")
                     }
                     Err(outcome) => outcome,
                 },
-                Run::Refresh(s) => match drive(&state, &mut socket, *s).await {
+                Run::Refresh(s) => match drive(&state, &mut socket, *s, &mut None).await {
                     Ok(share) => {
                         commit_refresh(&state, &mut socket, &wallet_id, &session_id, share).await
                     }
                     Err(outcome) => outcome,
                 },
             };
+            let released = protocol == "sign" && release.is_none();
             let kind = match (protocol.as_str(), outcome.status) {
+                // The device may hold a valid signature: the run did not plainly fail.
+                ("sign", "failed" | "expired") if released => "sign.unconfirmed".to_string(),
                 (_, "expired") => "session.expired".to_string(),
                 ("sign", "done") => "sign.completed".to_string(),
                 (p, status) => format!("{p}.{status}"),
@@ -233,20 +245,11 @@ pub async fn open(
                 detail["digest"] = digest_hex.into();
                 detail["summary"] = summary.into();
             }
-            let mut records = vec![(kind, detail)];
-            if outcome
-                .close
-                .as_ref()
-                .is_some_and(|(c, _)| *c == CLOSE_MISBEHAVED)
-            {
-                records.push((
-                    "party.misbehaved".to_string(),
-                    serde_json::json!({ "party": DEVICE.get(), "session_id": session_id }),
-                ));
-            }
             let mut close_with = outcome.close.clone();
             let subject = audit::Subject::device(&me).wallet(&wallet_id);
-            if let Err(e) = record_end(&state, &session_id, &outcome, subject, &records).await {
+            if let Err(e) =
+                record_end(&state, &session_id, &outcome, subject, &[(kind, detail)]).await
+            {
                 tracing::error!(session_id = %session_id, error = %e, "could not record the end of a session");
                 // Never report success without the record.
                 if outcome.status == "done" {
@@ -256,6 +259,22 @@ pub async fn open(
                     ));
                 }
             }
+            // A blamed party is banned (and its ban audited) before the close frame tells the
+            // device how the run ended.
+            crate::bans::after_run(
+                &state,
+                &me,
+                &wallet_id,
+                &session_id,
+                crate::bans::RunEnd {
+                    protocol: &protocol,
+                    status: outcome.status,
+                    close_code: outcome.close.as_ref().map(|(c, _)| *c),
+                    detail: outcome.detail.as_deref(),
+                    blamed: outcome.blamed.as_ref(),
+                },
+            )
+            .await;
             if let Some((code, reason)) = close_with {
                 close(&mut socket, code, &reason).await;
             }
@@ -323,6 +342,8 @@ struct Outcome {
     status: &'static str,
     detail: Option<String>,
     close: Option<(u16, String)>,
+    /// The party the engine blamed, to be banned.
+    blamed: Option<crate::bans::Blame>,
 }
 
 fn ended(status: &'static str, detail: impl Into<String>, close: Option<(u16, &str)>) -> Outcome {
@@ -330,6 +351,7 @@ fn ended(status: &'static str, detail: impl Into<String>, close: Option<(u16, &s
         status,
         detail: Some(detail.into()),
         close: close.map(|(c, r)| (c, r.to_string())),
+        blamed: None,
     }
 }
 
@@ -340,6 +362,7 @@ fn stored(result: ApiResult<()>, failure: &str) -> Outcome {
             status: "done",
             detail: None,
             close: Some((1000, "done".into())),
+            blamed: None,
         },
         Err(e) => ended("failed", e.to_string(), Some((CLOSE_INTERNAL, failure))),
     }
@@ -412,10 +435,13 @@ async fn commit_refresh(
     )
 }
 
+/// Runs `session` over `socket`. `release`, for a signing run, is recorded (and taken) before
+/// the first message of the last round leaves: with it the device can finish the signature.
 async fn drive<S: Session>(
     state: &AppState,
     socket: &mut WebSocket,
     mut session: S,
+    release: &mut Option<crate::release::Release>,
 ) -> Result<S::Output, Outcome> {
     let timeout = state.config().session_idle_timeout;
     // Only protocol messages count as activity: the deadline moves once the server has handled
@@ -434,6 +460,18 @@ async fn drive<S: Session>(
     };
     loop {
         for e in outgoing.drain(..) {
+            if e.round == session.total_rounds()
+                && let Some(r) = release.as_ref()
+            {
+                if let Err(err) = crate::release::record(state, r).await {
+                    return Err(ended(
+                        "failed",
+                        err.to_string(),
+                        Some((CLOSE_INTERNAL, "could not record the release")),
+                    ));
+                }
+                *release = None;
+            }
             if socket
                 .send(Message::Binary(e.to_bytes().into()))
                 .await
@@ -483,17 +521,28 @@ async fn drive<S: Session>(
         };
         // Idle expiry is enforced here, in memory; the row's last_message_at is written once, when
         // the session ends (a write per frame cost an fsync each).
+        let round = session.round();
         match session.receive_bytes(DEVICE, &bytes) {
             Ok(out) => {
                 outgoing = out;
                 progressed = true;
             }
-            Err(e @ Error::PartyMisbehaved { .. }) => {
-                return Err(ended(
+            Err(Error::PartyMisbehaved { party, reason }) => {
+                let e = Error::PartyMisbehaved {
+                    party,
+                    reason: reason.clone(),
+                };
+                let mut outcome = ended(
                     "failed",
                     e.to_string(),
                     Some((CLOSE_MISBEHAVED, &e.to_string())),
-                ));
+                );
+                outcome.blamed = Some(crate::bans::Blame {
+                    party,
+                    round,
+                    reason,
+                });
+                return Err(outcome);
             }
             Err(e) => {
                 return Err(ended(

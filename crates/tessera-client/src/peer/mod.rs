@@ -67,6 +67,21 @@ pub enum PeerError {
         /// What happened.
         reason: String,
     },
+    /// The engine proved that a peer misbehaved (DKLs23 `BanCounterparty`): ban it from the
+    /// wallet (`WalletRecord::ban`).
+    #[error("{name} (party {party}) misbehaved in round {round} of session {session_id}: {reason}")]
+    Blamed {
+        /// Its party index.
+        party: u8,
+        /// Its name.
+        name: String,
+        /// The session, hex.
+        session_id: String,
+        /// The round whose message failed the check.
+        round: u8,
+        /// The engine's description.
+        reason: String,
+    },
     /// The protocol itself failed (names the party where it can).
     #[error("protocol failed: {0}")]
     Core(#[from] tessera_core::Error),

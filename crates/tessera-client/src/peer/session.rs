@@ -284,7 +284,19 @@ impl Mesh {
             let (from, message) = self.recv_any().await;
             match message {
                 Ok(Message::Envelope(bytes)) if !self.done.contains(&from) => {
-                    outgoing = session.receive_bytes(from, &bytes)?;
+                    let waiting_for = session.round();
+                    outgoing = session.receive_bytes(from, &bytes).map_err(|e| match e {
+                        tessera_core::Error::PartyMisbehaved { party, reason } => {
+                            PeerError::Blamed {
+                                party: party.get(),
+                                name: self.name(party),
+                                session_id: session.session_id().to_string(),
+                                round: waiting_for,
+                                reason,
+                            }
+                        }
+                        other => PeerError::Core(other),
+                    })?;
                 }
                 // A party with less left to receive can finish first; its Done is kept.
                 Ok(Message::Done) if self.done.insert(from) => {}
