@@ -113,6 +113,7 @@ fn device_nonce(text: Option<&str>) -> ApiResult<Option<[u8; 32]>> {
 /// signing session is recorded by its `sign.requested` record). The run's nonce joins the
 /// device's contribution (party 0, when it sent one) and a fresh one of the server's (party 1);
 /// the device is told the server's.
+#[allow(clippy::too_many_arguments)] // one call per protocol; a struct would only rename them
 async fn create_session(
     state: &AppState,
     tx: &mut WriteTx,
