@@ -139,6 +139,11 @@ struct ServerArgs {
     /// Authentication failures allowed at once from one source address.
     #[arg(long, default_value_t = 20)]
     auth_failure_burst: u32,
+    /// Seconds that an action no other device can approve waits, visible and cancellable by
+    /// the user's devices: exporting the server's share for a user with one active device,
+    /// recovering a device while the user has active devices (default 24 hours).
+    #[arg(long, default_value_t = 86_400)]
+    time_lock: u64,
     /// Benchmarks only: no signing policies and no audit log (to measure what they cost).
     /// Refused except with --insecure-http on loopback.
     #[arg(long, hide = true, requires = "insecure_http")]
@@ -259,17 +264,24 @@ enum PolicyCommand {
 
 #[derive(Subcommand)]
 enum ApprovalsCommand {
-    /// Signing requests of this user waiting for another device's approval.
+    /// Signing requests and held actions (server-share exports, policy changes that weaken a
+    /// policy requiring approval, device recoveries) waiting for another device's approval or a
+    /// time lock.
     List,
-    /// Approve a request (signed by this device).
+    /// Approve a signing request or another device's held action (signed by this device).
     Approve {
-        /// The request's session id.
+        /// The request's session id, or the held action's id.
         session: String,
     },
-    /// Refuse a request (signed by this device).
+    /// Refuse a signing request, or cancel a held action (signed by this device).
     Refuse {
-        /// The request's session id.
+        /// The request's session id, or the held action's id.
         session: String,
+    },
+    /// Cancel a held action (any of your devices; signed by this device).
+    Cancel {
+        /// The held action's id.
+        id: String,
     },
 }
 
@@ -293,6 +305,13 @@ enum DeviceCommand {
     Revoke {
         /// The device id.
         id: String,
+    },
+    /// On a pending device that restored a wallet's device share: prove it again to be approved,
+    /// once the time lock of its held recovery has ended.
+    Recover {
+        /// The restored wallet.
+        #[arg(long)]
+        wallet: String,
     },
 }
 
@@ -435,6 +454,7 @@ async fn server(args: ServerArgs) -> CliResult {
     config.database_url = args.database_url.clone();
     config.kek = Some(kek_source(&args.kek, &args.data_dir)?);
     config.controls = !args.benchmark_without_controls;
+    config.time_lock = std::time::Duration::from_secs(args.time_lock);
     config.limits = tessera_server::limits::Limits {
         ip_per_second: args.ip_rate,
         ip_burst: args.ip_burst,
@@ -636,6 +656,10 @@ async fn device_command(command: Command) -> CliResult {
         Command::Approvals(ApprovalsCommand::Approve { session }) => {
             device::approvals_decide(&home, &session, true).await
         }
+        Command::Approvals(ApprovalsCommand::Cancel { id }) => {
+            device::approvals_decide(&home, &id, false).await
+        }
+        Command::Device(DeviceCommand::Recover { wallet }) => backup::recover(&home, &wallet).await,
         Command::Approvals(ApprovalsCommand::Refuse { session }) => {
             device::approvals_decide(&home, &session, false).await
         }

@@ -10,8 +10,11 @@ pub mod audit;
 pub mod auth;
 pub mod backups;
 pub mod error;
+pub mod exports;
+pub mod held;
 pub mod limits;
 pub mod policy;
+pub mod policy_change;
 pub mod registry;
 pub mod relay;
 pub mod state;
@@ -49,7 +52,9 @@ pub fn app(state: AppState) -> Router {
             "/backups/verify",
             post(backups::verify).layer(DefaultBodyLimit::max(backups::MAX_REQUEST_BYTES)),
         )
-        .route("/backups/server", post(backups::server_share))
+        .route("/backups/server", post(exports::server_share))
+        .route("/actions", get(held::list))
+        .route("/actions/{id}", post(held::decide))
         .route("/auth/challenge", post(registry::challenge))
         .route("/auth/token", post(registry::token))
         .route("/keygen", post(wallets::keygen))

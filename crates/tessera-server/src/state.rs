@@ -32,6 +32,10 @@ pub struct Config {
     pub limits: crate::limits::Limits,
     /// Policies and the audit log. Only a benchmark turns them off, to measure their cost.
     pub controls: bool,
+    /// How long an action that one device may not take alone waits when no other active device
+    /// can approve it (exporting the server's share for a user with one device, recovering a
+    /// device while active devices exist): visible and cancellable meanwhile.
+    pub time_lock: Duration,
 }
 
 /// Where the key-encryption key is.
@@ -117,6 +121,7 @@ impl Config {
             kek: None,
             limits: crate::limits::Limits::default(),
             controls: true,
+            time_lock: Duration::from_secs(24 * 3600),
         }
     }
 }
