@@ -394,7 +394,8 @@ async fn weakening_a_policy_that_requires_approval_needs_another_device() {
         Err(ClientError::Server { status: 403, .. })
     ));
     // Signing still needs the phone: refused there, it does not sign.
-    let (result, ()) = tokio::join!(o.sign(&message("alone")), async {
+    let alone = message("alone");
+    let (result, ()) = tokio::join!(o.sign(&alone), async {
         let pending = loop {
             if let Some(p) = o.phone.approvals().await.unwrap().into_iter().next() {
                 break p;
