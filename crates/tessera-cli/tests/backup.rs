@@ -557,6 +557,8 @@ async fn two_of_three_and_two_of_four_survive_their_losses() {
             let kept: Vec<&PathBuf> = kept.iter().map(|&i| &keys[i]).collect();
             let out = device.run(&strs(&restore_args(&file, &kept, &[]))).ok();
             assert_eq!(out.field("public key"), pubkey);
+            // The phone is active: the recovery is held until it approves it.
+            phone.run(&["approvals", "approve", &held_id(&out)]).ok();
             let message = format!("{policy} without {lost}");
             let signed = device.sign("main", &message).ok();
             assert_signed(&signed, &pubkey, &message);
