@@ -26,11 +26,15 @@
 //! as a backup: every share is held by a device (or the server) from key generation.
 //!
 //! - **Co-signing server** (asked for, or forced, below): the first device (`phone`, or
-//!   `officer-1`) and the server share a 2-of-2. Both shares are backed up on that device
-//!   (`tessera backup create`, and `… --server-share` for the server's) to the holders: USB
-//!   drives, the cloud folder, a printed code when recovery must work offline, and the other
-//!   devices' keystores (`--kind device` holders, made on those devices and added on the
-//!   first). The server's share is backed up only with two holders or more.
+//!   `officer-1`) and the server share a 2-of-2. The device share is backed up on that device
+//!   (`tessera backup create`) to the holders: USB drives, the cloud folder, a printed code when
+//!   recovery must work offline, and the other devices' keystores (`--kind device` holders,
+//!   made on those devices and added on the first). The server's share is NOT backed up to the
+//!   same holders: they would then rebuild the key without the server, outside every policy.
+//!   Only when the answers ask for an escape hatch ([`Answers::escape_hatch`]) is it backed up
+//!   (`… --server-share`, which the server holds for another device's approval or a time lock),
+//!   under a higher threshold of the holders than the device share's, and the plan's first
+//!   warning names the sets of holders that then reach the key.
 //! - **No server, two devices or more**: a device-to-device 2-of-2 (two devices) or 2-of-3 (the
 //!   first three; further devices only hold backup keys). Each device backs up its own share
 //!   (`--no-server`) to the USB drives, cloud folder, printed code and the OTHER devices'
@@ -47,7 +51,12 @@
 //!   third device or the server); with one, the server (as for a person).
 //!
 //! Backup structures: one holder alone, two together (either one for a person's device share
-//! in the 2-of-2 with the server, whose leak alone is harmless), any two of three or more.
+//! in the 2-of-2 with the server, whose leak alone is harmless), any two of three or more; the
+//! server's share in an escape hatch, one more holder than the device share's.
+//!
+//! The compromise analysis applies the same rule: [`Plan::holder_only_compromises`] lists the
+//! minimal sets of backup holders that reach the key with no live share, and a plan that has any
+//! warns of them first.
 
 use std::fmt;
 
@@ -406,6 +415,12 @@ pub struct Answers {
     /// Whether recovery must work offline: prefer USB drives and printed codes over the cloud.
     #[serde(default)]
     pub offline_recovery: bool,
+    /// With a co-signing server: whether to back up the server's share to the owner's holders
+    /// too, as a way to the funds should the server disappear for good. Those holders together
+    /// then rebuild the key without the server and outside every policy, so the plan asks more
+    /// of them than of the device share's backup, and warns first.
+    #[serde(default)]
+    pub escape_hatch: bool,
 }
 
 impl Answers {
@@ -552,6 +567,10 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// What the loss table does not show (it counts key material, not the server's policy).
     pub advice: Vec<String>,
+    /// The minimal sets of backup holders that reach the key with no live share (no device
+    /// holding a share, no server): a way around every policy. Empty for a recommended set-up
+    /// with the co-signing server unless [`Answers::escape_hatch`] asked for one.
+    pub holder_only_compromises: Vec<Vec<String>>,
 }
 
 impl Plan {
@@ -666,10 +685,37 @@ fn device_name(a: &Answers, i: usize) -> String {
     }
 }
 
+/// The structure for the server's share in an escape hatch: more of the same holders than the
+/// device share's backup needs (`device_k`), so that no set of holders that restores the device
+/// share restores the server's too; `None` when there are not enough holders for that.
+fn escape_structure(holders: &[PlannedHolder], device_k: usize) -> Option<AccessStructure> {
+    let leaves: Vec<AccessStructure> = holders
+        .iter()
+        .map(|h| AccessStructure::Leaf(h.label.clone()))
+        .collect();
+    let k = device_k + 1;
+    match leaves.len() {
+        n if n < 2 || k > n => None,
+        n if k == n => Some(AccessStructure::And(leaves)),
+        _ => Some(AccessStructure::Threshold { k, of: leaves }),
+    }
+}
+
+/// How many holders of `structure` (a backup structure of [`backup_structure`]) open it.
+fn holders_needed(structure: &AccessStructure) -> usize {
+    match structure {
+        AccessStructure::Leaf(_) | AccessStructure::Or(_) => 1,
+        AccessStructure::And(of) => of.len(),
+        AccessStructure::Threshold { k, .. } => *k,
+    }
+}
+
 /// A 2-of-2 of the first device and the co-signing server; the other devices' keystores hold
-/// backup keys. Both shares are backed up on the first device, the server's with
-/// `--server-share`; the server's only with two holders or more, since every holder also opens
-/// the device share's backup.
+/// backup keys. The device share is backed up on the first device. The server's share is not
+/// backed up to the owner's holders: with both shares backed up to them, holders alone would
+/// rebuild the key without the server, outside every policy. Only when the answers ask for an
+/// escape hatch is it backed up (`--server-share`), under a higher threshold of the holders
+/// than the device share's.
 fn server_layout(a: &Answers, notes: Vec<String>) -> Layout {
     let devices = usize::from(a.own_devices);
     let lead = device_name(a, 1);
@@ -680,14 +726,25 @@ fn server_layout(a: &Answers, notes: Vec<String>) -> Layout {
     let mut server = share(SERVER, ItemKind::CosigningServer, &lead);
     // An officer's share gets the strict structure too; a person's alone is harmless.
     back_up(&mut device, &holders, !a.institutional);
-    if holders.len() >= 2 {
-        back_up(&mut server, &holders, false);
-    } else if !holders.is_empty() {
-        notes.push(
-            "the server's share is not backed up: with a single backup holder, that holder \
-             would alone restore the key; add a second holder (a USB drive, a printed code)"
+    let device_k = device.backup.as_ref().map_or(0, holders_needed);
+    match (a.escape_hatch, escape_structure(&holders, device_k)) {
+        (true, Some(structure)) => {
+            server.backup = Some(structure);
+            server.backup_holders = holders.clone();
+        }
+        (true, None) => notes.push(format!(
+            "no escape hatch: the server's share would need more backup holders than the \
+             device share's backup ({device_k} of {}); add a holder (a USB drive, a printed code)",
+            holders.len()
+        )),
+        (false, _) if holders.is_empty() => {}
+        (false, _) => notes.push(
+            "the server's share is not backed up to your holders (they would then rebuild the \
+             key without the server, outside every policy): it lasts as long as the server and \
+             its operator's backups; for a way to the funds without the server, ask for an \
+             escape hatch (--escape-hatch), which backs it up to more of your holders"
                 .to_owned(),
-        );
+        ),
     }
     let who = if a.institutional {
         "institutional"
@@ -825,7 +882,33 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
         }
     };
     let table = loss_table(&recovery)?;
-    let mut warnings = table.warnings();
+    let live: Vec<&str> = shares.iter().map(|s| s.held_by.as_str()).collect();
+    let holder_only_compromises: Vec<Vec<String>> = table
+        .minimal_compromise_sets
+        .iter()
+        .filter(|set| set.iter().all(|item| !live.contains(&item.as_str())))
+        .cloned()
+        .collect();
+    let mut warnings = Vec::new();
+    if !holder_only_compromises.is_empty() {
+        let sets: Vec<String> = holder_only_compromises
+            .iter()
+            .map(|s| s.join("+"))
+            .collect();
+        warnings.push(if with_server {
+            format!(
+                "escape hatch: the server's share is backed up to your holders, so {} together \
+                 rebuild the key without the server and outside every policy; keep them apart",
+                sets.join(" or ")
+            )
+        } else {
+            format!(
+                "backup holders alone rebuild the key (no device needed): {}; keep them apart",
+                sets.join(" or ")
+            )
+        });
+    }
+    warnings.extend(table.warnings());
     if holders.is_empty() {
         warnings.push(
             "no backup holders: add a USB drive, a cloud folder or a printed code".to_owned(),
@@ -840,6 +923,13 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
     let commands = commands(with_server, &share_devices, &shares, &holders);
     let mut advice = Vec::new();
     if with_server {
+        advice.push(
+            "exporting the server's share is never one device's decision: the server holds the \
+             export until another of your devices approves it or, with one device, for a time \
+             lock (24 hours by default) during which your devices see and can cancel it; so a \
+             device alone does not reach the key"
+                .to_owned(),
+        );
         advice.push(format!(
             "the table counts key material: with the co-signing server, whoever holds the {} share \
              — the device, or an authorised set of its backup holders (a device that restores it \
@@ -858,6 +948,7 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
         recovery,
         warnings,
         advice,
+        holder_only_compromises,
     })
 }
 
@@ -984,13 +1075,19 @@ fn commands(
             (true, _) => "",
             (false, _) => " --no-server",
         };
+        let note = (s.held_by_kind == ItemKind::CosigningServer).then(|| {
+            "the server holds this export until another of your devices approves it \
+             (tessera approvals approve ID) or, with one device, until its time lock ends; then \
+             run the command again; these holders become the wallet's fixed ones"
+                .to_owned()
+        });
         push(
             on,
             format!(
                 "tessera backup create --wallet {WALLET_PLACEHOLDER} --policy '{b}' --out {}.tsb{flag}",
                 s.name
             ),
-            None,
+            note,
         );
     }
     out
@@ -1021,8 +1118,11 @@ mod tests {
             cloud_folder: cloud,
             institutional: false,
             offline_recovery: false,
+            escape_hatch: false,
         }
     }
+
+    const SERVER_NOT_BACKED_UP: &str = "the server's share is not backed up to your holders";
 
     #[test]
     fn two_of_three_tolerates_any_single_loss() {
@@ -1286,19 +1386,29 @@ mod tests {
     }
 
     #[test]
-    fn personal_with_server_and_enough_holders_has_no_weakness() {
+    fn personal_with_server_keeps_the_server_share_off_the_holders() {
         let a = answers(2, true, 1, true);
         let plan = recommend(&a).unwrap();
         assert_eq!(plan.topology, "personal 2-of-2 with co-signing server");
         assert_eq!((plan.t, plan.n), (2, 2));
         assert_eq!(
             plan.recovery.to_string(),
-            "and(or(phone, threshold(2, usb-1, cloud, device-2)), or(server, threshold(2, usb-1, cloud, device-2)))"
+            "and(or(phone, threshold(2, usb-1, cloud, device-2)), server)"
         );
-        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        assert!(plan.holder_only_compromises.is_empty());
+        assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+        assert_eq!(plan.warnings[0], "losing server alone loses the funds");
+        assert!(plan.warnings[1].starts_with(SERVER_NOT_BACKED_UP));
         let t = plan.loss_table().unwrap();
-        assert!(t.single_points_of_failure.is_empty());
+        assert_eq!(t.single_points_of_failure, vec!["server"]);
         assert!(t.fatal_single_compromises.is_empty());
+        // Every way to the key goes through the server (and its policy) or the phone's share
+        // plus the server.
+        assert!(
+            t.minimal_compromise_sets
+                .iter()
+                .all(|s| s.contains(&"server".to_owned()))
+        );
         assert_eq!(
             lines(&plan),
             pairs(&[
@@ -1327,10 +1437,6 @@ mod tests {
                     "phone",
                     "tessera backup create --wallet WALLET --policy 'threshold(2, usb-1, cloud, device-2)' --out phone.tsb"
                 ),
-                (
-                    "phone",
-                    "tessera backup create --wallet WALLET --policy 'threshold(2, usb-1, cloud, device-2)' --out server.tsb --server-share"
-                ),
             ])
         );
         assert_eq!(plan.shares[0].backup_holders.len(), 3);
@@ -1342,13 +1448,130 @@ mod tests {
     }
 
     #[test]
-    fn two_holders_keep_the_two_of_two_free_of_weaknesses() {
+    fn two_holders_each_restore_the_device_share_and_never_the_server_share() {
         let plan = recommend(&answers(1, true, 1, true)).unwrap();
+        assert_eq!(
+            plan.recovery.to_string(),
+            "and(or(phone, or(usb-1, cloud)), server)"
+        );
+        assert!(plan.holder_only_compromises.is_empty());
+        let t = plan.loss_table().unwrap();
+        assert!(t.fatal_single_compromises.is_empty());
+        // With an escape hatch, the server's share needs both holders.
+        let a = Answers {
+            escape_hatch: true,
+            ..answers(1, true, 1, true)
+        };
+        let plan = recommend(&a).unwrap();
         assert_eq!(
             plan.recovery.to_string(),
             "and(or(phone, or(usb-1, cloud)), or(server, and(usb-1, cloud)))"
         );
-        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        assert_eq!(plan.holder_only_compromises, v(&[&["usb-1", "cloud"]]));
+        assert!(
+            plan.warnings[0].starts_with("escape hatch: "),
+            "{:?}",
+            plan.warnings
+        );
+        assert!(
+            plan.warnings[0].contains("usb-1+cloud together"),
+            "{:?}",
+            plan.warnings
+        );
+        check_commands(&a, &plan);
+    }
+
+    /// The recommended personal set-up of the issue: one phone, the server, two USB drives and a
+    /// cloud folder. Two USB drives must not rebuild the key; only an escape hatch, asked for,
+    /// lets holders alone do so, all three of them, with a warning first.
+    #[test]
+    fn two_usb_drives_never_rebuild_the_key() {
+        let a = answers(1, true, 2, true);
+        let plan = recommend(&a).unwrap();
+        assert_eq!(
+            plan.recovery.to_string(),
+            "and(or(phone, threshold(2, usb-1, usb-2, cloud)), server)"
+        );
+        let t = plan.loss_table().unwrap();
+        assert!(!plan.recovery.holds(&["usb-1", "usb-2"]));
+        assert!(!plan.recovery.holds(&["usb-1", "usb-2", "cloud"]));
+        assert!(plan.recovery.holds(&["usb-1", "usb-2", "server"]));
+        assert!(plan.holder_only_compromises.is_empty());
+        assert!(
+            t.minimal_compromise_sets
+                .iter()
+                .all(|s| s.contains(&"server".to_owned()))
+        );
+        assert!(
+            !plan
+                .commands
+                .iter()
+                .any(|c| c.command.contains("--server-share"))
+        );
+        assert!(!plan.warnings.iter().any(|w| w.starts_with("escape hatch")));
+        check_commands(&a, &plan);
+
+        let a = Answers {
+            escape_hatch: true,
+            ..a
+        };
+        let plan = recommend(&a).unwrap();
+        assert_eq!(
+            plan.recovery.to_string(),
+            "and(or(phone, threshold(2, usb-1, usb-2, cloud)), or(server, and(usb-1, usb-2, cloud)))"
+        );
+        assert!(!plan.recovery.holds(&["usb-1", "usb-2"]));
+        assert!(plan.recovery.holds(&["usb-1", "usb-2", "cloud"]));
+        assert_eq!(
+            plan.holder_only_compromises,
+            v(&[&["usb-1", "usb-2", "cloud"]])
+        );
+        assert_eq!(
+            plan.warnings[0],
+            "escape hatch: the server's share is backed up to your holders, so usb-1+usb-2+cloud \
+             together rebuild the key without the server and outside every policy; keep them apart"
+        );
+        let server_backup = plan
+            .commands
+            .iter()
+            .find(|c| c.command.ends_with("--server-share"))
+            .unwrap();
+        assert_eq!(
+            server_backup.command,
+            "tessera backup create --wallet WALLET --policy 'and(usb-1, usb-2, cloud)' --out server.tsb --server-share"
+        );
+        assert!(
+            server_backup
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("approves it")
+        );
+        check_commands(&a, &plan);
+
+        // Four holders: the server's share needs three of them, the device's two.
+        let a = Answers {
+            escape_hatch: true,
+            ..answers(2, true, 2, true)
+        };
+        let plan = recommend(&a).unwrap();
+        assert_eq!(
+            plan.shares[1].backup.as_ref().unwrap().to_string(),
+            "threshold(3, usb-1, usb-2, cloud, device-2)"
+        );
+        assert!(plan.holder_only_compromises.iter().all(|s| s.len() == 3));
+        // One holder: no escape hatch is possible, and the plan says so.
+        let plan = recommend(&Answers {
+            escape_hatch: true,
+            ..answers(1, true, 1, false)
+        })
+        .unwrap();
+        assert!(plan.shares[1].backup.is_none());
+        assert!(
+            plan.warnings
+                .iter()
+                .any(|w| w.starts_with("no escape hatch"))
+        );
     }
 
     #[test]
@@ -1477,18 +1700,20 @@ mod tests {
         assert_eq!(plan.topology, "personal 2-of-2 with co-signing server");
         assert_eq!(
             plan.recovery.to_string(),
-            "and(or(phone, or(usb-1, cloud)), or(server, and(usb-1, cloud)))"
+            "and(or(phone, or(usb-1, cloud)), server)"
         );
-        assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
-        assert!(
-            plan.warnings[0].starts_with(
-                "no co-signing server was asked for, but with one device no threshold wallet is \
-                 possible without one"
-            ),
-            "{:?}",
-            plan.warnings
-        );
-        assert!(plan.warnings[0].contains("add a second device"));
+        assert_eq!(plan.warnings.len(), 3, "{:?}", plan.warnings);
+        let why = plan
+            .warnings
+            .iter()
+            .find(|w| {
+                w.starts_with(
+                    "no co-signing server was asked for, but with one device no threshold wallet \
+                     is possible without one",
+                )
+            })
+            .unwrap();
+        assert!(why.contains("add a second device"));
         check_commands(&a, &plan);
     }
 
@@ -1539,14 +1764,32 @@ mod tests {
         assert_eq!(plan.topology, "institutional 2-of-2 with co-signing server");
         assert_eq!(
             plan.recovery.to_string(),
-            "and(or(officer-1, threshold(2, vault, usb-1, officer-2, officer-3)), \
-             or(server, threshold(2, vault, usb-1, officer-2, officer-3)))"
+            "and(or(officer-1, threshold(2, vault, usb-1, officer-2, officer-3)), server)"
         );
         let t = plan.loss_table().unwrap();
-        assert!(t.single_points_of_failure.is_empty());
+        assert_eq!(t.single_points_of_failure, vec!["server"]);
         assert!(t.fatal_single_compromises.is_empty());
-        assert!(t.loss_tolerance() >= 3, "{t:?}");
-        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        assert!(plan.holder_only_compromises.is_empty());
+        // Without the server, the officer's share survives any three losses among its holders.
+        let without_server = Formula::from(plan.shares[0].backup.as_ref().unwrap());
+        let officer = loss_table(&Formula::Or(vec![
+            Formula::Item("officer-1".into()),
+            without_server,
+        ]))
+        .unwrap();
+        assert!(officer.loss_tolerance() >= 3, "{officer:?}");
+        assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+        // Asked for, the escape hatch needs three of the four holders for the server's share.
+        let hatch = recommend(&Answers {
+            escape_hatch: true,
+            ..a.clone()
+        })
+        .unwrap();
+        assert_eq!(
+            hatch.shares[1].backup.as_ref().unwrap().to_string(),
+            "threshold(3, vault, usb-1, officer-2, officer-3)"
+        );
+        assert!(hatch.warnings[0].starts_with("escape hatch: "));
         assert!(plan.commands.iter().any(|c| c.run_on == "officer-1"
             && c.command
                 == "tessera backup-key new --label vault --out /media/usb/vault.key --kind usb"));
@@ -1611,7 +1854,15 @@ mod tests {
         let labels: Vec<&str> = plan.holders.iter().map(|h| h.label.as_str()).collect();
         assert_eq!(labels, vec!["usb-1", "usb-2", "paper-1"]);
         assert!(plan.holders.iter().any(|h| h.kind == ItemKind::PrintedCode));
-        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        assert!(plan.holder_only_compromises.is_empty());
+        assert!(
+            !plan
+                .warnings
+                .iter()
+                .any(|w| w.contains("alone can restore the key")),
+            "{:?}",
+            plan.warnings
+        );
         // The printed code is made offline; its public key is added on the phone.
         assert!(plan.commands.iter().any(|c| c.run_on == OFFLINE_COMPUTER
             && c.command
@@ -1625,7 +1876,7 @@ mod tests {
     fn every_answer_set_is_analysed_and_weaknesses_are_warned() {
         for devices in 1..=5 {
             for usb in 0..=3 {
-                for bits in 0..16u8 {
+                for bits in 0..32u8 {
                     let a = Answers {
                         own_devices: devices,
                         cosigning_server: bits & 1 != 0,
@@ -1633,6 +1884,7 @@ mod tests {
                         cloud_folder: bits & 2 != 0,
                         institutional: bits & 4 != 0,
                         offline_recovery: bits & 8 != 0,
+                        escape_hatch: bits & 16 != 0,
                     };
                     let plan = recommend(&a).unwrap();
                     let t = plan.loss_table().unwrap();
@@ -1658,9 +1910,40 @@ mod tests {
                         "{a:?}"
                     );
                     check_commands(&a, &plan);
-                    // Three or more backup holders are always enough to avoid both weaknesses.
+                    // Backup holders alone reach the key with the server only through an escape
+                    // hatch that was asked for, warned of first, and needing more holders than
+                    // the device share's backup.
+                    if server {
+                        let hatch = plan.shares[1].backup.as_ref();
+                        assert_eq!(
+                            hatch.is_some(),
+                            a.escape_hatch && !plan.holder_only_compromises.is_empty(),
+                            "{a:?}"
+                        );
+                        if let Some(hatch) = hatch {
+                            let device_k = plan.shares[0].backup.as_ref().map_or(0, holders_needed);
+                            assert!(holders_needed(hatch) > device_k, "{a:?}");
+                            assert!(plan.warnings[0].starts_with("escape hatch: "), "{a:?}");
+                            assert!(
+                                plan.holder_only_compromises
+                                    .iter()
+                                    .all(|s| s.len() == holders_needed(hatch)),
+                                "{a:?}"
+                            );
+                        } else {
+                            assert!(plan.holder_only_compromises.is_empty(), "{a:?}");
+                        }
+                    }
+                    // Three or more backup holders are always enough to avoid both weaknesses
+                    // (but the server's loss, when its share is not backed up to the holders).
                     if plan.holders.len() >= 3 {
-                        assert!(t.single_points_of_failure.is_empty(), "{a:?}");
+                        let server_unbacked = server && plan.shares[1].backup.is_none();
+                        let expected: Vec<String> = if server_unbacked {
+                            vec!["server".to_owned()]
+                        } else {
+                            Vec::new()
+                        };
+                        assert_eq!(t.single_points_of_failure, expected, "{a:?}");
                         assert!(t.fatal_single_compromises.is_empty(), "{a:?}");
                     }
                     // And any device-to-device wallet with a holder besides its devices.

@@ -16,6 +16,7 @@ use tessera_backup::backup::Backup;
 use tessera_backup::holder::{HolderPublicKey, HolderSecretKey};
 use tessera_backup::structure::AccessStructure;
 use tessera_client::WalletRecord;
+use tessera_core::api;
 use tessera_store::{Keystore, KeystoreOptions, Passphrase};
 
 use crate::Failure;
@@ -443,6 +444,17 @@ async fn create(home: &Path, args: CreateArgs) -> Result<(), Failure> {
             .await
             .map_err(client_error)?;
         drop(bar);
+        let answer = match answer {
+            api::ServerBackupOutcome::Ready(answer) => answer,
+            api::ServerBackupOutcome::Held(action) => {
+                device::print_held(&action);
+                println!(
+                    "next           run this same command again once it is approved or its time lock has ended: the server then writes the backup ({} is not written yet)",
+                    args.out.display()
+                );
+                return Ok(());
+            }
+        };
         let bytes = hex::decode(&answer.backup).map_err(failed)?;
         let backup = Backup::from_bytes(&bytes).map_err(failed)?;
         // Checked here too: the server's public share follows from this device's share.
@@ -625,8 +637,23 @@ async fn restore(home: &Path, args: RestoreArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `tessera device recover --wallet NAME`: a pending device sends its proof of the restored
+/// device share again, once the time lock of its held recovery has ended.
+pub(crate) async fn recover(home: &Path, wallet: &str) -> Result<(), Failure> {
+    let keystore = Keystore::open(home).map_err(store_error)?;
+    let passphrase = device::passphrase()?;
+    let record = WalletRecord::from_bytes(
+        &keystore
+            .load_wallet(wallet, &passphrase)
+            .map_err(store_error)?,
+    )
+    .map_err(client_error)?;
+    recover_registration(home, &keystore, &passphrase, &record.current).await
+}
+
 /// A device still pending approval proves it holds the restored device share, which approves
-/// it (the path when the user's only device was lost).
+/// it (the path when the user's only device was lost), or, while the user has an active device,
+/// holds the recovery under a time lock.
 async fn recover_registration(
     home: &Path,
     keystore: &Keystore,
@@ -642,14 +669,23 @@ async fn recover_registration(
             Ok(())
         }
         Err(tessera_client::ClientError::Server { status: 403, .. }) => {
-            let device = client
+            match client
                 .recover_device(&identity, &config.device_id, share)
                 .await
-                .map_err(client_error)?;
-            println!(
-                "device         approved by proof of the restored share ({:?})",
-                device.status
-            );
+                .map_err(client_error)?
+            {
+                api::Recovery::Approved(device) => println!(
+                    "device         approved by proof of the restored share ({:?})",
+                    device.status
+                ),
+                api::Recovery::Held(action) => {
+                    device::print_held(&action);
+                    println!(
+                        "next           your user still has an active device: this recovery waits for its time lock (or an approval on an active device: tessera approvals approve {}); then run `tessera device recover --wallet NAME` here",
+                        action.id
+                    );
+                }
+            }
             Ok(())
         }
         Err(e) => Err(client_error(e)),

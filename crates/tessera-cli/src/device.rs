@@ -308,20 +308,52 @@ pub async fn policy_set(home_dir: &Path, wallet: &str, file: &Path) -> Result<()
     let s = connect(home_dir).await?;
     let identity = &s.identity;
     let id = load_record(&s, wallet)?.current.wallet_id().to_string();
-    let info = s
+    match s
         .client
-        .set_policy(identity, &id, &policy)
+        .propose_policy(identity, &id, &policy)
         .await
-        .map_err(client_error)?;
-    println!("policy of {wallet} is now version {}", info.version);
+        .map_err(client_error)?
+    {
+        tessera_core::api::PolicyChange::Applied(info) => {
+            println!("policy of {wallet} is now version {}", info.version);
+        }
+        tessera_core::api::PolicyChange::Held(action) => {
+            print_held(&action);
+            println!(
+                "next           the current policy requires approval and this change weakens it: once another active device approves it (tessera approvals approve {}), it applies; after a time lock, run this same command again",
+                action.id
+            );
+        }
+    }
     Ok(())
+}
+
+/// Prints a held action: what it is, and how it completes or is cancelled.
+pub fn print_held(action: &tessera_core::api::HeldAction) {
+    println!("held           {} ({})", action.id, action.kind);
+    println!("               {}", action.summary);
+    match &action.unlock_at {
+        Some(at) => println!(
+            "waits          until {at} (time lock), or another active device approves it: tessera approvals approve {}",
+            action.id
+        ),
+        None => println!(
+            "waits          for another active device of yours to approve it: tessera approvals approve {}",
+            action.id
+        ),
+    }
+    println!(
+        "cancel         on any of your devices: tessera approvals cancel {}",
+        action.id
+    );
 }
 
 pub async fn approvals_list(home_dir: &Path) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
     let pending = s.client.approvals().await.map_err(client_error)?;
-    if pending.is_empty() {
-        println!("no signing request waits for approval");
+    let held = s.client.held_actions().await.map_err(client_error)?;
+    if pending.is_empty() && held.is_empty() {
+        println!("nothing waits for approval");
     }
     for p in pending {
         println!(
@@ -329,28 +361,46 @@ pub async fn approvals_list(home_dir: &Path) -> Result<(), Failure> {
             p.session_id, p.wallet_id, p.device_id, p.expires_at, p.summary, p.digest
         );
     }
+    for a in held {
+        let until = match &a.unlock_at {
+            Some(at) => format!("time lock until {at}"),
+            None => "needs another device's approval".to_string(),
+        };
+        println!(
+            "{}  {}  {}  from device {}  {until}\n    {}\n    digest {}",
+            a.id, a.kind, a.status, a.requested_by, a.summary, a.digest
+        );
+    }
     Ok(())
 }
 
-pub async fn approvals_decide(
-    home_dir: &Path,
-    session: &str,
-    approve: bool,
-) -> Result<(), Failure> {
+/// `approvals approve|refuse|cancel ID`: a signing request (by session id) or a held action.
+pub async fn approvals_decide(home_dir: &Path, id: &str, approve: bool) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
     let identity = &s.identity;
+    let held = s.client.held_actions().await.map_err(client_error)?;
+    if let Some(action) = held.iter().find(|a| a.id == id) {
+        println!("{}", action.summary);
+        let action = s
+            .client
+            .decide_held(identity, action, approve)
+            .await
+            .map_err(client_error)?;
+        println!("action {id}: {}", action.status);
+        return Ok(());
+    }
     let pending = s.client.approvals().await.map_err(client_error)?;
     let request = pending
         .iter()
-        .find(|p| p.session_id == session)
-        .ok_or_else(|| Failure::Usage(format!("no pending signing request {session}")))?;
+        .find(|p| p.session_id == id)
+        .ok_or_else(|| Failure::Usage(format!("no pending signing request or held action {id}")))?;
     println!("{}", request.summary);
     let status = s
         .client
         .decide(identity, request, approve)
         .await
         .map_err(client_error)?;
-    println!("request {session}: {}", status.approval);
+    println!("request {id}: {}", status.approval);
     Ok(())
 }
 

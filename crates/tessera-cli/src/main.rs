@@ -146,6 +146,11 @@ struct ServerArgs {
     /// Sessions one wallet may hold at once, all devices together.
     #[arg(long, default_value_t = tessera_server::live_sessions::DEFAULT_MAX_PER_WALLET)]
     max_sessions_per_wallet: u32,
+    /// Seconds that an action no other device can approve waits, visible and cancellable by
+    /// the user's devices: exporting the server's share for a user with one active device,
+    /// recovering a device while the user has active devices (default 24 hours).
+    #[arg(long, default_value_t = 86_400)]
+    time_lock: u64,
     /// Benchmarks only: no signing policies and no audit log (to measure what they cost).
     /// Refused except with --insecure-http on loopback.
     #[arg(long, hide = true, requires = "insecure_http")]
@@ -274,17 +279,24 @@ enum PolicyCommand {
 
 #[derive(Subcommand)]
 enum ApprovalsCommand {
-    /// Signing requests of this user waiting for another device's approval.
+    /// Signing requests and held actions (server-share exports, policy changes that weaken a
+    /// policy requiring approval, device recoveries) waiting for another device's approval or a
+    /// time lock.
     List,
-    /// Approve a request (signed by this device).
+    /// Approve a signing request or another device's held action (signed by this device).
     Approve {
-        /// The request's session id.
+        /// The request's session id, or the held action's id.
         session: String,
     },
-    /// Refuse a request (signed by this device).
+    /// Refuse a signing request, or cancel a held action (signed by this device).
     Refuse {
-        /// The request's session id.
+        /// The request's session id, or the held action's id.
         session: String,
+    },
+    /// Cancel a held action (any of your devices; signed by this device).
+    Cancel {
+        /// The held action's id.
+        id: String,
     },
 }
 
@@ -311,6 +323,13 @@ enum DeviceCommand {
         /// Revoke even the last active device of this user, which locks the user out for good.
         #[arg(long)]
         force: bool,
+    },
+    /// On a pending device that restored a wallet's device share: prove it again to be approved,
+    /// once the time lock of its held recovery has ended.
+    Recover {
+        /// The restored wallet.
+        #[arg(long)]
+        wallet: String,
     },
 }
 
@@ -466,6 +485,7 @@ async fn server(args: ServerArgs) -> CliResult {
     config.database_url = args.database_url.clone();
     config.kek = Some(kek_source(&args.kek, &args.data_dir)?);
     config.controls = !args.benchmark_without_controls;
+    config.time_lock = std::time::Duration::from_secs(args.time_lock);
     config.limits = tessera_server::limits::Limits {
         ip_per_second: args.ip_rate,
         ip_burst: args.ip_burst,
@@ -671,6 +691,10 @@ async fn device_command(command: Command) -> CliResult {
         Command::Approvals(ApprovalsCommand::Approve { session }) => {
             device::approvals_decide(&home, &session, true).await
         }
+        Command::Approvals(ApprovalsCommand::Cancel { id }) => {
+            device::approvals_decide(&home, &id, false).await
+        }
+        Command::Device(DeviceCommand::Recover { wallet }) => backup::recover(&home, &wallet).await,
         Command::Approvals(ApprovalsCommand::Refuse { session }) => {
             device::approvals_decide(&home, &session, false).await
         }

@@ -14,7 +14,7 @@ use crate::Failure;
 const LISTED_SETS: usize = 6;
 
 const ANSWER_FLAGS: &str = "--devices N [--server | --no-server] [--usb N] [--cloud] \
-                            [--institutional] [--offline-recovery]";
+                            [--institutional] [--offline-recovery] [--escape-hatch]";
 
 /// Arguments of `tessera plan`.
 #[derive(clap::Args)]
@@ -23,13 +23,14 @@ pub(crate) struct PlanArgs {
     /// 'threshold(2, device, usb-1, cloud)', instead of recommending a set-up.
     #[arg(long, value_name = "TEXT", conflicts_with_all = [
         "answers", "devices", "server", "no_server", "usb", "cloud", "institutional",
-        "offline_recovery",
+        "offline_recovery", "escape_hatch",
     ])]
     structure: Option<String>,
     /// Read the answers from a JSON file: {"own_devices": 2, "cosigning_server": true,
     /// "usb_drives": 1, "cloud_folder": true, "institutional": false, "offline_recovery": false}.
     #[arg(long, value_name = "FILE.json", conflicts_with_all = [
         "devices", "server", "no_server", "usb", "cloud", "institutional", "offline_recovery",
+        "escape_hatch",
     ])]
     answers: Option<PathBuf>,
     /// Devices you (or your institution's officers) can keep a share on: 1 to 5.
@@ -53,6 +54,11 @@ pub(crate) struct PlanArgs {
     /// Recovery must work offline: prefer USB drives and printed codes over the cloud.
     #[arg(long)]
     offline_recovery: bool,
+    /// With the server: also back up the server's share to your holders (more of them than the
+    /// device share's backup needs), a way to the funds should the server disappear; those
+    /// holders together then rebuild the key without the server, outside every policy.
+    #[arg(long, requires = "server")]
+    escape_hatch: bool,
     /// Print JSON for scripts instead of text.
     #[arg(long)]
     json: bool,
@@ -120,7 +126,8 @@ fn answers(args: &PlanArgs) -> Result<Answers, Failure> {
         || args.usb.is_some()
         || args.cloud
         || args.institutional
-        || args.offline_recovery;
+        || args.offline_recovery
+        || args.escape_hatch;
     if any_flag {
         let Some(own_devices) = args.devices else {
             return Err(Failure::Usage(format!(
@@ -134,6 +141,7 @@ fn answers(args: &PlanArgs) -> Result<Answers, Failure> {
             cloud_folder: args.cloud,
             institutional: args.institutional,
             offline_recovery: args.offline_recovery,
+            escape_hatch: args.escape_hatch,
         });
     }
     if !std::io::stdin().is_terminal() {
@@ -196,6 +204,8 @@ fn ask() -> Result<Answers, dialoguer::Error> {
         cloud_folder,
         institutional,
         offline_recovery,
+        // Never by default, and not asked: only `--escape-hatch` or the answer file.
+        escape_hatch: false,
     })
 }
 
@@ -274,9 +284,16 @@ fn render_warnings(warnings: &[String]) -> String {
 
 fn render_plan(plan: &Plan, table: &LossTable) -> String {
     let mut out = format!(
-        "Recommended set-up: {} (any {} of the {} shares sign)\n\nShares:\n",
+        "Recommended set-up: {} (any {} of the {} shares sign)\n",
         plan.topology, plan.t, plan.n
     );
+    // Holders that alone reach the key are said before anything else.
+    if !plan.holder_only_compromises.is_empty()
+        && let Some(first) = plan.warnings.first()
+    {
+        out.push_str(&format!("WARNING: {first}\n"));
+    }
+    out.push_str("\nShares:\n");
     let width = plan.shares.iter().map(|s| s.name.len()).max().unwrap_or(0);
     for share in &plan.shares {
         let held = format!("on {} ({})", share.held_by, share.held_by_kind.describe());

@@ -172,6 +172,40 @@ fn assert_signed(out: &Output, pubkey: &str, message: &str) {
     );
 }
 
+/// The id of the held action a command printed (`held           ID (kind)`).
+fn held_id(out: &Output) -> String {
+    out.field("held")
+}
+
+/// Ends the time lock of a held action as if it had passed, in the server's database.
+async fn end_time_lock(server: &Server, id: &str) {
+    let db = server.database().await;
+    let done = sqlx::query(
+        "UPDATE held_actions SET unlock_at = 0 WHERE id = $1 AND unlock_at IS NOT NULL",
+    )
+    .bind(id)
+    .execute(&db)
+    .await
+    .unwrap();
+    assert_eq!(done.rows_affected(), 1, "no time-locked action {id}");
+    db.close().await;
+}
+
+/// `backup create --wallet main --server-share --policy POLICY --out FILE`.
+fn export_server_share(device: &Device, policy: &str, out: &Path) -> Output {
+    device.run(&[
+        "backup",
+        "create",
+        "--wallet",
+        "main",
+        "--server-share",
+        "--policy",
+        policy,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 async fn audit_kinds(server: &Server) -> Vec<String> {
     let db = server.database().await;
     let rows: Vec<(String,)> = sqlx::query_as("SELECT kind FROM audit_log ORDER BY seq")
@@ -281,7 +315,9 @@ async fn phone_lost_restore_on_a_new_device_sign_then_refresh() {
     );
     assert!(!new_phone.wallet_file("main").exists());
 
-    // Two keys restore; the device proves possession of the share and is approved by it.
+    // Two keys restore; the device proves possession of the share. The lost phone is still
+    // active in the registry, so the recovery waits for its time lock (the lost phone could
+    // have cancelled it meanwhile), and the new phone cannot sign before.
     let restored = new_phone
         .run(&strs(&restore_args(
             &backup_file,
@@ -290,12 +326,25 @@ async fn phone_lost_restore_on_a_new_device_sign_then_refresh() {
         )))
         .ok();
     assert_eq!(restored.field("public key"), pubkey);
+    assert!(restored.out.contains("time lock"), "{}", restored.out);
+    let recovery = held_id(&restored);
+    let early = new_phone.sign("main", "before the time lock");
+    assert_ne!(early.code, Some(0));
+    assert!(early.err.contains("pending approval"), "{}", early.err);
+    let still = new_phone
+        .run(&["device", "recover", "--wallet", "main"])
+        .ok();
+    assert_eq!(held_id(&still), recovery, "{}", still.out);
+    end_time_lock(&server, &recovery).await;
+    let recovered = new_phone
+        .run(&["device", "recover", "--wallet", "main"])
+        .ok();
     assert!(
-        restored
+        recovered
             .out
             .contains("approved by proof of the restored share"),
         "{}",
-        restored.out
+        recovered.out
     );
 
     let signed = new_phone.sign("main", "restored").ok();
@@ -356,6 +405,7 @@ async fn phone_lost_restore_on_a_new_device_sign_then_refresh() {
     let kinds = audit_kinds(&server).await;
     for kind in [
         "backup.verified",
+        "device.recovery_requested",
         "device.recovered",
         "backup.rejected",
         "device.revoked",
@@ -388,19 +438,12 @@ async fn server_share_lost_and_restored_on(database_url: Option<String>) {
         .field("public key");
     let keys = holders(&phone, media.path(), &["usb-1", "cloud", "laptop"]);
     let server_backup = media.path().join("server.tsb");
-    let created = phone
-        .run(&[
-            "backup",
-            "create",
-            "--wallet",
-            "main",
-            "--server-share",
-            "--policy",
-            "threshold(2, usb-1, cloud, laptop)",
-            "--out",
-            server_backup.to_str().unwrap(),
-        ])
-        .ok();
+    let policy = "threshold(2, usb-1, cloud, laptop)";
+    // The phone is bob's only device: the export waits for its time lock (the test ends it).
+    let held = export_server_share(&phone, policy, &server_backup).ok();
+    assert!(!server_backup.exists());
+    end_time_lock(&server, &held_id(&held)).await;
+    let created = export_server_share(&phone, policy, &server_backup).ok();
     assert!(created.out.contains("party 1 of 2-of-2"), "{}", created.out);
 
     // A device must never hold both shares: restoring the server's share here is refused.
@@ -455,7 +498,8 @@ async fn server_share_lost_and_restored_on(database_url: Option<String>) {
     assert_signed(&signed, &pubkey, "server restored");
     let kinds = audit_kinds(&server).await;
     for kind in [
-        "backup.server_share_created",
+        "backup.server_share_requested",
+        "backup.server_share_released",
         "backup.server_share_restored",
     ] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
@@ -514,6 +558,8 @@ async fn two_of_three_and_two_of_four_survive_their_losses() {
             let kept: Vec<&PathBuf> = kept.iter().map(|&i| &keys[i]).collect();
             let out = device.run(&strs(&restore_args(&file, &kept, &[]))).ok();
             assert_eq!(out.field("public key"), pubkey);
+            // The phone is active: the recovery is held until it approves it.
+            phone.run(&["approvals", "approve", &held_id(&out)]).ok();
             let message = format!("{policy} without {lost}");
             let signed = device.sign("main", &message).ok();
             assert_signed(&signed, &pubkey, &message);
@@ -680,4 +726,262 @@ fn a_holder_key_that_is_not_canonically_encoded_is_refused() {
     ]);
     assert_eq!(out.code, Some(2), "{}", out.err);
     assert!(out.err.contains("canonically encoded"), "{}", out.err);
+}
+
+/// A user's only device asks for the server's share: the export is held for the time lock,
+/// listed, not approvable by the device itself, cancellable; once the lock ends it is released
+/// and its holders become the wallet's fixed ones: a new export to them goes through at once,
+/// one to other holders is held again. On SQLite and on PostgreSQL.
+#[tokio::test]
+async fn a_lone_device_waits_for_the_time_lock_to_export_the_server_share() {
+    lone_device_export_on(None).await;
+    lone_device_export_on(Some(common::fresh_postgres_database())).await;
+}
+
+async fn lone_device_export_on(database_url: Option<String>) {
+    let extra: Vec<&str> = match &database_url {
+        Some(url) => vec!["--database-url", url],
+        None => vec![],
+    };
+    let server = Server::start_fresh(&extra);
+    let media = tempfile::tempdir().unwrap();
+    let phone = Device::new();
+    phone.init(&server, "erin", "phone");
+    phone.run(&["keygen", "--name", "main"]).ok();
+    let keys = holders(&phone, media.path(), &["usb-1", "usb-2", "cloud"]);
+    let policy = "threshold(2, usb-1, usb-2, cloud)";
+    let file = media.path().join("server.tsb");
+
+    let held = export_server_share(&phone, policy, &file).ok();
+    let id = held_id(&held);
+    assert!(held.out.contains("(server-share-export)"), "{}", held.out);
+    assert!(held.out.contains("time lock"), "{}", held.out);
+    assert!(
+        held.out.contains("run this same command again"),
+        "{}",
+        held.out
+    );
+    assert!(
+        !file.exists(),
+        "the server's share left before the time lock"
+    );
+    // Asking again finds the same held export, and still gives nothing.
+    let again = export_server_share(&phone, policy, &file).ok();
+    assert_eq!(held_id(&again), id);
+    assert!(!file.exists());
+    let listed = phone.run(&["approvals", "list"]).ok();
+    assert!(
+        listed.out.contains(&id) && listed.out.contains("time lock until"),
+        "{}",
+        listed.out
+    );
+    // A device cannot approve its own export.
+    let own = phone.run(&["approvals", "approve", &id]);
+    assert_ne!(own.code, Some(0), "{}", own.out);
+    assert!(own.err.contains("cannot approve its own"), "{}", own.err);
+
+    // Cancelled, it never releases, even after its time lock.
+    phone.run(&["approvals", "cancel", &id]).ok();
+    {
+        let db = server.database().await;
+        sqlx::query("UPDATE held_actions SET unlock_at = 0 WHERE id = $1")
+            .bind(&id)
+            .execute(&db)
+            .await
+            .unwrap();
+        db.close().await;
+    }
+    let after_cancel = export_server_share(&phone, policy, &file).ok();
+    let second = held_id(&after_cancel);
+    assert_ne!(second, id);
+    assert!(!file.exists());
+
+    // The time lock over: released, verified, and restorable only on a server.
+    end_time_lock(&server, &second).await;
+    let created = export_server_share(&phone, policy, &file).ok();
+    assert!(created.out.contains("party 1 of 2-of-2"), "{}", created.out);
+    assert!(file.exists());
+
+    // The holders are now fixed: a new backup to them goes through at once (after a refresh,
+    // say); one to other holders is held again.
+    let again = media.path().join("server-2.tsb");
+    export_server_share(&phone, policy, &again).ok();
+    assert!(again.exists());
+    holders(&phone, media.path(), &["usb-3"]);
+    let other = media.path().join("server-3.tsb");
+    let moved = export_server_share(&phone, "threshold(2, usb-1, usb-3, cloud)", &other).ok();
+    held_id(&moved);
+    assert!(!other.exists());
+
+    let kinds = audit_kinds(&server).await;
+    for kind in [
+        "backup.server_share_requested",
+        "backup.server_share_cancelled",
+        "backup.server_share_released",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+    assert!(!keys.is_empty());
+}
+
+/// A device of a two-device user asks for the server's share: no time lock, the other device
+/// must approve. Refused, it is never released; approved, it is; changing the holders needs
+/// the other device again.
+#[tokio::test]
+async fn a_second_device_must_approve_exporting_the_server_share() {
+    let server = Server::start_fresh(&[]);
+    let media = tempfile::tempdir().unwrap();
+    let phone = Device::new();
+    phone.init(&server, "frank", "phone");
+    let laptop = Device::new();
+    let (_, init) = laptop.init(&server, "frank", "laptop");
+    phone
+        .run(&["device", "approve", &init.field("approval code")])
+        .ok();
+    phone.run(&["keygen", "--name", "main"]).ok();
+    holders(&phone, media.path(), &["usb-1", "usb-2", "cloud"]);
+    let policy = "threshold(2, usb-1, usb-2, cloud)";
+    let file = media.path().join("server.tsb");
+
+    let held = export_server_share(&phone, policy, &file).ok();
+    let id = held_id(&held);
+    assert!(
+        held.out.contains("for another active device"),
+        "{}",
+        held.out
+    );
+    // No time lock: moving time on changes nothing.
+    {
+        let db = server.database().await;
+        let (lock,): (Option<i64>,) =
+            sqlx::query_as("SELECT unlock_at FROM held_actions WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert_eq!(lock, None);
+        db.close().await;
+    }
+    // The laptop sees it and refuses it.
+    let listed = laptop.run(&["approvals", "list"]).ok();
+    assert!(listed.out.contains(&id), "{}", listed.out);
+    assert!(
+        listed.out.contains("export the server's share"),
+        "{}",
+        listed.out
+    );
+    let refused = laptop.run(&["approvals", "refuse", &id]).ok();
+    assert!(refused.out.contains("cancelled"), "{}", refused.out);
+    let after = export_server_share(&phone, policy, &file).ok();
+    let second = held_id(&after);
+    assert_ne!(second, id);
+    assert!(!file.exists());
+    // Approved by the laptop: the phone collects the backup.
+    let approved = laptop.run(&["approvals", "approve", &second]).ok();
+    assert!(approved.out.contains("approved"), "{}", approved.out);
+    export_server_share(&phone, policy, &file).ok();
+    assert!(file.exists());
+    // Other holders: the laptop must approve again.
+    let other = media.path().join("other.tsb");
+    let moved = export_server_share(&phone, "and(usb-1, usb-2)", &other).ok();
+    let third = held_id(&moved);
+    assert!(!other.exists());
+    laptop.run(&["approvals", "approve", &third]).ok();
+    export_server_share(&phone, "and(usb-1, usb-2)", &other).ok();
+    assert!(other.exists());
+    let kinds = audit_kinds(&server).await;
+    for kind in [
+        "backup.server_share_requested",
+        "backup.server_share_cancelled",
+        "backup.server_share_approved",
+        "backup.server_share_released",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+}
+
+/// Someone with an authorised set of the device backup's holders restores the device share on
+/// a new device while the owner's phone is active: the recovery is held (the new device can
+/// neither log in nor sign), the phone sees it and cancels it, which revokes the new device.
+/// Another recovery the phone approves makes its device active at once.
+#[tokio::test]
+async fn a_recovery_while_a_device_is_active_is_held_and_cancellable() {
+    let server = Server::start_fresh(&[]);
+    let media = tempfile::tempdir().unwrap();
+    let phone = Device::new();
+    phone.init(&server, "gina", "phone");
+    let pubkey = phone
+        .run(&["keygen", "--name", "main"])
+        .ok()
+        .field("public key");
+    let keys = holders(&phone, media.path(), &["usb-1", "cloud", "laptop"]);
+    let backup_file = media.path().join("main.tsb");
+    phone
+        .run(&[
+            "backup",
+            "create",
+            "--wallet",
+            "main",
+            "--policy",
+            "threshold(2, usb-1, cloud, laptop)",
+            "--out",
+            backup_file.to_str().unwrap(),
+        ])
+        .ok();
+
+    let intruder = Device::new();
+    intruder.init(&server, "gina", "intruder");
+    let restored = intruder
+        .run(&strs(&restore_args(
+            &backup_file,
+            &[&keys[0], &keys[1]],
+            &[],
+        )))
+        .ok();
+    let id = held_id(&restored);
+    assert!(
+        restored.out.contains("(device-recovery)"),
+        "{}",
+        restored.out
+    );
+    let refused = intruder.sign("main", "steal");
+    assert_ne!(refused.code, Some(0));
+    assert!(refused.err.contains("pending approval"), "{}", refused.err);
+    let listed = phone.run(&["approvals", "list"]).ok();
+    assert!(
+        listed.out.contains(&id) && listed.out.contains("device-recovery"),
+        "{}",
+        listed.out
+    );
+    phone.run(&["approvals", "cancel", &id]).ok();
+    // Cancelled: the device is revoked, and even after the time lock it gets nowhere.
+    let again = intruder.run(&["device", "recover", "--wallet", "main"]);
+    assert_ne!(again.code, Some(0), "{}", again.out);
+    let refused = intruder.sign("main", "steal");
+    assert_ne!(refused.code, Some(0));
+    assert!(refused.err.contains("revoked"), "{}", refused.err);
+
+    // The owner's own new laptop recovers and the phone approves it: active at once.
+    let laptop = Device::new();
+    laptop.init(&server, "gina", "laptop");
+    let restored = laptop
+        .run(&strs(&restore_args(
+            &backup_file,
+            &[&keys[1], &keys[2]],
+            &[],
+        )))
+        .ok();
+    let id = held_id(&restored);
+    phone.run(&["approvals", "approve", &id]).ok();
+    let signed = laptop.sign("main", "recovered").ok();
+    assert_signed(&signed, &pubkey, "recovered");
+    let kinds = audit_kinds(&server).await;
+    for kind in [
+        "device.recovery_requested",
+        "device.recovery_cancelled",
+        "device.recovery_approved",
+        "device.recovered",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
 }

@@ -187,8 +187,14 @@ fn flags_give_a_recommendation_with_its_table() {
         "{out}"
     );
     assert!(out.contains("Loss tolerance of and(or(phone, "), "{out}");
-    assert!(out.contains("Single points of failure: none"), "{out}");
-    assert!(!out.contains("Warnings"), "{out}");
+    // The server's share is not backed up to the holders: its loss is the server's operator's.
+    assert!(out.contains("Single points of failure: server"), "{out}");
+    assert!(
+        out.contains("  - the server's share is not backed up to your holders"),
+        "{out}"
+    );
+    assert!(!out.contains("--server-share"), "{out}");
+    assert!(!out.contains("WARNING"), "{out}");
     assert!(
         !out.contains("CloudFolder") && !out.contains(".backup"),
         "{out}"
@@ -232,10 +238,6 @@ fn one_device_with_server_prints_exact_commands() {
                 "phone",
                 "tessera backup create --wallet WALLET --policy 'or(usb-1, cloud)' --out phone.tsb"
             ),
-            (
-                "phone",
-                "tessera backup create --wallet WALLET --policy 'and(usb-1, cloud)' --out server.tsb --server-share"
-            ),
         ]),
         "{out}"
     );
@@ -245,16 +247,18 @@ fn one_device_with_server_prints_exact_commands() {
     );
     assert!(
         out.contains(
-            "The funds are reachable while and(or(phone, or(usb-1, cloud)), or(server, and(usb-1, cloud))) holds"
+            "The funds are reachable while and(or(phone, or(usb-1, cloud)), server) holds"
         ),
         "{out}"
     );
-    assert!(!out.contains("Warnings"), "{out}");
-    // What the table does not model: the server co-signs for whoever holds the device share.
+    assert!(!out.contains("WARNING"), "{out}");
+    // A device alone cannot take the server's share: the table says why it is not an item.
     assert!(
-        out.contains("Also:\n  - the table counts key material"),
+        out.contains("exporting the server's share is never one device's decision"),
         "{out}"
     );
+    // What the table does not model: the server co-signs for whoever holds the device share.
+    assert!(out.contains("\n  - the table counts key material"), "{out}");
     assert!(out.contains("tessera policy set"), "{out}");
 }
 
@@ -531,6 +535,15 @@ fn every_printed_command_parses_with_the_real_cli() {
         &["--devices", "3", "--institutional", "--usb", "1"],
         &["--devices", "2", "--institutional", "--server", "--cloud"],
         &["--devices", "2", "--institutional", "--no-server"],
+        &[
+            "--devices",
+            "1",
+            "--server",
+            "--usb",
+            "2",
+            "--cloud",
+            "--escape-hatch",
+        ],
     ] {
         let mut args = vec!["plan"];
         args.extend_from_slice(flags);
@@ -562,6 +575,78 @@ fn every_printed_command_parses_with_the_real_cli() {
     ] {
         assert!(check_against_help(bad).is_err(), "accepted: {bad}");
     }
+}
+
+/// The issue's recommended personal set-up: two USB drives must not reach the key. Only with
+/// `--escape-hatch` is the server's share backed up, to all three holders, said at the top.
+#[test]
+fn the_personal_set_up_keeps_two_usb_drives_from_the_key() {
+    let flags = [
+        "plan",
+        "--devices",
+        "1",
+        "--server",
+        "--usb",
+        "2",
+        "--cloud",
+    ];
+    let out = ok(&tessera(&flags));
+    assert!(
+        out.contains(
+            "The funds are reachable while and(or(phone, threshold(2, usb-1, usb-2, cloud)), server) holds"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("smallest sets that reach the key: phone+server"),
+        "{out}"
+    );
+    assert!(!out.contains("--server-share"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&tessera(&[&flags[..], &["--json"]].concat()))).unwrap();
+    assert_eq!(
+        json["plan"]["holder_only_compromises"],
+        serde_json::json!([])
+    );
+    for set in json["loss_table"]["minimal_compromise_sets"]
+        .as_array()
+        .unwrap()
+    {
+        assert!(
+            set.as_array().unwrap().iter().any(|i| i == "server"),
+            "{set}"
+        );
+    }
+
+    let out = ok(&tessera(&[&flags[..], &["--escape-hatch"]].concat()));
+    let second_line = out.lines().nth(1).unwrap();
+    assert_eq!(
+        second_line,
+        "WARNING: escape hatch: the server's share is backed up to your holders, so \
+         usb-1+usb-2+cloud together rebuild the key without the server and outside every policy; \
+         keep them apart"
+    );
+    assert!(
+        out.contains(
+            "tessera backup create --wallet WALLET --policy 'and(usb-1, usb-2, cloud)' --out server.tsb --server-share"
+        ),
+        "{out}"
+    );
+    // Two drives still do not: the smallest holder-only set is all three.
+    let json: serde_json::Value = serde_json::from_str(&ok(&tessera(
+        &[&flags[..], &["--escape-hatch", "--json"]].concat(),
+    )))
+    .unwrap();
+    assert_eq!(
+        json["plan"]["holder_only_compromises"],
+        serde_json::json!([["usb-1", "usb-2", "cloud"]])
+    );
+    // Only with the server.
+    let err = usage_error(&tessera(&["plan", "--devices", "2", "--escape-hatch"]));
+    assert!(
+        err.contains("required arguments were not provided"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -621,7 +706,7 @@ fn json_answer_file() {
     assert_eq!(v["answers"]["own_devices"], 2);
     assert_eq!(
         v["loss_table"]["single_points_of_failure"],
-        serde_json::json!([])
+        serde_json::json!(["server"])
     );
     assert_eq!(
         v["loss_table"]["fatal_single_compromises"],
@@ -746,5 +831,9 @@ fn interactive_questions_in_a_terminal() {
         shown.contains("threshold(2, usb-1, cloud, device-2)"),
         "{shown}"
     );
-    assert!(shown.contains("Single points of failure: none"), "{shown}");
+    // The server's share is not backed up to the holders: its loss is listed, honestly.
+    assert!(
+        shown.contains("Single points of failure: server"),
+        "{shown}"
+    );
 }

@@ -439,3 +439,212 @@ async fn fees_count_against_value_limits() {
         Some("630000000000000".into())
     );
 }
+
+/// A policy that requires approval cannot be weakened by one device: removing
+/// `require_approval` is held (the device still needs approval to sign, and cannot approve the
+/// change itself); cancelled it never applies; approved by the phone it does, audited as a
+/// proposal and its approval. Tightening applies at once.
+#[tokio::test]
+async fn weakening_a_policy_that_requires_approval_needs_another_device() {
+    use tessera_core::api::PolicyChange;
+    let server = Server::start_fresh(&[]);
+    let o = owner(&server, "weaken").await;
+    o.policy(Policy {
+        require_approval: true,
+        approval_timeout_secs: 30,
+        ..Policy::default()
+    })
+    .await;
+    let open = Policy::default();
+
+    // The laptop removes require_approval alone: held, not applied.
+    let held = match o
+        .laptop
+        .propose_policy(&o.laptop_id, &o.wallet, &open)
+        .await
+        .unwrap()
+    {
+        PolicyChange::Held(action) => action,
+        other => panic!("applied at once: {other:?}"),
+    };
+    assert_eq!(held.kind, "policy-change");
+    assert!(
+        held.summary.contains("require_approval"),
+        "{}",
+        held.summary
+    );
+    assert!(
+        held.unlock_at.is_none(),
+        "a user with two devices gets no time lock"
+    );
+    let info = o.laptop.policy(&o.wallet).await.unwrap();
+    assert_eq!(info.version, 1);
+    assert!(info.policy.require_approval);
+    // set_policy says so rather than pretending.
+    assert!(matches!(
+        o.laptop.set_policy(&o.laptop_id, &o.wallet, &open).await,
+        Err(ClientError::Server { status: 202, .. })
+    ));
+    // It cannot approve its own change.
+    assert!(matches!(
+        o.laptop.decide_held(&o.laptop_id, &held, true).await,
+        Err(ClientError::Server { status: 403, .. })
+    ));
+    // Signing still needs the phone: refused there, it does not sign.
+    let alone = message("alone");
+    let (result, ()) = tokio::join!(o.sign(&alone), async {
+        let pending = loop {
+            if let Some(p) = o.phone.approvals().await.unwrap().into_iter().next() {
+                break p;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        o.phone.decide(&o.phone_id, &pending, false).await.unwrap();
+    });
+    assert!(matches!(result, Err(ClientError::Refused(_))), "{result:?}");
+
+    // The phone sees the change and cancels it: it never applies.
+    let listed = o.phone.held_actions().await.unwrap();
+    assert_eq!(listed.iter().map(|a| &a.id).collect::<Vec<_>>(), [&held.id]);
+    let cancelled = o
+        .phone
+        .decide_held(&o.phone_id, &held, false)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, "cancelled");
+    assert!(o.phone.held_actions().await.unwrap().is_empty());
+    assert!(
+        o.laptop
+            .policy(&o.wallet)
+            .await
+            .unwrap()
+            .policy
+            .require_approval
+    );
+
+    // Proposed again and approved by the phone: applied at once.
+    let again = match o
+        .laptop
+        .propose_policy(&o.laptop_id, &o.wallet, &open)
+        .await
+        .unwrap()
+    {
+        PolicyChange::Held(action) => action,
+        other => panic!("applied at once: {other:?}"),
+    };
+    assert_ne!(again.id, held.id);
+    let approved = o
+        .phone
+        .decide_held(&o.phone_id, &again, true)
+        .await
+        .unwrap();
+    assert_eq!(approved.status, "released");
+    let info = o.laptop.policy(&o.wallet).await.unwrap();
+    assert_eq!(info.version, 2);
+    assert!(!info.policy.require_approval);
+    o.sign(&message("now alone")).await.unwrap();
+
+    // Tightening applies at once, even while approval is required.
+    o.policy(Policy {
+        require_approval: true,
+        approval_timeout_secs: 30,
+        ..Policy::default()
+    })
+    .await;
+    let tighter = Policy {
+        require_approval: true,
+        approval_timeout_secs: 20,
+        max_value_per_tx: Some("1000".into()),
+        allowed_kinds: vec!["eth-tx".into()],
+        ..Policy::default()
+    };
+    match o
+        .laptop
+        .propose_policy(&o.laptop_id, &o.wallet, &tighter)
+        .await
+        .unwrap()
+    {
+        PolicyChange::Applied(info) => assert_eq!(info.version, 4),
+        other => panic!("tightening was held: {other:?}"),
+    }
+    // Raising a limit is a weakening too.
+    let raised = Policy {
+        max_value_per_tx: Some("1001".into()),
+        ..tighter.clone()
+    };
+    let held = o
+        .laptop
+        .propose_policy(&o.laptop_id, &o.wallet, &raised)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&held, PolicyChange::Held(a) if a.summary.contains("max_value_per_tx")),
+        "{held:?}"
+    );
+
+    let audit = o.laptop.audit(Some(&o.wallet)).await.unwrap();
+    let kinds: Vec<&str> = audit.iter().map(|r| r.kind.as_str()).collect();
+    for kind in [
+        "policy.proposed",
+        "policy.cancelled",
+        "policy.approved",
+        "policy.proposal_applied",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+}
+
+/// A user with one device and a policy that requires approval (which it cannot give itself):
+/// a weakening waits for the time lock, then the same proposal applies.
+#[tokio::test]
+async fn a_lone_device_weakens_a_policy_after_the_time_lock() {
+    use tessera_core::api::PolicyChange;
+    let server = Server::start_fresh(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let me = identity(dir.path());
+    let mut client = ServerClient::new(&server.url).unwrap();
+    let device = client.register(&me, "lone", "phone").await.unwrap();
+    client.login(&me, &device.device_id).await.unwrap();
+    let share = client.keygen("w", |_, _| {}).await.unwrap();
+    let wallet = share.wallet_id().to_string();
+    let strict = Policy {
+        require_approval: true,
+        ..Policy::default()
+    };
+    client.set_policy(&me, &wallet, &strict).await.unwrap();
+    let held = match client
+        .propose_policy(&me, &wallet, &Policy::default())
+        .await
+        .unwrap()
+    {
+        PolicyChange::Held(action) => action,
+        other => panic!("applied at once: {other:?}"),
+    };
+    assert!(held.unlock_at.is_some());
+    // Before the time lock ends, asking again gives the same held change.
+    match client
+        .propose_policy(&me, &wallet, &Policy::default())
+        .await
+        .unwrap()
+    {
+        PolicyChange::Held(again) => assert_eq!(again.id, held.id),
+        other => panic!("applied before the time lock: {other:?}"),
+    }
+    {
+        let db = server.database().await;
+        sqlx::query("UPDATE held_actions SET unlock_at = 0 WHERE id = $1")
+            .bind(&held.id)
+            .execute(&db)
+            .await
+            .unwrap();
+        db.close().await;
+    }
+    match client
+        .propose_policy(&me, &wallet, &Policy::default())
+        .await
+        .unwrap()
+    {
+        PolicyChange::Applied(info) => assert!(!info.policy.require_approval),
+        other => panic!("still held: {other:?}"),
+    }
+}

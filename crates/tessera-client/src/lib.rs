@@ -366,7 +366,9 @@ impl ServerClient {
     }
 
     /// `POST /backups/server`: has the server back up its share of `wallet_id` under
-    /// `structure` to `holders` (public keys as text), signed by our identity.
+    /// `structure` to `holders` (public keys as text), signed by our identity. To holders other
+    /// than the wallet's fixed ones, the export is held for another device's approval or a time
+    /// lock ([`api::ServerBackupOutcome::Held`]); the same call collects it afterwards.
     ///
     /// # Errors
     /// Network or server errors.
@@ -376,7 +378,7 @@ impl ServerClient {
         wallet_id: &str,
         structure: &str,
         holders: Vec<String>,
-    ) -> Result<api::ServerBackup> {
+    ) -> Result<api::ServerBackupOutcome> {
         let signature = identity.sign(&api::server_backup_message(wallet_id, structure, &holders));
         self.post(
             "/backups/server",
@@ -391,7 +393,9 @@ impl ServerClient {
     }
 
     /// `POST /devices/{id}/recover`: this pending device proves that it holds `share` (the
-    /// device share of one of its user's wallets, restored from a backup), which approves it.
+    /// device share of one of its user's wallets, restored from a backup), which approves it,
+    /// or, while the user has active devices, holds the recovery under a time lock
+    /// ([`api::Recovery::Held`]; the same call after it ends approves the device).
     ///
     /// # Errors
     /// Network or server errors (401 when the proof does not verify).
@@ -400,7 +404,7 @@ impl ServerClient {
         identity: &DeviceIdentity,
         device_id: &str,
         share: &KeyShare,
-    ) -> Result<api::Device> {
+    ) -> Result<api::Recovery> {
         let wallet_id = share.wallet_id().to_string();
         let message =
             api::recover_message(device_id, &identity.public_key(), &wallet_id, share.epoch());
@@ -567,13 +571,40 @@ impl ServerClient {
     /// Sets a wallet's policy (the next version), signed with this device's identity key.
     ///
     /// # Errors
-    /// Network or server errors (409 if it changed meanwhile).
+    /// Network or server errors (409 if it changed meanwhile); a change held for another
+    /// device's approval is [`ClientError::Server`] 202 `held` (see [`Self::propose_policy`]).
     pub async fn set_policy(
         &self,
         identity: &DeviceIdentity,
         wallet_id: &str,
         policy: &api::Policy,
     ) -> Result<api::PolicyInfo> {
+        match self.propose_policy(identity, wallet_id, policy).await? {
+            api::PolicyChange::Applied(info) => Ok(info),
+            api::PolicyChange::Held(action) => Err(ClientError::Server {
+                status: 202,
+                code: "held".into(),
+                message: format!(
+                    "the change weakens a policy that requires approval: held as {} for another device's approval",
+                    action.id
+                ),
+            }),
+        }
+    }
+
+    /// Proposes a wallet's next policy version, signed with this device's identity key: applied
+    /// at once, or (a weakening of a policy that requires approval) held for another active
+    /// device's approval; sending the same proposal again applies it once approved or once its
+    /// time lock ended.
+    ///
+    /// # Errors
+    /// Network or server errors (409 if it changed meanwhile).
+    pub async fn propose_policy(
+        &self,
+        identity: &DeviceIdentity,
+        wallet_id: &str,
+        policy: &api::Policy,
+    ) -> Result<api::PolicyChange> {
         let current = self.policy(wallet_id).await?;
         let version = current.version + 1;
         let text = serde_json::to_string(policy).map_err(net)?;
@@ -624,6 +655,37 @@ impl ServerClient {
     /// Network or server errors.
     pub async fn approvals(&self) -> Result<Vec<api::PendingApproval>> {
         self.get("/approvals").await
+    }
+
+    /// `GET /actions`: actions of this user held for a device's approval or a time lock.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn held_actions(&self) -> Result<Vec<api::HeldAction>> {
+        self.get("/actions").await
+    }
+
+    /// Approves (another device's) or cancels (any) held action, signed with this device's
+    /// identity key over the action and its request's digest.
+    ///
+    /// # Errors
+    /// Network or server errors (403 approving our own request).
+    pub async fn decide_held(
+        &self,
+        identity: &DeviceIdentity,
+        action: &api::HeldAction,
+        approve: bool,
+    ) -> Result<api::HeldAction> {
+        let signature = hex::encode(identity.sign(&api::held_action_message(
+            &action.id,
+            &action.digest,
+            approve,
+        )));
+        self.post(
+            &format!("/actions/{}", action.id),
+            &api::DecideHeldAction { approve, signature },
+        )
+        .await
     }
 
     /// Approves (or refuses) a pending signing request of another device, signed with this

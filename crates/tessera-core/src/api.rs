@@ -665,3 +665,82 @@ pub struct ApproveBanLift {
     /// The approving device's identity signature over [`ban_lift_message`], hex.
     pub signature: String,
 }
+/// An action that one device cannot take alone (`GET /actions`): exporting the server's share
+/// to holders not yet fixed for the wallet, weakening a policy that requires approval,
+/// recovering a device while the user has active devices. It waits for another active
+/// device's signed approval or, where `unlock_at` is set, for its time lock to end; any active
+/// device of the owner may cancel it meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldAction {
+    /// The action's id.
+    pub id: String,
+    /// `server-share-export`, `policy-change` or `device-recovery`.
+    pub kind: String,
+    /// The wallet it is about.
+    pub wallet_id: Option<String>,
+    /// The device that asked (for a recovery, the recovering device).
+    pub requested_by: String,
+    /// What it does, for the devices that approve or cancel it.
+    pub summary: String,
+    /// SHA-256 of the signed request, hex: what an approving or cancelling device signs.
+    pub digest: String,
+    /// `pending`, `approved`, `cancelled` or `released` (carried out).
+    pub status: String,
+    /// When it was asked for (RFC 3339).
+    pub requested_at: String,
+    /// When its time lock ends (RFC 3339); `None`: only another device's approval releases it.
+    pub unlock_at: Option<String>,
+}
+
+const HELD_ACTION_CONTEXT: &[u8] = b"tessera/held-action/v1";
+
+/// What a device signs to approve (or cancel) a held action.
+#[must_use]
+pub fn held_action_message(id: &str, digest_hex: &str, approve: bool) -> Vec<u8> {
+    length_prefixed(
+        HELD_ACTION_CONTEXT,
+        &[id.as_bytes(), digest_hex.as_bytes(), &[u8::from(approve)]],
+    )
+}
+
+/// `POST /actions/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecideHeldAction {
+    /// Approve (true) or cancel.
+    pub approve: bool,
+    /// The device's identity signature over [`held_action_message`], hex.
+    pub signature: String,
+}
+
+/// The answer to `POST /backups/server`: the backup (holders fixed for the wallet, or an
+/// approved export), or the held export to approve or wait for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum ServerBackupOutcome {
+    /// The backup.
+    Ready(ServerBackup),
+    /// The export waits (202).
+    Held(HeldAction),
+}
+
+/// The answer to `PUT /policy`: applied, or (a weakening of a policy that requires approval)
+/// held for another device's approval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum PolicyChange {
+    /// The policy in force now.
+    Applied(PolicyInfo),
+    /// The proposal waits (202).
+    Held(HeldAction),
+}
+
+/// The answer to `POST /devices/{id}/recover`: the device approved, or (active devices exist)
+/// the recovery held under a time lock that any of them can cancel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Recovery {
+    /// The device, now active.
+    Approved(Device),
+    /// The recovery waits (202).
+    Held(HeldAction),
+}

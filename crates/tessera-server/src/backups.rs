@@ -9,10 +9,9 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use serde_json::json;
 use tessera_backup::backup::Backup;
-use tessera_backup::holder::HolderPublicKey;
-use tessera_backup::structure::AccessStructure;
 use tessera_core::api;
 use tessera_core::{KeyShare, PartyIndex};
 
@@ -112,54 +111,6 @@ pub async fn verify(
     }
 }
 
-/// `POST /backups/server`: backs up the server's share of a wallet under the owner's access
-/// structure and holders; the request carries the device's identity signature, so a stolen
-/// token alone cannot send the server's share to other holders.
-pub async fn server_share(
-    State(state): State<AppState>,
-    me: AuthDevice,
-    Json(req): Json<api::ServerBackupRequest>,
-) -> ApiResult<Json<api::ServerBackup>> {
-    let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
-    let structure = AccessStructure::parse(&req.structure)
-        .map_err(|e| ApiError::BadRequest(format!("access structure: {e}")))?;
-    let holders = req
-        .holders
-        .iter()
-        .map(|h| HolderPublicKey::from_text(h))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::BadRequest(format!("holder key: {e}")))?;
-    verify_device_signature(
-        &state,
-        &me.device_id,
-        &api::server_backup_message(&req.wallet_id, &req.structure, &req.holders),
-        &req.signature,
-    )
-    .await?;
-    let share = vault::load_active(&state, &wallet.id).await?;
-    let name = wallet.name.clone();
-    let backup = tokio::task::spawn_blocking(move || {
-        tessera_backup::wallet::backup_share(&share, &name, &structure, &holders)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let bytes = backup.to_bytes();
-    let summary = report(&backup, &bytes);
-    // The backup leaves only once its record is written.
-    audit::append(
-        &state,
-        "backup.server_share_created",
-        audit::Subject::device(&me).wallet(&wallet.id),
-        json!(summary),
-    )
-    .await?;
-    Ok(Json(api::ServerBackup {
-        backup: hex::encode(&bytes),
-        report: summary,
-    }))
-}
-
 /// Restores the server's share of a wallet from a backup already decrypted into `share`
 /// (`tessera server restore-share`, run by the operator with the holders' keys): the wallet must
 /// exist with the same key and epoch; the restored share replaces the active one.
@@ -215,12 +166,14 @@ pub async fn restore_server_share(state: &AppState, share: &KeyShare) -> Result<
 /// `POST /devices/{id}/recover`: a pending device proves possession of the device share of one
 /// of its user's wallets (restored from a backup) and is approved by it. This is the approval
 /// path when the user's only device was lost; the proof is bound to the device, its identity
-/// key, the wallet and the epoch, and the device signs the same bytes with its identity.
+/// key, the wallet and the epoch, and the device signs the same bytes with its identity. While
+/// the user has an active device (a lost phone stays active until revoked), the recovery is
+/// held under the time lock: 202, and the device sends the same proof again once it ends.
 pub async fn recover(
     State(state): State<AppState>,
     Path(device_id): Path<String>,
     Json(req): Json<api::RecoverDevice>,
-) -> ApiResult<Json<api::Device>> {
+) -> ApiResult<(StatusCode, Json<api::Recovery>)> {
     let device: Option<(String, Vec<u8>, String)> =
         sqlx::query_as("SELECT user_id, identity_key, status FROM devices WHERE id = $1")
             .bind(&device_id)
@@ -255,6 +208,7 @@ pub async fn recover(
     let device_public = server_share
         .public_share_of(PartyIndex::new(0))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let recovery_digest = crate::held::digest(&message);
     let checked = tokio::task::spawn_blocking(move || {
         KeyShare::verify_possession(&device_public, &message, &proof)
     })
@@ -270,11 +224,39 @@ pub async fn recover(
         .await?;
         return Err(ApiError::Unauthorized(e.to_string()));
     }
+    // Active devices exist (perhaps the lost one, perhaps the user's own phone in an
+    // attacker's presence): the recovery waits for the time lock, visible to them and
+    // cancellable by any (which revokes this device), or for one of them to approve it.
+    if crate::held::other_active_devices(&state, &owner.user_id, &device_id).await? > 0 {
+        let digest = recovery_digest;
+        let request = crate::held::Request {
+            kind: crate::held::Kind::DeviceRecovery,
+            user_id: &owner.user_id,
+            wallet_id: Some(&wallet.id),
+            requested_by: &device_id,
+            digest: &digest,
+            request: json!({ "wallet_id": wallet.id, "epoch": wallet.epoch, "identity_key": hex::encode(key) }),
+            summary: format!(
+                "approve the pending device {device_id} (identity {}) by possession of the device share of wallet {}",
+                hex::encode(key),
+                wallet.name
+            ),
+        };
+        return match crate::held::hold_or_ready(&state, request, true).await? {
+            Err(action) => Ok((StatusCode::ACCEPTED, Json(api::Recovery::Held(action)))),
+            Ok(held) => {
+                let mut tx = state.begin_write().await?;
+                activate_recovered(&mut tx, &device_id).await?;
+                tx.commit().await?;
+                crate::held::release(&state, &held, &owner.user_id, json!({ "epoch": wallet.epoch, "proof": "possession of the device share", "after": "time lock" }))
+                    .await?;
+                let device = crate::registry::device(&state, &device_id).await?;
+                Ok((StatusCode::OK, Json(api::Recovery::Approved(device))))
+            }
+        };
+    }
     let mut tx = state.begin_write().await?;
-    sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1 AND status = 'pending'")
-        .bind(&device_id)
-        .execute(&mut *tx)
-        .await?;
+    activate_recovered(&mut tx, &device_id).await?;
     audit::append_in(
         &mut tx,
         "device.recovered",
@@ -283,5 +265,25 @@ pub async fn recover(
     )
     .await?;
     tx.commit().await?;
-    crate::registry::device(&state, &device_id).await.map(Json)
+    let device = crate::registry::device(&state, &device_id).await?;
+    Ok((StatusCode::OK, Json(api::Recovery::Approved(device))))
+}
+
+/// Makes a pending device that proved possession of a device share (and whose recovery was not
+/// held, or was approved or waited out) active.
+///
+/// # Errors
+/// [`ApiError::Conflict`] when the device is no longer pending (revoked meanwhile).
+pub async fn activate_recovered(conn: &mut sqlx::AnyConnection, device_id: &str) -> ApiResult<()> {
+    let done =
+        sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1 AND status = 'pending'")
+            .bind(device_id)
+            .execute(conn)
+            .await?;
+    if done.rows_affected() != 1 {
+        return Err(ApiError::Conflict(
+            "the recovering device is no longer pending".into(),
+        ));
+    }
+    Ok(())
 }

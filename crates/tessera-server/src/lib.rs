@@ -13,10 +13,13 @@ pub mod bans;
 pub mod db;
 pub mod enrolment;
 pub mod error;
+pub mod exports;
+pub mod held;
 pub mod limits;
 pub mod live_sessions;
 pub mod names;
 pub mod policy;
+pub mod policy_change;
 pub mod registry;
 pub mod relay;
 pub mod release;
@@ -63,7 +66,9 @@ pub fn app(state: AppState) -> Router {
             "/backups/verify",
             post(backups::verify).layer(DefaultBodyLimit::max(backups::MAX_REQUEST_BYTES)),
         )
-        .route("/backups/server", post(backups::server_share))
+        .route("/backups/server", post(exports::server_share))
+        .route("/actions", get(held::list))
+        .route("/actions/{id}", post(held::decide))
         .route("/auth/challenge", post(registry::challenge))
         .route("/auth/token", post(registry::token))
         .route("/keygen", post(wallets::keygen))

@@ -5,6 +5,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 use tessera_core::api::{self, Policy};
@@ -117,15 +118,18 @@ fn check(policy: &Policy) -> ApiResult<()> {
     Ok(())
 }
 
-/// `PUT /policy`: a new version, signed by the calling device's identity key.
+/// `PUT /policy`: a new version, signed by the calling device's identity key. A change that
+/// weakens any rule of a policy that requires approval is held until another active device
+/// approves it (or, for a user with one active device, until its time lock ends): see
+/// [`crate::held`]; tightening applies at once.
 pub async fn set(
     State(state): State<AppState>,
     me: AuthDevice,
     Json(req): Json<api::SetPolicy>,
-) -> ApiResult<Json<api::PolicyInfo>> {
+) -> ApiResult<(StatusCode, Json<api::PolicyChange>)> {
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
     check(&req.policy)?;
-    let (version, ..) = current(&state, &wallet.id).await?;
+    let (version, old, ..) = current(&state, &wallet.id).await?;
     if req.version != version + 1 {
         return Err(ApiError::Conflict(format!(
             "the policy is at version {version}; sign version {} (it changed meanwhile?)",
@@ -133,21 +137,76 @@ pub async fn set(
         )));
     }
     let text = serde_json::to_string(&req.policy).map_err(|e| ApiError::Internal(e.to_string()))?;
-    crate::registry::verify_device_signature(
-        &state,
-        &me.device_id,
-        &api::policy_message(&wallet.id, req.version, &text),
-        &req.signature,
-    )
-    .await?;
+    let message = api::policy_message(&wallet.id, req.version, &text);
+    crate::registry::verify_device_signature(&state, &me.device_id, &message, &req.signature)
+        .await?;
+    let weakened = crate::policy_change::weakenings(&old, &req.policy);
+    if old.require_approval && !weakened.is_empty() {
+        let lone =
+            crate::held::other_active_devices(&state, &me.user_id, &me.device_id).await? == 0;
+        let digest = crate::held::digest(&message);
+        let request = crate::held::Request {
+            kind: crate::held::Kind::PolicyChange,
+            user_id: &me.user_id,
+            wallet_id: Some(&wallet.id),
+            requested_by: &me.device_id,
+            digest: &digest,
+            request: json!(req),
+            summary: format!(
+                "policy version {} of wallet {} weakens {}: {text}",
+                req.version,
+                wallet.name,
+                weakened.join(", ")
+            ),
+        };
+        let held = match crate::held::hold_or_ready(&state, request, lone).await? {
+            Ok(held) => held,
+            Err(action) => {
+                return Ok((StatusCode::ACCEPTED, Json(api::PolicyChange::Held(action))));
+            }
+        };
+        let info = apply(&state, &me.user_id, &me.device_id, &req).await?;
+        crate::held::release(
+            &state,
+            &held,
+            &me.user_id,
+            json!({ "version": req.version }),
+        )
+        .await?;
+        return Ok((StatusCode::OK, Json(api::PolicyChange::Applied(info))));
+    }
+    let info = apply(&state, &me.user_id, &me.device_id, &req).await?;
+    Ok((StatusCode::OK, Json(api::PolicyChange::Applied(info))))
+}
+
+/// Stores a signed policy version (checked by the caller) as set by `set_by`, if the wallet's
+/// policy is still at the version before it, and audits it.
+///
+/// # Errors
+/// [`ApiError::Conflict`] when another version was set meanwhile; a database error.
+pub async fn apply(
+    state: &AppState,
+    user_id: &str,
+    set_by: &str,
+    req: &api::SetPolicy,
+) -> ApiResult<api::PolicyInfo> {
     let mut tx = state.begin_write().await?;
+    tx.lock_wallet(&req.wallet_id).await?;
+    let (version, ..) = current_in(&mut tx, &req.wallet_id).await?;
+    if req.version != version + 1 {
+        return Err(ApiError::Conflict(format!(
+            "the policy is at version {version} now, not {}: propose the change again",
+            req.version - 1
+        )));
+    }
+    let text = serde_json::to_string(&req.policy).map_err(|e| ApiError::Internal(e.to_string()))?;
     let inserted = sqlx::query(
         "INSERT INTO policies (wallet_id, version, policy, set_by, signature, set_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(&wallet.id)
+    .bind(&req.wallet_id)
     .bind(req.version as i64)
     .bind(&text)
-    .bind(&me.device_id)
+    .bind(set_by)
     .bind(&req.signature)
     .bind(now())
     .execute(&mut *tx)
@@ -164,18 +223,22 @@ pub async fn set(
     audit::append_in(
         &mut tx,
         "policy.changed",
-        audit::Subject::device(&me).wallet(&wallet.id),
+        audit::Subject {
+            user: Some(user_id),
+            device: Some(set_by),
+            wallet: Some(&req.wallet_id),
+        },
         json!({ "version": req.version, "policy": req.policy, "signature": req.signature }),
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(api::PolicyInfo {
-        wallet_id: wallet.id,
+    Ok(api::PolicyInfo {
+        wallet_id: req.wallet_id.clone(),
         version: req.version,
-        policy: req.policy,
-        set_by: Some(me.device_id),
+        policy: req.policy.clone(),
+        set_by: Some(set_by.to_string()),
         set_at: Some(rfc3339(now())),
-    }))
+    })
 }
 
 /// What a wallet signed recently.

@@ -41,6 +41,10 @@ pub struct Config {
     pub abort_limit: u32,
     /// The window in which aborts are counted.
     pub abort_window: Duration,
+    /// How long an action that one device may not take alone waits when no other active device
+    /// can approve it (exporting the server's share for a user with one device, recovering a
+    /// device while active devices exist): visible and cancellable meanwhile.
+    pub time_lock: Duration,
 }
 
 /// Where the key-encryption key is.
@@ -130,6 +134,7 @@ impl Config {
             max_sessions_per_wallet: crate::live_sessions::DEFAULT_MAX_PER_WALLET,
             abort_limit: 5,
             abort_window: Duration::from_secs(3600),
+            time_lock: Duration::from_secs(24 * 3600),
         }
     }
 }

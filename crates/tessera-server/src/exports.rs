@@ -1,0 +1,170 @@
+//! Exporting the server's share: `POST /backups/server` encrypts the server's share of a wallet
+//! to the owner's backup holders. The server's share and the device's together are the private
+//! key, so one device may not choose alone where the server's share goes: the holders are fixed
+//! by the wallet's first export, and an export to any other holders (the first one included) is
+//! a held action ([`crate::held`]): another active device of the owner approves it, or, for a
+//! user with one active device, it waits for the time lock, visible to and cancellable by the
+//! owner's devices. Exports to the fixed holders (a new backup after a refresh) go through at
+//! once, since those holders were approved.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::json;
+use tessera_backup::holder::HolderPublicKey;
+use tessera_backup::structure::AccessStructure;
+use tessera_core::api;
+
+use crate::audit;
+use crate::auth::AuthDevice;
+use crate::backups::report;
+use crate::error::{ApiError, ApiResult};
+use crate::held;
+use crate::registry::verify_device_signature;
+use crate::state::{AppState, now};
+use crate::vault;
+use crate::wallets::wallet_of;
+
+/// The structure and holders the server's share of `wallet_id` is fixed to, if any: canonical
+/// structure text and the sorted holder keys as JSON.
+async fn fixed_holders(state: &AppState, wallet_id: &str) -> ApiResult<Option<(String, String)>> {
+    Ok(
+        sqlx::query_as("SELECT structure, holders FROM server_backup_holders WHERE wallet_id = $1")
+            .bind(wallet_id)
+            .fetch_optional(state.db())
+            .await?,
+    )
+}
+
+async fn fix_holders(
+    state: &AppState,
+    wallet_id: &str,
+    structure: &str,
+    holders: &str,
+    set_by: &str,
+) -> ApiResult<()> {
+    sqlx::query(
+        "INSERT INTO server_backup_holders (wallet_id, structure, holders, set_by, set_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (wallet_id) DO UPDATE SET structure = excluded.structure, holders = excluded.holders, \
+         set_by = excluded.set_by, set_at = excluded.set_at",
+    )
+    .bind(wallet_id)
+    .bind(structure)
+    .bind(holders)
+    .bind(set_by)
+    .bind(now())
+    .execute(state.db())
+    .await?;
+    Ok(())
+}
+
+/// `POST /backups/server`: backs up the server's share of a wallet under the owner's access
+/// structure and holders; the request carries the device's identity signature, so a stolen
+/// token alone cannot ask for it. 200 with the backup when the holders are the wallet's fixed
+/// ones or the export was approved (or its time lock ended); 202 with the held export otherwise.
+pub async fn server_share(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    Json(req): Json<api::ServerBackupRequest>,
+) -> ApiResult<(StatusCode, Json<api::ServerBackupOutcome>)> {
+    let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    let structure = AccessStructure::parse(&req.structure)
+        .map_err(|e| ApiError::BadRequest(format!("access structure: {e}")))?;
+    let holders = req
+        .holders
+        .iter()
+        .map(|h| HolderPublicKey::from_text(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::BadRequest(format!("holder key: {e}")))?;
+    let message = api::server_backup_message(&req.wallet_id, &req.structure, &req.holders);
+    verify_device_signature(&state, &me.device_id, &message, &req.signature).await?;
+    let structure_text = structure.to_string();
+    let mut sorted: Vec<String> = holders.iter().map(HolderPublicKey::to_text).collect();
+    sorted.sort();
+    sorted.dedup();
+    let holders_text = json!(sorted).to_string();
+    let fixed = fixed_holders(&state, &wallet.id).await?;
+    let to_fixed = fixed
+        .as_ref()
+        .is_some_and(|(s, h)| *s == structure_text && *h == holders_text);
+    let approved = if to_fixed {
+        None
+    } else {
+        let lone = held::other_active_devices(&state, &me.user_id, &me.device_id).await? == 0;
+        let digest = held::digest(&message);
+        let labels: Vec<String> = holders
+            .iter()
+            .map(|h| format!("{} ({})", h.label(), h.fingerprint()))
+            .collect();
+        let request = held::Request {
+            kind: held::Kind::ServerShareExport,
+            user_id: &me.user_id,
+            wallet_id: Some(&wallet.id),
+            requested_by: &me.device_id,
+            digest: &digest,
+            request: json!({ "structure": structure_text, "holders": sorted }),
+            summary: format!(
+                "export the server's share of wallet {} under {structure_text} to {}{}",
+                wallet.name,
+                labels.join(", "),
+                if fixed.is_some() {
+                    " (other holders than the wallet's fixed ones)"
+                } else {
+                    " (the wallet's first server-share backup: these holders become fixed)"
+                }
+            ),
+        };
+        match held::hold_or_ready(&state, request, lone).await? {
+            Ok(held) => Some(held),
+            Err(action) => {
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    Json(api::ServerBackupOutcome::Held(action)),
+                ));
+            }
+        }
+    };
+    let share = vault::load_active(&state, &wallet.id).await?;
+    let name = wallet.name.clone();
+    let backup = tokio::task::spawn_blocking(move || {
+        tessera_backup::wallet::backup_share(&share, &name, &structure, &holders)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let bytes = backup.to_bytes();
+    let summary = report(&backup, &bytes);
+    match approved {
+        Some(held) => {
+            if !held::release(&state, &held, &me.user_id, json!(summary)).await? {
+                return Err(ApiError::Conflict(
+                    "the export was cancelled meanwhile".into(),
+                ));
+            }
+            fix_holders(
+                &state,
+                &wallet.id,
+                &structure_text,
+                &holders_text,
+                &me.device_id,
+            )
+            .await?;
+        }
+        None => {
+            audit::append(
+                &state,
+                held::Kind::ServerShareExport.audit_kinds()[3],
+                audit::Subject::device(&me).wallet(&wallet.id),
+                json!({ "holders": "fixed", "detail": summary }),
+            )
+            .await?;
+        }
+    }
+    Ok((
+        StatusCode::OK,
+        Json(api::ServerBackupOutcome::Ready(api::ServerBackup {
+            backup: hex::encode(&bytes),
+            report: summary,
+        })),
+    ))
+}
