@@ -156,9 +156,17 @@ async fn chain_verifies(db: &sqlx::AnyPool) -> u64 {
     v.records
 }
 
-/// The per-device rate limit is raised: the tests send more than its default burst from one
-/// device, and measure the database, not the limiter.
-const BURST: [&str; 2] = ["--device-burst", "1000"];
+/// The per-device rate limit and the caps on live sessions are raised: the tests send more than
+/// their defaults from one device (each test's 60 requests leave 60 unopened sessions, then open
+/// 60 more), and measure the database, not the limiter.
+const BURST: [&str; 6] = [
+    "--device-burst",
+    "1000",
+    "--max-sessions-per-device",
+    "1000",
+    "--max-sessions-per-wallet",
+    "1000",
+];
 
 fn sqlite() -> Server {
     Server::start_fresh(&BURST)
@@ -166,7 +174,7 @@ fn sqlite() -> Server {
 
 fn postgres() -> Server {
     let database = fresh_postgres_database();
-    Server::start_fresh(&["--database-url", &database, BURST[0], BURST[1]])
+    Server::start_fresh(&[&["--database-url", database.as_str()][..], &BURST[..]].concat())
 }
 
 // --- Findings 12.1 and 12.2: no 500s, no lost records ---------------------------------------
@@ -383,8 +391,9 @@ async fn two_replicas_keep_one_chain_and_one_limit() {
     let database = fresh_postgres_database();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let a = Server::start(&data, &["--database-url", &database, BURST[0], BURST[1]]);
-    let b = Server::start(&data, &["--database-url", &database, BURST[0], BURST[1]]);
+    let args = [&["--database-url", database.as_str()][..], &BURST[..]].concat();
+    let a = Server::start(&data, &args);
+    let b = Server::start(&data, &args);
 
     let o = Owner::new(&a, "replicated").await;
     let db = a.database().await;

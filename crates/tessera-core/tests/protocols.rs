@@ -101,26 +101,13 @@ fn refresh_keeps_the_key_and_old_shares_cannot_mix_with_new() {
     let (sig, _) =
         runner::sign(&[&shares[0], &shares[1]], [3; 32], &DerivationPath::root()).unwrap();
     verify_everywhere(&pk, &[3; 32], &sig);
-    // ...but an old share and a new one are refused on the epoch check, before any cryptography.
+    // ...but an old share and a new one are refused before any cryptography: a session's id binds
+    // the share's epoch, so their messages belong to two different sessions.
     // (The runner delivers party 0's first message first, so party 1 is the one to notice.)
     let err = runner::sign(&[&shares[0], &fresh[1]], [4; 32], &DerivationPath::root()).unwrap_err();
-    assert_eq!(
-        err,
-        Error::EpochMismatch {
-            party: p(0),
-            ours: 1,
-            theirs: 0
-        }
-    );
+    assert_eq!(err, Error::WrongSession { party: p(0) });
     let err = runner::sign(&[&fresh[0], &shares[1]], [4; 32], &DerivationPath::root()).unwrap_err();
-    assert_eq!(
-        err,
-        Error::EpochMismatch {
-            party: p(0),
-            ours: 0,
-            theirs: 1
-        }
-    );
+    assert_eq!(err, Error::WrongSession { party: p(0) });
     // A second refresh moves on to epoch 2, and a refresh cannot mix epochs either.
     let again = runner::refresh(&fresh).unwrap();
     assert!(again.iter().all(|s| s.epoch() == 2 && s.public_key() == pk));
@@ -128,7 +115,7 @@ fn refresh_keeps_the_key_and_old_shares_cannot_mix_with_new() {
     let mixed = [copy(&shares[0]), copy(&fresh[1]), copy(&fresh[2])];
     assert!(matches!(
         runner::refresh(&mixed),
-        Err(Error::EpochMismatch { .. })
+        Err(Error::WrongSession { .. })
     ));
 }
 
