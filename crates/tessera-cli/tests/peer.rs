@@ -1093,3 +1093,187 @@ fn a_peer_wallet_that_could_never_sign_is_refused_at_keygen() {
         assert!(!has_wallet(h, "three"));
     }
 }
+
+/// A device that follows the signing protocol but sends a round-2 `gamma_u` off by the
+/// generator: the leading `tessera peer sign` gets `PeerError::Blamed` naming it, stores the
+/// ban with the wallet, and then refuses to sign with that wallet before reaching any device.
+#[test]
+fn a_peer_blamed_by_the_engine_is_banned_and_the_wallet_then_refuses_to_sign() {
+    use sha2::{Digest, Sha256};
+    use tessera_client::WalletRecord;
+    use tessera_client::peer::session::invitation_hash;
+    use tessera_client::peer::wire::Request;
+    use tessera_core::ecdsa::eip191_digest;
+    use tessera_core::{PartyIndex, Session, SignRequest, SignSession};
+
+    let (a, b) = (home(), home());
+    // A real 2-of-2 wallet: bob is party 0, alice party 1.
+    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns", "--yes"], &[]);
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "keygen",
+            "--name",
+            "fam",
+            "--device-name",
+            "bob",
+            "--connect",
+            &alice_at,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    alice.wait_for("eth address");
+    alice.kill();
+
+    // Alice's device, now driven by the test: her identity, paired devices and share.
+    let pass = Passphrase::new(PASSPHRASE.into()).unwrap();
+    let ks = Keystore::open(a.path()).unwrap();
+    let identity = ks.load_identity(&pass).unwrap();
+    let share = WalletRecord::from_bytes(&ks.load_wallet("fam", &pass).unwrap())
+        .unwrap()
+        .current;
+    let mut known = KnownPeers::load(a.path()).unwrap();
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_at = fake.local_addr().unwrap().to_string();
+    fake.set_nonblocking(true).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tampered = rt.spawn(async move {
+        let fake = tokio::net::TcpListener::from_std(fake).unwrap();
+        let (s, _) = fake.accept().await.unwrap();
+        let mut ch = Channel::accept(Frames::tcp(s)).await.unwrap();
+        let me = LocalDevice {
+            name: "alice".into(),
+            identity: Arc::new(identity),
+        };
+        pairing::authenticate(&mut ch, &me, &mut known, &mut |_: &CodePrompt| true)
+            .await
+            .unwrap();
+        let Message::Request(request) = pairing::recv(&mut ch).await.unwrap() else {
+            panic!("expected a request");
+        };
+        let Request::Sign {
+            message,
+            path,
+            signers,
+            ..
+        } = &request
+        else {
+            panic!("expected a sign request");
+        };
+        pairing::send(&mut ch, &Message::Accept { nonce: [7; 32] })
+            .await
+            .unwrap();
+        let Message::Start { nonces } = pairing::recv(&mut ch).await.unwrap() else {
+            panic!("expected start");
+        };
+        // The session nonce as both honest devices derive it.
+        let mut h = Sha256::new()
+            .chain_update(b"tessera/peer-session/v1")
+            .chain_update(invitation_hash(&request));
+        for n in &nonces {
+            h.update(n);
+        }
+        let mut signers: Vec<PartyIndex> = signers.iter().map(|&p| PartyIndex::new(p)).collect();
+        signers.sort_unstable();
+        let mut session = SignSession::new(
+            &share,
+            &SignRequest {
+                nonce: h.finalize().into(),
+                signers,
+                digest: eip191_digest(message.as_bytes()),
+                path: path.parse().unwrap(),
+            },
+        )
+        .unwrap();
+        let mut outgoing = session.start().unwrap();
+        let mut lied = false;
+        loop {
+            for mut e in outgoing.drain(..) {
+                if e.round == 2 {
+                    let (mut m, rest): (
+                        dkls23::protocols::signing::TransmitPhase2to3<k256::Secp256k1>,
+                        _,
+                    ) = postcard::take_from_bytes(&e.payload).unwrap();
+                    assert!(rest.is_empty());
+                    m.gamma_u = (k256::ProjectivePoint::from(m.gamma_u)
+                        + k256::ProjectivePoint::GENERATOR)
+                        .to_affine();
+                    e.payload = postcard::to_allocvec(&m).unwrap();
+                    lied = true;
+                }
+                if pairing::send(&mut ch, &Message::Envelope(e.to_bytes()))
+                    .await
+                    .is_err()
+                {
+                    return lied;
+                }
+            }
+            match pairing::recv(&mut ch).await {
+                Ok(Message::Envelope(bytes)) => {
+                    match session.receive_bytes(PartyIndex::new(0), &bytes) {
+                        Ok(next) => outgoing = next,
+                        Err(_) => return lied,
+                    }
+                }
+                _ => return lied,
+            }
+        }
+    });
+
+    // Bob leads a signature with the lying device: the engine blames it by name.
+    let sign = |at: &str| {
+        lead(
+            b.path(),
+            &[
+                "peer",
+                "sign",
+                "--wallet",
+                "fam",
+                "--message",
+                "pay 1 ETH to carol",
+                "--device-name",
+                "bob",
+                "--connect",
+                at,
+            ],
+            &[],
+        )
+    };
+    let (ok, out) = sign(&fake_at);
+    assert!(!ok, "{out}");
+    assert!(rt.block_on(tampered).unwrap(), "the fake device never lied");
+    assert!(
+        out.contains("alice (party 1) misbehaved in round") && out.contains("gamma_u"),
+        "{out}"
+    );
+
+    // The ban is stored with bob's record of the wallet.
+    let bans = WalletRecord::from_bytes(
+        &Keystore::open(b.path())
+            .unwrap()
+            .load_wallet("fam", &pass)
+            .unwrap(),
+    )
+    .unwrap()
+    .bans;
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0].party, 1);
+    assert!(bans[0].reason.contains("gamma_u"), "{bans:?}");
+    assert!(!bans[0].lift_approved);
+
+    // The next signature with the wallet is refused, naming the ban, before any connection.
+    let watch = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    watch.set_nonblocking(true).unwrap();
+    let (ok, out) = sign(&watch.local_addr().unwrap().to_string());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("party 1 is banned from this wallet") && out.contains(&bans[0].session_id),
+        "{out}"
+    );
+    assert!(
+        watch.accept().is_err(),
+        "the banned wallet still reached a device"
+    );
+}
