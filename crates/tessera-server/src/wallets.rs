@@ -249,45 +249,34 @@ pub async fn sign(
     let mut tx = state.begin_write().await?;
     let wallet = lock_wallet_of(&mut tx, &me, &req.wallet_id).await?;
     crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
-    if !tx.audited() {
-        // Controls off (a benchmark): no policy, no records.
-        crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
-        let created = create_session(
-            &state,
-            &mut tx,
-            &me,
-            &wallet.id,
-            "sign",
-            &stored,
-            wallet.epoch,
-            nonce,
-        )
-        .await
-        .map_err(ApiError::from)?;
-        tx.commit().await?;
-        return Ok(Json(created));
-    }
-    let (version, policy, ..) = crate::policy::current_in(&mut tx, &wallet.id).await?;
-    let at = now();
     let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
-    let history = crate::policy::history(&mut tx, &policy, &wallet.id, at).await?;
-    if let Err(denial) = crate::policy::evaluate(&policy, kind, &decoded, &history, at) {
-        crate::audit::append_in(
-            &mut tx,
-            "sign.denied",
-            subject,
-            serde_json::json!({
-                "rule": denial.rule, "reason": denial.message, "kind": kind,
-                "summary": decoded.summary, "digest": digest, "policy_version": version,
-            }),
-        )
-        .await?;
-        tx.commit().await?;
-        return Err(ApiError::PolicyDenied {
-            rule: denial.rule.to_string(),
-            message: denial.message,
-        });
-    }
+    // The wallet's policy, checked against its recent history (controls off, a benchmark: no
+    // policy and no records).
+    let checked = if tx.audited() {
+        let (version, policy, ..) = crate::policy::current_in(&mut tx, &wallet.id).await?;
+        let at = now();
+        let history = crate::policy::history(&mut tx, &policy, &wallet.id, at).await?;
+        if let Err(denial) = crate::policy::evaluate(&policy, kind, &decoded, &history, at) {
+            crate::audit::append_in(
+                &mut tx,
+                "sign.denied",
+                subject,
+                serde_json::json!({
+                    "rule": denial.rule, "reason": denial.message, "kind": kind,
+                    "summary": decoded.summary, "digest": digest, "policy_version": version,
+                }),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(ApiError::PolicyDenied {
+                rule: denial.rule.to_string(),
+                message: denial.message,
+            });
+        }
+        Some((version, policy, at))
+    } else {
+        None
+    };
     crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
     let mut created = create_session(
         &state,
@@ -301,6 +290,10 @@ pub async fn sign(
     )
     .await
     .map_err(ApiError::from)?;
+    let Some((version, policy, at)) = checked else {
+        tx.commit().await?;
+        return Ok(Json(created));
+    };
     let approval = if policy.require_approval {
         "pending"
     } else {
