@@ -200,13 +200,14 @@ pub async fn device(state: &AppState, device_id: &str) -> ApiResult<api::Device>
     Ok(device_of(row))
 }
 
-/// `GET /devices`: the caller's user's devices.
+/// `GET /devices`: the caller's user's devices, oldest registration first; devices registered in
+/// the same second are ordered by name, so the listing is the same on every call and replica.
 pub async fn list(
     State(state): State<AppState>,
     me: AuthDevice,
 ) -> ApiResult<Json<Vec<api::Device>>> {
     let rows: Vec<DeviceRow> = sqlx::query_as(device_select!(
-        "WHERE user_id = $1 ORDER BY registered_at, id"
+        "WHERE user_id = $1 ORDER BY registered_at, name, id"
     ))
     .bind(&me.user_id)
     .fetch_all(state.db())
