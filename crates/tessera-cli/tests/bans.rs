@@ -266,6 +266,25 @@ async fn disconnects_lock(postgres: bool) {
     let proxy = TamperProxy::start(&server.url).await;
     let (laptop, mut record) = device_with_wallet(&proxy.url).await;
     let wallet = record.current.wallet_id().to_string();
+    // A signing session created before the lock, to be opened after it.
+    tessera_client::tls::install_crypto_provider();
+    let early: api::SessionCreated = reqwest::Client::new()
+        .post(format!("{}/sign", server.url))
+        .bearer_auth(laptop.client.token().unwrap())
+        .json(&api::SignRequest {
+            wallet_id: wallet.clone(),
+            path: "m".into(),
+            kind: tessera_core::intent::SignKind::Digest {
+                digest: hex::encode([30u8; 32]),
+            },
+            device_nonce: None,
+        })
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     // Three signings cut after the device's second message: the third is one too many.
     for n in 1..=3 {
         proxy.on(Direction::ToServer, 1, Tamper::Cut);
@@ -282,6 +301,32 @@ async fn disconnects_lock(postgres: bool) {
         matches!(&refused, ClientError::Server { status: 403, message, .. } if message.contains("locked")),
         "{refused}"
     );
+    // The session created before the lock cannot be opened after it: the socket is refused
+    // with the lock's reason before any protocol message.
+    let mut request = format!(
+        "{}/ws?session_id={}",
+        server.url.replacen("http", "ws", 1),
+        early.session_id
+    )
+    .into_client_request()
+    .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", laptop.client.token().unwrap())
+            .parse()
+            .unwrap(),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            assert!(body.contains("locked"), "{body}");
+        }
+        other => panic!(
+            "opening a session of a locked wallet: {:?}",
+            other.map(|_| ())
+        ),
+    }
     // The lock's audit record is appended right after the lock row (the lead's audit
     // primitive will commit both together): wait for it.
     let mut audit = Vec::new();

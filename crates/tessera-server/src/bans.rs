@@ -131,6 +131,22 @@ async fn lock_in_force(
 /// # Errors
 /// 403 naming the ban or the lock.
 pub async fn refuse_signing(conn: &mut AnyConnection, wallet_id: &str) -> ApiResult<()> {
+    // One query answers the usual case (neither); the refusal's details are read only then.
+    let (bans, locks): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM banned_parties WHERE wallet_id = $1 AND party = 0 AND lifted_at IS NULL), \
+         (SELECT COUNT(*) FROM wallet_locks WHERE wallet_id = $1 AND lifted_at IS NULL)",
+    )
+    .bind(wallet_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if bans == 0 && locks == 0 {
+        return Ok(());
+    }
+    refuse_signing_details(conn, wallet_id).await
+}
+
+/// [`refuse_signing`] once its count found a ban or a lock: the refusal that names it.
+pub async fn refuse_signing_details(conn: &mut AnyConnection, wallet_id: &str) -> ApiResult<()> {
     if let Some(ban) = in_force(conn, wallet_id, 0).await? {
         return Err(ApiError::Forbidden(refusal(&ban)));
     }

@@ -70,8 +70,14 @@ pub async fn load_active(state: &AppState, wallet_id: &str) -> ApiResult<KeyShar
     .await?;
     let (epoch, sealed) =
         row.ok_or_else(|| ApiError::NotFound(format!("no server share for wallet {wallet_id}")))?;
+    unseal(state, wallet_id, epoch, &sealed)
+}
+
+/// Opens the sealed share row `sealed` of `wallet_id` at `epoch` (read by the caller, e.g. with
+/// the session it serves in one query) and checks that it is that wallet's share at that epoch.
+pub fn unseal(state: &AppState, wallet_id: &str, epoch: i64, sealed: &[u8]) -> ApiResult<KeyShare> {
     let sealed =
-        decode_sealed(&sealed).map_err(|e| ApiError::Internal(format!("sealed share: {e}")))?;
+        decode_sealed(sealed).map_err(|e| ApiError::Internal(format!("sealed share: {e}")))?;
     let bytes = kek::open(state.kek(), &sealed, &aad(wallet_id, epoch as u64))
         .map_err(|e| ApiError::Internal(format!("unseal: {e}")))?;
     let share = KeyShare::from_bytes(&bytes).map_err(|e| ApiError::Internal(e.to_string()))?;

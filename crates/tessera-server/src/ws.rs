@@ -38,7 +38,8 @@ pub struct WsQuery {
     session_id: String,
 }
 
-/// A session row with its signing request's approval, expiry and decision time (if any).
+/// A session row with its signing request's approval, expiry and decision time (if any), the
+/// wallet's active sealed share (sign and refresh) and how many bans and locks stand on the wallet.
 type SessionRow = (
     String,
     String,
@@ -50,6 +51,9 @@ type SessionRow = (
     Option<String>,
     Option<i64>,
     Option<i64>,
+    Option<i64>,
+    Option<Vec<u8>>,
+    i64,
 );
 
 enum Run {
@@ -65,11 +69,17 @@ pub async fn open(
     Query(q): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    // The session and, for a signing request, its approval: one read.
+    // Everything opening needs, in one read: the session; for a signing request, its approval;
+    // for sign and refresh, the active sealed share; and whether a ban or lock may stand in the
+    // way (its details are read only then).
     let row: Option<SessionRow> = sqlx::query_as(
         "SELECT s.device_id, s.wallet_id, s.protocol, s.nonce, s.status, s.last_message_at, s.params, \
-         r.approval, r.expires_at, r.decided_at \
-         FROM sessions s LEFT JOIN sign_requests r ON r.session_id = s.id WHERE s.id = $1",
+         r.approval, r.expires_at, r.decided_at, sh.epoch, sh.sealed, \
+         (SELECT COUNT(*) FROM banned_parties b WHERE b.wallet_id = s.wallet_id AND b.party = 0 AND b.lifted_at IS NULL) \
+         + (SELECT COUNT(*) FROM wallet_locks l WHERE l.wallet_id = s.wallet_id AND l.lifted_at IS NULL) \
+         FROM sessions s LEFT JOIN sign_requests r ON r.session_id = s.id \
+         LEFT JOIN server_shares sh ON sh.wallet_id = s.wallet_id AND sh.state = 'active' \
+         AND s.protocol IN ('sign', 'refresh') WHERE s.id = $1",
     )
     .bind(&q.session_id)
     .fetch_optional(state.db())
@@ -85,6 +95,9 @@ pub async fn open(
         approval,
         approval_expires,
         decided_at,
+        share_epoch,
+        sealed,
+        obstacles,
     ) = row.ok_or_else(|| ApiError::NotFound("unknown session".into()))?;
     if device_id != me.device_id {
         return Err(ApiError::Forbidden(
@@ -114,7 +127,17 @@ pub async fn open(
             "session is {status}; start a new one"
         )));
     }
-    crate::bans::refuse_session(&mut *state.db().acquire().await?, &wallet_id, &protocol).await?;
+    if obstacles > 0 {
+        crate::bans::refuse_session(&mut *state.db().acquire().await?, &wallet_id, &protocol)
+            .await?;
+    }
+    // The share the session runs with, read above (sign and refresh).
+    let active_share = || match (share_epoch, sealed.as_deref()) {
+        (Some(epoch), Some(sealed)) => vault::unseal(&state, &wallet_id, epoch, sealed),
+        _ => Err(ApiError::NotFound(format!(
+            "no server share for wallet {wallet_id}"
+        ))),
+    };
     let nonce: [u8; 32] = nonce
         .try_into()
         .map_err(|_| ApiError::Internal("stored nonce length".into()))?;
@@ -152,7 +175,7 @@ pub async fn open(
                     )));
                 }
             }
-            let share = vault::load_active(&state, &wallet_id).await?;
+            let share = active_share()?;
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&req.digest, &mut digest)
                 .map_err(|_| ApiError::Internal("digest".into()))?;
@@ -173,7 +196,7 @@ pub async fn open(
             Run::Sign(Box::new(session))
         }
         "refresh" => {
-            let share = vault::load_active(&state, &wallet_id).await?;
+            let share = active_share()?;
             let session = RefreshSession::new(&share, &nonce)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             Run::Refresh(Box::new(session))
