@@ -330,14 +330,16 @@ async fn sign_in_phases(
     url: &str,
     device: &Device,
     n: u64,
-) -> [Duration; 4] {
+    server_pid: u32,
+) -> ([Duration; 4], [Duration; 4]) {
     let share = device.share();
     let digest = digest(n);
-    let t0 = Instant::now();
+    let cpu = || server_run_time(server_pid);
+    let (t0, c0) = (Instant::now(), cpu());
     let created = create_sign_session(http, url, device, n).await;
-    let t1 = Instant::now();
+    let (t1, c1) = (Instant::now(), cpu());
     let mut socket = open_socket(url, device.token(), &created.session_id).await;
-    let t2 = Instant::now();
+    let (t2, c2) = (Instant::now(), cpu());
     let mut nonce = [0u8; 32];
     hex::decode_to_slice(&created.nonce, &mut nonce).unwrap();
     let request = SignRequest {
@@ -373,7 +375,7 @@ async fn sign_in_phases(
         .unwrap()
         .verify(&digest, &signature)
         .unwrap();
-    let t3 = Instant::now();
+    let (t3, c3) = (Instant::now(), cpu());
     while let Some(frame) = socket.next().await {
         match frame {
             Ok(Message::Close(Some(f))) => {
@@ -385,7 +387,32 @@ async fn sign_in_phases(
         }
     }
     let t4 = Instant::now();
-    [t1 - t0, t2 - t1, t3 - t2, t4 - t3]
+    // The server sends its close once it has recorded the end; give its thread a moment to
+    // finish before reading its CPU time.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let c4 = cpu();
+    (
+        [t1 - t0, t2 - t1, t3 - t2, t4 - t3],
+        [c1 - c0, c2 - c1, c3 - c2, c4 - c3],
+    )
+}
+
+/// The CPU time all live threads of a process have run, to the nanosecond (the scheduler's
+/// `/proc/PID/task/*/schedstat`; `utime`/`stime` count 10 ms ticks, too coarse for one phase).
+fn server_run_time(pid: u32) -> Duration {
+    let mut total = 0u64;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+                total += stat
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(total)
 }
 
 async fn create_sign_session(
@@ -809,15 +836,20 @@ fn main() {
         let http = reqwest::Client::new();
         let mut rtt = Vec::new();
         let mut phases: [Vec<Duration>; 4] = Default::default();
+        let mut phases_cpu = [Duration::ZERO; 4];
         for n in 0..plan.breakdown_signs as u64 {
             rtt.push(status_round_trip(&http, &server.url).await);
-            let p = sign_in_phases(&http, &server.url, first, 50_000 + n).await;
+            let (p, c) = sign_in_phases(&http, &server.url, first, 50_000 + n, server.pid()).await;
             for (all, one) in phases.iter_mut().zip(p) {
                 all.push(one);
+            }
+            for (all, one) in phases_cpu.iter_mut().zip(c) {
+                *all += one;
             }
         }
         let rtt = Stats::new(rtt);
         let phases = phases.map(Stats::new);
+        let phases_cpu = phases_cpu.map(|c| c / plan.breakdown_signs.max(1) as u32);
 
         // The same signs against a server whose database is on tmpfs (no real fsync) and one
         // that speaks TLS (`--dev-tls`, the client pins its certificate), taking turns with the
@@ -891,6 +923,7 @@ fn main() {
             sign_cpu,
             rtt,
             phases,
+            phases_cpu,
             variants,
             idle: [idle_sign, idle_keygen],
             levels,
@@ -901,12 +934,12 @@ fn main() {
     report.print(plan, &inproc_keygen, &inproc_sign);
     // Two more rows of the last table ("where a sign goes").
     println!(
-        "| in process: the server's share loading per sign (decode the sealed row, unwrap, decrypt, `KeyShare::from_bytes`) | {} | {} |",
+        "| in process: the server's share loading per sign (decode the sealed row, unwrap, decrypt, `KeyShare::from_bytes`) | {} | {} | |",
         ms(share_load.median()),
         ms(share_load.pct(99.0))
     );
     println!(
-        "| of which `KeyShare::from_bytes` ({} B share; the sealed row is {} B of postcard) | {} | {} |",
+        "| of which `KeyShare::from_bytes` ({} B share; the sealed row is {} B of postcard) | {} | {} | |",
         share_sizes.0,
         share_sizes.1,
         ms(share_decode.median()),
@@ -921,6 +954,8 @@ struct Report {
     sign_cpu: CpuUse,
     rtt: Stats,
     phases: [Stats; 4],
+    /// The server's CPU per phase, mean over the same signs.
+    phases_cpu: [Duration; 4],
     /// Single-client signs, taking turns: plain HTTP, plain HTTP with data on tmpfs, TLS.
     variants: [Stats; 3],
     idle: [IdleMemory; 2],
@@ -1075,21 +1110,26 @@ impl Report {
         }
         println!();
         println!(
-            "| where a single client's sign goes ({} signs done by hand as the SDK does) | median | p99 |",
+            "| where a single client's sign goes ({} signs done by hand as the SDK does) | median | p99 | server CPU, mean |",
             plan.breakdown_signs
         );
-        println!("|---|---|---|");
+        println!("|---|---|---|---|");
         let names = [
             "`POST /sign` (create the session)",
             "WebSocket handshake (server loads and decrypts its share, builds its session)",
             "protocol: 3 rounds, both parties' computation, client's signature check",
             "server records the end, closes with 1000",
         ];
-        for (name, s) in names.iter().zip(&self.phases) {
-            println!("| {name} | {} | {} |", ms(s.median()), ms(s.pct(99.0)));
+        for ((name, s), cpu) in names.iter().zip(&self.phases).zip(&self.phases_cpu) {
+            println!(
+                "| {name} | {} | {} | {} |",
+                ms(s.median()),
+                ms(s.pct(99.0)),
+                ms(*cpu)
+            );
         }
         println!(
-            "| (for scale: `GET /status` round trip) | {} | {} |",
+            "| (for scale: `GET /status` round trip) | {} | {} | |",
             ms(self.rtt.median()),
             ms(self.rtt.pct(99.0))
         );
