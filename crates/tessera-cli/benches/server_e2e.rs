@@ -780,7 +780,9 @@ fn main() {
         (0..plan.inproc_signs)
             .map(|_| {
                 time(|| {
-                    let sealed: kek::SealedSecret = postcard::from_bytes(&row).unwrap();
+                    let (sealed, rest) =
+                        postcard::take_from_bytes::<kek::SealedSecret>(&row).unwrap();
+                    assert!(rest.is_empty());
                     KeyShare::from_bytes(&kek::open(&kek, &sealed, aad).unwrap()).unwrap()
                 })
                 .1
