@@ -115,15 +115,17 @@ struct ServerProcess {
 impl ServerProcess {
     /// Starts a plain-HTTP server whose data directory is a fresh directory under `parent`.
     fn start(parent: &Path) -> Self {
-        Self::start_with(parent, "--insecure-http")
+        Self::start_with(parent, &["--insecure-http"])
     }
 
-    /// `transport`: `--insecure-http` or `--dev-tls`.
-    fn start_with(parent: &Path, transport: &str) -> Self {
+    /// `flags`: the transport (`--insecure-http` or `--dev-tls`) and any other server flag.
+    fn start_with(parent: &Path, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir_in(parent).unwrap();
         let log = dir.path().join("server.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(["server", transport, "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg("server")
+            .args(flags)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(UNLIMITED)
             .stdout(Stdio::piped())
@@ -853,10 +855,10 @@ fn main() {
         let phases = phases.map(Stats::new);
         let phases_cpu = phases_cpu.map(|c| c / plan.breakdown_signs.max(1) as u32);
 
-        // The same signs against a server whose database is on tmpfs (no real fsync) and one
-        // that speaks TLS (`--dev-tls`, the client pins its certificate), taking turns with the
-        // first server so that all three see the same machine.
-        eprintln!("sign end to end: plain HTTP vs data on tmpfs vs TLS...");
+        // The same signs against a server whose database is on tmpfs (no real fsync), one that
+        // speaks TLS (`--dev-tls`, the client pins its certificate) and one without policies and
+        // audit, taking turns with the first server so that all four see the same machine.
+        eprintln!("sign end to end: plain HTTP vs data on tmpfs vs TLS vs controls off...");
         quiet(20);
         let tmpfs = Path::new("/dev/shm");
         let tmpfs = if tmpfs.is_dir() {
@@ -866,7 +868,12 @@ fn main() {
         };
         let others = [
             ServerProcess::start(&tmpfs),
-            ServerProcess::start_with(&std::env::temp_dir(), "--dev-tls"),
+            ServerProcess::start_with(&std::env::temp_dir(), &["--dev-tls"]),
+            // What the custody controls cost: the same server without policies and audit.
+            ServerProcess::start_with(
+                &std::env::temp_dir(),
+                &["--insecure-http", "--benchmark-without-controls"],
+            ),
         ];
         let mut other_devices = Vec::new();
         for other in &others {
@@ -877,14 +884,23 @@ fn main() {
             }
             other_devices.push(d);
         }
-        let mut variants: [Vec<Duration>; 3] = Default::default();
+        let mut variants: [Vec<Duration>; 4] = Default::default();
+        let mut variants_cpu = [Duration::ZERO; 4];
+        let pids: Vec<u32> = std::iter::once(server.pid())
+            .chain(others.iter().map(ServerProcess::pid))
+            .collect();
+        let signers: Vec<&Device> = std::iter::once(first).chain(&other_devices).collect();
         for n in 0..plan.variant_signs as u64 {
-            variants[0].push(first.sign(200_000 + n).await);
-            for (v, d) in variants[1..].iter_mut().zip(&other_devices) {
-                v.push(d.sign(100 + n).await);
+            for (i, d) in signers.iter().enumerate() {
+                let before = server_run_time(pids[i]);
+                variants[i].push(d.sign(200_000 + n).await);
+                // The server closes the socket after its last write; let it return first.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                variants_cpu[i] += server_run_time(pids[i]) - before;
             }
         }
         let variants = variants.map(Stats::new);
+        let variants_cpu = variants_cpu.map(|c| c / plan.variant_signs.max(1) as u32);
         drop(other_devices);
         drop(others);
 
@@ -927,6 +943,7 @@ fn main() {
             phases,
             phases_cpu,
             variants,
+            variants_cpu,
             idle: [idle_sign, idle_keygen],
             levels,
             peak_kb,
@@ -958,8 +975,10 @@ struct Report {
     phases: [Stats; 4],
     /// The server's CPU per phase, mean over the same signs.
     phases_cpu: [Duration; 4],
-    /// Single-client signs, taking turns: plain HTTP, plain HTTP with data on tmpfs, TLS.
-    variants: [Stats; 3],
+    /// Single-client signs, taking turns: plain HTTP, plain HTTP with data on tmpfs, TLS, and no policies or audit.
+    variants: [Stats; 4],
+    /// The server's CPU per sign in each variant, mean.
+    variants_cpu: [Duration; 4],
     idle: [IdleMemory; 2],
     levels: Vec<Level>,
     peak_kb: u64,
@@ -1098,17 +1117,23 @@ impl Report {
 
         println!();
         println!(
-            "| one client, three servers taking turns ({} signs each) | median | p99 |",
+            "| one client, four servers taking turns ({} signs each) | median | p99 | server CPU / sign, mean |",
             plan.variant_signs
         );
-        println!("|---|---|---|");
+        println!("|---|---|---|---|");
         let names = [
             "plain HTTP, data directory on disk (as above)",
-            "plain HTTP, data directory on tmpfs",
+            "plain HTTP, data directory on tmpfs (no real fsync)",
             "TLS (`--dev-tls`, certificate pinned), data directory on disk",
+            "plain HTTP, on disk, without policies and audit (`--benchmark-without-controls`)",
         ];
-        for (name, s) in names.iter().zip(&self.variants) {
-            println!("| {name} | {} | {} |", ms(s.median()), ms(s.pct(99.0)));
+        for ((name, s), cpu) in names.iter().zip(&self.variants).zip(&self.variants_cpu) {
+            println!(
+                "| {name} | {} | {} | {} |",
+                ms(s.median()),
+                ms(s.pct(99.0)),
+                ms(*cpu)
+            );
         }
         println!();
         println!(
