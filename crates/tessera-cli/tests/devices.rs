@@ -212,6 +212,63 @@ async fn pending_cap_on(backend: Backend) {
     assert_eq!(r.unwrap().status, api::DeviceStatus::Pending);
 }
 
+#[tokio::test]
+async fn concurrent_first_registrations_of_a_new_user_make_one_active_device() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        first_registrations_on(backend).await;
+    }
+}
+
+/// 50 devices register at once under a user nobody registered yet: one of them creates the user
+/// and is active, the others are pending (up to the cap) or refused clearly; none fails with a
+/// server error, and the user exists once.
+async fn first_registrations_on(backend: Backend) {
+    let server = start(backend);
+    let attempts = (0..50).map(|i| {
+        let server_url = server.url.clone();
+        tokio::spawn(async move {
+            let home = tempfile::tempdir().unwrap();
+            let id = identity(home.path());
+            let mut client = ServerClient::new(&server_url).unwrap();
+            let r = client.register(&id, "carol", &format!("device {i}")).await;
+            if let Ok(d) = &r
+                && d.status == api::DeviceStatus::Active
+            {
+                client.login(&id, &d.device_id).await.unwrap();
+                return (r, Some(client));
+            }
+            (r, None)
+        })
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let (mut active, mut pending) = (Vec::new(), 0);
+    for r in results {
+        match r.unwrap() {
+            (Ok(d), Some(client)) => {
+                assert_eq!(d.status, api::DeviceStatus::Active);
+                active.push(client);
+            }
+            (Ok(d), None) => {
+                assert_eq!(d.status, api::DeviceStatus::Pending, "{backend:?}");
+                pending += 1;
+            }
+            (
+                Err(ClientError::Server {
+                    status: 409,
+                    message,
+                    ..
+                }),
+                _,
+            ) => assert!(message.contains("waiting for approval"), "{message}"),
+            (Err(e), _) => panic!("{backend:?}: a registration failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(active.len(), 1, "{backend:?}: one device creates the user");
+    assert_eq!(pending, 16, "{backend:?}");
+    let listed = active[0].devices().await.unwrap();
+    assert_eq!(listed.len(), 17, "{backend:?}: one user with all of them");
+}
+
 /// `POST /devices` from a chosen loopback source address.
 async fn register_from(server: &Server, source: &str, user: &str, name: &str) -> u16 {
     let home = tempfile::tempdir().unwrap();

@@ -14,7 +14,9 @@
 //!   sees what was committed before it started, so reads after taking a lock see the previous
 //!   holder's writes.
 //!
-//! Lock order (no deadlocks between replicas): wallet rows first, the audit head last. Append
+//! Lock order (no deadlocks between replicas): a user name's lock (registration, PostgreSQL: an
+//! advisory lock, since the user may not exist yet) or wallet rows first, then the live-session
+//! caps' advisory locks, the audit head last. Append
 //! audit records after the transaction's other writes; nothing but the commit follows them.
 //!
 //! While a `WriteTx` is open, query only through it (`&mut *tx`), never through

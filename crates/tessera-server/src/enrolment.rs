@@ -18,6 +18,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sqlx::AnyConnection;
 
+use crate::db::{Backend, WriteTx};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -77,16 +78,29 @@ pub async fn limit_registrations(
     next.run(request).await
 }
 
-/// Takes the write lock on the user named `name` (if it exists) for the rest of `tx`: a row
-/// lock on PostgreSQL, the database's write lock on SQLite. Call it first in the transaction,
-/// before any read, so that SQLite waits for the lock instead of failing on a stale snapshot.
+/// Advisory-lock space of user names on PostgreSQL (the other key is `hashtext(name)`).
+const USER_NAME_LOCK_SPACE: i32 = 0x05e4;
+
+/// Takes the write lock on the user named `name` for the rest of `tx`, whether or not the user
+/// exists yet: on PostgreSQL a transaction-scoped advisory lock on the name (a row lock would
+/// take nothing while the user does not exist, and two first registrations would both create
+/// it), then the row; on SQLite the database's write lock, already held. Call it first in the
+/// transaction, before any read, so that SQLite waits for the lock instead of failing on a stale
+/// snapshot.
 ///
 /// # Errors
 /// A database error.
-pub async fn lock_user_by_name(tx: &mut AnyConnection, name: &str) -> ApiResult<()> {
+pub async fn lock_user_by_name(tx: &mut WriteTx, name: &str) -> ApiResult<()> {
+    if tx.backend() == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(USER_NAME_LOCK_SPACE)
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+    }
     sqlx::query("UPDATE users SET name = name WHERE name = $1")
         .bind(name)
-        .execute(tx)
+        .execute(&mut **tx)
         .await?;
     Ok(())
 }
