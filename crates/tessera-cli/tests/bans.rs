@@ -10,10 +10,9 @@ use tessera_core::protocols::{SignRequest, SignSession};
 use tessera_core::{DerivationPath, KeyShare, PartyIndex, Session, api};
 use tessera_store::DeviceIdentity;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use common::proxy::{Direction, Tamper, TamperProxy};
-use common::{Server, allow_digests, fresh_postgres_database, identity};
+use common::{Server, allow_digests, fresh_postgres_database, identity, ws_request};
 
 mod common;
 
@@ -97,6 +96,33 @@ fn detail(record: &api::AuditRecord) -> serde_json::Value {
 
 fn kinds(records: &[api::AuditRecord]) -> Vec<String> {
     records.iter().map(|r| r.kind.clone()).collect()
+}
+
+/// `POST /sign` of a raw digest by hand, for tests that drive the socket themselves.
+async fn create_sign_session(
+    url: &str,
+    client: &ServerClient,
+    wallet: &str,
+    digest: [u8; 32],
+) -> api::SessionCreated {
+    tessera_client::tls::install_crypto_provider();
+    reqwest::Client::new()
+        .post(format!("{url}/sign"))
+        .bearer_auth(client.token().unwrap())
+        .json(&api::SignRequest {
+            wallet_id: wallet.to_string(),
+            path: "m".into(),
+            kind: tessera_core::intent::SignKind::Digest {
+                digest: hex::encode(digest),
+            },
+            device_nonce: None,
+        })
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Refreshes with the record kept in memory.
@@ -267,24 +293,7 @@ async fn disconnects_lock(postgres: bool) {
     let (laptop, mut record) = device_with_wallet(&proxy.url).await;
     let wallet = record.current.wallet_id().to_string();
     // A signing session created before the lock, to be opened after it.
-    tessera_client::tls::install_crypto_provider();
-    let early: api::SessionCreated = reqwest::Client::new()
-        .post(format!("{}/sign", server.url))
-        .bearer_auth(laptop.client.token().unwrap())
-        .json(&api::SignRequest {
-            wallet_id: wallet.clone(),
-            path: "m".into(),
-            kind: tessera_core::intent::SignKind::Digest {
-                digest: hex::encode([30u8; 32]),
-            },
-            device_nonce: None,
-        })
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let early = create_sign_session(&server.url, &laptop.client, &wallet, [30u8; 32]).await;
     // Three signings cut after the device's second message: the third is one too many.
     for n in 1..=3 {
         proxy.on(Direction::ToServer, 1, Tamper::Cut);
@@ -303,18 +312,10 @@ async fn disconnects_lock(postgres: bool) {
     );
     // The session created before the lock cannot be opened after it: the socket is refused
     // with the lock's reason before any protocol message.
-    let mut request = format!(
-        "{}/ws?session_id={}",
-        server.url.replacen("http", "ws", 1),
-        early.session_id
-    )
-    .into_client_request()
-    .unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", laptop.client.token().unwrap())
-            .parse()
-            .unwrap(),
+    let request = ws_request(
+        &server.url,
+        laptop.client.token().unwrap(),
+        &early.session_id,
     );
     match tokio_tungstenite::connect_async(request).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
@@ -547,25 +548,7 @@ async fn a_signature_released_then_answered_with_garbage_is_recorded_as_unconfir
     let share = &record.current;
     let wallet = share.wallet_id().to_string();
     let digest = [0x42u8; 32];
-    tessera_client::tls::install_crypto_provider();
-    let http = reqwest::Client::new();
-    let created: api::SessionCreated = http
-        .post(format!("{}/sign", server.url))
-        .bearer_auth(laptop.client.token().unwrap())
-        .json(&api::SignRequest {
-            wallet_id: wallet.clone(),
-            path: "m".into(),
-            kind: tessera_core::intent::SignKind::Digest {
-                digest: hex::encode(digest),
-            },
-            device_nonce: None,
-        })
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = create_sign_session(&server.url, &laptop.client, &wallet, digest).await;
     let mut nonce = [0u8; 32];
     hex::decode_to_slice(&created.nonce, &mut nonce).unwrap();
     let mut session = SignSession::new(
@@ -578,18 +561,10 @@ async fn a_signature_released_then_answered_with_garbage_is_recorded_as_unconfir
         },
     )
     .unwrap();
-    let mut request = format!(
-        "{}/ws?session_id={}",
-        server.url.replacen("http", "ws", 1),
-        created.session_id
-    )
-    .into_client_request()
-    .unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", laptop.client.token().unwrap())
-            .parse()
-            .unwrap(),
+    let request = ws_request(
+        &server.url,
+        laptop.client.token().unwrap(),
+        &created.session_id,
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let total = session.total_rounds();

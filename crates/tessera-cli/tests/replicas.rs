@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use tessera_client::{ServerClient, WalletRecord};
 use tessera_core::DerivationPath;
 use tessera_core::intent::SignKind;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use common::{Server, fresh_postgres_database};
 
@@ -84,19 +83,7 @@ async fn two_replicas_share_one_postgresql() {
         .json()
         .await
         .unwrap();
-    let mut req = format!(
-        "{}/ws?session_id={}",
-        a.url.replacen("http", "ws", 1),
-        created.session_id
-    )
-    .into_client_request()
-    .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", via_a.token().unwrap())
-            .parse()
-            .unwrap(),
-    );
+    let req = common::ws_request(&a.url, via_a.token().unwrap(), &created.session_id);
     let (socket, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     a.kill();
     drop(socket);

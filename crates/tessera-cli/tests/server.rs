@@ -507,20 +507,16 @@ mod ws {
     use tessera_core::protocols::KeygenSession;
     use tessera_core::{PartyIndex, Session, Threshold, WalletId};
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     type Socket = tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >;
 
     async fn open(server: &ServerProcess, token: &str, session_id: &str) -> Socket {
-        let url = server.url.replacen("http", "ws", 1);
-        let mut req = format!("{url}/ws?session_id={session_id}")
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        tokio_tungstenite::connect_async(req).await.unwrap().0
+        tokio_tungstenite::connect_async(common::ws_request(&server.url, token, session_id))
+            .await
+            .unwrap()
+            .0
     }
 
     /// Reads until the server closes; returns the close code and reason.

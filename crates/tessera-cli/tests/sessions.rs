@@ -13,9 +13,8 @@ use tessera_core::intent::SignKind;
 use tessera_core::{DerivationPath, KeyShare};
 use tessera_store::DeviceIdentity;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use common::{Server, fresh_postgres_database, identity};
+use common::{Server, fresh_postgres_database, identity, ws_request};
 
 mod common;
 
@@ -80,13 +79,10 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(server: &Server, token: &str, session_id: &str) -> Socket {
-    let url = server.url.replacen("http", "ws", 1);
-    let mut req = format!("{url}/ws?session_id={session_id}")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.unwrap().0
+    tokio_tungstenite::connect_async(ws_request(&server.url, token, session_id))
+        .await
+        .unwrap()
+        .0
 }
 
 #[tokio::test]

@@ -171,3 +171,22 @@ pub fn allow_digests() -> tessera_core::api::Policy {
         ..tessera_core::api::Policy::default()
     }
 }
+
+/// The WebSocket request that opens `session_id` on the server at `url` (http or https) with the
+/// bearer `token`.
+pub fn ws_request(
+    url: &str,
+    token: &str,
+    session_id: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!(
+        "{}/ws?session_id={session_id}",
+        url.replacen("http", "ws", 1)
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
