@@ -5,24 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use common::{Server, fresh_postgres_database};
+use common::{Backend, Server, start};
 use tessera_client::{ServerClient, WalletRecord};
 use tessera_core::DerivationPath;
 
 mod common;
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-fn start(backend: Backend) -> Server {
-    match backend {
-        Backend::Sqlite => Server::start_fresh(&[]),
-        Backend::Postgres => Server::start_fresh(&["--database-url", &fresh_postgres_database()]),
-    }
-}
 
 /// `tessera audit verify` straight on the database; (ok, output).
 fn verify_offline(server: &Server) -> (bool, String) {

@@ -9,28 +9,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Server, fresh_postgres_database, identity};
+use common::{Backend, Server, identity, start};
 use tessera_client::{ClientError, ServerClient};
 use tessera_core::api;
 use tessera_store::DeviceIdentity;
 
 const PASSPHRASE: &str = "correct horse battery staple";
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-fn start(backend: Backend) -> Server {
-    match backend {
-        Backend::Sqlite => Server::start_fresh(&[]),
-        Backend::Postgres => {
-            let url = fresh_postgres_database();
-            Server::start_fresh(&["--database-url", &url])
-        }
-    }
-}
 
 struct Output {
     code: Option<i32>,

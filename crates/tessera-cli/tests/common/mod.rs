@@ -190,3 +190,18 @@ pub fn ws_request(
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     req
 }
+
+/// Which database a test's server uses.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A server on SQLite, or on a fresh PostgreSQL database.
+pub fn start(backend: Backend) -> Server {
+    match backend {
+        Backend::Sqlite => Server::start_fresh(&[]),
+        Backend::Postgres => Server::start_fresh(&["--database-url", &fresh_postgres_database()]),
+    }
+}
