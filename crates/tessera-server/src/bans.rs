@@ -145,8 +145,8 @@ pub async fn refuse_signing(conn: &mut AnyConnection, wallet_id: &str) -> ApiRes
     refuse_signing_details(conn, wallet_id).await
 }
 
-/// [`refuse_signing`] once its count found a ban or a lock: the refusal that names it.
-pub async fn refuse_signing_details(conn: &mut AnyConnection, wallet_id: &str) -> ApiResult<()> {
+/// [`refuse_signing`] once a count found a ban or a lock: the refusal that names it.
+async fn refuse_signing_details(conn: &mut AnyConnection, wallet_id: &str) -> ApiResult<()> {
     if let Some(ban) = in_force(conn, wallet_id, 0).await? {
         return Err(ApiError::Forbidden(refusal(&ban)));
     }
@@ -171,7 +171,8 @@ pub async fn refuse_refresh(conn: &mut AnyConnection, wallet_id: &str) -> ApiRes
     }
 }
 
-/// Refuses the session `protocol` of `wallet_id` if a ban or lock stands in its way.
+/// Refuses the session `protocol` of `wallet_id` if a ban or lock stands in its way; called
+/// when opening a socket once the session's read counted one (so no second count).
 ///
 /// # Errors
 /// As [`refuse_signing`] and [`refuse_refresh`].
@@ -181,7 +182,7 @@ pub async fn refuse_session(
     protocol: &str,
 ) -> ApiResult<()> {
     match protocol {
-        "sign" => refuse_signing(conn, wallet_id).await,
+        "sign" => refuse_signing_details(conn, wallet_id).await,
         "refresh" => refuse_refresh(conn, wallet_id).await,
         _ => Ok(()),
     }
