@@ -350,13 +350,32 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     while reason.len() > 120 {
         reason.pop();
     }
-    let _ = socket
+    if socket
         .send(Message::Close(Some(CloseFrame {
             code,
             reason: reason.into(),
         })))
-        .await;
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // Finish the closing handshake: read and drop what the device still sends until its close
+    // comes back. Dropping the socket with its frames unread would make the kernel reset the
+    // connection, and the device could lose the close code and reason before reading them.
+    // Bounded: a device that never answers is dropped after CLOSE_HANDSHAKE.
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+        while let Some(Ok(frame)) = socket.recv().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
+
+/// How long the server waits for the device's close after sending its own.
+const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs `session` to its end; returns the session's final status and a detail for the record.
 /// How a run ended: the session's status and detail for the record, and the close frame to send
