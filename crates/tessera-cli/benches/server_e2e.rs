@@ -494,7 +494,11 @@ async fn open_socket(url: &str, token: &str, session_id: &str) -> Socket {
         .unwrap();
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.unwrap().0
+    // TCP_NODELAY, as the SDK does.
+    tokio_tungstenite::connect_async_with_config(req, None, true)
+        .await
+        .unwrap()
+        .0
 }
 
 async fn status_round_trip(http: &reqwest::Client, url: &str) -> Duration {

@@ -844,8 +844,9 @@ impl ServerClient {
             format!("Bearer {token}").parse().map_err(net)?,
         );
         let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        // `true`: TCP_NODELAY, so that a protocol frame never waits for the server's delayed ACK.
         let (socket, _) =
-            tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
                 .await
                 .map_err(|e| match e {
                     tokio_tungstenite::tungstenite::Error::Http(resp) => {

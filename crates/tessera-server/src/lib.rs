@@ -118,7 +118,16 @@ pub fn spawn_housekeeping(state: &AppState) {
 /// # Errors
 /// An I/O error of the listener.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     spawn_housekeeping(&state);
+    // Protocol frames are small and answered at once: without TCP_NODELAY a frame written while
+    // the previous one is unacknowledged waits for the peer's delayed ACK (about 40 ms on Linux),
+    // e.g. the close after the last round.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -90,8 +90,12 @@ pub async fn serve_tls(
             .map_err(|e| format!("the certificate or key is not usable: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     crate::spawn_housekeeping(&state);
-    axum_server::from_tcp_rustls(listener, config)
+    // TCP_NODELAY on every connection, as in `crate::serve`.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .acceptor(axum_server::accept::NoDelayAcceptor);
+    axum_server::from_tcp(listener)
         .map_err(|e| e.to_string())?
+        .acceptor(acceptor)
         .serve(crate::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
         .map_err(|e| format!("server stopped: {e}"))

@@ -70,7 +70,7 @@ pub async fn open(base_url: &str, pin: Option<&str>, code: &str) -> Result<Frame
         .map_err(|e| PeerError::Io(e.to_string()))?;
     let connector = tokio_tungstenite::Connector::Rustls(config);
     let (socket, _) =
-        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
+        tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
             .await
             .map_err(|e| PeerError::Io(format!("cannot open the relay at {base_url}: {e}")))?;
     let (sink, mut stream) = socket.split();
