@@ -126,27 +126,11 @@ async fn lock_in_force(
 }
 
 /// Refuses a signing session of a wallet whose device party is banned or which is locked
-/// (`POST /sign` and opening its socket).
+/// (`POST /sign`, once its one read of the wallet counted a ban or a lock).
 ///
 /// # Errors
 /// 403 naming the ban or the lock.
 pub async fn refuse_signing(conn: &mut AnyConnection, wallet_id: &str) -> ApiResult<()> {
-    // One query answers the usual case (neither); the refusal's details are read only then.
-    let (bans, locks): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM banned_parties WHERE wallet_id = $1 AND party = 0 AND lifted_at IS NULL), \
-         (SELECT COUNT(*) FROM wallet_locks WHERE wallet_id = $1 AND lifted_at IS NULL)",
-    )
-    .bind(wallet_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if bans == 0 && locks == 0 {
-        return Ok(());
-    }
-    refuse_signing_details(conn, wallet_id).await
-}
-
-/// [`refuse_signing`] once a count found a ban or a lock: the refusal that names it.
-async fn refuse_signing_details(conn: &mut AnyConnection, wallet_id: &str) -> ApiResult<()> {
     if let Some(ban) = in_force(conn, wallet_id, 0).await? {
         return Err(ApiError::Forbidden(refusal(&ban)));
     }
@@ -182,7 +166,7 @@ pub async fn refuse_session(
     protocol: &str,
 ) -> ApiResult<()> {
     match protocol {
-        "sign" => refuse_signing_details(conn, wallet_id).await,
+        "sign" => refuse_signing(conn, wallet_id).await,
         "refresh" => refuse_refresh(conn, wallet_id).await,
         _ => Ok(()),
     }

@@ -48,9 +48,23 @@ pub async fn current_in(
     match row {
         None => Ok((0, Policy::default(), None, None)),
         Some((version, text, by, at)) => {
+            let (version, policy) = from_stored(Some((version, text)))?;
+            Ok((version, policy, Some(by), Some(at)))
+        }
+    }
+}
+
+/// A stored policy row's version and JSON as (version, policy); none is version 0, the default.
+///
+/// # Errors
+/// A stored policy that no longer parses.
+pub fn from_stored(row: Option<(i64, String)>) -> ApiResult<(u64, Policy)> {
+    match row {
+        None => Ok((0, Policy::default())),
+        Some((version, text)) => {
             let policy = serde_json::from_str(&text)
                 .map_err(|e| ApiError::Internal(format!("stored policy: {e}")))?;
-            Ok((version.max(0) as u64, policy, Some(by), Some(at)))
+            Ok((version.max(0) as u64, policy))
         }
     }
 }
@@ -253,7 +267,8 @@ pub struct History {
 
 /// Reads the recent requests of `wallet_id`, when a rule of `policy` needs them. Read it in the
 /// write transaction that records the request, after locking the wallet
-/// ([`crate::wallets::lock_wallet_of`]), so that concurrent requests see each other.
+/// ([`crate::db::WriteTx::lock_wallet`], done by `POST /sign`'s first read), so that concurrent
+/// requests see each other.
 ///
 /// # Errors
 /// A database error.

@@ -36,29 +36,69 @@ pub async fn wallet_of(state: &AppState, me: &AuthDevice, wallet_id: &str) -> Ap
     wallet_from_row(row, wallet_id)
 }
 
-/// [`wallet_of`] inside a write transaction, locking the wallet for it
-/// ([`WriteTx::lock_wallet`]) in the same query.
-pub async fn lock_wallet_of(
+type WalletRow = (String, String, Vec<u8>, i64);
+
+/// What `POST /sign` checks before it creates a session, read in one query (each statement is
+/// a round trip to the database's thread, and a sign is latency- and CPU-bound).
+struct SignContext {
+    /// The wallet, locked for the transaction ([`WriteTx::lock_wallet`]).
+    wallet: Wallet,
+    /// Bans of the device party and locks standing on the wallet ([`crate::bans`] reads their
+    /// details, for the refusal, only when there is one).
+    standing: i64,
+    /// The newest stored policy: its version and its JSON (none: the default).
+    policy: Option<(i64, String)>,
+    /// Pending shares no running refresh holds ([`crate::vault::discard_stale_pending`]).
+    stale_pending: i64,
+}
+
+async fn sign_context(
     tx: &mut WriteTx,
     me: &AuthDevice,
     wallet_id: &str,
-) -> ApiResult<Wallet> {
-    let row: Option<WalletRow> = match tx.backend() {
-        Backend::Sqlite => sqlx::query_as(
-            "SELECT id, name, public_key, epoch FROM wallets WHERE id = $1 AND user_id = $2",
-        ),
-        Backend::Postgres => sqlx::query_as(
-            "SELECT id, name, public_key, epoch FROM wallets WHERE id = $1 AND user_id = $2 FOR UPDATE",
-        ),
+) -> ApiResult<SignContext> {
+    // Scalar subqueries: on PostgreSQL `FOR UPDATE` locks the wallet row alone.
+    macro_rules! select {
+        () => {
+            "SELECT w.id, w.name, w.public_key, w.epoch, \
+         (SELECT COUNT(*) FROM banned_parties b WHERE b.wallet_id = w.id AND b.party = 0 AND b.lifted_at IS NULL) \
+         + (SELECT COUNT(*) FROM wallet_locks l WHERE l.wallet_id = w.id AND l.lifted_at IS NULL), \
+         (SELECT p.version FROM policies p WHERE p.wallet_id = w.id ORDER BY p.version DESC LIMIT 1), \
+         (SELECT p.policy FROM policies p WHERE p.wallet_id = w.id ORDER BY p.version DESC LIMIT 1), \
+         (SELECT COUNT(*) FROM server_shares sh WHERE sh.wallet_id = w.id AND sh.state = 'pending' AND NOT EXISTS \
+         (SELECT 1 FROM sessions s WHERE s.id = sh.session_id AND s.status = 'running')) \
+         FROM wallets w WHERE w.id = $1 AND w.user_id = $2"
+        };
     }
-    .bind(wallet_id)
-    .bind(&me.user_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    wallet_from_row(row, wallet_id)
+    type Row = (
+        String,
+        String,
+        Vec<u8>,
+        i64,
+        i64,
+        Option<i64>,
+        Option<String>,
+        i64,
+    );
+    let query = match tx.backend() {
+        Backend::Sqlite => sqlx::query_as::<_, Row>(select!()),
+        Backend::Postgres => sqlx::query_as::<_, Row>(concat!(select!(), " FOR UPDATE OF w")),
+    };
+    let row = query
+        .bind(wallet_id)
+        .bind(&me.user_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some((id, name, pk, epoch, standing, version, policy, stale_pending)) = row else {
+        return Err(ApiError::NotFound(format!("no wallet {wallet_id}")));
+    };
+    Ok(SignContext {
+        wallet: wallet_from_row(Some((id, name, pk, epoch)), wallet_id)?,
+        standing,
+        policy: version.zip(policy),
+        stale_pending,
+    })
 }
-
-type WalletRow = (String, String, Vec<u8>, i64);
 
 fn wallet_from_row(row: Option<WalletRow>, wallet_id: &str) -> ApiResult<Wallet> {
     let (id, name, pk, epoch) =
@@ -247,13 +287,20 @@ pub async fn sign(
     };
 
     let mut tx = state.begin_write().await?;
-    let wallet = lock_wallet_of(&mut tx, &me, &req.wallet_id).await?;
-    crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
+    let SignContext {
+        wallet,
+        standing,
+        policy,
+        stale_pending,
+    } = sign_context(&mut tx, &me, &req.wallet_id).await?;
+    if standing > 0 {
+        crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
+    }
     let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
     // The wallet's policy, checked against its recent history (controls off, a benchmark: no
     // policy and no records).
     let checked = if tx.audited() {
-        let (version, policy, ..) = crate::policy::current_in(&mut tx, &wallet.id).await?;
+        let (version, policy) = crate::policy::from_stored(policy)?;
         let at = now();
         let history = crate::policy::history(&mut tx, &policy, &wallet.id, at).await?;
         if let Err(denial) = crate::policy::evaluate(&policy, kind, &decoded, &history, at) {
@@ -277,7 +324,9 @@ pub async fn sign(
     } else {
         None
     };
-    crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
+    if stale_pending > 0 {
+        crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
+    }
     let mut created = create_session(
         &state,
         &mut tx,
