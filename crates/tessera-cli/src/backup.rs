@@ -115,6 +115,8 @@ pub(crate) struct VerifyArgs {
     /// Also have the server verify it against the wallet as it knows it (and audit it).
     #[arg(long)]
     server: bool,
+    #[command(flatten)]
+    format: crate::output::Format,
 }
 
 #[derive(Args)]
@@ -524,7 +526,9 @@ async fn verify(home: &Path, args: VerifyArgs) -> Result<(), Failure> {
     let backup = Backup::from_bytes(&bytes).map_err(|e| {
         Failure::Failed(format!("{}: not a valid backup: {e}", args.file.display()))
     })?;
-    print_report(&backup, &args.file, bytes.len());
+    if !args.format.json {
+        print_report(&backup, &args.file, bytes.len());
+    }
     let checked = match &args.public_share {
         Some(text) => {
             let expected: [u8; 33] = hex::decode(text.trim())
@@ -536,14 +540,41 @@ async fn verify(home: &Path, args: VerifyArgs) -> Result<(), Failure> {
         None => backup.verify(),
     };
     checked.map_err(|e| Failure::Failed(format!("verification FAILED: {e}")))?;
-    println!(
-        "verified       yes: every authorised set of holders restores the share with public share {}",
-        hex::encode(backup.context().public_share)
-    );
-    if args.server {
+    if !args.format.json {
+        println!(
+            "verified       yes: every authorised set of holders restores the share with public share {}",
+            hex::encode(backup.context().public_share)
+        );
+    }
+    let server = if args.server {
         let s = device::connect(home).await?;
         let report = s.client.verify_backup(&bytes).await.map_err(client_error)?;
-        println!("server         verified and recorded ({})", report.digest);
+        if !args.format.json {
+            println!("server         verified and recorded ({})", report.digest);
+        }
+        Some(report.digest)
+    } else {
+        None
+    };
+    if args.format.json {
+        let context = backup.context();
+        return crate::output::print_json(&serde_json::json!({
+            "file": args.file.display().to_string(),
+            "wallet": context.wallet_name,
+            "wallet_id": context.wallet_id.to_string(),
+            "party": context.party,
+            "threshold": { "t": context.threshold_t, "n": context.threshold_n },
+            "epoch": context.epoch,
+            "public_share": hex::encode(context.public_share),
+            "structure": backup.structure().to_string(),
+            "holders": backup.holders().iter().map(|h| serde_json::json!({
+                "label": h.label(),
+                "fingerprint": h.fingerprint().to_string(),
+            })).collect::<Vec<_>>(),
+            "size": bytes.len(),
+            "verified": true,
+            "server_digest": server,
+        }));
     }
     Ok(())
 }

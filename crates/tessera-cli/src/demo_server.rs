@@ -17,7 +17,11 @@ fn failed(e: impl std::fmt::Display) -> Failure {
     Failure::Failed(e.to_string())
 }
 
-pub async fn run(message: &str, path: &DerivationPath) -> Result<(), Failure> {
+pub async fn run(
+    message: &str,
+    path: &DerivationPath,
+    format: crate::output::Format,
+) -> Result<(), Failure> {
     let mut progress = Progress::new(std::io::stderr().is_terminal());
     let tmp = tempfile::tempdir()
         .map_err(|e| failed(format!("cannot create a temporary directory: {e}")))?;
@@ -124,6 +128,33 @@ pub async fn run(message: &str, path: &DerivationPath) -> Result<(), Failure> {
     step.finish(started.elapsed());
     server.abort();
 
+    if format.json {
+        key.verify(&digest, &first).map_err(failed)?;
+        key.verify(&digest, &second).map_err(failed)?;
+        let signatures: Vec<_> = [first, second]
+            .iter()
+            .map(|sig| {
+                serde_json::json!({
+                    "der": hex::encode(sig.to_der()),
+                    "rsv": hex::encode(sig.to_rsv()),
+                })
+            })
+            .collect();
+        return crate::output::print_json(&serde_json::json!({
+            "server": url,
+            "device_id": device.device_id,
+            "device_name": device.name,
+            "wallet_id": record.current.wallet_id().to_string(),
+            "path": path.to_string(),
+            "public_key": key.to_string(),
+            "eth_address": key.eth_address(),
+            "message": message,
+            "digest": hex::encode(digest),
+            "signatures": signatures,
+            "epoch_after_refresh": epoch,
+            "verified": true,
+        }));
+    }
     let show = |label: &str, sig: &Signature| {
         println!("{label} DER  {}", hex::encode(sig.to_der()));
         println!("{label} rsv  {}", hex::encode(sig.to_rsv()));

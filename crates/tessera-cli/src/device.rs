@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tessera_client::{ClientError, RefreshStep, ServerClient, WalletRecord};
-use tessera_core::{DerivationPath, KeyShare};
+use tessera_core::DerivationPath;
 use tessera_store::{DeviceIdentity, Keystore, Passphrase};
 
 use crate::Failure;
+use crate::output::{Format, WalletOut, print_json};
 
 /// Which server and registration this device uses.
 #[derive(Serialize, Deserialize)]
@@ -185,7 +186,7 @@ fn refuse_revoked(device: &tessera_core::api::Device, server: &str) -> Result<()
     )))
 }
 
-pub async fn keygen(home_dir: &Path, name: &str) -> Result<(), Failure> {
+pub async fn keygen(home_dir: &Path, name: &str, format: Format) -> Result<(), Failure> {
     // Checks the name (it becomes a file name) before asking for the passphrase.
     let exists = Keystore::open(home_dir)
         .map_err(store_error)?
@@ -206,15 +207,7 @@ pub async fn keygen(home_dir: &Path, name: &str) -> Result<(), Failure> {
         .save_wallet(name, &WalletRecord::new(share).to_bytes(), &s.passphrase)
         .map_err(store_error)?;
     let share = load_record(&s, name)?.current;
-    print_wallet(name, &share);
-    Ok(())
-}
-
-fn print_wallet(name: &str, share: &KeyShare) {
-    println!("wallet         {name} ({})", share.wallet_id());
-    println!("public key     {}", share.public_key());
-    println!("eth address    {}", share.public_key().eth_address());
-    println!("epoch          {}", share.epoch());
+    WalletOut::of(name, &share).print(format)
 }
 
 pub fn load_record(s: &Session, name: &str) -> Result<WalletRecord, Failure> {
@@ -236,11 +229,14 @@ pub async fn sign(
     wallet: &str,
     kind: &tessera_core::intent::SignKind,
     path: &DerivationPath,
+    format: Format,
 ) -> Result<(), Failure> {
     let decoded = tessera_core::intent::decode(kind).map_err(|e| Failure::Usage(e.to_string()))?;
     let s = connect(home_dir).await?;
     let mut record = load_record(&s, wallet)?;
-    println!("signing        {}", decoded.summary);
+    if !format.json {
+        println!("signing        {}", decoded.summary);
+    }
     let signature = s
         .client
         .sign_wallet(
@@ -261,15 +257,35 @@ pub async fn sign(
         .current
         .public_key_at(path)
         .map_err(|e| Failure::Failed(e.to_string()))?;
+    let raw_tx = match kind {
+        tessera_core::intent::SignKind::EthTx { tx } => Some(format!(
+            "0x{}",
+            hex::encode(
+                tx.signed_raw(&signature)
+                    .map_err(|e| Failure::Failed(e.to_string()))?
+            )
+        )),
+        _ => None,
+    };
+    if format.json {
+        // `sign_wallet` returns only a signature it verified under the wallet's key.
+        return print_json(&serde_json::json!({
+            "wallet": wallet,
+            "summary": decoded.summary,
+            "public_key": key.to_string(),
+            "digest": hex::encode(decoded.digest),
+            "signature_der": hex::encode(signature.to_der()),
+            "signature_rsv": hex::encode(signature.to_rsv()),
+            "raw_tx": raw_tx,
+            "verified": true,
+        }));
+    }
     println!("public key     {key}");
     println!("digest         {}", hex::encode(decoded.digest));
     println!("signature DER  {}", hex::encode(signature.to_der()));
     println!("r||s||v        {}", hex::encode(signature.to_rsv()));
-    if let tessera_core::intent::SignKind::EthTx { tx } = kind {
-        let raw = tx
-            .signed_raw(&signature)
-            .map_err(|e| Failure::Failed(e.to_string()))?;
-        println!("raw tx         0x{}", hex::encode(raw));
+    if let Some(raw) = raw_tx {
+        println!("raw tx         {raw}");
     }
     println!("verified       yes");
     Ok(())
@@ -348,10 +364,16 @@ pub fn print_held(action: &tessera_core::api::HeldAction) {
     );
 }
 
-pub async fn approvals_list(home_dir: &Path) -> Result<(), Failure> {
+pub async fn approvals_list(home_dir: &Path, format: Format) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
     let pending = s.client.approvals().await.map_err(client_error)?;
     let held = s.client.held_actions().await.map_err(client_error)?;
+    if format.json {
+        return print_json(&serde_json::json!({
+            "signing_requests": pending,
+            "held_actions": held,
+        }));
+    }
     if pending.is_empty() && held.is_empty() {
         println!("nothing waits for approval");
     }
@@ -404,10 +426,21 @@ pub async fn approvals_decide(home_dir: &Path, id: &str, approve: bool) -> Resul
     Ok(())
 }
 
-pub async fn wallets(home_dir: &Path) -> Result<(), Failure> {
+pub async fn wallets(home_dir: &Path, format: Format) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
     let remote = s.client.wallets().await.map_err(client_error)?;
     let local = s.keystore.list_wallets().map_err(store_error)?;
+    if format.json {
+        let listed: Vec<_> = remote
+            .iter()
+            .map(|w| {
+                let mut v = serde_json::to_value(w).unwrap_or_default();
+                v["share_on_this_device"] = local.contains(&w.name).into();
+                v
+            })
+            .collect();
+        return print_json(&listed);
+    }
     for w in remote {
         let here = if local.contains(&w.name) {
             ""
@@ -422,11 +455,10 @@ pub async fn wallets(home_dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-pub async fn pubkey(home_dir: &Path, wallet: &str) -> Result<(), Failure> {
+pub async fn pubkey(home_dir: &Path, wallet: &str, format: Format) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
     let record = load_record(&s, wallet)?;
-    print_wallet(wallet, &record.current);
-    Ok(())
+    WalletOut::of(wallet, &record.current).print(format)
 }
 
 /// Crash-test hook: `TESSERA_TEST_PAUSE_AT=<step>` makes `tessera refresh` announce the step on
@@ -474,9 +506,21 @@ pub async fn refresh(home_dir: &Path, wallet: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-pub async fn device_list(home_dir: &Path) -> Result<(), Failure> {
+pub async fn device_list(home_dir: &Path, format: Format) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
-    for d in s.client.devices().await.map_err(client_error)? {
+    let devices = s.client.devices().await.map_err(client_error)?;
+    if format.json {
+        let listed: Vec<_> = devices
+            .iter()
+            .map(|d| {
+                let mut v = serde_json::to_value(d).unwrap_or_default();
+                v["this_device"] = (d.device_id == s.config.device_id).into();
+                v
+            })
+            .collect();
+        return print_json(&listed);
+    }
+    for d in devices {
         let me = if d.device_id == s.config.device_id {
             " (this device)"
         } else {
@@ -525,7 +569,11 @@ pub async fn device_revoke(home_dir: &Path, id: &str, force: bool) -> Result<(),
     Ok(())
 }
 
-pub async fn audit_list(home_dir: &Path, wallet: Option<&str>) -> Result<(), Failure> {
+pub async fn audit_list(
+    home_dir: &Path,
+    wallet: Option<&str>,
+    format: Format,
+) -> Result<(), Failure> {
     let s = connect(home_dir).await?;
     let wallet_id = match wallet {
         Some(name) => Some(load_record(&s, name)?.current.wallet_id().to_string()),
@@ -536,6 +584,9 @@ pub async fn audit_list(home_dir: &Path, wallet: Option<&str>) -> Result<(), Fai
         .audit(wallet_id.as_deref())
         .await
         .map_err(client_error)?;
+    if format.json {
+        return print_json(&records);
+    }
     for r in records {
         println!("{:>6}  {}  {:<20} {}", r.seq, r.at, r.kind, r.detail);
     }

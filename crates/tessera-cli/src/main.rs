@@ -7,6 +7,7 @@
 mod backup;
 mod demo_server;
 mod device;
+mod output;
 mod peer;
 mod plan;
 mod progress;
@@ -57,9 +58,9 @@ enum Command {
     /// Sign with a wallet (this device and the server together).
     Sign(SignArgs),
     /// Refresh a wallet's shares (same public key, next epoch; old shares stop working).
-    Refresh(PubkeyArgs),
+    Refresh(RefreshArgs),
     /// List the wallets of this device's user.
-    Wallets,
+    Wallets(output::Format),
     /// Show a wallet's public key and Ethereum address.
     Pubkey(PubkeyArgs),
     /// Manage the devices of this user.
@@ -172,6 +173,8 @@ enum AuditCommand {
         /// Only this wallet's records.
         #[arg(long)]
         wallet: Option<String>,
+        #[command(flatten)]
+        format: output::Format,
     },
     /// Verify the whole hash chain: through the server, or (with --data-dir or --database-url)
     /// directly in the server's database. Exit 1 and the first bad record when it is broken.
@@ -182,6 +185,8 @@ enum AuditCommand {
         /// Check this PostgreSQL database instead of asking the server.
         #[arg(long)]
         database_url: Option<String>,
+        #[command(flatten)]
+        format: output::Format,
     },
 }
 
@@ -234,6 +239,8 @@ struct KeygenArgs {
     /// The new wallet's name (letters, digits, '.', '_', '-').
     #[arg(long)]
     name: String,
+    #[command(flatten)]
+    format: output::Format,
 }
 
 #[derive(Args)]
@@ -241,6 +248,8 @@ struct SignArgs {
     /// The wallet.
     #[arg(long)]
     wallet: String,
+    #[command(flatten)]
+    format: output::Format,
     /// The message (signed as an Ethereum personal_sign / EIP-191 message).
     #[arg(long, conflicts_with_all = ["digest", "eth_tx"], required_unless_present_any = ["digest", "eth_tx"])]
     message: Option<String>,
@@ -282,7 +291,7 @@ enum ApprovalsCommand {
     /// Signing requests and held actions (server-share exports, policy changes that weaken a
     /// policy requiring approval, device recoveries) waiting for another device's approval or a
     /// time lock.
-    List,
+    List(output::Format),
     /// Approve a signing request or another device's held action (signed by this device).
     Approve {
         /// The request's session id, or the held action's id.
@@ -305,12 +314,21 @@ struct PubkeyArgs {
     /// The wallet.
     #[arg(long)]
     wallet: String,
+    #[command(flatten)]
+    format: output::Format,
+}
+
+#[derive(Args)]
+struct RefreshArgs {
+    /// The wallet.
+    #[arg(long)]
+    wallet: String,
 }
 
 #[derive(Subcommand)]
 enum DeviceCommand {
     /// List this user's devices.
-    List,
+    List(output::Format),
     /// Approve a pending device of this user by the code it shows.
     Approve {
         /// The code the new device printed, e.g. 1A2B-3C4D-5E6F-7A8B-9C0D.
@@ -353,6 +371,8 @@ struct DemoArgs {
     /// Sign with the non-hardened BIP-32 child key at this path, e.g. m/0/7.
     #[arg(long, default_value = "m")]
     path: String,
+    #[command(flatten)]
+    format: output::Format,
 }
 
 #[derive(Args)]
@@ -407,14 +427,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                let _ = e.print();
-                return ExitCode::from(2);
-            }
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {first} (see `tessera --help`)");
+            eprintln!("error: {}", one_line(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
@@ -422,9 +435,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) if args.in_process => demo(&args),
         Command::Demo(args) => match args.path.parse::<DerivationPath>() {
-            Ok(path) => {
-                runtime().and_then(|rt| rt.block_on(demo_server::run(&args.message, &path)))
-            }
+            Ok(path) => runtime()
+                .and_then(|rt| rt.block_on(demo_server::run(&args.message, &path, args.format))),
             Err(e) => Err(usage(e)),
         },
         Command::Verify(args) => verify(&args),
@@ -443,6 +455,26 @@ fn main() -> ExitCode {
             eprintln!("error: {m}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// clap's whole message on one line, as every error here is: its first line alone may not say
+/// what is wrong ("the following required arguments were not provided:" names them on the
+/// next lines), then the usage it expected.
+fn one_line(rendered: &str) -> String {
+    let mut message = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim) {
+        if let Some(u) = line.strip_prefix("Usage:") {
+            usage = Some(u.trim());
+        } else if !line.is_empty() && !line.starts_with("For more information") {
+            message.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    let message = message.join(" ");
+    match usage {
+        Some(usage) => format!("{message}; usage: {usage}"),
+        None => format!("{message} (see `tessera --help`)"),
     }
 }
 
@@ -599,6 +631,7 @@ async fn audit_verify(
     home: &std::path::Path,
     data_dir: Option<std::path::PathBuf>,
     database_url: Option<String>,
+    format: output::Format,
 ) -> CliResult {
     let report = if data_dir.is_some() || database_url.is_some() {
         let mut config =
@@ -617,7 +650,17 @@ async fn audit_verify(
             .await
             .map_err(device::client_error)?
     };
+    if format.json {
+        // The report, broken or not; a broken chain still exits 1.
+        output::print_json(&serde_json::json!({
+            "intact": report.first_bad.is_none(),
+            "records": report.records,
+            "head": report.head,
+            "first_bad": report.first_bad,
+        }))?;
+    }
     match report.first_bad {
+        None if format.json => Ok(()),
         None => {
             println!(
                 "audit chain intact: {} records, head {}",
@@ -645,7 +688,7 @@ async fn device_command(command: Command) -> CliResult {
             )
             .await
         }
-        Command::Keygen(a) => device::keygen(&home, &a.name).await,
+        Command::Keygen(a) => device::keygen(&home, &a.name, a.format).await,
         Command::Sign(a) => {
             let path: DerivationPath = a.path.parse().map_err(usage)?;
             let kind = match (&a.digest, &a.message, &a.eth_tx) {
@@ -679,7 +722,7 @@ async fn device_command(command: Command) -> CliResult {
                     ));
                 }
             };
-            device::sign(&home, &a.wallet, &kind, &path).await
+            device::sign(&home, &a.wallet, &kind, &path, a.format).await
         }
         Command::Policy(PolicyCommand::Show { wallet }) => {
             device::policy_show(&home, &wallet).await
@@ -687,7 +730,9 @@ async fn device_command(command: Command) -> CliResult {
         Command::Policy(PolicyCommand::Set { wallet, file }) => {
             device::policy_set(&home, &wallet, &file).await
         }
-        Command::Approvals(ApprovalsCommand::List) => device::approvals_list(&home).await,
+        Command::Approvals(ApprovalsCommand::List(format)) => {
+            device::approvals_list(&home, format).await
+        }
         Command::Approvals(ApprovalsCommand::Approve { session }) => {
             device::approvals_decide(&home, &session, true).await
         }
@@ -698,10 +743,10 @@ async fn device_command(command: Command) -> CliResult {
         Command::Approvals(ApprovalsCommand::Refuse { session }) => {
             device::approvals_decide(&home, &session, false).await
         }
-        Command::Wallets => device::wallets(&home).await,
+        Command::Wallets(format) => device::wallets(&home, format).await,
         Command::Refresh(a) => device::refresh(&home, &a.wallet).await,
-        Command::Pubkey(a) => device::pubkey(&home, &a.wallet).await,
-        Command::Device(DeviceCommand::List) => device::device_list(&home).await,
+        Command::Pubkey(a) => device::pubkey(&home, &a.wallet, a.format).await,
+        Command::Device(DeviceCommand::List(format)) => device::device_list(&home, format).await,
         Command::Device(DeviceCommand::Revoke { id, force }) => {
             device::device_revoke(&home, &id, force).await
         }
@@ -711,13 +756,14 @@ async fn device_command(command: Command) -> CliResult {
         Command::Peer(p) => peer::run(&home, p).await,
         Command::BackupKey(c) => backup::backup_key(&home, c),
         Command::Backup(c) => backup::backup(&home, c).await,
-        Command::Audit(AuditCommand::List { wallet }) => {
-            device::audit_list(&home, wallet.as_deref()).await
+        Command::Audit(AuditCommand::List { wallet, format }) => {
+            device::audit_list(&home, wallet.as_deref(), format).await
         }
         Command::Audit(AuditCommand::Verify {
             data_dir,
             database_url,
-        }) => audit_verify(&home, data_dir, database_url).await,
+            format,
+        }) => audit_verify(&home, data_dir, database_url, format).await,
         Command::Demo(_)
         | Command::Verify(_)
         | Command::Server(_)
@@ -801,6 +847,29 @@ fn demo(args: &DemoArgs) -> CliResult {
     let verified = key.verify(&digest, &signature);
     step.finish(std::time::Duration::ZERO);
 
+    if args.format.json {
+        verified.map_err(failed)?;
+        return output::print_json(&serde_json::json!({
+            "wallet_id": wallet.to_string(),
+            "threshold": { "t": threshold.t, "n": threshold.n },
+            "signers": signers.iter().map(|p| p.get()).collect::<Vec<_>>(),
+            "root_public_key": root.to_string(),
+            "path": path.to_string(),
+            "public_key": key.to_string(),
+            "public_key_uncompressed": hex::encode(key.to_uncompressed()),
+            "eth_address": key.eth_address(),
+            "message": args.message,
+            "digest": hex::encode(digest),
+            "signature_der": hex::encode(signature.to_der()),
+            "signature_rsv": hex::encode(signature.to_rsv()),
+            "recovery_id": signature.recovery_id(),
+            "traffic_bytes_per_party": {
+                "keygen": keygen_stats.max_bytes_per_party(),
+                "sign": sign_stats.max_bytes_per_party(),
+            },
+            "verified": true,
+        }));
+    }
     println!("wallet         {wallet}");
     println!(
         "threshold      {threshold} (any {} of {} shares sign; no share alone can)",

@@ -45,7 +45,7 @@ pub enum PeerCommand {
     /// Sign a message with a wallet and one other device that holds a share of it.
     Sign(PeerSignArgs),
     /// List paired devices.
-    Known,
+    Known(crate::output::Format),
     /// Forget a paired device (to pair again, e.g. after it was reinstalled).
     Forget {
         /// Its name.
@@ -267,8 +267,11 @@ pub async fn run(home: &Path, command: PeerCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
-        PeerCommand::Known => {
+        PeerCommand::Known(format) => {
             let known = KnownPeers::load(home).map_err(peer_error)?;
+            if format.json {
+                return crate::output::print_json(&known.all());
+            }
             if known.all().is_empty() {
                 println!("no paired devices");
             }

@@ -255,6 +255,33 @@ async fn phone_lost_restore_on_a_new_device_sign_then_refresh() {
         .output()
         .unwrap();
     assert!(verified.status.success(), "{verified:?}");
+    // `--json`: one document with what the text says.
+    let json = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["backup", "verify", backup_file.to_str().unwrap(), "--json"])
+        .env("TESSERA_HOME", anyone.path())
+        .env_remove("TESSERA_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert!(json.status.success(), "{json:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["verified"], true, "{doc}");
+    assert_eq!(doc["party"], 0, "{doc}");
+    assert_eq!(
+        doc["threshold"],
+        serde_json::json!({"t": 2, "n": 2}),
+        "{doc}"
+    );
+    assert_eq!(doc["public_share"].as_str().unwrap().len(), 66, "{doc}");
+    assert!(
+        doc["holders"].as_array().is_some_and(|h| !h.is_empty()),
+        "{doc}"
+    );
+    assert_eq!(doc["server_digest"], serde_json::Value::Null, "{doc}");
+    assert_eq!(
+        doc["size"],
+        std::fs::metadata(&backup_file).unwrap().len(),
+        "{doc}"
+    );
     // Against another public share (here the wallet key's point): refused, saying so.
     let other = phone.run(&[
         "backup",

@@ -829,6 +829,23 @@ fn devices_apart_pair_and_sign_through_the_server_relay() {
                 .output()
                 .unwrap();
             assert!(String::from_utf8_lossy(&pk.stdout).contains("alice"));
+            let json = Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args(["peer", "known", "--json"])
+                .env("TESSERA_HOME", b.path())
+                .output()
+                .unwrap();
+            let known: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+            let alice_known = known
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "alice")
+                .unwrap_or_else(|| panic!("{known}"));
+            assert_eq!(
+                alice_known["identity"].as_str().unwrap().len(),
+                64,
+                "{known}"
+            );
             verify(
                 &field(&out, "public key"),
                 "over the relay",
