@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod derivation;
+pub mod driver;
 pub mod ecdsa;
 mod engine;
 pub mod envelope;

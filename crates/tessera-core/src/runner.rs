@@ -1,11 +1,17 @@
 //! Runs all parties of a protocol in one process: for tests, benches and `tessera demo`.
 //!
 //! Messages are encoded to bytes and decoded by the recipient exactly as over a network, so the
-//! envelope checks and size accounting are the real ones.
+//! envelope checks and size accounting are the real ones; each party runs the one driver
+//! ([`crate::driver::drive`]) over an in-memory link.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use crate::derivation::DerivationPath;
+use crate::driver::{Control, DriveError, Link, drive};
 use crate::ecdsa::Signature;
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
@@ -56,81 +62,169 @@ pub struct InFlight<'a> {
 
 /// Drives `sessions` (one per party, any order) to completion.
 ///
-/// `intercept` sees every message before delivery and may change or drop it (tests use it to play
-/// a malicious network or party); `on_round(r, total)` is called each time every party has reached
-/// round `r`. The first error any party returns ends the run.
+/// Each party runs [`crate::driver::drive`] over an in-memory [`Link`]; one thread polls them
+/// all (their futures are always ready or waiting for a message, so no runtime is needed).
+/// `intercept` sees every message before delivery and may change or drop it (tests use it to
+/// play a malicious network or party); `on_round(r, total)` is called each time every party
+/// has reached round `r`. The first error any party returns ends the run.
 ///
 /// # Errors
 /// The first error a session returns, or [`Error::Aborted`] if the run stalls.
 pub fn run_with<S: Session>(
     mut sessions: Vec<S>,
-    mut intercept: impl FnMut(InFlight<'_>) -> Delivery,
+    intercept: impl FnMut(InFlight<'_>) -> Delivery,
     mut on_round: impl FnMut(u8, u8),
 ) -> Result<(Vec<S::Output>, RunStats)> {
-    let mut stats = RunStats::default();
-    let index: BTreeMap<PartyIndex, usize> = sessions
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.party(), i))
-        .collect();
-    let mut queue: VecDeque<Envelope> = VecDeque::new();
-    for s in &mut sessions {
-        queue.extend(s.start()?);
-    }
+    let parties: Vec<PartyIndex> = sessions.iter().map(Session::party).collect();
     let total = sessions.first().map_or(0, Session::total_rounds);
+    let network = RefCell::new(Network {
+        queues: parties.iter().map(|&p| (p, VecDeque::new())).collect(),
+        intercept: Box::new(intercept),
+        stats: RunStats::default(),
+        moved: 0,
+    });
+    let completed: RefCell<Vec<u8>> = RefCell::new(vec![0; sessions.len()]);
+    let mut links: Vec<MemoryLink<'_, '_>> = parties
+        .iter()
+        .map(|&me| MemoryLink {
+            me,
+            network: &network,
+        })
+        .collect();
+    let mut runs: Vec<_> = sessions
+        .iter_mut()
+        .zip(links.iter_mut())
+        .enumerate()
+        .map(|(i, (session, link))| {
+            let completed = &completed;
+            Box::pin(drive(session, link, None, move |r, _| {
+                completed.borrow_mut()[i] = r;
+                Ok(())
+            }))
+        })
+        .collect();
+    let mut outputs: Vec<Option<S::Output>> = (0..runs.len()).map(|_| None).collect();
+    let mut context = Context::from_waker(Waker::noop());
     let mut reported = 0;
-    while let Some(envelope) = queue.pop_front() {
-        let sender = envelope.from;
-        let recipient = envelope.to;
-        let mut bytes = envelope.to_bytes();
-        drop(envelope);
-        if let Delivery::Drop = intercept(InFlight {
-            sender,
-            recipient,
-            round: peek_round(&bytes),
-            bytes: &mut bytes,
-        }) {
-            continue;
+    loop {
+        let before = network.borrow().moved;
+        let mut finished_now = false;
+        for (run, output) in runs.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_some() {
+                continue;
+            }
+            if let Poll::Ready(result) = run.as_mut().poll(&mut context) {
+                *output = Some(result.map_err(into_error)?);
+                finished_now = true;
+            }
         }
-        *stats.bytes_sent.entry(sender).or_default() += bytes.len();
-        stats.messages += 1;
-        stats.largest_message = stats.largest_message.max(bytes.len());
-        let Some(&i) = index.get(&recipient) else {
-            return Err(Error::InvalidParameters(format!(
-                "no session for party {recipient}"
-            )));
-        };
-        queue.extend(sessions[i].receive_bytes(sender, &bytes)?);
-        let slowest = sessions.iter().map(Session::round).min().unwrap_or(0);
-        let all_done = sessions.iter().all(Session::is_finished);
-        let level = if all_done {
-            total
-        } else {
-            slowest.saturating_sub(1)
-        };
-        while reported < level {
+        let slowest = completed.borrow().iter().copied().min().unwrap_or(0);
+        while reported < slowest {
             reported += 1;
             on_round(reported, total);
         }
-    }
-    let mut outputs = Vec::with_capacity(sessions.len());
-    for s in &mut sessions {
-        match s.take_output() {
-            Some(o) => outputs.push(o),
-            None => {
-                return Err(Error::Aborted(format!(
-                    "party {} did not finish: messages were dropped or never sent",
-                    s.party()
-                )));
-            }
+        if outputs.iter().all(Option::is_some) {
+            break;
+        }
+        if !finished_now && network.borrow().moved == before {
+            let stuck = outputs
+                .iter()
+                .zip(&parties)
+                .find(|(o, _)| o.is_none())
+                .map_or(PartyIndex::new(0), |(_, p)| *p);
+            return Err(Error::Aborted(format!(
+                "party {stuck} did not finish: messages were dropped or never sent"
+            )));
         }
     }
-    Ok((outputs, stats))
+    drop(runs);
+    let stats = std::mem::take(&mut network.borrow_mut().stats);
+    Ok((outputs.into_iter().flatten().collect(), stats))
 }
 
-/// The round byte of an encoded envelope, for the intercept hook (0 if unreadable).
-fn peek_round(bytes: &[u8]) -> u8 {
-    Envelope::from_bytes(PartyIndex::new(0), bytes).map_or(0, |e| e.round)
+/// Every party's inbox, and what went through.
+struct Network<'a> {
+    queues: BTreeMap<PartyIndex, VecDeque<(PartyIndex, Vec<u8>)>>,
+    intercept: Box<dyn FnMut(InFlight<'_>) -> Delivery + 'a>,
+    stats: RunStats,
+    /// Messages sent or taken so far: a poll of every party that moves none is a stall.
+    moved: usize,
+}
+
+/// One party's end of the in-memory network.
+struct MemoryLink<'n, 'i> {
+    me: PartyIndex,
+    network: &'n RefCell<Network<'i>>,
+}
+
+impl Link for MemoryLink<'_, '_> {
+    type Error = Error;
+
+    async fn send(&mut self, envelope: &Envelope) -> Result<()> {
+        let mut bytes = envelope.to_bytes();
+        let mut net = self.network.borrow_mut();
+        net.moved += 1;
+        let round = envelope.round;
+        if let Delivery::Drop = (net.intercept)(InFlight {
+            sender: self.me,
+            recipient: envelope.to,
+            round,
+            bytes: &mut bytes,
+        }) {
+            return Ok(());
+        }
+        net.stats.messages += 1;
+        *net.stats.bytes_sent.entry(self.me).or_default() += bytes.len();
+        net.stats.largest_message = net.stats.largest_message.max(bytes.len());
+        let queue = net.queues.get_mut(&envelope.to).ok_or_else(|| {
+            Error::InvalidParameters(format!("no session for party {}", envelope.to))
+        })?;
+        queue.push_back((self.me, bytes));
+        Ok(())
+    }
+
+    fn recv(
+        &mut self,
+        _idle: Option<Duration>,
+    ) -> impl Future<Output = Result<Option<(PartyIndex, Vec<u8>)>>> {
+        std::future::poll_fn(move |_| {
+            let mut net = self.network.borrow_mut();
+            match net.queues.get_mut(&self.me).and_then(VecDeque::pop_front) {
+                Some(message) => {
+                    net.moved += 1;
+                    Poll::Ready(Ok(Some(message)))
+                }
+                None => Poll::Pending,
+            }
+        })
+    }
+
+    async fn send_control(&mut self, _control: Control) -> Result<()> {
+        Err(Error::InvalidParameters(
+            "the in-process runner has no two-phase finish".into(),
+        ))
+    }
+
+    async fn recv_control(
+        &mut self,
+        _from: PartyIndex,
+        _idle: Option<Duration>,
+    ) -> Result<Option<Control>> {
+        Err(Error::InvalidParameters(
+            "the in-process runner has no two-phase finish".into(),
+        ))
+    }
+}
+
+/// The session's own error, as the runner has always returned it.
+fn into_error(e: DriveError<Error>) -> Error {
+    match e {
+        DriveError::Link(e) | DriveError::Stopped(e) => e,
+        DriveError::Blamed { party, reason, .. } => Error::PartyMisbehaved { party, reason },
+        DriveError::Rejected { error, .. } => error,
+        DriveError::Expired => Error::Aborted("no message".into()),
+        DriveError::Finish(m) => Error::Aborted(m),
+    }
 }
 
 /// [`run_with`] without interception or progress.
