@@ -8,7 +8,10 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
+use std::time::Duration;
 use tessera_core::envelope::MAX_ENVELOPE_BYTES;
+
+use tessera_core::driver::{self, Control, DriveError, Link};
 use tessera_core::{
     DerivationPath, Error, KeyShare, KeygenSession, PartyIndex, RefreshSession, Session,
     SignRequest, SignSession, Threshold, WalletId, api,
@@ -221,15 +224,21 @@ pub async fn open(
         .read_buffer_size(16 * 1024)
         .on_upgrade(move |mut socket| async move {
             let mut signature = None;
-            let mut release = (protocol == "sign").then(|| crate::release::Release {
-                session_id: session_id.clone(),
-                wallet_id: wallet_id.clone(),
-                digest: digest_hex.clone(),
-                device: me.clone(),
-            });
+            let mut link = DeviceLink {
+                state: &state,
+                socket: &mut socket,
+                release: (protocol == "sign").then(|| crate::release::Release {
+                    session_id: session_id.clone(),
+                    wallet_id: wallet_id.clone(),
+                    digest: digest_hex.clone(),
+                    device: me.clone(),
+                }),
+                last_round: 0,
+            };
             let outcome = match run {
                 Run::Keygen(s, wallet, name) => {
-                    match drive(&state, &mut socket, *s, &mut None).await {
+                    link.last_round = s.total_rounds();
+                    match drive(&state, &mut link, *s).await {
                         Ok(share) => stored(
                             vault::store_new_wallet(&state, &me, wallet, &name, &share).await,
                             "could not store the result",
@@ -237,21 +246,27 @@ pub async fn open(
                         Err(outcome) => outcome,
                     }
                 }
-                Run::Sign(s) => match drive(&state, &mut socket, *s, &mut release).await {
-                    Ok(sig) => {
-                        signature = Some(hex::encode(sig.to_rsv()));
-                        stored(Ok(()), "could not store the result")
+                Run::Sign(s) => {
+                    link.last_round = s.total_rounds();
+                    match drive(&state, &mut link, *s).await {
+                        Ok(sig) => {
+                            signature = Some(hex::encode(sig.to_rsv()));
+                            stored(Ok(()), "could not store the result")
+                        }
+                        Err(outcome) => outcome,
                     }
-                    Err(outcome) => outcome,
-                },
-                Run::Refresh(s) => match drive(&state, &mut socket, *s, &mut None).await {
-                    Ok(share) => {
-                        commit_refresh(&state, &mut socket, &wallet_id, &session_id, share).await
+                }
+                Run::Refresh(s) => {
+                    link.last_round = s.total_rounds();
+                    match drive(&state, &mut link, *s).await {
+                        Ok(share) => {
+                            commit_refresh(&state, &mut link, &wallet_id, &session_id, share).await
+                        }
+                        Err(outcome) => outcome,
                     }
-                    Err(outcome) => outcome,
-                },
+                }
             };
-            let released = protocol == "sign" && release.is_none();
+            let released = protocol == "sign" && link.release.is_none();
             let kind = match (protocol.as_str(), outcome.status) {
                 // The device may hold a valid signature: the run did not plainly fail.
                 ("sign", "failed" | "expired") if released => "sign.unconfirmed".to_string(),
@@ -410,12 +425,13 @@ fn stored(result: ApiResult<()>, failure: &str) -> Outcome {
     }
 }
 
-/// The two-phase switch after a refresh: store ours as pending, tell the device, wait for its
-/// commit (it has stored its own as pending), then switch. A crash anywhere leaves the old epoch
-/// active here, or the new one once switched; the device holds whichever we hold as active.
+/// The two-phase switch after a refresh ([`tessera_core::driver`]'s finish, the server the
+/// coordinator): store ours as pending, tell the device, wait for its commit (it has stored its
+/// own as pending), then switch. A crash anywhere leaves the old epoch active here, or the new
+/// one once switched; the device holds whichever we hold as active.
 async fn commit_refresh(
     state: &AppState,
-    socket: &mut WebSocket,
+    link: &mut DeviceLink<'_>,
     wallet_id: &str,
     session_id: &str,
     share: KeyShare,
@@ -428,148 +444,207 @@ async fn commit_refresh(
             Some((CLOSE_INTERNAL, "could not store the new share")),
         );
     }
-    let notice = serde_json::to_string(&api::RefreshPending { pending: epoch }).unwrap_or_default();
-    if socket.send(Message::Text(notice.into())).await.is_err() {
-        return ended(
-            "failed",
-            "the device went away before committing; the new share stays pending",
-            None,
-        );
-    }
-    // Pings and pongs do not move the deadline.
-    let deadline = tokio::time::Instant::now() + state.config().session_idle_timeout;
-    let commit = loop {
-        match tokio::time::timeout_at(deadline, socket.recv()).await {
-            Err(_) => {
-                return ended(
-                    "expired",
-                    "no commit from the device",
-                    Some((CLOSE_EXPIRED, "session expired waiting for the commit")),
-                );
-            }
-            Ok(Some(Ok(Message::Text(t)))) => {
-                break serde_json::from_str::<api::RefreshCommit>(&t).ok();
-            }
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            Ok(Some(Ok(_))) => break None,
-            Ok(None | Some(Err(_))) => {
-                return ended(
-                    "failed",
-                    "the device went away before committing; the new share stays pending",
-                    None,
-                );
-            }
+    let idle = Some(state.config().session_idle_timeout);
+    let committed = match driver::CoordinatorPending::stored(epoch)
+        .collect_commits(link, &[DEVICE], idle)
+        .await
+    {
+        Ok(committed) => committed,
+        Err(DriveError::Link(outcome) | DriveError::Stopped(outcome)) => return outcome,
+        Err(DriveError::Expired) => {
+            return ended(
+                "expired",
+                "no commit from the device",
+                Some((CLOSE_EXPIRED, "session expired waiting for the commit")),
+            );
+        }
+        Err(_) => {
+            return ended(
+                "failed",
+                "no valid commit",
+                Some((
+                    CLOSE_INVALID_MESSAGE,
+                    "expected the commit of the new epoch",
+                )),
+            );
         }
     };
-    if commit.map(|c| c.commit) != Some(epoch) {
-        return ended(
-            "failed",
-            "no valid commit",
-            Some((
-                CLOSE_INVALID_MESSAGE,
-                "expected the commit of the new epoch",
-            )),
-        );
-    }
+    // The switch's announcement is the close with 1000, sent once the end is recorded.
     stored(
-        vault::promote(state, wallet_id, session_id, epoch).await,
+        vault::promote(state, wallet_id, session_id, committed.epoch()).await,
         "could not switch to the new share",
     )
 }
 
-/// Runs `session` over `socket`. `release`, for a signing run, is recorded (and taken) before
-/// the first message of the last round leaves: with it the device can finish the signature.
-async fn drive<S: Session>(
-    state: &AppState,
-    socket: &mut WebSocket,
-    mut session: S,
-    release: &mut Option<crate::release::Release>,
-) -> Result<S::Output, Outcome> {
-    let timeout = state.config().session_idle_timeout;
-    // Only protocol messages count as activity: the deadline moves once the server has handled
-    // one and sent its answer (pings and pongs do not move it).
-    let mut deadline = tokio::time::Instant::now();
-    let mut progressed = true;
-    let mut outgoing = match session.start() {
-        Ok(out) => out,
-        Err(e) => {
-            return Err(ended(
-                "failed",
-                e.to_string(),
-                Some((CLOSE_INTERNAL, "could not start the session")),
-            ));
-        }
-    };
-    loop {
-        for e in outgoing.drain(..) {
-            if e.round == session.total_rounds()
-                && let Some(r) = release.as_ref()
-            {
-                if let Err(err) = crate::release::record(state, r).await {
-                    return Err(ended(
-                        "failed",
-                        err.to_string(),
-                        Some((CLOSE_INTERNAL, "could not record the release")),
-                    ));
-                }
-                *release = None;
-            }
-            if socket
-                .send(Message::Binary(e.to_bytes().into()))
-                .await
-                .is_err()
-            {
-                return Err(ended("failed", "the device went away", None));
-            }
-        }
-        if session.is_finished() {
-            break;
-        }
-        if std::mem::take(&mut progressed) {
-            deadline = tokio::time::Instant::now() + timeout;
-        }
-        let frame = match tokio::time::timeout_at(deadline, socket.recv()).await {
-            Err(_) => {
-                return Err(ended(
-                    "expired",
-                    "idle timeout",
-                    Some((
-                        CLOSE_EXPIRED,
-                        "session expired: no message for the idle timeout",
-                    )),
-                ));
-            }
-            Ok(None) | Ok(Some(Err(_))) => {
-                return Err(ended("failed", "the device went away", None));
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let bytes = match frame {
-            Message::Binary(b) => b,
-            Message::Close(_) => {
-                return Err(ended("failed", "the device closed the session", None));
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Text(_) => {
+/// The device's side of a session: the WebSocket as a [`Link`] of the one driver. Its errors
+/// are the run's [`Outcome`]. `release`, for a signing run, is recorded (and taken) before the
+/// first message of the last round leaves: with it the device can finish the signature.
+struct DeviceLink<'a> {
+    state: &'a AppState,
+    socket: &'a mut WebSocket,
+    release: Option<crate::release::Release>,
+    last_round: u8,
+}
+
+impl Link for DeviceLink<'_> {
+    type Error = Outcome;
+
+    async fn send(&mut self, envelope: &tessera_core::Envelope) -> Result<(), Outcome> {
+        if envelope.round == self.last_round
+            && let Some(r) = self.release.as_ref()
+        {
+            if let Err(err) = crate::release::record(self.state, r).await {
                 return Err(ended(
                     "failed",
-                    "text frame",
-                    Some((
-                        CLOSE_INVALID_MESSAGE,
-                        "text frames are not protocol messages",
-                    )),
+                    err.to_string(),
+                    Some((CLOSE_INTERNAL, "could not record the release")),
                 ));
             }
-        };
-        // Idle expiry is enforced here, in memory; the row's last_message_at is written once, when
-        // the session ends (a write per frame cost an fsync each).
-        let round = session.round();
-        match session.receive_bytes(DEVICE, &bytes) {
-            Ok(out) => {
-                outgoing = out;
-                progressed = true;
+            self.release = None;
+        }
+        self.socket
+            .send(Message::Binary(envelope.to_bytes().into()))
+            .await
+            .map_err(|_| ended("failed", "the device went away", None))
+    }
+
+    async fn recv(
+        &mut self,
+        idle: Option<Duration>,
+    ) -> Result<Option<(PartyIndex, Vec<u8>)>, Outcome> {
+        // Pings and pongs do not move the deadline; idle expiry is enforced here, in memory
+        // (the row's last_message_at is written once, when the session ends: a write per
+        // frame cost an fsync each).
+        let deadline = idle.map(|d| tokio::time::Instant::now() + d);
+        loop {
+            let frame = match recv_until(self.socket, deadline).await {
+                Err(_) => return Ok(None),
+                Ok(None | Some(Err(_))) => {
+                    return Err(ended("failed", "the device went away", None));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match frame {
+                Message::Binary(b) => return Ok(Some((DEVICE, b.to_vec()))),
+                Message::Close(_) => {
+                    return Err(ended("failed", "the device closed the session", None));
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                Message::Text(_) => {
+                    return Err(ended(
+                        "failed",
+                        "text frame",
+                        Some((
+                            CLOSE_INVALID_MESSAGE,
+                            "text frames are not protocol messages",
+                        )),
+                    ));
+                }
             }
-            Err(Error::PartyMisbehaved { party, reason }) => {
+        }
+    }
+
+    async fn send_control(&mut self, control: Control) -> Result<(), Outcome> {
+        let went_away = || {
+            ended(
+                "failed",
+                "the device went away before committing; the new share stays pending",
+                None,
+            )
+        };
+        match control {
+            Control::Pending(epoch) => {
+                let notice = serde_json::to_string(&api::RefreshPending { pending: epoch })
+                    .map_err(|_| went_away())?;
+                self.socket
+                    .send(Message::Text(notice.into()))
+                    .await
+                    .map_err(|_| went_away())
+            }
+            // The close with 1000, once the end is recorded, says the server switched.
+            Control::Switched => Ok(()),
+            Control::Commit(_) => Err(ended(
+                "failed",
+                "the server never commits",
+                Some((CLOSE_INTERNAL, "internal error")),
+            )),
+        }
+    }
+
+    async fn recv_control(
+        &mut self,
+        _from: PartyIndex,
+        idle: Option<Duration>,
+    ) -> Result<Option<Control>, Outcome> {
+        // Pings and pongs do not move the deadline.
+        let deadline = idle.map(|d| tokio::time::Instant::now() + d);
+        let invalid = || {
+            ended(
+                "failed",
+                "no valid commit",
+                Some((
+                    CLOSE_INVALID_MESSAGE,
+                    "expected the commit of the new epoch",
+                )),
+            )
+        };
+        loop {
+            match recv_until(self.socket, deadline).await {
+                Err(_) => return Ok(None),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return serde_json::from_str::<api::RefreshCommit>(&t)
+                        .map(|c| Some(Control::Commit(c.commit)))
+                        .map_err(|_| invalid());
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(Some(Ok(_))) => return Err(invalid()),
+                Ok(None | Some(Err(_))) => {
+                    return Err(ended(
+                        "failed",
+                        "the device went away before committing; the new share stays pending",
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The socket's next frame, or `Err` once `deadline` (if any) passed.
+async fn recv_until(
+    socket: &mut WebSocket,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Option<Result<Message, axum::Error>>, tokio::time::error::Elapsed> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, socket.recv()).await,
+        None => Ok(socket.recv().await),
+    }
+}
+
+/// Runs `session` over the device's link; a failure is the run's [`Outcome`].
+async fn drive<S: Session>(
+    state: &AppState,
+    link: &mut DeviceLink<'_>,
+    mut session: S,
+) -> Result<S::Output, Outcome> {
+    let idle = Some(state.config().session_idle_timeout);
+    driver::drive(&mut session, link, idle, |_, _| Ok(()))
+        .await
+        .map_err(|e| match e {
+            DriveError::Link(outcome) | DriveError::Stopped(outcome) => outcome,
+            DriveError::Expired => ended(
+                "expired",
+                "idle timeout",
+                Some((
+                    CLOSE_EXPIRED,
+                    "session expired: no message for the idle timeout",
+                )),
+            ),
+            DriveError::Blamed {
+                party,
+                round,
+                reason,
+            } => {
                 let e = Error::PartyMisbehaved {
                     party,
                     reason: reason.clone(),
@@ -584,18 +659,18 @@ async fn drive<S: Session>(
                     round,
                     reason,
                 });
-                return Err(outcome);
+                outcome
             }
-            Err(e) => {
-                return Err(ended(
-                    "failed",
-                    e.to_string(),
-                    Some((CLOSE_INVALID_MESSAGE, &e.to_string())),
-                ));
-            }
-        }
-    }
-    session
-        .take_output()
-        .ok_or_else(|| ended("failed", "no output", Some((CLOSE_INTERNAL, "no output"))))
+            DriveError::Rejected { from: None, error } => ended(
+                "failed",
+                error.to_string(),
+                Some((CLOSE_INTERNAL, "could not start the session")),
+            ),
+            DriveError::Rejected { error, .. } => ended(
+                "failed",
+                error.to_string(),
+                Some((CLOSE_INVALID_MESSAGE, &error.to_string())),
+            ),
+            DriveError::Finish(m) => ended("failed", m, Some((CLOSE_INTERNAL, "internal error"))),
+        })
 }
