@@ -14,6 +14,7 @@ pub use wallet::{PartyBan, WalletRecord};
 
 use futures_util::{SinkExt, StreamExt};
 use tessera_core::api;
+use tessera_core::driver::{self, Control, DriveError, Link};
 use tessera_core::intent::SignKind;
 use tessera_core::protocols::{
     KeygenSession, RefreshSession, SignRequest, SignSession, fresh_nonce, joint_nonce,
@@ -786,45 +787,34 @@ impl ServerClient {
         let nonce = run_nonce(&ours, &created)?;
         let mut session = RefreshSession::new(&record.current, &nonce)?;
         let mut socket = self.connect(&created.session_id).await?;
-        exchange(&mut socket, &mut session, |r| {
+        let fresh = exchange(&mut socket, &mut session, |r| {
             step(RefreshStep::Round(r), record).map_err(ClientError::Stopped)
         })
         .await?;
-        let fresh = session
-            .take_output()
-            .ok_or_else(|| net("the refresh ended without output"))?;
         let epoch = fresh.epoch();
-        // Phase one: the server stored its new share as pending; we store ours, then commit.
-        loop {
-            match next_frame(&mut socket).await? {
-                Message::Text(t) => {
-                    let notice: api::RefreshPending = serde_json::from_str(&t)
-                        .map_err(|_| net("unexpected message after the refresh"))?;
-                    if notice.pending != epoch {
-                        return Err(net("the server stored another epoch"));
-                    }
-                    break;
-                }
-                Message::Close(frame) => return Err(closed(frame)),
-                _ => {}
-            }
-        }
+        // The two-phase finish, the server coordinating: it stored its new share as pending;
+        // we store ours, commit, and switch once it closes with 1000.
+        let session_id = session.session_id();
+        let link = &mut ServerLink {
+            socket: &mut socket,
+        };
+        let announced = driver::await_pending(link, SERVER, epoch, None)
+            .await
+            .map_err(|e| match e {
+                DriveError::Finish(_) => net("the server stored another epoch"),
+                e => drive_error(session_id, e),
+            })?;
         record.pending = Some(fresh);
         step(RefreshStep::PendingStored, record).map_err(ClientError::Stopped)?;
-        let commit = serde_json::to_string(&api::RefreshCommit { commit: epoch }).map_err(net)?;
-        socket
-            .send(Message::Text(commit.into()))
+        let committed = announced
+            .commit(link)
             .await
-            .map_err(net)?;
+            .map_err(|e| drive_error(session_id, e))?;
         step(RefreshStep::CommitSent, record).map_err(ClientError::Stopped)?;
-        // Phase two: the server switched when it closes with 1000; then so do we.
-        loop {
-            match next_frame(&mut socket).await? {
-                Message::Close(Some(f)) if u16::from(f.code) == 1000 => break,
-                Message::Close(frame) => return Err(closed(frame)),
-                _ => {}
-            }
-        }
+        committed
+            .await_switch(link, None)
+            .await
+            .map_err(|e| drive_error(session_id, e))?;
         record.settle(epoch)?;
         // A complete refresh: a new OT set-up, so what a banned party may have learnt is
         // worthless; the bans the owner approved lifting are lifted.
@@ -875,7 +865,7 @@ impl ServerClient {
     ) -> Result<S::Output> {
         let mut socket = self.connect(session_id).await?;
         let total = session.total_rounds();
-        exchange(&mut socket, &mut session, |r| {
+        let output = exchange(&mut socket, &mut session, |r| {
             on_round(r, total);
             Ok(())
         })
@@ -894,9 +884,7 @@ impl ServerClient {
                 _ => {}
             }
         }
-        session
-            .take_output()
-            .ok_or_else(|| net("the session ended without output"))
+        Ok(output)
     }
 }
 
@@ -920,55 +908,108 @@ pub enum RefreshStep {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Runs `session`'s rounds over `socket` until it has its output; `round_done(r)` is called once
-/// for every completed round, in order, the last one included.
+/// The server's side of a session: the WebSocket as a [`Link`] of the one driver.
+struct ServerLink<'a> {
+    socket: &'a mut Socket,
+}
+
+impl Link for ServerLink<'_> {
+    type Error = ClientError;
+
+    async fn send(&mut self, envelope: &tessera_core::Envelope) -> Result<()> {
+        self.socket
+            .send(Message::Binary(envelope.to_bytes().into()))
+            .await
+            .map_err(net)
+    }
+
+    async fn recv(
+        &mut self,
+        _idle: Option<std::time::Duration>,
+    ) -> Result<Option<(PartyIndex, Vec<u8>)>> {
+        // The server enforces the idle timeout and closes the socket.
+        loop {
+            match next_frame(self.socket).await? {
+                Message::Binary(bytes) => return Ok(Some((SERVER, bytes.to_vec()))),
+                Message::Close(frame) => return Err(closed(frame)),
+                _ => {}
+            }
+        }
+    }
+
+    async fn send_control(&mut self, control: Control) -> Result<()> {
+        match control {
+            Control::Commit(epoch) => {
+                let commit =
+                    serde_json::to_string(&api::RefreshCommit { commit: epoch }).map_err(net)?;
+                self.socket
+                    .send(Message::Text(commit.into()))
+                    .await
+                    .map_err(net)
+            }
+            Control::Pending(_) | Control::Switched => {
+                Err(net("the device never coordinates a finish"))
+            }
+        }
+    }
+
+    async fn recv_control(
+        &mut self,
+        _from: PartyIndex,
+        _idle: Option<std::time::Duration>,
+    ) -> Result<Option<Control>> {
+        loop {
+            match next_frame(self.socket).await? {
+                // Phase one: the server stored its new share as pending.
+                Message::Text(t) => {
+                    let notice: api::RefreshPending = serde_json::from_str(&t)
+                        .map_err(|_| net("unexpected message after the refresh"))?;
+                    return Ok(Some(Control::Pending(notice.pending)));
+                }
+                // Phase two: the server switched when it closes with 1000.
+                Message::Close(Some(f)) if u16::from(f.code) == 1000 => {
+                    return Ok(Some(Control::Switched));
+                }
+                Message::Close(frame) => return Err(closed(frame)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A driver error as the SDK reports it.
+fn drive_error(session_id: tessera_core::SessionId, e: DriveError<ClientError>) -> ClientError {
+    match e {
+        DriveError::Link(e) | DriveError::Stopped(e) => e,
+        DriveError::Blamed {
+            party,
+            round,
+            reason,
+        } => ClientError::PartyBlamed {
+            party: party.get(),
+            session_id: session_id.to_string(),
+            round,
+            reason,
+        },
+        DriveError::Rejected { error, .. } => ClientError::Protocol(error),
+        DriveError::Expired => net("the server went quiet"),
+        DriveError::Finish(m) => net(m),
+    }
+}
+
+/// Runs `session`'s rounds over `socket` until it has its output (the one driver);
+/// `round_done(r)` is called once for every completed round, in order, the last one included.
 async fn exchange<S: Session>(
     socket: &mut Socket,
     session: &mut S,
     mut round_done: impl FnMut(u8) -> Result<()>,
-) -> Result<()> {
-    for e in session.start()? {
-        socket
-            .send(Message::Binary(e.to_bytes().into()))
-            .await
-            .map_err(net)?;
-    }
-    let mut reported = 0;
-    while !session.is_finished() {
-        match next_frame(socket).await? {
-            Message::Binary(bytes) => {
-                let round = session.round();
-                let out = session.receive_bytes(SERVER, &bytes).map_err(|e| match e {
-                    tessera_core::Error::PartyMisbehaved { party, reason } => {
-                        ClientError::PartyBlamed {
-                            party: party.get(),
-                            session_id: session.session_id().to_string(),
-                            round,
-                            reason,
-                        }
-                    }
-                    other => ClientError::Protocol(other),
-                })?;
-                for e in out {
-                    socket
-                        .send(Message::Binary(e.to_bytes().into()))
-                        .await
-                        .map_err(net)?;
-                }
-                while reported + 1 < session.round() {
-                    reported += 1;
-                    round_done(reported)?;
-                }
-            }
-            Message::Close(frame) => return Err(closed(frame)),
-            _ => {}
-        }
-    }
-    while reported < session.total_rounds() {
-        reported += 1;
-        round_done(reported)?;
-    }
-    Ok(())
+) -> Result<S::Output> {
+    let session_id = session.session_id();
+    driver::drive(session, &mut ServerLink { socket }, None, |r, _| {
+        round_done(r)
+    })
+    .await
+    .map_err(|e| drive_error(session_id, e))
 }
 
 async fn next_frame(socket: &mut Socket) -> Result<Message> {
