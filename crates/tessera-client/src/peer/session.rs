@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use sha2::{Digest, Sha256};
+use tessera_core::driver::{self, Control, DriveError, Link as DriverLink};
 use tessera_core::ecdsa::eip191_digest;
 use tessera_core::{
     DerivationPath, KeyShare, KeygenSession, PartyIndex, Session, SignRequest, SignSession,
@@ -259,60 +260,35 @@ impl Mesh {
         result.map_err(|e| self.failed(p, &e))
     }
 
-    /// Runs `session` to its end over the mesh.
+    /// Runs `session` to its end over the mesh (the one driver).
     async fn run<S: Session>(
         &mut self,
         mut session: S,
         on_round: &mut (dyn FnMut(u8, u8) + Send),
     ) -> Result<S::Output, PeerError> {
-        let total = session.total_rounds();
-        let mut outgoing = session.start()?;
-        let mut round = session.round();
-        loop {
-            for envelope in outgoing.drain(..) {
-                let to = envelope.to;
-                self.send_to(to, &Message::Envelope(envelope.to_bytes()))
-                    .await?;
-            }
-            if session.round() != round {
-                on_round(round, total);
-                round = session.round();
-            }
-            if session.is_finished() {
-                break;
-            }
-            let (from, message) = self.recv_any().await;
-            match message {
-                Ok(Message::Envelope(bytes)) if !self.done.contains(&from) => {
-                    let waiting_for = session.round();
-                    outgoing = session.receive_bytes(from, &bytes).map_err(|e| match e {
-                        tessera_core::Error::PartyMisbehaved { party, reason } => {
-                            PeerError::Blamed {
-                                party: party.get(),
-                                name: self.name(party),
-                                session_id: session.session_id().to_string(),
-                                round: waiting_for,
-                                reason,
-                            }
-                        }
-                        other => PeerError::Core(other),
-                    })?;
-                }
-                // A party with less left to receive can finish first; its Done is kept.
-                Ok(Message::Done) if self.done.insert(from) => {}
-                Ok(_) => {
-                    return Err(self.failed(
-                        from,
-                        &PeerError::Protocol("a message other than a protocol envelope".into()),
-                    ));
-                }
-                Err(e) => return Err(self.failed(from, &e)),
-            }
-        }
-        on_round(total, total);
-        session
-            .take_output()
-            .ok_or_else(|| PeerError::Protocol("the session ended without output".into()))
+        let session_id = session.session_id();
+        driver::drive(&mut session, self, None, |r, total| {
+            on_round(r, total);
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            DriveError::Link(e) | DriveError::Stopped(e) => e,
+            DriveError::Blamed {
+                party,
+                round,
+                reason,
+            } => PeerError::Blamed {
+                party: party.get(),
+                name: self.name(party),
+                session_id: session_id.to_string(),
+                round,
+                reason,
+            },
+            DriveError::Rejected { error, .. } => PeerError::Core(error),
+            DriveError::Expired => PeerError::Protocol("no message for the idle timeout".into()),
+            DriveError::Finish(m) => PeerError::Protocol(m),
+        })
     }
 
     /// Everyone says `Done`: the run ended for all, results can be kept.
@@ -339,6 +315,58 @@ impl Mesh {
         for (_, (_, c)) in self.links {
             c.close().await;
         }
+    }
+}
+
+/// The mesh as a [`DriverLink`] of the one driver: envelopes travel as [`Message::Envelope`] on the
+/// channel of their recipient; a `Done` from a party that finished first is kept for
+/// [`Mesh::finish`].
+impl DriverLink for Mesh {
+    type Error = PeerError;
+
+    async fn send(&mut self, envelope: &tessera_core::Envelope) -> Result<(), PeerError> {
+        self.send_to(envelope.to, &Message::Envelope(envelope.to_bytes()))
+            .await
+    }
+
+    async fn recv(
+        &mut self,
+        _idle: Option<Duration>,
+    ) -> Result<Option<(PartyIndex, Vec<u8>)>, PeerError> {
+        // The channels' own timeouts bound the wait.
+        loop {
+            let (from, message) = self.recv_any().await;
+            match message {
+                Ok(Message::Envelope(bytes)) if !self.done.contains(&from) => {
+                    return Ok(Some((from, bytes)));
+                }
+                // A party with less left to receive can finish first; its Done is kept.
+                Ok(Message::Done) if self.done.insert(from) => {}
+                Ok(_) => {
+                    return Err(self.failed(
+                        from,
+                        &PeerError::Protocol("a message other than a protocol envelope".into()),
+                    ));
+                }
+                Err(e) => return Err(self.failed(from, &e)),
+            }
+        }
+    }
+
+    async fn send_control(&mut self, _control: Control) -> Result<(), PeerError> {
+        Err(PeerError::Protocol(
+            "device-to-device runs have no two-phase finish yet".into(),
+        ))
+    }
+
+    async fn recv_control(
+        &mut self,
+        _from: PartyIndex,
+        _idle: Option<Duration>,
+    ) -> Result<Option<Control>, PeerError> {
+        Err(PeerError::Protocol(
+            "device-to-device runs have no two-phase finish yet".into(),
+        ))
     }
 }
 
