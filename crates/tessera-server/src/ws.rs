@@ -4,14 +4,14 @@
 //! party 0, and the server's sans-IO session validates every frame. The socket closes with 1000
 //! when the protocol is done, or with one of the codes below and a reason.
 
+use std::time::Duration;
+
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
-use std::time::Duration;
-use tessera_core::envelope::MAX_ENVELOPE_BYTES;
-
 use tessera_core::driver::{self, Control, DriveError, Link};
+use tessera_core::envelope::MAX_ENVELOPE_BYTES;
 use tessera_core::{
     DerivationPath, Error, KeyShare, KeygenSession, PartyIndex, RefreshSession, Session,
     SignRequest, SignSession, Threshold, WalletId, api,
@@ -224,6 +224,11 @@ pub async fn open(
         .read_buffer_size(16 * 1024)
         .on_upgrade(move |mut socket| async move {
             let mut signature = None;
+            let last_round = match &run {
+                Run::Keygen(s, ..) => s.total_rounds(),
+                Run::Sign(s) => s.total_rounds(),
+                Run::Refresh(s) => s.total_rounds(),
+            };
             let mut link = DeviceLink {
                 state: &state,
                 socket: &mut socket,
@@ -233,11 +238,10 @@ pub async fn open(
                     digest: digest_hex.clone(),
                     device: me.clone(),
                 }),
-                last_round: 0,
+                last_round,
             };
             let outcome = match run {
                 Run::Keygen(s, wallet, name) => {
-                    link.last_round = s.total_rounds();
                     match drive(&state, &mut link, *s).await {
                         Ok(share) => stored(
                             vault::store_new_wallet(&state, &me, wallet, &name, &share).await,
@@ -247,7 +251,6 @@ pub async fn open(
                     }
                 }
                 Run::Sign(s) => {
-                    link.last_round = s.total_rounds();
                     match drive(&state, &mut link, *s).await {
                         Ok(sig) => {
                             signature = Some(hex::encode(sig.to_rsv()));
@@ -257,7 +260,6 @@ pub async fn open(
                     }
                 }
                 Run::Refresh(s) => {
-                    link.last_round = s.total_rounds();
                     match drive(&state, &mut link, *s).await {
                         Ok(share) => {
                             commit_refresh(&state, &mut link, &wallet_id, &session_id, share).await
