@@ -1,0 +1,149 @@
+//! A plan as data: the shares and who holds them, the backup holders and what kind of item each
+//! is, the backups' structures, the recovery formula and what the enumeration found.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Formula, LossTable, PlanError, loss_table};
+use crate::structure::AccessStructure;
+
+/// What kind of physical item something is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ItemKind {
+    /// A phone or computer holding a live share.
+    Device,
+    /// The co-signing server.
+    CosigningServer,
+    /// An institution's offline vault: a backup key on a USB drive kept in a safe.
+    OfflineVault,
+    /// A backup key file on a USB drive.
+    UsbFile,
+    /// A backup key file in a cloud folder.
+    CloudFolder,
+    /// A backup key in another device's keystore.
+    DeviceKeystore,
+    /// A backup key printed on paper.
+    PrintedCode,
+}
+
+impl ItemKind {
+    /// A short human description.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ItemKind::Device => "device",
+            ItemKind::CosigningServer => "co-signing server",
+            ItemKind::OfflineVault => "offline vault (USB drive in a safe)",
+            ItemKind::UsbFile => "USB file",
+            ItemKind::CloudFolder => "cloud folder",
+            ItemKind::DeviceKeystore => "device keystore",
+            ItemKind::PrintedCode => "printed code",
+        }
+    }
+
+    /// The holder kind `tessera backup-key new|add --kind` takes for a backup holder of this
+    /// kind (`None` for items that hold live shares, not backup keys).
+    pub fn cli_kind(self) -> Option<&'static str> {
+        match self {
+            ItemKind::UsbFile | ItemKind::OfflineVault => Some("usb"),
+            ItemKind::CloudFolder => Some("cloud"),
+            ItemKind::DeviceKeystore => Some("device"),
+            ItemKind::PrintedCode => Some("paper"),
+            ItemKind::Device | ItemKind::CosigningServer => None,
+        }
+    }
+}
+
+/// A backup holder: one backup key pair, by label.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedHolder {
+    /// The holder's label, as used in backup structures. A device keystore holder is labelled
+    /// with its device's name: it is the same physical item.
+    pub label: String,
+    /// Where its key lives.
+    pub kind: ItemKind,
+}
+
+/// One key share of the plan. Every share is held by a device or the co-signing server: the
+/// product has no share that exists only as a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedShare {
+    /// The share's name: its holder's (`phone`, `device-2`, `officer-1`, `server`).
+    pub name: String,
+    /// The item holding the live share.
+    pub held_by: String,
+    /// The kind of item holding the live share.
+    pub held_by_kind: ItemKind,
+    /// Who can open the share's backup; `None` when the share is not backed up.
+    pub backup: Option<AccessStructure>,
+    /// The holders named in `backup`, with their kinds.
+    pub backup_holders: Vec<PlannedHolder>,
+    /// The device that runs `tessera backup create` for this share: its holder, or for the
+    /// server's share the device holding the other share (`--server-share`).
+    pub backed_up_on: String,
+}
+
+impl PlannedShare {
+    /// When this share is available: its holder, or its backup's structure.
+    pub fn availability(&self) -> Formula {
+        let live = Formula::Item(self.held_by.clone());
+        match &self.backup {
+            Some(b) => Formula::Or(vec![live, Formula::from(b)]),
+            None => live,
+        }
+    }
+}
+
+/// A command to run, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlanCommand {
+    /// Where to run it: a device of the plan (`phone`, `device-2`, `officer-1`) or
+    /// `an offline computer`.
+    pub run_on: String,
+    /// The command line, exactly as to type it (after replacing the placeholders the note
+    /// names, and [`WALLET_PLACEHOLDER`]).
+    pub command: String,
+    /// What to do around it, or what a placeholder in it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A recommended set-up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The topology's name, e.g. `personal 2-of-2 with co-signing server`.
+    pub topology: String,
+    /// Shares needed to sign.
+    pub t: usize,
+    /// Shares in all.
+    pub n: usize,
+    /// The shares, in party order.
+    pub shares: Vec<PlannedShare>,
+    /// Every backup holder some share's backup names, once.
+    pub holders: Vec<PlannedHolder>,
+    /// The commands that set the plan up, in order.
+    pub commands: Vec<PlanCommand>,
+    /// When the funds are reachable, over physical items.
+    pub recovery: Formula,
+    /// Weaknesses of the plan, found by enumeration, what to add, and why the plan differs
+    /// from the answers when it must.
+    pub warnings: Vec<String>,
+    /// What the loss table does not show (it counts key material, not the server's policy).
+    pub advice: Vec<String>,
+    /// The minimal sets of backup holders that reach the key with no live share (no device
+    /// holding a share, no server): a way around every policy. Empty for a recommended set-up
+    /// with the co-signing server unless [`Answers::escape_hatch`](super::Answers::escape_hatch) asked for one.
+    pub holder_only_compromises: Vec<Vec<String>>,
+}
+
+impl Plan {
+    /// The loss and compromise table of [`Plan::recovery`].
+    pub fn loss_table(&self) -> Result<LossTable, PlanError> {
+        loss_table(&self.recovery)
+    }
+}
+
+/// Placeholder for the wallet name in [`Plan::commands`].
+pub const WALLET_PLACEHOLDER: &str = "WALLET";
+
+/// Where an offline computer runs a command (printed codes are made there).
+pub const OFFLINE_COMPUTER: &str = "an offline computer";

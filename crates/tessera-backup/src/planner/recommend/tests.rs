@@ -1,0 +1,713 @@
+//! Unit tests of the recommendation: every answer set, and the commands each plan prints.
+
+use super::*;
+use crate::planner::{OFFLINE_COMPUTER, WALLET_PLACEHOLDER};
+
+fn v(list: &[&[&str]]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|s| s.iter().map(|x| x.to_string()).collect())
+        .collect()
+}
+
+fn answers(devices: u8, server: bool, usb: u8, cloud: bool) -> Answers {
+    Answers {
+        own_devices: devices,
+        cosigning_server: server,
+        usb_drives: usb,
+        cloud_folder: cloud,
+        institutional: false,
+        offline_recovery: false,
+        escape_hatch: false,
+    }
+}
+
+const SERVER_NOT_BACKED_UP: &str = "the server's share is not backed up to your holders";
+fn lines(plan: &Plan) -> Vec<(String, String)> {
+    plan.commands
+        .iter()
+        .map(|c| (c.run_on.clone(), c.command.clone()))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+/// The text between `--flag ` and the next space (or the quoted text after `--flag '`).
+fn arg<'a>(command: &'a str, flag: &str) -> Option<&'a str> {
+    let rest = command.split_once(&format!("{flag} "))?.1;
+    match rest.strip_prefix('\'') {
+        Some(quoted) => quoted.split_once('\'').map(|(q, _)| q),
+        None => rest.split(' ').next(),
+    }
+}
+
+/// Replays the commands as the CLI would: which holders each device knows (`backup-key new`
+/// and `add` record them in its holders.json), that every backup's holders are known where
+/// it is made, that each backed-up share is backed up once, on the right device, with the
+/// right flags, and that no device holds a backup key to its own share.
+fn check_commands(a: &Answers, plan: &Plan) {
+    let server = plan.shares.iter().any(|s| s.held_by == "server");
+    let mut known: Vec<(String, String)> = Vec::new();
+    let mut created = Vec::new();
+    for c in &plan.commands {
+        let words: Vec<&str> = c.command.split(' ').collect();
+        assert_eq!(words[0], "tessera", "{a:?}: {c:?}");
+        match (words[1], words[2]) {
+            ("backup-key", "new") => {
+                let label = arg(&c.command, "--label").unwrap();
+                let kind = arg(&c.command, "--kind").unwrap();
+                let holder = plan.holders.iter().find(|h| h.label == label).unwrap();
+                assert_eq!(Some(kind), holder.kind.cli_kind(), "{a:?}: {c:?}");
+                // Without --out the key stays in the keystore of the device it runs on.
+                assert_eq!(
+                    arg(&c.command, "--out").is_none(),
+                    holder.kind == ItemKind::DeviceKeystore,
+                    "{a:?}: {c:?}"
+                );
+                if holder.kind == ItemKind::DeviceKeystore {
+                    assert_eq!(c.run_on, label, "{a:?}: {c:?}");
+                }
+                if c.run_on != OFFLINE_COMPUTER {
+                    known.push((c.run_on.clone(), label.to_owned()));
+                }
+            }
+            ("backup-key", "add") => {
+                let text = words[3];
+                let label = text.split(':').nth(1).unwrap();
+                assert_eq!(text, format!("tessera-holder-v1:{label}:HEX"));
+                assert!(c.note.as_deref().unwrap().starts_with("HEX: "), "{c:?}");
+                known.push((c.run_on.clone(), label.to_owned()));
+            }
+            ("backup", "create") => {
+                let policy = AccessStructure::parse(arg(&c.command, "--policy").unwrap()).unwrap();
+                let out = arg(&c.command, "--out").unwrap();
+                let name = out.strip_suffix(".tsb").unwrap();
+                let s = plan.shares.iter().find(|s| s.name == name).unwrap();
+                assert_eq!(s.backup.as_ref(), Some(&policy), "{a:?}: {c:?}");
+                assert_eq!(c.run_on, s.backed_up_on, "{a:?}: {c:?}");
+                assert_eq!(arg(&c.command, "--wallet"), Some(WALLET_PLACEHOLDER));
+                let server_share = c.command.ends_with(" --server-share");
+                let no_server = c.command.ends_with(" --no-server");
+                assert_eq!(server_share, s.held_by == "server", "{a:?}: {c:?}");
+                assert_eq!(no_server, !server, "{a:?}: {c:?}");
+                if server {
+                    assert_eq!(c.run_on, plan.shares[0].held_by, "{a:?}: {c:?}");
+                } else {
+                    assert_eq!(c.run_on, s.held_by, "{a:?}: {c:?}");
+                }
+                for label in policy.holders() {
+                    assert!(
+                        known.contains(&(c.run_on.clone(), label.to_owned())),
+                        "{a:?}: {} does not know {label}: {:?}",
+                        c.run_on,
+                        plan.commands
+                    );
+                    // A device never holds a backup key to its own share.
+                    assert_ne!(label, s.held_by, "{a:?}");
+                    if s.held_by == "server" {
+                        assert_ne!(label, plan.shares[0].held_by, "{a:?}");
+                    }
+                }
+                created.push(name.to_owned());
+            }
+            ("init" | "keygen", _) => assert!(server, "{a:?}: {c:?}"),
+            ("peer", "listen" | "keygen") => assert!(!server, "{a:?}: {c:?}"),
+            _ => panic!("{a:?}: unexpected command {c:?}"),
+        }
+    }
+    let backed_up: Vec<String> = plan
+        .shares
+        .iter()
+        .filter(|s| s.backup.is_some())
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(created, backed_up, "{a:?}");
+}
+
+#[test]
+fn personal_with_server_keeps_the_server_share_off_the_holders() {
+    let a = answers(2, true, 1, true);
+    let plan = recommend(&a).unwrap();
+    assert_eq!(plan.topology, "personal 2-of-2 with co-signing server");
+    assert_eq!((plan.t, plan.n), (2, 2));
+    assert_eq!(
+        plan.recovery.to_string(),
+        "and(or(phone, threshold(2, usb-1, cloud, device-2)), server)"
+    );
+    assert!(plan.holder_only_compromises.is_empty());
+    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+    assert_eq!(plan.warnings[0], "losing server alone loses the funds");
+    assert!(plan.warnings[1].starts_with(SERVER_NOT_BACKED_UP));
+    let t = plan.loss_table().unwrap();
+    assert_eq!(t.single_points_of_failure, vec!["server"]);
+    assert!(t.fatal_single_compromises.is_empty());
+    // Every way to the key goes through the server (and its policy) or the phone's share
+    // plus the server.
+    assert!(
+        t.minimal_compromise_sets
+            .iter()
+            .all(|s| s.contains(&"server".to_owned()))
+    );
+    assert_eq!(
+        lines(&plan),
+        pairs(&[
+            (
+                "phone",
+                "tessera init --server SERVER_URL --user USER --name phone"
+            ),
+            ("phone", "tessera keygen --name WALLET"),
+            (
+                "phone",
+                "tessera backup-key new --label usb-1 --out /media/usb/usb-1.key --kind usb"
+            ),
+            (
+                "phone",
+                "tessera backup-key new --label cloud --out \"$CLOUD_DIR/cloud.key\" --kind cloud"
+            ),
+            (
+                "device-2",
+                "tessera backup-key new --label device-2 --kind device"
+            ),
+            (
+                "phone",
+                "tessera backup-key add tessera-holder-v1:device-2:HEX --kind device"
+            ),
+            (
+                "phone",
+                "tessera backup create --wallet WALLET --policy 'threshold(2, usb-1, cloud, device-2)' --out phone.tsb"
+            ),
+        ])
+    );
+    assert_eq!(plan.shares[0].backup_holders.len(), 3);
+    assert_eq!(
+        plan.shares[0].backup_holders[2].kind,
+        ItemKind::DeviceKeystore
+    );
+    check_commands(&a, &plan);
+}
+
+#[test]
+fn two_holders_each_restore_the_device_share_and_never_the_server_share() {
+    let plan = recommend(&answers(1, true, 1, true)).unwrap();
+    assert_eq!(
+        plan.recovery.to_string(),
+        "and(or(phone, or(usb-1, cloud)), server)"
+    );
+    assert!(plan.holder_only_compromises.is_empty());
+    let t = plan.loss_table().unwrap();
+    assert!(t.fatal_single_compromises.is_empty());
+    // With an escape hatch, the server's share needs both holders.
+    let a = Answers {
+        escape_hatch: true,
+        ..answers(1, true, 1, true)
+    };
+    let plan = recommend(&a).unwrap();
+    assert_eq!(
+        plan.recovery.to_string(),
+        "and(or(phone, or(usb-1, cloud)), or(server, and(usb-1, cloud)))"
+    );
+    assert_eq!(plan.holder_only_compromises, v(&[&["usb-1", "cloud"]]));
+    assert!(
+        plan.warnings[0].starts_with("escape hatch: "),
+        "{:?}",
+        plan.warnings
+    );
+    assert!(
+        plan.warnings[0].contains("usb-1+cloud together"),
+        "{:?}",
+        plan.warnings
+    );
+    check_commands(&a, &plan);
+}
+
+/// The recommended personal set-up of the issue: one phone, the server, two USB drives and a
+/// cloud folder. Two USB drives must not rebuild the key; only an escape hatch, asked for,
+/// lets holders alone do so, all three of them, with a warning first.
+#[test]
+fn two_usb_drives_never_rebuild_the_key() {
+    let a = answers(1, true, 2, true);
+    let plan = recommend(&a).unwrap();
+    assert_eq!(
+        plan.recovery.to_string(),
+        "and(or(phone, threshold(2, usb-1, usb-2, cloud)), server)"
+    );
+    let t = plan.loss_table().unwrap();
+    assert!(!plan.recovery.holds(&["usb-1", "usb-2"]));
+    assert!(!plan.recovery.holds(&["usb-1", "usb-2", "cloud"]));
+    assert!(plan.recovery.holds(&["usb-1", "usb-2", "server"]));
+    assert!(plan.holder_only_compromises.is_empty());
+    assert!(
+        t.minimal_compromise_sets
+            .iter()
+            .all(|s| s.contains(&"server".to_owned()))
+    );
+    assert!(
+        !plan
+            .commands
+            .iter()
+            .any(|c| c.command.contains("--server-share"))
+    );
+    assert!(!plan.warnings.iter().any(|w| w.starts_with("escape hatch")));
+    check_commands(&a, &plan);
+
+    let a = Answers {
+        escape_hatch: true,
+        ..a
+    };
+    let plan = recommend(&a).unwrap();
+    assert_eq!(
+        plan.recovery.to_string(),
+        "and(or(phone, threshold(2, usb-1, usb-2, cloud)), or(server, and(usb-1, usb-2, cloud)))"
+    );
+    assert!(!plan.recovery.holds(&["usb-1", "usb-2"]));
+    assert!(plan.recovery.holds(&["usb-1", "usb-2", "cloud"]));
+    assert_eq!(
+        plan.holder_only_compromises,
+        v(&[&["usb-1", "usb-2", "cloud"]])
+    );
+    assert_eq!(
+        plan.warnings[0],
+        "escape hatch: the server's share is backed up to your holders, so usb-1+usb-2+cloud \
+         together rebuild the key without the server and outside every policy; keep them apart"
+    );
+    let server_backup = plan
+        .commands
+        .iter()
+        .find(|c| c.command.ends_with("--server-share"))
+        .unwrap();
+    assert_eq!(
+        server_backup.command,
+        "tessera backup create --wallet WALLET --policy 'and(usb-1, usb-2, cloud)' --out server.tsb --server-share"
+    );
+    assert!(
+        server_backup
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("approves it")
+    );
+    check_commands(&a, &plan);
+
+    // Four holders: the server's share needs three of them, the device's two.
+    let a = Answers {
+        escape_hatch: true,
+        ..answers(2, true, 2, true)
+    };
+    let plan = recommend(&a).unwrap();
+    assert_eq!(
+        plan.shares[1].backup.as_ref().unwrap().to_string(),
+        "threshold(3, usb-1, usb-2, cloud, device-2)"
+    );
+    assert!(plan.holder_only_compromises.iter().all(|s| s.len() == 3));
+    // One holder: no escape hatch is possible, and the plan says so.
+    let plan = recommend(&Answers {
+        escape_hatch: true,
+        ..answers(1, true, 1, false)
+    })
+    .unwrap();
+    assert!(plan.shares[1].backup.is_none());
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.starts_with("no escape hatch"))
+    );
+}
+
+#[test]
+fn two_devices_without_server_are_a_device_to_device_two_of_two() {
+    let a = answers(2, false, 1, false);
+    let plan = recommend(&a).unwrap();
+    assert_eq!(plan.topology, "personal 2-of-2 device-to-device");
+    assert_eq!((plan.t, plan.n), (2, 2));
+    assert_eq!(
+        plan.recovery.to_string(),
+        "and(or(phone, and(usb-1, device-2)), or(device-2, and(usb-1, phone)))"
+    );
+    let t = plan.loss_table().unwrap();
+    assert!(t.single_points_of_failure.is_empty(), "{t:?}");
+    assert!(t.fatal_single_compromises.is_empty(), "{t:?}");
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    assert_eq!(
+        lines(&plan),
+        pairs(&[
+            ("device-2", "tessera peer listen --device-name device-2"),
+            (
+                "phone",
+                "tessera peer keygen --name WALLET --threshold 2 --with device-2 --device-name phone"
+            ),
+            (
+                "phone",
+                "tessera backup-key new --label usb-1 --out /media/usb/usb-1.key --kind usb"
+            ),
+            (
+                "device-2",
+                "tessera backup-key new --label device-2 --kind device"
+            ),
+            (
+                "phone",
+                "tessera backup-key new --label phone --kind device"
+            ),
+            (
+                "phone",
+                "tessera backup-key add tessera-holder-v1:device-2:HEX --kind device"
+            ),
+            (
+                "phone",
+                "tessera backup create --wallet WALLET --policy 'and(usb-1, device-2)' --out phone.tsb --no-server"
+            ),
+            (
+                "device-2",
+                "tessera backup-key add tessera-holder-v1:usb-1:HEX --kind usb"
+            ),
+            (
+                "device-2",
+                "tessera backup-key add tessera-holder-v1:phone:HEX --kind device"
+            ),
+            (
+                "device-2",
+                "tessera backup create --wallet WALLET --policy 'and(usb-1, phone)' --out device-2.tsb --no-server"
+            ),
+        ])
+    );
+    check_commands(&a, &plan);
+}
+
+#[test]
+fn three_devices_without_server_are_a_two_of_three() {
+    for a in [
+        answers(3, false, 2, false),
+        answers(3, false, 0, false),
+        answers(4, false, 0, true),
+    ] {
+        let plan = recommend(&a).unwrap();
+        assert_eq!(plan.topology, "personal 2-of-3 device-to-device", "{a:?}");
+        assert_eq!((plan.t, plan.n), (2, 3), "{a:?}");
+        let t = plan.loss_table().unwrap();
+        assert!(t.single_points_of_failure.is_empty(), "{a:?}: {t:?}");
+        assert!(t.fatal_single_compromises.is_empty(), "{a:?}: {t:?}");
+        check_commands(&a, &plan);
+    }
+    let plan = recommend(&answers(3, false, 0, false)).unwrap();
+    assert_eq!(
+        plan.recovery.to_string(),
+        "threshold(2, or(phone, and(device-2, device-3)), or(device-2, and(phone, device-3)), \
+         or(device-3, and(phone, device-2)))"
+    );
+    assert!(plan.commands.iter().any(|c| c.run_on == "phone"
+        && c.command
+            == "tessera peer keygen --name WALLET --threshold 2 --with device-2,device-3 --device-name phone"));
+    // A fourth device holds no share, only backup keys.
+    let plan = recommend(&answers(4, false, 0, true)).unwrap();
+    assert_eq!(
+        plan.shares[0].backup.as_ref().unwrap().to_string(),
+        "threshold(2, cloud, device-2, device-3, device-4)"
+    );
+    assert!(
+        plan.warnings
+            .contains(&"device-4 holds no share (a device-to-device wallet here is 2-of-3); its keystore holds backup keys".to_owned()),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn two_devices_alone_are_not_backed_up_to_each_other() {
+    let plan = recommend(&answers(2, false, 0, false)).unwrap();
+    assert_eq!(plan.recovery.to_string(), "and(phone, device-2)");
+    assert!(plan.holders.is_empty());
+    assert!(
+        plan.warnings
+            .contains(&"losing phone alone loses the funds".to_owned())
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.starts_with("the shares are not backed up"))
+    );
+    assert!(
+        !plan
+            .commands
+            .iter()
+            .any(|c| c.command.starts_with("tessera backup"))
+    );
+}
+
+#[test]
+fn one_device_without_server_uses_the_server_and_says_why() {
+    let a = answers(1, false, 1, true);
+    let plan = recommend(&a).unwrap();
+    assert_eq!(plan.topology, "personal 2-of-2 with co-signing server");
+    assert_eq!(
+        plan.recovery.to_string(),
+        "and(or(phone, or(usb-1, cloud)), server)"
+    );
+    assert_eq!(plan.warnings.len(), 3, "{:?}", plan.warnings);
+    let why = plan
+        .warnings
+        .iter()
+        .find(|w| {
+            w.starts_with(
+                "no co-signing server was asked for, but with one device no threshold wallet \
+                 is possible without one",
+            )
+        })
+        .unwrap();
+    assert!(why.contains("add a second device"));
+    check_commands(&a, &plan);
+}
+
+#[test]
+fn too_few_items_still_plans_and_warns() {
+    let plan = recommend(&answers(1, true, 0, false)).unwrap();
+    assert_eq!(plan.recovery.to_string(), "and(phone, server)");
+    assert!(
+        plan.warnings
+            .contains(&"losing phone alone loses the funds".to_owned())
+    );
+    assert!(
+        plan.warnings
+            .contains(&"losing server alone loses the funds".to_owned())
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.starts_with("no backup holders"))
+    );
+
+    let plan = recommend(&answers(1, true, 1, false)).unwrap();
+    assert_eq!(plan.recovery.to_string(), "and(or(phone, usb-1), server)");
+    assert!(
+        plan.warnings
+            .contains(&"losing server alone loses the funds".to_owned())
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("server's share is not backed up"))
+    );
+    assert!(
+        !plan
+            .commands
+            .iter()
+            .any(|c| c.command.contains("--server-share"))
+    );
+}
+
+#[test]
+fn institutional_with_server_backs_both_shares_up_to_officers_and_vault() {
+    let a = Answers {
+        institutional: true,
+        ..answers(3, true, 1, false)
+    };
+    let plan = recommend(&a).unwrap();
+    assert_eq!(plan.topology, "institutional 2-of-2 with co-signing server");
+    assert_eq!(
+        plan.recovery.to_string(),
+        "and(or(officer-1, threshold(2, vault, usb-1, officer-2, officer-3)), server)"
+    );
+    let t = plan.loss_table().unwrap();
+    assert_eq!(t.single_points_of_failure, vec!["server"]);
+    assert!(t.fatal_single_compromises.is_empty());
+    assert!(plan.holder_only_compromises.is_empty());
+    // Without the server, the officer's share survives any three losses among its holders.
+    let without_server = Formula::from(plan.shares[0].backup.as_ref().unwrap());
+    let officer = loss_table(&Formula::Or(vec![
+        Formula::Item("officer-1".into()),
+        without_server,
+    ]))
+    .unwrap();
+    assert!(officer.loss_tolerance() >= 3, "{officer:?}");
+    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+    // Asked for, the escape hatch needs three of the four holders for the server's share.
+    let hatch = recommend(&Answers {
+        escape_hatch: true,
+        ..a.clone()
+    })
+    .unwrap();
+    assert_eq!(
+        hatch.shares[1].backup.as_ref().unwrap().to_string(),
+        "threshold(3, vault, usb-1, officer-2, officer-3)"
+    );
+    assert!(hatch.warnings[0].starts_with("escape hatch: "));
+    assert!(plan.commands.iter().any(|c| c.run_on == "officer-1"
+        && c.command
+            == "tessera backup-key new --label vault --out /media/usb/vault.key --kind usb"));
+    check_commands(&a, &plan);
+}
+
+#[test]
+fn institutional_without_server_is_officers_two_of_three() {
+    let a = Answers {
+        institutional: true,
+        ..answers(3, false, 0, false)
+    };
+    let plan = recommend(&a).unwrap();
+    assert_eq!(plan.topology, "institutional 2-of-3 device-to-device");
+    assert_eq!(
+        plan.shares[0].backup.as_ref().unwrap().to_string(),
+        "threshold(2, vault, officer-2, officer-3)"
+    );
+    let t = plan.loss_table().unwrap();
+    assert!(t.single_points_of_failure.is_empty());
+    assert!(t.fatal_single_compromises.is_empty());
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    check_commands(&a, &plan);
+
+    // Two officers: a 2-of-2 between them, and a warning.
+    let a = Answers {
+        institutional: true,
+        ..answers(2, false, 0, false)
+    };
+    let plan = recommend(&a).unwrap();
+    assert_eq!(plan.topology, "institutional 2-of-2 device-to-device");
+    assert_eq!(
+        plan.recovery.to_string(),
+        "and(or(officer-1, and(vault, officer-2)), or(officer-2, and(vault, officer-1)))"
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.starts_with("an institutional device-to-device 2-of-3 needs three")),
+        "{:?}",
+        plan.warnings
+    );
+    check_commands(&a, &plan);
+
+    // One officer: the server.
+    let a = Answers {
+        institutional: true,
+        ..answers(1, false, 2, false)
+    };
+    let plan = recommend(&a).unwrap();
+    assert_eq!(plan.topology, "institutional 2-of-2 with co-signing server");
+    check_commands(&a, &plan);
+}
+
+#[test]
+fn offline_recovery_prefers_usb_and_paper() {
+    let a = Answers {
+        offline_recovery: true,
+        ..answers(1, true, 2, true)
+    };
+    let plan = recommend(&a).unwrap();
+    let labels: Vec<&str> = plan.holders.iter().map(|h| h.label.as_str()).collect();
+    assert_eq!(labels, vec!["usb-1", "usb-2", "paper-1"]);
+    assert!(plan.holders.iter().any(|h| h.kind == ItemKind::PrintedCode));
+    assert!(plan.holder_only_compromises.is_empty());
+    assert!(
+        !plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("alone can restore the key")),
+        "{:?}",
+        plan.warnings
+    );
+    // The printed code is made offline; its public key is added on the phone.
+    assert!(plan.commands.iter().any(|c| c.run_on == OFFLINE_COMPUTER
+        && c.command == "tessera backup-key new --label paper-1 --out paper-1.key --kind paper"));
+    assert!(plan.commands.iter().any(|c| c.run_on == "phone"
+        && c.command == "tessera backup-key add tessera-holder-v1:paper-1:HEX --kind paper"));
+    check_commands(&a, &plan);
+}
+
+#[test]
+fn every_answer_set_is_analysed_and_weaknesses_are_warned() {
+    for devices in 1..=5 {
+        for usb in 0..=3 {
+            for bits in 0..32u8 {
+                let a = Answers {
+                    own_devices: devices,
+                    cosigning_server: bits & 1 != 0,
+                    usb_drives: usb,
+                    cloud_folder: bits & 2 != 0,
+                    institutional: bits & 4 != 0,
+                    offline_recovery: bits & 8 != 0,
+                    escape_hatch: bits & 16 != 0,
+                };
+                let plan = recommend(&a).unwrap();
+                let t = plan.loss_table().unwrap();
+                assert!(t.reachable, "{a:?}");
+                for w in t.warnings() {
+                    assert!(plan.warnings.contains(&w), "{a:?}: {w}");
+                }
+                // Only topologies the product has.
+                let server = a.cosigning_server || devices == 1;
+                assert_eq!(plan.t, 2, "{a:?}");
+                assert_eq!(
+                    plan.n,
+                    if server {
+                        2
+                    } else {
+                        usize::from(devices).min(3)
+                    },
+                    "{a:?}"
+                );
+                assert_eq!(
+                    plan.shares.iter().any(|s| s.held_by == "server"),
+                    server,
+                    "{a:?}"
+                );
+                check_commands(&a, &plan);
+                // Backup holders alone reach the key with the server only through an escape
+                // hatch that was asked for, warned of first, and needing more holders than
+                // the device share's backup.
+                if server {
+                    let hatch = plan.shares[1].backup.as_ref();
+                    assert_eq!(
+                        hatch.is_some(),
+                        a.escape_hatch && !plan.holder_only_compromises.is_empty(),
+                        "{a:?}"
+                    );
+                    if let Some(hatch) = hatch {
+                        let device_k = plan.shares[0].backup.as_ref().map_or(0, holders_needed);
+                        assert!(holders_needed(hatch) > device_k, "{a:?}");
+                        assert!(plan.warnings[0].starts_with("escape hatch: "), "{a:?}");
+                        assert!(
+                            plan.holder_only_compromises
+                                .iter()
+                                .all(|s| s.len() == holders_needed(hatch)),
+                            "{a:?}"
+                        );
+                    } else {
+                        assert!(plan.holder_only_compromises.is_empty(), "{a:?}");
+                    }
+                }
+                // Three or more backup holders are always enough to avoid both weaknesses
+                // (but the server's loss, when its share is not backed up to the holders).
+                if plan.holders.len() >= 3 {
+                    let server_unbacked = server && plan.shares[1].backup.is_none();
+                    let expected: Vec<String> = if server_unbacked {
+                        vec!["server".to_owned()]
+                    } else {
+                        Vec::new()
+                    };
+                    assert_eq!(t.single_points_of_failure, expected, "{a:?}");
+                    assert!(t.fatal_single_compromises.is_empty(), "{a:?}");
+                }
+                // And any device-to-device wallet with a holder besides its devices.
+                if !server && (usb > 0 || a.cloud_folder || a.offline_recovery) {
+                    assert!(t.single_points_of_failure.is_empty(), "{a:?}");
+                    assert!(t.fatal_single_compromises.is_empty(), "{a:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_answers_are_rejected() {
+    let e = recommend(&answers(0, true, 1, true)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "answer own_devices: must be between 1 and 5, got 0"
+    );
+    assert!(recommend(&answers(6, true, 1, true)).is_err());
+    let e = recommend(&answers(1, true, 4, true)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "answer usb_drives: must be between 0 and 3, got 4"
+    );
+}
