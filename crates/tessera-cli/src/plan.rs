@@ -1,6 +1,9 @@
 //! `tessera plan`: recommends where shares and backups live, and shows which losses and which
 //! compromises a set-up (or any access structure) survives. Everything is computed by
-//! `tessera_backup::planner`; this module only gathers answers and prints.
+//! `tessera_backup::planner`; this module only gathers answers and prints, and [`commands`]
+//! spells the plan's setup steps as the command lines to type.
+
+mod commands;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -75,6 +78,8 @@ pub(crate) fn run(args: &PlanArgs) -> Result<(), Failure> {
         .loss_table()
         .map_err(|e| Failure::Failed(e.to_string()))?;
     if args.json {
+        let plan = commands::plan_json(&plan)
+            .map_err(|e| Failure::Failed(format!("cannot encode JSON: {e}")))?;
         let out = serde_json::json!({ "answers": answers, "plan": plan, "loss_table": table });
         return print_json(&out);
     }
@@ -315,12 +320,13 @@ fn render_plan(plan: &Plan, table: &LossTable) -> String {
             out.push_str(&format!("  {:<width$}  {}\n", h.label, h.kind.describe()));
         }
     }
-    if !plan.commands.is_empty() {
+    let commands = commands::commands(plan);
+    if !commands.is_empty() {
         out.push_str(&format!(
             "\nCommands (replace {} with the wallet's name):\n",
-            planner::WALLET_PLACEHOLDER
+            commands::WALLET_PLACEHOLDER
         ));
-        for c in &plan.commands {
+        for c in &commands {
             match &c.note {
                 Some(note) => out.push_str(&format!("  # on {}: {note}\n", c.run_on)),
                 None => out.push_str(&format!("  # on {}\n", c.run_on)),

@@ -58,14 +58,18 @@
 //! minimal sets of backup holders that reach the key with no live share, and a plan that has any
 //! warns of them first.
 //!
+//! A plan is data: the shares, the holders and the backups' structures, and the
+//! [steps](Plan::steps) that set it up, each with the device it is done on. Which `tessera`
+//! command line does a step is the CLI's to say.
+//!
 //! [`AccessStructure`]: crate::structure::AccessStructure
 
 mod answers;
-mod commands;
 mod formula;
 mod loss;
 mod plan;
 mod recommend;
+mod setup;
 
 use crate::structure::StructureError;
 
@@ -73,7 +77,8 @@ pub use answers::Answers;
 pub use formula::Formula;
 pub use loss::{LossRow, LossTable, MAX_ITEMS, loss_table};
 pub use plan::{
-    ItemKind, OFFLINE_COMPUTER, Plan, PlanCommand, PlannedHolder, PlannedShare, WALLET_PLACEHOLDER,
+    BackupServerRole, ItemKind, OFFLINE_COMPUTER, Plan, PlannedHolder, PlannedShare, SetupAction,
+    SetupStep,
 };
 pub use recommend::recommend;
 

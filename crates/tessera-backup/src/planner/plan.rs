@@ -1,5 +1,6 @@
 //! A plan as data: the shares and who holds them, the backup holders and what kind of item each
-//! is, the backups' structures, the recovery formula and what the enumeration found.
+//! is, the backups' structures, the steps that set it up, the recovery formula and what the
+//! enumeration found. How a step is typed (the `tessera` command line) is the CLI's.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,18 +38,6 @@ impl ItemKind {
             ItemKind::CloudFolder => "cloud folder",
             ItemKind::DeviceKeystore => "device keystore",
             ItemKind::PrintedCode => "printed code",
-        }
-    }
-
-    /// The holder kind `tessera backup-key new|add --kind` takes for a backup holder of this
-    /// kind (`None` for items that hold live shares, not backup keys).
-    pub fn cli_kind(self) -> Option<&'static str> {
-        match self {
-            ItemKind::UsbFile | ItemKind::OfflineVault => Some("usb"),
-            ItemKind::CloudFolder => Some("cloud"),
-            ItemKind::DeviceKeystore => Some("device"),
-            ItemKind::PrintedCode => Some("paper"),
-            ItemKind::Device | ItemKind::CosigningServer => None,
         }
     }
 }
@@ -93,18 +82,75 @@ impl PlannedShare {
     }
 }
 
-/// A command to run, and where.
+/// One step of setting a plan up: what is done, and where. The CLI prints each step as the
+/// command line that does it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PlanCommand {
-    /// Where to run it: a device of the plan (`phone`, `device-2`, `officer-1`) or
-    /// `an offline computer`.
+pub struct SetupStep {
+    /// Where it is done: a device of the plan (`phone`, `device-2`, `officer-1`) or
+    /// [`OFFLINE_COMPUTER`].
     pub run_on: String,
-    /// The command line, exactly as to type it (after replacing the placeholders the note
-    /// names, and [`WALLET_PLACEHOLDER`]).
-    pub command: String,
-    /// What to do around it, or what a placeholder in it stands for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    /// What is done there.
+    pub action: SetupAction,
+}
+
+/// What a [`SetupStep`] does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum SetupAction {
+    /// The device registers with the co-signing server, under its name.
+    JoinServer,
+    /// The device and the co-signing server generate the wallet's key, a 2-of-2.
+    ServerKeygen,
+    /// The device waits for the device-to-device key generation `lead` starts, and takes part.
+    PeerListen {
+        /// The device that starts the key generation.
+        lead: String,
+    },
+    /// The device starts the device-to-device key generation with the `others`.
+    PeerKeygen {
+        /// Shares needed to sign.
+        threshold: usize,
+        /// The other devices that get a share, in party order.
+        others: Vec<String>,
+    },
+    /// A backup holder's key pair is made here. A device keystore holder's private key stays in
+    /// the keystore of the device it is made on; every other holder's is written out for its USB
+    /// drive, vault, cloud folder or print. A device (not an offline computer) records the
+    /// holder's public key as it makes it.
+    NewHolderKey {
+        /// The holder.
+        holder: PlannedHolder,
+    },
+    /// The device records the public key of a holder whose key pair was made elsewhere.
+    AddHolderKey {
+        /// The holder.
+        holder: PlannedHolder,
+        /// Where its key pair was made (and its public key shown).
+        made_on: String,
+    },
+    /// The device backs a share up to its holders.
+    CreateBackup {
+        /// The share's name ([`PlannedShare::name`]).
+        share: String,
+        /// Who can open the backup.
+        structure: AccessStructure,
+        /// What the co-signing server does with the backup.
+        server: BackupServerRole,
+    },
+}
+
+/// What the co-signing server does with a backup made by [`SetupAction::CreateBackup`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupServerRole {
+    /// The backup is of a device's share of a wallet with the server, which verifies it and
+    /// records it in its audit log.
+    Records,
+    /// The backup is of the server's own share: the server exports it once another of the
+    /// owner's devices approves, or with one device once a time lock ends.
+    ExportsItsShare,
+    /// None: a device-to-device wallet has no server.
+    NoServer,
 }
 
 /// A recommended set-up.
@@ -120,8 +166,8 @@ pub struct Plan {
     pub shares: Vec<PlannedShare>,
     /// Every backup holder some share's backup names, once.
     pub holders: Vec<PlannedHolder>,
-    /// The commands that set the plan up, in order.
-    pub commands: Vec<PlanCommand>,
+    /// The steps that set the plan up, in order.
+    pub steps: Vec<SetupStep>,
     /// When the funds are reachable, over physical items.
     pub recovery: Formula,
     /// Weaknesses of the plan, found by enumeration, what to add, and why the plan differs
@@ -131,7 +177,9 @@ pub struct Plan {
     pub advice: Vec<String>,
     /// The minimal sets of backup holders that reach the key with no live share (no device
     /// holding a share, no server): a way around every policy. Empty for a recommended set-up
-    /// with the co-signing server unless [`Answers::escape_hatch`](super::Answers::escape_hatch) asked for one.
+    /// with the co-signing server unless [`Answers::escape_hatch`] asked for one.
+    ///
+    /// [`Answers::escape_hatch`]: super::Answers::escape_hatch
     pub holder_only_compromises: Vec<Vec<String>>,
 }
 
@@ -141,9 +189,6 @@ impl Plan {
         loss_table(&self.recovery)
     }
 }
-
-/// Placeholder for the wallet name in [`Plan::commands`].
-pub const WALLET_PLACEHOLDER: &str = "WALLET";
 
 /// Where an offline computer runs a command (printed codes are made there).
 pub const OFFLINE_COMPUTER: &str = "an offline computer";

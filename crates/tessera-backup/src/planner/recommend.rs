@@ -2,7 +2,7 @@
 //! device-to-device), the backup holders and structures of each share, and the plan's warnings
 //! and advice.
 
-use super::commands::commands;
+use super::setup::setup_steps;
 use super::{Answers, Formula, ItemKind, Plan, PlanError, PlannedHolder, PlannedShare, loss_table};
 use crate::structure::AccessStructure;
 
@@ -340,7 +340,7 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
         ));
     }
     warnings.extend(notes);
-    let commands = commands(with_server, &share_devices, &shares, &holders);
+    let steps = setup_steps(with_server, t, &share_devices, &shares, &holders);
     let mut advice = Vec::new();
     if with_server {
         advice.push(
@@ -364,7 +364,7 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
         n,
         shares,
         holders,
-        commands,
+        steps,
         recovery,
         warnings,
         advice,
