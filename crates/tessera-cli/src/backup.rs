@@ -627,10 +627,10 @@ async fn restore(home: &Path, args: RestoreArgs) -> Result<(), Failure> {
         config.kek = Some(crate::kek_source(&args.kek, data_dir)?);
         let state = tessera_server::AppState::open(config)
             .await
-            .map_err(Failure::Failed)?;
+            .map_err(|e| Failure::Failed(e.to_string()))?;
         tessera_server::backups::restore_server_share(&state, &share)
             .await
-            .map_err(Failure::Failed)?;
+            .map_err(|e| Failure::Failed(e.to_string()))?;
         println!(
             "restored       the server's share of wallet {} (epoch {}) into {}",
             share.wallet_id(),

@@ -35,7 +35,7 @@ pub async fn run(
     let state =
         tessera_server::AppState::open(tessera_server::Config::new(tmp.path().join("server")))
             .await
-            .map_err(Failure::Failed)?;
+            .map_err(|e| Failure::Failed(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(failed)?;
@@ -106,7 +106,7 @@ pub async fn run(
             | RefreshStep::Switched
             | RefreshStep::Banned => keystore
                 .replace_wallet("demo", &r.to_bytes(), &passphrase)
-                .map_err(|e| e.to_string()),
+                .map_err(Into::into),
             RefreshStep::CommitSent => Ok(()),
         })
         .await

@@ -218,10 +218,13 @@ pub fn load_record(s: &Session, name: &str) -> Result<WalletRecord, Failure> {
     WalletRecord::from_bytes(&bytes).map_err(|e| Failure::Failed(format!("wallet {name}: {e}")))
 }
 
-fn store_record(s: &Session, name: &str, record: &WalletRecord) -> Result<(), String> {
-    s.keystore
-        .replace_wallet(name, &record.to_bytes(), &s.passphrase)
-        .map_err(|e| e.to_string())
+fn store_record(
+    s: &Session,
+    name: &str,
+    record: &WalletRecord,
+) -> Result<(), tessera_client::HookError> {
+    Ok(s.keystore
+        .replace_wallet(name, &record.to_bytes(), &s.passphrase)?)
 }
 
 pub async fn sign(

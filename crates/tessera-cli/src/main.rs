@@ -497,9 +497,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 async fn server(args: ServerArgs) -> CliResult {
     let tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        Some(tessera_server::tls::from_files(cert, key).map_err(Failure::Usage)?)
+        Some(
+            tessera_server::tls::from_files(cert, key)
+                .map_err(|e| Failure::Usage(e.to_string()))?,
+        )
     } else if args.dev_tls {
-        Some(tessera_server::tls::dev_identity(&args.data_dir).map_err(Failure::Failed)?)
+        Some(
+            tessera_server::tls::dev_identity(&args.data_dir)
+                .map_err(|e| Failure::Failed(e.to_string()))?,
+        )
     } else if args.insecure_http {
         if !args.listen.ip().is_loopback() {
             return Err(Failure::Usage(format!(
@@ -533,7 +539,7 @@ async fn server(args: ServerArgs) -> CliResult {
     config.abort_window = std::time::Duration::from_secs(args.abort_window.max(1));
     let state = tessera_server::AppState::open(config)
         .await
-        .map_err(Failure::Failed)?;
+        .map_err(|e| Failure::Failed(e.to_string()))?;
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|e| Failure::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener
@@ -550,7 +556,7 @@ async fn server(args: ServerArgs) -> CliResult {
             let _ = std::io::stdout().flush();
             tessera_server::tls::serve_tls(listener, state, identity)
                 .await
-                .map_err(Failure::Failed)
+                .map_err(|e| Failure::Failed(e.to_string()))
         }
         None => {
             println!(
@@ -575,7 +581,8 @@ pub(crate) fn kek_source(
     data_dir: &std::path::Path,
 ) -> Result<tessera_server::state::KekSource, Failure> {
     let pin = std::env::var("TESSERA_PKCS11_PIN").ok();
-    tessera_server::state::KekSource::parse(text, data_dir, pin.as_deref()).map_err(Failure::Usage)
+    tessera_server::state::KekSource::parse(text, data_dir, pin.as_deref())
+        .map_err(|e| Failure::Usage(e.to_string()))
 }
 
 async fn kek(command: KekCommand) -> CliResult {
@@ -604,19 +611,19 @@ async fn kek(command: KekCommand) -> CliResult {
         } => {
             let old = kek_source(&from, &data_dir)?
                 .open()
-                .map_err(Failure::Failed)?;
+                .map_err(|e| Failure::Failed(e.to_string()))?;
             let new = kek_source(&to, &data_dir)?
                 .open()
-                .map_err(Failure::Failed)?;
+                .map_err(|e| Failure::Failed(e.to_string()))?;
             let mut config = tessera_server::Config::new(&data_dir);
             config.database_url = database_url;
             let db = tessera_server::state::connect_database(&config)
                 .await
-                .map_err(Failure::Failed)?;
+                .map_err(|e| Failure::Failed(e.to_string()))?;
             let (moved, already) =
                 tessera_server::vault::rewrap_all(&db, old.as_ref(), new.as_ref())
                     .await
-                    .map_err(Failure::Failed)?;
+                    .map_err(|e| Failure::Failed(e.to_string()))?;
             println!(
                 "re-wrapped {moved} share data keys from {} to {} ({already} were already under it); start the server with --kek {to}",
                 old.id(),
@@ -639,7 +646,7 @@ async fn audit_verify(
         config.database_url = database_url;
         let db = tessera_server::state::connect_database(&config)
             .await
-            .map_err(Failure::Failed)?;
+            .map_err(|e| Failure::Failed(e.to_string()))?;
         tessera_server::audit::verify(&db)
             .await
             .map_err(|e| Failure::Failed(format!("database: {e}")))?

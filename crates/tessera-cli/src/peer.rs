@@ -409,19 +409,24 @@ async fn reach(u: &Unlocked, args: &LeadArgs) -> Result<Vec<Link>, Failure> {
 /// that needs more signers could never sign, so it is refused before anyone is contacted.
 const PEER_SIGNERS: u8 = 2;
 
-fn refuse_unsignable_threshold(t: u8) -> Result<(), String> {
+/// A device-to-device wallet of `t` signers that `peer sign` could never sign with.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a device-to-device wallet needs exactly {PEER_SIGNERS} signers (`tessera peer sign` signs \
+     with this device and one other), so a --threshold {0} wallet could never sign: use \
+     --threshold {PEER_SIGNERS} (any two of its devices sign)"
+)]
+struct UnsignableThreshold(u8);
+
+fn refuse_unsignable_threshold(t: u8) -> Result<(), UnsignableThreshold> {
     if t == PEER_SIGNERS {
         return Ok(());
     }
-    Err(format!(
-        "a device-to-device wallet needs exactly {PEER_SIGNERS} signers (`tessera peer sign` signs \
-         with this device and one other), so a --threshold {t} wallet could never sign: use \
-         --threshold {PEER_SIGNERS} (any two of its devices sign)"
-    ))
+    Err(UnsignableThreshold(t))
 }
 
 async fn keygen(home: &Path, args: PeerKeygenArgs) -> Result<(), Failure> {
-    refuse_unsignable_threshold(args.threshold).map_err(Failure::Usage)?;
+    refuse_unsignable_threshold(args.threshold).map_err(|e| Failure::Usage(e.to_string()))?;
     let u = unlock(home, &args.lead.identity)?;
     if u.keystore.has_wallet(&args.name).map_err(store_error)? {
         return Err(Failure::Usage(format!(
@@ -802,7 +807,8 @@ async fn answer_keygen(
             return Err(e);
         }
     };
-    if let Err(reason) = refuse_unsignable_threshold(invitation.threshold.t) {
+    if let Err(unsignable) = refuse_unsignable_threshold(invitation.threshold.t) {
+        let reason = unsignable.to_string();
         session::refuse(&mut channel, &reason).await;
         return Err(PeerError::Refused(reason));
     }

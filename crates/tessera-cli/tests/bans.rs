@@ -480,7 +480,7 @@ async fn old_epochs(postgres: bool) {
     let stop_at = |at: RefreshStep| {
         move |s: RefreshStep, _: &WalletRecord| {
             if s == at {
-                Err("crash".to_string())
+                Err("crash".into())
             } else {
                 Ok(())
             }

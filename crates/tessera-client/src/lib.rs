@@ -71,7 +71,7 @@ pub enum ClientError {
     },
     /// A refresh was stopped by the caller's step hook (a failed write, or a test's crash).
     #[error("refresh stopped: {0}")]
-    Stopped(String),
+    Stopped(#[source] HookError),
     /// Not logged in.
     #[error("not logged in: call login first")]
     NotLoggedIn,
@@ -125,6 +125,9 @@ pub struct ServerClient {
     token: Option<String>,
     tls: std::sync::Arc<rustls::ClientConfig>,
 }
+
+/// What a caller's hook (storing a wallet record, a refresh step) fails with: its own error.
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 
 fn net(e: impl std::fmt::Display) -> ClientError {
     ClientError::Network(e.to_string())
@@ -720,7 +723,7 @@ impl ServerClient {
     pub async fn sign_wallet(
         &self,
         record: &mut WalletRecord,
-        mut store: impl FnMut(&WalletRecord) -> std::result::Result<(), String>,
+        mut store: impl FnMut(&WalletRecord) -> std::result::Result<(), HookError>,
         kind: &SignKind,
         path: &DerivationPath,
         on_round: impl FnMut(u8, u8),
@@ -753,7 +756,7 @@ impl ServerClient {
     pub async fn refresh(
         &self,
         record: &mut WalletRecord,
-        mut step: impl FnMut(RefreshStep, &WalletRecord) -> std::result::Result<(), String>,
+        mut step: impl FnMut(RefreshStep, &WalletRecord) -> std::result::Result<(), HookError>,
     ) -> Result<u64> {
         record.refuse_refresh_if_banned()?;
         let result = self.refresh_once(record, &mut step).await;
@@ -768,7 +771,7 @@ impl ServerClient {
     async fn refresh_once(
         &self,
         record: &mut WalletRecord,
-        step: &mut impl FnMut(RefreshStep, &WalletRecord) -> std::result::Result<(), String>,
+        step: &mut impl FnMut(RefreshStep, &WalletRecord) -> std::result::Result<(), HookError>,
     ) -> Result<u64> {
         let wallet_id = record.current.wallet_id().to_string();
         let ours = fresh_nonce();

@@ -76,24 +76,33 @@ impl ServerCertVerifier for PinnedCertificate {
 ///
 /// # Errors
 /// A message when it is not 32 bytes of hex.
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], TlsError> {
     let clean: String = text.trim().chars().filter(|c| *c != ':').collect();
     let mut out = [0u8; 32];
-    hex::decode_to_slice(&clean, &mut out)
-        .map_err(|_| "a certificate fingerprint is 64 hex digits (SHA-256)".to_string())?;
+    hex::decode_to_slice(&clean, &mut out).map_err(|_| TlsError::Fingerprint)?;
     Ok(out)
+}
+
+/// Why a TLS set-up is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A pinned fingerprint that is not 32 bytes of hex.
+    #[error("a certificate fingerprint is 64 hex digits (SHA-256)")]
+    Fingerprint,
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
 }
 
 /// The client TLS configuration: pinned when `pin` is given, else the web PKI roots.
 ///
 /// # Errors
 /// A message if rustls refuses the configuration.
-pub fn client_config(pin: Option<[u8; 32]>) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(pin: Option<[u8; 32]>) -> Result<Arc<ClientConfig>, TlsError> {
     install_crypto_provider();
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .with_safe_default_protocol_versions()?;
     let config = match pin {
         Some(fingerprint) => builder
             .dangerous()

@@ -14,7 +14,7 @@ use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, SetupError};
 use crate::state::{AppState, now};
 
 /// The audience every token names.
@@ -35,17 +35,18 @@ impl JwtKeys {
     ///
     /// # Errors
     /// A message when the file cannot be read, written or parsed.
-    pub fn open_or_create(path: &Path) -> Result<Self, String> {
+    pub fn open_or_create(path: &Path) -> Result<Self, SetupError> {
         let pkcs8 = if path.exists() {
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            std::fs::read(path).map_err(SetupError::io("read", path))?
         } else {
             let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                .map_err(|_| "cannot generate the token-signing key".to_string())?;
+                .map_err(|_| SetupError::Failed("cannot generate the token-signing key".into()))?;
             crate::state::write_private_file(path, doc.as_ref())?;
             doc.as_ref().to_vec()
         };
-        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8)
-            .map_err(|_| format!("{} is not an Ed25519 PKCS#8 key", path.display()))?;
+        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| {
+            SetupError::Invalid(format!("{} is not an Ed25519 PKCS#8 key", path.display()))
+        })?;
         Ok(JwtKeys {
             encoding: EncodingKey::from_ed_der(&pkcs8),
             decoding: DecodingKey::from_ed_der(pair.public_key().as_ref()),

@@ -17,7 +17,7 @@ use tessera_core::{KeyShare, PartyIndex};
 
 use crate::audit;
 use crate::auth::AuthDevice;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, SetupError};
 use crate::registry::verify_device_signature;
 use crate::state::AppState;
 use crate::vault;
@@ -117,37 +117,39 @@ pub async fn verify(
 ///
 /// # Errors
 /// A message for the operator: unknown wallet, another key, another party, a stale epoch.
-pub async fn restore_server_share(state: &AppState, share: &KeyShare) -> Result<(), String> {
+pub async fn restore_server_share(state: &AppState, share: &KeyShare) -> Result<(), SetupError> {
     let wallet_id = share.wallet_id().to_string();
     let row: Option<(Vec<u8>, i64)> =
         sqlx::query_as("SELECT public_key, epoch FROM wallets WHERE id = $1")
             .bind(&wallet_id)
             .fetch_optional(state.db())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(SetupError::db("database"))?;
     let (public_key, epoch) = row.ok_or_else(|| {
-        format!("this server has no wallet {wallet_id}: restore into the server that runs it")
+        SetupError::Invalid(format!(
+            "this server has no wallet {wallet_id}: restore into the server that runs it"
+        ))
     })?;
     if public_key != share.public_key().to_compressed() {
-        return Err(format!(
+        return Err(SetupError::Invalid(format!(
             "the backup is of another key than wallet {wallet_id}"
-        ));
+        )));
     }
     if share.party() != PartyIndex::new(1) {
-        return Err(format!(
+        return Err(SetupError::Invalid(format!(
             "the backup holds party {}'s share, not the server's (party 1)",
             share.party()
-        ));
+        )));
     }
     if share.epoch() != epoch as u64 {
-        return Err(format!(
+        return Err(SetupError::Invalid(format!(
             "the backup holds the share of epoch {}, the wallet is at epoch {epoch}: a backup made before a refresh cannot restore",
             share.epoch()
-        ));
+        )));
     }
     vault::replace_active(state, &wallet_id, share)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| SetupError::Failed(e.to_string()))?;
     audit::append(
         state,
         "backup.server_share_restored",
@@ -159,7 +161,11 @@ pub async fn restore_server_share(state: &AppState, share: &KeyShare) -> Result<
         json!({ "epoch": share.epoch(), "public_share": hex::encode(share.public_share().to_compressed()) }),
     )
     .await
-    .map_err(|e| format!("the share was restored, but its audit record could not be written: {e}"))?;
+    .map_err(|e| {
+        SetupError::Failed(format!(
+            "the share was restored, but its audit record could not be written: {e}"
+        ))
+    })?;
     Ok(())
 }
 

@@ -95,3 +95,65 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Why the server, or an operator command on its data directory, could not start or finish:
+/// what a process exits with, never an HTTP answer. Messages name the file, database step or key
+/// and never carry secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The configuration or an input is not usable (a bad `--kek`, `--database-url`,
+    /// certificate...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A file or directory operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done: create, write, read, restrict.
+        action: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A database step failed.
+    #[error("{step}: {source}")]
+    Database {
+        /// What was being done.
+        step: String,
+        /// The database's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Applying the schema's migrations failed.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The key-encryption key (a key file or the HSM) failed.
+    #[error("{0}")]
+    Kek(#[from] tessera_store::Error),
+    /// Stored data is not what this server can use (a share sealed under another key, a
+    /// backup of another wallet...), or another step failed; the message says which.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl SetupError {
+    /// An I/O error of `action` on `path`, for `map_err`.
+    pub fn io(action: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| SetupError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// A database error of `step`, for `map_err`.
+    pub fn db(step: impl Into<String>) -> impl Fn(sqlx::Error) -> Self {
+        let step = step.into();
+        move |source| SetupError::Database {
+            step: step.clone(),
+            source,
+        }
+    }
+}

@@ -13,6 +13,7 @@ use tessera_store::{Pkcs11Kek, Pkcs11Spec};
 use zeroize::Zeroizing;
 
 use crate::auth::JwtKeys;
+use crate::error::SetupError;
 
 /// How a server is set up.
 #[derive(Clone, Debug)]
@@ -76,7 +77,7 @@ impl KekSource {
     ///
     /// # Errors
     /// A message naming what is wrong, e.g. a PKCS#11 key without a PIN.
-    pub fn parse(text: &str, data_dir: &Path, pin: Option<&str>) -> Result<Self, String> {
+    pub fn parse(text: &str, data_dir: &Path, pin: Option<&str>) -> Result<Self, SetupError> {
         if text == "file" {
             return Ok(KekSource::File(data_dir.join("kek.key")));
         }
@@ -86,35 +87,35 @@ impl KekSource {
         if text.starts_with("pkcs11:") {
             let spec: Pkcs11Spec = text
                 .parse()
-                .map_err(|e: tessera_store::Error| e.to_string())?;
+                .map_err(|e: tessera_store::Error| SetupError::Invalid(e.to_string()))?;
             let pin = pin.ok_or_else(|| {
-                format!(
+                SetupError::Invalid(format!(
                     "the PIN of token {:?} is missing: set TESSERA_PKCS11_PIN",
                     spec.token
-                )
+                ))
             })?;
             return Ok(KekSource::Pkcs11 {
                 spec,
                 pin: Zeroizing::new(pin.to_string()),
             });
         }
-        Err(format!(
+        Err(SetupError::Invalid(format!(
             "unknown key-encryption key {text:?}: use file, file:PATH or pkcs11:module=…,token=…,key=…"
-        ))
+        )))
     }
 
     /// Opens the key (creating a key file on first use; a PKCS#11 key must exist).
     ///
     /// # Errors
     /// A message naming the file or the token and what failed (wrong PIN, missing key...).
-    pub fn open(&self) -> Result<Box<dyn KeyEncryptionKey>, String> {
+    pub fn open(&self) -> Result<Box<dyn KeyEncryptionKey>, SetupError> {
         match self {
             KekSource::File(path) => FileKek::open_or_create(path)
                 .map(|k| Box::new(k) as Box<dyn KeyEncryptionKey>)
-                .map_err(|e| e.to_string()),
+                .map_err(SetupError::Kek),
             KekSource::Pkcs11 { spec, pin } => Pkcs11Kek::open(spec, pin)
                 .map(|k| Box::new(k) as Box<dyn KeyEncryptionKey>)
-                .map_err(|e| e.to_string()),
+                .map_err(SetupError::Kek),
         }
     }
 }
@@ -163,12 +164,11 @@ impl AppState {
     ///
     /// # Errors
     /// A message naming what could not be opened.
-    pub async fn open(config: Config) -> Result<Self, String> {
+    pub async fn open(config: Config) -> Result<Self, SetupError> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(SetupError::io("create", dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
+            .map_err(SetupError::io("restrict", dir))?;
         let db = connect_database(&config).await?;
         let instance = uuid::Uuid::new_v4().to_string();
         let liveness = if config.database_url.is_some() {
@@ -178,13 +178,13 @@ impl AppState {
                 config.database_url.as_deref().unwrap_or_default(),
             )
             .await
-            .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+            .map_err(SetupError::db("cannot connect to PostgreSQL"))?;
             sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
                 .bind(LIVENESS_LOCK_SPACE)
                 .bind(&instance)
                 .execute(&mut conn)
                 .await
-                .map_err(|e| format!("cannot take this replica's liveness lock: {e}"))?;
+                .map_err(SetupError::db("cannot take this replica's liveness lock"))?;
             Some(tokio::sync::Mutex::new(conn))
         } else {
             // One server per SQLite file: after a restart no session runs any more, and its row
@@ -195,7 +195,7 @@ impl AppState {
             )
             .execute(&db)
             .await
-            .map_err(|e| format!("cannot end the sessions of the previous run: {e}"))?;
+            .map_err(SetupError::db("cannot end the sessions of the previous run"))?;
             None
         };
         let jwt = JwtKeys::open_or_create(&dir.join("token-signing.pk8"))?;
@@ -231,18 +231,18 @@ impl AppState {
     ///
     /// # Errors
     /// A database error.
-    pub async fn end_sessions_of_dead_replicas(&self) -> Result<usize, String> {
+    pub async fn end_sessions_of_dead_replicas(&self) -> Result<usize, SetupError> {
         let Some(liveness) = &self.0.liveness else {
             return Ok(0);
         };
-        let err = |e: sqlx::Error| format!("database: {e}");
+        let err = SetupError::db("database");
         let owners: Vec<(Option<String>,)> = sqlx::query_as(
             "SELECT DISTINCT owner FROM sessions WHERE status = 'running' AND (owner IS NULL OR owner <> $1)",
         )
         .bind(&self.0.instance)
         .fetch_all(self.db())
         .await
-        .map_err(err)?;
+        .map_err(&err)?;
         let mut ended = 0;
         let mut conn = liveness.lock().await;
         for (owner,) in owners {
@@ -256,14 +256,14 @@ impl AppState {
                             .bind(o)
                             .fetch_one(&mut *conn)
                             .await
-                            .map_err(err)?;
+                            .map_err(&err)?;
                     if free {
                         sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
                             .bind(LIVENESS_LOCK_SPACE)
                             .bind(o)
                             .execute(&mut *conn)
                             .await
-                            .map_err(err)?;
+                            .map_err(&err)?;
                     }
                     free
                 }
@@ -276,7 +276,7 @@ impl AppState {
                 .bind(owner)
                 .execute(self.db())
                 .await
-                .map_err(err)?;
+                .map_err(&err)?;
                 ended += done.rows_affected() as usize;
             }
         }
@@ -331,7 +331,7 @@ impl AppState {
 ///
 /// # Errors
 /// A message naming what could not be opened.
-pub async fn connect_database(config: &Config) -> Result<AnyPool, String> {
+pub async fn connect_database(config: &Config) -> Result<AnyPool, SetupError> {
     let dir = &config.data_dir;
     sqlx::any::install_default_drivers();
     let db = match &config.database_url {
@@ -340,18 +340,15 @@ pub async fn connect_database(config: &Config) -> Result<AnyPool, String> {
                 .max_connections(16)
                 .connect(url)
                 .await
-                .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
-            sqlx::migrate!("./migrations/postgres")
-                .run(&db)
-                .await
-                .map_err(|e| format!("database migration failed: {e}"))?;
+                .map_err(SetupError::db("cannot connect to PostgreSQL"))?;
+            sqlx::migrate!("./migrations/postgres").run(&db).await?;
             db
         }
         Some(other) => {
-            return Err(format!(
+            return Err(SetupError::Invalid(format!(
                 "--database-url must be a postgres:// URL, not {:?}",
                 other.split(':').next().unwrap_or_default()
-            ));
+            )));
         }
         None => {
             let url = format!("sqlite://{}?mode=rwc", dir.join("tessera.db").display());
@@ -376,11 +373,11 @@ pub async fn connect_database(config: &Config) -> Result<AnyPool, String> {
                 })
                 .connect(&url)
                 .await
-                .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))?;
-            sqlx::migrate!("./migrations/sqlite")
-                .run(&db)
-                .await
-                .map_err(|e| format!("database migration failed: {e}"))?;
+                .map_err(SetupError::db(format!(
+                    "cannot open the database in {}",
+                    dir.display()
+                )))?;
+            sqlx::migrate!("./migrations/sqlite").run(&db).await?;
             db
         }
     };
@@ -411,14 +408,14 @@ pub fn rfc3339(secs: i64) -> String {
 ///
 /// # Errors
 /// A message naming the file.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        .map_err(SetupError::io("create", path))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(SetupError::io("write", path))
 }

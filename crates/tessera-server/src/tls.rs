@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::error::SetupError;
 use sha2::{Digest, Sha256};
 
 /// Installs aws-lc-rs as the process's rustls provider (once; later calls are no-ops). Two
@@ -28,26 +29,26 @@ pub fn fingerprint(cert_der: &[u8]) -> String {
     hex::encode(Sha256::digest(cert_der))
 }
 
-fn leaf_der(cert_pem: &[u8]) -> Result<Vec<u8>, String> {
+fn leaf_der(cert: &Path, cert_pem: &[u8]) -> Result<Vec<u8>, SetupError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     CertificateDer::pem_slice_iter(cert_pem)
         .next()
-        .ok_or_else(|| "no certificate in the PEM".to_string())?
+        .ok_or_else(|| {
+            SetupError::Invalid(format!("{}: no certificate in the PEM", cert.display()))
+        })?
         .map(|c| c.to_vec())
-        .map_err(|e| format!("bad certificate PEM: {e}"))
+        .map_err(|e| SetupError::Invalid(format!("{}: bad certificate PEM: {e}", cert.display())))
 }
 
 /// Reads a certificate chain and key from PEM files.
 ///
 /// # Errors
 /// A message naming the file that is missing or malformed.
-pub fn from_files(cert: &Path, key: &Path) -> Result<TlsIdentity, String> {
-    let cert_pem =
-        std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
-    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
-    let fingerprint =
-        fingerprint(&leaf_der(&cert_pem).map_err(|e| format!("{}: {e}", cert.display()))?);
+pub fn from_files(cert: &Path, key: &Path) -> Result<TlsIdentity, SetupError> {
+    let cert_pem = std::fs::read(cert).map_err(SetupError::io("read", cert))?;
+    let key_pem = std::fs::read(key).map_err(SetupError::io("read", key))?;
+    let fingerprint = fingerprint(&leaf_der(cert, &cert_pem)?);
     Ok(TlsIdentity {
         cert_pem,
         key_pem,
@@ -60,14 +61,15 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<TlsIdentity, String> {
 ///
 /// # Errors
 /// A message when it cannot be created or read.
-pub fn dev_identity(data_dir: &Path) -> Result<TlsIdentity, String> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+pub fn dev_identity(data_dir: &Path) -> Result<TlsIdentity, SetupError> {
+    std::fs::create_dir_all(data_dir).map_err(SetupError::io("create", data_dir))?;
     let cert = data_dir.join("dev-tls-cert.pem");
     let key = data_dir.join("dev-tls-key.pem");
     if !cert.exists() {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-            .map_err(|e| format!("cannot make a development certificate: {e}"))?;
+            .map_err(|e| {
+                SetupError::Failed(format!("cannot make a development certificate: {e}"))
+            })?;
         crate::state::write_private_file(&key, made.signing_key.serialize_pem().as_bytes())?;
         crate::state::write_private_file(&cert, made.cert.pem().as_bytes())?;
     }
@@ -82,21 +84,25 @@ pub async fn serve_tls(
     listener: std::net::TcpListener,
     state: crate::AppState,
     identity: TlsIdentity,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     install_crypto_provider();
     let config =
         axum_server::tls_rustls::RustlsConfig::from_pem(identity.cert_pem, identity.key_pem)
             .await
-            .map_err(|e| format!("the certificate or key is not usable: {e}"))?;
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                SetupError::Invalid(format!("the certificate or key is not usable: {e}"))
+            })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| SetupError::Failed(format!("cannot listen: {e}")))?;
     crate::spawn_housekeeping(&state);
     // TCP_NODELAY on every connection, as in `crate::serve`.
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
         .acceptor(axum_server::accept::NoDelayAcceptor);
     axum_server::from_tcp(listener)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| SetupError::Failed(format!("cannot listen: {e}")))?
         .acceptor(acceptor)
         .serve(crate::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
-        .map_err(|e| format!("server stopped: {e}"))
+        .map_err(|e| SetupError::Failed(format!("server stopped: {e}")))
 }

@@ -8,7 +8,7 @@ use tessera_core::{KeyShare, WalletId};
 use tessera_store::kek;
 
 use crate::auth::AuthDevice;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, SetupError};
 use crate::state::{AppState, now};
 
 fn aad(wallet_id: &str, epoch: u64) -> Vec<u8> {
@@ -230,23 +230,27 @@ fn decode_sealed(bytes: &[u8]) -> ApiResult<kek::SealedSecret> {
 ///
 /// # Errors
 /// A message naming both KEK ids and how to rotate.
-pub async fn check_kek(db: &sqlx::AnyPool, kek: &dyn kek::KeyEncryptionKey) -> Result<(), String> {
+pub async fn check_kek(
+    db: &sqlx::AnyPool,
+    kek: &dyn kek::KeyEncryptionKey,
+) -> Result<(), SetupError> {
     let row: Option<(Vec<u8>,)> =
         sqlx::query_as("SELECT sealed FROM server_shares WHERE state = 'active' LIMIT 1")
             .fetch_optional(db)
             .await
-            .map_err(|e| format!("database: {e}"))?;
+            .map_err(SetupError::db("database"))?;
     let Some((bytes,)) = row else {
         return Ok(());
     };
-    let sealed = decode_sealed(&bytes).map_err(|e| format!("a stored share: {e:?}"))?;
+    let sealed =
+        decode_sealed(&bytes).map_err(|e| SetupError::Failed(format!("a stored share: {e:?}")))?;
     if sealed.kek_id != kek.id() {
-        return Err(format!(
+        return Err(SetupError::Failed(format!(
             "the stored shares are sealed under key-encryption key {}, but this server was given {}; \
              start it with that key, or move the shares with `tessera kek rotate`",
             sealed.kek_id,
             kek.id()
-        ));
+        )));
     }
     Ok(())
 }
@@ -261,35 +265,38 @@ pub async fn rewrap_all(
     db: &sqlx::AnyPool,
     old: &dyn kek::KeyEncryptionKey,
     new: &dyn kek::KeyEncryptionKey,
-) -> Result<(usize, usize), String> {
-    let err = |e: sqlx::Error| format!("database: {e}");
-    let mut tx = db.begin().await.map_err(err)?;
+) -> Result<(usize, usize), SetupError> {
+    let err = SetupError::db("database");
+    let mut tx = db.begin().await.map_err(&err)?;
     let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
         "SELECT wallet_id, epoch, sealed FROM server_shares ORDER BY wallet_id, epoch",
     )
     .fetch_all(&mut *tx)
     .await
-    .map_err(err)?;
+    .map_err(&err)?;
     let (mut rewrapped, mut already) = (0, 0);
     for (wallet_id, epoch, bytes) in rows {
-        let sealed = decode_sealed(&bytes)
-            .map_err(|e| format!("share of wallet {wallet_id} epoch {epoch}: {e:?}"))?;
+        let sealed = decode_sealed(&bytes).map_err(|e| {
+            SetupError::Failed(format!("share of wallet {wallet_id} epoch {epoch}: {e:?}"))
+        })?;
         if sealed.kek_id == new.id() {
             already += 1;
             continue;
         }
-        let moved = kek::rewrap(old, new, &sealed)
-            .map_err(|e| format!("share of wallet {wallet_id} epoch {epoch}: {e}"))?;
-        let encoded = postcard::to_allocvec(&moved).map_err(|e| e.to_string())?;
+        let moved = kek::rewrap(old, new, &sealed).map_err(|e| {
+            SetupError::Failed(format!("share of wallet {wallet_id} epoch {epoch}: {e}"))
+        })?;
+        let encoded = postcard::to_allocvec(&moved)
+            .map_err(|e| SetupError::Failed(format!("encoding a sealed share: {e}")))?;
         sqlx::query("UPDATE server_shares SET sealed = $1 WHERE wallet_id = $2 AND epoch = $3")
             .bind(encoded)
             .bind(&wallet_id)
             .bind(epoch)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            .map_err(&err)?;
         rewrapped += 1;
     }
-    tx.commit().await.map_err(err)?;
+    tx.commit().await.map_err(&err)?;
     Ok((rewrapped, already))
 }

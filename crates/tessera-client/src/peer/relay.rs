@@ -62,8 +62,8 @@ pub async fn open(base_url: &str, pin: Option<&str>, code: &str) -> Result<Frame
     let pin = pin
         .map(tls::parse_fingerprint)
         .transpose()
-        .map_err(PeerError::Io)?;
-    let config = tls::client_config(pin).map_err(PeerError::Io)?;
+        .map_err(|e| PeerError::Io(e.to_string()))?;
+    let config = tls::client_config(pin).map_err(|e| PeerError::Io(e.to_string()))?;
     let base = base_url.trim_end_matches('/').replacen("http", "ws", 1);
     let request = format!("{base}/relay/{code}")
         .into_client_request()

@@ -114,38 +114,40 @@ impl KdfParams {
     /// [`Error::InvalidKdfParams`] if they are not valid Argon2 parameters or are over a ceiling.
     pub fn new(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Result<Self> {
         Self::checked(m_cost_kib, t_cost, p_cost)
-            .map_err(|reason| Error::InvalidKdfParams { path: None, reason })
     }
 
-    fn checked(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> std::result::Result<Self, String> {
+    fn checked(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidKdfParams { path: None, reason };
         if t_cost == 0 || p_cost == 0 {
-            return Err("t_cost and p_cost must be at least 1".into());
+            return Err(invalid("t_cost and p_cost must be at least 1".into()));
         }
         // Argon2 needs 8 KiB (two blocks per sync point) per lane.
         if u64::from(m_cost_kib) < 8 * u64::from(p_cost) {
-            return Err(format!(
+            return Err(invalid(format!(
                 "m_cost {m_cost_kib} KiB is below Argon2's minimum of 8 KiB per lane"
-            ));
+            )));
         }
         if m_cost_kib > Self::MAX_M_COST_KIB {
-            return Err(format!("m_cost {m_cost_kib} KiB is over the 4 GiB ceiling"));
+            return Err(invalid(format!(
+                "m_cost {m_cost_kib} KiB is over the 4 GiB ceiling"
+            )));
         }
         if t_cost > Self::MAX_T_COST {
-            return Err(format!(
+            return Err(invalid(format!(
                 "t_cost {t_cost} is over the ceiling of {}",
                 Self::MAX_T_COST
-            ));
+            )));
         }
         if p_cost > Self::MAX_P_COST {
-            return Err(format!(
+            return Err(invalid(format!(
                 "p_cost {p_cost} is over the ceiling of {}",
                 Self::MAX_P_COST
-            ));
+            )));
         }
         if u64::from(m_cost_kib) * u64::from(t_cost) > Self::MAX_WORK_KIB {
-            return Err(format!(
+            return Err(invalid(format!(
                 "m_cost × t_cost = {m_cost_kib} KiB × {t_cost} is over the 16 GiB work ceiling"
-            ));
+            )));
         }
         Ok(KdfParams {
             m_cost_kib,
@@ -302,11 +304,13 @@ pub(crate) fn open_entry(
     let m_cost = u32::from_be_bytes(fields.take());
     let t_cost = u32::from_be_bytes(fields.take());
     let p_cost = u32::from_be_bytes(fields.take());
-    let params =
-        KdfParams::checked(m_cost, t_cost, p_cost).map_err(|reason| Error::InvalidKdfParams {
+    let params = KdfParams::checked(m_cost, t_cost, p_cost).map_err(|e| match e {
+        Error::InvalidKdfParams { reason, .. } => Error::InvalidKdfParams {
             path: Some(path.to_path_buf()),
             reason,
-        })?;
+        },
+        other => other,
+    })?;
     if let (Some(reason), false) = (params.below_floor(), allow_weak_kdf) {
         return Err(Error::WeakKdfParams {
             path: Some(path.to_path_buf()),
