@@ -479,11 +479,7 @@ async fn old_epochs(postgres: bool) {
     // the server keeps its active epoch 2 next to the pending 3; the next session repairs.
     let stop_at = |at: RefreshStep| {
         move |s: RefreshStep, _: &WalletRecord| {
-            if s == at {
-                Err("crash".into())
-            } else {
-                Ok(())
-            }
+            if s == at { Err("crash".into()) } else { Ok(()) }
         }
     };
     let err = laptop
