@@ -434,14 +434,15 @@ pub async fn wallets(home_dir: &Path, format: Format) -> Result<(), Failure> {
     let remote = s.client.wallets().await.map_err(client_error)?;
     let local = s.keystore.list_wallets().map_err(store_error)?;
     if format.json {
-        let listed: Vec<_> = remote
+        let listed = remote
             .iter()
             .map(|w| {
-                let mut v = serde_json::to_value(w).unwrap_or_default();
+                let mut v = serde_json::to_value(w)?;
                 v["share_on_this_device"] = local.contains(&w.name).into();
-                v
+                Ok(v)
             })
-            .collect();
+            .collect::<serde_json::Result<Vec<_>>>()
+            .map_err(|e| Failure::Failed(format!("cannot encode the output as JSON: {e}")))?;
         return print_json(&listed);
     }
     for w in remote {
@@ -513,14 +514,15 @@ pub async fn device_list(home_dir: &Path, format: Format) -> Result<(), Failure>
     let s = connect(home_dir).await?;
     let devices = s.client.devices().await.map_err(client_error)?;
     if format.json {
-        let listed: Vec<_> = devices
+        let listed = devices
             .iter()
             .map(|d| {
-                let mut v = serde_json::to_value(d).unwrap_or_default();
+                let mut v = serde_json::to_value(d)?;
                 v["this_device"] = (d.device_id == s.config.device_id).into();
-                v
+                Ok(v)
             })
-            .collect();
+            .collect::<serde_json::Result<Vec<_>>>()
+            .map_err(|e| Failure::Failed(format!("cannot encode the output as JSON: {e}")))?;
         return print_json(&listed);
     }
     for d in devices {

@@ -471,11 +471,17 @@ async fn commit_refresh(
             );
         }
     };
-    // The switch's announcement is the close with 1000, sent once the end is recorded.
-    stored(
-        vault::promote(state, wallet_id, session_id, committed.epoch()).await,
-        "could not switch to the new share",
-    )
+    let switched = vault::promote(state, wallet_id, session_id, committed.epoch()).await;
+    if switched.is_ok() {
+        // The device's link announces the switch with the close 1000, sent once the end is
+        // recorded; this step only follows the finish's order.
+        if let Err(DriveError::Link(outcome) | DriveError::Stopped(outcome)) =
+            committed.announce_switch(link).await
+        {
+            return outcome;
+        }
+    }
+    stored(switched, "could not switch to the new share")
 }
 
 /// The device's side of a session: the WebSocket as a [`Link`] of the one driver. Its errors
