@@ -4,16 +4,28 @@
 //! - [`channel`]: the Noise XX encrypted channel over TCP or the server's relay.
 //! - [`pairing`]: identity keys bound to the channel; the 6-digit commit-then-reveal code.
 //! - [`known`]: paired devices and the wallets shared with them.
-//! - [`session`]: keygen and signing over channels (invitation, approval, mesh, protocol run).
+//! - [`session`]: keygen and signing over channels (invitation, approval, protocol run).
+//! - [`refresh`]: refreshing a wallet's shares with the two-phase finish, and settling the
+//!   records after an interrupted refresh.
+//! - [`device`]: this device unlocked for device-to-device work (its wallets' records).
+//! - [`user`]: what the workflows ask and tell the person at the device ([`user::PeerUser`]).
+//! - [`lead`]: the workflows of the device that starts (pair, keygen, sign, refresh).
+//! - [`responder`]: the listener that answers other devices' requests.
 //! - [`relay`]: reaching a device that is not on this network through the commitment server,
 //!   which forwards opaque frames only.
 
 pub mod channel;
+pub mod device;
 pub mod discovery;
 pub mod known;
+pub mod lead;
+mod mesh;
 pub mod pairing;
+pub mod refresh;
 pub mod relay;
+pub mod responder;
 pub mod session;
+pub mod user;
 pub mod wire;
 
 use std::time::Duration;
@@ -105,4 +117,60 @@ pub enum PeerError {
     /// Local files (paired devices, wallets).
     #[error("{0}")]
     Store(String),
+    /// The keystore (a wrong passphrase, a wallet that is not there, a failed write...).
+    #[error(transparent)]
+    Keystore(#[from] tessera_store::Error),
+    /// A wallet's record cannot be used (damaged, a ban in force...).
+    #[error("wallet {name}: {source}")]
+    Wallet {
+        /// The wallet's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<crate::ClientError>,
+    },
+    /// A device reached for a wallet holds no share of it.
+    #[error("{device:?} holds no share of wallet {wallet:?}")]
+    NotASigner {
+        /// The device's name.
+        device: String,
+        /// The wallet's name.
+        wallet: String,
+    },
+    /// The device at an address is not the one named.
+    #[error("the device at {address} says it is {presented:?}, not {expected:?}")]
+    WrongDevice {
+        /// Where it was reached.
+        address: String,
+        /// The name it presents.
+        presented: String,
+        /// The name asked for.
+        expected: String,
+    },
+    /// A device found by name advertised no address.
+    #[error("{0:?} advertised no address")]
+    NoAddress(String),
+    /// Another device uses an epoch of the wallet's shares that this device does not hold.
+    #[error(
+        "this device holds epoch {current} (pending {pending:?}) of the wallet, another device \
+         epoch {other}"
+    )]
+    EpochMismatch {
+        /// Our current epoch.
+        current: u64,
+        /// Our pending epoch, if any.
+        pending: Option<u64>,
+        /// The other device's epoch.
+        other: u64,
+    },
+}
+
+impl PeerError {
+    /// A wallet record's error, naming the wallet.
+    pub(crate) fn wallet(name: &str, e: crate::ClientError) -> Self {
+        PeerError::Wallet {
+            name: name.to_string(),
+            source: Box::new(e),
+        }
+    }
 }

@@ -11,364 +11,21 @@
 //! envelope; a party that fails or disconnects is named. Results are returned only after the
 //! protocol ended for everyone (`Done` from each peer), and the caller stores them then.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::BTreeMap;
 
-use futures_util::FutureExt;
-use sha2::{Digest, Sha256};
-use tessera_core::driver::{self, Control, DriveError, Link as DriverLink};
 use tessera_core::ecdsa::eip191_digest;
 use tessera_core::{
-    DerivationPath, KeyShare, KeygenSession, PartyIndex, Session, SignRequest, SignSession,
-    Signature, Threshold, WalletId,
+    DerivationPath, KeyShare, KeygenSession, PartyIndex, SignRequest, SignSession, Signature,
+    Threshold, WalletId,
 };
-use tokio::sync::mpsc;
 
 use super::PeerError;
-use super::channel::{Channel, Frames};
 use super::known::{KnownPeers, PeerWallet};
-use super::pairing::{AuthenticatedPeer, CodePrompt, LocalDevice, authenticate, recv, send};
-use super::wire::{Message, Participant, Request, check_name};
-
-/// How long an invited device waits for the others to connect to it.
-pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A user's answer to a pairing code.
-pub type Confirm = dyn FnMut(&CodePrompt) -> bool + Send;
-
-/// An authenticated channel to another device.
-pub struct Link {
-    /// Who is at the other end.
-    pub peer: AuthenticatedPeer,
-    /// The channel.
-    pub channel: Channel,
-    /// Where we reached it (for the others to reach it too), if we connected.
-    pub address: Option<String>,
-}
-
-/// Connects over TCP to the first of `addresses` that answers and authenticates the device
-/// there.
-///
-/// # Errors
-/// Connection (naming every address tried), handshake and pairing errors.
-pub async fn connect(
-    addresses: &[String],
-    me: &LocalDevice,
-    known: &mut KnownPeers,
-    confirm: &mut Confirm,
-) -> Result<Link, PeerError> {
-    let mut failures = Vec::new();
-    for address in addresses {
-        let stream = match tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::net::TcpStream::connect(address.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                failures.push(format!("{address}: {e}"));
-                continue;
-            }
-            Err(_) => {
-                failures.push(format!("{address}: timed out"));
-                continue;
-            }
-        };
-        let mut channel = Channel::initiate(Frames::tcp(stream)).await?;
-        let peer = authenticate(&mut channel, me, known, confirm).await?;
-        return Ok(Link {
-            peer,
-            channel,
-            address: Some(address.clone()),
-        });
-    }
-    Err(PeerError::Io(format!(
-        "cannot connect: {}",
-        if failures.is_empty() {
-            "no address".to_string()
-        } else {
-            failures.join("; ")
-        }
-    )))
-}
-
-/// Channels between invited devices, handed from the listener's accept loop to the session
-/// that waits for them (by invitation hash).
-#[derive(Clone, Default)]
-pub struct Joins(Arc<Mutex<HashMap<[u8; 32], mpsc::Sender<Joined>>>>);
-
-/// A device that joined a session: its party, who it is, its channel.
-type Joined = (u8, AuthenticatedPeer, Channel);
-
-impl Joins {
-    fn expect(&self, session: [u8; 32]) -> mpsc::Receiver<Joined> {
-        let (tx, rx) = mpsc::channel(16);
-        if let Ok(mut map) = self.0.lock() {
-            map.insert(session, tx);
-        }
-        rx
-    }
-
-    fn forget(&self, session: &[u8; 32]) {
-        if let Ok(mut map) = self.0.lock() {
-            map.remove(session);
-        }
-    }
-
-    /// Hands a joining device's channel to the session it names.
-    ///
-    /// # Errors
-    /// [`PeerError::NotFound`] when no session here waits for it (the channel is refused).
-    pub async fn deliver(
-        &self,
-        session: [u8; 32],
-        from: u8,
-        peer: AuthenticatedPeer,
-        mut channel: Channel,
-    ) -> Result<(), PeerError> {
-        let tx = self.0.lock().ok().and_then(|m| m.get(&session).cloned());
-        match tx {
-            Some(tx) => tx
-                .send((from, peer, channel))
-                .await
-                .map_err(|_| PeerError::NotFound("the session ended".into())),
-            None => {
-                let _ = send(
-                    &mut channel,
-                    &Message::Refuse {
-                        reason: "no session here waits for you".into(),
-                    },
-                )
-                .await;
-                Err(PeerError::NotFound(
-                    "a device asked to join an unknown session".into(),
-                ))
-            }
-        }
-    }
-}
-
-struct ForgetOnDrop<'a>(&'a Joins, [u8; 32]);
-
-impl Drop for ForgetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.forget(&self.1);
-    }
-}
-
-/// The hash that names an invitation (and binds the session to everything it says).
-#[must_use]
-pub fn invitation_hash(request: &Request) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(b"tessera/peer-invite/v1")
-        .chain_update(postcard::to_allocvec(request).unwrap_or_default())
-        .finalize()
-        .into()
-}
-
-fn session_nonce(invitation: &[u8; 32], nonces: &[[u8; 32]]) -> [u8; 32] {
-    let mut h = Sha256::new()
-        .chain_update(b"tessera/peer-session/v1")
-        .chain_update(invitation);
-    for n in nonces {
-        h.update(n);
-    }
-    h.finalize().into()
-}
-
-/// Refuses a request with a reason.
-pub async fn refuse(channel: &mut Channel, reason: &str) {
-    let _ = send(
-        channel,
-        &Message::Refuse {
-            reason: reason.to_string(),
-        },
-    )
-    .await;
-}
-
-/// The channels of one run, by party.
-struct Mesh {
-    links: BTreeMap<PartyIndex, (String, Channel)>,
-    /// Parties whose `Done` arrived while we were still running (they finished first).
-    done: std::collections::BTreeSet<PartyIndex>,
-}
-
-impl Mesh {
-    fn new(links: BTreeMap<PartyIndex, (String, Channel)>) -> Self {
-        Mesh {
-            links,
-            done: std::collections::BTreeSet::new(),
-        }
-    }
-}
-
-impl Mesh {
-    fn name(&self, p: PartyIndex) -> String {
-        self.links
-            .get(&p)
-            .map_or_else(|| format!("party {}", p.get()), |(n, _)| n.clone())
-    }
-
-    fn failed(&self, p: PartyIndex, e: &PeerError) -> PeerError {
-        PeerError::Party {
-            party: p.get(),
-            name: self.name(p),
-            reason: e.to_string(),
-        }
-    }
-
-    async fn send_to(&mut self, p: PartyIndex, m: &Message) -> Result<(), PeerError> {
-        let result = match self.links.get_mut(&p) {
-            Some((_, c)) => send(c, m).await,
-            None => Err(PeerError::Protocol(format!(
-                "no channel to party {}",
-                p.get()
-            ))),
-        };
-        result.map_err(|e| self.failed(p, &e))
-    }
-
-    async fn send_all(&mut self, m: &Message) -> Result<(), PeerError> {
-        let parties: Vec<_> = self.links.keys().copied().collect();
-        for p in parties {
-            self.send_to(p, m).await?;
-        }
-        Ok(())
-    }
-
-    /// The next message from any party.
-    async fn recv_any(&mut self) -> (PartyIndex, Result<Message, PeerError>) {
-        let futures: Vec<_> = self
-            .links
-            .iter_mut()
-            .map(|(p, (_, c))| {
-                let p = *p;
-                async move { (p, recv(c).await) }.boxed()
-            })
-            .collect();
-        futures_util::future::select_all(futures).await.0
-    }
-
-    async fn recv_from(&mut self, p: PartyIndex) -> Result<Message, PeerError> {
-        let result = match self.links.get_mut(&p) {
-            Some((_, c)) => recv(c).await,
-            None => Err(PeerError::Protocol("no channel".into())),
-        };
-        result.map_err(|e| self.failed(p, &e))
-    }
-
-    /// Runs `session` to its end over the mesh (the one driver).
-    async fn run<S: Session>(
-        &mut self,
-        mut session: S,
-        on_round: &mut (dyn FnMut(u8, u8) + Send),
-    ) -> Result<S::Output, PeerError> {
-        let session_id = session.session_id();
-        driver::drive(&mut session, self, None, |r, total| {
-            on_round(r, total);
-            Ok(())
-        })
-        .await
-        .map_err(|e| match e {
-            DriveError::Link(e) | DriveError::Stopped(e) => e,
-            DriveError::Blamed {
-                party,
-                round,
-                reason,
-            } => PeerError::Blamed {
-                party: party.get(),
-                name: self.name(party),
-                session_id: session_id.to_string(),
-                round,
-                reason,
-            },
-            DriveError::Rejected { error, .. } => PeerError::Core(error),
-            DriveError::Expired => PeerError::Protocol("no message for the idle timeout".into()),
-            DriveError::Finish(m) => PeerError::Protocol(m),
-        })
-    }
-
-    /// Everyone says `Done`: the run ended for all, results can be kept.
-    async fn finish(&mut self) -> Result<(), PeerError> {
-        self.send_all(&Message::Done).await?;
-        let parties: Vec<_> = self
-            .links
-            .keys()
-            .copied()
-            .filter(|p| !self.done.contains(p))
-            .collect();
-        for p in parties {
-            match self.recv_from(p).await? {
-                Message::Done => {}
-                _ => {
-                    return Err(self.failed(p, &PeerError::Protocol("expected done".into())));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn close(self) {
-        for (_, (_, c)) in self.links {
-            c.close().await;
-        }
-    }
-}
-
-/// The mesh as a [`DriverLink`] of the one driver: envelopes travel as [`Message::Envelope`] on the
-/// channel of their recipient; a `Done` from a party that finished first is kept for
-/// [`Mesh::finish`].
-impl DriverLink for Mesh {
-    type Error = PeerError;
-
-    async fn send(&mut self, envelope: &tessera_core::Envelope) -> Result<(), PeerError> {
-        self.send_to(envelope.to, &Message::Envelope(envelope.to_bytes()))
-            .await
-    }
-
-    async fn recv(
-        &mut self,
-        _idle: Option<Duration>,
-    ) -> Result<Option<(PartyIndex, Vec<u8>)>, PeerError> {
-        // The channels' own timeouts bound the wait.
-        loop {
-            let (from, message) = self.recv_any().await;
-            match message {
-                Ok(Message::Envelope(bytes)) if !self.done.contains(&from) => {
-                    return Ok(Some((from, bytes)));
-                }
-                // A party with less left to receive can finish first; its Done is kept.
-                Ok(Message::Done) if self.done.insert(from) => {}
-                Ok(_) => {
-                    return Err(self.failed(
-                        from,
-                        &PeerError::Protocol("a message other than a protocol envelope".into()),
-                    ));
-                }
-                Err(e) => return Err(self.failed(from, &e)),
-            }
-        }
-    }
-
-    async fn send_control(&mut self, _control: Control) -> Result<(), PeerError> {
-        Err(PeerError::Protocol(
-            "device-to-device runs have no two-phase finish yet".into(),
-        ))
-    }
-
-    async fn recv_control(
-        &mut self,
-        _from: PartyIndex,
-        _idle: Option<Duration>,
-    ) -> Result<Option<Control>, PeerError> {
-        Err(PeerError::Protocol(
-            "device-to-device runs have no two-phase finish yet".into(),
-        ))
-    }
-}
+pub use super::mesh::{Confirm, JOIN_TIMEOUT, Joins, Link, connect, invitation_hash, refuse};
+use super::mesh::{Mesh, accept, gather, interconnect, session_nonce, sorted};
+use super::pairing::{AuthenticatedPeer, LocalDevice};
+use super::refresh::Held;
+use super::wire::{Participant, Request, check_name};
 
 /// Leads a keygen: this device is party 0, `links[i]` party `i + 1`. Returns the share and the
 /// wallet's device list, once every device finished.
@@ -413,7 +70,7 @@ pub async fn lead_keygen(
         nonce: ours,
     };
     let invitation = invitation_hash(&request);
-    let nonces = gather(&mut mesh, &request, ours).await?;
+    let nonces = gather(&mut mesh, &request, ours, None).await?;
     let nonce = session_nonce(&invitation, &nonces);
     let session = KeygenSession::new(wallet_id, threshold_tn, PartyIndex::new(0), &nonce)?;
     let share = mesh.run(session, on_round).await?;
@@ -427,31 +84,6 @@ pub async fn lead_keygen(
             parties,
         },
     ))
-}
-
-/// Sends the request, collects every acceptance, sends `Start`; returns the nonces in party
-/// order (ours first).
-async fn gather(
-    mesh: &mut Mesh,
-    request: &Request,
-    ours: [u8; 32],
-) -> Result<Vec<[u8; 32]>, PeerError> {
-    mesh.send_all(&Message::Request(request.clone())).await?;
-    let mut nonces = vec![ours];
-    let parties: Vec<_> = mesh.links.keys().copied().collect();
-    for p in parties {
-        match mesh.recv_from(p).await? {
-            Message::Accept { nonce } => nonces.push(nonce),
-            _ => {
-                return Err(mesh.failed(p, &PeerError::Protocol("expected an answer".into())));
-            }
-        }
-    }
-    mesh.send_all(&Message::Start {
-        nonces: nonces.clone(),
-    })
-    .await?;
-    Ok(nonces)
 }
 
 /// A keygen invitation, checked, for the user to approve.
@@ -535,7 +167,7 @@ pub async fn join_keygen(
     leader: Link,
     me: &LocalDevice,
     known: &mut KnownPeers,
-    confirm: &mut Confirm,
+    confirm: &mut Confirm<'_>,
     joins: &Joins,
     on_round: &mut (dyn FnMut(u8, u8) + Send),
 ) -> Result<(KeyShare, PeerWallet), PeerError> {
@@ -587,102 +219,6 @@ pub async fn join_keygen(
             parties: invitation.parties.clone(),
         },
     ))
-}
-
-/// Answers `Accept` with our nonce to the leader (party key 0 of `mesh`), then reads `Start`.
-async fn accept(mesh: &mut Mesh, me: u8, parties: usize) -> Result<Vec<[u8; 32]>, PeerError> {
-    let leader = *mesh
-        .links
-        .keys()
-        .next()
-        .ok_or_else(|| PeerError::Protocol("no leader".into()))?;
-    let ours = tessera_core::protocols::fresh_nonce();
-    mesh.send_to(leader, &Message::Accept { nonce: ours })
-        .await?;
-    let Message::Start { nonces } = mesh.recv_from(leader).await? else {
-        return Err(mesh.failed(leader, &PeerError::Protocol("expected start".into())));
-    };
-    let position = usize::from(me).min(parties);
-    if nonces.len() != parties || nonces.get(position) != Some(&ours) {
-        return Err(mesh.failed(
-            leader,
-            &PeerError::Protocol("the session nonces leave out ours".into()),
-        ));
-    }
-    Ok(nonces)
-}
-
-/// Connects the invited devices to each other: the lower party index connects to the higher.
-#[allow(clippy::too_many_arguments)]
-async fn interconnect(
-    mesh: &mut Mesh,
-    session: [u8; 32],
-    mut waiting: mpsc::Receiver<Joined>,
-    me_index: u8,
-    members: &[u8],
-    parties: &[Participant],
-    me: &LocalDevice,
-    known: &mut KnownPeers,
-    confirm: &mut Confirm,
-    joins: &Joins,
-) -> Result<(), PeerError> {
-    // However this ends, the session no longer waits for joins.
-    let _forget = ForgetOnDrop(joins, session);
-    let leader = members.first().copied().unwrap_or(0);
-    let others: Vec<u8> = members
-        .iter()
-        .copied()
-        .filter(|&p| p != leader && p != me_index)
-        .collect();
-    for &q in others.iter().filter(|&&q| q > me_index) {
-        let target = &parties[usize::from(q)];
-        let address = target.address.clone().unwrap_or_default();
-        let mut link =
-            connect(&[address], me, known, confirm)
-                .await
-                .map_err(|e| PeerError::Party {
-                    party: q,
-                    name: target.name.clone(),
-                    reason: e.to_string(),
-                })?;
-        if link.peer.identity != target.identity {
-            return Err(PeerError::Party {
-                party: q,
-                name: target.name.clone(),
-                reason: "the device at its address has another identity key".into(),
-            });
-        }
-        send(
-            &mut link.channel,
-            &Message::Request(Request::Join {
-                session,
-                from: me_index,
-            }),
-        )
-        .await?;
-        mesh.links
-            .insert(PartyIndex::new(q), (target.name.clone(), link.channel));
-    }
-    let mut expected: Vec<u8> = others.into_iter().filter(|&q| q < me_index).collect();
-    while !expected.is_empty() {
-        let next = tokio::time::timeout(JOIN_TIMEOUT, waiting.recv()).await;
-        let Ok(Some((from, peer, channel))) = next else {
-            return Err(PeerError::Protocol(format!(
-                "parties {expected:?} did not connect within {}s",
-                JOIN_TIMEOUT.as_secs()
-            )));
-        };
-        let Some(pos) = expected.iter().position(|&q| q == from) else {
-            continue;
-        };
-        if parties[usize::from(from)].identity != peer.identity {
-            continue;
-        }
-        expected.remove(pos);
-        mesh.links
-            .insert(PartyIndex::new(from), (peer.name, channel));
-    }
-    Ok(())
 }
 
 /// A sign invitation, checked, for the user to approve.
@@ -766,6 +302,33 @@ pub async fn lead_sign(
     path: &DerivationPath,
     on_round: &mut (dyn FnMut(u8, u8) + Send),
 ) -> Result<Signature, PeerError> {
+    lead_sign_holding(
+        share, None, wallet, link, peer_party, message, path, on_round,
+    )
+    .await
+}
+
+/// [`lead_sign`] by a device that may also hold a `pending` share of the wallet (of an
+/// interrupted refresh), which it tells a device that asks (the settling of
+/// [`super::refresh`]).
+///
+/// # Errors
+/// As [`lead_sign`].
+#[allow(clippy::too_many_arguments)]
+pub async fn lead_sign_holding(
+    share: &KeyShare,
+    pending: Option<u64>,
+    wallet: &str,
+    link: Link,
+    peer_party: u8,
+    message: &str,
+    path: &DerivationPath,
+    on_round: &mut (dyn FnMut(u8, u8) + Send),
+) -> Result<Signature, PeerError> {
+    let held = Held {
+        current: share.epoch(),
+        pending,
+    };
     let ours = tessera_core::protocols::fresh_nonce();
     let me = share.party();
     let peer = PartyIndex::new(peer_party);
@@ -779,7 +342,7 @@ pub async fn lead_sign(
     };
     let invitation = invitation_hash(&request);
     let mut mesh = Mesh::new(BTreeMap::from([(peer, (link.peer.name, link.channel))]));
-    let nonces = gather(&mut mesh, &request, ours).await?;
+    let nonces = gather(&mut mesh, &request, ours, Some((wallet, held))).await?;
     let digest = eip191_digest(message.as_bytes());
     let sign_request = SignRequest {
         nonce: session_nonce(&invitation, &nonces),
@@ -838,10 +401,4 @@ pub async fn join_sign(
         .public_key_at(&invitation.path)?
         .verify(&invitation.digest, &signature)?;
     Ok(signature)
-}
-
-fn sorted(parties: &[PartyIndex]) -> Vec<PartyIndex> {
-    let mut v = parties.to_vec();
-    v.sort_unstable();
-    v
 }

@@ -62,6 +62,23 @@ pub enum Request {
         /// The joining party.
         from: u8,
     },
+    /// Refresh a wallet's shares (every device of the wallet takes part; same public key, next
+    /// epoch). Added after the variants above, so their encoding is unchanged.
+    Refresh {
+        /// The wallet's name.
+        wallet: String,
+        /// Its id.
+        wallet_id: [u8; 16],
+        /// The epoch being refreshed (every device's current one).
+        epoch: u64,
+        /// The sender's party index.
+        leader: u8,
+        /// Every device of the wallet, in party order, with the address the sender reached it
+        /// at (for the invited devices to connect to each other).
+        parties: Vec<Participant>,
+        /// The sender's contribution to the session nonce.
+        nonce: [u8; 32],
+    },
 }
 
 /// One message on the channel.
@@ -114,6 +131,31 @@ pub enum Message {
     Envelope(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The protocol ended here and the result is stored.
     Done,
+    // The variants below came with device-to-device refresh; appended, so that the encoding of
+    // every variant above is unchanged.
+    /// Two-phase finish: the leader stored the new share (`epoch`) as pending.
+    RefreshPending {
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// Two-phase finish: this participant stored the new share (`epoch`) as pending too.
+    RefreshCommit {
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// Two-phase finish: the leader switched to the new share; participants switch.
+    RefreshSwitched,
+    /// The epochs of a wallet's shares this device holds: exchanged before a session when
+    /// either side holds a pending share (a refresh was interrupted), so that both settle on
+    /// one epoch.
+    Held {
+        /// The wallet's name.
+        wallet: String,
+        /// The epoch of the share in use.
+        current: u64,
+        /// The epoch of a pending share, if any.
+        pending: Option<u64>,
+    },
 }
 
 impl Message {
@@ -182,8 +224,23 @@ impl Message {
                         return bad("too many signers");
                     }
                 }
+                Request::Refresh {
+                    wallet, parties, ..
+                } => {
+                    check_name(wallet)?;
+                    if parties.len() > MAX_PARTIES {
+                        return bad("too many parties");
+                    }
+                    for p in parties {
+                        check_name(&p.name)?;
+                        if p.address.as_ref().is_some_and(|a| a.len() > 256) {
+                            return bad("an address too long");
+                        }
+                    }
+                }
                 Request::Pair | Request::Join { .. } => {}
             },
+            Message::Held { wallet, .. } => check_name(wallet)?,
             _ => {}
         }
         Ok(())
@@ -201,4 +258,164 @@ pub fn check_name(name: &str) -> Result<(), PeerError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// One message of every kind that existed before refresh, with its encoding as it was
+    /// then: new kinds are appended, so these bytes never change.
+    fn old_kinds() -> Vec<(Message, &'static str)> {
+        let party = Participant {
+            name: "a".into(),
+            identity: [1; 32],
+            address: Some("h:1".into()),
+        };
+        vec![
+            (
+                Message::Hello {
+                    name: "a".into(),
+                    identity: [2; 32],
+                    signature: vec![3; 64],
+                },
+                "0001610202020202020202020202020202020202020202020202020202020202020202400303\
+                 0303030303030303030303030303030303030303030303030303030303030303030303030303\
+                 030303030303030303030303030303030303030303030303",
+            ),
+            (Message::Trust { needs_code: true }, "0101"),
+            (
+                Message::Commit([4; 32]),
+                "020404040404040404040404040404040404040404040404040404040404040404",
+            ),
+            (
+                Message::Nonce([5; 32]),
+                "030505050505050505050505050505050505050505050505050505050505050505",
+            ),
+            (
+                Message::Reveal([6; 32]),
+                "040606060606060606060606060606060606060606060606060606060606060606",
+            ),
+            (Message::Confirm { accepted: false }, "0500"),
+            (Message::Request(Request::Pair), "0600"),
+            (
+                Message::Request(Request::Keygen {
+                    wallet: "w".into(),
+                    wallet_id: [7; 16],
+                    threshold: 2,
+                    parties: vec![party],
+                    nonce: [8; 32],
+                }),
+                "0601017707070707070707070707070707070707020101610101010101010101010101010101\
+                 0101010101010101010101010101010101010103683a31080808080808080808080808080808\
+                 0808080808080808080808080808080808",
+            ),
+            (
+                Message::Request(Request::Sign {
+                    wallet: "w".into(),
+                    wallet_id: [7; 16],
+                    message: "m".into(),
+                    path: "m".into(),
+                    signers: vec![0, 1],
+                    nonce: [9; 32],
+                }),
+                "0602017707070707070707070707070707070707016d016d0200010909090909090909090909\
+                 090909090909090909090909090909090909090909",
+            ),
+            (
+                Message::Request(Request::Join {
+                    session: [10; 32],
+                    from: 2,
+                }),
+                "06030a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a02",
+            ),
+            (
+                Message::Accept { nonce: [11; 32] },
+                "070b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b",
+            ),
+            (
+                Message::Start {
+                    nonces: vec![[12; 32]],
+                },
+                "08010c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c",
+            ),
+            (
+                Message::Refuse {
+                    reason: "no".into(),
+                },
+                "09026e6f",
+            ),
+            (Message::Envelope(vec![1, 2, 3]), "0a03010203"),
+            (Message::Done, "0b"),
+        ]
+    }
+
+    #[test]
+    fn the_encoding_of_every_old_message_kind_is_unchanged() {
+        for (message, hex) in old_kinds() {
+            let expected = hex::decode(hex).unwrap();
+            assert_eq!(message.to_bytes(), expected, "{message:?}");
+            assert_eq!(
+                Message::from_bytes(&expected).unwrap().to_bytes(),
+                expected,
+                "{message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_refresh_kinds_come_after_them_and_round_trip() {
+        let new = [
+            (Message::RefreshPending { epoch: 3 }, "0c03"),
+            (Message::RefreshCommit { epoch: 3 }, "0d03"),
+            (Message::RefreshSwitched, "0e"),
+            (
+                Message::Held {
+                    wallet: "w".into(),
+                    current: 1,
+                    pending: Some(2),
+                },
+                "0f0177010102",
+            ),
+        ];
+        for (message, hex) in new {
+            assert_eq!(hex::encode(message.to_bytes()), hex, "{message:?}");
+            assert!(Message::from_bytes(&message.to_bytes()).is_ok());
+        }
+        let refresh = Message::Request(Request::Refresh {
+            wallet: "w".into(),
+            wallet_id: [7; 16],
+            epoch: 0,
+            leader: 0,
+            parties: vec![],
+            nonce: [0; 32],
+        });
+        assert_eq!(refresh.to_bytes()[..2], [6, 4]);
+        assert!(Message::from_bytes(&refresh.to_bytes()).is_ok());
+        // Bad input: a control name that is not a name, a refresh of too many parties.
+        let held = Message::Held {
+            wallet: String::new(),
+            current: 0,
+            pending: None,
+        };
+        assert!(Message::from_bytes(&held.to_bytes()).is_err());
+        let crowded = Message::Request(Request::Refresh {
+            wallet: "w".into(),
+            wallet_id: [7; 16],
+            epoch: 0,
+            leader: 0,
+            parties: vec![
+                Participant {
+                    name: "p".into(),
+                    identity: [0; 32],
+                    address: None,
+                };
+                MAX_PARTIES + 1
+            ],
+            nonce: [0; 32],
+        });
+        assert!(Message::from_bytes(&crowded.to_bytes()).is_err());
+    }
 }
