@@ -1294,3 +1294,295 @@ fn a_peer_blamed_by_the_engine_is_banned_and_the_wallet_then_refuses_to_sign() {
         "the banned wallet still reached a device"
     );
 }
+
+/// A device's record of a wallet: (epoch in use, pending epoch, the share in use's bytes).
+fn record(home: &Path, wallet: &str) -> (u64, Option<u64>, Vec<u8>) {
+    let pass = Passphrase::new(PASSPHRASE.into()).unwrap();
+    let bytes = Keystore::open(home)
+        .unwrap()
+        .load_wallet(wallet, &pass)
+        .unwrap();
+    let r = tessera_client::WalletRecord::from_bytes(&bytes).unwrap();
+    (
+        r.current.epoch(),
+        r.pending.as_ref().map(tessera_core::KeyShare::epoch),
+        r.current.to_bytes().to_vec(),
+    )
+}
+
+/// bob makes the 2-of-2 wallet "fam" with alice (listening at `alice_at`); returns its key.
+fn peer_wallet(b: &Path, alice: &mut Proc, alice_at: &str) -> String {
+    let (ok, out) = lead(
+        b,
+        &[
+            "peer",
+            "keygen",
+            "--name",
+            "fam",
+            "--device-name",
+            "bob",
+            "--connect",
+            alice_at,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    alice.wait_for("eth address");
+    field(&out, "public key")
+}
+
+/// bob leads a signature of `message` with alice; it must verify under `pk`.
+fn sign_verifies(b: &Path, alice_at: &str, pk: &str, message: &str) {
+    let (ok, out) = lead(
+        b,
+        &[
+            "peer",
+            "sign",
+            "--wallet",
+            "fam",
+            "--message",
+            message,
+            "--device-name",
+            "bob",
+            "--connect",
+            alice_at,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(field(&out, "public key"), pk);
+    verify(pk, message, &field(&out, "r||s||v"));
+}
+
+fn refresh_args(alice_at: &str) -> Vec<&str> {
+    vec![
+        "peer",
+        "refresh",
+        "--wallet",
+        "fam",
+        "--device-name",
+        "bob",
+        "--connect",
+        alice_at,
+    ]
+}
+
+#[test]
+fn peer_refresh_changes_both_shares_keeps_the_key_and_the_wallet_signs() {
+    let (a, b) = (home(), home());
+    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns", "--yes"], &[]);
+    let pk = peer_wallet(b.path(), &mut alice, &alice_at);
+    let (before_a, before_b) = (record(a.path(), "fam"), record(b.path(), "fam"));
+    assert_eq!((before_a.0, before_b.0), (0, 0));
+
+    let (ok, out) = lead(b.path(), &refresh_args(&alice_at), &[]);
+    assert!(ok, "{out}");
+    assert_eq!(field(&out, "public key"), pk);
+    assert_eq!(field(&out, "epoch"), "1");
+    alice.wait_for("refreshed \"fam\": its shares are now of epoch 1");
+    assert!(
+        alice
+            .output()
+            .contains("\"bob\" asks to refresh the shares of wallet \"fam\""),
+        "alice was not asked"
+    );
+    let (after_a, after_b) = (record(a.path(), "fam"), record(b.path(), "fam"));
+    assert_eq!((after_a.0, after_a.1), (1, None));
+    assert_eq!((after_b.0, after_b.1), (1, None));
+    assert_ne!(after_a.2, before_a.2, "alice's share did not change");
+    assert_ne!(after_b.2, before_b.2, "bob's share did not change");
+
+    // The refreshed shares sign together under the same key.
+    sign_verifies(b.path(), &alice_at, &pk, "after refresh");
+    alice.wait_for("signed \"after refresh\"");
+}
+
+/// Both devices hold one agreed epoch, nothing pending: returns it.
+fn agreed_epoch(a: &Path, b: &Path) -> u64 {
+    let (ra, rb) = (record(a, "fam"), record(b, "fam"));
+    assert_eq!(ra.1, None, "alice still holds a pending share");
+    assert_eq!(rb.1, None, "bob still holds a pending share");
+    assert_eq!(ra.0, rb.0, "alice and bob use different epochs");
+    ra.0
+}
+
+#[test]
+fn a_device_killed_mid_refresh_leaves_one_usable_epoch_and_a_later_refresh_works() {
+    let (a, b) = (home(), home());
+    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns", "--yes"], &[]);
+    let pk = peer_wallet(b.path(), &mut alice, &alice_at);
+    alice.kill();
+    // (who pauses, where, the epoch both settle on afterwards)
+    let cases = [
+        // Nobody stored anything yet.
+        ("alice", "refresh-round-2", 0),
+        // bob (the leader) stored his new share as pending; alice never did.
+        ("bob", "refresh-pending-stored", 0),
+        // Both stored the new share as pending; alice died before committing.
+        ("alice", "refresh-pending-stored", 1),
+        // Both committed; bob died before switching.
+        ("bob", "refresh-committed", 2),
+        // alice committed; bob switched; alice died before hearing it.
+        ("alice", "refresh-committed", 3),
+    ];
+    for (who, at, settled) in cases {
+        let pause = [("TESSERA_TEST_PAUSE_AT", at)];
+        let alice_env: &[(&str, &str)] = if who == "alice" { &pause } else { &[] };
+        let bob_env: &[(&str, &str)] = if who == "bob" { &pause } else { &[] };
+        let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns", "--yes"], alice_env);
+        let mut bob = Proc::spawn(b.path(), &refresh_args(&alice_at), bob_env, &[]);
+        if who == "alice" {
+            alice.wait_for(&format!("paused at {at}"));
+            alice.kill();
+            let (ok, out) = bob.finish();
+            // bob never hears alice's commit unless she committed before dying.
+            if at == "refresh-committed" {
+                assert!(ok, "{at}: {out}");
+            } else {
+                assert!(!ok, "{at}: {out}");
+                assert!(out.contains("alice (party 1)"), "{at}: {out}");
+            }
+        } else {
+            bob.wait_for(&format!("paused at {at}"));
+            bob.kill();
+            alice.wait_for("failed: bob (party 0)");
+            alice.kill();
+        }
+        // Restarted, the two devices sign together (settling first) under the same key.
+        let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns", "--yes"], &[]);
+        let message = format!("after a crash at {at} of {who}");
+        sign_verifies(b.path(), &alice_at, &pk, &message);
+        alice.wait_for(&format!("signed {message:?}"));
+        assert_eq!(agreed_epoch(a.path(), b.path()), settled, "{who} at {at}");
+        alice.kill();
+    }
+    // A later refresh succeeds and the wallet signs with the new shares.
+    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns", "--yes"], &[]);
+    let (ok, out) = lead(b.path(), &refresh_args(&alice_at), &[]);
+    assert!(ok, "{out}");
+    assert_eq!(field(&out, "epoch"), "4");
+    alice.wait_for("refreshed \"fam\"");
+    assert_eq!(agreed_epoch(a.path(), b.path()), 4);
+    sign_verifies(b.path(), &alice_at, &pk, "after it all");
+}
+
+#[test]
+fn a_refresh_of_an_unknown_wallet_or_with_other_devices_is_refused_clearly() {
+    use tessera_client::peer::session;
+    use tessera_client::peer::wire::{Participant, Request};
+
+    let (a, b, c) = (home(), home(), home());
+    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns", "--yes"], &[]);
+    let pk = peer_wallet(b.path(), &mut alice, &alice_at);
+    let (_carol, carol_at) = listen(c.path(), "carol", &["--no-mdns", "--yes"], &[]);
+
+    // On the leading device: a wallet it does not have (a usage error), a device that holds
+    // no share of the wallet.
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "refresh",
+            "--wallet",
+            "nope",
+            "--device-name",
+            "bob",
+            "--connect",
+            &alice_at,
+        ],
+        &[],
+    );
+    assert!(
+        !ok && out.contains("\"nope\" is not a device-to-device wallet"),
+        "{out}"
+    );
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "refresh",
+            "--wallet",
+            "fam",
+            "--device-name",
+            "bob",
+            "--connect",
+            &carol_at,
+        ],
+        &[],
+    );
+    assert!(
+        !ok && out.contains("\"carol\" holds no share of wallet \"fam\""),
+        "{out}"
+    );
+
+    // On the answering device: requests made by hand by a device of the test.
+    let (_t, mallory) = test_device("mallory");
+    let pass = Passphrase::new(PASSPHRASE.into()).unwrap();
+    let alice_keystore = Keystore::open(a.path()).unwrap();
+    let wallet_id = *tessera_client::WalletRecord::from_bytes(
+        &alice_keystore.load_wallet("fam", &pass).unwrap(),
+    )
+    .unwrap()
+    .current
+    .wallet_id()
+    .as_bytes();
+    let me = Participant {
+        name: "mallory".into(),
+        identity: mallory.identity.public_key(),
+        address: None,
+    };
+    let alice_party = Participant {
+        name: "alice".into(),
+        identity: alice_keystore.load_identity(&pass).unwrap().public_key(),
+        address: None,
+    };
+    let requests = [
+        (
+            Request::Refresh {
+                wallet: "nope".into(),
+                wallet_id,
+                epoch: 0,
+                leader: 0,
+                parties: vec![me.clone(), alice_party.clone()],
+                nonce: [1; 32],
+            },
+            "\"alice\" cannot refresh \"nope\": \"nope\" is not a device-to-device wallet",
+        ),
+        (
+            Request::Refresh {
+                wallet: "fam".into(),
+                wallet_id,
+                epoch: 0,
+                leader: 0,
+                parties: vec![me, alice_party],
+                nonce: [1; 32],
+            },
+            "\"alice\" cannot refresh \"fam\": protocol violation: the devices named differ",
+        ),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut known = KnownPeers::load(_t.path()).unwrap();
+    for (request, expected) in requests {
+        let reason = rt.block_on(async {
+            let mut link = session::connect(
+                std::slice::from_ref(&alice_at),
+                &mallory,
+                &mut known,
+                &mut |_: &CodePrompt| true,
+            )
+            .await
+            .unwrap();
+            pairing::send(&mut link.channel, &Message::Request(request))
+                .await
+                .unwrap();
+            match pairing::recv(&mut link.channel).await {
+                Err(tessera_client::peer::PeerError::Refused(reason)) => reason,
+                other => panic!("not refused: {other:?}"),
+            }
+        });
+        assert!(reason.contains(expected), "{reason}");
+    }
+    // Nothing changed: the wallet still signs at epoch 0.
+    assert_eq!(agreed_epoch(a.path(), b.path()), 0);
+    sign_verifies(b.path(), &alice_at, &pk, "still fine");
+}
