@@ -1586,3 +1586,96 @@ fn a_refresh_of_an_unknown_wallet_or_with_other_devices_is_refused_clearly() {
     assert_eq!(agreed_epoch(a.path(), b.path()), 0);
     sign_verifies(b.path(), &alice_at, &pk, "still fine");
 }
+
+#[test]
+fn three_devices_refresh_a_2_of_3_wallet_led_by_a_device_other_than_party_0() {
+    let (a, b, c) = (home(), home(), home());
+    let (mut alice, alice_at) = listen(a.path(), "alice", &["--no-mdns", "--yes"], &[]);
+    let (mut carol, carol_at) = listen(c.path(), "carol", &["--no-mdns", "--yes"], &[]);
+    let (ok, out) = lead(
+        b.path(),
+        &[
+            "peer",
+            "keygen",
+            "--name",
+            "vault",
+            "--device-name",
+            "bob",
+            "--connect",
+            &format!("{alice_at},{carol_at}"),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let pk = field(&out, "public key");
+    alice.wait_for("eth address");
+    carol.wait_for("eth address");
+    let before: Vec<_> = [a.path(), b.path(), c.path()]
+        .iter()
+        .map(|h| record(h, "vault"))
+        .collect();
+
+    // carol (party 2) leads; bob (party 0) and alice answer, and connect to each other.
+    let (mut bob, bob_at) = listen(b.path(), "bob", &["--no-mdns", "--yes"], &[]);
+    let (ok, out) = lead(
+        c.path(),
+        &[
+            "peer",
+            "refresh",
+            "--wallet",
+            "vault",
+            "--device-name",
+            "carol",
+            "--connect",
+            &format!("{alice_at},{bob_at}"),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(field(&out, "public key"), pk);
+    alice.wait_for("refreshed \"vault\"");
+    bob.wait_for("refreshed \"vault\"");
+    for (h, old) in [a.path(), b.path(), c.path()].iter().zip(&before) {
+        let now = record(h, "vault");
+        assert_eq!((now.0, now.1), (1, None));
+        assert_ne!(now.2, old.2, "a share did not change");
+    }
+    // A refresh needs every device: with one missing it is refused before anything runs.
+    let (ok, out) = lead(
+        c.path(),
+        &[
+            "peer",
+            "refresh",
+            "--wallet",
+            "vault",
+            "--device-name",
+            "carol",
+            "--connect",
+            &alice_at,
+        ],
+        &[],
+    );
+    assert!(
+        !ok && out.contains("a refresh takes every device of wallet"),
+        "{out}"
+    );
+    // Two of the refreshed devices sign under the same key.
+    let (ok, out) = lead(
+        c.path(),
+        &[
+            "peer",
+            "sign",
+            "--wallet",
+            "vault",
+            "--message",
+            "three refreshed",
+            "--device-name",
+            "carol",
+            "--connect",
+            &bob_at,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    verify(&pk, "three refreshed", &field(&out, "r||s||v"));
+}

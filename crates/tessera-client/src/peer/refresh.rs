@@ -395,3 +395,59 @@ pub async fn join_refresh(
     mesh.close().await;
     Ok(epoch)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const fn held(current: u64, pending: Option<u64>) -> Held {
+        Held { current, pending }
+    }
+
+    #[test]
+    fn a_device_switches_only_when_someone_switched_or_every_device_holds_the_new_share() {
+        // Someone switched (the leader does so only once everyone committed).
+        assert_eq!(
+            settle(held(0, Some(1)), &[held(1, None)], false).unwrap(),
+            Settlement::Switch
+        );
+        // Every device of the wallet holds it pending.
+        assert_eq!(
+            settle(held(0, Some(1)), &[held(0, Some(1))], true).unwrap(),
+            Settlement::Switch
+        );
+        // Some devices of a larger wallet hold it, the others are unknown: keep both.
+        assert_eq!(
+            settle(held(0, Some(1)), &[held(0, Some(1))], false).unwrap(),
+            Settlement::Unchanged
+        );
+    }
+
+    #[test]
+    fn a_pending_share_another_device_never_stored_is_dropped() {
+        assert_eq!(
+            settle(held(0, Some(1)), &[held(0, None)], true).unwrap(),
+            Settlement::DropPending
+        );
+        assert_eq!(
+            settle(held(0, Some(1)), &[held(0, Some(1)), held(0, None)], false).unwrap(),
+            Settlement::DropPending
+        );
+    }
+
+    #[test]
+    fn nothing_pending_changes_nothing_and_an_epoch_we_lack_is_an_error() {
+        assert_eq!(
+            settle(held(3, None), &[held(3, None)], true).unwrap(),
+            Settlement::Unchanged
+        );
+        // Behind the other device with no pending share of its epoch: no repair applies.
+        assert!(matches!(
+            settle(held(0, None), &[held(1, None)], true),
+            Err(PeerError::EpochMismatch { other: 1, .. })
+        ));
+        assert!(settle(held(0, Some(1)), &[held(2, None)], true).is_err());
+    }
+}
