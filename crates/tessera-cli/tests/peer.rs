@@ -1537,26 +1537,35 @@ fn a_refresh_of_an_unknown_wallet_or_with_other_devices_is_refused_clearly() {
         address: None,
     };
     let requests = [
+        // A device that holds no share claims to have switched: nothing is settled on its word.
         (
-            Request::Refresh {
+            Message::Held {
+                wallet: "fam".into(),
+                current: 1,
+                pending: None,
+            },
+            "\"alice\" cannot settle \"fam\": \"mallory\" holds no share of wallet \"fam\"",
+        ),
+        (
+            Message::Request(Request::Refresh {
                 wallet: "nope".into(),
                 wallet_id,
                 epoch: 0,
                 leader: 0,
                 parties: vec![me.clone(), alice_party.clone()],
                 nonce: [1; 32],
-            },
+            }),
             "\"alice\" cannot refresh \"nope\": \"nope\" is not a device-to-device wallet",
         ),
         (
-            Request::Refresh {
+            Message::Request(Request::Refresh {
                 wallet: "fam".into(),
                 wallet_id,
                 epoch: 0,
                 leader: 0,
                 parties: vec![me, alice_party],
                 nonce: [1; 32],
-            },
+            }),
             "\"alice\" cannot refresh \"fam\": protocol violation: the devices named differ",
         ),
     ];
@@ -1572,9 +1581,7 @@ fn a_refresh_of_an_unknown_wallet_or_with_other_devices_is_refused_clearly() {
             )
             .await
             .unwrap();
-            pairing::send(&mut link.channel, &Message::Request(request))
-                .await
-                .unwrap();
+            pairing::send(&mut link.channel, &request).await.unwrap();
             match pairing::recv(&mut link.channel).await {
                 Err(tessera_client::peer::PeerError::Refused(reason)) => reason,
                 other => panic!("not refused: {other:?}"),

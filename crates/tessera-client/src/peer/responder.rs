@@ -11,7 +11,7 @@ use super::PeerError;
 use super::channel::{Channel, Frames};
 use super::device::PeerDevice;
 use super::discovery::Advertisement;
-use super::known::KnownPeers;
+use super::known::{KnownPeers, PeerWallet};
 use super::lead::{apply_settlement, finish_step, refuse_unsignable_threshold};
 use super::pairing::{self, AuthenticatedPeer, CodePrompt, PairingLimit};
 use super::refresh::{self, Held};
@@ -148,7 +148,7 @@ impl Responder {
                     current,
                     pending,
                 }) => {
-                    self.answer_held(&mut channel, &wallet, Held { current, pending })
+                    self.answer_held(&mut channel, &peer, &wallet, Held { current, pending })
                         .await?;
                 }
                 Ok(_) => return Err(PeerError::Protocol("expected a request".into())),
@@ -186,15 +186,22 @@ impl Responder {
         }
     }
 
-    /// Answers a leader's [`Message::Held`] with what we hold of `wallet`, and settles.
+    /// Answers a leader's [`Message::Held`] with what we hold of `wallet`, and settles. Only a
+    /// device of the wallet is answered: what another one claims to hold proves nothing.
     async fn answer_held(
         &self,
         channel: &mut Channel,
+        peer: &AuthenticatedPeer,
         wallet: &str,
         theirs: Held,
     ) -> Result<(), PeerError> {
-        let mut record = match self.device.record(wallet) {
-            Ok(r) => r,
+        let found = self.device.peer_wallet(wallet).and_then(|w| {
+            let record = self.device.record(wallet)?;
+            refuse_outsider(peer, &w, wallet)?;
+            Ok((record, w.parties.len()))
+        });
+        let (mut record, parties) = match found {
+            Ok(found) => found,
             Err(e) => {
                 let reason = format!("{:?} cannot settle {wallet:?}: {e}", self.device.me.name);
                 session::refuse(channel, &reason).await;
@@ -211,27 +218,26 @@ impl Responder {
             },
         )
         .await?;
-        let n = self
-            .device
-            .peer_wallet(wallet)
-            .map_or(0, |w| w.parties.len());
-        let settlement = refresh::settle(mine, &[theirs], n == 2)?;
+        let settlement = refresh::settle(mine, &[theirs], parties == 2)?;
         apply_settlement(&self.device, wallet, &mut record, settlement, &*self.user)
     }
 
-    /// Our record of `name` for a session the leader asked for, settled with the leader when
-    /// we hold a pending share.
+    /// Our record of `name` for a session the leader asked for, settled with the leader (a
+    /// device of the wallet) when we hold a pending share.
     async fn settled_record(
         &self,
         channel: &mut Channel,
+        peer: &AuthenticatedPeer,
         name: &str,
-        parties: usize,
+        wallet: &PeerWallet,
     ) -> Result<WalletRecord, PeerError> {
         let mut record = self.device.record(name)?;
         if record.pending.is_some() {
+            refuse_outsider(peer, wallet, name)?;
             let mine = held(&record);
             let theirs = refresh::exchange_held(channel, name, mine).await?;
-            let settlement = refresh::settle(mine, &[theirs], parties == 2)?;
+            let every_party = wallet.parties.len() == 2;
+            let settlement = refresh::settle(mine, &[theirs], every_party)?;
             apply_settlement(&self.device, name, &mut record, settlement, &*self.user)?;
         }
         Ok(record)
@@ -311,7 +317,7 @@ impl Responder {
         };
         let local = match device.peer_wallet(name) {
             Ok(wallet) => self
-                .settled_record(&mut channel, name, wallet.parties.len())
+                .settled_record(&mut channel, &peer, name, &wallet)
                 .await
                 .and_then(|record| {
                     record
@@ -384,7 +390,7 @@ impl Responder {
         };
         let local = match device.peer_wallet(name) {
             Ok(wallet) => self
-                .settled_record(&mut channel, name, wallet.parties.len())
+                .settled_record(&mut channel, &peer, name, &wallet)
                 .await
                 .and_then(|record| {
                     record
@@ -460,6 +466,25 @@ impl Responder {
             epoch,
         });
         Ok(())
+    }
+}
+
+/// Refuses a device that is not one of `wallet`'s (other than this one).
+fn refuse_outsider(
+    peer: &AuthenticatedPeer,
+    wallet: &PeerWallet,
+    name: &str,
+) -> Result<(), PeerError> {
+    let listed = (0u8..)
+        .zip(&wallet.parties)
+        .any(|(i, p)| i != wallet.me && p.identity == peer.identity);
+    if listed {
+        Ok(())
+    } else {
+        Err(PeerError::NotASigner {
+            device: peer.name.clone(),
+            wallet: name.to_string(),
+        })
     }
 }
 
