@@ -1,7 +1,7 @@
 //! Refreshing a device-to-device wallet's shares: every device of the wallet takes part, the
 //! public key stays, every share moves to the next epoch, and the old shares become useless.
 //!
-//! The run is the one driver's (a [`RefreshSession`] over the [`Mesh`]) followed by its
+//! The run is the one driver's (a [`RefreshSession`] over the mesh of channels) followed by its
 //! two-phase finish, the leader coordinating: the leader stores its new share as pending and
 //! says so (`Pending`); each participant stores its own as pending and answers `Commit`; once
 //! every participant committed, the leader switches (deleting the old share) and says so
