@@ -3,9 +3,9 @@
 //!
 //! The run is the one driver's (a [`RefreshSession`] over the mesh of channels) followed by its
 //! two-phase finish, the leader coordinating: the leader stores its new share as pending and
-//! says so (`Pending`); each participant stores its own as pending and answers `Commit`; once
-//! every participant committed, the leader switches (deleting the old share) and says so
-//! (`Switched`); then each participant switches. The caller's `finish` hook does the storing.
+//! says so (`RefreshPending`); each participant stores its own as pending and answers
+//! `RefreshCommit`; once every participant committed, the leader switches (deleting the old
+//! share) and says so (`RefreshSwitched`); then each participant switches. The caller's `finish` hook does the storing.
 //!
 //! A crash leaves each device with its old share in use and, perhaps, the new one pending (or,
 //! on the leader only, the new one in use once everyone committed). Before the next session of
