@@ -381,24 +381,14 @@ fn print_report(backup: &Backup, file: &Path, size: usize) {
 }
 
 fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Failure::Usage(format!(
-                    "{} exists already; it is never overwritten",
-                    path.display()
-                ))
-            } else {
-                Failure::Failed(format!("cannot create {}: {e}", path.display()))
-            }
-        })?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", path.display())))
+    if tessera_store::write_new_private_file(path, bytes).map_err(store_error)? {
+        Ok(())
+    } else {
+        Err(Failure::Usage(format!(
+            "{} exists already; it is never overwritten",
+            path.display()
+        )))
+    }
 }
 
 fn spinner(message: &str) -> Option<indicatif::ProgressBar> {

@@ -24,7 +24,7 @@ pub mod keystore;
 pub mod pkcs11;
 
 pub use error::{Error, Result};
-pub use fs::write_private_file;
+pub use fs::{write_new_private_file, write_private_file};
 pub use kek::{DataKey, FileKek, KeyEncryptionKey, SealedSecret};
 pub use keystore::{DeviceIdentity, KdfParams, Keystore, KeystoreOptions, Passphrase};
 pub use pkcs11::{Pkcs11Kek, Pkcs11Spec};
