@@ -2,10 +2,13 @@
 //!
 //! [`ServerClient`] registers the device, authenticates with its identity key, creates sessions
 //! over REST and runs each protocol over one WebSocket with `tessera-core`'s sans-IO sessions.
+//! [`device::Device`] is the device SDK on top: every device workflow (set-up, wallets, signing,
+//! refresh, approvals, policies, backups, recovery) over a device home, for any front end.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, clippy::unwrap_used)]
 
 mod approval;
+pub mod device;
 mod error;
 pub mod peer;
 mod session;
