@@ -103,6 +103,30 @@ pub fn read_holder_key(
     HolderSecretKey::from_bytes(label, *secret).map_err(DeviceError::Backup)
 }
 
+/// Backs up the current share of wallet record `record` (named `name`) under `structure` to
+/// `holders`, and checks the backup (it restores exactly this share). Returns the backup and
+/// its bytes.
+///
+/// # Errors
+/// [`DeviceError::InvalidBackupRequest`], [`DeviceError::Backup`].
+pub fn backup_wallet_share(
+    record: &WalletRecord,
+    name: &str,
+    structure: &AccessStructure,
+    holders: &[HolderPublicKey],
+) -> Result<(Backup, Vec<u8>), DeviceError> {
+    let backup = tessera_backup::wallet::backup_share(&record.current, name, structure, holders)
+        .map_err(DeviceError::InvalidBackupRequest)?;
+    let party = u16::from(record.current.party().get());
+    let expected = tessera_backup::wallet::expected_share(&record.current, party)
+        .map_err(DeviceError::Backup)?;
+    backup
+        .verify_for_share(&expected)
+        .map_err(DeviceError::Backup)?;
+    let bytes = backup.to_bytes();
+    Ok((backup, bytes))
+}
+
 impl Device {
     /// Backs up this device's share of wallet `name` under `structure` to `holders`, and checks
     /// the backup (it restores exactly this share). Returns the backup and its bytes.
@@ -118,17 +142,7 @@ impl Device {
         holders: &[HolderPublicKey],
     ) -> Result<(Backup, Vec<u8>), DeviceError> {
         let record = self.load_wallet(name, passphrase)?;
-        let backup =
-            tessera_backup::wallet::backup_share(&record.current, name, structure, holders)
-                .map_err(DeviceError::InvalidBackupRequest)?;
-        let party = u16::from(record.current.party().get());
-        let expected = tessera_backup::wallet::expected_share(&record.current, party)
-            .map_err(DeviceError::Backup)?;
-        backup
-            .verify_for_share(&expected)
-            .map_err(DeviceError::Backup)?;
-        let bytes = backup.to_bytes();
-        Ok((backup, bytes))
+        backup_wallet_share(&record, name, structure, holders)
     }
 
     /// Stores a restored share as a new wallet `name`.
