@@ -38,6 +38,16 @@ pub struct ServerClient {
     tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
+impl std::fmt::Debug for ServerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The bearer token stays out.
+        f.debug_struct("ServerClient")
+            .field("base", &self.base)
+            .field("logged_in", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ServerClient {
     /// A client for the server at `base_url` (`https://…` verified against the web PKI, or
     /// `http://…` for a server on loopback).

@@ -21,6 +21,15 @@ pub struct Online {
     pub(super) client: ServerClient,
 }
 
+impl std::fmt::Debug for Online {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The passphrase, identity key and token stay out.
+        f.debug_struct("Online")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A signature [`Online::sign`] made and verified under the wallet's key.
 #[derive(Debug)]
 pub struct Signed {
