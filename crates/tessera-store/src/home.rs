@@ -12,8 +12,9 @@
 //! | [`HomeRecord::KnownPeers`]      | `peers.json`        | `tessera_client::peer::known`        | v1     |
 //! | [`HomeRecord::PeerWallets`]     | `peer-wallets.json` | `tessera_client::peer::known`        | v1     |
 //!
-//! The keystore's own files (the identity key, `wallets/`, `backup-keys/`) are sealed under the
-//! passphrase and stay with [`crate::Keystore`].
+//! The keystore's entries (the identity key, `wallets/`) are sealed under the passphrase by
+//! [`crate::Keystore`] and stored behind their own trait, [`crate::keystore::EntryStorage`]
+//! (files, or memory); holder key files (`backup-keys/`) are files the user moves around.
 //!
 //! [`FileHome`] keeps records as files in the home directory (0700), each written through
 //! [`crate::write_private_file`] (0600, atomic, flushed); [`MemoryHome`] keeps them in memory,
@@ -194,7 +195,8 @@ mod tests {
         for record in HomeRecord::ALL {
             assert_eq!(home.get(record).unwrap(), None);
         }
-        home.put(HomeRecord::KnownHolders, b"{\"holders\":{}}").unwrap();
+        home.put(HomeRecord::KnownHolders, b"{\"holders\":{}}")
+            .unwrap();
         home.put(HomeRecord::KnownHolders, b"second").unwrap();
         assert_eq!(
             home.get(HomeRecord::KnownHolders).unwrap().as_deref(),
@@ -220,7 +222,10 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(home.dir()), 0o700);
         assert_eq!(mode(&home.dir().join("device.json")), 0o600);
-        assert_eq!(std::fs::read(home.dir().join("device.json")).unwrap(), b"{}");
+        assert_eq!(
+            std::fs::read(home.dir().join("device.json")).unwrap(),
+            b"{}"
+        );
     }
 
     #[test]

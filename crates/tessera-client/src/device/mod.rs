@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tessera_core::api;
+use tessera_store::keystore::EntryStorage;
 use tessera_store::{DeviceIdentity, FileHome, HomeStorage, Keystore, KeystoreOptions, Passphrase};
 
 use crate::{ClientError, ServerClient, WalletRecord};
@@ -199,6 +200,8 @@ pub struct Device {
     home: Arc<dyn HomeStorage>,
     keystore_dir: PathBuf,
     options: KeystoreOptions,
+    /// Where the keystore's sealed entries live, if not the directory's files.
+    entries: Option<Arc<dyn EntryStorage>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -233,6 +236,20 @@ impl Device {
             home,
             keystore_dir: keystore_dir.to_path_buf(),
             options: KeystoreOptions::default(),
+            entries: None,
+        }
+    }
+
+    /// A device kept entirely in `home` and `entries` (e.g. [`tessera_store::MemoryHome`] and
+    /// [`tessera_store::keystore::MemoryEntries`] in tests, or an app's platform secure storage):
+    /// nothing is written to files, except holder key files a workflow is asked to write.
+    #[must_use]
+    pub fn in_storage(home: Arc<dyn HomeStorage>, entries: Arc<dyn EntryStorage>) -> Self {
+        Device {
+            home,
+            keystore_dir: PathBuf::new(),
+            options: KeystoreOptions::default(),
+            entries: Some(entries),
         }
     }
 
@@ -260,7 +277,12 @@ impl Device {
     /// # Errors
     /// [`DeviceError::Store`].
     pub fn keystore(&self) -> Result<Keystore, DeviceError> {
-        Ok(Keystore::open_with(&self.keystore_dir, self.options)?)
+        Ok(match &self.entries {
+            Some(entries) => {
+                Keystore::with_entries(&self.keystore_dir, entries.clone(), self.options)?
+            }
+            None => Keystore::open_with(&self.keystore_dir, self.options)?,
+        })
     }
 
     /// The configuration, which must exist (the device was set up).
@@ -512,6 +534,61 @@ mod tests {
         let labels: Vec<&str> = keys.iter().map(|k| k.label()).collect();
         assert_eq!(labels, structure.holders());
         assert!(keys.contains(&usb) && keys.contains(&cloud));
+    }
+
+    #[test]
+    fn a_device_in_memory_backs_up_and_restores_a_wallet_without_files() {
+        use tessera_core::protocols::{KeygenSession, fresh_nonce};
+        use tessera_core::runner::{self, Delivery};
+        use tessera_core::{Threshold, WalletId};
+        use tessera_store::keystore::MemoryEntries;
+
+        let device =
+            Device::in_storage(Arc::new(MemoryHome::new()), Arc::new(MemoryEntries::new()))
+                .with_keystore_options(KeystoreOptions::default().insecure_fast_kdf_for_tests());
+        let pw = Passphrase::new("pw".into()).unwrap();
+        let (wallet, nonce) = (WalletId::random(), fresh_nonce());
+        let threshold = Threshold::new(2, 2).unwrap();
+        let sessions = threshold
+            .parties()
+            .map(|p| KeygenSession::new(wallet, threshold, p, &nonce).unwrap())
+            .collect();
+        let (mut shares, _) = runner::run_with(sessions, |_| Delivery::Deliver, |_, _| {}).unwrap();
+        shares.sort_by_key(tessera_core::KeyShare::party);
+        let public_key = shares[0].public_key();
+        let other = shares.pop().unwrap();
+        device
+            .save_restored_wallet(&pw, "w", shares.pop().unwrap())
+            .unwrap();
+        assert!(device.has_wallet("w").unwrap());
+        let err = device.save_restored_wallet(&pw, "w", other).unwrap_err();
+        assert!(matches!(err, DeviceError::Store(_)), "{err}");
+
+        let usb = HolderSecretKey::generate("usb-1").unwrap();
+        device
+            .remember_holder(&usb.public(), HolderKind::Usb)
+            .unwrap();
+        let structure = AccessStructure::parse("usb-1").unwrap();
+        let holders = device
+            .known_holders()
+            .unwrap()
+            .resolve(&structure, &[])
+            .unwrap();
+        let (backup, bytes) = device
+            .backup_device_share(&pw, "w", &structure, &holders)
+            .unwrap();
+        backup::verify_backup(&bytes, None).unwrap();
+        let restored = backup::restore_share(&backup, std::slice::from_ref(&usb)).unwrap();
+        assert_eq!(restored.public_key(), public_key);
+        assert_eq!(restored.party(), tessera_core::PartyIndex::new(0));
+        // A structure naming a holder with no key is refused before anything is made.
+        let two = AccessStructure::parse("and(usb-1, cloud)").unwrap();
+        let err = device
+            .known_holders()
+            .unwrap()
+            .resolve(&two, &[])
+            .unwrap_err();
+        assert!(matches!(err, DeviceError::NoHolderKey { .. }), "{err}");
     }
 
     #[test]
