@@ -84,7 +84,8 @@ impl From<DeviceError> for Failure {
             | DeviceError::InvalidBackupRequest(_)
             | DeviceError::ServerShareOnDevice
             | DeviceError::RestoreExists { .. }
-            | DeviceError::NoKeyFile { .. } => Failure::Usage(e.to_string()),
+            | DeviceError::NoKeyFile { .. }
+            | DeviceError::NoKeyDirectory => Failure::Usage(e.to_string()),
             DeviceError::Damaged { .. }
             | DeviceError::WalletRecord { .. }
             | DeviceError::Revoked { .. }

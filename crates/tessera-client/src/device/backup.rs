@@ -204,6 +204,7 @@ impl Device {
         tessera_backup::holder::validate_label(label).map_err(DeviceError::InvalidHolderKey)?;
         let path = match out {
             Some(out) => out,
+            None if self.dir().as_os_str().is_empty() => return Err(DeviceError::NoKeyDirectory),
             None => {
                 // Private to this user, like the keystore itself.
                 let dir = self.dir().join(BACKUP_KEYS_DIR);

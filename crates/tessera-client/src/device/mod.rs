@@ -183,6 +183,9 @@ pub enum DeviceError {
         /// The path or label given.
         given: String,
     },
+    /// A holder key was to be kept on a device that keeps no files ([`Device::in_storage`]).
+    #[error("this device keeps no files: give the path of the holder's key file")]
+    NoKeyDirectory,
     /// A record could not be encoded.
     #[error("cannot encode: {0}")]
     Encode(String),
@@ -242,7 +245,7 @@ impl Device {
 
     /// A device kept entirely in `home` and `entries` (e.g. [`tessera_store::MemoryHome`] and
     /// [`tessera_store::keystore::MemoryEntries`] in tests, or an app's platform secure storage):
-    /// nothing is written to files, except holder key files a workflow is asked to write.
+    /// nothing is written to files, except holder key files at the paths a workflow is given.
     #[must_use]
     pub fn in_storage(home: Arc<dyn HomeStorage>, entries: Arc<dyn EntryStorage>) -> Self {
         Device {
@@ -581,6 +584,9 @@ mod tests {
         let restored = backup::restore_share(&backup, std::slice::from_ref(&usb)).unwrap();
         assert_eq!(restored.public_key(), public_key);
         assert_eq!(restored.party(), tessera_core::PartyIndex::new(0));
+        // A device without files keeps no holder key files of its own.
+        let err = device.new_holder_key("usb-2", None).unwrap_err();
+        assert!(matches!(err, DeviceError::NoKeyDirectory), "{err}");
         // A structure naming a holder with no key is refused before anything is made.
         let two = AccessStructure::parse("and(usb-1, cloud)").unwrap();
         let err = device
