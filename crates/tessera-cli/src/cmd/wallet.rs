@@ -108,12 +108,14 @@ pub(crate) async fn sign(home: &Path, args: SignArgs) -> CliResult {
     let kind = sign_kind(&args)?;
     let decoded = tessera_core::intent::decode(&kind).map_err(Failure::usage)?;
     let online = unlock::connect(home).await?;
+    let mut record = online.wallet(&args.wallet)?;
     if !args.format.json {
         println!("signing        {}", decoded.summary);
     }
     let signed = online
-        .sign(
+        .sign_wallet(
             &args.wallet,
+            &mut record,
             &kind,
             &path,
             |r, t| eprintln!("  sign round {r}/{t} done"),

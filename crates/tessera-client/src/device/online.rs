@@ -175,10 +175,28 @@ impl Online {
     ) -> Result<Signed, DeviceError> {
         tessera_core::intent::decode(kind).map_err(DeviceError::InvalidRequest)?;
         let mut record = self.wallet(name)?;
+        self.sign_wallet(name, &mut record, kind, path, on_round, on_wait)
+            .await
+    }
+
+    /// [`Self::sign`] with the record of wallet `name` the caller loaded already
+    /// ([`Self::wallet`]); a changed record (a repair, a ban) is stored and left in `record`.
+    ///
+    /// # Errors
+    /// As [`Self::sign`].
+    pub async fn sign_wallet(
+        &self,
+        name: &str,
+        record: &mut WalletRecord,
+        kind: &SignKind,
+        path: &DerivationPath,
+        on_round: impl FnMut(u8, u8),
+        on_wait: impl FnOnce(&str),
+    ) -> Result<Signed, DeviceError> {
         let signature = self
             .client
             .sign_wallet(
-                &mut record,
+                record,
                 |r| self.store(name, r),
                 kind,
                 path,
