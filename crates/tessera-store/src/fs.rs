@@ -1,4 +1,5 @@
-//! Crash-safe file writes shared by the keystore and the key-file provider.
+//! Crash-safe file writes: the one helper every file of the device home, the keystore and the
+//! key-file provider is written through.
 //!
 //! A file is written to a temporary sibling (mode 0600), flushed to disk, then moved into place
 //! with one atomic directory operation, and the directory is flushed too. A crash at any moment
@@ -96,15 +97,30 @@ fn restrict(path: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, flush, rename), readable and writable
-/// by its owner only (0600), replacing what was there. For the device's own files beside the
-/// keystore (`device.json`, `holders.json`, …).
+/// Writes `bytes` to `path` atomically, readable and writable by its owner only (0600),
+/// replacing what was there: a temporary sibling is created with mode 0600, written and flushed
+/// (fsync), renamed onto `path`, and the directory is flushed. A failure at any step leaves the
+/// old content of `path` as it was. For the device's own files beside the keystore
+/// (`device.json`, `holders.json`, `peers.json`, …).
 ///
 /// # Errors
 /// [`Error::Io`] naming the file.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
     match write_atomically(path, bytes, Overwrite::Replace)? {
         Written::Done | Written::TargetExists => Ok(()),
+    }
+}
+
+/// [`write_private_file`] for a file that must not exist yet (a backup file, a key file): the
+/// file appears complete or not at all, and an existing file is never replaced, atomically.
+/// Returns `false`, changing nothing, when `path` exists already.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn write_new_private_file(path: &Path, bytes: &[u8]) -> Result<bool> {
+    match write_atomically(path, bytes, Overwrite::Never)? {
+        Written::Done => Ok(true),
+        Written::TargetExists => Ok(false),
     }
 }
 
@@ -211,5 +227,89 @@ pub(crate) fn remove_stale_temp_files(dir: &Path) {
         if stale {
             let _ = fs::remove_file(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn temp_files(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter(|n| n.starts_with(TEMP_PREFIX))
+            .collect()
+    }
+
+    #[test]
+    fn private_file_is_0600_and_replaces_the_old_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.json");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private_file(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(mode(&path), 0o600);
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn private_dir_is_0700() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("a/home");
+        create_private_dir(&home).unwrap();
+        assert_eq!(mode(&home), 0o700);
+        // An existing home made with a looser mode is tightened, its files too.
+        let loose = dir.path().join("loose");
+        fs::create_dir(&loose).unwrap();
+        fs::set_permissions(&loose, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(loose.join("holders.json"), b"{}").unwrap();
+        fs::set_permissions(
+            loose.join("holders.json"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        make_private(&loose, &[]).unwrap();
+        assert_eq!(mode(&loose), 0o700);
+        assert_eq!(mode(&loose.join("holders.json")), 0o600);
+    }
+
+    #[test]
+    fn a_write_that_fails_at_the_rename_leaves_the_old_content_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The target is a directory holding the old content: the temporary file is created,
+        // written and flushed, then the rename onto the target fails.
+        let target = dir.path().join("peers.json");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("old"), b"old content").unwrap();
+        let err = write_private_file(&target, b"new content").unwrap_err();
+        assert!(err.to_string().contains("move into place"), "{err}");
+        assert_eq!(fs::read(target.join("old")).unwrap(), b"old content");
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_write_into_a_missing_directory_fails_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing/device.json");
+        let err = write_private_file(&path, b"x").unwrap_err();
+        assert!(err.to_string().contains("device.json"), "{err}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_new_private_file_never_replaces_an_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wallet.backup");
+        assert!(write_new_private_file(&path, b"first").unwrap());
+        assert_eq!(mode(&path), 0o600);
+        assert!(!write_new_private_file(&path, b"second").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        assert!(temp_files(dir.path()).is_empty());
     }
 }

@@ -3,6 +3,8 @@
 //! - [`keystore`]: the device's keystore directory (`TESSERA_HOME`, default `~/.tessera`) holding
 //!   the device identity key and the wallet shares, each encrypted under the user's passphrase
 //!   (Argon2id, XChaCha20-Poly1305) and written atomically.
+//! - [`home`]: the device home's plain records (device config, known holders and peers) behind
+//!   the [`HomeStorage`] trait: files ([`FileHome`]) or memory ([`MemoryHome`]).
 //! - [`kek`]: key-encryption keys for the server's envelope encryption, behind a pluggable
 //!   [`kek::KeyEncryptionKey`] trait, with a local key file provider ([`kek::FileKek`]).
 //! - [`pkcs11`]: the HSM provider ([`pkcs11::Pkcs11Kek`], PKCS#11 through `cryptoki`).
@@ -19,12 +21,14 @@ compile_error!("tessera-store needs a Unix platform (file modes, directory fsync
 
 pub mod error;
 mod fs;
+pub mod home;
 pub mod kek;
 pub mod keystore;
 pub mod pkcs11;
 
 pub use error::{Error, Result};
-pub use fs::write_private_file;
+pub use fs::{write_new_private_file, write_private_file};
+pub use home::{FileHome, HomeRecord, HomeStorage, MemoryHome};
 pub use kek::{DataKey, FileKek, KeyEncryptionKey, SealedSecret};
 pub use keystore::{DeviceIdentity, KdfParams, Keystore, KeystoreOptions, Passphrase};
 pub use pkcs11::{Pkcs11Kek, Pkcs11Spec};

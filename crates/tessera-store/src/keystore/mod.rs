@@ -19,22 +19,28 @@
 //!
 //! A `Keystore` holds no secret and no lock: each call derives the key from the passphrase it is
 //! given and touches the files it names.
+//!
+//! Where the sealed entries live is a [`storage::EntryStorage`]: the files above
+//! ([`FileEntries`], what [`Keystore::open`] uses), or memory ([`MemoryEntries`]) or an app's
+//! platform secure storage through [`Keystore::with_entries`]; sealing is the same for all.
 
 pub mod format;
 mod identity;
 mod passphrase;
+pub mod storage;
 
 use std::ffi::OsString;
-use std::fs::{self, File};
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+use format::EntryKind;
 pub use format::KdfParams;
-use format::{EntryKind, MAX_FILE_LEN};
 pub use identity::{DeviceIdentity, verify_identity_signature};
 pub use passphrase::Passphrase;
+use storage::read_entry_file;
+pub use storage::{EntryStorage, FileEntries, KeystoreEntry, MemoryEntries};
 
 use crate::error::{Error, Result};
 use crate::fs::{
@@ -89,6 +95,7 @@ impl KeystoreOptions {
 pub struct Keystore {
     dir: PathBuf,
     options: KeystoreOptions,
+    entries: Arc<dyn EntryStorage>,
 }
 
 impl Keystore {
@@ -129,7 +136,37 @@ impl Keystore {
         // Leftovers of writes that crashed; never read, so cleaning them is only housekeeping.
         remove_stale_temp_files(&dir);
         remove_stale_temp_files(&dir.join(WALLETS_DIR));
-        Ok(Keystore { dir, options })
+        let entries = Arc::new(FileEntries::new(&dir));
+        Ok(Keystore {
+            dir,
+            options,
+            entries,
+        })
+    }
+
+    /// A keystore whose sealed entries live in `entries` (e.g. [`MemoryEntries`], or an app's
+    /// platform secure storage) instead of the directory's files; `dir` is still where the
+    /// device's other files go (held backup keys) and is not created. Entries are sealed
+    /// exactly as in files.
+    ///
+    /// # Errors
+    /// [`Error::WeakKdfParams`] as for [`Keystore::open_with`].
+    pub fn with_entries(
+        dir: impl Into<PathBuf>,
+        entries: Arc<dyn EntryStorage>,
+        options: KeystoreOptions,
+    ) -> Result<Self> {
+        if let (Some(reason), false) = (
+            options.kdf.below_floor(),
+            options.insecure_fast_kdf_for_tests,
+        ) {
+            return Err(Error::WeakKdfParams { path: None, reason });
+        }
+        Ok(Keystore {
+            dir: dir.into(),
+            options,
+            entries,
+        })
     }
 
     /// The keystore directory.
@@ -145,13 +182,11 @@ impl Keystore {
     }
 
     fn identity_path(&self) -> PathBuf {
-        self.dir.join(IDENTITY_FILE)
+        self.entries.location(KeystoreEntry::Identity)
     }
 
     fn wallet_path(&self, name: &WalletName<'_>) -> PathBuf {
-        self.dir
-            .join(WALLETS_DIR)
-            .join(format!("{}.{WALLET_EXTENSION}", name.0))
+        self.entries.location(KeystoreEntry::Wallet(name.0))
     }
 
     // --- device identity ---
@@ -161,8 +196,7 @@ impl Keystore {
     /// # Errors
     /// [`Error::Io`] if that cannot be determined (e.g. no permission).
     pub fn has_identity(&self) -> Result<bool> {
-        let path = self.identity_path();
-        path.try_exists().map_err(|e| Error::io("inspect", path, e))
+        self.entries.exists(KeystoreEntry::Identity)
     }
 
     /// Creates the device identity and stores it encrypted under `passphrase`.
@@ -183,9 +217,10 @@ impl Keystore {
             passphrase,
             identity.seed().as_ref(),
         )?;
-        match write_atomically(&path, &file, Overwrite::Never)? {
-            Written::Done => Ok(identity),
-            Written::TargetExists => Err(Error::IdentityExists { path }),
+        if self.entries.create(KeystoreEntry::Identity, &file)? {
+            Ok(identity)
+        } else {
+            Err(Error::IdentityExists { path })
         }
     }
 
@@ -196,7 +231,7 @@ impl Keystore {
     /// is damaged ([`Error::CorruptFile`], [`Error::UnsupportedVersion`], ...).
     pub fn load_identity(&self, passphrase: &Passphrase) -> Result<DeviceIdentity> {
         let path = self.identity_path();
-        let Some(bytes) = read_entry_file(&path)? else {
+        let Some(bytes) = self.entries.read(KeystoreEntry::Identity)? else {
             return Err(Error::IdentityNotFound { path });
         };
         let seed = self.decrypt_entry(&path, &bytes, EntryKind::Identity, passphrase)?;
@@ -216,13 +251,13 @@ impl Keystore {
     /// [`Keystore::replace_wallet`]); [`Error::EntryTooLarge`]; [`Error::Io`].
     pub fn save_wallet(&self, name: &str, plaintext: &[u8], passphrase: &Passphrase) -> Result<()> {
         let name = WalletName::parse(name)?;
-        let path = self.wallet_path(&name);
         let file = format::seal_entry(EntryKind::Wallet, &self.options.kdf, passphrase, plaintext)?;
-        match write_atomically(&path, &file, Overwrite::Never)? {
-            Written::Done => Ok(()),
-            Written::TargetExists => Err(Error::WalletExists {
+        if self.entries.create(KeystoreEntry::Wallet(name.0), &file)? {
+            Ok(())
+        } else {
+            Err(Error::WalletExists {
                 name: name.0.to_owned(),
-            }),
+            })
         }
     }
 
@@ -239,23 +274,13 @@ impl Keystore {
         passphrase: &Passphrase,
     ) -> Result<()> {
         let name = WalletName::parse(name)?;
-        let path = self.wallet_path(&name);
-        if !path
-            .try_exists()
-            .map_err(|e| Error::io("inspect", &path, e))?
-        {
+        if !self.entries.exists(KeystoreEntry::Wallet(name.0))? {
             return Err(Error::WalletNotFound {
                 name: name.0.to_owned(),
             });
         }
         let file = format::seal_entry(EntryKind::Wallet, &self.options.kdf, passphrase, plaintext)?;
-        match write_atomically(&path, &file, Overwrite::Replace)? {
-            Written::Done => Ok(()),
-            // A replacing write never reports an existing target; kept total rather than panic.
-            Written::TargetExists => Err(Error::WalletExists {
-                name: name.0.to_owned(),
-            }),
-        }
+        self.entries.replace(KeystoreEntry::Wallet(name.0), &file)
     }
 
     /// Decrypts a wallet entry.
@@ -266,7 +291,7 @@ impl Keystore {
     pub fn load_wallet(&self, name: &str, passphrase: &Passphrase) -> Result<Zeroizing<Vec<u8>>> {
         let name = WalletName::parse(name)?;
         let path = self.wallet_path(&name);
-        let Some(bytes) = read_entry_file(&path)? else {
+        let Some(bytes) = self.entries.read(KeystoreEntry::Wallet(name.0))? else {
             return Err(Error::WalletNotFound {
                 name: name.0.to_owned(),
             });
@@ -280,8 +305,7 @@ impl Keystore {
     /// [`Error::InvalidWalletName`], [`Error::Io`].
     pub fn has_wallet(&self, name: &str) -> Result<bool> {
         let name = WalletName::parse(name)?;
-        let path = self.wallet_path(&name);
-        path.try_exists().map_err(|e| Error::io("inspect", path, e))
+        self.entries.exists(KeystoreEntry::Wallet(name.0))
     }
 
     /// The names of the stored wallets, sorted. Needs no passphrase: names are not secret.
@@ -290,23 +314,12 @@ impl Keystore {
     /// # Errors
     /// [`Error::Io`] if the wallets directory cannot be read.
     pub fn list_wallets(&self) -> Result<Vec<String>> {
-        let dir = self.dir.join(WALLETS_DIR);
-        let entries = fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
-            let file_name = entry.file_name();
-            let Some(name) = file_name
-                .to_str()
-                .and_then(|f| f.strip_suffix(&format!(".{WALLET_EXTENSION}")))
-            else {
-                continue;
-            };
-            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-            if is_file && WalletName::parse(name).is_ok() {
-                names.push(name.to_owned());
-            }
-        }
+        let mut names: Vec<String> = self
+            .entries
+            .wallet_names()?
+            .into_iter()
+            .filter(|name| WalletName::parse(name).is_ok())
+            .collect();
         names.sort();
         Ok(names)
     }
@@ -318,13 +331,12 @@ impl Keystore {
     /// [`Error::InvalidWalletName`], [`Error::WalletNotFound`], [`Error::Io`].
     pub fn remove_wallet(&self, name: &str) -> Result<()> {
         let name = WalletName::parse(name)?;
-        let path = self.wallet_path(&name);
-        match crate::fs::remove_durably(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::WalletNotFound {
+        if self.entries.remove(KeystoreEntry::Wallet(name.0))? {
+            Ok(())
+        } else {
+            Err(Error::WalletNotFound {
                 name: name.0.to_owned(),
-            }),
-            Err(e) => Err(Error::io("remove", path, e)),
+            })
         }
     }
 
@@ -422,35 +434,6 @@ fn default_dir_from(tessera_home: Option<OsString>, home: Option<PathBuf>) -> Re
     }
 }
 
-/// Reads an entry file, `None` if it does not exist. The size is checked on the open file before
-/// reading, so a huge file is refused without being loaded.
-fn read_entry_file(path: &Path) -> Result<Option<Vec<u8>>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("open", path, e)),
-    };
-    let meta = file.metadata().map_err(|e| Error::io("inspect", path, e))?;
-    if !meta.is_file() {
-        return Err(Error::CorruptFile {
-            path: path.to_path_buf(),
-            reason: "not a regular file".into(),
-        });
-    }
-    if meta.len() > MAX_FILE_LEN as u64 {
-        return Err(Error::CorruptFile {
-            path: path.to_path_buf(),
-            reason: format!("{} bytes, over the {MAX_FILE_LEN}-byte limit", meta.len()),
-        });
-    }
-    let mut bytes = Vec::new();
-    // `take` guards against the file growing between the size check and the read.
-    file.take(MAX_FILE_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io("read", path, e))?;
-    Ok(Some(bytes))
-}
-
 /// A wallet name checked to be safe as a file name: 1-64 characters of `[A-Za-z0-9_.-]`, not
 /// starting with a dot (no hidden files, no `.` or `..`, no clash with temporary files). With no
 /// `/` allowed, a name can never leave the wallets directory.
@@ -506,6 +489,57 @@ mod tests {
             default_dir_from(Some(OsString::new()), home).unwrap(),
             PathBuf::from("/home/u/.tessera")
         );
+    }
+
+    fn fast() -> KeystoreOptions {
+        KeystoreOptions::default().insecure_fast_kdf_for_tests()
+    }
+
+    #[test]
+    fn a_keystore_in_memory_seals_and_refuses_as_files_do() {
+        let entries = Arc::new(MemoryEntries::new());
+        let store =
+            Keystore::with_entries("/nonexistent/tessera-home", entries.clone(), fast()).unwrap();
+        let pw = Passphrase::new("pw".into()).unwrap();
+        assert!(!store.has_identity().unwrap());
+        let identity = store.create_identity(&pw).unwrap();
+        assert!(matches!(
+            store.create_identity(&pw),
+            Err(Error::IdentityExists { .. })
+        ));
+        assert_eq!(
+            store.load_identity(&pw).unwrap().public_key(),
+            identity.public_key()
+        );
+        let wrong = Passphrase::new("not it".into()).unwrap();
+        assert!(matches!(
+            store.load_identity(&wrong),
+            Err(Error::WrongPassphrase { .. })
+        ));
+
+        store.save_wallet("b", b"share b", &pw).unwrap();
+        store.save_wallet("a", b"share a", &pw).unwrap();
+        assert!(matches!(
+            store.save_wallet("a", b"again", &pw),
+            Err(Error::WalletExists { .. })
+        ));
+        assert!(matches!(
+            store.replace_wallet("c", b"x", &pw),
+            Err(Error::WalletNotFound { .. })
+        ));
+        store.replace_wallet("a", b"share a2", &pw).unwrap();
+        assert_eq!(store.load_wallet("a", &pw).unwrap().as_slice(), b"share a2");
+        assert_eq!(store.list_wallets().unwrap(), ["a", "b"]);
+        // Only sealed bytes are kept: no plaintext in storage.
+        let sealed = entries.read(KeystoreEntry::Wallet("a")).unwrap().unwrap();
+        assert!(!sealed.windows(8).any(|w| w == b"share a2"));
+        store.remove_wallet("b").unwrap();
+        assert!(matches!(
+            store.remove_wallet("b"),
+            Err(Error::WalletNotFound { .. })
+        ));
+        assert_eq!(store.list_wallets().unwrap(), ["a"]);
+        assert!(!Path::new("/nonexistent/tessera-home").exists());
     }
 
     #[test]

@@ -10,21 +10,17 @@ use tessera_core::ecdsa::eip191_digest;
 use tessera_core::{DerivationPath, Signature};
 use tessera_store::{Keystore, Passphrase};
 
+use crate::failure::Failure;
 use crate::progress::Progress;
-use crate::{Failure, device::client_error, device::store_error};
 
-fn failed(e: impl std::fmt::Display) -> Failure {
-    Failure::Failed(e.to_string())
-}
-
-pub async fn run(
+pub(super) async fn run(
     message: &str,
     path: &DerivationPath,
     format: crate::output::Format,
 ) -> Result<(), Failure> {
     let mut progress = Progress::new(std::io::stderr().is_terminal());
     let tmp = tempfile::tempdir()
-        .map_err(|e| failed(format!("cannot create a temporary directory: {e}")))?;
+        .map_err(|e| Failure::failed(format!("cannot create a temporary directory: {e}")))?;
 
     // 1. The commitment server, embedded, on a free loopback port.
     let step = progress.step(
@@ -38,26 +34,28 @@ pub async fn run(
             .map_err(|e| Failure::Failed(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(failed)?;
-    let url = format!("http://{}", listener.local_addr().map_err(failed)?);
+        .map_err(Failure::failed)?;
+    let url = format!("http://{}", listener.local_addr().map_err(Failure::failed)?);
     let server = tokio::spawn(tessera_server::serve(listener, state));
     step.finish(started.elapsed());
 
     // 2. This device: identity key in its keystore, registration, login.
     let step = progress.step("set up this device (identity key, registration, login)", 1);
     let started = Instant::now();
-    let keystore = Keystore::open(tmp.path().join("device")).map_err(store_error)?;
-    let passphrase = Passphrase::new("tessera demo passphrase".into()).map_err(store_error)?;
-    let identity = keystore.create_identity(&passphrase).map_err(store_error)?;
-    let mut client = ServerClient::new(&url).map_err(client_error)?;
+    let keystore = Keystore::open(tmp.path().join("device")).map_err(Failure::from)?;
+    let passphrase = Passphrase::new("tessera demo passphrase".into()).map_err(Failure::from)?;
+    let identity = keystore
+        .create_identity(&passphrase)
+        .map_err(Failure::from)?;
+    let mut client = ServerClient::new(&url).map_err(Failure::from)?;
     let device = client
         .register(&identity, "demo", "this computer")
         .await
-        .map_err(client_error)?;
+        .map_err(Failure::from)?;
     client
         .login(&identity, &device.device_id)
         .await
-        .map_err(client_error)?;
+        .map_err(Failure::from)?;
     step.finish(started.elapsed());
 
     // 3. Key generation: the device is party 0, the server party 1.
@@ -66,13 +64,16 @@ pub async fn run(
     let share = client
         .keygen("demo", |r, t| step.round(r, t))
         .await
-        .map_err(client_error)?;
+        .map_err(Failure::from)?;
     step.finish(started.elapsed());
     let mut record = WalletRecord::new(share);
     keystore
         .save_wallet("demo", &record.to_bytes(), &passphrase)
-        .map_err(store_error)?;
-    let key = record.current.public_key_at(path).map_err(failed)?;
+        .map_err(Failure::from)?;
+    let key = record
+        .current
+        .public_key_at(path)
+        .map_err(Failure::failed)?;
     let digest = eip191_digest(message.as_bytes());
     let kind = tessera_core::intent::SignKind::EthMessage {
         message: message.to_string(),
@@ -90,7 +91,7 @@ pub async fn run(
             |_| {},
         )
         .await
-        .map_err(client_error)?;
+        .map_err(Failure::from)?;
     step.finish(started.elapsed());
 
     let step = progress.step("refresh (new shares, same key, two-phase switch)", 4);
@@ -110,7 +111,7 @@ pub async fn run(
             RefreshStep::CommitSent => Ok(()),
         })
         .await
-        .map_err(client_error)?;
+        .map_err(Failure::from)?;
     step.finish(started.elapsed());
 
     let step = progress.step("signing again with the refreshed shares", 3);
@@ -124,13 +125,13 @@ pub async fn run(
             |_| {},
         )
         .await
-        .map_err(client_error)?;
+        .map_err(Failure::from)?;
     step.finish(started.elapsed());
     server.abort();
 
     if format.json {
-        key.verify(&digest, &first).map_err(failed)?;
-        key.verify(&digest, &second).map_err(failed)?;
+        key.verify(&digest, &first).map_err(Failure::failed)?;
+        key.verify(&digest, &second).map_err(Failure::failed)?;
         let signatures: Vec<_> = [first, second]
             .iter()
             .map(|sig| {
@@ -176,8 +177,8 @@ pub async fn run(
     show("signature 1", &first);
     show("signature 2", &second);
     println!("epoch          {epoch} after the refresh (key unchanged)");
-    key.verify(&digest, &first).map_err(failed)?;
-    key.verify(&digest, &second).map_err(failed)?;
+    key.verify(&digest, &first).map_err(Failure::failed)?;
+    key.verify(&digest, &second).map_err(Failure::failed)?;
     println!("verified       yes, both (k256, under the public key above)");
     Ok(())
 }

@@ -8,7 +8,7 @@ use tessera_backup::planner::{
     BackupServerRole, ItemKind, Plan, PlannedHolder, SetupAction, SetupStep,
 };
 
-use crate::backup::HolderKind;
+use crate::cmd::backup::HolderKind;
 
 /// Placeholder for the wallet name in the commands.
 pub(crate) const WALLET_PLACEHOLDER: &str = "WALLET";

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use tessera_backup::planner::{self, Answers, Formula, LossTable, Plan};
 use tessera_backup::structure::AccessStructure;
 
-use crate::Failure;
+use crate::failure::Failure;
 
 /// How many sets a line of the table lists before eliding the rest.
 const LISTED_SETS: usize = 6;

@@ -1,0 +1,173 @@
+//! `tessera server`: run the commitment server (the co-signing party).
+
+use clap::Args;
+
+use crate::failure::{CliResult, Failure};
+
+#[derive(Args)]
+pub(crate) struct ServerArgs {
+    /// Where the database and keys live (created on first start).
+    #[arg(long, default_value = "./tessera-data")]
+    data_dir: std::path::PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: std::net::SocketAddr,
+    /// Use this PostgreSQL database (postgres://user:pass@host/db) instead of the SQLite file in
+    /// the data directory, e.g. for several replicas. Keys stay in the data directory.
+    #[arg(long, env = "TESSERA_DATABASE_URL")]
+    database_url: Option<String>,
+    /// TLS certificate chain, PEM (with --tls-key).
+    #[arg(long, requires = "tls_key", conflicts_with_all = ["dev_tls", "insecure_http"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key, PEM.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Serve TLS with a self-signed development certificate kept in the data directory; its
+    /// SHA-256 fingerprint is printed for clients to pin (`tessera init --server-fingerprint`).
+    #[arg(long, conflicts_with = "insecure_http")]
+    dev_tls: bool,
+    /// Serve plain HTTP. Only allowed on a loopback address.
+    #[arg(long)]
+    insecure_http: bool,
+    /// Seconds without a message after which a protocol session expires.
+    #[arg(long, default_value_t = 300, hide = true)]
+    session_idle_timeout: u64,
+    /// The key-encryption key that seals the server's shares: `file` (kek.key in the data
+    /// directory, created on first start), `file:PATH`, or `pkcs11:module=PATH,token=LABEL,key=LABEL`
+    /// (an AES key in an HSM; the PIN from TESSERA_PKCS11_PIN).
+    #[arg(long, env = "TESSERA_KEK", default_value = "file")]
+    kek: String,
+    /// Requests per second from one source address (and --ip-burst at once).
+    #[arg(long, default_value_t = 1000)]
+    ip_rate: u32,
+    /// Requests at once from one source address.
+    #[arg(long, default_value_t = 2000)]
+    ip_burst: u32,
+    /// Authenticated requests per second of one device (and --device-burst at once).
+    #[arg(long, default_value_t = 100)]
+    device_rate: u32,
+    /// Authenticated requests at once of one device.
+    #[arg(long, default_value_t = 200)]
+    device_burst: u32,
+    /// Authentication failures per minute from one source address (after --auth-failure-burst
+    /// at once); beyond, the address waits (429, Retry-After).
+    #[arg(long, default_value_t = 10)]
+    auth_failures_per_minute: u32,
+    /// Authentication failures allowed at once from one source address.
+    #[arg(long, default_value_t = 20)]
+    auth_failure_burst: u32,
+    /// Sessions one device may hold at once, running or created and not yet expired (more:
+    /// 409 until some end).
+    #[arg(long, default_value_t = tessera_server::live_sessions::DEFAULT_MAX_PER_DEVICE)]
+    max_sessions_per_device: u32,
+    /// Sessions one wallet may hold at once, all devices together.
+    #[arg(long, default_value_t = tessera_server::live_sessions::DEFAULT_MAX_PER_WALLET)]
+    max_sessions_per_wallet: u32,
+    /// Seconds that an action no other device can approve waits, visible and cancellable by
+    /// the user's devices: exporting the server's share for a user with one active device,
+    /// recovering a device while the user has active devices (default 24 hours).
+    #[arg(long, default_value_t = 86_400)]
+    time_lock: u64,
+    /// Benchmarks only: no signing policies and no audit log (to measure what they cost).
+    /// Refused except with --insecure-http on loopback.
+    #[arg(long, hide = true, requires = "insecure_http")]
+    benchmark_without_controls: bool,
+    /// Signing or refresh runs of one wallet that may abort without the engine blaming anybody
+    /// (a disconnect mid-protocol, a bad message) within --abort-window; one more locks the
+    /// wallet until a refresh, because repeated aborts are how OT-based protocols leak (0: never).
+    #[arg(long, default_value_t = 5)]
+    abort_limit: u32,
+    /// Seconds over which aborts are counted for --abort-limit.
+    #[arg(long, default_value_t = 3600)]
+    abort_window: u64,
+}
+
+pub(crate) async fn run(args: ServerArgs) -> CliResult {
+    let tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        Some(
+            tessera_server::tls::from_files(cert, key)
+                .map_err(|e| Failure::Usage(e.to_string()))?,
+        )
+    } else if args.dev_tls {
+        Some(
+            tessera_server::tls::dev_identity(&args.data_dir)
+                .map_err(|e| Failure::Failed(e.to_string()))?,
+        )
+    } else if args.insecure_http {
+        if !args.listen.ip().is_loopback() {
+            return Err(Failure::Usage(format!(
+                "--insecure-http is only allowed on a loopback address, not {}",
+                args.listen.ip()
+            )));
+        }
+        None
+    } else {
+        return Err(Failure::Usage(
+            "choose TLS (--tls-cert and --tls-key, or --dev-tls) or, on loopback only, --insecure-http".into(),
+        ));
+    };
+    let mut config = tessera_server::Config::new(&args.data_dir);
+    config.database_url = args.database_url.clone();
+    config.kek = Some(kek_source(&args.kek, &args.data_dir)?);
+    config.controls = !args.benchmark_without_controls;
+    config.time_lock = std::time::Duration::from_secs(args.time_lock);
+    config.limits = tessera_server::limits::Limits {
+        ip_per_second: args.ip_rate,
+        ip_burst: args.ip_burst,
+        device_per_second: args.device_rate,
+        device_burst: args.device_burst,
+        auth_failures_per_minute: args.auth_failures_per_minute,
+        auth_failure_burst: args.auth_failure_burst,
+    };
+    config.session_idle_timeout = std::time::Duration::from_secs(args.session_idle_timeout.max(1));
+    config.max_sessions_per_device = args.max_sessions_per_device.max(1);
+    config.max_sessions_per_wallet = args.max_sessions_per_wallet.max(1);
+    config.abort_limit = args.abort_limit;
+    config.abort_window = std::time::Duration::from_secs(args.abort_window.max(1));
+    let state = tessera_server::AppState::open(config)
+        .await
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    let listener = std::net::TcpListener::bind(args.listen)
+        .map_err(|e| Failure::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    use std::io::Write;
+    match tls {
+        Some(identity) => {
+            println!(
+                "tessera server listening on https://{addr} (data in {}; certificate SHA-256 {} — clients pin it with --server-fingerprint)",
+                args.data_dir.display(),
+                identity.fingerprint
+            );
+            let _ = std::io::stdout().flush();
+            tessera_server::tls::serve_tls(listener, state, identity)
+                .await
+                .map_err(|e| Failure::Failed(e.to_string()))
+        }
+        None => {
+            println!(
+                "tessera server listening on http://{addr} (data in {}; plain HTTP, loopback only)",
+                args.data_dir.display()
+            );
+            let _ = std::io::stdout().flush();
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| Failure::Failed(e.to_string()))?;
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| Failure::Failed(e.to_string()))?;
+            tessera_server::serve(listener, state)
+                .await
+                .map_err(|e| Failure::Failed(format!("server stopped: {e}")))
+        }
+    }
+}
+
+pub(crate) fn kek_source(
+    text: &str,
+    data_dir: &std::path::Path,
+) -> Result<tessera_server::state::KekSource, Failure> {
+    let pin = std::env::var("TESSERA_PKCS11_PIN").ok();
+    tessera_server::state::KekSource::parse(text, data_dir, pin.as_deref())
+        .map_err(|e| Failure::Usage(e.to_string()))
+}

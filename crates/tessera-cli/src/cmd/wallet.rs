@@ -1,0 +1,229 @@
+//! `tessera keygen | sign | refresh | wallets | pubkey`: the wallets this device shares with its
+//! server.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use tessera_client::RefreshStep;
+use tessera_core::DerivationPath;
+use tessera_core::intent::SignKind;
+
+use crate::failure::{CliResult, Failure};
+use crate::output::{self, Format, WalletOut, print_json};
+use crate::unlock;
+
+#[derive(Args)]
+pub(crate) struct KeygenArgs {
+    /// The new wallet's name (letters, digits, '.', '_', '-').
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    format: output::Format,
+}
+
+#[derive(Args)]
+pub(crate) struct SignArgs {
+    /// The wallet.
+    #[arg(long)]
+    wallet: String,
+    #[command(flatten)]
+    format: output::Format,
+    /// The message (signed as an Ethereum personal_sign / EIP-191 message).
+    #[arg(long, conflicts_with_all = ["digest", "eth_tx"], required_unless_present_any = ["digest", "eth_tx"])]
+    message: Option<String>,
+    /// A 32-byte digest, hex (only if the wallet's policy allows raw digests).
+    #[arg(long, conflicts_with = "eth_tx")]
+    digest: Option<String>,
+    /// An EIP-1559 transaction as JSON (chain_id, nonce, max_fee_per_gas,
+    /// max_priority_fee_per_gas, gas_limit, to, value, data); prints the raw signed transaction.
+    #[arg(long)]
+    eth_tx: Option<PathBuf>,
+    /// Non-hardened BIP-32 path.
+    #[arg(long, default_value = "m")]
+    path: String,
+}
+
+#[derive(Args)]
+pub(crate) struct RefreshArgs {
+    /// The wallet.
+    #[arg(long)]
+    wallet: String,
+}
+
+#[derive(Args)]
+pub(crate) struct PubkeyArgs {
+    /// The wallet.
+    #[arg(long)]
+    wallet: String,
+    #[command(flatten)]
+    format: output::Format,
+}
+
+/// `tessera keygen`.
+pub(crate) async fn keygen(home: &Path, args: KeygenArgs) -> CliResult {
+    // Checks the name (it becomes a file name) before asking for the passphrase.
+    unlock::device(home).has_wallet(&args.name)?;
+    let online = unlock::connect(home).await?;
+    let share = online
+        .keygen(&args.name, |r, t| eprintln!("  keygen round {r}/{t} done"))
+        .await?;
+    WalletOut::of(&args.name, &share).print(args.format)
+}
+
+/// What `sign`'s flags ask to sign.
+fn sign_kind(args: &SignArgs) -> Result<SignKind, Failure> {
+    Ok(match (&args.digest, &args.message, &args.eth_tx) {
+        (Some(d), _, _) => {
+            let bytes = crate::cmd::verify::parse_hex("--digest", d)?;
+            if bytes.len() != 32 {
+                return Err(Failure::Usage(format!(
+                    "--digest must be 32 bytes, got {}",
+                    bytes.len()
+                )));
+            }
+            SignKind::Digest {
+                digest: hex::encode(bytes),
+            }
+        }
+        (None, Some(m), _) => SignKind::EthMessage { message: m.clone() },
+        (None, None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let tx = serde_json::from_str(&text).map_err(|e| {
+                Failure::Usage(format!("{} is not a transaction: {e}", file.display()))
+            })?;
+            SignKind::EthTx { tx }
+        }
+        (None, None, None) => {
+            return Err(Failure::Usage(
+                "give --message, --digest or --eth-tx".into(),
+            ));
+        }
+    })
+}
+
+/// `tessera sign`.
+pub(crate) async fn sign(home: &Path, args: SignArgs) -> CliResult {
+    let path: DerivationPath = args.path.parse().map_err(Failure::usage)?;
+    let kind = sign_kind(&args)?;
+    let decoded = tessera_core::intent::decode(&kind).map_err(Failure::usage)?;
+    let online = unlock::connect(home).await?;
+    let mut record = online.wallet(&args.wallet)?;
+    if !args.format.json {
+        println!("signing        {}", decoded.summary);
+    }
+    let signed = online
+        .sign_wallet(
+            &args.wallet,
+            &mut record,
+            &kind,
+            &path,
+            |r, t| eprintln!("  sign round {r}/{t} done"),
+            |session| {
+                eprintln!(
+                    "  waiting for another device of this user to approve (tessera approvals approve {session})"
+                )
+            },
+        )
+        .await?;
+    let raw_tx = signed
+        .raw_tx
+        .as_ref()
+        .map(|raw| format!("0x{}", hex::encode(raw)));
+    let signature = signed.signature;
+    if args.format.json {
+        // `sign` returns only a signature it verified under the wallet's key.
+        return print_json(&serde_json::json!({
+            "wallet": args.wallet,
+            "summary": decoded.summary,
+            "public_key": signed.public_key.to_string(),
+            "digest": hex::encode(decoded.digest),
+            "signature_der": hex::encode(signature.to_der()),
+            "signature_rsv": hex::encode(signature.to_rsv()),
+            "raw_tx": raw_tx,
+            "verified": true,
+        }));
+    }
+    println!("public key     {}", signed.public_key);
+    println!("digest         {}", hex::encode(decoded.digest));
+    println!("signature DER  {}", hex::encode(signature.to_der()));
+    println!("r||s||v        {}", hex::encode(signature.to_rsv()));
+    if let Some(raw) = raw_tx {
+        println!("raw tx         {raw}");
+    }
+    println!("verified       yes");
+    Ok(())
+}
+
+/// Crash-test hook: `TESSERA_TEST_PAUSE_AT=<step>` makes `tessera refresh` announce the step on
+/// stderr and stop there (after doing what the step does), so a test can SIGKILL the process at
+/// an exact point. Steps: `round-2`, `pending-stored`, `commit-sent`.
+fn pause_for_crash_test(step: RefreshStep) {
+    let name = match step {
+        RefreshStep::Round(2) => "round-2",
+        RefreshStep::PendingStored => "pending-stored",
+        RefreshStep::CommitSent => "commit-sent",
+        _ => return,
+    };
+    if std::env::var("TESSERA_TEST_PAUSE_AT").is_ok_and(|v| v == name) {
+        eprintln!("paused at {name}");
+        std::thread::sleep(std::time::Duration::from_secs(120));
+    }
+}
+
+/// `tessera refresh`.
+pub(crate) async fn refresh(home: &Path, args: RefreshArgs) -> CliResult {
+    let wallet = &args.wallet;
+    let online = unlock::connect(home).await?;
+    let epoch = online
+        .refresh(wallet, |step| {
+            if let RefreshStep::Round(n) = step {
+                eprintln!("  refresh round {n}/4 done");
+            }
+            pause_for_crash_test(step);
+        })
+        .await?;
+    println!("refreshed      {wallet}: now epoch {epoch}; the previous shares no longer sign");
+    println!(
+        "backups        backups made before this refresh restore shares that no longer sign: make new ones (tessera backup create --wallet {wallet} …, and --server-share)"
+    );
+    Ok(())
+}
+
+/// `tessera wallets`.
+pub(crate) async fn wallets(home: &Path, format: Format) -> CliResult {
+    let online = unlock::connect(home).await?;
+    let listed = online.wallets().await?;
+    if format.json {
+        let listed = listed
+            .iter()
+            .map(|w| {
+                let mut v = serde_json::to_value(&w.info)?;
+                v["share_on_this_device"] = w.share_on_this_device.into();
+                Ok(v)
+            })
+            .collect::<serde_json::Result<Vec<_>>>()
+            .map_err(|e| Failure::Failed(format!("cannot encode the output as JSON: {e}")))?;
+        return print_json(&listed);
+    }
+    for w in listed {
+        let here = if w.share_on_this_device {
+            ""
+        } else {
+            "  (no share on this device)"
+        };
+        let w = w.info;
+        println!(
+            "{:<20} {} {} epoch {}{here}",
+            w.name, w.eth_address, w.public_key, w.epoch
+        );
+    }
+    Ok(())
+}
+
+/// `tessera pubkey`.
+pub(crate) async fn pubkey(home: &Path, args: PubkeyArgs) -> CliResult {
+    let online = unlock::connect(home).await?;
+    let record = online.wallet(&args.wallet)?;
+    WalletOut::of(&args.wallet, &record.current).print(args.format)
+}

@@ -1,0 +1,456 @@
+//! The workflows of a device logged in to its server: key generation, signing, refresh, wallets,
+//! approvals, policies, devices, the audit log and the server's backup of its share.
+
+use tessera_backup::backup::Backup;
+use tessera_backup::holder::HolderPublicKey;
+use tessera_backup::structure::AccessStructure;
+use tessera_core::intent::SignKind;
+use tessera_core::{DerivationPath, KeyShare, PublicKey, Signature, api};
+use tessera_store::{DeviceIdentity, Keystore, Passphrase};
+
+use super::{Device, DeviceConfig, DeviceError};
+use crate::{ClientError, HookError, RefreshStep, ServerClient, WalletRecord};
+
+/// A device logged in to its server, its identity key unsealed.
+pub struct Online {
+    pub(super) device: Device,
+    pub(super) keystore: Keystore,
+    pub(super) passphrase: Passphrase,
+    pub(super) identity: DeviceIdentity,
+    pub(super) config: DeviceConfig,
+    pub(super) client: ServerClient,
+}
+
+impl std::fmt::Debug for Online {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The passphrase, identity key and token stay out.
+        f.debug_struct("Online")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signature [`Online::sign`] made and verified under the wallet's key.
+#[derive(Debug)]
+pub struct Signed {
+    /// The signature.
+    pub signature: Signature,
+    /// The key it verifies under (the wallet's key at the path).
+    pub public_key: PublicKey,
+    /// For a transaction: the signed transaction, ready to broadcast.
+    pub raw_tx: Option<Vec<u8>>,
+}
+
+/// A wallet of this user, and whether this device holds a share of it.
+#[derive(Debug)]
+pub struct WalletListing {
+    /// The wallet as the server knows it.
+    pub info: api::WalletInfo,
+    /// Whether the keystore holds this device's share.
+    pub share_on_this_device: bool,
+}
+
+/// What waits for this user's decision, by id.
+#[derive(Debug)]
+pub enum Pending {
+    /// An action held for another device's approval or a time lock.
+    Held(api::HeldAction),
+    /// Another device's signing request.
+    Request(api::PendingApproval),
+}
+
+impl Pending {
+    /// What it is, for the user to read before deciding.
+    #[must_use]
+    pub fn summary(&self) -> &str {
+        match self {
+            Pending::Held(a) => &a.summary,
+            Pending::Request(r) => &r.summary,
+        }
+    }
+}
+
+/// The outcome of [`Online::decide`].
+#[derive(Debug)]
+pub enum Decided {
+    /// The held action, as it is now.
+    Held(api::HeldAction),
+    /// The signing request's status, as it is now.
+    Request(api::SignStatus),
+}
+
+/// The server's backup of its share of a wallet.
+#[derive(Debug)]
+pub enum ServerBackup {
+    /// Made and checked against this device's share: the backup and its bytes.
+    Ready(Box<Backup>, Vec<u8>),
+    /// Held for another device's approval or a time lock; ask again after.
+    Held(api::HeldAction),
+}
+
+/// Whether the server verified and recorded a backup.
+#[derive(Debug)]
+pub enum BackupRecorded {
+    /// Verified and written to the audit log; the record's digest.
+    Recorded(String),
+    /// The server has no such wallet (a device-to-device wallet): verified locally only.
+    NotAServerWallet,
+}
+
+impl Online {
+    /// The configuration it logged in with.
+    #[must_use]
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    /// The client, logged in, for calls this handle does not wrap.
+    #[must_use]
+    pub fn client(&self) -> &ServerClient {
+        &self.client
+    }
+
+    /// The device this session belongs to.
+    #[must_use]
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The passphrase it was unlocked with, to unlock the keystore again without asking.
+    #[must_use]
+    pub fn into_passphrase(self) -> Passphrase {
+        self.passphrase
+    }
+
+    /// A wallet's record.
+    ///
+    /// # Errors
+    /// [`DeviceError::Store`], [`DeviceError::WalletRecord`].
+    pub fn wallet(&self, name: &str) -> Result<WalletRecord, DeviceError> {
+        self.device.load_wallet(name, &self.passphrase)
+    }
+
+    fn wallet_id(&self, name: &str) -> Result<String, DeviceError> {
+        Ok(self.wallet(name)?.current.wallet_id().to_string())
+    }
+
+    fn store(&self, name: &str, record: &WalletRecord) -> Result<(), HookError> {
+        Ok(self
+            .keystore
+            .replace_wallet(name, &record.to_bytes(), &self.passphrase)?)
+    }
+
+    /// Creates a 2-of-2 wallet `name` with the server and stores this device's share;
+    /// `on_round(r, total)` reports progress.
+    ///
+    /// # Errors
+    /// [`DeviceError::WalletExists`], [`DeviceError::Client`], [`DeviceError::Store`].
+    pub async fn keygen(
+        &self,
+        name: &str,
+        on_round: impl FnMut(u8, u8),
+    ) -> Result<KeyShare, DeviceError> {
+        if self.keystore.has_wallet(name)? {
+            return Err(DeviceError::WalletExists { name: name.into() });
+        }
+        let share = self.client.keygen(name, on_round).await?;
+        self.keystore
+            .save_wallet(name, &WalletRecord::new(share).to_bytes(), &self.passphrase)?;
+        Ok(self.wallet(name)?.current)
+    }
+
+    /// Signs what `kind` describes with wallet `name` under `path`, first repairing the record
+    /// after an interrupted refresh; `on_wait(session)` is told when another device must approve.
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidRequest`], [`DeviceError::Client`] (a policy denial, a refusal),
+    /// [`DeviceError::Store`].
+    pub async fn sign(
+        &self,
+        name: &str,
+        kind: &SignKind,
+        path: &DerivationPath,
+        on_round: impl FnMut(u8, u8),
+        on_wait: impl FnOnce(&str),
+    ) -> Result<Signed, DeviceError> {
+        tessera_core::intent::decode(kind).map_err(DeviceError::InvalidRequest)?;
+        let mut record = self.wallet(name)?;
+        self.sign_wallet(name, &mut record, kind, path, on_round, on_wait)
+            .await
+    }
+
+    /// [`Self::sign`] with the record of wallet `name` the caller loaded already
+    /// ([`Self::wallet`]); a changed record (a repair, a ban) is stored and left in `record`.
+    ///
+    /// # Errors
+    /// As [`Self::sign`].
+    pub async fn sign_wallet(
+        &self,
+        name: &str,
+        record: &mut WalletRecord,
+        kind: &SignKind,
+        path: &DerivationPath,
+        on_round: impl FnMut(u8, u8),
+        on_wait: impl FnOnce(&str),
+    ) -> Result<Signed, DeviceError> {
+        let signature = self
+            .client
+            .sign_wallet(
+                record,
+                |r| self.store(name, r),
+                kind,
+                path,
+                on_round,
+                on_wait,
+            )
+            .await?;
+        let public_key = record
+            .current
+            .public_key_at(path)
+            .map_err(DeviceError::Protocol)?;
+        let raw_tx = match kind {
+            SignKind::EthTx { tx } => {
+                Some(tx.signed_raw(&signature).map_err(DeviceError::Protocol)?)
+            }
+            _ => None,
+        };
+        Ok(Signed {
+            signature,
+            public_key,
+            raw_tx,
+        })
+    }
+
+    /// Refreshes wallet `name` (same key, next epoch), storing the record at every step that
+    /// needs it; `on_step` is called after each step is done and stored (progress, and the
+    /// point where a crash test stops the process). Returns the new epoch.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`] ([`ClientError::Stopped`] when storing failed).
+    pub async fn refresh(
+        &self,
+        name: &str,
+        mut on_step: impl FnMut(RefreshStep),
+    ) -> Result<u64, DeviceError> {
+        let mut record = self.wallet(name)?;
+        let epoch = self
+            .client
+            .refresh(&mut record, |step, r| {
+                let done = match step {
+                    RefreshStep::Round(_) | RefreshStep::CommitSent => Ok(()),
+                    RefreshStep::Settled
+                    | RefreshStep::PendingStored
+                    | RefreshStep::Switched
+                    | RefreshStep::Banned => self.store(name, r),
+                };
+                on_step(step);
+                done
+            })
+            .await?;
+        Ok(epoch)
+    }
+
+    /// This user's wallets, and which of them this device holds a share of.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`], [`DeviceError::Store`].
+    pub async fn wallets(&self) -> Result<Vec<WalletListing>, DeviceError> {
+        let remote = self.client.wallets().await?;
+        let local = self.keystore.list_wallets()?;
+        Ok(remote
+            .into_iter()
+            .map(|info| WalletListing {
+                share_on_this_device: local.contains(&info.name),
+                info,
+            })
+            .collect())
+    }
+
+    /// A wallet's policy on the server.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`], [`DeviceError::Store`].
+    pub async fn policy(&self, name: &str) -> Result<api::PolicyInfo, DeviceError> {
+        let id = self.wallet_id(name)?;
+        Ok(self.client.policy(&id).await?)
+    }
+
+    /// Proposes a wallet's next policy, signed by this device: applied, or held.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`], [`DeviceError::Store`].
+    pub async fn set_policy(
+        &self,
+        name: &str,
+        policy: &api::Policy,
+    ) -> Result<api::PolicyChange, DeviceError> {
+        let id = self.wallet_id(name)?;
+        Ok(self
+            .client
+            .propose_policy(&self.identity, &id, policy)
+            .await?)
+    }
+
+    /// Signing requests of other devices and held actions waiting for a decision.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn approvals(
+        &self,
+    ) -> Result<(Vec<api::PendingApproval>, Vec<api::HeldAction>), DeviceError> {
+        let pending = self.client.approvals().await?;
+        let held = self.client.held_actions().await?;
+        Ok((pending, held))
+    }
+
+    /// The held action or signing request with this id (a held action's id wins).
+    ///
+    /// # Errors
+    /// [`DeviceError::NoSuchRequest`], [`DeviceError::Client`].
+    pub async fn pending(&self, id: &str) -> Result<Pending, DeviceError> {
+        let held = self.client.held_actions().await?;
+        if let Some(action) = held.into_iter().find(|a| a.id == id) {
+            return Ok(Pending::Held(action));
+        }
+        self.client
+            .approvals()
+            .await?
+            .into_iter()
+            .find(|p| p.session_id == id)
+            .map(Pending::Request)
+            .ok_or_else(|| DeviceError::NoSuchRequest { id: id.into() })
+    }
+
+    /// Approves or refuses (cancels) what waits, signed by this device.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn decide(&self, pending: &Pending, approve: bool) -> Result<Decided, DeviceError> {
+        Ok(match pending {
+            Pending::Held(action) => Decided::Held(
+                self.client
+                    .decide_held(&self.identity, action, approve)
+                    .await?,
+            ),
+            Pending::Request(request) => {
+                Decided::Request(self.client.decide(&self.identity, request, approve).await?)
+            }
+        })
+    }
+
+    /// This user's devices.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn devices(&self) -> Result<Vec<api::Device>, DeviceError> {
+        Ok(self.client.devices().await?)
+    }
+
+    /// Approves a pending device by the code it shows, signed by this device.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn approve_device(&self, code: &str) -> Result<api::Device, DeviceError> {
+        Ok(self.client.approve(&self.identity, code).await?)
+    }
+
+    /// Revokes a device (`force`: even the last active one).
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn revoke_device(&self, id: &str, force: bool) -> Result<api::Device, DeviceError> {
+        Ok(self
+            .client
+            .revoke_with(id, &api::RevokeDevice { force })
+            .await?)
+    }
+
+    /// This user's audit records, or one wallet's.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`], [`DeviceError::Store`].
+    pub async fn audit(&self, wallet: Option<&str>) -> Result<Vec<api::AuditRecord>, DeviceError> {
+        let wallet_id = wallet.map(|name| self.wallet_id(name)).transpose()?;
+        Ok(self.client.audit(wallet_id.as_deref()).await?)
+    }
+
+    /// The server's check of its whole audit chain.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn audit_verify(&self) -> Result<api::AuditVerification, DeviceError> {
+        Ok(self.client.audit_verify().await?)
+    }
+
+    /// Has the server back up its share of wallet `name` under `structure` to `holders`, and
+    /// checks the backup against this device's share: the server's public share follows from
+    /// it, and the structure and holders are the ones asked for.
+    ///
+    /// # Errors
+    /// [`DeviceError::ServerBackupInvalid`], [`DeviceError::ServerBackupMismatch`],
+    /// [`DeviceError::Client`], [`DeviceError::Store`].
+    pub async fn backup_server_share(
+        &self,
+        name: &str,
+        structure: &AccessStructure,
+        holders: &[HolderPublicKey],
+    ) -> Result<ServerBackup, DeviceError> {
+        let record = self.wallet(name)?;
+        let texts: Vec<String> = holders.iter().map(HolderPublicKey::to_text).collect();
+        let answer = match self
+            .client
+            .backup_server_share(
+                &self.identity,
+                &record.current.wallet_id().to_string(),
+                &structure.to_string(),
+                texts.clone(),
+            )
+            .await?
+        {
+            api::ServerBackupOutcome::Ready(answer) => answer,
+            api::ServerBackupOutcome::Held(action) => return Ok(ServerBackup::Held(action)),
+        };
+        let bytes = hex::decode(&answer.backup)
+            .map_err(|e| DeviceError::MalformedServerBackup(e.to_string()))?;
+        let backup = Backup::from_bytes(&bytes).map_err(DeviceError::Backup)?;
+        let expected = tessera_backup::wallet::expected_share(&record.current, 1)
+            .map_err(DeviceError::Backup)?;
+        backup
+            .verify_for_share(&expected)
+            .map_err(|e| DeviceError::ServerBackupInvalid(e.to_string()))?;
+        let mut asked = texts;
+        let mut got: Vec<String> = backup
+            .holders()
+            .iter()
+            .map(HolderPublicKey::to_text)
+            .collect();
+        asked.sort();
+        got.sort();
+        if backup.structure() != structure || asked != got {
+            return Err(DeviceError::ServerBackupMismatch);
+        }
+        Ok(ServerBackup::Ready(Box::new(backup), bytes))
+    }
+
+    /// Shows a backup file to the server, which verifies it against the wallet as it knows it
+    /// and records it in its audit log.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn record_backup(&self, bytes: &[u8]) -> Result<BackupRecorded, DeviceError> {
+        match self.client.verify_backup(bytes).await {
+            Ok(report) => Ok(BackupRecorded::Recorded(report.digest)),
+            Err(ClientError::Server { status: 404, .. }) => Ok(BackupRecorded::NotAServerWallet),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Has the server verify a backup file against the wallet as it knows it (and audit it);
+    /// the audit record's digest.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`] (404 for a wallet the server does not hold).
+    pub async fn verify_backup(&self, bytes: &[u8]) -> Result<String, DeviceError> {
+        Ok(self.client.verify_backup(bytes).await?.digest)
+    }
+}
