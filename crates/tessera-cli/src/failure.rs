@@ -106,6 +106,7 @@ impl From<tessera_client::peer::PeerError> for Failure {
     fn from(e: tessera_client::peer::PeerError) -> Self {
         match e {
             tessera_client::peer::PeerError::NotFound(_) => Failure::Usage(e.to_string()),
+            tessera_client::peer::PeerError::Keystore(e) => e.into(),
             other => Failure::Failed(other.to_string()),
         }
     }

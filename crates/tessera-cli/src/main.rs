@@ -9,7 +9,6 @@
 mod cmd;
 mod failure;
 mod output;
-mod peer;
 mod progress;
 mod unlock;
 
@@ -18,26 +17,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub(crate) use failure::{CliResult, Failure};
-
-/// The paths `peer.rs` imports from before the command modules moved to `cmd/` (it moves
-/// there with the peer SDK change); nothing else uses them.
-mod device {
-    use std::path::Path;
-
-    use tessera_client::device::DeviceConfig;
-
-    use crate::Failure;
-
-    pub(crate) use crate::unlock::passphrase;
-
-    pub(crate) fn store_error(e: tessera_store::Error) -> Failure {
-        e.into()
-    }
-
-    pub(crate) fn load_config(home: &Path) -> Result<DeviceConfig, Failure> {
-        Ok(crate::unlock::device(home).config()?)
-    }
-}
 
 #[derive(Parser)]
 #[command(
@@ -79,7 +58,7 @@ enum Command {
     Device(cmd::device::DeviceCommand),
     /// Device-to-device mode, with no server: discover, pair, create wallets and sign.
     #[command(subcommand)]
-    Peer(peer::PeerCommand),
+    Peer(cmd::peer::PeerCommand),
     /// A wallet's signing policy on the server.
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCommand),
@@ -147,7 +126,7 @@ async fn device_command(command: Command) -> CliResult {
         Command::Policy(c) => cmd::policy::run(&home, c).await,
         Command::Approvals(c) => cmd::approvals::run(&home, c).await,
         Command::Device(c) => cmd::device::run(&home, c).await,
-        Command::Peer(p) => peer::run(&home, p).await,
+        Command::Peer(p) => cmd::peer::run(&home, p).await,
         Command::BackupKey(c) => cmd::backup::backup_key(&home, c),
         Command::Backup(c) => cmd::backup::backup(&home, c).await,
         Command::Audit(c) => cmd::audit::run(&home, c).await,

@@ -2,8 +2,6 @@
 //! wallets it shares with them (`peer-wallets.json`). Public data only; written atomically, 0600.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -183,20 +181,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, P
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), PeerError> {
-    let err = |e: std::io::Error| PeerError::Store(format!("cannot write {}: {e}", path.display()));
     let text = serde_json::to_vec_pretty(value).map_err(|e| PeerError::Store(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(&text)
-        .and_then(|()| f.sync_all())
-        .map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    tessera_store::write_private_file(path, &text).map_err(PeerError::Keystore)
 }
 
 fn now() -> u64 {

@@ -21,14 +21,14 @@ use tessera_client::peer::discovery::{self, Advertisement};
 use tessera_client::peer::known::KnownPeers;
 use tessera_client::peer::lead::{self, OpenWallet, Reach};
 use tessera_client::peer::pairing::{CodePrompt, LocalDevice};
+use tessera_client::peer::relay;
 use tessera_client::peer::responder::Responder;
 use tessera_client::peer::user::{Approval, PeerEvent, PeerUser};
-use tessera_client::peer::{PeerError, relay};
 use tessera_core::DerivationPath;
 use tessera_store::Keystore;
 
 use crate::Failure;
-use crate::device::{passphrase, store_error};
+use crate::unlock::passphrase;
 
 #[derive(Subcommand)]
 pub enum PeerCommand {
@@ -151,14 +151,6 @@ pub struct PeerRefreshArgs {
     wallet: String,
     #[command(flatten)]
     lead: LeadArgs,
-}
-
-fn peer_error(e: PeerError) -> Failure {
-    match e {
-        PeerError::NotFound(_) => Failure::Usage(e.to_string()),
-        PeerError::Keystore(e) => store_error(e),
-        other => Failure::Failed(other.to_string()),
-    }
 }
 
 /// One question at a time on the terminal (or stdin), whatever asks.
@@ -309,16 +301,19 @@ fn print_wallet(w: &WalletSummary) {
 
 /// Unlocks this device's keystore (creating its identity on first use) and names it.
 fn unlock(home: &Path, identity: &Identity) -> Result<PeerDevice, Failure> {
-    let keystore = Keystore::open(home).map_err(store_error)?;
+    let keystore = Keystore::open(home).map_err(Failure::from)?;
     let passphrase = passphrase()?;
-    let id = if keystore.has_identity().map_err(store_error)? {
-        keystore.load_identity(&passphrase).map_err(store_error)?
+    let id = if keystore.has_identity().map_err(Failure::from)? {
+        keystore.load_identity(&passphrase).map_err(Failure::from)?
     } else {
-        keystore.create_identity(&passphrase).map_err(store_error)?
+        keystore
+            .create_identity(&passphrase)
+            .map_err(Failure::from)?
     };
     let name = match &identity.device_name {
         Some(n) => n.clone(),
-        None => crate::device::load_config(home)
+        None => crate::unlock::device(home)
+            .config()
             .map(|c| c.device_name)
             .unwrap_or_else(|_| format!("tessera-{}", hex::encode(&id.public_key()[..4]))),
     };
@@ -352,7 +347,7 @@ pub async fn run(home: &Path, command: PeerCommand) -> Result<(), Failure> {
             })
             .await
             .map_err(|e| Failure::Failed(e.to_string()))?
-            .map_err(peer_error)?;
+            .map_err(Failure::from)?;
             if found.is_empty() {
                 println!("no devices found (is `tessera peer listen` running on this network?)");
             }
@@ -369,7 +364,7 @@ pub async fn run(home: &Path, command: PeerCommand) -> Result<(), Failure> {
             Ok(())
         }
         PeerCommand::Known(format) => {
-            let known = KnownPeers::load(home).map_err(peer_error)?;
+            let known = KnownPeers::load(home).map_err(Failure::from)?;
             if format.json {
                 return crate::output::print_json(&known.all());
             }
@@ -382,8 +377,8 @@ pub async fn run(home: &Path, command: PeerCommand) -> Result<(), Failure> {
             Ok(())
         }
         PeerCommand::Forget { name } => {
-            let mut known = KnownPeers::load(home).map_err(peer_error)?;
-            if known.remove(&name).map_err(peer_error)? {
+            let mut known = KnownPeers::load(home).map_err(Failure::from)?;
+            if known.remove(&name).map_err(Failure::from)? {
                 println!("forgot {name:?}");
                 Ok(())
             } else {
@@ -394,7 +389,7 @@ pub async fn run(home: &Path, command: PeerCommand) -> Result<(), Failure> {
         PeerCommand::Pair(args) => {
             let device = unlock(home, &args.identity)?;
             let links = reach(&device, &args, &terminal()).await?;
-            for (name, newly_paired) in lead::pair(links).await.map_err(peer_error)? {
+            for (name, newly_paired) in lead::pair(links).await.map_err(Failure::from)? {
                 // A new pairing was announced as it happened (by `reach`).
                 if !newly_paired {
                     println!("{name:?} is paired already");
@@ -439,7 +434,7 @@ async fn reach(
             discovery_timeout: Duration::from_secs(args.discovery_timeout),
         },
     };
-    lead::reach(device, &how, user).await.map_err(peer_error)
+    lead::reach(device, &how, user).await.map_err(Failure::from)
 }
 
 async fn keygen(home: &Path, args: PeerKeygenArgs) -> Result<(), Failure> {
@@ -448,7 +443,7 @@ async fn keygen(home: &Path, args: PeerKeygenArgs) -> Result<(), Failure> {
     if device
         .keystore
         .has_wallet(&args.name)
-        .map_err(store_error)?
+        .map_err(Failure::from)?
     {
         return Err(Failure::Usage(format!(
             "a wallet named {:?} already exists on this device",
@@ -467,7 +462,7 @@ async fn keygen(home: &Path, args: PeerKeygenArgs) -> Result<(), Failure> {
     );
     let summary = lead::keygen(&device, links, &args.name, args.threshold, &user)
         .await
-        .map_err(peer_error)?;
+        .map_err(Failure::from)?;
     print_wallet(&summary);
     Ok(())
 }
@@ -493,7 +488,7 @@ async fn sign(home: &Path, args: PeerSignArgs) -> Result<(), Failure> {
     }
     let mut lead = args.lead;
     let device = unlock(home, &lead.identity)?;
-    let mut wallet = OpenWallet::to_sign(&device, &args.wallet).map_err(peer_error)?;
+    let mut wallet = OpenWallet::to_sign(&device, &args.wallet).map_err(Failure::from)?;
     if lead.with.is_empty() && lead.connect.is_empty() && lead.relay.is_none() {
         // The only other device of a 2-of-2: by name.
         if wallet.others().len() != 1 {
@@ -514,12 +509,12 @@ async fn sign(home: &Path, args: PeerSignArgs) -> Result<(), Failure> {
     let link = links
         .pop()
         .ok_or_else(|| Failure::Failed("no device".into()))?;
-    wallet.party_of(&link).map_err(peer_error)?;
+    wallet.party_of(&link).map_err(Failure::from)?;
     println!("signing        {:?} with {:?}", args.message, args.wallet);
     eprintln!("waiting for {:?} to approve", link.peer.name);
     let signature = lead::sign(&device, &mut wallet, link, &args.message, &path, &user)
         .await
-        .map_err(peer_error)?;
+        .map_err(Failure::from)?;
     let key = wallet
         .record
         .current
@@ -539,7 +534,7 @@ async fn sign(home: &Path, args: PeerSignArgs) -> Result<(), Failure> {
 async fn refresh(home: &Path, args: PeerRefreshArgs) -> Result<(), Failure> {
     let mut lead = args.lead;
     let device = unlock(home, &lead.identity)?;
-    let mut wallet = OpenWallet::to_refresh(&device, &args.wallet).map_err(peer_error)?;
+    let mut wallet = OpenWallet::to_refresh(&device, &args.wallet).map_err(Failure::from)?;
     default_devices(&mut lead, &wallet);
     let user = terminal();
     let links = reach(&device, &lead, &user).await?;
@@ -551,7 +546,7 @@ async fn refresh(home: &Path, args: PeerRefreshArgs) -> Result<(), Failure> {
     );
     let epoch = lead::refresh(&device, &mut wallet, links, &user)
         .await
-        .map_err(peer_error)?;
+        .map_err(Failure::from)?;
     println!("wallet         {}", args.wallet);
     println!("epoch          {epoch}");
     println!("public key     {}", wallet.record.current.public_key());
@@ -568,7 +563,7 @@ async fn listen(home: &Path, args: ListenArgs) -> Result<(), Failure> {
         let code = args.code.clone().unwrap_or_default();
         let frames = relay::open(url, args.server_fingerprint.as_deref(), &code)
             .await
-            .map_err(peer_error)?;
+            .map_err(Failure::from)?;
         println!(
             "joined relay {code} as {:?}; connecting to the other device",
             device.me.name
