@@ -14,7 +14,7 @@
 //! Every ban, lift approval, lift and lock is audited.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::AnyConnection;
@@ -24,6 +24,7 @@ use crate::audit::{self, Subject};
 use crate::auth::AuthDevice;
 use crate::db::WriteTx;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::{AppState, now, rfc3339};
 
 /// The engine's blame of a party, as `ws` saw it.
@@ -448,7 +449,7 @@ pub struct BansQuery {
 pub async fn list(
     State(state): State<AppState>,
     me: AuthDevice,
-    Query(q): Query<BansQuery>,
+    ApiQuery(q): ApiQuery<BansQuery>,
 ) -> ApiResult<Json<Vec<api::Ban>>> {
     let wallet = crate::wallets::wallet_of(&state, &me, &q.wallet).await?;
     let rows: Vec<BanRow> = sqlx::query_as(ban_select!(
@@ -466,8 +467,8 @@ pub async fn list(
 pub async fn approve_lift(
     State(state): State<AppState>,
     me: AuthDevice,
-    Path(ban_id): Path<String>,
-    Json(req): Json<api::ApproveBanLift>,
+    ApiPath(ban_id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::ApproveBanLift>,
 ) -> ApiResult<Json<api::Ban>> {
     let row: Option<BanRow> = sqlx::query_as(ban_select!("WHERE id = $1"))
         .bind(&ban_id)
@@ -528,4 +529,12 @@ pub async fn approve_lift(
         lift_approved_by: Some(me.device_id.clone()),
         ..ban
     }))
+}
+
+/// Bans of blamed parties: `GET /bans`, `POST /bans/{ban_id}/approve-lift`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/bans", get(list))
+        .route("/bans/{ban_id}/approve-lift", post(approve_lift))
 }

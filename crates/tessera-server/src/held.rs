@@ -11,7 +11,7 @@
 //! when another device approves it).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -20,6 +20,7 @@ use tessera_core::api;
 use crate::audit;
 use crate::auth::AuthDevice;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
 use crate::state::{AppState, now, rfc3339};
 
 /// What is held.
@@ -330,8 +331,8 @@ pub async fn list(
 pub async fn decide(
     State(state): State<AppState>,
     me: AuthDevice,
-    Path(id): Path<String>,
-    Json(req): Json<api::DecideHeldAction>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::DecideHeldAction>,
 ) -> ApiResult<(StatusCode, Json<api::HeldAction>)> {
     let row: Option<Row> = sqlx::query_as(held_select!("WHERE id = $1 AND user_id = $2"))
         .bind(&id)
@@ -439,4 +440,12 @@ pub async fn decide(
         _ => {}
     }
     Ok((StatusCode::OK, Json(held.info)))
+}
+
+/// Held actions: `GET /actions`, `POST /actions/{id}`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/actions", get(list))
+        .route("/actions/{id}", post(decide))
 }

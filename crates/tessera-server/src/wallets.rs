@@ -1,7 +1,7 @@
 //! Wallet endpoints: create keygen/sign/refresh sessions, read public keys.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use tessera_core::api;
 use tessera_core::protocols::{fresh_nonce, joint_nonce};
@@ -10,6 +10,7 @@ use tessera_core::{DerivationPath, PublicKey, WalletId};
 use crate::auth::AuthDevice;
 use crate::db::{Backend, WriteTx};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery};
 use crate::state::{AppState, now};
 
 /// A wallet row.
@@ -213,7 +214,7 @@ async fn create_session(
 pub async fn keygen(
     State(state): State<AppState>,
     me: AuthDevice,
-    Json(req): Json<api::KeygenRequest>,
+    ApiJson(req): ApiJson<api::KeygenRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
     let name = req.name.trim();
     if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
@@ -269,7 +270,7 @@ pub struct StoredSign {
 pub async fn sign(
     State(state): State<AppState>,
     me: AuthDevice,
-    Json(req): Json<api::SignRequest>,
+    ApiJson(req): ApiJson<api::SignRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
     req.path
         .parse::<DerivationPath>()
@@ -387,7 +388,7 @@ pub async fn sign(
 pub async fn refresh(
     State(state): State<AppState>,
     me: AuthDevice,
-    Json(req): Json<api::RefreshRequest>,
+    ApiJson(req): ApiJson<api::RefreshRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
     let nonce = device_nonce(req.device_nonce.as_deref())?;
@@ -442,7 +443,7 @@ pub struct PubkeyQuery {
 pub async fn pubkey(
     State(state): State<AppState>,
     me: AuthDevice,
-    Query(q): Query<PubkeyQuery>,
+    ApiQuery(q): ApiQuery<PubkeyQuery>,
 ) -> ApiResult<Json<api::WalletInfo>> {
     Ok(Json(info(&wallet_of(&state, &me, &q.wallet).await?)))
 }
@@ -462,4 +463,16 @@ pub async fn list(
         out.push(info(&wallet_of(&state, &me, &id).await?));
     }
     Ok(Json(out))
+}
+
+/// Wallets and the REST half of their protocol runs: `POST /keygen`, `POST /sign`,
+/// `POST /refresh`, `GET /pubkey`, `GET /wallets`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/keygen", post(keygen))
+        .route("/sign", post(sign))
+        .route("/refresh", post(refresh))
+        .route("/pubkey", get(pubkey))
+        .route("/wallets", get(list))
 }
