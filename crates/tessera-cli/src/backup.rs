@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
+use tessera_api as api;
 use tessera_backup::backup::Backup;
 use tessera_backup::holder::{HolderPublicKey, HolderSecretKey};
 use tessera_backup::structure::AccessStructure;
 use tessera_client::WalletRecord;
-use tessera_core::api;
 use tessera_store::{Keystore, KeystoreOptions, Passphrase};
 
 use crate::Failure;

@@ -74,7 +74,7 @@ pub async fn run(
         .map_err(store_error)?;
     let key = record.current.public_key_at(path).map_err(failed)?;
     let digest = eip191_digest(message.as_bytes());
-    let kind = tessera_core::intent::SignKind::EthMessage {
+    let kind = tessera_api::intent::SignKind::EthMessage {
         message: message.to_string(),
     };
 

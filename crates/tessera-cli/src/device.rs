@@ -158,19 +158,19 @@ pub async fn init(
     println!("device id      {}", device.device_id);
     println!("identity key   {}", device.identity_key);
     println!("status         {:?}", device.status);
-    if device.status == tessera_core::api::DeviceStatus::Pending {
+    if device.status == tessera_api::DeviceStatus::Pending {
         println!(
             "approval code  {}  (on an active device of {user}: tessera device approve {})",
-            tessera_core::api::approval_code(&identity.public_key()),
-            tessera_core::api::approval_code(&identity.public_key())
+            tessera_api::approval_code(&identity.public_key()),
+            tessera_api::approval_code(&identity.public_key())
         );
     }
     Ok(())
 }
 
 /// A revoked device's identity key can never log in again: `init` must not look like it worked.
-fn refuse_revoked(device: &tessera_core::api::Device, server: &str) -> Result<(), Failure> {
-    if device.status != tessera_core::api::DeviceStatus::Revoked {
+fn refuse_revoked(device: &tessera_api::Device, server: &str) -> Result<(), Failure> {
+    if device.status != tessera_api::DeviceStatus::Revoked {
         return Ok(());
     }
     Err(Failure::Failed(format!(
@@ -230,11 +230,11 @@ fn store_record(
 pub async fn sign(
     home_dir: &Path,
     wallet: &str,
-    kind: &tessera_core::intent::SignKind,
+    kind: &tessera_api::intent::SignKind,
     path: &DerivationPath,
     format: Format,
 ) -> Result<(), Failure> {
-    let decoded = tessera_core::intent::decode(kind).map_err(|e| Failure::Usage(e.to_string()))?;
+    let decoded = tessera_api::intent::decode(kind).map_err(|e| Failure::Usage(e.to_string()))?;
     let s = connect(home_dir).await?;
     let mut record = load_record(&s, wallet)?;
     if !format.json {
@@ -261,7 +261,7 @@ pub async fn sign(
         .public_key_at(path)
         .map_err(|e| Failure::Failed(e.to_string()))?;
     let raw_tx = match kind {
-        tessera_core::intent::SignKind::EthTx { tx } => Some(format!(
+        tessera_api::intent::SignKind::EthTx { tx } => Some(format!(
             "0x{}",
             hex::encode(
                 tx.signed_raw(&signature)
@@ -322,7 +322,7 @@ pub async fn policy_set(home_dir: &Path, wallet: &str, file: &Path) -> Result<()
         std::fs::read_to_string(file)
             .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?
     };
-    let policy: tessera_core::api::Policy = serde_json::from_str(&text)
+    let policy: tessera_api::Policy = serde_json::from_str(&text)
         .map_err(|e| Failure::Usage(format!("the policy is not valid: {e}")))?;
     let s = connect(home_dir).await?;
     let identity = &s.identity;
@@ -333,10 +333,10 @@ pub async fn policy_set(home_dir: &Path, wallet: &str, file: &Path) -> Result<()
         .await
         .map_err(client_error)?
     {
-        tessera_core::api::PolicyChange::Applied(info) => {
+        tessera_api::PolicyChange::Applied(info) => {
             println!("policy of {wallet} is now version {}", info.version);
         }
-        tessera_core::api::PolicyChange::Held(action) => {
+        tessera_api::PolicyChange::Held(action) => {
             print_held(&action);
             println!(
                 "next           the current policy requires approval and this change weakens it: once another active device approves it (tessera approvals approve {}), it applies; after a time lock, run this same command again",
@@ -348,7 +348,7 @@ pub async fn policy_set(home_dir: &Path, wallet: &str, file: &Path) -> Result<()
 }
 
 /// Prints a held action: what it is, and how it completes or is cancelled.
-pub fn print_held(action: &tessera_core::api::HeldAction) {
+pub fn print_held(action: &tessera_api::HeldAction) {
     println!("held           {} ({})", action.id, action.kind);
     println!("               {}", action.summary);
     match &action.unlock_at {
@@ -567,7 +567,7 @@ pub async fn device_revoke(home_dir: &Path, id: &str, force: bool) -> Result<(),
     }
     let d = s
         .client
-        .revoke_with(id, &tessera_core::api::RevokeDevice { force })
+        .revoke_with(id, &tessera_api::RevokeDevice { force })
         .await
         .map_err(client_error)?;
     println!("revoked {} ({})", d.device_id, d.name);

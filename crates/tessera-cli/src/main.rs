@@ -707,12 +707,12 @@ async fn device_command(command: Command) -> CliResult {
                             bytes.len()
                         )));
                     }
-                    tessera_core::intent::SignKind::Digest {
+                    tessera_api::intent::SignKind::Digest {
                         digest: hex::encode(bytes),
                     }
                 }
                 (None, Some(m), _) => {
-                    tessera_core::intent::SignKind::EthMessage { message: m.clone() }
+                    tessera_api::intent::SignKind::EthMessage { message: m.clone() }
                 }
                 (None, None, Some(file)) => {
                     let text = std::fs::read_to_string(file).map_err(|e| {
@@ -721,7 +721,7 @@ async fn device_command(command: Command) -> CliResult {
                     let tx = serde_json::from_str(&text).map_err(|e| {
                         Failure::Usage(format!("{} is not a transaction: {e}", file.display()))
                     })?;
-                    tessera_core::intent::SignKind::EthTx { tx }
+                    tessera_api::intent::SignKind::EthTx { tx }
                 }
                 (None, None, None) => {
                     return Err(Failure::Usage(

@@ -627,7 +627,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// and the device stays pending.
 #[tokio::test]
 async fn recovery_without_the_share_is_refused() {
-    use tessera_core::api;
+    use tessera_api as api;
     let server = Server::start_fresh(&[]);
     let phone = Device::new();
     phone.init(&server, "dave", "phone");

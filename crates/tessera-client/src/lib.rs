@@ -13,9 +13,9 @@ mod wallet;
 pub use wallet::{PartyBan, WalletRecord};
 
 use futures_util::{SinkExt, StreamExt};
-use tessera_core::api;
+use tessera_api as api;
+use tessera_api::intent::SignKind;
 use tessera_core::driver::{self, Control, DriveError, Link};
-use tessera_core::intent::SignKind;
 use tessera_core::protocols::{
     KeygenSession, RefreshSession, SignRequest, SignSession, fresh_nonce, joint_nonce,
 };
@@ -516,12 +516,12 @@ impl ServerClient {
         on_round: impl FnMut(u8, u8),
         on_wait: impl FnOnce(&str),
     ) -> Result<Signature> {
-        let digest = tessera_core::intent::decode(kind)?.digest;
+        let digest = tessera_api::intent::decode(kind)?.digest;
         let ours = fresh_nonce();
         let created: api::SessionCreated = self
             .post(
                 "/sign",
-                &api::SignRequest {
+                &api::SignIntentRequest {
                     wallet_id: share.wallet_id().to_string(),
                     path: path.to_string(),
                     kind: kind.clone(),

@@ -17,7 +17,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tessera_core::api;
+use tessera_api as api;
 
 use crate::auth::AuthDevice;
 use crate::db::{DURABLE_ATTEMPTS, WriteTx, retry_pause};

@@ -11,8 +11,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::json;
+use tessera_api as api;
 use tessera_backup::backup::Backup;
-use tessera_core::api;
 use tessera_core::{KeyShare, PartyIndex};
 
 use crate::audit;

@@ -18,7 +18,8 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::AnyConnection;
-use tessera_core::{PartyIndex, api};
+use tessera_api as api;
+use tessera_core::PartyIndex;
 
 use crate::audit::{self, Subject};
 use crate::auth::AuthDevice;

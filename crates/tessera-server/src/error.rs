@@ -2,14 +2,14 @@
 //!
 //! Every error answer, whatever produced it (a handler, an extractor that could not read the
 //! request, an unknown path or method, a rate limit), has the same body,
-//! [`tessera_core::api::ApiError`]: `{"error": CODE, "message": TEXT}` plus `"rule"` for a policy
+//! [`tessera_api::ApiError`]: `{"error": CODE, "message": TEXT}` plus `"rule"` for a policy
 //! denial. The codes are stable and listed in [`ApiError::code`]; the status is the one each
 //! variant names.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tessera_core::api;
+use tessera_api as api;
 
 /// An error answered to a client. Messages are for the caller and never carry secrets.
 #[derive(Debug, thiserror::Error)]

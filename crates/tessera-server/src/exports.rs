@@ -11,9 +11,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::json;
+use tessera_api as api;
 use tessera_backup::holder::HolderPublicKey;
 use tessera_backup::structure::AccessStructure;
-use tessera_core::api;
 
 use crate::audit;
 use crate::auth::AuthDevice;

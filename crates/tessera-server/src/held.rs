@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tessera_core::api;
+use tessera_api as api;
 
 use crate::audit;
 use crate::auth::AuthDevice;

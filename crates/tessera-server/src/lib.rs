@@ -33,7 +33,7 @@ pub mod ws;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Json, Router};
-use tessera_core::api;
+use tessera_api as api;
 
 pub use state::{AppState, Config};
 

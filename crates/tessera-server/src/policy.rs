@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
-use tessera_core::api::{self, Policy};
-use tessera_core::intent::{Decoded, U256};
+use tessera_api::intent::{Decoded, U256};
+use tessera_api::{self as api, Policy};
 
 use crate::audit;
 use crate::auth::AuthDevice;
@@ -105,7 +105,7 @@ fn check(policy: &Policy) -> ApiResult<()> {
         ));
     }
     for d in policy.destinations.iter().flatten() {
-        if tessera_core::intent::parse_address(d).is_err() {
+        if tessera_api::intent::parse_address(d).is_err() {
             return bad(format!("destination {d:?} is not a 0x-hex address"));
         }
     }
@@ -581,7 +581,7 @@ pub(crate) fn router() -> axum::Router<AppState> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use tessera_core::intent::{EthTransaction, SignKind, decode};
+    use tessera_api::intent::{EthTransaction, SignKind, decode};
 
     use super::*;
 

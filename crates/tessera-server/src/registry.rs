@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use tessera_core::api::{self, DeviceStatus};
+use tessera_api::{self as api, DeviceStatus};
 
 use serde_json::json;
 

@@ -121,7 +121,7 @@ pub async fn open(
     extensions: Extensions,
     ApiWebSocket(upgrade): ApiWebSocket,
 ) -> ApiResult<Response> {
-    if !tessera_core::api::is_relay_code(&code) {
+    if !tessera_api::is_relay_code(&code) {
         return Err(ApiError::BadRequest(
             "a relay code looks like ABCD-EFGH-JKMN".into(),
         ));

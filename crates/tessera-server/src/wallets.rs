@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
-use tessera_core::api;
+use tessera_api as api;
 use tessera_core::protocols::{fresh_nonce, joint_nonce};
 use tessera_core::{DerivationPath, PublicKey, WalletId};
 
@@ -270,14 +270,14 @@ pub struct StoredSign {
 pub async fn sign(
     State(state): State<AppState>,
     me: AuthDevice,
-    ApiJson(req): ApiJson<api::SignRequest>,
+    ApiJson(req): ApiJson<api::SignIntentRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
     req.path
         .parse::<DerivationPath>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let nonce = device_nonce(req.device_nonce.as_deref())?;
     let decoded =
-        tessera_core::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        tessera_api::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let kind = req.kind.name();
     let digest = hex::encode(decoded.digest);
     let stored = StoredSign {

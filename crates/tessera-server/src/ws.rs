@@ -10,11 +10,12 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::response::Response;
 use serde::Deserialize;
+use tessera_api as api;
 use tessera_core::driver::{self, Control, DriveError, Link};
 use tessera_core::envelope::MAX_ENVELOPE_BYTES;
 use tessera_core::{
     DerivationPath, Error, KeyShare, KeygenSession, PartyIndex, RefreshSession, Session,
-    SignRequest, SignSession, Threshold, WalletId, api,
+    SignRequest, SignSession, Threshold, WalletId,
 };
 
 use crate::audit;

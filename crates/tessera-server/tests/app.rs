@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tessera_core::api;
+use tessera_api as api;
 use tessera_server::{AppState, Config, app};
 use tower::ServiceExt;
 

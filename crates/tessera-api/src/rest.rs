@@ -1,5 +1,5 @@
-//! Wire types of the commitment server's REST API, shared by the server and the client (which
-//! never depend on each other). JSON over HTTPS; binary fields are lower-case hex.
+//! Request and answer types of the commitment server's REST API and the text frames of its
+//! protocol socket. JSON over HTTPS; binary fields are lower-case hex.
 
 use serde::{Deserialize, Serialize};
 
@@ -204,9 +204,10 @@ pub struct KeygenRequest {
 
 /// `POST /sign`: what to sign with a wallet; the server computes the digest itself.
 /// JSON: `{"wallet_id": …, "path": "m", "kind": "eth-tx", "tx": {…}}` (or `"kind": "eth-message",
-/// "message": …`, or `"kind": "digest", "digest": …`).
+/// "message": …`, or `"kind": "digest", "digest": …`). (The parameters of the signing protocol
+/// run itself are `tessera_core::SignRequest`.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignRequest {
+pub struct SignIntentRequest {
     /// The wallet, hex id.
     pub wallet_id: String,
     /// Non-hardened BIP-32 path, `m` for the wallet key.
@@ -417,7 +418,7 @@ pub struct SessionCreated {
     /// The wallet, hex id.
     pub wallet_id: String,
     /// The server's fresh nonce for the run, hex. When the request carried a `device_nonce`, the
-    /// run's nonce is [`crate::protocols::joint_nonce`]`(&[device_nonce, nonce])` (device first:
+    /// run's nonce is [`tessera_core::protocols::joint_nonce`]`(&[device_nonce, nonce])` (device first:
     /// party 0), so that each side knows the run is new; otherwise it is this nonce itself.
     pub nonce: String,
     /// The wallet's epoch the run starts from.
