@@ -4,6 +4,9 @@
 //! They hold the text as sent: the server checks an id where it uses it (an unknown or malformed
 //! one is that endpoint's 400 or 404, not a body that fails to parse). A wallet's id is the hex
 //! text of `tessera_core::WalletId`: [`WalletId::parse`] gives that, `From` the other way.
+//!
+//! With the `sqlx` feature (the server's), each id is also a database text column: bound as a
+//! query parameter and read from a row as the string it wraps.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -123,6 +126,45 @@ macro_rules! text_id {
                 *self == other.0
             }
         }
+
+        #[cfg(feature = "sqlx")]
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $name
+        where
+            String: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <String as sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <String as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        #[cfg(feature = "sqlx")]
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $name
+        where
+            String: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <String as sqlx::Encode<'q, DB>>::encode_by_ref(&self.0, buf)
+            }
+        }
+
+        #[cfg(feature = "sqlx")]
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $name
+        where
+            String: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                <String as sqlx::Decode<'r, DB>>::decode(value).map($name)
+            }
+        }
     };
 }
 
@@ -183,7 +225,10 @@ mod tests {
     fn ids_are_their_text_on_the_wire() {
         let id = DeviceId::new("6f1c2f0e");
         assert_eq!(serde_json::to_string(&id).unwrap(), r#""6f1c2f0e""#);
-        assert_eq!(serde_json::from_str::<DeviceId>(r#""6f1c2f0e""#).unwrap(), id);
+        assert_eq!(
+            serde_json::from_str::<DeviceId>(r#""6f1c2f0e""#).unwrap(),
+            id
+        );
         assert_eq!(id, "6f1c2f0e");
         assert_eq!(format!("{id}"), "6f1c2f0e");
         assert_eq!(format!("{id:?}"), r#"DeviceId("6f1c2f0e")"#);

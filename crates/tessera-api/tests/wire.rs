@@ -119,7 +119,7 @@ fn signing_requests_and_sessions() {
     );
     pinned(
         &SessionCreated {
-            session_id: "22".repeat(32),
+            session_id: "22".repeat(32).into(),
             wallet_id: WALLET.into(),
             nonce: "33".repeat(32),
             epoch: 2,
@@ -151,7 +151,7 @@ fn signing_requests_and_sessions() {
 #[test]
 fn held_actions_and_outcomes() {
     let held = HeldAction {
-        id: "44".repeat(16),
+        id: "44".repeat(16).into(),
         kind: "server-share-export".into(),
         wallet_id: Some(WALLET.into()),
         requested_by: DEVICE.into(),
@@ -185,11 +185,11 @@ fn held_actions_and_outcomes() {
     );
     pinned(
         &Ban {
-            ban_id: "66".repeat(16),
+            ban_id: "66".repeat(16).into(),
             wallet_id: WALLET.into(),
             party: 0,
             device_id: Some(DEVICE.into()),
-            session_id: "77".repeat(32),
+            session_id: "77".repeat(32).into(),
             round: 2,
             reason: "bad proof".into(),
             banned_at: "2026-01-02T03:04:05Z".into(),

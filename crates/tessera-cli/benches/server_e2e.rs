@@ -474,7 +474,7 @@ async fn create_sign_session(
         .post(format!("{url}/sign"))
         .bearer_auth(device.token())
         .json(&api::SignIntentRequest {
-            wallet_id: device.share().wallet_id().to_string(),
+            wallet_id: device.share().wallet_id().into(),
             path: "m".into(),
             kind: tessera_api::intent::SignKind::EthMessage {
                 message: format!("bench {n}"),

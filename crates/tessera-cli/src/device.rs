@@ -151,7 +151,7 @@ pub async fn init(
             server: server.into(),
             server_fingerprint: fingerprint.map(str::to_string),
             user: user.into(),
-            device_id: device.device_id.clone(),
+            device_id: device.device_id.clone().into(),
             device_name: name.into(),
         },
     )?;

@@ -111,7 +111,7 @@ async fn create_sign_session(
         .post(format!("{url}/sign"))
         .bearer_auth(client.token().unwrap())
         .json(&api::SignIntentRequest {
-            wallet_id: wallet.to_string(),
+            wallet_id: wallet.into(),
             path: "m".into(),
             kind: tessera_api::intent::SignKind::Digest {
                 digest: hex::encode(digest),
@@ -181,13 +181,13 @@ async fn ban_and_lift(postgres: bool) {
             ..
         } => {
             assert!(message.contains("banned"), "{message}");
-            assert!(message.contains(&ban.ban_id), "{message}");
+            assert!(message.contains(ban.ban_id.as_str()), "{message}");
         }
         other => panic!("expected a 403 naming the ban, got {other}"),
     }
     let refused = refresh(&laptop.client, &mut record).await.unwrap_err();
     assert!(
-        matches!(&refused, ClientError::Server { status: 403, message, .. } if message.contains(&ban.ban_id)),
+        matches!(&refused, ClientError::Server { status: 403, message, .. } if message.contains(ban.ban_id.as_str())),
         "{refused}"
     );
 

@@ -44,7 +44,7 @@ impl Owner {
         Owner {
             client,
             id: Arc::new(id),
-            device_id: device.device_id,
+            device_id: device.device_id.into(),
             share,
             wallet,
             _home: home,
@@ -84,7 +84,7 @@ async fn sign_all(urls: &[&str], token: &str, wallet: &str, kinds: Vec<SignKind>
                 .post(format!("{}/sign", urls[i % urls.len()]))
                 .bearer_auth(token)
                 .json(&api::SignIntentRequest {
-                    wallet_id: wallet.to_string(),
+                    wallet_id: wallet.into(),
                     path: "m".into(),
                     kind,
                     device_nonce: None,

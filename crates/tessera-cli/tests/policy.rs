@@ -334,7 +334,7 @@ async fn policies_are_signed_versioned_and_owned() {
         http.put(format!("{}/policy", server.url))
             .bearer_auth(o.laptop.token().unwrap())
             .json(&tessera_api::SetPolicy {
-                wallet_id: o.wallet.clone(),
+                wallet_id: o.wallet.clone().into(),
                 version,
                 policy: Policy::default(),
                 signature,

@@ -74,7 +74,7 @@ async fn two_replicas_share_one_postgresql() {
         .post(format!("{}/refresh", a.url))
         .bearer_auth(via_a.token().unwrap())
         .json(&tessera_api::RefreshRequest {
-            wallet_id: wallet.clone(),
+            wallet_id: wallet.clone().into(),
             device_nonce: None,
         })
         .send()

@@ -805,7 +805,13 @@ mod refresh {
             .set_policy(&id, &share.wallet_id().to_string(), &allow_digests())
             .await
             .unwrap();
-        (client, id, d.device_id, WalletRecord::new(share), home)
+        (
+            client,
+            id,
+            d.device_id.into(),
+            WalletRecord::new(share),
+            home,
+        )
     }
 
     /// What a device stores at each step, as the CLI does: the record at Settled, PendingStored

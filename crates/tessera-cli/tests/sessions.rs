@@ -246,7 +246,7 @@ async fn caps_hold_under_concurrent_creations(database: Option<String>) {
     let (phone, _) = pair.phone.as_ref().unwrap();
     let sign = |i: usize| {
         serde_json::to_value(api::SignIntentRequest {
-            wallet_id: wallet.clone(),
+            wallet_id: wallet.clone().into(),
             path: "m".into(),
             kind: SignKind::EthMessage {
                 message: format!("m{i}"),

@@ -416,7 +416,7 @@ impl ServerClient {
         self.post(
             &format!("/devices/{device_id}/recover"),
             &api::RecoverDevice {
-                wallet_id,
+                wallet_id: wallet_id.into(),
                 epoch: share.epoch(),
                 proof: hex::encode(proof),
                 signature: hex::encode(identity.sign(&message)),
@@ -522,7 +522,7 @@ impl ServerClient {
             .post(
                 "/sign",
                 &api::SignIntentRequest {
-                    wallet_id: share.wallet_id().to_string(),
+                    wallet_id: share.wallet_id().into(),
                     path: path.to_string(),
                     kind: kind.clone(),
                     device_nonce: Some(hex::encode(ours)),
@@ -616,7 +616,7 @@ impl ServerClient {
         self.put(
             "/policy",
             &api::SetPolicy {
-                wallet_id: wallet_id.to_string(),
+                wallet_id: wallet_id.into(),
                 version,
                 policy: policy.clone(),
                 signature,
@@ -779,7 +779,7 @@ impl ServerClient {
             .post(
                 "/refresh",
                 &api::RefreshRequest {
-                    wallet_id,
+                    wallet_id: wallet_id.into(),
                     device_nonce: Some(hex::encode(ours)),
                 },
             )

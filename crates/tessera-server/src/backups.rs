@@ -33,7 +33,7 @@ pub const MAX_REQUEST_BYTES: usize = 2 * MAX_BACKUP_BYTES + 1024;
 pub fn report(backup: &Backup, bytes: &[u8]) -> api::BackupReport {
     let context = backup.context();
     api::BackupReport {
-        wallet_id: context.wallet_id.clone(),
+        wallet_id: context.wallet_id.clone().into(),
         party: context.party,
         epoch: context.epoch,
         structure: backup.structure().to_string(),

@@ -65,15 +65,15 @@ fn ban_of(row: BanRow) -> api::Ban {
     let (id, wallet_id, party, device_id, session_id, round, reason, banned_at, by, lifted_at) =
         row;
     api::Ban {
-        ban_id: id,
-        wallet_id,
+        ban_id: id.into(),
+        wallet_id: wallet_id.into(),
         party: u8::try_from(party).unwrap_or(u8::MAX),
-        device_id,
-        session_id,
+        device_id: device_id.map(Into::into),
+        session_id: session_id.into(),
         round: u8::try_from(round).unwrap_or(u8::MAX),
         reason,
         banned_at: rfc3339(banned_at),
-        lift_approved_by: by,
+        lift_approved_by: by.map(Into::into),
         lifted_at: lifted_at.map(rfc3339),
     }
 }
@@ -527,7 +527,7 @@ pub async fn approve_lift(
     .await?;
     tx.commit().await?;
     Ok(Json(api::Ban {
-        lift_approved_by: Some(me.device_id.clone()),
+        lift_approved_by: Some(me.device_id.clone().into()),
         ..ban
     }))
 }

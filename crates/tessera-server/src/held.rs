@@ -148,10 +148,10 @@ impl Held {
                 .map_err(|e| ApiError::Internal(format!("stored held action: {e}")))?,
             unlock_at,
             info: api::HeldAction {
-                id,
+                id: id.into(),
                 kind,
-                wallet_id,
-                requested_by,
+                wallet_id: wallet_id.map(Into::into),
+                requested_by: requested_by.into(),
                 summary,
                 digest,
                 status,
@@ -248,9 +248,9 @@ pub async fn hold_or_ready(
     .execute(state.db())
     .await?;
     let info = api::HeldAction {
-        id: id.clone(),
+        id: id.clone().into(),
         kind: request.kind.as_str().into(),
-        wallet_id: request.wallet_id.map(str::to_string),
+        wallet_id: request.wallet_id.map(Into::into),
         requested_by: request.requested_by.into(),
         summary: request.summary.clone(),
         digest: request.digest.into(),

@@ -85,10 +85,10 @@ pub async fn get(
     let wallet = wallet_of(&state, &me, &q.wallet).await?;
     let (version, policy, set_by, set_at) = current(&state, &wallet.id).await?;
     Ok(Json(api::PolicyInfo {
-        wallet_id: wallet.id,
+        wallet_id: wallet.id.into(),
         version,
         policy,
-        set_by,
+        set_by: set_by.map(Into::into),
         set_at: set_at.map(rfc3339),
     }))
 }
@@ -251,7 +251,7 @@ pub async fn apply(
         wallet_id: req.wallet_id.clone(),
         version: req.version,
         policy: req.policy.clone(),
-        set_by: Some(set_by.to_string()),
+        set_by: Some(set_by.into()),
         set_at: Some(rfc3339(now())),
     })
 }
@@ -450,9 +450,9 @@ pub async fn pending(
             .map(
                 |(session_id, wallet_id, device_id, summary, digest, expires)| {
                     api::PendingApproval {
-                        session_id,
-                        wallet_id,
-                        device_id,
+                        session_id: session_id.into(),
+                        wallet_id: wallet_id.into(),
+                        device_id: device_id.into(),
                         summary,
                         digest,
                         expires_at: rfc3339(expires),

@@ -72,8 +72,8 @@ type DeviceRow = (
 fn device_of(row: DeviceRow) -> api::Device {
     let (device_id, user_id, name, key, status, registered_at, last_seen, revoked_at) = row;
     api::Device {
-        device_id,
-        user_id,
+        device_id: device_id.into(),
+        user_id: user_id.into(),
         name,
         identity_key: hex::encode(key),
         status: match status.as_str() {

@@ -116,7 +116,7 @@ fn wallet_from_row(row: Option<WalletRow>, wallet_id: &str) -> ApiResult<Wallet>
 
 fn info(w: &Wallet) -> api::WalletInfo {
     api::WalletInfo {
-        wallet_id: w.id.clone(),
+        wallet_id: w.id.clone().into(),
         name: w.name.clone(),
         public_key: w.public_key.to_string(),
         eth_address: w.public_key.eth_address(),
@@ -202,8 +202,8 @@ async fn create_session(
         .map_err(CreateError::Api)?;
     }
     Ok(api::SessionCreated {
-        session_id,
-        wallet_id: wallet_id.to_string(),
+        session_id: session_id.into(),
+        wallet_id: wallet_id.into(),
         nonce: hex::encode(server_nonce),
         epoch,
         approval: None,

@@ -134,7 +134,7 @@ fn assert_error(answer: &Answer, status: StatusCode, code: &str) {
 /// A device with an Ed25519 identity key, registered through `POST /devices`.
 struct Device {
     key: Ed25519KeyPair,
-    id: String,
+    id: api::DeviceId,
 }
 
 impl Device {
