@@ -315,6 +315,40 @@ async fn the_per_address_back_off_covers_every_route_and_the_fallback() {
 }
 
 #[tokio::test]
+async fn the_registration_limit_covers_registering_and_nothing_else() {
+    let server = server().await;
+    let device = register(&server, "erin", "tablet").await;
+    let token = log_in(&server, &device).await;
+    // Every registration attempt from the address counts, even one whose body is refused.
+    let burst = tessera_server::enrolment::REGISTRATION_BURST;
+    for _ in 1..burst {
+        let answer = server.call(Method::POST, "/devices", None, None).await;
+        assert_error(
+            &answer,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        );
+    }
+    let answer = server.call(Method::POST, "/devices", None, None).await;
+    assert_error(&answer, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(answer.headers.contains_key(header::RETRY_AFTER));
+    // The same path's GET, and the other public routes, are not behind it.
+    let answer = server
+        .call(Method::GET, "/devices", Some(&token), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let answer = server
+        .call(
+            Method::POST,
+            "/auth/challenge",
+            None,
+            Some(json!({ "device_id": device.id })),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+
+#[tokio::test]
 async fn unknown_paths_are_404_and_wrong_methods_405_in_the_one_shape() {
     let server = server().await;
     for path in ["/", "/nope", "/devices/d", "/status/extra", "/relay"] {
