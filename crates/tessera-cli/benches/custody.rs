@@ -11,8 +11,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tessera_api::intent::SignKind;
 use tessera_client::ServerClient;
-use tessera_core::intent::SignKind;
 use tessera_core::{DerivationPath, KeyShare};
 
 #[path = "../tests/common/mod.rs"]

@@ -30,9 +30,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use tessera_api as api;
 use tessera_client::ServerClient;
 use tessera_core::{
-    DerivationPath, KeyShare, PartyIndex, Session, SignRequest, SignSession, Threshold, api, runner,
+    DerivationPath, KeyShare, PartyIndex, Session, SignRequest, SignSession, Threshold, runner,
 };
 use tessera_store::{Keystore, KeystoreOptions, Passphrase, kek};
 use tokio_tungstenite::tungstenite::Message;
@@ -249,7 +250,7 @@ impl Device {
         self.client
             .sign_kind(
                 self.share(),
-                &tessera_core::intent::SignKind::EthMessage {
+                &tessera_api::intent::SignKind::EthMessage {
                     message: format!("bench {n}"),
                 },
                 &DerivationPath::root(),
@@ -472,10 +473,10 @@ async fn create_sign_session(
     let resp = http
         .post(format!("{url}/sign"))
         .bearer_auth(device.token())
-        .json(&api::SignRequest {
-            wallet_id: device.share().wallet_id().to_string(),
+        .json(&api::SignIntentRequest {
+            wallet_id: device.share().wallet_id().into(),
             path: "m".into(),
-            kind: tessera_core::intent::SignKind::EthMessage {
+            kind: tessera_api::intent::SignKind::EthMessage {
                 message: format!("bench {n}"),
             },
             device_nonce: None,

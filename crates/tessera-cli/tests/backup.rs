@@ -627,7 +627,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// and the device stays pending.
 #[tokio::test]
 async fn recovery_without_the_share_is_refused() {
-    use tessera_core::api;
+    use tessera_api as api;
     let server = Server::start_fresh(&[]);
     let phone = Device::new();
     phone.init(&server, "dave", "phone");
@@ -666,7 +666,7 @@ async fn recovery_without_the_share_is_refused() {
     };
     // A proof by another share (of another wallet) over the right context.
     let status = post(api::RecoverDevice {
-        wallet_id: wallet_id.clone(),
+        wallet_id: wallet_id.clone().into(),
         epoch: 0,
         proof: hex::encode(other[0].prove_possession(&message).unwrap()),
         signature: hex::encode(intruder.sign(&message)),
@@ -675,7 +675,7 @@ async fn recovery_without_the_share_is_refused() {
     assert_eq!(status, 401);
     // Garbage instead of a proof.
     let status = post(api::RecoverDevice {
-        wallet_id: wallet_id.clone(),
+        wallet_id: wallet_id.clone().into(),
         epoch: 0,
         proof: "00".repeat(64),
         signature: hex::encode(intruder.sign(&message)),
@@ -685,7 +685,7 @@ async fn recovery_without_the_share_is_refused() {
     // Signed by another identity than the pending device's.
     let stranger = common::identity(&dir.path().join("other"));
     let status = post(api::RecoverDevice {
-        wallet_id: wallet_id.clone(),
+        wallet_id: wallet_id.clone().into(),
         epoch: 0,
         proof: hex::encode(other[0].prove_possession(&message).unwrap()),
         signature: hex::encode(stranger.sign(&message)),

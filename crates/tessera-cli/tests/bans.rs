@@ -5,9 +5,10 @@
 use std::cell::RefCell;
 
 use futures_util::{SinkExt, StreamExt};
+use tessera_api as api;
 use tessera_client::{ClientError, RefreshStep, ServerClient, WalletRecord};
 use tessera_core::protocols::{SignRequest, SignSession};
-use tessera_core::{DerivationPath, KeyShare, PartyIndex, Session, api};
+use tessera_core::{DerivationPath, KeyShare, PartyIndex, Session};
 use tessera_store::DeviceIdentity;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -109,10 +110,10 @@ async fn create_sign_session(
     reqwest::Client::new()
         .post(format!("{url}/sign"))
         .bearer_auth(client.token().unwrap())
-        .json(&api::SignRequest {
-            wallet_id: wallet.to_string(),
+        .json(&api::SignIntentRequest {
+            wallet_id: wallet.into(),
             path: "m".into(),
-            kind: tessera_core::intent::SignKind::Digest {
+            kind: tessera_api::intent::SignKind::Digest {
                 digest: hex::encode(digest),
             },
             device_nonce: None,
@@ -180,13 +181,13 @@ async fn ban_and_lift(postgres: bool) {
             ..
         } => {
             assert!(message.contains("banned"), "{message}");
-            assert!(message.contains(&ban.ban_id), "{message}");
+            assert!(message.contains(ban.ban_id.as_str()), "{message}");
         }
         other => panic!("expected a 403 naming the ban, got {other}"),
     }
     let refused = refresh(&laptop.client, &mut record).await.unwrap_err();
     assert!(
-        matches!(&refused, ClientError::Server { status: 403, message, .. } if message.contains(&ban.ban_id)),
+        matches!(&refused, ClientError::Server { status: 403, message, .. } if message.contains(ban.ban_id.as_str())),
         "{refused}"
     );
 
@@ -370,7 +371,7 @@ async fn the_device_bans_a_server_whose_frames_were_tampered() {
         *stored.borrow_mut() = r.to_bytes().to_vec();
         Ok(())
     };
-    let kind = tessera_core::intent::SignKind::Digest {
+    let kind = tessera_api::intent::SignKind::Digest {
         digest: hex::encode([9u8; 32]),
     };
     let path = master();
@@ -488,7 +489,7 @@ async fn old_epochs(postgres: bool) {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Stopped(_)), "{err}");
-    let kind = tessera_core::intent::SignKind::Digest {
+    let kind = tessera_api::intent::SignKind::Digest {
         digest: hex::encode([3u8; 32]),
     };
     let path = master();

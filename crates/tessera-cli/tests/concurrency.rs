@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
+use tessera_api::intent::{EthTransaction, SignKind};
+use tessera_api::{self as api, Policy};
 use tessera_client::ServerClient;
-use tessera_core::api::{self, Policy};
-use tessera_core::intent::{EthTransaction, SignKind};
 use tessera_core::{DerivationPath, KeyShare};
 use tessera_store::DeviceIdentity;
 
@@ -44,7 +44,7 @@ impl Owner {
         Owner {
             client,
             id: Arc::new(id),
-            device_id: device.device_id,
+            device_id: device.device_id.into(),
             share,
             wallet,
             _home: home,
@@ -83,8 +83,8 @@ async fn sign_all(urls: &[&str], token: &str, wallet: &str, kinds: Vec<SignKind>
             let request = http
                 .post(format!("{}/sign", urls[i % urls.len()]))
                 .bearer_auth(token)
-                .json(&api::SignRequest {
-                    wallet_id: wallet.to_string(),
+                .json(&api::SignIntentRequest {
+                    wallet_id: wallet.into(),
                     path: "m".into(),
                     kind,
                     device_nonce: None,
@@ -224,7 +224,7 @@ async fn concurrent_signing_requests_all_succeed(server: Server) {
                     .sign_kind(&share, &kind, &DerivationPath::root(), |_, _| {}, |_| {})
                     .await
                     .unwrap_or_else(|e| panic!("signature {i}: {e}"));
-                let digest = tessera_core::intent::decode(&kind).unwrap().digest;
+                let digest = tessera_api::intent::decode(&kind).unwrap().digest;
                 share.public_key().verify(&digest, &sig).unwrap();
             })
         })

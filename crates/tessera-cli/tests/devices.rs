@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{Backend, Server, identity, start};
+use tessera_api as api;
 use tessera_client::{ClientError, ServerClient};
-use tessera_core::api;
 use tessera_store::DeviceIdentity;
 
 const PASSPHRASE: &str = "correct horse battery staple";

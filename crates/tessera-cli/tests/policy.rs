@@ -5,9 +5,9 @@
 use alloy_consensus::TxEnvelope;
 use alloy_consensus::transaction::SignerRecoverable;
 use alloy_eips::eip2718::Decodable2718;
+use tessera_api::Policy;
+use tessera_api::intent::{EthTransaction, SignKind};
 use tessera_client::{ClientError, ServerClient};
-use tessera_core::api::Policy;
-use tessera_core::intent::{EthTransaction, SignKind};
 use tessera_core::{DerivationPath, KeyShare};
 use tessera_store::DeviceIdentity;
 
@@ -37,7 +37,7 @@ async fn owner(server: &Server, user: &str) -> Owner {
     laptop
         .approve(
             &laptop_id,
-            &tessera_core::api::approval_code(&phone_id.public_key()),
+            &tessera_api::approval_code(&phone_id.public_key()),
         )
         .await
         .unwrap();
@@ -327,14 +327,14 @@ async fn policies_are_signed_versioned_and_owned() {
     let forged = hex::encode(
         stranger
             .laptop_id
-            .sign(&tessera_core::api::policy_message(&o.wallet, 3, &text)),
+            .sign(&tessera_api::policy_message(&o.wallet, 3, &text)),
     );
     let http = reqwest::Client::new();
     let put = |version: u64, signature: String| {
         http.put(format!("{}/policy", server.url))
             .bearer_auth(o.laptop.token().unwrap())
-            .json(&tessera_core::api::SetPolicy {
-                wallet_id: o.wallet.clone(),
+            .json(&tessera_api::SetPolicy {
+                wallet_id: o.wallet.clone().into(),
                 version,
                 policy: Policy::default(),
                 signature,
@@ -344,7 +344,7 @@ async fn policies_are_signed_versioned_and_owned() {
     assert_eq!(put(3, forged).await.unwrap().status().as_u16(), 401);
     let replay = hex::encode(
         o.laptop_id
-            .sign(&tessera_core::api::policy_message(&o.wallet, 2, &text)),
+            .sign(&tessera_api::policy_message(&o.wallet, 2, &text)),
     );
     assert_eq!(put(2, replay).await.unwrap().status().as_u16(), 409);
     assert_eq!(o.laptop.policy(&o.wallet).await.unwrap().version, 2);
@@ -446,7 +446,7 @@ async fn fees_count_against_value_limits() {
 /// proposal and its approval. Tightening applies at once.
 #[tokio::test]
 async fn weakening_a_policy_that_requires_approval_needs_another_device() {
-    use tessera_core::api::PolicyChange;
+    use tessera_api::PolicyChange;
     let server = Server::start_fresh(&[]);
     let o = owner(&server, "weaken").await;
     o.policy(Policy {
@@ -598,7 +598,7 @@ async fn weakening_a_policy_that_requires_approval_needs_another_device() {
 /// a weakening waits for the time lock, then the same proposal applies.
 #[tokio::test]
 async fn a_lone_device_weakens_a_policy_after_the_time_lock() {
-    use tessera_core::api::PolicyChange;
+    use tessera_api::PolicyChange;
     let server = Server::start_fresh(&[]);
     let dir = tempfile::tempdir().unwrap();
     let me = identity(dir.path());

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use tessera_api::intent::SignKind;
 use tessera_client::{ServerClient, WalletRecord};
 use tessera_core::DerivationPath;
-use tessera_core::intent::SignKind;
 
 use common::{Server, fresh_postgres_database};
 
@@ -49,7 +49,7 @@ async fn two_replicas_share_one_postgresql() {
         .sign_kind(&record.current, &kind, &root, |_, _| {}, |_| {})
         .await
         .unwrap();
-    pk.verify(&tessera_core::intent::decode(&kind).unwrap().digest, &sig)
+    pk.verify(&tessera_api::intent::decode(&kind).unwrap().digest, &sig)
         .unwrap();
     assert_eq!(via_a.pubkey(&wallet).await.unwrap().epoch, 1);
 
@@ -70,11 +70,11 @@ async fn two_replicas_share_one_postgresql() {
     // A dies while running a refresh session: B ends that session (A's liveness lock is gone)
     // and the wallet can be refreshed again through B.
     let http = reqwest::Client::new();
-    let created: tessera_core::api::SessionCreated = http
+    let created: tessera_api::SessionCreated = http
         .post(format!("{}/refresh", a.url))
         .bearer_auth(via_a.token().unwrap())
-        .json(&tessera_core::api::RefreshRequest {
-            wallet_id: wallet.clone(),
+        .json(&tessera_api::RefreshRequest {
+            wallet_id: wallet.clone().into(),
             device_nonce: None,
         })
         .send()
@@ -106,6 +106,6 @@ async fn two_replicas_share_one_postgresql() {
         .sign_kind(&record.current, &kind, &root, |_, _| {}, |_| {})
         .await
         .unwrap();
-    pk.verify(&tessera_core::intent::decode(&kind).unwrap().digest, &sig)
+    pk.verify(&tessera_api::intent::decode(&kind).unwrap().digest, &sig)
         .unwrap();
 }

@@ -5,15 +5,15 @@
 
 use std::path::Path;
 
+use tessera_api::DeviceStatus;
+use tessera_api::intent::SignKind;
 use tessera_backup::holder::HolderSecretKey;
 use tessera_backup::structure::AccessStructure;
 use tessera_client::device::backup::{restore_share, verify_backup};
 use tessera_client::device::online::{BackupRecorded, ServerBackup};
 use tessera_client::device::{Device, DeviceError, HolderKind, ServerAddress};
 use tessera_core::DerivationPath;
-use tessera_core::api::DeviceStatus;
 use tessera_core::ecdsa::eip191_digest;
-use tessera_core::intent::SignKind;
 use tessera_store::{KeystoreOptions, Passphrase};
 
 use common::{Backend, Server};
@@ -229,7 +229,7 @@ async fn a_revoked_device_is_refused_at_init_and_its_config_is_unchanged() {
         .unwrap()
         .load_identity(&passphrase())
         .unwrap();
-        tessera_core::api::approval_code(&identity.public_key())
+        tessera_api::approval_code(&identity.public_key())
     };
     let approved = online.approve_device(&code).await.unwrap();
     assert_eq!(approved.device_id, phone_config.device_id);

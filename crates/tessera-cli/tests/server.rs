@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::json;
+use tessera_api as api;
 use tessera_client::{ClientError, ServerClient};
-use tessera_core::{DerivationPath, api};
+use tessera_core::DerivationPath;
 use tessera_store::DeviceIdentity;
 
 use common::{allow_digests, fresh_postgres_database, identity};
@@ -804,7 +805,13 @@ mod refresh {
             .set_policy(&id, &share.wallet_id().to_string(), &allow_digests())
             .await
             .unwrap();
-        (client, id, d.device_id, WalletRecord::new(share), home)
+        (
+            client,
+            id,
+            d.device_id.into(),
+            WalletRecord::new(share),
+            home,
+        )
     }
 
     /// What a device stores at each step, as the CLI does: the record at Settled, PendingStored
@@ -833,7 +840,7 @@ mod refresh {
             .sign_wallet(
                 &mut record,
                 |_| Ok(()),
-                &tessera_core::intent::SignKind::Digest {
+                &tessera_api::intent::SignKind::Digest {
                     digest: hex::encode([3u8; 32]),
                 },
                 &DerivationPath::root(),

@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tessera_api::intent::SignKind;
+use tessera_api::{self as api, Policy};
 use tessera_client::ServerClient;
-use tessera_core::api::{self, Policy};
-use tessera_core::intent::SignKind;
 use tessera_core::{DerivationPath, KeyShare};
 use tessera_store::DeviceIdentity;
 use tokio_tungstenite::tungstenite::Message;
@@ -172,7 +172,7 @@ async fn a_request_approved_after_the_idle_timeout_still_signs() {
         }
     );
     let signature = signed.expect("a request approved within its window signs");
-    let digest = tessera_core::intent::decode(&kind).unwrap().digest;
+    let digest = tessera_api::intent::decode(&kind).unwrap().digest;
     share
         .public_key_at(&DerivationPath::root())
         .unwrap()
@@ -245,8 +245,8 @@ async fn caps_hold_under_concurrent_creations(database: Option<String>) {
     let wallet = share.wallet_id().to_string();
     let (phone, _) = pair.phone.as_ref().unwrap();
     let sign = |i: usize| {
-        serde_json::to_value(api::SignRequest {
-            wallet_id: wallet.clone(),
+        serde_json::to_value(api::SignIntentRequest {
+            wallet_id: wallet.clone().into(),
             path: "m".into(),
             kind: SignKind::EthMessage {
                 message: format!("m{i}"),

@@ -1,6 +1,6 @@
 //! Finding the pending device an approval code names.
 
-use tessera_core::api;
+use tessera_api as api;
 
 use crate::{ClientError, Result};
 

@@ -19,7 +19,7 @@ pub use error::{ClientError, HookError, Result};
 pub use session::RefreshStep;
 pub use wallet::{PartyBan, WalletRecord};
 
-use tessera_core::api;
+use tessera_api as api;
 use tessera_core::{KeyShare, PartyIndex};
 use tessera_store::DeviceIdentity;
 
@@ -331,7 +331,7 @@ impl ServerClient {
         self.post(
             &format!("/devices/{device_id}/recover"),
             &api::RecoverDevice {
-                wallet_id,
+                wallet_id: wallet_id.into(),
                 epoch: share.epoch(),
                 proof: hex::encode(proof),
                 signature: hex::encode(identity.sign(&message)),
@@ -427,7 +427,7 @@ impl ServerClient {
         self.put(
             "/policy",
             &api::SetPolicy {
-                wallet_id: wallet_id.to_string(),
+                wallet_id: wallet_id.into(),
                 version,
                 policy: policy.clone(),
                 signature,

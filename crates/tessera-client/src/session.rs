@@ -2,9 +2,9 @@
 //! each over one WebSocket driven by `tessera-core`'s one driver.
 
 use futures_util::{SinkExt, StreamExt};
-use tessera_core::api;
+use tessera_api as api;
+use tessera_api::intent::SignKind;
 use tessera_core::driver::{self, Control, DriveError, Link};
-use tessera_core::intent::SignKind;
 use tessera_core::protocols::{
     KeygenSession, RefreshSession, SignRequest, SignSession, fresh_nonce, joint_nonce,
 };
@@ -72,13 +72,13 @@ impl ServerClient {
         on_round: impl FnMut(u8, u8),
         on_wait: impl FnOnce(&str),
     ) -> Result<Signature> {
-        let digest = tessera_core::intent::decode(kind)?.digest;
+        let digest = tessera_api::intent::decode(kind)?.digest;
         let ours = fresh_nonce();
         let created: api::SessionCreated = self
             .post(
                 "/sign",
-                &api::SignRequest {
-                    wallet_id: share.wallet_id().to_string(),
+                &api::SignIntentRequest {
+                    wallet_id: share.wallet_id().into(),
                     path: path.to_string(),
                     kind: kind.clone(),
                     device_nonce: Some(hex::encode(ours)),
@@ -184,7 +184,7 @@ impl ServerClient {
             .post(
                 "/refresh",
                 &api::RefreshRequest {
-                    wallet_id,
+                    wallet_id: wallet_id.into(),
                     device_nonce: Some(hex::encode(ours)),
                 },
             )

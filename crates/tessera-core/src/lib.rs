@@ -15,14 +15,12 @@
 #![deny(missing_docs, clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod api;
 pub mod derivation;
 pub mod driver;
 pub mod ecdsa;
 mod engine;
 pub mod envelope;
 pub mod error;
-pub mod intent;
 pub mod protocols;
 pub mod runner;
 pub mod session;

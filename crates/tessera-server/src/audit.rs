@@ -13,15 +13,16 @@
 //! primary key on `seq` refuses a fork whatever happens.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tessera_core::api;
+use tessera_api as api;
 
 use crate::auth::AuthDevice;
 use crate::db::{DURABLE_ATTEMPTS, WriteTx, retry_pause};
 use crate::error::ApiResult;
+use crate::extract::ApiQuery;
 use crate::state::{AppState, now, rfc3339};
 
 const GENESIS: [u8; 32] = [0; 32];
@@ -278,7 +279,7 @@ pub struct AuditQuery {
 pub async fn list(
     State(state): State<AppState>,
     me: AuthDevice,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Vec<api::AuditRecord>>> {
     let rows: Vec<Row> = match &q.wallet {
         Some(wallet) => {
@@ -302,9 +303,9 @@ pub async fn list(
                     seq: seq.max(0) as u64,
                     at: rfc3339(at),
                     kind,
-                    user_id: user,
-                    device_id: device,
-                    wallet_id: wallet,
+                    user_id: user.map(Into::into),
+                    device_id: device.map(Into::into),
+                    wallet_id: wallet.map(Into::into),
                     detail,
                     hash: hex::encode(hash),
                 },
@@ -319,4 +320,12 @@ pub async fn verify_endpoint(
     _me: AuthDevice,
 ) -> ApiResult<Json<api::AuditVerification>> {
     Ok(Json(verify(state.db()).await?))
+}
+
+/// The audit log: `GET /audit`, `GET /audit/verify`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/audit", get(list))
+        .route("/audit/verify", get(verify_endpoint))
 }

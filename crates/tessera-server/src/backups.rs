@@ -8,16 +8,17 @@
 //! refresh restores a share that no longer signs.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::json;
+use tessera_api as api;
 use tessera_backup::backup::Backup;
-use tessera_core::api;
 use tessera_core::{KeyShare, PartyIndex};
 
 use crate::audit;
 use crate::auth::AuthDevice;
 use crate::error::{ApiError, ApiResult, SetupError};
+use crate::extract::{ApiJson, ApiPath};
 use crate::registry::verify_device_signature;
 use crate::state::AppState;
 use crate::vault;
@@ -32,7 +33,7 @@ pub const MAX_REQUEST_BYTES: usize = 2 * MAX_BACKUP_BYTES + 1024;
 pub fn report(backup: &Backup, bytes: &[u8]) -> api::BackupReport {
     let context = backup.context();
     api::BackupReport {
-        wallet_id: context.wallet_id.clone(),
+        wallet_id: context.wallet_id.clone().into(),
         party: context.party,
         epoch: context.epoch,
         structure: backup.structure().to_string(),
@@ -74,7 +75,7 @@ async fn check_against_wallet(
 pub async fn verify(
     State(state): State<AppState>,
     me: AuthDevice,
-    Json(req): Json<api::VerifyBackup>,
+    ApiJson(req): ApiJson<api::VerifyBackup>,
 ) -> ApiResult<Json<api::BackupReport>> {
     if req.backup.len() > 2 * MAX_BACKUP_BYTES {
         return Err(ApiError::BadRequest(format!(
@@ -177,8 +178,8 @@ pub async fn restore_server_share(state: &AppState, share: &KeyShare) -> Result<
 /// held under the time lock: 202, and the device sends the same proof again once it ends.
 pub async fn recover(
     State(state): State<AppState>,
-    Path(device_id): Path<String>,
-    Json(req): Json<api::RecoverDevice>,
+    ApiPath(device_id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::RecoverDevice>,
 ) -> ApiResult<(StatusCode, Json<api::Recovery>)> {
     let device: Option<(String, Vec<u8>, String)> =
         sqlx::query_as("SELECT user_id, identity_key, status FROM devices WHERE id = $1")
@@ -292,4 +293,17 @@ pub async fn activate_recovered(conn: &mut sqlx::AnyConnection, device_id: &str)
         ));
     }
     Ok(())
+}
+
+/// Backups of device shares and device recovery: `POST /backups/verify` (with its own, larger
+/// body limit), `POST /devices/{id}/recover`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    use axum::extract::DefaultBodyLimit;
+    use axum::routing::post;
+    axum::Router::new()
+        .route("/devices/{id}/recover", post(recover))
+        .route(
+            "/backups/verify",
+            post(verify).layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES)),
+        )
 }

@@ -14,16 +14,18 @@
 //! Every ban, lift approval, lift and lock is audited.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::AnyConnection;
-use tessera_core::{PartyIndex, api};
+use tessera_api as api;
+use tessera_core::PartyIndex;
 
 use crate::audit::{self, Subject};
 use crate::auth::AuthDevice;
 use crate::db::WriteTx;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::{AppState, now, rfc3339};
 
 /// The engine's blame of a party, as `ws` saw it.
@@ -63,15 +65,15 @@ fn ban_of(row: BanRow) -> api::Ban {
     let (id, wallet_id, party, device_id, session_id, round, reason, banned_at, by, lifted_at) =
         row;
     api::Ban {
-        ban_id: id,
-        wallet_id,
+        ban_id: id.into(),
+        wallet_id: wallet_id.into(),
         party: u8::try_from(party).unwrap_or(u8::MAX),
-        device_id,
-        session_id,
+        device_id: device_id.map(Into::into),
+        session_id: session_id.into(),
         round: u8::try_from(round).unwrap_or(u8::MAX),
         reason,
         banned_at: rfc3339(banned_at),
-        lift_approved_by: by,
+        lift_approved_by: by.map(Into::into),
         lifted_at: lifted_at.map(rfc3339),
     }
 }
@@ -448,7 +450,7 @@ pub struct BansQuery {
 pub async fn list(
     State(state): State<AppState>,
     me: AuthDevice,
-    Query(q): Query<BansQuery>,
+    ApiQuery(q): ApiQuery<BansQuery>,
 ) -> ApiResult<Json<Vec<api::Ban>>> {
     let wallet = crate::wallets::wallet_of(&state, &me, &q.wallet).await?;
     let rows: Vec<BanRow> = sqlx::query_as(ban_select!(
@@ -466,8 +468,8 @@ pub async fn list(
 pub async fn approve_lift(
     State(state): State<AppState>,
     me: AuthDevice,
-    Path(ban_id): Path<String>,
-    Json(req): Json<api::ApproveBanLift>,
+    ApiPath(ban_id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::ApproveBanLift>,
 ) -> ApiResult<Json<api::Ban>> {
     let row: Option<BanRow> = sqlx::query_as(ban_select!("WHERE id = $1"))
         .bind(&ban_id)
@@ -525,7 +527,15 @@ pub async fn approve_lift(
     .await?;
     tx.commit().await?;
     Ok(Json(api::Ban {
-        lift_approved_by: Some(me.device_id.clone()),
+        lift_approved_by: Some(me.device_id.clone().into()),
         ..ban
     }))
+}
+
+/// Bans of blamed parties: `GET /bans`, `POST /bans/{ban_id}/approve-lift`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/bans", get(list))
+        .route("/bans/{ban_id}/approve-lift", post(approve_lift))
 }

@@ -1,9 +1,15 @@
 //! The server's one error type; every handler returns it and it renders as JSON.
+//!
+//! Every error answer, whatever produced it (a handler, an extractor that could not read the
+//! request, an unknown path or method, a rate limit), has the same body,
+//! [`tessera_api::ApiError`]: `{"error": CODE, "message": TEXT}` plus `"rule"` for a policy
+//! denial. The codes are stable and listed in [`ApiError::code`]; the status is the one each
+//! variant names.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tessera_core::api;
+use tessera_api as api;
 
 /// An error answered to a client. Messages are for the caller and never carry secrets.
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +46,59 @@ pub enum ApiError {
         /// Seconds.
         retry_after: u64,
     },
+    /// 405: the path exists but does not answer this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 413: the body is larger than this endpoint accepts.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body is not declared as `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: the body is JSON but not the expected shape (a missing field, a wrong type, an
+    /// unknown variant).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 426: a WebSocket endpoint was called without a WebSocket upgrade.
+    #[error("{0}")]
+    UpgradeRequired(String),
     /// 500: our fault; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
 }
 
 impl ApiError {
+    /// The HTTP status of the answer.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The body's stable `error` code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `gone`, `policy_denied`, `rate_limited`, `method_not_allowed`,
+    /// `payload_too_large`, `unsupported_media_type`, `unprocessable`, `upgrade_required` or
+    /// `internal`.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
+    /// An extractor's rejection (`status`, axum's text) as the error of that status.
+    pub(crate) fn rejected(status: StatusCode, message: String) -> Self {
+        match status {
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized(message),
+            StatusCode::FORBIDDEN => ApiError::Forbidden(message),
+            StatusCode::NOT_FOUND => ApiError::NotFound(message),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(message),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(message),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(message),
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(message),
+            StatusCode::UPGRADE_REQUIRED => ApiError::UpgradeRequired(message),
+            s if s.is_server_error() => ApiError::Internal(message),
+            _ => ApiError::BadRequest(message),
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -56,6 +109,13 @@ impl ApiError {
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::PolicyDenied { .. } => (StatusCode::FORBIDDEN, "policy_denied"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

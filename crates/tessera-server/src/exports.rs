@@ -11,14 +11,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::json;
+use tessera_api as api;
 use tessera_backup::holder::HolderPublicKey;
 use tessera_backup::structure::AccessStructure;
-use tessera_core::api;
 
 use crate::audit;
 use crate::auth::AuthDevice;
 use crate::backups::report;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
 use crate::held;
 use crate::registry::verify_device_signature;
 use crate::state::{AppState, now};
@@ -65,7 +66,7 @@ async fn fix_holders(
 pub async fn server_share(
     State(state): State<AppState>,
     me: AuthDevice,
-    Json(req): Json<api::ServerBackupRequest>,
+    ApiJson(req): ApiJson<api::ServerBackupRequest>,
 ) -> ApiResult<(StatusCode, Json<api::ServerBackupOutcome>)> {
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
     let structure = AccessStructure::parse(&req.structure)
@@ -167,4 +168,9 @@ pub async fn server_share(
             report: summary,
         })),
     ))
+}
+
+/// The backup of the server's own share: `POST /backups/server`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    axum::Router::new().route("/backups/server", axum::routing::post(server_share))
 }

@@ -11,15 +11,16 @@
 //! when another device approves it).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tessera_core::api;
+use tessera_api as api;
 
 use crate::audit;
 use crate::auth::AuthDevice;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
 use crate::state::{AppState, now, rfc3339};
 
 /// What is held.
@@ -147,10 +148,10 @@ impl Held {
                 .map_err(|e| ApiError::Internal(format!("stored held action: {e}")))?,
             unlock_at,
             info: api::HeldAction {
-                id,
+                id: id.into(),
                 kind,
-                wallet_id,
-                requested_by,
+                wallet_id: wallet_id.map(Into::into),
+                requested_by: requested_by.into(),
                 summary,
                 digest,
                 status,
@@ -247,9 +248,9 @@ pub async fn hold_or_ready(
     .execute(state.db())
     .await?;
     let info = api::HeldAction {
-        id: id.clone(),
+        id: id.clone().into(),
         kind: request.kind.as_str().into(),
-        wallet_id: request.wallet_id.map(str::to_string),
+        wallet_id: request.wallet_id.map(Into::into),
         requested_by: request.requested_by.into(),
         summary: request.summary.clone(),
         digest: request.digest.into(),
@@ -330,8 +331,8 @@ pub async fn list(
 pub async fn decide(
     State(state): State<AppState>,
     me: AuthDevice,
-    Path(id): Path<String>,
-    Json(req): Json<api::DecideHeldAction>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::DecideHeldAction>,
 ) -> ApiResult<(StatusCode, Json<api::HeldAction>)> {
     let row: Option<Row> = sqlx::query_as(held_select!("WHERE id = $1 AND user_id = $2"))
         .bind(&id)
@@ -439,4 +440,12 @@ pub async fn decide(
         _ => {}
     }
     Ok((StatusCode::OK, Json(held.info)))
+}
+
+/// Held actions: `GET /actions`, `POST /actions/{id}`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/actions", get(list))
+        .route("/actions/{id}", post(decide))
 }

@@ -14,6 +14,7 @@ pub mod db;
 pub mod enrolment;
 pub mod error;
 pub mod exports;
+pub mod extract;
 pub mod held;
 pub mod limits;
 pub mod live_sessions;
@@ -30,9 +31,9 @@ pub mod wallets;
 pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use tessera_core::api;
+use tessera_api as api;
 
 pub use state::{AppState, Config};
 
@@ -46,46 +47,25 @@ async fn status() -> Json<api::Status> {
     })
 }
 
-/// The whole HTTP API, testable without a socket.
+/// The whole HTTP API, testable without a socket: the areas' routers, an error answer in the
+/// one JSON shape ([`error::ApiError`]) for unknown paths and methods, the body limit and the
+/// per-address rate limit around all of it.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/status", get(status))
-        .route(
-            "/devices",
-            post(registry::register)
-                .layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    enrolment::limit_registrations,
-                ))
-                .get(registry::list),
-        )
-        .route("/devices/{id}/revoke", post(registry::revoke))
-        .route("/devices/{id}/approve", post(registry::approve))
-        .route("/devices/{id}/recover", post(backups::recover))
-        .route(
-            "/backups/verify",
-            post(backups::verify).layer(DefaultBodyLimit::max(backups::MAX_REQUEST_BYTES)),
-        )
-        .route("/backups/server", post(exports::server_share))
-        .route("/actions", get(held::list))
-        .route("/actions/{id}", post(held::decide))
-        .route("/auth/challenge", post(registry::challenge))
-        .route("/auth/token", post(registry::token))
-        .route("/keygen", post(wallets::keygen))
-        .route("/sign", post(wallets::sign))
-        .route("/refresh", post(wallets::refresh))
-        .route("/pubkey", get(wallets::pubkey))
-        .route("/wallets", get(wallets::list))
-        .route("/ws", get(ws::open))
-        .route("/relay/{code}", get(relay::open))
-        .route("/policy", get(policy::get).put(policy::set))
-        .route("/approvals", get(policy::pending))
-        .route("/approvals/{session_id}", post(policy::decide))
-        .route("/sign/{session_id}", get(policy::status))
-        .route("/audit", get(audit::list))
-        .route("/audit/verify", get(audit::verify_endpoint))
-        .route("/bans", get(bans::list))
-        .route("/bans/{ban_id}/approve-lift", post(bans::approve_lift))
+        .merge(registry::router(&state))
+        .merge(backups::router())
+        .merge(exports::router())
+        .merge(held::router())
+        .merge(wallets::router())
+        .merge(ws::router())
+        .merge(relay::router())
+        .merge(policy::router())
+        .merge(audit::router())
+        .merge(bans::router())
+        .fallback(extract::no_such_path)
+        // After every route is in: it applies to the routes present.
+        .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -4,16 +4,17 @@
 //! device of the user approves it (signed) within the timeout.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
-use tessera_core::api::{self, Policy};
-use tessera_core::intent::{Decoded, U256};
+use tessera_api::intent::{Decoded, U256};
+use tessera_api::{self as api, Policy};
 
 use crate::audit;
 use crate::auth::AuthDevice;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::{AppState, now, rfc3339};
 use crate::wallets::wallet_of;
 
@@ -79,15 +80,15 @@ pub struct WalletQuery {
 pub async fn get(
     State(state): State<AppState>,
     me: AuthDevice,
-    Query(q): Query<WalletQuery>,
+    ApiQuery(q): ApiQuery<WalletQuery>,
 ) -> ApiResult<Json<api::PolicyInfo>> {
     let wallet = wallet_of(&state, &me, &q.wallet).await?;
     let (version, policy, set_by, set_at) = current(&state, &wallet.id).await?;
     Ok(Json(api::PolicyInfo {
-        wallet_id: wallet.id,
+        wallet_id: wallet.id.into(),
         version,
         policy,
-        set_by,
+        set_by: set_by.map(Into::into),
         set_at: set_at.map(rfc3339),
     }))
 }
@@ -104,7 +105,7 @@ fn check(policy: &Policy) -> ApiResult<()> {
         ));
     }
     for d in policy.destinations.iter().flatten() {
-        if tessera_core::intent::parse_address(d).is_err() {
+        if tessera_api::intent::parse_address(d).is_err() {
             return bad(format!("destination {d:?} is not a 0x-hex address"));
         }
     }
@@ -139,7 +140,7 @@ fn check(policy: &Policy) -> ApiResult<()> {
 pub async fn set(
     State(state): State<AppState>,
     me: AuthDevice,
-    Json(req): Json<api::SetPolicy>,
+    ApiJson(req): ApiJson<api::SetPolicy>,
 ) -> ApiResult<(StatusCode, Json<api::PolicyChange>)> {
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
     check(&req.policy)?;
@@ -250,7 +251,7 @@ pub async fn apply(
         wallet_id: req.wallet_id.clone(),
         version: req.version,
         policy: req.policy.clone(),
-        set_by: Some(set_by.to_string()),
+        set_by: Some(set_by.into()),
         set_at: Some(rfc3339(now())),
     })
 }
@@ -449,9 +450,9 @@ pub async fn pending(
             .map(
                 |(session_id, wallet_id, device_id, summary, digest, expires)| {
                     api::PendingApproval {
-                        session_id,
-                        wallet_id,
-                        device_id,
+                        session_id: session_id.into(),
+                        wallet_id: wallet_id.into(),
+                        device_id: device_id.into(),
                         summary,
                         digest,
                         expires_at: rfc3339(expires),
@@ -466,8 +467,8 @@ pub async fn pending(
 pub async fn decide(
     State(state): State<AppState>,
     me: AuthDevice,
-    Path(session_id): Path<String>,
-    Json(req): Json<api::ApproveSign>,
+    ApiPath(session_id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::ApproveSign>,
 ) -> ApiResult<Json<api::SignStatus>> {
     let row: Option<(String, String, String, String, i64)> = sqlx::query_as(
         "SELECT r.wallet_id, r.device_id, r.digest, r.approval, r.expires_at \
@@ -550,7 +551,7 @@ pub async fn approval_of(state: &AppState, session_id: &str) -> ApiResult<String
 pub async fn status(
     State(state): State<AppState>,
     me: AuthDevice,
-    Path(session_id): Path<String>,
+    ApiPath(session_id): ApiPath<String>,
 ) -> ApiResult<Json<api::SignStatus>> {
     let owner: Option<(String,)> = sqlx::query_as("SELECT device_id FROM sessions WHERE id = $1")
         .bind(&session_id)
@@ -565,11 +566,22 @@ pub async fn status(
     }))
 }
 
+/// Policies and signing approvals: `GET|PUT /policy`, `GET /approvals`,
+/// `POST /approvals/{session_id}`, `GET /sign/{session_id}`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    use axum::routing::{get as answer_get, post};
+    axum::Router::new()
+        .route("/policy", answer_get(get).put(set))
+        .route("/approvals", answer_get(pending))
+        .route("/approvals/{session_id}", post(decide))
+        .route("/sign/{session_id}", answer_get(status))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use tessera_core::intent::{EthTransaction, SignKind, decode};
+    use tessera_api::intent::{EthTransaction, SignKind, decode};
 
     use super::*;
 

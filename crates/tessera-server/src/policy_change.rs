@@ -2,8 +2,8 @@
 //! of a policy requiring approval must itself be approved by another device
 //! ([`crate::policy::set`]); one that only tightens applies at once.
 
-use tessera_core::api::Policy;
-use tessera_core::intent::U256;
+use tessera_api::Policy;
+use tessera_api::intent::U256;
 
 /// The rules of `old` that `new` weakens (allows something `old` did not), by field name, in
 /// the order of [`Policy`]'s fields. Empty when `new` allows nothing that `old` denied.

@@ -1,15 +1,16 @@
 //! The device registry and authentication endpoints.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use tessera_core::api::{self, DeviceStatus};
+use tessera_api::{self as api, DeviceStatus};
 
 use serde_json::json;
 
 use crate::audit;
 use crate::auth::{AuthDevice, CHALLENGE_TTL_SECS, TOKEN_TTL_SECS};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
 use crate::state::{AppState, now, rfc3339};
 use crate::{enrolment, names};
 
@@ -71,8 +72,8 @@ type DeviceRow = (
 fn device_of(row: DeviceRow) -> api::Device {
     let (device_id, user_id, name, key, status, registered_at, last_seen, revoked_at) = row;
     api::Device {
-        device_id,
-        user_id,
+        device_id: device_id.into(),
+        user_id: user_id.into(),
         name,
         identity_key: hex::encode(key),
         status: match status.as_str() {
@@ -101,7 +102,7 @@ macro_rules! device_select {
 /// its identity key) gets its existing record back.
 pub async fn register(
     State(state): State<AppState>,
-    Json(req): Json<api::RegisterDevice>,
+    ApiJson(req): ApiJson<api::RegisterDevice>,
 ) -> ApiResult<(StatusCode, Json<api::Device>)> {
     check_name("user", &req.user)?;
     check_name("device_name", &req.device_name)?;
@@ -220,8 +221,8 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     me: AuthDevice,
-    Path(device_id): Path<String>,
-    Json(req): Json<api::RevokeDevice>,
+    ApiPath(device_id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::RevokeDevice>,
 ) -> ApiResult<Json<api::Device>> {
     let mut tx = state.begin_write().await?;
     enrolment::lock_user(&mut tx, &me.user_id).await?;
@@ -273,8 +274,8 @@ pub async fn revoke(
 pub async fn approve(
     State(state): State<AppState>,
     me: AuthDevice,
-    Path(device_id): Path<String>,
-    Json(req): Json<api::ApproveDevice>,
+    ApiPath(device_id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::ApproveDevice>,
 ) -> ApiResult<Json<api::Device>> {
     let target: Option<DeviceRow> =
         sqlx::query_as(device_select!("WHERE id = $1 AND user_id = $2"))
@@ -325,7 +326,7 @@ pub async fn approve(
 /// `POST /auth/challenge`.
 pub async fn challenge(
     State(state): State<AppState>,
-    Json(req): Json<api::ChallengeRequest>,
+    ApiJson(req): ApiJson<api::ChallengeRequest>,
 ) -> ApiResult<Json<api::Challenge>> {
     let exists: Option<(String,)> = sqlx::query_as("SELECT status FROM devices WHERE id = $1")
         .bind(&req.device_id)
@@ -355,7 +356,7 @@ pub async fn challenge(
 /// must be active. The token is issued only once its `token.issued` record is committed.
 pub async fn token(
     State(state): State<AppState>,
-    Json(req): Json<api::TokenRequest>,
+    ApiJson(req): ApiJson<api::TokenRequest>,
 ) -> ApiResult<Json<api::Token>> {
     let challenge: [u8; 32] = hex_array("challenge", &req.challenge)?;
     let mut tx = state.begin_write().await?;
@@ -424,4 +425,25 @@ pub async fn token(
         token,
         expires_in: TOKEN_TTL_SECS,
     }))
+}
+
+/// The device registry and authentication: `POST /devices` (under the per-address
+/// registration limit), `GET /devices`, `POST /devices/{id}/revoke|approve`,
+/// `POST /auth/challenge`, `POST /auth/token`.
+pub(crate) fn router(state: &AppState) -> axum::Router<AppState> {
+    use axum::routing::post;
+    axum::Router::new()
+        .route(
+            "/devices",
+            post(register)
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    enrolment::limit_registrations,
+                ))
+                .get(list),
+        )
+        .route("/devices/{id}/revoke", post(revoke))
+        .route("/devices/{id}/approve", post(approve))
+        .route("/auth/challenge", post(challenge))
+        .route("/auth/token", post(token))
 }

@@ -15,14 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::{ConnectInfo, State};
 use axum::http::Extensions;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiWebSocket};
 use crate::state::AppState;
 
 /// How long the first device waits for the second.
@@ -116,11 +117,11 @@ enum Role {
 /// `GET /relay/{code}`.
 pub async fn open(
     State(state): State<AppState>,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
     extensions: Extensions,
-    upgrade: WebSocketUpgrade,
+    ApiWebSocket(upgrade): ApiWebSocket,
 ) -> ApiResult<Response> {
-    if !tessera_core::api::is_relay_code(&code) {
+    if !tessera_api::is_relay_code(&code) {
         return Err(ApiError::BadRequest(
             "a relay code looks like ABCD-EFGH-JKMN".into(),
         ));
@@ -263,4 +264,9 @@ async fn forward(a: WebSocket, b: WebSocket, early: Vec<Message>) {
             })))
             .await;
     }
+}
+
+/// The device-to-device relay: `GET /relay/{code}`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    axum::Router::new().route("/relay/{code}", axum::routing::get(open))
 }

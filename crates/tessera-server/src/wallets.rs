@@ -1,15 +1,16 @@
 //! Wallet endpoints: create keygen/sign/refresh sessions, read public keys.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
-use tessera_core::api;
+use tessera_api as api;
 use tessera_core::protocols::{fresh_nonce, joint_nonce};
 use tessera_core::{DerivationPath, PublicKey, WalletId};
 
 use crate::auth::AuthDevice;
 use crate::db::{Backend, WriteTx};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery};
 use crate::state::{AppState, now};
 
 /// A wallet row.
@@ -115,7 +116,7 @@ fn wallet_from_row(row: Option<WalletRow>, wallet_id: &str) -> ApiResult<Wallet>
 
 fn info(w: &Wallet) -> api::WalletInfo {
     api::WalletInfo {
-        wallet_id: w.id.clone(),
+        wallet_id: w.id.clone().into(),
         name: w.name.clone(),
         public_key: w.public_key.to_string(),
         eth_address: w.public_key.eth_address(),
@@ -201,8 +202,8 @@ async fn create_session(
         .map_err(CreateError::Api)?;
     }
     Ok(api::SessionCreated {
-        session_id,
-        wallet_id: wallet_id.to_string(),
+        session_id: session_id.into(),
+        wallet_id: wallet_id.into(),
         nonce: hex::encode(server_nonce),
         epoch,
         approval: None,
@@ -213,7 +214,7 @@ async fn create_session(
 pub async fn keygen(
     State(state): State<AppState>,
     me: AuthDevice,
-    Json(req): Json<api::KeygenRequest>,
+    ApiJson(req): ApiJson<api::KeygenRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
     let name = req.name.trim();
     if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
@@ -269,14 +270,14 @@ pub struct StoredSign {
 pub async fn sign(
     State(state): State<AppState>,
     me: AuthDevice,
-    Json(req): Json<api::SignRequest>,
+    ApiJson(req): ApiJson<api::SignIntentRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
     req.path
         .parse::<DerivationPath>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let nonce = device_nonce(req.device_nonce.as_deref())?;
     let decoded =
-        tessera_core::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        tessera_api::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let kind = req.kind.name();
     let digest = hex::encode(decoded.digest);
     let stored = StoredSign {
@@ -387,7 +388,7 @@ pub async fn sign(
 pub async fn refresh(
     State(state): State<AppState>,
     me: AuthDevice,
-    Json(req): Json<api::RefreshRequest>,
+    ApiJson(req): ApiJson<api::RefreshRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
     let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
     let nonce = device_nonce(req.device_nonce.as_deref())?;
@@ -442,7 +443,7 @@ pub struct PubkeyQuery {
 pub async fn pubkey(
     State(state): State<AppState>,
     me: AuthDevice,
-    Query(q): Query<PubkeyQuery>,
+    ApiQuery(q): ApiQuery<PubkeyQuery>,
 ) -> ApiResult<Json<api::WalletInfo>> {
     Ok(Json(info(&wallet_of(&state, &me, &q.wallet).await?)))
 }
@@ -462,4 +463,16 @@ pub async fn list(
         out.push(info(&wallet_of(&state, &me, &id).await?));
     }
     Ok(Json(out))
+}
+
+/// Wallets and the REST half of their protocol runs: `POST /keygen`, `POST /sign`,
+/// `POST /refresh`, `GET /pubkey`, `GET /wallets`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/keygen", post(keygen))
+        .route("/sign", post(sign))
+        .route("/refresh", post(refresh))
+        .route("/pubkey", get(pubkey))
+        .route("/wallets", get(list))
 }

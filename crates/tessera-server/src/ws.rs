@@ -6,20 +6,22 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::response::Response;
 use serde::Deserialize;
+use tessera_api as api;
 use tessera_core::driver::{self, Control, DriveError, Link};
 use tessera_core::envelope::MAX_ENVELOPE_BYTES;
 use tessera_core::{
     DerivationPath, Error, KeyShare, KeygenSession, PartyIndex, RefreshSession, Session,
-    SignRequest, SignSession, Threshold, WalletId, api,
+    SignRequest, SignSession, Threshold, WalletId,
 };
 
 use crate::audit;
 use crate::auth::AuthDevice;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiQuery, ApiWebSocket};
 use crate::state::{AppState, now};
 use crate::vault;
 
@@ -69,8 +71,8 @@ enum Run {
 pub async fn open(
     State(state): State<AppState>,
     me: AuthDevice,
-    Query(q): Query<WsQuery>,
-    upgrade: WebSocketUpgrade,
+    ApiQuery(q): ApiQuery<WsQuery>,
+    ApiWebSocket(upgrade): ApiWebSocket,
 ) -> ApiResult<Response> {
     // Everything opening needs, in one read: the session; for a signing request, its approval;
     // for sign and refresh, the active sealed share; and whether a ban or lock may stand in the
@@ -681,4 +683,9 @@ async fn drive<S: Session>(
             ),
             DriveError::Finish(m) => ended("failed", m, Some((CLOSE_INTERNAL, "internal error"))),
         })
+}
+
+/// The protocol socket: `GET /ws?session_id=…`.
+pub(crate) fn router() -> axum::Router<AppState> {
+    axum::Router::new().route("/ws", axum::routing::get(open))
 }

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use clap::Subcommand;
+use tessera_api as api;
 use tessera_client::device::online::Decided;
-use tessera_core::api;
 
 use crate::failure::CliResult;
 use crate::output::{self, Format, print_json};

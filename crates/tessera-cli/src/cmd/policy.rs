@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use tessera_core::api;
+use tessera_api as api;
 
 use crate::cmd::approvals::print_held;
 use crate::failure::{CliResult, Failure};

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use tessera_api::intent::SignKind;
 use tessera_client::RefreshStep;
 use tessera_core::DerivationPath;
-use tessera_core::intent::SignKind;
 
 use crate::failure::{CliResult, Failure};
 use crate::output::{self, Format, WalletOut, print_json};
@@ -106,7 +106,7 @@ fn sign_kind(args: &SignArgs) -> Result<SignKind, Failure> {
 pub(crate) async fn sign(home: &Path, args: SignArgs) -> CliResult {
     let path: DerivationPath = args.path.parse().map_err(Failure::usage)?;
     let kind = sign_kind(&args)?;
-    let decoded = tessera_core::intent::decode(&kind).map_err(Failure::usage)?;
+    let decoded = tessera_api::intent::decode(&kind).map_err(Failure::usage)?;
     let online = unlock::connect(home).await?;
     let mut record = online.wallet(&args.wallet)?;
     if !args.format.json {

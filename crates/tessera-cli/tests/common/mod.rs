@@ -165,10 +165,10 @@ pub fn identity(dir: &Path) -> DeviceIdentity {
 }
 
 /// A policy that also allows raw digests (new wallets allow only eth-tx and eth-message).
-pub fn allow_digests() -> tessera_core::api::Policy {
-    tessera_core::api::Policy {
+pub fn allow_digests() -> tessera_api::Policy {
+    tessera_api::Policy {
         allowed_kinds: vec!["eth-tx".into(), "eth-message".into(), "digest".into()],
-        ..tessera_core::api::Policy::default()
+        ..tessera_api::Policy::default()
     }
 }
 

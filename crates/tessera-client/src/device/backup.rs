@@ -6,10 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use tessera_api as api;
 use tessera_backup::backup::Backup;
 use tessera_backup::holder::{HolderPublicKey, HolderSecretKey};
 use tessera_backup::structure::AccessStructure;
-use tessera_core::{KeyShare, api};
+use tessera_core::KeyShare;
 use tessera_store::{KeystoreOptions, Passphrase};
 
 use super::{Device, DeviceError, HolderKind, ServerAddress};

@@ -32,7 +32,7 @@ pub mod online;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tessera_core::api;
+use tessera_api as api;
 use tessera_store::keystore::EntryStorage;
 use tessera_store::{DeviceIdentity, FileHome, HomeStorage, Keystore, KeystoreOptions, Passphrase};
 
@@ -381,7 +381,7 @@ impl Device {
         if device.status == api::DeviceStatus::Revoked {
             return Err(DeviceError::Revoked {
                 name: device.name,
-                device_id: device.device_id,
+                device_id: device.device_id.into(),
                 server: server.url.clone(),
                 revoked_at: device.revoked_at,
             });
@@ -390,7 +390,7 @@ impl Device {
             server: server.url.clone(),
             server_fingerprint: server.fingerprint.clone(),
             user: user.into(),
-            device_id: device.device_id.clone(),
+            device_id: device.device_id.clone().into(),
             device_name: name.into(),
         }
         .save(self.home())?;

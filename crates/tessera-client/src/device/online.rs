@@ -1,11 +1,12 @@
 //! The workflows of a device logged in to its server: key generation, signing, refresh, wallets,
 //! approvals, policies, devices, the audit log and the server's backup of its share.
 
+use tessera_api as api;
+use tessera_api::intent::SignKind;
 use tessera_backup::backup::Backup;
 use tessera_backup::holder::HolderPublicKey;
 use tessera_backup::structure::AccessStructure;
-use tessera_core::intent::SignKind;
-use tessera_core::{DerivationPath, KeyShare, PublicKey, Signature, api};
+use tessera_core::{DerivationPath, KeyShare, PublicKey, Signature};
 use tessera_store::{DeviceIdentity, Keystore, Passphrase};
 
 use super::{Device, DeviceConfig, DeviceError};
@@ -173,7 +174,7 @@ impl Online {
         on_round: impl FnMut(u8, u8),
         on_wait: impl FnOnce(&str),
     ) -> Result<Signed, DeviceError> {
-        tessera_core::intent::decode(kind).map_err(DeviceError::InvalidRequest)?;
+        tessera_api::intent::decode(kind).map_err(DeviceError::InvalidRequest)?;
         let mut record = self.wallet(name)?;
         self.sign_wallet(name, &mut record, kind, path, on_round, on_wait)
             .await

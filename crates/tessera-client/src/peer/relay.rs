@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use tessera_core::api::{RELAY_CODE_SYMBOLS, is_relay_code};
+use tessera_api::{RELAY_CODE_SYMBOLS, is_relay_code};
 
 use super::PeerError;
 use super::channel::{Frames, MAX_FRAME};

@@ -75,7 +75,7 @@ pub(super) async fn run(
         .public_key_at(path)
         .map_err(Failure::failed)?;
     let digest = eip191_digest(message.as_bytes());
-    let kind = tessera_core::intent::SignKind::EthMessage {
+    let kind = tessera_api::intent::SignKind::EthMessage {
         message: message.to_string(),
     };
 

@@ -14,8 +14,8 @@ pub use alloy_primitives::U256;
 use alloy_primitives::{Address, Bytes, TxKind};
 use serde::{Deserialize, Serialize};
 
-use crate::ecdsa::{Signature, eip191_digest};
-use crate::error::{Error, Result};
+use tessera_core::ecdsa::{Signature, eip191_digest};
+use tessera_core::error::{Error, Result};
 
 /// Longest personal message.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;

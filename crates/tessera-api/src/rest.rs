@@ -1,7 +1,9 @@
-//! Wire types of the commitment server's REST API, shared by the server and the client (which
-//! never depend on each other). JSON over HTTPS; binary fields are lower-case hex.
+//! Request and answer types of the commitment server's REST API and the text frames of its
+//! protocol socket. JSON over HTTPS; binary fields are lower-case hex.
 
 use serde::{Deserialize, Serialize};
+
+use crate::ids::{ActionId, BanId, DeviceId, ServerSessionId, UserId, WalletId};
 
 /// Domain separation for the identity signature that registers a device.
 pub const REGISTER_CONTEXT: &[u8] = b"tessera/register-device/v1";
@@ -64,9 +66,9 @@ pub fn register_message(user: &str, device_name: &str, identity_key: &[u8; 32]) 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     /// Device id (UUID).
-    pub device_id: String,
+    pub device_id: DeviceId,
     /// User id (UUID).
-    pub user_id: String,
+    pub user_id: UserId,
     /// Friendly name.
     pub name: String,
     /// Identity public key, hex.
@@ -148,7 +150,7 @@ pub struct RevokeDevice {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChallengeRequest {
     /// The device asking.
-    pub device_id: String,
+    pub device_id: DeviceId,
 }
 
 /// A fresh challenge, valid briefly and once.
@@ -174,7 +176,7 @@ pub fn auth_message(device_id: &str, challenge: &[u8]) -> Vec<u8> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRequest {
     /// The device.
-    pub device_id: String,
+    pub device_id: DeviceId,
     /// The challenge it was given, hex.
     pub challenge: String,
     /// Ed25519 signature over [`auth_message`], hex.
@@ -204,11 +206,12 @@ pub struct KeygenRequest {
 
 /// `POST /sign`: what to sign with a wallet; the server computes the digest itself.
 /// JSON: `{"wallet_id": …, "path": "m", "kind": "eth-tx", "tx": {…}}` (or `"kind": "eth-message",
-/// "message": …`, or `"kind": "digest", "digest": …`).
+/// "message": …`, or `"kind": "digest", "digest": …`). (The parameters of the signing protocol
+/// run itself are `tessera_core::SignRequest`.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignRequest {
+pub struct SignIntentRequest {
     /// The wallet, hex id.
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// Non-hardened BIP-32 path, `m` for the wallet key.
     pub path: String,
     /// What to sign.
@@ -304,7 +307,7 @@ pub fn policy_message(wallet_id: &str, version: u64, policy_json: &str) -> Vec<u
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetPolicy {
     /// The wallet, hex id.
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// The version this sets: the current one plus one.
     pub version: u64,
     /// The policy.
@@ -317,13 +320,13 @@ pub struct SetPolicy {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyInfo {
     /// The wallet, hex id.
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// 0 for the default policy of a new wallet.
     pub version: u64,
     /// The policy.
     pub policy: Policy,
     /// The device that set it.
-    pub set_by: Option<String>,
+    pub set_by: Option<DeviceId>,
     /// When (RFC 3339).
     pub set_at: Option<String>,
 }
@@ -332,11 +335,11 @@ pub struct PolicyInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingApproval {
     /// The session the request created.
-    pub session_id: String,
+    pub session_id: ServerSessionId,
     /// The wallet, hex id.
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// The requesting device.
-    pub device_id: String,
+    pub device_id: DeviceId,
     /// What will be signed, decoded by the server.
     pub summary: String,
     /// The digest that will be signed, hex.
@@ -385,7 +388,7 @@ pub struct PolicyDenial {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshRequest {
     /// The wallet, hex id.
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// This device's fresh nonce for the run, 64 hex digits (see [`SessionCreated::nonce`]).
     /// Optional on the wire: a device that sends none gets a run whose freshness rests on the
     /// server's nonce alone.
@@ -413,11 +416,11 @@ pub struct RefreshCommit {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionCreated {
     /// The session, hex (the protocol's session id is derived from it and the run's parameters).
-    pub session_id: String,
+    pub session_id: ServerSessionId,
     /// The wallet, hex id.
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// The server's fresh nonce for the run, hex. When the request carried a `device_nonce`, the
-    /// run's nonce is [`crate::protocols::joint_nonce`]`(&[device_nonce, nonce])` (device first:
+    /// run's nonce is [`tessera_core::protocols::joint_nonce`]`(&[device_nonce, nonce])` (device first:
     /// party 0), so that each side knows the run is new; otherwise it is this nonce itself.
     pub nonce: String,
     /// The wallet's epoch the run starts from.
@@ -431,7 +434,7 @@ pub struct SessionCreated {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletInfo {
     /// The wallet, hex id.
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// Its name.
     pub name: String,
     /// Compressed public key, hex.
@@ -464,11 +467,11 @@ pub struct AuditRecord {
     /// What happened, e.g. `device.registered`, `sign.completed`.
     pub kind: String,
     /// The user concerned.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// The device concerned (or acting).
-    pub device_id: Option<String>,
+    pub device_id: Option<DeviceId>,
     /// The wallet concerned.
-    pub wallet_id: Option<String>,
+    pub wallet_id: Option<WalletId>,
     /// Details, as JSON text.
     pub detail: String,
     /// This record's hash (hex): covers its fields and the previous record's hash.
@@ -565,7 +568,7 @@ pub struct VerifyBackup {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupReport {
     /// The wallet, hex id.
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// The party whose share it holds (0 = device, 1 = server).
     pub party: u16,
     /// The epoch of that share.
@@ -584,7 +587,7 @@ pub struct BackupReport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerBackupRequest {
     /// The wallet, hex id.
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// The access structure, text.
     pub structure: String,
     /// The holders' public keys as text (`tessera-holder-v1:<label>:<hex>`).
@@ -607,7 +610,7 @@ pub struct ServerBackup {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoverDevice {
     /// The wallet, hex id.
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// The epoch of the restored share.
     pub epoch: u64,
     /// Proof of possession of the device share (`KeyShare::prove_possession` over
@@ -623,15 +626,15 @@ pub struct RecoverDevice {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ban {
     /// The ban's id, hex.
-    pub ban_id: String,
+    pub ban_id: BanId,
     /// The wallet, hex id.
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// The banned party (the device is party 0).
     pub party: u8,
     /// The device that ran the session as that party, if known.
-    pub device_id: Option<String>,
+    pub device_id: Option<DeviceId>,
     /// The session in which the party was blamed.
-    pub session_id: String,
+    pub session_id: ServerSessionId,
     /// The protocol round whose message failed the check.
     pub round: u8,
     /// The engine's description of the failed check.
@@ -639,7 +642,7 @@ pub struct Ban {
     /// When (RFC 3339).
     pub banned_at: String,
     /// The device that approved lifting the ban, once one did.
-    pub lift_approved_by: Option<String>,
+    pub lift_approved_by: Option<DeviceId>,
     /// When the refresh lifted it (RFC 3339), once one did.
     pub lifted_at: Option<String>,
 }
@@ -673,13 +676,13 @@ pub struct ApproveBanLift {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldAction {
     /// The action's id.
-    pub id: String,
+    pub id: ActionId,
     /// `server-share-export`, `policy-change` or `device-recovery`.
     pub kind: String,
     /// The wallet it is about.
-    pub wallet_id: Option<String>,
+    pub wallet_id: Option<WalletId>,
     /// The device that asked (for a recovery, the recovering device).
-    pub requested_by: String,
+    pub requested_by: DeviceId,
     /// What it does, for the devices that approve or cancel it.
     pub summary: String,
     /// SHA-256 of the signed request, hex: what an approving or cancelling device signs.

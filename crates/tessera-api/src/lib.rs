@@ -1,0 +1,22 @@
+//! Tessera's wire types, shared by the commitment server and the device SDK, which never depend
+//! on each other.
+//!
+//! - The crate root: requests and answers of the server's REST API and the text frames of its
+//!   protocol socket (JSON; binary fields are lower-case hex), the domain-separated messages a
+//!   device's identity key signs, and the one error body (`ApiError`).
+//! - [`ids`]: the ids of wallets, devices, users, server sessions, held actions and bans, one
+//!   type each, written as the plain strings they were.
+//! - [`intent`]: what a device asks the server to sign (an Ethereum transaction, a personal
+//!   message, a raw digest) and the digest the server computes from it itself.
+//!
+//! The protocol's own types (envelopes, sessions, shares) stay in `tessera-core`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs, clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod ids;
+pub mod intent;
+mod rest;
+
+pub use ids::{ActionId, BanId, DeviceId, ServerSessionId, UserId, WalletId};
+pub use rest::*;
