@@ -282,13 +282,27 @@ async fn register_from(server: &Server, source: &str, user: &str, name: &str) ->
 async fn registrations_from_one_address_are_rate_limited() {
     let server = start(Backend::Sqlite);
     // New users from one address: the burst passes, then 429; another address still registers.
+    // The quota refills one registration every 6 s (10 a minute): on a loaded machine the 110
+    // requests can take longer than that, so what is asserted is the burst and that nothing
+    // beyond the refills of the time taken gets through.
+    let started = std::time::Instant::now();
     let mut statuses = Vec::new();
     for i in 0..110 {
         statuses.push(register_from(&server, "127.0.0.1", &format!("user{i}"), "laptop").await);
     }
+    let refills = started.elapsed().as_secs() / 6 + 1;
+    assert!(statuses[..100].iter().all(|s| *s == 201), "{statuses:?}");
     let created = statuses.iter().filter(|s| **s == 201).count();
-    assert_eq!(created, 100, "{statuses:?}");
-    assert!(statuses[100..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(
+        created <= 100 + usize::try_from(refills).unwrap(),
+        "{created} created in {:?}: {statuses:?}",
+        started.elapsed()
+    );
+    assert!(
+        statuses[100..].iter().all(|s| *s == 201 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&429), "{statuses:?}");
     assert_eq!(
         register_from(&server, "127.0.0.2", "someone", "laptop").await,
         201
