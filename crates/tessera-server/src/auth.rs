@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::db::{self, DeviceStatus};
 use crate::error::{ApiError, SetupError};
 use crate::state::{AppState, now};
 
@@ -145,18 +146,15 @@ impl FromRequestParts<AppState> for AuthDevice {
             })?;
         let claims = state.jwt().verify(token)?;
         state.limits().check_device(&claims.sub)?;
-        let status: Option<(String, String)> =
-            sqlx::query_as("SELECT status, user_id FROM devices WHERE id = $1")
-                .bind(&claims.sub)
-                .fetch_optional(state.db())
-                .await?;
-        match status {
-            Some((s, user_id)) if s == "active" && user_id == claims.usr => Ok(AuthDevice {
+        match db::devices::standing(state.db(), &claims.sub).await? {
+            Some((DeviceStatus::Active, user_id)) if user_id == claims.usr => Ok(AuthDevice {
                 device_id: claims.sub,
                 user_id,
             }),
-            Some((s, _)) if s == "revoked" => Err(ApiError::Unauthorized("device revoked".into())),
-            Some((s, _)) if s == "pending" => Err(ApiError::Forbidden(
+            Some((DeviceStatus::Revoked, _)) => {
+                Err(ApiError::Unauthorized("device revoked".into()))
+            }
+            Some((DeviceStatus::Pending, _)) => Err(ApiError::Forbidden(
                 "device is pending approval by an active device of this user".into(),
             )),
             _ => Err(ApiError::Unauthorized("unknown device".into())),

@@ -17,11 +17,11 @@ use tessera_core::{KeyShare, PartyIndex};
 
 use crate::audit;
 use crate::auth::AuthDevice;
+use crate::db::{self, DeviceStatus};
 use crate::error::{ApiError, ApiResult, SetupError};
 use crate::registry::verify_device_signature;
 use crate::state::AppState;
 use crate::vault;
-use crate::wallets::wallet_of;
 
 /// The largest backup file accepted over the API (as `tessera-backup` reads).
 const MAX_BACKUP_BYTES: usize = 8 * 1024 * 1024;
@@ -85,7 +85,7 @@ pub async fn verify(
         hex::decode(&req.backup).map_err(|_| ApiError::BadRequest("backup must be hex".into()))?;
     let backup = Backup::from_bytes(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("not a valid backup file: {e}")))?;
-    let wallet = wallet_of(&state, &me, &backup.context().wallet_id).await?;
+    let wallet = db::wallets::owned(state.db(), &me.user_id, &backup.context().wallet_id).await?;
     let summary = report(&backup, &bytes);
     match check_against_wallet(&state, backup, wallet.epoch).await {
         Ok(_) => {
@@ -119,12 +119,9 @@ pub async fn verify(
 /// A message for the operator: unknown wallet, another key, another party, a stale epoch.
 pub async fn restore_server_share(state: &AppState, share: &KeyShare) -> Result<(), SetupError> {
     let wallet_id = share.wallet_id().to_string();
-    let row: Option<(Vec<u8>, i64)> =
-        sqlx::query_as("SELECT public_key, epoch FROM wallets WHERE id = $1")
-            .bind(&wallet_id)
-            .fetch_optional(state.db())
-            .await
-            .map_err(SetupError::db("database"))?;
+    let row = db::wallets::key_and_epoch(state.db(), &wallet_id)
+        .await
+        .map_err(SetupError::db("database"))?;
     let (public_key, epoch) = row.ok_or_else(|| {
         SetupError::Invalid(format!(
             "this server has no wallet {wallet_id}: restore into the server that runs it"
@@ -180,14 +177,10 @@ pub async fn recover(
     Path(device_id): Path<String>,
     Json(req): Json<api::RecoverDevice>,
 ) -> ApiResult<(StatusCode, Json<api::Recovery>)> {
-    let device: Option<(String, Vec<u8>, String)> =
-        sqlx::query_as("SELECT user_id, identity_key, status FROM devices WHERE id = $1")
-            .bind(&device_id)
-            .fetch_optional(state.db())
-            .await?;
+    let device = db::devices::user_key_status(state.db(), &device_id).await?;
     let (user_id, key, status) =
         device.ok_or_else(|| ApiError::NotFound(format!("no device {device_id}")))?;
-    if status != "pending" {
+    if status != DeviceStatus::Pending {
         return Err(ApiError::Conflict(format!(
             "device is {status}, not pending"
         )));
@@ -201,7 +194,7 @@ pub async fn recover(
         device_id: device_id.clone(),
         user_id,
     };
-    let wallet = wallet_of(&state, &owner, &req.wallet_id).await?;
+    let wallet = db::wallets::owned(state.db(), &owner.user_id, &req.wallet_id).await?;
     if req.epoch != wallet.epoch {
         return Err(ApiError::BadRequest(format!(
             "the restored share is of epoch {}, the wallet is at epoch {}: it no longer signs",
@@ -214,7 +207,7 @@ pub async fn recover(
     let device_public = server_share
         .public_share_of(PartyIndex::new(0))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let recovery_digest = crate::held::digest(&message);
+    let recovery_digest = crate::hold::digest(&message);
     let checked = tokio::task::spawn_blocking(move || {
         KeyShare::verify_possession(&device_public, &message, &proof)
     })
@@ -233,10 +226,10 @@ pub async fn recover(
     // Active devices exist (perhaps the lost one, perhaps the user's own phone in an
     // attacker's presence): the recovery waits for the time lock, visible to them and
     // cancellable by any (which revokes this device), or for one of them to approve it.
-    if crate::held::other_active_devices(&state, &owner.user_id, &device_id).await? > 0 {
+    if crate::hold::other_active_devices(&state, &owner.user_id, &device_id).await? > 0 {
         let digest = recovery_digest;
-        let request = crate::held::Request {
-            kind: crate::held::Kind::DeviceRecovery,
+        let request = crate::hold::Request {
+            kind: crate::hold::Kind::DeviceRecovery,
             user_id: &owner.user_id,
             wallet_id: Some(&wallet.id),
             requested_by: &device_id,
@@ -248,13 +241,13 @@ pub async fn recover(
                 wallet.name
             ),
         };
-        return match crate::held::hold_or_ready(&state, request, true).await? {
+        return match crate::hold::hold_or_ready(&state, request, true).await? {
             Err(action) => Ok((StatusCode::ACCEPTED, Json(api::Recovery::Held(action)))),
             Ok(held) => {
                 let mut tx = state.begin_write().await?;
-                activate_recovered(&mut tx, &device_id).await?;
+                crate::hold::activate_recovered(&mut tx, &device_id).await?;
                 tx.commit().await?;
-                crate::held::release(&state, &held, &owner.user_id, json!({ "epoch": wallet.epoch, "proof": "possession of the device share", "after": "time lock" }))
+                crate::hold::release(&state, &held, &owner.user_id, json!({ "epoch": wallet.epoch, "proof": "possession of the device share", "after": "time lock" }))
                     .await?;
                 let device = crate::registry::device(&state, &device_id).await?;
                 Ok((StatusCode::OK, Json(api::Recovery::Approved(device))))
@@ -262,7 +255,7 @@ pub async fn recover(
         };
     }
     let mut tx = state.begin_write().await?;
-    activate_recovered(&mut tx, &device_id).await?;
+    crate::hold::activate_recovered(&mut tx, &device_id).await?;
     audit::append_in(
         &mut tx,
         "device.recovered",
@@ -273,23 +266,4 @@ pub async fn recover(
     tx.commit().await?;
     let device = crate::registry::device(&state, &device_id).await?;
     Ok((StatusCode::OK, Json(api::Recovery::Approved(device))))
-}
-
-/// Makes a pending device that proved possession of a device share (and whose recovery was not
-/// held, or was approved or waited out) active.
-///
-/// # Errors
-/// [`ApiError::Conflict`] when the device is no longer pending (revoked meanwhile).
-pub async fn activate_recovered(conn: &mut sqlx::AnyConnection, device_id: &str) -> ApiResult<()> {
-    let done =
-        sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1 AND status = 'pending'")
-            .bind(device_id)
-            .execute(conn)
-            .await?;
-    if done.rows_affected() != 1 {
-        return Err(ApiError::Conflict(
-            "the recovering device is no longer pending".into(),
-        ));
-    }
-    Ok(())
 }

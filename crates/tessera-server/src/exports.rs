@@ -18,22 +18,17 @@ use tessera_core::api;
 use crate::audit;
 use crate::auth::AuthDevice;
 use crate::backups::report;
+use crate::db;
 use crate::error::{ApiError, ApiResult};
-use crate::held;
+use crate::hold;
 use crate::registry::verify_device_signature;
 use crate::state::{AppState, now};
 use crate::vault;
-use crate::wallets::wallet_of;
 
 /// The structure and holders the server's share of `wallet_id` is fixed to, if any: canonical
 /// structure text and the sorted holder keys as JSON.
 async fn fixed_holders(state: &AppState, wallet_id: &str) -> ApiResult<Option<(String, String)>> {
-    Ok(
-        sqlx::query_as("SELECT structure, holders FROM server_backup_holders WHERE wallet_id = $1")
-            .bind(wallet_id)
-            .fetch_optional(state.db())
-            .await?,
-    )
+    Ok(db::backup_holders::of_wallet(state.db(), wallet_id).await?)
 }
 
 async fn fix_holders(
@@ -43,19 +38,7 @@ async fn fix_holders(
     holders: &str,
     set_by: &str,
 ) -> ApiResult<()> {
-    sqlx::query(
-        "INSERT INTO server_backup_holders (wallet_id, structure, holders, set_by, set_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (wallet_id) DO UPDATE SET structure = excluded.structure, holders = excluded.holders, \
-         set_by = excluded.set_by, set_at = excluded.set_at",
-    )
-    .bind(wallet_id)
-    .bind(structure)
-    .bind(holders)
-    .bind(set_by)
-    .bind(now())
-    .execute(state.db())
-    .await?;
-    Ok(())
+    Ok(db::backup_holders::set(state.db(), wallet_id, structure, holders, set_by, now()).await?)
 }
 
 /// `POST /backups/server`: backs up the server's share of a wallet under the owner's access
@@ -67,7 +50,7 @@ pub async fn server_share(
     me: AuthDevice,
     Json(req): Json<api::ServerBackupRequest>,
 ) -> ApiResult<(StatusCode, Json<api::ServerBackupOutcome>)> {
-    let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    let wallet = db::wallets::owned(state.db(), &me.user_id, &req.wallet_id).await?;
     let structure = AccessStructure::parse(&req.structure)
         .map_err(|e| ApiError::BadRequest(format!("access structure: {e}")))?;
     let holders = req
@@ -90,14 +73,14 @@ pub async fn server_share(
     let approved = if to_fixed {
         None
     } else {
-        let lone = held::other_active_devices(&state, &me.user_id, &me.device_id).await? == 0;
-        let digest = held::digest(&message);
+        let lone = hold::other_active_devices(&state, &me.user_id, &me.device_id).await? == 0;
+        let digest = hold::digest(&message);
         let labels: Vec<String> = holders
             .iter()
             .map(|h| format!("{} ({})", h.label(), h.fingerprint()))
             .collect();
-        let request = held::Request {
-            kind: held::Kind::ServerShareExport,
+        let request = hold::Request {
+            kind: hold::Kind::ServerShareExport,
             user_id: &me.user_id,
             wallet_id: Some(&wallet.id),
             requested_by: &me.device_id,
@@ -114,7 +97,7 @@ pub async fn server_share(
                 }
             ),
         };
-        match held::hold_or_ready(&state, request, lone).await? {
+        match hold::hold_or_ready(&state, request, lone).await? {
             Ok(held) => Some(held),
             Err(action) => {
                 return Ok((
@@ -136,7 +119,7 @@ pub async fn server_share(
     let summary = report(&backup, &bytes);
     match approved {
         Some(held) => {
-            if !held::release(&state, &held, &me.user_id, json!(summary)).await? {
+            if !hold::release(&state, &held, &me.user_id, json!(summary)).await? {
                 return Err(ApiError::Conflict(
                     "the export was cancelled meanwhile".into(),
                 ));
@@ -153,7 +136,7 @@ pub async fn server_share(
         None => {
             audit::append(
                 &state,
-                held::Kind::ServerShareExport.audit_kinds()[3],
+                hold::Kind::ServerShareExport.audit_kinds()[3],
                 audit::Subject::device(&me).wallet(&wallet.id),
                 json!({ "holders": "fixed", "detail": summary }),
             )

@@ -15,6 +15,7 @@ pub mod enrolment;
 pub mod error;
 pub mod exports;
 pub mod held;
+pub mod hold;
 pub mod limits;
 pub mod live_sessions;
 pub mod names;

@@ -13,7 +13,8 @@ use tessera_store::{Pkcs11Kek, Pkcs11Spec};
 use zeroize::Zeroizing;
 
 use crate::auth::JwtKeys;
-use crate::error::SetupError;
+use crate::db::{self, Backend, WriteTx};
+use crate::error::{ApiResult, SetupError};
 
 /// How a server is set up.
 #[derive(Clone, Debug)]
@@ -152,9 +153,6 @@ struct Inner {
     liveness: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
 }
 
-/// Advisory-lock namespace of replica liveness locks (PostgreSQL).
-const LIVENESS_LOCK_SPACE: i32 = 0x7e55;
-
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -179,23 +177,18 @@ impl AppState {
             )
             .await
             .map_err(SetupError::db("cannot connect to PostgreSQL"))?;
-            sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
-                .bind(LIVENESS_LOCK_SPACE)
-                .bind(&instance)
-                .execute(&mut conn)
+            crate::db::replicas::hold_liveness(&mut conn, &instance)
                 .await
                 .map_err(SetupError::db("cannot take this replica's liveness lock"))?;
             Some(tokio::sync::Mutex::new(conn))
         } else {
             // One server per SQLite file: after a restart no session runs any more, and its row
             // must not stay live (a live refresh blocks the wallet's next one).
-            sqlx::query(
-                "UPDATE sessions SET status = 'failed', detail = 'the server restarted during the session' \
-                 WHERE status IN ('created', 'running')",
-            )
-            .execute(&db)
-            .await
-            .map_err(SetupError::db("cannot end the sessions of the previous run"))?;
+            crate::db::sessions::fail_all_live(&db)
+                .await
+                .map_err(SetupError::db(
+                    "cannot end the sessions of the previous run",
+                ))?;
             None
         };
         let jwt = JwtKeys::open_or_create(&dir.join("token-signing.pk8"))?;
@@ -236,48 +229,21 @@ impl AppState {
             return Ok(0);
         };
         let err = SetupError::db("database");
-        let owners: Vec<(Option<String>,)> = sqlx::query_as(
-            "SELECT DISTINCT owner FROM sessions WHERE status = 'running' AND (owner IS NULL OR owner <> $1)",
-        )
-        .bind(&self.0.instance)
-        .fetch_all(self.db())
-        .await
-        .map_err(&err)?;
+        let owners = db::sessions::running_owners_besides(self.db(), &self.0.instance)
+            .await
+            .map_err(&err)?;
         let mut ended = 0;
         let mut conn = liveness.lock().await;
-        for (owner,) in owners {
+        for owner in owners {
             let dead = match &owner {
                 // Claimed before sessions had owners.
                 None => true,
-                Some(o) => {
-                    let (free,): (bool,) =
-                        sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2))")
-                            .bind(LIVENESS_LOCK_SPACE)
-                            .bind(o)
-                            .fetch_one(&mut *conn)
-                            .await
-                            .map_err(&err)?;
-                    if free {
-                        sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
-                            .bind(LIVENESS_LOCK_SPACE)
-                            .bind(o)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(&err)?;
-                    }
-                    free
-                }
+                Some(o) => db::replicas::is_dead(&mut conn, o).await.map_err(&err)?,
             };
             if dead {
-                let done = sqlx::query(
-                    "UPDATE sessions SET status = 'failed', detail = 'the server replica running it stopped' \
-                     WHERE status = 'running' AND owner IS NOT DISTINCT FROM $1",
-                )
-                .bind(owner)
-                .execute(self.db())
-                .await
-                .map_err(&err)?;
-                ended += done.rows_affected() as usize;
+                ended += db::sessions::fail_running_of(self.db(), owner.as_deref())
+                    .await
+                    .map_err(&err)? as usize;
             }
         }
         Ok(ended)
@@ -287,6 +253,24 @@ impl AppState {
     #[must_use]
     pub fn db(&self) -> &AnyPool {
         &self.0.db
+    }
+
+    /// The database this server runs on.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        if self.config().database_url.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// Starts a write transaction ([`WriteTx`]).
+    ///
+    /// # Errors
+    /// A database error (on SQLite, after waiting for the write lock repeatedly).
+    pub async fn begin_write(&self) -> ApiResult<WriteTx> {
+        WriteTx::begin(self.db(), self.backend(), self.config().controls).await
     }
 
     /// The token keys.
