@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -20,7 +21,6 @@ use sqlx::AnyConnection;
 
 use crate::db::{self, WriteTx};
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 
 /// Most devices of one user waiting for approval at once.
 pub const MAX_PENDING_PER_USER: i64 = 16;
@@ -64,7 +64,7 @@ impl RegistrationLimiter {
 
 /// Middleware on `POST /devices`: the per-address registration limit.
 pub async fn limit_registrations(
-    State(state): State<AppState>,
+    State(registrations): State<Arc<RegistrationLimiter>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -72,7 +72,7 @@ pub async fn limit_registrations(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    if let Err(e) = state.registrations().check(ip) {
+    if let Err(e) = registrations.check(ip) {
         return e.into_response();
     }
     next.run(request).await

@@ -17,10 +17,10 @@ use crate::db::{self, Approval};
 use crate::error::ApiError;
 use crate::state::{AppState, now};
 
-/// Default cap on a device's live sessions.
-pub const DEFAULT_MAX_PER_DEVICE: u32 = 64;
-/// Default cap on a wallet's live sessions (all devices of its user together).
-pub const DEFAULT_MAX_PER_WALLET: u32 = 128;
+pub use crate::state::{
+    DEFAULT_MAX_SESSIONS_PER_DEVICE as DEFAULT_MAX_PER_DEVICE,
+    DEFAULT_MAX_SESSIONS_PER_WALLET as DEFAULT_MAX_PER_WALLET,
+};
 
 pub use crate::db::sessions::NewSession;
 

@@ -23,7 +23,6 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 
 /// How long the first device waits for the second.
 pub const WAIT_FOR_PEER: Duration = Duration::from_secs(10 * 60);
@@ -115,7 +114,7 @@ enum Role {
 
 /// `GET /relay/{code}`.
 pub async fn open(
-    State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     Path(code): Path<String>,
     extensions: Extensions,
     upgrade: WebSocketUpgrade,
@@ -126,7 +125,6 @@ pub async fn open(
         ));
     }
     let source = source_of(&extensions);
-    let rooms = state.relay_rooms().clone();
     let role = {
         let mut map = rooms
             .0

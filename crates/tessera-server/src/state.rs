@@ -1,7 +1,6 @@
 //! Server state: the database, the token keys, the key-encryption key, configuration.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +11,10 @@ use tessera_store::kek::{FileKek, KeyEncryptionKey};
 use tessera_store::{Pkcs11Kek, Pkcs11Spec};
 use zeroize::Zeroizing;
 
-use crate::auth::JwtKeys;
+pub use crate::clock::{now, rfc3339};
 use crate::db::{self, Backend, WriteTx};
 use crate::error::{ApiResult, SetupError};
+use crate::tokens::JwtKeys;
 
 /// How a server is set up.
 #[derive(Clone, Debug)]
@@ -48,6 +48,11 @@ pub struct Config {
     /// device while active devices exist): visible and cancellable meanwhile.
     pub time_lock: Duration,
 }
+
+/// Default cap on a device's live sessions.
+pub const DEFAULT_MAX_SESSIONS_PER_DEVICE: u32 = 64;
+/// Default cap on a wallet's live sessions (all devices of its user together).
+pub const DEFAULT_MAX_SESSIONS_PER_WALLET: u32 = 128;
 
 /// Where the key-encryption key is.
 #[derive(Clone)]
@@ -132,8 +137,8 @@ impl Config {
             kek: None,
             limits: crate::limits::Limits::default(),
             controls: true,
-            max_sessions_per_device: crate::live_sessions::DEFAULT_MAX_PER_DEVICE,
-            max_sessions_per_wallet: crate::live_sessions::DEFAULT_MAX_PER_WALLET,
+            max_sessions_per_device: DEFAULT_MAX_SESSIONS_PER_DEVICE,
+            max_sessions_per_wallet: DEFAULT_MAX_SESSIONS_PER_WALLET,
             abort_limit: 5,
             abort_window: Duration::from_secs(3600),
             time_lock: Duration::from_secs(24 * 3600),
@@ -147,8 +152,8 @@ struct Inner {
     kek: Box<dyn KeyEncryptionKey>,
     config: Config,
     relay: crate::relay::Rooms,
-    limits: crate::limits::RateLimits,
-    registrations: crate::enrolment::RegistrationLimiter,
+    limits: Arc<crate::limits::RateLimits>,
+    registrations: Arc<crate::enrolment::RegistrationLimiter>,
     instance: String,
     liveness: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
 }
@@ -197,14 +202,14 @@ impl AppState {
             .clone()
             .unwrap_or_else(|| KekSource::File(dir.join("kek.key")))
             .open()?;
-        crate::vault::check_kek(&db, kek.as_ref()).await?;
+        crate::db::shares::check_kek(&db, kek.as_ref()).await?;
         let state = AppState(Arc::new(Inner {
             db,
             jwt,
             kek,
             relay: crate::relay::Rooms::default(),
-            limits: crate::limits::RateLimits::new(config.limits),
-            registrations: crate::enrolment::RegistrationLimiter::default(),
+            limits: Arc::new(crate::limits::RateLimits::new(config.limits)),
+            registrations: Arc::new(crate::enrolment::RegistrationLimiter::default()),
             config,
             instance,
             liveness,
@@ -368,38 +373,22 @@ pub async fn connect_database(config: &Config) -> Result<AnyPool, SetupError> {
     Ok(db)
 }
 
-/// Unix seconds.
-#[must_use]
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+// The parts a middleware or handler needs alone, so that their modules need not know the whole
+// state (`State<Rooms>` and the like).
+impl axum::extract::FromRef<AppState> for crate::relay::Rooms {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.relay.clone()
+    }
 }
 
-/// RFC 3339 of Unix seconds.
-#[must_use]
-pub fn rfc3339(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+impl axum::extract::FromRef<AppState> for Arc<crate::limits::RateLimits> {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.limits.clone()
+    }
 }
 
-/// Creates `path` with mode 0600 and `bytes`, refusing to overwrite.
-///
-/// # Errors
-/// A message naming the file.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(SetupError::io("create", path))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(SetupError::io("write", path))
+impl axum::extract::FromRef<AppState> for Arc<crate::enrolment::RegistrationLimiter> {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.registrations.clone()
+    }
 }

@@ -57,8 +57,8 @@ pub async fn load_active(state: &AppState, wallet_id: &str) -> ApiResult<KeyShar
 /// Opens the sealed share row `sealed` of `wallet_id` at `epoch` (read by the caller, e.g. with
 /// the session it serves in one query) and checks that it is that wallet's share at that epoch.
 pub fn unseal(state: &AppState, wallet_id: &str, epoch: i64, sealed: &[u8]) -> ApiResult<KeyShare> {
-    let sealed =
-        decode_sealed(sealed).map_err(|e| ApiError::Internal(format!("sealed share: {e}")))?;
+    let sealed = db::shares::decode_sealed(sealed)
+        .map_err(|e| ApiError::Internal(format!("sealed share: {e}")))?;
     let bytes = kek::open(state.kek(), &sealed, &aad(wallet_id, epoch as u64))
         .map_err(|e| ApiError::Internal(format!("unseal: {e}")))?;
     let share = KeyShare::from_bytes(&bytes).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -158,47 +158,6 @@ pub async fn discard_stale_pending(
     Ok(())
 }
 
-/// Reads a sealed share row: postcard, or JSON as the first builds wrote it.
-fn decode_sealed(bytes: &[u8]) -> ApiResult<kek::SealedSecret> {
-    let bad = |e: String| ApiError::Internal(format!("sealed share: {e}"));
-    if bytes.first() == Some(&b'{') {
-        return serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()));
-    }
-    match postcard::take_from_bytes::<kek::SealedSecret>(bytes) {
-        Ok((sealed, [])) => Ok(sealed),
-        Ok(_) => Err(bad("trailing bytes".into())),
-        Err(e) => Err(bad(e.to_string())),
-    }
-}
-
-/// Start-up check: the shares must be sealed under the configured key-encryption key (a server
-/// started with another KEK would fail on every session instead).
-///
-/// # Errors
-/// A message naming both KEK ids and how to rotate.
-pub async fn check_kek(
-    pool: &sqlx::AnyPool,
-    kek: &dyn kek::KeyEncryptionKey,
-) -> Result<(), SetupError> {
-    let row = db::shares::any_active(pool)
-        .await
-        .map_err(SetupError::db("database"))?;
-    let Some(bytes) = row else {
-        return Ok(());
-    };
-    let sealed =
-        decode_sealed(&bytes).map_err(|e| SetupError::Failed(format!("a stored share: {e:?}")))?;
-    if sealed.kek_id != kek.id() {
-        return Err(SetupError::Failed(format!(
-            "the stored shares are sealed under key-encryption key {}, but this server was given {}; \
-             start it with that key, or move the shares with `tessera kek rotate`",
-            sealed.kek_id,
-            kek.id()
-        )));
-    }
-    Ok(())
-}
-
 /// KEK rotation: re-wraps the data key of every stored share (active and pending) from
 /// `old` to `new` in one transaction. The shares' ciphertexts are copied unchanged: no share is
 /// decrypted. Rows already under `new` are left as they are. Returns (re-wrapped, already new).
@@ -215,7 +174,7 @@ pub async fn rewrap_all(
     let rows = db::shares::all(&mut *tx).await.map_err(&err)?;
     let (mut rewrapped, mut already) = (0, 0);
     for (wallet_id, epoch, bytes) in rows {
-        let sealed = decode_sealed(&bytes).map_err(|e| {
+        let sealed = db::shares::decode_sealed(&bytes).map_err(|e| {
             SetupError::Failed(format!("share of wallet {wallet_id} epoch {epoch}: {e:?}"))
         })?;
         if sealed.kek_id == new.id() {

@@ -3,6 +3,9 @@
 
 use sqlx::AnyConnection;
 use sqlx::any::AnyExecutor;
+use tessera_store::kek;
+
+use crate::error::{ApiError, ApiResult, SetupError};
 
 /// Inserts the active share of a wallet at `epoch`.
 ///
@@ -175,5 +178,47 @@ pub async fn set_sealed(
         .bind(epoch)
         .execute(db)
         .await?;
+    Ok(())
+}
+
+/// Reads a sealed share row: postcard, or JSON as the first builds wrote it.
+///
+/// # Errors
+/// [`ApiError::Internal`] naming what does not decode.
+pub fn decode_sealed(bytes: &[u8]) -> ApiResult<kek::SealedSecret> {
+    let bad = |e: String| ApiError::Internal(format!("sealed share: {e}"));
+    if bytes.first() == Some(&b'{') {
+        return serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()));
+    }
+    match postcard::take_from_bytes::<kek::SealedSecret>(bytes) {
+        Ok((sealed, [])) => Ok(sealed),
+        Ok(_) => Err(bad("trailing bytes".into())),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Start-up check: the shares must be sealed under the configured key-encryption key (a server
+/// started with another KEK would fail on every session instead).
+///
+/// # Errors
+/// A message naming both KEK ids and how to rotate.
+pub async fn check_kek(
+    pool: &sqlx::AnyPool,
+    kek: &dyn kek::KeyEncryptionKey,
+) -> Result<(), SetupError> {
+    let row = any_active(pool).await.map_err(SetupError::db("database"))?;
+    let Some(bytes) = row else {
+        return Ok(());
+    };
+    let sealed =
+        decode_sealed(&bytes).map_err(|e| SetupError::Failed(format!("a stored share: {e:?}")))?;
+    if sealed.kek_id != kek.id() {
+        return Err(SetupError::Failed(format!(
+            "the stored shares are sealed under key-encryption key {}, but this server was given {}; \
+             start it with that key, or move the shares with `tessera kek rotate`",
+            sealed.kek_id,
+            kek.id()
+        )));
+    }
     Ok(())
 }
