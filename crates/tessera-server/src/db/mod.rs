@@ -44,7 +44,7 @@ pub mod state;
 pub mod wallets;
 
 pub use state::{
-    Approval, DeviceStatus, HeldKind, HeldStatus, Protocol, SessionStatus, ShareState, UnknownState,
+    Approval, DeviceStatus, HeldKind, HeldStatus, Protocol, SessionStatus, UnknownState,
 };
 
 /// Which database the server runs on.

@@ -194,18 +194,6 @@ text_state! {
     }
 }
 
-text_state! {
-    /// A stored server share's state (`server_shares.state`).
-    ShareState("share state") {
-        /// The share sessions run with.
-        Active = "active",
-        /// A refresh's new share, before the switch.
-        Pending = "pending",
-        /// An old epoch (earlier builds kept them; none is written now).
-        Retired = "retired",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
