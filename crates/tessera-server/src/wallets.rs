@@ -201,30 +201,21 @@ pub async fn sign(
         crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
     }
     let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
+    let request = Request {
+        kind,
+        decoded: &decoded,
+        digest: &digest,
+        path: &req.path,
+    };
     // The wallet's policy, checked against its recent history (controls off, a benchmark: no
     // policy and no records).
     let checked = if tx.audited() {
-        let (version, policy) = crate::policy::from_stored(policy)?;
-        let at = now();
-        let history = crate::policy::history(&mut tx, &policy, &wallet.id, at).await?;
-        if let Err(denial) = crate::policy::evaluate(&policy, kind, &decoded, &history, at) {
-            crate::audit::append_in(
-                &mut tx,
-                "sign.denied",
-                subject,
-                serde_json::json!({
-                    "rule": denial.rule, "reason": denial.message, "kind": kind,
-                    "summary": decoded.summary, "digest": digest, "policy_version": version,
-                }),
-            )
-            .await?;
-            tx.commit().await?;
-            return Err(ApiError::PolicyDenied {
-                rule: denial.rule.to_string(),
-                message: denial.message,
-            });
+        match check_policy(&mut tx, policy, &wallet.id, &request).await? {
+            Ok(checked) => Some(checked),
+            Err((version, denial)) => {
+                return Err(refuse(tx, subject, &request, version, denial).await);
+            }
         }
-        Some((version, policy, at))
     } else {
         None
     };
@@ -243,48 +234,146 @@ pub async fn sign(
     )
     .await
     .map_err(ApiError::from)?;
-    let Some((version, policy, at)) = checked else {
+    let Some(checked) = checked else {
         tx.commit().await?;
         return Ok(Json(created));
     };
+    let approval = record_request(
+        &mut tx,
+        &me,
+        &wallet.id,
+        &created.session_id,
+        &request,
+        &checked,
+    )
+    .await?;
+    tx.commit().await?;
+    if approval == Approval::Pending {
+        created.approval = Some(approval.to_string());
+    }
+    Ok(Json(created))
+}
+
+/// What `POST /sign` asks to sign, decoded.
+struct Request<'a> {
+    kind: &'a str,
+    decoded: &'a tessera_core::intent::Decoded,
+    digest: &'a str,
+    path: &'a str,
+}
+
+/// A request the policy allowed: the policy's version, the policy, and when it was checked.
+struct Allowed {
+    version: u64,
+    policy: api::Policy,
+    at: i64,
+}
+
+/// Evaluates the wallet's policy (`stored`, read with the wallet) against its recent history,
+/// in the signing transaction. `Err` inside: the policy's version and the denial.
+async fn check_policy(
+    tx: &mut WriteTx,
+    stored: Option<(i64, String)>,
+    wallet_id: &str,
+    request: &Request<'_>,
+) -> ApiResult<Result<Allowed, (u64, crate::policy::Denial)>> {
+    let (version, policy) = crate::policy::from_stored(stored)?;
+    let at = now();
+    let history = crate::policy::history(tx, &policy, wallet_id, at).await?;
+    Ok(
+        match crate::policy::evaluate(&policy, request.kind, request.decoded, &history, at) {
+            Ok(()) => Ok(Allowed {
+                version,
+                policy,
+                at,
+            }),
+            Err(denial) => Err((version, denial)),
+        },
+    )
+}
+
+/// Audits a denial (`sign.denied`) and commits it: the error to answer with.
+async fn refuse(
+    mut tx: WriteTx,
+    subject: crate::audit::Subject<'_>,
+    request: &Request<'_>,
+    version: u64,
+    denial: crate::policy::Denial,
+) -> ApiError {
+    let recorded = async {
+        crate::audit::append_in(
+            &mut tx,
+            "sign.denied",
+            subject,
+            serde_json::json!({
+                "rule": denial.rule, "reason": denial.message, "kind": request.kind,
+                "summary": request.decoded.summary, "digest": request.digest,
+                "policy_version": version,
+            }),
+        )
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    match recorded {
+        Ok(()) => ApiError::PolicyDenied {
+            rule: denial.rule.to_string(),
+            message: denial.message,
+        },
+        Err(e) => e,
+    }
+}
+
+/// Records an allowed request (its `sign_requests` row and its `sign.requested` record) in the
+/// signing transaction; returns its approval (pending when the policy requires one).
+async fn record_request(
+    tx: &mut WriteTx,
+    me: &AuthDevice,
+    wallet_id: &str,
+    session_id: &str,
+    request: &Request<'_>,
+    allowed: &Allowed,
+) -> ApiResult<Approval> {
+    let Allowed {
+        version,
+        policy,
+        at,
+    } = allowed;
     let approval = if policy.require_approval {
         Approval::Pending
     } else {
         Approval::None
     };
+    let decoded = request.decoded;
     db::approvals::insert(
-        &mut *tx,
+        &mut **tx,
         &db::approvals::NewSignRequest {
-            session_id: &created.session_id,
-            wallet_id: &wallet.id,
+            session_id,
+            wallet_id,
             device_id: &me.device_id,
-            kind,
+            kind: request.kind,
             value_wei: decoded.value.map(|v| v.to_string()),
             max_fee_wei: decoded.max_fee.map(|v| v.to_string()),
-            digest: &digest,
+            digest: request.digest,
             summary: &decoded.summary,
-            requested_at: at,
+            requested_at: *at,
             approval,
             expires_at: at + policy.approval_timeout_secs as i64,
         },
     )
     .await?;
     crate::audit::append_in(
-        &mut tx,
+        tx,
         "sign.requested",
-        subject,
+        crate::audit::Subject::device(me).wallet(wallet_id),
         serde_json::json!({
-            "session_id": created.session_id, "kind": kind, "summary": decoded.summary,
-            "digest": digest, "path": req.path, "policy_version": version,
+            "session_id": session_id, "kind": request.kind, "summary": decoded.summary,
+            "digest": request.digest, "path": request.path, "policy_version": version,
             "approval_required": policy.require_approval,
         }),
     )
     .await?;
-    tx.commit().await?;
-    if policy.require_approval {
-        created.approval = Some(Approval::Pending.to_string());
-    }
-    Ok(Json(created))
+    Ok(approval)
 }
 
 /// `POST /refresh`: new shares for both parties, same public key, next epoch (two-phase).
