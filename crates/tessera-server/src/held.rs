@@ -42,19 +42,7 @@ pub async fn decide(
     let mut held =
         Held::from_row(row.ok_or_else(|| ApiError::NotFound(format!("no held action {id}")))?)?;
     let from = held.status;
-    let allowed = if req.approve {
-        from == HeldStatus::Pending
-    } else {
-        matches!(from, HeldStatus::Pending | HeldStatus::Approved)
-    };
-    if !allowed {
-        return Err(ApiError::Conflict(format!("the action is {from}")));
-    }
-    if req.approve && held.info.requested_by == me.device_id {
-        return Err(ApiError::Forbidden(
-            "a device cannot approve its own request: use another active device".into(),
-        ));
-    }
+    refuse_decision(&held, &me, req.approve)?;
     crate::registry::verify_device_signature(
         &state,
         &me.device_id,
@@ -84,20 +72,52 @@ pub async fn decide(
         json!({ "action": id, "requested_by": held.info.requested_by, "digest": held.info.digest, "signature": req.signature }),
     )
     .await?;
-    match (held.kind, req.approve) {
+    carry_out(&state, &me, &mut held, req.approve).await?;
+    Ok((StatusCode::OK, Json(held.info)))
+}
+
+/// Refuses a decision the action's status does not allow (only a pending action is approved;
+/// a pending or approved one is cancelled), and a device approving its own request.
+fn refuse_decision(held: &Held, me: &AuthDevice, approve: bool) -> ApiResult<()> {
+    let from = held.status;
+    let allowed = if approve {
+        from == HeldStatus::Pending
+    } else {
+        matches!(from, HeldStatus::Pending | HeldStatus::Approved)
+    };
+    if !allowed {
+        return Err(ApiError::Conflict(format!("the action is {from}")));
+    }
+    if approve && held.info.requested_by == me.device_id {
+        return Err(ApiError::Forbidden(
+            "a device cannot approve its own request: use another active device".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// After a decision: an approved policy change or recovery is carried out at once; a cancelled
+/// recovery revokes the recovering device.
+async fn carry_out(
+    state: &AppState,
+    me: &AuthDevice,
+    held: &mut Held,
+    approve: bool,
+) -> ApiResult<()> {
+    match (held.kind, approve) {
         (Kind::PolicyChange, true) => {
             let change: api::SetPolicy = serde_json::from_value(held.request.clone())
                 .map_err(|e| ApiError::Internal(format!("stored policy change: {e}")))?;
             let applied =
-                crate::policy::apply(&state, &me.user_id, &held.info.requested_by, &change).await;
+                crate::policy::apply(state, &me.user_id, &held.info.requested_by, &change).await;
             if let Err(e) = applied {
                 // The policy changed since the proposal: it no longer applies as signed.
-                db::held::cancel(state.db(), &id).await?;
+                db::held::cancel(state.db(), &held.info.id).await?;
                 return Err(e);
             }
             hold::release(
-                &state,
-                &held,
+                state,
+                held,
                 &me.user_id,
                 json!({ "version": change.version }),
             )
@@ -109,8 +129,8 @@ pub async fn decide(
             hold::activate_recovered(&mut tx, &held.info.requested_by).await?;
             tx.commit().await?;
             hold::release(
-                &state,
-                &held,
+                state,
+                held,
                 &me.user_id,
                 json!({ "approved_by": me.device_id }),
             )
@@ -124,5 +144,5 @@ pub async fn decide(
         }
         _ => {}
     }
-    Ok((StatusCode::OK, Json(held.info)))
+    Ok(())
 }
