@@ -73,31 +73,15 @@ pub async fn server_share(
     let approved = if to_fixed {
         None
     } else {
-        let lone = hold::other_active_devices(&state, &me.user_id, &me.device_id).await? == 0;
-        let digest = hold::digest(&message);
-        let labels: Vec<String> = holders
-            .iter()
-            .map(|h| format!("{} ({})", h.label(), h.fingerprint()))
-            .collect();
-        let request = hold::Request {
-            kind: hold::Kind::ServerShareExport,
-            user_id: &me.user_id,
-            wallet_id: Some(&wallet.id),
-            requested_by: &me.device_id,
-            digest: &digest,
-            request: json!({ "structure": structure_text, "holders": sorted }),
-            summary: format!(
-                "export the server's share of wallet {} under {structure_text} to {}{}",
-                wallet.name,
-                labels.join(", "),
-                if fixed.is_some() {
-                    " (other holders than the wallet's fixed ones)"
-                } else {
-                    " (the wallet's first server-share backup: these holders become fixed)"
-                }
-            ),
+        let export = Export {
+            wallet: &wallet,
+            structure: &structure_text,
+            holders: &holders,
+            sorted: &sorted,
+            message: &message,
+            first: fixed.is_none(),
         };
-        match hold::hold_or_ready(&state, request, lone).await? {
+        match hold_export(&state, &me, &export).await? {
             Ok(held) => Some(held),
             Err(action) => {
                 return Ok((
@@ -150,4 +134,53 @@ pub async fn server_share(
             report: summary,
         })),
     ))
+}
+
+/// An export to holders other than the wallet's fixed ones.
+struct Export<'a> {
+    wallet: &'a db::wallets::Wallet,
+    structure: &'a str,
+    holders: &'a [HolderPublicKey],
+    /// The holders' keys as text, sorted.
+    sorted: &'a [String],
+    /// The signed request.
+    message: &'a [u8],
+    /// Whether it is the wallet's first export (no holders fixed yet).
+    first: bool,
+}
+
+/// Holds `export` for another device's approval (or, for a user with one active device, for
+/// the time lock): `Ok` once it may go ahead, `Err` with the action while it waits.
+async fn hold_export(
+    state: &AppState,
+    me: &AuthDevice,
+    export: &Export<'_>,
+) -> ApiResult<Result<hold::Held, api::HeldAction>> {
+    let lone = hold::other_active_devices(state, &me.user_id, &me.device_id).await? == 0;
+    let digest = hold::digest(export.message);
+    let labels: Vec<String> = export
+        .holders
+        .iter()
+        .map(|h| format!("{} ({})", h.label(), h.fingerprint()))
+        .collect();
+    let structure_text = export.structure;
+    let request = hold::Request {
+        kind: hold::Kind::ServerShareExport,
+        user_id: &me.user_id,
+        wallet_id: Some(&export.wallet.id),
+        requested_by: &me.device_id,
+        digest: &digest,
+        request: json!({ "structure": structure_text, "holders": export.sorted }),
+        summary: format!(
+            "export the server's share of wallet {} under {structure_text} to {}{}",
+            export.wallet.name,
+            labels.join(", "),
+            if export.first {
+                " (the wallet's first server-share backup: these holders become fixed)"
+            } else {
+                " (other holders than the wallet's fixed ones)"
+            }
+        ),
+    };
+    hold::hold_or_ready(state, request, lone).await
 }
