@@ -1,3 +1,8 @@
+//! The server's storage: every SQL statement of the server is in this module, one submodule per
+//! area (its tables), as typed functions that take the pool, a connection or the caller's
+//! [`WriteTx`], so transactions stay where the handlers open them. The states stored as text are
+//! enums ([`states`]). Nothing here knows about HTTP or `AppState`.
+//!
 //! Write transactions: every check-then-act on shared state, and every audited action with its
 //! audit record, is one [`WriteTx`].
 //!
@@ -40,10 +45,10 @@ pub mod policies;
 pub mod replicas;
 pub mod sessions;
 pub mod shares;
-pub mod state;
+pub mod states;
 pub mod wallets;
 
-pub use state::{
+pub use states::{
     Approval, DeviceStatus, HeldKind, HeldStatus, Protocol, SessionStatus, UnknownState,
 };
 
