@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tessera_api as api;
 
 use crate::auth::AuthDevice;
-use crate::db::{DURABLE_ATTEMPTS, WriteTx, retry_pause};
+use crate::db::{self, DURABLE_ATTEMPTS, WriteTx, retry_pause};
 use crate::error::ApiResult;
 use crate::extract::ApiQuery;
 use crate::state::{AppState, now, rfc3339};
@@ -111,10 +111,7 @@ pub async fn append_in(
     }
     tx.lock_audit_head().await?;
     let detail = detail.to_string();
-    let last: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
+    let last = db::audit::head(tx).await?;
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_vec()));
     let seq = prev_seq + 1;
     let at = now();
@@ -128,20 +125,20 @@ pub async fn append_in(
         &detail,
         &prev_hash,
     );
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    db::audit::insert(
+        tx,
+        db::audit::NewRecord {
+            seq,
+            at,
+            kind,
+            user: subject.user,
+            device: subject.device,
+            wallet: subject.wallet,
+            detail: &detail,
+            prev_hash,
+            hash: hash.as_slice(),
+        },
     )
-    .bind(seq)
-    .bind(at)
-    .bind(kind)
-    .bind(subject.user)
-    .bind(subject.device)
-    .bind(subject.wallet)
-    .bind(&detail)
-    .bind(prev_hash)
-    .bind(hash.as_slice())
-    .execute(&mut **tx)
     .await?;
     Ok(())
 }
@@ -184,36 +181,12 @@ pub async fn append(
     }
 }
 
-type Row = (
-    i64,
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    Vec<u8>,
-    Vec<u8>,
-);
-
-/// sqlx takes only static SQL: the shared column list is spliced in at compile time.
-macro_rules! audit_select {
-    ($rest:literal) => {
-        concat!(
-            "SELECT seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash FROM audit_log ",
-            $rest
-        )
-    };
-}
-
 /// Checks the whole chain, in order.
 ///
 /// # Errors
 /// A database error.
-pub async fn verify(db: &sqlx::AnyPool) -> Result<api::AuditVerification, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(audit_select!("ORDER BY seq"))
-        .fetch_all(db)
-        .await?;
+pub async fn verify(pool: &sqlx::AnyPool) -> Result<api::AuditVerification, sqlx::Error> {
+    let rows = db::audit::all(pool).await?;
     let mut prev = GENESIS.to_vec();
     let mut records = 0u64;
     for (seq, at, kind, user, device, wallet, detail, prev_hash, hash) in rows {
@@ -281,20 +254,12 @@ pub async fn list(
     me: AuthDevice,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Vec<api::AuditRecord>>> {
-    let rows: Vec<Row> = match &q.wallet {
+    let rows = match &q.wallet {
         Some(wallet) => {
-            crate::wallets::wallet_of(&state, &me, wallet).await?;
-            sqlx::query_as(audit_select!("WHERE wallet_id = $1 ORDER BY seq"))
-                .bind(wallet)
-                .fetch_all(state.db())
-                .await?
+            db::wallets::owned(state.db(), &me.user_id, wallet).await?;
+            db::audit::of_wallet(state.db(), wallet).await?
         }
-        None => {
-            sqlx::query_as(audit_select!("WHERE user_id = $1 ORDER BY seq"))
-                .bind(&me.user_id)
-                .fetch_all(state.db())
-                .await?
-        }
+        None => db::audit::of_user(state.db(), &me.user_id).await?,
     };
     Ok(Json(
         rows.into_iter()

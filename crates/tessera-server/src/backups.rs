@@ -17,12 +17,12 @@ use tessera_core::{KeyShare, PartyIndex};
 
 use crate::audit;
 use crate::auth::AuthDevice;
+use crate::db::{self, DeviceStatus};
 use crate::error::{ApiError, ApiResult, SetupError};
 use crate::extract::{ApiJson, ApiPath};
 use crate::registry::verify_device_signature;
 use crate::state::AppState;
 use crate::vault;
-use crate::wallets::wallet_of;
 
 /// The largest backup file accepted over the API (as `tessera-backup` reads).
 const MAX_BACKUP_BYTES: usize = 8 * 1024 * 1024;
@@ -86,7 +86,7 @@ pub async fn verify(
         hex::decode(&req.backup).map_err(|_| ApiError::BadRequest("backup must be hex".into()))?;
     let backup = Backup::from_bytes(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("not a valid backup file: {e}")))?;
-    let wallet = wallet_of(&state, &me, &backup.context().wallet_id).await?;
+    let wallet = db::wallets::owned(state.db(), &me.user_id, &backup.context().wallet_id).await?;
     let summary = report(&backup, &bytes);
     match check_against_wallet(&state, backup, wallet.epoch).await {
         Ok(_) => {
@@ -120,12 +120,9 @@ pub async fn verify(
 /// A message for the operator: unknown wallet, another key, another party, a stale epoch.
 pub async fn restore_server_share(state: &AppState, share: &KeyShare) -> Result<(), SetupError> {
     let wallet_id = share.wallet_id().to_string();
-    let row: Option<(Vec<u8>, i64)> =
-        sqlx::query_as("SELECT public_key, epoch FROM wallets WHERE id = $1")
-            .bind(&wallet_id)
-            .fetch_optional(state.db())
-            .await
-            .map_err(SetupError::db("database"))?;
+    let row = db::wallets::key_and_epoch(state.db(), &wallet_id)
+        .await
+        .map_err(SetupError::db("database"))?;
     let (public_key, epoch) = row.ok_or_else(|| {
         SetupError::Invalid(format!(
             "this server has no wallet {wallet_id}: restore into the server that runs it"
@@ -181,28 +178,10 @@ pub async fn recover(
     ApiPath(device_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::RecoverDevice>,
 ) -> ApiResult<(StatusCode, Json<api::Recovery>)> {
-    let device: Option<(String, Vec<u8>, String)> =
-        sqlx::query_as("SELECT user_id, identity_key, status FROM devices WHERE id = $1")
-            .bind(&device_id)
-            .fetch_optional(state.db())
-            .await?;
-    let (user_id, key, status) =
-        device.ok_or_else(|| ApiError::NotFound(format!("no device {device_id}")))?;
-    if status != "pending" {
-        return Err(ApiError::Conflict(format!(
-            "device is {status}, not pending"
-        )));
-    }
-    let key: [u8; 32] = key
-        .try_into()
-        .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
+    let (owner, key) = recovering_device(&state, &device_id).await?;
     let message = api::recover_message(&device_id, &key, &req.wallet_id, req.epoch);
     verify_device_signature(&state, &device_id, &message, &req.signature).await?;
-    let owner = AuthDevice {
-        device_id: device_id.clone(),
-        user_id,
-    };
-    let wallet = wallet_of(&state, &owner, &req.wallet_id).await?;
+    let wallet = db::wallets::owned(state.db(), &owner.user_id, &req.wallet_id).await?;
     if req.epoch != wallet.epoch {
         return Err(ApiError::BadRequest(format!(
             "the restored share is of epoch {}, the wallet is at epoch {}: it no longer signs",
@@ -211,59 +190,16 @@ pub async fn recover(
     }
     let proof =
         hex::decode(&req.proof).map_err(|_| ApiError::BadRequest("proof must be hex".into()))?;
-    let server_share = vault::load_active(&state, &wallet.id).await?;
-    let device_public = server_share
-        .public_share_of(PartyIndex::new(0))
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let recovery_digest = crate::held::digest(&message);
-    let checked = tokio::task::spawn_blocking(move || {
-        KeyShare::verify_possession(&device_public, &message, &proof)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Err(e) = checked {
-        audit::append(
-            &state,
-            "device.recovery_refused",
-            audit::Subject::device(&owner).wallet(&wallet.id),
-            json!({ "reason": e.to_string() }),
-        )
-        .await?;
-        return Err(ApiError::Unauthorized(e.to_string()));
-    }
+    let recovery_digest = crate::hold::digest(&message);
+    check_possession(&state, &owner, &wallet, message, proof).await?;
     // Active devices exist (perhaps the lost one, perhaps the user's own phone in an
     // attacker's presence): the recovery waits for the time lock, visible to them and
     // cancellable by any (which revokes this device), or for one of them to approve it.
-    if crate::held::other_active_devices(&state, &owner.user_id, &device_id).await? > 0 {
-        let digest = recovery_digest;
-        let request = crate::held::Request {
-            kind: crate::held::Kind::DeviceRecovery,
-            user_id: &owner.user_id,
-            wallet_id: Some(&wallet.id),
-            requested_by: &device_id,
-            digest: &digest,
-            request: json!({ "wallet_id": wallet.id, "epoch": wallet.epoch, "identity_key": hex::encode(key) }),
-            summary: format!(
-                "approve the pending device {device_id} (identity {}) by possession of the device share of wallet {}",
-                hex::encode(key),
-                wallet.name
-            ),
-        };
-        return match crate::held::hold_or_ready(&state, request, true).await? {
-            Err(action) => Ok((StatusCode::ACCEPTED, Json(api::Recovery::Held(action)))),
-            Ok(held) => {
-                let mut tx = state.begin_write().await?;
-                activate_recovered(&mut tx, &device_id).await?;
-                tx.commit().await?;
-                crate::held::release(&state, &held, &owner.user_id, json!({ "epoch": wallet.epoch, "proof": "possession of the device share", "after": "time lock" }))
-                    .await?;
-                let device = crate::registry::device(&state, &device_id).await?;
-                Ok((StatusCode::OK, Json(api::Recovery::Approved(device))))
-            }
-        };
+    if crate::hold::other_active_devices(&state, &owner.user_id, &device_id).await? > 0 {
+        return recover_when_released(&state, &owner, &key, &wallet, &recovery_digest).await;
     }
     let mut tx = state.begin_write().await?;
-    activate_recovered(&mut tx, &device_id).await?;
+    crate::hold::activate_recovered(&mut tx, &device_id).await?;
     audit::append_in(
         &mut tx,
         "device.recovered",
@@ -276,23 +212,95 @@ pub async fn recover(
     Ok((StatusCode::OK, Json(api::Recovery::Approved(device))))
 }
 
-/// Makes a pending device that proved possession of a device share (and whose recovery was not
-/// held, or was approved or waited out) active.
-///
-/// # Errors
-/// [`ApiError::Conflict`] when the device is no longer pending (revoked meanwhile).
-pub async fn activate_recovered(conn: &mut sqlx::AnyConnection, device_id: &str) -> ApiResult<()> {
-    let done =
-        sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1 AND status = 'pending'")
-            .bind(device_id)
-            .execute(conn)
-            .await?;
-    if done.rows_affected() != 1 {
-        return Err(ApiError::Conflict(
-            "the recovering device is no longer pending".into(),
-        ));
+/// The pending device `device_id` that asks to recover: as its user's device, and its identity
+/// key.
+async fn recovering_device(state: &AppState, device_id: &str) -> ApiResult<(AuthDevice, [u8; 32])> {
+    let device = db::devices::user_key_status(state.db(), device_id).await?;
+    let (user_id, key, status) =
+        device.ok_or_else(|| ApiError::NotFound(format!("no device {device_id}")))?;
+    if status != DeviceStatus::Pending {
+        return Err(ApiError::Conflict(format!(
+            "device is {status}, not pending"
+        )));
+    }
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
+    Ok((
+        AuthDevice {
+            device_id: device_id.to_string(),
+            user_id,
+        },
+        key,
+    ))
+}
+
+/// Checks that the recovering device holds the device share of `wallet` (a proof of possession
+/// over `message` against the public share the server derives); a failed proof is audited.
+async fn check_possession(
+    state: &AppState,
+    owner: &AuthDevice,
+    wallet: &db::wallets::Wallet,
+    message: Vec<u8>,
+    proof: Vec<u8>,
+) -> ApiResult<()> {
+    let server_share = vault::load_active(state, &wallet.id).await?;
+    let device_public = server_share
+        .public_share_of(PartyIndex::new(0))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let checked = tokio::task::spawn_blocking(move || {
+        KeyShare::verify_possession(&device_public, &message, &proof)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Err(e) = checked {
+        audit::append(
+            state,
+            "device.recovery_refused",
+            audit::Subject::device(owner).wallet(&wallet.id),
+            json!({ "reason": e.to_string() }),
+        )
+        .await?;
+        return Err(ApiError::Unauthorized(e.to_string()));
     }
     Ok(())
+}
+
+/// A recovery while the user has active devices: held until one of them approves it or its
+/// time lock ends; carried out once that happened.
+async fn recover_when_released(
+    state: &AppState,
+    owner: &AuthDevice,
+    key: &[u8; 32],
+    wallet: &db::wallets::Wallet,
+    digest: &str,
+) -> ApiResult<(StatusCode, Json<api::Recovery>)> {
+    let device_id = &owner.device_id;
+    let request = crate::hold::Request {
+        kind: crate::hold::Kind::DeviceRecovery,
+        user_id: &owner.user_id,
+        wallet_id: Some(&wallet.id),
+        requested_by: device_id,
+        digest,
+        request: json!({ "wallet_id": wallet.id, "epoch": wallet.epoch, "identity_key": hex::encode(key) }),
+        summary: format!(
+            "approve the pending device {device_id} (identity {}) by possession of the device share of wallet {}",
+            hex::encode(key),
+            wallet.name
+        ),
+    };
+    match crate::hold::hold_or_ready(state, request, true).await? {
+        Err(action) => Ok((StatusCode::ACCEPTED, Json(api::Recovery::Held(action)))),
+        Ok(held) => {
+            let mut tx = state.begin_write().await?;
+            crate::hold::activate_recovered(&mut tx, device_id).await?;
+            tx.commit().await?;
+            crate::hold::release(state, &held, &owner.user_id, json!({ "epoch": wallet.epoch, "proof": "possession of the device share", "after": "time lock" }))
+                .await?;
+            let device = crate::registry::device(state, device_id).await?;
+            Ok((StatusCode::OK, Json(api::Recovery::Approved(device))))
+        }
+    }
 }
 
 /// Backups of device shares and device recovery: `POST /backups/verify` (with its own, larger

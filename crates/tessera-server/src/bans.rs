@@ -23,7 +23,8 @@ use tessera_core::PartyIndex;
 
 use crate::audit::{self, Subject};
 use crate::auth::AuthDevice;
-use crate::db::WriteTx;
+use crate::db::bans::BanRow;
+use crate::db::{self, Protocol, SessionStatus, WriteTx};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::{AppState, now, rfc3339};
@@ -36,29 +37,6 @@ pub struct Blame {
     pub round: u8,
     /// The engine's description.
     pub reason: String,
-}
-
-type BanRow = (
-    String,
-    String,
-    i64,
-    Option<String>,
-    String,
-    i64,
-    String,
-    i64,
-    Option<String>,
-    Option<i64>,
-);
-
-macro_rules! ban_select {
-    ($rest:literal) => {
-        concat!(
-            "SELECT id, wallet_id, party, device_id, session_id, round, reason, banned_at, \
-             lift_approved_by, lifted_at FROM banned_parties ",
-            $rest
-        )
-    };
 }
 
 fn ban_of(row: BanRow) -> api::Ban {
@@ -104,27 +82,9 @@ async fn in_force(
     wallet_id: &str,
     party: i64,
 ) -> ApiResult<Option<api::Ban>> {
-    let row: Option<BanRow> = sqlx::query_as(ban_select!(
-        "WHERE wallet_id = $1 AND party = $2 AND lifted_at IS NULL"
-    ))
-    .bind(wallet_id)
-    .bind(party)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(ban_of))
-}
-
-/// The lock in force on a wallet: its reason and when it was set.
-async fn lock_in_force(
-    conn: &mut AnyConnection,
-    wallet_id: &str,
-) -> ApiResult<Option<(String, i64)>> {
-    Ok(sqlx::query_as(
-        "SELECT reason, locked_at FROM wallet_locks WHERE wallet_id = $1 AND lifted_at IS NULL",
-    )
-    .bind(wallet_id)
-    .fetch_optional(conn)
-    .await?)
+    Ok(db::bans::in_force(conn, wallet_id, party)
+        .await?
+        .map(ban_of))
 }
 
 /// Refuses a signing session of a wallet whose device party is banned or which is locked
@@ -136,7 +96,7 @@ pub async fn refuse_signing(conn: &mut AnyConnection, wallet_id: &str) -> ApiRes
     if let Some(ban) = in_force(conn, wallet_id, 0).await? {
         return Err(ApiError::Forbidden(refusal(&ban)));
     }
-    if let Some((reason, at)) = lock_in_force(conn, wallet_id).await? {
+    if let Some((reason, at)) = db::bans::lock_in_force(conn, wallet_id).await? {
         return Err(ApiError::Forbidden(format!(
             "wallet {wallet_id} is locked since {} ({reason}); refresh the wallet to unlock it",
             rfc3339(at)
@@ -165,23 +125,25 @@ pub async fn refuse_refresh(conn: &mut AnyConnection, wallet_id: &str) -> ApiRes
 pub async fn refuse_session(
     conn: &mut AnyConnection,
     wallet_id: &str,
-    protocol: &str,
+    protocol: Protocol,
 ) -> ApiResult<()> {
     match protocol {
-        "sign" => refuse_signing(conn, wallet_id).await,
-        "refresh" => refuse_refresh(conn, wallet_id).await,
-        _ => Ok(()),
+        Protocol::Sign => refuse_signing(conn, wallet_id).await,
+        Protocol::Refresh => refuse_refresh(conn, wallet_id).await,
+        Protocol::Keygen => Ok(()),
     }
 }
 
 /// How a sign or refresh run of `ws` ended, for [`after_run`].
 pub struct RunEnd<'a> {
-    /// `sign`, `refresh` or `keygen`.
-    pub protocol: &'a str,
+    /// What ran.
+    pub protocol: Protocol,
     /// The session's final status.
-    pub status: &'a str,
-    /// The close code sent, if any (none: the device went away).
-    pub close_code: Option<u16>,
+    pub status: SessionStatus,
+    /// The run ended on the server's own failure (`ws::CLOSE_INTERNAL`).
+    pub server_failed: bool,
+    /// The run ended on a message that failed validation (`ws::CLOSE_INVALID_MESSAGE`).
+    pub invalid_message: bool,
     /// The record's detail.
     pub detail: Option<&'a str>,
     /// The engine's blame, if it named a party.
@@ -224,21 +186,21 @@ async fn record_run(
 ) -> ApiResult<()> {
     match run.blamed {
         Some(blame) => ban(state, me, wallet_id, session_id, blame).await,
-        None if matches!(run.protocol, "sign" | "refresh")
-            && matches!(run.status, "failed" | "expired")
-            && run.close_code != Some(crate::ws::CLOSE_INTERNAL) =>
+        None if matches!(run.protocol, Protocol::Sign | Protocol::Refresh)
+            && matches!(run.status, SessionStatus::Failed | SessionStatus::Expired)
+            && !run.server_failed =>
         {
             // The device is the only other party of the run: a message that fails a check or a
             // final signature that does not verify can only come from it (the transport is
             // authenticated). A disconnect or a stall may be the network's: nobody is named.
-            let party = (run.close_code == Some(crate::ws::CLOSE_INVALID_MESSAGE)).then_some(0);
+            let party = run.invalid_message.then_some(0);
             count_abort(
                 state,
                 me,
                 wallet_id,
                 session_id,
                 party,
-                run.detail.unwrap_or(run.status),
+                run.detail.unwrap_or(run.status.as_str()),
             )
             .await
         }
@@ -258,20 +220,19 @@ async fn ban(
     // The device that ran the session is party 0; the server never blames itself.
     let device = (blame.party.get() == 0).then_some(me.device_id.as_str());
     let mut tx = state.begin_write().await?;
-    sqlx::query(
-        "INSERT INTO banned_parties (id, wallet_id, party, device_id, session_id, round, reason, banned_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (wallet_id, party) WHERE lifted_at IS NULL DO NOTHING",
+    db::bans::insert(
+        &mut *tx,
+        &db::bans::NewBan {
+            id: &id,
+            wallet_id,
+            party: i64::from(blame.party.get()),
+            device_id: device,
+            session_id,
+            round: i64::from(blame.round),
+            reason: &blame.reason,
+            at: now(),
+        },
     )
-    .bind(&id)
-    .bind(wallet_id)
-    .bind(i64::from(blame.party.get()))
-    .bind(device)
-    .bind(session_id)
-    .bind(i64::from(blame.round))
-    .bind(&blame.reason)
-    .bind(now())
-    .execute(&mut *tx)
     .await?;
     audit::append_in(
         &mut tx,
@@ -298,44 +259,29 @@ async fn count_abort(
     let at = now();
     let mut tx = state.begin_write().await?;
     tx.lock_wallet(wallet_id).await?;
-    sqlx::query(
-        "INSERT INTO wallet_aborts (session_id, wallet_id, party, reason, at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (session_id) DO NOTHING",
+    db::bans::insert_abort(
+        &mut *tx,
+        session_id,
+        wallet_id,
+        party.map(i64::from),
+        reason,
+        at,
     )
-    .bind(session_id)
-    .bind(wallet_id)
-    .bind(party.map(i64::from))
-    .bind(reason)
-    .bind(at)
-    .execute(&mut *tx)
     .await?;
     let limit = state.config().abort_limit;
     if limit == 0 {
         return tx.commit().await;
     }
     let window = state.config().abort_window.as_secs() as i64;
-    let (count,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM wallet_aborts WHERE wallet_id = $1 AND at > $2")
-            .bind(wallet_id)
-            .bind(at - window)
-            .fetch_one(&mut *tx)
-            .await?;
+    let count = db::bans::aborts_since(&mut *tx, wallet_id, at - window).await?;
     if count <= i64::from(limit) {
         return tx.commit().await;
     }
     let why =
         format!("{count} sign or refresh runs aborted within {window} s; the limit is {limit}");
-    let locked = sqlx::query(
-        "INSERT INTO wallet_locks (id, wallet_id, reason, locked_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (wallet_id) WHERE lifted_at IS NULL DO NOTHING",
-    )
-    .bind(hex::encode(&tessera_core::protocols::fresh_nonce()[..16]))
-    .bind(wallet_id)
-    .bind(&why)
-    .bind(at)
-    .execute(&mut *tx)
-    .await?;
-    if locked.rows_affected() == 1 {
+    let lock_id = hex::encode(&tessera_core::protocols::fresh_nonce()[..16]);
+    let locked = db::bans::insert_lock(&mut *tx, &lock_id, wallet_id, &why, at).await?;
+    if locked {
         audit::append_in(
             &mut tx,
             "wallet.locked",
@@ -347,14 +293,7 @@ async fn count_abort(
     tx.commit().await
 }
 
-/// What a refresh switch lifted.
-#[derive(Default)]
-pub struct Lifted {
-    /// The bans lifted.
-    pub bans: Vec<String>,
-    /// Whether a lock was lifted.
-    pub lock: bool,
-}
+pub use crate::db::bans::Lifted;
 
 /// Inside the transaction that switches a wallet to the epoch refresh `session_id` produced:
 /// lifts the bans whose lift was approved before that refresh was created, the lock, and clears
@@ -364,45 +303,10 @@ pub struct Lifted {
 /// A database error (the switch is rolled back with it).
 pub async fn lift_in(tx: &mut WriteTx, wallet_id: &str, session_id: &str) -> ApiResult<Lifted> {
     let at = now();
-    let created: Option<(i64,)> = sqlx::query_as("SELECT created_at FROM sessions WHERE id = $1")
-        .bind(session_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some((created,)) = created else {
+    let Some(created) = db::sessions::created_at(&mut **tx, session_id).await? else {
         return Ok(Lifted::default());
     };
-    let bans: Vec<(String,)> = sqlx::query_as(
-        "SELECT id FROM banned_parties WHERE wallet_id = $1 AND lifted_at IS NULL \
-         AND lift_approved_at IS NOT NULL AND lift_approved_at <= $2",
-    )
-    .bind(wallet_id)
-    .bind(created)
-    .fetch_all(&mut **tx)
-    .await?;
-    for (id,) in &bans {
-        sqlx::query("UPDATE banned_parties SET lifted_at = $1, lift_session = $2 WHERE id = $3")
-            .bind(at)
-            .bind(session_id)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-    }
-    let lock = sqlx::query(
-        "UPDATE wallet_locks SET lifted_at = $1, lift_session = $2 WHERE wallet_id = $3 AND lifted_at IS NULL",
-    )
-    .bind(at)
-    .bind(session_id)
-    .bind(wallet_id)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("DELETE FROM wallet_aborts WHERE wallet_id = $1")
-        .bind(wallet_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(Lifted {
-        bans: bans.into_iter().map(|(id,)| id).collect(),
-        lock: lock.rows_affected() > 0,
-    })
+    Ok(db::bans::lift(tx, wallet_id, session_id, created, at).await?)
 }
 
 /// Audits what a refresh switch lifted, in the switch's transaction (after its other writes).
@@ -452,13 +356,8 @@ pub async fn list(
     me: AuthDevice,
     ApiQuery(q): ApiQuery<BansQuery>,
 ) -> ApiResult<Json<Vec<api::Ban>>> {
-    let wallet = crate::wallets::wallet_of(&state, &me, &q.wallet).await?;
-    let rows: Vec<BanRow> = sqlx::query_as(ban_select!(
-        "WHERE wallet_id = $1 ORDER BY banned_at DESC, id"
-    ))
-    .bind(&wallet.id)
-    .fetch_all(state.db())
-    .await?;
+    let wallet = db::wallets::owned(state.db(), &me.user_id, &q.wallet).await?;
+    let rows = db::bans::of_wallet(state.db(), &wallet.id).await?;
     Ok(Json(rows.into_iter().map(ban_of).collect()))
 }
 
@@ -471,15 +370,12 @@ pub async fn approve_lift(
     ApiPath(ban_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::ApproveBanLift>,
 ) -> ApiResult<Json<api::Ban>> {
-    let row: Option<BanRow> = sqlx::query_as(ban_select!("WHERE id = $1"))
-        .bind(&ban_id)
-        .fetch_optional(state.db())
-        .await?;
+    let row = db::bans::by_id(state.db(), &ban_id).await?;
     let ban = row
         .map(ban_of)
         .ok_or_else(|| ApiError::NotFound(format!("no ban {ban_id}")))?;
     // Another user's ban is not revealed.
-    let wallet = crate::wallets::wallet_of(&state, &me, &ban.wallet_id)
+    let wallet = db::wallets::owned(state.db(), &me.user_id, &ban.wallet_id)
         .await
         .map_err(|_| ApiError::NotFound(format!("no ban {ban_id}")))?;
     if ban.lifted_at.is_some() {
@@ -503,17 +399,9 @@ pub async fn approve_lift(
     )
     .await?;
     let mut tx = state.begin_write().await?;
-    let approved = sqlx::query(
-        "UPDATE banned_parties SET lift_approved_by = $1, lift_signature = $2, lift_approved_at = $3 \
-         WHERE id = $4 AND lifted_at IS NULL",
-    )
-    .bind(&me.device_id)
-    .bind(&req.signature)
-    .bind(now())
-    .bind(&ban.ban_id)
-    .execute(&mut *tx)
-    .await?;
-    if approved.rows_affected() != 1 {
+    let approved =
+        db::bans::approve_lift(&mut *tx, &ban.ban_id, &me.device_id, &req.signature, now()).await?;
+    if !approved {
         return Err(ApiError::Conflict(format!(
             "ban {ban_id} was already lifted"
         )));

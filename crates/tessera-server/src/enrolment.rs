@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -18,9 +19,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sqlx::AnyConnection;
 
-use crate::db::{Backend, WriteTx};
+use crate::db::{self, WriteTx};
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 
 /// Most devices of one user waiting for approval at once.
 pub const MAX_PENDING_PER_USER: i64 = 16;
@@ -64,7 +64,7 @@ impl RegistrationLimiter {
 
 /// Middleware on `POST /devices`: the per-address registration limit.
 pub async fn limit_registrations(
-    State(state): State<AppState>,
+    State(registrations): State<Arc<RegistrationLimiter>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -72,14 +72,11 @@ pub async fn limit_registrations(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    if let Err(e) = state.registrations().check(ip) {
+    if let Err(e) = registrations.check(ip) {
         return e.into_response();
     }
     next.run(request).await
 }
-
-/// Advisory-lock space of user names on PostgreSQL (the other key is `hashtext(name)`).
-const USER_NAME_LOCK_SPACE: i32 = 0x05e4;
 
 /// Takes the write lock on the user named `name` for the rest of `tx`, whether or not the user
 /// exists yet: on PostgreSQL a transaction-scoped advisory lock on the name (a row lock would
@@ -91,18 +88,7 @@ const USER_NAME_LOCK_SPACE: i32 = 0x05e4;
 /// # Errors
 /// A database error.
 pub async fn lock_user_by_name(tx: &mut WriteTx, name: &str) -> ApiResult<()> {
-    if tx.backend() == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(USER_NAME_LOCK_SPACE)
-            .bind(name)
-            .execute(&mut **tx)
-            .await?;
-    }
-    sqlx::query("UPDATE users SET name = name WHERE name = $1")
-        .bind(name)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    Ok(db::devices::lock_user_by_name(tx, name).await?)
 }
 
 /// As [`lock_user_by_name`], by user id.
@@ -110,11 +96,7 @@ pub async fn lock_user_by_name(tx: &mut WriteTx, name: &str) -> ApiResult<()> {
 /// # Errors
 /// A database error.
 pub async fn lock_user(tx: &mut AnyConnection, user_id: &str) -> ApiResult<()> {
-    sqlx::query("UPDATE users SET name = name WHERE id = $1")
-        .bind(user_id)
-        .execute(tx)
-        .await?;
-    Ok(())
+    Ok(db::devices::lock_user(tx, user_id).await?)
 }
 
 /// Refuses one more pending device when the user has [`MAX_PENDING_PER_USER`] already.
@@ -122,11 +104,7 @@ pub async fn lock_user(tx: &mut AnyConnection, user_id: &str) -> ApiResult<()> {
 /// # Errors
 /// [`ApiError::Conflict`] saying what to do; database errors.
 pub async fn refuse_too_many_pending(tx: &mut AnyConnection, user_id: &str) -> ApiResult<()> {
-    let (pending,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM devices WHERE user_id = $1 AND status = 'pending'")
-            .bind(user_id)
-            .fetch_one(tx)
-            .await?;
+    let pending = db::devices::pending_count(tx, user_id).await?;
     if pending >= MAX_PENDING_PER_USER {
         return Err(ApiError::Conflict(format!(
             "this user already has {pending} devices waiting for approval (at most \
@@ -141,12 +119,7 @@ pub async fn refuse_too_many_pending(tx: &mut AnyConnection, user_id: &str) -> A
 /// # Errors
 /// A database error.
 pub async fn live_device_names(tx: &mut AnyConnection, user_id: &str) -> ApiResult<Vec<String>> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT name FROM devices WHERE user_id = $1 AND status <> 'revoked'")
-            .bind(user_id)
-            .fetch_all(tx)
-            .await?;
-    Ok(rows.into_iter().map(|(n,)| n).collect())
+    Ok(db::devices::live_names(tx, user_id).await?)
 }
 
 /// Refuses to revoke `device_id` when it is the user's last active device, unless `force`.
@@ -162,13 +135,7 @@ pub async fn refuse_revoking_last_active(
     if force {
         return Ok(());
     }
-    let (others,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM devices WHERE user_id = $1 AND status = 'active' AND id <> $2",
-    )
-    .bind(user_id)
-    .bind(device_id)
-    .fetch_one(tx)
-    .await?;
+    let others = db::devices::other_active_count(tx, user_id, device_id).await?;
     if others == 0 {
         return Err(ApiError::Conflict(format!(
             "device {device_id} is the last active device of this user: revoking it leaves no \

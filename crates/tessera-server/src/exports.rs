@@ -18,23 +18,18 @@ use tessera_backup::structure::AccessStructure;
 use crate::audit;
 use crate::auth::AuthDevice;
 use crate::backups::report;
+use crate::db;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::held;
+use crate::hold;
 use crate::registry::verify_device_signature;
 use crate::state::{AppState, now};
 use crate::vault;
-use crate::wallets::wallet_of;
 
 /// The structure and holders the server's share of `wallet_id` is fixed to, if any: canonical
 /// structure text and the sorted holder keys as JSON.
 async fn fixed_holders(state: &AppState, wallet_id: &str) -> ApiResult<Option<(String, String)>> {
-    Ok(
-        sqlx::query_as("SELECT structure, holders FROM server_backup_holders WHERE wallet_id = $1")
-            .bind(wallet_id)
-            .fetch_optional(state.db())
-            .await?,
-    )
+    Ok(db::backup_holders::of_wallet(state.db(), wallet_id).await?)
 }
 
 async fn fix_holders(
@@ -44,19 +39,7 @@ async fn fix_holders(
     holders: &str,
     set_by: &str,
 ) -> ApiResult<()> {
-    sqlx::query(
-        "INSERT INTO server_backup_holders (wallet_id, structure, holders, set_by, set_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (wallet_id) DO UPDATE SET structure = excluded.structure, holders = excluded.holders, \
-         set_by = excluded.set_by, set_at = excluded.set_at",
-    )
-    .bind(wallet_id)
-    .bind(structure)
-    .bind(holders)
-    .bind(set_by)
-    .bind(now())
-    .execute(state.db())
-    .await?;
-    Ok(())
+    Ok(db::backup_holders::set(state.db(), wallet_id, structure, holders, set_by, now()).await?)
 }
 
 /// `POST /backups/server`: backs up the server's share of a wallet under the owner's access
@@ -68,7 +51,7 @@ pub async fn server_share(
     me: AuthDevice,
     ApiJson(req): ApiJson<api::ServerBackupRequest>,
 ) -> ApiResult<(StatusCode, Json<api::ServerBackupOutcome>)> {
-    let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    let wallet = db::wallets::owned(state.db(), &me.user_id, &req.wallet_id).await?;
     let structure = AccessStructure::parse(&req.structure)
         .map_err(|e| ApiError::BadRequest(format!("access structure: {e}")))?;
     let holders = req
@@ -91,31 +74,15 @@ pub async fn server_share(
     let approved = if to_fixed {
         None
     } else {
-        let lone = held::other_active_devices(&state, &me.user_id, &me.device_id).await? == 0;
-        let digest = held::digest(&message);
-        let labels: Vec<String> = holders
-            .iter()
-            .map(|h| format!("{} ({})", h.label(), h.fingerprint()))
-            .collect();
-        let request = held::Request {
-            kind: held::Kind::ServerShareExport,
-            user_id: &me.user_id,
-            wallet_id: Some(&wallet.id),
-            requested_by: &me.device_id,
-            digest: &digest,
-            request: json!({ "structure": structure_text, "holders": sorted }),
-            summary: format!(
-                "export the server's share of wallet {} under {structure_text} to {}{}",
-                wallet.name,
-                labels.join(", "),
-                if fixed.is_some() {
-                    " (other holders than the wallet's fixed ones)"
-                } else {
-                    " (the wallet's first server-share backup: these holders become fixed)"
-                }
-            ),
+        let export = Export {
+            wallet: &wallet,
+            structure: &structure_text,
+            holders: &holders,
+            sorted: &sorted,
+            message: &message,
+            first: fixed.is_none(),
         };
-        match held::hold_or_ready(&state, request, lone).await? {
+        match hold_export(&state, &me, &export).await? {
             Ok(held) => Some(held),
             Err(action) => {
                 return Ok((
@@ -137,7 +104,7 @@ pub async fn server_share(
     let summary = report(&backup, &bytes);
     match approved {
         Some(held) => {
-            if !held::release(&state, &held, &me.user_id, json!(summary)).await? {
+            if !hold::release(&state, &held, &me.user_id, json!(summary)).await? {
                 return Err(ApiError::Conflict(
                     "the export was cancelled meanwhile".into(),
                 ));
@@ -154,7 +121,7 @@ pub async fn server_share(
         None => {
             audit::append(
                 &state,
-                held::Kind::ServerShareExport.audit_kinds()[3],
+                hold::Kind::ServerShareExport.audit_kinds()[3],
                 audit::Subject::device(&me).wallet(&wallet.id),
                 json!({ "holders": "fixed", "detail": summary }),
             )
@@ -168,6 +135,55 @@ pub async fn server_share(
             report: summary,
         })),
     ))
+}
+
+/// An export to holders other than the wallet's fixed ones.
+struct Export<'a> {
+    wallet: &'a db::wallets::Wallet,
+    structure: &'a str,
+    holders: &'a [HolderPublicKey],
+    /// The holders' keys as text, sorted.
+    sorted: &'a [String],
+    /// The signed request.
+    message: &'a [u8],
+    /// Whether it is the wallet's first export (no holders fixed yet).
+    first: bool,
+}
+
+/// Holds `export` for another device's approval (or, for a user with one active device, for
+/// the time lock): `Ok` once it may go ahead, `Err` with the action while it waits.
+async fn hold_export(
+    state: &AppState,
+    me: &AuthDevice,
+    export: &Export<'_>,
+) -> ApiResult<Result<hold::Held, api::HeldAction>> {
+    let lone = hold::other_active_devices(state, &me.user_id, &me.device_id).await? == 0;
+    let digest = hold::digest(export.message);
+    let labels: Vec<String> = export
+        .holders
+        .iter()
+        .map(|h| format!("{} ({})", h.label(), h.fingerprint()))
+        .collect();
+    let structure_text = export.structure;
+    let request = hold::Request {
+        kind: hold::Kind::ServerShareExport,
+        user_id: &me.user_id,
+        wallet_id: Some(&export.wallet.id),
+        requested_by: &me.device_id,
+        digest: &digest,
+        request: json!({ "structure": structure_text, "holders": export.sorted }),
+        summary: format!(
+            "export the server's share of wallet {} under {structure_text} to {}{}",
+            export.wallet.name,
+            labels.join(", "),
+            if export.first {
+                " (the wallet's first server-share backup: these holders become fixed)"
+            } else {
+                " (other holders than the wallet's fixed ones)"
+            }
+        ),
+    };
+    hold::hold_or_ready(state, request, lone).await
 }
 
 /// The backup of the server's own share: `POST /backups/server`.

@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -17,7 +18,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Limits, as a sustained rate and a burst.
 #[derive(Clone, Copy, Debug)]
@@ -136,17 +136,21 @@ impl RateLimits {
 }
 
 /// Middleware: the per-address limit, and the back-off after authentication failures.
-pub async fn per_address(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn per_address(
+    State(limits): State<Arc<RateLimits>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let ip = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    if let Err(e) = state.limits().check_ip(ip) {
+    if let Err(e) = limits.check_ip(ip) {
         return e.into_response();
     }
     let response = next.run(request).await;
     if response.status() == StatusCode::UNAUTHORIZED {
-        state.limits().auth_failed(ip);
+        limits.auth_failed(ip);
     }
     response
 }

@@ -13,52 +13,16 @@
 
 use sqlx::AnyConnection;
 
+use crate::db::{self, Approval};
 use crate::error::ApiError;
 use crate::state::{AppState, now};
 
-/// Default cap on a device's live sessions.
-pub const DEFAULT_MAX_PER_DEVICE: u32 = 64;
-/// Default cap on a wallet's live sessions (all devices of its user together).
-pub const DEFAULT_MAX_PER_WALLET: u32 = 128;
+pub use crate::state::{
+    DEFAULT_MAX_SESSIONS_PER_DEVICE as DEFAULT_MAX_PER_DEVICE,
+    DEFAULT_MAX_SESSIONS_PER_WALLET as DEFAULT_MAX_PER_WALLET,
+};
 
-/// Advisory-lock namespace of the session caps (PostgreSQL).
-const CAP_LOCK_SPACE: i32 = 0x5e55;
-
-/// The condition "session `s` is live" in SQL, given the placeholders of now and of now less the
-/// idle timeout. The `status IN (…)` term lets both databases use the partial indexes of
-/// migration 0010.
-macro_rules! live {
-    ($now:literal, $cutoff:literal) => {
-        concat!(
-            "s.status IN ('created', 'running') AND (s.status = 'running' OR s.last_message_at >= ",
-            $cutoff,
-            " OR EXISTS (SELECT 1 FROM sign_requests r WHERE r.session_id = s.id AND \
-             ((r.approval = 'pending' AND r.expires_at > ",
-            $now,
-            ") OR (r.approval = 'approved' AND r.decided_at >= ",
-            $cutoff,
-            "))))"
-        )
-    };
-}
-
-/// A session to create.
-pub struct NewSession<'a> {
-    /// Its id (hex).
-    pub id: &'a str,
-    /// The device that runs it.
-    pub device_id: &'a str,
-    /// The wallet (a fresh id for a keygen).
-    pub wallet_id: &'a str,
-    /// `keygen`, `sign` or `refresh`.
-    pub protocol: &'a str,
-    /// Its nonce.
-    pub nonce: &'a [u8],
-    /// The request's JSON.
-    pub params: &'a str,
-    /// The wallet's epoch.
-    pub epoch: i64,
-}
+pub use crate::db::sessions::NewSession;
 
 /// Why a session was not created.
 pub enum InsertError {
@@ -88,51 +52,21 @@ pub async fn insert_within_caps(
 ) -> Result<(), InsertError> {
     let config = state.config();
     if config.database_url.is_some() {
-        for key in [new.device_id, new.wallet_id] {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-                .bind(CAP_LOCK_SPACE)
-                .bind(key)
-                .execute(&mut *conn)
-                .await?;
-        }
+        db::sessions::lock_caps(conn, new.device_id, new.wallet_id).await?;
     }
     let at = now();
     let cutoff = at - config.session_idle_timeout.as_secs() as i64;
-    let inserted = sqlx::query(concat!(
-        "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, created_at, last_message_at) \
-         SELECT $1, $2, $3, $4, 'created', $5, $6, $7, $8, $8 \
-         WHERE (SELECT COUNT(*) FROM sessions s WHERE s.device_id = $2 AND ",
-        live!("$8", "$11"),
-        ") < $9 AND (SELECT COUNT(*) FROM sessions s WHERE s.wallet_id = $3 AND ",
-        live!("$8", "$11"),
-        ") < $10"
-    ))
-    .bind(new.id)
-    .bind(new.device_id)
-    .bind(new.wallet_id)
-    .bind(new.protocol)
-    .bind(new.nonce)
-    .bind(new.params)
-    .bind(new.epoch)
-    .bind(at)
-    .bind(i64::from(config.max_sessions_per_device))
-    .bind(i64::from(config.max_sessions_per_wallet))
-    .bind(cutoff)
-    .execute(&mut *conn)
-    .await?;
-    if inserted.rows_affected() == 1 {
+    let caps = db::sessions::Caps {
+        at,
+        cutoff,
+        per_device: i64::from(config.max_sessions_per_device),
+        per_wallet: i64::from(config.max_sessions_per_wallet),
+    };
+    if db::sessions::insert_within_caps(conn, new, &caps).await? {
         return Ok(());
     }
     // Which cap: count the device's live sessions (the same condition, same parameters).
-    let (device_live,): (i64,) = sqlx::query_as(concat!(
-        "SELECT COUNT(*) FROM sessions s WHERE s.device_id = $1 AND ",
-        live!("$2", "$3")
-    ))
-    .bind(new.device_id)
-    .bind(at)
-    .bind(cutoff)
-    .fetch_one(&mut *conn)
-    .await?;
+    let device_live = db::sessions::live_of_device(conn, new.device_id, at, cutoff).await?;
     let idle = config.session_idle_timeout.as_secs();
     Err(InsertError::Cap(
         if device_live >= i64::from(config.max_sessions_per_device) {
@@ -160,29 +94,17 @@ pub async fn insert_within_caps(
 pub fn open_by(
     idle_secs: i64,
     created: i64,
-    approval: Option<&str>,
+    approval: Option<Approval>,
     approval_expires: Option<i64>,
     decided_at: Option<i64>,
 ) -> i64 {
     let mut by = created + idle_secs;
     match approval {
-        Some("pending") => by = by.max(approval_expires.unwrap_or(0)),
-        Some("approved") => by = by.max(decided_at.unwrap_or(0) + idle_secs),
+        Some(Approval::Pending) => by = by.max(approval_expires.unwrap_or(0)),
+        Some(Approval::Approved) => by = by.max(decided_at.unwrap_or(0) + idle_secs),
         _ => {}
     }
     by
-}
-
-/// Where a signing session's approval stands, from its `sign_requests` row (`None`: no row):
-/// `none`, `pending`, `approved`, `refused` or `expired` (pending past its window). The same as
-/// `policy::approval_of`, from a row already read.
-#[must_use]
-pub fn approval_state(approval: Option<String>, expires: Option<i64>) -> String {
-    match (approval, expires) {
-        (None, _) => "none".into(),
-        (Some(a), Some(exp)) if a == "pending" && exp <= now() => "expired".into(),
-        (Some(a), _) => a,
-    }
 }
 
 /// [`insert_within_caps`] in a transaction of its own.

@@ -13,10 +13,10 @@ use tessera_api::{self as api, Policy};
 
 use crate::audit;
 use crate::auth::AuthDevice;
+use crate::db::{self, Approval};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::{AppState, now, rfc3339};
-use crate::wallets::wallet_of;
 
 const KINDS: [&str; 3] = ["eth-tx", "eth-message", "digest"];
 
@@ -40,13 +40,7 @@ pub async fn current_in(
     conn: &mut sqlx::AnyConnection,
     wallet_id: &str,
 ) -> ApiResult<(u64, Policy, Option<String>, Option<i64>)> {
-    let row: Option<(i64, String, String, i64)> = sqlx::query_as(
-        "SELECT version, policy, set_by, set_at FROM policies WHERE wallet_id = $1 ORDER BY version DESC LIMIT 1",
-    )
-    .bind(wallet_id)
-    .fetch_optional(conn)
-    .await?;
-    match row {
+    match db::policies::current(conn, wallet_id).await? {
         None => Ok((0, Policy::default(), None, None)),
         Some((version, text, by, at)) => {
             let (version, policy) = from_stored(Some((version, text)))?;
@@ -82,7 +76,7 @@ pub async fn get(
     me: AuthDevice,
     ApiQuery(q): ApiQuery<WalletQuery>,
 ) -> ApiResult<Json<api::PolicyInfo>> {
-    let wallet = wallet_of(&state, &me, &q.wallet).await?;
+    let wallet = db::wallets::owned(state.db(), &me.user_id, &q.wallet).await?;
     let (version, policy, set_by, set_at) = current(&state, &wallet.id).await?;
     Ok(Json(api::PolicyInfo {
         wallet_id: wallet.id.into(),
@@ -142,7 +136,7 @@ pub async fn set(
     me: AuthDevice,
     ApiJson(req): ApiJson<api::SetPolicy>,
 ) -> ApiResult<(StatusCode, Json<api::PolicyChange>)> {
-    let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    let wallet = db::wallets::owned(state.db(), &me.user_id, &req.wallet_id).await?;
     check(&req.policy)?;
     let (version, old, ..) = current(&state, &wallet.id).await?;
     if req.version != version + 1 {
@@ -158,10 +152,10 @@ pub async fn set(
     let weakened = crate::policy_change::weakenings(&old, &req.policy);
     if old.require_approval && !weakened.is_empty() {
         let lone =
-            crate::held::other_active_devices(&state, &me.user_id, &me.device_id).await? == 0;
-        let digest = crate::held::digest(&message);
-        let request = crate::held::Request {
-            kind: crate::held::Kind::PolicyChange,
+            crate::hold::other_active_devices(&state, &me.user_id, &me.device_id).await? == 0;
+        let digest = crate::hold::digest(&message);
+        let request = crate::hold::Request {
+            kind: crate::hold::Kind::PolicyChange,
             user_id: &me.user_id,
             wallet_id: Some(&wallet.id),
             requested_by: &me.device_id,
@@ -174,14 +168,14 @@ pub async fn set(
                 weakened.join(", ")
             ),
         };
-        let held = match crate::held::hold_or_ready(&state, request, lone).await? {
+        let held = match crate::hold::hold_or_ready(&state, request, lone).await? {
             Ok(held) => held,
             Err(action) => {
                 return Ok((StatusCode::ACCEPTED, Json(api::PolicyChange::Held(action))));
             }
         };
         let info = apply(&state, &me.user_id, &me.device_id, &req).await?;
-        crate::held::release(
+        crate::hold::release(
             &state,
             &held,
             &me.user_id,
@@ -215,16 +209,17 @@ pub async fn apply(
         )));
     }
     let text = serde_json::to_string(&req.policy).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let inserted = sqlx::query(
-        "INSERT INTO policies (wallet_id, version, policy, set_by, signature, set_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    let inserted = db::policies::insert(
+        &mut *tx,
+        &db::policies::NewPolicy {
+            wallet_id: &req.wallet_id,
+            version: req.version as i64,
+            policy: &text,
+            set_by,
+            signature: &req.signature,
+            at: now(),
+        },
     )
-    .bind(&req.wallet_id)
-    .bind(req.version as i64)
-    .bind(&text)
-    .bind(set_by)
-    .bind(&req.signature)
-    .bind(now())
-    .execute(&mut *tx)
     .await;
     match inserted {
         Ok(_) => {}
@@ -283,19 +278,13 @@ pub async fn history(
     if policy.max_signatures_per_hour.is_none() && policy.max_value_per_24h.is_none() {
         return Ok(h);
     }
-    let rows: Vec<(i64, Option<String>, Option<String>, String)> = sqlx::query_as(
-        "SELECT requested_at, value_wei, max_fee_wei, approval FROM sign_requests WHERE wallet_id = $1 AND requested_at > $2",
-    )
-    .bind(wallet_id)
-    .bind(at - 86_400)
-    .fetch_all(conn)
-    .await?;
+    let rows = db::approvals::since(conn, wallet_id, at - 86_400).await?;
     let wei = |v: Option<String>| {
         v.and_then(|v| U256::from_str_radix(&v, 10).ok())
             .unwrap_or(U256::ZERO)
     };
     for (t, value, max_fee, approval) in rows {
-        if approval == "refused" {
+        if approval == Approval::Refused {
             continue;
         }
         if t > at - 3600 {
@@ -436,15 +425,7 @@ pub async fn pending(
     State(state): State<AppState>,
     me: AuthDevice,
 ) -> ApiResult<Json<Vec<api::PendingApproval>>> {
-    let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
-        "SELECT r.session_id, r.wallet_id, r.device_id, r.summary, r.digest, r.expires_at \
-         FROM sign_requests r JOIN wallets w ON w.id = r.wallet_id \
-         WHERE w.user_id = $1 AND r.approval = 'pending' AND r.expires_at > $2 ORDER BY r.requested_at",
-    )
-    .bind(&me.user_id)
-    .bind(now())
-    .fetch_all(state.db())
-    .await?;
+    let rows = db::approvals::pending_of_user(state.db(), &me.user_id, now()).await?;
     Ok(Json(
         rows.into_iter()
             .map(
@@ -470,17 +451,10 @@ pub async fn decide(
     ApiPath(session_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::ApproveSign>,
 ) -> ApiResult<Json<api::SignStatus>> {
-    let row: Option<(String, String, String, String, i64)> = sqlx::query_as(
-        "SELECT r.wallet_id, r.device_id, r.digest, r.approval, r.expires_at \
-         FROM sign_requests r JOIN wallets w ON w.id = r.wallet_id WHERE r.session_id = $1 AND w.user_id = $2",
-    )
-    .bind(&session_id)
-    .bind(&me.user_id)
-    .fetch_optional(state.db())
-    .await?;
+    let row = db::approvals::of_user(state.db(), &session_id, &me.user_id).await?;
     let (wallet_id, requester, digest, approval, expires) =
         row.ok_or_else(|| ApiError::NotFound("no such signing request".into()))?;
-    if approval != "pending" {
+    if approval != Approval::Pending {
         return Err(ApiError::Conflict(format!("the request is {approval}")));
     }
     if expires <= now() {
@@ -500,18 +474,13 @@ pub async fn decide(
         &req.signature,
     )
     .await?;
-    let decision = if req.approve { "approved" } else { "refused" };
+    let decision = if req.approve {
+        Approval::Approved
+    } else {
+        Approval::Refused
+    };
     let mut tx = state.begin_write().await?;
-    let done = sqlx::query(
-        "UPDATE sign_requests SET approval = $1, decided_by = $2, decided_at = $3 WHERE session_id = $4 AND approval = 'pending'",
-    )
-    .bind(decision)
-    .bind(&me.device_id)
-    .bind(now())
-    .bind(&session_id)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() != 1 {
+    if !db::approvals::decide(&mut *tx, &session_id, decision, &me.device_id, now()).await? {
         return Err(ApiError::Conflict(
             "the request was decided meanwhile".into(),
         ));
@@ -525,7 +494,7 @@ pub async fn decide(
     .await?;
     tx.commit().await?;
     Ok(Json(api::SignStatus {
-        approval: decision.into(),
+        approval: decision.to_string(),
     }))
 }
 
@@ -534,17 +503,10 @@ pub async fn decide(
 ///
 /// # Errors
 /// A database error.
-pub async fn approval_of(state: &AppState, session_id: &str) -> ApiResult<String> {
-    let row: Option<(String, Option<i64>)> =
-        sqlx::query_as("SELECT approval, expires_at FROM sign_requests WHERE session_id = $1")
-            .bind(session_id)
-            .fetch_optional(state.db())
-            .await?;
-    Ok(match row {
-        None => "none".into(),
-        Some((a, Some(exp))) if a == "pending" && exp <= now() => "expired".into(),
-        Some((a, _)) => a,
-    })
+pub async fn approval_of(state: &AppState, session_id: &str) -> ApiResult<Approval> {
+    let row = db::approvals::approval(state.db(), session_id).await?;
+    let (stored, expires) = row.map_or((None, None), |(a, exp)| (Some(a), exp));
+    Ok(Approval::at(stored, expires, now()))
 }
 
 /// `GET /sign/{session_id}`: the requesting device follows its request.
@@ -553,16 +515,12 @@ pub async fn status(
     me: AuthDevice,
     ApiPath(session_id): ApiPath<String>,
 ) -> ApiResult<Json<api::SignStatus>> {
-    let owner: Option<(String,)> = sqlx::query_as("SELECT device_id FROM sessions WHERE id = $1")
-        .bind(&session_id)
-        .fetch_optional(state.db())
-        .await?;
-    match owner {
-        Some((d,)) if d == me.device_id => {}
+    match db::sessions::device_of(state.db(), &session_id).await? {
+        Some(d) if d == me.device_id => {}
         _ => return Err(ApiError::NotFound("unknown session".into())),
     }
     Ok(Json(api::SignStatus {
-        approval: approval_of(&state, &session_id).await?,
+        approval: approval_of(&state, &session_id).await?.to_string(),
     }))
 }
 

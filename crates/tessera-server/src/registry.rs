@@ -3,12 +3,14 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use tessera_api::{self as api, DeviceStatus};
+use tessera_api as api;
 
 use serde_json::json;
 
 use crate::audit;
 use crate::auth::{AuthDevice, CHALLENGE_TTL_SECS, TOKEN_TTL_SECS};
+use crate::db::devices::DeviceRow;
+use crate::db::{self, DeviceStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::{AppState, now, rfc3339};
@@ -42,10 +44,7 @@ pub async fn verify_device_signature(
     message: &[u8],
     signature: &str,
 ) -> ApiResult<()> {
-    let (key,): (Vec<u8>,) = sqlx::query_as("SELECT identity_key FROM devices WHERE id = $1")
-        .bind(device_id)
-        .fetch_one(state.db())
-        .await?;
+    let key = db::devices::identity_key(state.db(), device_id).await?;
     let key: [u8; 32] = key
         .try_into()
         .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
@@ -58,17 +57,6 @@ fn verify_identity(key: &[u8; 32], message: &[u8], signature: &str) -> ApiResult
         .map_err(|_| ApiError::Unauthorized("identity signature does not verify".into()))
 }
 
-type DeviceRow = (
-    String,
-    String,
-    String,
-    Vec<u8>,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
-
 fn device_of(row: DeviceRow) -> api::Device {
     let (device_id, user_id, name, key, status, registered_at, last_seen, revoked_at) = row;
     api::Device {
@@ -76,25 +64,11 @@ fn device_of(row: DeviceRow) -> api::Device {
         user_id: user_id.into(),
         name,
         identity_key: hex::encode(key),
-        status: match status.as_str() {
-            "active" => DeviceStatus::Active,
-            "pending" => DeviceStatus::Pending,
-            _ => DeviceStatus::Revoked,
-        },
+        status: status.into(),
         registered_at: rfc3339(registered_at),
         last_seen: last_seen.map(rfc3339),
         revoked_at: revoked_at.map(rfc3339),
     }
-}
-
-/// The columns of [`DeviceRow`], as a literal so queries stay static strings.
-macro_rules! device_select {
-    ($rest:literal) => {
-        concat!(
-            "SELECT id, user_id, name, identity_key, status, registered_at, last_seen, revoked_at FROM devices ",
-            $rest
-        )
-    };
 }
 
 /// `POST /devices`: the first device of a user creates the user and is active; a later device is
@@ -118,18 +92,10 @@ pub async fn register(
 
     let mut tx = state.begin_write().await?;
     enrolment::lock_user_by_name(&mut tx, &req.user).await?;
-    let user: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = $1")
-        .bind(&req.user)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let user = db::devices::user_named(&mut *tx, &req.user).await?;
     let (user_id, status) = match user {
-        Some((id,)) => {
-            let existing: Option<DeviceRow> =
-                sqlx::query_as(device_select!("WHERE user_id = $1 AND identity_key = $2"))
-                    .bind(&id)
-                    .bind(key.as_slice())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+        Some(id) => {
+            let existing = db::devices::by_key(&mut *tx, &id, key.as_slice()).await?;
             if let Some(row) = existing {
                 audit::append_in(
                     &mut tx,
@@ -148,35 +114,28 @@ pub async fn register(
             enrolment::refuse_too_many_pending(&mut tx, &id).await?;
             let names = enrolment::live_device_names(&mut tx, &id).await?;
             names::refuse_confusable(&req.device_name, names.iter().map(String::as_str))?;
-            (id, "pending")
+            (id, DeviceStatus::Pending)
         }
         None => {
             let id = uuid::Uuid::new_v4().to_string();
-            sqlx::query("INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3)")
-                .bind(&id)
-                .bind(&req.user)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-            (id, "active")
+            db::devices::insert_user(&mut *tx, &id, &req.user, now()).await?;
+            (id, DeviceStatus::Active)
         }
     };
     let device_id = uuid::Uuid::new_v4().to_string();
-    sqlx::query(
-        "INSERT INTO devices (id, user_id, name, identity_key, status, registered_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    db::devices::insert(
+        &mut *tx,
+        &db::devices::NewDevice {
+            id: &device_id,
+            user_id: &user_id,
+            name: &req.device_name,
+            identity_key: key.as_slice(),
+            status,
+            at: now(),
+        },
     )
-    .bind(&device_id)
-    .bind(&user_id)
-    .bind(&req.device_name)
-    .bind(key.as_slice())
-    .bind(status)
-    .bind(now())
-    .execute(&mut *tx)
     .await?;
-    let row: DeviceRow = sqlx::query_as(device_select!("WHERE id = $1"))
-        .bind(&device_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = db::devices::by_id(&mut *tx, &device_id).await?;
     audit::append_in(
         &mut tx,
         "device.registered",
@@ -185,7 +144,7 @@ pub async fn register(
             device: Some(&device_id),
             wallet: None,
         },
-        json!({ "user": req.user, "name": req.device_name, "status": status, "identity_key": hex::encode(key) }),
+        json!({ "user": req.user, "name": req.device_name, "status": status.as_str(), "identity_key": hex::encode(key) }),
     )
     .await?;
     tx.commit().await?;
@@ -194,11 +153,7 @@ pub async fn register(
 
 /// One device's record.
 pub async fn device(state: &AppState, device_id: &str) -> ApiResult<api::Device> {
-    let row: DeviceRow = sqlx::query_as(device_select!("WHERE id = $1"))
-        .bind(device_id)
-        .fetch_one(state.db())
-        .await?;
-    Ok(device_of(row))
+    Ok(device_of(db::devices::by_id(state.db(), device_id).await?))
 }
 
 /// `GET /devices`: the caller's user's devices, oldest registration first; devices registered in
@@ -207,12 +162,7 @@ pub async fn list(
     State(state): State<AppState>,
     me: AuthDevice,
 ) -> ApiResult<Json<Vec<api::Device>>> {
-    let rows: Vec<DeviceRow> = sqlx::query_as(device_select!(
-        "WHERE user_id = $1 ORDER BY registered_at, name, id"
-    ))
-    .bind(&me.user_id)
-    .fetch_all(state.db())
-    .await?;
+    let rows = db::devices::list(state.db(), &me.user_id).await?;
     Ok(Json(rows.into_iter().map(device_of).collect()))
 }
 
@@ -226,35 +176,17 @@ pub async fn revoke(
 ) -> ApiResult<Json<api::Device>> {
     let mut tx = state.begin_write().await?;
     enrolment::lock_user(&mut tx, &me.user_id).await?;
-    let status: Option<(String,)> =
-        sqlx::query_as("SELECT status FROM devices WHERE id = $1 AND user_id = $2")
-            .bind(&device_id)
-            .bind(&me.user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if status.is_some_and(|(s,)| s == "active") {
+    let status = db::devices::status_of_user(&mut *tx, &device_id, &me.user_id).await?;
+    if status == Some(DeviceStatus::Active) {
         enrolment::refuse_revoking_last_active(&mut tx, &me.user_id, &device_id, req.force).await?;
     }
-    let done = sqlx::query(
-        "UPDATE devices SET status = 'revoked', revoked_at = $1 WHERE id = $2 AND user_id = $3 AND status != 'revoked'",
-    )
-    .bind(now())
-    .bind(&device_id)
-    .bind(&me.user_id)
-    .execute(&mut *tx)
-    .await?;
-    let row: Option<DeviceRow> = sqlx::query_as(device_select!("WHERE id = $1 AND user_id = $2"))
-        .bind(&device_id)
-        .bind(&me.user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let revoked = db::devices::revoke(&mut *tx, &device_id, &me.user_id, now()).await?;
+    let row = db::devices::of_user(&mut *tx, &device_id, &me.user_id).await?;
     match row {
         None => Err(ApiError::NotFound(format!(
             "no device {device_id} for this user"
         ))),
-        Some(_) if done.rows_affected() == 0 => {
-            Err(ApiError::Conflict("device already revoked".into()))
-        }
+        Some(_) if !revoked => Err(ApiError::Conflict("device already revoked".into())),
         Some(row) => {
             audit::append_in(
                 &mut tx,
@@ -277,15 +209,10 @@ pub async fn approve(
     ApiPath(device_id): ApiPath<String>,
     ApiJson(req): ApiJson<api::ApproveDevice>,
 ) -> ApiResult<Json<api::Device>> {
-    let target: Option<DeviceRow> =
-        sqlx::query_as(device_select!("WHERE id = $1 AND user_id = $2"))
-            .bind(&device_id)
-            .bind(&me.user_id)
-            .fetch_optional(state.db())
-            .await?;
+    let target = db::devices::of_user(state.db(), &device_id, &me.user_id).await?;
     let target =
         target.ok_or_else(|| ApiError::NotFound(format!("no device {device_id} for this user")))?;
-    if target.4 != "pending" {
+    if target.4 != DeviceStatus::Pending {
         return Err(ApiError::Conflict(format!(
             "device is {}, not pending",
             target.4
@@ -304,14 +231,8 @@ pub async fn approve(
     )
     .await?;
     let mut tx = state.begin_write().await?;
-    sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1 AND status = 'pending'")
-        .bind(&device_id)
-        .execute(&mut *tx)
-        .await?;
-    let row: DeviceRow = sqlx::query_as(device_select!("WHERE id = $1"))
-        .bind(&device_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    db::devices::activate_pending(&mut *tx, &device_id).await?;
+    let row = db::devices::by_id(&mut *tx, &device_id).await?;
     audit::append_in(
         &mut tx,
         "device.approved",
@@ -328,24 +249,19 @@ pub async fn challenge(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<api::ChallengeRequest>,
 ) -> ApiResult<Json<api::Challenge>> {
-    let exists: Option<(String,)> = sqlx::query_as("SELECT status FROM devices WHERE id = $1")
-        .bind(&req.device_id)
-        .fetch_optional(state.db())
-        .await?;
+    let exists = db::devices::status(state.db(), &req.device_id).await?;
     if exists.is_none() {
         return Err(ApiError::NotFound("unknown device".into()));
     }
     let challenge = tessera_core::protocols::fresh_nonce();
-    sqlx::query("DELETE FROM challenges WHERE expires_at < $1")
-        .bind(now())
-        .execute(state.db())
-        .await?;
-    sqlx::query("INSERT INTO challenges (challenge, device_id, expires_at) VALUES ($1, $2, $3)")
-        .bind(challenge.as_slice())
-        .bind(&req.device_id)
-        .bind(now() + CHALLENGE_TTL_SECS as i64)
-        .execute(state.db())
-        .await?;
+    db::challenges::delete_expired(state.db(), now()).await?;
+    db::challenges::insert(
+        state.db(),
+        challenge.as_slice(),
+        &req.device_id,
+        now() + CHALLENGE_TTL_SECS as i64,
+    )
+    .await?;
     Ok(Json(api::Challenge {
         challenge: hex::encode(challenge),
         expires_in: CHALLENGE_TTL_SECS,
@@ -360,12 +276,7 @@ pub async fn token(
 ) -> ApiResult<Json<api::Token>> {
     let challenge: [u8; 32] = hex_array("challenge", &req.challenge)?;
     let mut tx = state.begin_write().await?;
-    let found: Option<(String, i64)> = sqlx::query_as(
-        "DELETE FROM challenges WHERE challenge = $1 RETURNING device_id, expires_at",
-    )
-    .bind(challenge.as_slice())
-    .fetch_optional(&mut *tx)
-    .await?;
+    let found = db::challenges::take(&mut *tx, challenge.as_slice()).await?;
     let refused = match found {
         Some((device, expires)) if device == req.device_id && expires >= now() => None,
         Some((device, _)) if device == req.device_id => {
@@ -377,11 +288,7 @@ pub async fn token(
         tx.commit().await?;
         return Err(refusal);
     }
-    let (key, status, user_id): (Vec<u8>, String, String) =
-        sqlx::query_as("SELECT identity_key, status, user_id FROM devices WHERE id = $1")
-            .bind(&req.device_id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (key, status, user_id) = db::devices::key_status_user(&mut *tx, &req.device_id).await?;
     let key: [u8; 32] = key
         .try_into()
         .map_err(|_| ApiError::Internal("stored identity key has a wrong length".into()))?;
@@ -391,23 +298,19 @@ pub async fn token(
         &req.signature,
     )
     .err()
-    .or_else(|| match status.as_str() {
-        "active" => None,
-        "pending" => Some(ApiError::Forbidden(
+    .or_else(|| match status {
+        DeviceStatus::Active => None,
+        DeviceStatus::Pending => Some(ApiError::Forbidden(
             "device is pending approval by an active device of this user".into(),
         )),
-        _ => Some(ApiError::Unauthorized("device revoked".into())),
+        DeviceStatus::Revoked => Some(ApiError::Unauthorized("device revoked".into())),
     });
     if let Some(refusal) = refused {
         // The challenge stays used.
         tx.commit().await?;
         return Err(refusal);
     }
-    sqlx::query("UPDATE devices SET last_seen = $1 WHERE id = $2")
-        .bind(now())
-        .bind(&req.device_id)
-        .execute(&mut *tx)
-        .await?;
+    db::devices::touch(&mut *tx, &req.device_id, now()).await?;
     let token = state.jwt().issue(&req.device_id, &user_id)?;
     audit::append_in(
         &mut tx,

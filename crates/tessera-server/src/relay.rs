@@ -116,7 +116,7 @@ enum Role {
 
 /// `GET /relay/{code}`.
 pub async fn open(
-    State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     ApiPath(code): ApiPath<String>,
     extensions: Extensions,
     ApiWebSocket(upgrade): ApiWebSocket,
@@ -127,7 +127,6 @@ pub async fn open(
         ));
     }
     let source = source_of(&extensions);
-    let rooms = state.relay_rooms().clone();
     let role = {
         let mut map = rooms
             .0

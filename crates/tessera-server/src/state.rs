@@ -1,7 +1,6 @@
 //! Server state: the database, the token keys, the key-encryption key, configuration.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +11,10 @@ use tessera_store::kek::{FileKek, KeyEncryptionKey};
 use tessera_store::{Pkcs11Kek, Pkcs11Spec};
 use zeroize::Zeroizing;
 
-use crate::auth::JwtKeys;
-use crate::error::SetupError;
+pub use crate::clock::{now, rfc3339};
+use crate::db::{self, Backend, WriteTx};
+use crate::error::{ApiResult, SetupError};
+use crate::tokens::JwtKeys;
 
 /// How a server is set up.
 #[derive(Clone, Debug)]
@@ -47,6 +48,11 @@ pub struct Config {
     /// device while active devices exist): visible and cancellable meanwhile.
     pub time_lock: Duration,
 }
+
+/// Default cap on a device's live sessions.
+pub const DEFAULT_MAX_SESSIONS_PER_DEVICE: u32 = 64;
+/// Default cap on a wallet's live sessions (all devices of its user together).
+pub const DEFAULT_MAX_SESSIONS_PER_WALLET: u32 = 128;
 
 /// Where the key-encryption key is.
 #[derive(Clone)]
@@ -131,8 +137,8 @@ impl Config {
             kek: None,
             limits: crate::limits::Limits::default(),
             controls: true,
-            max_sessions_per_device: crate::live_sessions::DEFAULT_MAX_PER_DEVICE,
-            max_sessions_per_wallet: crate::live_sessions::DEFAULT_MAX_PER_WALLET,
+            max_sessions_per_device: DEFAULT_MAX_SESSIONS_PER_DEVICE,
+            max_sessions_per_wallet: DEFAULT_MAX_SESSIONS_PER_WALLET,
             abort_limit: 5,
             abort_window: Duration::from_secs(3600),
             time_lock: Duration::from_secs(24 * 3600),
@@ -146,14 +152,11 @@ struct Inner {
     kek: Box<dyn KeyEncryptionKey>,
     config: Config,
     relay: crate::relay::Rooms,
-    limits: crate::limits::RateLimits,
-    registrations: crate::enrolment::RegistrationLimiter,
+    limits: Arc<crate::limits::RateLimits>,
+    registrations: Arc<crate::enrolment::RegistrationLimiter>,
     instance: String,
     liveness: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
 }
-
-/// Advisory-lock namespace of replica liveness locks (PostgreSQL).
-const LIVENESS_LOCK_SPACE: i32 = 0x7e55;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -179,23 +182,18 @@ impl AppState {
             )
             .await
             .map_err(SetupError::db("cannot connect to PostgreSQL"))?;
-            sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
-                .bind(LIVENESS_LOCK_SPACE)
-                .bind(&instance)
-                .execute(&mut conn)
+            crate::db::replicas::hold_liveness(&mut conn, &instance)
                 .await
                 .map_err(SetupError::db("cannot take this replica's liveness lock"))?;
             Some(tokio::sync::Mutex::new(conn))
         } else {
             // One server per SQLite file: after a restart no session runs any more, and its row
             // must not stay live (a live refresh blocks the wallet's next one).
-            sqlx::query(
-                "UPDATE sessions SET status = 'failed', detail = 'the server restarted during the session' \
-                 WHERE status IN ('created', 'running')",
-            )
-            .execute(&db)
-            .await
-            .map_err(SetupError::db("cannot end the sessions of the previous run"))?;
+            crate::db::sessions::fail_all_live(&db)
+                .await
+                .map_err(SetupError::db(
+                    "cannot end the sessions of the previous run",
+                ))?;
             None
         };
         let jwt = JwtKeys::open_or_create(&dir.join("token-signing.pk8"))?;
@@ -204,14 +202,14 @@ impl AppState {
             .clone()
             .unwrap_or_else(|| KekSource::File(dir.join("kek.key")))
             .open()?;
-        crate::vault::check_kek(&db, kek.as_ref()).await?;
+        crate::db::shares::check_kek(&db, kek.as_ref()).await?;
         let state = AppState(Arc::new(Inner {
             db,
             jwt,
             kek,
             relay: crate::relay::Rooms::default(),
-            limits: crate::limits::RateLimits::new(config.limits),
-            registrations: crate::enrolment::RegistrationLimiter::default(),
+            limits: Arc::new(crate::limits::RateLimits::new(config.limits)),
+            registrations: Arc::new(crate::enrolment::RegistrationLimiter::default()),
             config,
             instance,
             liveness,
@@ -236,48 +234,21 @@ impl AppState {
             return Ok(0);
         };
         let err = SetupError::db("database");
-        let owners: Vec<(Option<String>,)> = sqlx::query_as(
-            "SELECT DISTINCT owner FROM sessions WHERE status = 'running' AND (owner IS NULL OR owner <> $1)",
-        )
-        .bind(&self.0.instance)
-        .fetch_all(self.db())
-        .await
-        .map_err(&err)?;
+        let owners = db::sessions::running_owners_besides(self.db(), &self.0.instance)
+            .await
+            .map_err(&err)?;
         let mut ended = 0;
         let mut conn = liveness.lock().await;
-        for (owner,) in owners {
+        for owner in owners {
             let dead = match &owner {
                 // Claimed before sessions had owners.
                 None => true,
-                Some(o) => {
-                    let (free,): (bool,) =
-                        sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2))")
-                            .bind(LIVENESS_LOCK_SPACE)
-                            .bind(o)
-                            .fetch_one(&mut *conn)
-                            .await
-                            .map_err(&err)?;
-                    if free {
-                        sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
-                            .bind(LIVENESS_LOCK_SPACE)
-                            .bind(o)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(&err)?;
-                    }
-                    free
-                }
+                Some(o) => db::replicas::is_dead(&mut conn, o).await.map_err(&err)?,
             };
             if dead {
-                let done = sqlx::query(
-                    "UPDATE sessions SET status = 'failed', detail = 'the server replica running it stopped' \
-                     WHERE status = 'running' AND owner IS NOT DISTINCT FROM $1",
-                )
-                .bind(owner)
-                .execute(self.db())
-                .await
-                .map_err(&err)?;
-                ended += done.rows_affected() as usize;
+                ended += db::sessions::fail_running_of(self.db(), owner.as_deref())
+                    .await
+                    .map_err(&err)? as usize;
             }
         }
         Ok(ended)
@@ -287,6 +258,24 @@ impl AppState {
     #[must_use]
     pub fn db(&self) -> &AnyPool {
         &self.0.db
+    }
+
+    /// The database this server runs on.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        if self.config().database_url.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// Starts a write transaction ([`WriteTx`]).
+    ///
+    /// # Errors
+    /// A database error (on SQLite, after waiting for the write lock repeatedly).
+    pub async fn begin_write(&self) -> ApiResult<WriteTx> {
+        WriteTx::begin(self.db(), self.backend(), self.config().controls).await
     }
 
     /// The token keys.
@@ -384,38 +373,22 @@ pub async fn connect_database(config: &Config) -> Result<AnyPool, SetupError> {
     Ok(db)
 }
 
-/// Unix seconds.
-#[must_use]
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+// The parts a middleware or handler needs alone, so that their modules need not know the whole
+// state (`State<Rooms>` and the like).
+impl axum::extract::FromRef<AppState> for crate::relay::Rooms {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.relay.clone()
+    }
 }
 
-/// RFC 3339 of Unix seconds.
-#[must_use]
-pub fn rfc3339(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+impl axum::extract::FromRef<AppState> for Arc<crate::limits::RateLimits> {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.limits.clone()
+    }
 }
 
-/// Creates `path` with mode 0600 and `bytes`, refusing to overwrite.
-///
-/// # Errors
-/// A message naming the file.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(SetupError::io("create", path))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(SetupError::io("write", path))
+impl axum::extract::FromRef<AppState> for Arc<crate::enrolment::RegistrationLimiter> {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.registrations.clone()
+    }
 }

@@ -70,8 +70,8 @@ pub fn dev_identity(data_dir: &Path) -> Result<TlsIdentity, SetupError> {
             .map_err(|e| {
                 SetupError::Failed(format!("cannot make a development certificate: {e}"))
             })?;
-        crate::state::write_private_file(&key, made.signing_key.serialize_pem().as_bytes())?;
-        crate::state::write_private_file(&cert, made.cert.pem().as_bytes())?;
+        crate::files::write_private_file(&key, made.signing_key.serialize_pem().as_bytes())?;
+        crate::files::write_private_file(&cert, made.cert.pem().as_bytes())?;
     }
     from_files(&cert, &key)
 }

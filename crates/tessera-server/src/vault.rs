@@ -8,6 +8,7 @@ use tessera_core::{KeyShare, WalletId};
 use tessera_store::kek;
 
 use crate::auth::AuthDevice;
+use crate::db;
 use crate::error::{ApiError, ApiResult, SetupError};
 use crate::state::{AppState, now};
 
@@ -26,48 +27,28 @@ pub async fn store_new_wallet(
     let id = wallet.to_string();
     let sealed = seal(state, &id, share)?;
     let mut tx = state.db().begin().await?;
-    sqlx::query(
-        "INSERT INTO wallets (id, user_id, name, threshold_t, threshold_n, public_key, epoch, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    db::wallets::insert(
+        &mut *tx,
+        &db::wallets::NewWallet {
+            id: &id,
+            user_id: &me.user_id,
+            name,
+            threshold_t: i64::from(share.threshold().t),
+            threshold_n: i64::from(share.threshold().n),
+            public_key: share.public_key().to_compressed().as_slice(),
+            epoch: share.epoch() as i64,
+            created_at: now(),
+        },
     )
-    .bind(&id)
-    .bind(&me.user_id)
-    .bind(name)
-    .bind(i64::from(share.threshold().t))
-    .bind(i64::from(share.threshold().n))
-    .bind(share.public_key().to_compressed().as_slice())
-    .bind(share.epoch() as i64)
-    .bind(now())
-    .execute(&mut *tx)
     .await?;
-    insert_active(&mut tx, &id, share.epoch(), sealed).await?;
+    db::shares::insert_active(&mut *tx, &id, share.epoch() as i64, sealed, now()).await?;
     tx.commit().await?;
-    Ok(())
-}
-
-async fn insert_active(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    wallet_id: &str,
-    epoch: u64,
-    sealed: Vec<u8>,
-) -> ApiResult<()> {
-    sqlx::query("INSERT INTO server_shares (wallet_id, epoch, state, sealed, created_at) VALUES ($1, $2, 'active', $3, $4)")
-        .bind(wallet_id)
-        .bind(epoch as i64)
-        .bind(sealed)
-        .bind(now())
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 
 /// The active share of a wallet, unsealed.
 pub async fn load_active(state: &AppState, wallet_id: &str) -> ApiResult<KeyShare> {
-    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT epoch, sealed FROM server_shares WHERE wallet_id = $1 AND state = 'active'",
-    )
-    .bind(wallet_id)
-    .fetch_optional(state.db())
-    .await?;
+    let row = db::shares::active(state.db(), wallet_id).await?;
     let (epoch, sealed) =
         row.ok_or_else(|| ApiError::NotFound(format!("no server share for wallet {wallet_id}")))?;
     unseal(state, wallet_id, epoch, &sealed)
@@ -76,8 +57,8 @@ pub async fn load_active(state: &AppState, wallet_id: &str) -> ApiResult<KeyShar
 /// Opens the sealed share row `sealed` of `wallet_id` at `epoch` (read by the caller, e.g. with
 /// the session it serves in one query) and checks that it is that wallet's share at that epoch.
 pub fn unseal(state: &AppState, wallet_id: &str, epoch: i64, sealed: &[u8]) -> ApiResult<KeyShare> {
-    let sealed =
-        decode_sealed(sealed).map_err(|e| ApiError::Internal(format!("sealed share: {e}")))?;
+    let sealed = db::shares::decode_sealed(sealed)
+        .map_err(|e| ApiError::Internal(format!("sealed share: {e}")))?;
     let bytes = kek::open(state.kek(), &sealed, &aad(wallet_id, epoch as u64))
         .map_err(|e| ApiError::Internal(format!("unseal: {e}")))?;
     let share = KeyShare::from_bytes(&bytes).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -112,20 +93,16 @@ pub async fn store_pending(
     let sealed = seal(state, wallet_id, share)?;
     // A conflicting row is the pending share of an earlier refresh that never committed (only
     // one refresh of a wallet is live at a time).
-    let stored = sqlx::query(
-        "INSERT INTO server_shares (wallet_id, epoch, state, sealed, created_at, session_id) VALUES ($1, $2, 'pending', $3, $4, $5) \
-         ON CONFLICT (wallet_id, epoch) DO UPDATE SET state = excluded.state, sealed = excluded.sealed, \
-         created_at = excluded.created_at, session_id = excluded.session_id \
-         WHERE server_shares.state = 'pending'",
+    let stored = db::shares::store_pending(
+        state.db(),
+        wallet_id,
+        share.epoch() as i64,
+        sealed,
+        now(),
+        session_id,
     )
-    .bind(wallet_id)
-    .bind(share.epoch() as i64)
-    .bind(sealed)
-    .bind(now())
-    .bind(session_id)
-    .execute(state.db())
     .await?;
-    if stored.rows_affected() != 1 {
+    if !stored {
         return Err(ApiError::Conflict(format!(
             "epoch {} of this wallet is already in use",
             share.epoch()
@@ -147,31 +124,12 @@ pub async fn promote(
     epoch: u64,
 ) -> ApiResult<()> {
     let mut tx = state.begin_write().await?;
-    let old = sqlx::query(
-        "DELETE FROM server_shares WHERE wallet_id = $1 AND state = 'active' AND epoch + 1 = $2",
-    )
-    .bind(wallet_id)
-    .bind(epoch as i64)
-    .execute(&mut *tx)
-    .await?;
-    let activated = sqlx::query(
-        "UPDATE server_shares SET state = 'active' WHERE wallet_id = $1 AND state = 'pending' AND epoch = $2 AND session_id = $3",
-    )
-    .bind(wallet_id)
-    .bind(epoch as i64)
-    .bind(session_id)
-    .execute(&mut *tx)
-    .await?;
-    if old.rows_affected() != 1 || activated.rows_affected() != 1 {
+    if !db::shares::switch_to_pending(&mut tx, wallet_id, session_id, epoch as i64).await? {
         return Err(ApiError::Conflict(format!(
             "no pending epoch {epoch} to switch to"
         )));
     }
-    sqlx::query("UPDATE wallets SET epoch = $1 WHERE id = $2")
-        .bind(epoch as i64)
-        .bind(wallet_id)
-        .execute(&mut *tx)
-        .await?;
+    db::wallets::set_epoch(&mut *tx, wallet_id, epoch as i64).await?;
     let lifted = crate::bans::lift_in(&mut tx, wallet_id, session_id).await?;
     crate::bans::audit_lifted(&mut tx, wallet_id, session_id, &lifted).await?;
     tx.commit().await?;
@@ -183,14 +141,8 @@ pub async fn promote(
 pub async fn replace_active(state: &AppState, wallet_id: &str, share: &KeyShare) -> ApiResult<()> {
     let sealed = seal(state, wallet_id, share)?;
     let mut tx = state.db().begin().await?;
-    sqlx::query(
-        "DELETE FROM server_shares WHERE wallet_id = $1 AND (epoch = $2 OR state = 'pending')",
-    )
-    .bind(wallet_id)
-    .bind(share.epoch() as i64)
-    .execute(&mut *tx)
-    .await?;
-    insert_active(&mut tx, wallet_id, share.epoch(), sealed).await?;
+    db::shares::delete_epoch_and_pending(&mut *tx, wallet_id, share.epoch() as i64).await?;
+    db::shares::insert_active(&mut *tx, wallet_id, share.epoch() as i64, sealed, now()).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -202,56 +154,7 @@ pub async fn discard_stale_pending(
     conn: &mut sqlx::AnyConnection,
     wallet_id: &str,
 ) -> ApiResult<()> {
-    sqlx::query(
-        "DELETE FROM server_shares WHERE wallet_id = $1 AND state = 'pending' AND NOT EXISTS \
-         (SELECT 1 FROM sessions WHERE sessions.id = server_shares.session_id AND sessions.status = 'running')",
-    )
-        .bind(wallet_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Reads a sealed share row: postcard, or JSON as the first builds wrote it.
-fn decode_sealed(bytes: &[u8]) -> ApiResult<kek::SealedSecret> {
-    let bad = |e: String| ApiError::Internal(format!("sealed share: {e}"));
-    if bytes.first() == Some(&b'{') {
-        return serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()));
-    }
-    match postcard::take_from_bytes::<kek::SealedSecret>(bytes) {
-        Ok((sealed, [])) => Ok(sealed),
-        Ok(_) => Err(bad("trailing bytes".into())),
-        Err(e) => Err(bad(e.to_string())),
-    }
-}
-
-/// Start-up check: the shares must be sealed under the configured key-encryption key (a server
-/// started with another KEK would fail on every session instead).
-///
-/// # Errors
-/// A message naming both KEK ids and how to rotate.
-pub async fn check_kek(
-    db: &sqlx::AnyPool,
-    kek: &dyn kek::KeyEncryptionKey,
-) -> Result<(), SetupError> {
-    let row: Option<(Vec<u8>,)> =
-        sqlx::query_as("SELECT sealed FROM server_shares WHERE state = 'active' LIMIT 1")
-            .fetch_optional(db)
-            .await
-            .map_err(SetupError::db("database"))?;
-    let Some((bytes,)) = row else {
-        return Ok(());
-    };
-    let sealed =
-        decode_sealed(&bytes).map_err(|e| SetupError::Failed(format!("a stored share: {e:?}")))?;
-    if sealed.kek_id != kek.id() {
-        return Err(SetupError::Failed(format!(
-            "the stored shares are sealed under key-encryption key {}, but this server was given {}; \
-             start it with that key, or move the shares with `tessera kek rotate`",
-            sealed.kek_id,
-            kek.id()
-        )));
-    }
+    db::shares::discard_stale_pending(conn, wallet_id).await?;
     Ok(())
 }
 
@@ -262,21 +165,16 @@ pub async fn check_kek(
 /// # Errors
 /// A message naming the row that failed; nothing is changed then.
 pub async fn rewrap_all(
-    db: &sqlx::AnyPool,
+    pool: &sqlx::AnyPool,
     old: &dyn kek::KeyEncryptionKey,
     new: &dyn kek::KeyEncryptionKey,
 ) -> Result<(usize, usize), SetupError> {
     let err = SetupError::db("database");
-    let mut tx = db.begin().await.map_err(&err)?;
-    let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT wallet_id, epoch, sealed FROM server_shares ORDER BY wallet_id, epoch",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(&err)?;
+    let mut tx = pool.begin().await.map_err(&err)?;
+    let rows = db::shares::all(&mut *tx).await.map_err(&err)?;
     let (mut rewrapped, mut already) = (0, 0);
     for (wallet_id, epoch, bytes) in rows {
-        let sealed = decode_sealed(&bytes).map_err(|e| {
+        let sealed = db::shares::decode_sealed(&bytes).map_err(|e| {
             SetupError::Failed(format!("share of wallet {wallet_id} epoch {epoch}: {e:?}"))
         })?;
         if sealed.kek_id == new.id() {
@@ -288,11 +186,7 @@ pub async fn rewrap_all(
         })?;
         let encoded = postcard::to_allocvec(&moved)
             .map_err(|e| SetupError::Failed(format!("encoding a sealed share: {e}")))?;
-        sqlx::query("UPDATE server_shares SET sealed = $1 WHERE wallet_id = $2 AND epoch = $3")
-            .bind(encoded)
-            .bind(&wallet_id)
-            .bind(epoch)
-            .execute(&mut *tx)
+        db::shares::set_sealed(&mut *tx, &wallet_id, epoch, encoded)
             .await
             .map_err(&err)?;
         rewrapped += 1;

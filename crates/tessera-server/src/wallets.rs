@@ -5,114 +5,14 @@ use axum::extract::State;
 use serde::Deserialize;
 use tessera_api as api;
 use tessera_core::protocols::{fresh_nonce, joint_nonce};
-use tessera_core::{DerivationPath, PublicKey, WalletId};
+use tessera_core::{DerivationPath, WalletId};
 
 use crate::auth::AuthDevice;
-use crate::db::{Backend, WriteTx};
+use crate::db::wallets::{SignContext, Wallet};
+use crate::db::{self, Approval, Protocol, WriteTx};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::{AppState, now};
-
-/// A wallet row.
-pub struct Wallet {
-    /// Hex wallet id.
-    pub id: String,
-    /// Its name.
-    pub name: String,
-    /// The wallet key.
-    pub public_key: PublicKey,
-    /// Current epoch.
-    pub epoch: u64,
-}
-
-/// Loads a wallet of the caller's user (404 for another user's: its existence is not revealed).
-pub async fn wallet_of(state: &AppState, me: &AuthDevice, wallet_id: &str) -> ApiResult<Wallet> {
-    let row: Option<WalletRow> = sqlx::query_as(
-        "SELECT id, name, public_key, epoch FROM wallets WHERE id = $1 AND user_id = $2",
-    )
-    .bind(wallet_id)
-    .bind(&me.user_id)
-    .fetch_optional(state.db())
-    .await?;
-    wallet_from_row(row, wallet_id)
-}
-
-type WalletRow = (String, String, Vec<u8>, i64);
-
-/// What `POST /sign` checks before it creates a session, read in one query (each statement is
-/// a round trip to the database's thread, and a sign is latency- and CPU-bound).
-struct SignContext {
-    /// The wallet, locked for the transaction ([`WriteTx::lock_wallet`]).
-    wallet: Wallet,
-    /// Bans of the device party and locks standing on the wallet ([`crate::bans`] reads their
-    /// details, for the refusal, only when there is one).
-    standing: i64,
-    /// The newest stored policy: its version and its JSON (none: the default).
-    policy: Option<(i64, String)>,
-    /// Pending shares no running refresh holds ([`crate::vault::discard_stale_pending`]).
-    stale_pending: i64,
-}
-
-async fn sign_context(
-    tx: &mut WriteTx,
-    me: &AuthDevice,
-    wallet_id: &str,
-) -> ApiResult<SignContext> {
-    // Scalar subqueries: on PostgreSQL `FOR UPDATE` locks the wallet row alone.
-    macro_rules! select {
-        () => {
-            "SELECT w.id, w.name, w.public_key, w.epoch, \
-         (SELECT COUNT(*) FROM banned_parties b WHERE b.wallet_id = w.id AND b.party = 0 AND b.lifted_at IS NULL) \
-         + (SELECT COUNT(*) FROM wallet_locks l WHERE l.wallet_id = w.id AND l.lifted_at IS NULL), \
-         (SELECT p.version FROM policies p WHERE p.wallet_id = w.id ORDER BY p.version DESC LIMIT 1), \
-         (SELECT p.policy FROM policies p WHERE p.wallet_id = w.id ORDER BY p.version DESC LIMIT 1), \
-         (SELECT COUNT(*) FROM server_shares sh WHERE sh.wallet_id = w.id AND sh.state = 'pending' AND NOT EXISTS \
-         (SELECT 1 FROM sessions s WHERE s.id = sh.session_id AND s.status = 'running')) \
-         FROM wallets w WHERE w.id = $1 AND w.user_id = $2"
-        };
-    }
-    type Row = (
-        String,
-        String,
-        Vec<u8>,
-        i64,
-        i64,
-        Option<i64>,
-        Option<String>,
-        i64,
-    );
-    let query = match tx.backend() {
-        Backend::Sqlite => sqlx::query_as::<_, Row>(select!()),
-        Backend::Postgres => sqlx::query_as::<_, Row>(concat!(select!(), " FOR UPDATE OF w")),
-    };
-    let row = query
-        .bind(wallet_id)
-        .bind(&me.user_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some((id, name, pk, epoch, standing, version, policy, stale_pending)) = row else {
-        return Err(ApiError::NotFound(format!("no wallet {wallet_id}")));
-    };
-    Ok(SignContext {
-        wallet: wallet_from_row(Some((id, name, pk, epoch)), wallet_id)?,
-        standing,
-        policy: version.zip(policy),
-        stale_pending,
-    })
-}
-
-fn wallet_from_row(row: Option<WalletRow>, wallet_id: &str) -> ApiResult<Wallet> {
-    let (id, name, pk, epoch) =
-        row.ok_or_else(|| ApiError::NotFound(format!("no wallet {wallet_id}")))?;
-    let public_key = PublicKey::from_sec1_bytes(&pk)
-        .map_err(|e| ApiError::Internal(format!("stored key: {e}")))?;
-    Ok(Wallet {
-        id,
-        name,
-        public_key,
-        epoch: epoch as u64,
-    })
-}
 
 fn info(w: &Wallet) -> api::WalletInfo {
     api::WalletInfo {
@@ -160,7 +60,7 @@ async fn create_session(
     tx: &mut WriteTx,
     me: &AuthDevice,
     wallet_id: &str,
-    protocol: &str,
+    protocol: Protocol,
     params: &impl serde::Serialize,
     epoch: u64,
     device_nonce: Option<[u8; 32]>,
@@ -176,7 +76,7 @@ async fn create_session(
     crate::live_sessions::insert_within_caps(
         state,
         tx,
-        &crate::live_sessions::NewSession {
+        &db::sessions::NewSession {
             id: &session_id,
             device_id: &me.device_id,
             wallet_id,
@@ -191,12 +91,12 @@ async fn create_session(
         crate::live_sessions::InsertError::Cap(e) => CreateError::Api(e),
         crate::live_sessions::InsertError::Database(e) => CreateError::Database(e),
     })?;
-    if protocol != "sign" {
+    if protocol != Protocol::Sign {
         crate::audit::append_in(
             tx,
             "session.created",
             crate::audit::Subject::device(me).wallet(wallet_id),
-            serde_json::json!({ "session_id": session_id, "protocol": protocol, "epoch": epoch }),
+            serde_json::json!({ "session_id": session_id, "protocol": protocol.as_str(), "epoch": epoch }),
         )
         .await
         .map_err(CreateError::Api)?;
@@ -224,21 +124,25 @@ pub async fn keygen(
     }
     let nonce = device_nonce(req.device_nonce.as_deref())?;
     let mut tx = state.begin_write().await?;
-    let taken: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM wallets WHERE user_id = $1 AND name = $2")
-            .bind(&me.user_id)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if taken.is_some() {
+    let taken = db::wallets::name_taken(&mut *tx, &me.user_id, name).await?;
+    if taken {
         return Err(ApiError::Conflict(format!(
             "a wallet named {name:?} exists"
         )));
     }
     let wallet_id = WalletId::random().to_string();
-    let created = create_session(&state, &mut tx, &me, &wallet_id, "keygen", &req, 0, nonce)
-        .await
-        .map_err(ApiError::from)?;
+    let created = create_session(
+        &state,
+        &mut tx,
+        &me,
+        &wallet_id,
+        Protocol::Keygen,
+        &req,
+        0,
+        nonce,
+    )
+    .await
+    .map_err(ApiError::from)?;
     tx.commit().await?;
     Ok(Json(created))
 }
@@ -293,35 +197,26 @@ pub async fn sign(
         standing,
         policy,
         stale_pending,
-    } = sign_context(&mut tx, &me, &req.wallet_id).await?;
+    } = db::wallets::sign_context(&mut tx, &me.user_id, &req.wallet_id).await?;
     if standing > 0 {
         crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
     }
     let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
+    let request = Request {
+        kind,
+        decoded: &decoded,
+        digest: &digest,
+        path: &req.path,
+    };
     // The wallet's policy, checked against its recent history (controls off, a benchmark: no
     // policy and no records).
     let checked = if tx.audited() {
-        let (version, policy) = crate::policy::from_stored(policy)?;
-        let at = now();
-        let history = crate::policy::history(&mut tx, &policy, &wallet.id, at).await?;
-        if let Err(denial) = crate::policy::evaluate(&policy, kind, &decoded, &history, at) {
-            crate::audit::append_in(
-                &mut tx,
-                "sign.denied",
-                subject,
-                serde_json::json!({
-                    "rule": denial.rule, "reason": denial.message, "kind": kind,
-                    "summary": decoded.summary, "digest": digest, "policy_version": version,
-                }),
-            )
-            .await?;
-            tx.commit().await?;
-            return Err(ApiError::PolicyDenied {
-                rule: denial.rule.to_string(),
-                message: denial.message,
-            });
+        match check_policy(&mut tx, policy, &wallet.id, &request).await? {
+            Ok(checked) => Some(checked),
+            Err((version, denial)) => {
+                return Err(refuse(tx, subject, &request, version, denial).await);
+            }
         }
-        Some((version, policy, at))
     } else {
         None
     };
@@ -333,55 +228,153 @@ pub async fn sign(
         &mut tx,
         &me,
         &wallet.id,
-        "sign",
+        Protocol::Sign,
         &stored,
         wallet.epoch,
         nonce,
     )
     .await
     .map_err(ApiError::from)?;
-    let Some((version, policy, at)) = checked else {
+    let Some(checked) = checked else {
         tx.commit().await?;
         return Ok(Json(created));
     };
-    let approval = if policy.require_approval {
-        "pending"
-    } else {
-        "none"
-    };
-    sqlx::query(
-        "INSERT INTO sign_requests (session_id, wallet_id, device_id, kind, value_wei, max_fee_wei, digest, summary, requested_at, approval, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    let approval = record_request(
+        &mut tx,
+        &me,
+        &wallet.id,
+        &created.session_id,
+        &request,
+        &checked,
     )
-    .bind(&created.session_id)
-    .bind(&wallet.id)
-    .bind(&me.device_id)
-    .bind(kind)
-    .bind(decoded.value.map(|v| v.to_string()))
-    .bind(decoded.max_fee.map(|v| v.to_string()))
-    .bind(&digest)
-    .bind(&decoded.summary)
-    .bind(at)
-    .bind(approval)
-    .bind(at + policy.approval_timeout_secs as i64)
-    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    if approval == Approval::Pending {
+        created.approval = Some(approval.to_string());
+    }
+    Ok(Json(created))
+}
+
+/// What `POST /sign` asks to sign, decoded.
+struct Request<'a> {
+    kind: &'a str,
+    decoded: &'a tessera_api::intent::Decoded,
+    digest: &'a str,
+    path: &'a str,
+}
+
+/// A request the policy allowed: the policy's version, the policy, and when it was checked.
+struct Allowed {
+    version: u64,
+    policy: api::Policy,
+    at: i64,
+}
+
+/// Evaluates the wallet's policy (`stored`, read with the wallet) against its recent history,
+/// in the signing transaction. `Err` inside: the policy's version and the denial.
+async fn check_policy(
+    tx: &mut WriteTx,
+    stored: Option<(i64, String)>,
+    wallet_id: &str,
+    request: &Request<'_>,
+) -> ApiResult<Result<Allowed, (u64, crate::policy::Denial)>> {
+    let (version, policy) = crate::policy::from_stored(stored)?;
+    let at = now();
+    let history = crate::policy::history(tx, &policy, wallet_id, at).await?;
+    Ok(
+        match crate::policy::evaluate(&policy, request.kind, request.decoded, &history, at) {
+            Ok(()) => Ok(Allowed {
+                version,
+                policy,
+                at,
+            }),
+            Err(denial) => Err((version, denial)),
+        },
+    )
+}
+
+/// Audits a denial (`sign.denied`) and commits it: the error to answer with.
+async fn refuse(
+    mut tx: WriteTx,
+    subject: crate::audit::Subject<'_>,
+    request: &Request<'_>,
+    version: u64,
+    denial: crate::policy::Denial,
+) -> ApiError {
+    let recorded = async {
+        crate::audit::append_in(
+            &mut tx,
+            "sign.denied",
+            subject,
+            serde_json::json!({
+                "rule": denial.rule, "reason": denial.message, "kind": request.kind,
+                "summary": request.decoded.summary, "digest": request.digest,
+                "policy_version": version,
+            }),
+        )
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    match recorded {
+        Ok(()) => ApiError::PolicyDenied {
+            rule: denial.rule.to_string(),
+            message: denial.message,
+        },
+        Err(e) => e,
+    }
+}
+
+/// Records an allowed request (its `sign_requests` row and its `sign.requested` record) in the
+/// signing transaction; returns its approval (pending when the policy requires one).
+async fn record_request(
+    tx: &mut WriteTx,
+    me: &AuthDevice,
+    wallet_id: &str,
+    session_id: &str,
+    request: &Request<'_>,
+    allowed: &Allowed,
+) -> ApiResult<Approval> {
+    let Allowed {
+        version,
+        policy,
+        at,
+    } = allowed;
+    let approval = if policy.require_approval {
+        Approval::Pending
+    } else {
+        Approval::None
+    };
+    let decoded = request.decoded;
+    db::approvals::insert(
+        &mut **tx,
+        &db::approvals::NewSignRequest {
+            session_id,
+            wallet_id,
+            device_id: &me.device_id,
+            kind: request.kind,
+            value_wei: decoded.value.map(|v| v.to_string()),
+            max_fee_wei: decoded.max_fee.map(|v| v.to_string()),
+            digest: request.digest,
+            summary: &decoded.summary,
+            requested_at: *at,
+            approval,
+            expires_at: at + policy.approval_timeout_secs as i64,
+        },
+    )
     .await?;
     crate::audit::append_in(
-        &mut tx,
+        tx,
         "sign.requested",
-        subject,
+        crate::audit::Subject::device(me).wallet(wallet_id),
         serde_json::json!({
-            "session_id": created.session_id, "kind": kind, "summary": decoded.summary,
-            "digest": digest, "path": req.path, "policy_version": version,
+            "session_id": session_id, "kind": request.kind, "summary": decoded.summary,
+            "digest": request.digest, "path": request.path, "policy_version": version,
             "approval_required": policy.require_approval,
         }),
     )
     .await?;
-    tx.commit().await?;
-    if policy.require_approval {
-        created.approval = Some("pending".into());
-    }
-    Ok(Json(created))
+    Ok(approval)
 }
 
 /// `POST /refresh`: new shares for both parties, same public key, next epoch (two-phase).
@@ -390,28 +383,21 @@ pub async fn refresh(
     me: AuthDevice,
     ApiJson(req): ApiJson<api::RefreshRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
-    let wallet = wallet_of(&state, &me, &req.wallet_id).await?;
+    let wallet = db::wallets::owned(state.db(), &me.user_id, &req.wallet_id).await?;
     let nonce = device_nonce(req.device_nonce.as_deref())?;
     crate::bans::refuse_refresh(&mut *state.db().acquire().await?, &wallet.id).await?;
     // One refresh of a wallet at a time (a unique index on live refresh sessions). One created
     // but never opened within the idle timeout has expired and no longer counts.
     let idle = state.config().session_idle_timeout.as_secs() as i64;
     let mut tx = state.begin_write().await?;
-    sqlx::query(
-        "UPDATE sessions SET status = 'expired', detail = 'never opened' \
-         WHERE wallet_id = $1 AND protocol = 'refresh' AND status = 'created' AND last_message_at < $2",
-    )
-    .bind(&wallet.id)
-    .bind(now() - idle)
-    .execute(&mut *tx)
-    .await?;
+    db::sessions::expire_unopened_refreshes(&mut *tx, &wallet.id, now() - idle).await?;
     crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
     match create_session(
         &state,
         &mut tx,
         &me,
         &wallet.id,
-        "refresh",
+        Protocol::Refresh,
         &req,
         wallet.epoch,
         nonce,
@@ -445,7 +431,9 @@ pub async fn pubkey(
     me: AuthDevice,
     ApiQuery(q): ApiQuery<PubkeyQuery>,
 ) -> ApiResult<Json<api::WalletInfo>> {
-    Ok(Json(info(&wallet_of(&state, &me, &q.wallet).await?)))
+    Ok(Json(info(
+        &db::wallets::owned(state.db(), &me.user_id, &q.wallet).await?,
+    )))
 }
 
 /// `GET /wallets`.
@@ -453,14 +441,12 @@ pub async fn list(
     State(state): State<AppState>,
     me: AuthDevice,
 ) -> ApiResult<Json<Vec<api::WalletInfo>>> {
-    let ids: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM wallets WHERE user_id = $1 ORDER BY created_at, name")
-            .bind(&me.user_id)
-            .fetch_all(state.db())
-            .await?;
+    let ids = db::wallets::ids_of_user(state.db(), &me.user_id).await?;
     let mut out = Vec::with_capacity(ids.len());
-    for (id,) in ids {
-        out.push(info(&wallet_of(&state, &me, &id).await?));
+    for id in ids {
+        out.push(info(
+            &db::wallets::owned(state.db(), &me.user_id, &id).await?,
+        ));
     }
     Ok(Json(out))
 }

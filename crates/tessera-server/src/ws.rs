@@ -20,6 +20,7 @@ use tessera_core::{
 
 use crate::audit;
 use crate::auth::AuthDevice;
+use crate::db::{self, Approval, Protocol, SessionStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, ApiWebSocket};
 use crate::state::{AppState, now};
@@ -43,28 +44,19 @@ pub struct WsQuery {
     session_id: String,
 }
 
-/// A session row with its signing request's approval, expiry and decision time (if any), the
-/// wallet's active sealed share (sign and refresh) and how many bans and locks stand on the wallet.
-type SessionRow = (
-    String,
-    String,
-    String,
-    Vec<u8>,
-    String,
-    i64,
-    String,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<Vec<u8>>,
-    i64,
-);
-
 enum Run {
     Keygen(Box<KeygenSession>, WalletId, String),
     Sign(Box<SignSession>),
     Refresh(Box<RefreshSession>),
+}
+
+/// A session ready to run: its state machine and, for a signing run, what its records name.
+struct Prepared {
+    run: Run,
+    /// The digest signed, hex (signing runs).
+    digest: String,
+    /// What is signed, decoded (signing runs).
+    summary: String,
 }
 
 /// Opens the socket for a created session of the caller.
@@ -74,37 +66,38 @@ pub async fn open(
     ApiQuery(q): ApiQuery<WsQuery>,
     ApiWebSocket(upgrade): ApiWebSocket,
 ) -> ApiResult<Response> {
-    // Everything opening needs, in one read: the session; for a signing request, its approval;
-    // for sign and refresh, the active sealed share; and whether a ban or lock may stand in the
-    // way (its details are read only then).
-    let row: Option<SessionRow> = sqlx::query_as(
-        "SELECT s.device_id, s.wallet_id, s.protocol, s.nonce, s.status, s.last_message_at, s.params, \
-         r.approval, r.expires_at, r.decided_at, sh.epoch, sh.sealed, \
-         (SELECT COUNT(*) FROM banned_parties b WHERE b.wallet_id = s.wallet_id AND b.party = 0 AND b.lifted_at IS NULL) \
-         + (SELECT COUNT(*) FROM wallet_locks l WHERE l.wallet_id = s.wallet_id AND l.lifted_at IS NULL) \
-         FROM sessions s LEFT JOIN sign_requests r ON r.session_id = s.id \
-         LEFT JOIN server_shares sh ON sh.wallet_id = s.wallet_id AND sh.state = 'active' \
-         AND s.protocol IN ('sign', 'refresh') WHERE s.id = $1",
-    )
-    .bind(&q.session_id)
-    .fetch_optional(state.db())
-    .await?;
-    let (
-        device_id,
-        wallet_id,
-        protocol,
-        nonce,
-        status,
-        last_message_at,
-        params,
-        approval,
-        approval_expires,
-        decided_at,
-        share_epoch,
-        sealed,
-        obstacles,
-    ) = row.ok_or_else(|| ApiError::NotFound("unknown session".into()))?;
-    if device_id != me.device_id {
+    let session = openable(&state, &me, &q.session_id).await?;
+    let prepared = prepare(&state, &session)?;
+    // Claim the session: only one socket may ever run it.
+    if !db::sessions::claim(state.db(), &q.session_id, state.instance(), now()).await? {
+        return Err(ApiError::Gone("session is already running".into()));
+    }
+    let run = RunOf {
+        state,
+        me,
+        session_id: q.session_id,
+        wallet_id: session.wallet_id,
+        protocol: session.protocol,
+    };
+    Ok(upgrade
+        .max_message_size(MAX_ENVELOPE_BYTES + 1024)
+        // tungstenite's default read buffer is 128 KiB per socket, most of an idle session's
+        // memory; frames are still reassembled up to the size limit.
+        .read_buffer_size(16 * 1024)
+        .on_upgrade(move |socket| run.run(socket, prepared)))
+}
+
+/// The caller's created session `session_id`, still openable, with no ban or lock in its way.
+async fn openable(
+    state: &AppState,
+    me: &AuthDevice,
+    session_id: &str,
+) -> ApiResult<db::sessions::OpenContext> {
+    // Everything opening needs, in one read (see `db::sessions::open_context`).
+    let session = db::sessions::open_context(state.db(), session_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("unknown session".into()))?;
+    if session.device_id != me.device_id {
         return Err(ApiError::Forbidden(
             "this session belongs to another device".into(),
         ));
@@ -112,217 +105,269 @@ pub async fn open(
     let idle = state.config().session_idle_timeout.as_secs() as i64;
     let open_by = crate::live_sessions::open_by(
         idle,
-        last_message_at,
-        approval.as_deref(),
-        approval_expires,
-        decided_at,
+        session.last_message_at,
+        session.approval,
+        session.approval_expires,
+        session.decided_at,
     );
-    if status == "created" && now() > open_by {
+    if session.status == SessionStatus::Created && now() > open_by {
         // Created but never opened within the idle timeout: it expires like an idle socket.
-        sqlx::query("UPDATE sessions SET status = 'expired', detail = 'never opened' WHERE id = $1 AND status = 'created'")
-            .bind(&q.session_id)
-            .execute(state.db())
-            .await?;
+        db::sessions::expire_unopened(state.db(), session_id).await?;
         return Err(ApiError::Gone(
             "session expired before it was opened; start a new one".into(),
         ));
     }
-    if status != "created" {
+    if session.status != SessionStatus::Created {
         return Err(ApiError::Gone(format!(
-            "session is {status}; start a new one"
+            "session is {}; start a new one",
+            session.status
         )));
     }
-    if obstacles > 0 {
-        crate::bans::refuse_session(&mut *state.db().acquire().await?, &wallet_id, &protocol)
-            .await?;
+    if session.obstacles > 0 {
+        crate::bans::refuse_session(
+            &mut *state.db().acquire().await?,
+            &session.wallet_id,
+            session.protocol,
+        )
+        .await?;
     }
-    // The share the session runs with, read above (sign and refresh).
-    let active_share = || match (share_epoch, sealed.as_deref()) {
-        (Some(epoch), Some(sealed)) => vault::unseal(&state, &wallet_id, epoch, sealed),
-        _ => Err(ApiError::NotFound(format!(
+    Ok(session)
+}
+
+/// Builds the server's state machine for `session`.
+fn prepare(state: &AppState, session: &db::sessions::OpenContext) -> ApiResult<Prepared> {
+    let internal = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
+    let wallet_id = &session.wallet_id;
+    // The share the session runs with, read with the session (sign and refresh).
+    let active_share = || match &session.share {
+        Some((epoch, sealed)) => vault::unseal(state, wallet_id, *epoch, sealed),
+        None => Err(ApiError::NotFound(format!(
             "no server share for wallet {wallet_id}"
         ))),
     };
-    let nonce: [u8; 32] = nonce
+    let nonce: [u8; 32] = session
+        .nonce
+        .as_slice()
         .try_into()
         .map_err(|_| ApiError::Internal("stored nonce length".into()))?;
-    let mut digest_hex = String::new();
-    let mut summary = String::new();
-    let run = match protocol.as_str() {
-        "keygen" => {
+    let prepared = match session.protocol {
+        Protocol::Keygen => {
             let req: api::KeygenRequest =
-                serde_json::from_str(&params).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let wallet =
-                WalletId::from_hex(&wallet_id).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let threshold = Threshold::new(2, 2).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let session = KeygenSession::new(wallet, threshold, SERVER, &nonce)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            Run::Keygen(Box::new(session), wallet, req.name)
-        }
-        "sign" => {
-            let req: crate::wallets::StoredSign =
-                serde_json::from_str(&params).map_err(|e| ApiError::Internal(e.to_string()))?;
-            match crate::live_sessions::approval_state(approval, approval_expires).as_str() {
-                "none" | "approved" => {}
-                "pending" => {
-                    return Err(ApiError::Forbidden(
-                        "this signature waits for approval by another device of the user".into(),
-                    ));
-                }
-                "refused" => {
-                    return Err(ApiError::Forbidden(
-                        "another device of the user refused this signature".into(),
-                    ));
-                }
-                other => {
-                    return Err(ApiError::Gone(format!(
-                        "the approval {other}; make a new request"
-                    )));
-                }
+                serde_json::from_str(&session.params).map_err(|e| internal(&e))?;
+            let wallet = WalletId::from_hex(wallet_id).map_err(|e| internal(&e))?;
+            let threshold = Threshold::new(2, 2).map_err(|e| internal(&e))?;
+            let keygen =
+                KeygenSession::new(wallet, threshold, SERVER, &nonce).map_err(|e| internal(&e))?;
+            Prepared {
+                run: Run::Keygen(Box::new(keygen), wallet, req.name),
+                digest: String::new(),
+                summary: String::new(),
             }
+        }
+        Protocol::Sign => {
+            let req: crate::wallets::StoredSign =
+                serde_json::from_str(&session.params).map_err(|e| internal(&e))?;
+            refuse_unapproved(Approval::at(
+                session.approval,
+                session.approval_expires,
+                now(),
+            ))?;
             let share = active_share()?;
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&req.digest, &mut digest)
                 .map_err(|_| ApiError::Internal("digest".into()))?;
-            let path: DerivationPath = req
-                .path
-                .parse()
-                .map_err(|e: Error| ApiError::Internal(e.to_string()))?;
-            digest_hex.clone_from(&req.digest);
-            summary.clone_from(&req.summary);
+            let path: DerivationPath = req.path.parse().map_err(|e: Error| internal(&e))?;
             let request = SignRequest {
                 nonce,
                 signers: vec![DEVICE, SERVER],
                 digest,
                 path,
             };
-            let session = SignSession::new(&share, &request)
+            let sign = SignSession::new(&share, &request)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            Run::Sign(Box::new(session))
+            Prepared {
+                run: Run::Sign(Box::new(sign)),
+                digest: req.digest,
+                summary: req.summary,
+            }
         }
-        "refresh" => {
+        Protocol::Refresh => {
             let share = active_share()?;
-            let session = RefreshSession::new(&share, &nonce)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            Run::Refresh(Box::new(session))
+            let refresh = RefreshSession::new(&share, &nonce).map_err(|e| internal(&e))?;
+            Prepared {
+                run: Run::Refresh(Box::new(refresh)),
+                digest: String::new(),
+                summary: String::new(),
+            }
         }
-        other => return Err(ApiError::Internal(format!("unknown protocol {other}"))),
     };
-    // Claim the session: only one socket may ever run it.
-    let claimed = sqlx::query("UPDATE sessions SET status = 'running', last_message_at = $1, owner = $3 WHERE id = $2 AND status = 'created'")
-        .bind(now())
-        .bind(&q.session_id)
-        .bind(state.instance())
-        .execute(state.db())
-        .await?;
-    if claimed.rows_affected() != 1 {
-        return Err(ApiError::Gone("session is already running".into()));
-    }
-    let session_id = q.session_id;
-    Ok(upgrade
-        .max_message_size(MAX_ENVELOPE_BYTES + 1024)
-        // tungstenite's default read buffer is 128 KiB per socket, most of an idle session's
-        // memory; frames are still reassembled up to the size limit.
-        .read_buffer_size(16 * 1024)
-        .on_upgrade(move |mut socket| async move {
-            let mut signature = None;
-            let last_round = match &run {
-                Run::Keygen(s, ..) => s.total_rounds(),
-                Run::Sign(s) => s.total_rounds(),
-                Run::Refresh(s) => s.total_rounds(),
-            };
-            let mut link = DeviceLink {
-                state: &state,
-                socket: &mut socket,
-                release: (protocol == "sign").then(|| crate::release::Release {
-                    session_id: session_id.clone(),
-                    wallet_id: wallet_id.clone(),
-                    digest: digest_hex.clone(),
-                    device: me.clone(),
-                }),
-                last_round,
-            };
-            let outcome = match run {
-                Run::Keygen(s, wallet, name) => {
-                    match drive(&state, &mut link, *s).await {
-                        Ok(share) => stored(
-                            vault::store_new_wallet(&state, &me, wallet, &name, &share).await,
-                            "could not store the result",
-                        ),
-                        Err(outcome) => outcome,
-                    }
-                }
-                Run::Sign(s) => {
-                    match drive(&state, &mut link, *s).await {
-                        Ok(sig) => {
-                            signature = Some(hex::encode(sig.to_rsv()));
-                            stored(Ok(()), "could not store the result")
-                        }
-                        Err(outcome) => outcome,
-                    }
-                }
-                Run::Refresh(s) => {
-                    match drive(&state, &mut link, *s).await {
-                        Ok(share) => {
-                            commit_refresh(&state, &mut link, &wallet_id, &session_id, share).await
-                        }
-                        Err(outcome) => outcome,
-                    }
-                }
-            };
-            let released = protocol == "sign" && link.release.is_none();
-            let kind = match (protocol.as_str(), outcome.status) {
-                // The device may hold a valid signature: the run did not plainly fail.
-                ("sign", "failed" | "expired") if released => "sign.unconfirmed".to_string(),
-                (_, "expired") => "session.expired".to_string(),
-                ("sign", "done") => "sign.completed".to_string(),
-                (p, status) => format!("{p}.{status}"),
-            };
-            let mut detail = serde_json::json!({
-                "session_id": session_id,
-                "detail": outcome.detail,
-            });
-            if let Some(sig) = signature {
-                detail["signature"] = sig.into();
-                detail["digest"] = digest_hex.into();
-                detail["summary"] = summary.into();
-            }
-            let mut close_with = outcome.close.clone();
-            let subject = audit::Subject::device(&me).wallet(&wallet_id);
-            if let Err(e) =
-                record_end(&state, &session_id, &outcome, subject, &[(kind, detail)]).await
-            {
-                tracing::error!(session_id = %session_id, error = %e, "could not record the end of a session");
-                // Never report success without the record.
-                if outcome.status == "done" {
-                    close_with = Some((
-                        CLOSE_INTERNAL,
-                        "the server could not record the outcome".to_string(),
-                    ));
-                }
-            }
-            // A blamed party is banned (and its ban audited) before the close frame tells the
-            // device how the run ended.
-            crate::bans::after_run(
-                &state,
-                &me,
-                &wallet_id,
-                &session_id,
-                crate::bans::RunEnd {
-                    protocol: &protocol,
-                    status: outcome.status,
-                    close_code: outcome.close.as_ref().map(|(c, _)| *c),
-                    detail: outcome.detail.as_deref(),
-                    blamed: outcome.blamed.as_ref(),
-                },
-            )
-            .await;
-            if let Some((code, reason)) = close_with {
-                close(&mut socket, code, &reason).await;
-            }
-        }))
+    Ok(prepared)
 }
 
+/// A signing run may start once approved, or when the policy required no approval.
+fn refuse_unapproved(approval: Approval) -> ApiResult<()> {
+    match approval {
+        Approval::None | Approval::Approved => Ok(()),
+        Approval::Pending => Err(ApiError::Forbidden(
+            "this signature waits for approval by another device of the user".into(),
+        )),
+        Approval::Refused => Err(ApiError::Forbidden(
+            "another device of the user refused this signature".into(),
+        )),
+        Approval::Expired => Err(ApiError::Gone(format!(
+            "the approval {}; make a new request",
+            Approval::Expired
+        ))),
+    }
+}
+
+/// A claimed session, run once its socket is upgraded.
+struct RunOf {
+    state: AppState,
+    me: AuthDevice,
+    session_id: String,
+    wallet_id: String,
+    protocol: Protocol,
+}
+
+impl RunOf {
+    /// Runs the protocol over `socket`, records how it ended (its row, its audit records, a ban
+    /// or an abort), then closes the socket with the outcome.
+    async fn run(self, mut socket: WebSocket, prepared: Prepared) {
+        let Prepared {
+            run,
+            digest,
+            summary,
+        } = prepared;
+        let (outcome, signature, released) = self.drive_run(&mut socket, run, &digest).await;
+        let close_with = self
+            .record(&outcome, signature, released, digest, summary)
+            .await;
+        if let Some((code, reason)) = close_with {
+            close(&mut socket, code, &reason).await;
+        }
+    }
+
+    /// Drives the run to its end: its outcome, the signature (hex) of a signing run, and
+    /// whether the signature was released to the device.
+    async fn drive_run(
+        &self,
+        socket: &mut WebSocket,
+        run: Run,
+        digest: &str,
+    ) -> (Outcome, Option<String>, bool) {
+        let state = &self.state;
+        let mut signature = None;
+        let last_round = match &run {
+            Run::Keygen(s, ..) => s.total_rounds(),
+            Run::Sign(s) => s.total_rounds(),
+            Run::Refresh(s) => s.total_rounds(),
+        };
+        let mut link = DeviceLink {
+            state,
+            socket,
+            release: (self.protocol == Protocol::Sign).then(|| crate::release::Release {
+                session_id: self.session_id.clone(),
+                wallet_id: self.wallet_id.clone(),
+                digest: digest.to_string(),
+                device: self.me.clone(),
+            }),
+            last_round,
+        };
+        let outcome = match run {
+            Run::Keygen(s, wallet, name) => match drive(state, &mut link, *s).await {
+                Ok(share) => stored(
+                    vault::store_new_wallet(state, &self.me, wallet, &name, &share).await,
+                    "could not store the result",
+                ),
+                Err(outcome) => outcome,
+            },
+            Run::Sign(s) => match drive(state, &mut link, *s).await {
+                Ok(sig) => {
+                    signature = Some(hex::encode(sig.to_rsv()));
+                    stored(Ok(()), "could not store the result")
+                }
+                Err(outcome) => outcome,
+            },
+            Run::Refresh(s) => match drive(state, &mut link, *s).await {
+                Ok(share) => {
+                    commit_refresh(state, &mut link, &self.wallet_id, &self.session_id, share).await
+                }
+                Err(outcome) => outcome,
+            },
+        };
+        let released = self.protocol == Protocol::Sign && link.release.is_none();
+        (outcome, signature, released)
+    }
+
+    /// Records the end of the run; returns the close frame to send.
+    async fn record(
+        &self,
+        outcome: &Outcome,
+        signature: Option<String>,
+        released: bool,
+        digest: String,
+        summary: String,
+    ) -> Option<(u16, String)> {
+        let kind = match (self.protocol, outcome.status) {
+            // The device may hold a valid signature: the run did not plainly fail.
+            (Protocol::Sign, SessionStatus::Failed | SessionStatus::Expired) if released => {
+                "sign.unconfirmed".to_string()
+            }
+            (_, SessionStatus::Expired) => "session.expired".to_string(),
+            (Protocol::Sign, SessionStatus::Done) => "sign.completed".to_string(),
+            (p, status) => format!("{p}.{status}"),
+        };
+        let mut detail = serde_json::json!({
+            "session_id": self.session_id,
+            "detail": outcome.detail,
+        });
+        if let Some(sig) = signature {
+            detail["signature"] = sig.into();
+            detail["digest"] = digest.into();
+            detail["summary"] = summary.into();
+        }
+        let mut close_with = outcome.close.clone();
+        let subject = audit::Subject::device(&self.me).wallet(&self.wallet_id);
+        if let Err(e) = record_end(
+            &self.state,
+            &self.session_id,
+            outcome,
+            subject,
+            &[(kind, detail)],
+        )
+        .await
+        {
+            tracing::error!(session_id = %self.session_id, error = %e, "could not record the end of a session");
+            // Never report success without the record.
+            if outcome.status == SessionStatus::Done {
+                close_with = Some((
+                    CLOSE_INTERNAL,
+                    "the server could not record the outcome".to_string(),
+                ));
+            }
+        }
+        // A blamed party is banned (and its ban audited) before the close frame tells the
+        // device how the run ended.
+        let close_code = outcome.close.as_ref().map(|(c, _)| *c);
+        crate::bans::after_run(
+            &self.state,
+            &self.me,
+            &self.wallet_id,
+            &self.session_id,
+            crate::bans::RunEnd {
+                protocol: self.protocol,
+                status: outcome.status,
+                server_failed: close_code == Some(CLOSE_INTERNAL),
+                invalid_message: close_code == Some(CLOSE_INVALID_MESSAGE),
+                detail: outcome.detail.as_deref(),
+                blamed: outcome.blamed.as_ref(),
+            },
+        )
+        .await;
+        close_with
+    }
+}
 /// Records how a session ended: its row and its audit records in one write transaction, tried up
 /// to [`crate::db::DURABLE_ATTEMPTS`] times (what it records already happened).
 async fn record_end(
@@ -336,14 +381,13 @@ async fn record_end(
     loop {
         let written = async {
             let mut tx = state.begin_write().await?;
-            sqlx::query(
-                "UPDATE sessions SET status = $1, detail = $2, last_message_at = $3 WHERE id = $4",
+            db::sessions::record_end(
+                &mut *tx,
+                session_id,
+                outcome.status,
+                outcome.detail.as_deref(),
+                now(),
             )
-            .bind(outcome.status)
-            .bind(outcome.detail.clone())
-            .bind(now())
-            .bind(session_id)
-            .execute(&mut *tx)
             .await?;
             for (kind, detail) in records {
                 audit::append_in(&mut tx, kind, subject, detail.clone()).await?;
@@ -400,14 +444,14 @@ const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(2);
 /// How a run ended: the session's status and detail for the record, and the close frame to send
 /// once the record is written (so a client that sees the close finds the final status).
 struct Outcome {
-    status: &'static str,
+    status: SessionStatus,
     detail: Option<String>,
     close: Option<(u16, String)>,
     /// The party the engine blamed, to be banned.
     blamed: Option<crate::bans::Blame>,
 }
 
-fn ended(status: &'static str, detail: impl Into<String>, close: Option<(u16, &str)>) -> Outcome {
+fn ended(status: SessionStatus, detail: impl Into<String>, close: Option<(u16, &str)>) -> Outcome {
     Outcome {
         status,
         detail: Some(detail.into()),
@@ -420,12 +464,16 @@ fn ended(status: &'static str, detail: impl Into<String>, close: Option<(u16, &s
 fn stored(result: ApiResult<()>, failure: &str) -> Outcome {
     match result {
         Ok(()) => Outcome {
-            status: "done",
+            status: SessionStatus::Done,
             detail: None,
             close: Some((1000, "done".into())),
             blamed: None,
         },
-        Err(e) => ended("failed", e.to_string(), Some((CLOSE_INTERNAL, failure))),
+        Err(e) => ended(
+            SessionStatus::Failed,
+            e.to_string(),
+            Some((CLOSE_INTERNAL, failure)),
+        ),
     }
 }
 
@@ -443,7 +491,7 @@ async fn commit_refresh(
     let epoch = share.epoch();
     if let Err(e) = vault::store_pending(state, wallet_id, session_id, &share).await {
         return ended(
-            "failed",
+            SessionStatus::Failed,
             e.to_string(),
             Some((CLOSE_INTERNAL, "could not store the new share")),
         );
@@ -457,14 +505,14 @@ async fn commit_refresh(
         Err(DriveError::Link(outcome) | DriveError::Stopped(outcome)) => return outcome,
         Err(DriveError::Expired) => {
             return ended(
-                "expired",
+                SessionStatus::Expired,
                 "no commit from the device",
                 Some((CLOSE_EXPIRED, "session expired waiting for the commit")),
             );
         }
         Err(_) => {
             return ended(
-                "failed",
+                SessionStatus::Failed,
                 "no valid commit",
                 Some((
                     CLOSE_INVALID_MESSAGE,
@@ -505,7 +553,7 @@ impl Link for DeviceLink<'_> {
         {
             if let Err(err) = crate::release::record(self.state, r).await {
                 return Err(ended(
-                    "failed",
+                    SessionStatus::Failed,
                     err.to_string(),
                     Some((CLOSE_INTERNAL, "could not record the release")),
                 ));
@@ -515,7 +563,7 @@ impl Link for DeviceLink<'_> {
         self.socket
             .send(Message::Binary(envelope.to_bytes().into()))
             .await
-            .map_err(|_| ended("failed", "the device went away", None))
+            .map_err(|_| ended(SessionStatus::Failed, "the device went away", None))
     }
 
     async fn recv(
@@ -530,19 +578,23 @@ impl Link for DeviceLink<'_> {
             let frame = match recv_until(self.socket, deadline).await {
                 Err(_) => return Ok(None),
                 Ok(None | Some(Err(_))) => {
-                    return Err(ended("failed", "the device went away", None));
+                    return Err(ended(SessionStatus::Failed, "the device went away", None));
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
             match frame {
                 Message::Binary(b) => return Ok(Some((DEVICE, b.to_vec()))),
                 Message::Close(_) => {
-                    return Err(ended("failed", "the device closed the session", None));
+                    return Err(ended(
+                        SessionStatus::Failed,
+                        "the device closed the session",
+                        None,
+                    ));
                 }
                 Message::Ping(_) | Message::Pong(_) => {}
                 Message::Text(_) => {
                     return Err(ended(
-                        "failed",
+                        SessionStatus::Failed,
                         "text frame",
                         Some((
                             CLOSE_INVALID_MESSAGE,
@@ -557,7 +609,7 @@ impl Link for DeviceLink<'_> {
     async fn send_control(&mut self, control: Control) -> Result<(), Outcome> {
         let went_away = || {
             ended(
-                "failed",
+                SessionStatus::Failed,
                 "the device went away before committing; the new share stays pending",
                 None,
             )
@@ -574,7 +626,7 @@ impl Link for DeviceLink<'_> {
             // The close with 1000, once the end is recorded, says the server switched.
             Control::Switched => Ok(()),
             Control::Commit(_) => Err(ended(
-                "failed",
+                SessionStatus::Failed,
                 "the server never commits",
                 Some((CLOSE_INTERNAL, "internal error")),
             )),
@@ -590,7 +642,7 @@ impl Link for DeviceLink<'_> {
         let deadline = idle.map(|d| tokio::time::Instant::now() + d);
         let invalid = || {
             ended(
-                "failed",
+                SessionStatus::Failed,
                 "no valid commit",
                 Some((
                     CLOSE_INVALID_MESSAGE,
@@ -610,7 +662,7 @@ impl Link for DeviceLink<'_> {
                 Ok(Some(Ok(_))) => return Err(invalid()),
                 Ok(None | Some(Err(_))) => {
                     return Err(ended(
-                        "failed",
+                        SessionStatus::Failed,
                         "the device went away before committing; the new share stays pending",
                         None,
                     ));
@@ -643,7 +695,7 @@ async fn drive<S: Session>(
         .map_err(|e| match e {
             DriveError::Link(outcome) | DriveError::Stopped(outcome) => outcome,
             DriveError::Expired => ended(
-                "expired",
+                SessionStatus::Expired,
                 "idle timeout",
                 Some((
                     CLOSE_EXPIRED,
@@ -660,7 +712,7 @@ async fn drive<S: Session>(
                     reason: reason.clone(),
                 };
                 let mut outcome = ended(
-                    "failed",
+                    SessionStatus::Failed,
                     e.to_string(),
                     Some((CLOSE_MISBEHAVED, &e.to_string())),
                 );
@@ -672,16 +724,20 @@ async fn drive<S: Session>(
                 outcome
             }
             DriveError::Rejected { from: None, error } => ended(
-                "failed",
+                SessionStatus::Failed,
                 error.to_string(),
                 Some((CLOSE_INTERNAL, "could not start the session")),
             ),
             DriveError::Rejected { error, .. } => ended(
-                "failed",
+                SessionStatus::Failed,
                 error.to_string(),
                 Some((CLOSE_INVALID_MESSAGE, &error.to_string())),
             ),
-            DriveError::Finish(m) => ended("failed", m, Some((CLOSE_INTERNAL, "internal error"))),
+            DriveError::Finish(m) => ended(
+                SessionStatus::Failed,
+                m,
+                Some((CLOSE_INTERNAL, "internal error")),
+            ),
         })
 }
 

@@ -1,3 +1,8 @@
+//! The server's storage: every SQL statement of the server is in this module, one submodule per
+//! area (its tables), as typed functions that take the pool, a connection or the caller's
+//! [`WriteTx`], so transactions stay where the handlers open them. The states stored as text are
+//! enums ([`states`]). Nothing here knows about HTTP or `AppState`.
+//!
 //! Write transactions: every check-then-act on shared state, and every audited action with its
 //! audit record, is one [`WriteTx`].
 //!
@@ -20,15 +25,32 @@
 //! audit records after the transaction's other writes; nothing but the commit follows them.
 //!
 //! While a `WriteTx` is open, query only through it (`&mut *tx`), never through
-//! [`AppState::db`]: a second pool connection taken while holding one can exhaust the pool.
+//! the pool (`AppState::db`): a second pool connection taken while holding one can exhaust the pool.
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+
+pub mod approvals;
+pub mod audit;
+pub mod backup_holders;
+pub mod bans;
+pub mod challenges;
+pub mod devices;
+pub mod held;
+pub mod policies;
+pub mod replicas;
+pub mod sessions;
+pub mod shares;
+pub mod states;
+pub mod wallets;
+
+pub use states::{
+    Approval, DeviceStatus, HeldKind, HeldStatus, Protocol, SessionStatus, UnknownState,
+};
 
 /// Which database the server runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,29 +96,18 @@ fn is_busy(e: &sqlx::Error) -> bool {
         if d.code().is_some_and(|c| SQLITE_BUSY_CODES.contains(&c.as_ref())))
 }
 
-impl AppState {
-    /// The database this server runs on.
-    #[must_use]
-    pub fn backend(&self) -> Backend {
-        if self.config().database_url.is_some() {
-            Backend::Postgres
-        } else {
-            Backend::Sqlite
-        }
-    }
-
-    /// Starts a write transaction.
+impl WriteTx {
+    /// Starts a write transaction on `pool` (`audited`: whether audit records are written).
     ///
     /// # Errors
     /// A database error (on SQLite, after waiting for the write lock repeatedly).
-    pub async fn begin_write(&self) -> ApiResult<WriteTx> {
-        let backend = self.backend();
+    pub async fn begin(pool: &AnyPool, backend: Backend, audited: bool) -> ApiResult<WriteTx> {
         let tx = match backend {
-            Backend::Postgres => self.db().begin().await?,
+            Backend::Postgres => pool.begin().await?,
             Backend::Sqlite => {
                 let mut attempt = 1;
                 loop {
-                    match self.db().begin_with("BEGIN IMMEDIATE").await {
+                    match pool.begin_with("BEGIN IMMEDIATE").await {
                         Ok(tx) => break tx,
                         Err(e) if is_busy(&e) && attempt < BEGIN_ATTEMPTS => attempt += 1,
                         Err(e) => return Err(e.into()),
@@ -107,13 +118,11 @@ impl AppState {
         Ok(WriteTx {
             tx,
             backend,
-            audited: self.config().controls,
+            audited,
             audit_head_locked: false,
         })
     }
-}
 
-impl WriteTx {
     /// The database.
     #[must_use]
     pub fn backend(&self) -> Backend {

@@ -1,0 +1,115 @@
+//! The server's tokens: short-lived JWTs signed with the server's Ed25519 key (EdDSA only).
+//!
+//! A token's algorithm is pinned to EdDSA (`alg: none`, HS256 with the public key as secret and
+//! RS256 are refused); its signature, expiry and audience are checked here, the device's
+//! standing by [`crate::auth`] on every request.
+
+use std::path::Path;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::now;
+use crate::error::{ApiError, SetupError};
+
+/// The audience every token names.
+pub const AUDIENCE: &str = "tessera-commitment-server";
+/// Token lifetime.
+pub const TOKEN_TTL_SECS: u64 = 15 * 60;
+
+/// The server's token-signing key, created on first start in the data directory (mode 0600).
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl JwtKeys {
+    /// Loads `path`, or creates it with a fresh Ed25519 key.
+    ///
+    /// # Errors
+    /// A message when the file cannot be read, written or parsed.
+    pub fn open_or_create(path: &Path) -> Result<Self, SetupError> {
+        let pkcs8 = if path.exists() {
+            std::fs::read(path).map_err(SetupError::io("read", path))?
+        } else {
+            let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                .map_err(|_| SetupError::Failed("cannot generate the token-signing key".into()))?;
+            crate::files::write_private_file(path, doc.as_ref())?;
+            doc.as_ref().to_vec()
+        };
+        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| {
+            SetupError::Invalid(format!("{} is not an Ed25519 PKCS#8 key", path.display()))
+        })?;
+        Ok(JwtKeys {
+            encoding: EncodingKey::from_ed_der(&pkcs8),
+            decoding: DecodingKey::from_ed_der(pair.public_key().as_ref()),
+        })
+    }
+
+    /// Issues a token for `device_id`.
+    ///
+    /// # Errors
+    /// [`ApiError::Internal`] if signing fails.
+    pub fn issue(&self, device_id: &str, user_id: &str) -> Result<String, ApiError> {
+        let iat = now();
+        let claims = Claims {
+            sub: device_id.to_string(),
+            usr: user_id.to_string(),
+            aud: AUDIENCE.to_string(),
+            iat,
+            exp: iat + TOKEN_TTL_SECS as i64,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(format!("jwt: {e}")))
+    }
+
+    /// Checks a token's algorithm, signature, expiry and audience.
+    ///
+    /// # Errors
+    /// [`ApiError::Unauthorized`] saying why.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::Unauthorized("malformed token".into()))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(ApiError::Unauthorized(format!(
+                "token algorithm {:?} is not accepted (EdDSA only)",
+                header.alg
+            )));
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[AUDIENCE]);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                ApiError::Unauthorized(match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".into(),
+                    jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                        "token for another audience".into()
+                    }
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                        "token signature invalid".into()
+                    }
+                    _ => "invalid token".into(),
+                })
+            })
+    }
+}
+
+/// What a token says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// Device id.
+    pub sub: String,
+    /// User id.
+    pub usr: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at.
+    pub iat: i64,
+    /// Expiry.
+    pub exp: i64,
+}
