@@ -9,6 +9,7 @@
 //! - [`runner`]: all parties in one process (tests, benches, the demo).
 //! - [`ecdsa`]: public keys, signatures, verification, Ethereum addresses.
 //! - [`derivation`]: BIP-32 non-hardened paths.
+//! - [`structure`]: access structures (`and`, `or`, `threshold` over labels) for wallets and backups.
 //!
 //! The engine is DKLs23 through the `dkls23` crate; its types never appear in this API.
 #![forbid(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod protocols;
 pub mod runner;
 pub mod session;
 pub mod share;
+pub mod structure;
 pub mod types;
 
 pub use derivation::DerivationPath;
