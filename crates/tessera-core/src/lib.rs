@@ -29,13 +29,17 @@ pub mod runner;
 pub mod session;
 pub mod share;
 pub mod structure;
+#[cfg(feature = "dangerous-test-utils")]
+pub mod testing;
 pub mod types;
 
 pub use derivation::DerivationPath;
 pub use ecdsa::{PublicKey, Signature};
 pub use envelope::Envelope;
 pub use error::{Error, Result};
-pub use protocols::{KeygenSession, RefreshSession, SignRequest, SignSession};
+pub use protocols::{
+    KeygenSession, RefreshSession, SignRequest, SignSession, StructureKeygenSession,
+};
 pub use session::Session;
 pub use share::KeyShare;
 pub use types::{PartyIndex, Protocol, SessionId, Threshold, WalletId};

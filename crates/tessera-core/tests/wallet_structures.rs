@@ -247,3 +247,81 @@ fn every_minimal_quorum_reconstructs_the_secret_and_no_unauthorised_set_has_coef
         assert_eq!(sum, secret, "{text}: all parties");
     }
 }
+
+/// A random tree shape; leaves are labelled `p0`, `p1`, … in written order afterwards.
+fn shape() -> impl proptest::strategy::Strategy<Value = AccessStructure> {
+    use proptest::prelude::*;
+    let leaf = Just(AccessStructure::Leaf(String::new()));
+    leaf.prop_recursive(3, 10, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 2..4).prop_map(AccessStructure::And),
+            proptest::collection::vec(inner.clone(), 2..4).prop_map(AccessStructure::Or),
+            (
+                proptest::collection::vec(inner, 2..5),
+                any::<proptest::sample::Index>()
+            )
+                .prop_map(|(of, k)| AccessStructure::Threshold {
+                    k: k.index(of.len()) + 1,
+                    of
+                }),
+        ]
+    })
+}
+
+fn label_leaves(node: &mut AccessStructure, next: &mut usize) {
+    match node {
+        AccessStructure::Leaf(label) => {
+            *label = format!("p{next}");
+            *next += 1;
+        }
+        AccessStructure::And(c) | AccessStructure::Or(c) => {
+            c.iter_mut().for_each(|c| label_leaves(c, next))
+        }
+        AccessStructure::Threshold { of, .. } => of.iter_mut().for_each(|c| label_leaves(c, next)),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// For random structures and random sets of parties: a set is accepted as a quorum exactly
+    /// when it is a minimal authorised set, its coefficients reconstruct a secret shared down the
+    /// tree, and an unauthorised set has a non-empty explanation of what it lacks.
+    #[test]
+    fn random_structures_reconstruct_for_exactly_their_quorums(
+        mut tree in shape(),
+        mask in proptest::prelude::any::<u16>(),
+    ) {
+        let mut count = 0;
+        label_leaves(&mut tree, &mut count);
+        let Ok(s) = WalletStructure::new(tree, true) else {
+            return Ok(());
+        };
+        let secret = random_scalar();
+        let mut shares = BTreeMap::new();
+        share_down(s.tree(), secret, &mut shares);
+        let set: Vec<PartyIndex> = s
+            .parties()
+            .filter(|p| mask & (1 << p.get()) != 0)
+            .collect();
+        let minimal = s.minimal_quorums().contains(&set.iter().copied().collect());
+        match s.check_quorum(&set) {
+            Ok(q) => {
+                proptest::prop_assert!(minimal);
+                let sum = q.coefficients().iter().fold(Scalar::ZERO, |acc, (p, c)| {
+                    acc + *c * shares[s.label(*p).unwrap()]
+                });
+                proptest::prop_assert_eq!(sum, secret);
+            }
+            Err(QuorumError::NotAuthorised(missing)) => {
+                proptest::prop_assert!(!s.is_authorised(&set));
+                proptest::prop_assert!(!missing.is_nothing());
+            }
+            Err(QuorumError::NotNeeded(_)) => {
+                proptest::prop_assert!(s.is_authorised(&set) && !minimal);
+            }
+            Err(other) => proptest::prop_assert!(false, "{other}"),
+        }
+        proptest::prop_assert_eq!(s.missing(&set).is_nothing(), s.is_authorised(&set));
+    }
+}

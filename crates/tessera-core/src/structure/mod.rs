@@ -23,6 +23,7 @@
 //! ([`WalletStructure`]: at most 16 parties, no party authorised alone) and reads a quorum's
 //! reconstruction coefficients ([`AccessStructure::reconstruction_coefficients`]).
 
+pub(crate) mod sharing;
 mod wallet;
 
 pub use wallet::{Missing, Quorum, QuorumError, WalletStructure, WalletStructureError};
