@@ -1,7 +1,8 @@
 //! Tessera core: threshold ECDSA (secp256k1) for key custody.
 //!
 //! A wallet key exists only as [`KeyShare`]s held by separate parties; any `t` of the `n` parties
-//! jointly produce ordinary ECDSA signatures without ever assembling the private key.
+//! (or, for a wallet under an access structure, any authorised quorum) jointly produce ordinary
+//! ECDSA signatures without ever assembling the private key.
 //!
 //! - [`types`]: parties, wallets, sessions, thresholds.
 //! - [`envelope`]: the message format every transport carries.

@@ -7,6 +7,11 @@
 //! refresh also bind the share's epoch and the wallet's public key: parties that disagree on
 //! either refuse each other's first message (a wrong session) instead of running the
 //! cryptography on mismatched shares.
+//!
+//! A wallet is either t-of-n ([`KeygenSession`]) or keyed under an access structure
+//! ([`StructureKeygenSession`], see [`crate::structure`]); [`SignSession`] signs for both, a
+//! structure wallet with any minimal authorised quorum, whose members sign with their additive
+//! shares for that quorum. Both session ids also bind the structure.
 
 use std::collections::BTreeSet;
 

@@ -1,8 +1,8 @@
 //! A party's share of a wallet key, and its versioned persistence format.
 //!
 //! File layout (all versions): `b"TSKS"`, a big-endian `u16` format version, then the body of
-//! that version. Version 1's body is `postcard` of [`KeyShareBodyV1`] (a t-of-n wallet, which is
-//! `threshold(t, p0, …, p(n-1))`); version 2's is [`KeyShareBodyV2`]: version 1's fields followed
+//! that version. Version 1's body is `postcard` of `KeyShareBodyV1` (a t-of-n wallet, which is
+//! `threshold(t, p0, …, p(n-1))`); version 2's is `KeyShareBodyV2`: version 1's fields followed
 //! by the wallet's access structure and every party's public verifying share. A t-of-n share is
 //! still written as version 1, so its bytes do not change. Old versions must keep loading:
 //! `tests/fixtures/` holds a share file of every version with a test that loads it.
@@ -39,7 +39,7 @@ pub struct KeyShare {
     pub(crate) epoch: u64,
     pub(crate) public_key: PublicKey,
     pub(crate) engine: EngineShare,
-    /// `Some` for a wallet keyed under an access structure ([`crate::KeygenSession::under`]);
+    /// `Some` for a wallet keyed under an access structure ([`crate::StructureKeygenSession`]);
     /// `None` for a t-of-n (Shamir) wallet.
     pub(crate) structure: Option<StructureKey>,
 }

@@ -24,7 +24,7 @@
 //! reconstruction coefficients ([`AccessStructure::reconstruction_coefficients`]).
 
 pub(crate) mod sharing;
-mod wallet;
+pub mod wallet;
 
 pub use wallet::{Missing, Quorum, QuorumError, WalletStructure, WalletStructureError};
 

@@ -174,7 +174,7 @@ impl Setup {
         wallet_id: WalletId,
         me: PartyIndex,
         threshold: Threshold,
-        dealt: Vec<k256::Scalar>,
+        mut dealt: zeroize::Zeroizing<Vec<k256::Scalar>>,
     ) -> Result<Self> {
         let mut setup = Self::keygen(session_id, wallet_id, me, threshold)?;
         if dealt.len() != usize::from(threshold.n) {
@@ -183,7 +183,8 @@ impl Setup {
             ));
         }
         if let Mode::Keygen { dealt: slot, .. } = &mut setup.mode {
-            *slot = Some(dealt);
+            // Moved out of the zeroizing wrapper into the state, which zeroizes it on drop.
+            *slot = Some(std::mem::take(&mut *dealt));
         }
         Ok(setup)
     }

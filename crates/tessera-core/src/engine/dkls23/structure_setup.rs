@@ -134,7 +134,8 @@ impl StructureSetup {
         let threshold = Threshold::new(n, n)?;
         let secret = Zeroizing::new(crate::types::random_nonzero_scalar()?);
         let dealing = deal(&structure, &secret)?;
-        let fragments: Vec<Scalar> = dealing.sub_shares.iter().map(|s| **s).collect();
+        let fragments: Zeroizing<Vec<Scalar>> =
+            Zeroizing::new(dealing.sub_shares.iter().map(|s| **s).collect());
         let inner = Setup::keygen_with_fragments(session_id, wallet_id, me, threshold, fragments)?;
         let own_commitment = dealing_commitment(&session_id, me, &dealing.public);
         let mut sub_shares = BTreeMap::new();
