@@ -466,4 +466,50 @@ mod tests {
             "{err}"
         );
     }
+
+    /// A dealer that opens two different (each valid, each committed) dealings to two parties
+    /// is caught by the round-3 echo, before anyone takes a share.
+    #[test]
+    fn a_dealer_equivocating_its_dealing_is_caught_by_the_echo() {
+        use crate::envelope::Envelope;
+        use crate::runner::{Delivery, InFlight};
+        // Dealer 1 shows party 2 (`c`) a dealing whose points of `a` and `b` are shifted by ±G:
+        // it still adds up and still matches c's sub-share, but differs from what `a` sees.
+        let mut all = sessions("and(a, b, c)");
+        let dealer = all[1].0.rounds_mut();
+        let mut other = dealer.own_dealing.clone();
+        let g = ProjectivePoint::GENERATOR;
+        other.node_points[1] = (ProjectivePoint::from(other.node_points[1]) + g).to_affine();
+        other.node_points[2] = (ProjectivePoint::from(other.node_points[2]) - g).to_affine();
+        let other_commitment = dealing_commitment(&dealer.session_id, dealer.me, &other);
+        let result = runner::run_with(
+            all,
+            |m: InFlight<'_>| {
+                if m.sender == PartyIndex::new(1) && m.recipient == PartyIndex::new(2) {
+                    let mut e = Envelope::from_bytes(m.sender, m.bytes).unwrap();
+                    match m.round {
+                        1 => {
+                            let mut w: Wire1 = decode(1, m.sender, &e.payload).unwrap();
+                            w.dealing_commitment = other_commitment;
+                            e.payload = encode(&w);
+                        }
+                        2 => {
+                            let mut w: Wire2 = decode(2, m.sender, &e.payload).unwrap();
+                            w.dealing = other.clone();
+                            e.payload = encode(&w);
+                        }
+                        _ => {}
+                    }
+                    *m.bytes = e.to_bytes();
+                }
+                Delivery::Deliver
+            },
+            |_, _| {},
+        );
+        let err = result.err().unwrap();
+        assert!(
+            matches!(err, Error::BroadcastMismatch { round: 2, .. }),
+            "{err}"
+        );
+    }
 }
