@@ -15,6 +15,7 @@ use dkls23::DkgSession;
 use dkls23::protocols::dkg::{BroadcastDerivationPhase2to4, BroadcastDerivationPhase3to4};
 use dkls23::protocols::signing::SignData;
 use dkls23::protocols::{Parameters, Party, PartyIndex};
+use tessera_core::structure::WalletStructure;
 use tessera_core::{DerivationPath, KeyShare, Threshold, runner};
 
 type C = k256::Secp256k1;
@@ -204,6 +205,12 @@ fn signers(shares: &[KeyShare]) -> Vec<&KeyShare> {
         .collect()
 }
 
+/// Structures of issue #14's figures.
+const STRUCTURES: [&str; 2] = [
+    "and(server, or(phone, laptop, tablet))",
+    "threshold(2, a, b, c)",
+];
+
 fn benches(c: &mut Criterion) {
     let root = DerivationPath::root();
     let digest = [0x42u8; 32];
@@ -221,6 +228,16 @@ fn benches(c: &mut Criterion) {
             b.iter(|| black_box(raw_keygen(t, n)))
         });
     }
+    // Structure wallets against the plain t-of-n wallet of the same size (issue #14's figures).
+    for text in STRUCTURES {
+        let structure = WalletStructure::parse(text).unwrap();
+        keygen.bench_function(format!("tessera {text}"), |b| {
+            b.iter(|| black_box(runner::keygen_structure(&structure).unwrap()))
+        });
+    }
+    keygen.bench_function("tessera 2-of-4", |b| {
+        b.iter(|| black_box(runner::keygen(Threshold::new(2, 4).unwrap()).unwrap()))
+    });
     keygen.finish();
 
     let mut sign = c.benchmark_group("sign");
@@ -245,6 +262,29 @@ fn benches(c: &mut Criterion) {
         });
         sign.bench_function(format!("dkls23+postcard {t}-of-{n}"), |b| {
             b.iter(|| black_box(raw_sign(&raw, digest, true)))
+        });
+    }
+    // Two signers each: a minimal quorum of each structure, and 2-of-n with the same n.
+    for text in STRUCTURES {
+        let structure = WalletStructure::parse(text).unwrap();
+        let shares = runner::keygen_structure(&structure).unwrap();
+        let quorum: Vec<&KeyShare> = structure.minimal_quorums()[0]
+            .iter()
+            .map(|p| &shares[usize::from(p.get())])
+            .collect();
+        let (_, stats) = runner::sign(&quorum, digest, &root).unwrap();
+        println!(
+            "bytes: tessera sign {text}: {} bytes sent per party, share file {} bytes",
+            stats.max_bytes_per_party(),
+            shares[0].to_bytes().len()
+        );
+        sign.bench_function(format!("tessera {text}"), |b| {
+            b.iter(|| black_box(runner::sign(&quorum, digest, &root).unwrap()))
+        });
+        let n = u8::try_from(structure.party_count()).unwrap();
+        let plain = runner::keygen(Threshold::new(2, n).unwrap()).unwrap();
+        sign.bench_function(format!("tessera 2-of-{n} (as {text})"), |b| {
+            b.iter(|| black_box(runner::sign(&[&plain[0], &plain[1]], digest, &root).unwrap()))
         });
     }
     sign.finish();

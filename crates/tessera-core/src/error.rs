@@ -182,6 +182,12 @@ pub enum Error {
         reason: String,
     },
 
+    /// The signer set cannot sign under the wallet's access structure: it is not authorised (the
+    /// error says what it lacks) or includes parties the structure does not need. Refused before
+    /// any message is sent.
+    #[error("{0}")]
+    Quorum(#[from] crate::structure::QuorumError),
+
     /// The engine aborted without blaming anyone (e.g. the final signature did not verify).
     #[error("protocol aborted: {0}")]
     Aborted(String),

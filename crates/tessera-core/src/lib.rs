@@ -1,7 +1,8 @@
 //! Tessera core: threshold ECDSA (secp256k1) for key custody.
 //!
 //! A wallet key exists only as [`KeyShare`]s held by separate parties; any `t` of the `n` parties
-//! jointly produce ordinary ECDSA signatures without ever assembling the private key.
+//! (or, for a wallet under an access structure, any authorised quorum) jointly produce ordinary
+//! ECDSA signatures without ever assembling the private key.
 //!
 //! - [`types`]: parties, wallets, sessions, thresholds.
 //! - [`envelope`]: the message format every transport carries.
@@ -9,6 +10,7 @@
 //! - [`runner`]: all parties in one process (tests, benches, the demo).
 //! - [`ecdsa`]: public keys, signatures, verification, Ethereum addresses.
 //! - [`derivation`]: BIP-32 non-hardened paths.
+//! - [`structure`]: access structures (`and`, `or`, `threshold` over labels) for wallets and backups.
 //!
 //! The engine is DKLs23 through the `dkls23` crate; its types never appear in this API.
 #![forbid(unsafe_code)]
@@ -25,13 +27,18 @@ pub mod protocols;
 pub mod runner;
 pub mod session;
 pub mod share;
+pub mod structure;
+#[cfg(feature = "dangerous-test-utils")]
+pub mod testing;
 pub mod types;
 
 pub use derivation::DerivationPath;
 pub use ecdsa::{PublicKey, Signature};
 pub use envelope::Envelope;
 pub use error::{Error, Result};
-pub use protocols::{KeygenSession, RefreshSession, SignRequest, SignSession};
+pub use protocols::{
+    KeygenSession, RefreshSession, SignRequest, SignSession, StructureKeygenSession,
+};
 pub use session::Session;
 pub use share::KeyShare;
 pub use types::{PartyIndex, Protocol, SessionId, Threshold, WalletId};

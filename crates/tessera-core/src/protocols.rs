@@ -7,15 +7,21 @@
 //! refresh also bind the share's epoch and the wallet's public key: parties that disagree on
 //! either refuse each other's first message (a wrong session) instead of running the
 //! cryptography on mismatched shares.
+//!
+//! A wallet is either t-of-n ([`KeygenSession`]) or keyed under an access structure
+//! ([`StructureKeygenSession`], see [`crate::structure`]); [`SignSession`] signs for both, a
+//! structure wallet with any minimal authorised quorum, whose members sign with their additive
+//! shares for that quorum. Both session ids also bind the structure.
 
 use std::collections::BTreeSet;
 
 use crate::derivation::DerivationPath;
 use crate::ecdsa::Signature;
-use crate::engine::dkls23::{Setup, Signing};
+use crate::engine::dkls23::{Setup, Signing, StructureSetup};
 use crate::error::{Error, Result};
 use crate::session::{Driver, session_newtype};
 use crate::share::KeyShare;
+use crate::structure::WalletStructure;
 use crate::types::{PartyIndex, Protocol, SessionContext, Threshold, WalletId, random_bytes};
 use sha2::{Digest, Sha256};
 
@@ -102,6 +108,56 @@ impl KeygenSession {
     }
 }
 
+/// Distributed key generation of one party of a wallet under an access structure: every party
+/// deals a random secret down the structure with Feldman commitments, checks what it is dealt
+/// and names a dealer whose dealing does not check; after four rounds every party holds a
+/// [`KeyShare`] of epoch 0 (share format 2) with which any authorised quorum signs
+/// ([`SignSession`]). See `engine/dkls23/structure_setup.rs` for the rounds.
+pub struct StructureKeygenSession(pub(crate) Driver<StructureSetup>);
+session_newtype!(StructureKeygenSession, KeyShare);
+
+impl StructureKeygenSession {
+    /// Party `me` (the `me`-th label of `structure`) of a new wallet `wallet_id`. All parties of
+    /// the structure take part. The session id binds the structure's canonical text.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] when `me` is not a party of the structure.
+    pub fn new(
+        wallet_id: WalletId,
+        structure: &WalletStructure,
+        me: PartyIndex,
+        nonce: &[u8; 32],
+    ) -> Result<Self> {
+        let n = u8::try_from(structure.party_count())
+            .map_err(|_| Error::InvalidParameters("too many parties".into()))?;
+        let threshold = Threshold::new(n, n)?;
+        if !threshold.contains(me) {
+            return Err(Error::InvalidParameters(format!(
+                "party {me} is not one of the structure's {n} parties"
+            )));
+        }
+        let parties: Vec<_> = threshold.parties().collect();
+        let session_id = SessionContext {
+            nonce,
+            wallet: &wallet_id,
+            protocol: Protocol::Keygen,
+            threshold,
+            parties: &parties,
+            extra: Vec::new(),
+        }
+        .field(structure.to_string().as_bytes())
+        .session_id();
+        let rounds = StructureSetup::new(session_id, wallet_id, me, structure.clone())?;
+        Ok(StructureKeygenSession(Driver::new(
+            session_id,
+            Protocol::Keygen,
+            me,
+            peers(me, threshold.parties()),
+            rounds,
+        )))
+    }
+}
+
 /// Share refresh of one party: all `n` parties take part; each ends with a new [`KeyShare`] of the
 /// same public key at the next epoch. Old shares of the wallet cannot sign with new ones.
 pub struct RefreshSession(Driver<Setup>);
@@ -111,8 +167,14 @@ impl RefreshSession {
     /// Refreshes `share`.
     ///
     /// # Errors
-    /// None today; kept fallible for engines that can refuse a share.
+    /// [`Error::InvalidParameters`] for a share of a structure wallet (refresh under a structure
+    /// is not built yet: the engine's refresh would re-share it as n-of-n Shamir).
     pub fn new(share: &KeyShare, nonce: &[u8; 32]) -> Result<Self> {
+        if share.structure.is_some() {
+            return Err(Error::InvalidParameters(
+                "refresh of a wallet under an access structure is not supported yet".into(),
+            ));
+        }
         let threshold = share.threshold;
         let parties: Vec<_> = threshold.parties().collect();
         let session_id = bind_share(
@@ -194,8 +256,13 @@ impl SignSession {
     ///
     /// # Errors
     /// [`Error::InvalidParameters`] when the signer set is not exactly `t` distinct parties of the
-    /// wallet including this one; [`Error::InvalidDerivationPath`] for an invalid child.
+    /// wallet including this one; for a structure wallet, [`Error::Quorum`] when the signers are
+    /// not authorised (saying what is missing) or include parties the structure does not need;
+    /// [`Error::InvalidDerivationPath`] for an invalid child.
     pub fn new(share: &KeyShare, request: &SignRequest) -> Result<Self> {
+        if share.structure.is_some() {
+            return Self::for_quorum(share, request);
+        }
         let threshold = share.threshold;
         let signers = validate_signers(threshold, &request.signers)?;
         if !signers.contains(&share.party) {
@@ -233,6 +300,63 @@ impl SignSession {
             Protocol::Sign,
             share.party,
             peers(share.party, signers.into_iter()),
+            rounds,
+        )))
+    }
+}
+
+impl SignSession {
+    /// Signing by a quorum of a structure wallet: each member signs with its additive share for
+    /// the quorum (see `EngineShare::quorum_party` for the mapping onto the engine). The quorum is
+    /// checked before anything is sent; the session id binds the structure and the quorum.
+    fn for_quorum(share: &KeyShare, request: &SignRequest) -> Result<Self> {
+        let key = share.structure.as_ref().ok_or(Error::OutOfOrder(
+            "a quorum signature needs a structure share",
+        ))?;
+        let quorum = key.structure.check_quorum(&request.signers)?;
+        let coefficient = quorum.coefficient(share.party).ok_or_else(|| {
+            Error::InvalidParameters(format!(
+                "this share (party {}) is not in the signer set",
+                share.party
+            ))
+        })?;
+        let parties: Vec<PartyIndex> = quorum.members().collect();
+        if parties.len() < 2 {
+            return Err(Error::InvalidParameters(
+                "a quorum of one party cannot run the two-party signing protocol".into(),
+            ));
+        }
+        let session_id = bind_share(
+            SessionContext {
+                nonce: &request.nonce,
+                wallet: &share.wallet_id,
+                protocol: Protocol::Sign,
+                threshold: share.threshold,
+                parties: &parties,
+                extra: Vec::new(),
+            },
+            share,
+        )
+        .field(&request.digest)
+        .field(&request.path.to_bytes())
+        .field(key.structure.to_string().as_bytes())
+        .session_id();
+        let party = share
+            .engine
+            .quorum_party(&request.path, &parties, coefficient)?;
+        let rounds = Signing::new(
+            session_id.as_bytes(),
+            share.party,
+            share.epoch,
+            party,
+            &parties,
+            request.digest,
+        )?;
+        Ok(SignSession(Driver::new(
+            session_id,
+            Protocol::Sign,
+            share.party,
+            peers(share.party, parties.into_iter()),
             rounds,
         )))
     }

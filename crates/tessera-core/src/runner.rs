@@ -15,9 +15,12 @@ use crate::driver::{Control, DriveError, Link, drive};
 use crate::ecdsa::Signature;
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
-use crate::protocols::{KeygenSession, RefreshSession, SignRequest, SignSession, fresh_nonce};
+use crate::protocols::{
+    KeygenSession, RefreshSession, SignRequest, SignSession, StructureKeygenSession, fresh_nonce,
+};
 use crate::session::Session;
 use crate::share::KeyShare;
+use crate::structure::WalletStructure;
 use crate::types::{PartyIndex, Threshold, WalletId};
 
 /// What a run sent.
@@ -251,7 +254,24 @@ pub fn keygen(threshold: Threshold) -> Result<Vec<KeyShare>> {
     Ok(shares)
 }
 
-/// Signs `digest` with the given shares (exactly `t` of one wallet) under the child key at `path`.
+/// Generates a new wallet under `structure`: one share per party, in party order.
+///
+/// # Errors
+/// As [`run_with`].
+pub fn keygen_structure(structure: &WalletStructure) -> Result<Vec<KeyShare>> {
+    let wallet = WalletId::random();
+    let nonce = fresh_nonce();
+    let sessions = structure
+        .parties()
+        .map(|p| StructureKeygenSession::new(wallet, structure, p, &nonce))
+        .collect::<Result<Vec<_>>>()?;
+    let (mut shares, _) = run(sessions)?;
+    shares.sort_by_key(KeyShare::party);
+    Ok(shares)
+}
+
+/// Signs `digest` with the given shares (exactly `t` of one t-of-n wallet, or a quorum of a
+/// structure wallet) under the child key at `path`.
 ///
 /// # Errors
 /// As [`SignSession::new`] and [`run_with`].

@@ -129,6 +129,12 @@ pub(crate) struct Driver<R: Rounds> {
 }
 
 impl<R: Rounds> Driver<R> {
+    /// The rounds, for tests that play a malicious party.
+    #[cfg(test)]
+    pub(crate) fn rounds_mut(&mut self) -> &mut R {
+        &mut self.rounds
+    }
+
     pub(crate) fn new(
         session_id: SessionId,
         protocol: Protocol,

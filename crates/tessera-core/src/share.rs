@@ -1,8 +1,11 @@
 //! A party's share of a wallet key, and its versioned persistence format.
 //!
 //! File layout (all versions): `b"TSKS"`, a big-endian `u16` format version, then the body of
-//! that version. Version 1's body is `postcard` of [`KeyShareBodyV1`]. Old versions must keep
-//! loading: `tests/fixtures/` holds a share file of every version with a test that loads it.
+//! that version. Version 1's body is `postcard` of `KeyShareBodyV1` (a t-of-n wallet, which is
+//! `threshold(t, p0, …, p(n-1))`); version 2's is `KeyShareBodyV2`: version 1's fields followed
+//! by the wallet's access structure and every party's public verifying share. A t-of-n share is
+//! still written as version 1, so its bytes do not change. Old versions must keep loading:
+//! `tests/fixtures/` holds a share file of every version with a test that loads it.
 
 use std::fmt;
 
@@ -13,11 +16,14 @@ use crate::derivation::DerivationPath;
 use crate::ecdsa::PublicKey;
 use crate::engine::dkls23::EngineShare;
 use crate::error::{Error, Result};
+use crate::structure::WalletStructure;
 use crate::types::{PartyIndex, Threshold, WalletId};
 
 const MAGIC: &[u8; 4] = b"TSKS";
-/// The share format this build writes.
+/// The share format this build writes for a t-of-n wallet.
 pub const KEY_SHARE_VERSION: u16 = 1;
+/// The share format this build writes for a wallet under an access structure.
+pub const KEY_SHARE_VERSION_STRUCTURE: u16 = 2;
 /// Engine id of DKLs23 (dkls23 crate 0.6) in share files.
 const ENGINE_DKLS23: u8 = 1;
 
@@ -33,6 +39,26 @@ pub struct KeyShare {
     pub(crate) epoch: u64,
     pub(crate) public_key: PublicKey,
     pub(crate) engine: EngineShare,
+    /// `Some` for a wallet keyed under an access structure ([`crate::StructureKeygenSession`]);
+    /// `None` for a t-of-n (Shamir) wallet.
+    pub(crate) structure: Option<StructureKey>,
+}
+
+/// What a share of a structure wallet knows beyond a t-of-n share: the structure, and every
+/// party's public verifying share `X_j = x_j·G` (from the key generation's dealings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StructureKey {
+    pub(crate) structure: WalletStructure,
+    pub(crate) verifying_shares: Vec<PublicKey>,
+}
+
+/// Version 2's addition to version 1's fields.
+#[derive(Serialize, Deserialize)]
+struct StructureBody {
+    structure: String,
+    single_party_allowed: bool,
+    #[serde(with = "serde_bytes")]
+    verifying_shares: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -47,6 +73,12 @@ struct KeyShareBodyV1 {
     chain_code: [u8; 32],
     #[serde(with = "serde_bytes")]
     engine_state: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyShareBodyV2 {
+    v1: KeyShareBodyV1,
+    structure: StructureBody,
 }
 
 impl Drop for KeyShareBodyV1 {
@@ -68,10 +100,34 @@ impl KeyShare {
         self.party
     }
 
-    /// The wallet's threshold.
+    /// The wallet's threshold. For a wallet under an access structure this is the engine's
+    /// n-of-n set-up, not who may sign: see [`KeyShare::structure`].
     #[must_use]
     pub fn threshold(&self) -> Threshold {
         self.threshold
+    }
+
+    /// Who may sign: the access structure the key was generated under, or for a t-of-n wallet
+    /// `threshold(t, p0, …, p(n-1))` (party `i` labelled `p<i>`).
+    #[must_use]
+    pub fn structure(&self) -> WalletStructure {
+        match &self.structure {
+            Some(key) => key.structure.clone(),
+            None => {
+                let labels: Vec<String> =
+                    self.threshold.parties().map(|p| format!("p{p}")).collect();
+                // A valid `Threshold` (2 <= t <= n <= 16) is always a valid structure.
+                #[allow(clippy::expect_used)]
+                WalletStructure::threshold(usize::from(self.threshold.t), &labels)
+                    .expect("a t-of-n threshold is a valid structure")
+            }
+        }
+    }
+
+    /// Whether the key was generated under an access structure (share format 2).
+    #[must_use]
+    pub fn is_structure_wallet(&self) -> bool {
+        self.structure.is_some()
     }
 
     /// The epoch: 0 after key generation, one more after each refresh.
@@ -111,9 +167,10 @@ impl KeyShare {
         PublicKey::from_affine(self.engine.public_share()).expect("a share's secret is non-zero")
     }
 
-    /// The public share of `party`: this share's own, or, in a 2-party wallet, the other party's,
-    /// derived from the wallet key (`pk = λ_0·X_0 + λ_1·X_1`). With more than two parties the
-    /// others' public shares are not derivable from what a share holds.
+    /// The public share of `party`: this share's own, any party's in a structure wallet (kept
+    /// from key generation), or, in a 2-party t-of-n wallet, the other party's, derived from the
+    /// wallet key (`pk = λ_0·X_0 + λ_1·X_1`). With more than two parties the others' public
+    /// shares of a t-of-n wallet are not derivable from what a share holds.
     ///
     /// # Errors
     /// [`Error::InvalidParameters`] for a party outside the wallet or a wallet of more than two
@@ -121,6 +178,15 @@ impl KeyShare {
     pub fn public_share_of(&self, party: PartyIndex) -> Result<PublicKey> {
         if party == self.party {
             return Ok(self.public_share());
+        }
+        if let Some(key) = &self.structure {
+            return key
+                .verifying_shares
+                .get(usize::from(party.get()))
+                .copied()
+                .ok_or_else(|| {
+                    Error::InvalidParameters(format!("party {party} is not a party of this wallet"))
+                });
         }
         if !self.threshold.contains(party) || self.threshold.n != 2 {
             return Err(Error::InvalidParameters(format!(
@@ -187,9 +253,29 @@ impl KeyShare {
         };
         let mut out = Zeroizing::new(Vec::with_capacity(engine_state.len() + 128));
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&KEY_SHARE_VERSION.to_be_bytes());
         // Serializing plain data into a Vec cannot fail.
-        let encoded = Zeroizing::new(postcard::to_allocvec(&body).unwrap_or_default());
+        let encoded = match &self.structure {
+            None => {
+                out.extend_from_slice(&KEY_SHARE_VERSION.to_be_bytes());
+                Zeroizing::new(postcard::to_allocvec(&body).unwrap_or_default())
+            }
+            Some(key) => {
+                out.extend_from_slice(&KEY_SHARE_VERSION_STRUCTURE.to_be_bytes());
+                let body = KeyShareBodyV2 {
+                    v1: body,
+                    structure: StructureBody {
+                        structure: key.structure.to_string(),
+                        single_party_allowed: key.structure.single_party_allowed(),
+                        verifying_shares: key
+                            .verifying_shares
+                            .iter()
+                            .flat_map(PublicKey::to_compressed)
+                            .collect(),
+                    },
+                };
+                Zeroizing::new(postcard::to_allocvec(&body).unwrap_or_default())
+            }
+        };
         out.extend_from_slice(&encoded);
         out
     }
@@ -206,16 +292,31 @@ impl KeyShare {
             return Err(bad("not a Tessera key share (bad magic)".into()));
         }
         let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-        if version != 1 {
-            return Err(bad(format!(
-                "share format version {version} is not supported by this build (it reads 1)"
-            )));
+        match version {
+            KEY_SHARE_VERSION => {
+                let (body, rest) = postcard::take_from_bytes::<KeyShareBodyV1>(&bytes[6..])
+                    .map_err(|_| bad("the share body does not decode".into()))?;
+                if !rest.is_empty() {
+                    return Err(bad("unexpected bytes after the share".into()));
+                }
+                Self::from_body(&body, None)
+            }
+            KEY_SHARE_VERSION_STRUCTURE => {
+                let (body, rest) = postcard::take_from_bytes::<KeyShareBodyV2>(&bytes[6..])
+                    .map_err(|_| bad("the share body does not decode".into()))?;
+                if !rest.is_empty() {
+                    return Err(bad("unexpected bytes after the share".into()));
+                }
+                Self::from_body(&body.v1, Some(&body.structure))
+            }
+            _ => Err(bad(format!(
+                "share format version {version} is not supported by this build (it reads 1 and 2)"
+            ))),
         }
-        let (body, rest) = postcard::take_from_bytes::<KeyShareBodyV1>(&bytes[6..])
-            .map_err(|_| bad("the share body does not decode".into()))?;
-        if !rest.is_empty() {
-            return Err(bad("unexpected bytes after the share".into()));
-        }
+    }
+
+    fn from_body(body: &KeyShareBodyV1, structure: Option<&StructureBody>) -> Result<Self> {
+        let bad = |why: String| Error::InvalidKeyShare(why);
         if body.engine != ENGINE_DKLS23 {
             return Err(bad(format!("unknown engine id {}", body.engine)));
         }
@@ -233,6 +334,9 @@ impl KeyShare {
             &public_key,
             &body.chain_code,
         )?;
+        let structure = structure
+            .map(|s| StructureKey::decode(s, threshold, body.party, &engine, &public_key))
+            .transpose()?;
         Ok(KeyShare {
             wallet_id: body.wallet_id,
             party: body.party,
@@ -240,17 +344,92 @@ impl KeyShare {
             epoch: body.epoch,
             public_key,
             engine,
+            structure,
+        })
+    }
+}
+
+impl StructureKey {
+    /// Checks version 2's structure fields against the rest of the share: the engine set-up is
+    /// n-of-n over the structure's parties, one verifying share per party, ours matching our
+    /// secret.
+    fn decode(
+        body: &StructureBody,
+        threshold: Threshold,
+        party: PartyIndex,
+        engine: &EngineShare,
+        public_key: &PublicKey,
+    ) -> Result<Self> {
+        let bad = |why: String| Error::InvalidKeyShare(why);
+        let structure = if body.single_party_allowed {
+            WalletStructure::parse_allowing_single_party(&body.structure)
+        } else {
+            WalletStructure::parse(&body.structure)
+        }
+        .map_err(|e| bad(format!("the access structure is invalid: {e}")))?;
+        if structure.to_string() != body.structure {
+            return Err(bad("the access structure is not in canonical form".into()));
+        }
+        let n = structure.party_count();
+        if usize::from(threshold.n) != n || threshold.t != threshold.n {
+            return Err(bad(format!(
+                "the engine set-up {threshold} does not match the structure's {n} parties"
+            )));
+        }
+        if body.verifying_shares.len() != 33 * n {
+            return Err(bad("one verifying share per party is needed".into()));
+        }
+        let verifying_shares = body
+            .verifying_shares
+            .chunks(33)
+            .map(PublicKey::from_sec1_bytes)
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| bad(format!("a verifying share is invalid: {e}")))?;
+        if verifying_shares
+            .get(usize::from(party.get()))
+            .map(PublicKey::as_affine)
+            != Some(&engine.public_share())
+        {
+            return Err(bad("our verifying share does not match our secret".into()));
+        }
+        // The verifying shares are those of one sharing of the key: every minimal quorum's
+        // combination of them is the public key.
+        for quorum in structure.minimal_quorums() {
+            let members: Vec<PartyIndex> = quorum.into_iter().collect();
+            let quorum = structure
+                .check_quorum(&members)
+                .map_err(|e| bad(e.to_string()))?;
+            let combined = quorum.coefficients().iter().fold(
+                k256::ProjectivePoint::IDENTITY,
+                |acc, (p, c)| {
+                    acc + k256::ProjectivePoint::from(
+                        *verifying_shares[usize::from(p.get())].as_affine(),
+                    ) * c
+                },
+            );
+            if combined.to_affine() != *public_key.as_affine() {
+                return Err(bad(
+                    "the verifying shares do not combine to the public key".into()
+                ));
+            }
+        }
+        Ok(StructureKey {
+            structure,
+            verifying_shares,
         })
     }
 }
 
 impl fmt::Debug for KeyShare {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyShare")
-            .field("wallet_id", &self.wallet_id)
+        let mut d = f.debug_struct("KeyShare");
+        d.field("wallet_id", &self.wallet_id)
             .field("party", &self.party)
-            .field("threshold", &self.threshold)
-            .field("epoch", &self.epoch)
+            .field("threshold", &self.threshold);
+        if let Some(key) = &self.structure {
+            d.field("structure", &key.structure.to_string());
+        }
+        d.field("epoch", &self.epoch)
             .field("public_key", &self.public_key)
             .field("secret", &"<redacted>")
             .finish()

@@ -201,6 +201,19 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// A uniformly random nonzero scalar from the operating system's generator (drawn again on
+/// zero, probability 2⁻²⁵⁶).
+pub(crate) fn random_nonzero_scalar() -> Result<k256::Scalar> {
+    use k256::elliptic_curve::Field;
+    loop {
+        let s = k256::Scalar::try_random(&mut rand::rngs::SysRng)
+            .map_err(|_| Error::Aborted("the operating system's random generator failed".into()))?;
+        if !bool::from(s.is_zero()) {
+            return Ok(s);
+        }
+    }
+}
+
 /// Everything a session id binds. Built by the session constructors; all parties build the same
 /// context from their own view and so derive the same id only if they agree.
 pub(crate) struct SessionContext<'a> {

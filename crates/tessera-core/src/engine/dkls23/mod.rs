@@ -17,14 +17,20 @@
 //!   echo: its only broadcast feeds a signature every party verifies, so an inconsistent
 //!   broadcast can only make the run abort, never produce a wrong output.
 //! - An engine abort that blames a counterparty becomes [`Error::PartyMisbehaved`].
+//! - Wallets under an access structure ([`structure_setup`]): the engine's key generation runs
+//!   n-of-n with the structure's sub-shares as its fragments, and a quorum signs as a party whose
+//!   share is mapped so that the engine's Lagrange step yields its additive share
+//!   ([`EngineShare::quorum_party`]).
 
 mod setup;
 mod share;
 mod sign;
+mod structure_setup;
 
 pub(crate) use setup::Setup;
 pub(crate) use share::{EngineShare, other_public_share_of_two, prove_dlog, verify_dlog};
 pub(crate) use sign::Signing;
+pub(crate) use structure_setup::StructureSetup;
 
 use dkls23::protocols::{Abort, AbortKind, AbortReason, PartiesMessage};
 use k256::elliptic_curve::Group;

@@ -44,6 +44,20 @@ pub(crate) struct Round1 {
     fragment: k256::Scalar,
 }
 
+impl Round1 {
+    /// The fragment (secret) this message carries.
+    pub(crate) fn fragment(&self) -> &k256::Scalar {
+        &self.fragment
+    }
+}
+
+impl Round3 {
+    /// The point of the sender's engine share, from its proof of knowledge.
+    pub(crate) fn proven_point(&self) -> &k256::AffinePoint {
+        &self.proof.point
+    }
+}
+
 impl Drop for Round1 {
     fn drop(&mut self) {
         self.fragment.zeroize();
@@ -96,6 +110,9 @@ struct Round3Broadcast<'a> {
 enum Mode {
     Keygen {
         dkg: Option<Box<DkgSession<Curve>>>,
+        /// Fragments dealt by the caller instead of the engine's own polynomial (a structure
+        /// wallet's sub-shares, [`super::StructureSetup`]); `None` for a Shamir keygen.
+        dealt: Option<Vec<k256::Scalar>>,
     },
     Refresh {
         old: Box<Party>,
@@ -144,8 +161,32 @@ impl Setup {
             0,
             Mode::Keygen {
                 dkg: Some(Box::new(dkg)),
+                dealt: None,
             },
         ))
+    }
+
+    /// A keygen whose round-1 fragments are `dealt` (one per party, in party order) instead of
+    /// the engine's polynomial: each party's engine share becomes the sum of what it was dealt,
+    /// and the engine's proofs, zero-share and multiplication set-up run as in a Shamir keygen.
+    pub(crate) fn keygen_with_fragments(
+        session_id: SessionId,
+        wallet_id: WalletId,
+        me: PartyIndex,
+        threshold: Threshold,
+        mut dealt: zeroize::Zeroizing<Vec<k256::Scalar>>,
+    ) -> Result<Self> {
+        let mut setup = Self::keygen(session_id, wallet_id, me, threshold)?;
+        if dealt.len() != usize::from(threshold.n) {
+            return Err(Error::InvalidParameters(
+                "one dealt fragment per party is needed".into(),
+            ));
+        }
+        if let Mode::Keygen { dealt: slot, .. } = &mut setup.mode {
+            // Moved out of the zeroizing wrapper into the state, which zeroizes it on drop.
+            *slot = Some(std::mem::take(&mut *dealt));
+        }
+        Ok(setup)
     }
 
     pub(crate) fn refresh(session_id: SessionId, share: &KeyShare) -> Self {
@@ -247,7 +288,7 @@ impl Setup {
             }
         }
         let (proof_commitment, zero_transmit, chain_code_commitment) = match &mut self.mode {
-            Mode::Keygen { dkg } => {
+            Mode::Keygen { dkg, .. } => {
                 let dkg = dkg.as_mut().ok_or_else(Self::out_of_order)?;
                 let (pc, zero, bip) = dkg.phase2(&fragments).map_err(abort_error)?;
                 (pc, zero, Some(bip))
@@ -304,7 +345,7 @@ impl Setup {
         self.echo2 = broadcast_echo(&self.session_id, 2, &broadcasts);
 
         let (zero_transmit, mul_transmit, chain_code) = match &mut self.mode {
-            Mode::Keygen { dkg } => {
+            Mode::Keygen { dkg, .. } => {
                 let dkg = dkg.as_mut().ok_or_else(Self::out_of_order)?;
                 let (zero, mul, bip) = dkg.phase3().map_err(abort_error)?;
                 (zero, mul, Some(bip))
@@ -393,7 +434,7 @@ impl Setup {
         }
         let echo3 = broadcast_echo(&self.session_id, 3, &broadcasts3);
         let party = match &mut self.mode {
-            Mode::Keygen { dkg } => {
+            Mode::Keygen { dkg, .. } => {
                 let dkg = dkg.take().ok_or_else(Self::out_of_order)?;
                 let (party, _package) = dkg
                     .phase4(
@@ -443,6 +484,7 @@ impl Setup {
             epoch: self.result_epoch(),
             public_key: PublicKey::from_affine(party.pk)?,
             engine: EngineShare(Box::new(party)),
+            structure: None,
         };
         let confirmation = self.confirmation(&echo3, &share);
         let mut out = Outgoing::new();
@@ -458,6 +500,12 @@ impl Drop for Setup {
     fn drop(&mut self) {
         // The DKG session and the engine's party zeroize themselves; these are ours.
         self.own_fragment.zeroize();
+        if let Mode::Keygen {
+            dealt: Some(dealt), ..
+        } = &mut self.mode
+        {
+            dealt.zeroize();
+        }
         if let Mode::Refresh {
             correction,
             zero_kept_2,
@@ -492,8 +540,11 @@ impl Rounds for Setup {
     const ROUNDS: u8 = 4;
 
     fn start(&mut self) -> Result<Outgoing> {
-        let mut fragments = match &self.mode {
-            Mode::Keygen { dkg } => dkg.as_ref().ok_or_else(Self::out_of_order)?.phase1(),
+        let mut fragments = match &mut self.mode {
+            Mode::Keygen {
+                dealt: Some(dealt), ..
+            } => std::mem::take(dealt),
+            Mode::Keygen { dkg, .. } => dkg.as_ref().ok_or_else(Self::out_of_order)?.phase1(),
             Mode::Refresh { old, .. } => old.refresh_complete_phase1(),
         };
         let mut out = Outgoing::new();

@@ -123,6 +123,73 @@ impl EngineShare {
         })
     }
 
+    /// The party state with which this party signs for an access-structure `quorum` (`signers`,
+    /// every member's reconstruction coefficient known): the engine's signing computes its key
+    /// share as `poly_point · λ + ζ`, with `λ` the Lagrange coefficient at 0 of our engine index
+    /// over the signers' (`dkls23-core` `src/protocols/signing.rs`, `sign_phase2`), and sums the
+    /// signers' key shares. Setting `poly_point = c·x·λ⁻¹` (`x` our share, `c` our reconstruction
+    /// coefficient) makes that key share `c·x + ζ`: our additive share for the quorum
+    /// (cb-mpc's `to_additive_share`) masked by the zero-share `ζ`, so the signers' key shares add
+    /// up to `Σ c_j·x_j = sk`. The threshold becomes the quorum's size, which is what the engine
+    /// requires of the counterparty count. BIP-32 shifts every signer's `poly_point` by the same
+    /// tweak after this mapping; since the `λ`s of a set sum to 1, the key shifts by the tweak.
+    pub(crate) fn quorum_party(
+        &self,
+        path: &DerivationPath,
+        signers: &[PartyIndex],
+        coefficient: &k256::Scalar,
+    ) -> Result<Party> {
+        let root = &*self.0;
+        let me = root.party_index;
+        let lambda = engine_lagrange(me, signers)
+            .ok_or_else(|| Error::InvalidParameters("degenerate signer indices".into()))?;
+        let lambda_inv = Option::<k256::Scalar>::from(lambda.invert())
+            .ok_or_else(|| Error::InvalidParameters("degenerate signer indices".into()))?;
+        let mut base = root.derivation_data.clone();
+        base.poly_point = *coefficient * root.poly_point * lambda_inv;
+        let derivation_data = if path.is_root() {
+            base
+        } else {
+            base.derive_from_path(&path.to_string())
+                .map_err(|e| Error::InvalidDerivationPath(e.description))?
+        };
+        let threshold = u8::try_from(signers.len())
+            .map_err(|_| Error::InvalidParameters("too many signers".into()))?;
+        let parameters = dkls23::protocols::Parameters::new(threshold, root.parameters.share_count)
+            .map_err(|e| Error::InvalidParameters(e.to_string()))?;
+        let keep = |p: &EnginePartyIndex| signers.iter().any(|&s| engine_index(s) == *p);
+        Ok(Party {
+            parameters,
+            party_index: me,
+            session_id: root.session_id.clone(),
+            poly_point: derivation_data.poly_point,
+            pk: derivation_data.pk,
+            zero_share: root.zero_share.clone(),
+            mul_senders: root
+                .mul_senders
+                .iter()
+                .filter(|(p, _)| keep(p))
+                .map(|(p, m)| (*p, m.clone()))
+                .collect(),
+            mul_receivers: root
+                .mul_receivers
+                .iter()
+                .filter(|(p, _)| keep(p))
+                .map(|(p, m)| (*p, m.clone()))
+                .collect(),
+            derivation_data,
+            address: String::new(),
+        })
+    }
+
+    /// Turns a keygen's engine state (n-of-n over the structure's parties) into the state of a
+    /// structure wallet: the engine's share is already ours (the sum of what was dealt to us);
+    /// the public key is the structure's, not the engine's interpolation of the n-of-n proofs.
+    pub(crate) fn set_public_key(&mut self, pk: k256::AffinePoint) {
+        self.0.pk = pk;
+        self.0.derivation_data.pk = pk;
+    }
+
     /// The public key at `path`, without touching the multiplication state.
     pub(crate) fn public_key_at(&self, path: &DerivationPath) -> Result<k256::AffinePoint> {
         if path.is_root() {
@@ -134,6 +201,23 @@ impl EngineShare {
             .map(|d| d.pk)
             .map_err(|e| Error::InvalidDerivationPath(e.description))
     }
+}
+
+/// The engine's Lagrange coefficient at 0 of `me` over the `signers`' engine indices, computed as
+/// `sign_phase2` computes it.
+fn engine_lagrange(me: EnginePartyIndex, signers: &[PartyIndex]) -> Option<k256::Scalar> {
+    let x = |p: EnginePartyIndex| k256::Scalar::from(u64::from(p.as_u8()));
+    let mut numerator = k256::Scalar::ONE;
+    let mut denominator = k256::Scalar::ONE;
+    for other in signers
+        .iter()
+        .map(|&s| engine_index(s))
+        .filter(|&p| p != me)
+    {
+        numerator *= x(other);
+        denominator *= x(other) - x(me);
+    }
+    Option::<k256::Scalar>::from(denominator.invert()).map(|inv| numerator * inv)
 }
 
 /// The public share of `other` in a 2-party wallet, from the wallet key and `mine` (the public
@@ -174,4 +258,32 @@ pub(crate) fn verify_dlog(point: &k256::AffinePoint, context: &[u8], proof: &[u8
     rest.is_empty()
         && proof.point == *point
         && dkls23::utilities::proofs::DLogProof::<super::Curve>::verify(&proof, context)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner;
+
+    /// A t-of-n wallet is `threshold(t, …)` with children at the engine's indices, so the
+    /// structure's reconstruction coefficient of a signer is the engine's own Lagrange
+    /// coefficient and the quorum mapping leaves its share as it is.
+    #[test]
+    fn the_quorum_mapping_of_a_t_of_n_share_is_the_identity() {
+        let shares = runner::keygen(Threshold::new(2, 3).unwrap()).unwrap();
+        let structure = shares[0].structure();
+        let signers = [PartyIndex::new(0), PartyIndex::new(2)];
+        let quorum = structure.check_quorum(&signers).unwrap();
+        let root = DerivationPath::root();
+        for &s in &signers {
+            let engine = &shares[usize::from(s.get())].engine;
+            let mapped = engine
+                .quorum_party(&root, &signers, quorum.coefficient(s).unwrap())
+                .unwrap();
+            let plain = engine.signing_party(&root, &signers).unwrap();
+            assert_eq!(mapped.poly_point, plain.poly_point);
+            assert_eq!(mapped.parameters.threshold, plain.parameters.threshold);
+            assert_eq!(mapped.pk, plain.pk);
+        }
+    }
 }
