@@ -91,36 +91,12 @@ impl EngineShare {
         signers: &[PartyIndex],
     ) -> Result<Party> {
         let root = &*self.0;
-        let derivation_data = if path.is_root() {
-            root.derivation_data.clone()
-        } else {
-            root.derivation_data
-                .derive_from_path(&path.to_string())
-                .map_err(|e| Error::InvalidDerivationPath(e.description))?
-        };
-        let keep = |p: &EnginePartyIndex| signers.iter().any(|&s| engine_index(s) == *p);
-        Ok(Party {
-            parameters: root.parameters.clone(),
-            party_index: root.party_index,
-            session_id: root.session_id.clone(),
-            poly_point: derivation_data.poly_point,
-            pk: derivation_data.pk,
-            zero_share: root.zero_share.clone(),
-            mul_senders: root
-                .mul_senders
-                .iter()
-                .filter(|(p, _)| keep(p))
-                .map(|(p, m)| (*p, m.clone()))
-                .collect(),
-            mul_receivers: root
-                .mul_receivers
-                .iter()
-                .filter(|(p, _)| keep(p))
-                .map(|(p, m)| (*p, m.clone()))
-                .collect(),
-            derivation_data,
-            address: String::new(),
-        })
+        self.party_for(
+            root.derivation_data.clone(),
+            root.parameters.clone(),
+            path,
+            signers,
+        )
     }
 
     /// The party state with which this party signs for an access-structure `quorum` (`signers`,
@@ -140,27 +116,39 @@ impl EngineShare {
         coefficient: &k256::Scalar,
     ) -> Result<Party> {
         let root = &*self.0;
-        let me = root.party_index;
-        let lambda = engine_lagrange(me, signers)
+        let lambda = engine_lagrange(root.party_index, signers)
             .ok_or_else(|| Error::InvalidParameters("degenerate signer indices".into()))?;
         let lambda_inv = Option::<k256::Scalar>::from(lambda.invert())
             .ok_or_else(|| Error::InvalidParameters("degenerate signer indices".into()))?;
         let mut base = root.derivation_data.clone();
         base.poly_point = *coefficient * root.poly_point * lambda_inv;
+        let threshold = u8::try_from(signers.len())
+            .map_err(|_| Error::InvalidParameters("too many signers".into()))?;
+        let parameters = dkls23::protocols::Parameters::new(threshold, root.parameters.share_count)
+            .map_err(|e| Error::InvalidParameters(e.to_string()))?;
+        self.party_for(base, parameters, path, signers)
+    }
+
+    /// The engine party signing with `signers` from `base` (the root derivation data, its
+    /// `poly_point` possibly mapped) under `path`, keeping only the signers' multiplication set-up.
+    fn party_for(
+        &self,
+        base: dkls23::protocols::derivation::DerivData<super::Curve>,
+        parameters: dkls23::protocols::Parameters,
+        path: &DerivationPath,
+        signers: &[PartyIndex],
+    ) -> Result<Party> {
+        let root = &*self.0;
         let derivation_data = if path.is_root() {
             base
         } else {
             base.derive_from_path(&path.to_string())
                 .map_err(|e| Error::InvalidDerivationPath(e.description))?
         };
-        let threshold = u8::try_from(signers.len())
-            .map_err(|_| Error::InvalidParameters("too many signers".into()))?;
-        let parameters = dkls23::protocols::Parameters::new(threshold, root.parameters.share_count)
-            .map_err(|e| Error::InvalidParameters(e.to_string()))?;
         let keep = |p: &EnginePartyIndex| signers.iter().any(|&s| engine_index(s) == *p);
         Ok(Party {
             parameters,
-            party_index: me,
+            party_index: root.party_index,
             session_id: root.session_id.clone(),
             poly_point: derivation_data.poly_point,
             pk: derivation_data.pk,
