@@ -85,7 +85,8 @@ impl From<DeviceError> for Failure {
             | DeviceError::ServerShareOnDevice
             | DeviceError::RestoreExists { .. }
             | DeviceError::NoKeyFile { .. }
-            | DeviceError::NoKeyDirectory => Failure::Usage(e.to_string()),
+            | DeviceError::NoKeyDirectory
+            | DeviceError::InvalidPeerName(_) => Failure::Usage(e.to_string()),
             DeviceError::Damaged { .. }
             | DeviceError::WalletRecord { .. }
             | DeviceError::Revoked { .. }

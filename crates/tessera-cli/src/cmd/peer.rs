@@ -20,12 +20,11 @@ use tessera_client::peer::device::{PeerDevice, WalletSummary};
 use tessera_client::peer::discovery::{self, Advertisement};
 use tessera_client::peer::known::KnownPeers;
 use tessera_client::peer::lead::{self, OpenWallet, Reach};
-use tessera_client::peer::pairing::{CodePrompt, LocalDevice};
+use tessera_client::peer::pairing::CodePrompt;
 use tessera_client::peer::relay;
 use tessera_client::peer::responder::Responder;
 use tessera_client::peer::user::{Approval, PeerEvent, PeerUser};
 use tessera_core::DerivationPath;
-use tessera_store::Keystore;
 
 use crate::Failure;
 use crate::unlock::passphrase;
@@ -301,32 +300,7 @@ fn print_wallet(w: &WalletSummary) {
 
 /// Unlocks this device's keystore (creating its identity on first use) and names it.
 fn unlock(home: &Path, identity: &Identity) -> Result<PeerDevice, Failure> {
-    let keystore = Keystore::open(home).map_err(Failure::from)?;
-    let passphrase = passphrase()?;
-    let id = if keystore.has_identity().map_err(Failure::from)? {
-        keystore.load_identity(&passphrase).map_err(Failure::from)?
-    } else {
-        keystore
-            .create_identity(&passphrase)
-            .map_err(Failure::from)?
-    };
-    let name = match &identity.device_name {
-        Some(n) => n.clone(),
-        None => crate::unlock::device(home)
-            .config()
-            .map(|c| c.device_name)
-            .unwrap_or_else(|_| format!("tessera-{}", hex::encode(&id.public_key()[..4]))),
-    };
-    tessera_client::peer::wire::check_name(&name).map_err(|e| Failure::Usage(e.to_string()))?;
-    Ok(PeerDevice {
-        home: home.to_path_buf(),
-        keystore,
-        passphrase,
-        me: LocalDevice {
-            name,
-            identity: Arc::new(id),
-        },
-    })
+    Ok(crate::unlock::device(home).peer(passphrase()?, identity.device_name.clone())?)
 }
 
 /// Crash-test hook: `TESSERA_TEST_PAUSE_AT=keygen-round-N|sign-round-N|refresh-round-N|

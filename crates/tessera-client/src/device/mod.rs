@@ -28,6 +28,7 @@ pub mod backup;
 pub mod config;
 pub mod holders;
 pub mod online;
+pub mod peer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,6 +107,9 @@ pub enum DeviceError {
     /// A protocol output could not be used (a key derivation, a transaction encoding).
     #[error("{0}")]
     Protocol(tessera_core::Error),
+    /// The name this device would show other devices is not one they accept.
+    #[error("{0}")]
+    InvalidPeerName(crate::peer::PeerError),
     /// No pending signing request nor held action has this id.
     #[error("no pending signing request or held action {id}")]
     NoSuchRequest {

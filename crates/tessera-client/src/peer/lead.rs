@@ -446,7 +446,7 @@ pub(super) fn finish_step(
 ) -> Result<(), PeerError> {
     let step = match step {
         Finish::StorePending(fresh) => {
-            record.pending = Some(fresh);
+            record.pending = Some(*fresh);
             device.save_record(name, record)?;
             RefreshStep::PendingStored
         }

@@ -223,7 +223,7 @@ pub fn check_refresh(
 /// refresh there, as a crash would).
 pub enum Finish {
     /// Store the new share as pending (the old one stays in use).
-    StorePending(KeyShare),
+    StorePending(Box<KeyShare>),
     /// Everyone committed (leader) / this device committed (participant): nothing to store;
     /// the point where a crash is most interesting.
     Committed,
@@ -305,7 +305,7 @@ pub async fn lead_refresh(
     let fresh = mesh.run(session, on_round).await?;
     let epoch = fresh.epoch();
     let participants: Vec<PartyIndex> = mesh.links.keys().copied().collect();
-    finish(Finish::StorePending(fresh))?;
+    finish(Finish::StorePending(Box::new(fresh)))?;
     let all = CoordinatorPending::stored(epoch)
         .collect_commits(&mut mesh, &participants, None)
         .await
@@ -381,7 +381,7 @@ pub async fn join_refresh(
     let announced = driver::await_pending(&mut mesh, coordinator, epoch, None)
         .await
         .map_err(|e| mesh.drive_error(session_id, e))?;
-    finish(Finish::StorePending(fresh))?;
+    finish(Finish::StorePending(Box::new(fresh)))?;
     let committed = announced
         .commit(&mut mesh)
         .await
