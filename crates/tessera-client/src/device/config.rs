@@ -1,16 +1,15 @@
 //! `device.json`: which server and registration this device uses (public data). The one owner of
 //! that record.
 //!
-//! Format v1: a JSON object with the fields of [`DeviceConfig`]; it carries no version field
-//! (v1 files were written without one), so a later version adds `"version": 2` and a file
-//! without the field stays v1.
+//! Format v1: a JSON object with `"version": 1` and the fields of [`DeviceConfig`]; files
+//! written before the version field existed have none and are read as v1.
 
 use serde::{Deserialize, Serialize};
 use tessera_store::{HomeRecord, HomeStorage};
 
 use super::DeviceError;
 
-/// The format version this module writes (implicit in the file: see the module's comment).
+/// The format version this module writes.
 pub const DEVICE_CONFIG_VERSION: u16 = 1;
 
 /// Which server and registration this device uses.
@@ -39,12 +38,13 @@ impl DeviceConfig {
         let Some(bytes) = home.get(HomeRecord::DeviceConfig)? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| DeviceError::Damaged {
-                location: home.location(HomeRecord::DeviceConfig),
-                reason: e.to_string(),
-            })
+        super::record::decode(
+            &bytes,
+            home,
+            HomeRecord::DeviceConfig,
+            DEVICE_CONFIG_VERSION,
+        )
+        .map(Some)
     }
 
     /// Reads the record, which must exist.
@@ -57,12 +57,12 @@ impl DeviceConfig {
         })
     }
 
-    /// Writes the record (pretty JSON, as v1 files always were).
+    /// Writes the record (pretty JSON, its version first).
     ///
     /// # Errors
     /// [`DeviceError::Store`] when the storage cannot be written.
     pub fn save(&self, home: &dyn HomeStorage) -> Result<(), DeviceError> {
-        let text = serde_json::to_string_pretty(self).map_err(DeviceError::encode)?;
+        let text = super::record::encode(self, DEVICE_CONFIG_VERSION)?;
         Ok(home.put(HomeRecord::DeviceConfig, text.as_bytes())?)
     }
 }

@@ -1,9 +1,9 @@
 //! `holders.json`: the backup holders' public keys this device knows (public data). The one
 //! owner of that record.
 //!
-//! Format v1: `{"holders": {LABEL: {"public_key": "tessera-holder-v1:…", "kind": "usb"}}}`,
-//! labels sorted; no version field (v1 files were written without one), so a later version adds
-//! `"version": 2` and a file without the field stays v1.
+//! Format v1: `{"version": 1, "holders": {LABEL: {"public_key": "tessera-holder-v1:…", "kind":
+//! "usb"}}}`, labels sorted; files written before the version field existed have none and are
+//! read as v1.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,7 @@ use tessera_store::{HomeRecord, HomeStorage};
 
 use super::DeviceError;
 
-/// The format version this module writes (implicit in the file: see the module's comment).
+/// The format version this module writes.
 pub const KNOWN_HOLDERS_VERSION: u16 = 1;
 
 /// Where a holder's key lives.
@@ -56,19 +56,21 @@ impl KnownHolders {
     pub fn load(home: &dyn HomeStorage) -> Result<Self, DeviceError> {
         match home.get(HomeRecord::KnownHolders)? {
             None => Ok(Self::default()),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| DeviceError::Damaged {
-                location: home.location(HomeRecord::KnownHolders),
-                reason: e.to_string(),
-            }),
+            Some(bytes) => super::record::decode(
+                &bytes,
+                home,
+                HomeRecord::KnownHolders,
+                KNOWN_HOLDERS_VERSION,
+            ),
         }
     }
 
-    /// Writes the record (pretty JSON, as v1 files always were).
+    /// Writes the record (pretty JSON, its version first).
     ///
     /// # Errors
     /// [`DeviceError::Store`] when the storage cannot be written.
     pub fn save(&self, home: &dyn HomeStorage) -> Result<(), DeviceError> {
-        let text = serde_json::to_string_pretty(self).map_err(DeviceError::encode)?;
+        let text = super::record::encode(self, KNOWN_HOLDERS_VERSION)?;
         Ok(home.put(HomeRecord::KnownHolders, text.as_bytes())?)
     }
 

@@ -29,6 +29,7 @@ pub mod config;
 pub mod holders;
 pub mod online;
 pub mod peer;
+mod record;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -501,17 +502,35 @@ mod tests {
     }
 
     #[test]
-    fn a_v1_device_config_file_keeps_loading_and_is_written_the_same() {
-        // As `tessera init` has always written it (no fingerprint: the field is absent).
+    fn a_device_config_without_a_version_loads_as_v1_and_is_written_with_its_version() {
+        // As `tessera init` wrote it before records carried their version (no fingerprint: the
+        // field is absent).
         let v1 = "{\n  \"server\": \"http://127.0.0.1:8443\",\n  \"user\": \"alice\",\n  \"device_id\": \"0f5c\",\n  \"device_name\": \"laptop\"\n}";
         let home = MemoryHome::new();
         home.put(HomeRecord::DeviceConfig, v1.as_bytes()).unwrap();
         let config = DeviceConfig::require(&home).unwrap();
         assert_eq!(config.server_fingerprint, None);
         config.save(&home).unwrap();
+        let written =
+            String::from_utf8(home.get(HomeRecord::DeviceConfig).unwrap().unwrap()).unwrap();
         assert_eq!(
-            home.get(HomeRecord::DeviceConfig).unwrap().unwrap(),
-            v1.as_bytes()
+            written,
+            v1.replacen("{\n", "{\n  \"version\": 1,\n", 1),
+            "the version first, then the fields as before"
+        );
+        assert_eq!(DeviceConfig::require(&home).unwrap(), config);
+        // A version from a newer build is refused, naming the record, not misread.
+        home.put(
+            HomeRecord::DeviceConfig,
+            written
+                .replace("\"version\": 1", "\"version\": 2")
+                .as_bytes(),
+        )
+        .unwrap();
+        let err = DeviceConfig::require(&home).unwrap_err();
+        assert!(
+            matches!(&err, DeviceError::Damaged { reason, .. } if reason.contains("format version 2")),
+            "{err}"
         );
     }
 
@@ -602,7 +621,7 @@ mod tests {
     }
 
     #[test]
-    fn a_v1_holders_file_keeps_loading() {
+    fn a_holders_file_without_a_version_loads_as_v1_and_a_newer_version_is_refused() {
         let home = MemoryHome::new();
         let usb = HolderSecretKey::generate("usb-1").unwrap().public();
         let v1 = format!(
@@ -613,9 +632,23 @@ mod tests {
         let known = KnownHolders::load(&home).unwrap();
         assert_eq!(known.holders["usb-1"].public_key, usb.to_text());
         known.save(&home).unwrap();
+        let written =
+            String::from_utf8(home.get(HomeRecord::KnownHolders).unwrap().unwrap()).unwrap();
+        assert_eq!(written, v1.replacen("{\n", "{\n  \"version\": 1,\n", 1));
         assert_eq!(
-            home.get(HomeRecord::KnownHolders).unwrap().unwrap(),
-            v1.as_bytes()
+            KnownHolders::load(&home).unwrap().holders["usb-1"].public_key,
+            usb.to_text()
         );
+        home.put(
+            HomeRecord::KnownHolders,
+            written
+                .replace("\"version\": 1", "\"version\": 9")
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(
+            KnownHolders::load(&home),
+            Err(DeviceError::Damaged { reason, .. }) if reason.contains("format version 9")
+        ));
     }
 }
