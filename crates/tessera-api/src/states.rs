@@ -37,7 +37,7 @@ macro_rules! text_state {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
         pub enum $name {
             $( $(#[$vmeta])* #[serde(rename = $text)] $variant, )+
         }
@@ -55,6 +55,30 @@ macro_rules! text_state {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.pad(self.as_str())
+            }
+        }
+
+        /// Only from a JSON string: another text is serde's "unknown variant" naming the
+        /// known ones, and a value of another type (a number) an "invalid type" (where
+        /// serde's derive for enums would make it a JSON syntax error).
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Text;
+
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("a string naming the ", $what))
+                    }
+
+                    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$name, E> {
+                        text.parse()
+                            .map_err(|_| E::unknown_variant(text, &[$($text),+]))
+                    }
+                }
+
+                deserializer.deserialize_str(Text)
             }
         }
 

@@ -377,3 +377,26 @@ fn unknown_states_are_refused() {
     assert_eq!((e.what, e.value.as_str()), ("request kind", "bitcoin"));
     assert!("Expired".parse::<Approval>().is_err());
 }
+
+/// A state of another JSON type is a data error ("invalid type"), as a string field's was; an
+/// unknown text names the known ones.
+#[test]
+fn a_state_of_another_type_is_an_invalid_type() {
+    let e = serde_json::from_str::<SignStatus>(r#"{"approval":1}"#).unwrap_err();
+    assert_eq!(e.classify(), serde_json::error::Category::Data, "{e}");
+    assert!(
+        e.to_string()
+            .contains("invalid type: integer `1`, expected a string naming the approval"),
+        "{e}"
+    );
+    let e = serde_json::from_str::<Policy>(r#"{"allowed_kinds":[5]}"#).unwrap_err();
+    assert_eq!(e.classify(), serde_json::error::Category::Data, "{e}");
+    let e = serde_json::from_str::<HeldKind>(r#""export""#).unwrap_err();
+    assert_eq!(e.classify(), serde_json::error::Category::Data, "{e}");
+    assert!(
+        e.to_string().contains(
+            "unknown variant `export`, expected one of `server-share-export`, `policy-change`, `device-recovery`"
+        ),
+        "{e}"
+    );
+}

@@ -117,8 +117,9 @@ fn check(policy: &Policy) -> ApiResult<()> {
 }
 
 /// `PUT /policy`'s body. A kind in `allowed_kinds` that no signing request has is refused as
-/// the policy's 400 naming the kinds (as [`check`] refuses its other rules), not as the 422 of
-/// a body of the wrong shape; the body is otherwise read as [`ApiJson`] reads every body.
+/// the policy's 400 naming the kinds (as [`check`] refuses its other rules; the answer it had
+/// when the kinds were strings), not as the 422 of a body of the wrong shape; the body is
+/// otherwise read as [`ApiJson`] reads every body.
 pub struct SetPolicyBody(api::SetPolicy);
 
 impl<S: Send + Sync> FromRequest<S> for SetPolicyBody {
@@ -142,13 +143,11 @@ impl<S: Send + Sync> FromRequest<S> for SetPolicyBody {
                 )));
             }
         }
-        serde_json::from_value(body)
-            .map(SetPolicyBody)
-            .map_err(|e| {
-                ApiError::Unprocessable(format!(
-                    "Failed to deserialize the JSON body into the target type: {e}"
-                ))
-            })
+        // Read as every body is (the same 422 and message naming the field), from the JSON
+        // already parsed.
+        let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let Json(request) = Json::<api::SetPolicy>::from_bytes(&bytes)?;
+        Ok(SetPolicyBody(request))
     }
 }
 
