@@ -11,7 +11,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A stored state the server does not know (a row written by a newer build, or edited).
+/// A text that names no value of a state (`FromStr`; the sqlx decoding of a row goes through
+/// it): for the server, a row written by a newer build, or edited.
 #[derive(Debug)]
 pub struct UnknownState {
     /// Which state.

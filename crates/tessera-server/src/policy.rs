@@ -117,7 +117,7 @@ fn check(policy: &Policy) -> ApiResult<()> {
 }
 
 /// `PUT /policy`'s body. A kind in `allowed_kinds` that no signing request has is refused as
-/// the policy's 400 naming the kinds (as [`check`] refuses its other rules; the answer it had
+/// the policy's 400 naming the kinds (as `check` refuses its other rules; the answer it had
 /// when the kinds were strings), not as the 422 of a body of the wrong shape; the body is
 /// otherwise read as [`ApiJson`] reads every body.
 pub struct SetPolicyBody(api::SetPolicy);
