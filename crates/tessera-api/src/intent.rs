@@ -13,9 +13,10 @@ use alloy_eips::eip2718::Encodable2718;
 pub use alloy_primitives::U256;
 use alloy_primitives::{Address, Bytes, TxKind};
 use serde::{Deserialize, Serialize};
-
 use tessera_core::ecdsa::{Signature, eip191_digest};
 use tessera_core::error::{Error, Result};
+
+use crate::states::RequestKind;
 
 /// Longest personal message.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
@@ -69,14 +70,20 @@ pub enum SignKind {
 }
 
 impl SignKind {
+    /// The kind, as a policy's `allowed_kinds` names it.
+    #[must_use]
+    pub fn request_kind(&self) -> RequestKind {
+        match self {
+            SignKind::Digest { .. } => RequestKind::Digest,
+            SignKind::EthMessage { .. } => RequestKind::EthMessage,
+            SignKind::EthTx { .. } => RequestKind::EthTx,
+        }
+    }
+
     /// The policy name of the kind: `digest`, `eth-message`, `eth-tx`.
     #[must_use]
     pub fn name(&self) -> &'static str {
-        match self {
-            SignKind::Digest { .. } => "digest",
-            SignKind::EthMessage { .. } => "eth-message",
-            SignKind::EthTx { .. } => "eth-tx",
-        }
+        self.request_kind().as_str()
     }
 }
 

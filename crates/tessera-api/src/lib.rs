@@ -6,6 +6,8 @@
 //!   device's identity key signs, and the one error body (`ApiError`).
 //! - [`ids`]: the ids of wallets, devices, users, server sessions, held actions and bans, one
 //!   type each, written as the plain strings they were.
+//! - [`states`]: the states of sessions, signing approvals, devices and held actions, and the
+//!   kinds of signing request, one enum each, written as the strings they were.
 //! - [`intent`]: what a device asks the server to sign (an Ethereum transaction, a personal
 //!   message, a raw digest) and the digest the server computes from it itself.
 //!
@@ -17,6 +19,11 @@
 pub mod ids;
 pub mod intent;
 mod rest;
+pub mod states;
 
 pub use ids::{ActionId, BanId, DeviceId, ServerSessionId, UserId, WalletId};
 pub use rest::*;
+pub use states::{
+    Approval, DeviceStatus, HeldKind, HeldStatus, Protocol, RequestKind, SessionStatus,
+    UnknownState,
+};

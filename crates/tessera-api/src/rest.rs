@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ActionId, BanId, DeviceId, ServerSessionId, UserId, WalletId};
+use crate::states::{Approval, DeviceStatus, HeldKind, HeldStatus, RequestKind};
 
 /// Domain separation for the identity signature that registers a device.
 pub const REGISTER_CONTEXT: &[u8] = b"tessera/register-device/v1";
@@ -19,18 +20,6 @@ pub struct Status {
     pub status: String,
     /// The server's version.
     pub version: String,
-}
-
-/// A device's state in the registry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceStatus {
-    /// May authenticate and use the user's wallets.
-    Active,
-    /// Registered, waiting for an active device of the user to approve it.
-    Pending,
-    /// Revoked: its tokens stop working at once.
-    Revoked,
 }
 
 /// `POST /devices`: register a device. The signature, by the device's identity key, covers
@@ -231,7 +220,7 @@ pub struct SignIntentRequest {
 pub struct Policy {
     /// Allowed kinds: `eth-tx`, `eth-message`, `digest`.
     #[serde(default = "default_kinds")]
-    pub allowed_kinds: Vec<String>,
+    pub allowed_kinds: Vec<RequestKind>,
     /// Allowed chain ids of transactions.
     #[serde(default)]
     pub chain_ids: Option<Vec<u64>>,
@@ -264,8 +253,8 @@ pub struct Policy {
     pub approval_timeout_secs: u64,
 }
 
-fn default_kinds() -> Vec<String> {
-    vec!["eth-tx".into(), "eth-message".into()]
+fn default_kinds() -> Vec<RequestKind> {
+    vec![RequestKind::EthTx, RequestKind::EthMessage]
 }
 
 fn default_approval_timeout() -> u64 {
@@ -374,7 +363,7 @@ pub struct ApproveSign {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignStatus {
     /// `none` (no approval needed), `pending`, `approved`, `refused` or `expired`.
-    pub approval: String,
+    pub approval: Approval,
 }
 
 /// A refusal by the policy (403), in the body's `message` and here.
@@ -427,7 +416,7 @@ pub struct SessionCreated {
     pub epoch: u64,
     /// For a signature that needs another device's approval: `pending` until it is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval: Option<String>,
+    pub approval: Option<Approval>,
 }
 
 /// `GET /pubkey?wallet=…` and the wallet list.
@@ -678,7 +667,7 @@ pub struct HeldAction {
     /// The action's id.
     pub id: ActionId,
     /// `server-share-export`, `policy-change` or `device-recovery`.
-    pub kind: String,
+    pub kind: HeldKind,
     /// The wallet it is about.
     pub wallet_id: Option<WalletId>,
     /// The device that asked (for a recovery, the recovering device).
@@ -688,7 +677,7 @@ pub struct HeldAction {
     /// SHA-256 of the signed request, hex: what an approving or cancelling device signs.
     pub digest: String,
     /// `pending`, `approved`, `cancelled` or `released` (carried out).
-    pub status: String,
+    pub status: HeldStatus,
     /// When it was asked for (RFC 3339).
     pub requested_at: String,
     /// When its time lock ends (RFC 3339); `None`: only another device's approval releases it.

@@ -123,7 +123,7 @@ fn signing_requests_and_sessions() {
             wallet_id: WALLET.into(),
             nonce: "33".repeat(32),
             epoch: 2,
-            approval: Some("pending".into()),
+            approval: Some(Approval::Pending),
         },
         &format!(
             r#"{{"session_id":"{}","wallet_id":"{WALLET}","nonce":"{}","epoch":2,"approval":"pending"}}"#,
@@ -142,7 +142,7 @@ fn signing_requests_and_sessions() {
     pinned(&RefreshCommit { commit: 3 }, r#"{"commit":3}"#);
     pinned(
         &SignStatus {
-            approval: "approved".into(),
+            approval: Approval::Approved,
         },
         r#"{"approval":"approved"}"#,
     );
@@ -152,12 +152,12 @@ fn signing_requests_and_sessions() {
 fn held_actions_and_outcomes() {
     let held = HeldAction {
         id: "44".repeat(16).into(),
-        kind: "server-share-export".into(),
+        kind: HeldKind::ServerShareExport,
         wallet_id: Some(WALLET.into()),
         requested_by: DEVICE.into(),
         summary: "export".into(),
         digest: "55".repeat(32),
-        status: "pending".into(),
+        status: HeldStatus::Pending,
         requested_at: "2026-01-02T03:04:05Z".into(),
         unlock_at: None,
     };
@@ -239,5 +239,164 @@ fn signed_messages_keep_their_bytes() {
     assert_eq!(
         normalise_approval_code(&approval_code(&[9u8; 32]).to_lowercase()),
         Some(approval_code(&[9u8; 32]))
+    );
+}
+
+/// Every state and kind, written as the text the server always stored and sent, and read back.
+#[test]
+fn states_are_their_strings() {
+    #[track_caller]
+    fn each<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(pairs: &[(T, &str)]) {
+        for (value, text) in pairs {
+            pinned(value, &format!("\"{text}\""));
+        }
+    }
+    each(&[
+        (Approval::None, "none"),
+        (Approval::Pending, "pending"),
+        (Approval::Approved, "approved"),
+        (Approval::Refused, "refused"),
+        (Approval::Expired, "expired"),
+    ]);
+    each(&[
+        (DeviceStatus::Active, "active"),
+        (DeviceStatus::Pending, "pending"),
+        (DeviceStatus::Revoked, "revoked"),
+    ]);
+    each(&[
+        (HeldKind::ServerShareExport, "server-share-export"),
+        (HeldKind::PolicyChange, "policy-change"),
+        (HeldKind::DeviceRecovery, "device-recovery"),
+    ]);
+    each(&[
+        (HeldStatus::Pending, "pending"),
+        (HeldStatus::Approved, "approved"),
+        (HeldStatus::Cancelled, "cancelled"),
+        (HeldStatus::Released, "released"),
+    ]);
+    each(&[
+        (RequestKind::EthTx, "eth-tx"),
+        (RequestKind::EthMessage, "eth-message"),
+        (RequestKind::Digest, "digest"),
+    ]);
+    each(&[
+        (SessionStatus::Created, "created"),
+        (SessionStatus::Running, "running"),
+        (SessionStatus::Done, "done"),
+        (SessionStatus::Failed, "failed"),
+        (SessionStatus::Expired, "expired"),
+    ]);
+    each(&[
+        (Protocol::Keygen, "keygen"),
+        (Protocol::Sign, "sign"),
+        (Protocol::Refresh, "refresh"),
+    ]);
+}
+
+#[test]
+fn approvals_and_held_states_in_their_documents() {
+    for approval in [Approval::None, Approval::Refused, Approval::Expired] {
+        pinned(
+            &SignStatus { approval },
+            &format!(r#"{{"approval":"{approval}"}}"#),
+        );
+    }
+    // No approval: the field is left out, as before.
+    pinned(
+        &SessionCreated {
+            session_id: "22".repeat(32).into(),
+            wallet_id: WALLET.into(),
+            nonce: "33".repeat(32),
+            epoch: 0,
+            approval: None,
+        },
+        &format!(
+            r#"{{"session_id":"{}","wallet_id":"{WALLET}","nonce":"{}","epoch":0}}"#,
+            "22".repeat(32),
+            "33".repeat(32)
+        ),
+    );
+    pinned(
+        &HeldAction {
+            id: "44".repeat(16).into(),
+            kind: HeldKind::DeviceRecovery,
+            wallet_id: None,
+            requested_by: DEVICE.into(),
+            summary: "recover".into(),
+            digest: "55".repeat(32),
+            status: HeldStatus::Released,
+            requested_at: "2026-01-02T03:04:05Z".into(),
+            unlock_at: Some("2026-01-03T03:04:05Z".into()),
+        },
+        &format!(
+            r#"{{"id":"{}","kind":"device-recovery","wallet_id":null,"requested_by":"{DEVICE}","summary":"recover","digest":"{}","status":"released","requested_at":"2026-01-02T03:04:05Z","unlock_at":"2026-01-03T03:04:05Z"}}"#,
+            "44".repeat(16),
+            "55".repeat(32)
+        ),
+    );
+    pinned(
+        &Policy {
+            allowed_kinds: vec![RequestKind::Digest, RequestKind::EthTx],
+            ..Policy::default()
+        },
+        r#"{"allowed_kinds":["digest","eth-tx"],"chain_ids":null,"destinations":null,"max_value_per_tx":null,"max_value_per_24h":null,"max_signatures_per_hour":null,"hours_utc":null,"require_approval":false,"approval_timeout_secs":300}"#,
+    );
+}
+
+/// A state or kind the type does not know does not parse, on the wire or from text.
+#[test]
+fn unknown_states_are_refused() {
+    for json in [
+        r#"{"approval":"maybe"}"#,
+        r#"{"approval":"Approved"}"#,
+        r#"{"approval":""}"#,
+        r#"{"approval":1}"#,
+    ] {
+        assert!(serde_json::from_str::<SignStatus>(json).is_err(), "{json}");
+    }
+    let held = format!(
+        r#"{{"id":"{}","kind":"server-share-export","wallet_id":null,"requested_by":"{DEVICE}","summary":"s","digest":"d","status":"pending","requested_at":"t","unlock_at":null}}"#,
+        "44".repeat(16)
+    );
+    assert!(serde_json::from_str::<HeldAction>(&held).is_ok());
+    for (from, to) in [
+        ("\"server-share-export\"", "\"share-export\""),
+        ("\"pending\"", "\"paused\""),
+    ] {
+        let bad = held.replace(from, to);
+        assert!(serde_json::from_str::<HeldAction>(&bad).is_err(), "{bad}");
+    }
+    let e = serde_json::from_str::<Policy>(r#"{"allowed_kinds":["eth-tx","bitcoin"]}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown variant `bitcoin`"), "{e}");
+    assert!(serde_json::from_str::<DeviceStatus>(r#""banned""#).is_err());
+    assert!(serde_json::from_str::<SessionStatus>(r#""paused""#).is_err());
+    assert!(serde_json::from_str::<Protocol>(r#""Sign""#).is_err());
+    let e = "bitcoin".parse::<RequestKind>().unwrap_err();
+    assert_eq!((e.what, e.value.as_str()), ("request kind", "bitcoin"));
+    assert!("Expired".parse::<Approval>().is_err());
+}
+
+/// A state of another JSON type is a data error ("invalid type"), as a string field's was; an
+/// unknown text names the known ones.
+#[test]
+fn a_state_of_another_type_is_an_invalid_type() {
+    let e = serde_json::from_str::<SignStatus>(r#"{"approval":1}"#).unwrap_err();
+    assert_eq!(e.classify(), serde_json::error::Category::Data, "{e}");
+    assert!(
+        e.to_string()
+            .contains("invalid type: integer `1`, expected a string naming the approval"),
+        "{e}"
+    );
+    let e = serde_json::from_str::<Policy>(r#"{"allowed_kinds":[5]}"#).unwrap_err();
+    assert_eq!(e.classify(), serde_json::error::Category::Data, "{e}");
+    let e = serde_json::from_str::<HeldKind>(r#""export""#).unwrap_err();
+    assert_eq!(e.classify(), serde_json::error::Category::Data, "{e}");
+    assert!(
+        e.to_string().contains(
+            "unknown variant `export`, expected one of `server-share-export`, `policy-change`, `device-recovery`"
+        ),
+        "{e}"
     );
 }

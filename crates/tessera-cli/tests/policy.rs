@@ -149,7 +149,10 @@ async fn kinds_transactions_chains_and_destinations() {
     };
     o.denied(&digest, "allowed_kinds").await;
     o.policy(Policy {
-        allowed_kinds: vec!["eth-tx".into(), "digest".into()],
+        allowed_kinds: vec![
+            tessera_api::RequestKind::EthTx,
+            tessera_api::RequestKind::Digest,
+        ],
         ..Policy::default()
     })
     .await;
@@ -555,7 +558,7 @@ async fn weakening_a_policy_that_requires_approval_needs_another_device() {
         require_approval: true,
         approval_timeout_secs: 20,
         max_value_per_tx: Some("1000".into()),
-        allowed_kinds: vec!["eth-tx".into()],
+        allowed_kinds: vec![tessera_api::RequestKind::EthTx],
         ..Policy::default()
     };
     match o

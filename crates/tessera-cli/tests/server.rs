@@ -1161,6 +1161,24 @@ async fn cli_device_commands() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("allowed_kinds"), "{err}");
     let policy = home.path().join("policy.json");
+    // A kind no signing request has is bad input: refused before anything is signed or sent
+    // (exit 2), naming the kinds.
+    std::fs::write(&policy, r#"{"allowed_kinds":["digest","bitcoin"]}"#).unwrap();
+    let (code, _, err) = run(&[
+        "policy",
+        "set",
+        "--wallet",
+        "main",
+        "--file",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(
+            "unknown variant `bitcoin`, expected one of `eth-tx`, `eth-message`, `digest`"
+        ),
+        "{err}"
+    );
     std::fs::write(&policy, r#"{"allowed_kinds":["digest","eth-tx"]}"#).unwrap();
     let (code, out, err) = run(&[
         "policy",

@@ -92,15 +92,15 @@ impl ServerClient {
                 server: created.epoch,
             });
         }
-        if created.approval.as_deref() == Some("pending") {
+        if created.approval == Some(api::Approval::Pending) {
             on_wait(&created.session_id);
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 let status: api::SignStatus =
                     self.get(&format!("/sign/{}", created.session_id)).await?;
-                match status.approval.as_str() {
-                    "pending" => continue,
-                    "approved" => break,
+                match status.approval {
+                    api::Approval::Pending => continue,
+                    api::Approval::Approved => break,
                     other => {
                         return Err(ClientError::Refused(format!("the approval was {other}")));
                     }

@@ -121,7 +121,7 @@ pub async fn server_share(
         None => {
             audit::append(
                 &state,
-                hold::Kind::ServerShareExport.audit_kinds()[3],
+                hold::audit_kinds(hold::Kind::ServerShareExport)[3],
                 audit::Subject::device(&me).wallet(&wallet.id),
                 json!({ "holders": "fixed", "detail": summary }),
             )

@@ -62,7 +62,7 @@ pub async fn decide(
         ));
     }
     held.set_status(to);
-    let [_, approved, cancelled, _] = held.kind.audit_kinds();
+    let [_, approved, cancelled, _] = crate::hold::audit_kinds(held.kind);
     audit::append(
         &state,
         if req.approve { approved } else { cancelled },

@@ -20,30 +20,28 @@ use crate::state::{AppState, now, rfc3339};
 /// What is held.
 pub use crate::db::HeldKind as Kind;
 
-impl Kind {
-    /// The audit record kinds of its steps: requested, approved, cancelled, released.
-    #[must_use]
-    pub fn audit_kinds(self) -> [&'static str; 4] {
-        match self {
-            Kind::ServerShareExport => [
-                "backup.server_share_requested",
-                "backup.server_share_approved",
-                "backup.server_share_cancelled",
-                "backup.server_share_released",
-            ],
-            Kind::PolicyChange => [
-                "policy.proposed",
-                "policy.approved",
-                "policy.cancelled",
-                "policy.proposal_applied",
-            ],
-            Kind::DeviceRecovery => [
-                "device.recovery_requested",
-                "device.recovery_approved",
-                "device.recovery_cancelled",
-                "device.recovered",
-            ],
-        }
+/// The audit record kinds of a held action's steps: requested, approved, cancelled, released.
+#[must_use]
+pub fn audit_kinds(kind: Kind) -> [&'static str; 4] {
+    match kind {
+        Kind::ServerShareExport => [
+            "backup.server_share_requested",
+            "backup.server_share_approved",
+            "backup.server_share_cancelled",
+            "backup.server_share_released",
+        ],
+        Kind::PolicyChange => [
+            "policy.proposed",
+            "policy.approved",
+            "policy.cancelled",
+            "policy.proposal_applied",
+        ],
+        Kind::DeviceRecovery => [
+            "device.recovery_requested",
+            "device.recovery_approved",
+            "device.recovery_cancelled",
+            "device.recovered",
+        ],
     }
 }
 
@@ -97,12 +95,12 @@ impl Held {
             unlock_at,
             info: api::HeldAction {
                 id: id.into(),
-                kind: kind.to_string(),
+                kind,
                 wallet_id: wallet_id.map(Into::into),
                 requested_by: requested_by.into(),
                 summary,
                 digest,
-                status: status.to_string(),
+                status,
                 requested_at: rfc3339(at),
                 unlock_at: unlock_at.map(rfc3339),
             },
@@ -118,7 +116,7 @@ impl Held {
     /// Records that it moved to `status` (as stored).
     pub(crate) fn set_status(&mut self, status: HeldStatus) {
         self.status = status;
-        self.info.status = status.to_string();
+        self.info.status = status;
     }
 }
 
@@ -191,18 +189,18 @@ pub async fn hold_or_ready(
     .await?;
     let info = api::HeldAction {
         id: id.clone().into(),
-        kind: request.kind.as_str().into(),
+        kind: request.kind,
         wallet_id: request.wallet_id.map(Into::into),
         requested_by: request.requested_by.into(),
         summary: request.summary.clone(),
         digest: request.digest.into(),
-        status: HeldStatus::Pending.to_string(),
+        status: HeldStatus::Pending,
         requested_at: rfc3339(at),
         unlock_at: unlock_at.map(rfc3339),
     };
     audit::append(
         state,
-        request.kind.audit_kinds()[0],
+        audit_kinds(request.kind)[0],
         audit::Subject {
             user: Some(request.user_id),
             device: Some(request.requested_by),
@@ -230,7 +228,7 @@ pub async fn release(
     }
     audit::append(
         state,
-        held.kind.audit_kinds()[3],
+        audit_kinds(held.kind)[3],
         audit::Subject {
             user: Some(user_id),
             device: Some(&held.info.requested_by),

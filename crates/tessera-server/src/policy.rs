@@ -4,7 +4,7 @@
 //! device of the user approves it (signed) within the timeout.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -13,12 +13,10 @@ use tessera_api::{self as api, Policy};
 
 use crate::audit;
 use crate::auth::AuthDevice;
-use crate::db::{self, Approval};
+use crate::db::{self, Approval, RequestKind};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::{AppState, now, rfc3339};
-
-const KINDS: [&str; 3] = ["eth-tx", "eth-message", "digest"];
 
 /// The policy in force for a wallet: (version, policy, set by, set at); version 0 is the default.
 ///
@@ -89,15 +87,6 @@ pub async fn get(
 
 fn check(policy: &Policy) -> ApiResult<()> {
     let bad = |m: String| Err(ApiError::BadRequest(m));
-    if let Some(k) = policy
-        .allowed_kinds
-        .iter()
-        .find(|k| !KINDS.contains(&k.as_str()))
-    {
-        return bad(format!(
-            "unknown kind {k:?}: use eth-tx, eth-message, digest"
-        ));
-    }
     for d in policy.destinations.iter().flatten() {
         if tessera_api::intent::parse_address(d).is_err() {
             return bad(format!("destination {d:?} is not a 0x-hex address"));
@@ -127,6 +116,41 @@ fn check(policy: &Policy) -> ApiResult<()> {
     Ok(())
 }
 
+/// `PUT /policy`'s body. A kind in `allowed_kinds` that no signing request has is refused as
+/// the policy's 400 naming the kinds (as `check` refuses its other rules; the answer it had
+/// when the kinds were strings), not as the 422 of a body of the wrong shape; the body is
+/// otherwise read as [`ApiJson`] reads every body.
+pub struct SetPolicyBody(api::SetPolicy);
+
+impl<S: Send + Sync> FromRequest<S> for SetPolicyBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let ApiJson(body) = ApiJson::<serde_json::Value>::from_request(request, state).await?;
+        let kinds = body
+            .pointer("/policy/allowed_kinds")
+            .and_then(serde_json::Value::as_array);
+        for kind in kinds
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+        {
+            if kind.parse::<RequestKind>().is_err() {
+                let known: Vec<&str> = RequestKind::ALL.iter().map(|k| k.as_str()).collect();
+                return Err(ApiError::BadRequest(format!(
+                    "unknown kind {kind:?}: use {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        // Read as every body is (the same 422 and message naming the field), from the JSON
+        // already parsed.
+        let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let Json(request) = Json::<api::SetPolicy>::from_bytes(&bytes)?;
+        Ok(SetPolicyBody(request))
+    }
+}
+
 /// `PUT /policy`: a new version, signed by the calling device's identity key. A change that
 /// weakens any rule of a policy that requires approval is held until another active device
 /// approves it (or, for a user with one active device, until its time lock ends): see
@@ -134,7 +158,7 @@ fn check(policy: &Policy) -> ApiResult<()> {
 pub async fn set(
     State(state): State<AppState>,
     me: AuthDevice,
-    ApiJson(req): ApiJson<api::SetPolicy>,
+    SetPolicyBody(req): SetPolicyBody,
 ) -> ApiResult<(StatusCode, Json<api::PolicyChange>)> {
     let wallet = db::wallets::owned(state.db(), &me.user_id, &req.wallet_id).await?;
     check(&req.policy)?;
@@ -317,12 +341,12 @@ fn deny(rule: &'static str, message: String) -> Result<(), Denial> {
 /// The first rule that denies it.
 pub fn evaluate(
     policy: &Policy,
-    kind: &str,
+    kind: RequestKind,
     decoded: &Decoded,
     history: &History,
     at: i64,
 ) -> Result<(), Denial> {
-    if !policy.allowed_kinds.iter().any(|k| k == kind) {
+    if !policy.allowed_kinds.contains(&kind) {
         return deny(
             "allowed_kinds",
             format!("{kind} requests are not allowed for this wallet"),
@@ -493,9 +517,7 @@ pub async fn decide(
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(api::SignStatus {
-        approval: decision.to_string(),
-    }))
+    Ok(Json(api::SignStatus { approval: decision }))
 }
 
 /// Where the approval of a signing session stands: `none`, `pending`, `approved`, `refused`,
@@ -520,7 +542,7 @@ pub async fn status(
         _ => return Err(ApiError::NotFound("unknown session".into())),
     }
     Ok(Json(api::SignStatus {
-        approval: approval_of(&state, &session_id).await?.to_string(),
+        approval: approval_of(&state, &session_id).await?,
     }))
 }
 
@@ -581,7 +603,7 @@ mod tests {
         );
         let denial = evaluate(
             &limits(Some("1000"), None, None),
-            "eth-tx",
+            RequestKind::EthTx,
             &burner,
             &none,
             NOON,
@@ -597,7 +619,7 @@ mod tests {
         );
         let denial = evaluate(
             &limits(None, Some("1000"), None),
-            "eth-tx",
+            RequestKind::EthTx,
             &burner,
             &none,
             NOON,
@@ -608,11 +630,11 @@ mod tests {
         // Value and fee add up: 600 + 2 × 200 = 1000 is allowed, one more wei is not.
         let p = limits(Some("1000"), None, None);
         assert_eq!(
-            evaluate(&p, "eth-tx", &tx("600", 2, "200"), &none, NOON),
+            evaluate(&p, RequestKind::EthTx, &tx("600", 2, "200"), &none, NOON),
             Ok(())
         );
         assert_eq!(
-            evaluate(&p, "eth-tx", &tx("601", 2, "200"), &none, NOON)
+            evaluate(&p, RequestKind::EthTx, &tx("601", 2, "200"), &none, NOON)
                 .unwrap_err()
                 .rule,
             "max_value_per_tx"
@@ -625,11 +647,11 @@ mod tests {
             cost_24h: U256::from(500u64),
         };
         assert_eq!(
-            evaluate(&p, "eth-tx", &tx("300", 2, "100"), &spent, NOON),
+            evaluate(&p, RequestKind::EthTx, &tx("300", 2, "100"), &spent, NOON),
             Ok(())
         );
         assert_eq!(
-            evaluate(&p, "eth-tx", &tx("300", 2, "101"), &spent, NOON)
+            evaluate(&p, RequestKind::EthTx, &tx("300", 2, "101"), &spent, NOON)
                 .unwrap_err()
                 .rule,
             "max_value_per_24h"
@@ -642,11 +664,23 @@ mod tests {
         let p = limits(None, None, Some("21000000000000"));
         // 21,000 gas at 1 gwei: exactly the limit.
         assert_eq!(
-            evaluate(&p, "eth-tx", &tx("5", 21_000, "1000000000"), &none, NOON),
+            evaluate(
+                &p,
+                RequestKind::EthTx,
+                &tx("5", 21_000, "1000000000"),
+                &none,
+                NOON
+            ),
             Ok(())
         );
-        let denial =
-            evaluate(&p, "eth-tx", &tx("0", 21_000, "1000000001"), &none, NOON).unwrap_err();
+        let denial = evaluate(
+            &p,
+            RequestKind::EthTx,
+            &tx("0", 21_000, "1000000001"),
+            &none,
+            NOON,
+        )
+        .unwrap_err();
         assert_eq!(denial.rule, "max_fee_per_tx");
         // Messages have no fee and no value: the value rules do not apply to them.
         let message = decode(&SignKind::EthMessage {
@@ -656,7 +690,7 @@ mod tests {
         assert_eq!(
             evaluate(
                 &limits(Some("0"), Some("0"), Some("0")),
-                "eth-message",
+                RequestKind::EthMessage,
                 &message,
                 &none,
                 NOON

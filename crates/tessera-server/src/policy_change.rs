@@ -117,10 +117,11 @@ fn hours([start, end]: [u8; 2]) -> [bool; 24] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_api::RequestKind;
 
     fn strict() -> Policy {
         Policy {
-            allowed_kinds: vec!["eth-tx".into()],
+            allowed_kinds: vec![RequestKind::EthTx],
             chain_ids: Some(vec![1, 10]),
             destinations: Some(vec!["0xAAaa000000000000000000000000000000000001".into()]),
             max_value_per_tx: Some("1000".into()),
@@ -155,14 +156,14 @@ mod tests {
     #[test]
     fn allowed_kinds() {
         assert_eq!(
-            weakens(|p| p.allowed_kinds.push("digest".into())),
+            weakens(|p| p.allowed_kinds.push(RequestKind::Digest)),
             ["allowed_kinds"]
         );
         assert_eq!(
-            weakens(|p| p.allowed_kinds = vec!["eth-message".into()]),
+            weakens(|p| p.allowed_kinds = vec![RequestKind::EthMessage]),
             ["allowed_kinds"]
         );
-        tightens(|p| p.allowed_kinds.push("digest".into()), |_| {});
+        tightens(|p| p.allowed_kinds.push(RequestKind::Digest), |_| {});
         tightens(|_| {}, |p| p.allowed_kinds.clear());
     }
 

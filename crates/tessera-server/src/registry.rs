@@ -64,7 +64,7 @@ fn device_of(row: DeviceRow) -> api::Device {
         user_id: user_id.into(),
         name,
         identity_key: hex::encode(key),
-        status: status.into(),
+        status,
         registered_at: rfc3339(registered_at),
         last_seen: last_seen.map(rfc3339),
         revoked_at: revoked_at.map(rfc3339),

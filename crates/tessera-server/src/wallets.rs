@@ -9,7 +9,7 @@ use tessera_core::{DerivationPath, WalletId};
 
 use crate::auth::AuthDevice;
 use crate::db::wallets::{SignContext, Wallet};
-use crate::db::{self, Approval, Protocol, WriteTx};
+use crate::db::{self, Approval, Protocol, RequestKind, WriteTx};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::{AppState, now};
@@ -155,7 +155,7 @@ pub struct StoredSign {
     /// The derivation path.
     pub path: String,
     /// The request's kind.
-    pub kind: String,
+    pub kind: RequestKind,
     /// What is signed, decoded (for the audit record of the signature).
     #[serde(default)]
     pub summary: String,
@@ -182,12 +182,12 @@ pub async fn sign(
     let nonce = device_nonce(req.device_nonce.as_deref())?;
     let decoded =
         tessera_api::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let kind = req.kind.name();
+    let kind = req.kind.request_kind();
     let digest = hex::encode(decoded.digest);
     let stored = StoredSign {
         digest: digest.clone(),
         path: req.path.clone(),
-        kind: kind.to_string(),
+        kind,
         summary: decoded.summary.clone(),
     };
 
@@ -250,14 +250,14 @@ pub async fn sign(
     .await?;
     tx.commit().await?;
     if approval == Approval::Pending {
-        created.approval = Some(approval.to_string());
+        created.approval = Some(approval);
     }
     Ok(Json(created))
 }
 
 /// What `POST /sign` asks to sign, decoded.
 struct Request<'a> {
-    kind: &'a str,
+    kind: RequestKind,
     decoded: &'a tessera_api::intent::Decoded,
     digest: &'a str,
     path: &'a str,

@@ -653,3 +653,37 @@ async fn every_rejection_kind_has_its_status_and_the_one_shape() {
         .await;
     assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
 }
+
+/// `PUT /policy` with a kind no signing request has: the policy's 400, naming the kinds (the
+/// kinds are an enum in the API, and the refusal stays what it was); a policy of the wrong
+/// shape otherwise is the 422 of every body.
+#[tokio::test]
+async fn a_policy_with_an_unknown_kind_is_a_400_naming_the_kinds() {
+    let server = server().await;
+    let device = register(&server, "carol", "desktop").await;
+    let token = log_in(&server, &device).await;
+    let body = |policy: serde_json::Value| json!({ "wallet_id": "00", "version": 1, "policy": policy, "signature": "00" });
+    let answer = server
+        .call(
+            Method::PUT,
+            "/policy",
+            Some(&token),
+            Some(body(json!({ "allowed_kinds": ["eth-tx", "bitcoin"] }))),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+    assert_eq!(
+        answer.body["message"],
+        "unknown kind \"bitcoin\": use eth-tx, eth-message, digest"
+    );
+    for policy in [
+        json!({ "allowed_kinds": "eth-tx" }),
+        json!({ "allowed_kinds": [5] }),
+        json!({ "chain_ids": "one" }),
+    ] {
+        let answer = server
+            .call(Method::PUT, "/policy", Some(&token), Some(body(policy)))
+            .await;
+        assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+    }
+}

@@ -167,7 +167,11 @@ pub fn identity(dir: &Path) -> DeviceIdentity {
 /// A policy that also allows raw digests (new wallets allow only eth-tx and eth-message).
 pub fn allow_digests() -> tessera_api::Policy {
     tessera_api::Policy {
-        allowed_kinds: vec!["eth-tx".into(), "eth-message".into(), "digest".into()],
+        allowed_kinds: vec![
+            tessera_api::RequestKind::EthTx,
+            tessera_api::RequestKind::EthMessage,
+            tessera_api::RequestKind::Digest,
+        ],
         ..tessera_api::Policy::default()
     }
 }

@@ -3,7 +3,7 @@
 
 use sqlx::any::AnyExecutor;
 
-use super::Approval;
+use super::{Approval, RequestKind};
 
 /// A signing request the policy allowed.
 pub struct NewSignRequest<'a> {
@@ -14,7 +14,7 @@ pub struct NewSignRequest<'a> {
     /// The asking device.
     pub device_id: &'a str,
     /// The request's kind.
-    pub kind: &'a str,
+    pub kind: RequestKind,
     /// The value, decimal wei (transactions).
     pub value_wei: Option<String>,
     /// The most it can pay in fees, decimal wei (transactions).

@@ -49,7 +49,8 @@ pub mod states;
 pub mod wallets;
 
 pub use states::{
-    Approval, DeviceStatus, HeldKind, HeldStatus, Protocol, SessionStatus, UnknownState,
+    Approval, DeviceStatus, HeldKind, HeldStatus, Protocol, RequestKind, SessionStatus,
+    UnknownState,
 };
 
 /// Which database the server runs on.
