@@ -275,3 +275,70 @@ fn an_unusable_server_address_is_refused_before_anything_is_sent() {
     .unwrap_err();
     assert!(matches!(err, DeviceError::ServerAddress(_)), "{err}");
 }
+
+/// What an app with the platform's secure storage does: the device's records and keystore
+/// entries live only in the storage it plugs in (here in memory), and every server workflow
+/// works through them: set-up, login, keygen, a refresh with its two-phase switch, signing.
+#[tokio::test]
+async fn a_device_kept_entirely_in_plugged_in_storage_runs_the_server_workflows() {
+    use std::sync::Arc;
+    use tessera_store::keystore::{EntryStorage, KeystoreEntry, MemoryEntries};
+    use tessera_store::{HomeRecord, HomeStorage, MemoryHome};
+
+    tessera_client::tls::install_crypto_provider();
+    let server = common::start(Backend::Sqlite);
+    let home = Arc::new(MemoryHome::new());
+    let entries = Arc::new(MemoryEntries::new());
+    let open = || {
+        Device::in_storage(home.clone(), entries.clone())
+            .with_keystore_options(KeystoreOptions::default().insecure_fast_kdf_for_tests())
+    };
+    let address = address(&server);
+    let registered = open()
+        .init(
+            &address.client().unwrap(),
+            &passphrase(),
+            &address,
+            "pat",
+            "phone",
+        )
+        .await
+        .unwrap();
+    assert_eq!(registered.device.status, DeviceStatus::Active);
+
+    let online = open().connect(passphrase()).await.unwrap();
+    let share = online.keygen("pocket", |_, _| {}).await.unwrap();
+    let mut steps = Vec::new();
+    assert_eq!(
+        online.refresh("pocket", |s| steps.push(s)).await.unwrap(),
+        1
+    );
+    assert!(!steps.is_empty());
+
+    // Everything the device keeps is in the two stores it was given.
+    assert!(home.get(HomeRecord::DeviceConfig).unwrap().is_some());
+    assert!(entries.exists(KeystoreEntry::Identity).unwrap());
+    assert!(entries.exists(KeystoreEntry::Wallet("pocket")).unwrap());
+
+    // Another handle over the same stores finds the refreshed wallet and signs with it.
+    let again = open().connect(passphrase()).await.unwrap();
+    assert_eq!(again.wallet("pocket").unwrap().current.epoch(), 1);
+    let message = "from the phone's keychain";
+    let signed = again
+        .sign(
+            "pocket",
+            &SignKind::EthMessage {
+                message: message.into(),
+            },
+            &DerivationPath::root(),
+            |_, _| {},
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(signed.public_key, share.public_key());
+    signed
+        .public_key
+        .verify(&eip191_digest(message.as_bytes()), &signed.signature)
+        .unwrap();
+}
