@@ -272,36 +272,8 @@ impl SignSession {
             )));
         }
         let parties: Vec<_> = signers.iter().copied().collect();
-        let session_id = bind_share(
-            SessionContext {
-                nonce: &request.nonce,
-                wallet: &share.wallet_id,
-                protocol: Protocol::Sign,
-                threshold,
-                parties: &parties,
-                extra: Vec::new(),
-            },
-            share,
-        )
-        .field(&request.digest)
-        .field(&request.path.to_bytes())
-        .session_id();
         let party = share.engine.signing_party(&request.path, &parties)?;
-        let rounds = Signing::new(
-            session_id.as_bytes(),
-            share.party,
-            share.epoch,
-            party,
-            &parties,
-            request.digest,
-        )?;
-        Ok(SignSession(Driver::new(
-            session_id,
-            Protocol::Sign,
-            share.party,
-            peers(share.party, signers.into_iter()),
-            rounds,
-        )))
+        Self::start(share, request, parties, None, party)
     }
 }
 
@@ -326,7 +298,22 @@ impl SignSession {
                 "a quorum of one party cannot run the two-party signing protocol".into(),
             ));
         }
-        let session_id = bind_share(
+        let party = share
+            .engine
+            .quorum_party(&request.path, &parties, coefficient)?;
+        Self::start(share, request, parties, Some(&key.structure), party)
+    }
+
+    /// The session of `parties` signing `request` with this party's engine state `party`; a
+    /// structure wallet's structure is bound into the session id too.
+    fn start(
+        share: &KeyShare,
+        request: &SignRequest,
+        parties: Vec<PartyIndex>,
+        structure: Option<&WalletStructure>,
+        party: crate::engine::dkls23::Party,
+    ) -> Result<Self> {
+        let mut context = bind_share(
             SessionContext {
                 nonce: &request.nonce,
                 wallet: &share.wallet_id,
@@ -338,12 +325,11 @@ impl SignSession {
             share,
         )
         .field(&request.digest)
-        .field(&request.path.to_bytes())
-        .field(key.structure.to_string().as_bytes())
-        .session_id();
-        let party = share
-            .engine
-            .quorum_party(&request.path, &parties, coefficient)?;
+        .field(&request.path.to_bytes());
+        if let Some(structure) = structure {
+            context = context.field(structure.to_string().as_bytes());
+        }
+        let session_id = context.session_id();
         let rounds = Signing::new(
             session_id.as_bytes(),
             share.party,
@@ -356,7 +342,7 @@ impl SignSession {
             session_id,
             Protocol::Sign,
             share.party,
-            peers(share.party, parties.into_iter()),
+            peers(share.party, parties.iter().copied()),
             rounds,
         )))
     }

@@ -204,8 +204,7 @@ impl Responder {
             Ok(found) => found,
             Err(e) => {
                 let reason = format!("{:?} cannot settle {wallet:?}: {e}", self.device.me.name);
-                session::refuse(channel, &reason).await;
-                return Err(PeerError::Refused(reason));
+                return Err(refused(channel, reason).await);
             }
         };
         let mine = held(&record);
@@ -260,8 +259,7 @@ impl Responder {
         };
         if let Err(unsignable) = refuse_unsignable_threshold(invitation.threshold.t) {
             let reason = unsignable.to_string();
-            session::refuse(&mut channel, &reason).await;
-            return Err(PeerError::Refused(reason));
+            return Err(refused(&mut channel, reason).await);
         }
         if device
             .keystore
@@ -272,8 +270,7 @@ impl Responder {
                 "{:?} already has a wallet named {:?}",
                 device.me.name, invitation.wallet
             );
-            session::refuse(&mut channel, &reason).await;
-            return Err(PeerError::Refused(reason));
+            return Err(refused(&mut channel, reason).await);
         }
         let approval = Approval::Keygen {
             from: &peer.name,
@@ -331,8 +328,7 @@ impl Responder {
             Ok(found) => found,
             Err(e) => {
                 let reason = format!("{:?} cannot sign with {name:?}: {e}", device.me.name);
-                session::refuse(&mut channel, &reason).await;
-                return Err(PeerError::Refused(reason));
+                return Err(refused(&mut channel, reason).await);
             }
         };
         let share = &record.current;
@@ -409,16 +405,14 @@ impl Responder {
             Ok(found) => found,
             Err(e) => {
                 let reason = format!("{:?} cannot refresh {name:?}: {e}", device.me.name);
-                session::refuse(&mut channel, &reason).await;
-                return Err(PeerError::Refused(reason));
+                return Err(refused(&mut channel, reason).await);
             }
         };
         let invitation = match refresh::check_refresh(request, &peer, &record.current, &wallet) {
             Ok(i) => i,
             Err(e) => {
                 let reason = format!("{:?} cannot refresh {name:?}: {e}", device.me.name);
-                session::refuse(&mut channel, &reason).await;
-                return Err(PeerError::Refused(reason));
+                return Err(refused(&mut channel, reason).await);
             }
         };
         let approval = Approval::Refresh {
@@ -503,4 +497,10 @@ fn on_round<'a>(user: &'a dyn PeerUser, protocol: &'static str) -> impl FnMut(u8
             total,
         });
     }
+}
+
+/// Tells the other device why its request is refused, and returns the same reason as our error.
+async fn refused(channel: &mut Channel, reason: String) -> PeerError {
+    session::refuse(channel, &reason).await;
+    PeerError::Refused(reason)
 }
