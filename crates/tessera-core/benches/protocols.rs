@@ -300,6 +300,32 @@ fn benches(c: &mut Criterion) {
     let raw = raw_keygen(2, 2);
     refresh.bench_function("dkls23 2-of-2", |b| b.iter(|| black_box(raw_refresh(&raw))));
     refresh.finish();
+
+    // Resharing from a minimal quorum to the same structure (issue #14's figures): the engine's
+    // key generation among the new parties plus the verifiable dealings.
+    let mut reshare = c.benchmark_group("reshare");
+    reshare
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    for text in STRUCTURES {
+        let structure = WalletStructure::parse(text).unwrap();
+        let shares = runner::keygen_structure(&structure).unwrap();
+        let quorum: Vec<&KeyShare> = structure.minimal_quorums()[0]
+            .iter()
+            .map(|p| &shares[usize::from(p.get())])
+            .collect();
+        let sessions = runner::reshare_sessions(&quorum, &structure, &[9; 32]).unwrap();
+        let (_, stats) = runner::run(sessions).unwrap();
+        println!(
+            "bytes: tessera reshare {text}: {} bytes sent per party at most ({} messages in all)",
+            stats.max_bytes_per_party(),
+            stats.messages
+        );
+        reshare.bench_function(format!("tessera {text}"), |b| {
+            b.iter(|| black_box(runner::reshare(&quorum, &structure).unwrap()))
+        });
+    }
+    reshare.finish();
 }
 
 criterion_group!(protocols, benches);

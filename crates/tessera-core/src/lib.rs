@@ -37,8 +37,9 @@ pub use ecdsa::{PublicKey, Signature};
 pub use envelope::Envelope;
 pub use error::{Error, Result};
 pub use protocols::{
-    KeygenSession, RefreshSession, SignRequest, SignSession, StructureKeygenSession,
+    KeygenSession, RefreshSession, ReshareRequest, ReshareSession, SignRequest, SignSession,
+    StructureKeygenSession,
 };
 pub use session::Session;
-pub use share::KeyShare;
+pub use share::{KeyShare, WalletPublic};
 pub use types::{PartyIndex, Protocol, SessionId, Threshold, WalletId};

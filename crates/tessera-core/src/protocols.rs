@@ -1,4 +1,4 @@
-//! The public sessions: key generation, signing and refresh.
+//! The public sessions: key generation, signing, refresh and resharing.
 //!
 //! Each is a [`Session`]: construct one per party, call `start`, route envelopes, take the output.
 //! All parties of a run must be constructed with the same nonce and the same view of the run; the
@@ -11,16 +11,20 @@
 //! A wallet is either t-of-n ([`KeygenSession`]) or keyed under an access structure
 //! ([`StructureKeygenSession`], see [`crate::structure`]); [`SignSession`] signs for both, a
 //! structure wallet with any minimal authorised quorum, whose members sign with their additive
-//! shares for that quorum. Both session ids also bind the structure.
+//! shares for that quorum. Both session ids also bind the structure. [`ReshareSession`] moves a
+//! wallet's key to a new structure (parties added or removed, thresholds changed); refresh of a
+//! structure wallet is a resharing to the same structure.
 
 use std::collections::BTreeSet;
 
 use crate::derivation::DerivationPath;
 use crate::ecdsa::Signature;
-use crate::engine::dkls23::{Setup, Signing, StructureSetup};
+use crate::engine::dkls23::{
+    Refresh, Reshare, ResharePlan, Setup, Signing, StructureSetup, reshare_peers,
+};
 use crate::error::{Error, Result};
 use crate::session::{Driver, session_newtype};
-use crate::share::KeyShare;
+use crate::share::{KeyShare, WalletPublic};
 use crate::structure::WalletStructure;
 use crate::types::{PartyIndex, Protocol, SessionContext, Threshold, WalletId, random_bytes};
 use sha2::{Digest, Sha256};
@@ -160,20 +164,44 @@ impl StructureKeygenSession {
 
 /// Share refresh of one party: all `n` parties take part; each ends with a new [`KeyShare`] of the
 /// same public key at the next epoch. Old shares of the wallet cannot sign with new ones.
-pub struct RefreshSession(Driver<Setup>);
+///
+/// A t-of-n wallet runs the engine's complete refresh; a wallet under an access structure is
+/// reshared to the same structure ([`ReshareSession`]) by the minimal quorum that the
+/// structure's reconstruction coefficients select from all its parties, every party receiving
+/// a new share.
+pub struct RefreshSession(Driver<Refresh>);
 session_newtype!(RefreshSession, KeyShare);
 
 impl RefreshSession {
     /// Refreshes `share`.
     ///
     /// # Errors
-    /// [`Error::InvalidParameters`] for a share of a structure wallet (refresh under a structure
-    /// is not built yet: the engine's refresh would re-share it as n-of-n Shamir).
+    /// [`Error::InvalidParameters`] for an inconsistent structure share.
     pub fn new(share: &KeyShare, nonce: &[u8; 32]) -> Result<Self> {
         if share.structure.is_some() {
-            return Err(Error::InvalidParameters(
-                "refresh of a wallet under an access structure is not supported yet".into(),
-            ));
+            let structure = share.structure();
+            let labels: Vec<&str> = structure.labels().iter().map(String::as_str).collect();
+            let quorum: Vec<PartyIndex> = structure
+                .tree()
+                .reconstruction_coefficients(&labels)
+                .ok_or_else(|| Error::InvalidParameters("the structure authorises nobody".into()))?
+                .keys()
+                .filter_map(|label| structure.party(label))
+                .collect();
+            let request = ReshareRequest {
+                nonce: *nonce,
+                quorum,
+                new_structure: structure,
+            };
+            let (session_id, me, peers, rounds) =
+                reshare_parts(share.wallet_public(), Some(share), None, &request)?;
+            return Ok(RefreshSession(Driver::new(
+                session_id,
+                Protocol::Refresh,
+                me,
+                peers,
+                Refresh::Structure(Box::new(rounds)),
+            )));
         }
         let threshold = share.threshold;
         let parties: Vec<_> = threshold.parties().collect();
@@ -195,9 +223,167 @@ impl RefreshSession {
             Protocol::Refresh,
             share.party,
             peers(share.party, threshold.parties()),
+            Refresh::Shamir(Box::new(rounds)),
+        )))
+    }
+}
+
+/// What a resharing does: who deals, and the structure it reshares to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReshareRequest {
+    /// The run's nonce, the same for every party.
+    pub nonce: [u8; 32],
+    /// The dealers: a minimal authorised quorum of the wallet's current structure (party
+    /// indices of that structure).
+    pub quorum: Vec<PartyIndex>,
+    /// The structure the key is reshared to. A party of both structures is the one with the
+    /// same label.
+    pub new_structure: WalletStructure,
+}
+
+/// Resharing of one party: an authorised quorum of the wallet's current structure deals its
+/// additive shares down `new_structure` (Desmedt–Jajodia redistribution with Feldman
+/// verification, see `engine/dkls23/reshare.rs`); every party of the new structure ends with a
+/// [`KeyShare`] (share format 2) of the same public key and chain code at the next epoch. A
+/// dealer that is not in the new structure ends with `None`. Parties that are not in the new
+/// structure keep old shares that no longer sign with the new ones.
+///
+/// Parties of the run, by index: the new structure's parties (their index in it), then the
+/// quorum's members that are not in the new structure, in the old structure's order
+/// ([`ReshareSession::run_index`]). Envelopes carry [`Protocol::Refresh`]; the session id binds
+/// the nonce, the wallet's public facts ([`WalletPublic`], epoch included), the quorum, the new
+/// structure and that mapping.
+pub struct ReshareSession(pub(crate) Driver<Reshare>);
+session_newtype!(ReshareSession, Option<KeyShare>);
+
+impl ReshareSession {
+    /// A party holding `share` at the epoch being reshared: a dealer if it is in
+    /// `request.quorum`, else a party of the new structure (same label) that receives a new
+    /// share.
+    ///
+    /// # Errors
+    /// [`Error::Quorum`] when the quorum is not a minimal authorised quorum of the wallet's
+    /// structure (before any message, saying what is missing); [`Error::InvalidParameters`] when
+    /// this party neither deals nor is in the new structure.
+    pub fn new(share: &KeyShare, request: &ReshareRequest) -> Result<Self> {
+        let (session_id, me, peers, rounds) =
+            reshare_parts(share.wallet_public(), Some(share), None, request)?;
+        Ok(ReshareSession(Driver::new(
+            session_id,
+            Protocol::Refresh,
+            me,
+            peers,
             rounds,
         )))
     }
+
+    /// A party joining the wallet as `label` of the new structure, holding no share of it
+    /// (a new device, or a party whose old share is not used). `wallet` must come from a
+    /// source this party trusts (at least its public key): the dealt key is checked against it,
+    /// and parties with another view of it are in another session.
+    ///
+    /// # Errors
+    /// As [`ReshareSession::new`]; [`Error::InvalidParameters`] when `label` is not a party of
+    /// the new structure or is a dealer (a dealer needs its share), or the verifying shares in
+    /// `wallet` do not combine to its key.
+    pub fn joining(wallet: &WalletPublic, label: &str, request: &ReshareRequest) -> Result<Self> {
+        let (session_id, me, peers, rounds) =
+            reshare_parts(wallet.clone(), None, Some(label), request)?;
+        Ok(ReshareSession(Driver::new(
+            session_id,
+            Protocol::Refresh,
+            me,
+            peers,
+            rounds,
+        )))
+    }
+
+    /// The run index of the party labelled `label` in a resharing of `wallet` by `request`
+    /// (see the type's documentation), if it takes part.
+    ///
+    /// # Errors
+    /// As [`ReshareSession::new`] for the quorum.
+    pub fn run_index(
+        wallet: &WalletPublic,
+        request: &ReshareRequest,
+        label: &str,
+    ) -> Result<Option<PartyIndex>> {
+        let plan = ResharePlan::new(
+            wallet.clone(),
+            &request.quorum,
+            request.new_structure.clone(),
+        )?;
+        Ok(match request.new_structure.party(label) {
+            Some(p) => Some(p),
+            None => wallet
+                .structure
+                .party(label)
+                .and_then(|old| plan.run_index_of_old(old)),
+        })
+    }
+}
+
+/// The session id, our run index, our peers and our rounds of a resharing of `wallet`: as the
+/// holder of `share`, or joining as `label`.
+fn reshare_parts(
+    wallet: WalletPublic,
+    share: Option<&KeyShare>,
+    label: Option<&str>,
+    request: &ReshareRequest,
+) -> Result<(
+    crate::types::SessionId,
+    PartyIndex,
+    BTreeSet<PartyIndex>,
+    Reshare,
+)> {
+    let plan = ResharePlan::new(wallet, &request.quorum, request.new_structure.clone())?;
+    let me = match (share, label) {
+        (Some(share), _) => {
+            if share.wallet_id != plan.old.wallet_id {
+                return Err(Error::InvalidParameters(
+                    "the share belongs to another wallet".into(),
+                ));
+            }
+            plan.run_index_of_old(share.party).ok_or_else(|| {
+                Error::InvalidParameters(format!(
+                    "party {} neither deals nor is a party of the new structure",
+                    share.party
+                ))
+            })?
+        }
+        (None, Some(label)) => {
+            if plan
+                .old
+                .structure
+                .party(label)
+                .is_some_and(|p| plan.quorum.coefficient(p).is_some())
+            {
+                return Err(Error::InvalidParameters(format!(
+                    "\"{label}\" deals in this resharing: it takes part with its share"
+                )));
+            }
+            plan.new_structure.party(label).ok_or_else(|| {
+                Error::InvalidParameters(format!("\"{label}\" is not a party of the new structure"))
+            })?
+        }
+        (None, None) => return Err(Error::OutOfOrder("a resharing party needs a role")),
+    };
+    let n = u8::try_from(plan.new_structure.party_count())
+        .map_err(|_| Error::InvalidParameters("too many parties".into()))?;
+    let parties = plan.run_parties();
+    let session_id = plan
+        .bind(SessionContext {
+            nonce: &request.nonce,
+            wallet: &plan.old.wallet_id,
+            protocol: Protocol::Refresh,
+            threshold: Threshold::new(n, n)?,
+            parties: &parties,
+            extra: Vec::new(),
+        })
+        .session_id();
+    let peers = reshare_peers(&plan, me);
+    let rounds = Reshare::new(session_id, me, plan, share)?;
+    Ok((session_id, me, peers, rounds))
 }
 
 /// What to sign and with whom.

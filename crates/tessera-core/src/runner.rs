@@ -16,7 +16,8 @@ use crate::ecdsa::Signature;
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::protocols::{
-    KeygenSession, RefreshSession, SignRequest, SignSession, StructureKeygenSession, fresh_nonce,
+    KeygenSession, RefreshSession, ReshareRequest, ReshareSession, SignRequest, SignSession,
+    StructureKeygenSession, fresh_nonce,
 };
 use crate::session::Session;
 use crate::share::KeyShare;
@@ -316,4 +317,61 @@ pub fn refresh(shares: &[KeyShare]) -> Result<Vec<KeyShare>> {
     let (mut fresh, _) = run(sessions)?;
     fresh.sort_by_key(KeyShare::party);
     Ok(fresh)
+}
+
+/// The sessions of a resharing of the wallet of `old_quorum` (the shares of a minimal
+/// authorised quorum of its structure, at one epoch, in any order) to `new_structure`, with
+/// `nonce`: one per dealer, and one joining session for every party of the new structure that
+/// is not a dealer (it is given the wallet's public facts from the first share).
+///
+/// # Errors
+/// [`Error::InvalidParameters`] for no shares or shares of different wallets or epochs; as
+/// [`ReshareSession::new`] (an unauthorised quorum is refused here, before any message).
+pub fn reshare_sessions(
+    old_quorum: &[&KeyShare],
+    new_structure: &WalletStructure,
+    nonce: &[u8; 32],
+) -> Result<Vec<ReshareSession>> {
+    let first = old_quorum
+        .first()
+        .ok_or_else(|| Error::InvalidParameters("no shares to reshare".into()))?;
+    let wallet = first.wallet_public();
+    if old_quorum.iter().any(|s| s.wallet_public() != wallet) {
+        return Err(Error::InvalidParameters(
+            "the shares are not of one wallet at one epoch".into(),
+        ));
+    }
+    let request = ReshareRequest {
+        nonce: *nonce,
+        quorum: old_quorum.iter().map(|s| s.party()).collect(),
+        new_structure: new_structure.clone(),
+    };
+    let dealers: Vec<&str> = old_quorum
+        .iter()
+        .filter_map(|s| wallet.structure.label(s.party()))
+        .collect();
+    let mut sessions = old_quorum
+        .iter()
+        .map(|s| ReshareSession::new(s, &request))
+        .collect::<Result<Vec<_>>>()?;
+    for label in new_structure.labels() {
+        if !dealers.contains(&label.as_str()) {
+            sessions.push(ReshareSession::joining(&wallet, label, &request)?);
+        }
+    }
+    Ok(sessions)
+}
+
+/// Reshares the wallet of `old_quorum` (the shares of a minimal authorised quorum of its
+/// structure, at one epoch) to `new_structure`: returns the new shares (epoch + 1, share format
+/// 2) in the new structure's party order.
+///
+/// # Errors
+/// As [`reshare_sessions`] and [`run_with`].
+pub fn reshare(old_quorum: &[&KeyShare], new_structure: &WalletStructure) -> Result<Vec<KeyShare>> {
+    let sessions = reshare_sessions(old_quorum, new_structure, &fresh_nonce())?;
+    let (outputs, _) = run(sessions)?;
+    let mut shares: Vec<KeyShare> = outputs.into_iter().flatten().collect();
+    shares.sort_by_key(KeyShare::party);
+    Ok(shares)
 }

@@ -52,6 +52,59 @@ pub(crate) struct StructureKey {
     pub(crate) verifying_shares: Vec<PublicKey>,
 }
 
+/// The public facts of a wallet at one epoch, from which a resharing starts
+/// ([`crate::ReshareSession`]): what a party joining the wallet must be given by someone it
+/// trusts (at least the public key it checks against what it expects), and what every party of
+/// the resharing must agree on (the session id binds all of it). Not secret, but private (the
+/// chain code reveals every child public key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalletPublic {
+    /// The wallet.
+    pub wallet_id: WalletId,
+    /// The wallet's public key.
+    pub public_key: PublicKey,
+    /// The BIP-32 chain code, kept by a resharing so child keys do not change.
+    pub chain_code: [u8; 32],
+    /// The epoch of the shares the resharing starts from.
+    pub epoch: u64,
+    /// Who may sign at that epoch (`threshold(t, p0, …)` for a t-of-n wallet).
+    pub structure: WalletStructure,
+    /// Every party's public verifying share, in party order, where the shares carry them (a
+    /// structure wallet); `None` for a t-of-n wallet, whose shares do not.
+    pub verifying_shares: Option<Vec<PublicKey>>,
+}
+
+impl WalletPublic {
+    /// Checks that the verifying shares (if any) are one per party and combine to the public
+    /// key under every minimal quorum.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] saying what does not hold.
+    pub fn validate(&self) -> Result<()> {
+        let Some(shares) = &self.verifying_shares else {
+            return Ok(());
+        };
+        let bad = |why: &str| Error::InvalidParameters(why.to_string());
+        if shares.len() != self.structure.party_count() {
+            return Err(bad("one verifying share per party is needed"));
+        }
+        for quorum in self.structure.minimal_quorums() {
+            let members: Vec<PartyIndex> = quorum.into_iter().collect();
+            let quorum = self.structure.check_quorum(&members)?;
+            let combined = quorum.coefficients().iter().fold(
+                k256::ProjectivePoint::IDENTITY,
+                |acc, (p, c)| {
+                    acc + k256::ProjectivePoint::from(*shares[usize::from(p.get())].as_affine()) * c
+                },
+            );
+            if combined.to_affine() != *self.public_key.as_affine() {
+                return Err(bad("the verifying shares do not combine to the public key"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Version 2's addition to version 1's fields.
 #[derive(Serialize, Deserialize)]
 struct StructureBody {
@@ -121,6 +174,20 @@ impl KeyShare {
                 WalletStructure::threshold(usize::from(self.threshold.t), &labels)
                     .expect("a t-of-n threshold is a valid structure")
             }
+        }
+    }
+
+    /// The wallet's public facts at this share's epoch, for a resharing
+    /// ([`crate::ReshareSession`]).
+    #[must_use]
+    pub fn wallet_public(&self) -> WalletPublic {
+        WalletPublic {
+            wallet_id: self.wallet_id,
+            public_key: self.public_key,
+            chain_code: self.chain_code(),
+            epoch: self.epoch,
+            structure: self.structure(),
+            verifying_shares: self.structure.as_ref().map(|k| k.verifying_shares.clone()),
         }
     }
 

@@ -64,3 +64,14 @@ pub fn reconstruct(shares: &[&KeyShare]) -> Result<Zeroizing<Scalar>> {
 pub fn scalar_from_bytes(bytes: &[u8; 32]) -> Option<Scalar> {
     Option::from(Scalar::from_repr((*bytes).into()))
 }
+
+/// A copy of `share` that claims `epoch`: a party lying about its epoch, for tests that show an
+/// old share cannot sign with refreshed or reshared ones even so.
+///
+/// # Errors
+/// As [`KeyShare::from_bytes`] (never, for a share this build wrote).
+pub fn claiming_epoch(share: &KeyShare, epoch: u64) -> Result<KeyShare> {
+    let mut copy = KeyShare::from_bytes(&share.to_bytes())?;
+    copy.epoch = epoch;
+    Ok(copy)
+}

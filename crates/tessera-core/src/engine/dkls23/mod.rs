@@ -21,12 +21,17 @@
 //!   n-of-n with the structure's sub-shares as its fragments, and a quorum signs as a party whose
 //!   share is mapped so that the engine's Lagrange step yields its additive share
 //!   ([`EngineShare::quorum_party`]).
+//! - Resharing to a new structure, and refresh under a structure ([`reshare`]): the dealings of
+//!   an old quorum's additive shares, checked against the old verifying shares, and the engine's
+//!   key generation among the new parties with each one's share fixed to what it was dealt.
 
+mod reshare;
 mod setup;
 mod share;
 mod sign;
 mod structure_setup;
 
+pub(crate) use reshare::{Plan as ResharePlan, Refresh, Reshare, run_peers as reshare_peers};
 pub(crate) use setup::Setup;
 pub(crate) use share::{EngineShare, other_public_share_of_two, prove_dlog, verify_dlog};
 pub(crate) use sign::Signing;

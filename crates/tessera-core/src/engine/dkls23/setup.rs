@@ -134,6 +134,9 @@ pub(crate) struct Setup {
     start_epoch: u64,
     mode: Mode,
     own_fragment: Option<k256::Scalar>,
+    /// The engine share this party must end with ([`Setup::fix_share`]): our own round-1
+    /// fragment is then chosen, once the others' have arrived, so that the fragments add up to it.
+    fixed_share: Option<k256::Scalar>,
     /// Our own round-2 and round-3 messages' broadcast parts and proof.
     own_proof_commitment: Option<ProofCommitment<Curve>>,
     own_chain_code_commitment: Option<BroadcastDerivationPhase2to4>,
@@ -189,6 +192,23 @@ impl Setup {
         Ok(setup)
     }
 
+    /// Fixes the engine share this keygen party ends with to `share`, instead of the sum of
+    /// the fragments its polynomial and the others' give it: its own fragment becomes
+    /// `share − Σ fragments received` when round 1 completes. The engine's keygen is n-of-n
+    /// here (a resharing's new parties, [`super::Reshare`]), where any set of shares lies on a
+    /// polynomial of degree n − 1, so the engine accepts it; the fragments sent to the others
+    /// stay those of our random polynomial, which hide `share` from them. Call before round 1
+    /// completes.
+    pub(crate) fn fix_share(&mut self, share: k256::Scalar) -> Result<()> {
+        if !self.is_keygen() || self.threshold.t != self.threshold.n {
+            return Err(Error::InvalidParameters(
+                "a fixed share needs an n-of-n keygen".into(),
+            ));
+        }
+        self.fixed_share = Some(share);
+        Ok(())
+    }
+
     pub(crate) fn refresh(session_id: SessionId, share: &KeyShare) -> Self {
         let old = Box::new((*share.engine.0).clone());
         Self::new(
@@ -223,6 +243,7 @@ impl Setup {
             start_epoch,
             mode,
             own_fragment: None,
+            fixed_share: None,
             own_proof_commitment: None,
             own_chain_code_commitment: None,
             own_chain_code: None,
@@ -274,10 +295,19 @@ impl Setup {
     }
 
     fn round1_to_2(&mut self, received: BTreeMap<PartyIndex, Message>) -> Result<Outgoing> {
-        let own = self.own_fragment.take().ok_or_else(Self::out_of_order)?;
+        let mut own = self.own_fragment.take().ok_or_else(Self::out_of_order)?;
+        let mut received = received;
+        if let Some(mut fixed) = self.fixed_share.take() {
+            own = fixed;
+            fixed.zeroize();
+            for m in received.values() {
+                if let Message::R1(m) = m {
+                    own -= m.fragment;
+                }
+            }
+        }
         // Fragments in the engine's party order (ours included).
         let mut fragments = Vec::with_capacity(usize::from(self.threshold.n));
-        let mut received = received;
         for p in self.threshold.parties() {
             if p == self.me {
                 fragments.push(own);
@@ -500,6 +530,7 @@ impl Drop for Setup {
     fn drop(&mut self) {
         // The DKG session and the engine's party zeroize themselves; these are ours.
         self.own_fragment.zeroize();
+        self.fixed_share.zeroize();
         if let Mode::Keygen {
             dealt: Some(dealt), ..
         } = &mut self.mode

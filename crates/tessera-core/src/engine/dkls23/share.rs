@@ -178,6 +178,12 @@ impl EngineShare {
         self.0.derivation_data.pk = pk;
     }
 
+    /// Sets the BIP-32 chain code: a resharing keeps the wallet's (the engine's key generation
+    /// among the new parties drew a new one), so every child key stays the same.
+    pub(crate) fn set_chain_code(&mut self, chain_code: [u8; 32]) {
+        self.0.derivation_data.chain_code = chain_code;
+    }
+
     /// The public key at `path`, without touching the multiplication state.
     pub(crate) fn public_key_at(&self, path: &DerivationPath) -> Result<k256::AffinePoint> {
         if path.is_root() {
