@@ -239,10 +239,4 @@ fn t_of_n_wallets_are_exactly_threshold_structures() {
     // Their files stay format 1, and the helper reads them as that structure.
     assert_eq!(&shares[0].to_bytes()[..6], b"TSKS\x00\x01");
     reconstruct(&[&shares[0], &shares[2]]).unwrap();
-    // A structure share cannot be refreshed yet; the refusal comes before any message.
-    let (_, structure_shares) = keygen("and(a, b)");
-    assert!(matches!(
-        tessera_core::RefreshSession::new(&structure_shares[0], &[1; 32]),
-        Err(Error::InvalidParameters(_))
-    ));
 }
