@@ -6,7 +6,7 @@
 //!
 //! - [`types`]: parties, wallets, sessions, thresholds.
 //! - [`envelope`]: the message format every transport carries.
-//! - [`session`] and [`protocols`]: sans-IO key generation, signing and refresh.
+//! - [`session`] and [`protocols`]: sans-IO key generation, signing, refresh and resharing.
 //! - [`runner`]: all parties in one process (tests, benches, the demo).
 //! - [`ecdsa`]: public keys, signatures, verification, Ethereum addresses.
 //! - [`derivation`]: BIP-32 non-hardened paths.

@@ -189,7 +189,6 @@ fn a_dealer_that_leaves_deals_and_ends_without_a_share() {
     let child = old[0].public_key_at(&child_path()).unwrap();
     let text = "and(server, or(phone, tablet))";
     let new_structure = structure(text);
-    let sessions = runner::reshare_sessions(&[&old[0], &old[2]], &new_structure, &[8; 32]).unwrap();
     // Run indices: the new structure's parties, then the departing dealer.
     let request = ReshareRequest {
         nonce: [8; 32],
@@ -197,6 +196,13 @@ fn a_dealer_that_leaves_deals_and_ends_without_a_share() {
         new_structure: new_structure.clone(),
     };
     let wallet = old[0].wallet_public();
+    // phone takes part with its old share without dealing; tablet joins with the public facts.
+    let sessions = vec![
+        ReshareSession::new(&old[0], &request).unwrap(),
+        ReshareSession::new(&old[1], &request).unwrap(),
+        ReshareSession::new(&old[2], &request).unwrap(),
+        ReshareSession::joining(&wallet, "tablet", &request).unwrap(),
+    ];
     assert_eq!(
         ReshareSession::run_index(&wallet, &request, "laptop").unwrap(),
         Some(p(3))

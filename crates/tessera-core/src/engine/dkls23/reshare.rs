@@ -8,7 +8,11 @@
 //! share `a_i = λ_i^Q·x_i` (the old structure's reconstruction coefficient for `Q`,
 //! [`crate::structure::Quorum`]; for a t-of-n wallet the Shamir Lagrange coefficient) and deals
 //! `a_i` down the new structure; new party `j`'s share is the sum `y_j = Σ_i s_ij` of the
-//! sub-shares dealt to it. Since `Σ_i a_i` is the key and every dealing reconstructs to its
+//! sub-shares dealt to it. (Desmedt–Jajodia and Wong–Wang–Wing have each old holder deal its
+//! share `x_i` itself and the new holders weight the sub-shares by `λ_i^Q`; dealing `λ_i^Q·x_i`
+//! instead is the same by linearity, and lets the new shares be plain sums.) The sharing down a
+//! structure is Benaloh–Leichter's ([`crate::structure::sharing`]), which generalises the
+//! threshold sharing of both papers to the structure's `and`/`or`/`threshold` nodes. Since `Σ_i a_i` is the key and every dealing reconstructs to its
 //! constant term, the new shares are a sharing of the same key under the new structure, and they
 //! are independent of the old ones (each dealer's sharing polynomials are fresh), so old shares
 //! do not combine with new ones.
@@ -916,6 +920,19 @@ mod tests {
         recommit(r);
         let err = runner::run(all).err().unwrap();
         assert!(blames(&err, 0, "have degree 2, the node needs 1"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_sub_share_is_refused_naming_the_dealer() {
+        let mut all = sessions();
+        let r = dealer(&mut all, 1);
+        *r.own.as_mut().unwrap().sub_shares[3] = Scalar::ZERO;
+        let err = runner::run(all).err().unwrap();
+        assert!(
+            matches!(&err, Error::InvalidMessage { party, round: 1, reason }
+                if *party == PartyIndex::new(1) && reason.contains("the sub-share is zero")),
+            "{err}"
+        );
     }
 
     #[test]
