@@ -8,14 +8,20 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use common::{p, run_tampered, verify_everywhere};
+use tessera_core::driver::{self, Control, CoordinatorPending, Link};
 use tessera_core::structure::{QuorumError, WalletStructure};
 use tessera_core::testing::{claiming_epoch, reconstruct, secret_scalar};
 use tessera_core::{
-    DerivationPath, Error, KeyShare, PartyIndex, PublicKey, RefreshSession, ReshareRequest,
-    ReshareSession, Threshold, runner,
+    DerivationPath, Envelope, Error, KeyShare, PartyIndex, PublicKey, RefreshSession,
+    ReshareRequest, ReshareSession, Threshold, runner,
 };
 
 fn structure(text: &str) -> WalletStructure {
@@ -353,6 +359,139 @@ fn repair(stores: &mut BTreeMap<String, Store>, coordinator: &str, new_epoch: u6
     }
 }
 
+/// Control messages between the parties of a finish, by (sender, recipient).
+#[derive(Default)]
+struct Mailboxes {
+    queues: RefCell<BTreeMap<(u8, u8), VecDeque<Control>>>,
+    parties: Vec<u8>,
+    moved: Cell<usize>,
+}
+
+/// One party's end of [`Mailboxes`]: the two-phase finish's control messages only.
+struct ControlLink<'a> {
+    me: u8,
+    boxes: &'a Mailboxes,
+}
+
+impl Link for ControlLink<'_> {
+    type Error = Error;
+
+    async fn send(&mut self, _envelope: &Envelope) -> Result<(), Error> {
+        Err(Error::InvalidParameters("only the finish runs here".into()))
+    }
+
+    fn recv(
+        &mut self,
+        _idle: Option<Duration>,
+    ) -> impl Future<Output = Result<Option<(PartyIndex, Vec<u8>)>, Error>> {
+        std::future::ready(Err(Error::InvalidParameters(
+            "only the finish runs here".into(),
+        )))
+    }
+
+    async fn send_control(&mut self, control: Control) -> Result<(), Error> {
+        let mut queues = self.boxes.queues.borrow_mut();
+        for &to in self.boxes.parties.iter().filter(|&&p| p != self.me) {
+            queues.entry((self.me, to)).or_default().push_back(control);
+        }
+        self.boxes.moved.set(self.boxes.moved.get() + 1);
+        Ok(())
+    }
+
+    fn recv_control(
+        &mut self,
+        from: PartyIndex,
+        _idle: Option<Duration>,
+    ) -> impl Future<Output = Result<Option<Control>, Error>> {
+        let (me, boxes) = (self.me, self.boxes);
+        std::future::poll_fn(move |_| {
+            let next = boxes
+                .queues
+                .borrow_mut()
+                .get_mut(&(from.get(), me))
+                .and_then(VecDeque::pop_front);
+            match next {
+                Some(control) => {
+                    boxes.moved.set(boxes.moved.get() + 1);
+                    Poll::Ready(Ok(Some(control)))
+                }
+                // A crashed party never answers: wait (the poll loop sees no progress).
+                None => Poll::Pending,
+            }
+        })
+    }
+}
+
+/// Runs the driver's two-phase finish (coordinator: [`CoordinatorPending`]; participants:
+/// [`driver::await_pending`]) between `coordinator` and `participants` (labels; run indices in
+/// that order), every store action going through `store(label, switch)`, which returns false
+/// once the crash has happened (the party then stops). Ends when every party finished or is
+/// stuck.
+fn finish_with_crash(
+    coordinator: &str,
+    participants: &[String],
+    epoch: u64,
+    store: &dyn Fn(&str, bool) -> bool,
+) {
+    let boxes = Mailboxes {
+        parties: (0..=participants.len() as u8).collect(),
+        ..Mailboxes::default()
+    };
+    let indices: Vec<PartyIndex> = (1..=participants.len() as u8).map(p).collect();
+    let mut runs: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
+    let boxes = &boxes;
+    let indices = &indices;
+    runs.push(Box::pin(async move {
+        let mut link = ControlLink { me: 0, boxes };
+        if !store(coordinator, false) {
+            return;
+        }
+        let Ok(all) = CoordinatorPending::stored(epoch)
+            .collect_commits(&mut link, indices, None)
+            .await
+        else {
+            return;
+        };
+        if !store(coordinator, true) {
+            return;
+        }
+        all.announce_switch(&mut link).await.unwrap();
+    }));
+    for (i, label) in participants.iter().enumerate() {
+        runs.push(Box::pin(async move {
+            let mut link = ControlLink {
+                me: i as u8 + 1,
+                boxes,
+            };
+            let announced = driver::await_pending(&mut link, p(0), epoch, None)
+                .await
+                .unwrap();
+            if !store(label, false) {
+                return;
+            }
+            let committed = announced.commit(&mut link).await.unwrap();
+            assert_eq!(
+                committed.await_switch(&mut link, None).await.unwrap(),
+                epoch
+            );
+            store(label, true);
+        }));
+    }
+    let mut done = vec![false; runs.len()];
+    let mut context = Context::from_waker(Waker::noop());
+    loop {
+        let before = boxes.moved.get();
+        for (run, done) in runs.iter_mut().zip(done.iter_mut()) {
+            if !*done && run.as_mut().poll(&mut context).is_ready() {
+                *done = true;
+            }
+        }
+        if done.iter().all(|d| *d) || boxes.moved.get() == before {
+            break;
+        }
+    }
+}
+
 /// A resharing's two-phase finish, with a crash after each of its steps: afterwards every
 /// remaining party holds shares of one epoch, a quorum of which signs.
 fn crash_at_every_step(old: &[KeyShare], quorum: &[PartyIndex], text: &str) {
@@ -380,11 +519,11 @@ fn crash_at_every_step(old: &[KeyShare], quorum: &[PartyIndex], text: &str) {
         .filter(|l| **l != coordinator)
         .cloned()
         .collect();
-    // Steps: coordinator stores pending; each participant stores pending (and commits);
-    // coordinator switches; each participant switches.
+    // Store actions: the coordinator's pending share, each participant's (then its commit),
+    // the coordinator's switch, each participant's switch; a crash may come before any of them.
     let steps = 2 + 2 * participants.len();
     for crash_after in 0..=steps {
-        let mut stores: BTreeMap<String, Store> = labels
+        let stores: BTreeMap<String, Store> = labels
             .iter()
             .map(|l| {
                 let current = old_structure
@@ -403,20 +542,25 @@ fn crash_at_every_step(old: &[KeyShare], quorum: &[PartyIndex], text: &str) {
             let i = new_structure.party(l).unwrap();
             KeyShare::from_bytes(&new[usize::from(i.get())].to_bytes()).unwrap()
         };
-        // (label, whether the step is the switch rather than storing the pending share)
-        let mut order: Vec<(&str, bool)> = vec![(coordinator.as_str(), false)];
-        order.extend(participants.iter().map(|l| (l.as_str(), false)));
-        order.push((coordinator.as_str(), true));
-        order.extend(participants.iter().map(|l| (l.as_str(), true)));
-        assert_eq!(order.len(), steps);
-        for &(label, switch) in order.iter().take(crash_after) {
+        let stores = RefCell::new(stores);
+        let budget = Cell::new(crash_after);
+        // A store action, unless the crash came first (then the party stops).
+        let store = |label: &str, switch: bool| -> bool {
+            if budget.get() == 0 {
+                return false;
+            }
+            budget.set(budget.get() - 1);
+            let mut stores = stores.borrow_mut();
             let store = stores.get_mut(label).unwrap();
             if switch {
                 store.current = store.pending.take();
             } else {
                 store.pending = Some(new_share(label));
             }
-        }
+            true
+        };
+        finish_with_crash(&coordinator, &participants, new_epoch, &store);
+        let mut stores = stores.into_inner();
         repair(&mut stores, &coordinator, new_epoch);
         // The coordinator switched once every participant committed; then the new epoch holds.
         let epoch = stores[&coordinator].current.as_ref().unwrap().epoch();
