@@ -54,6 +54,40 @@ fn check_every_minimal_quorum_signs(text: &str) {
         // The test-only helper agrees: the quorum's shares give the wallet key.
         reconstruct(&signers).unwrap();
     }
+    for set in structure.maximal_unauthorised_sets() {
+        let members: Vec<PartyIndex> = set.into_iter().collect();
+        assert_refused_before_any_message(&structure, &shares, &members);
+    }
+}
+
+/// Every member of the unauthorised set `members` is refused when it creates its signing session
+/// (so nothing is ever sent), with what the set lacks.
+fn assert_refused_before_any_message(
+    structure: &WalletStructure,
+    shares: &[KeyShare],
+    members: &[PartyIndex],
+) {
+    assert!(!structure.is_authorised(members));
+    let missing = structure.missing(members);
+    assert!(!missing.is_nothing());
+    let request = SignRequest {
+        nonce: [3; 32],
+        signers: members.to_vec(),
+        digest: [4; 32],
+        path: DerivationPath::root(),
+    };
+    for &member in members {
+        match SignSession::new(&shares[usize::from(member.get())], &request) {
+            Err(Error::Quorum(QuorumError::NotAuthorised(m))) => {
+                assert_eq!(
+                    m.to_string(),
+                    missing.to_string(),
+                    "{structure}: {members:?}"
+                );
+            }
+            other => panic!("{structure}: {members:?} was not refused: {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -239,4 +273,39 @@ fn t_of_n_wallets_are_exactly_threshold_structures() {
     // Their files stay format 1, and the helper reads them as that structure.
     assert_eq!(&shares[0].to_bytes()[..6], b"TSKS\x00\x01");
     reconstruct(&[&shares[0], &shares[2]]).unwrap();
+}
+
+proptest::proptest! {
+    // Each case runs a keygen (the slow part): few cases, each a new structure.
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8))]
+
+    /// Random structures of up to five parties: keygen once, a random minimal authorised quorum
+    /// signs a random digest (verified with k256 and libsecp256k1), and a random unauthorised
+    /// set (a random part of a maximal unauthorised set) is refused before any message.
+    #[test]
+    fn random_structures_sign_with_random_quorums_and_refuse_unauthorised_sets(
+        structure in common::structures::wallet_structure(5),
+        quorum_pick in proptest::prelude::any::<proptest::sample::Index>(),
+        set_pick in proptest::prelude::any::<proptest::sample::Index>(),
+        mask in proptest::prelude::any::<u16>(),
+        digest in proptest::prelude::any::<[u8; 32]>(),
+    ) {
+        let shares = runner::keygen_structure(&structure).unwrap();
+        let pk = shares[0].public_key();
+        let quorums = structure.minimal_quorums();
+        let quorum: Vec<PartyIndex> = quorum_pick.get(&quorums).iter().copied().collect();
+        let signers = quorum_shares(&shares, &quorum);
+        let (sig, _) = runner::sign(&signers, digest, &DerivationPath::root()).unwrap();
+        verify_everywhere(&pk, &digest, &sig);
+
+        let maximal = structure.maximal_unauthorised_sets();
+        let set: Vec<PartyIndex> = set_pick.get(&maximal).iter().copied().collect();
+        let part: Vec<PartyIndex> = set
+            .iter()
+            .copied()
+            .filter(|p| mask & (1 << p.get()) != 0)
+            .collect();
+        let unauthorised = if part.is_empty() { set } else { part };
+        assert_refused_before_any_message(&structure, &shares, &unauthorised);
+    }
 }

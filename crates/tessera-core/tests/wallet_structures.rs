@@ -2,6 +2,8 @@
 //! coefficients checked against an independent sharing of a secret down the tree.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use k256::Scalar;
@@ -10,6 +12,7 @@ use k256::elliptic_curve::Field;
 fn random_scalar() -> Scalar {
     Scalar::try_random(&mut rand::rngs::SysRng).unwrap()
 }
+use common::structures::{label_leaves, shape};
 use tessera_core::PartyIndex;
 use tessera_core::structure::{
     AccessStructure, QuorumError, WalletStructure, WalletStructureError,
@@ -248,39 +251,6 @@ fn every_minimal_quorum_reconstructs_the_secret_and_no_unauthorised_set_has_coef
     }
 }
 
-/// A random tree shape; leaves are labelled `p0`, `p1`, … in written order afterwards.
-fn shape() -> impl proptest::strategy::Strategy<Value = AccessStructure> {
-    use proptest::prelude::*;
-    let leaf = Just(AccessStructure::Leaf(String::new()));
-    leaf.prop_recursive(3, 10, 4, |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 2..4).prop_map(AccessStructure::And),
-            proptest::collection::vec(inner.clone(), 2..4).prop_map(AccessStructure::Or),
-            (
-                proptest::collection::vec(inner, 2..5),
-                any::<proptest::sample::Index>()
-            )
-                .prop_map(|(of, k)| AccessStructure::Threshold {
-                    k: k.index(of.len()) + 1,
-                    of
-                }),
-        ]
-    })
-}
-
-fn label_leaves(node: &mut AccessStructure, next: &mut usize) {
-    match node {
-        AccessStructure::Leaf(label) => {
-            *label = format!("p{next}");
-            *next += 1;
-        }
-        AccessStructure::And(c) | AccessStructure::Or(c) => {
-            c.iter_mut().for_each(|c| label_leaves(c, next))
-        }
-        AccessStructure::Threshold { of, .. } => of.iter_mut().for_each(|c| label_leaves(c, next)),
-    }
-}
-
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
 
@@ -289,7 +259,7 @@ proptest::proptest! {
     /// tree, and an unauthorised set has a non-empty explanation of what it lacks.
     #[test]
     fn random_structures_reconstruct_for_exactly_their_quorums(
-        mut tree in shape(),
+        mut tree in shape(3, 10, 4),
         mask in proptest::prelude::any::<u16>(),
     ) {
         let mut count = 0;

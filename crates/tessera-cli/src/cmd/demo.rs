@@ -1,7 +1,8 @@
 //! `tessera demo`: the whole flow in one command, with an embedded server ([`embedded`]) or all
-//! t-of-n parties in this process.
+//! parties in this process: t-of-n, or a wallet under an access structure ([`structure`]).
 
 mod embedded;
+mod structure;
 
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -35,6 +36,15 @@ pub(crate) struct DemoArgs {
     /// The signing parties, comma separated (default: the first t); with --in-process.
     #[arg(long, value_delimiter = ',', requires = "in_process")]
     signers: Option<Vec<u8>>,
+    /// A wallet under this access structure instead of t-of-n, e.g.
+    /// 'and(server, or(phone, laptop))': every minimal quorum signs, every maximal unauthorised
+    /// set is refused; with --in-process.
+    #[arg(
+        long,
+        requires = "in_process",
+        conflicts_with_all = ["threshold", "parties", "signers"]
+    )]
+    structure: Option<String>,
     /// Sign with the non-hardened BIP-32 child key at this path, e.g. m/0/7.
     #[arg(long, default_value = "m")]
     pub(crate) path: String,
@@ -42,9 +52,12 @@ pub(crate) struct DemoArgs {
     pub(crate) format: output::Format,
 }
 
-/// `tessera demo`: with --in-process, all t-of-n parties here; else an embedded server and
-/// this device.
+/// `tessera demo`: with --in-process, all parties here (t-of-n, or under --structure); else an
+/// embedded server and this device.
 pub(crate) fn run(args: DemoArgs) -> CliResult {
+    if let Some(text) = &args.structure {
+        return structure::run(text, &args.message, &args.path, args.format);
+    }
     if args.in_process {
         return in_process(&args);
     }

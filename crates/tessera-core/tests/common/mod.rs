@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod structures;
+
 use std::collections::VecDeque;
 
 use tessera_core::runner::{self, Delivery, InFlight};
