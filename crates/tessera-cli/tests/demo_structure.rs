@@ -64,6 +64,7 @@ fn every_minimal_quorum_signs_and_every_maximal_unauthorised_set_is_refused() {
     let signed: Vec<(&str, &str)> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("signed by      "))
+        .filter(|l| !l.contains("(new shares)"))
         .map(|l| {
             let (quorum, rest) = l.split_once(": r||s||v ").unwrap();
             let (rsv, tail) = rest.split_once(' ').unwrap();
@@ -86,6 +87,7 @@ fn every_minimal_quorum_signs_and_every_maximal_unauthorised_set_is_refused() {
     let refused: Vec<&str> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("refused        "))
+        .filter(|l| !l.starts_with("laptop's old share"))
         .collect();
     assert_eq!(
         refused,
@@ -95,11 +97,25 @@ fn every_minimal_quorum_signs_and_every_maximal_unauthorised_set_is_refused() {
         ],
         "{stdout}"
     );
-    // RESHARE-HOOK: the reshare step reports itself unavailable until resharing is merged.
+    // The reshare: same key, `server` + `tablet` sign with their new shares, `laptop`'s old
+    // share is refused.
     assert!(
         stdout.contains(
-            "reshare        not available in this build (server + phone to and(server, or(phone, tablet)))"
+            "reshare        server + phone to and(server, or(phone, tablet)): same public key"
         ),
+        "{stdout}"
+    );
+    let resigned = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("signed by      server + tablet (new shares): r||s||v "))
+        .unwrap_or_else(|| panic!("no signature by the new shares: {stdout}"));
+    let (rsv, tail) = resigned.split_once(' ').unwrap();
+    assert_eq!(tail, "verified");
+    assert!(verifies(pubkey, "quorum demo", rsv), "{rsv}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("refused        laptop's old share: ")),
         "{stdout}"
     );
     assert!(stdout.contains("verified       yes"));

@@ -36,8 +36,6 @@ struct QuorumSignature {
 
 /// What the reshare step did.
 enum ReshareOutcome {
-    /// This build has no resharing (see [`reshare_step`]).
-    NotAvailable,
     /// The demo's reshare does not apply to this structure.
     Skipped(String),
     /// Reshared, signed with the new shares and refused the removed party's old share.
@@ -134,7 +132,6 @@ pub(super) fn run(text: &str, message: &str, path: &str, format: output::Format)
                 .map(|(set, why)| serde_json::json!({ "signers": set, "error": why }))
                 .collect::<Vec<_>>(),
             "reshare": match &reshare {
-                ReshareOutcome::NotAvailable => serde_json::json!({ "status": "not available" }),
                 ReshareOutcome::Skipped(why) => {
                     serde_json::json!({ "status": "skipped", "reason": why })
                 }
@@ -184,10 +181,6 @@ pub(super) fn run(text: &str, message: &str, path: &str, format: output::Format)
         println!("refused        {}: {why}", set.join(" + "));
     }
     match &reshare {
-        ReshareOutcome::NotAvailable => println!(
-            "reshare        not available in this build ({} to {RESHARE_TO})",
-            RESHARE_FROM.join(" + ")
-        ),
         ReshareOutcome::Skipped(why) => println!("reshare        skipped: {why}"),
         ReshareOutcome::Done {
             signed,
@@ -243,12 +236,7 @@ fn reshare_step(
         .collect();
     let new_structure = WalletStructure::parse(RESHARE_TO).map_err(Failure::failed)?;
 
-    // RESHARE-HOOK: resharing (`tessera_core::runner::reshare`) is not in this build. At merge,
-    // replace the next statement with:
-    //     let new_shares = runner::reshare(&quorum_shares, &new_structure).map_err(Failure::failed)?;
-    let Some(new_shares) = reshare_unavailable(&quorum_shares, &new_structure) else {
-        return Ok(ReshareOutcome::NotAvailable);
-    };
+    let new_shares = runner::reshare(&quorum_shares, &new_structure).map_err(Failure::failed)?;
 
     if new_shares
         .iter()
@@ -298,14 +286,6 @@ fn reshare_step(
         },
         old_share_refused,
     })
-}
-
-/// RESHARE-HOOK: stands in for `runner::reshare` until it exists; remove it at merge.
-fn reshare_unavailable(
-    _quorum_shares: &[&KeyShare],
-    _new_structure: &WalletStructure,
-) -> Option<Vec<KeyShare>> {
-    None
 }
 
 /// `shares` is every party's, in party order.
