@@ -103,7 +103,8 @@ fn refresh_of_a_structure_wallet_keeps_the_key_and_makes_old_shares_useless() {
         // An old share and a new one: refused (another epoch, so another session) ...
         let mixed = [&new[0], &old[1]];
         assert!(runner::sign(&mixed, [3; 32], &DerivationPath::root()).is_err());
-        // ... also when the old share claims the new epoch: the mathematics refuses it.
+        // ... also when the old share claims the new epoch: the engine refuses it (its set-up
+        // is the old key generation's), and the old share does not combine with the new ones.
         let liar = claiming_epoch(&old[1], 1).unwrap();
         assert!(runner::sign(&[&new[0], &liar], [3; 32], &DerivationPath::root()).is_err());
         assert!(reconstruct(&[&new[0], &liar]).is_err());
