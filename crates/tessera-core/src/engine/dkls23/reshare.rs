@@ -12,10 +12,10 @@
 //! share `x_i` itself and the new holders weight the sub-shares by `λ_i^Q`; dealing `λ_i^Q·x_i`
 //! instead is the same by linearity, and lets the new shares be plain sums.) The sharing down a
 //! structure is Benaloh–Leichter's ([`crate::structure::sharing`]), which generalises the
-//! threshold sharing of both papers to the structure's `and`/`or`/`threshold` nodes. Since `Σ_i a_i` is the key and every dealing reconstructs to its
-//! constant term, the new shares are a sharing of the same key under the new structure, and they
-//! are independent of the old ones (each dealer's sharing polynomials are fresh), so old shares
-//! do not combine with new ones.
+//! threshold sharing of both papers to the structure's `and`/`or`/`threshold` nodes. Since
+//! `Σ_i a_i` is the key and every dealing reconstructs to its constant term, the new shares are
+//! a sharing of the same key under the new structure, and they are independent of the old ones
+//! (each dealer's sharing polynomials are fresh), so old shares do not combine with new ones.
 //!
 //! Every dealing is verifiable as in Wong, Wang and Wing's verifiable redistribution (T. M. Wong,
 //! C. Wang, J. M. Wing, "Verifiable secret redistribution for archive systems", IEEE Security in
