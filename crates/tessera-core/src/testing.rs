@@ -75,3 +75,16 @@ pub fn claiming_epoch(share: &KeyShare, epoch: u64) -> Result<KeyShare> {
     copy.epoch = epoch;
     Ok(copy)
 }
+
+/// A copy of `share` that claims the epoch and the structure (with its verifying shares) of
+/// `like`: a removed party posing as a party of a resharing's new structure, for tests that
+/// show its old share does not sign with the new ones even when every public field agrees.
+///
+/// # Errors
+/// As [`KeyShare::from_bytes`] (never, for a share this build wrote).
+pub fn claiming_to_be_like(share: &KeyShare, like: &KeyShare) -> Result<KeyShare> {
+    let mut copy = KeyShare::from_bytes(&share.to_bytes())?;
+    copy.epoch = like.epoch;
+    copy.structure = like.structure.clone();
+    Ok(copy)
+}

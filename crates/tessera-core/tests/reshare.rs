@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::{p, run_tampered, verify_everywhere};
 use tessera_core::driver::{self, Control, CoordinatorPending, Link};
 use tessera_core::structure::{QuorumError, WalletStructure};
-use tessera_core::testing::{claiming_epoch, reconstruct, secret_scalar};
+use tessera_core::testing::{claiming_epoch, claiming_to_be_like, reconstruct, secret_scalar};
 use tessera_core::{
     DerivationPath, Envelope, Error, KeyShare, PartyIndex, PublicKey, RefreshSession,
     ReshareRequest, ReshareSession, Threshold, runner,
@@ -103,7 +103,8 @@ fn refresh_of_a_structure_wallet_keeps_the_key_and_makes_old_shares_useless() {
         // An old share and a new one: refused (another epoch, so another session) ...
         let mixed = [&new[0], &old[1]];
         assert!(runner::sign(&mixed, [3; 32], &DerivationPath::root()).is_err());
-        // ... also when the old share claims the new epoch: the mathematics refuses it.
+        // ... also when the old share claims the new epoch: the engine refuses it (its set-up
+        // is the old key generation's), and the old share does not combine with the new ones.
         let liar = claiming_epoch(&old[1], 1).unwrap();
         assert!(runner::sign(&[&new[0], &liar], [3; 32], &DerivationPath::root()).is_err());
         assert!(reconstruct(&[&new[0], &liar]).is_err());
@@ -185,6 +186,21 @@ fn the_demo_reshare_adds_tablet_removes_laptop() {
     );
     let liar = claiming_epoch(laptop, 1).unwrap();
     assert!(runner::sign(&[&new[0], &liar], [5; 32], &DerivationPath::root()).is_err());
+    // Even posing as tablet (party 2 of the new structure: same index, epoch, structure and
+    // verifying shares, so the same session), laptop's old share does not sign with server's
+    // new one: the engine refuses it (laptop's engine state, pairwise set-up included, is from
+    // the old key generation, which the engine's signing checks; its secret is not a share of
+    // the new sharing either).
+    let impostor = claiming_to_be_like(laptop, by_label(&new, "tablet")).unwrap();
+    assert_eq!(impostor.party(), by_label(&new, "tablet").party());
+    assert_eq!(impostor.structure(), new[0].structure());
+    let err = runner::sign(
+        &[by_label(&new, "server"), &impostor],
+        [5; 32],
+        &DerivationPath::root(),
+    )
+    .unwrap_err();
+    assert!(!matches!(err, Error::WrongSession { .. }), "{err}");
 }
 
 #[test]

@@ -12,10 +12,10 @@
 //! share `x_i` itself and the new holders weight the sub-shares by `λ_i^Q`; dealing `λ_i^Q·x_i`
 //! instead is the same by linearity, and lets the new shares be plain sums.) The sharing down a
 //! structure is Benaloh–Leichter's ([`crate::structure::sharing`]), which generalises the
-//! threshold sharing of both papers to the structure's `and`/`or`/`threshold` nodes. Since `Σ_i a_i` is the key and every dealing reconstructs to its
-//! constant term, the new shares are a sharing of the same key under the new structure, and they
-//! are independent of the old ones (each dealer's sharing polynomials are fresh), so old shares
-//! do not combine with new ones.
+//! threshold sharing of both papers to the structure's `and`/`or`/`threshold` nodes. Since
+//! `Σ_i a_i` is the key and every dealing reconstructs to its constant term, the new shares are
+//! a sharing of the same key under the new structure, and they are independent of the old ones
+//! (each dealer's sharing polynomials are fresh), so old shares do not combine with new ones.
 //!
 //! Every dealing is verifiable as in Wong, Wang and Wing's verifiable redistribution (T. M. Wong,
 //! C. Wang, J. M. Wing, "Verifiable secret redistribution for archive systems", IEEE Security in
@@ -954,5 +954,66 @@ mod tests {
             .insert(PartyIndex::new(9), Zeroizing::new(Scalar::ONE));
         let err = runner::run(all).err().unwrap();
         assert!(blames(&err, 3, "not the share dealt to it"), "{err}");
+    }
+    /// A dealer that opens two different dealings (each committed, each valid, each matching the
+    /// recipient's sub-share) to two parties is caught by the round-3 echo.
+    #[test]
+    fn a_dealer_equivocating_its_dealing_is_caught_by_the_echo() {
+        use crate::envelope::Envelope;
+        use crate::runner::{Delivery, InFlight};
+        let mut all = sessions();
+        let r = dealer(&mut all, 1);
+        // Pre-order of NEW: 0 and, 1 server, 2 threshold(2, …), 3 cfo, 4 ceo, 5 cto, 6 cro.
+        // Move G from the threshold node to server (the root stays), and tilt the threshold
+        // node's line so that cro's point (position 4) stays: P' = P − G, C' = C + G/4.
+        let mut other = r.own.as_ref().unwrap().public.clone();
+        let g = ProjectivePoint::GENERATOR;
+        let quarter = g * Option::<Scalar>::from(Scalar::from(4u64).invert()).unwrap();
+        let shift = |p: &mut AffinePoint, by: ProjectivePoint| {
+            *p = (ProjectivePoint::from(*p) + by).to_affine();
+        };
+        shift(&mut other.node_points[1], g);
+        shift(&mut other.node_points[2], -g);
+        shift(&mut other.commitments[2][0], quarter);
+        for (position, node) in [(1u64, 3usize), (2, 4), (3, 5), (4, 6)] {
+            let point = ProjectivePoint::from(other.node_points[2])
+                + ProjectivePoint::from(other.commitments[2][0]) * Scalar::from(position);
+            other.node_points[node] = point.to_affine();
+        }
+        assert_eq!(
+            other.node_points[6],
+            r.own.as_ref().unwrap().public.node_points[6]
+        );
+        other.verify(&r.plan.new_structure).unwrap();
+        let other_commitment = dealing_commitment(&r.session_id, r.me, &other);
+        let result = runner::run_with(
+            all,
+            |m: InFlight<'_>| {
+                if m.sender == PartyIndex::new(1) && m.recipient == PartyIndex::new(4) {
+                    let mut e = Envelope::from_bytes(m.sender, m.bytes).unwrap();
+                    match m.round {
+                        1 => {
+                            let mut w: Wire1 = decode(1, m.sender, &e.payload).unwrap();
+                            w.dealing_commitment = Some(other_commitment);
+                            e.payload = encode(&w);
+                        }
+                        2 => {
+                            let mut w: Wire2 = decode(2, m.sender, &e.payload).unwrap();
+                            w.dealing = Some(other.clone());
+                            e.payload = encode(&w);
+                        }
+                        _ => {}
+                    }
+                    *m.bytes = e.to_bytes();
+                }
+                Delivery::Deliver
+            },
+            |_, _| {},
+        );
+        let err = result.err().unwrap();
+        assert!(
+            matches!(err, Error::BroadcastMismatch { round: 2, .. }),
+            "{err}"
+        );
     }
 }
