@@ -162,8 +162,8 @@ fn blamed(err: &Error, party: u8, reason: &str) {
 #[test]
 fn commitments_of_the_wrong_degree_name_the_dealer() {
     // Node 2 (pre-order) is threshold(2, cfo, ceo, cto): one commitment, for a degree-1
-    // polynomial. The dealer adds a second (a degree-2 polynomial would let 3 officers' worth of
-    // shares be needed) or drops the one it has.
+    // polynomial. The dealer adds a second (its sub-shares would then need 3 officers, not 2) or
+    // drops the one it has (a constant: any one officer would hold the node's value).
     let text = "and(server, threshold(2, cfo, ceo, cto))";
     let err = forged_dealing(text, 2, 0, |d| {
         assert_eq!(d.commitments[2].len(), 1);
