@@ -290,6 +290,21 @@ async fn registry_on(backend: Backend) {
         alice.login(&alice_id, &alice_dev.device_id).await,
         Err(ClientError::Server { status: 401, .. })
     ));
+    // Signing reads the device's standing with the wallet: refused as revoked (401), for its
+    // own wallet and for another user's alike (not 404).
+    assert!(matches!(
+        alice
+            .sign(&share, [2; 32], &DerivationPath::root(), |_, _| {})
+            .await,
+        Err(ClientError::Server { status: 401, .. })
+    ));
+    let stranger = bob.keygen("b", |_, _| {}).await.unwrap();
+    assert!(matches!(
+        alice
+            .sign(&stranger, [2; 32], &DerivationPath::root(), |_, _| {})
+            .await,
+        Err(ClientError::Server { status: 401, .. })
+    ));
 }
 
 async fn raw(

@@ -10,7 +10,11 @@
 //! Records are database rows, never log lines. An audited action and its record commit in one
 //! [`WriteTx`] ([`append_in`]); appends are serialised by that transaction (SQLite: the write
 //! lock; PostgreSQL: an advisory lock on the chain's head, shared by every replica), and the
-//! primary key on `seq` refuses a fork whatever happens.
+//! primary key on `seq` refuses a fork whatever happens. An append does not read the head when
+//! the process knows it: it inserts after the head it last wrote, in a statement that writes
+//! only if that record is still the head, and reads the head only when it was not. On SQLite a
+//! record that stands alone ([`append`]) is that single statement, without a transaction
+//! around it.
 
 use axum::Json;
 use axum::extract::State;
@@ -94,9 +98,47 @@ fn record_hash(
     h.finalize().into()
 }
 
+/// A record about to be appended after record `prev_seq` (hash `prev_hash`), its hash computed.
+fn next_record<'a>(
+    prev_seq: i64,
+    prev_hash: &[u8],
+    at: i64,
+    kind: &'a str,
+    subject: Subject<'a>,
+    detail: &'a str,
+) -> db::audit::NewRecord<'a> {
+    let seq = prev_seq + 1;
+    let hash = record_hash(
+        seq,
+        at,
+        kind,
+        subject.user,
+        subject.device,
+        subject.wallet,
+        detail,
+        prev_hash,
+    );
+    db::audit::NewRecord {
+        seq,
+        at,
+        kind,
+        user: subject.user,
+        device: subject.device,
+        wallet: subject.wallet,
+        detail,
+        prev_hash: prev_hash.to_vec(),
+        hash,
+    }
+}
+
 /// Appends a record inside `tx`, after the transaction's other writes: the record commits with
 /// the action it records, or neither does. On PostgreSQL this takes the chain head's advisory
 /// lock, held until `tx` ends (take wallet locks before it, see [`crate::db`]).
+///
+/// The head is the process's last known one ([`db::audit::HeadCache`]): one guarded insert
+/// that writes only if that is still the head ([`db::audit::insert_after`]); when it is not
+/// (another replica appended, a transaction rolled back), the head is read under the lock and
+/// the record appended after it.
 ///
 /// # Errors
 /// A database error: roll back the action (drop `tx`) and answer with the error.
@@ -111,41 +153,49 @@ pub async fn append_in(
     }
     tx.lock_audit_head().await?;
     let detail = detail.to_string();
+    let at = now();
+    if let Some((prev_seq, prev_hash)) = tx.audit_head().get() {
+        let record = next_record(prev_seq, &prev_hash, at, kind, subject, &detail);
+        if db::audit::insert_after(&mut **tx, &record).await? {
+            tx.audit_head().advance(record.seq, record.hash);
+            return Ok(());
+        }
+    }
     let last = db::audit::head(tx).await?;
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_vec()));
-    let seq = prev_seq + 1;
-    let at = now();
-    let hash = record_hash(
-        seq,
-        at,
-        kind,
-        subject.user,
-        subject.device,
-        subject.wallet,
-        &detail,
-        &prev_hash,
-    );
-    db::audit::insert(
-        tx,
-        db::audit::NewRecord {
-            seq,
-            at,
-            kind,
-            user: subject.user,
-            device: subject.device,
-            wallet: subject.wallet,
-            detail: &detail,
-            prev_hash,
-            hash: hash.as_slice(),
-        },
-    )
-    .await?;
+    let record = next_record(prev_seq, &prev_hash, at, kind, subject, &detail);
+    db::audit::insert(tx, &record).await?;
+    tx.audit_head().advance(record.seq, record.hash);
     Ok(())
+}
+
+/// SQLite: appends a record as one autocommit statement after the process's last known head
+/// (the statement takes the write lock before it checks the head, and commits durably).
+/// Returns whether it was written; when not (no known head, a stale one, or an error), the
+/// caller appends in a transaction that reads the head.
+async fn append_alone(state: &AppState, kind: &str, subject: Subject<'_>, detail: &str) -> bool {
+    let Some((prev_seq, prev_hash)) = state.audit_head().get() else {
+        return false;
+    };
+    let record = next_record(prev_seq, &prev_hash, now(), kind, subject, detail);
+    match db::audit::insert_after(state.db(), &record).await {
+        Ok(true) => {
+            state.audit_head().advance(record.seq, record.hash);
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            tracing::debug!(kind, error = %e, "audit append without a transaction failed; retrying in one");
+            false
+        }
+    }
 }
 
 /// Appends a record in a transaction of its own: for a record that is the whole action (a
 /// backup verified, a refusal) or that follows one already done. Tried up to
 /// [`crate::db::DURABLE_ATTEMPTS`] times; the caller must not report success when it fails.
+/// On SQLite, the first try is a single statement when the process knows the head
+/// (`append_alone`).
 ///
 /// # Errors
 /// The last attempt's error.
@@ -156,6 +206,11 @@ pub async fn append(
     detail: Value,
 ) -> ApiResult<()> {
     if !state.config().controls {
+        return Ok(());
+    }
+    if state.backend() == db::Backend::Sqlite
+        && append_alone(state, kind, subject, &detail.to_string()).await
+    {
         return Ok(());
     }
     let mut attempt = 1;

@@ -7,7 +7,7 @@ use tessera_api as api;
 use tessera_core::protocols::{fresh_nonce, joint_nonce};
 use tessera_core::{DerivationPath, WalletId};
 
-use crate::auth::AuthDevice;
+use crate::auth::{AuthDevice, TokenDevice};
 use crate::db::wallets::{SignContext, Wallet};
 use crate::db::{self, Approval, Protocol, RequestKind, WriteTx};
 use crate::error::{ApiError, ApiResult};
@@ -171,9 +171,12 @@ pub struct StoredSign {
 /// written and committed together (one commit, one fsync). Concurrent requests of a wallet are
 /// therefore evaluated one after the other, on every replica, and a limit cannot be exceeded by
 /// sending requests at the same time.
+///
+/// The caller's standing (active, of the token's user) is read with the wallet, in the same
+/// query, and confirmed before anything else is done.
 pub async fn sign(
     State(state): State<AppState>,
-    me: AuthDevice,
+    token: TokenDevice,
     ApiJson(req): ApiJson<api::SignIntentRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
     req.path
@@ -192,12 +195,23 @@ pub async fn sign(
     };
 
     let mut tx = state.begin_write().await?;
+    let context =
+        db::wallets::sign_context(&mut tx, &token.device_id, &token.user_id, &req.wallet_id)
+            .await?;
     let SignContext {
+        caller,
         wallet,
         standing,
         policy,
         stale_pending,
-    } = db::wallets::sign_context(&mut tx, &me.user_id, &req.wallet_id).await?;
+    } = match context {
+        Ok(context) => context,
+        Err(caller) => {
+            token.confirm(caller)?;
+            return Err(ApiError::NotFound(format!("no wallet {}", req.wallet_id)));
+        }
+    };
+    let me = token.confirm(caller)?;
     if standing > 0 {
         crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
     }

@@ -19,7 +19,7 @@ use tessera_core::{
 };
 
 use crate::audit;
-use crate::auth::AuthDevice;
+use crate::auth::{AuthDevice, TokenDevice};
 use crate::db::{self, Approval, Protocol, SessionStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, ApiWebSocket};
@@ -60,18 +60,40 @@ struct Prepared {
 }
 
 /// Opens the socket for a created session of the caller.
+///
+/// On one database connection: the session with everything opening it checks, the caller's
+/// standing included (one query, `db::sessions::open_context`), then the claim. The server's
+/// state machine is built after the claim (unsealing the share is the costly part); if that
+/// fails, the claim is given back.
 pub async fn open(
     State(state): State<AppState>,
-    me: AuthDevice,
+    token: TokenDevice,
     ApiQuery(q): ApiQuery<WsQuery>,
     ApiWebSocket(upgrade): ApiWebSocket,
 ) -> ApiResult<Response> {
-    let session = openable(&state, &me, &q.session_id).await?;
-    let prepared = prepare(&state, &session)?;
+    let mut conn = state.db().acquire().await?;
+    let (me, session) = openable(&state, &mut conn, token, &q.session_id).await?;
     // Claim the session: only one socket may ever run it.
-    if !db::sessions::claim(state.db(), &q.session_id, state.instance(), now()).await? {
+    if !db::sessions::claim(&mut *conn, &q.session_id, state.instance(), now()).await? {
         return Err(ApiError::Gone("session is already running".into()));
     }
+    drop(conn);
+    let prepared = match prepare(&state, &session) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            if let Err(db_error) = db::sessions::unclaim(
+                state.db(),
+                &q.session_id,
+                state.instance(),
+                session.last_message_at,
+            )
+            .await
+            {
+                tracing::warn!(session_id = %q.session_id, error = %db_error, "could not give back the claim of a session that did not start");
+            }
+            return Err(e);
+        }
+    };
     let run = RunOf {
         state,
         me,
@@ -87,16 +109,24 @@ pub async fn open(
         .on_upgrade(move |socket| run.run(socket, prepared)))
 }
 
-/// The caller's created session `session_id`, still openable, with no ban or lock in its way.
+/// The caller's created session `session_id`, still openable (approved, for a signing request
+/// that needed it), with no ban or lock in its way; and the caller, confirmed active.
 async fn openable(
     state: &AppState,
-    me: &AuthDevice,
+    conn: &mut sqlx::AnyConnection,
+    token: TokenDevice,
     session_id: &str,
-) -> ApiResult<db::sessions::OpenContext> {
+) -> ApiResult<(AuthDevice, db::sessions::OpenContext)> {
     // Everything opening needs, in one read (see `db::sessions::open_context`).
-    let session = db::sessions::open_context(state.db(), session_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("unknown session".into()))?;
+    let session = match db::sessions::open_context(&mut *conn, session_id, &token.device_id).await?
+    {
+        Ok(session) => session,
+        Err(caller) => {
+            token.confirm(caller)?;
+            return Err(ApiError::NotFound("unknown session".into()));
+        }
+    };
+    let me = token.confirm(session.caller.clone())?;
     if session.device_id != me.device_id {
         return Err(ApiError::Forbidden(
             "this session belongs to another device".into(),
@@ -112,7 +142,7 @@ async fn openable(
     );
     if session.status == SessionStatus::Created && now() > open_by {
         // Created but never opened within the idle timeout: it expires like an idle socket.
-        db::sessions::expire_unopened(state.db(), session_id).await?;
+        db::sessions::expire_unopened(&mut *conn, session_id).await?;
         return Err(ApiError::Gone(
             "session expired before it was opened; start a new one".into(),
         ));
@@ -124,14 +154,16 @@ async fn openable(
         )));
     }
     if session.obstacles > 0 {
-        crate::bans::refuse_session(
-            &mut *state.db().acquire().await?,
-            &session.wallet_id,
-            session.protocol,
-        )
-        .await?;
+        crate::bans::refuse_session(&mut *conn, &session.wallet_id, session.protocol).await?;
     }
-    Ok(session)
+    if session.protocol == Protocol::Sign {
+        refuse_unapproved(Approval::at(
+            session.approval,
+            session.approval_expires,
+            now(),
+        ))?;
+    }
+    Ok((me, session))
 }
 
 /// Builds the server's state machine for `session`.
@@ -167,11 +199,6 @@ fn prepare(state: &AppState, session: &db::sessions::OpenContext) -> ApiResult<P
         Protocol::Sign => {
             let req: crate::wallets::StoredSign =
                 serde_json::from_str(&session.params).map_err(|e| internal(&e))?;
-            refuse_unapproved(Approval::at(
-                session.approval,
-                session.approval_expires,
-                now(),
-            ))?;
             let share = active_share()?;
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&req.digest, &mut digest)

@@ -112,15 +112,45 @@ async fn states_round_trip(pool: &AnyPool) {
         .await,
         "sign/created"
     );
-    let open = db::sessions::open_context(pool, "s1")
+    let mut conn = pool.acquire().await.unwrap();
+    let open = db::sessions::open_context(&mut conn, "s1", "d1")
         .await
         .unwrap()
+        .ok()
         .unwrap();
     assert_eq!(open.protocol, Protocol::Sign);
     assert_eq!(open.status, SessionStatus::Created);
     assert_eq!(open.approval, None);
+    // The caller's standing comes with the session; an unknown session still reports it.
+    assert_eq!(open.caller, Some((DeviceStatus::Active, "u1".to_string())));
+    assert_eq!(
+        db::sessions::open_context(&mut conn, "no-such-session", "d1")
+            .await
+            .unwrap()
+            .err(),
+        Some(Some((DeviceStatus::Active, "u1".to_string())))
+    );
+    let unknown_caller = db::sessions::open_context(&mut conn, "s1", "d9")
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    assert_eq!(unknown_caller.caller, None);
+    drop(conn);
     assert!(db::sessions::claim(pool, "s1", "me", 101).await.unwrap());
     assert!(!db::sessions::claim(pool, "s1", "me", 101).await.unwrap());
+    // A claim given back leaves the session created as it was, and claimable again.
+    db::sessions::unclaim(pool, "s1", "me", 100).await.unwrap();
+    assert_eq!(
+        text(
+            pool,
+            "SELECT status || '/' || CAST(last_message_at AS TEXT) FROM sessions WHERE id = $1",
+            "s1"
+        )
+        .await,
+        "created/100"
+    );
+    assert!(db::sessions::claim(pool, "s1", "me", 101).await.unwrap());
     db::sessions::record_end(pool, "s1", SessionStatus::Done, None, 102)
         .await
         .unwrap();

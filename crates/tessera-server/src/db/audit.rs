@@ -27,6 +27,37 @@ macro_rules! audit_select {
     };
 }
 
+/// The chain's head as this process last wrote or read it: (seq, hash) of a record, kept so that
+/// an append is one statement ([`insert_after`]) instead of a read of the head and an insert.
+///
+/// It is a guess, never trusted: [`insert_after`] writes only when the database's head is
+/// still that record (another replica, a rolled-back transaction or a race between two appends
+/// make it miss, and the append then reads the head, [`head`]). Shared by the whole process.
+#[derive(Default)]
+pub struct HeadCache(std::sync::Mutex<Option<(i64, [u8; 32])>>);
+
+impl HeadCache {
+    /// The last head seen, if any.
+    #[must_use]
+    pub fn get(&self) -> Option<(i64, [u8; 32])> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers record `seq` (unless a later one is already remembered).
+    pub fn advance(&self, seq: i64, hash: [u8; 32]) {
+        let mut head = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if head.is_none_or(|(known, _)| seq >= known) {
+            *head = Some((seq, hash));
+        }
+    }
+}
+
 /// The chain's head: the last record's seq and hash (none: the chain is empty). Read in `tx`
 /// after its audit-head lock.
 ///
@@ -57,14 +88,53 @@ pub struct NewRecord<'a> {
     /// The previous record's hash.
     pub prev_hash: Vec<u8>,
     /// This record's hash.
-    pub hash: &'a [u8],
+    pub hash: [u8; 32],
 }
 
-/// Appends a record in `tx`.
+/// Appends `r` only if the chain's head is record `r.seq - 1` with hash `r.prev_hash`, in one
+/// statement: the record exists with that hash and no record `r.seq` does (the primary key,
+/// `ON CONFLICT DO NOTHING`). Returns whether it was appended; when not, the caller's guess
+/// of the head was stale and nothing was written.
+///
+/// In a transaction holding the audit head (SQLite: the write lock; PostgreSQL: the advisory
+/// lock), or alone as an autocommit statement on SQLite, where the statement takes the write
+/// lock before it reads. (On PostgreSQL an autocommit use would be safe too, since a
+/// concurrent uncommitted record `r.seq` makes it wait for that transaction, but a locked
+/// append's plain [`insert`] could then collide with it: PostgreSQL appends stay in locked
+/// transactions.)
 ///
 /// # Errors
 /// A database error.
-pub async fn insert(tx: &mut WriteTx, r: NewRecord<'_>) -> Result<(), sqlx::Error> {
+pub async fn insert_after(
+    db: impl AnyExecutor<'_>,
+    r: &NewRecord<'_>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO audit_log (seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+         WHERE EXISTS (SELECT 1 FROM audit_log p WHERE p.seq = $10 AND p.hash = $8) \
+         ON CONFLICT (seq) DO NOTHING",
+    )
+    .bind(r.seq)
+    .bind(r.at)
+    .bind(r.kind)
+    .bind(r.user)
+    .bind(r.device)
+    .bind(r.wallet)
+    .bind(r.detail)
+    .bind(r.prev_hash.as_slice())
+    .bind(r.hash.as_slice())
+    .bind(r.seq - 1)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Appends a record in `tx` (after reading the head under the audit-head lock).
+///
+/// # Errors
+/// A database error.
+pub async fn insert(tx: &mut WriteTx, r: &NewRecord<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO audit_log (seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -76,8 +146,8 @@ pub async fn insert(tx: &mut WriteTx, r: NewRecord<'_>) -> Result<(), sqlx::Erro
     .bind(r.device)
     .bind(r.wallet)
     .bind(r.detail)
-    .bind(r.prev_hash)
-    .bind(r.hash)
+    .bind(r.prev_hash.as_slice())
+    .bind(r.hash.as_slice())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -28,6 +28,7 @@
 //! the pool (`AppState::db`): a second pool connection taken while holding one can exhaust the pool.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{AnyConnection, AnyPool};
@@ -69,6 +70,7 @@ pub struct WriteTx {
     backend: Backend,
     audited: bool,
     audit_head_locked: bool,
+    audit_head: Arc<audit::HeadCache>,
 }
 
 impl Deref for WriteTx {
@@ -98,11 +100,17 @@ fn is_busy(e: &sqlx::Error) -> bool {
 }
 
 impl WriteTx {
-    /// Starts a write transaction on `pool` (`audited`: whether audit records are written).
+    /// Starts a write transaction on `pool` (`audited`: whether audit records are written;
+    /// `audit_head`: the process's guess of the chain's head, see [`audit::HeadCache`]).
     ///
     /// # Errors
     /// A database error (on SQLite, after waiting for the write lock repeatedly).
-    pub async fn begin(pool: &AnyPool, backend: Backend, audited: bool) -> ApiResult<WriteTx> {
+    pub async fn begin(
+        pool: &AnyPool,
+        backend: Backend,
+        audited: bool,
+        audit_head: Arc<audit::HeadCache>,
+    ) -> ApiResult<WriteTx> {
         let tx = match backend {
             Backend::Postgres => pool.begin().await?,
             Backend::Sqlite => {
@@ -121,6 +129,7 @@ impl WriteTx {
             backend,
             audited,
             audit_head_locked: false,
+            audit_head,
         })
     }
 
@@ -134,6 +143,12 @@ impl WriteTx {
     #[must_use]
     pub fn audited(&self) -> bool {
         self.audited
+    }
+
+    /// The process's guess of the audit chain's head (see [`audit::HeadCache`]).
+    #[must_use]
+    pub(crate) fn audit_head(&self) -> &audit::HeadCache {
+        &self.audit_head
     }
 
     /// Serialises this transaction with every other one that locks the same wallet, on every

@@ -3,7 +3,7 @@
 use sqlx::AnyConnection;
 use sqlx::any::AnyExecutor;
 
-use super::{Approval, Protocol, SessionStatus};
+use super::{Approval, DeviceStatus, Protocol, SessionStatus};
 
 /// The condition "session `s` is live" in SQL, given the placeholders of now and of now less the
 /// idle timeout. The `status IN (…)` term lets both databases use the partial indexes of
@@ -160,6 +160,9 @@ pub struct OpenContext {
     /// Bans of the device party and locks standing on the wallet (their details are read only
     /// when there is one).
     pub obstacles: i64,
+    /// The standing of the device that asks to open it: its status and user (none: unknown),
+    /// for [`crate::auth::TokenDevice::confirm`].
+    pub caller: Option<(DeviceStatus, String)>,
 }
 
 type OpenRow = (
@@ -176,59 +179,72 @@ type OpenRow = (
     Option<i64>,
     Option<Vec<u8>>,
     i64,
+    Option<DeviceStatus>,
+    Option<String>,
 );
 
 /// The session `session_id` with what opening it needs: for a signing request, its approval;
-/// for sign and refresh, the active sealed share; and whether a ban or lock may stand in the way.
+/// for sign and refresh, the active sealed share; whether a ban or lock may stand in the way;
+/// and the standing of `caller`, the device that asks. `Err(standing)`: no such session, and
+/// the caller's standing (read then, so that the caller can answer for the device first).
 ///
 /// # Errors
 /// A database error (an unknown stored state included).
 pub async fn open_context(
-    db: impl AnyExecutor<'_>,
+    conn: &mut AnyConnection,
     session_id: &str,
-) -> Result<Option<OpenContext>, sqlx::Error> {
+    caller: &str,
+) -> Result<Result<OpenContext, Option<(DeviceStatus, String)>>, sqlx::Error> {
     let row: Option<OpenRow> = sqlx::query_as(
         "SELECT s.device_id, s.wallet_id, s.protocol, s.nonce, s.status, s.last_message_at, s.params, \
          r.approval, r.expires_at, r.decided_at, sh.epoch, sh.sealed, \
          (SELECT COUNT(*) FROM banned_parties b WHERE b.wallet_id = s.wallet_id AND b.party = 0 AND b.lifted_at IS NULL) \
-         + (SELECT COUNT(*) FROM wallet_locks l WHERE l.wallet_id = s.wallet_id AND l.lifted_at IS NULL) \
+         + (SELECT COUNT(*) FROM wallet_locks l WHERE l.wallet_id = s.wallet_id AND l.lifted_at IS NULL), \
+         (SELECT d.status FROM devices d WHERE d.id = $2), \
+         (SELECT d.user_id FROM devices d WHERE d.id = $2) \
          FROM sessions s LEFT JOIN sign_requests r ON r.session_id = s.id \
          LEFT JOIN server_shares sh ON sh.wallet_id = s.wallet_id AND sh.state = 'active' \
          AND s.protocol IN ('sign', 'refresh') WHERE s.id = $1",
     )
     .bind(session_id)
-    .fetch_optional(db)
+    .bind(caller)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(
-        |(
-            device_id,
-            wallet_id,
-            protocol,
-            nonce,
-            status,
-            last_message_at,
-            params,
-            approval,
-            approval_expires,
-            decided_at,
-            share_epoch,
-            sealed,
-            obstacles,
-        )| OpenContext {
-            device_id,
-            wallet_id,
-            protocol,
-            nonce,
-            status,
-            last_message_at,
-            params,
-            approval,
-            approval_expires,
-            decided_at,
-            share: share_epoch.zip(sealed),
-            obstacles,
-        },
-    ))
+    let Some(row) = row else {
+        return Ok(Err(super::devices::standing(conn, caller).await?));
+    };
+    let (
+        device_id,
+        wallet_id,
+        protocol,
+        nonce,
+        status,
+        last_message_at,
+        params,
+        approval,
+        approval_expires,
+        decided_at,
+        share_epoch,
+        sealed,
+        obstacles,
+        caller_status,
+        caller_user,
+    ) = row;
+    Ok(Ok(OpenContext {
+        device_id,
+        wallet_id,
+        protocol,
+        nonce,
+        status,
+        last_message_at,
+        params,
+        approval,
+        approval_expires,
+        decided_at,
+        share: share_epoch.zip(sealed),
+        obstacles,
+        caller: caller_status.zip(caller_user),
+    }))
 }
 
 /// A created session that was never opened in time expires.
@@ -284,6 +300,26 @@ pub async fn claim(
         .execute(db)
         .await?;
     Ok(claimed.rows_affected() == 1)
+}
+
+/// Gives back a claim ([`claim`]) whose run could not start: the session is created again,
+/// as it was before (`last_message_at`: its value before the claim).
+///
+/// # Errors
+/// A database error.
+pub async fn unclaim(
+    db: impl AnyExecutor<'_>,
+    session_id: &str,
+    owner: &str,
+    last_message_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET status = 'created', last_message_at = $1, owner = NULL WHERE id = $2 AND status = 'running' AND owner = $3")
+        .bind(last_message_at)
+        .bind(session_id)
+        .bind(owner)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// Records how a session ended.

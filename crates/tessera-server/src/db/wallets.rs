@@ -3,7 +3,7 @@
 use sqlx::any::AnyExecutor;
 use tessera_core::PublicKey;
 
-use super::{Backend, WriteTx};
+use super::{Backend, DeviceStatus, WriteTx};
 use crate::error::{ApiError, ApiResult};
 
 /// A wallet.
@@ -52,6 +52,9 @@ pub async fn owned(db: impl AnyExecutor<'_>, user_id: &str, wallet_id: &str) -> 
 /// What `POST /sign` checks before it creates a session, read in one query (each statement is
 /// a round trip to the database's thread, and a sign is latency- and CPU-bound).
 pub struct SignContext {
+    /// The requesting device's standing: its status and user (none: unknown), for
+    /// [`crate::auth::TokenDevice::confirm`].
+    pub caller: Option<(DeviceStatus, String)>,
     /// The wallet, locked for the transaction ([`WriteTx::lock_wallet`]).
     pub wallet: Wallet,
     /// Bans of the device party and locks standing on the wallet (their details are read, for
@@ -63,16 +66,19 @@ pub struct SignContext {
     pub stale_pending: i64,
 }
 
-/// The wallet `wallet_id` of `user_id` with everything signing checks, locking the wallet row
-/// for `tx` on PostgreSQL (SQLite: `tx` holds the write lock).
+/// The wallet `wallet_id` of `user_id` with everything signing checks, and the standing of the
+/// requesting device `device_id`, locking the wallet row for `tx` on PostgreSQL (SQLite: `tx`
+/// holds the write lock). `Ok(Err(standing))`: no such wallet of `user_id`, and the device's
+/// standing (read then, so that the caller can answer for the device first).
 ///
 /// # Errors
-/// [`ApiError::NotFound`]; a database error.
+/// A database error.
 pub async fn sign_context(
     tx: &mut WriteTx,
+    device_id: &str,
     user_id: &str,
     wallet_id: &str,
-) -> ApiResult<SignContext> {
+) -> ApiResult<Result<SignContext, Option<(DeviceStatus, String)>>> {
     // Scalar subqueries: on PostgreSQL `FOR UPDATE` locks the wallet row alone.
     macro_rules! select {
         () => {
@@ -82,7 +88,9 @@ pub async fn sign_context(
          (SELECT p.version FROM policies p WHERE p.wallet_id = w.id ORDER BY p.version DESC LIMIT 1), \
          (SELECT p.policy FROM policies p WHERE p.wallet_id = w.id ORDER BY p.version DESC LIMIT 1), \
          (SELECT COUNT(*) FROM server_shares sh WHERE sh.wallet_id = w.id AND sh.state = 'pending' AND NOT EXISTS \
-         (SELECT 1 FROM sessions s WHERE s.id = sh.session_id AND s.status = 'running')) \
+         (SELECT 1 FROM sessions s WHERE s.id = sh.session_id AND s.status = 'running')), \
+         (SELECT d.status FROM devices d WHERE d.id = $3), \
+         (SELECT d.user_id FROM devices d WHERE d.id = $3) \
          FROM wallets w WHERE w.id = $1 AND w.user_id = $2"
         };
     }
@@ -95,6 +103,8 @@ pub async fn sign_context(
         Option<i64>,
         Option<String>,
         i64,
+        Option<DeviceStatus>,
+        Option<String>,
     );
     let query = match tx.backend() {
         Backend::Sqlite => sqlx::query_as::<_, Row>(select!()),
@@ -103,17 +113,20 @@ pub async fn sign_context(
     let row = query
         .bind(wallet_id)
         .bind(user_id)
+        .bind(device_id)
         .fetch_optional(&mut **tx)
         .await?;
-    let Some((id, name, pk, epoch, standing, version, policy, stale_pending)) = row else {
-        return Err(ApiError::NotFound(format!("no wallet {wallet_id}")));
+    let Some((id, name, pk, epoch, standing, version, policy, stale_pending, status, owner)) = row
+    else {
+        return Ok(Err(super::devices::standing(&mut **tx, device_id).await?));
     };
-    Ok(SignContext {
+    Ok(Ok(SignContext {
+        caller: status.zip(owner),
         wallet: Wallet::from_row((id, name, pk, epoch))?,
         standing,
         policy: version.zip(policy),
         stale_pending,
-    })
+    }))
 }
 
 /// Whether `user_id` has a wallet named `name`.

@@ -1,0 +1,167 @@
+//! The audit chain's appends, which insert after the head the process last knew without reading
+//! it: a stale guess (a rolled-back append, another replica's appends) never forks, breaks or
+//! loses a record, alone or under 60 concurrent appends from two servers on one database.
+//! SQLite always; PostgreSQL when `TESSERA_TEST_DATABASE_URL` names a server (a fresh database
+//! is created).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use tessera_server::audit::{self, Subject};
+use tessera_server::{AppState, Config};
+
+fn fresh_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("tessera_chain_{:x}{:x}", nanos, std::process::id())
+}
+
+/// Two servers ("replicas") over one database: SQLite (one file) or a fresh PostgreSQL database.
+async fn two_servers(dir: &tempfile::TempDir, postgres: bool) -> Option<(AppState, AppState)> {
+    let mut config = Config::new(dir.path().join("data"));
+    if postgres {
+        let admin = std::env::var("TESSERA_TEST_DATABASE_URL").ok()?;
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
+        let name = fresh_name();
+        // The name is ours (hex digits), not input.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        config.database_url = Some(format!("{base}/{name}"));
+    }
+    let first = AppState::open(config.clone()).await.unwrap();
+    let second = AppState::open(config).await.unwrap();
+    Some((first, second))
+}
+
+async fn record_count(state: &AppState) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(state.db())
+        .await
+        .unwrap();
+    n
+}
+
+/// Whether the chain verifies; its number of records.
+async fn verified(state: &AppState) -> u64 {
+    let v = audit::verify(state.db()).await.unwrap();
+    assert!(v.first_bad.is_none(), "chain broken: {:?}", v.first_bad);
+    v.records
+}
+
+async fn in_transaction(state: &AppState, kind: &str, n: usize) {
+    let mut tx = state.begin_write().await.unwrap();
+    audit::append_in(&mut tx, kind, Subject::default(), json!({ "n": n }))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn stale_heads_never_break_the_chain(postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((a, b)) = two_servers(&dir, postgres).await else {
+        eprintln!("TESSERA_TEST_DATABASE_URL not set: PostgreSQL skipped");
+        return;
+    };
+    let start = record_count(&a).await;
+
+    // An append rolled back: `a` remembers a head that was never written.
+    audit::append(&a, "test.first", Subject::default(), json!({}))
+        .await
+        .unwrap();
+    let mut tx = a.begin_write().await.unwrap();
+    audit::append_in(&mut tx, "test.rolled_back", Subject::default(), json!({}))
+        .await
+        .unwrap();
+    drop(tx);
+    // Both kinds of append after it, on the server with the phantom head.
+    audit::append(&a, "test.after_rollback", Subject::default(), json!({}))
+        .await
+        .unwrap();
+    in_transaction(&a, "test.after_rollback_in_tx", 0).await;
+
+    // The other server appends: `a`'s head is stale, `b` has none yet, then `b`'s goes stale.
+    for i in 0..3 {
+        audit::append(&b, "test.b", Subject::default(), json!({ "i": i }))
+            .await
+            .unwrap();
+        audit::append(&a, "test.a", Subject::default(), json!({ "i": i }))
+            .await
+            .unwrap();
+        in_transaction(&b, "test.b_in_tx", i).await;
+        in_transaction(&a, "test.a_in_tx", i).await;
+    }
+    assert_eq!(record_count(&a).await, start + 3 + 12);
+    let (rolled_back,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE kind = 'test.rolled_back'")
+            .fetch_one(a.db())
+            .await
+            .unwrap();
+    assert_eq!(rolled_back, 0);
+    assert_eq!(verified(&a).await as i64, start + 15);
+}
+
+#[tokio::test]
+async fn stale_heads_never_break_the_chain_on_sqlite() {
+    stale_heads_never_break_the_chain(false).await;
+}
+
+#[tokio::test]
+async fn stale_heads_never_break_the_chain_on_postgres() {
+    stale_heads_never_break_the_chain(true).await;
+}
+
+/// 60 concurrent appends, half alone and half in transactions, spread over two servers: every
+/// record is written once and the chain verifies.
+async fn concurrent_appends_all_land(postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((a, b)) = two_servers(&dir, postgres).await else {
+        eprintln!("TESSERA_TEST_DATABASE_URL not set: PostgreSQL skipped");
+        return;
+    };
+    let start = record_count(&a).await;
+    let mut tasks = Vec::new();
+    for i in 0..60usize {
+        let state = if i % 3 == 0 { b.clone() } else { a.clone() };
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                audit::append(
+                    &state,
+                    "test.concurrent",
+                    Subject::default(),
+                    json!({ "i": i }),
+                )
+                .await
+                .unwrap();
+            } else {
+                in_transaction(&state, "test.concurrent", i).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (distinct,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(DISTINCT detail) FROM audit_log WHERE kind = 'test.concurrent'",
+    )
+    .fetch_one(a.db())
+    .await
+    .unwrap();
+    assert_eq!(distinct, 60);
+    assert_eq!(record_count(&a).await, start + 60);
+    assert_eq!(verified(&b).await as i64, start + 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_all_land_on_sqlite() {
+    concurrent_appends_all_land(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_all_land_on_postgres() {
+    concurrent_appends_all_land(true).await;
+}
