@@ -841,11 +841,10 @@ mod tests {
             if *p == PartyIndex::new(party) && r.contains(reason))
     }
 
-    #[test]
-    fn a_dealer_whose_constant_term_is_not_its_additive_share_is_named() {
-        let mut all = sessions();
-        // cfo deals a consistent dealing of another value (its additive share plus one).
-        let r = dealer(&mut all, 1);
+    /// Makes the dealer at run index `run` deal a consistent dealing of another value (its
+    /// additive share plus one), committed to as an honest dealing would be.
+    fn deal_one_more(all: &mut [ReshareSession], run: u8) {
+        let r = dealer(all, run);
         let own = r.own.as_ref().unwrap();
         let shift = deal(&r.plan.new_structure, &Scalar::ONE).unwrap();
         let leaves: Vec<Zeroizing<Scalar>> = own
@@ -880,6 +879,12 @@ mod tests {
         own.public = public;
         own.sub_shares = leaves;
         recommit(r);
+    }
+
+    #[test]
+    fn a_dealer_whose_constant_term_is_not_its_additive_share_is_named() {
+        let mut all = sessions();
+        deal_one_more(&mut all, 1);
         let err = runner::run(all).err().unwrap();
         assert!(
             blames(
@@ -887,6 +892,29 @@ mod tests {
                 1,
                 "the constant term it dealt is not its additive share"
             ),
+            "{err}"
+        );
+    }
+
+    /// A t-of-n (format 1) share carries no verifying shares, so a dealer's wrong constant term
+    /// cannot be pinned on it: the sum of the dealt constant terms catches it, and the key cannot
+    /// change.
+    #[test]
+    fn from_a_t_of_n_wallet_a_wrong_constant_term_is_caught_by_the_sum() {
+        let old = runner::keygen(crate::types::Threshold::new(2, 3).unwrap()).unwrap();
+        let new = WalletStructure::parse("and(p0, or(p1, phone))").unwrap();
+        let honest = runner::reshare_sessions(&[&old[0], &old[1]], &new, &[8; 32]).unwrap();
+        assert!(
+            runner::run(honest).is_ok(),
+            "the honest reshare must succeed"
+        );
+        let mut all = runner::reshare_sessions(&[&old[0], &old[1]], &new, &[9; 32]).unwrap();
+        // p1 (run index 1) deals its additive share plus one.
+        deal_one_more(&mut all, 1);
+        let err = runner::run(all).err().unwrap();
+        assert!(
+            matches!(&err, Error::Aborted(why)
+                if why.contains("the dealt constant terms do not add up to the wallet's public key")),
             "{err}"
         );
     }
