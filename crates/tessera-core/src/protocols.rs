@@ -391,7 +391,8 @@ fn reshare_parts(
 pub struct SignRequest {
     /// The run's nonce, the same for every signer.
     pub nonce: [u8; 32],
-    /// Exactly `t` distinct party indices, this party among them.
+    /// Distinct party indices, this party among them: exactly `t` of a t-of-n wallet, or a
+    /// minimal authorised quorum of a wallet under an access structure.
     pub signers: Vec<PartyIndex>,
     /// The 32-byte digest to sign (e.g. a transaction hash).
     pub digest: [u8; 32],
