@@ -19,13 +19,17 @@
 //! (`s·G`). Since every leaf point follows from the root point and the dealer knows every value
 //! it sends, the dealer knows the discrete logarithm of its root point.
 
+use std::collections::BTreeMap;
+
 use k256::{AffinePoint, ProjectivePoint, Scalar};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{AccessStructure, WalletStructure};
 use crate::error::Result;
-use crate::types::PartyIndex;
+use crate::session::encode;
+use crate::types::{PartyIndex, SessionId};
 
 /// The structure's nodes in pre-order, each with its children's pre-order indices.
 pub(crate) fn preorder(tree: &AccessStructure) -> Vec<(&AccessStructure, Vec<usize>)> {
@@ -151,6 +155,41 @@ pub(crate) fn deal(structure: &WalletStructure, secret: &Scalar) -> Result<Deali
 }
 
 impl PublicDealing {
+    /// The hash commitment to this dealing by `dealer` in run `session_id`, under the
+    /// protocol's `domain` (a dealing is committed to before it is opened).
+    pub(crate) fn commitment(
+        &self,
+        domain: &[u8],
+        session_id: &SessionId,
+        dealer: PartyIndex,
+    ) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(domain);
+        h.update(session_id.as_bytes());
+        h.update([dealer.get()]);
+        h.update(encode(self));
+        h.finalize().into()
+    }
+
+    /// The echo of every dealing of run `session_id` as one party received them, under the
+    /// protocol's `domain`: the parties compare echoes to hold one view of every dealing.
+    pub(crate) fn echo(
+        domain: &[u8],
+        session_id: &SessionId,
+        dealings: &BTreeMap<PartyIndex, PublicDealing>,
+    ) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(domain);
+        h.update(session_id.as_bytes());
+        for (party, dealing) in dealings {
+            let bytes = encode(dealing);
+            h.update([party.get()]);
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        }
+        h.finalize().into()
+    }
+
     /// Checks the dealing's shape and consistency against `structure` (see the
     /// [module documentation](self)).
     pub(crate) fn verify(&self, structure: &WalletStructure) -> Result<(), DealingFault> {

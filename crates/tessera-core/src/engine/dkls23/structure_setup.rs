@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 
 use k256::{AffinePoint, ProjectivePoint, Scalar};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
 use zeroize::Zeroizing;
 
 use super::setup::{Message as EngineMessage, Setup};
@@ -101,25 +101,11 @@ pub(crate) struct StructureSetup {
 }
 
 fn dealing_commitment(session_id: &SessionId, dealer: PartyIndex, dealing: &PublicDealing) -> Hash {
-    let mut h = Sha256::new();
-    h.update(b"tessera/structure-dealing/v1");
-    h.update(session_id.as_bytes());
-    h.update([dealer.get()]);
-    h.update(encode(dealing));
-    h.finalize().into()
+    dealing.commitment(b"tessera/structure-dealing/v1", session_id, dealer)
 }
 
 fn dealings_echo(session_id: &SessionId, dealings: &BTreeMap<PartyIndex, PublicDealing>) -> Hash {
-    let mut h = Sha256::new();
-    h.update(b"tessera/structure-dealings-echo/v1");
-    h.update(session_id.as_bytes());
-    for (party, dealing) in dealings {
-        let bytes = encode(dealing);
-        h.update([party.get()]);
-        h.update((bytes.len() as u64).to_be_bytes());
-        h.update(bytes);
-    }
-    h.finalize().into()
+    PublicDealing::echo(b"tessera/structure-dealings-echo/v1", session_id, dealings)
 }
 
 impl StructureSetup {
