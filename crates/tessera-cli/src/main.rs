@@ -14,6 +14,12 @@ mod unlock;
 
 use std::process::ExitCode;
 
+/// The allocator: mimalloc rather than the system's. A sign allocates and frees many short-lived
+/// buffers (the engine's OT vectors, 40-80 KB messages, their encodings); docs/benchmarks.md has
+/// what it saves in server CPU per sign.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 pub(crate) use failure::{CliResult, Failure};
