@@ -22,10 +22,15 @@
 //! [`MAX_DEPTH`] levels, and text at most [`MAX_TEXT_BYTES`] bytes. A wallet adds its own rules
 //! ([`WalletStructure`]: at most 16 parties, no party authorised alone) and reads a quorum's
 //! reconstruction coefficients ([`AccessStructure::reconstruction_coefficients`]).
+//!
+//! Which quorum signs a request is chosen here too ([`WalletStructure::choose_quorum`],
+//! [`quorum_choice`]), without any transport.
 
+pub mod quorum_choice;
 pub(crate) mod sharing;
 pub mod wallet;
 
+pub use quorum_choice::NoQuorum;
 pub use wallet::{Missing, Quorum, QuorumError, WalletStructure, WalletStructureError};
 
 use std::collections::{BTreeSet, HashSet};
