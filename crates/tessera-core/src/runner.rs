@@ -352,9 +352,10 @@ pub struct RobustSigning {
 /// misbehaving party). See [`crate::structure::isolation`] for the rules and the bound on runs.
 ///
 /// # Errors
-/// [`Error::InvalidParameters`] when a quorum member's share is not given, or shares of another
-/// wallet; [`SignSession::new`]'s errors. A request that cannot be signed is not an error:
-/// [`RobustSigning::signature`] says why.
+/// [`Error::InvalidParameters`] when the shares are not of one wallet at one epoch under the
+/// isolation's structure, or a quorum member's share is not given; [`SignSession::new`]'s
+/// errors. A request that cannot be signed is not an error: [`RobustSigning::signature`] says
+/// why.
 pub fn sign_robust(
     mut isolation: Isolation,
     shares: &[&KeyShare],
@@ -362,6 +363,19 @@ pub fn sign_robust(
     path: &DerivationPath,
     mut intercept: impl FnMut(InFlight<'_>) -> Delivery,
 ) -> Result<RobustSigning> {
+    // Shares of another wallet would only make runs fail, and the isolation would blame parties
+    // for it: refuse them here.
+    if let Some(first) = shares.first() {
+        let wallet = first.wallet_public();
+        if wallet.structure != *isolation.structure()
+            || shares.iter().any(|s| s.wallet_public() != wallet)
+        {
+            return Err(Error::InvalidParameters(
+                "the shares are not of one wallet at one epoch under the isolation's structure"
+                    .into(),
+            ));
+        }
+    }
     let mut attempts: Vec<Attempt> = Vec::new();
     // The machine ends by itself (its module documentation bounds the runs); this only stops a
     // bug from looping a caller forever.

@@ -336,6 +336,23 @@ fn an_honest_request_takes_one_run() {
     let (run, _) = w.sign(&w.ps(&["server", "z"]), &[], [9; 32], honest());
     assert_eq!(quorums(&run), [w.set(&["server", "x", "z"])]);
     assert!(run.signature.is_ok() && run.bans.is_empty());
+    // Shares of two wallets would only make runs fail and get parties blamed: refused first.
+    let other = Wallet::new("and(server, threshold(2, x, y, z))");
+    let mixed: Vec<&KeyShare> = vec![&w.shares[0], &other.shares[1], &w.shares[2], &w.shares[3]];
+    let isolation = Isolation::new(&w.structure, &w.all(), &[], &[], &[]).unwrap();
+    assert_eq!(
+        runner::sign_robust(
+            isolation,
+            &mixed,
+            [9; 32],
+            &DerivationPath::root(),
+            honest()
+        )
+        .unwrap_err(),
+        Error::InvalidParameters(
+            "the shares are not of one wallet at one epoch under the isolation's structure".into()
+        )
+    );
 }
 
 /// Whether some quorum of `available` holds exactly one of `c`, `o`.

@@ -397,6 +397,11 @@ impl Isolation {
         ban
     }
 
+    /// The wallet's structure.
+    pub fn structure(&self) -> &WalletStructure {
+        &self.structure
+    }
+
     /// `party` is no longer online: later quorums avoid it.
     pub fn went_offline(&mut self, party: PartyIndex) {
         self.online.remove(&party);
