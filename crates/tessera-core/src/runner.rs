@@ -5,7 +5,7 @@
 //! ([`crate::driver::drive`]) over an in-memory link.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use crate::protocols::{
 };
 use crate::session::Session;
 use crate::share::KeyShare;
-use crate::structure::WalletStructure;
+use crate::structure::{Ban, Isolation, IsolationError, Outcome, WalletStructure};
 use crate::types::{PartyIndex, Threshold, WalletId};
 
 /// What a run sent.
@@ -281,6 +281,20 @@ pub fn sign(
     digest: [u8; 32],
     path: &DerivationPath,
 ) -> Result<(Signature, RunStats)> {
+    sign_with(shares, digest, path, |_| Delivery::Deliver)
+}
+
+/// [`sign`] with every message passing `intercept` first (see [`run_with`]): tests use it to
+/// play a party that corrupts its messages.
+///
+/// # Errors
+/// As [`sign`].
+pub fn sign_with(
+    shares: &[&KeyShare],
+    digest: [u8; 32],
+    path: &DerivationPath,
+    intercept: impl FnMut(InFlight<'_>) -> Delivery,
+) -> Result<(Signature, RunStats)> {
     let request = SignRequest {
         nonce: fresh_nonce(),
         signers: shares.iter().map(|s| s.party()).collect(),
@@ -291,7 +305,7 @@ pub fn sign(
         .iter()
         .map(|s| SignSession::new(s, &request))
         .collect::<Result<Vec<_>>>()?;
-    let (signatures, stats) = run(sessions)?;
+    let (signatures, stats) = run_with(sessions, intercept, |_, _| {})?;
     let first = signatures
         .first()
         .copied()
@@ -302,6 +316,121 @@ pub fn sign(
         ));
     }
     Ok((first, stats))
+}
+
+/// One signing run of [`sign_robust`].
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// The quorum that ran.
+    pub quorum: BTreeSet<PartyIndex>,
+    /// How it ended, as reported to the [`Isolation`].
+    pub outcome: Outcome,
+    /// The run's signature, or the error it ended with.
+    pub result: Result<Signature>,
+    /// The party banned after this run, if any.
+    pub ban: Option<Ban>,
+}
+
+/// What [`sign_robust`] did: the requester is told all of it.
+#[derive(Clone, Debug)]
+pub struct RobustSigning {
+    /// The first signature produced (runs after it, made to pin a culprit, sign the same
+    /// digest again), or why none could be.
+    pub signature: std::result::Result<Signature, IsolationError>,
+    /// Every run, in order.
+    pub attempts: Vec<Attempt>,
+    /// The parties banned, in order: persist them.
+    pub bans: Vec<Ban>,
+    /// Suspects of a failure that named nobody, left when the request ended without banning one.
+    pub unresolved: Option<BTreeSet<PartyIndex>>,
+}
+
+/// Signs `digest` under the child key at `path` robustly: runs the quorums `isolation` hands
+/// out with their members' `shares` (any superset of the online parties' shares), reports each
+/// run's [`Outcome`], and goes on until the request is signed and nothing is left to learn, or
+/// no quorum can sign. `intercept` sees every message of every run (tests use it to play a
+/// misbehaving party). See [`crate::structure::isolation`] for the rules and the bound on runs.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] when the shares are not of one wallet at one epoch under the
+/// isolation's structure, or a quorum member's share is not given; [`SignSession::new`]'s
+/// errors. A request that cannot be signed is not an error: [`RobustSigning::signature`] says
+/// why.
+pub fn sign_robust(
+    mut isolation: Isolation,
+    shares: &[&KeyShare],
+    digest: [u8; 32],
+    path: &DerivationPath,
+    mut intercept: impl FnMut(InFlight<'_>) -> Delivery,
+) -> Result<RobustSigning> {
+    // Shares of another wallet would only make runs fail, and the isolation would blame parties
+    // for it: refuse them here.
+    if let Some(first) = shares.first() {
+        let wallet = first.wallet_public();
+        if wallet.structure != *isolation.structure()
+            || shares.iter().any(|s| s.wallet_public() != wallet)
+        {
+            return Err(Error::InvalidParameters(
+                "the shares are not of one wallet at one epoch under the isolation's structure"
+                    .into(),
+            ));
+        }
+    }
+    let mut attempts: Vec<Attempt> = Vec::new();
+    // The machine ends by itself (its module documentation bounds the runs); this only stops a
+    // bug from looping a caller forever.
+    let cap = (usize::from(crate::types::MAX_PARTIES) + 1).pow(2);
+    let end = loop {
+        let quorum = match isolation.next_quorum() {
+            Ok(Some(quorum)) => quorum,
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        };
+        if attempts.len() >= cap {
+            return Err(Error::Aborted("the isolation did not end".into()));
+        }
+        let members = quorum
+            .iter()
+            .map(|&p| {
+                shares
+                    .iter()
+                    .copied()
+                    .find(|s| s.party() == p)
+                    .ok_or_else(|| {
+                        Error::InvalidParameters(format!("no share of party {p} was given"))
+                    })
+            })
+            .collect::<Result<Vec<&KeyShare>>>()?;
+        let result = sign_with(&members, digest, path, &mut intercept).map(|(sig, _)| sig);
+        if let Err(e @ (Error::Quorum(_) | Error::InvalidParameters(_))) = &result {
+            // Refused before any message: the caller's inputs, not a party, are wrong.
+            return Err(e.clone());
+        }
+        let outcome = Outcome::of(&result);
+        let ban = isolation
+            .report(&quorum, outcome)
+            .map_err(|e| Error::InvalidParameters(e.to_string()))?;
+        attempts.push(Attempt {
+            quorum,
+            outcome,
+            result,
+            ban,
+        });
+    };
+    let first = attempts
+        .iter()
+        .find_map(|a| a.result.as_ref().ok().copied());
+    let signature = match (first, end) {
+        (Some(signature), _) => Ok(signature),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(IsolationError::Inconclusive),
+    };
+    Ok(RobustSigning {
+        signature,
+        attempts,
+        bans: isolation.bans().to_vec(),
+        unresolved: isolation.unresolved().cloned(),
+    })
 }
 
 /// Refreshes all `n` shares of a wallet.

@@ -22,10 +22,18 @@
 //! [`MAX_DEPTH`] levels, and text at most [`MAX_TEXT_BYTES`] bytes. A wallet adds its own rules
 //! ([`WalletStructure`]: at most 16 parties, no party authorised alone) and reads a quorum's
 //! reconstruction coefficients ([`AccessStructure::reconstruction_coefficients`]).
+//!
+//! Which quorum signs a request ([`WalletStructure::choose_quorum`], [`quorum_choice`]) and what
+//! to do when a signing run fails — ban the party the engine names, or isolate one it does not
+//! ([`Isolation`], [`isolation`]) — are decided here too, without any transport.
 
+pub mod isolation;
+pub mod quorum_choice;
 pub(crate) mod sharing;
 pub mod wallet;
 
+pub use isolation::{Ban, Evidence, Isolation, IsolationError, Outcome};
+pub use quorum_choice::NoQuorum;
 pub use wallet::{Missing, Quorum, QuorumError, WalletStructure, WalletStructureError};
 
 use std::collections::{BTreeSet, HashSet};

@@ -345,7 +345,7 @@ pub enum QuorumError {
     DuplicateSigner(PartyIndex),
 }
 
-fn quoted(labels: &[String]) -> String {
+pub(crate) fn quoted(labels: &[String]) -> String {
     labels
         .iter()
         .map(|l| format!("`{l}`"))
