@@ -452,13 +452,7 @@ pub async fn connect_database(config: &Config) -> Result<AnyPool, SetupError> {
 }
 
 // The parts a middleware or handler needs alone, so that their modules need not know the whole
-// state (`State<Rooms>` and the like).
-impl axum::extract::FromRef<AppState> for crate::relay::Rooms {
-    fn from_ref(state: &AppState) -> Self {
-        state.0.relay.clone()
-    }
-}
-
+// state.
 impl axum::extract::FromRef<AppState> for Arc<crate::limits::RateLimits> {
     fn from_ref(state: &AppState) -> Self {
         state.0.limits.clone()
