@@ -32,10 +32,11 @@
 //!
 //! Delivery is at most once: when the listening connection drops, notifications sent
 //! meanwhile are lost, so every inbox of that process is closed (its users see the end of the
-//! stream, as if the peer had left) rather than letting a stream continue with a gap.
+//! stream, as if the peer had left) rather than letting a stream continue with a gap; no
+//! mailbox opens until the listener is connected again.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -104,6 +105,9 @@ struct Shared {
     pg: Option<(AnyPool, String)>,
     held: Mutex<HashMap<String, Held>>,
     next_id: AtomicU64,
+    /// PostgreSQL: whether the listener is connected (no mailbox opens while it is not: its
+    /// frames would be lost).
+    listening: AtomicBool,
     /// Dropped with the last handle: stops the listener.
     _stop: Option<oneshot::Sender<()>>,
 }
@@ -151,6 +155,7 @@ impl Mailboxes {
             pg: None,
             held: Mutex::default(),
             next_id: AtomicU64::new(0),
+            listening: AtomicBool::new(true),
             _stop: None,
         }))
     }
@@ -167,17 +172,21 @@ impl Mailboxes {
     ) -> Result<Self, sqlx::Error> {
         let instance = instance.into();
         let channel = channel_of(&instance);
-        let mut listener = PgListener::connect(url).await?;
-        listener.listen(&channel).await?;
+        let listener = connect_listener(url, &channel).await?;
         let (stop, stopped) = oneshot::channel();
         let boxes = Mailboxes(Arc::new(Shared {
             instance,
-            pg: Some((db, channel)),
+            pg: Some((db, channel.clone())),
             held: Mutex::default(),
             next_id: AtomicU64::new(0),
+            listening: AtomicBool::new(true),
             _stop: Some(stop),
         }));
-        tokio::spawn(listen(Arc::downgrade(&boxes.0), listener, stopped));
+        let to = Listening {
+            url: url.to_string(),
+            channel,
+        };
+        tokio::spawn(listen(Arc::downgrade(&boxes.0), listener, to, stopped));
         Ok(boxes)
     }
 
@@ -193,6 +202,11 @@ impl Mailboxes {
     /// [`ApiError::Conflict`] when some process holds it already; a database error.
     pub async fn open(&self, address: &str) -> ApiResult<Inbox> {
         check_address(address)?;
+        if !self.0.listening.load(Ordering::Acquire) {
+            return Err(ApiError::Internal(
+                "not listening for frames from other replicas; try again".into(),
+            ));
+        }
         let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(INBOX_DEPTH);
         {
@@ -424,9 +438,26 @@ fn parse_notice(payload: &str) -> Option<Notice> {
     payload.strip_prefix("r ")?.parse().ok().map(Notice::Stored)
 }
 
+/// Where a replica's listener connects.
+struct Listening {
+    url: String,
+    channel: String,
+}
+
+async fn connect_listener(url: &str, channel: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
 /// This replica's listener: one notification at a time (that keeps the order), until the
 /// mailboxes are dropped.
-async fn listen(shared: Weak<Shared>, mut listener: PgListener, mut stop: oneshot::Receiver<()>) {
+async fn listen(
+    shared: Weak<Shared>,
+    mut listener: PgListener,
+    to: Listening,
+    mut stop: oneshot::Receiver<()>,
+) {
     loop {
         let next = tokio::select! {
             _ = &mut stop => return,
@@ -452,15 +483,32 @@ async fn listen(shared: Weak<Shared>, mut listener: PgListener, mut stop: onesho
                 }
                 None => tracing::warn!("a mailbox notification of an unknown form was dropped"),
             },
+            // The connection dropped and the listener is connected and listening again
+            // (`PgListener` reconnects before it returns this).
             Ok(None) => {
-                tracing::warn!("the mailbox listener's connection dropped; reconnecting");
+                tracing::warn!("the mailbox listener's connection dropped and was re-established");
                 close_all(&boxes);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "the mailbox listener failed; retrying");
+                tracing::warn!(error = %e, "the mailbox listener failed; reconnecting");
+                boxes.0.listening.store(false, Ordering::Release);
                 close_all(&boxes);
                 drop(boxes);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                listener = loop {
+                    tokio::select! {
+                        _ = &mut stop => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    match connect_listener(&to.url, &to.channel).await {
+                        Ok(l) => break l,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the mailbox listener cannot reconnect")
+                        }
+                    }
+                };
+                if let Some(shared) = shared.upgrade() {
+                    shared.listening.store(true, Ordering::Release);
+                }
             }
         }
     }

@@ -420,7 +420,12 @@ async fn wait_for_any_peer(
         tokio::select! {
             other = &mut rx => return other.ok().map(|o| Peer::Here(Box::new(o), early)),
             joined = inbox.recv() => {
-                return second_device(inbox, &joined?).map(|to| Peer::Elsewhere(to, early));
+                let Some(joined) = joined else {
+                    // This replica lost its listener (frames may be lost): start again.
+                    close(socket, 1011, "the relay lost this code; use a new one").await;
+                    return None;
+                };
+                return second_device(inbox, &joined).map(|to| Peer::Elsewhere(to, early));
             }
             message = socket.recv() => match message {
                 Some(Ok(m @ Message::Binary(_))) if early.len() < MAX_EARLY_FRAMES => {

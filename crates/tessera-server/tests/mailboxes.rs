@@ -215,3 +215,59 @@ async fn a_dead_replicas_mailboxes_are_forgotten_and_its_watchers_closed() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_dropped_listener_connection_ends_its_inboxes_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((a, b, db)) = two_replicas(&dir).await else {
+        eprintln!("TESSERA_TEST_DATABASE_URL not set: PostgreSQL skipped");
+        return;
+    };
+    let mut inbox = a.mailboxes().open("session/s3/party/0").await.unwrap();
+    let to = b
+        .mailboxes()
+        .route("session/s3/party/0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.mailboxes().send(&to, vec![1]).await.unwrap());
+    assert_eq!(inbox.recv().await.unwrap(), vec![1]);
+
+    // PostgreSQL drops A's listening connection (as a restart or a network cut would).
+    let channel: String = a
+        .instance()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let (terminated,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE '%LISTEN%' AND query LIKE $1) t",
+    )
+    .bind(format!("%{channel}%"))
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(terminated, 1);
+    // Frames sent meanwhile may be lost: the inbox ends rather than go on with a gap.
+    assert!(inbox.recv().await.is_none());
+    drop(inbox);
+
+    // The listener is back: a new mailbox gets frames again, stored and inline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut inbox = loop {
+        match a.mailboxes().open("session/s3/party/1").await {
+            Ok(inbox) => break inbox,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let to = Route::new("session/s3/party/1", a.instance());
+    for (i, len) in SIZES.iter().enumerate() {
+        assert!(b.mailboxes().send(&to, frame(*len, i as u8)).await.unwrap());
+    }
+    for (i, len) in SIZES.iter().enumerate() {
+        assert_eq!(inbox.recv().await.unwrap(), frame(*len, i as u8));
+    }
+}
