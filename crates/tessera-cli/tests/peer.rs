@@ -1,6 +1,7 @@
 //! Device-to-device mode with real `tessera` processes over real sockets: discovery over mDNS,
 //! pairing codes, 2-of-2 and 2-of-3 keygen and signing, a man in the middle, peers killed
-//! mid-protocol, bad frames, and the server relay.
+//! mid-protocol, bad frames, and the server relay (one server, and two replicas sharing one
+//! PostgreSQL with each device on its own replica).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,6 +17,8 @@ use tessera_client::peer::known::KnownPeers;
 use tessera_client::peer::pairing::{self, CodePrompt, LocalDevice};
 use tessera_client::peer::wire::Message;
 use tessera_store::{Keystore, KeystoreOptions, Passphrase};
+
+mod common;
 
 const PASSPHRASE: &str = "peer-test-passphrase";
 const WAIT: Duration = Duration::from_secs(90);
@@ -870,6 +873,100 @@ fn devices_apart_pair_and_sign_through_the_server_relay() {
     );
     assert!(!ok);
     assert!(out.contains("12 letters"), "{out}");
+}
+
+/// A `tessera server` on `data` (more arguments in `extra`); its URL.
+fn relay_server(data: &Path, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![
+        "server",
+        "--insecure-http",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut server = Proc::spawn(data.parent().unwrap(), &args, &[], &[]);
+    let line = server.wait_for("listening on");
+    let url = line.split_whitespace().nth(4).unwrap().to_string();
+    (server, url)
+}
+
+#[test]
+fn devices_on_two_replicas_pair_and_sign_through_the_relay() {
+    // Two replicas of one PostgreSQL: each device reaches a different one.
+    let database = common::fresh_postgres_database();
+    let data = home();
+    let srv = data.path().join("srv");
+    let (_one, url_one) = relay_server(&srv, &["--database-url", &database]);
+    let (_two, url_two) = relay_server(&srv, &["--database-url", &database]);
+    assert_ne!(url_one, url_two);
+    let (a, b) = (home(), home());
+    for (step, args) in [
+        (
+            "keygen",
+            vec![
+                "peer",
+                "keygen",
+                "--name",
+                "far",
+                "--device-name",
+                "bob",
+                "--relay",
+                &url_one,
+            ],
+        ),
+        (
+            "sign",
+            vec![
+                "peer",
+                "sign",
+                "--wallet",
+                "far",
+                "--message",
+                "across replicas",
+                "--device-name",
+                "bob",
+                "--relay",
+                &url_one,
+            ],
+        ),
+    ] {
+        let mut bob = Proc::spawn(b.path(), &args, &[], &[("pairing code", "y")]);
+        let code = bob.wait_for("relay code")["relay code ".len()..]
+            .trim()
+            .to_string();
+        let alice = Proc::spawn(
+            a.path(),
+            &[
+                "peer",
+                "listen",
+                "--device-name",
+                "alice",
+                "--yes",
+                "--relay",
+                &url_two,
+                "--code",
+                &code,
+            ],
+            &[],
+            &[("pairing code", "y")],
+        );
+        let (ok, out) = bob.finish();
+        assert!(ok, "{step}: {out}");
+        let (ok, aout) = alice.finish();
+        assert!(ok, "{step}: {aout}");
+        if step == "keygen" {
+            assert_eq!(codes(&out), codes(&aout));
+            assert_eq!(field(&out, "public key"), field(&aout, "public key"));
+        } else {
+            verify(
+                &field(&out, "public key"),
+                "across replicas",
+                &field(&out, "r||s||v"),
+            );
+        }
+    }
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod held;
 pub mod hold;
 pub mod limits;
 pub mod live_sessions;
+pub mod mailboxes;
 pub mod names;
 pub mod policy;
 pub mod policy_change;
@@ -78,7 +79,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Background chores: forgetting idle rate-limit keys, ending the sessions of dead replicas.
+/// Background chores: forgetting idle rate-limit keys, ending the sessions of dead replicas,
+/// forgetting their mailboxes and relay codes, deleting stored frames nobody read.
 pub fn spawn_housekeeping(state: &AppState) {
     let state = state.clone();
     tokio::spawn(async move {
@@ -92,6 +94,9 @@ pub fn spawn_housekeeping(state: &AppState) {
             }
             if let Err(e) = state.end_sessions_of_dead_replicas().await {
                 tracing::warn!(error = %e, "could not check for dead replicas");
+            }
+            if let Err(e) = state.forget_dead_replicas().await {
+                tracing::warn!(error = %e, "could not forget dead replicas' mailboxes");
             }
         }
     });

@@ -152,6 +152,7 @@ struct Inner {
     kek: Box<dyn KeyEncryptionKey>,
     config: Config,
     relay: crate::relay::Rooms,
+    mailboxes: crate::mailboxes::Mailboxes,
     limits: Arc<crate::limits::RateLimits>,
     registrations: Arc<crate::enrolment::RegistrationLimiter>,
     instance: String,
@@ -204,11 +205,20 @@ impl AppState {
             .unwrap_or_else(|| KekSource::File(dir.join("kek.key")))
             .open()?;
         crate::db::shares::check_kek(&db, kek.as_ref()).await?;
+        let mailboxes = match &config.database_url {
+            Some(url) => crate::mailboxes::Mailboxes::on_postgres(db.clone(), url, &instance)
+                .await
+                .map_err(SetupError::db(
+                    "cannot listen for frames from other replicas",
+                ))?,
+            None => crate::mailboxes::Mailboxes::in_process(&instance),
+        };
         let state = AppState(Arc::new(Inner {
             db,
             jwt,
             kek,
             relay: crate::relay::Rooms::default(),
+            mailboxes,
             limits: Arc::new(crate::limits::RateLimits::new(config.limits)),
             registrations: Arc::new(crate::enrolment::RegistrationLimiter::default()),
             config,
@@ -217,6 +227,7 @@ impl AppState {
             audit_head: Arc::default(),
         }));
         state.end_sessions_of_dead_replicas().await?;
+        state.forget_dead_replicas().await?;
         Ok(state)
     }
 
@@ -254,6 +265,55 @@ impl AppState {
             }
         }
         Ok(ended)
+    }
+
+    /// Forgets the mailboxes and relay codes of replicas that died (their liveness lock is
+    /// free), closes this process's inboxes that watch them, and deletes stored frames nobody
+    /// read within [`crate::mailboxes::FRAME_TTL`]. Called at start and then periodically;
+    /// returns how many replicas were found dead. Nothing to do on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn forget_dead_replicas(&self) -> Result<usize, SetupError> {
+        let Some(liveness) = &self.0.liveness else {
+            return Ok(0);
+        };
+        let err = SetupError::db("database");
+        let mut candidates: std::collections::BTreeSet<String> =
+            db::mailboxes::other_holders(self.db(), &self.0.instance)
+                .await
+                .map_err(&err)?
+                .into_iter()
+                .collect();
+        candidates.extend(self.0.mailboxes.watched());
+        let mut dead = 0;
+        for instance in candidates {
+            let is_dead = {
+                let mut conn = liveness.lock().await;
+                db::replicas::is_dead(&mut conn, &instance)
+                    .await
+                    .map_err(&err)?
+            };
+            if is_dead {
+                db::mailboxes::forget_replica(self.db(), &instance)
+                    .await
+                    .map_err(&err)?;
+                self.0.mailboxes.lose_replica(&instance);
+                dead += 1;
+            }
+        }
+        self.0
+            .mailboxes
+            .clean_up(now())
+            .await
+            .map_err(|e| SetupError::Invalid(e.to_string()))?;
+        Ok(dead)
+    }
+
+    /// The mailboxes of this process (frames between replicas).
+    #[must_use]
+    pub fn mailboxes(&self) -> &crate::mailboxes::Mailboxes {
+        &self.0.mailboxes
     }
 
     /// The database.
@@ -392,13 +452,7 @@ pub async fn connect_database(config: &Config) -> Result<AnyPool, SetupError> {
 }
 
 // The parts a middleware or handler needs alone, so that their modules need not know the whole
-// state (`State<Rooms>` and the like).
-impl axum::extract::FromRef<AppState> for crate::relay::Rooms {
-    fn from_ref(state: &AppState) -> Self {
-        state.0.relay.clone()
-    }
-}
-
+// state.
 impl axum::extract::FromRef<AppState> for Arc<crate::limits::RateLimits> {
     fn from_ref(state: &AppState) -> Self {
         state.0.limits.clone()

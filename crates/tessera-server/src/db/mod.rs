@@ -21,7 +21,8 @@
 //!
 //! Lock order (no deadlocks between replicas): a user name's lock (registration, PostgreSQL: an
 //! advisory lock, since the user may not exist yet) or wallet rows first, then the live-session
-//! caps' advisory locks, the audit head last. Append
+//! caps' advisory locks, the audit head last. The relay's lock on its waiting codes
+//! ([`relay_codes::lock`]) is taken alone, in a transaction that takes no other. Append
 //! audit records after the transaction's other writes; nothing but the commit follows them.
 //!
 //! While a `WriteTx` is open, query only through it (`&mut *tx`), never through
@@ -42,7 +43,9 @@ pub mod bans;
 pub mod challenges;
 pub mod devices;
 pub mod held;
+pub mod mailboxes;
 pub mod policies;
+pub mod relay_codes;
 pub mod replicas;
 pub mod sessions;
 pub mod shares;

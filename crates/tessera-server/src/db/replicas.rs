@@ -39,3 +39,17 @@ pub async fn is_dead(conn: &mut AnyConnection, owner: &str) -> Result<bool, sqlx
     }
     Ok(free)
 }
+
+/// Whether `owner`'s liveness lock is free, checked inside the caller's transaction (the lock,
+/// if taken, is released when it ends).
+///
+/// # Errors
+/// A database error.
+pub async fn is_dead_in(conn: &mut AnyConnection, owner: &str) -> Result<bool, sqlx::Error> {
+    let (free,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
+        .bind(LIVENESS_LOCK_SPACE)
+        .bind(owner)
+        .fetch_one(conn)
+        .await?;
+    Ok(free)
+}
