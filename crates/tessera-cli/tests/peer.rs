@@ -751,111 +751,32 @@ fn a_peer_killed_mid_keygen_or_mid_sign_leaves_nothing_half_done_and_a_retry_wor
 #[test]
 fn devices_apart_pair_and_sign_through_the_server_relay() {
     let data = home();
-    let mut server = Proc::spawn(
-        data.path(),
-        &[
-            "server",
-            "--insecure-http",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.path().join("srv").to_str().unwrap(),
-        ],
-        &[],
-        &[],
-    );
-    let line = server.wait_for("listening on");
-    let url = line.split_whitespace().nth(4).unwrap().to_string();
+    let (_server, url) = relay_server(&data.path().join("srv"), &[]);
     let (a, b) = (home(), home());
-    for (step, args) in [
-        (
-            "keygen",
-            vec![
-                "peer",
-                "keygen",
-                "--name",
-                "far",
-                "--device-name",
-                "bob",
-                "--relay",
-                &url,
-            ],
-        ),
-        (
-            "sign",
-            vec![
-                "peer",
-                "sign",
-                "--wallet",
-                "far",
-                "--message",
-                "over the relay",
-                "--device-name",
-                "bob",
-                "--relay",
-                &url,
-            ],
-        ),
-    ] {
-        let mut bob = Proc::spawn(b.path(), &args, &[], &[("pairing code", "y")]);
-        let code = bob.wait_for("relay code")["relay code ".len()..]
-            .trim()
-            .to_string();
-        let alice = Proc::spawn(
-            a.path(),
-            &[
-                "peer",
-                "listen",
-                "--device-name",
-                "alice",
-                "--yes",
-                "--relay",
-                &url,
-                "--code",
-                &code,
-            ],
-            &[],
-            &[("pairing code", "y")],
-        );
-        let (ok, out) = bob.finish();
-        assert!(ok, "{step}: {out}");
-        let (ok, aout) = alice.finish();
-        assert!(ok, "{step}: {aout}");
-        if step == "keygen" {
-            assert_eq!(codes(&out), codes(&aout));
-            assert_eq!(field(&out, "public key"), field(&aout, "public key"));
-        } else {
-            assert!(!out.contains("pairing code"));
-            let pk = Command::new(env!("CARGO_BIN_EXE_tessera"))
-                .args(["peer", "known"])
-                .env("TESSERA_HOME", b.path())
-                .output()
-                .unwrap();
-            assert!(String::from_utf8_lossy(&pk.stdout).contains("alice"));
-            let json = Command::new(env!("CARGO_BIN_EXE_tessera"))
-                .args(["peer", "known", "--json"])
-                .env("TESSERA_HOME", b.path())
-                .output()
-                .unwrap();
-            let known: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-            let alice_known = known
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"] == "alice")
-                .unwrap_or_else(|| panic!("{known}"));
-            assert_eq!(
-                alice_known["identity"].as_str().unwrap().len(),
-                64,
-                "{known}"
-            );
-            verify(
-                &field(&out, "public key"),
-                "over the relay",
-                &field(&out, "r||s||v"),
-            );
-        }
-    }
+    keygen_and_sign_over_the_relay(a.path(), b.path(), &url, &url, "over the relay");
+    let pk = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["peer", "known"])
+        .env("TESSERA_HOME", b.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&pk.stdout).contains("alice"));
+    let json = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["peer", "known", "--json"])
+        .env("TESSERA_HOME", b.path())
+        .output()
+        .unwrap();
+    let known: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let alice_known = known
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "alice")
+        .unwrap_or_else(|| panic!("{known}"));
+    assert_eq!(
+        alice_known["identity"].as_str().unwrap().len(),
+        64,
+        "{known}"
+    );
     // A code nobody else uses is refused by the relay's own check of its form.
     let (ok, out) = lead(
         b.path(),
@@ -873,6 +794,80 @@ fn devices_apart_pair_and_sign_through_the_server_relay() {
     );
     assert!(!ok);
     assert!(out.contains("12 letters"), "{out}");
+}
+
+/// Device `b` ("bob", through `bob_url`) makes a peer wallet with device `a` ("alice", through
+/// `alice_url`) over the relay, then signs `message` with it (no pairing the second time: the
+/// devices know each other); both results are checked.
+fn keygen_and_sign_over_the_relay(
+    a: &Path,
+    b: &Path,
+    bob_url: &str,
+    alice_url: &str,
+    message: &str,
+) {
+    for (step, args) in [
+        (
+            "keygen",
+            vec![
+                "peer",
+                "keygen",
+                "--name",
+                "far",
+                "--device-name",
+                "bob",
+                "--relay",
+                bob_url,
+            ],
+        ),
+        (
+            "sign",
+            vec![
+                "peer",
+                "sign",
+                "--wallet",
+                "far",
+                "--message",
+                message,
+                "--device-name",
+                "bob",
+                "--relay",
+                bob_url,
+            ],
+        ),
+    ] {
+        let mut bob = Proc::spawn(b, &args, &[], &[("pairing code", "y")]);
+        let code = bob.wait_for("relay code")["relay code ".len()..]
+            .trim()
+            .to_string();
+        let alice = Proc::spawn(
+            a,
+            &[
+                "peer",
+                "listen",
+                "--device-name",
+                "alice",
+                "--yes",
+                "--relay",
+                alice_url,
+                "--code",
+                &code,
+            ],
+            &[],
+            &[("pairing code", "y")],
+        );
+        let (ok, out) = bob.finish();
+        assert!(ok, "{step}: {out}");
+        let (ok, aout) = alice.finish();
+        assert!(ok, "{step}: {aout}");
+        if step == "keygen" {
+            assert_eq!(codes(&out), codes(&aout));
+            assert_eq!(field(&out, "public key"), field(&aout, "public key"));
+        } else {
+            assert!(!out.contains("pairing code"), "{out}");
+            verify(&field(&out, "public key"), message, &field(&out, "r||s||v"));
+        }
+    }
 }
 
 /// A `tessera server` on `data` (more arguments in `extra`); its URL.
@@ -902,71 +897,7 @@ fn devices_on_two_replicas_pair_and_sign_through_the_relay() {
     let (_two, url_two) = relay_server(&srv, &["--database-url", &database]);
     assert_ne!(url_one, url_two);
     let (a, b) = (home(), home());
-    for (step, args) in [
-        (
-            "keygen",
-            vec![
-                "peer",
-                "keygen",
-                "--name",
-                "far",
-                "--device-name",
-                "bob",
-                "--relay",
-                &url_one,
-            ],
-        ),
-        (
-            "sign",
-            vec![
-                "peer",
-                "sign",
-                "--wallet",
-                "far",
-                "--message",
-                "across replicas",
-                "--device-name",
-                "bob",
-                "--relay",
-                &url_one,
-            ],
-        ),
-    ] {
-        let mut bob = Proc::spawn(b.path(), &args, &[], &[("pairing code", "y")]);
-        let code = bob.wait_for("relay code")["relay code ".len()..]
-            .trim()
-            .to_string();
-        let alice = Proc::spawn(
-            a.path(),
-            &[
-                "peer",
-                "listen",
-                "--device-name",
-                "alice",
-                "--yes",
-                "--relay",
-                &url_two,
-                "--code",
-                &code,
-            ],
-            &[],
-            &[("pairing code", "y")],
-        );
-        let (ok, out) = bob.finish();
-        assert!(ok, "{step}: {out}");
-        let (ok, aout) = alice.finish();
-        assert!(ok, "{step}: {aout}");
-        if step == "keygen" {
-            assert_eq!(codes(&out), codes(&aout));
-            assert_eq!(field(&out, "public key"), field(&aout, "public key"));
-        } else {
-            verify(
-                &field(&out, "public key"),
-                "across replicas",
-                &field(&out, "r||s||v"),
-            );
-        }
-    }
+    keygen_and_sign_over_the_relay(a.path(), b.path(), &url_one, &url_two, "across replicas");
 }
 
 #[test]

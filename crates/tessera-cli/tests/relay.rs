@@ -8,39 +8,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::relay::{PER_ADDRESS, Socket, address, open_relay};
 use futures_util::{SinkExt, StreamExt};
 use tessera_client::peer::relay::new_code;
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{WebSocketStream, client_async};
-
-/// The per-address cap (tessera_server::relay::MAX_WAITING_PER_ADDRESS).
-const PER_ADDRESS: usize = 8;
-
-type Socket = WebSocketStream<TcpStream>;
-
-fn address(server: &Server) -> SocketAddr {
-    server.url.trim_start_matches("http://").parse().unwrap()
-}
-
-/// Opens `/relay/{code}` from the loopback address `source`; the HTTP status when refused.
-async fn open(server: SocketAddr, source: &str, code: &str) -> Result<Socket, u16> {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    let stream = socket.connect(server).await.unwrap();
-    match client_async(format!("ws://{server}/relay/{code}"), stream).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(e) => panic!("relay: {e}"),
-    }
-}
+use tokio_tungstenite::tungstenite::Message;
 
 /// Opens a new code from `source`, retrying while the server has not yet seen that the
 /// sockets closed before went away (it notices on its own; this only waits for it).
 async fn open_eventually(server: SocketAddr, source: &str) -> Socket {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match open(server, source, &new_code()).await {
+        match open_relay(server, source, &new_code()).await {
             Ok(ws) => return ws,
             Err(409) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -69,7 +47,7 @@ async fn one_address_cannot_fill_the_relay_and_its_codes_go_when_it_leaves() {
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..(PER_ADDRESS + 12) {
-        match open(at, "127.0.0.1", &new_code()).await {
+        match open_relay(at, "127.0.0.1", &new_code()).await {
             Ok(ws) => held.push(ws),
             Err(409) => refused += 1,
             Err(s) => panic!("unexpected {s}"),
@@ -81,12 +59,12 @@ async fn one_address_cannot_fill_the_relay_and_its_codes_go_when_it_leaves() {
     // Meanwhile two devices behind another address pair through the relay, the first one
     // sending its opening frame before the second arrives.
     let code = new_code();
-    let mut first = open(at, "127.0.0.2", &code).await.unwrap();
+    let mut first = open_relay(at, "127.0.0.2", &code).await.unwrap();
     first
         .send(Message::Binary(b"hello from the first".to_vec().into()))
         .await
         .unwrap();
-    let mut second = open(at, "127.0.0.2", &code).await.unwrap();
+    let mut second = open_relay(at, "127.0.0.2", &code).await.unwrap();
     assert_eq!(next_binary(&mut second).await, b"hello from the first");
     second
         .send(Message::Binary(b"and back".to_vec().into()))
@@ -102,7 +80,7 @@ async fn one_address_cannot_fill_the_relay_and_its_codes_go_when_it_leaves() {
         again.push(open_eventually(at, "127.0.0.1").await);
     }
     assert_eq!(
-        open(at, "127.0.0.1", &new_code()).await.err(),
+        open_relay(at, "127.0.0.1", &new_code()).await.err(),
         Some(409),
         "the per-address cap holds again"
     );

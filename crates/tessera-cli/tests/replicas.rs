@@ -10,14 +10,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tessera_client::peer::relay::new_code;
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::tungstenite::Message;
 
 use tessera_api::intent::SignKind;
 use tessera_client::{ServerClient, WalletRecord};
 use tessera_core::DerivationPath;
 
+use common::relay::{PER_ADDRESS, Socket, address, open_relay};
 use common::{Server, fresh_postgres_database};
 
 mod common;
@@ -119,28 +118,6 @@ async fn two_replicas_share_one_postgresql() {
         .unwrap();
 }
 
-/// The relay's per-address cap (tessera_server::relay::MAX_WAITING_PER_ADDRESS).
-const PER_ADDRESS: usize = 8;
-
-type Socket = WebSocketStream<TcpStream>;
-
-fn address(server: &Server) -> SocketAddr {
-    server.url.trim_start_matches("http://").parse().unwrap()
-}
-
-/// Opens `/relay/{code}` on `server` from the loopback address `source`; the HTTP status when
-/// refused.
-async fn relay(server: SocketAddr, source: &str, code: &str) -> Result<Socket, u16> {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    let stream = socket.connect(server).await.unwrap();
-    match client_async(format!("ws://{server}/relay/{code}"), stream).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(e) => panic!("relay: {e}"),
-    }
-}
-
 /// The next relayed frame; `None` when the relay closed the socket instead.
 async fn next_frame(ws: &mut Socket) -> Option<Vec<u8>> {
     loop {
@@ -185,8 +162,8 @@ async fn receive_all(to: &mut Socket, seed: u8) {
 /// from the second, the room is set up on both replicas and more than the early frames may
 /// flow).
 async fn pair(first: SocketAddr, second: SocketAddr, code: &str) -> (Socket, Socket) {
-    let mut a = relay(first, "127.0.0.1", code).await.unwrap();
-    let mut b = relay(second, "127.0.0.1", code).await.unwrap();
+    let mut a = open_relay(first, "127.0.0.1", code).await.unwrap();
+    let mut b = open_relay(second, "127.0.0.1", code).await.unwrap();
     b.send(Message::Binary(b"hello".to_vec().into()))
         .await
         .unwrap();
@@ -233,7 +210,7 @@ async fn relay_rooms_span_replicas() {
 
     // The first device on replica 1 sends its opening before the second arrives on replica 2.
     let code = new_code();
-    let mut first = relay(at1, "127.0.0.1", &code).await.unwrap();
+    let mut first = open_relay(at1, "127.0.0.1", &code).await.unwrap();
     first
         .send(Message::Binary(b"early one".to_vec().into()))
         .await
@@ -242,7 +219,7 @@ async fn relay_rooms_span_replicas() {
         .send(Message::Binary(frame(9_000, 1).into()))
         .await
         .unwrap();
-    let mut second = relay(at2, "127.0.0.1", &code).await.unwrap();
+    let mut second = open_relay(at2, "127.0.0.1", &code).await.unwrap();
     assert_eq!(next_frame(&mut second).await.unwrap(), b"early one");
     assert!(next_frame(&mut second).await.unwrap() == frame(9_000, 1));
 
@@ -297,8 +274,8 @@ async fn relay_rooms_span_replicas() {
 
     // Nothing stays stored, and the code is free again, on either replica.
     nothing_left_in(&one.database().await).await;
-    let mut again = relay(at2, "127.0.0.1", &code).await.unwrap();
-    let mut other = relay(at1, "127.0.0.1", &code).await.unwrap();
+    let mut again = open_relay(at2, "127.0.0.1", &code).await.unwrap();
+    let mut other = open_relay(at1, "127.0.0.1", &code).await.unwrap();
     other
         .send(Message::Binary(b"again".to_vec().into()))
         .await
@@ -312,7 +289,10 @@ async fn relay_rooms_span_replicas() {
     receive_all(&mut y, 7).await;
 
     // A malformed code is refused on either replica before anything is stored.
-    assert_eq!(relay(at1, "127.0.0.1", "not-a-code").await.err(), Some(400));
+    assert_eq!(
+        open_relay(at1, "127.0.0.1", "not-a-code").await.err(),
+        Some(400)
+    );
 }
 
 #[tokio::test]
@@ -324,7 +304,7 @@ async fn the_relay_caps_hold_across_replicas() {
     // 60 first devices from one address at once, half on each replica: exactly the cap wait.
     let opens = (0..60).map(|i| {
         let at = if i % 2 == 0 { at1 } else { at2 };
-        async move { relay(at, "127.0.0.3", &new_code()).await }
+        async move { open_relay(at, "127.0.0.3", &new_code()).await }
     });
     let results = futures_util::future::join_all(opens).await;
     let (held, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
@@ -332,8 +312,8 @@ async fn the_relay_caps_hold_across_replicas() {
     assert!(refused.iter().all(|r| matches!(r, Err(409))), "{refused:?}");
 
     // Another address is not affected, on either replica.
-    let mut other = relay(at1, "127.0.0.4", &new_code()).await.unwrap();
-    let mut other_2 = relay(at2, "127.0.0.4", &new_code()).await.unwrap();
+    let mut other = open_relay(at1, "127.0.0.4", &new_code()).await.unwrap();
+    let mut other_2 = open_relay(at2, "127.0.0.4", &new_code()).await.unwrap();
     other.close(None).await.unwrap();
     other_2.close(None).await.unwrap();
 
@@ -344,7 +324,7 @@ async fn the_relay_caps_hold_across_replicas() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while again.len() < PER_ADDRESS {
         let at = if again.len() % 2 == 0 { at2 } else { at1 };
-        match relay(at, "127.0.0.3", &new_code()).await {
+        match open_relay(at, "127.0.0.3", &new_code()).await {
             Ok(ws) => again.push(ws),
             Err(409) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -353,7 +333,10 @@ async fn the_relay_caps_hold_across_replicas() {
         }
     }
     for at in [at1, at2] {
-        assert_eq!(relay(at, "127.0.0.3", &new_code()).await.err(), Some(409));
+        assert_eq!(
+            open_relay(at, "127.0.0.3", &new_code()).await.err(),
+            Some(409)
+        );
     }
 }
 
@@ -370,7 +353,7 @@ async fn a_replica_killed_while_relaying_frees_its_rooms() {
     send_all(&mut on_one, 3).await;
     receive_all(&mut on_two, 3).await;
     let waiting_code = new_code();
-    let _waiting = relay(at1, "127.0.0.1", &waiting_code).await.unwrap();
+    let _waiting = open_relay(at1, "127.0.0.1", &waiting_code).await.unwrap();
 
     // Replica 1 dies. Frames the device on replica 2 sends now go to a mailbox nobody will
     // read (stored until replica 2 forgets replica 1, then deleted).
@@ -413,7 +396,7 @@ async fn a_dead_replicas_waiting_code_is_taken_over_at_once() {
     let (mut one, two) = two_replicas(&dir.path().join("data"));
     let at2 = address(&two);
     let code = new_code();
-    let _waiting = relay(address(&one), "127.0.0.1", &code).await.unwrap();
+    let _waiting = open_relay(address(&one), "127.0.0.1", &code).await.unwrap();
     one.kill();
     // PostgreSQL releases a dead client's locks when it sees its connection end: wait for that
     // (replica 2's own lock stays).
@@ -435,8 +418,8 @@ async fn a_dead_replicas_waiting_code_is_taken_over_at_once() {
     }
     // The next device of that code finds replica 1 dead and waits in its place; the one after
     // it joins.
-    let mut first = relay(at2, "127.0.0.1", &code).await.unwrap();
-    let mut second = relay(at2, "127.0.0.1", &code).await.unwrap();
+    let mut first = open_relay(at2, "127.0.0.1", &code).await.unwrap();
+    let mut second = open_relay(at2, "127.0.0.1", &code).await.unwrap();
     first
         .send(Message::Binary(b"taken over".to_vec().into()))
         .await

@@ -427,19 +427,32 @@ async fn wait_for_any_peer(
                 };
                 return second_device(inbox, &joined).map(|to| Peer::Elsewhere(to, early));
             }
-            message = socket.recv() => match message {
-                Some(Ok(m @ Message::Binary(_))) if early.len() < MAX_EARLY_FRAMES => {
-                    early.push(m);
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Binary(_))) => {
-                    close(socket, 1008, "too many frames before the other device came").await;
-                    return None;
-                }
-                // Closed, failed, or text (not part of the protocol).
-                _ => return None,
+            message = socket.recv() => if !keep_early(socket, &mut early, message).await {
+                return None;
             },
         }
+    }
+}
+
+/// What the first device sent while it waits: a frame is kept for the second device (at most
+/// [`MAX_EARLY_FRAMES`]); `false` when the wait is over (the first device left, sent too many
+/// frames, or sent text, which is not part of the protocol).
+async fn keep_early(
+    socket: &mut WebSocket,
+    early: &mut Vec<Message>,
+    message: Option<Result<Message, axum::Error>>,
+) -> bool {
+    match message {
+        Some(Ok(m @ Message::Binary(_))) if early.len() < MAX_EARLY_FRAMES => {
+            early.push(m);
+            true
+        }
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => true,
+        Some(Ok(Message::Binary(_))) => {
+            close(socket, 1008, "too many frames before the other device came").await;
+            false
+        }
+        _ => false,
     }
 }
 
@@ -454,17 +467,8 @@ async fn wait_for_peer(
     loop {
         tokio::select! {
             other = &mut rx => return other.ok().map(|o| (o, early)),
-            message = socket.recv() => match message {
-                Some(Ok(m @ Message::Binary(_))) if early.len() < MAX_EARLY_FRAMES => {
-                    early.push(m);
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Binary(_))) => {
-                    close(socket, 1008, "too many frames before the other device came").await;
-                    return None;
-                }
-                // Closed, failed, or text (not part of the protocol).
-                _ => return None,
+            message = socket.recv() => if !keep_early(socket, &mut early, message).await {
+                return None;
             },
         }
     }

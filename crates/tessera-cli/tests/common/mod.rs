@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod proxy;
+pub mod relay;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
