@@ -60,7 +60,7 @@ use tessera_core::{Envelope, PartyIndex};
 use tokio::time::Instant;
 
 use crate::error::ApiError;
-use crate::mailboxes::{INBOX_DEPTH, Inbox, MAX_FRAME, Mailboxes, Route};
+use crate::mailboxes::{Inbox, MAX_FRAME, Mailboxes, Route};
 
 /// The frame format's version (byte 0).
 pub const FRAME_VERSION: u8 = 1;
@@ -78,6 +78,9 @@ pub const MAX_SESSION_ID: usize = 128;
 /// Control messages a peer may have waiting (the finish has three kinds, one of each per party;
 /// a party that sends more is flooding).
 const MAX_WAITING_CONTROLS: usize = 8;
+/// Protocol messages that may wait while a control is awaited (a run is over by then: none
+/// should come at all).
+const MAX_WAITING_MESSAGES: usize = 16;
 /// The first and the longest pause between two look-ups of a peer's mailbox that is not open yet.
 const LOOKUP_FIRST: Duration = Duration::from_millis(20);
 const LOOKUP_LONGEST: Duration = Duration::from_millis(500);
@@ -279,32 +282,21 @@ impl Frame {
     /// [`FrameError::EmptyMessage`] or [`FrameError::TooLong`] for a message body of no bytes
     /// or more than [`MAX_PART`] (cut messages with [`message_frames`]).
     pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
-        let (kind, body): (u8, Vec<u8>) = match &self.body {
-            Body::Part(b) | Body::Message(b) => {
-                if b.is_empty() {
-                    return Err(FrameError::EmptyMessage);
-                }
-                if b.len() > MAX_PART {
-                    return Err(FrameError::TooLong(HEADER_LEN + b.len()));
-                }
-                let kind = if matches!(self.body, Body::Part(_)) {
-                    KIND_PART
-                } else {
-                    KIND_MESSAGE
-                };
-                (kind, b.clone())
+        Ok(match &self.body {
+            Body::Part(b) => message_frame(self.from, KIND_PART, b)?,
+            Body::Message(b) => message_frame(self.from, KIND_MESSAGE, b)?,
+            Body::Control(c) => {
+                let mut out = header(self.from, KIND_CONTROL, 9);
+                out.extend_from_slice(&encode_control(*c));
+                out
             }
-            Body::Control(c) => (KIND_CONTROL, encode_control(*c)),
             Body::End(e) => {
-                let mut body = vec![e.reason.code()];
-                body.extend_from_slice(e.message.as_bytes());
-                (KIND_END, body)
+                let mut out = header(self.from, KIND_END, 1 + e.message.len());
+                out.push(e.reason.code());
+                out.extend_from_slice(e.message.as_bytes());
+                out
             }
-        };
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-        out.extend_from_slice(&[FRAME_VERSION, kind, self.from.get()]);
-        out.extend_from_slice(&body);
-        Ok(out)
+        })
     }
 
     /// Reads a frame, checking every field (see the module's documentation).
@@ -356,6 +348,26 @@ impl Frame {
     }
 }
 
+/// A frame's header, in a buffer with room for `body` more bytes.
+fn header(from: PartyIndex, kind: u8, body: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body);
+    out.extend_from_slice(&[FRAME_VERSION, kind, from.get()]);
+    out
+}
+
+/// A message (part) frame of `body`.
+fn message_frame(from: PartyIndex, kind: u8, body: &[u8]) -> Result<Vec<u8>, FrameError> {
+    if body.is_empty() {
+        return Err(FrameError::EmptyMessage);
+    }
+    if body.len() > MAX_PART {
+        return Err(FrameError::TooLong(HEADER_LEN + body.len()));
+    }
+    let mut out = header(from, kind, body.len());
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
 fn encode_control(control: Control) -> Vec<u8> {
     match control {
         Control::Pending(epoch) => [&[CONTROL_PENDING][..], &epoch.to_be_bytes()].concat(),
@@ -402,18 +414,17 @@ pub fn message_frames(from: PartyIndex, message: &[u8]) -> Result<Vec<Vec<u8>>, 
     if message.len() > MAX_ENVELOPE_BYTES {
         return Err(FrameError::MessageTooLong(message.len()));
     }
-    let chunks: Vec<&[u8]> = message.chunks(MAX_PART).collect();
-    let last = chunks.len() - 1;
-    chunks
-        .into_iter()
+    let count = message.len().div_ceil(MAX_PART);
+    message
+        .chunks(MAX_PART)
         .enumerate()
         .map(|(i, chunk)| {
-            let body = if i == last {
-                Body::Message(chunk.to_vec())
+            let kind = if i + 1 == count {
+                KIND_MESSAGE
             } else {
-                Body::Part(chunk.to_vec())
+                KIND_PART
             };
-            Frame { from, body }.encode()
+            message_frame(from, kind, chunk)
         })
         .collect()
 }
@@ -923,7 +934,7 @@ impl Link for MailboxLink {
                 return Ok(None);
             };
             if let Some((party, message)) = self.absorb(frame)? {
-                if self.messages.len() >= INBOX_DEPTH {
+                if self.messages.len() >= MAX_WAITING_MESSAGES {
                     return Err(LinkError::Misbehaved {
                         party,
                         why: "sent protocol messages nobody asked for".into(),
