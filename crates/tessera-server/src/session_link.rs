@@ -38,6 +38,11 @@
 //! that the two agree; frames between devices get their own end-to-end authentication (Noise)
 //! on top.
 //!
+//! The two-phase finish ([`tessera_core::driver`]): the coordinator's pending announcement and
+//! its switch go to every peer, a participant's commit to the coordinator alone (another
+//! participant may have switched and closed its mailbox by then). Controls and messages that
+//! arrive before they are asked for wait in the link, a few per peer.
+//!
 //! How a run ends: a party that finished says so ([`MailboxLink::end`] with
 //! [`EndReason::Finished`]) before its mailbox closes, so that the others do not take its
 //! silence for a failure; a party that fails or gives up sends its reason, and the others' runs
