@@ -28,6 +28,7 @@ pub mod policy_change;
 pub mod registry;
 pub mod relay;
 pub mod release;
+pub mod session_link;
 pub mod state;
 pub mod tls;
 pub mod tokens;

@@ -95,8 +95,8 @@ impl Route {
 struct Held {
     id: u64,
     tx: mpsc::Sender<Vec<u8>>,
-    /// The replica whose death closes this inbox.
-    watches: Option<String>,
+    /// The replicas whose death closes this inbox (its peers' replicas).
+    watches: Vec<String>,
 }
 
 struct Shared {
@@ -219,7 +219,7 @@ impl Mailboxes {
                 Held {
                     id,
                     tx,
-                    watches: None,
+                    watches: Vec::new(),
                 },
             );
         }
@@ -298,7 +298,7 @@ impl Mailboxes {
     /// Closes the inboxes that watch `instance` (its replica died).
     pub fn lose_replica(&self, instance: &str) {
         if let Ok(mut held) = self.0.held.lock() {
-            held.retain(|_, h| h.watches.as_deref() != Some(instance));
+            held.retain(|_, h| !h.watches.iter().any(|w| w == instance));
         }
     }
 
@@ -308,7 +308,11 @@ impl Mailboxes {
         self.0
             .held
             .lock()
-            .map(|held| held.values().filter_map(|h| h.watches.clone()).collect())
+            .map(|held| {
+                held.values()
+                    .flat_map(|h| h.watches.iter().cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -368,8 +372,9 @@ impl Inbox {
         &self.address
     }
 
-    /// Closes this inbox when replica `instance` dies (its peer is there). Nothing happens for
-    /// this process's own instance.
+    /// Closes this inbox when replica `instance` dies (a peer is there); an inbox may watch
+    /// several (the peers of a session may be on several replicas). Nothing happens for this
+    /// process's own instance.
     pub fn watch(&self, instance: &str) {
         if instance == self.boxes.0.instance {
             return;
@@ -377,8 +382,9 @@ impl Inbox {
         if let Ok(mut held) = self.boxes.0.held.lock()
             && let Some(h) = held.get_mut(&self.address)
             && h.id == self.id
+            && !h.watches.iter().any(|w| w == instance)
         {
-            h.watches = Some(instance.to_string());
+            h.watches.push(instance.to_string());
         }
     }
 
