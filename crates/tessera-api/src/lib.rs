@@ -24,6 +24,6 @@ pub mod states;
 pub use ids::{ActionId, BanId, DeviceId, ServerSessionId, UserId, WalletId};
 pub use rest::*;
 pub use states::{
-    Approval, DeviceStatus, HeldKind, HeldStatus, Protocol, RequestKind, SessionStatus,
+    Approval, DeviceStatus, HeldKind, HeldStatus, PartyKind, Protocol, RequestKind, SessionStatus,
     UnknownState,
 };

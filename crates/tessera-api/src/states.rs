@@ -157,6 +157,18 @@ text_state! {
         Sign = "sign",
         /// New shares, same key, next epoch.
         Refresh = "refresh",
+        /// New shares under a new structure (or set of parties), same key, next epoch.
+        Reshare = "reshare",
+    }
+}
+
+text_state! {
+    /// What a party of a structure wallet is (`wallet_parties.kind`).
+    PartyKind("party kind") {
+        /// The server.
+        Server = "server",
+        /// A device (of the wallet's owner, or of another user).
+        Device = "device",
     }
 }
 

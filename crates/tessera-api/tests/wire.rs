@@ -290,7 +290,9 @@ fn states_are_their_strings() {
         (Protocol::Keygen, "keygen"),
         (Protocol::Sign, "sign"),
         (Protocol::Refresh, "refresh"),
+        (Protocol::Reshare, "reshare"),
     ]);
+    each(&[(PartyKind::Server, "server"), (PartyKind::Device, "device")]);
 }
 
 #[test]

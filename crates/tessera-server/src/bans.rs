@@ -129,7 +129,9 @@ pub async fn refuse_session(
 ) -> ApiResult<()> {
     match protocol {
         Protocol::Sign => refuse_signing(conn, wallet_id).await,
-        Protocol::Refresh => refuse_refresh(conn, wallet_id).await,
+        // A reshare switches epochs as a refresh does; until its handler decides otherwise (a
+        // reshare without the banned party may lift the ban), the same obstacles hold.
+        Protocol::Refresh | Protocol::Reshare => refuse_refresh(conn, wallet_id).await,
         Protocol::Keygen => Ok(()),
     }
 }

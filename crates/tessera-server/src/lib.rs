@@ -33,6 +33,7 @@ pub mod state;
 pub mod tls;
 pub mod tokens;
 pub mod vault;
+pub mod wallet_parties;
 pub mod wallets;
 pub mod ws;
 

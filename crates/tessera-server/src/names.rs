@@ -6,6 +6,16 @@
 //! names are stored in NFC, and a name whose UTS #39 confusable skeleton (case folded) equals the
 //! skeleton of another live device of the same user is refused, e.g. `lаptop` with a Cyrillic
 //! `а` next to `laptop`.
+//!
+//! A device is named in a wallet's access structure by its *party label*
+//! ([`party_label`]), derived from its name because structure labels are narrower than names
+//! (`[a-z0-9._-]`, at most 32 characters, see `tessera_core::structure`): accents are dropped,
+//! letters lower-cased, apostrophes removed, every other run of characters outside
+//! `[a-z0-9._-]` becomes one `-`, and `-`, `.`, `_` are trimmed from both ends. "Alice's laptop"
+//! is `alices-laptop`, "Téléphone" is `telephone`, "phone" is `phone`. A name whose label would
+//! be empty, longer than 32 characters, a keyword (`and`, `or`, `threshold`) or `server` (the
+//! server's label) gives none: that device cannot be named in a structure (registering it again
+//! under another name is the way out).
 
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
@@ -78,6 +88,38 @@ pub fn refuse_confusable<'a>(
     Ok(())
 }
 
+/// The label under which the device named `name` appears in a wallet structure, or none (see the
+/// [module documentation](self)).
+#[must_use]
+pub fn party_label(name: &str) -> Option<String> {
+    let mut label = String::with_capacity(name.len());
+    let mut gap = false;
+    for c in name
+        .nfkd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+    {
+        if matches!(c, '\'' | '\u{2019}' | '\u{02BC}') {
+            continue;
+        }
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-') {
+            if gap && !label.is_empty() {
+                label.push('-');
+            }
+            gap = false;
+            label.push(c);
+        } else {
+            gap = true;
+        }
+    }
+    let label = label.trim_matches(['-', '.', '_']);
+    let usable = label != SERVER_LABEL && tessera_core::structure::check_label(label, None).is_ok();
+    usable.then(|| label.to_owned())
+}
+
+/// The server's label in every wallet structure.
+pub const SERVER_LABEL: &str = "server";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +142,29 @@ mod tests {
         assert!(normalise("n", &"x".repeat(65)).is_err());
         assert!(normalise("n", "tab\there").is_err());
         assert_eq!(normalise("n", "Gina's laptop").unwrap(), "Gina's laptop");
+    }
+
+    #[test]
+    fn party_labels_of_device_names() {
+        for (name, label) in [
+            ("phone", Some("phone")),
+            ("Phone", Some("phone")),
+            ("Alice's laptop", Some("alices-laptop")),
+            ("Alice\u{2019}s  work   laptop", Some("alices-work-laptop")),
+            ("T\u{e9}l\u{e9}phone", Some("telephone")),
+            ("laptop (2023)", Some("laptop-2023")),
+            ("usb.key_1", Some("usb.key_1")),
+            ("-- tablet --", Some("tablet")),
+            ("\u{442}\u{435}\u{43b}\u{435}\u{444}\u{43e}\u{43d}", None),
+            ("Server", None),
+            ("OR", None),
+            ("threshold", None),
+            ("!!!", None),
+            (&"x".repeat(33), None),
+        ] {
+            assert_eq!(party_label(name).as_deref(), label, "{name:?}");
+        }
+        assert_eq!(party_label(&"x".repeat(32)), Some("x".repeat(32)));
     }
 
     #[test]

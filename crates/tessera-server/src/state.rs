@@ -395,6 +395,26 @@ impl AppState {
 /// # Errors
 /// A message naming what could not be opened.
 pub async fn connect_database(config: &Config) -> Result<AnyPool, SetupError> {
+    let (db, backend) = open_database(config).await?;
+    migrator(backend).run(&db).await?;
+    Ok(db)
+}
+
+/// The schema's migrations for `backend` (tests of a migration apply them up to a version).
+#[must_use]
+pub fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
+    match backend {
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+    }
+}
+
+/// Connects to the configured database as [`connect_database`] does, without applying the
+/// migrations, and says which database it is.
+///
+/// # Errors
+/// A message naming what could not be opened.
+pub async fn open_database(config: &Config) -> Result<(AnyPool, Backend), SetupError> {
     let dir = &config.data_dir;
     sqlx::any::install_default_drivers();
     let db = match &config.database_url {
@@ -404,8 +424,7 @@ pub async fn connect_database(config: &Config) -> Result<AnyPool, SetupError> {
                 .connect(url)
                 .await
                 .map_err(SetupError::db("cannot connect to PostgreSQL"))?;
-            sqlx::migrate!("./migrations/postgres").run(&db).await?;
-            db
+            (db, Backend::Postgres)
         }
         Some(other) => {
             return Err(SetupError::Invalid(format!(
@@ -444,8 +463,7 @@ pub async fn connect_database(config: &Config) -> Result<AnyPool, SetupError> {
                     "cannot open the database in {}",
                     dir.display()
                 )))?;
-            sqlx::migrate!("./migrations/sqlite").run(&db).await?;
-            db
+            (db, Backend::Sqlite)
         }
     };
     Ok(db)

@@ -227,6 +227,12 @@ fn prepare(state: &AppState, session: &db::sessions::OpenContext) -> ApiResult<P
                 summary: String::new(),
             }
         }
+        // No handler of this build creates one (structure wallets' sessions come next).
+        Protocol::Reshare => {
+            return Err(ApiError::Internal(
+                "reshare sessions are not run by this server build".into(),
+            ));
+        }
     };
     Ok(prepared)
 }

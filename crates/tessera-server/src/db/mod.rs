@@ -50,10 +50,11 @@ pub mod replicas;
 pub mod sessions;
 pub mod shares;
 pub mod states;
+pub mod wallet_parties;
 pub mod wallets;
 
 pub use states::{
-    Approval, DeviceStatus, HeldKind, HeldStatus, Protocol, RequestKind, SessionStatus,
+    Approval, DeviceStatus, HeldKind, HeldStatus, PartyKind, Protocol, RequestKind, SessionStatus,
     UnknownState,
 };
 

@@ -103,6 +103,25 @@ pub async fn switch_to_pending(
     Ok(old.rows_affected() == 1 && activated.rows_affected() == 1)
 }
 
+/// Deletes the wallet's shares of every epoch before `current` (refresh and reshare alike: once
+/// the switch to `current` is durable, no older share may outlive it). The share of `current`
+/// and a pending one of `current + 1` stay. Returns how many were deleted.
+///
+/// # Errors
+/// A database error.
+pub async fn delete_old_epochs(
+    db: impl AnyExecutor<'_>,
+    wallet_id: &str,
+    current: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM server_shares WHERE wallet_id = $1 AND epoch < $2")
+        .bind(wallet_id)
+        .bind(current)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Deletes the share of `epoch` and any pending one (before a restored share is inserted).
 ///
 /// # Errors

@@ -4,6 +4,6 @@
 //! never a panic.
 
 pub use tessera_api::states::{
-    Approval, DeviceStatus, HeldKind, HeldStatus, Protocol, RequestKind, SessionStatus,
+    Approval, DeviceStatus, HeldKind, HeldStatus, PartyKind, Protocol, RequestKind, SessionStatus,
     UnknownState,
 };

@@ -1,4 +1,6 @@
-//! `wallets`: the users' wallets.
+//! `wallets`: the users' wallets. A structure wallet whose keygen has not completed has no
+//! public key yet (migration 0012): the functions here, which serve today's wallets, do not see
+//! it (`public_key IS NOT NULL`); [`super::wallet_parties`] does.
 
 use sqlx::any::AnyExecutor;
 use tessera_core::PublicKey;
@@ -40,7 +42,7 @@ impl Wallet {
 /// Not found; a database error.
 pub async fn owned(db: impl AnyExecutor<'_>, user_id: &str, wallet_id: &str) -> ApiResult<Wallet> {
     let row: Option<WalletRow> = sqlx::query_as(
-        "SELECT id, name, public_key, epoch FROM wallets WHERE id = $1 AND user_id = $2",
+        "SELECT id, name, public_key, epoch FROM wallets WHERE id = $1 AND user_id = $2 AND public_key IS NOT NULL",
     )
     .bind(wallet_id)
     .bind(user_id)
@@ -91,7 +93,7 @@ pub async fn sign_context(
          (SELECT 1 FROM sessions s WHERE s.id = sh.session_id AND s.status = 'running')), \
          (SELECT d.status FROM devices d WHERE d.id = $3), \
          (SELECT d.user_id FROM devices d WHERE d.id = $3) \
-         FROM wallets w WHERE w.id = $1 AND w.user_id = $2"
+         FROM wallets w WHERE w.id = $1 AND w.user_id = $2 AND w.public_key IS NOT NULL"
         };
     }
     type Row = (
@@ -147,7 +149,7 @@ pub async fn name_taken(
     Ok(taken.is_some())
 }
 
-/// The ids of `user_id`'s wallets, oldest first.
+/// The ids of `user_id`'s wallets that have a key, oldest first.
 ///
 /// # Errors
 /// A database error.
@@ -156,14 +158,16 @@ pub async fn ids_of_user(
     user_id: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
     let ids: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM wallets WHERE user_id = $1 ORDER BY created_at, name")
+        sqlx::query_as(
+            "SELECT id FROM wallets WHERE user_id = $1 AND public_key IS NOT NULL ORDER BY created_at, name",
+        )
             .bind(user_id)
             .fetch_all(db)
             .await?;
     Ok(ids.into_iter().map(|(id,)| id).collect())
 }
 
-/// A wallet's compressed public key and epoch, whoever owns it.
+/// A wallet's compressed public key and epoch, whoever owns it (none before its keygen ended).
 ///
 /// # Errors
 /// A database error.
@@ -171,7 +175,7 @@ pub async fn key_and_epoch(
     db: impl AnyExecutor<'_>,
     wallet_id: &str,
 ) -> Result<Option<(Vec<u8>, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT public_key, epoch FROM wallets WHERE id = $1")
+    sqlx::query_as("SELECT public_key, epoch FROM wallets WHERE id = $1 AND public_key IS NOT NULL")
         .bind(wallet_id)
         .fetch_optional(db)
         .await
