@@ -5,7 +5,8 @@
 //! (Unicode general category Cf: bidi overrides, zero-width spaces and joiners) are refused,
 //! names are stored in NFC, and a name whose UTS #39 confusable skeleton (case folded) equals the
 //! skeleton of another live device of the same user is refused, e.g. `lаptop` with a Cyrillic
-//! `а` next to `laptop`.
+//! `а` next to `laptop`, and so is a name with the same party label (below) as another live
+//! device of the user, so that a structure's label always means one device.
 //!
 //! A device is named in a wallet's access structure by its *party label*
 //! ([`party_label`]), derived from its name because structure labels are narrower than names
@@ -63,7 +64,9 @@ pub fn skeleton(name: &str) -> String {
     unicode_security::confusable_detection::skeleton(&lower).collect()
 }
 
-/// Refuses `name` when it could be taken for one of `others` (the user's live devices).
+/// Refuses `name` when it could be taken for one of `others` (the user's live devices), or
+/// would stand for the same party label in a wallet structure (`Alice's laptop` and
+/// `alices laptop` are both `alices-laptop`: a structure naming it could not say which).
 ///
 /// # Errors
 /// [`ApiError::Conflict`] naming the device it could be taken for.
@@ -72,6 +75,7 @@ pub fn refuse_confusable<'a>(
     others: impl IntoIterator<Item = &'a str>,
 ) -> ApiResult<()> {
     let mine = skeleton(name);
+    let my_label = party_label(name);
     for other in others {
         if skeleton(other) == mine {
             let how = if other == name {
@@ -82,6 +86,15 @@ pub fn refuse_confusable<'a>(
             return Err(ApiError::Conflict(format!(
                 "the device name {name:?} {how} another device of this user ({other:?}); \
                  choose a name that cannot be mistaken for it"
+            )));
+        }
+        if let Some(label) = my_label.as_deref()
+            && party_label(other).as_deref() == Some(label)
+        {
+            return Err(ApiError::Conflict(format!(
+                "the device name {name:?} would be named {label:?} in wallet structures, as \
+                 another device of this user is ({other:?}); choose a name that differs in \
+                 its letters or digits"
             )));
         }
     }
@@ -177,5 +190,15 @@ mod tests {
         assert!(refuse_confusable("1aptop", existing).is_err());
         assert!(refuse_confusable("tablet", existing).is_ok());
         assert!(refuse_confusable("laptop 2", existing).is_ok());
+        // Not confusable to the eye, but the same party label.
+        let e = refuse_confusable("Alice's laptop", ["alices laptop"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"alices-laptop\""), "{e}");
+        assert!(refuse_confusable("phone!", existing).is_err());
+        assert!(refuse_confusable("alices laptop 2", ["Alice's laptop"]).is_ok());
+        // Names without a label never clash by label.
+        assert!(refuse_confusable("and", ["And!"]).is_ok());
+        assert!(refuse_confusable("\u{4e2d}\u{6587}", ["\u{65e5}\u{672c}"]).is_ok());
     }
 }
