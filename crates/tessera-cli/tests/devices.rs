@@ -108,6 +108,16 @@ async fn deceptive_device_names_are_refused_and_names_are_stored_in_nfc() {
             message_of(&r)
         );
     }
+    // Not a look-alike, but named `laptop` in wallet structures as well: refused.
+    for name in ["laptop!", "Laptop."] {
+        let (_, _, r, _h) = register(&server, "alice", name).await;
+        assert_eq!(status_of(&r), 409, "{name:?}");
+        assert!(
+            message_of(&r).contains("would be named \"laptop\" in wallet structures"),
+            "{}",
+            message_of(&r)
+        );
+    }
     // Nothing of that was stored: alice still has one device.
     assert_eq!(alice.devices().await.unwrap().len(), 1);
     // A user name with a bidi override is refused too.
