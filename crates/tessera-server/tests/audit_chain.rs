@@ -5,33 +5,17 @@
 //! is created).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use serde_json::json;
 use tessera_server::audit::{self, Subject};
 use tessera_server::{AppState, Config};
-
-fn fresh_name() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("tessera_chain_{:x}{:x}", nanos, std::process::id())
-}
 
 /// Two servers ("replicas") over one database: SQLite (one file) or a fresh PostgreSQL database.
 async fn two_servers(dir: &tempfile::TempDir, postgres: bool) -> Option<(AppState, AppState)> {
     let mut config = Config::new(dir.path().join("data"));
     if postgres {
-        let admin = std::env::var("TESSERA_TEST_DATABASE_URL").ok()?;
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
-        let name = fresh_name();
-        // The name is ours (hex digits), not input.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&pool)
-            .await
-            .unwrap();
-        let (base, _) = admin.rsplit_once('/').unwrap();
-        config.database_url = Some(format!("{base}/{name}"));
+        config.database_url = Some(common::fresh_postgres_database("chain").await?);
     }
     let first = AppState::open(config.clone()).await.unwrap();
     let second = AppState::open(config).await.unwrap();

@@ -3,6 +3,8 @@
 //! runs when `TESSERA_TEST_DATABASE_URL` names a server (a fresh database is created).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use sqlx::AnyPool;
 use tessera_server::Config;
 use tessera_server::db::{
@@ -16,31 +18,13 @@ async fn sqlite(dir: &tempfile::TempDir) -> AnyPool {
 }
 
 async fn postgres(dir: &tempfile::TempDir) -> Option<AnyPool> {
-    let admin = std::env::var("TESSERA_TEST_DATABASE_URL").ok()?;
-    sqlx::any::install_default_drivers();
-    let name = format!("tessera_db_{}", uuid_like());
-    let pool = AnyPool::connect(&admin).await.unwrap();
-    // The name is ours (hex digits), not input.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let (base, _) = admin.rsplit_once('/').unwrap();
     let mut config = Config::new(dir.path());
-    config.database_url = Some(format!("{base}/{name}"));
+    config.database_url = Some(common::fresh_postgres_database("db").await?);
     Some(
         tessera_server::state::connect_database(&config)
             .await
             .unwrap(),
     )
-}
-
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{:x}{:x}", nanos, std::process::id())
 }
 
 async fn text(pool: &AnyPool, sql: &'static str, id: &str) -> String {

@@ -4,6 +4,8 @@
 //! database) when `TESSERA_TEST_DATABASE_URL` names a server (a fresh database is created).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use tessera_server::mailboxes::{INLINE_MAX, MAX_FRAME, Route};
@@ -61,21 +63,7 @@ async fn in_process_mailboxes_keep_order_and_drop_frames_nobody_holds() {
 
 /// Two replicas of one fresh PostgreSQL database, or `None` without a server.
 async fn two_replicas(dir: &tempfile::TempDir) -> Option<(AppState, AppState, sqlx::AnyPool)> {
-    let admin = std::env::var("TESSERA_TEST_DATABASE_URL").ok()?;
-    sqlx::any::install_default_drivers();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!("tessera_mb_{nanos:x}{:x}", std::process::id());
-    let admin_pool = sqlx::AnyPool::connect(&admin).await.unwrap();
-    // The name is ours (hex digits), not input.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin_pool)
-        .await
-        .unwrap();
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    let url = format!("{base}/{name}");
+    let url = common::fresh_postgres_database("mb").await?;
     let mut config = Config::new(dir.path().join("data"));
     config.database_url = Some(url.clone());
     let a = AppState::open(config.clone()).await.unwrap();

@@ -7,6 +7,8 @@
 //! `TESSERA_TEST_DATABASE_URL` names a server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use tessera_api::ServerSessionId;
@@ -54,21 +56,7 @@ async fn sqlite(dir: &tempfile::TempDir) -> AppState {
 
 /// `n` replicas of one fresh PostgreSQL database, or `None` without a server.
 async fn replicas(dir: &tempfile::TempDir, n: usize) -> Option<(Vec<AppState>, sqlx::AnyPool)> {
-    let admin = std::env::var("TESSERA_TEST_DATABASE_URL").ok()?;
-    sqlx::any::install_default_drivers();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!("tessera_sl_{nanos:x}{:x}", std::process::id());
-    let admin_pool = sqlx::AnyPool::connect(&admin).await.unwrap();
-    // The name is ours (hex digits), not input.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin_pool)
-        .await
-        .unwrap();
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    let url = format!("{base}/{name}");
+    let url = common::fresh_postgres_database("sl").await?;
     let mut config = Config::new(dir.path().join("data"));
     config.database_url = Some(url.clone());
     let mut states = Vec::new();

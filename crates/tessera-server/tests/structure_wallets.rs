@@ -6,6 +6,8 @@
 //! PostgreSQL when `TESSERA_TEST_DATABASE_URL` names a server (a fresh database per test).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use sqlx::AnyPool;
@@ -20,18 +22,7 @@ use tessera_server::wallet_parties::{
 async fn open(dir: &tempfile::TempDir, backend: Backend) -> Option<AnyPool> {
     let mut config = Config::new(dir.path());
     if backend == Backend::Postgres {
-        let admin = std::env::var("TESSERA_TEST_DATABASE_URL").ok()?;
-        sqlx::any::install_default_drivers();
-        let pool = AnyPool::connect(&admin).await.unwrap();
-        let name = format!("tessera_sw_{}", unique());
-        // The name is ours (hex digits), not input.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        let (base, _) = admin.rsplit_once('/').unwrap();
-        config.database_url = Some(format!("{base}/{name}"));
+        config.database_url = Some(common::fresh_postgres_database("sw").await?);
     }
     let (pool, opened) = tessera_server::state::open_database(&config).await.unwrap();
     assert_eq!(opened, backend);
@@ -49,21 +40,6 @@ async fn migrated(dir: &tempfile::TempDir, backend: Backend) -> Option<AnyPool> 
         .await
         .unwrap();
     Some(pool)
-}
-
-fn unique() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{:x}{:x}{}",
-        nanos,
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 async fn write(pool: &AnyPool, backend: Backend) -> WriteTx {
