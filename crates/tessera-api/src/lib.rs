@@ -8,6 +8,8 @@
 //!   type each, written as the plain strings they were.
 //! - [`states`]: the states of sessions, signing approvals, devices and held actions, and the
 //!   kinds of signing request, one enum each, written as the strings they were.
+//! - [`session_frame`]: the frames of a protocol session between its parties, through the
+//!   server's mailboxes and a device's socket, and the sans-IO state a party keeps of them.
 //! - [`intent`]: what a device asks the server to sign (an Ethereum transaction, a personal
 //!   message, a raw digest) and the digest the server computes from it itself.
 //!
@@ -19,6 +21,7 @@
 pub mod ids;
 pub mod intent;
 mod rest;
+pub mod session_frame;
 pub mod states;
 
 pub use ids::{ActionId, BanId, DeviceId, ServerSessionId, UserId, WalletId};

@@ -47,8 +47,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
 
-/// Largest frame a mailbox carries.
-pub const MAX_FRAME: usize = 128 * 1024;
+/// Largest frame a mailbox carries (a session frame's limit).
+pub const MAX_FRAME: usize = tessera_api::session_frame::MAX_FRAME;
 /// Frames up to this size travel inside the notification (hex, under PostgreSQL's 8,000-byte
 /// payload limit with the address); larger ones through `mailbox_frames`.
 pub const INLINE_MAX: usize = 3 * 1024;
