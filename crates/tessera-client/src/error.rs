@@ -65,6 +65,10 @@ pub enum ClientError {
         /// The engine's description.
         reason: String,
     },
+    /// A party of a session of several parties sent what it may not, or ended the session
+    /// ([`tessera_api::session_frame::Fault::party`] names it, where there is one).
+    #[error("session: {0}")]
+    Session(#[from] tessera_api::session_frame::Fault),
     /// This device banned a party of the wallet; no session runs until the ban is lifted.
     #[error("refused: {0}")]
     Banned(String),

@@ -12,6 +12,7 @@ pub mod device;
 mod error;
 pub mod peer;
 mod session;
+pub mod session_socket;
 pub mod tls;
 mod wallet;
 

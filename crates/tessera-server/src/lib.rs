@@ -29,6 +29,7 @@ pub mod registry;
 pub mod relay;
 pub mod release;
 pub mod session_link;
+pub mod session_pump;
 pub mod state;
 pub mod tls;
 pub mod tokens;

@@ -1,0 +1,676 @@
+//! Devices in sessions of several parties through the server (`tessera_server::session_pump`,
+//! `tessera_client::session_socket`): real protocols over real WebSockets on loopback, each
+//! device's socket pumped into the session's mailboxes, the server's party over its own
+//! `MailboxLink`. A keygen under `and(server, or(phone, laptop))` and signatures by both
+//! authorised quorums (checked with k256); on PostgreSQL the two devices reach different
+//! replicas. Attacks: a device that writes a frame as another party, to a party outside the
+//! session, a broken frame or text is refused, its socket closed with 4400 and a reason, and
+//! the server's party names it; a device that disconnects mid-run is named as having left; a
+//! bad frame for the device is refused by its link, naming the sender it claims; a silent
+//! session expires on both sides.
+//!
+//! The socket route here is the tests' own: it takes the session, the party and its peers from
+//! the query (the server's `/ws` authenticates the device and looks them up; the coordinator
+//! that does so comes next). The pump and the device's link are the product's.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use tessera_api::ServerSessionId;
+use tessera_api::session_frame::{
+    Body, End, EndReason, Fault, Frame, MAX_ADDRESSED, addressed, end_frame,
+};
+use tessera_client::ClientError;
+use tessera_client::session_socket::SocketLink;
+use tessera_core::driver::{self, DriveError};
+use tessera_core::protocols::fresh_nonce;
+use tessera_core::structure::WalletStructure;
+use tessera_core::{
+    DerivationPath, KeyShare, PartyIndex, PublicKey, Session, SignRequest, SignSession, Signature,
+    StructureKeygenSession, WalletId,
+};
+use tessera_server::session_link::{LinkError, MailboxLink, party_address};
+use tessera_server::session_pump::{Pump, Pumped};
+use tessera_server::{AppState, Config};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+const APPEAR: Duration = Duration::from_secs(60);
+const IDLE: Duration = Duration::from_secs(300);
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn p(i: u8) -> PartyIndex {
+    PartyIndex::new(i)
+}
+
+fn new_session() -> ServerSessionId {
+    ServerSessionId::new(hex::encode(fresh_nonce()))
+}
+
+/// A replica's test socket route, and where each pump's end is reported.
+#[derive(Clone)]
+struct Route {
+    state: AppState,
+    /// Each pump's party once it found every peer.
+    opened: mpsc::UnboundedSender<u8>,
+    ended: mpsc::UnboundedSender<(u8, Pumped)>,
+}
+
+/// A replica's test route: where it listens, and its pumps' openings and ends.
+struct Served {
+    addr: SocketAddr,
+    opened: mpsc::UnboundedReceiver<u8>,
+    ends: mpsc::UnboundedReceiver<(u8, Pumped)>,
+}
+
+/// `/pump?session=…&me=…&peers=0,2&idle_ms=…`: the device's socket pumped into the session.
+async fn pump_route(
+    State(route): State<Route>,
+    RawQuery(query): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let mut session = None;
+    let mut me = None;
+    let mut peers = Vec::new();
+    let mut idle = IDLE;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap();
+        match key {
+            "session" => session = Some(ServerSessionId::new(value.to_string())),
+            "me" => me = Some(p(value.parse().unwrap())),
+            "peers" => peers = value.split(',').map(|v| p(v.parse().unwrap())).collect(),
+            "idle_ms" => idle = Duration::from_millis(value.parse().unwrap()),
+            _ => panic!("unknown query key {key}"),
+        }
+    }
+    let (session, me) = (session.unwrap(), me.unwrap());
+    upgrade
+        .max_message_size(MAX_ADDRESSED)
+        .on_upgrade(move |mut socket| async move {
+            let pump = Pump::open(route.state.mailboxes(), &session, me, &peers, APPEAR)
+                .await
+                .unwrap();
+            let _ = route.opened.send(me.get());
+            let ended = pump.run(&mut socket, idle).await;
+            let _ = route.ended.send((me.get(), ended));
+        })
+}
+
+/// Serves the test route for `state` on a loopback port.
+async fn serve(state: AppState) -> Served {
+    let (ended, ends) = mpsc::unbounded_channel();
+    let (opened_tx, opened) = mpsc::unbounded_channel();
+    let app = axum::Router::new()
+        .route("/pump", axum::routing::get(pump_route))
+        .with_state(Route {
+            state,
+            opened: opened_tx,
+            ended,
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Served { addr, opened, ends }
+}
+
+/// Party `me`'s socket to the pump at `addr`.
+async fn connect(
+    addr: SocketAddr,
+    sid: &ServerSessionId,
+    me: PartyIndex,
+    peers: &[PartyIndex],
+    extra: &str,
+) -> Socket {
+    let peers: Vec<String> = peers.iter().map(|q| q.get().to_string()).collect();
+    let url = format!(
+        "ws://{addr}/pump?session={sid}&me={}&peers={}{extra}",
+        me.get(),
+        peers.join(",")
+    );
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_ADDRESSED));
+    tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .unwrap()
+        .0
+}
+
+/// Checks `sig` with k256 directly, and with Tessera's own types.
+fn verify(pk: &PublicKey, digest: &[u8; 32], sig: &Signature) {
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
+    let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(&pk.to_compressed()).unwrap();
+    let k256_sig = k256::ecdsa::Signature::from_slice(&sig.to_compact()).unwrap();
+    key.verify_prehash(digest, &k256_sig)
+        .expect("k256 rejects the signature");
+    pk.verify(digest, sig).unwrap();
+}
+
+/// Where a party of a session runs.
+#[derive(Clone)]
+enum Place {
+    /// The server's own party, over its mailbox link on this replica.
+    Server(AppState),
+    /// A device, over its socket to this replica's pump.
+    Device(SocketAddr),
+}
+
+/// Runs `session` at `place`; its output, or the error as text.
+async fn run_party<S: Session>(
+    place: Place,
+    sid: ServerSessionId,
+    mut session: S,
+) -> Result<S::Output, String> {
+    let (me, peers) = (session.party(), session.peers());
+    match place {
+        Place::Server(state) => {
+            let mut link = MailboxLink::open(state.mailboxes(), &sid, me, &peers, APPEAR)
+                .await
+                .map_err(|e| e.to_string())?;
+            let output = driver::drive(&mut session, &mut link, Some(IDLE), |_, _| Ok(()))
+                .await
+                .map_err(|e| e.to_string())?;
+            link.end(End::finished()).await.map_err(|e| e.to_string())?;
+            Ok(output)
+        }
+        Place::Device(addr) => {
+            let socket = connect(addr, &sid, me, &peers, "").await;
+            let mut link = SocketLink::new(socket, me, &peers).map_err(|e| e.to_string())?;
+            let output = driver::drive(&mut session, &mut link, Some(IDLE), |_, _| Ok(()))
+                .await
+                .map_err(|e| e.to_string())?;
+            link.end(End::finished()).await.map_err(|e| e.to_string())?;
+            Ok(output)
+        }
+    }
+}
+
+/// Runs every party of one session at its place, at the same time.
+async fn run_all<S>(parties: Vec<(Place, S)>) -> Vec<S::Output>
+where
+    S: Session + Send + 'static,
+    S::Output: Send + 'static,
+{
+    let sid = new_session();
+    let tasks: Vec<_> = parties
+        .into_iter()
+        .map(|(place, session)| tokio::spawn(run_party(place, sid.clone(), session)))
+        .collect();
+    let mut outputs = Vec::new();
+    for task in tasks {
+        outputs.push(task.await.unwrap().unwrap());
+    }
+    outputs
+}
+
+/// The keygen of `structure`, party `i` at `place(i)`; the shares in party order.
+async fn keygen(structure: &WalletStructure, place: impl Fn(PartyIndex) -> Place) -> Vec<KeyShare> {
+    let wallet = WalletId::random();
+    let nonce = fresh_nonce();
+    let parties = structure
+        .parties()
+        .map(|party| {
+            let session = StructureKeygenSession::new(wallet, structure, party, &nonce).unwrap();
+            (place(party), session)
+        })
+        .collect();
+    let mut shares = run_all(parties).await;
+    shares.sort_by_key(KeyShare::party);
+    assert!(
+        shares
+            .iter()
+            .all(|s| s.public_key() == shares[0].public_key())
+    );
+    shares
+}
+
+/// Signs `digest` with `signers` at their places; checks the signature.
+async fn sign(signers: &[(Place, &KeyShare)], digest: [u8; 32]) -> Signature {
+    let request = SignRequest {
+        nonce: fresh_nonce(),
+        signers: signers.iter().map(|(_, s)| s.party()).collect(),
+        digest,
+        path: DerivationPath::root(),
+    };
+    let parties = signers
+        .iter()
+        .map(|(place, share)| (place.clone(), SignSession::new(share, &request).unwrap()))
+        .collect();
+    let signatures = run_all(parties).await;
+    assert!(signatures.iter().all(|s| *s == signatures[0]));
+    verify(&signers[0].1.public_key(), &digest, &signatures[0]);
+    signatures[0]
+}
+
+/// Takes `n` pump ends; each must be `Ended`.
+async fn all_ended(ends: &mut mpsc::UnboundedReceiver<(u8, Pumped)>, n: usize) {
+    for _ in 0..n {
+        let (party, ended) = tokio::time::timeout(Duration::from_secs(30), ends.recv())
+            .await
+            .expect("a pump never ended")
+            .unwrap();
+        assert_eq!(ended, Pumped::Ended, "party {party}'s pump");
+    }
+}
+
+/// Keygen under `and(server, or(phone, laptop))` and a signature by each authorised quorum:
+/// the server on `server`, the phone on `phone`'s pump, the laptop on `laptop`'s.
+async fn keygen_and_sign(server: Place, phone: Place, laptop: Place) -> Vec<KeyShare> {
+    let structure = WalletStructure::parse("and(server, or(phone, laptop))").unwrap();
+    let at = |name: &str| structure.party(name).unwrap();
+    let (s, ph, l) = (at("server"), at("phone"), at("laptop"));
+    let place = |party: PartyIndex| {
+        if party == s {
+            server.clone()
+        } else if party == ph {
+            phone.clone()
+        } else {
+            laptop.clone()
+        }
+    };
+    let shares = keygen(&structure, place).await;
+    let share = |party: PartyIndex| &shares[usize::from(party.get())];
+    let pk = shares[0].public_key();
+    let sig = sign(
+        &[(server.clone(), share(s)), (phone, share(ph))],
+        [0x11; 32],
+    )
+    .await;
+    verify(&pk, &[0x11; 32], &sig);
+    let sig = sign(&[(server, share(s)), (laptop, share(l))], [0x22; 32]).await;
+    verify(&pk, &[0x22; 32], &sig);
+    shares
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_and_the_server_keygen_and_sign_through_device_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::open(Config::new(dir.path().join("data")))
+        .await
+        .unwrap();
+    let Served { addr, mut ends, .. } = serve(state.clone()).await;
+    let shares = keygen_and_sign(
+        Place::Server(state.clone()),
+        Place::Device(addr),
+        Place::Device(addr),
+    )
+    .await;
+    assert_eq!(shares.len(), 3);
+    // Keygen: two device sockets; each signature: one.
+    all_ended(&mut ends, 4).await;
+    assert_eq!(state.mailboxes().held(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_on_two_replicas_keygen_and_sign_with_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = common::fresh_postgres_database("pump").await else {
+        eprintln!("TESSERA_TEST_DATABASE_URL not set: PostgreSQL skipped");
+        return;
+    };
+    let mut config = Config::new(dir.path().join("data"));
+    config.database_url = Some(url.clone());
+    let a = AppState::open(config.clone()).await.unwrap();
+    let b = AppState::open(config).await.unwrap();
+    let Served {
+        addr: addr_a,
+        ends: mut ends_a,
+        ..
+    } = serve(a.clone()).await;
+    let Served {
+        addr: addr_b,
+        ends: mut ends_b,
+        ..
+    } = serve(b.clone()).await;
+    // The server's party and the phone on replica A, the laptop on replica B.
+    keygen_and_sign(
+        Place::Server(a.clone()),
+        Place::Device(addr_a),
+        Place::Device(addr_b),
+    )
+    .await;
+    all_ended(&mut ends_a, 2).await;
+    all_ended(&mut ends_b, 2).await;
+    let db = sqlx::AnyPool::connect(&url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM mailboxes")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if rows == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "mailbox rows stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A 3-party keygen: the server's party (0) over its link, the honest device (2) over its
+/// socket, and device 1's socket, which the test drives by hand with `attack` once the
+/// server's party has found its peers. Returns the server's error, the honest device's, device 1's close
+/// (code, reason) and its pump's end.
+async fn attacked_keygen(
+    attack: impl AsyncFnOnce(&mut Socket),
+) -> (LinkError, ClientError, (u16, String), Pumped) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::open(Config::new(dir.path().join("data")))
+        .await
+        .unwrap();
+    let Served {
+        addr,
+        mut opened,
+        mut ends,
+    } = serve(state.clone()).await;
+    let structure = WalletStructure::parse("threshold(2, server, a, b)").unwrap();
+    let (wallet, nonce, sid) = (WalletId::random(), fresh_nonce(), new_session());
+    let session = |i: u8| StructureKeygenSession::new(wallet, &structure, p(i), &nonce).unwrap();
+    let (server_open, server_opened) = tokio::sync::oneshot::channel();
+    let server = {
+        let (state, sid, mut session) = (state.clone(), sid.clone(), session(0));
+        tokio::spawn(async move {
+            let mut link =
+                MailboxLink::open(state.mailboxes(), &sid, p(0), &session.peers(), APPEAR)
+                    .await
+                    .unwrap();
+            server_open.send(()).unwrap();
+            match driver::drive(&mut session, &mut link, Some(IDLE), |_, _| Ok(())).await {
+                Err(DriveError::Link(e)) => {
+                    // As the server's coordinator does: the others hear why.
+                    link.end(End::new(EndReason::Failed, &e.to_string()))
+                        .await
+                        .unwrap();
+                    e
+                }
+                other => panic!("the server's party: {:?}", other.map(|_| ())),
+            }
+        })
+    };
+    let honest = {
+        let (sid, mut session) = (sid.clone(), session(2));
+        tokio::spawn(async move {
+            let socket = connect(addr, &sid, p(2), &[p(0), p(1)], "").await;
+            let mut link = SocketLink::new(socket, p(2), &[p(0), p(1)]).unwrap();
+            match driver::drive(&mut session, &mut link, Some(IDLE), |_, _| Ok(())).await {
+                Err(DriveError::Link(e)) => e,
+                other => panic!("the honest device: {:?}", other.map(|_| ())),
+            }
+        })
+    };
+    let mut attacker = connect(addr, &sid, p(1), &[p(0), p(2)], "").await;
+    // Once every party found the others: a link or pump that is still looking for a peer
+    // does not read its mailbox, and would wait out APPEAR for a party that came and went.
+    server_opened.await.unwrap();
+    let mut pumps = [opened.recv().await.unwrap(), opened.recv().await.unwrap()];
+    pumps.sort_unstable();
+    assert_eq!(pumps, [1, 2]);
+    attack(&mut attacker).await;
+    let close = loop {
+        match attacker.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                break (u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    let server = server.await.unwrap();
+    let honest = honest.await.unwrap();
+    let pumped = loop {
+        let (party, pumped) = ends.recv().await.unwrap();
+        if party == 1 {
+            break pumped;
+        }
+    };
+    drop(attacker);
+    (server, honest, close, pumped)
+}
+
+/// The attacker's frame was refused: its socket closed with 4400 and `why`; the server's party
+/// ends naming party 1, whose run the server reports as failed, and so does the honest device
+/// (or it hears it from the server's party).
+fn refused(outcome: (LinkError, ClientError, (u16, String), Pumped), why: &str) {
+    let (server, honest, (code, reason), pumped) = outcome;
+    assert_eq!(code, 4400, "{reason}");
+    assert!(reason.contains(why), "close reason: {reason}");
+    assert!(
+        matches!(&pumped, Pumped::Refused(r) if r.contains(why)),
+        "{pumped:?}"
+    );
+    assert_eq!(server.party(), Some(p(1)), "{server}");
+    assert!(
+        matches!(&server, LinkError::Ended { end, .. } if end.reason() == EndReason::Failed),
+        "{server}"
+    );
+    assert!(server.to_string().contains(why), "{server}");
+    // The honest device hears it from party 1's pump, or from the server's party, which
+    // ended saying why (whichever reaches it first).
+    match honest {
+        ClientError::Session(fault @ Fault::Ended { .. }) => {
+            assert!([Some(p(1)), Some(p(0))].contains(&fault.party()), "{fault}");
+            assert!(fault.to_string().contains(why), "{fault}");
+        }
+        other => panic!("the honest device: {other}"),
+    }
+}
+
+fn frame_of(from: u8, body: Body) -> Vec<u8> {
+    Frame {
+        from: p(from),
+        body,
+    }
+    .encode()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_writing_as_another_party_is_refused_and_named() {
+    // Device 1 writes to the honest device as if it were the server (party 0).
+    let outcome = attacked_keygen(async move |socket: &mut Socket| {
+        let forged = frame_of(0, Body::End(End::new(EndReason::Failed, "abort")));
+        socket
+            .send(Message::Binary(addressed(p(2), &forged).into()))
+            .await
+            .unwrap();
+    })
+    .await;
+    refused(
+        outcome,
+        "names party 0 as its sender; this socket is party 1",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_to_outsiders_broken_frames_and_text_are_refused() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            addressed(p(9), &frame_of(1, Body::Message(vec![1, 2, 3]))),
+            "a frame for party 9, which is not a peer",
+        ),
+        (
+            addressed(p(1), &frame_of(1, Body::Message(vec![1, 2, 3]))),
+            "a frame for party 1, which is not a peer",
+        ),
+        (Vec::new(), "a bad frame: a session frame of 0 bytes"),
+        (
+            vec![0, 1, 9, 1, 7],
+            "a bad frame: a session frame of unknown kind 9",
+        ),
+        (vec![2, 7, 1, 1, 7], "format version 7"),
+    ];
+    for (message, why) in cases {
+        let outcome = attacked_keygen(async move |socket: &mut Socket| {
+            socket.send(Message::Binary(message.into())).await.unwrap();
+        })
+        .await;
+        refused(outcome, why);
+    }
+    let outcome = attacked_keygen(async move |socket: &mut Socket| {
+        socket.send(Message::Text("hello".into())).await.unwrap();
+    })
+    .await;
+    refused(outcome, "text frames are not session frames");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_disconnects_mid_run_is_named_as_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::open(Config::new(dir.path().join("data")))
+        .await
+        .unwrap();
+    let Served { addr, mut ends, .. } = serve(state.clone()).await;
+    let structure = WalletStructure::parse("threshold(2, server, a, b)").unwrap();
+    let (wallet, nonce, sid) = (WalletId::random(), fresh_nonce(), new_session());
+    let mut tasks = Vec::new();
+    for party in structure.parties() {
+        let mut session = StructureKeygenSession::new(wallet, &structure, party, &nonce).unwrap();
+        let (state, sid) = (state.clone(), sid.clone());
+        tasks.push(tokio::spawn(async move {
+            let peers = session.peers();
+            if party == p(0) {
+                let mut link = MailboxLink::open(state.mailboxes(), &sid, party, &peers, APPEAR)
+                    .await
+                    .unwrap();
+                let result = driver::drive(&mut session, &mut link, Some(IDLE), |_, _| Ok(()));
+                return match result.await {
+                    // Found gone (its mailbox closed when written to) or told (its pump's end),
+                    // whichever comes first.
+                    Err(DriveError::Link(e)) => {
+                        assert_eq!(e.party(), Some(p(1)), "{e}");
+                        link.end(End::new(EndReason::Failed, &e.to_string()))
+                            .await
+                            .unwrap();
+                        None
+                    }
+                    other => panic!("the server's party: {:?}", other.map(|_| ())),
+                };
+            }
+            let socket = connect(addr, &sid, party, &peers, "").await;
+            let mut link = SocketLink::new(socket, party, &peers).unwrap();
+            let leaves = party == p(1);
+            let result = driver::drive(&mut session, &mut link, Some(IDLE), |round, _| {
+                if leaves && round >= 1 {
+                    return Err(ClientError::Network("stopped on purpose".into()));
+                }
+                Ok(())
+            })
+            .await;
+            if leaves {
+                // The socket drops without an end.
+                drop(link);
+                assert!(result.is_err());
+                return None;
+            }
+            // Told by party 1's pump, or by the server's party, which ended naming party 1.
+            match result {
+                Err(DriveError::Link(ClientError::Session(fault))) => {
+                    assert!([Some(p(1)), Some(p(0))].contains(&fault.party()), "{fault}");
+                    Some(fault.to_string())
+                }
+                other => panic!("device {party}: {:?}", other.map(|_| ())),
+            }
+        }));
+    }
+    for task in tasks {
+        if let Some(error) = task.await.unwrap() {
+            assert!(error.contains("party 1"), "{error}");
+        }
+    }
+    let mut pumped = Vec::new();
+    for _ in 0..2 {
+        pumped.push(ends.recv().await.unwrap());
+    }
+    pumped.sort_by_key(|(party, _)| *party);
+    assert_eq!(pumped[0], (1, Pumped::Left));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_frame_for_the_device_is_refused_by_its_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::open(Config::new(dir.path().join("data")))
+        .await
+        .unwrap();
+    let Served { addr, mut ends, .. } = serve(state.clone()).await;
+    let sid = new_session();
+    let boxes = state.mailboxes();
+    let _zero = boxes.open(&party_address(&sid, p(0))).await.unwrap();
+    let _two = boxes.open(&party_address(&sid, p(2))).await.unwrap();
+    let socket = connect(addr, &sid, p(1), &[p(0), p(2)], "").await;
+    let mut link = SocketLink::new(socket, p(1), &[p(0), p(2)]).unwrap();
+    let deadline = Instant::now() + APPEAR;
+    let to_device = loop {
+        if let Some(route) = boxes.route(&party_address(&sid, p(1))).await.unwrap() {
+            break route;
+        }
+        assert!(Instant::now() < deadline, "the pump never opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // A control of the wrong length, claiming to be from party 2.
+    assert!(boxes.send(&to_device, vec![1, 2, 2, 0, 1]).await.unwrap());
+    let error = tessera_core::driver::Link::recv(&mut link, Some(IDLE))
+        .await
+        .unwrap_err();
+    match error {
+        ClientError::Session(fault @ Fault::BadFrame { .. }) => {
+            assert_eq!(fault.party(), Some(p(2)), "{fault}");
+            assert!(
+                fault.to_string().contains("control frame with 2 bytes"),
+                "{fault}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+    // The device leaves; the pump tells the peers it had not ended with.
+    drop(link);
+    assert_eq!(ends.recv().await.unwrap(), (1, Pumped::Left));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_session_expires_for_the_device_and_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::open(Config::new(dir.path().join("data")))
+        .await
+        .unwrap();
+    let Served { addr, mut ends, .. } = serve(state.clone()).await;
+    let sid = new_session();
+    let boxes = state.mailboxes();
+    let mut zero = boxes.open(&party_address(&sid, p(0))).await.unwrap();
+    let mut socket = connect(addr, &sid, p(1), &[p(0)], "&idle_ms=300").await;
+    // Pings are not activity.
+    let pinging = async {
+        loop {
+            if socket.send(Message::Ping(vec![1].into())).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), pinging).await;
+    let close = loop {
+        match socket.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 4408, "{}", close.reason);
+    assert_eq!(ends.recv().await.unwrap(), (1, Pumped::Expired));
+    // The peer was told, in the device's name.
+    let told = zero.recv().await.unwrap();
+    assert_eq!(
+        told,
+        end_frame(
+            p(1),
+            &End::new(EndReason::Expired, "no frame for the idle timeout")
+        )
+    );
+}
