@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! byte 0      format version (FRAME_VERSION = 1)
-//! byte 1      kind: 0 message part, 1 message (its last part), 2 control, 3 end
+//! byte 1      kind: 0 message part, 1 message (its last part), 2 control, 3 end, 4 channel
 //! byte 2      the sender's party index
 //! bytes 3..   the body, by kind:
 //!   message part, message   1 ..= MAX_PART bytes of an encoded envelope
@@ -16,7 +16,14 @@
 //!                           tag 2 Switched (nothing more)
 //!   end                     reason 0 finished, 1 left, 2 expired, 3 failed, then at most
 //!                           MAX_END_MESSAGE bytes of UTF-8 without control characters
+//!   channel                 1 ..= MAX_CHANNEL bytes of an end-to-end channel between two
+//!                           devices (a Noise handshake message, or a sealed authentication),
+//!                           opaque to everything between them
 //! ```
+//!
+//! Between two devices, protocol messages travel sealed: each message (or part) body is a Noise
+//! transport message of their end-to-end channel (`tessera_client::session_socket`), which the
+//! server forwards without being able to read or alter it.
 //!
 //! [`Frame::decode`] checks all of it: at most [`MAX_FRAME`] bytes, the whole header, a known
 //! version and kind, a message body that is not empty, a control of exactly its length with a
@@ -59,6 +66,8 @@ pub const MAX_FRAME: usize = 128 * 1024;
 pub const MAX_PART: usize = MAX_FRAME - HEADER_LEN;
 /// The longest text of an end frame, in bytes.
 pub const MAX_END_MESSAGE: usize = 256;
+/// The longest body of a channel frame (a Noise message).
+pub const MAX_CHANNEL: usize = 65_535;
 /// The longest message of a device's socket: a frame behind its recipient's index.
 pub const MAX_ADDRESSED: usize = MAX_FRAME + 1;
 
@@ -73,6 +82,7 @@ const KIND_PART: u8 = 0;
 const KIND_MESSAGE: u8 = 1;
 const KIND_CONTROL: u8 = 2;
 const KIND_END: u8 = 3;
+const KIND_CHANNEL: u8 = 4;
 
 const CONTROL_PENDING: u8 = 0;
 const CONTROL_COMMIT: u8 = 1;
@@ -189,6 +199,8 @@ pub enum Body {
     Control(Control),
     /// The end of the sender's run.
     End(End),
+    /// A message of the end-to-end channel between two devices (opaque).
+    Channel(Vec<u8>),
 }
 
 impl fmt::Debug for Body {
@@ -198,6 +210,7 @@ impl fmt::Debug for Body {
             Body::Message(b) => write!(f, "Message({} bytes)", b.len()),
             Body::Control(c) => write!(f, "Control({c:?})"),
             Body::End(e) => write!(f, "End({e})"),
+            Body::Channel(b) => write!(f, "Channel({} bytes)", b.len()),
         }
     }
 }
@@ -243,6 +256,9 @@ pub enum FrameError {
         /// Its type's.
         expected: usize,
     },
+    /// A channel frame of no bytes, or more than a Noise message.
+    #[error("a channel frame of {0} bytes (1 to {MAX_CHANNEL})")]
+    ChannelLength(usize),
     /// An end with no reason, or an unknown one.
     #[error("an end frame without a known reason")]
     EndReason,
@@ -265,6 +281,7 @@ impl Frame {
             Body::Message(b) => message_frame(self.from, KIND_MESSAGE, b)?,
             Body::Control(c) => control_frame(self.from, *c),
             Body::End(e) => end_frame(self.from, e),
+            Body::Channel(b) => channel_frame(self.from, b)?,
         })
     }
 
@@ -294,6 +311,12 @@ impl Frame {
                 }
             }
             KIND_CONTROL => Body::Control(decode_control(body)?),
+            KIND_CHANNEL => {
+                if body.is_empty() || body.len() > MAX_CHANNEL {
+                    return Err(FrameError::ChannelLength(body.len()));
+                }
+                Body::Channel(body.to_vec())
+            }
             KIND_END => {
                 let [reason, text @ ..] = body else {
                     return Err(FrameError::EndReason);
@@ -666,6 +689,9 @@ impl Peers {
                 Ok(None)
             }
             Body::End(end) => Err(Fault::Ended { party: from, end }),
+            Body::Channel(_) => Err(misbehaved(
+                "sent an end-to-end channel frame, which only two devices exchange",
+            )),
         }
     }
 
@@ -749,6 +775,19 @@ fn control_frame(from: PartyIndex, control: Control) -> Vec<u8> {
     let mut out = header(from, KIND_CONTROL, 9);
     out.extend_from_slice(&encode_control(control));
     out
+}
+
+/// The frame of `from`'s channel message `body`.
+///
+/// # Errors
+/// [`FrameError::ChannelLength`] for a body of no bytes or more than [`MAX_CHANNEL`].
+pub fn channel_frame(from: PartyIndex, body: &[u8]) -> Result<Vec<u8>, FrameError> {
+    if body.is_empty() || body.len() > MAX_CHANNEL {
+        return Err(FrameError::ChannelLength(body.len()));
+    }
+    let mut out = header(from, KIND_CHANNEL, body.len());
+    out.extend_from_slice(body);
+    Ok(out)
 }
 
 /// The frame of `from`'s `end`.

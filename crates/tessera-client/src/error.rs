@@ -69,6 +69,18 @@ pub enum ClientError {
     /// ([`tessera_api::session_frame::Fault::party`] names it, where there is one).
     #[error("session: {0}")]
     Session(#[from] tessera_api::session_frame::Fault),
+    /// The end-to-end channel with another device of a session failed: a frame that did not
+    /// decrypt (dropped, replayed, reordered or altered on the way, or not from that device), a
+    /// bad handshake, a signature that does not verify with the identity key this device trusts
+    /// for it, none in time. It does not say that device misbehaved: the server carries the
+    /// frames.
+    #[error("the end-to-end channel with party {party} failed: {reason}")]
+    Channel {
+        /// The other device's party index.
+        party: u8,
+        /// What failed.
+        reason: String,
+    },
     /// This device banned a party of the wallet; no session runs until the ban is lifted.
     #[error("refused: {0}")]
     Banned(String),

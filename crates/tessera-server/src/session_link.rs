@@ -26,18 +26,18 @@
 //! checks in a row (at the first, its last frames, its end among them, may still be on their
 //! way). A peer whose mailbox is found closed when this party writes to it is named as gone
 //! only if no end (its own, or the one that made it leave) arrives within [`GONE_GRACE`].
-//!
-//! What is not covered: a link still looking for its peers ([`MailboxLink::open`]) does not
-//! read its mailbox, so a peer that opens its mailbox and ends within that time is only found
-//! as never appeared, after the wait.
+//! A link still looking for its peers ([`MailboxLink::open`]) reads its mailbox meanwhile: a
+//! peer that opened its mailbox and ended before this party found it stops the run at once,
+//! with its reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tessera_api::ServerSessionId;
+use tessera_api::session_frame::ends_from;
 pub use tessera_api::session_frame::{
-    Body, End, EndReason, FRAME_VERSION, Fault, Frame, FrameError, HEADER_LEN, MAX_END_MESSAGE,
-    MAX_PART, Peers, message_frames,
+    Body, End, EndReason, FRAME_VERSION, Fault, Frame, FrameError, HEADER_LEN, MAX_CHANNEL,
+    MAX_END_MESSAGE, MAX_PART, Peers, message_frames,
 };
 use tessera_core::driver::{Control, Link};
 use tessera_core::{Envelope, PartyIndex};
@@ -52,6 +52,9 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// another party's) to arrive before it is named as gone: its end, sent before its mailbox
 /// closed, may still be on its way from another replica.
 pub const GONE_GRACE: Duration = Duration::from_secs(1);
+/// The most bytes of frames kept while a party looks for its peers (each peer sends at most a
+/// first round's messages before it has this party's).
+pub const MAX_EARLY_BYTES: usize = 2 * 1024 * 1024;
 /// Longest session id in a mailbox address.
 pub const MAX_SESSION_ID: usize = 128;
 
@@ -193,6 +196,8 @@ struct PeerRoute {
 pub struct MailboxLink {
     boxes: Mailboxes,
     inbox: Inbox,
+    /// Frames that arrived while this party looked for its peers, read before the inbox.
+    early: VecDeque<Vec<u8>>,
     routes: BTreeMap<PartyIndex, PeerRoute>,
     peers: Peers,
 }
@@ -212,32 +217,54 @@ fn check_session_id(session: &ServerSessionId) -> Result<(), LinkError> {
     Ok(())
 }
 
+/// A session mailbox just opened: its inbox, this party's view of its peers, the routes it
+/// found, the frames that arrived while it looked, and the peers whose end came meanwhile (not
+/// looked for any more: their mailbox may be gone).
+pub(crate) struct Opened {
+    pub(crate) inbox: Inbox,
+    pub(crate) peers: Peers,
+    pub(crate) routes: BTreeMap<PartyIndex, Route>,
+    pub(crate) early: VecDeque<Vec<u8>>,
+    pub(crate) ended: BTreeSet<PartyIndex>,
+}
+
 /// Opens party `me`'s mailbox of `session` on `boxes`, then finds each of `peers`' mailboxes (a
 /// peer may open its own a little later: each is looked up again until `appear_within` has
-/// passed since the start) and watches the replica of each.
+/// passed since the start) and watches the replica of each. While it looks, it reads its own
+/// mailbox: the frames are kept (at most [`MAX_EARLY_BYTES`]), a peer whose end arrives is not
+/// looked for any more (a peer that opened its mailbox and ended before this party found it
+/// would otherwise be waited for in vain), and an end other than finished stops the search (the
+/// run cannot succeed; the caller takes the frames in).
 ///
 /// # Errors
 /// [`LinkError::Invalid`] for a bad session id or party set; the mailbox's errors (e.g. open
 /// already); [`LinkError::NeverAppeared`] naming the first peer whose mailbox did not open in
-/// time (this party's mailbox is closed again).
+/// time; [`LinkError::Misbehaved`] for a peer whose early frames overflow; [`LinkError::Closed`]
+/// if this party's mailbox closed (this party's mailbox is closed again in every case).
 pub(crate) async fn open_session_box(
     boxes: &Mailboxes,
     session: &ServerSessionId,
     me: PartyIndex,
     peers: &[PartyIndex],
     appear_within: Duration,
-) -> Result<(Inbox, Peers, BTreeMap<PartyIndex, Route>), LinkError> {
+) -> Result<Opened, LinkError> {
     check_session_id(session)?;
     let peers = Peers::new(me, peers)?;
-    let inbox = boxes.open(&party_address(session, me)).await?;
+    let mut inbox = boxes.open(&party_address(session, me)).await?;
     let deadline = Instant::now() + appear_within;
-    let mut found = BTreeMap::new();
-    for party in peers.all() {
+    let mut routes = BTreeMap::new();
+    let mut early = VecDeque::new();
+    let mut early_bytes = 0;
+    let mut ended = BTreeSet::new();
+    let all: Vec<PartyIndex> = peers.all().collect();
+    'peers: for party in all {
         let address = party_address(session, party);
         let mut pause = LOOKUP_FIRST;
-        let route = loop {
+        while !ended.contains(&party) {
             if let Some(route) = boxes.route(&address).await? {
-                break route;
+                inbox.watch(route.holder());
+                routes.insert(party, route);
+                break;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -246,13 +273,50 @@ pub(crate) async fn open_session_box(
                     waited: appear_within,
                 });
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
+            let wake = now + pause.min(deadline - now);
             pause = (pause * 2).min(LOOKUP_LONGEST);
-        };
-        inbox.watch(route.holder());
-        found.insert(party, route);
+            // Until the next look-up, what comes in is kept.
+            loop {
+                let frame = tokio::select! {
+                    frame = inbox.recv() => frame,
+                    () = tokio::time::sleep_until(wake) => break,
+                };
+                let Some(frame) = frame else {
+                    return Err(LinkError::Closed(
+                        "it closed while this party looked for its peers".into(),
+                    ));
+                };
+                let failed = ends_from(&frame).is_some_and(|from| {
+                    ended.insert(from);
+                    !matches!(
+                        Frame::decode(&frame),
+                        Ok(Frame { body: Body::End(end), .. }) if end.reason() == EndReason::Finished
+                    )
+                });
+                early_bytes += frame.len();
+                if early_bytes > MAX_EARLY_BYTES {
+                    return Err(LinkError::Misbehaved {
+                        party: frame.get(2).map_or(party, |&from| PartyIndex::new(from)),
+                        why: format!(
+                            "sent more than {MAX_EARLY_BYTES} bytes before this party found its peers"
+                        ),
+                    });
+                }
+                early.push_back(frame);
+                if failed {
+                    // The run cannot succeed: the others are not waited for.
+                    break 'peers;
+                }
+            }
+        }
     }
-    Ok((inbox, peers, found))
+    Ok(Opened {
+        inbox,
+        peers,
+        routes,
+        early,
+        ended,
+    })
 }
 
 impl MailboxLink {
@@ -272,11 +336,17 @@ impl MailboxLink {
         peers: &[PartyIndex],
         appear_within: Duration,
     ) -> Result<Self, LinkError> {
-        let (inbox, peers, routes) =
-            open_session_box(boxes, session, me, peers, appear_within).await?;
-        Ok(MailboxLink {
+        let Opened {
+            inbox,
+            peers,
+            routes,
+            early,
+            ended,
+        } = open_session_box(boxes, session, me, peers, appear_within).await?;
+        let mut link = MailboxLink {
             boxes: boxes.clone(),
             inbox,
+            early,
             routes: routes
                 .into_iter()
                 .map(|(p, route)| {
@@ -290,7 +360,18 @@ impl MailboxLink {
                 })
                 .collect(),
             peers,
-        })
+        };
+        if !ended.is_empty() {
+            // A peer ended before this party found it: its end (and what came before it) is
+            // taken in now, so that the run stops at once with the reason.
+            while let Some(bytes) = link.early.pop_front() {
+                let frame = link.peers.check(&bytes)?;
+                if let Some((party, message)) = link.peers.absorb(frame)? {
+                    link.peers.keep_message(party, message)?;
+                }
+            }
+        }
+        Ok(link)
     }
 
     /// This party.
@@ -326,10 +407,16 @@ impl MailboxLink {
 
     /// Sends `frame` to `to`'s mailbox.
     async fn deliver(&mut self, to: PartyIndex, frame: Vec<u8>) -> Result<(), LinkError> {
-        let peer = self
-            .routes
-            .get(&to)
-            .ok_or_else(|| LinkError::Invalid(format!("party {to} is not a peer of this party")))?;
+        let Some(peer) = self.routes.get(&to) else {
+            return Err(if self.peers.contains(to) {
+                LinkError::Gone {
+                    party: to,
+                    why: "it ended before this party found its mailbox".into(),
+                }
+            } else {
+                LinkError::Invalid(format!("party {to} is not a peer of this party"))
+            });
+        };
         if self.boxes.send(&peer.route, frame).await? {
             Ok(())
         } else {
@@ -344,7 +431,11 @@ impl MailboxLink {
     async fn closed_when_written(&mut self, to: PartyIndex) -> LinkError {
         let deadline = Instant::now() + GONE_GRACE;
         loop {
-            let bytes = match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+            let next = match self.early.pop_front() {
+                Some(bytes) => Ok(Some(bytes)),
+                None => tokio::time::timeout_at(deadline, self.inbox.recv()).await,
+            };
+            let bytes = match next {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) | Err(_) => {
                     return LinkError::Gone {
@@ -375,9 +466,12 @@ impl MailboxLink {
         loop {
             let tick = Instant::now() + PROBE_EVERY;
             let wake = deadline.map_or(tick, |d| d.min(tick));
-            let received = tokio::select! {
-                frame = self.inbox.recv() => Some(frame),
-                () = tokio::time::sleep_until(wake) => None,
+            let received = match self.early.pop_front() {
+                Some(frame) => Some(Some(frame)),
+                None => tokio::select! {
+                    frame = self.inbox.recv() => Some(frame),
+                    () = tokio::time::sleep_until(wake) => None,
+                },
             };
             match received {
                 Some(Some(bytes)) => {

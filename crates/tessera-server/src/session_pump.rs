@@ -23,7 +23,7 @@
 //! (a peer's replica died, or this replica lost frames), the socket is closed with
 //! [`CLOSE_INTERNAL`] and the reason. Pings do not count as activity.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use crate::mailboxes::{Inbox, Mailboxes, Route};
 pub use crate::session_link::{Frame, party_address};
-use crate::session_link::{GONE_GRACE, LinkError, open_session_box};
+use crate::session_link::{GONE_GRACE, LinkError, Opened, open_session_box};
 use crate::ws::{CLOSE_EXPIRED, CLOSE_INTERNAL, CLOSE_INVALID_MESSAGE};
 
 /// How long the pump waits for the device's close after sending its own.
@@ -62,7 +62,11 @@ pub struct Pump<'a> {
     boxes: &'a Mailboxes,
     me: PartyIndex,
     inbox: Inbox,
+    /// The session's other parties.
+    peers: BTreeSet<PartyIndex>,
     routes: BTreeMap<PartyIndex, Route>,
+    /// Frames that arrived while the pump looked for the peers: the device gets them first.
+    early: VecDeque<Vec<u8>>,
     /// The peers the device sent its end to, or that sent theirs, or whose mailbox is closed:
     /// nothing more goes to them.
     ended: BTreeSet<PartyIndex>,
@@ -86,13 +90,21 @@ impl<'a> Pump<'a> {
         peers: &[PartyIndex],
         appear_within: Duration,
     ) -> Result<Pump<'a>, LinkError> {
-        let (inbox, _, routes) = open_session_box(boxes, session, me, peers, appear_within).await?;
+        let Opened {
+            inbox,
+            peers,
+            routes,
+            early,
+            ended,
+        } = open_session_box(boxes, session, me, peers, appear_within).await?;
         Ok(Pump {
             boxes,
             me,
             inbox,
+            peers: peers.all().collect(),
             routes,
-            ended: BTreeSet::new(),
+            early,
+            ended,
             gone: BTreeMap::new(),
         })
     }
@@ -100,6 +112,14 @@ impl<'a> Pump<'a> {
     /// Pumps frames between `socket` and the session until one of [`Pumped`] happens, then
     /// closes the device's mailbox. `idle`: how long both directions may stay silent.
     pub async fn run(mut self, socket: &mut WebSocket, idle: Duration) -> Pumped {
+        // What came while the peers were looked for (a peer that ended meanwhile among it).
+        while let Some(frame) = self.early.pop_front() {
+            if socket.send(Message::Binary(frame.into())).await.is_err() {
+                self.tell_peers(&End::new(EndReason::Left, "the device disconnected"))
+                    .await;
+                return Pumped::Left;
+            }
+        }
         let mut deadline = Instant::now() + idle;
         loop {
             let gone_at = self.gone.values().min().copied();
@@ -144,7 +164,7 @@ impl<'a> Pump<'a> {
                         }
                         Some(Ok(Message::Close(_)) | Err(_)) | None => {
                             finish_close(socket).await;
-                            if self.ended.len() == self.routes.len() {
+                            if self.ended.len() == self.peers.len() {
                                 return Pumped::Ended;
                             }
                             self.tell_peers(&End::new(EndReason::Left, "the device disconnected"))
@@ -187,15 +207,15 @@ impl<'a> Pump<'a> {
             );
             return Err(self.refuse(socket, why).await);
         }
-        let Some(route) = self.routes.get(&to) else {
+        if !self.peers.contains(&to) {
             let why = format!("a frame for party {to}, which is not a peer of this party");
             return Err(self.refuse(socket, why).await);
-        };
-        if self.ended.contains(&to) {
+        }
+        let Some(route) = self.routes.get(&to).filter(|_| !self.ended.contains(&to)) else {
             // The peer ended (its end may still be on its way to the device, which then
             // writes on a moment longer), or the device ended with it: it needs nothing more.
             return Ok(());
-        }
+        };
         let is_end = matches!(frame.body, Body::End(_));
         // The frame as the device sent it: decoded above only to be checked.
         let bytes = message[1..].to_vec();
@@ -272,11 +292,12 @@ impl<'a> Pump<'a> {
             if self.ended.contains(party) {
                 continue;
             }
+            // (A peer without a route ended before the pump found it: it is in `ended`.)
             if let Err(e) = self.boxes.send(route, frame.clone()).await {
                 tracing::warn!(party = %party, error = %e, "could not tell a party that a device's run ended");
             }
         }
-        self.ended.extend(self.routes.keys().copied());
+        self.ended.extend(self.peers.iter().copied());
     }
 }
 

@@ -21,8 +21,8 @@ use tessera_core::{
 };
 use tessera_server::mailboxes::{MAX_FRAME, Route};
 use tessera_server::session_link::{
-    Body, End, EndReason, Frame, FrameError, LinkError, MAX_END_MESSAGE, MAX_PART, MailboxLink,
-    message_frames, party_address,
+    Body, End, EndReason, Frame, FrameError, LinkError, MAX_CHANNEL, MAX_END_MESSAGE, MAX_PART,
+    MailboxLink, message_frames, party_address,
 };
 use tessera_server::{AppState, Config};
 
@@ -558,6 +558,18 @@ async fn bad_frames_are_refused(states: &[AppState]) {
             "party 2 sent a frame after it finished",
         ),
         (
+            "an end-to-end channel frame to the server's party",
+            vec![raw(1, Body::Channel(vec![1, 2, 3]))],
+            Some(1),
+            "party 1 sent an end-to-end channel frame, which only two devices exchange",
+        ),
+        (
+            "a channel frame of no bytes",
+            vec![vec![1, 4, 1]],
+            Some(1),
+            "a channel frame of 0 bytes",
+        ),
+        (
             "a peer that failed",
             vec![raw(
                 1,
@@ -691,6 +703,7 @@ fn frames_round_trip_and_every_field_is_checked() {
         Body::Control(Control::Switched),
         Body::End(End::finished()),
         Body::End(End::new(EndReason::Expired, "no message for 300 s")),
+        Body::Channel(vec![5; MAX_CHANNEL]),
     ];
     for body in bodies {
         let frame = Frame { from: p(4), body };
@@ -725,6 +738,18 @@ fn frames_round_trip_and_every_field_is_checked() {
         Err(FrameError::TooLong(MAX_FRAME + 1))
     );
     assert_eq!(Frame::decode(&[]), Err(FrameError::Truncated(0)));
+    assert_eq!(
+        Frame {
+            from: p(1),
+            body: Body::Channel(vec![0; MAX_CHANNEL + 1])
+        }
+        .encode(),
+        Err(FrameError::ChannelLength(MAX_CHANNEL + 1))
+    );
+    assert_eq!(
+        Frame::decode(&[&[1, 4, 1][..], &vec![0; MAX_CHANNEL + 1]].concat()),
+        Err(FrameError::ChannelLength(MAX_CHANNEL + 1))
+    );
 
     // Messages are cut into parts, the last one marked; too long or empty is refused.
     let frames = message_frames(p(2), &vec![7; 2 * MAX_PART + 1]).unwrap();
@@ -753,4 +778,47 @@ fn frames_round_trip_and_every_field_is_checked() {
     assert!(end.message().starts_with("a b"));
     let bytes = raw(3, Body::End(end.clone()));
     assert_eq!(Frame::decode(&bytes).unwrap().body, Body::End(end));
+}
+
+/// A peer that opens its mailbox, gives up and leaves before this party found every peer: the
+/// search stops at its end (not after the wait, at a peer that never comes), naming it.
+#[tokio::test]
+async fn a_peer_that_ends_while_this_party_looks_for_the_others_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = sqlite(&dir).await;
+    let sid = new_session();
+    let opening = {
+        let (state, sid) = (state.clone(), sid.clone());
+        // Party 2 never comes: without the early end, this waits APPEAR and names party 2.
+        tokio::spawn(async move {
+            MailboxLink::open(state.mailboxes(), &sid, p(0), &[p(1), p(2)], APPEAR).await
+        })
+    };
+    let boxes = state.mailboxes();
+    let one = boxes.open(&party_address(&sid, p(1))).await.unwrap();
+    let deadline = Instant::now() + APPEAR;
+    let to_zero = loop {
+        if let Some(route) = boxes.route(&party_address(&sid, p(0))).await.unwrap() {
+            break route;
+        }
+        assert!(Instant::now() < deadline, "party 0 never opened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let gave_up = End::new(EndReason::Left, "its user declined");
+    assert!(
+        boxes
+            .send(&to_zero, raw(1, Body::End(gave_up)))
+            .await
+            .unwrap()
+    );
+    drop(one);
+    let error = opening.await.unwrap().err().unwrap();
+    assert_eq!(error.party(), Some(p(1)), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("party 1 ended the session (left: its user declined)"),
+        "{error}"
+    );
+    assert_eq!(state.mailboxes().held(), 0);
 }

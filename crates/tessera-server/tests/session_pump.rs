@@ -16,7 +16,9 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -39,6 +41,7 @@ use tessera_core::{
 use tessera_server::session_link::{LinkError, MailboxLink, party_address};
 use tessera_server::session_pump::{Pump, Pumped};
 use tessera_server::{AppState, Config};
+use tessera_store::{DeviceIdentity, Keystore, KeystoreOptions, Passphrase};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -60,15 +63,12 @@ fn new_session() -> ServerSessionId {
 #[derive(Clone)]
 struct Route {
     state: AppState,
-    /// Each pump's party once it found every peer.
-    opened: mpsc::UnboundedSender<u8>,
     ended: mpsc::UnboundedSender<(u8, Pumped)>,
 }
 
-/// A replica's test route: where it listens, and its pumps' openings and ends.
+/// A replica's test route: where it listens, and its pumps' ends.
 struct Served {
     addr: SocketAddr,
-    opened: mpsc::UnboundedReceiver<u8>,
     ends: mpsc::UnboundedReceiver<(u8, Pumped)>,
 }
 
@@ -100,7 +100,6 @@ async fn pump_route(
             let pump = Pump::open(route.state.mailboxes(), &session, me, &peers, APPEAR)
                 .await
                 .unwrap();
-            let _ = route.opened.send(me.get());
             let ended = pump.run(&mut socket, idle).await;
             let _ = route.ended.send((me.get(), ended));
         })
@@ -109,18 +108,13 @@ async fn pump_route(
 /// Serves the test route for `state` on a loopback port.
 async fn serve(state: AppState) -> Served {
     let (ended, ends) = mpsc::unbounded_channel();
-    let (opened_tx, opened) = mpsc::unbounded_channel();
     let app = axum::Router::new()
         .route("/pump", axum::routing::get(pump_route))
-        .with_state(Route {
-            state,
-            opened: opened_tx,
-            ended,
-        });
+        .with_state(Route { state, ended });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Served { addr, opened, ends }
+    Served { addr, ends }
 }
 
 /// Party `me`'s socket to the pump at `addr`.
@@ -155,13 +149,66 @@ fn verify(pk: &PublicKey, digest: &[u8; 32], sig: &Signature) {
     pk.verify(digest, sig).unwrap();
 }
 
+/// The devices of a test: each party's identity key (in a real keystore), and which of them
+/// trusts which key for another.
+struct Devices {
+    ids: BTreeMap<PartyIndex, DeviceIdentity>,
+    /// A key nobody's device holds: `fooled` (device, about) trusts it for `about`.
+    impostor: DeviceIdentity,
+    fooled: Option<(PartyIndex, PartyIndex)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Devices {
+    fn new(parties: &[PartyIndex], fooled: Option<(PartyIndex, PartyIndex)>) -> Arc<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = |name: String| {
+            let keystore = Keystore::open_with(
+                dir.path().join(name),
+                KeystoreOptions::default().insecure_fast_kdf_for_tests(),
+            )
+            .unwrap();
+            keystore
+                .create_identity(&Passphrase::new("correct horse battery".into()).unwrap())
+                .unwrap()
+        };
+        let ids = parties
+            .iter()
+            .map(|&party| (party, identity(format!("device-{party}"))))
+            .collect();
+        let impostor = identity("impostor".into());
+        Arc::new(Devices {
+            ids,
+            impostor,
+            fooled,
+            _dir: dir,
+        })
+    }
+
+    /// The identity keys `me` trusts for the other devices among `peers`.
+    fn trusted(&self, me: PartyIndex, peers: &[PartyIndex]) -> BTreeMap<PartyIndex, [u8; 32]> {
+        peers
+            .iter()
+            .filter_map(|&peer| {
+                let key = if self.fooled == Some((me, peer)) {
+                    self.impostor.public_key()
+                } else {
+                    self.ids.get(&peer)?.public_key()
+                };
+                Some((peer, key))
+            })
+            .collect()
+    }
+}
+
 /// Where a party of a session runs.
 #[derive(Clone)]
 enum Place {
     /// The server's own party, over its mailbox link on this replica.
     Server(AppState),
-    /// A device, over its socket to this replica's pump.
-    Device(SocketAddr),
+    /// A device, over its socket to a pump (or a proxy in front of one), sealing its frames to
+    /// the other devices.
+    Device(SocketAddr, Arc<Devices>),
 }
 
 /// Runs `session` at `place`; its output, or the error as text.
@@ -182,9 +229,13 @@ async fn run_party<S: Session>(
             link.end(End::finished()).await.map_err(|e| e.to_string())?;
             Ok(output)
         }
-        Place::Device(addr) => {
+        Place::Device(addr, devices) => {
             let socket = connect(addr, &sid, me, &peers, "").await;
             let mut link = SocketLink::new(socket, me, &peers).map_err(|e| e.to_string())?;
+            let trusted = devices.trusted(me, &peers);
+            link.seal(&devices.ids[&me], sid.as_str().as_bytes(), &trusted, APPEAR)
+                .await
+                .map_err(|e| e.to_string())?;
             let output = driver::drive(&mut session, &mut link, Some(IDLE), |_, _| Ok(()))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -262,12 +313,22 @@ async fn all_ended(ends: &mut mpsc::UnboundedReceiver<(u8, Pumped)>, n: usize) {
     }
 }
 
-/// Keygen under `and(server, or(phone, laptop))` and a signature by each authorised quorum:
-/// the server on `server`, the phone on `phone`'s pump, the laptop on `laptop`'s.
-async fn keygen_and_sign(server: Place, phone: Place, laptop: Place) -> Vec<KeyShare> {
+/// The wallet structure of most tests here, and its server, phone and laptop.
+fn phone_and_laptop() -> (WalletStructure, PartyIndex, PartyIndex, PartyIndex) {
     let structure = WalletStructure::parse("and(server, or(phone, laptop))").unwrap();
     let at = |name: &str| structure.party(name).unwrap();
     let (s, ph, l) = (at("server"), at("phone"), at("laptop"));
+    (structure, s, ph, l)
+}
+
+/// Keygen under `and(server, or(phone, laptop))` and a signature by each authorised quorum:
+/// the server on `server`, the phone through `phone`, the laptop through `laptop` (pumps, or
+/// proxies in front of them).
+async fn keygen_and_sign(server: Place, phone: SocketAddr, laptop: SocketAddr) -> Vec<KeyShare> {
+    let (structure, s, ph, l) = phone_and_laptop();
+    let devices = Devices::new(&[ph, l], None);
+    let phone = Place::Device(phone, devices.clone());
+    let laptop = Place::Device(laptop, devices);
     let place = |party: PartyIndex| {
         if party == s {
             server.clone()
@@ -298,12 +359,7 @@ async fn two_devices_and_the_server_keygen_and_sign_through_device_sockets() {
         .await
         .unwrap();
     let Served { addr, mut ends, .. } = serve(state.clone()).await;
-    let shares = keygen_and_sign(
-        Place::Server(state.clone()),
-        Place::Device(addr),
-        Place::Device(addr),
-    )
-    .await;
+    let shares = keygen_and_sign(Place::Server(state.clone()), addr, addr).await;
     assert_eq!(shares.len(), 3);
     // Keygen: two device sockets; each signature: one.
     all_ended(&mut ends, 4).await;
@@ -332,12 +388,7 @@ async fn devices_on_two_replicas_keygen_and_sign_with_the_server() {
         ..
     } = serve(b.clone()).await;
     // The server's party and the phone on replica A, the laptop on replica B.
-    keygen_and_sign(
-        Place::Server(a.clone()),
-        Place::Device(addr_a),
-        Place::Device(addr_b),
-    )
-    .await;
+    keygen_and_sign(Place::Server(a.clone()), addr_a, addr_b).await;
     all_ended(&mut ends_a, 2).await;
     all_ended(&mut ends_b, 2).await;
     let db = sqlx::AnyPool::connect(&url).await.unwrap();
@@ -356,8 +407,8 @@ async fn devices_on_two_replicas_keygen_and_sign_with_the_server() {
 }
 
 /// A 3-party keygen: the server's party (0) over its link, the honest device (2) over its
-/// socket, and device 1's socket, which the test drives by hand with `attack` once the
-/// server's party has found its peers. Returns the server's error, the honest device's, device 1's close
+/// socket, and device 1's socket, which the test drives by hand with `attack` at once (the
+/// others may still be looking for their peers). Returns the server's error, the honest device's, device 1's close
 /// (code, reason) and its pump's end.
 async fn attacked_keygen(
     attack: impl AsyncFnOnce(&mut Socket),
@@ -366,23 +417,22 @@ async fn attacked_keygen(
     let state = AppState::open(Config::new(dir.path().join("data")))
         .await
         .unwrap();
-    let Served {
-        addr,
-        mut opened,
-        mut ends,
-    } = serve(state.clone()).await;
+    let Served { addr, mut ends } = serve(state.clone()).await;
     let structure = WalletStructure::parse("threshold(2, server, a, b)").unwrap();
     let (wallet, nonce, sid) = (WalletId::random(), fresh_nonce(), new_session());
     let session = |i: u8| StructureKeygenSession::new(wallet, &structure, p(i), &nonce).unwrap();
-    let (server_open, server_opened) = tokio::sync::oneshot::channel();
     let server = {
         let (state, sid, mut session) = (state.clone(), sid.clone(), session(0));
         tokio::spawn(async move {
+            // The attack may come before the server's party found every peer: its link then
+            // stops at the end the attacker's pump sent.
             let mut link =
-                MailboxLink::open(state.mailboxes(), &sid, p(0), &session.peers(), APPEAR)
+                match MailboxLink::open(state.mailboxes(), &sid, p(0), &session.peers(), APPEAR)
                     .await
-                    .unwrap();
-            server_open.send(()).unwrap();
+                {
+                    Ok(link) => link,
+                    Err(e) => return e,
+                };
             match driver::drive(&mut session, &mut link, Some(IDLE), |_, _| Ok(())).await {
                 Err(DriveError::Link(e)) => {
                     // As the server's coordinator does: the others hear why.
@@ -407,12 +457,6 @@ async fn attacked_keygen(
         })
     };
     let mut attacker = connect(addr, &sid, p(1), &[p(0), p(2)], "").await;
-    // Once every party found the others: a link or pump that is still looking for a peer
-    // does not read its mailbox, and would wait out APPEAR for a party that came and went.
-    server_opened.await.unwrap();
-    let mut pumps = [opened.recv().await.unwrap(), opened.recv().await.unwrap()];
-    pumps.sort_unstable();
-    assert_eq!(pumps, [1, 2]);
     attack(&mut attacker).await;
     let close = loop {
         match attacker.next().await {
@@ -673,4 +717,271 @@ async fn a_silent_session_expires_for_the_device_and_its_peers() {
             &End::new(EndReason::Expired, "no frame for the idle timeout")
         )
     );
+}
+
+/// What a proxy does with each message a device sends: the messages it forwards instead.
+type Tamper = Box<dyn FnMut(&[u8]) -> Vec<Vec<u8>> + Send>;
+
+/// A WebSocket proxy in front of the pump at `target`, as a server that carries the frames
+/// could be: each message from the device is recorded and goes through `tamper`; messages to
+/// the device pass unchanged.
+// tungstenite's handshake callback returns its own (large) error response type.
+#[allow(clippy::result_large_err)]
+async fn proxy(target: SocketAddr, tamper: Tamper) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    tokio::spawn(async move {
+        let mut tamper = tamper;
+        // One device connects through it per test.
+        let (stream, _) = listener.accept().await.unwrap();
+        let path = Arc::new(Mutex::new(String::new()));
+        let write_path = path.clone();
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(MAX_ADDRESSED));
+        let device = tokio_tungstenite::accept_hdr_async_with_config(
+            stream,
+            move |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                  response| {
+                *write_path.lock().unwrap() = request.uri().to_string();
+                Ok(response)
+            },
+            Some(config),
+        )
+        .await
+        .unwrap();
+        let url = format!("ws://{target}{}", path.lock().unwrap());
+        let (server, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+            .await
+            .unwrap();
+        let (mut device_tx, mut device_rx) = device.split();
+        let (mut server_tx, mut server_rx) = server.split();
+        let down = async move {
+            while let Some(Ok(message)) = server_rx.next().await {
+                if device_tx.send(message).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let up = async move {
+            while let Some(Ok(message)) = device_rx.next().await {
+                let out = match &message {
+                    Message::Binary(bytes) => {
+                        recorded.lock().unwrap().push(bytes.to_vec());
+                        tamper(bytes)
+                            .into_iter()
+                            .map(|b| Message::Binary(b.into()))
+                            .collect()
+                    }
+                    _ => vec![message],
+                };
+                for message in out {
+                    if server_tx.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            // The device left: so does the proxy's socket to the pump.
+            let _ = server_tx.close().await;
+        };
+        tokio::join!(down, up);
+    });
+    (addr, seen)
+}
+
+/// The kind byte of an addressed message (recipient, version, kind, sender, ...), its
+/// recipient and body.
+fn parts_of(message: &[u8]) -> (u8, u8, &[u8]) {
+    (message[0], message[2], &message[4..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_between_devices_are_sealed_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::open(Config::new(dir.path().join("data")))
+        .await
+        .unwrap();
+    let Served { addr, .. } = serve(state.clone()).await;
+    let (structure, s, ph, l) = phone_and_laptop();
+    let (watched, seen) = proxy(addr, Box::new(|b: &[u8]| vec![b.to_vec()])).await;
+    let devices = Devices::new(&[ph, l], None);
+    let shares = keygen(&structure, |party| {
+        if party == s {
+            Place::Server(state.clone())
+        } else if party == ph {
+            Place::Device(watched, devices.clone())
+        } else {
+            Place::Device(addr, devices.clone())
+        }
+    })
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    let to = |recipient: PartyIndex, kind: u8| -> Vec<Vec<u8>> {
+        seen.iter()
+            .map(|m| parts_of(m))
+            .filter(|(r, k, _)| *r == recipient.get() && *k == kind)
+            .map(|(_, _, body)| body.to_vec())
+            .collect()
+    };
+    // The channel: the handshake's messages and the sealed signature.
+    assert!(to(l, 4).len() >= 2, "channel frames to the laptop");
+    // Every protocol message to the laptop is sealed: no frame body is an envelope, and the
+    // laptop got the phone's messages (the keygen worked). To the server's party they are plain.
+    let sealed = to(l, 1);
+    assert!(!sealed.is_empty());
+    for body in &sealed {
+        assert!(tessera_core::Envelope::from_bytes(ph, body).is_err());
+    }
+    let plain = to(s, 1);
+    assert!(
+        plain
+            .iter()
+            .any(|body| tessera_core::Envelope::from_bytes(ph, body).is_ok())
+    );
+    // The shares are good: the laptop signs with the server.
+    let digest = [0x33; 32];
+    let sig = sign(
+        &[
+            (Place::Server(state.clone()), &shares[usize::from(s.get())]),
+            (Place::Device(addr, devices), &shares[usize::from(l.get())]),
+        ],
+        digest,
+    )
+    .await;
+    verify(&shares[0].public_key(), &digest, &sig);
+}
+
+/// A keygen under `and(server, or(phone, laptop))` with the phone's frames through a proxy
+/// that applies `tamper`, the laptop trusting another key for the phone if `fooled`; each
+/// party's result, in party order, as text.
+async fn tampered_keygen(tamper: Tamper, fooled: bool) -> Vec<Result<(), String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::open(Config::new(dir.path().join("data")))
+        .await
+        .unwrap();
+    let Served { addr, .. } = serve(state.clone()).await;
+    let (structure, s, ph, l) = phone_and_laptop();
+    let (through, _) = proxy(addr, tamper).await;
+    let devices = Devices::new(&[ph, l], fooled.then_some((l, ph)));
+    let (wallet, nonce, sid) = (WalletId::random(), fresh_nonce(), new_session());
+    let mut tasks = Vec::new();
+    for party in structure.parties() {
+        let place = if party == s {
+            Place::Server(state.clone())
+        } else if party == ph {
+            Place::Device(through, devices.clone())
+        } else {
+            Place::Device(addr, devices.clone())
+        };
+        let session = StructureKeygenSession::new(wallet, &structure, party, &nonce).unwrap();
+        let sid = sid.clone();
+        tasks.push(tokio::spawn(async move {
+            run_party(place, sid, session).await.map(|_| ())
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+/// The laptop's run failed on its channel with the phone (`why`), naming the phone's party.
+fn laptop_refused(results: &[Result<(), String>], why: &str) {
+    let (_, _, ph, l) = phone_and_laptop();
+    let laptop = results[usize::from(l.get())].as_ref().unwrap_err();
+    assert!(
+        laptop.contains(&format!(
+            "the end-to-end channel with party {ph} failed: {why}"
+        )),
+        "{laptop}"
+    );
+    // Nobody finished a keygen the laptop did not.
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+}
+
+/// The first protocol message (or part) the phone sends the laptop, changed by `change`.
+fn first_sealed_to_laptop(change: fn(&[u8]) -> Vec<Vec<u8>>) -> Tamper {
+    let (_, _, _, l) = phone_and_laptop();
+    let mut done = false;
+    Box::new(move |message: &[u8]| {
+        let (to, kind, _) = parts_of(message);
+        if !done && to == l.get() && (kind == 0 || kind == 1) {
+            done = true;
+            return change(message);
+        }
+        vec![message.to_vec()]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_frame_altered_or_replayed_on_the_way_is_refused() {
+    // One bit of the ciphertext flipped.
+    let results = tampered_keygen(
+        first_sealed_to_laptop(|m| {
+            let mut m = m.to_vec();
+            let last = m.len() - 1;
+            m[last] ^= 1;
+            vec![m]
+        }),
+        false,
+    )
+    .await;
+    laptop_refused(&results, "a frame did not decrypt");
+    // The same frame twice.
+    let results = tampered_keygen(
+        first_sealed_to_laptop(|m| vec![m.to_vec(), m.to_vec()]),
+        false,
+    )
+    .await;
+    laptop_refused(&results, "a frame did not decrypt");
+    // A plain envelope in place of the sealed one (what a server that wanted to speak for the
+    // phone would write).
+    let results = tampered_keygen(
+        first_sealed_to_laptop(|m| {
+            let mut m = m.to_vec();
+            m.truncate(4);
+            m.extend_from_slice(b"not a sealed frame");
+            vec![m]
+        }),
+        false,
+    )
+    .await;
+    laptop_refused(&results, "a frame did not decrypt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_key_is_not_the_one_trusted_is_refused() {
+    let results = tampered_keygen(Box::new(|b: &[u8]| vec![b.to_vec()]), true).await;
+    laptop_refused(
+        &results,
+        "its signature does not verify with the identity key this device trusts for it",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_handshake_message_is_refused() {
+    // The phone (the lower index) starts the handshake: its second message to the laptop is
+    // the third of Noise XX, which carries its encrypted static key.
+    let (_, _, _, l) = phone_and_laptop();
+    let mut channel_frames = 0;
+    let results = tampered_keygen(
+        Box::new(move |message: &[u8]| {
+            let (to, kind, _) = parts_of(message);
+            if to == l.get() && kind == 4 {
+                channel_frames += 1;
+            }
+            if to == l.get() && kind == 4 && channel_frames == 2 {
+                let mut m = message.to_vec();
+                let last = m.len() - 1;
+                m[last] ^= 0x80;
+                return vec![m];
+            }
+            vec![message.to_vec()]
+        }),
+        false,
+    )
+    .await;
+    laptop_refused(&results, "a handshake message that is not valid");
 }
