@@ -88,39 +88,10 @@ pub enum LinkError {
         /// How it was found.
         why: String,
     },
-    /// A peer ended the session.
-    #[error("party {party} ended the session ({end})")]
-    Ended {
-        /// The party.
-        party: PartyIndex,
-        /// Its reason.
-        end: End,
-    },
-    /// A frame that is not one.
-    #[error("a bad frame{}: {error}", claimed(*.from))]
-    BadFrame {
-        /// The sender its header names, if the header could be read.
-        from: Option<PartyIndex>,
-        /// What is wrong.
-        error: FrameError,
-    },
-    /// A frame whose header names a sender it cannot be from.
-    #[error("a frame names party {claimed} as its sender, {why}")]
-    Sender {
-        /// The party it names.
-        claimed: PartyIndex,
-        /// Why that cannot be.
-        why: &'static str,
-    },
-    /// A peer's frames break the session's rules (a message too long, a flood of controls, a
-    /// frame after its end).
-    #[error("party {party} {why}")]
-    Misbehaved {
-        /// The party.
-        party: PartyIndex,
-        /// What it did.
-        why: String,
-    },
+    /// A peer's frames: one that is not a frame, a sender it cannot be from, a break of the
+    /// session's rules, the peer's end ([`Peers`]' checks).
+    #[error(transparent)]
+    Peer(Fault),
     /// This party's own mailbox closed (this replica lost frames from the others, or fell too
     /// far behind).
     #[error("this party's mailbox closed: {0}")]
@@ -136,12 +107,8 @@ pub enum LinkError {
 impl From<Fault> for LinkError {
     fn from(fault: Fault) -> Self {
         match fault {
-            Fault::BadFrame { from, error } => LinkError::BadFrame { from, error },
-            Fault::Sender { claimed, why } => LinkError::Sender { claimed, why },
-            Fault::Misbehaved { party, why } => LinkError::Misbehaved { party, why },
-            Fault::Ended { party, end } => LinkError::Ended { party, end },
-            Fault::Gone { party, why } => LinkError::Gone { party, why },
             Fault::Invalid(why) => LinkError::Invalid(why),
+            fault => LinkError::Peer(fault),
         }
     }
 }
@@ -154,22 +121,13 @@ fn detail(e: &ApiError) -> String {
     }
 }
 
-fn claimed(from: Option<PartyIndex>) -> String {
-    from.map(|p| format!(" claiming to be from party {p}"))
-        .unwrap_or_default()
-}
-
 impl LinkError {
     /// The party the error names, if any.
     #[must_use]
     pub fn party(&self) -> Option<PartyIndex> {
         match self {
-            LinkError::NeverAppeared { party, .. }
-            | LinkError::Gone { party, .. }
-            | LinkError::Ended { party, .. }
-            | LinkError::Misbehaved { party, .. } => Some(*party),
-            LinkError::Sender { claimed, .. } => Some(*claimed),
-            LinkError::BadFrame { from, .. } => *from,
+            LinkError::NeverAppeared { party, .. } | LinkError::Gone { party, .. } => Some(*party),
+            LinkError::Peer(fault) => fault.party(),
             LinkError::Closed(_) | LinkError::Invalid(_) | LinkError::Mailboxes(_) => None,
         }
     }
@@ -239,7 +197,7 @@ pub(crate) struct Opened {
 /// # Errors
 /// [`LinkError::Invalid`] for a bad session id or party set; the mailbox's errors (e.g. open
 /// already); [`LinkError::NeverAppeared`] naming the first peer whose mailbox did not open in
-/// time; [`LinkError::Misbehaved`] for a peer whose early frames overflow; [`LinkError::Closed`]
+/// time; [`LinkError::Peer`] for a peer whose early frames overflow; [`LinkError::Closed`]
 /// if this party's mailbox closed (this party's mailbox is closed again in every case).
 pub(crate) async fn open_session_box(
     boxes: &Mailboxes,
@@ -295,12 +253,12 @@ pub(crate) async fn open_session_box(
                 });
                 early_bytes += frame.len();
                 if early_bytes > MAX_EARLY_BYTES {
-                    return Err(LinkError::Misbehaved {
+                    return Err(LinkError::Peer(Fault::Misbehaved {
                         party: frame.get(2).map_or(party, |&from| PartyIndex::new(from)),
                         why: format!(
                             "sent more than {MAX_EARLY_BYTES} bytes before this party found its peers"
                         ),
-                    });
+                    }));
                 }
                 early.push_back(frame);
                 if failed {

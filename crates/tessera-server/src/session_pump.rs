@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use tessera_api::ServerSessionId;
 use tessera_api::session_frame::{Body, End, EndReason, end_frame, ends_from, split_addressed};
 use tessera_core::PartyIndex;
@@ -35,10 +35,7 @@ use tokio::time::Instant;
 use crate::mailboxes::{Inbox, Mailboxes, Route};
 pub use crate::session_link::{Frame, party_address};
 use crate::session_link::{GONE_GRACE, LinkError, Opened, open_session_box};
-use crate::ws::{CLOSE_EXPIRED, CLOSE_INTERNAL, CLOSE_INVALID_MESSAGE};
-
-/// How long the pump waits for the device's close after sending its own.
-const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+use crate::ws::{CLOSE_EXPIRED, CLOSE_INTERNAL, CLOSE_INVALID_MESSAGE, close, finish_close};
 
 /// How a device's pump ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,36 +304,4 @@ async fn sleep_until_some(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Sends a close frame with `code` and `reason` (cut to what a close frame holds), then waits a
-/// bounded time for the device's.
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let mut reason = reason.to_string();
-    while reason.len() > 120 {
-        reason.pop();
-    }
-    if socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await
-        .is_ok()
-    {
-        finish_close(socket).await;
-    }
-}
-
-/// Reads and drops what the device still sends until its close (or the end of the socket), for
-/// at most [`CLOSE_HANDSHAKE`]: the close handshake completes and no frame is left unread.
-async fn finish_close(socket: &mut WebSocket) {
-    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
-        while let Some(Ok(frame)) = socket.recv().await {
-            if matches!(frame, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
 }

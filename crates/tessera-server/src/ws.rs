@@ -440,7 +440,9 @@ async fn record_end(
     }
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+/// Sends a close frame with `code` and `reason` (cut to what a close frame holds), then
+/// finishes the closing handshake ([`finish_close`]).
+pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     // Close reasons are limited to 123 bytes.
     let mut reason = reason.to_string();
     while reason.len() > 120 {
@@ -456,10 +458,14 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     {
         return;
     }
-    // Finish the closing handshake: read and drop what the device still sends until its close
-    // comes back. Dropping the socket with its frames unread would make the kernel reset the
-    // connection, and the device could lose the close code and reason before reading them.
-    // Bounded: a device that never answers is dropped after CLOSE_HANDSHAKE.
+    finish_close(socket).await;
+}
+
+/// Finishes the closing handshake: reads and drops what the device still sends until its close
+/// comes back. Dropping the socket with its frames unread would make the kernel reset the
+/// connection, and the device could lose the close code and reason before reading them.
+/// Bounded: a device that never answers is dropped after [`CLOSE_HANDSHAKE`].
+pub(crate) async fn finish_close(socket: &mut WebSocket) {
     let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
         while let Some(Ok(frame)) = socket.recv().await {
             if matches!(frame, Message::Close(_)) {

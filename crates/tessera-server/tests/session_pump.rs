@@ -117,6 +117,17 @@ async fn serve(state: AppState) -> Served {
     Served { addr, ends }
 }
 
+/// A server on SQLite in a temporary directory (kept while the directory lives) and its test
+/// route.
+async fn sqlite_replica() -> (tempfile::TempDir, AppState, Served) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::open(Config::new(dir.path().join("data")))
+        .await
+        .unwrap();
+    let served = serve(state.clone()).await;
+    (dir, state, served)
+}
+
 /// Party `me`'s socket to the pump at `addr`.
 async fn connect(
     addr: SocketAddr,
@@ -354,11 +365,7 @@ async fn keygen_and_sign(server: Place, phone: SocketAddr, laptop: SocketAddr) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_and_the_server_keygen_and_sign_through_device_sockets() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = AppState::open(Config::new(dir.path().join("data")))
-        .await
-        .unwrap();
-    let Served { addr, mut ends, .. } = serve(state.clone()).await;
+    let (_dir, state, Served { addr, mut ends, .. }) = sqlite_replica().await;
     let shares = keygen_and_sign(Place::Server(state.clone()), addr, addr).await;
     assert_eq!(shares.len(), 3);
     // Keygen: two device sockets; each signature: one.
@@ -413,11 +420,7 @@ async fn devices_on_two_replicas_keygen_and_sign_with_the_server() {
 async fn attacked_keygen(
     attack: impl AsyncFnOnce(&mut Socket),
 ) -> (LinkError, ClientError, (u16, String), Pumped) {
-    let dir = tempfile::tempdir().unwrap();
-    let state = AppState::open(Config::new(dir.path().join("data")))
-        .await
-        .unwrap();
-    let Served { addr, mut ends } = serve(state.clone()).await;
+    let (_dir, state, Served { addr, mut ends }) = sqlite_replica().await;
     let structure = WalletStructure::parse("threshold(2, server, a, b)").unwrap();
     let (wallet, nonce, sid) = (WalletId::random(), fresh_nonce(), new_session());
     let session = |i: u8| StructureKeygenSession::new(wallet, &structure, p(i), &nonce).unwrap();
@@ -492,7 +495,7 @@ fn refused(outcome: (LinkError, ClientError, (u16, String), Pumped), why: &str) 
     );
     assert_eq!(server.party(), Some(p(1)), "{server}");
     assert!(
-        matches!(&server, LinkError::Ended { end, .. } if end.reason() == EndReason::Failed),
+        matches!(&server, LinkError::Peer(Fault::Ended { end, .. }) if end.reason() == EndReason::Failed),
         "{server}"
     );
     assert!(server.to_string().contains(why), "{server}");
@@ -567,11 +570,7 @@ async fn frames_to_outsiders_broken_frames_and_text_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_disconnects_mid_run_is_named_as_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = AppState::open(Config::new(dir.path().join("data")))
-        .await
-        .unwrap();
-    let Served { addr, mut ends, .. } = serve(state.clone()).await;
+    let (_dir, state, Served { addr, mut ends, .. }) = sqlite_replica().await;
     let structure = WalletStructure::parse("threshold(2, server, a, b)").unwrap();
     let (wallet, nonce, sid) = (WalletId::random(), fresh_nonce(), new_session());
     let mut tasks = Vec::new();
@@ -639,11 +638,7 @@ async fn a_device_that_disconnects_mid_run_is_named_as_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_frame_for_the_device_is_refused_by_its_link() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = AppState::open(Config::new(dir.path().join("data")))
-        .await
-        .unwrap();
-    let Served { addr, mut ends, .. } = serve(state.clone()).await;
+    let (_dir, state, Served { addr, mut ends, .. }) = sqlite_replica().await;
     let sid = new_session();
     let boxes = state.mailboxes();
     let _zero = boxes.open(&party_address(&sid, p(0))).await.unwrap();
@@ -680,11 +675,7 @@ async fn a_bad_frame_for_the_device_is_refused_by_its_link() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_session_expires_for_the_device_and_its_peers() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = AppState::open(Config::new(dir.path().join("data")))
-        .await
-        .unwrap();
-    let Served { addr, mut ends, .. } = serve(state.clone()).await;
+    let (_dir, state, Served { addr, mut ends, .. }) = sqlite_replica().await;
     let sid = new_session();
     let boxes = state.mailboxes();
     let mut zero = boxes.open(&party_address(&sid, p(0))).await.unwrap();
@@ -798,11 +789,7 @@ fn parts_of(message: &[u8]) -> (u8, u8, &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_between_devices_are_sealed_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = AppState::open(Config::new(dir.path().join("data")))
-        .await
-        .unwrap();
-    let Served { addr, .. } = serve(state.clone()).await;
+    let (_dir, state, Served { addr, .. }) = sqlite_replica().await;
     let (structure, s, ph, l) = phone_and_laptop();
     let (watched, seen) = proxy(addr, Box::new(|b: &[u8]| vec![b.to_vec()])).await;
     let devices = Devices::new(&[ph, l], None);
@@ -856,11 +843,7 @@ async fn frames_between_devices_are_sealed_end_to_end() {
 /// that applies `tamper`, the laptop trusting another key for the phone if `fooled`; each
 /// party's result, in party order, as text.
 async fn tampered_keygen(tamper: Tamper, fooled: bool) -> Vec<Result<(), String>> {
-    let dir = tempfile::tempdir().unwrap();
-    let state = AppState::open(Config::new(dir.path().join("data")))
-        .await
-        .unwrap();
-    let Served { addr, .. } = serve(state.clone()).await;
+    let (_dir, state, Served { addr, .. }) = sqlite_replica().await;
     let (structure, s, ph, l) = phone_and_laptop();
     let (through, _) = proxy(addr, tamper).await;
     let devices = Devices::new(&[ph, l], fooled.then_some((l, ph)));
