@@ -289,7 +289,8 @@ impl<'a> Pump<'a> {
             if self.ended.contains(party) {
                 continue;
             }
-            // (A peer without a route ended before the pump found it: it is in `ended`.)
+            // (A peer without a route is not told: it ended before the pump found it, or it
+            // was not looked for once another's end had stopped the search.)
             if let Err(e) = self.boxes.send(route, frame.clone()).await {
                 tracing::warn!(party = %party, error = %e, "could not tell a party that a device's run ended");
             }
