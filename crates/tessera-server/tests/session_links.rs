@@ -781,11 +781,10 @@ fn frames_round_trip_and_every_field_is_checked() {
 }
 
 /// A peer that opens its mailbox, gives up and leaves before this party found every peer: the
-/// search stops at its end (not after the wait, at a peer that never comes), naming it.
-#[tokio::test]
-async fn a_peer_that_ends_while_this_party_looks_for_the_others_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = sqlite(&dir).await;
+/// search stops at its end (not after the wait, at a peer that never comes), naming it. Party 0
+/// on `states[0]`, party 1 on `states[1]`.
+async fn a_peer_that_ends_early_is_named(states: &[AppState]) {
+    let (state, other) = (&states[0], &states[1 % states.len()]);
     let sid = new_session();
     let opening = {
         let (state, sid) = (state.clone(), sid.clone());
@@ -794,7 +793,7 @@ async fn a_peer_that_ends_while_this_party_looks_for_the_others_is_named() {
             MailboxLink::open(state.mailboxes(), &sid, p(0), &[p(1), p(2)], APPEAR).await
         })
     };
-    let boxes = state.mailboxes();
+    let boxes = other.mailboxes();
     let one = boxes.open(&party_address(&sid, p(1))).await.unwrap();
     let deadline = Instant::now() + APPEAR;
     let to_zero = loop {
@@ -821,4 +820,22 @@ async fn a_peer_that_ends_while_this_party_looks_for_the_others_is_named() {
         "{error}"
     );
     assert_eq!(state.mailboxes().held(), 0);
+}
+
+#[tokio::test]
+async fn a_peer_that_ends_while_this_party_looks_for_the_others_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = sqlite(&dir).await;
+    a_peer_that_ends_early_is_named(&[state]).await;
+}
+
+#[tokio::test]
+async fn a_peer_on_another_replica_that_ends_early_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((replicas, db)) = replicas(&dir, 2).await else {
+        eprintln!("TESSERA_TEST_DATABASE_URL not set: PostgreSQL skipped");
+        return;
+    };
+    a_peer_that_ends_early_is_named(&replicas).await;
+    nothing_left(&db).await;
 }
