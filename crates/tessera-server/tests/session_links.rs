@@ -839,3 +839,86 @@ async fn a_peer_on_another_replica_that_ends_early_is_named() {
     a_peer_that_ends_early_is_named(&replicas).await;
     nothing_left(&db).await;
 }
+
+/// A peer that ends its run and closes its mailbox while this party writes to it: the link
+/// reads the end that is waiting (within the grace) and reports it, with its reason, rather
+/// than the closed mailbox. Without any end, the peer is named as gone.
+#[tokio::test]
+async fn a_closed_mailbox_is_reported_with_the_end_that_came_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = sqlite(&dir).await;
+    let states = [state.clone()];
+    let (mut link, to, mut peers) = receiver(&states).await;
+    let failed = End::new(EndReason::Failed, "its share store failed");
+    assert!(
+        state
+            .mailboxes()
+            .send(&to, raw(1, Body::End(failed)))
+            .await
+            .unwrap()
+    );
+    drop(peers.remove(0));
+    // The announcement goes to both peers; party 1's mailbox is closed.
+    let error = link.send_control(Control::Pending(1)).await.unwrap_err();
+    assert_eq!(error.party(), Some(p(1)), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("party 1 ended the session (failed: its share store failed)"),
+        "{error}"
+    );
+
+    // No end: after the grace, the peer is gone.
+    let (mut link, _to, mut peers) = receiver(&states).await;
+    drop(peers.remove(0));
+    let error = link.send_control(Control::Pending(1)).await.unwrap_err();
+    assert!(matches!(error, LinkError::Gone { .. }), "{error}");
+    assert_eq!(error.party(), Some(p(1)), "{error}");
+    assert!(
+        error.to_string().contains("its mailbox is closed"),
+        "{error}"
+    );
+}
+
+/// A peer that floods this party's mailbox before this party found every peer is named, and
+/// what it sent is not kept beyond the bound.
+#[tokio::test]
+async fn a_peer_flooding_the_mailbox_before_the_others_are_found_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = sqlite(&dir).await;
+    let sid = new_session();
+    let opening = {
+        let (state, sid) = (state.clone(), sid.clone());
+        // Party 2 never comes, so party 0 is still looking when the flood arrives.
+        tokio::spawn(async move {
+            MailboxLink::open(state.mailboxes(), &sid, p(0), &[p(1), p(2)], APPEAR).await
+        })
+    };
+    let boxes = state.mailboxes();
+    let _one = boxes.open(&party_address(&sid, p(1))).await.unwrap();
+    let deadline = Instant::now() + APPEAR;
+    let to_zero = loop {
+        if let Some(route) = boxes.route(&party_address(&sid, p(0))).await.unwrap() {
+            break route;
+        }
+        assert!(Instant::now() < deadline, "party 0 never opened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let part = raw(1, Body::Part(vec![7; MAX_PART]));
+    let mut sent = 0;
+    while sent <= tessera_server::session_link::MAX_EARLY_BYTES {
+        if !boxes.send(&to_zero, part.clone()).await.unwrap() {
+            // Party 0 stopped (and closed its mailbox) once the bound was passed.
+            break;
+        }
+        sent += part.len();
+    }
+    let error = opening.await.unwrap().err().unwrap();
+    assert_eq!(error.party(), Some(p(1)), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("party 1 sent more than 2097152 bytes before this party found its peers"),
+        "{error}"
+    );
+}

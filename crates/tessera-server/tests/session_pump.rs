@@ -968,3 +968,43 @@ async fn an_altered_handshake_message_is_refused() {
     .await;
     laptop_refused(&results, "a handshake message that is not valid");
 }
+
+/// A peer whose mailbox is found closed when the device writes to it, with no end of its own:
+/// after the grace, the pump tells the device in that peer's name that it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_found_gone_is_reported_to_the_device_after_the_grace() {
+    let (_dir, state, Served { addr, .. }) = sqlite_replica().await;
+    let sid = new_session();
+    let boxes = state.mailboxes();
+    let zero = boxes.open(&party_address(&sid, p(0))).await.unwrap();
+    let _two = boxes.open(&party_address(&sid, p(2))).await.unwrap();
+    let mut socket = connect(addr, &sid, p(1), &[p(0), p(2)], "").await;
+    let deadline = Instant::now() + APPEAR;
+    while boxes
+        .route(&party_address(&sid, p(1)))
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "the pump never opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Party 0 goes without a word; the device writes to it.
+    drop(zero);
+    let message = frame_of(1, Body::Message(vec![1, 2, 3]));
+    socket
+        .send(Message::Binary(addressed(p(0), &message).into()))
+        .await
+        .unwrap();
+    let told = loop {
+        match socket.next().await {
+            Some(Ok(Message::Binary(bytes))) => break bytes.to_vec(),
+            Some(Ok(_)) => {}
+            other => panic!("nothing from the pump: {other:?}"),
+        }
+    };
+    assert_eq!(
+        told,
+        end_frame(p(0), &End::new(EndReason::Left, "its mailbox is closed"))
+    );
+}
