@@ -53,7 +53,8 @@ pub enum ClientError {
     Refused(String),
     /// The engine proved that another party of the session misbehaved (a failed consistency
     /// check it attributes, DKLs23 `BanCounterparty`): the party must be banned from the wallet
-    /// ([`WalletRecord::ban`]; [`ServerClient::sign_wallet`] and [`ServerClient::refresh`] do).
+    /// ([`WalletRecord::ban`]; [`crate::ServerClient::sign_wallet`] and
+    /// [`crate::ServerClient::refresh`] do).
     #[error("party {party} misbehaved in round {round} of session {session_id}: {reason}")]
     PartyBlamed {
         /// The blamed party.

@@ -9,8 +9,9 @@
 //! authenticated (a device cannot speak for another party) and that its recipient is a peer of
 //! the session; the frame then goes, unchanged, into the recipient's mailbox, unless either
 //! side has ended with the other (the peer's end may still be on its way to the device, which
-//! writes on until it reads it: the frame is dropped). A frame that fails any of this closes the socket with
-//! [`CLOSE_INVALID_MESSAGE`] and a reason, and every peer is told the device's run failed.
+//! writes on until it reads it: the frame is dropped). A frame that fails any of this closes
+//! the socket with [`CLOSE_INVALID_MESSAGE`] and a reason, and every peer is told the device's
+//! run failed.
 //! Frames in the device's mailbox go to the socket as they are (their sender in the header);
 //! the device's link checks them ([`tessera_api::session_frame::Peers`]).
 //!
