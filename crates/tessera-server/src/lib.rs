@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backups;
 pub mod bans;
 pub mod clock;
+pub mod coordinator;
 pub mod db;
 pub mod enrolment;
 pub mod error;

@@ -34,11 +34,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tessera_api::ServerSessionId;
-use tessera_api::session_frame::ends_from;
 pub use tessera_api::session_frame::{
     Body, End, EndReason, FRAME_VERSION, Fault, Frame, FrameError, HEADER_LEN, MAX_CHANNEL,
     MAX_END_MESSAGE, MAX_PART, Peers, message_frames,
 };
+use tessera_api::session_frame::{end_frame, ends_from};
 use tessera_core::driver::{Control, Link};
 use tessera_core::{Envelope, PartyIndex};
 use tokio::time::Instant;
@@ -197,7 +197,7 @@ pub(crate) struct Opened {
 /// # Errors
 /// [`LinkError::Invalid`] for a bad session id or party set; the mailbox's errors (e.g. open
 /// already); [`LinkError::NeverAppeared`] naming the first peer whose mailbox did not open in
-/// time; [`LinkError::Peer`] for a peer whose early frames overflow; [`LinkError::Closed`]
+/// time (the peers found by then are told, with an end `expired`); [`LinkError::Peer`] for a peer whose early frames overflow; [`LinkError::Closed`]
 /// if this party's mailbox closed (this party's mailbox is closed again in every case).
 pub(crate) async fn open_session_box(
     boxes: &Mailboxes,
@@ -226,10 +226,19 @@ pub(crate) async fn open_session_box(
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(LinkError::NeverAppeared {
+                let error = LinkError::NeverAppeared {
                     party,
                     waited: appear_within,
-                });
+                };
+                // The peers found so far (waiting for this party, or for the same one) hear
+                // that this party gave up, and why.
+                let gave_up = end_frame(me, &End::new(EndReason::Expired, &error.to_string()));
+                for route in routes.values() {
+                    if let Err(e) = boxes.send(route, gave_up.clone()).await {
+                        tracing::warn!(error = %e, "could not tell a party that this one gave up");
+                    }
+                }
+                return Err(error);
             }
             let wake = now + pause.min(deadline - now);
             pause = (pause * 2).min(LOOKUP_LONGEST);

@@ -70,7 +70,7 @@ pub fn unseal(state: &AppState, wallet_id: &str, epoch: i64, sealed: &[u8]) -> A
     Ok(share)
 }
 
-fn seal(state: &AppState, wallet_id: &str, share: &KeyShare) -> ApiResult<Vec<u8>> {
+pub(crate) fn seal(state: &AppState, wallet_id: &str, share: &KeyShare) -> ApiResult<Vec<u8>> {
     let sealed = kek::seal(
         state.kek(),
         &share.to_bytes(),

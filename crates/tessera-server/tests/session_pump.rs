@@ -1008,3 +1008,281 @@ async fn a_peer_found_gone_is_reported_to_the_device_after_the_grace() {
         end_frame(p(0), &End::new(EndReason::Left, "its mailbox is closed"))
     );
 }
+
+/// A user `alice` with the active devices `phone` and `laptop` (their identity keys those of
+/// `devices`' `ph` and `l`), and the phone as the authenticated requester.
+async fn alice(
+    state: &AppState,
+    devices: &Devices,
+    ph: PartyIndex,
+    l: PartyIndex,
+) -> tessera_server::auth::AuthDevice {
+    use tessera_server::db::{self, DeviceStatus};
+    db::devices::insert_user(state.db(), "u-alice", "alice", 1)
+        .await
+        .unwrap();
+    for (id, name, party) in [("d-phone", "phone", ph), ("d-laptop", "laptop", l)] {
+        db::devices::insert(
+            state.db(),
+            &db::devices::NewDevice {
+                id,
+                user_id: "u-alice",
+                name,
+                identity_key: &devices.ids[&party].public_key(),
+                status: DeviceStatus::Active,
+                at: 1,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tessera_server::auth::AuthDevice {
+        device_id: "d-phone".into(),
+        user_id: "u-alice".into(),
+    }
+}
+
+async fn count_where(state: &AppState, sql: &str, bind: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
+        .bind(bind.to_string())
+        .fetch_one(state.db())
+        .await
+        .unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_runs_a_structure_keygen_and_stores_the_servers_share() {
+    let (_dir, state, Served { addr, .. }) = sqlite_replica().await;
+    coordinated_keygen(&state, addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_runs_a_keygen_whose_devices_reach_another_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = common::fresh_postgres_database("coord").await else {
+        eprintln!("TESSERA_TEST_DATABASE_URL not set: PostgreSQL skipped");
+        return;
+    };
+    let mut config = Config::new(dir.path().join("data"));
+    config.database_url = Some(url);
+    let a = AppState::open(config.clone()).await.unwrap();
+    let b = AppState::open(config).await.unwrap();
+    let Served { addr, .. } = serve(b.clone()).await;
+    // The server's party (and the request) on replica A, both devices' sockets on replica B.
+    coordinated_keygen(&a, addr).await;
+}
+
+/// A structure keygen created and run by the coordinator on `state`, the devices reaching the
+/// session through the pump at `addr`; what is stored is checked, and the server's share signs.
+async fn coordinated_keygen(state: &AppState, addr: SocketAddr) {
+    use tessera_server::coordinator::{self, KeygenEnd};
+    let state = state.clone();
+    let (_, _, ph, l) = phone_and_laptop();
+    let devices = Devices::new(&[ph, l], None);
+    let requester = alice(&state, &devices, ph, l).await;
+
+    // Refused before anything is stored: an unknown label, a name in use comes later.
+    let refused = coordinator::create_keygen(
+        &state,
+        &requester,
+        "family",
+        "and(server, or(phone, tablet))",
+        fresh_nonce(),
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("tablet"), "{refused}");
+    assert_eq!(
+        count_where(
+            &state,
+            "SELECT COUNT(*) FROM wallets WHERE name = $1",
+            "family"
+        )
+        .await,
+        0
+    );
+
+    let job = coordinator::create_keygen(
+        &state,
+        &requester,
+        "family",
+        "and(server, or(phone, laptop))",
+        fresh_nonce(),
+    )
+    .await
+    .unwrap();
+    let server_run = {
+        let (state, job) = (state.clone(), job.clone());
+        tokio::spawn(async move { coordinator::run_keygen(&state, &job, APPEAR).await })
+    };
+    // The devices take part with what the server told them: the wallet, the structure (their
+    // party by their label) and the nonce.
+    let mut tasks = Vec::new();
+    for label in ["phone", "laptop"] {
+        let party = job.structure.party(label).unwrap();
+        let session =
+            StructureKeygenSession::new(job.wallet, &job.structure, party, &job.nonce).unwrap();
+        let place = Place::Device(addr, devices.clone());
+        tasks.push(tokio::spawn(run_party(
+            place,
+            job.session_id.clone(),
+            session,
+        )));
+    }
+    let mut shares = Vec::new();
+    for task in tasks {
+        shares.push(task.await.unwrap().unwrap());
+    }
+    let KeygenEnd::Stored(public_key) = server_run.await.unwrap() else {
+        panic!("the server's run did not store its share");
+    };
+    assert!(shares.iter().all(|s| s.public_key() == public_key));
+
+    // Stored: the wallet's key, the server's share (it unseals to the same key), the session's
+    // end and its record.
+    let wallet_id = job.wallet.to_string();
+    assert_eq!(
+        count_where(
+            &state,
+            "SELECT COUNT(*) FROM wallets WHERE id = $1 AND public_key IS NOT NULL",
+            &wallet_id
+        )
+        .await,
+        1
+    );
+    let server_share = tessera_server::vault::load_active(&state, &wallet_id)
+        .await
+        .unwrap();
+    assert_eq!(server_share.public_key(), public_key);
+    assert_eq!(Some(server_share.party()), job.structure.party("server"));
+    assert_eq!(
+        count_where(
+            &state,
+            "SELECT COUNT(*) FROM sessions WHERE id = $1 AND status = 'done'",
+            job.session_id.as_str()
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count_where(
+            &state,
+            "SELECT COUNT(*) FROM audit_log WHERE kind = 'keygen.done' AND wallet_id = $1",
+            &wallet_id
+        )
+        .await,
+        1
+    );
+    // The server's stored share signs with the laptop's.
+    let laptop = shares.iter().find(|s| s.party() == l).unwrap();
+    let digest = [0x44; 32];
+    let sig = sign(
+        &[
+            (Place::Server(state.clone()), &server_share),
+            (Place::Device(addr, devices.clone()), laptop),
+        ],
+        digest,
+    )
+    .await;
+    verify(&public_key, &digest, &sig);
+
+    // The name is taken now.
+    let taken = coordinator::create_keygen(
+        &state,
+        &requester,
+        "family",
+        "and(server, or(phone, laptop))",
+        fresh_nonce(),
+    )
+    .await
+    .unwrap_err();
+    assert!(taken.to_string().contains("family"), "{taken}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keygen_whose_party_never_comes_expires_naming_it_and_stores_no_key() {
+    use tessera_server::coordinator::{self, KeygenEnd};
+    use tessera_server::db::SessionStatus;
+    let (_dir, state, Served { addr, .. }) = sqlite_replica().await;
+    let (_, s, ph, l) = phone_and_laptop();
+    let devices = Devices::new(&[ph, l], None);
+    let requester = alice(&state, &devices, ph, l).await;
+    let job = coordinator::create_keygen(
+        &state,
+        &requester,
+        "family",
+        "and(server, or(phone, laptop))",
+        fresh_nonce(),
+    )
+    .await
+    .unwrap();
+    // Only the phone comes; the server waits for the laptop a short time.
+    let phone = {
+        let session =
+            StructureKeygenSession::new(job.wallet, &job.structure, ph, &job.nonce).unwrap();
+        tokio::spawn(run_party(
+            Place::Device(addr, devices.clone()),
+            job.session_id.clone(),
+            session,
+        ))
+    };
+    let end = coordinator::run_keygen(&state, &job, Duration::from_secs(2)).await;
+    let KeygenEnd::Failed {
+        status,
+        reason,
+        party,
+    } = end
+    else {
+        panic!("stored without the laptop");
+    };
+    assert_eq!(status, SessionStatus::Expired);
+    assert_eq!(party, Some(l), "{reason}");
+    assert!(
+        reason.contains(&format!("party {l} did not open its mailbox")),
+        "{reason}"
+    );
+    // The phone hears it from the server's party at once (not after its own wait for the
+    // laptop).
+    let phone = phone.await.unwrap().unwrap_err();
+    assert!(
+        phone.contains(&format!(
+            "party {s} ended the session (expired: party {l} did not open"
+        )),
+        "{phone}"
+    );
+    let wallet_id = job.wallet.to_string();
+    assert_eq!(
+        count_where(
+            &state,
+            "SELECT COUNT(*) FROM wallets WHERE id = $1 AND public_key IS NULL",
+            &wallet_id
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count_where(
+            &state,
+            "SELECT COUNT(*) FROM server_shares WHERE wallet_id = $1",
+            &wallet_id
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count_where(
+            &state,
+            "SELECT COUNT(*) FROM audit_log WHERE kind = 'session.expired' AND wallet_id = $1",
+            &wallet_id
+        )
+        .await,
+        1
+    );
+    // The run is over: it cannot be started again.
+    let again = coordinator::run_keygen(&state, &job, Duration::from_secs(2)).await;
+    assert!(
+        matches!(&again, KeygenEnd::Failed { reason, .. } if reason.contains("already running or over")),
+        "{again:?}"
+    );
+}

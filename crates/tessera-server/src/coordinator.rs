@@ -1,0 +1,358 @@
+//! The server's side of sessions of several parties (issue 15): it creates them and runs its
+//! own party of each over the session's mailboxes (`session_link::MailboxLink`), while each
+//! device reaches the session through its socket (`session_pump`), on whichever replica.
+//!
+//! Built so far: a structure wallet's key generation.
+//! - [`create_keygen`], in one write transaction: the structure resolved for the requesting
+//!   user (`wallet_parties::resolve`), the wallet stored without a key, with its parties
+//!   (`wallet_parties::store`), the session created (within the live-session caps) with its
+//!   `session.created` record. A structure with another user's device is refused until such a
+//!   device's acceptance is built.
+//! - [`run_keygen`]: claims the session, opens the server's mailbox and waits for every other
+//!   party (`appear_within`), runs the server's party, then, in one write transaction, sets the
+//!   wallet's public key (only on a wallet still without one), stores the server's sealed
+//!   share, records the session's end and its `keygen.done` record, and only then says it
+//!   finished. A run that fails tells the others why, and records the end (`keygen.failed`,
+//!   `session.expired`) naming the party at fault where there is one; the wallet stays without
+//!   a key, which every wallet query skips.
+//!
+//! Left (docs/quorum-wallets.md): the REST route and the devices' discovery of the sessions
+//! they take part in, signing, refresh and reshare, bans by party index.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tessera_api::ServerSessionId;
+use tessera_core::driver::{self, DriveError};
+use tessera_core::protocols::{fresh_nonce, joint_nonce};
+use tessera_core::structure::WalletStructure;
+use tessera_core::{PartyIndex, PublicKey, Session, StructureKeygenSession, WalletId};
+
+use crate::audit::{self, Subject};
+use crate::auth::AuthDevice;
+use crate::db::{self, Protocol, SessionStatus};
+use crate::error::{ApiError, ApiResult};
+use crate::session_link::{End, EndReason, LinkError, MailboxLink};
+use crate::state::{AppState, now};
+use crate::wallet_parties::{self, NewWallet};
+
+/// A structure wallet's key generation, created and waiting for its parties.
+#[derive(Clone, Debug)]
+pub struct KeygenJob {
+    /// The session.
+    pub session_id: ServerSessionId,
+    /// The new wallet.
+    pub wallet: WalletId,
+    /// Its structure (labels as stored).
+    pub structure: WalletStructure,
+    /// The session's nonce: the requester's joined with the server's.
+    pub nonce: [u8; 32],
+    /// The server's contribution to the nonce (what the requester is told).
+    pub server_nonce: [u8; 32],
+    /// Who asked (the audit records' subject).
+    pub requester: AuthDevice,
+}
+
+/// Creates the key generation of a wallet named `name` under `structure` (text, labels of the
+/// requester's devices and `server`) for `requester`, with the requester's nonce `device_nonce`.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] for a name or structure that is not valid (the resolver's reason),
+/// or one with another user's device; [`ApiError::Conflict`] for a name in use; the session
+/// caps' refusal; a database error.
+pub async fn create_keygen(
+    state: &AppState,
+    requester: &AuthDevice,
+    name: &str,
+    structure: &str,
+    device_nonce: [u8; 32],
+) -> ApiResult<KeygenJob> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "wallet name must be 1 to 64 printable characters".into(),
+        ));
+    }
+    let mut tx = state.begin_write().await?;
+    let resolved = wallet_parties::resolve(&mut tx, &requester.user_id, structure).await?;
+    if let Some(party) = resolved.needs_acceptance().next() {
+        return Err(ApiError::BadRequest(format!(
+            "party {:?} is another user's device: such wallets need its acceptance, which this \
+             server does not take yet",
+            party.label
+        )));
+    }
+    let wallet = WalletId::random();
+    let wallet_id = wallet.to_string();
+    wallet_parties::store(
+        &mut tx,
+        &NewWallet {
+            id: &wallet_id,
+            owner_id: &requester.user_id,
+            name,
+            public_key: None,
+            epoch: 0,
+            at: now(),
+        },
+        &resolved,
+    )
+    .await?;
+    let session_id = hex::encode(fresh_nonce());
+    let server_nonce = fresh_nonce();
+    let nonce = joint_nonce(&[device_nonce, server_nonce]);
+    let params = json!({ "name": name, "structure": resolved.text() }).to_string();
+    crate::live_sessions::insert_within_caps(
+        state,
+        &mut tx,
+        &db::sessions::NewSession {
+            id: &session_id,
+            device_id: &requester.device_id,
+            wallet_id: &wallet_id,
+            protocol: Protocol::Keygen,
+            nonce: nonce.as_slice(),
+            params: &params,
+            epoch: 0,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        crate::live_sessions::InsertError::Cap(e) => e,
+        crate::live_sessions::InsertError::Database(e) => ApiError::from(e),
+    })?;
+    audit::append_in(
+        &mut tx,
+        "session.created",
+        Subject::device(requester).wallet(&wallet_id),
+        json!({
+            "session_id": session_id,
+            "protocol": Protocol::Keygen.as_str(),
+            "epoch": 0,
+            "structure": resolved.text(),
+        }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(KeygenJob {
+        session_id: ServerSessionId::new(session_id),
+        wallet,
+        structure: resolved.structure().clone(),
+        nonce,
+        server_nonce,
+        requester: requester.clone(),
+    })
+}
+
+/// How the server's run of a key generation ended.
+#[derive(Debug)]
+pub enum KeygenEnd {
+    /// Every party finished; the wallet has its key and the server's share is stored.
+    Stored(PublicKey),
+    /// The run failed; the reason is recorded (and the party at fault, where there is one).
+    Failed {
+        /// The session's status recorded.
+        status: SessionStatus,
+        /// What happened.
+        reason: String,
+        /// The party the failure names.
+        party: Option<PartyIndex>,
+    },
+}
+
+/// Runs the server's party of `job`: waits up to `appear_within` for every other party's
+/// mailbox, runs the key generation (each wait for a message bounded by the session idle
+/// timeout), stores its outcome (module documentation).
+pub async fn run_keygen(state: &AppState, job: &KeygenJob, appear_within: Duration) -> KeygenEnd {
+    let sid = job.session_id.as_str();
+    let Some(server) = job.structure.party("server") else {
+        return failed(
+            state,
+            job,
+            SessionStatus::Failed,
+            "the structure has no server",
+            None,
+        )
+        .await;
+    };
+    match db::sessions::claim(state.db(), sid, state.instance(), now()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another replica (or an earlier call) runs it, or it ended: nothing to record.
+            return KeygenEnd::Failed {
+                status: SessionStatus::Failed,
+                reason: "the session is already running or over".into(),
+                party: None,
+            };
+        }
+        Err(e) => {
+            return failed(state, job, SessionStatus::Failed, &e.to_string(), None).await;
+        }
+    }
+    let mut session =
+        match StructureKeygenSession::new(job.wallet, &job.structure, server, &job.nonce) {
+            Ok(session) => session,
+            Err(e) => return failed(state, job, SessionStatus::Failed, &e.to_string(), None).await,
+        };
+    let peers = session.peers();
+    let mut link = match MailboxLink::open(
+        state.mailboxes(),
+        &job.session_id,
+        server,
+        &peers,
+        appear_within,
+    )
+    .await
+    {
+        Ok(link) => link,
+        Err(e) => {
+            let party = e.party();
+            let status = match e {
+                LinkError::NeverAppeared { .. } => SessionStatus::Expired,
+                _ => SessionStatus::Failed,
+            };
+            return failed(state, job, status, &e.to_string(), party).await;
+        }
+    };
+    let idle = Some(state.config().session_idle_timeout);
+    let share = match driver::drive(&mut session, &mut link, idle, |_, _| Ok(())).await {
+        Ok(share) => share,
+        Err(e) => {
+            let (status, party, end) = match &e {
+                DriveError::Expired => (SessionStatus::Expired, None, EndReason::Expired),
+                DriveError::Link(l) | DriveError::Stopped(l) => {
+                    (SessionStatus::Failed, l.party(), EndReason::Failed)
+                }
+                DriveError::Blamed { party, .. } => {
+                    (SessionStatus::Failed, Some(*party), EndReason::Failed)
+                }
+                DriveError::Rejected { from, .. } => {
+                    (SessionStatus::Failed, *from, EndReason::Failed)
+                }
+                DriveError::Finish(_) => (SessionStatus::Failed, None, EndReason::Failed),
+            };
+            let reason = e.to_string();
+            if let Err(told) = link.end(End::new(end, &reason)).await {
+                tracing::warn!(session_id = %sid, error = %told, "could not tell the parties that the server's run ended");
+            }
+            return failed(state, job, status, &reason, party).await;
+        }
+    };
+    let public_key = share.public_key();
+    if let Err(e) = store(state, job, &share).await {
+        let reason = format!("the server could not store its share: {e}");
+        if let Err(told) = link.end(End::new(EndReason::Failed, &reason)).await {
+            tracing::warn!(session_id = %sid, error = %told, "could not tell the parties that the server's run ended");
+        }
+        return failed(state, job, SessionStatus::Failed, &reason, None).await;
+    }
+    if let Err(e) = link.end(End::finished()).await {
+        tracing::warn!(session_id = %sid, error = %e, "could not tell the parties that the server finished");
+    }
+    KeygenEnd::Stored(public_key)
+}
+
+/// The wallet's key, the server's sealed share, the session's end and its record: one write
+/// transaction, tried up to [`db::DURABLE_ATTEMPTS`] times.
+async fn store(state: &AppState, job: &KeygenJob, share: &tessera_core::KeyShare) -> ApiResult<()> {
+    let wallet_id = job.wallet.to_string();
+    let sealed = crate::vault::seal(state, &wallet_id, share)?;
+    let public_key = share.public_key().to_compressed();
+    let mut attempt = 1;
+    loop {
+        let written = async {
+            let mut tx = state.begin_write().await?;
+            if !db::wallet_parties::set_public_key(&mut *tx, &wallet_id, &public_key).await? {
+                return Err(ApiError::Conflict(format!(
+                    "wallet {wallet_id} has a key already, or is not a structure wallet"
+                )));
+            }
+            db::shares::insert_active(
+                &mut *tx,
+                &wallet_id,
+                share.epoch() as i64,
+                sealed.clone(),
+                now(),
+            )
+            .await?;
+            db::sessions::record_end(
+                &mut *tx,
+                job.session_id.as_str(),
+                SessionStatus::Done,
+                None,
+                now(),
+            )
+            .await?;
+            audit::append_in(
+                &mut tx,
+                "keygen.done",
+                Subject::device(&job.requester).wallet(&wallet_id),
+                json!({
+                    "session_id": job.session_id.as_str(),
+                    "public_key": hex::encode(public_key),
+                    "structure": job.structure.to_string(),
+                }),
+            )
+            .await?;
+            tx.commit().await
+        }
+        .await;
+        match written {
+            Ok(()) => return Ok(()),
+            Err(e @ ApiError::Conflict(_)) => return Err(e),
+            Err(e) if attempt < db::DURABLE_ATTEMPTS => {
+                tracing::warn!(session_id = %job.session_id, attempt, error = %e, "retrying the record of a key generation");
+                attempt += 1;
+                tokio::time::sleep(db::retry_pause(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Records a failed run (its end and its `keygen.failed` or `session.expired` record) and
+/// returns it.
+async fn failed(
+    state: &AppState,
+    job: &KeygenJob,
+    status: SessionStatus,
+    reason: &str,
+    party: Option<PartyIndex>,
+) -> KeygenEnd {
+    let kind = if status == SessionStatus::Expired {
+        "session.expired"
+    } else {
+        "keygen.failed"
+    };
+    let wallet_id = job.wallet.to_string();
+    let written = async {
+        let mut tx = state.begin_write().await?;
+        db::sessions::record_end(
+            &mut *tx,
+            job.session_id.as_str(),
+            status,
+            Some(reason),
+            now(),
+        )
+        .await?;
+        audit::append_in(
+            &mut tx,
+            kind,
+            Subject::device(&job.requester).wallet(&wallet_id),
+            json!({
+                "session_id": job.session_id.as_str(),
+                "detail": reason,
+                "party": party.map(PartyIndex::get),
+            }),
+        )
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = written {
+        tracing::error!(session_id = %job.session_id, error = %e, "could not record the end of a key generation");
+    }
+    KeygenEnd::Failed {
+        status,
+        reason: reason.to_string(),
+        party,
+    }
+}
