@@ -780,15 +780,20 @@ fn frames_round_trip_and_every_field_is_checked() {
     assert_eq!(Frame::decode(&bytes).unwrap().body, Body::End(end));
 }
 
-/// A peer that opens its mailbox, gives up and leaves before this party found every peer: the
-/// search stops at its end (not after the wait, at a peer that never comes), naming it. Party 0
-/// on `states[0]`, party 1 on `states[1]`.
-async fn a_peer_that_ends_early_is_named(states: &[AppState]) {
-    let (state, other) = (&states[0], &states[1 % states.len()]);
+/// Party 0 of a fresh session with parties 1 and 2 opening its link on `state` (still looking:
+/// party 2 never comes), party 1's plain mailbox on `other`, and the route to party 0's
+/// mailbox from `other` once it is open.
+async fn party_zero_looking(
+    state: &AppState,
+    other: &AppState,
+) -> (
+    tokio::task::JoinHandle<Result<MailboxLink, LinkError>>,
+    tessera_server::mailboxes::Inbox,
+    Route,
+) {
     let sid = new_session();
     let opening = {
         let (state, sid) = (state.clone(), sid.clone());
-        // Party 2 never comes: without the early end, this waits APPEAR and names party 2.
         tokio::spawn(async move {
             MailboxLink::open(state.mailboxes(), &sid, p(0), &[p(1), p(2)], APPEAR).await
         })
@@ -803,6 +808,17 @@ async fn a_peer_that_ends_early_is_named(states: &[AppState]) {
         assert!(Instant::now() < deadline, "party 0 never opened");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    (opening, one, to_zero)
+}
+
+/// A peer that opens its mailbox, gives up and leaves before this party found every peer: the
+/// search stops at its end (not after the wait, at a peer that never comes), naming it. Party 0
+/// on `states[0]`, party 1 on `states[1]`.
+async fn a_peer_that_ends_early_is_named(states: &[AppState]) {
+    let (state, other) = (&states[0], &states[1 % states.len()]);
+    // Party 2 never comes: without the early end, party 0 waits APPEAR and names party 2.
+    let (opening, one, to_zero) = party_zero_looking(state, other).await;
+    let boxes = other.mailboxes();
     let gave_up = End::new(EndReason::Left, "its user declined");
     assert!(
         boxes
@@ -886,24 +902,9 @@ async fn a_closed_mailbox_is_reported_with_the_end_that_came_before_it() {
 async fn a_peer_flooding_the_mailbox_before_the_others_are_found_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let state = sqlite(&dir).await;
-    let sid = new_session();
-    let opening = {
-        let (state, sid) = (state.clone(), sid.clone());
-        // Party 2 never comes, so party 0 is still looking when the flood arrives.
-        tokio::spawn(async move {
-            MailboxLink::open(state.mailboxes(), &sid, p(0), &[p(1), p(2)], APPEAR).await
-        })
-    };
+    // Party 2 never comes, so party 0 is still looking when the flood arrives.
+    let (opening, _one, to_zero) = party_zero_looking(&state, &state).await;
     let boxes = state.mailboxes();
-    let _one = boxes.open(&party_address(&sid, p(1))).await.unwrap();
-    let deadline = Instant::now() + APPEAR;
-    let to_zero = loop {
-        if let Some(route) = boxes.route(&party_address(&sid, p(0))).await.unwrap() {
-            break route;
-        }
-        assert!(Instant::now() < deadline, "party 0 never opened");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
     let part = raw(1, Body::Part(vec![7; MAX_PART]));
     let mut sent = 0;
     while sent <= tessera_server::session_link::MAX_EARLY_BYTES {

@@ -128,6 +128,17 @@ async fn sqlite_replica() -> (tempfile::TempDir, AppState, Served) {
     (dir, state, served)
 }
 
+/// Two replicas on a fresh PostgreSQL database (and its URL), or `None` without a server.
+async fn two_replicas(prefix: &str) -> Option<(tempfile::TempDir, String, AppState, AppState)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::fresh_postgres_database(prefix).await?;
+    let mut config = Config::new(dir.path().join("data"));
+    config.database_url = Some(url.clone());
+    let a = AppState::open(config.clone()).await.unwrap();
+    let b = AppState::open(config).await.unwrap();
+    Some((dir, url, a, b))
+}
+
 /// Party `me`'s socket to the pump at `addr`.
 async fn connect(
     addr: SocketAddr,
@@ -375,15 +386,10 @@ async fn two_devices_and_the_server_keygen_and_sign_through_device_sockets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_on_two_replicas_keygen_and_sign_with_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(url) = common::fresh_postgres_database("pump").await else {
+    let Some((_dir, url, a, b)) = two_replicas("pump").await else {
         eprintln!("TESSERA_TEST_DATABASE_URL not set: PostgreSQL skipped");
         return;
     };
-    let mut config = Config::new(dir.path().join("data"));
-    config.database_url = Some(url.clone());
-    let a = AppState::open(config.clone()).await.unwrap();
-    let b = AppState::open(config).await.unwrap();
     let Served {
         addr: addr_a,
         ends: mut ends_a,
@@ -1042,6 +1048,21 @@ async fn alice(
     }
 }
 
+/// The keygen of alice's wallet `family` under `and(server, or(phone, laptop))`, created.
+async fn family(
+    state: &AppState,
+    requester: &tessera_server::auth::AuthDevice,
+) -> Result<tessera_server::coordinator::KeygenJob, tessera_server::error::ApiError> {
+    tessera_server::coordinator::create_keygen(
+        state,
+        requester,
+        "family",
+        "and(server, or(phone, laptop))",
+        fresh_nonce(),
+    )
+    .await
+}
+
 async fn count_where(state: &AppState, sql: &str, bind: &str) -> i64 {
     let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
         .bind(bind.to_string())
@@ -1059,15 +1080,10 @@ async fn the_coordinator_runs_a_structure_keygen_and_stores_the_servers_share() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coordinator_runs_a_keygen_whose_devices_reach_another_replica() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(url) = common::fresh_postgres_database("coord").await else {
+    let Some((_dir, _, a, b)) = two_replicas("coord").await else {
         eprintln!("TESSERA_TEST_DATABASE_URL not set: PostgreSQL skipped");
         return;
     };
-    let mut config = Config::new(dir.path().join("data"));
-    config.database_url = Some(url);
-    let a = AppState::open(config.clone()).await.unwrap();
-    let b = AppState::open(config).await.unwrap();
     let Served { addr, .. } = serve(b.clone()).await;
     // The server's party (and the request) on replica A, both devices' sockets on replica B.
     coordinated_keygen(&a, addr).await;
@@ -1103,15 +1119,7 @@ async fn coordinated_keygen(state: &AppState, addr: SocketAddr) {
         0
     );
 
-    let job = coordinator::create_keygen(
-        &state,
-        &requester,
-        "family",
-        "and(server, or(phone, laptop))",
-        fresh_nonce(),
-    )
-    .await
-    .unwrap();
+    let job = family(&state, &requester).await.unwrap();
     let server_run = {
         let (state, job) = (state.clone(), job.clone());
         tokio::spawn(async move { coordinator::run_keygen(&state, &job, APPEAR).await })
@@ -1188,15 +1196,7 @@ async fn coordinated_keygen(state: &AppState, addr: SocketAddr) {
     verify(&public_key, &digest, &sig);
 
     // The name is taken now.
-    let taken = coordinator::create_keygen(
-        &state,
-        &requester,
-        "family",
-        "and(server, or(phone, laptop))",
-        fresh_nonce(),
-    )
-    .await
-    .unwrap_err();
+    let taken = family(&state, &requester).await.unwrap_err();
     assert!(taken.to_string().contains("family"), "{taken}");
 }
 
@@ -1208,15 +1208,7 @@ async fn a_keygen_whose_party_never_comes_expires_naming_it_and_stores_no_key() 
     let (_, s, ph, l) = phone_and_laptop();
     let devices = Devices::new(&[ph, l], None);
     let requester = alice(&state, &devices, ph, l).await;
-    let job = coordinator::create_keygen(
-        &state,
-        &requester,
-        "family",
-        "and(server, or(phone, laptop))",
-        fresh_nonce(),
-    )
-    .await
-    .unwrap();
+    let job = family(&state, &requester).await.unwrap();
     // Only the phone comes; the server waits for the laptop a short time.
     let phone = {
         let session =
