@@ -181,11 +181,18 @@ pub struct Token {
     pub expires_in: u64,
 }
 
-/// `POST /keygen`: a new 2-of-2 wallet between this device (party 0) and the server (party 1).
+/// `POST /keygen`: a new wallet. Without a `structure`, a 2-of-2 wallet between this device
+/// (party 0) and the server (party 1); with one, a wallet of that structure whose parties are
+/// the server and devices of the user (docs/quorum-wallets.md), run among them through the
+/// server, each device over its own socket (the answer's [`SessionCreated::parties`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeygenRequest {
     /// The wallet's name, unique for the user.
     pub name: String,
+    /// The wallet's structure, e.g. `and(server, or(phone, laptop))`: `server` and the party
+    /// labels of the user's active devices. Absent: a 2-of-2 wallet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structure: Option<String>,
     /// This device's fresh nonce for the run, 64 hex digits (see [`SessionCreated::nonce`]).
     /// Optional on the wire: a device that sends none gets a run whose freshness rests on the
     /// server's nonce alone.
@@ -417,6 +424,63 @@ pub struct SessionCreated {
     /// For a signature that needs another device's approval: `pending` until it is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Approval>,
+    /// For a session of a structure wallet: its parties, and which one the caller is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parties: Option<SessionParties>,
+}
+
+/// The parties of a session of a structure wallet, as the server has them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionParties {
+    /// The wallet's structure (labels as stored).
+    pub structure: String,
+    /// The caller's party index.
+    pub me: u8,
+    /// Every party of the session, by index.
+    pub parties: Vec<SessionParty>,
+}
+
+/// One party of a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionParty {
+    /// Its index (its label's position in the structure).
+    pub party: u8,
+    /// Its label in the structure.
+    pub label: String,
+    /// The device (none: the server's party).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<DeviceId>,
+    /// The device's name as registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// The device's Ed25519 identity key as the registry has it, hex. A device checks it
+    /// against the key it pinned for that device before it trusts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key: Option<String>,
+}
+
+/// `GET /sessions/joinable`: a session another device started in which the calling device is
+/// a party, waiting for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinableSession {
+    /// The session (open its socket with `GET /ws?session_id=…`).
+    pub session_id: ServerSessionId,
+    /// The wallet.
+    pub wallet_id: WalletId,
+    /// The wallet's name.
+    pub wallet_name: String,
+    /// What it runs: `keygen`.
+    pub protocol: String,
+    /// The run's nonce, hex (the requester's contribution joined with the server's).
+    pub nonce: String,
+    /// The wallet's epoch the run starts from.
+    pub epoch: u64,
+    /// The name of the device that asked for it.
+    pub requested_by: String,
+    /// When it was asked for (Unix seconds).
+    pub created_at: i64,
+    /// Its parties, and which one the caller is.
+    pub parties: SessionParties,
 }
 
 /// `GET /pubkey?wallet=…` and the wallet list.

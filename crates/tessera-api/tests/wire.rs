@@ -124,6 +124,7 @@ fn signing_requests_and_sessions() {
             nonce: "33".repeat(32),
             epoch: 2,
             approval: Some(Approval::Pending),
+            parties: None,
         },
         &format!(
             r#"{{"session_id":"{}","wallet_id":"{WALLET}","nonce":"{}","epoch":2,"approval":"pending"}}"#,
@@ -134,9 +135,47 @@ fn signing_requests_and_sessions() {
     pinned(
         &KeygenRequest {
             name: "main".into(),
+            structure: None,
             device_nonce: None,
         },
         r#"{"name":"main"}"#,
+    );
+    pinned(
+        &KeygenRequest {
+            name: "family".into(),
+            structure: Some("and(server, or(phone, laptop))".into()),
+            device_nonce: Some("44".repeat(32)),
+        },
+        &format!(
+            r#"{{"name":"family","structure":"and(server, or(phone, laptop))","device_nonce":"{}"}}"#,
+            "44".repeat(32)
+        ),
+    );
+    pinned(
+        &SessionParties {
+            structure: "and(server, laptop)".into(),
+            me: 1,
+            parties: vec![
+                SessionParty {
+                    party: 0,
+                    label: "server".into(),
+                    device_id: None,
+                    device_name: None,
+                    identity_key: None,
+                },
+                SessionParty {
+                    party: 1,
+                    label: "laptop".into(),
+                    device_id: Some("d1".into()),
+                    device_name: Some("Laptop".into()),
+                    identity_key: Some("55".repeat(32)),
+                },
+            ],
+        },
+        &format!(
+            r#"{{"structure":"and(server, laptop)","me":1,"parties":[{{"party":0,"label":"server"}},{{"party":1,"label":"laptop","device_id":"d1","device_name":"Laptop","identity_key":"{}"}}]}}"#,
+            "55".repeat(32)
+        ),
     );
     pinned(&RefreshPending { pending: 3 }, r#"{"pending":3}"#);
     pinned(&RefreshCommit { commit: 3 }, r#"{"commit":3}"#);
@@ -311,6 +350,7 @@ fn approvals_and_held_states_in_their_documents() {
             nonce: "33".repeat(32),
             epoch: 0,
             approval: None,
+            parties: None,
         },
         &format!(
             r#"{{"session_id":"{}","wallet_id":"{WALLET}","nonce":"{}","epoch":0}}"#,

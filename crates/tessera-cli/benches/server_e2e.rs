@@ -689,6 +689,7 @@ async fn create_keygen_session(
         .bearer_auth(device.token())
         .json(&api::KeygenRequest {
             name: format!("idle-{i}"),
+            structure: None,
             device_nonce: None,
         })
         .send()

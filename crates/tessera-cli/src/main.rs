@@ -49,8 +49,12 @@ enum Command {
     Kek(cmd::kek::KekCommand),
     /// Set up this device: create its identity key and register it with a server.
     Init(cmd::device::InitArgs),
-    /// Create a 2-of-2 wallet shared by this device and the server.
+    /// Create a wallet: 2-of-2 with the server, or of a structure over the server and your
+    /// devices (--structure).
     Keygen(cmd::wallet::KeygenArgs),
+    /// Stay connected and take part in the sessions other devices start (joins after a
+    /// confirmation, or --yes).
+    Listen(cmd::listen::ListenArgs),
     /// Sign with a wallet (this device and the server together).
     Sign(cmd::wallet::SignArgs),
     /// Refresh a wallet's shares (same public key, next epoch; old shares stop working).
@@ -125,6 +129,7 @@ async fn device_command(command: Command) -> CliResult {
     match command {
         Command::Init(a) => cmd::device::init(&home, a).await,
         Command::Keygen(a) => cmd::wallet::keygen(&home, a).await,
+        Command::Listen(a) => cmd::listen::run(&home, a).await,
         Command::Sign(a) => cmd::wallet::sign(&home, a).await,
         Command::Refresh(a) => cmd::wallet::refresh(&home, a).await,
         Command::Wallets(format) => cmd::wallet::wallets(&home, format).await,

@@ -10,6 +10,7 @@
 mod approval;
 pub mod device;
 mod error;
+pub mod parties;
 pub mod peer;
 mod session;
 pub mod session_socket;

@@ -28,6 +28,7 @@ impl ServerClient {
                 "/keygen",
                 &api::KeygenRequest {
                     name: name.into(),
+                    structure: None,
                     device_nonce: Some(hex::encode(ours)),
                 },
             )
@@ -231,7 +232,7 @@ impl ServerClient {
         Ok(epoch)
     }
 
-    async fn connect(&self, session_id: &str) -> Result<Socket> {
+    pub(crate) async fn connect(&self, session_id: &str) -> Result<Socket> {
         let token = self.token.as_ref().ok_or(ClientError::NotLoggedIn)?;
         let ws_base = self.base.replacen("http", "ws", 1);
         let mut request = format!("{ws_base}/ws?session_id={session_id}")
@@ -386,7 +387,10 @@ impl Link for ServerLink<'_> {
 }
 
 /// A driver error as the SDK reports it.
-fn drive_error(session_id: tessera_core::SessionId, e: DriveError<ClientError>) -> ClientError {
+pub(crate) fn drive_error(
+    session_id: tessera_core::SessionId,
+    e: DriveError<ClientError>,
+) -> ClientError {
     match e {
         DriveError::Link(e) | DriveError::Stopped(e) => e,
         DriveError::Blamed {
@@ -400,7 +404,7 @@ fn drive_error(session_id: tessera_core::SessionId, e: DriveError<ClientError>) 
             reason,
         },
         DriveError::Rejected { error, .. } => ClientError::Protocol(error),
-        DriveError::Expired => net("the server went quiet"),
+        DriveError::Expired => net("the session went quiet"),
         DriveError::Finish(m) => net(m),
     }
 }

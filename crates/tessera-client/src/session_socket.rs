@@ -396,6 +396,37 @@ where
         Ok(frames)
     }
 
+    /// Waits until `party` says its run finished (the server's party says so once it stored its
+    /// outcome), at most `within`; protocol messages that come meanwhile are kept.
+    ///
+    /// # Errors
+    /// [`ClientError::Session`] for `party`'s (or another peer's) end other than finished, a
+    /// fault of a peer's frames, or no end in time; the socket's errors.
+    pub async fn await_finished(&mut self, party: PartyIndex, within: Duration) -> Result<()> {
+        if !self.peers.contains(party) {
+            return Err(Fault::Invalid(format!("party {party} is not a peer")).into());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if !self.peers.unfinished().any(|p| p == party) {
+                return Ok(());
+            }
+            let Some(frame) = self.next_frame(Some(deadline)).await? else {
+                return Err(Fault::Gone {
+                    party,
+                    why: format!(
+                        "it did not say it finished within {} s",
+                        within.as_secs_f32()
+                    ),
+                }
+                .into());
+            };
+            if let Some((from, message)) = self.take_in(frame)? {
+                self.peers.keep_message(from, message)?;
+            }
+        }
+    }
+
     /// This party.
     #[must_use]
     pub fn party(&self) -> PartyIndex {

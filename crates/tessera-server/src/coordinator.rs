@@ -21,8 +21,10 @@
 
 use std::time::Duration;
 
+use axum::Json;
+use axum::extract::State;
 use serde_json::json;
-use tessera_api::ServerSessionId;
+use tessera_api::{self as api, ServerSessionId};
 use tessera_core::driver::{self, DriveError};
 use tessera_core::protocols::{fresh_nonce, joint_nonce};
 use tessera_core::structure::WalletStructure;
@@ -67,12 +69,7 @@ pub async fn create_keygen(
     structure: &str,
     device_nonce: [u8; 32],
 ) -> ApiResult<KeygenJob> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "wallet name must be 1 to 64 printable characters".into(),
-        ));
-    }
+    let name = crate::wallets::wallet_name(name)?;
     let mut tx = state.begin_write().await?;
     let resolved = wallet_parties::resolve(&mut tx, &requester.user_id, structure).await?;
     if let Some(party) = resolved.needs_acceptance().next() {
@@ -306,6 +303,78 @@ async fn store(state: &AppState, job: &KeygenJob, share: &tessera_core::KeyShare
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The parties of wallet `wallet_id` as a device is told them, `me` the party of device
+/// `device_id`.
+///
+/// # Errors
+/// [`ApiError::Forbidden`] when that device is not a party of the wallet; a database error.
+pub async fn session_parties(
+    db: impl sqlx::any::AnyExecutor<'_>,
+    wallet_id: &str,
+    structure: &str,
+    device_id: &str,
+) -> ApiResult<api::SessionParties> {
+    let rows = db::wallet_parties::with_devices(db, wallet_id).await?;
+    let index = |party: i64| {
+        u8::try_from(party).map_err(|_| ApiError::Internal(format!("stored party {party}")))
+    };
+    let me = rows
+        .iter()
+        .find(|row| row.device.as_ref().is_some_and(|(id, ..)| id == device_id))
+        .ok_or_else(|| ApiError::Forbidden("this device is not a party of this wallet".into()))?;
+    Ok(api::SessionParties {
+        structure: structure.to_string(),
+        me: index(me.party)?,
+        parties: rows
+            .iter()
+            .map(|row| {
+                Ok(api::SessionParty {
+                    party: index(row.party)?,
+                    label: row.label.clone(),
+                    device_id: row.device.as_ref().map(|(id, ..)| id.clone().into()),
+                    device_name: row.device.as_ref().map(|(_, name, _)| name.clone()),
+                    identity_key: row.device.as_ref().map(|(.., key)| hex::encode(key)),
+                })
+            })
+            .collect::<ApiResult<_>>()?,
+    })
+}
+
+/// `GET /sessions/joinable`: the live sessions of structure wallets that another device
+/// started and in which the caller is a party, created within the session idle timeout (after
+/// it, the parties that were to come are past waiting for), with what the caller needs to run
+/// its party.
+pub async fn joinable(
+    State(state): State<AppState>,
+    me: AuthDevice,
+) -> ApiResult<Json<Vec<api::JoinableSession>>> {
+    let idle = state.config().session_idle_timeout.as_secs() as i64;
+    let sessions = db::wallet_parties::joinable(state.db(), &me.device_id, now() - idle).await?;
+    let mut out = Vec::with_capacity(sessions.len());
+    for session in sessions {
+        let Some(wallet) = db::wallet_parties::wallet(state.db(), &session.wallet_id).await? else {
+            continue;
+        };
+        let Some(structure) = wallet.structure else {
+            continue;
+        };
+        let parties =
+            session_parties(state.db(), &session.wallet_id, &structure, &me.device_id).await?;
+        out.push(api::JoinableSession {
+            session_id: session.session_id.into(),
+            wallet_id: session.wallet_id.into(),
+            wallet_name: session.wallet_name,
+            protocol: session.protocol.as_str().to_string(),
+            nonce: hex::encode(session.nonce),
+            epoch: u64::try_from(session.epoch).unwrap_or_default(),
+            requested_by: session.requested_by,
+            created_at: session.created_at,
+            parties,
+        });
+    }
+    Ok(Json(out))
 }
 
 /// Records a failed run (its end and its `keygen.failed` or `session.expired` record) and

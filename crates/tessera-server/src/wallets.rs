@@ -107,22 +107,43 @@ async fn create_session(
         nonce: hex::encode(server_nonce),
         epoch,
         approval: None,
+        parties: None,
     })
 }
 
-/// `POST /keygen`.
-pub async fn keygen(
-    State(state): State<AppState>,
-    me: AuthDevice,
-    ApiJson(req): ApiJson<api::KeygenRequest>,
-) -> ApiResult<Json<api::SessionCreated>> {
-    let name = req.name.trim();
+/// A new wallet's name, trimmed: 1 to 64 characters, none of them a control character.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] saying so.
+pub(crate) fn wallet_name(name: &str) -> ApiResult<&str> {
+    let name = name.trim();
     if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
         return Err(ApiError::BadRequest(
             "wallet name must be 1 to 64 printable characters".into(),
         ));
     }
+    Ok(name)
+}
+
+/// `POST /keygen`: a 2-of-2 wallet whose socket the device opens next; or, with a structure, a
+/// structure wallet whose key generation the server's coordinator runs (spawned here, waiting
+/// for the parties as long as a created session may stay unopened), every device party
+/// joining over its own socket.
+pub async fn keygen(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    ApiJson(req): ApiJson<api::KeygenRequest>,
+) -> ApiResult<Json<api::SessionCreated>> {
+    let name = wallet_name(&req.name)?;
     let nonce = device_nonce(req.device_nonce.as_deref())?;
+    if let Some(structure) = &req.structure {
+        let nonce = nonce.ok_or_else(|| {
+            ApiError::BadRequest("a structure wallet's key generation needs a device_nonce".into())
+        })?;
+        return keygen_structure(&state, &me, name, structure, nonce)
+            .await
+            .map(Json);
+    }
     let mut tx = state.begin_write().await?;
     let taken = db::wallets::name_taken(&mut *tx, &me.user_id, name).await?;
     if taken {
@@ -145,6 +166,43 @@ pub async fn keygen(
     .map_err(ApiError::from)?;
     tx.commit().await?;
     Ok(Json(created))
+}
+
+/// `POST /keygen` with a structure (see [`keygen`]).
+async fn keygen_structure(
+    state: &AppState,
+    me: &AuthDevice,
+    name: &str,
+    structure: &str,
+    nonce: [u8; 32],
+) -> ApiResult<api::SessionCreated> {
+    use crate::coordinator;
+    let job = coordinator::create_keygen(state, me, name, structure, nonce).await?;
+    let appear_within = state.config().session_idle_timeout;
+    let (run_state, run_job) = (state.clone(), job.clone());
+    tokio::spawn(async move {
+        if let coordinator::KeygenEnd::Failed { reason, .. } =
+            coordinator::run_keygen(&run_state, &run_job, appear_within).await
+        {
+            tracing::info!(session_id = %run_job.session_id, %reason, "a structure key generation failed");
+        }
+    });
+    let wallet_id = job.wallet.to_string();
+    let parties = coordinator::session_parties(
+        state.db(),
+        &wallet_id,
+        &job.structure.to_string(),
+        &me.device_id,
+    )
+    .await?;
+    Ok(api::SessionCreated {
+        session_id: job.session_id.clone(),
+        wallet_id: wallet_id.into(),
+        nonce: hex::encode(job.server_nonce),
+        epoch: 0,
+        approval: None,
+        parties: Some(parties),
+    })
 }
 
 /// What a signing session keeps for its socket: the digest the server computed, and the path.
@@ -466,7 +524,7 @@ pub async fn list(
 }
 
 /// Wallets and the REST half of their protocol runs: `POST /keygen`, `POST /sign`,
-/// `POST /refresh`, `GET /pubkey`, `GET /wallets`.
+/// `POST /refresh`, `GET /pubkey`, `GET /wallets`, `GET /sessions/joinable`.
 pub(crate) fn router() -> axum::Router<AppState> {
     use axum::routing::{get, post};
     axum::Router::new()
@@ -475,4 +533,5 @@ pub(crate) fn router() -> axum::Router<AppState> {
         .route("/refresh", post(refresh))
         .route("/pubkey", get(pubkey))
         .route("/wallets", get(list))
+        .route("/sessions/joinable", get(crate::coordinator::joinable))
 }

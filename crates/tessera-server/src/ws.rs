@@ -32,6 +32,8 @@ pub const CLOSE_INVALID_MESSAGE: u16 = 4400;
 pub const CLOSE_MISBEHAVED: u16 = 4403;
 /// Close code: no message for the idle timeout.
 pub const CLOSE_EXPIRED: u16 = 4408;
+/// Close code: the party's socket in a session of parties is open already.
+pub const CLOSE_CONFLICT: u16 = 4409;
 /// Close code: a server-side failure.
 pub const CLOSE_INTERNAL: u16 = 4500;
 
@@ -72,7 +74,17 @@ pub async fn open(
     ApiWebSocket(upgrade): ApiWebSocket,
 ) -> ApiResult<Response> {
     let mut conn = state.db().acquire().await?;
-    let (me, session) = openable(&state, &mut conn, token, &q.session_id).await?;
+    let (me, session) = match openable(&state, &mut conn, token, &q.session_id).await? {
+        Openable::Pair(me, session) => (me, *session),
+        Openable::Party { me, peers } => {
+            drop(conn);
+            let session = api::ServerSessionId::new(q.session_id);
+            return Ok(upgrade
+                .max_message_size(tessera_api::session_frame::MAX_ADDRESSED)
+                .read_buffer_size(16 * 1024)
+                .on_upgrade(move |socket| pump_party(state, session, me, peers, socket)));
+        }
+    };
     // Claim the session: only one socket may ever run it.
     if !db::sessions::claim(&mut *conn, &q.session_id, state.instance(), now()).await? {
         return Err(ApiError::Gone("session is already running".into()));
@@ -109,14 +121,35 @@ pub async fn open(
         .on_upgrade(move |socket| run.run(socket, prepared)))
 }
 
+/// What a socket opens.
+enum Openable {
+    /// A 2-of-2 session of the caller, run here with the server as party 1.
+    Pair(AuthDevice, Box<db::sessions::OpenContext>),
+    /// A session of a structure wallet in which the caller is party `me`: its socket is pumped
+    /// into the session's mailboxes (`session_pump`), the server's party is run by the
+    /// coordinator.
+    Party {
+        me: PartyIndex,
+        peers: Vec<PartyIndex>,
+    },
+}
+
+/// The structure a session's parameters name (sessions of structure wallets).
+#[derive(Deserialize)]
+struct Structured {
+    #[serde(default)]
+    structure: Option<String>,
+}
+
 /// The caller's created session `session_id`, still openable (approved, for a signing request
-/// that needed it), with no ban or lock in its way; and the caller, confirmed active.
+/// that needed it), with no ban or lock in its way; and the caller, confirmed active. Or a live
+/// session of a structure wallet in which the caller is a party ([`party_of`]).
 async fn openable(
     state: &AppState,
     conn: &mut sqlx::AnyConnection,
     token: TokenDevice,
     session_id: &str,
-) -> ApiResult<(AuthDevice, db::sessions::OpenContext)> {
+) -> ApiResult<Openable> {
     // Everything opening needs, in one read (see `db::sessions::open_context`).
     let session = match db::sessions::open_context(&mut *conn, session_id, &token.device_id).await?
     {
@@ -127,6 +160,11 @@ async fn openable(
         }
     };
     let me = token.confirm(session.caller.clone())?;
+    if serde_json::from_str::<Structured>(&session.params)
+        .is_ok_and(|params| params.structure.is_some())
+    {
+        return party_of(state, conn, &me, &session).await;
+    }
     if session.device_id != me.device_id {
         return Err(ApiError::Forbidden(
             "this session belongs to another device".into(),
@@ -163,7 +201,91 @@ async fn openable(
             now(),
         ))?;
     }
-    Ok((me, session))
+    Ok(Openable::Pair(me, Box::new(session)))
+}
+
+/// The caller's party in a session of a structure wallet: the session must be live (created,
+/// or running: the coordinator claims it as soon as it starts waiting for the parties) and
+/// created within the idle timeout, and the caller one of its wallet's device parties; every
+/// other party of the wallet is a peer (key generation: all of them take part).
+async fn party_of(
+    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
+    me: &AuthDevice,
+    session: &db::sessions::OpenContext,
+) -> ApiResult<Openable> {
+    if !matches!(
+        session.status,
+        SessionStatus::Created | SessionStatus::Running
+    ) {
+        return Err(ApiError::Gone(format!(
+            "session is {}; start a new one",
+            session.status
+        )));
+    }
+    let idle = state.config().session_idle_timeout.as_secs() as i64;
+    if now() > session.last_message_at + idle {
+        return Err(ApiError::Gone(
+            "session is past the time its parties had to join; start a new one".into(),
+        ));
+    }
+    let parties = db::wallet_parties::of_wallet(&mut *conn, &session.wallet_id).await?;
+    let index = |party: i64| {
+        u8::try_from(party)
+            .map(PartyIndex::new)
+            .map_err(|_| ApiError::Internal(format!("stored party {party}")))
+    };
+    let mine = parties
+        .iter()
+        .find(|p| p.device_id.as_deref() == Some(me.device_id.as_str()))
+        .ok_or_else(|| ApiError::Forbidden("this device is not a party of this session".into()))?;
+    let peers = parties
+        .iter()
+        .filter(|p| p.party != mine.party)
+        .map(|p| index(p.party))
+        .collect::<ApiResult<_>>()?;
+    Ok(Openable::Party {
+        me: index(mine.party)?,
+        peers,
+    })
+}
+
+/// Party `me`'s socket in a session of a structure wallet, pumped into the session's mailboxes
+/// until the pump ends (`session_pump::Pump`, which closes the socket). A party whose socket is
+/// open already is refused with [`CLOSE_CONFLICT`]; peers that do not come within the idle
+/// timeout, with [`CLOSE_EXPIRED`].
+async fn pump_party(
+    state: AppState,
+    session: api::ServerSessionId,
+    me: PartyIndex,
+    peers: Vec<PartyIndex>,
+    mut socket: WebSocket,
+) {
+    use crate::session_link::LinkError;
+    let idle = state.config().session_idle_timeout;
+    match crate::session_pump::Pump::open(state.mailboxes(), &session, me, &peers, idle).await {
+        Ok(pump) => {
+            let ended = pump.run(&mut socket, idle).await;
+            tracing::debug!(session_id = %session, party = %me, ?ended, "a device's socket in a session of parties ended");
+        }
+        Err(e) => {
+            let code = match &e {
+                LinkError::NeverAppeared { .. } => CLOSE_EXPIRED,
+                LinkError::Mailboxes(ApiError::Conflict(_)) => CLOSE_CONFLICT,
+                LinkError::Mailboxes(_) | LinkError::Closed(_) => CLOSE_INTERNAL,
+                LinkError::Gone { .. } | LinkError::Peer(_) | LinkError::Invalid(_) => {
+                    CLOSE_INVALID_MESSAGE
+                }
+            };
+            let reason = match &e {
+                LinkError::Mailboxes(ApiError::Conflict(_)) => {
+                    "this party's socket in the session is open already".to_string()
+                }
+                e => e.to_string(),
+            };
+            close(&mut socket, code, &reason).await;
+        }
+    }
 }
 
 /// Builds the server's state machine for `session`.

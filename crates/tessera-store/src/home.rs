@@ -11,6 +11,7 @@
 //! | [`HomeRecord::KnownHolders`]    | `holders.json`      | `tessera_client::device::holders`    | v1     |
 //! | [`HomeRecord::KnownPeers`]      | `peers.json`        | `tessera_client::peer::known`        | v1     |
 //! | [`HomeRecord::PeerWallets`]     | `peer-wallets.json` | `tessera_client::peer::known`        | v1     |
+//! | [`HomeRecord::KnownDevices`]    | `devices.json`      | `tessera_client::device::known`      | v1     |
 //!
 //! The keystore's entries (the identity key, `wallets/`) are sealed under the passphrase by
 //! [`crate::Keystore`] and stored behind their own trait, [`crate::keystore::EntryStorage`]
@@ -39,15 +40,19 @@ pub enum HomeRecord {
     KnownPeers,
     /// The wallets this device shares with paired devices.
     PeerWallets,
+    /// The identity keys this device pinned for the devices it met in sessions through its
+    /// server.
+    KnownDevices,
 }
 
 impl HomeRecord {
     /// Every record, in a fixed order.
-    pub const ALL: [HomeRecord; 4] = [
+    pub const ALL: [HomeRecord; 5] = [
         HomeRecord::DeviceConfig,
         HomeRecord::KnownHolders,
         HomeRecord::KnownPeers,
         HomeRecord::PeerWallets,
+        HomeRecord::KnownDevices,
     ];
 
     /// The record's file name in a [`FileHome`] (and its name in any other storage).
@@ -58,6 +63,7 @@ impl HomeRecord {
             HomeRecord::KnownHolders => "holders.json",
             HomeRecord::KnownPeers => "peers.json",
             HomeRecord::PeerWallets => "peer-wallets.json",
+            HomeRecord::KnownDevices => "devices.json",
         }
     }
 }

@@ -7,6 +7,7 @@ pub(crate) mod backup;
 pub(crate) mod demo;
 pub(crate) mod device;
 pub(crate) mod kek;
+pub(crate) mod listen;
 pub(crate) mod peer;
 pub(crate) mod plan;
 pub(crate) mod policy;

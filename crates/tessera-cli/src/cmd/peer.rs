@@ -155,7 +155,7 @@ pub struct PeerRefreshArgs {
 /// One question at a time on the terminal (or stdin), whatever asks.
 static PROMPT: Mutex<()> = Mutex::new(());
 
-fn ask(question: &str) -> Option<String> {
+pub(crate) fn ask(question: &str) -> Option<String> {
     let _one = PROMPT
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -173,7 +173,7 @@ fn ask(question: &str) -> Option<String> {
     }
 }
 
-fn yes(answer: Option<String>) -> bool {
+pub(crate) fn yes(answer: Option<String>) -> bool {
     answer.is_some_and(|a| matches!(a.to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 

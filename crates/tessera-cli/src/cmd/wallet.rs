@@ -17,6 +17,11 @@ pub(crate) struct KeygenArgs {
     /// The new wallet's name (letters, digits, '.', '_', '-').
     #[arg(long)]
     name: String,
+    /// The wallet's structure over `server` and your devices' party labels, e.g.
+    /// 'and(server, or(phone, laptop))'; each other device joins with `tessera listen`.
+    /// Without it: a 2-of-2 wallet of this device and the server.
+    #[arg(long)]
+    structure: Option<String>,
     #[command(flatten)]
     format: output::Format,
 }
@@ -64,9 +69,18 @@ pub(crate) async fn keygen(home: &Path, args: KeygenArgs) -> CliResult {
     // Checks the name (it becomes a file name) before asking for the passphrase.
     unlock::device(home).has_wallet(&args.name)?;
     let online = unlock::connect(home).await?;
-    let share = online
-        .keygen(&args.name, |r, t| eprintln!("  keygen round {r}/{t} done"))
-        .await?;
+    let progress = |r, t| eprintln!("  keygen round {r}/{t} done");
+    let share = match &args.structure {
+        Some(structure) => {
+            eprintln!(
+                "waiting for the other devices of {structure} to join (`tessera listen` on each)"
+            );
+            online
+                .keygen_structure(&args.name, structure, progress)
+                .await?
+        }
+        None => online.keygen(&args.name, progress).await?,
+    };
     WalletOut::of(&args.name, &share).print(args.format)
 }
 

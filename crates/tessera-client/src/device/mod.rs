@@ -20,6 +20,7 @@
 //!
 //! - [`config`]: `device.json`, the server and registration;
 //! - [`holders`]: `holders.json`, the backup holders' public keys;
+//! - [`known`]: `devices.json`, the identity keys pinned for the devices met in sessions;
 //! - [`online`]: the workflows that need the server (keygen, sign, refresh, approvals, policy,
 //!   devices, audit, the server's backup);
 //! - [`backup`]: backups of this device's share, restoring them, and recovery by a restored share.
@@ -27,6 +28,7 @@
 pub mod backup;
 pub mod config;
 pub mod holders;
+pub mod known;
 pub mod online;
 pub mod peer;
 mod record;
@@ -42,6 +44,7 @@ use crate::{ClientError, ServerClient, WalletRecord};
 
 pub use config::DeviceConfig;
 pub use holders::{HolderKind, KnownHolder, KnownHolders};
+pub use known::{KnownDevice, KnownDevices};
 pub use online::Online;
 
 /// Everything a device workflow can fail with. Messages name files and wallets and never carry

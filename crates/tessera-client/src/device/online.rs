@@ -9,7 +9,7 @@ use tessera_backup::structure::AccessStructure;
 use tessera_core::{DerivationPath, KeyShare, PublicKey, Signature};
 use tessera_store::{DeviceIdentity, Keystore, Passphrase};
 
-use super::{Device, DeviceConfig, DeviceError};
+use super::{Device, DeviceConfig, DeviceError, KnownDevices};
 use crate::{ClientError, HookError, RefreshStep, ServerClient, WalletRecord};
 
 /// A device logged in to its server, its identity key unsealed.
@@ -155,6 +155,93 @@ impl Online {
             return Err(DeviceError::WalletExists { name: name.into() });
         }
         let share = self.client.keygen(name, on_round).await?;
+        self.keep_new_share(name, share)
+    }
+
+    /// Creates wallet `name` under `structure` (`server` and the party labels of this user's
+    /// active devices, e.g. `and(server, or(phone, laptop))`) and runs this device's party of
+    /// its key generation, the other devices joining ([`Self::join`]); stores this device's
+    /// share. Each other device's identity key is the one pinned for it ([`KnownDevices`]), or
+    /// pinned now. `on_round(r, total)` reports progress.
+    ///
+    /// # Errors
+    /// [`DeviceError::WalletExists`], [`DeviceError::Client`] (the server's refusal, a party
+    /// that never came, a changed identity key), [`DeviceError::Store`].
+    pub async fn keygen_structure(
+        &self,
+        name: &str,
+        structure: &str,
+        on_round: impl FnMut(u8, u8),
+    ) -> Result<KeyShare, DeviceError> {
+        if self.keystore.has_wallet(name)? {
+            return Err(DeviceError::WalletExists { name: name.into() });
+        }
+        let mut known = KnownDevices::load(self.device.home())?;
+        let share = self
+            .client
+            .keygen_structure(
+                name,
+                structure,
+                &self.identity,
+                |party, key| known.trust(party, key),
+                on_round,
+            )
+            .await;
+        known.save(self.device.home())?;
+        self.keep_new_share(name, share?)
+    }
+
+    /// Logs in again (a long-running agent whose token expired).
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn login_again(&mut self) -> Result<(), DeviceError> {
+        Ok(self
+            .client
+            .login(&self.identity, &self.config.device_id)
+            .await?)
+    }
+
+    /// The sessions of structure wallets other devices started in which this device is a
+    /// party, waiting for it to join.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn joinable(&self) -> Result<Vec<api::JoinableSession>, DeviceError> {
+        Ok(self.client.joinable().await?)
+    }
+
+    /// Joins `session` (from [`Self::joinable`], a key generation): runs this device's party and
+    /// stores its share under the wallet's name. Identity keys as [`Self::keygen_structure`].
+    ///
+    /// # Errors
+    /// [`DeviceError::WalletExists`] when this device has a wallet of that name,
+    /// [`DeviceError::Client`], [`DeviceError::Store`].
+    pub async fn join(
+        &self,
+        session: &api::JoinableSession,
+        on_round: impl FnMut(u8, u8),
+    ) -> Result<KeyShare, DeviceError> {
+        let name = &session.wallet_name;
+        if self.keystore.has_wallet(name)? {
+            return Err(DeviceError::WalletExists { name: name.clone() });
+        }
+        let mut known = KnownDevices::load(self.device.home())?;
+        let share = self
+            .client
+            .join_keygen(
+                session,
+                &self.identity,
+                |party, key| known.trust(party, key),
+                on_round,
+            )
+            .await;
+        known.save(self.device.home())?;
+        self.keep_new_share(name, share?)
+    }
+
+    /// Stores a new wallet's share under `name`; returns it as stored.
+    fn keep_new_share(&self, name: &str, share: KeyShare) -> Result<KeyShare, DeviceError> {
         self.keystore
             .save_wallet(name, &WalletRecord::new(share).to_bytes(), &self.passphrase)?;
         Ok(self.wallet(name)?.current)

@@ -336,3 +336,123 @@ pub async fn set_public_key(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// A party of a wallet with its device as the registry has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartyDevice {
+    /// Its index.
+    pub party: i64,
+    /// Its label.
+    pub label: String,
+    /// The device, its name and its identity key (none: the server's party).
+    pub device: Option<(String, String, Vec<u8>)>,
+}
+
+/// The parties of `wallet_id` by index, each device with its name and identity key.
+///
+/// # Errors
+/// A database error.
+pub async fn with_devices(
+    db: impl AnyExecutor<'_>,
+    wallet_id: &str,
+) -> Result<Vec<PartyDevice>, sqlx::Error> {
+    type Row = (i64, String, Option<String>, Option<String>, Option<Vec<u8>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT p.party, p.label, p.device_id, d.name, d.identity_key \
+         FROM wallet_parties p LEFT JOIN devices d ON d.id = p.device_id \
+         WHERE p.wallet_id = $1 ORDER BY p.party",
+    )
+    .bind(wallet_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(party, label, device_id, name, key)| PartyDevice {
+            party,
+            label,
+            device: device_id
+                .zip(name)
+                .zip(key)
+                .map(|((id, name), key)| (id, name, key)),
+        })
+        .collect())
+}
+
+/// A live session of a structure wallet another device started, in which a device is a party.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joinable {
+    /// The session.
+    pub session_id: String,
+    /// Its wallet.
+    pub wallet_id: String,
+    /// The wallet's name.
+    pub wallet_name: String,
+    /// What it runs.
+    pub protocol: super::Protocol,
+    /// Its nonce.
+    pub nonce: Vec<u8>,
+    /// The epoch it starts from.
+    pub epoch: i64,
+    /// The name of the device that started it.
+    pub requested_by: String,
+    /// When.
+    pub created_at: i64,
+}
+
+/// The sessions of structure wallets, created since `since` and not ended, that another device
+/// started and in which `device_id` is a party, oldest first.
+///
+/// # Errors
+/// A database error.
+pub async fn joinable(
+    db: impl AnyExecutor<'_>,
+    device_id: &str,
+    since: i64,
+) -> Result<Vec<Joinable>, sqlx::Error> {
+    type Row = (
+        String,
+        String,
+        String,
+        super::Protocol,
+        Vec<u8>,
+        i64,
+        String,
+        i64,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at \
+         FROM sessions s JOIN wallets w ON w.id = s.wallet_id \
+         JOIN wallet_parties p ON p.wallet_id = s.wallet_id AND p.device_id = $1 \
+         JOIN devices d ON d.id = s.device_id \
+         WHERE w.structure IS NOT NULL AND s.status IN ('created', 'running') \
+         AND s.device_id <> $1 AND s.created_at >= $2 ORDER BY s.created_at, s.id",
+    )
+    .bind(device_id)
+    .bind(since)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                session_id,
+                wallet_id,
+                wallet_name,
+                protocol,
+                nonce,
+                epoch,
+                requested_by,
+                created_at,
+            )| Joinable {
+                session_id,
+                wallet_id,
+                wallet_name,
+                protocol,
+                nonce,
+                epoch,
+                requested_by,
+                created_at,
+            },
+        )
+        .collect())
+}

@@ -1,0 +1,263 @@
+//! Quorum wallets through the server (issue 15) with real `tessera server` and `tessera`
+//! processes: a structure wallet's key generation asked for with `tessera keygen --structure`
+//! and joined by the other devices' `tessera listen`, on SQLite and on PostgreSQL; what the
+//! server stores; a structure it refuses; a device whose pinned identity key for another is
+//! not the registry's refuses to join.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{Backend, Server, start};
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+fn tessera_cmd(home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(args)
+        .env("TESSERA_HOME", home)
+        .env("TESSERA_PASSPHRASE", PASSPHRASE)
+        .env_remove("TESSERA_DATABASE_URL");
+    cmd
+}
+
+/// Runs `tessera args` in `home`; fails the test unless it exits 0.
+fn ok(home: &Path, args: &[&str]) -> String {
+    let out = tessera_cmd(home, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "tessera {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A `tessera listen` process, killed on drop.
+struct Listener(Option<Child>);
+
+impl Listener {
+    fn start(home: &Path, args: &[&str]) -> Listener {
+        let child = tessera_cmd(home, &[&["listen"], args].concat())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Listener(Some(child))
+    }
+
+    fn wait(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Alice's phone, laptop and tablet, set up with `server`, the phone approving the others.
+fn alices_devices(server: &Server) -> [tempfile::TempDir; 3] {
+    let homes = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    for (home, name) in homes.iter().zip(["phone", "laptop", "tablet"]) {
+        let out = ok(
+            home.path(),
+            &[
+                "init",
+                "--server",
+                &server.url,
+                "--user",
+                "alice",
+                "--name",
+                name,
+            ],
+        );
+        if name != "phone" {
+            let code = out
+                .lines()
+                .find_map(|l| l.strip_prefix("approval code"))
+                .and_then(|c| c.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no approval code in {out}"))
+                .to_string();
+            ok(homes[0].path(), &["device", "approve", &code]);
+        }
+    }
+    homes
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The last JSON document `tessera listen --json` printed.
+fn joined(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "listen: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = text
+        .find('{')
+        .unwrap_or_else(|| panic!("no JSON in {text}"));
+    json(&text[start..])
+}
+
+async fn count(server: &Server, sql: &'static str, bind: &str) -> i64 {
+    let db = server.database().await;
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(bind)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    n
+}
+
+async fn structure_keygen_on(backend: Backend) {
+    let server = start(backend);
+    let [phone, laptop, tablet] = alices_devices(&server);
+    let listeners =
+        [&laptop, &tablet].map(|h| Listener::start(h.path(), &["--yes", "--once", "--json"]));
+    let made = ok(
+        phone.path(),
+        &[
+            "keygen",
+            "--name",
+            "family",
+            "--structure",
+            "and(server, or(phone, laptop, tablet))",
+            "--json",
+        ],
+    );
+    let made = json(&made);
+    let outs: Vec<Output> = listeners.into_iter().map(Listener::wait).collect();
+    let public_key = made["public_key"].as_str().unwrap().to_string();
+    let wallet_id = made["wallet_id"].as_str().unwrap().to_string();
+    for out in &outs {
+        let joined = joined(out);
+        assert_eq!(joined["public_key"], made["public_key"]);
+        assert_eq!(joined["wallet_id"], made["wallet_id"]);
+        assert_eq!(joined["wallet"], "family");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains(r#"device "phone" asks to create wallet "family""#),
+            "{said}"
+        );
+    }
+    // Every device holds its own share, and the server lists the wallet with that key.
+    for home in [&phone, &laptop, &tablet] {
+        let listed = json(&ok(home.path(), &["wallets", "--json"]));
+        let family = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "family")
+            .unwrap_or_else(|| panic!("{listed}"));
+        assert_eq!(family["public_key"].as_str(), Some(public_key.as_str()));
+        assert_eq!(family["share_on_this_device"], true);
+    }
+    // Each device pinned the others' identity keys.
+    let pinned = json(&std::fs::read_to_string(laptop.path().join("devices.json")).unwrap());
+    assert_eq!(pinned["devices"].as_object().unwrap().len(), 2, "{pinned}");
+    // The server stored its one active share, and the record of the key generation.
+    let shares = count(
+        &server,
+        "SELECT COUNT(*) FROM server_shares WHERE wallet_id = $1 AND state = 'active'",
+        &wallet_id,
+    )
+    .await;
+    assert_eq!(shares, 1);
+    let done = count(
+        &server,
+        "SELECT COUNT(*) FROM audit_log WHERE kind = 'keygen.done' AND wallet_id = $1",
+        &wallet_id,
+    )
+    .await;
+    assert_eq!(done, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_devices_and_the_server_make_a_structure_wallet_on_sqlite() {
+    structure_keygen_on(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_devices_and_the_server_make_a_structure_wallet_on_postgres() {
+    structure_keygen_on(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structure_the_server_cannot_run_is_refused_and_nothing_is_stored() {
+    let server = start(Backend::Sqlite);
+    let [phone, ..] = alices_devices(&server);
+    for (structure, why) in [
+        ("and(server, or(phone, desktop))", "desktop"),
+        ("or(phone, laptop)", "server"),
+        ("and(server, or(phone, laptop", "expected"),
+    ] {
+        let out = tessera_cmd(
+            phone.path(),
+            &["keygen", "--name", "w", "--structure", structure],
+        )
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{structure}: {err}");
+        assert!(err.contains(why), "{structure}: {err}");
+    }
+    let wallets = count(&server, "SELECT COUNT(*) FROM wallets WHERE name = $1", "w").await;
+    assert_eq!(wallets, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_refuses_another_whose_key_is_not_the_one_it_pinned() {
+    // The phone's run ends when the laptop does not come within the idle timeout.
+    let server = Server::start_fresh(&["--session-idle-timeout", "3"]);
+    let [phone, laptop, _tablet] = alices_devices(&server);
+    // The laptop pinned another key for the phone (as if the server swapped the phone's key).
+    let config = json(&std::fs::read_to_string(phone.path().join("device.json")).unwrap());
+    let phone_id = config["device_id"].as_str().unwrap();
+    std::fs::write(
+        laptop.path().join("devices.json"),
+        format!(
+            r#"{{"version": 1, "devices": {{"{phone_id}": {{"name": "phone", "identity_key": "{}"}}}}}}"#,
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let listener = Listener::start(laptop.path(), &["--yes", "--once"]);
+    let keygen = tessera_cmd(
+        phone.path(),
+        &[
+            "keygen",
+            "--name",
+            "family",
+            "--structure",
+            "and(server, or(phone, laptop))",
+        ],
+    )
+    .output()
+    .unwrap();
+    let out = listener.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another identity key"), "{err}");
+    // The phone's run fails too (its party never gets the laptop's channel), and no device
+    // holds a share of the wallet.
+    assert!(!keygen.status.success());
+    assert!(!laptop.path().join("wallets").join("family").exists());
+    let keyed = count(
+        &server,
+        "SELECT COUNT(*) FROM wallets WHERE name = $1 AND public_key IS NOT NULL",
+        "family",
+    )
+    .await;
+    assert_eq!(keyed, 0);
+}
