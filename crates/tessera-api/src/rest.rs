@@ -218,6 +218,10 @@ pub struct SignIntentRequest {
     /// server's nonce alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_nonce: Option<String>,
+    /// A structure wallet's other device parties to sign with (their labels), besides this
+    /// device and the server; together they must be a quorum of the structure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<String>,
 }
 
 /// A wallet's signing policy. Absent limits do not apply; a new wallet allows `eth-tx` and
@@ -436,8 +440,10 @@ pub struct SessionParties {
     pub structure: String,
     /// The caller's party index.
     pub me: u8,
-    /// Every party of the session, by index.
+    /// Every party of the wallet, by index.
     pub parties: Vec<SessionParty>,
+    /// The parties that take part in the session (a key generation: all), by index.
+    pub signers: Vec<u8>,
 }
 
 /// One party of a session.
@@ -459,6 +465,16 @@ pub struct SessionParty {
     pub identity_key: Option<String>,
 }
 
+/// What a joinable signing session signs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinableSign {
+    /// Non-hardened BIP-32 path.
+    pub path: String,
+    /// What to sign.
+    #[serde(flatten)]
+    pub kind: crate::intent::SignKind,
+}
+
 /// `GET /sessions/joinable`: a session another device started in which the calling device is
 /// a party, waiting for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -469,8 +485,12 @@ pub struct JoinableSession {
     pub wallet_id: WalletId,
     /// The wallet's name.
     pub wallet_name: String,
-    /// What it runs: `keygen`.
+    /// What it runs: `keygen` or `sign`.
     pub protocol: String,
+    /// What a signing session signs, as the requester asked it: the joining device decodes
+    /// it and computes the digest itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign: Option<JoinableSign>,
     /// The run's nonce, hex (the requester's contribution joined with the server's).
     pub nonce: String,
     /// The wallet's epoch the run starts from.

@@ -77,6 +77,7 @@ fn signing_requests_and_sessions() {
                 digest: "ee".repeat(32),
             },
             device_nonce: None,
+            with: vec![],
         },
         &format!(
             r#"{{"wallet_id":"{WALLET}","path":"m/0/1","kind":"digest","digest":"{}"}}"#,
@@ -100,6 +101,7 @@ fn signing_requests_and_sessions() {
                 },
             },
             device_nonce: Some("11".repeat(32)),
+            with: vec![],
         },
         &format!(
             r#"{{"wallet_id":"{WALLET}","path":"m","kind":"eth-tx","tx":{{"chain_id":1,"nonce":7,"max_fee_per_gas":"30000000000","max_priority_fee_per_gas":"1000000000","gas_limit":21000,"to":"0x00000000000000000000000000000000000000aa","value":"1000000000000000000","data":"0x"}},"device_nonce":"{}"}}"#,
@@ -114,6 +116,7 @@ fn signing_requests_and_sessions() {
                 message: "hello".into(),
             },
             device_nonce: None,
+            with: vec![],
         },
         &format!(r#"{{"wallet_id":"{WALLET}","path":"m","kind":"eth-message","message":"hello"}}"#),
     );
@@ -171,9 +174,10 @@ fn signing_requests_and_sessions() {
                     identity_key: Some("55".repeat(32)),
                 },
             ],
+            signers: vec![0, 1],
         },
         &format!(
-            r#"{{"structure":"and(server, laptop)","me":1,"parties":[{{"party":0,"label":"server"}},{{"party":1,"label":"laptop","device_id":"d1","device_name":"Laptop","identity_key":"{}"}}]}}"#,
+            r#"{{"structure":"and(server, laptop)","me":1,"parties":[{{"party":0,"label":"server"}},{{"party":1,"label":"laptop","device_id":"d1","device_name":"Laptop","identity_key":"{}"}}],"signers":[0,1]}}"#,
             "55".repeat(32)
         ),
     );

@@ -480,6 +480,7 @@ async fn create_sign_session(
                 message: format!("bench {n}"),
             },
             device_nonce: None,
+            with: vec![],
         })
         .send()
         .await

@@ -117,6 +117,7 @@ async fn create_sign_session(
                 digest: hex::encode(digest),
             },
             device_nonce: None,
+            with: vec![],
         })
         .send()
         .await

@@ -88,6 +88,7 @@ async fn sign_all(urls: &[&str], token: &str, wallet: &str, kinds: Vec<SignKind>
                     path: "m".into(),
                     kind,
                     device_nonce: None,
+                    with: vec![],
                 });
             tokio::spawn(async move {
                 let response = request.send().await.unwrap();

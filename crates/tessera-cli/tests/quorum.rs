@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
@@ -40,11 +41,19 @@ struct Listener(Option<Child>);
 
 impl Listener {
     fn start(home: &Path, args: &[&str]) -> Listener {
-        let child = tessera_cmd(home, &[&["listen"], args].concat())
+        Self::answering(home, args, "")
+    }
+
+    /// A listener whose stdin holds `answers` (one line per question).
+    fn answering(home: &Path, args: &[&str], answers: &str) -> Listener {
+        let mut child = tessera_cmd(home, &[&["listen"], args].concat())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(answers.as_bytes()).unwrap();
         Listener(Some(child))
     }
 
@@ -107,6 +116,37 @@ fn joined(out: &Output) -> serde_json::Value {
         .find('{')
         .unwrap_or_else(|| panic!("no JSON in {text}"));
     json(&text[start..])
+}
+
+/// Checks a signature `tessera sign --json` (or `listen --json`) printed, with k256 and with
+/// libsecp256k1, against the wallet key `public_key` (hex).
+fn verify(signed: &serde_json::Value, public_key: &str) {
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
+    assert_eq!(signed["verified"], true, "{signed}");
+    assert_eq!(signed["public_key"].as_str(), Some(public_key));
+    let digest = hex::decode(signed["digest"].as_str().unwrap()).unwrap();
+    let rsv = hex::decode(signed["signature_rsv"].as_str().unwrap()).unwrap();
+    let key = hex::decode(public_key).unwrap();
+    let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&key).unwrap();
+    let sig = k256::ecdsa::Signature::from_slice(&rsv[..64]).unwrap();
+    vk.verify_prehash(&digest, &sig).expect("k256 rejects it");
+    let pk = secp256k1::PublicKey::from_slice(&key).unwrap();
+    let mut sig = secp256k1::ecdsa::Signature::from_compact(&rsv[..64]).unwrap();
+    sig.normalize_s();
+    let msg = secp256k1::Message::from_digest(digest.try_into().unwrap());
+    secp256k1::SECP256K1
+        .verify_ecdsa(msg, &sig, &pk)
+        .expect("libsecp256k1 rejects it");
+}
+
+/// `tessera sign` in `home` with wallet `wallet` of `message` (and `extra` flags), as JSON.
+fn sign(home: &Path, wallet: &str, message: &str, extra: &[&str]) -> serde_json::Value {
+    let args = [
+        &["sign", "--wallet", wallet, "--message", message, "--json"][..],
+        extra,
+    ]
+    .concat();
+    json(&ok(home, &args))
 }
 
 async fn count(server: &Server, sql: &'static str, bind: &str) -> i64 {
@@ -181,6 +221,18 @@ async fn structure_keygen_on(backend: Backend) {
     )
     .await;
     assert_eq!(done, 1);
+    // Each device signs with the server, alone.
+    for (home, who) in [(&phone, "phone"), (&laptop, "laptop"), (&tablet, "tablet")] {
+        let signed = sign(home.path(), "family", &format!("from the {who}"), &[]);
+        verify(&signed, &public_key);
+    }
+    let completed = count(
+        &server,
+        "SELECT COUNT(*) FROM audit_log WHERE kind = 'sign.completed' AND wallet_id = $1",
+        &wallet_id,
+    )
+    .await;
+    assert_eq!(completed, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,4 +312,81 @@ async fn a_device_refuses_another_whose_key_is_not_the_one_it_pinned() {
     )
     .await;
     assert_eq!(keyed, 0);
+}
+
+/// `and(server, threshold(2, phone, laptop, tablet))`: two devices sign with the server, the
+/// second joining from `tessera listen` after it was asked; one device alone cannot sign.
+async fn two_of_three_devices_on(backend: Backend) {
+    let server = start(backend);
+    let [phone, laptop, tablet] = alices_devices(&server);
+    let listeners = [&laptop, &tablet].map(|h| Listener::start(h.path(), &["--yes", "--once"]));
+    let made = json(&ok(
+        phone.path(),
+        &[
+            "keygen",
+            "--name",
+            "vault",
+            "--structure",
+            "and(server, threshold(2, phone, laptop, tablet))",
+            "--json",
+        ],
+    ));
+    for listener in listeners {
+        assert!(listener.wait().status.success());
+    }
+    let public_key = made["public_key"].as_str().unwrap();
+    // One device and the server are not a quorum.
+    let alone = tessera_cmd(
+        phone.path(),
+        &["sign", "--wallet", "vault", "--message", "alone"],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&alone.stderr);
+    assert_eq!(alone.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot sign together"), "{err}");
+    // The tablet asks, the laptop is asked and says yes.
+    let laptop_listens = Listener::answering(laptop.path(), &["--once", "--json"], "y\n");
+    let signed = sign(
+        tablet.path(),
+        "vault",
+        "pay the rent",
+        &["--with", "laptop"],
+    );
+    verify(&signed, public_key);
+    let out = laptop_listens.wait();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(r#"device "tablet" asks to sign with wallet "vault""#)
+            && said.contains("pay the rent")
+            && said.contains("server + laptop + tablet"),
+        "{said}"
+    );
+    let theirs = joined(&out);
+    assert_eq!(theirs["signature_rsv"], signed["signature_rsv"]);
+    // The laptop's person says no: the tablet's request fails, naming the laptop's party.
+    let laptop_refuses = Listener::answering(laptop.path(), &["--once"], "n\n");
+    let refused = tessera_cmd(
+        tablet.path(),
+        &[
+            "sign",
+            "--wallet",
+            "vault",
+            "--message",
+            "no",
+            "--with",
+            "laptop",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(laptop_refuses.wait().status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("party 2") && err.contains("declined"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_devices_sign_with_the_server_on_sqlite() {
+    two_of_three_devices_on(Backend::Sqlite).await;
 }

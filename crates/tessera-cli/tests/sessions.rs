@@ -252,6 +252,7 @@ async fn caps_hold_under_concurrent_creations(database: Option<String>) {
                 message: format!("m{i}"),
             },
             device_nonce: None,
+            with: vec![],
         })
         .unwrap()
     };

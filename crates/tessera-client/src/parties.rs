@@ -4,7 +4,10 @@
 //! and frames between two devices are sealed end to end between them.
 //!
 //! Built: key generation, asked for by one device ([`ServerClient::keygen_structure`]) and
-//! joined by the others ([`ServerClient::joinable`], [`ServerClient::join_keygen`]).
+//! joined by the others ([`ServerClient::joinable`], [`ServerClient::join_keygen`]); signing,
+//! asked for by one device with the server and the devices it names
+//! ([`ServerClient::sign_structure`]), the others joining ([`ServerClient::join_sign`]) after
+//! decoding what is signed and computing its digest themselves.
 //!
 //! What the server says about a session is checked before anything runs: the structure parses,
 //! its parties are the ones listed, this device's party is a device party and the identity key
@@ -12,19 +15,24 @@
 //! device is the caller's decision (`trust`; the device SDK pins the first key it sees for a
 //! device and refuses a changed one): the server can neither read nor alter what two devices
 //! exchange only if it cannot choose the keys they trust.
-//! A run's share is returned only once the server's party said it finished (it says so after
-//! it stored its own share and the wallet's key), and the key the server then lists for the
-//! wallet is the share's.
+//! A key generation's share is returned only once the server's party said it finished (it says
+//! so after it stored its own share and the wallet's key), and the key the server then lists for
+//! the wallet is the share's. A signature is returned only once it verifies under the wallet's
+//! key at the path, against the digest this device computed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tessera_api as api;
-use tessera_api::session_frame::End;
+use tessera_api::intent::SignKind;
+use tessera_api::session_frame::{End, EndReason};
 use tessera_core::driver;
 use tessera_core::protocols::{fresh_nonce, joint_nonce};
 use tessera_core::structure::WalletStructure;
-use tessera_core::{KeyShare, PartyIndex, Session, StructureKeygenSession, WalletId};
+use tessera_core::{
+    DerivationPath, KeyShare, PartyIndex, Session, SignRequest, SignSession, Signature,
+    StructureKeygenSession, WalletId,
+};
 use tessera_store::DeviceIdentity;
 
 use crate::ServerClient;
@@ -103,7 +111,247 @@ fn check(parties: &api::SessionParties, identity: &DeviceIdentity) -> Result<Che
     })
 }
 
+/// Checks a signing session's parties against this device's `share`: the same wallet
+/// structure, this device's party, signers that include it and the server and are a quorum.
+fn check_signers(checked: &Checked, share: &KeyShare, signers: &[u8]) -> Result<Vec<PartyIndex>> {
+    if !share.is_structure_wallet()
+        || share.structure().to_string() != checked.structure.to_string()
+        || share.party() != checked.me
+    {
+        return Err(bad(format!(
+            "its structure {} and party {} are not this device's share's ({}, party {})",
+            checked.structure,
+            checked.me,
+            share.structure(),
+            share.party()
+        )));
+    }
+    let signers: Vec<PartyIndex> = signers.iter().copied().map(PartyIndex::new).collect();
+    if !signers.contains(&checked.me)
+        || !signers.contains(&checked.server)
+        || !checked.structure.is_authorised(&signers)
+    {
+        return Err(bad(format!(
+            "signers {signers:?} are not a quorum with this device and the server"
+        )));
+    }
+    Ok(signers)
+}
+
 impl ServerClient {
+    /// Signs what `kind` describes with a structure wallet's `share` under `path`, together
+    /// with the server and the device parties labelled `with` (which join with
+    /// [`Self::join_sign`]). The server applies the wallet's policy as for a 2-of-2 wallet;
+    /// when it requires another device's approval, `on_wait` is told and this waits for it.
+    /// Identity keys as [`Self::keygen_structure`]. The signature is verified before it is
+    /// returned.
+    ///
+    /// # Errors
+    /// The server's refusal (a policy denial, parties that are not a quorum...), a signer
+    /// that never came or failed (named), [`ClientError::EpochMismatch`], network errors.
+    #[allow(clippy::too_many_arguments)] // a signing request's parts and its three hooks
+    pub async fn sign_structure(
+        &self,
+        share: &KeyShare,
+        kind: &SignKind,
+        path: &DerivationPath,
+        with: &[String],
+        identity: &DeviceIdentity,
+        trust: impl FnMut(&api::SessionParty, [u8; 32]) -> Result<[u8; 32]>,
+        on_round: impl FnMut(u8, u8),
+        on_wait: impl FnOnce(&str),
+    ) -> Result<Signature> {
+        let digest = tessera_api::intent::decode(kind)?.digest;
+        let ours = fresh_nonce();
+        let created: api::SessionCreated = self
+            .post(
+                "/sign",
+                &api::SignIntentRequest {
+                    wallet_id: share.wallet_id().into(),
+                    path: path.to_string(),
+                    kind: kind.clone(),
+                    device_nonce: Some(hex::encode(ours)),
+                    with: with.to_vec(),
+                },
+            )
+            .await?;
+        if created.epoch != share.epoch() {
+            return Err(ClientError::EpochMismatch {
+                device: share.epoch(),
+                pending: None,
+                server: created.epoch,
+            });
+        }
+        let parties = created
+            .parties
+            .as_ref()
+            .ok_or_else(|| bad("no parties for a structure wallet"))?;
+        self.await_approval(&created, on_wait).await?;
+        let mut server = [0u8; 32];
+        hex::decode_to_slice(&created.nonce, &mut server).map_err(|_| bad("its nonce"))?;
+        let request = (joint_nonce(&[ours, server]), digest, path.clone());
+        self.run_sign(
+            &created.session_id,
+            parties,
+            request,
+            share,
+            identity,
+            trust,
+            on_round,
+        )
+        .await
+    }
+
+    /// Joins `session` (from [`Self::joinable`], a signing session) with this device's `share`:
+    /// decodes what it signs and computes the digest here, then runs as
+    /// [`Self::sign_structure`]. Show [`tessera_api::intent::decode`]'s summary of
+    /// `session.sign` to the person before calling this.
+    ///
+    /// # Errors
+    /// As [`Self::sign_structure`]; [`ClientError::Refused`] for a session that is not a
+    /// signing session.
+    pub async fn join_sign(
+        &self,
+        share: &KeyShare,
+        session: &api::JoinableSession,
+        identity: &DeviceIdentity,
+        trust: impl FnMut(&api::SessionParty, [u8; 32]) -> Result<[u8; 32]>,
+        on_round: impl FnMut(u8, u8),
+    ) -> Result<Signature> {
+        let sign = match (&session.sign, session.protocol.as_str()) {
+            (Some(sign), "sign") => sign,
+            _ => {
+                return Err(ClientError::Refused(format!(
+                    "session {} is a {}, not a signing session",
+                    session.session_id, session.protocol
+                )));
+            }
+        };
+        if session.wallet_id.as_str() != share.wallet_id().to_string() {
+            return Err(bad("it is another wallet's"));
+        }
+        if session.epoch != share.epoch() {
+            return Err(ClientError::EpochMismatch {
+                device: share.epoch(),
+                pending: None,
+                server: session.epoch,
+            });
+        }
+        let digest = tessera_api::intent::decode(&sign.kind)?.digest;
+        let path: DerivationPath = sign.path.parse()?;
+        let mut nonce = [0u8; 32];
+        hex::decode_to_slice(&session.nonce, &mut nonce).map_err(|_| bad("its nonce"))?;
+        self.run_sign(
+            &session.session_id,
+            &session.parties,
+            (nonce, digest, path),
+            share,
+            identity,
+            trust,
+            on_round,
+        )
+        .await
+    }
+
+    /// Declines `session` (from [`Self::joinable`]): opens this device's socket in it only to
+    /// tell every other party that this device will not take part, so that the session ends at
+    /// once, naming this device, instead of waiting for it.
+    ///
+    /// # Errors
+    /// Network or server errors (a session that ended meanwhile).
+    pub async fn decline(&self, session: &api::JoinableSession) -> Result<()> {
+        let me = PartyIndex::new(session.parties.me);
+        let peers: Vec<PartyIndex> = session
+            .parties
+            .signers
+            .iter()
+            .map(|&p| PartyIndex::new(p))
+            .filter(|&p| p != me)
+            .collect();
+        let socket = self.connect(session.session_id.as_str()).await?;
+        let link = SocketLink::new(socket, me, &peers)?;
+        link.end(End::new(
+            EndReason::Left,
+            "the person at this device declined",
+        ))
+        .await
+    }
+
+    /// Runs this device's party of a signing session; `(nonce, digest, path)` of the run.
+    #[allow(clippy::too_many_arguments)] // the two callers' common part
+    async fn run_sign(
+        &self,
+        session_id: &api::ServerSessionId,
+        parties: &api::SessionParties,
+        (nonce, digest, path): ([u8; 32], [u8; 32], DerivationPath),
+        share: &KeyShare,
+        identity: &DeviceIdentity,
+        mut trust: impl FnMut(&api::SessionParty, [u8; 32]) -> Result<[u8; 32]>,
+        on_round: impl FnMut(u8, u8),
+    ) -> Result<Signature> {
+        let checked = check(parties, identity)?;
+        let signers = check_signers(&checked, share, &parties.signers)?;
+        let mut trusted = BTreeMap::new();
+        for (index, party, registry) in &checked.devices {
+            if signers.contains(index) {
+                trusted.insert(*index, trust(party, *registry)?);
+            }
+        }
+        let request = SignRequest {
+            nonce,
+            signers,
+            digest,
+            path: path.clone(),
+        };
+        let session = SignSession::new(share, &request)?;
+        let signature = self
+            .run_party(
+                session_id,
+                session,
+                checked.server,
+                identity,
+                &trusted,
+                on_round,
+            )
+            .await?;
+        share.public_key_at(&path)?.verify(&digest, &signature)?;
+        Ok(signature)
+    }
+
+    /// Runs `session`, this device's party, over its socket: the channels with the other
+    /// devices (`trusted`: their identity keys) set up, the protocol driven, the server's
+    /// party's finish awaited.
+    async fn run_party<S: Session>(
+        &self,
+        session_id: &api::ServerSessionId,
+        mut session: S,
+        server: PartyIndex,
+        identity: &DeviceIdentity,
+        trusted: &BTreeMap<PartyIndex, [u8; 32]>,
+        mut on_round: impl FnMut(u8, u8),
+    ) -> Result<S::Output> {
+        let peers = session.peers();
+        let socket = self.connect(session_id.as_str()).await?;
+        let mut link = SocketLink::new(socket, session.party(), &peers)?;
+        link.seal(
+            identity,
+            session_id.as_str().as_bytes(),
+            trusted,
+            PARTY_WAIT,
+        )
+        .await?;
+        let session_ref = session.session_id();
+        let output = driver::drive(&mut session, &mut link, Some(PARTY_WAIT), |round, total| {
+            on_round(round, total);
+            Ok(())
+        })
+        .await
+        .map_err(|e| crate::session::drive_error(session_ref, e))?;
+        link.await_finished(server, PARTY_WAIT).await?;
+        link.end(End::finished()).await?;
+        Ok(output)
+    }
+
     /// Creates wallet `name` under `structure` (`server` and the party labels of this user's
     /// active devices, e.g. `and(server, or(phone, laptop))`) and runs this device's party of
     /// its key generation; every other device party joins ([`Self::join_keygen`]) within
@@ -203,7 +451,7 @@ impl ServerClient {
         nonce: [u8; 32],
         identity: &DeviceIdentity,
         mut trust: impl FnMut(&api::SessionParty, [u8; 32]) -> Result<[u8; 32]>,
-        mut on_round: impl FnMut(u8, u8),
+        on_round: impl FnMut(u8, u8),
     ) -> Result<KeyShare> {
         let checked = check(parties, identity)?;
         let mut trusted = BTreeMap::new();
@@ -211,27 +459,17 @@ impl ServerClient {
             trusted.insert(*index, trust(party, *registry)?);
         }
         let wallet = WalletId::from_hex(wallet_id)?;
-        let mut session =
-            StructureKeygenSession::new(wallet, &checked.structure, checked.me, &nonce)?;
-        let peers = session.peers();
-        let socket = self.connect(session_id.as_str()).await?;
-        let mut link = SocketLink::new(socket, checked.me, &peers)?;
-        link.seal(
-            identity,
-            session_id.as_str().as_bytes(),
-            &trusted,
-            PARTY_WAIT,
-        )
-        .await?;
-        let session_ref = session.session_id();
-        let share = driver::drive(&mut session, &mut link, Some(PARTY_WAIT), |round, total| {
-            on_round(round, total);
-            Ok(())
-        })
-        .await
-        .map_err(|e| crate::session::drive_error(session_ref, e))?;
-        link.await_finished(checked.server, PARTY_WAIT).await?;
-        link.end(End::finished()).await?;
+        let session = StructureKeygenSession::new(wallet, &checked.structure, checked.me, &nonce)?;
+        let share = self
+            .run_party(
+                session_id,
+                session,
+                checked.server,
+                identity,
+                &trusted,
+                on_round,
+            )
+            .await?;
         let listed = self.pubkey(wallet_id.as_str()).await?;
         if listed.public_key != share.public_key().to_string() {
             return Err(bad(format!(

@@ -83,6 +83,7 @@ impl ServerClient {
                     path: path.to_string(),
                     kind: kind.clone(),
                     device_nonce: Some(hex::encode(ours)),
+                    with: vec![],
                 },
             )
             .await?;
@@ -93,21 +94,7 @@ impl ServerClient {
                 server: created.epoch,
             });
         }
-        if created.approval == Some(api::Approval::Pending) {
-            on_wait(&created.session_id);
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                let status: api::SignStatus =
-                    self.get(&format!("/sign/{}", created.session_id)).await?;
-                match status.approval {
-                    api::Approval::Pending => continue,
-                    api::Approval::Approved => break,
-                    other => {
-                        return Err(ClientError::Refused(format!("the approval was {other}")));
-                    }
-                }
-            }
-        }
+        self.await_approval(&created, on_wait).await?;
         let nonce = run_nonce(&ours, &created)?;
         let request = SignRequest {
             nonce,
@@ -119,6 +106,35 @@ impl ServerClient {
         let signature = self.run(&created.session_id, session, on_round).await?;
         share.public_key_at(path)?.verify(&digest, &signature)?;
         Ok(signature)
+    }
+
+    /// Waits for the approval of a signing session that needs one (`on_wait` is told once,
+    /// with the session id); returns at once for one that does not.
+    ///
+    /// # Errors
+    /// Network or server errors; [`ClientError::Refused`] when the approval is refused or
+    /// lapses.
+    pub(crate) async fn await_approval(
+        &self,
+        created: &api::SessionCreated,
+        on_wait: impl FnOnce(&str),
+    ) -> Result<()> {
+        if created.approval != Some(api::Approval::Pending) {
+            return Ok(());
+        }
+        on_wait(&created.session_id);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let status: api::SignStatus =
+                self.get(&format!("/sign/{}", created.session_id)).await?;
+            match status.approval {
+                api::Approval::Pending => continue,
+                api::Approval::Approved => return Ok(()),
+                other => {
+                    return Err(ClientError::Refused(format!("the approval was {other}")));
+                }
+            }
+        }
     }
 
     /// Signs with a wallet record, first settling it against the server's epoch (the repair

@@ -28,7 +28,9 @@ use tessera_api::{self as api, ServerSessionId};
 use tessera_core::driver::{self, DriveError};
 use tessera_core::protocols::{fresh_nonce, joint_nonce};
 use tessera_core::structure::WalletStructure;
-use tessera_core::{PartyIndex, PublicKey, Session, StructureKeygenSession, WalletId};
+use tessera_core::{
+    PartyIndex, PublicKey, Session, SignRequest, SignSession, StructureKeygenSession, WalletId,
+};
 
 use crate::audit::{self, Subject};
 use crate::auth::AuthDevice;
@@ -213,19 +215,7 @@ pub async fn run_keygen(state: &AppState, job: &KeygenJob, appear_within: Durati
     let share = match driver::drive(&mut session, &mut link, idle, |_, _| Ok(())).await {
         Ok(share) => share,
         Err(e) => {
-            let (status, party, end) = match &e {
-                DriveError::Expired => (SessionStatus::Expired, None, EndReason::Expired),
-                DriveError::Link(l) | DriveError::Stopped(l) => {
-                    (SessionStatus::Failed, l.party(), EndReason::Failed)
-                }
-                DriveError::Blamed { party, .. } => {
-                    (SessionStatus::Failed, Some(*party), EndReason::Failed)
-                }
-                DriveError::Rejected { from, .. } => {
-                    (SessionStatus::Failed, *from, EndReason::Failed)
-                }
-                DriveError::Finish(_) => (SessionStatus::Failed, None, EndReason::Failed),
-            };
+            let (status, party, end) = drive_failure(&e);
             let reason = e.to_string();
             if let Err(told) = link.end(End::new(end, &reason)).await {
                 tracing::warn!(session_id = %sid, error = %told, "could not tell the parties that the server's run ended");
@@ -305,6 +295,219 @@ async fn store(state: &AppState, job: &KeygenJob, share: &tessera_core::KeyShare
     }
 }
 
+/// A structure wallet's signing session, opened by its requester: what the server's party
+/// runs.
+pub struct SignJob {
+    /// The session.
+    pub session_id: ServerSessionId,
+    /// The wallet.
+    pub wallet_id: String,
+    /// Who asked.
+    pub requester: AuthDevice,
+    /// The run's nonce.
+    pub nonce: [u8; 32],
+    /// What is signed (as stored: digest, path, summary, signers).
+    pub stored: crate::wallets::StoredSign,
+    /// The server's active share: its epoch and sealed bytes.
+    pub share: (i64, Vec<u8>),
+}
+
+/// Runs the server's party of a structure wallet's signing session: unseals the share, opens
+/// its mailbox and waits up to `appear_within` for every other signer, runs the signing
+/// (the `sign.released` record written before the server's messages of the last round leave,
+/// as for a 2-of-2 wallet), then records the end: `sign.completed` with the signature, or the
+/// failure naming the party at fault where there is one (`sign.unconfirmed` once released).
+pub async fn run_sign(state: &AppState, job: &SignJob, appear_within: Duration) {
+    let sid = job.session_id.as_str();
+    let subject = Subject::device(&job.requester).wallet(&job.wallet_id);
+    let (status, detail, signature, released) = sign_party(state, job, appear_within).await;
+    let kind = match (status, &signature) {
+        (SessionStatus::Done, _) => "sign.completed",
+        (_, _) if released => "sign.unconfirmed",
+        (SessionStatus::Expired, _) => "session.expired",
+        _ => "sign.failed",
+    };
+    let mut record = json!({
+        "session_id": sid,
+        "detail": detail.as_ref().map(|(d, _)| d.as_str()),
+        "party": detail.as_ref().and_then(|(_, p)| p.map(PartyIndex::get)),
+        "signers": job.stored.signers,
+    });
+    if let Some(signature) = signature {
+        record["signature"] = signature.into();
+        record["digest"] = job.stored.digest.clone().into();
+        record["summary"] = job.stored.summary.clone().into();
+    }
+    let reason = detail.as_ref().map(|(d, _)| d.as_str());
+    if let Err(e) = crate::ws::record_end(
+        state,
+        sid,
+        (status, reason),
+        subject,
+        &[(kind.to_string(), record)],
+    )
+    .await
+    {
+        tracing::error!(session_id = %sid, error = %e, "could not record the end of a signing session");
+    }
+}
+
+/// The server's party of [`run_sign`]: the session's status, what failed (and the party it
+/// names), the signature (hex), and whether the signature was released.
+async fn sign_party(
+    state: &AppState,
+    job: &SignJob,
+    appear_within: Duration,
+) -> (
+    SessionStatus,
+    Option<(String, Option<PartyIndex>)>,
+    Option<String>,
+    bool,
+) {
+    let failed = |why: String, party| (SessionStatus::Failed, Some((why, party)), None, false);
+    let share = match crate::vault::unseal(state, &job.wallet_id, job.share.0, &job.share.1) {
+        Ok(share) => share,
+        Err(e) => return failed(e.to_string(), None),
+    };
+    let mut digest = [0u8; 32];
+    if hex::decode_to_slice(&job.stored.digest, &mut digest).is_err() {
+        return failed("the stored digest".into(), None);
+    }
+    let path = match job.stored.path.parse() {
+        Ok(path) => path,
+        Err(e) => return failed(format!("the stored path: {e}"), None),
+    };
+    let request = SignRequest {
+        nonce: job.nonce,
+        signers: job
+            .stored
+            .signers
+            .iter()
+            .copied()
+            .map(PartyIndex::new)
+            .collect(),
+        digest,
+        path,
+    };
+    let mut session = match SignSession::new(&share, &request) {
+        Ok(session) => session,
+        Err(e) => return failed(e.to_string(), None),
+    };
+    let peers = session.peers();
+    let link = match MailboxLink::open(
+        state.mailboxes(),
+        &job.session_id,
+        share.party(),
+        &peers,
+        appear_within,
+    )
+    .await
+    {
+        Ok(link) => link,
+        Err(e) => {
+            let status = match e {
+                LinkError::NeverAppeared { .. } => SessionStatus::Expired,
+                _ => SessionStatus::Failed,
+            };
+            return (status, Some((e.to_string(), e.party())), None, false);
+        }
+    };
+    let mut link = Releasing {
+        inner: link,
+        state,
+        release: Some(crate::release::Release {
+            session_id: job.session_id.to_string(),
+            wallet_id: job.wallet_id.clone(),
+            digest: job.stored.digest.clone(),
+            device: job.requester.clone(),
+        }),
+        last_round: session.total_rounds(),
+    };
+    let idle = Some(state.config().session_idle_timeout);
+    let outcome = driver::drive(&mut session, &mut link, idle, |_, _| Ok(())).await;
+    let released = link.release.is_none();
+    let link = link.inner;
+    match outcome {
+        Ok(signature) => {
+            if let Err(e) = link.end(End::finished()).await {
+                tracing::warn!(session_id = %job.session_id, error = %e, "could not tell the parties that the server finished");
+            }
+            (
+                SessionStatus::Done,
+                None,
+                Some(hex::encode(signature.to_rsv())),
+                true,
+            )
+        }
+        Err(e) => {
+            let (status, party, end) = drive_failure(&e);
+            let reason = e.to_string();
+            if let Err(told) = link.end(End::new(end, &reason)).await {
+                tracing::warn!(session_id = %job.session_id, error = %told, "could not tell the parties that the server's run ended");
+            }
+            (status, Some((reason, party)), None, released)
+        }
+    }
+}
+
+/// How a failed run is recorded and told: its status, the party at fault, the end sent.
+fn drive_failure(e: &DriveError<LinkError>) -> (SessionStatus, Option<PartyIndex>, EndReason) {
+    match e {
+        DriveError::Expired => (SessionStatus::Expired, None, EndReason::Expired),
+        DriveError::Link(l) | DriveError::Stopped(l) => {
+            (SessionStatus::Failed, l.party(), EndReason::Failed)
+        }
+        DriveError::Blamed { party, .. } => {
+            (SessionStatus::Failed, Some(*party), EndReason::Failed)
+        }
+        DriveError::Rejected { from, .. } => (SessionStatus::Failed, *from, EndReason::Failed),
+        DriveError::Finish(_) => (SessionStatus::Failed, None, EndReason::Failed),
+    }
+}
+
+/// The server's link in a signing run, recording the signature's release (`sign.released`)
+/// before the first of its messages of the last round leaves: with them the other parties can
+/// finish the signature.
+struct Releasing<'a> {
+    inner: MailboxLink,
+    state: &'a AppState,
+    release: Option<crate::release::Release>,
+    last_round: u8,
+}
+
+impl driver::Link for Releasing<'_> {
+    type Error = LinkError;
+
+    async fn send(&mut self, envelope: &tessera_core::Envelope) -> Result<(), LinkError> {
+        if envelope.round == self.last_round
+            && let Some(release) = self.release.as_ref()
+        {
+            crate::release::record(self.state, release).await?;
+            self.release = None;
+        }
+        self.inner.send(envelope).await
+    }
+
+    async fn recv(
+        &mut self,
+        idle: Option<Duration>,
+    ) -> Result<Option<(PartyIndex, Vec<u8>)>, LinkError> {
+        self.inner.recv(idle).await
+    }
+
+    async fn send_control(&mut self, control: driver::Control) -> Result<(), LinkError> {
+        self.inner.send_control(control).await
+    }
+
+    async fn recv_control(
+        &mut self,
+        from: PartyIndex,
+        idle: Option<Duration>,
+    ) -> Result<Option<driver::Control>, LinkError> {
+        self.inner.recv_control(from, idle).await
+    }
+}
+
 /// The parties of wallet `wallet_id` as a device is told them, `me` the party of device
 /// `device_id`.
 ///
@@ -315,6 +518,7 @@ pub async fn session_parties(
     wallet_id: &str,
     structure: &str,
     device_id: &str,
+    signers: Option<&[u8]>,
 ) -> ApiResult<api::SessionParties> {
     let rows = db::wallet_parties::with_devices(db, wallet_id).await?;
     let index = |party: i64| {
@@ -339,7 +543,68 @@ pub async fn session_parties(
                 })
             })
             .collect::<ApiResult<_>>()?,
+        signers: match signers {
+            Some(signers) => signers.to_vec(),
+            None => rows
+                .iter()
+                .map(|row| index(row.party))
+                .collect::<ApiResult<_>>()?,
+        },
     })
+}
+
+/// The parties of a signing session of a structure wallet: the requesting device's party, the
+/// server's, and the device parties labelled `with`; they must be a quorum of `structure`.
+///
+/// # Errors
+/// [`ApiError::Forbidden`] when the device is not a party of the wallet;
+/// [`ApiError::BadRequest`] for a label that is not another device party, or parties that are
+/// not a quorum; a database error.
+pub async fn sign_parties(
+    tx: &mut crate::db::WriteTx,
+    wallet_id: &str,
+    structure: &str,
+    device_id: &str,
+    with: &[String],
+) -> ApiResult<api::SessionParties> {
+    let parsed = WalletStructure::parse(structure)
+        .map_err(|e| ApiError::Internal(format!("stored structure: {e}")))?;
+    let mut parties = session_parties(&mut **tx, wallet_id, structure, device_id, None).await?;
+    let mut signers = std::collections::BTreeSet::from([parties.me]);
+    let server = parties
+        .parties
+        .iter()
+        .find(|p| p.device_id.is_none())
+        .ok_or_else(|| ApiError::Internal("a structure wallet without the server".into()))?;
+    signers.insert(server.party);
+    for label in with {
+        let party = parties
+            .parties
+            .iter()
+            .find(|p| p.label == *label && p.device_id.is_some())
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{label:?} is not a device party of this wallet (its parties: {})",
+                    parties
+                        .parties
+                        .iter()
+                        .map(|p| p.label.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        signers.insert(party.party);
+    }
+    let quorum: Vec<PartyIndex> = signers.iter().copied().map(PartyIndex::new).collect();
+    if !parsed.is_authorised(&quorum) {
+        let labels: Vec<&str> = quorum.iter().filter_map(|&p| parsed.label(p)).collect();
+        return Err(ApiError::BadRequest(format!(
+            "{} cannot sign together under {structure}: name the other devices to sign with",
+            labels.join(" + ")
+        )));
+    }
+    parties.signers = signers.into_iter().collect();
+    Ok(parties)
 }
 
 /// `GET /sessions/joinable`: the live sessions of structure wallets that another device
@@ -360,9 +625,34 @@ pub async fn joinable(
         let Some(structure) = wallet.structure else {
             continue;
         };
-        let parties =
-            session_parties(state.db(), &session.wallet_id, &structure, &me.device_id).await?;
+        let (signers, sign) = match session.protocol {
+            Protocol::Sign => {
+                let stored: crate::wallets::StoredSign = serde_json::from_str(&session.params)
+                    .map_err(|e| ApiError::Internal(format!("stored session: {e}")))?;
+                let Some(kind) = stored.intent else {
+                    continue;
+                };
+                let sign = api::JoinableSign {
+                    path: stored.path,
+                    kind,
+                };
+                (Some(stored.signers), Some(sign))
+            }
+            _ => (None, None),
+        };
+        let parties = session_parties(
+            state.db(),
+            &session.wallet_id,
+            &structure,
+            &me.device_id,
+            signers.as_deref(),
+        )
+        .await?;
+        if !parties.signers.contains(&parties.me) {
+            continue;
+        }
         out.push(api::JoinableSession {
+            sign,
             session_id: session.session_id.into(),
             wallet_id: session.wallet_id.into(),
             wallet_name: session.wallet_name,
@@ -392,29 +682,20 @@ async fn failed(
         "keygen.failed"
     };
     let wallet_id = job.wallet.to_string();
-    let written = async {
-        let mut tx = state.begin_write().await?;
-        db::sessions::record_end(
-            &mut *tx,
-            job.session_id.as_str(),
-            status,
-            Some(reason),
-            now(),
-        )
-        .await?;
-        audit::append_in(
-            &mut tx,
-            kind,
-            Subject::device(&job.requester).wallet(&wallet_id),
+    let written = crate::ws::record_end(
+        state,
+        job.session_id.as_str(),
+        (status, Some(reason)),
+        Subject::device(&job.requester).wallet(&wallet_id),
+        &[(
+            kind.to_string(),
             json!({
                 "session_id": job.session_id.as_str(),
                 "detail": reason,
                 "party": party.map(PartyIndex::get),
             }),
-        )
-        .await?;
-        tx.commit().await
-    }
+        )],
+    )
     .await;
     if let Err(e) = written {
         tracing::error!(session_id = %job.session_id, error = %e, "could not record the end of a key generation");

@@ -193,6 +193,7 @@ async fn keygen_structure(
         &wallet_id,
         &job.structure.to_string(),
         &me.device_id,
+        None,
     )
     .await?;
     Ok(api::SessionCreated {
@@ -217,6 +218,17 @@ pub struct StoredSign {
     /// What is signed, decoded (for the audit record of the signature).
     #[serde(default)]
     pub summary: String,
+    /// A structure wallet's session: its structure (its sockets are its parties',
+    /// `ws::party_of`, and the coordinator runs the server's party).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structure: Option<String>,
+    /// The parties that sign (a structure wallet's session), by index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signers: Vec<u8>,
+    /// What is signed, as asked (a structure wallet's session: the other signing devices decode
+    /// it themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<tessera_api::intent::SignKind>,
 }
 
 /// `POST /sign`: decodes what is to be signed, computes its digest, applies the wallet's policy
@@ -245,11 +257,14 @@ pub async fn sign(
         tessera_api::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let kind = req.kind.request_kind();
     let digest = hex::encode(decoded.digest);
-    let stored = StoredSign {
+    let mut stored = StoredSign {
         digest: digest.clone(),
         path: req.path.clone(),
         kind,
         summary: decoded.summary.clone(),
+        structure: None,
+        signers: Vec::new(),
+        intent: None,
     };
 
     let mut tx = state.begin_write().await?;
@@ -262,6 +277,7 @@ pub async fn sign(
         standing,
         policy,
         stale_pending,
+        structure,
     } = match context {
         Ok(context) => context,
         Err(caller) => {
@@ -273,6 +289,28 @@ pub async fn sign(
     if standing > 0 {
         crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
     }
+    let parties = match &structure {
+        Some(structure) => {
+            let parties = crate::coordinator::sign_parties(
+                &mut tx,
+                &wallet.id,
+                structure,
+                &me.device_id,
+                &req.with,
+            )
+            .await?;
+            stored.structure = Some(structure.clone());
+            stored.signers.clone_from(&parties.signers);
+            stored.intent = Some(req.kind.clone());
+            Some(parties)
+        }
+        None if !req.with.is_empty() => {
+            return Err(ApiError::BadRequest(
+                "`with` names co-signers of a structure wallet; this is a 2-of-2 wallet".into(),
+            ));
+        }
+        None => None,
+    };
     let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
     let request = Request {
         kind,
@@ -307,6 +345,7 @@ pub async fn sign(
     )
     .await
     .map_err(ApiError::from)?;
+    created.parties = parties;
     let Some(checked) = checked else {
         tx.commit().await?;
         return Ok(Json(created));
@@ -457,6 +496,16 @@ pub async fn refresh(
 ) -> ApiResult<Json<api::SessionCreated>> {
     let wallet = db::wallets::owned(state.db(), &me.user_id, &req.wallet_id).await?;
     let nonce = device_nonce(req.device_nonce.as_deref())?;
+    if db::wallet_parties::wallet(state.db(), &wallet.id)
+        .await?
+        .is_some_and(|w| w.structure.is_some())
+    {
+        return Err(ApiError::BadRequest(
+            "this server does not refresh structure wallets yet (their refresh is a resharing \
+             among every party, still to be built)"
+                .into(),
+        ));
+    }
     crate::bans::refuse_refresh(&mut *state.db().acquire().await?, &wallet.id).await?;
     // One refresh of a wallet at a time (a unique index on live refresh sessions). One created
     // but never opened within the idle timeout has expired and no longer counts.

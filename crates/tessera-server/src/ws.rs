@@ -76,9 +76,15 @@ pub async fn open(
     let mut conn = state.db().acquire().await?;
     let (me, session) = match openable(&state, &mut conn, token, &q.session_id).await? {
         Openable::Pair(me, session) => (me, *session),
-        Openable::Party { me, peers } => {
+        Openable::Party { me, peers, start } => {
             drop(conn);
             let session = api::ServerSessionId::new(q.session_id);
+            if let Some(job) = start {
+                let (state, appear) = (state.clone(), state.config().session_idle_timeout);
+                tokio::spawn(async move {
+                    crate::coordinator::run_sign(&state, &job, appear).await;
+                });
+            }
             return Ok(upgrade
                 .max_message_size(tessera_api::session_frame::MAX_ADDRESSED)
                 .read_buffer_size(16 * 1024)
@@ -131,6 +137,8 @@ enum Openable {
     Party {
         me: PartyIndex,
         peers: Vec<PartyIndex>,
+        /// A signing session its requester opens: the server's party to start.
+        start: Option<Box<crate::coordinator::SignJob>>,
     },
 }
 
@@ -163,7 +171,7 @@ async fn openable(
     if serde_json::from_str::<Structured>(&session.params)
         .is_ok_and(|params| params.structure.is_some())
     {
-        return party_of(state, conn, &me, &session).await;
+        return party_of(state, conn, &me, session_id, &session).await;
     }
     if session.device_id != me.device_id {
         return Err(ApiError::Forbidden(
@@ -205,13 +213,18 @@ async fn openable(
 }
 
 /// The caller's party in a session of a structure wallet: the session must be live (created,
-/// or running: the coordinator claims it as soon as it starts waiting for the parties) and
-/// created within the idle timeout, and the caller one of its wallet's device parties; every
-/// other party of the wallet is a peer (key generation: all of them take part).
+/// or running: the coordinator claims a key generation as soon as it starts waiting for the
+/// parties) and created within the idle timeout, and the caller one of its parties: any party
+/// of the wallet for a key generation, one of the signers for a signing session, the others
+/// being its peers.
+/// A signing session starts when its requester opens it (after the approval the wallet's
+/// policy may require): the socket claims it and the server's party is started
+/// ([`crate::coordinator::run_sign`]); the other signers join it once it runs.
 async fn party_of(
     state: &AppState,
     conn: &mut sqlx::AnyConnection,
     me: &AuthDevice,
+    session_id: &str,
     session: &db::sessions::OpenContext,
 ) -> ApiResult<Openable> {
     if !matches!(
@@ -224,7 +237,16 @@ async fn party_of(
         )));
     }
     let idle = state.config().session_idle_timeout.as_secs() as i64;
-    if now() > session.last_message_at + idle {
+    // A running session's last_message_at is when it was claimed; a created one may wait for
+    // its approval, as a 2-of-2 session does.
+    let join_by = crate::live_sessions::open_by(
+        idle,
+        session.last_message_at,
+        session.approval,
+        session.approval_expires,
+        session.decided_at,
+    );
+    if now() > join_by {
         return Err(ApiError::Gone(
             "session is past the time its parties had to join; start a new one".into(),
         ));
@@ -239,14 +261,78 @@ async fn party_of(
         .iter()
         .find(|p| p.device_id.as_deref() == Some(me.device_id.as_str()))
         .ok_or_else(|| ApiError::Forbidden("this device is not a party of this session".into()))?;
-    let peers = parties
+    let me_index = index(mine.party)?;
+    if session.protocol != Protocol::Sign {
+        let peers = parties
+            .iter()
+            .filter(|p| p.party != mine.party)
+            .map(|p| index(p.party))
+            .collect::<ApiResult<_>>()?;
+        return Ok(Openable::Party {
+            me: me_index,
+            peers,
+            start: None,
+        });
+    }
+    let internal = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
+    let stored: crate::wallets::StoredSign =
+        serde_json::from_str(&session.params).map_err(|e| internal(&e))?;
+    if !stored.signers.contains(&me_index.get()) {
+        return Err(ApiError::Forbidden(
+            "this device is not one of this session's signers".into(),
+        ));
+    }
+    let peers = stored
+        .signers
         .iter()
-        .filter(|p| p.party != mine.party)
-        .map(|p| index(p.party))
-        .collect::<ApiResult<_>>()?;
+        .filter(|&&p| p != me_index.get())
+        .map(|&p| PartyIndex::new(p))
+        .collect();
+    if session.status == SessionStatus::Running {
+        return Ok(Openable::Party {
+            me: me_index,
+            peers,
+            start: None,
+        });
+    }
+    // Created: only its requester starts it, once nothing stands in its way.
+    if session.device_id != me.device_id {
+        return Err(ApiError::Conflict(
+            "this signing session has not been started by the device that asked for it".into(),
+        ));
+    }
+    if session.obstacles > 0 {
+        crate::bans::refuse_session(&mut *conn, &session.wallet_id, session.protocol).await?;
+    }
+    refuse_unapproved(Approval::at(
+        session.approval,
+        session.approval_expires,
+        now(),
+    ))?;
+    let share = session
+        .share
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("no server share for this wallet".into()))?;
+    let nonce: [u8; 32] = session
+        .nonce
+        .as_slice()
+        .try_into()
+        .map_err(|_| ApiError::Internal("stored nonce length".into()))?;
+    let session_id = api::ServerSessionId::new(session_id.to_string());
+    if !db::sessions::claim(&mut *conn, session_id.as_str(), state.instance(), now()).await? {
+        return Err(ApiError::Gone("session is already running".into()));
+    }
     Ok(Openable::Party {
-        me: index(mine.party)?,
+        me: me_index,
         peers,
+        start: Some(Box::new(crate::coordinator::SignJob {
+            session_id,
+            wallet_id: session.wallet_id.clone(),
+            requester: me.clone(),
+            nonce,
+            stored,
+            share,
+        })),
     })
 }
 
@@ -487,7 +573,7 @@ impl RunOf {
         if let Err(e) = record_end(
             &self.state,
             &self.session_id,
-            outcome,
+            (outcome.status, outcome.detail.as_deref()),
             subject,
             &[(kind, detail)],
         )
@@ -525,10 +611,10 @@ impl RunOf {
 }
 /// Records how a session ended: its row and its audit records in one write transaction, tried up
 /// to [`crate::db::DURABLE_ATTEMPTS`] times (what it records already happened).
-async fn record_end(
+pub(crate) async fn record_end(
     state: &AppState,
     session_id: &str,
-    outcome: &Outcome,
+    (status, detail): (SessionStatus, Option<&str>),
     subject: audit::Subject<'_>,
     records: &[(String, serde_json::Value)],
 ) -> ApiResult<()> {
@@ -536,14 +622,7 @@ async fn record_end(
     loop {
         let written = async {
             let mut tx = state.begin_write().await?;
-            db::sessions::record_end(
-                &mut *tx,
-                session_id,
-                outcome.status,
-                outcome.detail.as_deref(),
-                now(),
-            )
-            .await?;
+            db::sessions::record_end(&mut *tx, session_id, status, detail, now()).await?;
             for (kind, detail) in records {
                 audit::append_in(&mut tx, kind, subject, detail.clone()).await?;
             }

@@ -1,6 +1,8 @@
 //! `tessera listen`: the device agent. Stays connected to the server and takes part in the
-//! sessions other devices of the user start in which this device is a party (today: key
-//! generations of structure wallets), each after a local confirmation (or `--yes`).
+//! sessions other devices of the user start in which this device is a party: key generations
+//! of structure wallets (after a confirmation, or `--yes`) and signing sessions that name this
+//! device as a signer (always after a confirmation, showing what is signed as this device
+//! decodes it).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -10,15 +12,17 @@ use clap::Args;
 use tessera_api as api;
 use tessera_client::ClientError;
 use tessera_client::device::DeviceError;
+use tessera_client::device::online::Joined;
 
 use crate::cmd::peer::{ask, yes};
-use crate::failure::CliResult;
+use crate::cmd::wallet::print_signed;
+use crate::failure::{CliResult, Failure};
 use crate::output::{self, WalletOut};
 use crate::unlock;
 
 #[derive(Args)]
 pub(crate) struct ListenArgs {
-    /// Join key generations without asking (signing requests are never answered blindly).
+    /// Join key generations without asking (signing requests are always shown and asked).
     #[arg(long)]
     yes: bool,
     /// Stop after the first session answered (for scripts).
@@ -31,18 +35,36 @@ pub(crate) struct ListenArgs {
     format: output::Format,
 }
 
-/// What the person at the device is shown before joining.
-fn describe(session: &api::JoinableSession) -> String {
+/// What the person at the device is shown before joining: for a signing session, what is
+/// signed as this device decodes it (never the server's summary).
+fn describe(session: &api::JoinableSession) -> Result<String, Failure> {
     let parties = &session.parties;
-    let me = parties
-        .parties
-        .iter()
-        .find(|p| p.party == parties.me)
-        .map_or("?", |p| p.label.as_str());
-    format!(
-        "device {:?} asks to create wallet {:?} with structure {}; this device is party {:?}",
-        session.requested_by, session.wallet_name, parties.structure, me
-    )
+    let label = |index: u8| {
+        parties
+            .parties
+            .iter()
+            .find(|p| p.party == index)
+            .map_or("?", |p| p.label.as_str())
+    };
+    let me = label(parties.me);
+    Ok(match &session.sign {
+        None => format!(
+            "device {:?} asks to create wallet {:?} with structure {}; this device is party {:?}",
+            session.requested_by, session.wallet_name, parties.structure, me
+        ),
+        Some(sign) => {
+            let decoded = tessera_api::intent::decode(&sign.kind).map_err(Failure::usage)?;
+            let signers: Vec<&str> = parties.signers.iter().map(|&p| label(p)).collect();
+            format!(
+                "device {:?} asks to sign with wallet {:?} (path {}, signers {}): {}",
+                session.requested_by,
+                session.wallet_name,
+                sign.path,
+                signers.join(" + "),
+                decoded.summary
+            )
+        }
+    })
 }
 
 /// `tessera listen`.
@@ -63,24 +85,60 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
             if !answered.insert(session.session_id.clone()) {
                 continue;
             }
-            println!("request: {}", describe(&session));
-            let join = if args.yes {
+            let described = match describe(&session) {
+                Ok(described) => described,
+                Err(e) => {
+                    eprintln!("error: a session this device cannot show: {}", e.message());
+                    continue;
+                }
+            };
+            println!("request: {described}");
+            let join = if args.yes && session.sign.is_none() {
                 println!("joined (--yes)");
                 true
             } else {
-                yes(ask("Join? [y/N]:"))
+                yes(ask(if session.sign.is_some() {
+                    "Sign? [y/N]:"
+                } else {
+                    "Join? [y/N]:"
+                }))
             };
             if join {
-                let share = online
-                    .join(&session, |r, t| eprintln!("  keygen round {r}/{t} done"))
+                let protocol = session.protocol.clone();
+                let joined = online
+                    .join(&session, |r, t| {
+                        eprintln!("  {protocol} round {r}/{t} done")
+                    })
                     .await;
-                match share {
-                    Ok(share) => WalletOut::of(&session.wallet_name, &share).print(args.format)?,
-                    Err(e) if args.once => return Err(e.into()),
-                    Err(e) => eprintln!("error: {e}"),
+                let shown = match joined {
+                    Ok(Joined::Wallet(share)) => {
+                        WalletOut::of(&session.wallet_name, &share).print(args.format)
+                    }
+                    Ok(Joined::Signed(signed)) => {
+                        let kind = session.sign.as_ref().map(|s| &s.kind);
+                        let decoded = kind
+                            .map(tessera_api::intent::decode)
+                            .transpose()
+                            .map_err(Failure::usage)?;
+                        match decoded {
+                            Some(decoded) => {
+                                print_signed(&session.wallet_name, &decoded, &signed, args.format)
+                            }
+                            None => Ok(()),
+                        }
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                match shown {
+                    Ok(()) => {}
+                    Err(e) if args.once => return Err(e),
+                    Err(e) => eprintln!("error: {}", e.message()),
                 }
             } else {
-                println!("declined; the session ends when its parties stop waiting");
+                match online.decline(&session).await {
+                    Ok(()) => println!("declined; the other parties were told"),
+                    Err(e) => eprintln!("declined, but the others could not be told: {e}"),
+                }
             }
             if args.once {
                 return Ok(());

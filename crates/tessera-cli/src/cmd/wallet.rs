@@ -46,6 +46,10 @@ pub(crate) struct SignArgs {
     /// Non-hardened BIP-32 path.
     #[arg(long, default_value = "m")]
     path: String,
+    /// A structure wallet's other devices to sign with (party labels, comma-separated), when
+    /// this device and the server are not a quorum alone; each joins with `tessera listen`.
+    #[arg(long, value_delimiter = ',')]
+    with: Vec<String>,
 }
 
 #[derive(Args)]
@@ -126,12 +130,19 @@ pub(crate) async fn sign(home: &Path, args: SignArgs) -> CliResult {
     if !args.format.json {
         println!("signing        {}", decoded.summary);
     }
+    if !args.with.is_empty() {
+        eprintln!(
+            "waiting for {} to join (`tessera listen` on each)",
+            args.with.join(", ")
+        );
+    }
     let signed = online
-        .sign_wallet(
+        .sign_with(
             &args.wallet,
             &mut record,
             &kind,
             &path,
+            &args.with,
             |r, t| eprintln!("  sign round {r}/{t} done"),
             |session| {
                 eprintln!(
@@ -140,15 +151,25 @@ pub(crate) async fn sign(home: &Path, args: SignArgs) -> CliResult {
             },
         )
         .await?;
+    print_signed(&args.wallet, &decoded, &signed, args.format)
+}
+
+/// Prints a signature `sign` (or `listen`) made and verified.
+pub(crate) fn print_signed(
+    wallet: &str,
+    decoded: &tessera_api::intent::Decoded,
+    signed: &tessera_client::device::online::Signed,
+    format: Format,
+) -> CliResult {
     let raw_tx = signed
         .raw_tx
         .as_ref()
         .map(|raw| format!("0x{}", hex::encode(raw)));
     let signature = signed.signature;
-    if args.format.json {
+    if format.json {
         // `sign` returns only a signature it verified under the wallet's key.
         return print_json(&serde_json::json!({
-            "wallet": args.wallet,
+            "wallet": wallet,
             "summary": decoded.summary,
             "public_key": signed.public_key.to_string(),
             "digest": hex::encode(decoded.digest),

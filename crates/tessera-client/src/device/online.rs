@@ -51,6 +51,35 @@ pub struct WalletListing {
     pub share_on_this_device: bool,
 }
 
+/// What [`Online::join`] took part in.
+#[derive(Debug)]
+pub enum Joined {
+    /// A key generation: this device's share, stored under the wallet's name.
+    Wallet(KeyShare),
+    /// A signing session: the signature, verified.
+    Signed(Signed),
+}
+
+/// A signature `signature` of what `kind` describes with `share` under `path`, with the raw
+/// signed transaction of a transaction.
+fn signed(
+    share: &KeyShare,
+    kind: &SignKind,
+    path: &DerivationPath,
+    signature: Signature,
+) -> Result<Signed, DeviceError> {
+    let public_key = share.public_key_at(path).map_err(DeviceError::Protocol)?;
+    let raw_tx = match kind {
+        SignKind::EthTx { tx } => Some(tx.signed_raw(&signature).map_err(DeviceError::Protocol)?),
+        _ => None,
+    };
+    Ok(Signed {
+        signature,
+        public_key,
+        raw_tx,
+    })
+}
+
 /// What waits for this user's decision, by id.
 #[derive(Debug)]
 pub enum Pending {
@@ -211,13 +240,9 @@ impl Online {
         Ok(self.client.joinable().await?)
     }
 
-    /// Joins `session` (from [`Self::joinable`], a key generation): runs this device's party and
-    /// stores its share under the wallet's name. Identity keys as [`Self::keygen_structure`].
-    ///
-    /// # Errors
-    /// [`DeviceError::WalletExists`] when this device has a wallet of that name,
-    /// [`DeviceError::Client`], [`DeviceError::Store`].
-    pub async fn join(
+    /// Joins `session`, a key generation: runs this device's party and stores its share under
+    /// the wallet's name.
+    async fn join_keygen(
         &self,
         session: &api::JoinableSession,
         on_round: impl FnMut(u8, u8),
@@ -238,6 +263,14 @@ impl Online {
             .await;
         known.save(self.device.home())?;
         self.keep_new_share(name, share?)
+    }
+
+    /// Declines `session` (from [`Self::joinable`]): its other parties are told at once.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn decline(&self, session: &api::JoinableSession) -> Result<(), DeviceError> {
+        Ok(self.client.decline(session).await?)
     }
 
     /// Stores a new wallet's share under `name`; returns it as stored.
@@ -281,32 +314,104 @@ impl Online {
         on_round: impl FnMut(u8, u8),
         on_wait: impl FnOnce(&str),
     ) -> Result<Signed, DeviceError> {
+        self.sign_with(name, record, kind, path, &[], on_round, on_wait)
+            .await
+    }
+
+    /// [`Self::sign_wallet`], for a structure wallet together with the server and the device
+    /// parties labelled `with` (each joins from its `tessera listen`: [`Self::join`]); for a
+    /// 2-of-2 wallet `with` must be empty.
+    ///
+    /// # Errors
+    /// As [`Self::sign`]; [`ClientError::Refused`] for `with` on a 2-of-2 wallet.
+    #[allow(clippy::too_many_arguments)] // a signing request's parts and its two hooks
+    pub async fn sign_with(
+        &self,
+        name: &str,
+        record: &mut WalletRecord,
+        kind: &SignKind,
+        path: &DerivationPath,
+        with: &[String],
+        on_round: impl FnMut(u8, u8),
+        on_wait: impl FnOnce(&str),
+    ) -> Result<Signed, DeviceError> {
+        let signature = if record.current.is_structure_wallet() {
+            let mut known = KnownDevices::load(self.device.home())?;
+            let signature = self
+                .client
+                .sign_structure(
+                    &record.current,
+                    kind,
+                    path,
+                    with,
+                    &self.identity,
+                    |party, key| known.trust(party, key),
+                    on_round,
+                    on_wait,
+                )
+                .await;
+            known.save(self.device.home())?;
+            signature?
+        } else if !with.is_empty() {
+            return Err(DeviceError::Client(ClientError::Refused(format!(
+                "wallet {name} is a 2-of-2 wallet: it signs with the server alone"
+            ))));
+        } else {
+            self.client
+                .sign_wallet(
+                    record,
+                    |r| self.store(name, r),
+                    kind,
+                    path,
+                    on_round,
+                    on_wait,
+                )
+                .await?
+        };
+        signed(&record.current, kind, path, signature)
+    }
+
+    /// Joins `session` (from [`Self::joinable`]): a key generation (this device's share
+    /// stored under the wallet's name) or a signing session of a wallet this device holds a
+    /// share of under the wallet's name (show [`tessera_api::intent::decode`]'s summary of
+    /// `session.sign` first). Identity keys as [`Self::keygen_structure`].
+    ///
+    /// # Errors
+    /// [`DeviceError::WalletExists`] for a key generation of a wallet whose name this device
+    /// has; [`DeviceError::Client`] (a wallet this device holds no share of...),
+    /// [`DeviceError::Store`].
+    pub async fn join(
+        &self,
+        session: &api::JoinableSession,
+        on_round: impl FnMut(u8, u8),
+    ) -> Result<Joined, DeviceError> {
+        let name = &session.wallet_name;
+        let Some(sign) = &session.sign else {
+            return Ok(Joined::Wallet(self.join_keygen(session, on_round).await?));
+        };
+        let record = self.wallet(name)?;
+        let mut known = KnownDevices::load(self.device.home())?;
         let signature = self
             .client
-            .sign_wallet(
-                record,
-                |r| self.store(name, r),
-                kind,
-                path,
+            .join_sign(
+                &record.current,
+                session,
+                &self.identity,
+                |party, key| known.trust(party, key),
                 on_round,
-                on_wait,
             )
-            .await?;
-        let public_key = record
-            .current
-            .public_key_at(path)
-            .map_err(DeviceError::Protocol)?;
-        let raw_tx = match kind {
-            SignKind::EthTx { tx } => {
-                Some(tx.signed_raw(&signature).map_err(DeviceError::Protocol)?)
-            }
-            _ => None,
-        };
-        Ok(Signed {
-            signature,
-            public_key,
-            raw_tx,
-        })
+            .await;
+        known.save(self.device.home())?;
+        let path: DerivationPath = sign
+            .path
+            .parse()
+            .map_err(|e| DeviceError::Client(ClientError::Protocol(e)))?;
+        Ok(Joined::Signed(signed(
+            &record.current,
+            &sign.kind,
+            &path,
+            signature?,
+        )?))
     }
 
     /// Refreshes wallet `name` (same key, next epoch), storing the record at every step that

@@ -397,10 +397,13 @@ pub struct Joinable {
     pub requested_by: String,
     /// When.
     pub created_at: i64,
+    /// Its parameters (JSON).
+    pub params: String,
 }
 
-/// The sessions of structure wallets, created since `since` and not ended, that another device
-/// started and in which `device_id` is a party, oldest first.
+/// The sessions of structure wallets, created since `since`, that another device started and
+/// in which `device_id` is a party of the wallet, oldest first: key generations not ended, and
+/// signing sessions running (their requester opened them, after any approval).
 ///
 /// # Errors
 /// A database error.
@@ -418,14 +421,16 @@ pub async fn joinable(
         i64,
         String,
         i64,
+        String,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at \
+        "SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params \
          FROM sessions s JOIN wallets w ON w.id = s.wallet_id \
          JOIN wallet_parties p ON p.wallet_id = s.wallet_id AND p.device_id = $1 \
          JOIN devices d ON d.id = s.device_id \
-         WHERE w.structure IS NOT NULL AND s.status IN ('created', 'running') \
-         AND s.device_id <> $1 AND s.created_at >= $2 ORDER BY s.created_at, s.id",
+         WHERE w.structure IS NOT NULL AND s.device_id <> $1 AND s.created_at >= $2 \
+         AND ((s.protocol = 'keygen' AND s.status IN ('created', 'running')) \
+         OR (s.protocol = 'sign' AND s.status = 'running')) ORDER BY s.created_at, s.id",
     )
     .bind(device_id)
     .bind(since)
@@ -443,6 +448,7 @@ pub async fn joinable(
                 epoch,
                 requested_by,
                 created_at,
+                params,
             )| Joinable {
                 session_id,
                 wallet_id,
@@ -452,6 +458,7 @@ pub async fn joinable(
                 epoch,
                 requested_by,
                 created_at,
+                params,
             },
         )
         .collect())

@@ -66,6 +66,8 @@ pub struct SignContext {
     pub policy: Option<(i64, String)>,
     /// Pending shares no running refresh holds.
     pub stale_pending: i64,
+    /// A structure wallet's structure (none: a 2-of-2 wallet).
+    pub structure: Option<String>,
 }
 
 /// The wallet `wallet_id` of `user_id` with everything signing checks, and the standing of the
@@ -84,7 +86,7 @@ pub async fn sign_context(
     // Scalar subqueries: on PostgreSQL `FOR UPDATE` locks the wallet row alone.
     macro_rules! select {
         () => {
-            "SELECT w.id, w.name, w.public_key, w.epoch, \
+            "SELECT w.id, w.name, w.public_key, w.epoch, w.structure, \
          (SELECT COUNT(*) FROM banned_parties b WHERE b.wallet_id = w.id AND b.party = 0 AND b.lifted_at IS NULL) \
          + (SELECT COUNT(*) FROM wallet_locks l WHERE l.wallet_id = w.id AND l.lifted_at IS NULL), \
          (SELECT p.version FROM policies p WHERE p.wallet_id = w.id ORDER BY p.version DESC LIMIT 1), \
@@ -101,6 +103,7 @@ pub async fn sign_context(
         String,
         Vec<u8>,
         i64,
+        Option<String>,
         i64,
         Option<i64>,
         Option<String>,
@@ -118,7 +121,19 @@ pub async fn sign_context(
         .bind(device_id)
         .fetch_optional(&mut **tx)
         .await?;
-    let Some((id, name, pk, epoch, standing, version, policy, stale_pending, status, owner)) = row
+    let Some((
+        id,
+        name,
+        pk,
+        epoch,
+        structure,
+        standing,
+        version,
+        policy,
+        stale_pending,
+        status,
+        owner,
+    )) = row
     else {
         return Ok(Err(super::devices::standing(&mut **tx, device_id).await?));
     };
@@ -128,6 +143,7 @@ pub async fn sign_context(
         standing,
         policy: version.zip(policy),
         stale_pending,
+        structure,
     }))
 }
 
