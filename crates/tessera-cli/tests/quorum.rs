@@ -390,3 +390,252 @@ async fn two_of_three_devices_on(backend: Backend) {
 async fn two_of_three_devices_sign_with_the_server_on_sqlite() {
     two_of_three_devices_on(Backend::Sqlite).await;
 }
+
+mod through_the_sdk {
+    //! The same flows through the device SDK, attacked at the routes: who may open or join a
+    //! structure wallet's session, a party's second socket, requests the server must refuse.
+
+    use std::path::Path;
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use tessera_api as api;
+    use tessera_api::intent::SignKind;
+    use tessera_client::ClientError;
+    use tessera_client::device::online::{Joined, Online};
+    use tessera_client::device::{Device, DeviceError, ServerAddress};
+    use tessera_core::DerivationPath;
+    use tessera_store::{KeystoreOptions, Passphrase};
+
+    use super::common::{Backend, Server, start, ws_request};
+
+    fn passphrase() -> Passphrase {
+        Passphrase::new("device pw".into()).unwrap()
+    }
+
+    fn device(dir: &Path) -> Device {
+        Device::open_dir(dir)
+            .with_keystore_options(KeystoreOptions::default().insecure_fast_kdf_for_tests())
+    }
+
+    /// A device of `user` named `name`, set up and logged in; approved by `approver` if pending.
+    async fn online(
+        server: &Server,
+        dir: &Path,
+        user: &str,
+        name: &str,
+        approver: Option<&Online>,
+    ) -> Online {
+        let address = ServerAddress {
+            url: server.url.clone(),
+            fingerprint: None,
+        };
+        let device = device(dir);
+        let registered = device
+            .init(
+                &address.client().unwrap(),
+                &passphrase(),
+                &address,
+                user,
+                name,
+            )
+            .await
+            .unwrap();
+        if let Some(code) = registered.approval_code {
+            approver.unwrap().approve_device(&code).await.unwrap();
+        }
+        device.connect(passphrase()).await.unwrap()
+    }
+
+    /// Waits for a joinable session of `online`'s that `pick` accepts.
+    async fn joinable(
+        online: &Online,
+        pick: impl Fn(&api::JoinableSession) -> bool,
+    ) -> api::JoinableSession {
+        for _ in 0..200 {
+            if let Some(session) = online.joinable().await.unwrap().into_iter().find(&pick) {
+                return session;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no joinable session came");
+    }
+
+    /// Opens `session` with `online`'s token: the HTTP status of a refusal, or the socket.
+    async fn open(
+        server: &Server,
+        online: &Online,
+        session: &str,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        u16,
+    > {
+        let request = ws_request(&server.url, online.client().token().unwrap(), session);
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn message(text: &str) -> SignKind {
+        SignKind::EthMessage {
+            message: text.into(),
+        }
+    }
+
+    fn refused(e: &DeviceError) -> (u16, String) {
+        match e {
+            DeviceError::Client(ClientError::Server {
+                status, message, ..
+            }) => (*status, message.clone()),
+            other => panic!("not a refusal by the server: {other}"),
+        }
+    }
+
+    async fn admitted_parties_on(backend: Backend) {
+        tessera_client::tls::install_crypto_provider();
+        let server = start(backend);
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let phone = online(&server, dirs[0].path(), "alice", "phone", None).await;
+        let laptop = online(&server, dirs[1].path(), "alice", "laptop", Some(&phone)).await;
+        let tablet = online(&server, dirs[2].path(), "alice", "tablet", Some(&phone)).await;
+        let bob = online(&server, dirs[3].path(), "bob", "phone", None).await;
+
+        // The key generation: the requester and other users see nothing to join; a device of
+        // another user cannot open it.
+        let structure = "and(server, threshold(2, phone, laptop, tablet))";
+        let (made, (laptop_joined, tablet_joined)) = tokio::join!(
+            phone.keygen_structure("vault", structure, |_, _| {}),
+            async {
+                let session = joinable(&laptop, |_| true).await;
+                assert_eq!(session.protocol, "keygen");
+                assert_eq!(session.requested_by, "phone");
+                assert_eq!(session.parties.structure, structure);
+                assert!(phone.joinable().await.unwrap().is_empty());
+                assert!(bob.joinable().await.unwrap().is_empty());
+                assert_eq!(
+                    open(&server, &bob, session.session_id.as_str()).await.err(),
+                    Some(403)
+                );
+                let tablet_session = joinable(&tablet, |_| true).await;
+                tokio::join!(
+                    laptop.join(&session, |_, _| {}),
+                    tablet.join(&tablet_session, |_, _| {})
+                )
+            }
+        );
+        let made = made.unwrap();
+        for joined in [laptop_joined.unwrap(), tablet_joined.unwrap()] {
+            let Joined::Wallet(share) = joined else {
+                panic!("not a wallet")
+            };
+            assert_eq!(share.public_key(), made.public_key());
+        }
+
+        // Requests the server refuses, and nothing is created for them.
+        let with = |labels: &[&str]| labels.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        let mut record = phone.wallet("vault").unwrap();
+        for (labels, why) in [
+            (with(&["server"]), "not a device party"),
+            (with(&["desktop"]), "not a device party"),
+            (with(&[]), "cannot sign together"),
+        ] {
+            let e = phone
+                .sign_with(
+                    "vault",
+                    &mut record,
+                    &message("x"),
+                    &DerivationPath::root(),
+                    &labels,
+                    |_, _| {},
+                    |_| {},
+                )
+                .await
+                .unwrap_err();
+            let (status, text) = refused(&e);
+            assert_eq!(status, 400, "{text}");
+            assert!(text.contains(why), "{labels:?}: {text}");
+        }
+        let e = phone.refresh("vault", |_| {}).await.unwrap_err();
+        assert!(refused(&e).1.contains("structure wallets"), "{e}");
+
+        // A signing session: the tablet asks with the laptop. The phone, not a signer, neither
+        // sees it nor opens it; the laptop's second socket is refused; when the socket that
+        // holds the laptop's place drops, the tablet is told the laptop's party left.
+        let (pay, root, laptop_only) = (message("pay"), DerivationPath::root(), with(&["laptop"]));
+        let mut tablet_record = tablet.wallet("vault").unwrap();
+        let (signed, ()) = tokio::join!(
+            tablet.sign_with(
+                "vault",
+                &mut tablet_record,
+                &pay,
+                &root,
+                &laptop_only,
+                |_, _| {},
+                |_| {}
+            ),
+            async {
+                let session = joinable(&laptop, |s| s.protocol == "sign").await;
+                assert_eq!(session.parties.signers, vec![0, 2, 3]);
+                assert!(phone.joinable().await.unwrap().is_empty());
+                assert_eq!(
+                    open(&server, &phone, session.session_id.as_str())
+                        .await
+                        .err(),
+                    Some(403)
+                );
+                let mut holder = open(&server, &laptop, session.session_id.as_str())
+                    .await
+                    .unwrap();
+                let second = laptop.join(&session, |_, _| {}).await.unwrap_err();
+                assert!(
+                    matches!(
+                        &second,
+                        DeviceError::Client(ClientError::Closed { code: 4409, .. })
+                    ),
+                    "{second}"
+                );
+                // The holder reads what the others sent it, then drops.
+                let _ = tokio::time::timeout(Duration::from_millis(300), holder.next()).await;
+                drop(holder);
+            }
+        );
+        let e = signed.unwrap_err();
+        assert!(e.to_string().contains("party 2"), "{e}");
+
+        // The same request, joined properly, signs.
+        let mut tablet_record = tablet.wallet("vault").unwrap();
+        let (signed, joined) = tokio::join!(
+            tablet.sign_with(
+                "vault",
+                &mut tablet_record,
+                &pay,
+                &root,
+                &laptop_only,
+                |_, _| {},
+                |_| {}
+            ),
+            async {
+                let session = joinable(&laptop, |s| s.protocol == "sign").await;
+                laptop.join(&session, |_, _| {}).await
+            }
+        );
+        let Joined::Signed(theirs) = joined.unwrap() else {
+            panic!("not a signature")
+        };
+        assert_eq!(signed.unwrap().signature, theirs.signature);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_sessions_parties_open_it_and_each_once_on_sqlite() {
+        admitted_parties_on(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_sessions_parties_open_it_and_each_once_on_postgres() {
+        admitted_parties_on(Backend::Postgres).await;
+    }
+}
