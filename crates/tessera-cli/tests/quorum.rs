@@ -1,8 +1,10 @@
 //! Quorum wallets through the server (issue 15) with real `tessera server` and `tessera`
 //! processes: a structure wallet's key generation asked for with `tessera keygen --structure`
 //! and joined by the other devices' `tessera listen`, on SQLite and on PostgreSQL; what the
-//! server stores; a structure it refuses; a device whose pinned identity key for another is
-//! not the registry's refuses to join.
+//! server stores; signatures by one device, by two (the second asked by its `tessera listen`)
+//! and across two replicas, each checked with k256 and libsecp256k1; a structure it refuses; a
+//! device whose pinned identity key for another is not the registry's refuses to join; through
+//! the SDK, who may open or join a session.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -73,19 +75,17 @@ impl Drop for Listener {
 
 /// Alice's phone, laptop and tablet, set up with `server`, the phone approving the others.
 fn alices_devices(server: &Server) -> [tempfile::TempDir; 3] {
+    alices_devices_at([&server.url, &server.url, &server.url])
+}
+
+/// Alice's phone, laptop and tablet, set up with the servers at `urls` (replicas of one
+/// server), the phone approving the others.
+fn alices_devices_at(urls: [&str; 3]) -> [tempfile::TempDir; 3] {
     let homes = [(); 3].map(|()| tempfile::tempdir().unwrap());
-    for (home, name) in homes.iter().zip(["phone", "laptop", "tablet"]) {
+    for ((home, name), url) in homes.iter().zip(["phone", "laptop", "tablet"]).zip(urls) {
         let out = ok(
             home.path(),
-            &[
-                "init",
-                "--server",
-                &server.url,
-                "--user",
-                "alice",
-                "--name",
-                name,
-            ],
+            &["init", "--server", url, "--user", "alice", "--name", name],
         );
         if name != "phone" {
             let code = out
@@ -389,6 +389,49 @@ async fn two_of_three_devices_on(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_three_devices_sign_with_the_server_on_sqlite() {
     two_of_three_devices_on(Backend::Sqlite).await;
+}
+
+/// The devices of one wallet connected to two replicas of one server (one PostgreSQL
+/// database): the key generation and signatures whose signers are on different replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_on_two_replicas_make_and_sign_a_structure_wallet() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let database = common::fresh_postgres_database();
+    let a = Server::start(&data, &["--database-url", &database]);
+    let b = Server::start(&data, &["--database-url", &database]);
+    let [phone, laptop, tablet] = alices_devices_at([&a.url, &b.url, &a.url]);
+    let listeners = [&laptop, &tablet].map(|h| Listener::start(h.path(), &["--yes", "--once"]));
+    let made = json(&ok(
+        phone.path(),
+        &[
+            "keygen",
+            "--name",
+            "vault",
+            "--structure",
+            "and(server, threshold(2, phone, laptop, tablet))",
+            "--json",
+        ],
+    ));
+    for listener in listeners {
+        let out = listener.wait();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let public_key = made["public_key"].as_str().unwrap();
+    // The tablet (replica a) with the laptop (replica b), then the laptop with the phone (a).
+    for (asker, asked, label) in [(&tablet, &laptop, "laptop"), (&laptop, &phone, "phone")] {
+        let listener = Listener::answering(asked.path(), &["--once", "--json"], "y\n");
+        let signed = sign(asker.path(), "vault", "across replicas", &["--with", label]);
+        verify(&signed, public_key);
+        assert_eq!(
+            joined(&listener.wait())["signature_rsv"],
+            signed["signature_rsv"]
+        );
+    }
 }
 
 mod through_the_sdk {
