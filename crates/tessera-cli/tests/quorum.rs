@@ -670,6 +670,10 @@ mod through_the_sdk {
             panic!("not a signature")
         };
         assert_eq!(signed.unwrap().signature, theirs.signature);
+        // The server recorded the end before it told the signers: the laptop, which saw the
+        // server finish, no longer finds the session (joining it would wait for parties that
+        // are gone).
+        assert!(laptop.joinable().await.unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -320,17 +320,23 @@ pub struct SignJob {
 pub async fn run_sign(state: &AppState, job: &SignJob, appear_within: Duration) {
     let sid = job.session_id.as_str();
     let subject = Subject::device(&job.requester).wallet(&job.wallet_id);
-    let (status, detail, signature, released) = sign_party(state, job, appear_within).await;
-    let kind = match (status, &signature) {
-        (SessionStatus::Done, _) => "sign.completed",
-        (_, _) if released => "sign.unconfirmed",
-        (SessionStatus::Expired, _) => "session.expired",
+    let SignOutcome {
+        status,
+        failure,
+        signature,
+        released,
+        link,
+    } = sign_party(state, job, appear_within).await;
+    let kind = match status {
+        SessionStatus::Done => "sign.completed",
+        _ if released => "sign.unconfirmed",
+        SessionStatus::Expired => "session.expired",
         _ => "sign.failed",
     };
     let mut record = json!({
         "session_id": sid,
-        "detail": detail.as_ref().map(|(d, _)| d.as_str()),
-        "party": detail.as_ref().and_then(|(_, p)| p.map(PartyIndex::get)),
+        "detail": failure.as_ref().map(|(d, ..)| d.as_str()),
+        "party": failure.as_ref().and_then(|(_, p, _)| p.map(PartyIndex::get)),
         "signers": job.stored.signers,
     });
     if let Some(signature) = signature {
@@ -338,33 +344,54 @@ pub async fn run_sign(state: &AppState, job: &SignJob, appear_within: Duration) 
         record["digest"] = job.stored.digest.clone().into();
         record["summary"] = job.stored.summary.clone().into();
     }
-    let reason = detail.as_ref().map(|(d, _)| d.as_str());
-    if let Err(e) = crate::ws::record_end(
+    let reason = failure.as_ref().map(|(d, ..)| d.as_str());
+    let recorded = crate::ws::record_end(
         state,
         sid,
         (status, reason),
         subject,
         &[(kind.to_string(), record)],
     )
-    .await
+    .await;
+    let end = match (&recorded, &failure) {
+        (Err(e), _) => {
+            tracing::error!(session_id = %sid, error = %e, "could not record the end of a signing session");
+            End::new(EndReason::Failed, "the server could not record the outcome")
+        }
+        (Ok(()), None) => End::finished(),
+        (Ok(()), Some((reason, _, end))) => End::new(*end, reason),
+    };
+    // The parties are told once the end is recorded: a device that saw the server finish
+    // never finds the session among its joinable ones again.
+    if let Some(link) = link
+        && let Err(e) = link.end(end).await
     {
-        tracing::error!(session_id = %sid, error = %e, "could not record the end of a signing session");
+        tracing::warn!(session_id = %sid, error = %e, "could not tell the parties how the server's run ended");
     }
 }
 
-/// The server's party of [`run_sign`]: the session's status, what failed (and the party it
-/// names), the signature (hex), and whether the signature was released.
-async fn sign_party(
-    state: &AppState,
-    job: &SignJob,
-    appear_within: Duration,
-) -> (
-    SessionStatus,
-    Option<(String, Option<PartyIndex>)>,
-    Option<String>,
-    bool,
-) {
-    let failed = |why: String, party| (SessionStatus::Failed, Some((why, party)), None, false);
+/// How the server's party of a signing run ended.
+struct SignOutcome {
+    status: SessionStatus,
+    /// What failed, the party it names, and the end to tell the others.
+    failure: Option<(String, Option<PartyIndex>, EndReason)>,
+    /// The signature, hex.
+    signature: Option<String>,
+    /// Whether the signature was released.
+    released: bool,
+    /// The link, if it opened: the parties are told the end through it.
+    link: Option<MailboxLink>,
+}
+
+/// The server's party of [`run_sign`].
+async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) -> SignOutcome {
+    let failed = |why: String, party| SignOutcome {
+        status: SessionStatus::Failed,
+        failure: Some((why, party, EndReason::Failed)),
+        signature: None,
+        released: false,
+        link: None,
+    };
     let share = match crate::vault::unseal(state, &job.wallet_id, job.share.0, &job.share.1) {
         Ok(share) => share,
         Err(e) => return failed(e.to_string(), None),
@@ -379,13 +406,7 @@ async fn sign_party(
     };
     let request = SignRequest {
         nonce: job.nonce,
-        signers: job
-            .stored
-            .signers
-            .iter()
-            .copied()
-            .map(PartyIndex::new)
-            .collect(),
+        signers: job.stored.signers.iter().copied().map(PartyIndex::new).collect(),
         digest,
         path,
     };
@@ -409,7 +430,13 @@ async fn sign_party(
                 LinkError::NeverAppeared { .. } => SessionStatus::Expired,
                 _ => SessionStatus::Failed,
             };
-            return (status, Some((e.to_string(), e.party())), None, false);
+            return SignOutcome {
+                status,
+                failure: Some((e.to_string(), e.party(), EndReason::Failed)),
+                signature: None,
+                released: false,
+                link: None,
+            };
         }
     };
     let mut link = Releasing {
@@ -426,26 +453,24 @@ async fn sign_party(
     let idle = Some(state.config().session_idle_timeout);
     let outcome = driver::drive(&mut session, &mut link, idle, |_, _| Ok(())).await;
     let released = link.release.is_none();
-    let link = link.inner;
+    let link = Some(link.inner);
     match outcome {
-        Ok(signature) => {
-            if let Err(e) = link.end(End::finished()).await {
-                tracing::warn!(session_id = %job.session_id, error = %e, "could not tell the parties that the server finished");
-            }
-            (
-                SessionStatus::Done,
-                None,
-                Some(hex::encode(signature.to_rsv())),
-                true,
-            )
-        }
+        Ok(signature) => SignOutcome {
+            status: SessionStatus::Done,
+            failure: None,
+            signature: Some(hex::encode(signature.to_rsv())),
+            released: true,
+            link,
+        },
         Err(e) => {
             let (status, party, end) = drive_failure(&e);
-            let reason = e.to_string();
-            if let Err(told) = link.end(End::new(end, &reason)).await {
-                tracing::warn!(session_id = %job.session_id, error = %told, "could not tell the parties that the server's run ended");
+            SignOutcome {
+                status,
+                failure: Some((e.to_string(), party, end)),
+                signature: None,
+                released,
+                link,
             }
-            (status, Some((reason, party)), None, released)
         }
     }
 }
