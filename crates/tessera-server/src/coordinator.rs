@@ -406,7 +406,13 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
     };
     let request = SignRequest {
         nonce: job.nonce,
-        signers: job.stored.signers.iter().copied().map(PartyIndex::new).collect(),
+        signers: job
+            .stored
+            .signers
+            .iter()
+            .copied()
+            .map(PartyIndex::new)
+            .collect(),
         digest,
         path,
     };

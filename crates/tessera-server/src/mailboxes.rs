@@ -110,6 +110,9 @@ struct Shared {
     listening: AtomicBool,
     /// Dropped with the last handle: stops the listener.
     _stop: Option<oneshot::Sender<()>>,
+    /// Woken whenever a mailbox opens on this replica (a party waiting for its peers looks
+    /// again at once instead of at its next timed look-up).
+    opened: tokio::sync::Notify,
 }
 
 /// This process's mailboxes (cheap to clone).
@@ -157,6 +160,7 @@ impl Mailboxes {
             next_id: AtomicU64::new(0),
             listening: AtomicBool::new(true),
             _stop: None,
+            opened: tokio::sync::Notify::new(),
         }))
     }
 
@@ -181,6 +185,7 @@ impl Mailboxes {
             next_id: AtomicU64::new(0),
             listening: AtomicBool::new(true),
             _stop: Some(stop),
+            opened: tokio::sync::Notify::new(),
         }));
         let to = Listening {
             url: url.to_string(),
@@ -237,7 +242,19 @@ impl Mailboxes {
             inbox.forget_locally();
             return Err(ApiError::Conflict(format!("mailbox {address} is open")));
         }
+        self.0.opened.notify_waiters();
         Ok(inbox)
+    }
+
+    /// Whether this replica holds the mailbox at `address` (no database query).
+    pub(crate) fn holds(&self, address: &str) -> bool {
+        self.lock().is_ok_and(|held| held.contains_key(address))
+    }
+
+    /// Completes when a mailbox opens on this replica next (enable it before looking up a
+    /// route, so that an opening between the look-up and the wait is not missed).
+    pub(crate) fn opened(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.opened.notified()
     }
 
     /// Where `address` is held, if anywhere.

@@ -244,9 +244,18 @@ pub(crate) async fn open_session_box(
             pause = (pause * 2).min(LOOKUP_LONGEST);
             // Until the next look-up, what comes in is kept.
             loop {
+                let opened = boxes.opened();
+                tokio::pin!(opened);
+                opened.as_mut().enable();
+                if boxes.holds(&address) {
+                    // The peer's mailbox opened on this replica: look it up now.
+                    break;
+                }
                 let frame = tokio::select! {
                     frame = inbox.recv() => frame,
                     () = tokio::time::sleep_until(wake) => break,
+                    // A mailbox opened on this replica: perhaps the peer's (checked above).
+                    () = &mut opened => continue,
                 };
                 let Some(frame) = frame else {
                     return Err(LinkError::Closed(
