@@ -503,6 +503,20 @@ pub struct JoinableSession {
     pub parties: SessionParties,
 }
 
+/// `GET /wallet?wallet=…`: a wallet with its structure and its parties.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletDetail {
+    /// The wallet.
+    #[serde(flatten)]
+    pub info: WalletInfo,
+    /// Its structure (none: a 2-of-2 wallet of this device and the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structure: Option<String>,
+    /// Its parties, by index (a 2-of-2 wallet: none listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parties: Vec<SessionParty>,
+}
+
 /// `GET /pubkey?wallet=…` and the wallet list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletInfo {

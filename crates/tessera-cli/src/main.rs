@@ -61,6 +61,9 @@ enum Command {
     Refresh(cmd::wallet::RefreshArgs),
     /// List the wallets of this device's user.
     Wallets(output::Format),
+    /// One wallet: its structure and parties.
+    #[command(subcommand)]
+    Wallet(cmd::wallet::WalletCommand),
     /// Show a wallet's public key and Ethereum address.
     Pubkey(cmd::wallet::PubkeyArgs),
     /// Manage the devices of this user.
@@ -133,6 +136,7 @@ async fn device_command(command: Command) -> CliResult {
         Command::Sign(a) => cmd::wallet::sign(&home, a).await,
         Command::Refresh(a) => cmd::wallet::refresh(&home, a).await,
         Command::Wallets(format) => cmd::wallet::wallets(&home, format).await,
+        Command::Wallet(c) => cmd::wallet::wallet_command(&home, c).await,
         Command::Pubkey(a) => cmd::wallet::pubkey(&home, a).await,
         Command::Policy(c) => cmd::policy::run(&home, c).await,
         Command::Approvals(c) => cmd::approvals::run(&home, c).await,

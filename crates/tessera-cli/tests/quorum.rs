@@ -233,6 +233,23 @@ async fn structure_keygen_on(backend: Backend) {
     )
     .await;
     assert_eq!(completed, 3);
+    // `wallet show`: the structure and which device each party is.
+    let shown = ok(laptop.path(), &["wallet", "show", "--wallet", "family"]);
+    assert!(
+        shown.contains("structure      and(server, or(phone, laptop, tablet))")
+            && shown.contains("the server")
+            && shown.contains(r#"device "tablet""#)
+            && shown
+                .lines()
+                .any(|l| l.contains(r#"device "laptop""#) && l.ends_with("(this device)")),
+        "{shown}"
+    );
+    let detail = json(&ok(
+        phone.path(),
+        &["wallet", "show", "--wallet", "family", "--json"],
+    ));
+    assert_eq!(detail["public_key"].as_str(), Some(public_key.as_str()));
+    assert_eq!(detail["parties"].as_array().unwrap().len(), 4, "{detail}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

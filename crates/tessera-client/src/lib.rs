@@ -358,6 +358,14 @@ impl ServerClient {
         self.get(&format!("/pubkey?wallet={wallet_id}")).await
     }
 
+    /// `GET /wallet?wallet=…`: the wallet with its structure and parties.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn wallet_detail(&self, wallet_id: &str) -> Result<api::WalletDetail> {
+        self.get(&format!("/wallet?wallet={wallet_id}")).await
+    }
+
     /// `GET /audit[?wallet=…]`: the audit records of this user (or of one wallet), oldest first.
     ///
     /// # Errors

@@ -551,37 +551,48 @@ pub async fn session_parties(
     device_id: &str,
     signers: Option<&[u8]>,
 ) -> ApiResult<api::SessionParties> {
-    let rows = db::wallet_parties::with_devices(db, wallet_id).await?;
-    let index = |party: i64| {
-        u8::try_from(party).map_err(|_| ApiError::Internal(format!("stored party {party}")))
-    };
-    let me = rows
+    let parties = listed_parties(db, wallet_id).await?;
+    let me = parties
         .iter()
-        .find(|row| row.device.as_ref().is_some_and(|(id, ..)| id == device_id))
-        .ok_or_else(|| ApiError::Forbidden("this device is not a party of this wallet".into()))?;
+        .find(|p| {
+            p.device_id
+                .as_ref()
+                .is_some_and(|id| id.as_str() == device_id)
+        })
+        .ok_or_else(|| ApiError::Forbidden("this device is not a party of this wallet".into()))?
+        .party;
     Ok(api::SessionParties {
         structure: structure.to_string(),
-        me: index(me.party)?,
-        parties: rows
-            .iter()
-            .map(|row| {
-                Ok(api::SessionParty {
-                    party: index(row.party)?,
-                    label: row.label.clone(),
-                    device_id: row.device.as_ref().map(|(id, ..)| id.clone().into()),
-                    device_name: row.device.as_ref().map(|(_, name, _)| name.clone()),
-                    identity_key: row.device.as_ref().map(|(.., key)| hex::encode(key)),
-                })
-            })
-            .collect::<ApiResult<_>>()?,
+        me,
         signers: match signers {
             Some(signers) => signers.to_vec(),
-            None => rows
-                .iter()
-                .map(|row| index(row.party))
-                .collect::<ApiResult<_>>()?,
+            None => parties.iter().map(|p| p.party).collect(),
         },
+        parties,
     })
+}
+
+/// The parties of wallet `wallet_id`, by index, as devices are told them.
+///
+/// # Errors
+/// A database error.
+pub async fn listed_parties(
+    db: impl sqlx::any::AnyExecutor<'_>,
+    wallet_id: &str,
+) -> ApiResult<Vec<api::SessionParty>> {
+    let rows = db::wallet_parties::with_devices(db, wallet_id).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(api::SessionParty {
+                party: u8::try_from(row.party)
+                    .map_err(|_| ApiError::Internal(format!("stored party {}", row.party)))?,
+                label: row.label.clone(),
+                device_id: row.device.as_ref().map(|(id, ..)| id.clone().into()),
+                device_name: row.device.as_ref().map(|(_, name, _)| name.clone()),
+                identity_key: row.device.as_ref().map(|(.., key)| hex::encode(key)),
+            })
+        })
+        .collect()
 }
 
 /// The parties of a signing session of a structure wallet: the requesting device's party, the

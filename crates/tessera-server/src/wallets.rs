@@ -557,6 +557,28 @@ pub async fn pubkey(
     )))
 }
 
+/// `GET /wallet?wallet=…`: the caller's user's wallet with its structure and parties (each
+/// device with its name and identity key).
+pub async fn detail(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    ApiQuery(q): ApiQuery<PubkeyQuery>,
+) -> ApiResult<Json<api::WalletDetail>> {
+    let wallet = db::wallets::owned(state.db(), &me.user_id, &q.wallet).await?;
+    let structure = db::wallet_parties::wallet(state.db(), &wallet.id)
+        .await?
+        .and_then(|w| w.structure);
+    let parties = match &structure {
+        Some(_) => crate::coordinator::listed_parties(state.db(), &wallet.id).await?,
+        None => Vec::new(),
+    };
+    Ok(Json(api::WalletDetail {
+        info: info(&wallet),
+        structure,
+        parties,
+    }))
+}
+
 /// `GET /wallets`.
 pub async fn list(
     State(state): State<AppState>,
@@ -573,7 +595,7 @@ pub async fn list(
 }
 
 /// Wallets and the REST half of their protocol runs: `POST /keygen`, `POST /sign`,
-/// `POST /refresh`, `GET /pubkey`, `GET /wallets`, `GET /sessions/joinable`.
+/// `POST /refresh`, `GET /pubkey`, `GET /wallet`, `GET /wallets`, `GET /sessions/joinable`.
 pub(crate) fn router() -> axum::Router<AppState> {
     use axum::routing::{get, post};
     axum::Router::new()
@@ -581,6 +603,7 @@ pub(crate) fn router() -> axum::Router<AppState> {
         .route("/sign", post(sign))
         .route("/refresh", post(refresh))
         .route("/pubkey", get(pubkey))
+        .route("/wallet", get(detail))
         .route("/wallets", get(list))
         .route("/sessions/joinable", get(crate::coordinator::joinable))
 }

@@ -262,3 +262,59 @@ pub(crate) async fn pubkey(home: &Path, args: PubkeyArgs) -> CliResult {
     let record = online.wallet(&args.wallet)?;
     WalletOut::of(&args.wallet, &record.current).print(args.format)
 }
+
+#[derive(clap::Subcommand)]
+pub(crate) enum WalletCommand {
+    /// A wallet's structure and parties (which device each is), epoch and key.
+    Show(ShowArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct ShowArgs {
+    /// The wallet.
+    #[arg(long)]
+    wallet: String,
+    #[command(flatten)]
+    format: output::Format,
+}
+
+/// `tessera wallet …`.
+pub(crate) async fn wallet_command(home: &Path, command: WalletCommand) -> CliResult {
+    match command {
+        WalletCommand::Show(args) => show(home, args).await,
+    }
+}
+
+async fn show(home: &Path, args: ShowArgs) -> CliResult {
+    let online = unlock::connect(home).await?;
+    let detail = online.wallet_detail(&args.wallet).await?;
+    let record = online.wallet(&args.wallet)?;
+    if args.format.json {
+        return print_json(&detail);
+    }
+    let info = &detail.info;
+    println!("wallet         {} ({})", args.wallet, info.wallet_id);
+    println!("public key     {}", info.public_key);
+    println!("eth address    {}", info.eth_address);
+    println!("epoch          {}", info.epoch);
+    match &detail.structure {
+        None => println!("structure      2-of-2: this device and the server"),
+        Some(structure) => {
+            println!("structure      {structure}");
+            let mine = record.current.party().get();
+            for party in &detail.parties {
+                let who = match (&party.device_name, &party.device_id) {
+                    (Some(name), Some(id)) => format!("device {name:?} ({id})"),
+                    _ => "the server".to_string(),
+                };
+                let here = if party.device_id.is_some() && party.party == mine {
+                    "  (this device)"
+                } else {
+                    ""
+                };
+                println!("party {:<8} {:<16} {who}{here}", party.party, party.label);
+            }
+        }
+    }
+    Ok(())
+}

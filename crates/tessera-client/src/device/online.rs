@@ -220,6 +220,18 @@ impl Online {
         self.keep_new_share(name, share?)
     }
 
+    /// Wallet `name` of this device as the server has it: its structure and parties.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`], [`DeviceError::Store`] (no such wallet on this device).
+    pub async fn wallet_detail(&self, name: &str) -> Result<api::WalletDetail, DeviceError> {
+        let record = self.wallet(name)?;
+        Ok(self
+            .client
+            .wallet_detail(&record.current.wallet_id().to_string())
+            .await?)
+    }
+
     /// Logs in again (a long-running agent whose token expired).
     ///
     /// # Errors
