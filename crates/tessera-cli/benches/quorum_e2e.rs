@@ -8,7 +8,7 @@
 //!   `and(server, or(phone, laptop, tablet))` signed by the phone and the server; the wallet
 //!   `and(server, threshold(2, phone, laptop, tablet))` signed by the phone, the laptop and the
 //!   server, the laptop finding the session among its joinable ones as `tessera listen` does
-//!   (polling every 5 ms here, every second in `tessera listen`); with the server's CPU per
+//!   (a request that waits on the server until one comes); with the server's CPU per
 //!   signature for each;
 //! - then, on a fresh server, resident memory with many idle three-party signing sessions: the
 //!   phone and the laptop each have their socket open in each session, the server's party has
@@ -99,11 +99,14 @@ fn message(n: u64) -> SignKind {
 /// The first joinable session of `device` whose protocol is `protocol`.
 async fn joinable(device: &Device, protocol: &str) -> api::JoinableSession {
     loop {
-        let sessions = device.client.joinable().await.unwrap();
+        let sessions = device
+            .client
+            .joinable_wait(Duration::from_secs(20))
+            .await
+            .unwrap();
         if let Some(s) = sessions.into_iter().find(|s| s.protocol == protocol) {
             return s;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

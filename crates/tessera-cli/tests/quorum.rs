@@ -512,11 +512,13 @@ mod through_the_sdk {
         online: &Online,
         pick: impl Fn(&api::JoinableSession) -> bool,
     ) -> api::JoinableSession {
-        for _ in 0..200 {
-            if let Some(session) = online.joinable().await.unwrap().into_iter().find(&pick) {
+        // Each request waits on the server until a session comes (or 5 s pass).
+        for _ in 0..10 {
+            let sessions = online.joinable_wait(Duration::from_secs(5)).await.unwrap();
+            if let Some(session) = sessions.into_iter().find(&pick) {
                 return session;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("no joinable session came");
     }
@@ -575,7 +577,13 @@ mod through_the_sdk {
                 assert_eq!(session.requested_by, "phone");
                 assert_eq!(session.parties.structure, structure);
                 assert!(phone.joinable().await.unwrap().is_empty());
-                assert!(bob.joinable().await.unwrap().is_empty());
+                // Waiting on the server ends empty after the wait.
+                assert!(
+                    bob.joinable_wait(Duration::from_secs(1))
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
                 assert_eq!(
                     open(&server, &bob, session.session_id.as_str()).await.err(),
                     Some(403)

@@ -409,6 +409,16 @@ impl ServerClient {
         self.get("/sessions/joinable").await
     }
 
+    /// [`Self::joinable`], waiting up to `wait` (the server caps it at 25 s) for one to come
+    /// when there is none: a device agent learns of a request as soon as it is made.
+    ///
+    /// # Errors
+    /// Network or server errors.
+    pub async fn joinable_wait(&self, wait: Duration) -> Result<Vec<api::JoinableSession>> {
+        self.get(&format!("/sessions/joinable?wait={}", wait.as_secs()))
+            .await
+    }
+
     /// Runs this device's party of `session`, a key generation another device started
     /// ([`Self::joinable`]); as [`Self::keygen_structure`] from there.
     ///

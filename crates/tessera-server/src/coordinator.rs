@@ -649,14 +649,51 @@ pub async fn sign_parties(
     Ok(parties)
 }
 
-/// `GET /sessions/joinable`: the live sessions of structure wallets that another device
-/// started and in which the caller is a party, created within the session idle timeout (after
-/// it, the parties that were to come are past waiting for), with what the caller needs to run
-/// its party.
+/// `?wait=SECONDS` of `GET /sessions/joinable`.
+#[derive(serde::Deserialize)]
+pub struct JoinableQuery {
+    /// How long to wait for a session when there is none yet (at most [`MAX_JOINABLE_WAIT`]).
+    #[serde(default)]
+    wait: u64,
+}
+
+/// The longest wait of `GET /sessions/joinable?wait=…`, in seconds.
+pub const MAX_JOINABLE_WAIT: u64 = 25;
+
+/// How often a waiting `GET /sessions/joinable` reads the sessions again, for those that
+/// become joinable on another replica (one on this replica wakes it at once).
+const JOINABLE_RECHECK: Duration = Duration::from_millis(500);
+
+/// `GET /sessions/joinable[?wait=SECONDS]`: the live sessions of structure wallets that
+/// another device started and in which the caller is a party, created within the session idle
+/// timeout (after it, the parties that were to come are past waiting for), with what the
+/// caller needs to run its party. With `wait`, an empty answer waits up to that long (at most
+/// [`MAX_JOINABLE_WAIT`] s) for one to come, so that a device agent learns of a request at
+/// once without polling.
 pub async fn joinable(
     State(state): State<AppState>,
     me: AuthDevice,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<JoinableQuery>,
 ) -> ApiResult<Json<Vec<api::JoinableSession>>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_JOINABLE_WAIT));
+    loop {
+        let changed = state.joinable_changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let sessions = joinable_now(&state, &me).await?;
+        let now = tokio::time::Instant::now();
+        if !sessions.is_empty() || now >= deadline {
+            return Ok(Json(sessions));
+        }
+        tokio::select! {
+            () = &mut changed => {}
+            () = tokio::time::sleep_until((now + JOINABLE_RECHECK).min(deadline)) => {}
+        }
+    }
+}
+
+/// The joinable sessions of `me` now (see [`joinable`]).
+async fn joinable_now(state: &AppState, me: &AuthDevice) -> ApiResult<Vec<api::JoinableSession>> {
     let idle = state.config().session_idle_timeout.as_secs() as i64;
     let sessions = db::wallet_parties::joinable(state.db(), &me.device_id, now() - idle).await?;
     let mut out = Vec::with_capacity(sessions.len());
@@ -706,7 +743,7 @@ pub async fn joinable(
             parties,
         });
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 /// Records a failed run (its end and its `keygen.failed` or `session.expired` record) and

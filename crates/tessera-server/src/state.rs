@@ -158,6 +158,8 @@ struct Inner {
     instance: String,
     liveness: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
     audit_head: Arc<db::audit::HeadCache>,
+    /// Woken when a session of a structure wallet becomes joinable on this replica.
+    joinable: tokio::sync::Notify,
 }
 
 /// Shared by every handler.
@@ -225,10 +227,22 @@ impl AppState {
             instance,
             liveness,
             audit_head: Arc::default(),
+            joinable: tokio::sync::Notify::new(),
         }));
         state.end_sessions_of_dead_replicas().await?;
         state.forget_dead_replicas().await?;
         Ok(state)
+    }
+
+    /// Completes when a session of a structure wallet next becomes joinable on this replica
+    /// (enable it before reading the joinable sessions).
+    pub(crate) fn joinable_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.joinable.notified()
+    }
+
+    /// Wakes the devices waiting for joinable sessions on this replica.
+    pub(crate) fn announce_joinable(&self) {
+        self.0.joinable.notify_waiters();
     }
 
     /// This process's instance id (the owner of the sessions it runs).

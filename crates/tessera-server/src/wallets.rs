@@ -178,6 +178,7 @@ async fn keygen_structure(
 ) -> ApiResult<api::SessionCreated> {
     use crate::coordinator;
     let job = coordinator::create_keygen(state, me, name, structure, nonce).await?;
+    state.announce_joinable();
     let appear_within = state.config().session_idle_timeout;
     let (run_state, run_job) = (state.clone(), job.clone());
     tokio::spawn(async move {

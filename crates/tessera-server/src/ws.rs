@@ -80,10 +80,12 @@ pub async fn open(
             drop(conn);
             let session = api::ServerSessionId::new(q.session_id);
             if let Some(job) = start {
-                let (state, appear) = (state.clone(), state.config().session_idle_timeout);
+                let (runner, appear) = (state.clone(), state.config().session_idle_timeout);
                 tokio::spawn(async move {
-                    crate::coordinator::run_sign(&state, &job, appear).await;
+                    crate::coordinator::run_sign(&runner, &job, appear).await;
                 });
+                // It runs: its other signers may join.
+                state.announce_joinable();
             }
             return Ok(upgrade
                 .max_message_size(tessera_api::session_frame::MAX_ADDRESSED)

@@ -28,7 +28,8 @@ pub(crate) struct ListenArgs {
     /// Stop after the first session answered (for scripts).
     #[arg(long)]
     once: bool,
-    /// How often to ask the server for new sessions, in milliseconds.
+    /// How often to ask the server again while only requests already answered are listed, in
+    /// milliseconds (otherwise each request waits on the server for a new one).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     poll_ms: u64,
     #[command(flatten)]
@@ -72,8 +73,11 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
     let mut online = unlock::connect(home).await?;
     let mut answered = BTreeSet::new();
     eprintln!("listening for sessions of this device's wallets (Ctrl-C to stop)");
+    let mut wait = LONG_POLL;
     loop {
-        let sessions = match online.joinable().await {
+        // Waits on the server for a request when there is none; once only requests already
+        // answered are left (they stay listed until they end), asks again every poll period.
+        let sessions = match online.joinable_wait(wait).await {
             Ok(sessions) => sessions,
             Err(DeviceError::Client(ClientError::Server { status: 401, .. })) => {
                 online.login_again().await?;
@@ -81,6 +85,16 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
             }
             Err(e) => return Err(e.into()),
         };
+        let fresh = sessions.iter().any(|s| !answered.contains(&s.session_id));
+        wait = if sessions.is_empty() {
+            LONG_POLL
+        } else {
+            Duration::ZERO
+        };
+        if !sessions.is_empty() && !fresh {
+            tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
+            continue;
+        }
         for session in sessions {
             if !answered.insert(session.session_id.clone()) {
                 continue;
@@ -144,6 +158,8 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
                 return Ok(());
             }
         }
-        tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
     }
 }
+
+/// How long one request for joinable sessions waits on the server when there is none.
+const LONG_POLL: Duration = Duration::from_secs(20);

@@ -252,6 +252,17 @@ impl Online {
         Ok(self.client.joinable().await?)
     }
 
+    /// [`Self::joinable`], waiting up to `wait` (at most 25 s) for one when there is none.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn joinable_wait(
+        &self,
+        wait: std::time::Duration,
+    ) -> Result<Vec<api::JoinableSession>, DeviceError> {
+        Ok(self.client.joinable_wait(wait).await?)
+    }
+
     /// Joins `session`, a key generation: runs this device's party and stores its share under
     /// the wallet's name.
     async fn join_keygen(
