@@ -31,23 +31,7 @@ use tessera_core::{DerivationPath, KeyShare};
 use tessera_store::{DeviceIdentity, Keystore, KeystoreOptions, Passphrase};
 use tokio_tungstenite::tungstenite::Message;
 
-use common::Server;
-
-/// The bench measures the server's work, not its limits.
-const UNLIMITED: [&str; 12] = [
-    "--ip-rate",
-    "1000000",
-    "--ip-burst",
-    "1000000",
-    "--device-rate",
-    "1000000",
-    "--device-burst",
-    "1000000",
-    "--max-sessions-per-device",
-    "1000000",
-    "--max-sessions-per-wallet",
-    "1000000",
-];
+use common::{Server, UNLIMITED};
 
 struct Device {
     client: ServerClient,

@@ -162,26 +162,7 @@ impl ServerClient {
         on_wait: impl FnOnce(&str),
     ) -> Result<Signature> {
         let digest = tessera_api::intent::decode(kind)?.digest;
-        let ours = fresh_nonce();
-        let created: api::SessionCreated = self
-            .post(
-                "/sign",
-                &api::SignIntentRequest {
-                    wallet_id: share.wallet_id().into(),
-                    path: path.to_string(),
-                    kind: kind.clone(),
-                    device_nonce: Some(hex::encode(ours)),
-                    with: with.to_vec(),
-                },
-            )
-            .await?;
-        if created.epoch != share.epoch() {
-            return Err(ClientError::EpochMismatch {
-                device: share.epoch(),
-                pending: None,
-                server: created.epoch,
-            });
-        }
+        let (created, ours) = self.request_sign(share, kind, path, with).await?;
         let parties = created
             .parties
             .as_ref()

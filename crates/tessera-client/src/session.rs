@@ -74,26 +74,7 @@ impl ServerClient {
         on_wait: impl FnOnce(&str),
     ) -> Result<Signature> {
         let digest = tessera_api::intent::decode(kind)?.digest;
-        let ours = fresh_nonce();
-        let created: api::SessionCreated = self
-            .post(
-                "/sign",
-                &api::SignIntentRequest {
-                    wallet_id: share.wallet_id().into(),
-                    path: path.to_string(),
-                    kind: kind.clone(),
-                    device_nonce: Some(hex::encode(ours)),
-                    with: vec![],
-                },
-            )
-            .await?;
-        if created.epoch != share.epoch() {
-            return Err(ClientError::EpochMismatch {
-                device: share.epoch(),
-                pending: None,
-                server: created.epoch,
-            });
-        }
+        let (created, ours) = self.request_sign(share, kind, path, &[]).await?;
         self.await_approval(&created, on_wait).await?;
         let nonce = run_nonce(&ours, &created)?;
         let request = SignRequest {
@@ -106,6 +87,42 @@ impl ServerClient {
         let signature = self.run(&created.session_id, session, on_round).await?;
         share.public_key_at(path)?.verify(&digest, &signature)?;
         Ok(signature)
+    }
+
+    /// `POST /sign` of what `kind` describes with `share`'s wallet under `path` (with the
+    /// co-signers `with` of a structure wallet): the session created, and this device's nonce
+    /// for it. The session must start from the share's epoch.
+    ///
+    /// # Errors
+    /// Network or server errors; [`ClientError::EpochMismatch`].
+    pub(crate) async fn request_sign(
+        &self,
+        share: &KeyShare,
+        kind: &SignKind,
+        path: &DerivationPath,
+        with: &[String],
+    ) -> Result<(api::SessionCreated, [u8; 32])> {
+        let ours = fresh_nonce();
+        let created: api::SessionCreated = self
+            .post(
+                "/sign",
+                &api::SignIntentRequest {
+                    wallet_id: share.wallet_id().into(),
+                    path: path.to_string(),
+                    kind: kind.clone(),
+                    device_nonce: Some(hex::encode(ours)),
+                    with: with.to_vec(),
+                },
+            )
+            .await?;
+        if created.epoch != share.epoch() {
+            return Err(ClientError::EpochMismatch {
+                device: share.epoch(),
+                pending: None,
+                server: created.epoch,
+            });
+        }
+        Ok((created, ours))
     }
 
     /// Waits for the approval of a signing session that needs one (`on_wait` is told once,

@@ -1,8 +1,14 @@
 //! `GET /ws?session_id=…`: runs one protocol session over one WebSocket.
 //!
-//! Binary frames carry encoded [`tessera_core::Envelope`]s; the server is party 1, the device
-//! party 0, and the server's sans-IO session validates every frame. The socket closes with 1000
-//! when the protocol is done, or with one of the codes below and a reason.
+//! A 2-of-2 wallet's session: binary frames carry encoded [`tessera_core::Envelope`]s; the
+//! server is party 1, the device party 0, and the server's sans-IO session validates every
+//! frame. The socket closes with 1000 when the protocol is done, or with one of the codes below
+//! and a reason.
+//!
+//! A structure wallet's session: the socket is the caller's party, looked up in the wallet's
+//! parties ([`party_of`]), and is pumped into the session's mailboxes
+//! ([`crate::session_pump`]); the server's own party is the coordinator's
+//! ([`crate::coordinator`]).
 
 use std::time::Duration;
 

@@ -11,6 +11,23 @@ use std::process::{Child, Command, Stdio};
 
 use tessera_store::{DeviceIdentity, Keystore, KeystoreOptions, Passphrase};
 
+/// Server flags that lift the rate limits and session caps, for benches that measure the
+/// server's work, not its limits.
+pub const UNLIMITED: [&str; 12] = [
+    "--ip-rate",
+    "1000000",
+    "--ip-burst",
+    "1000000",
+    "--device-rate",
+    "1000000",
+    "--device-burst",
+    "1000000",
+    "--max-sessions-per-device",
+    "1000000",
+    "--max-sessions-per-wallet",
+    "1000000",
+];
+
 /// A `tessera server --insecure-http` process, killed on drop.
 pub struct Server {
     pub child: Child,
