@@ -698,12 +698,7 @@ async fn joinable_now(state: &AppState, me: &AuthDevice) -> ApiResult<Vec<api::J
     let sessions = db::wallet_parties::joinable(state.db(), &me.device_id, now() - idle).await?;
     let mut out = Vec::with_capacity(sessions.len());
     for session in sessions {
-        let Some(wallet) = db::wallet_parties::wallet(state.db(), &session.wallet_id).await? else {
-            continue;
-        };
-        let Some(structure) = wallet.structure else {
-            continue;
-        };
+        let structure = session.structure;
         let (signers, sign) = match session.protocol {
             Protocol::Sign => {
                 let stored: crate::wallets::StoredSign = serde_json::from_str(&session.params)

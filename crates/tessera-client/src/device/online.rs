@@ -205,19 +205,16 @@ impl Online {
         if self.keystore.has_wallet(name)? {
             return Err(DeviceError::WalletExists { name: name.into() });
         }
-        let mut known = KnownDevices::load(self.device.home())?;
         let share = self
-            .client
-            .keygen_structure(
-                name,
-                structure,
-                &self.identity,
-                |party, key| known.trust(party, key),
-                on_round,
-            )
-            .await;
-        known.save(self.device.home())?;
-        self.keep_new_share(name, share?)
+            .pinning(async |known| {
+                let trust = |party: &api::SessionParty, key| known.trust(party, key);
+                let identity = &self.identity;
+                (self.client)
+                    .keygen_structure(name, structure, identity, trust, on_round)
+                    .await
+            })
+            .await?;
+        self.keep_new_share(name, share)
     }
 
     /// Wallet `name` of this device as the server has it: its structure and parties.
@@ -274,18 +271,15 @@ impl Online {
         if self.keystore.has_wallet(name)? {
             return Err(DeviceError::WalletExists { name: name.clone() });
         }
-        let mut known = KnownDevices::load(self.device.home())?;
         let share = self
-            .client
-            .join_keygen(
-                session,
-                &self.identity,
-                |party, key| known.trust(party, key),
-                on_round,
-            )
-            .await;
-        known.save(self.device.home())?;
-        self.keep_new_share(name, share?)
+            .pinning(async |known| {
+                let trust = |party: &api::SessionParty, key| known.trust(party, key);
+                (self.client)
+                    .join_keygen(session, &self.identity, trust, on_round)
+                    .await
+            })
+            .await?;
+        self.keep_new_share(name, share)
     }
 
     /// Declines `session` (from [`Self::joinable`]): its other parties are told at once.
@@ -294,6 +288,23 @@ impl Online {
     /// [`DeviceError::Client`].
     pub async fn decline(&self, session: &api::JoinableSession) -> Result<(), DeviceError> {
         Ok(self.client.decline(session).await?)
+    }
+
+    /// Runs `run` with the identity keys this device pinned for other devices
+    /// ([`KnownDevices::trust`]), then saves what it pinned, whatever the run's outcome (a key
+    /// first seen stays pinned).
+    ///
+    /// # Errors
+    /// The run's ([`DeviceError::Client`]); [`DeviceError::Store`], [`DeviceError::Damaged`]
+    /// for the record.
+    async fn pinning<T>(
+        &self,
+        run: impl AsyncFnOnce(&mut KnownDevices) -> Result<T, ClientError>,
+    ) -> Result<T, DeviceError> {
+        let mut known = KnownDevices::load(self.device.home())?;
+        let outcome = run(&mut known).await;
+        known.save(self.device.home())?;
+        Ok(outcome?)
     }
 
     /// Stores a new wallet's share under `name`; returns it as stored.
@@ -359,22 +370,23 @@ impl Online {
         on_wait: impl FnOnce(&str),
     ) -> Result<Signed, DeviceError> {
         let signature = if record.current.is_structure_wallet() {
-            let mut known = KnownDevices::load(self.device.home())?;
-            let signature = self
-                .client
-                .sign_structure(
-                    &record.current,
-                    kind,
-                    path,
-                    with,
-                    &self.identity,
-                    |party, key| known.trust(party, key),
-                    on_round,
-                    on_wait,
-                )
-                .await;
-            known.save(self.device.home())?;
-            signature?
+            let share = &record.current;
+            self.pinning(async |known| {
+                let trust = |party: &api::SessionParty, key| known.trust(party, key);
+                (self.client)
+                    .sign_structure(
+                        share,
+                        kind,
+                        path,
+                        with,
+                        &self.identity,
+                        trust,
+                        on_round,
+                        on_wait,
+                    )
+                    .await
+            })
+            .await?
         } else if !with.is_empty() {
             return Err(DeviceError::Client(ClientError::Refused(format!(
                 "wallet {name} is a 2-of-2 wallet: it signs with the server alone"
@@ -413,18 +425,14 @@ impl Online {
             return Ok(Joined::Wallet(self.join_keygen(session, on_round).await?));
         };
         let record = self.wallet(name)?;
-        let mut known = KnownDevices::load(self.device.home())?;
         let signature = self
-            .client
-            .join_sign(
-                &record.current,
-                session,
-                &self.identity,
-                |party, key| known.trust(party, key),
-                on_round,
-            )
+            .pinning(async |known| {
+                let trust = |party: &api::SessionParty, key| known.trust(party, key);
+                (self.client)
+                    .join_sign(&record.current, session, &self.identity, trust, on_round)
+                    .await
+            })
             .await;
-        known.save(self.device.home())?;
         let path: DerivationPath = sign
             .path
             .parse()

@@ -399,6 +399,8 @@ pub struct Joinable {
     pub created_at: i64,
     /// Its parameters (JSON).
     pub params: String,
+    /// The wallet's structure.
+    pub structure: String,
 }
 
 /// The sessions of structure wallets, created since `since`, that another device started and
@@ -422,9 +424,10 @@ pub async fn joinable(
         String,
         i64,
         String,
+        String,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params \
+        "SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params, w.structure \
          FROM sessions s JOIN wallets w ON w.id = s.wallet_id \
          JOIN wallet_parties p ON p.wallet_id = s.wallet_id AND p.device_id = $1 \
          JOIN devices d ON d.id = s.device_id \
@@ -449,6 +452,7 @@ pub async fn joinable(
                 requested_by,
                 created_at,
                 params,
+                structure,
             )| Joinable {
                 session_id,
                 wallet_id,
@@ -459,6 +463,7 @@ pub async fn joinable(
                 requested_by,
                 created_at,
                 params,
+                structure,
             },
         )
         .collect())
