@@ -699,6 +699,50 @@ mod through_the_sdk {
         // server finish, no longer finds the session (joining it would wait for parties that
         // are gone).
         assert!(laptop.joinable().await.unwrap().is_empty());
+
+        // 50 requests at once: one key generation per wallet name (the others 409), and
+        // signing requests that all get their session; never a server error.
+        let http = reqwest::Client::new();
+        let token = phone.client().token().unwrap().to_string();
+        let post = |path: &'static str, body: serde_json::Value| {
+            let (http, token, url) = (&http, &token, &server.url);
+            async move {
+                http.post(format!("{url}{path}"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        let nonce = "11".repeat(32);
+        let keygens = futures_util::future::join_all((0..50).map(|_| {
+            post(
+                "/keygen",
+                serde_json::json!({"name": "race", "structure": structure, "device_nonce": nonce}),
+            )
+        }))
+        .await;
+        assert_eq!(
+            keygens.iter().filter(|&&s| s == 200).count(),
+            1,
+            "{keygens:?}"
+        );
+        assert!(keygens.iter().all(|&s| s == 200 || s == 409), "{keygens:?}");
+        let wallet_id = made.wallet_id().to_string();
+        let signs = futures_util::future::join_all((0..50).map(|i| {
+            post(
+                "/sign",
+                serde_json::json!({
+                    "wallet_id": wallet_id, "path": "m", "kind": "eth-message",
+                    "message": format!("race {i}"), "with": ["laptop"],
+                }),
+            )
+        }))
+        .await;
+        assert!(signs.iter().all(|&s| s == 200), "{signs:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
