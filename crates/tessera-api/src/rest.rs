@@ -396,6 +396,109 @@ pub struct RefreshRequest {
     pub device_nonce: Option<String>,
 }
 
+/// `POST /reshare`: moves a structure wallet's key to a new set of parties (same public key,
+/// next epoch). Exactly one of `add`, `remove` or `structure` says how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareRequest {
+    /// The wallet, hex id.
+    pub wallet_id: WalletId,
+    /// Party labels of the user's active devices to add beside the wallet's devices (the
+    /// wallet's devices must sit under one `or` or `threshold` node, the default's shape).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    /// Device parties to remove (their labels).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    /// The whole new structure, as for a key generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structure: Option<String>,
+    /// Other device parties that deal with this device and the server (their labels of the
+    /// current structure): together they must be a minimal quorum of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<String>,
+    /// This device's fresh nonce for the run, 64 hex digits.
+    pub device_nonce: String,
+}
+
+/// A wallet's public facts at one epoch (`tessera_core::WalletPublic`), as a resharing starts
+/// from them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletPublicInfo {
+    /// Compressed public key, hex.
+    pub public_key: String,
+    /// The BIP-32 chain code, hex.
+    pub chain_code: String,
+    /// The epoch.
+    pub epoch: u64,
+    /// Its structure at that epoch (labels as stored).
+    pub structure: String,
+    /// Every party's verifying share, compressed, hex, in party order.
+    pub verifying_shares: Vec<String>,
+}
+
+impl From<&tessera_core::WalletPublic> for WalletPublicInfo {
+    fn from(w: &tessera_core::WalletPublic) -> Self {
+        WalletPublicInfo {
+            public_key: w.public_key.to_string(),
+            chain_code: hex::encode(w.chain_code),
+            epoch: w.epoch,
+            structure: w.structure.to_string(),
+            verifying_shares: w
+                .verifying_shares
+                .iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
+}
+
+impl WalletPublicInfo {
+    /// The wallet `wallet_id`'s public facts, each field parsed and the verifying shares checked
+    /// to combine to the key (`WalletPublic::validate`).
+    ///
+    /// # Errors
+    /// What does not parse or hold.
+    pub fn to_wallet_public(
+        &self,
+        wallet_id: tessera_core::WalletId,
+    ) -> Result<tessera_core::WalletPublic, String> {
+        let mut chain_code = [0u8; 32];
+        hex::decode_to_slice(&self.chain_code, &mut chain_code)
+            .map_err(|_| "the chain code is not 64 hex digits".to_string())?;
+        let key = |text: &str| {
+            tessera_core::PublicKey::from_hex(text).map_err(|e| format!("a public key: {e}"))
+        };
+        let wallet = tessera_core::WalletPublic {
+            wallet_id,
+            public_key: key(&self.public_key)?,
+            chain_code,
+            epoch: self.epoch,
+            structure: tessera_core::structure::WalletStructure::parse(&self.structure)
+                .map_err(|e| format!("the structure: {e}"))?,
+            verifying_shares: Some(
+                self.verifying_shares
+                    .iter()
+                    .map(|k| key(k))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        wallet.validate().map_err(|e| e.to_string())?;
+        Ok(wallet)
+    }
+}
+
+/// What a resharing session runs: the wallet it starts from, the dealers, the structure it
+/// moves to. Its session's [`SessionParties`] are the run's parties: the new structure's (their
+/// index in it), then the dealers that leave, with `structure` the new structure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareInfo {
+    /// The wallet as it is.
+    pub wallet: WalletPublicInfo,
+    /// The dealers: a minimal quorum of the current structure, by its party indices.
+    pub quorum: Vec<u8>,
+}
+
 /// After a refresh protocol, the server has stored its new share as pending under this epoch
 /// (a text frame on the session's socket). The device stores its own as pending, then commits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -431,6 +534,9 @@ pub struct SessionCreated {
     /// For a session of a structure wallet: its parties, and which one the caller is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parties: Option<SessionParties>,
+    /// For a resharing: what it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reshare: Option<ReshareInfo>,
 }
 
 /// The parties of a session of a structure wallet, as the server has them.
@@ -485,12 +591,15 @@ pub struct JoinableSession {
     pub wallet_id: WalletId,
     /// The wallet's name.
     pub wallet_name: String,
-    /// What it runs: `keygen` or `sign`.
+    /// What it runs: `keygen`, `sign` or `reshare`.
     pub protocol: String,
     /// What a signing session signs, as the requester asked it: the joining device decodes
     /// it and computes the digest itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sign: Option<JoinableSign>,
+    /// What a resharing runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reshare: Option<ReshareInfo>,
     /// The run's nonce, hex (the requester's contribution joined with the server's).
     pub nonce: String,
     /// The wallet's epoch the run starts from.

@@ -128,6 +128,7 @@ fn signing_requests_and_sessions() {
             epoch: 2,
             approval: Some(Approval::Pending),
             parties: None,
+            reshare: None,
         },
         &format!(
             r#"{{"session_id":"{}","wallet_id":"{WALLET}","nonce":"{}","epoch":2,"approval":"pending"}}"#,
@@ -355,6 +356,7 @@ fn approvals_and_held_states_in_their_documents() {
             epoch: 0,
             approval: None,
             parties: None,
+            reshare: None,
         },
         &format!(
             r#"{{"session_id":"{}","wallet_id":"{WALLET}","nonce":"{}","epoch":0}}"#,

@@ -67,7 +67,7 @@ impl Owner {
 #[derive(Debug)]
 #[allow(dead_code)]
 enum Answer {
-    Created(api::SessionCreated),
+    Created(Box<api::SessionCreated>),
     Denied { rule: String },
     Other { status: u16, body: String },
 }

@@ -408,6 +408,229 @@ async fn two_of_three_devices_sign_with_the_server_on_sqlite() {
     two_of_three_devices_on(Backend::Sqlite).await;
 }
 
+/// A device registered and approved by the phone: its home.
+fn another_device(server_url: &str, approver: &Path, name: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let out = ok(
+        home.path(),
+        &[
+            "init", "--server", server_url, "--user", "alice", "--name", name,
+        ],
+    );
+    let code = out
+        .lines()
+        .find_map(|l| l.strip_prefix("approval code"))
+        .and_then(|c| c.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no approval code in {out}"))
+        .to_string();
+    ok(approver, &["device", "approve", &code]);
+    home
+}
+
+/// `tessera wallet reshare` in `home` with `args`, the devices `listening` joining with
+/// `tessera listen --yes --once --json`; every one's outcome, as JSON (the requester's first).
+fn reshare(home: &Path, args: &[&str], listening: &[&Path]) -> Vec<serde_json::Value> {
+    let listeners: Vec<Listener> = listening
+        .iter()
+        .map(|h| Listener::start(h, &["--yes", "--once", "--json"]))
+        .collect();
+    let mine = json(&ok(
+        home,
+        &[&["wallet", "reshare", "--json"][..], args].concat(),
+    ));
+    let mut all = vec![mine];
+    all.extend(listeners.into_iter().map(|l| joined(&l.wait())));
+    all
+}
+
+fn device_id(home: &Path) -> String {
+    let listed = json(&ok(home, &["device", "list", "--json"]));
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["this_device"] == true)
+        .and_then(|d| d["device_id"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+/// A fourth device joins a wallet by resharing, signs, and the key stays; a revoked device is
+/// reshared out; old epochs are gone from the database after each switch; requests that
+/// cannot be run are refused with nothing stored.
+async fn devices_join_and_leave_by_resharing_on(backend: Backend) {
+    let server = start(backend);
+    let [phone, laptop, tablet] = alices_devices(&server);
+    let listeners = [&laptop, &tablet].map(|h| Listener::start(h.path(), &["--yes", "--once"]));
+    let made = json(&ok(
+        phone.path(),
+        &[
+            "keygen",
+            "--name",
+            "family",
+            "--structure",
+            "and(server, or(phone, laptop, tablet))",
+            "--json",
+        ],
+    ));
+    for listener in listeners {
+        assert!(listener.wait().status.success());
+    }
+    let public_key = made["public_key"].as_str().unwrap().to_string();
+    let wallet_id = made["wallet_id"].as_str().unwrap().to_string();
+    let desk = another_device(&server.url, phone.path(), "desk");
+
+    // Bad requests: nothing is created.
+    for (args, says) in [
+        (&["--add", "attic"][..], "attic"),
+        (
+            &["--remove", "server"][..],
+            "server is a party of every wallet",
+        ),
+        (&["--add", "laptop"][..], "a party of this wallet already"),
+        (&[][..], "say what changes"),
+        (
+            &["--add", "desk", "--with", "laptop"][..],
+            "must be a minimal quorum",
+        ),
+    ] {
+        let out = tessera_cmd(
+            phone.path(),
+            &[&["wallet", "reshare", "--wallet", "family"][..], args].concat(),
+        )
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let sessions = count(
+        &server,
+        "SELECT COUNT(*) FROM sessions WHERE wallet_id = $1 AND protocol = 'reshare'",
+        &wallet_id,
+    )
+    .await;
+    assert_eq!(sessions, 0);
+
+    // The desk joins: every device takes part, each ends at epoch 1 with the same key.
+    let outcomes = reshare(
+        phone.path(),
+        &["--wallet", "family", "--add", "desk"],
+        &[laptop.path(), tablet.path(), desk.path()],
+    );
+    for outcome in &outcomes {
+        assert_eq!(outcome["outcome"], "switched", "{outcome}");
+        assert_eq!(outcome["epoch"], 1, "{outcome}");
+        assert_eq!(outcome["public_key"].as_str(), Some(public_key.as_str()));
+    }
+    let signed = sign(desk.path(), "family", "from the desk", &[]);
+    verify(&signed, &public_key);
+    let signed = sign(laptop.path(), "family", "from the laptop", &[]);
+    verify(&signed, &public_key);
+    let detail = json(&ok(
+        desk.path(),
+        &["wallet", "show", "--wallet", "family", "--json"],
+    ));
+    assert_eq!(
+        detail["structure"],
+        "and(server, or(phone, laptop, tablet, desk))"
+    );
+    assert_eq!(detail["epoch"], 1);
+    // Only the current epoch's share is left on the server.
+    let shares = count(
+        &server,
+        "SELECT COUNT(*) FROM server_shares WHERE wallet_id = $1",
+        &wallet_id,
+    )
+    .await;
+    assert_eq!(shares, 1);
+
+    // The laptop is revoked (a copy of its keystore is kept), then reshared out.
+    let laptop_copy = tempfile::tempdir().unwrap();
+    copy_dir(laptop.path(), laptop_copy.path());
+    let laptop_id = device_id(laptop.path());
+    ok(phone.path(), &["device", "revoke", &laptop_id]);
+    let outcomes = reshare(
+        tablet.path(),
+        &["--wallet", "family", "--remove", "laptop"],
+        &[phone.path(), desk.path()],
+    );
+    for outcome in &outcomes {
+        assert_eq!(outcome["outcome"], "switched", "{outcome}");
+        assert_eq!(outcome["epoch"], 2, "{outcome}");
+    }
+    let detail = json(&ok(
+        phone.path(),
+        &["wallet", "show", "--wallet", "family", "--json"],
+    ));
+    assert_eq!(detail["structure"], "and(server, or(phone, tablet, desk))");
+    let parties = count(
+        &server,
+        "SELECT COUNT(*) FROM wallet_parties WHERE wallet_id = $1",
+        &wallet_id,
+    )
+    .await;
+    assert_eq!(parties, 4);
+    verify(&sign(phone.path(), "family", "after", &[]), &public_key);
+    // The laptop's old share: its device is refused, and its epoch is gone.
+    let out = tessera_cmd(
+        laptop_copy.path(),
+        &["sign", "--wallet", "family", "--message", "still here?"],
+    )
+    .output()
+    .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let shares = count(
+        &server,
+        "SELECT COUNT(*) FROM server_shares WHERE wallet_id = $1 AND epoch < 2",
+        &wallet_id,
+    )
+    .await;
+    assert_eq!(shares, 0);
+    let done = count(
+        &server,
+        "SELECT COUNT(*) FROM audit_log WHERE kind = 'reshare.done' AND wallet_id = $1",
+        &wallet_id,
+    )
+    .await;
+    assert_eq!(done, 2);
+
+    // A refresh of the structure wallet: same structure, next epoch, the desk dealing.
+    let outcomes = reshare(
+        desk.path(),
+        &["--wallet", "family", "--refresh"],
+        &[phone.path(), tablet.path()],
+    );
+    assert!(outcomes.iter().all(|o| o["epoch"] == 3), "{outcomes:?}");
+    verify(
+        &sign(tablet.path(), "family", "refreshed", &[]),
+        &public_key,
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_join_and_leave_by_resharing_on_sqlite() {
+    devices_join_and_leave_by_resharing_on(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_join_and_leave_by_resharing_on_postgres() {
+    devices_join_and_leave_by_resharing_on(Backend::Postgres).await;
+}
+
 /// The devices of one wallet connected to two replicas of one server (one PostgreSQL
 /// database): the key generation and signatures whose signers are on different replicas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ pub mod device;
 mod error;
 pub mod parties;
 pub mod peer;
+pub mod reshare;
 mod session;
 pub mod session_socket;
 pub mod tls;

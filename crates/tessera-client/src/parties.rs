@@ -311,16 +311,9 @@ impl ServerClient {
         trusted: &BTreeMap<PartyIndex, [u8; 32]>,
         mut on_round: impl FnMut(u8, u8),
     ) -> Result<S::Output> {
-        let peers = session.peers();
-        let socket = self.connect(session_id.as_str()).await?;
-        let mut link = SocketLink::new(socket, session.party(), &peers)?;
-        link.seal(
-            identity,
-            session_id.as_str().as_bytes(),
-            trusted,
-            PARTY_WAIT,
-        )
-        .await?;
+        let mut link = self
+            .sealed_link(session_id, &session, identity, trusted)
+            .await?;
         let session_ref = session.session_id();
         let output = driver::drive(&mut session, &mut link, Some(PARTY_WAIT), |round, total| {
             on_round(round, total);
@@ -331,6 +324,27 @@ impl ServerClient {
         link.await_finished(server, PARTY_WAIT).await?;
         link.end(End::finished()).await?;
         Ok(output)
+    }
+
+    /// This device's socket in `session`, its channels with the other devices (`trusted`: their
+    /// identity keys) set up.
+    pub(crate) async fn sealed_link<S: Session>(
+        &self,
+        session_id: &api::ServerSessionId,
+        session: &S,
+        identity: &DeviceIdentity,
+        trusted: &BTreeMap<PartyIndex, [u8; 32]>,
+    ) -> Result<SocketLink<crate::session::Socket>> {
+        let socket = self.connect(session_id.as_str()).await?;
+        let mut link = SocketLink::new(socket, session.party(), &session.peers())?;
+        link.seal(
+            identity,
+            session_id.as_str().as_bytes(),
+            trusted,
+            PARTY_WAIT,
+        )
+        .await?;
+        Ok(link)
     }
 
     /// Creates wallet `name` under `structure` (`server` and the party labels of this user's

@@ -347,7 +347,7 @@ pub enum RefreshStep {
     Banned,
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The server's side of a session: the WebSocket as a [`Link`] of the one driver.

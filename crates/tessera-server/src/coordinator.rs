@@ -482,7 +482,9 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
 }
 
 /// How a failed run is recorded and told: its status, the party at fault, the end sent.
-fn drive_failure(e: &DriveError<LinkError>) -> (SessionStatus, Option<PartyIndex>, EndReason) {
+pub(crate) fn drive_failure(
+    e: &DriveError<LinkError>,
+) -> (SessionStatus, Option<PartyIndex>, EndReason) {
     match e {
         DriveError::Expired => (SessionStatus::Expired, None, EndReason::Expired),
         DriveError::Link(l) | DriveError::Stopped(l) => {
@@ -699,6 +701,27 @@ async fn joinable_now(state: &AppState, me: &AuthDevice) -> ApiResult<Vec<api::J
     let mut out = Vec::with_capacity(sessions.len());
     for session in sessions {
         let structure = session.structure;
+        if session.protocol == Protocol::Reshare {
+            let stored: crate::reshare::StoredReshare = serde_json::from_str(&session.params)
+                .map_err(|e| ApiError::Internal(format!("stored session: {e}")))?;
+            if stored.run_index(&me.device_id).is_none() {
+                continue;
+            }
+            out.push(api::JoinableSession {
+                sign: None,
+                reshare: Some(stored.info()),
+                parties: stored.session_parties(state.db(), &me.device_id).await?,
+                session_id: session.session_id.into(),
+                wallet_id: session.wallet_id.into(),
+                wallet_name: session.wallet_name,
+                protocol: session.protocol.as_str().to_string(),
+                nonce: hex::encode(session.nonce),
+                epoch: u64::try_from(session.epoch).unwrap_or_default(),
+                requested_by: session.requested_by,
+                created_at: session.created_at,
+            });
+            continue;
+        }
         let (signers, sign) = match session.protocol {
             Protocol::Sign => {
                 let stored: crate::wallets::StoredSign = serde_json::from_str(&session.params)
@@ -727,6 +750,7 @@ async fn joinable_now(state: &AppState, me: &AuthDevice) -> ApiResult<Vec<api::J
         }
         out.push(api::JoinableSession {
             sign,
+            reshare: None,
             session_id: session.session_id.into(),
             wallet_id: session.wallet_id.into(),
             wallet_name: session.wallet_name,

@@ -29,6 +29,7 @@ pub mod policy_change;
 pub mod registry;
 pub mod relay;
 pub mod release;
+pub mod reshare;
 pub mod session_link;
 pub mod session_pump;
 pub mod state;

@@ -108,6 +108,7 @@ async fn create_session(
         epoch,
         approval: None,
         parties: None,
+        reshare: None,
     })
 }
 
@@ -204,6 +205,7 @@ async fn keygen_structure(
         epoch: 0,
         approval: None,
         parties: Some(parties),
+        reshare: None,
     })
 }
 
@@ -502,8 +504,8 @@ pub async fn refresh(
         .is_some_and(|w| w.structure.is_some())
     {
         return Err(ApiError::BadRequest(
-            "this server does not refresh structure wallets yet (their refresh is a resharing \
-             among every party, still to be built)"
+            "a structure wallet is refreshed by resharing it to its own structure, every party \
+             taking part: `tessera wallet reshare --wallet NAME --refresh` (POST /reshare)"
                 .into(),
         ));
     }
@@ -603,6 +605,7 @@ pub(crate) fn router() -> axum::Router<AppState> {
         .route("/keygen", post(keygen))
         .route("/sign", post(sign))
         .route("/refresh", post(refresh))
+        .route("/reshare", post(crate::reshare::reshare))
         .route("/pubkey", get(pubkey))
         .route("/wallet", get(detail))
         .route("/wallets", get(list))

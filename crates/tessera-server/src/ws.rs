@@ -259,6 +259,25 @@ async fn party_of(
             "session is past the time its parties had to join; start a new one".into(),
         ));
     }
+    if session.protocol == Protocol::Reshare {
+        // The run's parties are in the session (a device joining the wallet is not one of its
+        // parties yet): `crate::reshare`.
+        let stored: crate::reshare::StoredReshare = serde_json::from_str(&session.params)
+            .map_err(|e| ApiError::Internal(format!("stored session: {e}")))?;
+        let me_index = stored.run_index(&me.device_id).ok_or_else(|| {
+            ApiError::Forbidden("this device takes no part in this resharing".into())
+        })?;
+        let peers = (0..stored.run.len())
+            .filter_map(|i| u8::try_from(i).ok())
+            .filter(|&i| i != me_index.get())
+            .map(PartyIndex::new)
+            .collect();
+        return Ok(Openable::Party {
+            me: me_index,
+            peers,
+            start: None,
+        });
+    }
     let parties = db::wallet_parties::of_wallet(&mut *conn, &session.wallet_id).await?;
     let index = |party: i64| {
         u8::try_from(party)

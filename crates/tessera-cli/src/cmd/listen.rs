@@ -15,14 +15,15 @@ use tessera_client::device::DeviceError;
 use tessera_client::device::online::Joined;
 
 use crate::cmd::peer::{ask, yes};
-use crate::cmd::wallet::print_signed;
+use crate::cmd::wallet::{print_reshared, print_signed};
 use crate::failure::{CliResult, Failure};
 use crate::output::{self, WalletOut};
 use crate::unlock;
 
 #[derive(Args)]
 pub(crate) struct ListenArgs {
-    /// Join key generations without asking (signing requests are always shown and asked).
+    /// Join key generations and resharings without asking (signing requests are always shown
+    /// and asked).
     #[arg(long)]
     yes: bool,
     /// Stop after the first session answered (for scripts).
@@ -48,6 +49,21 @@ fn describe(session: &api::JoinableSession) -> Result<String, Failure> {
             .map_or("?", |p| p.label.as_str())
     };
     let me = label(parties.me);
+    if let (Some(_), "reshare") = (&session.reshare, session.protocol.as_str()) {
+        let stays = tessera_core::structure::WalletStructure::parse(&parties.structure)
+            .is_ok_and(|s| s.party(me).is_some());
+        return Ok(format!(
+            "device {:?} asks to reshare wallet {:?} to structure {}; {}",
+            session.requested_by,
+            session.wallet_name,
+            parties.structure,
+            if stays {
+                format!("this device is party {me:?}")
+            } else {
+                format!("this device ({me:?}) deals and then leaves the wallet")
+            }
+        ));
+    }
     Ok(match &session.sign {
         None => format!(
             "device {:?} asks to create wallet {:?} with structure {}; this device is party {:?}",
@@ -107,6 +123,7 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
                 }
             };
             println!("request: {described}");
+            // `--yes` covers key generations and resharings; a signature is always asked.
             let join = if args.yes && session.sign.is_none() {
                 println!("joined (--yes)");
                 true
@@ -127,6 +144,9 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
                 let shown = match joined {
                     Ok(Joined::Wallet(share)) => {
                         WalletOut::of(&session.wallet_name, &share).print(args.format)
+                    }
+                    Ok(Joined::Reshared(outcome)) => {
+                        print_reshared(&session.wallet_name, &outcome, args.format)
                     }
                     Ok(Joined::Signed(signed)) => {
                         let kind = session.sign.as_ref().map(|s| &s.kind);

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tessera_api::intent::SignKind;
 use tessera_client::RefreshStep;
+use tessera_client::device::reshare::ReshareOutcome;
+use tessera_client::reshare::ReshareChange;
 use tessera_core::DerivationPath;
 
 use crate::failure::{CliResult, Failure};
@@ -267,6 +269,106 @@ pub(crate) async fn pubkey(home: &Path, args: PubkeyArgs) -> CliResult {
 pub(crate) enum WalletCommand {
     /// A wallet's structure and parties (which device each is), epoch and key.
     Show(ShowArgs),
+    /// Moves a structure wallet's key to other parties (same key, next epoch): a device added
+    /// or removed, or a new structure. Every device of the new structure takes part (each other
+    /// one with `tessera listen`).
+    Reshare(ReshareArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct ReshareArgs {
+    /// The wallet.
+    #[arg(long)]
+    wallet: String,
+    /// Devices to add beside the wallet's devices (party labels, comma-separated).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["structure", "refresh"])]
+    add: Vec<String>,
+    /// Devices to remove (party labels, comma-separated): their shares no longer sign.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["structure", "refresh"])]
+    remove: Vec<String>,
+    /// The whole new structure, as for `keygen --structure`.
+    #[arg(long, conflicts_with = "refresh")]
+    structure: Option<String>,
+    /// New shares for the same structure (a refresh of a structure wallet).
+    #[arg(long)]
+    refresh: bool,
+    /// Other devices that deal with this one and the server, when these two are not a quorum
+    /// alone (party labels, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    with: Vec<String>,
+    #[command(flatten)]
+    format: output::Format,
+}
+
+/// How a resharing ended on this device (`wallet reshare`, `listen`).
+#[derive(serde::Serialize)]
+struct ReshareOut<'a> {
+    wallet: &'a str,
+    /// `switched` (this device holds its new share) or `left`.
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<&'a str>,
+}
+
+/// Prints how a resharing of `wallet` ended on this device.
+pub(crate) fn print_reshared(wallet: &str, outcome: &ReshareOutcome, format: Format) -> CliResult {
+    let out = match outcome {
+        ReshareOutcome::Switched { epoch, public_key } => ReshareOut {
+            wallet,
+            outcome: "switched",
+            epoch: Some(*epoch),
+            public_key: Some(public_key),
+        },
+        ReshareOutcome::Left => ReshareOut {
+            wallet,
+            outcome: "left",
+            epoch: None,
+            public_key: None,
+        },
+    };
+    if format.json {
+        return print_json(&out);
+    }
+    match outcome {
+        ReshareOutcome::Switched { epoch, public_key } => println!(
+            "wallet {wallet} reshared: this device holds its share of epoch {epoch}; public key {public_key} (unchanged)"
+        ),
+        ReshareOutcome::Left => println!(
+            "wallet {wallet} reshared without this device: its share was removed from this device"
+        ),
+    }
+    Ok(())
+}
+
+async fn reshare(home: &Path, args: ReshareArgs) -> CliResult {
+    let online = unlock::connect(home).await?;
+    let structure = match (args.refresh, args.structure) {
+        (true, _) => Some(
+            online
+                .wallet_detail(&args.wallet)
+                .await?
+                .structure
+                .ok_or_else(|| {
+                    Failure::usage("a 2-of-2 wallet is refreshed with `tessera refresh`")
+                })?,
+        ),
+        (false, structure) => structure,
+    };
+    let change = ReshareChange {
+        add: args.add,
+        remove: args.remove,
+        structure,
+        with: args.with,
+    };
+    eprintln!("waiting for the other parties to join (`tessera listen` on each)");
+    let outcome = online
+        .reshare(&args.wallet, &change, |r, t| {
+            eprintln!("  reshare round {r}/{t} done")
+        })
+        .await?;
+    print_reshared(&args.wallet, &outcome, args.format)
 }
 
 #[derive(Args)]
@@ -282,6 +384,7 @@ pub(crate) struct ShowArgs {
 pub(crate) async fn wallet_command(home: &Path, command: WalletCommand) -> CliResult {
     match command {
         WalletCommand::Show(args) => show(home, args).await,
+        WalletCommand::Reshare(args) => reshare(home, args).await,
     }
 }
 

@@ -32,6 +32,7 @@ pub mod known;
 pub mod online;
 pub mod peer;
 mod record;
+pub mod reshare;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

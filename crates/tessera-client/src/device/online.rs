@@ -58,6 +58,8 @@ pub enum Joined {
     Wallet(KeyShare),
     /// A signing session: the signature, verified.
     Signed(Signed),
+    /// A resharing: how it ended on this device.
+    Reshared(super::reshare::ReshareOutcome),
 }
 
 /// A signature `signature` of what `kind` describes with `share` under `path`, with the raw
@@ -164,7 +166,7 @@ impl Online {
         Ok(self.wallet(name)?.current.wallet_id().to_string())
     }
 
-    fn store(&self, name: &str, record: &WalletRecord) -> Result<(), HookError> {
+    pub(super) fn store(&self, name: &str, record: &WalletRecord) -> Result<(), HookError> {
         Ok(self
             .keystore
             .replace_wallet(name, &record.to_bytes(), &self.passphrase)?)
@@ -297,7 +299,7 @@ impl Online {
     /// # Errors
     /// The run's ([`DeviceError::Client`]); [`DeviceError::Store`], [`DeviceError::Damaged`]
     /// for the record.
-    async fn pinning<T>(
+    pub(super) async fn pinning<T>(
         &self,
         run: impl AsyncFnOnce(&mut KnownDevices) -> Result<T, ClientError>,
     ) -> Result<T, DeviceError> {
@@ -370,6 +372,7 @@ impl Online {
         on_wait: impl FnOnce(&str),
     ) -> Result<Signed, DeviceError> {
         let signature = if record.current.is_structure_wallet() {
+            self.settle_with_server(name, record).await?;
             let share = &record.current;
             self.pinning(async |known| {
                 let trust = |party: &api::SessionParty, key| known.trust(party, key);
@@ -421,10 +424,16 @@ impl Online {
         on_round: impl FnMut(u8, u8),
     ) -> Result<Joined, DeviceError> {
         let name = &session.wallet_name;
+        if session.protocol == "reshare" {
+            return Ok(Joined::Reshared(
+                self.join_reshare(session, on_round).await?,
+            ));
+        }
         let Some(sign) = &session.sign else {
             return Ok(Joined::Wallet(self.join_keygen(session, on_round).await?));
         };
-        let record = self.wallet(name)?;
+        let mut record = self.wallet(name)?;
+        self.settle_with_server(name, &mut record).await?;
         let signature = self
             .pinning(async |known| {
                 let trust = |party: &api::SessionParty, key| known.trust(party, key);

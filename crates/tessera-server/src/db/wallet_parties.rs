@@ -76,13 +76,22 @@ pub async fn insert(
         }
         other => other?,
     };
+    insert_parties(tx, wallet.id, parties).await
+}
+
+/// Inserts `parties` of wallet `wallet_id`.
+async fn insert_parties(
+    tx: &mut WriteTx,
+    wallet_id: &str,
+    parties: &[NewParty<'_>],
+) -> ApiResult<()> {
     for p in parties {
         let (device_id, user_id) = p.device.unzip();
         let inserted = sqlx::query(
             "INSERT INTO wallet_parties (wallet_id, party, label, kind, device_id, user_id) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(wallet.id)
+        .bind(wallet_id)
         .bind(p.party)
         .bind(p.label)
         .bind(p.kind)
@@ -103,6 +112,43 @@ pub async fn insert(
         };
     }
     Ok(())
+}
+
+/// The switch of a resharing of wallet `wallet_id` from epoch `epoch - 1`: its structure,
+/// smallest quorum, party count and epoch become the new structure's and `epoch`, and its
+/// parties are replaced by `parties`. Returns `false` (nothing changed) when the wallet is not at
+/// `epoch - 1`.
+///
+/// # Errors
+/// As [`insert`] for the parties; a database error.
+pub async fn switch_structure(
+    tx: &mut WriteTx,
+    wallet_id: &str,
+    structure: &str,
+    smallest_quorum: i64,
+    epoch: i64,
+    parties: &[NewParty<'_>],
+) -> ApiResult<bool> {
+    let updated = sqlx::query(
+        "UPDATE wallets SET structure = $1, threshold_t = $2, threshold_n = $3, epoch = $4 \
+         WHERE id = $5 AND epoch + 1 = $4 AND structure IS NOT NULL",
+    )
+    .bind(structure)
+    .bind(smallest_quorum)
+    .bind(parties.len() as i64)
+    .bind(epoch)
+    .bind(wallet_id)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM wallet_parties WHERE wallet_id = $1")
+        .bind(wallet_id)
+        .execute(&mut **tx)
+        .await?;
+    insert_parties(tx, wallet_id, parties).await?;
+    Ok(true)
 }
 
 /// A stored structure wallet.
@@ -405,7 +451,9 @@ pub struct Joinable {
 
 /// The sessions of structure wallets, created since `since`, that another device started and
 /// in which `device_id` is a party of the wallet, oldest first: key generations not ended, and
-/// signing sessions running (their requester opened them, after any approval).
+/// signing sessions running (their requester opened them, after any approval); and the live
+/// resharings of its user's wallets (a device joining a wallet is not yet a party of it: the
+/// caller reads the session's parties from its parameters).
 ///
 /// # Errors
 /// A database error.
@@ -433,7 +481,13 @@ pub async fn joinable(
          JOIN devices d ON d.id = s.device_id \
          WHERE w.structure IS NOT NULL AND s.device_id <> $1 AND s.created_at >= $2 \
          AND ((s.protocol = 'keygen' AND s.status IN ('created', 'running')) \
-         OR (s.protocol = 'sign' AND s.status = 'running')) ORDER BY s.created_at, s.id",
+         OR (s.protocol = 'sign' AND s.status = 'running')) \
+         UNION ALL \
+         SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params, w.structure \
+         FROM sessions s JOIN wallets w ON w.id = s.wallet_id JOIN devices d ON d.id = s.device_id \
+         WHERE w.structure IS NOT NULL AND s.device_id <> $1 AND s.created_at >= $2 \
+         AND s.protocol = 'reshare' AND s.status IN ('created', 'running') \
+         AND w.user_id = (SELECT user_id FROM devices WHERE id = $1) ORDER BY 8, 1",
     )
     .bind(device_id)
     .bind(since)
