@@ -47,6 +47,18 @@ pub struct ReshareChange {
     pub with: Vec<String>,
 }
 
+/// Where this device's part in a resharing is, for the `on_step` hook (progress, and the
+/// points where a crash test stops the process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReshareStep {
+    /// Protocol round `r` of `total` completed.
+    Round(u8, u8),
+    /// The new share was stored as pending (`keep_pending` returned); the commit is next.
+    PendingStored,
+    /// The commit was sent; the server may have switched already.
+    CommitSent,
+}
+
 /// How this device's part in a resharing ended.
 #[derive(Debug)]
 pub enum Reshared {
@@ -184,7 +196,7 @@ impl ServerClient {
         change: &ReshareChange,
         identity: &DeviceIdentity,
         trust: impl FnMut(&api::SessionParty, [u8; 32]) -> Result<[u8; 32]>,
-        on_round: impl FnMut(u8, u8),
+        on_step: impl FnMut(ReshareStep),
         keep_pending: impl FnOnce(&KeyShare) -> Result<()>,
     ) -> Result<Reshared> {
         let ours = fresh_nonce();
@@ -213,7 +225,7 @@ impl ServerClient {
             Some(share),
             identity,
             trust,
-            on_round,
+            on_step,
             keep_pending,
         )
         .await
@@ -231,7 +243,7 @@ impl ServerClient {
         share: Option<&KeyShare>,
         identity: &DeviceIdentity,
         trust: impl FnMut(&api::SessionParty, [u8; 32]) -> Result<[u8; 32]>,
-        on_round: impl FnMut(u8, u8),
+        on_step: impl FnMut(ReshareStep),
         keep_pending: impl FnOnce(&KeyShare) -> Result<()>,
     ) -> Result<Reshared> {
         let Some(info) = session
@@ -252,7 +264,7 @@ impl ServerClient {
             share,
             identity,
             trust,
-            on_round,
+            on_step,
             keep_pending,
         )
         .await
@@ -271,7 +283,7 @@ impl ServerClient {
         share: Option<&KeyShare>,
         identity: &DeviceIdentity,
         mut trust: impl FnMut(&api::SessionParty, [u8; 32]) -> Result<[u8; 32]>,
-        mut on_round: impl FnMut(u8, u8),
+        mut on_step: impl FnMut(ReshareStep),
         keep_pending: impl FnOnce(&KeyShare) -> Result<()>,
     ) -> Result<Reshared> {
         let checked = check(wallet_id, parties, info, nonce, identity, share)?;
@@ -289,7 +301,7 @@ impl ServerClient {
         let session_ref = session.session_id();
         let fail = |e| crate::session::drive_error(session_ref, e);
         let output = driver::drive(&mut session, &mut link, Some(PARTY_WAIT), |round, total| {
-            on_round(round, total);
+            on_step(ReshareStep::Round(round, total));
             Ok(())
         })
         .await
@@ -307,7 +319,9 @@ impl ServerClient {
                 .await
                 .map_err(fail)?;
         keep_pending(&new)?;
+        on_step(ReshareStep::PendingStored);
         let committed = announced.commit(&mut link).await.map_err(fail)?;
+        on_step(ReshareStep::CommitSent);
         committed
             .await_switch(&mut link, Some(PARTY_WAIT))
             .await

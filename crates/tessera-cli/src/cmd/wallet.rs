@@ -7,7 +7,7 @@ use clap::Args;
 use tessera_api::intent::SignKind;
 use tessera_client::RefreshStep;
 use tessera_client::device::reshare::ReshareOutcome;
-use tessera_client::reshare::ReshareChange;
+use tessera_client::reshare::{ReshareChange, ReshareStep};
 use tessera_core::DerivationPath;
 
 use crate::failure::{CliResult, Failure};
@@ -192,19 +192,30 @@ pub(crate) fn print_signed(
     Ok(())
 }
 
-/// Crash-test hook: `TESSERA_TEST_PAUSE_AT=<step>` makes `tessera refresh` announce the step on
+/// Crash-test hook: `TESSERA_TEST_PAUSE_AT=<step>` makes `tessera refresh` (and `tessera wallet
+/// reshare`) announce the step on
 /// stderr and stop there (after doing what the step does), so a test can SIGKILL the process at
 /// an exact point. Steps: `round-2`, `pending-stored`, `commit-sent`.
 fn pause_for_crash_test(step: RefreshStep) {
-    let name = match step {
+    pause_at(match step {
         RefreshStep::Round(2) => "round-2",
         RefreshStep::PendingStored => "pending-stored",
         RefreshStep::CommitSent => "commit-sent",
         _ => return,
-    };
+    });
+}
+
+/// The crash-test pause at step `name` (see [`pause_for_crash_test`]). With
+/// `TESSERA_TEST_RESUME_FILE` set, the process goes on once that file exists (a test that kills
+/// the server meanwhile); otherwise it sleeps for two minutes.
+fn pause_at(name: &str) {
     if std::env::var("TESSERA_TEST_PAUSE_AT").is_ok_and(|v| v == name) {
         eprintln!("paused at {name}");
-        std::thread::sleep(std::time::Duration::from_secs(120));
+        let resume = std::env::var_os("TESSERA_TEST_RESUME_FILE").map(PathBuf::from);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < until && !resume.as_ref().is_some_and(|f| f.exists()) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 
@@ -364,8 +375,15 @@ async fn reshare(home: &Path, args: ReshareArgs) -> CliResult {
     };
     eprintln!("waiting for the other parties to join (`tessera listen` on each)");
     let outcome = online
-        .reshare(&args.wallet, &change, |r, t| {
-            eprintln!("  reshare round {r}/{t} done")
+        .reshare(&args.wallet, &change, |step| match step {
+            ReshareStep::Round(r, t) => {
+                eprintln!("  reshare round {r}/{t} done");
+                if r == 2 {
+                    pause_at("round-2");
+                }
+            }
+            ReshareStep::PendingStored => pause_at("pending-stored"),
+            ReshareStep::CommitSent => pause_at("commit-sent"),
         })
         .await?;
     print_reshared(&args.wallet, &outcome, args.format)

@@ -34,6 +34,7 @@ pub struct Server {
     pub url: String,
     pub data: PathBuf,
     pub database_url: Option<String>,
+    extra: Vec<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -45,12 +46,32 @@ impl Server {
         extra: &[&str],
         env: &[(&str, Option<&str>)],
     ) -> Result<Server, String> {
+        Self::spawn("127.0.0.1:0", data, extra, env)
+    }
+
+    /// After [`Server::kill`]: the server again, on the same address, data and arguments (as
+    /// an operator restarts it after a crash).
+    pub fn restart(&mut self) {
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let again = Self::spawn(&listen, &self.data, &extra, &[])
+            .unwrap_or_else(|e| panic!("the server did not start again: {e}"));
+        let mut old = std::mem::replace(self, again);
+        self._dir = old._dir.take();
+    }
+
+    fn spawn(
+        listen: &str,
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Result<Server, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
         cmd.args([
             "server",
             "--insecure-http",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--data-dir",
         ])
         .arg(data)
@@ -99,6 +120,7 @@ impl Server {
             url,
             data: data.to_path_buf(),
             database_url,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             _dir: None,
         })
     }

@@ -8,7 +8,7 @@ use tessera_core::KeyShare;
 
 use super::DeviceError;
 use super::online::Online;
-use crate::reshare::{ReshareChange, Reshared};
+use crate::reshare::{ReshareChange, ReshareStep, Reshared};
 use crate::{ClientError, WalletRecord};
 
 /// How a resharing ended on this device.
@@ -31,7 +31,8 @@ fn copy(share: &KeyShare) -> Result<KeyShare, ClientError> {
 
 impl Online {
     /// Reshares wallet `name` as `change` says, this device dealing with the server (and
-    /// `change.with`); the other parties join from their `tessera listen`. The record is
+    /// `change.with`); the other parties join from their `tessera listen`. `on_step` reports
+    /// progress (each step done and stored). The record is
     /// repaired first if an earlier run left it pending; the new share is stored as pending
     /// before the commit and as the wallet's once the server switched.
     ///
@@ -42,7 +43,7 @@ impl Online {
         &self,
         name: &str,
         change: &ReshareChange,
-        on_round: impl FnMut(u8, u8),
+        on_step: impl FnMut(ReshareStep),
     ) -> Result<ReshareOutcome, DeviceError> {
         let mut record = self.wallet(name)?;
         self.settle_with_server(name, &mut record).await?;
@@ -51,7 +52,7 @@ impl Online {
             .pinning(async |known| {
                 let trust = |party: &api::SessionParty, key| known.trust(party, key);
                 (self.client)
-                    .reshare(share, change, &self.identity, trust, on_round, |new| {
+                    .reshare(share, change, &self.identity, trust, on_step, |new| {
                         self.keep_pending(name, new)
                     })
                     .await
@@ -66,7 +67,7 @@ impl Online {
     pub(super) async fn join_reshare(
         &self,
         session: &api::JoinableSession,
-        on_round: impl FnMut(u8, u8),
+        mut on_round: impl FnMut(u8, u8),
     ) -> Result<ReshareOutcome, DeviceError> {
         let name = &session.wallet_name;
         let mut record = match self.keystore.has_wallet(name)? {
@@ -90,11 +91,16 @@ impl Online {
         }
         let share = record.as_ref().map(|r| &r.current);
         let joining = share.is_none();
+        let on_step = |step| {
+            if let ReshareStep::Round(r, total) = step {
+                on_round(r, total);
+            }
+        };
         let reshared = self
             .pinning(async |known| {
                 let trust = |party: &api::SessionParty, key| known.trust(party, key);
                 (self.client)
-                    .join_reshare(session, share, &self.identity, trust, on_round, |new| {
+                    .join_reshare(session, share, &self.identity, trust, on_step, |new| {
                         if joining {
                             let record = WalletRecord::new(copy(new)?);
                             let stored = match self.keystore.has_wallet(name) {
