@@ -10,6 +10,9 @@
 //!   server, the laptop finding the session among its joinable ones as `tessera listen` does
 //!   (a request that waits on the server until one comes); with the server's CPU per
 //!   signature for each;
+//! - then, on a fresh server, resharing `and(server, or(phone, laptop, tablet))` to add a
+//!   fourth device (the phone and the server deal; the laptop, the tablet and the new device
+//!   receive), end to end with the two-phase finish, and the server's CPU per resharing;
 //! - then, on a fresh server, resident memory with many idle three-party signing sessions: the
 //!   phone and the laptop each have their socket open in each session, the server's party has
 //!   built its signing state and sent its first messages, nobody answers.
@@ -281,6 +284,86 @@ async fn sign_figures(signs: u64) -> Vec<Figure> {
     figures
 }
 
+/// On a fresh server, `rounds` resharings of `and(server, or(phone, laptop, tablet))`, one at a
+/// time, alternately adding the desk (every device takes part: the phone and the server deal,
+/// the laptop, the tablet and the desk receive) and removing it again (the desk takes no part);
+/// the figure of those that add it.
+async fn reshare_figure(rounds: usize) -> Figure {
+    use tessera_client::reshare::{ReshareChange, Reshared};
+    let server = Server::start_fresh(&UNLIMITED);
+    let pid = server.child.id();
+    let phone = Device::new(&server, "alice", "phone", None).await;
+    let laptop = Device::new(&server, "alice", "laptop", Some(&phone)).await;
+    let tablet = Device::new(&server, "alice", "tablet", Some(&phone)).await;
+    let desk = Device::new(&server, "alice", "desk", Some(&phone)).await;
+    let mut shares = keygen(
+        &phone,
+        &[&laptop, &tablet],
+        "family",
+        "and(server, or(phone, laptop, tablet))",
+    )
+    .await;
+    let mut times = Vec::new();
+    let mut server_cpu = Duration::ZERO;
+    for round in 0..rounds {
+        let adding = round % 2 == 0;
+        let change = ReshareChange {
+            add: if adding { vec!["desk".into()] } else { vec![] },
+            remove: if adding { vec![] } else { vec!["desk".into()] },
+            ..ReshareChange::default()
+        };
+        let joiners: Vec<(&Device, Option<&KeyShare>)> = if adding {
+            vec![
+                (&laptop, Some(&shares[1])),
+                (&tablet, Some(&shares[2])),
+                (&desk, None),
+            ]
+        } else {
+            vec![(&laptop, Some(&shares[1])), (&tablet, Some(&shares[2]))]
+        };
+        let before = cpu(pid);
+        let started = Instant::now();
+        let asked = phone.client.reshare(
+            &shares[0],
+            &change,
+            &phone.identity,
+            registry,
+            |_| {},
+            |_| Ok(()),
+        );
+        let joined = futures_util::future::join_all(joiners.iter().map(|(d, share)| async move {
+            let session = joinable(d, "reshare").await;
+            d.client
+                .join_reshare(&session, *share, &d.identity, registry, |_| {}, |_| Ok(()))
+                .await
+                .unwrap()
+        }));
+        let (mine, theirs) = tokio::join!(asked, joined);
+        let elapsed = started.elapsed();
+        let spent = cpu(pid) - before;
+        if adding {
+            times.push(elapsed);
+            server_cpu += spent;
+        }
+        let new: Vec<KeyShare> = std::iter::once(mine.unwrap())
+            .chain(theirs)
+            .map(|r| match r {
+                Reshared::Share(share) => *share,
+                Reshared::Left => panic!("a device of the new structure left"),
+            })
+            .collect();
+        shares = new;
+    }
+    let n = times.len() as u32;
+    let mut figure = figure(
+        "reshare `and(server, or(phone, laptop, tablet))` + desk: phone + server deal, 3 devices receive",
+        times,
+        Duration::ZERO,
+    );
+    figure.server_cpu = server_cpu / n;
+    figure
+}
+
 /// On a fresh server, `n` three-party signing sessions of `and(server, phone, laptop)`, both
 /// devices' sockets open in each and the server's first messages received on each; returns
 /// the server's RSS (kB) before, with them, and after they closed.
@@ -362,6 +445,8 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let figures = sign_figures(signs).await;
+        eprintln!("resharings, fresh server...");
+        let reshares = reshare_figure(if full { 10 } else { 1 }).await;
         eprintln!("{idle} idle three-party sessions, fresh server...");
         let [before, with, after] = idle_three_party(idle).await;
         println!("| sign end to end ({signs} each, one at a time) | median | p90 | server CPU per sign | vs 2-of-2 |");
@@ -377,6 +462,16 @@ fn main() {
                 f.median.as_secs_f64() / base
             );
         }
+        println!();
+        println!("| resharing end to end (one at a time) | median | p90 | server CPU per resharing |");
+        println!("|---|---|---|---|");
+        println!(
+            "| {} | {} | {} | {} |",
+            reshares.what,
+            ms(reshares.median),
+            ms(reshares.p90),
+            ms(reshares.server_cpu)
+        );
         println!();
         println!(
             "| server RSS, {idle} idle three-party signing sessions (2 device sockets each) | before | with | after closing |"
