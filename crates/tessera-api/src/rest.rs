@@ -624,6 +624,24 @@ pub struct WalletDetail {
     /// Its parties, by index (a 2-of-2 wallet: none listed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parties: Vec<SessionParty>,
+    /// Devices that are to join or leave it, waiting for a resharing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingChange>,
+}
+
+/// A change of a structure wallet's parties waiting for a resharing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChange {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its name as registered.
+    pub device_name: String,
+    /// Its party label: in the wallet (a device leaving it), or the one it joins as.
+    pub label: String,
+    /// `add` (an approved device joins) or `remove` (a revoked device leaves).
+    pub change: String,
+    /// Since when (Unix seconds).
+    pub since: i64,
 }
 
 /// `GET /pubkey?wallet=…` and the wallet list.

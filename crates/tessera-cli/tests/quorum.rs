@@ -457,8 +457,9 @@ fn device_id(home: &Path) -> String {
         .to_string()
 }
 
-/// A fourth device joins a wallet by resharing, signs, and the key stays; a revoked device is
-/// reshared out; old epochs are gone from the database after each switch; requests that
+/// A fourth device, once approved, is a pending party of the wallet and joins it by resharing
+/// (`wallet reshare --pending`), signs, and the key stays; a device revoked with `--reshare` is
+/// reshared out at once; old epochs are gone from the database after each switch; requests that
 /// cannot be run are refused with nothing stored. (On SQLite; on PostgreSQL the resharings of
 /// `the_server_killed_during_a_resharing_leaves_one_epoch_on_postgres` run the same switch.)
 async fn devices_join_and_leave_by_resharing_on(backend: Backend) {
@@ -515,10 +516,22 @@ async fn devices_join_and_leave_by_resharing_on(backend: Backend) {
     .await;
     assert_eq!(sessions, 0);
 
+    // Approving the desk made it a pending party of the wallet.
+    let detail = json(&ok(
+        phone.path(),
+        &["wallet", "show", "--wallet", "family", "--json"],
+    ));
+    assert_eq!(detail["pending"][0]["change"], "add", "{detail}");
+    assert_eq!(detail["pending"][0]["label"], "desk", "{detail}");
+    let shown = ok(phone.path(), &["wallet", "show", "--wallet", "family"]);
+    assert!(
+        shown.contains(r#"device "desk" (desk) joins at the next resharing"#),
+        "{shown}"
+    );
     // The desk joins: every device takes part, each ends at epoch 1 with the same key.
     let outcomes = reshare(
         phone.path(),
-        &["--wallet", "family", "--add", "desk"],
+        &["--wallet", "family", "--pending"],
         &[laptop.path(), tablet.path(), desk.path()],
     );
     for outcome in &outcomes {
@@ -539,6 +552,7 @@ async fn devices_join_and_leave_by_resharing_on(backend: Backend) {
         "and(server, or(phone, laptop, tablet, desk))"
     );
     assert_eq!(detail["epoch"], 1);
+    assert!(detail.get("pending").is_none(), "{detail}");
     // Only the current epoch's share is left on the server.
     let shares = count(
         &server,
@@ -552,16 +566,29 @@ async fn devices_join_and_leave_by_resharing_on(backend: Backend) {
     let laptop_copy = tempfile::tempdir().unwrap();
     copy_dir(laptop.path(), laptop_copy.path());
     let laptop_id = device_id(laptop.path());
-    ok(phone.path(), &["device", "revoke", &laptop_id]);
-    let outcomes = reshare(
-        tablet.path(),
-        &["--wallet", "family", "--remove", "laptop"],
-        &[phone.path(), desk.path()],
+    let listeners =
+        [&tablet, &desk].map(|h| Listener::start(h.path(), &["--yes", "--once", "--json"]));
+    let revoked = ok(phone.path(), &["device", "revoke", &laptop_id, "--reshare"]);
+    assert!(
+        revoked.contains(r#"wallet family: "laptop" (laptop) leaves when it is reshared"#)
+            && revoked.contains("reshared: epoch 2"),
+        "{revoked}"
     );
-    for outcome in &outcomes {
+    for listener in listeners {
+        let outcome = joined(&listener.wait());
         assert_eq!(outcome["outcome"], "switched", "{outcome}");
         assert_eq!(outcome["epoch"], 2, "{outcome}");
     }
+    // Nothing is pending any more.
+    let out = tessera_cmd(
+        tablet.path(),
+        &["wallet", "reshare", "--wallet", "family", "--pending"],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("no pending change"), "{err}");
     let detail = json(&ok(
         phone.path(),
         &["wallet", "show", "--wallet", "family", "--json"],

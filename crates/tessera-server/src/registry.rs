@@ -188,11 +188,14 @@ pub async fn revoke(
         ))),
         Some(_) if !revoked => Err(ApiError::Conflict("device already revoked".into())),
         Some(row) => {
+            // It leaves every structure wallet it is a party of, by a resharing each
+            // (`crate::reshare`); until then it is refused at once, as every revoked device.
+            let leaves = db::wallet_changes::on_revocation(&mut tx, &device_id, now()).await?;
             audit::append_in(
                 &mut tx,
                 "device.revoked",
                 audit::Subject::device(&me),
-                json!({ "revoked": device_id, "forced": req.force }),
+                json!({ "revoked": device_id, "forced": req.force, "leaves_wallets": leaves }),
             )
             .await?;
             tx.commit().await?;
@@ -233,11 +236,12 @@ pub async fn approve(
     let mut tx = state.begin_write().await?;
     db::devices::activate_pending(&mut *tx, &device_id).await?;
     let row = db::devices::by_id(&mut *tx, &device_id).await?;
+    let joins = crate::reshare::record_joins(&mut tx, &me.user_id, &device_id, &row.2).await?;
     audit::append_in(
         &mut tx,
         "device.approved",
         audit::Subject::device(&me),
-        json!({ "approved": device_id }),
+        json!({ "approved": device_id, "joins_wallets": joins }),
     )
     .await?;
     tx.commit().await?;

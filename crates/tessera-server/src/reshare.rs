@@ -22,8 +22,9 @@
 //! 2. every device of the new structure stores its new share as pending and commits;
 //! 3. once every one committed, one write transaction switches the wallet: the pending share
 //!    becomes the active one, the wallet's structure, parties and epoch become the new ones,
-//!    every share of an older epoch is deleted (`db::shares::delete_old_epochs`), the session's
-//!    end and its `reshare.done` record are written;
+//!    every share of an older epoch is deleted (`db::shares::delete_old_epochs`), the party
+//!    changes it carries out are no longer pending (`db::wallet_changes`), the session's end and
+//!    its `reshare.done` record are written;
 //! 4. the server announces the switch, and the devices switch.
 //!
 //! A crash anywhere leaves every party one usable epoch: before step 3 the wallet is at the old
@@ -32,6 +33,14 @@
 //! holds the new share, at least as pending, and switches to it when it sees the new epoch.
 //! A pending share the server kept from a run that never switched is discarded when the next
 //! refresh or resharing of the wallet is created.
+//!
+//! Approving a device records that it is to join each of the user's structure wallets it can
+//! be added to ([`record_joins`]); revoking one, that it is to leave each wallet it is a party
+//! of (`db::wallet_changes::on_revocation`). `GET /wallet` lists those pending changes; a
+//! device of the wallet carries them out with a resharing (`tessera wallet reshare --pending`,
+//! or `tessera device approve|revoke --reshare`), which needs every device of the new structure
+//! online; until then the change stays listed (a revoked device is refused at once all the
+//! same).
 
 use std::time::Duration;
 
@@ -266,7 +275,7 @@ fn one_or(
 }
 
 /// Adds the leaf `label` to the first `or`/`threshold` node with a device leaf among its
-/// children, or turns the first device leaf under an `and` into `or(device, label)`.
+/// children, or turns `and(server, device)` into `and(server, or(device, label))`.
 fn beside_devices(node: &mut AccessStructure, label: &str) -> bool {
     let is_device = |c: &AccessStructure| matches!(c, AccessStructure::Leaf(l) if l != "server");
     match node {
@@ -282,6 +291,16 @@ fn beside_devices(node: &mut AccessStructure, label: &str) -> bool {
             if children.iter_mut().any(|c| beside_devices(c, label)) {
                 return true;
             }
+            // `and(server, device)`, the default with one device: the device gets company.
+            // With two devices or more under an `and`, each is required, and where a new one
+            // goes is not clear.
+            let devices = children.iter().filter(|c| is_device(c)).count();
+            let leaves = children
+                .iter()
+                .all(|c| matches!(c, AccessStructure::Leaf(_)));
+            if devices != 1 || !leaves {
+                return false;
+            }
             if let Some(device) = children.iter_mut().find(|c| is_device(c)) {
                 let old = std::mem::replace(device, AccessStructure::Leaf(String::new()));
                 *device = AccessStructure::Or(vec![old, AccessStructure::Leaf(label.to_string())]);
@@ -290,6 +309,37 @@ fn beside_devices(node: &mut AccessStructure, label: &str) -> bool {
             false
         }
     }
+}
+
+/// The approval of device `device_id` (named `name`) of `user_id`, in its transaction: it is to
+/// join each of the user's structure wallets whose devices it can sit beside
+/// ([`new_structure`]'s `add`; a wallet of another shape, or a device whose name gives no
+/// label, needs a resharing to a structure given in full). Returns those wallets' ids.
+///
+/// # Errors
+/// A database error.
+pub async fn record_joins(
+    tx: &mut db::WriteTx,
+    user_id: &str,
+    device_id: &str,
+    name: &str,
+) -> ApiResult<Vec<String>> {
+    let Some(label) = crate::names::party_label(name) else {
+        return Ok(Vec::new());
+    };
+    let mut joins = Vec::new();
+    for (wallet_id, structure) in
+        db::wallet_changes::joinable_wallets(tx, user_id, device_id).await?
+    {
+        let Ok(current) = WalletStructure::parse(&structure) else {
+            continue;
+        };
+        if new_structure(&current, std::slice::from_ref(&label), &[], None).is_ok() {
+            db::wallet_changes::add(tx, &wallet_id, device_id, now()).await?;
+            joins.push(wallet_id);
+        }
+    }
+    Ok(joins)
 }
 
 /// A resharing created and waiting for its parties: what the server's party runs.
@@ -675,6 +725,7 @@ async fn switch(state: &AppState, job: &ReshareJob, share: &KeyShare) -> ApiResu
                 )));
             }
             db::shares::delete_old_epochs(&mut *tx, wallet_id, epoch).await?;
+            db::wallet_changes::settle(&mut tx, wallet_id).await?;
             db::sessions::record_end(&mut *tx, sid, SessionStatus::Done, None, now()).await?;
             audit::append_in(
                 &mut tx,
@@ -730,6 +781,8 @@ mod tests {
             "and(server, threshold(2, x, y, z, w))"
         );
         assert!(edit("and(server, or(a, b))", &["a"], &[]).is_err());
+        // Every device required: where a new one goes is not clear.
+        assert!(edit("and(server, a, b)", &["c"], &[]).is_err());
     }
 
     #[test]

@@ -571,14 +571,31 @@ pub async fn detail(
     let structure = db::wallet_parties::wallet(state.db(), &wallet.id)
         .await?
         .and_then(|w| w.structure);
-    let parties = match &structure {
-        Some(_) => crate::coordinator::listed_parties(state.db(), &wallet.id).await?,
-        None => Vec::new(),
+    let (parties, pending) = match &structure {
+        Some(_) => (
+            crate::coordinator::listed_parties(state.db(), &wallet.id).await?,
+            db::wallet_changes::of_wallet(state.db(), &wallet.id)
+                .await?
+                .into_iter()
+                .map(|c| api::PendingChange {
+                    label: c
+                        .label
+                        .or_else(|| crate::names::party_label(&c.device_name))
+                        .unwrap_or_default(),
+                    device_id: c.device_id.into(),
+                    device_name: c.device_name,
+                    change: c.change,
+                    since: c.created_at,
+                })
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
     };
     Ok(Json(api::WalletDetail {
         info: info(&wallet),
         structure,
         parties,
+        pending,
     }))
 }
 

@@ -5,6 +5,9 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 use tessera_client::device::ServerAddress;
+use tessera_client::device::online::Online;
+use tessera_client::device::reshare::ReshareOutcome;
+use tessera_client::reshare::ReshareStep;
 
 use crate::failure::{CliResult, Failure};
 use crate::output::{self, Format, print_json};
@@ -35,6 +38,10 @@ pub(crate) enum DeviceCommand {
     Approve {
         /// The code the new device printed, e.g. 1A2B-3C4D-5E6F-7A8B-9C0D.
         code: String,
+        /// Then reshare each wallet of this device the new device is to join (it and the
+        /// wallet's other devices take part from `tessera listen`).
+        #[arg(long)]
+        reshare: bool,
     },
     /// Revoke a device: its tokens stop working at once.
     Revoke {
@@ -43,6 +50,10 @@ pub(crate) enum DeviceCommand {
         /// Revoke even the last active device of this user, which locks the user out for good.
         #[arg(long)]
         force: bool,
+        /// Then reshare each wallet of this device without it, after which its share is useless
+        /// (the wallet's other devices take part from `tessera listen`).
+        #[arg(long)]
+        reshare: bool,
     },
     /// On a pending device that restored a wallet's device share: prove it again to be approved,
     /// once the time lock of its held recovery has ended.
@@ -84,8 +95,8 @@ pub(crate) async fn init(home: &Path, args: InitArgs) -> CliResult {
 pub(crate) async fn run(home: &Path, command: DeviceCommand) -> CliResult {
     match command {
         DeviceCommand::List(format) => list(home, format).await,
-        DeviceCommand::Approve { code } => approve(home, &code).await,
-        DeviceCommand::Revoke { id, force } => revoke(home, &id, force).await,
+        DeviceCommand::Approve { code, reshare } => approve(home, &code, reshare).await,
+        DeviceCommand::Revoke { id, force, reshare } => revoke(home, &id, force, reshare).await,
         DeviceCommand::Recover { wallet } => crate::cmd::backup::recover(home, &wallet).await,
     }
 }
@@ -122,16 +133,67 @@ async fn list(home: &Path, format: Format) -> CliResult {
     Ok(())
 }
 
-async fn approve(home: &Path, code: &str) -> CliResult {
+async fn approve(home: &Path, code: &str, reshare: bool) -> CliResult {
     let online = unlock::connect(home).await?;
     let d = online.approve_device(code).await?;
     println!("approved {} ({})", d.device_id, d.name);
     // The key the new device printed at `tessera init`: the user compares the two.
     println!("identity key   {}", d.identity_key);
-    Ok(())
+    pending_resharings(&online, reshare).await
 }
 
-async fn revoke(home: &Path, id: &str, force: bool) -> CliResult {
+/// The wallets of this device whose parties are to change after an approval or a revocation;
+/// with `reshare`, each is reshared in turn (a failure leaves it pending, and is reported).
+async fn pending_resharings(online: &Online, reshare: bool) -> CliResult {
+    let pending = online.pending_changes().await?;
+    let mut failed = Vec::new();
+    for (name, detail) in pending {
+        let changes: Vec<String> = detail
+            .pending
+            .iter()
+            .map(|c| {
+                let verb = if c.change == "add" { "joins" } else { "leaves" };
+                format!("{:?} ({}) {verb}", c.device_name, c.label)
+            })
+            .collect();
+        println!("wallet {name}: {} when it is reshared", changes.join(", "));
+        if !reshare {
+            println!(
+                "  run `tessera wallet reshare --wallet {name} --pending` with its devices running `tessera listen`"
+            );
+            continue;
+        }
+        eprintln!("  resharing {name}: waiting for its devices (`tessera listen` on each)");
+        match online
+            .reshare_pending(&name, |step| {
+                if let ReshareStep::Round(r, t) = step {
+                    eprintln!("  reshare round {r}/{t} done");
+                }
+            })
+            .await
+        {
+            Ok(Some(ReshareOutcome::Switched { epoch, .. })) => {
+                println!("  reshared: epoch {epoch}");
+            }
+            Ok(Some(ReshareOutcome::Left)) => println!("  reshared without this device"),
+            Ok(None) => println!("  nothing pending any more"),
+            Err(e) => {
+                println!("  not reshared, still pending: {e}");
+                failed.push(name);
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!(
+            "wallets still to reshare: {}",
+            failed.join(", ")
+        )))
+    }
+}
+
+async fn revoke(home: &Path, id: &str, force: bool, reshare: bool) -> CliResult {
     let online = unlock::connect(home).await?;
     if force {
         eprintln!(
@@ -143,5 +205,5 @@ async fn revoke(home: &Path, id: &str, force: bool) -> CliResult {
     }
     let d = online.revoke_device(id, force).await?;
     println!("revoked {} ({})", d.device_id, d.name);
-    Ok(())
+    pending_resharings(&online, reshare).await
 }

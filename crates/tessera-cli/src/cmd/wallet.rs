@@ -303,6 +303,10 @@ pub(crate) struct ReshareArgs {
     /// New shares for the same structure (a refresh of a structure wallet).
     #[arg(long)]
     refresh: bool,
+    /// Carry out the wallet's pending changes: devices approved since join, devices revoked
+    /// since leave (`tessera wallet show` lists them).
+    #[arg(long, conflicts_with_all = ["add", "remove", "structure", "refresh"])]
+    pending: bool,
     /// Other devices that deal with this one and the server, when these two are not a quorum
     /// alone (party labels, comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -355,6 +359,29 @@ pub(crate) fn print_reshared(wallet: &str, outcome: &ReshareOutcome, format: For
 
 async fn reshare(home: &Path, args: ReshareArgs) -> CliResult {
     let online = unlock::connect(home).await?;
+    let progress = |step| match step {
+        ReshareStep::Round(r, t) => {
+            eprintln!("  reshare round {r}/{t} done");
+            if r == 2 {
+                pause_at("round-2");
+            }
+        }
+        ReshareStep::PendingStored => pause_at("pending-stored"),
+        ReshareStep::CommitSent => pause_at("commit-sent"),
+    };
+    if args.pending {
+        eprintln!("waiting for the other parties to join (`tessera listen` on each)");
+        let outcome = online
+            .reshare_pending(&args.wallet, progress)
+            .await?
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "wallet {} has no pending change: no device joins or leaves it",
+                    args.wallet
+                ))
+            })?;
+        return print_reshared(&args.wallet, &outcome, args.format);
+    }
     let structure = match (args.refresh, args.structure) {
         (true, _) => Some(
             online
@@ -374,18 +401,7 @@ async fn reshare(home: &Path, args: ReshareArgs) -> CliResult {
         with: args.with,
     };
     eprintln!("waiting for the other parties to join (`tessera listen` on each)");
-    let outcome = online
-        .reshare(&args.wallet, &change, |step| match step {
-            ReshareStep::Round(r, t) => {
-                eprintln!("  reshare round {r}/{t} done");
-                if r == 2 {
-                    pause_at("round-2");
-                }
-            }
-            ReshareStep::PendingStored => pause_at("pending-stored"),
-            ReshareStep::CommitSent => pause_at("commit-sent"),
-        })
-        .await?;
+    let outcome = online.reshare(&args.wallet, &change, progress).await?;
     print_reshared(&args.wallet, &outcome, args.format)
 }
 
@@ -434,6 +450,17 @@ async fn show(home: &Path, args: ShowArgs) -> CliResult {
                     ""
                 };
                 println!("party {:<8} {:<16} {who}{here}", party.party, party.label);
+            }
+            for change in &detail.pending {
+                let verb = if change.change == "add" {
+                    "joins"
+                } else {
+                    "leaves"
+                };
+                println!(
+                    "pending        device {:?} ({}) {verb} at the next resharing (tessera wallet reshare --wallet {} --pending)",
+                    change.device_name, change.label, args.wallet
+                );
             }
         }
     }

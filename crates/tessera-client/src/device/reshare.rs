@@ -121,6 +121,58 @@ impl Online {
         self.finish(name, reshared)
     }
 
+    /// The structure wallets this device holds a share of whose parties are to change (a device
+    /// approved or revoked since), by name, with what the server says of them.
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`], [`DeviceError::Store`].
+    pub async fn pending_changes(&self) -> Result<Vec<(String, api::WalletDetail)>, DeviceError> {
+        let mut out = Vec::new();
+        for name in self.keystore.list_wallets()? {
+            let record = self.wallet(&name)?;
+            if !record.current.is_structure_wallet() {
+                continue;
+            }
+            let detail = (self.client)
+                .wallet_detail(&record.current.wallet_id().to_string())
+                .await?;
+            if !detail.pending.is_empty() {
+                out.push((name, detail));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Carries out wallet `name`'s pending party changes (devices approved join, devices revoked
+    /// leave) with one resharing, as [`Self::reshare`]; `None` when none is pending.
+    ///
+    /// # Errors
+    /// As [`Self::reshare`].
+    pub async fn reshare_pending(
+        &self,
+        name: &str,
+        on_step: impl FnMut(ReshareStep),
+    ) -> Result<Option<ReshareOutcome>, DeviceError> {
+        let detail = self.wallet_detail(name).await?;
+        if detail.pending.is_empty() {
+            return Ok(None);
+        }
+        let labels = |change: &str| {
+            detail
+                .pending
+                .iter()
+                .filter(|c| c.change == change)
+                .map(|c| c.label.clone())
+                .collect()
+        };
+        let change = ReshareChange {
+            add: labels("add"),
+            remove: labels("remove"),
+            ..ReshareChange::default()
+        };
+        Ok(Some(self.reshare(name, &change, on_step).await?))
+    }
+
     /// Stores `new` as the pending share of wallet `name`.
     fn keep_pending(&self, name: &str, new: &KeyShare) -> Result<(), ClientError> {
         let mut record = self

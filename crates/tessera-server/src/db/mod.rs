@@ -50,6 +50,7 @@ pub mod replicas;
 pub mod sessions;
 pub mod shares;
 pub mod states;
+pub mod wallet_changes;
 pub mod wallet_parties;
 pub mod wallets;
 

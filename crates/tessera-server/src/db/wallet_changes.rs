@@ -1,0 +1,149 @@
+//! `wallet_changes` (migration 0013): a structure wallet's party changes waiting for a
+//! resharing — a device approved after the wallet was made joins it, a revoked device leaves it
+//! (`crate::reshare`'s module documentation).
+
+use sqlx::any::AnyExecutor;
+
+use super::WriteTx;
+
+/// A change waiting for a resharing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChange {
+    /// The device.
+    pub device_id: String,
+    /// Its name as registered.
+    pub device_name: String,
+    /// Its label in the wallet (a device leaving it), none for one joining it.
+    pub label: Option<String>,
+    /// `add` or `remove`.
+    pub change: String,
+    /// Since when (Unix seconds).
+    pub created_at: i64,
+}
+
+/// The structure wallets of `user_id` with a key that device `device_id` is not a party of:
+/// (id, structure).
+///
+/// # Errors
+/// A database error.
+pub async fn joinable_wallets(
+    tx: &mut WriteTx,
+    user_id: &str,
+    device_id: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT w.id, w.structure FROM wallets w WHERE w.user_id = $1 AND w.structure IS NOT NULL \
+         AND w.public_key IS NOT NULL AND NOT EXISTS \
+         (SELECT 1 FROM wallet_parties p WHERE p.wallet_id = w.id AND p.device_id = $2) \
+         ORDER BY w.created_at, w.id",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// Records that device `device_id` joins wallet `wallet_id`.
+///
+/// # Errors
+/// A database error.
+pub async fn add(
+    tx: &mut WriteTx,
+    wallet_id: &str,
+    device_id: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO wallet_changes (wallet_id, device_id, change, created_at) VALUES ($1, $2, 'add', $3) \
+         ON CONFLICT (wallet_id, device_id) DO UPDATE SET change = 'add', created_at = excluded.created_at",
+    )
+    .bind(wallet_id)
+    .bind(device_id)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The revocation of `device_id`: it no longer joins any wallet, and it leaves every wallet it
+/// is a party of. Returns those wallets' ids.
+///
+/// # Errors
+/// A database error.
+pub async fn on_revocation(
+    tx: &mut WriteTx,
+    device_id: &str,
+    at: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query("DELETE FROM wallet_changes WHERE device_id = $1 AND change = 'add'")
+        .bind(device_id)
+        .execute(&mut **tx)
+        .await?;
+    let wallets: Vec<(String,)> = sqlx::query_as(
+        "SELECT wallet_id FROM wallet_parties WHERE device_id = $1 ORDER BY wallet_id",
+    )
+    .bind(device_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (wallet_id,) in &wallets {
+        sqlx::query(
+            "INSERT INTO wallet_changes (wallet_id, device_id, change, created_at) VALUES ($1, $2, 'remove', $3) \
+             ON CONFLICT (wallet_id, device_id) DO UPDATE SET change = 'remove', created_at = excluded.created_at",
+        )
+        .bind(wallet_id)
+        .bind(device_id)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(wallets.into_iter().map(|(w,)| w).collect())
+}
+
+/// After a resharing's switch of `wallet_id`, in its transaction: deletes the changes its
+/// parties now satisfy (a device added is a party, a device removed is not).
+///
+/// # Errors
+/// A database error.
+pub async fn settle(tx: &mut WriteTx, wallet_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM wallet_changes WHERE wallet_id = $1 AND ( \
+         (change = 'add' AND EXISTS (SELECT 1 FROM wallet_parties p WHERE p.wallet_id = $1 AND p.device_id = wallet_changes.device_id)) \
+         OR (change = 'remove' AND NOT EXISTS (SELECT 1 FROM wallet_parties p WHERE p.wallet_id = $1 AND p.device_id = wallet_changes.device_id)))",
+    )
+    .bind(wallet_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The changes of `wallet_id` waiting for a resharing, oldest first.
+///
+/// # Errors
+/// A database error.
+pub async fn of_wallet(
+    db: impl AnyExecutor<'_>,
+    wallet_id: &str,
+) -> Result<Vec<PendingChange>, sqlx::Error> {
+    type Row = (String, String, Option<String>, String, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT c.device_id, d.name, p.label, c.change, c.created_at FROM wallet_changes c \
+         JOIN devices d ON d.id = c.device_id \
+         LEFT JOIN wallet_parties p ON p.wallet_id = c.wallet_id AND p.device_id = c.device_id \
+         WHERE c.wallet_id = $1 ORDER BY c.created_at, c.device_id",
+    )
+    .bind(wallet_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(device_id, device_name, label, change, created_at)| PendingChange {
+                device_id,
+                device_name,
+                label,
+                change,
+                created_at,
+            },
+        )
+        .collect())
+}
