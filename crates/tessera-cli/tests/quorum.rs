@@ -354,7 +354,10 @@ async fn two_of_three_devices_on(backend: Backend) {
         assert!(listener.wait().status.success());
     }
     let public_key = made["public_key"].as_str().unwrap();
-    // One device and the server are not a quorum.
+    // One device and the server are not a quorum, and no other device is online.
+    for home in [&laptop, &tablet] {
+        wait_presence(&server, &device_id(home.path()), false).await;
+    }
     let alone = tessera_cmd(
         phone.path(),
         &["sign", "--wallet", "vault", "--message", "alone"],
@@ -363,7 +366,10 @@ async fn two_of_three_devices_on(backend: Backend) {
     .unwrap();
     let err = String::from_utf8_lossy(&alone.stderr);
     assert_eq!(alone.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot sign together"), "{err}");
+    assert!(
+        err.contains("cannot sign together") && err.contains("online"),
+        "{err}"
+    );
     // The tablet asks, the laptop is asked and says yes.
     let laptop_listens = Listener::answering(laptop.path(), &["--once", "--json"], "y\n");
     let signed = sign(
@@ -383,6 +389,16 @@ async fn two_of_three_devices_on(backend: Backend) {
     );
     let theirs = joined(&out);
     assert_eq!(theirs["signature_rsv"], signed["signature_rsv"]);
+    // Nobody named: the server picks the co-signer among the devices online, the laptop, whose
+    // agent waits for sessions.
+    let laptop_id = device_id(laptop.path());
+    let laptop_listens = Listener::answering(laptop.path(), &["--once", "--json"], "y\n");
+    wait_online(&server, &laptop_id).await;
+    let signed = sign(tablet.path(), "vault", "picked by the server", &[]);
+    verify(&signed, public_key);
+    let out = laptop_listens.wait();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("server + laptop + tablet"), "{said}");
     // The laptop's person says no: the tablet's request fails, naming the laptop's party.
     let laptop_refuses = Listener::answering(laptop.path(), &["--once"], "n\n");
     let refused = tessera_cmd(
@@ -427,6 +443,44 @@ fn another_device(server_url: &str, approver: &Path, name: &str) -> tempfile::Te
         .to_string();
     ok(approver, &["device", "approve", &code]);
     home
+}
+
+/// Waits until the server counts device `device_id` as online (its `tessera listen` waits on
+/// `GET /sessions/joinable`), or with `online` false, as offline.
+async fn wait_online(server: &Server, device_id: &str) {
+    wait_presence(server, device_id, true).await;
+}
+
+async fn wait_presence(server: &Server, device_id: &str, online: bool) {
+    let db = server.database().await;
+    for _ in 0..200 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        // Online: in a long poll (more than the grace ahead); offline: not even in the grace.
+        let sql = if online {
+            "SELECT COUNT(*) FROM device_presence WHERE device_id = $1 AND until >= $2 + 5"
+        } else {
+            "SELECT COUNT(*) FROM devices WHERE id = $1 AND NOT EXISTS \
+             (SELECT 1 FROM device_presence WHERE device_id = $1 AND until >= $2)"
+        };
+        let found: i64 = sqlx::query_scalar(sql)
+            .bind(device_id)
+            .bind(now)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if found == 1 {
+            db.close().await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "device {device_id} never came online (or offline: {})",
+        !online
+    );
 }
 
 /// `tessera wallet reshare` in `home` with `args`, the devices `listening` joining with
@@ -1003,7 +1057,7 @@ mod through_the_sdk {
             assert!(text.contains(why), "{labels:?}: {text}");
         }
         let e = phone.refresh("vault", |_| {}).await.unwrap_err();
-        assert!(refused(&e).1.contains("structure wallets"), "{e}");
+        assert!(refused(&e).1.contains("wallet reshare --wallet NAME --refresh"), "{e}");
 
         // A signing session: the tablet asks with the laptop. The phone, not a signer, neither
         // sees it nor opens it; the laptop's second socket is refused; when the socket that

@@ -599,6 +599,9 @@ pub async fn listed_parties(
 
 /// The parties of a signing session of a structure wallet: the requesting device's party, the
 /// server's, and the device parties labelled `with`; they must be a quorum of `structure`.
+/// When the requester names none and it and the server are not a quorum, the server completes
+/// the smallest quorum with devices whose agent is online (`GET /sessions/joinable` waiting, or
+/// within [`PRESENCE_GRACE`] of it).
 ///
 /// # Errors
 /// [`ApiError::Forbidden`] when the device is not a party of the wallet;
@@ -640,14 +643,34 @@ pub async fn sign_parties(
         signers.insert(party.party);
     }
     let quorum: Vec<PartyIndex> = signers.iter().copied().map(PartyIndex::new).collect();
-    if !parsed.is_authorised(&quorum) {
-        let labels: Vec<&str> = quorum.iter().filter_map(|&p| parsed.label(p)).collect();
+    if parsed.is_authorised(&quorum) {
+        parties.signers = signers.into_iter().collect();
+        return Ok(parties);
+    }
+    let labels: Vec<&str> = quorum.iter().filter_map(|&p| parsed.label(p)).collect();
+    if !with.is_empty() {
         return Err(ApiError::BadRequest(format!(
             "{} cannot sign together under {structure}: name the other devices to sign with",
             labels.join(" + ")
         )));
     }
-    parties.signers = signers.into_iter().collect();
+    // None named: the smallest quorum of the requester, the server and devices online.
+    let mut online: Vec<PartyIndex> =
+        db::wallet_changes::online_parties(&mut **tx, wallet_id, now())
+            .await?
+            .into_iter()
+            .filter_map(|p| u8::try_from(p).ok().map(PartyIndex::new))
+            .collect();
+    online.extend(quorum.iter().copied());
+    let chosen = parsed.choose_quorum(&online, &[], &quorum).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{} cannot sign together under {structure}, and the devices online (running \
+             `tessera listen`) do not complete a quorum ({e}): start their agents or name the \
+             devices to sign with",
+            labels.join(" + ")
+        ))
+    })?;
+    parties.signers = chosen.into_iter().map(PartyIndex::get).collect();
     Ok(parties)
 }
 
@@ -661,6 +684,12 @@ pub struct JoinableQuery {
 
 /// The longest wait of `GET /sessions/joinable?wait=…`, in seconds.
 pub const MAX_JOINABLE_WAIT: u64 = 25;
+
+/// How long a device counts as online after its last `GET /sessions/joinable` was answered, in
+/// seconds: more than `tessera listen`'s default poll period (1 s) between two requests, and
+/// short, since a device that went away still counts as online for this long (a signature whose
+/// chosen co-signer is gone fails naming it, once the idle timeout passed).
+pub const PRESENCE_GRACE: i64 = 3;
 
 /// How often a waiting `GET /sessions/joinable` reads the sessions again, for those that
 /// become joinable on another replica (one on this replica wakes it at once).
@@ -677,12 +706,66 @@ pub async fn joinable(
     me: AuthDevice,
     crate::extract::ApiQuery(q): crate::extract::ApiQuery<JoinableQuery>,
 ) -> ApiResult<Json<Vec<api::JoinableSession>>> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_JOINABLE_WAIT));
+    let wait = q.wait.min(MAX_JOINABLE_WAIT);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    // The device's agent is online while it waits here, and for a moment after (it asks again
+    // at once, or after its poll period); a request dropped midway (the agent went away) ends
+    // it at once.
+    db::wallet_changes::present_until(
+        state.db(),
+        &me.device_id,
+        now() + wait as i64 + PRESENCE_GRACE,
+    )
+    .await?;
+    let mut presence = Presence {
+        state: state.clone(),
+        device_id: Some(me.device_id.clone()),
+    };
+    let answer = joinable_within(&state, &me, deadline).await;
+    presence.ended(now() + PRESENCE_GRACE).await;
+    answer
+}
+
+/// A device's presence while its `GET /sessions/joinable` runs.
+struct Presence {
+    state: AppState,
+    device_id: Option<String>,
+}
+
+impl Presence {
+    /// The request answered: online until `until`.
+    async fn ended(&mut self, until: i64) {
+        if let Some(device_id) = self.device_id.take()
+            && let Err(e) =
+                db::wallet_changes::present_until(self.state.db(), &device_id, until).await
+        {
+            tracing::warn!(device_id = %device_id, error = %e, "could not record a device's presence");
+        }
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        if let Some(device_id) = self.device_id.take() {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let _ = db::wallet_changes::present_until(state.db(), &device_id, now()).await;
+            });
+        }
+    }
+}
+
+/// The joinable sessions of `me`, waiting until `deadline` for one when there is none.
+async fn joinable_within(
+    state: &AppState,
+    me: &AuthDevice,
+    deadline: tokio::time::Instant,
+) -> ApiResult<Json<Vec<api::JoinableSession>>> {
     loop {
         let changed = state.joinable_changed();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let sessions = joinable_now(&state, &me).await?;
+        let sessions = joinable_now(state, me).await?;
         let now = tokio::time::Instant::now();
         if !sessions.is_empty() || now >= deadline {
             return Ok(Json(sessions));

@@ -1,6 +1,7 @@
-//! `wallet_changes` (migration 0013): a structure wallet's party changes waiting for a
+//! Migration 0013: `wallet_changes`, a structure wallet's party changes waiting for a
 //! resharing — a device approved after the wallet was made joins it, a revoked device leaves it
-//! (`crate::reshare`'s module documentation).
+//! (`crate::reshare`'s module documentation); and `device_presence`, the devices whose agent is
+//! online (`crate::coordinator::joinable`).
 
 use sqlx::any::AnyExecutor;
 
@@ -146,4 +147,45 @@ pub async fn of_wallet(
             },
         )
         .collect())
+}
+
+/// Device `device_id` is online until `until` (Unix seconds).
+///
+/// # Errors
+/// A database error.
+pub async fn present_until(
+    db: impl AnyExecutor<'_>,
+    device_id: &str,
+    until: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO device_presence (device_id, until) VALUES ($1, $2) \
+         ON CONFLICT (device_id) DO UPDATE SET until = excluded.until",
+    )
+    .bind(device_id)
+    .bind(until)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The party indices of wallet `wallet_id`'s active devices that are online at `at`.
+///
+/// # Errors
+/// A database error.
+pub async fn online_parties(
+    db: impl AnyExecutor<'_>,
+    wallet_id: &str,
+    at: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT p.party FROM wallet_parties p JOIN device_presence o ON o.device_id = p.device_id \
+         JOIN devices d ON d.id = p.device_id \
+         WHERE p.wallet_id = $1 AND o.until >= $2 AND d.status = 'active' ORDER BY p.party",
+    )
+    .bind(wallet_id)
+    .bind(at)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(p,)| p).collect())
 }

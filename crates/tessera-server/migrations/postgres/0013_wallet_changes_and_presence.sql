@@ -9,3 +9,11 @@ CREATE TABLE wallet_changes (
     created_at  BIGINT NOT NULL,
     PRIMARY KEY (wallet_id, device_id)
 );
+
+-- Which devices are online to take part in sessions: a device agent (`tessera listen`) waiting
+-- on GET /sessions/joinable is, until `until` (Unix seconds). The server picks the co-signers
+-- of a structure wallet's signature among them when the requester names none.
+CREATE TABLE device_presence (
+    device_id  TEXT PRIMARY KEY REFERENCES devices(id),
+    until      BIGINT NOT NULL
+);
