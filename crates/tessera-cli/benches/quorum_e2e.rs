@@ -274,6 +274,7 @@ async fn sign_figures(signs: u64) -> Vec<Figure> {
                             .await
                     };
                     let (a, b) = tokio::join!(asked, joined);
+                    let a = a.map(|(signature, _)| signature);
                     let (a, b) = (a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string()));
                     assert_eq!(a.as_ref().unwrap(), b.as_ref().unwrap(), "{a:?} {b:?}");
                 }

@@ -1032,7 +1032,11 @@ mod through_the_sdk {
             assert_eq!(share.public_key(), made.public_key());
         }
 
-        // Requests the server refuses, and nothing is created for them.
+        // Requests the server refuses, and nothing is created for them (no other device is
+        // online to complete a quorum).
+        for device in [&laptop, &tablet] {
+            super::wait_presence(&server, &device.config().device_id, false).await;
+        }
         let with = |labels: &[&str]| labels.iter().map(|l| l.to_string()).collect::<Vec<_>>();
         let mut record = phone.wallet("vault").unwrap();
         for (labels, why) in [
@@ -1057,7 +1061,12 @@ mod through_the_sdk {
             assert!(text.contains(why), "{labels:?}: {text}");
         }
         let e = phone.refresh("vault", |_| {}).await.unwrap_err();
-        assert!(refused(&e).1.contains("wallet reshare --wallet NAME --refresh"), "{e}");
+        assert!(
+            refused(&e)
+                .1
+                .contains("wallet reshare --wallet NAME --refresh"),
+            "{e}"
+        );
 
         // A signing session: the tablet asks with the laptop. The phone, not a signer, neither
         // sees it nor opens it; the laptop's second socket is refused; when the socket that
@@ -1172,6 +1181,220 @@ mod through_the_sdk {
         }))
         .await;
         assert!(signs.iter().all(|&s| s == 200), "{signs:?}");
+    }
+
+    /// The laptop's side of a signing session, run by hand so that it misbehaves: its channels
+    /// with the other devices set up as an honest device's, then every round-2 message it sends
+    /// the server cut in half. Returns how its run ended.
+    async fn misbehave(
+        server: &Server,
+        laptop: &Online,
+        dir: &Path,
+        session: &api::JoinableSession,
+    ) -> String {
+        use std::collections::BTreeMap;
+        use tessera_client::session_socket::SocketLink;
+        use tessera_core::{PartyIndex, Session, SignRequest, SignSession, driver};
+
+        let identity = device(dir)
+            .keystore()
+            .unwrap()
+            .load_identity(&passphrase())
+            .unwrap();
+        let share = laptop.wallet("vault").unwrap().current;
+        let sign = session.sign.as_ref().unwrap();
+        let mut nonce = [0u8; 32];
+        hex::decode_to_slice(&session.nonce, &mut nonce).unwrap();
+        let signers: Vec<PartyIndex> = session
+            .parties
+            .signers
+            .iter()
+            .map(|&p| PartyIndex::new(p))
+            .collect();
+        let request = SignRequest {
+            nonce,
+            signers: signers.clone(),
+            digest: tessera_api::intent::decode(&sign.kind).unwrap().digest,
+            path: sign.path.parse().unwrap(),
+        };
+        let mut run = SignSession::new(&share, &request).unwrap();
+        let socket = open(server, laptop, session.session_id.as_str())
+            .await
+            .unwrap();
+        let mut link = SocketLink::new(socket, run.party(), &run.peers()).unwrap();
+        let mut trusted = BTreeMap::new();
+        let mut server_party = None;
+        for p in &session.parties.parties {
+            let index = PartyIndex::new(p.party);
+            match &p.identity_key {
+                None => server_party = Some(index),
+                Some(key) if p.party != session.parties.me && signers.contains(&index) => {
+                    let mut bytes = [0u8; 32];
+                    hex::decode_to_slice(key, &mut bytes).unwrap();
+                    trusted.insert(index, bytes);
+                }
+                Some(_) => {}
+            }
+        }
+        link.seal(
+            &identity,
+            session.session_id.as_str().as_bytes(),
+            &trusted,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        let mut evil = Corrupting {
+            inner: link,
+            server: server_party.unwrap(),
+        };
+        match driver::drive(
+            &mut run,
+            &mut evil,
+            Some(Duration::from_secs(30)),
+            |_, _| Ok(()),
+        )
+        .await
+        {
+            Ok(_) => panic!("the misbehaving laptop's run succeeded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// A link that cuts in half every round-2 message to the server.
+    struct Corrupting<L> {
+        inner: L,
+        server: tessera_core::PartyIndex,
+    }
+
+    impl<L: tessera_core::driver::Link> tessera_core::driver::Link for Corrupting<L> {
+        type Error = L::Error;
+
+        async fn send(&mut self, envelope: &tessera_core::Envelope) -> Result<(), L::Error> {
+            if envelope.round == 2 && envelope.to == self.server {
+                let mut cut = envelope.clone();
+                cut.payload.truncate(cut.payload.len() / 2);
+                return self.inner.send(&cut).await;
+            }
+            self.inner.send(envelope).await
+        }
+
+        async fn recv(
+            &mut self,
+            idle: Option<Duration>,
+        ) -> Result<Option<(tessera_core::PartyIndex, Vec<u8>)>, L::Error> {
+            self.inner.recv(idle).await
+        }
+
+        async fn send_control(
+            &mut self,
+            control: tessera_core::driver::Control,
+        ) -> Result<(), L::Error> {
+            self.inner.send_control(control).await
+        }
+
+        async fn recv_control(
+            &mut self,
+            from: tessera_core::PartyIndex,
+            idle: Option<Duration>,
+        ) -> Result<Option<tessera_core::driver::Control>, L::Error> {
+            self.inner.recv_control(from, idle).await
+        }
+    }
+
+    /// Robust signing: the tablet asks to sign with the laptop, whose messages to the server
+    /// fail the checks mid-sign. The server bans the laptop's party and records it; the
+    /// tablet's request is asked again without it, the server picking the phone, whose agent is
+    /// online; the signature verifies and the tablet is told the ban. The banned laptop is then
+    /// refused as a co-signer.
+    async fn a_misbehaving_cosigner_is_banned_and_the_request_still_signed_on(backend: Backend) {
+        tessera_client::tls::install_crypto_provider();
+        let server = start(backend);
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let phone = online(&server, dirs[0].path(), "alice", "phone", None).await;
+        let laptop = online(&server, dirs[1].path(), "alice", "laptop", Some(&phone)).await;
+        let tablet = online(&server, dirs[2].path(), "alice", "tablet", Some(&phone)).await;
+        let structure = "and(server, threshold(2, phone, laptop, tablet))";
+        let (made, (laptop_joined, tablet_joined)) = tokio::join!(
+            phone.keygen_structure("vault", structure, |_, _| {}),
+            async {
+                let session = joinable(&laptop, |_| true).await;
+                let tablet_session = joinable(&tablet, |_| true).await;
+                tokio::join!(
+                    laptop.join(&session, |_, _| {}),
+                    tablet.join(&tablet_session, |_, _| {})
+                )
+            }
+        );
+        let public_key = made.unwrap().public_key();
+        laptop_joined.unwrap();
+        tablet_joined.unwrap();
+
+        let kind = message("robust");
+        let root = DerivationPath::root();
+        let mut record = tablet.wallet("vault").unwrap();
+        let with = vec!["laptop".to_string()];
+        let (signed, laptop_ended, phone_joined) = tokio::join!(
+            tablet.sign_with("vault", &mut record, &kind, &root, &with, |_, _| {}, |_| {}),
+            async {
+                let session = joinable(&laptop, |s| s.sign.is_some()).await;
+                misbehave(&server, &laptop, dirs[1].path(), &session).await
+            },
+            async {
+                // The phone's agent, online, joins the signature it is picked for.
+                let session = joinable(&phone, |s| s.sign.is_some()).await;
+                phone.join(&session, |_, _| {}).await
+            }
+        );
+        let signed = signed.unwrap();
+        assert!(!laptop_ended.is_empty());
+        let digest = tessera_api::intent::decode(&kind).unwrap().digest;
+        public_key.verify(&digest, &signed.signature).unwrap();
+        let Joined::Signed(theirs) = phone_joined.unwrap() else {
+            panic!("the phone did not sign")
+        };
+        assert_eq!(theirs.signature, signed.signature);
+        // The tablet was told: the laptop's party (2) was banned, naming its device.
+        assert_eq!(signed.banned.len(), 1, "{:?}", signed.banned);
+        let ban = &signed.banned[0];
+        assert_eq!(ban.party, 2);
+        assert_eq!(
+            ban.device_id.as_ref().map(|d| d.as_str()),
+            Some(laptop.config().device_id.as_str())
+        );
+        // The audit log names the banned party and its device.
+        let records = tablet.audit(Some("vault")).await.unwrap();
+        let banned = records
+            .iter()
+            .find(|r| r.kind == "party.banned")
+            .expect("no party.banned record");
+        let detail: serde_json::Value = serde_json::from_str(&banned.detail).unwrap();
+        assert_eq!(detail["party"], 2, "{detail}");
+        assert_eq!(
+            detail["device_id"].as_str(),
+            Some(laptop.config().device_id.as_str())
+        );
+        // The laptop is refused as a co-signer from now on, naming the ban.
+        let e = tablet
+            .sign_with("vault", &mut record, &kind, &root, &with, |_, _| {}, |_| {})
+            .await
+            .unwrap_err();
+        let (status, text) = refused(&e);
+        assert_eq!(status, 403, "{text}");
+        assert!(
+            text.contains("party 2") && text.contains("banned"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_misbehaving_cosigner_is_banned_and_the_request_still_signed_on_sqlite() {
+        a_misbehaving_cosigner_is_banned_and_the_request_still_signed_on(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_misbehaving_cosigner_is_banned_and_the_request_still_signed_on_postgres() {
+        a_misbehaving_cosigner_is_banned_and_the_request_still_signed_on(Backend::Postgres).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,11 @@ use crate::session_socket::SocketLink;
 /// How long a party waits for the others to come, and for each message of a run.
 pub const PARTY_WAIT: Duration = Duration::from_secs(300);
 
+/// How many times [`ServerClient::sign_structure`] asks again after the server banned a party
+/// of the failed run: each retry follows a new ban, so the bound is also the number of parties
+/// one request can exclude (a quorum rarely has more than this many co-signers).
+pub const MAX_SIGN_RETRIES: usize = 3;
+
 /// A session's parties, checked: the structure, this device's party, and each other device
 /// party with the registry's identity key for it.
 struct Checked {
@@ -141,14 +146,21 @@ fn check_signers(checked: &Checked, share: &KeyShare, signers: &[u8]) -> Result<
 impl ServerClient {
     /// Signs what `kind` describes with a structure wallet's `share` under `path`, together
     /// with the server and the device parties labelled `with` (which join with
-    /// [`Self::join_sign`]). The server applies the wallet's policy as for a 2-of-2 wallet;
-    /// when it requires another device's approval, `on_wait` is told and this waits for it.
-    /// Identity keys as [`Self::keygen_structure`]. The signature is verified before it is
-    /// returned.
+    /// [`Self::join_sign`]; none: the server picks them among the devices online). The server
+    /// applies the wallet's policy as for a 2-of-2 wallet; when it requires another device's
+    /// approval, `on_wait` is told and this waits for it. Identity keys as
+    /// [`Self::keygen_structure`]. The signature is verified before it is returned.
+    ///
+    /// Robust signing: when a run fails and the server banned a party of it for misbehaving
+    /// (the engine blamed it, or its message failed the checks), the request is made again
+    /// without it, the server picking the co-signers among the devices online, at most
+    /// [`MAX_SIGN_RETRIES`] times; the bans are returned with the signature (the requester is
+    /// told). A run that fails without a new ban is not retried.
     ///
     /// # Errors
-    /// The server's refusal (a policy denial, parties that are not a quorum...), a signer
-    /// that never came or failed (named), [`ClientError::EpochMismatch`], network errors.
+    /// The server's refusal (a policy denial, parties that are not a quorum, no quorum online
+    /// without the banned parties...), a signer that never came or failed (named),
+    /// [`ClientError::EpochMismatch`], network errors.
     #[allow(clippy::too_many_arguments)] // a signing request's parts and its three hooks
     pub async fn sign_structure(
         &self,
@@ -157,30 +169,65 @@ impl ServerClient {
         path: &DerivationPath,
         with: &[String],
         identity: &DeviceIdentity,
-        trust: impl FnMut(&api::SessionParty, [u8; 32]) -> Result<[u8; 32]>,
-        on_round: impl FnMut(u8, u8),
+        mut trust: impl FnMut(&api::SessionParty, [u8; 32]) -> Result<[u8; 32]>,
+        mut on_round: impl FnMut(u8, u8),
         on_wait: impl FnOnce(&str),
-    ) -> Result<Signature> {
+    ) -> Result<(Signature, Vec<api::Ban>)> {
         let digest = tessera_api::intent::decode(kind)?.digest;
-        let (created, ours) = self.request_sign(share, kind, path, with).await?;
-        let parties = created
-            .parties
-            .as_ref()
-            .ok_or_else(|| bad("no parties for a structure wallet"))?;
-        self.await_approval(&created, on_wait).await?;
-        let mut server = [0u8; 32];
-        hex::decode_to_slice(&created.nonce, &mut server).map_err(|_| bad("its nonce"))?;
-        let request = (joint_nonce(&[ours, server]), digest, path.clone());
-        self.run_sign(
-            &created.session_id,
-            parties,
-            request,
-            share,
-            identity,
-            trust,
-            on_round,
-        )
-        .await
+        let mut with = with.to_vec();
+        let mut on_wait = Some(on_wait);
+        let mut banned = Vec::new();
+        loop {
+            let (created, ours) = self.request_sign(share, kind, path, &with).await?;
+            let parties = created
+                .parties
+                .as_ref()
+                .ok_or_else(|| bad("no parties for a structure wallet"))?;
+            self.await_approval(&created, |s| {
+                if let Some(on_wait) = on_wait.take() {
+                    on_wait(s);
+                }
+            })
+            .await?;
+            let mut server = [0u8; 32];
+            hex::decode_to_slice(&created.nonce, &mut server).map_err(|_| bad("its nonce"))?;
+            let request = (joint_nonce(&[ours, server]), digest, path.clone());
+            let run = self
+                .run_sign(
+                    &created.session_id,
+                    parties,
+                    request,
+                    share,
+                    identity,
+                    &mut trust,
+                    &mut on_round,
+                )
+                .await;
+            let error = match run {
+                Ok(signature) => return Ok((signature, banned)),
+                Err(e) => e,
+            };
+            if banned.len() >= MAX_SIGN_RETRIES {
+                return Err(error);
+            }
+            // What the server banned in this run: a party other than this device.
+            let new: Vec<api::Ban> = self
+                .bans(&share.wallet_id().to_string())
+                .await?
+                .into_iter()
+                .filter(|b| {
+                    b.session_id == created.session_id
+                        && b.lifted_at.is_none()
+                        && b.party != share.party().get()
+                })
+                .collect();
+            if new.is_empty() {
+                return Err(error);
+            }
+            banned.extend(new);
+            // The server picks the co-signers again, without the banned ones.
+            with.clear();
+        }
     }
 
     /// Joins `session` (from [`Self::joinable`], a signing session) with this device's `share`:

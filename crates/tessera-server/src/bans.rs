@@ -105,6 +105,104 @@ pub async fn refuse_signing(conn: &mut AnyConnection, wallet_id: &str) -> ApiRes
     Ok(())
 }
 
+/// Refuses a signing session of a locked wallet (a structure wallet's bans exclude only the
+/// banned parties: [`structure_bans`]).
+///
+/// # Errors
+/// 403 naming the lock.
+pub async fn refuse_locked(conn: &mut AnyConnection, wallet_id: &str) -> ApiResult<()> {
+    if let Some((reason, at)) = db::bans::lock_in_force(conn, wallet_id).await? {
+        return Err(ApiError::Forbidden(format!(
+            "wallet {wallet_id} is locked since {} ({reason}); refresh the wallet to unlock it",
+            rfc3339(at)
+        )));
+    }
+    Ok(())
+}
+
+/// The bans in force on a structure wallet's parties: a banned party takes part in no signing
+/// session of it; the others still sign (robust signing, issue 15).
+///
+/// # Errors
+/// A database error.
+pub async fn structure_bans(conn: &mut AnyConnection, wallet_id: &str) -> ApiResult<Vec<api::Ban>> {
+    Ok(db::bans::all_in_force(conn, wallet_id)
+        .await?
+        .into_iter()
+        .map(ban_of)
+        .collect())
+}
+
+/// Refuses a structure wallet's signing session if one of `signers` is banned, naming the ban.
+///
+/// # Errors
+/// 403 naming the ban.
+pub fn refuse_banned_signers(bans: &[api::Ban], signers: &[u8]) -> ApiResult<()> {
+    match bans.iter().find(|b| signers.contains(&b.party)) {
+        Some(ban) => Err(ApiError::Forbidden(refusal(ban))),
+        None => Ok(()),
+    }
+}
+
+/// Records, with its `party.banned` record, the ban of device party `party` (device
+/// `device_id`) of structure wallet `wallet_id`, which a signing session `session_id` that
+/// `requester` asked for found misbehaving; kept if one is in force already. Tried up to
+/// [`crate::db::DURABLE_ATTEMPTS`] times.
+///
+/// # Errors
+/// The last database error.
+pub async fn ban_structure_party(
+    state: &AppState,
+    requester: &AuthDevice,
+    wallet_id: &str,
+    session_id: &str,
+    (party, device_id): (PartyIndex, &str),
+    (round, reason): (u8, &str),
+) -> ApiResult<()> {
+    let mut attempt = 1;
+    loop {
+        let id = hex::encode(&tessera_core::protocols::fresh_nonce()[..16]);
+        let written = async {
+            let mut tx = state.begin_write().await?;
+            db::bans::insert(
+                &mut *tx,
+                &db::bans::NewBan {
+                    id: &id,
+                    wallet_id,
+                    party: i64::from(party.get()),
+                    device_id: Some(device_id),
+                    session_id,
+                    round: i64::from(round),
+                    reason,
+                    at: now(),
+                },
+            )
+            .await?;
+            audit::append_in(
+                &mut tx,
+                "party.banned",
+                Subject::device(requester).wallet(wallet_id),
+                json!({
+                    "ban_id": id, "party": party.get(), "device_id": device_id,
+                    "session_id": session_id, "round": round, "reason": reason,
+                }),
+            )
+            .await?;
+            tx.commit().await
+        }
+        .await;
+        match written {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < crate::db::DURABLE_ATTEMPTS => {
+                tracing::warn!(error = %e, wallet_id, session_id, attempt, "retrying a ban record");
+                attempt += 1;
+                tokio::time::sleep(crate::db::retry_pause(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Refuses a refresh of a wallet with a ban whose lift nobody approved yet (`POST /refresh` and
 /// opening its socket). A lock does not stop a refresh: the refresh is what unlocks.
 ///

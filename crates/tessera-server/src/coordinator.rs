@@ -326,6 +326,7 @@ pub async fn run_sign(state: &AppState, job: &SignJob, appear_within: Duration) 
         signature,
         released,
         link,
+        misbehaved,
     } = sign_party(state, job, appear_within).await;
     let kind = match status {
         SessionStatus::Done => "sign.completed",
@@ -343,6 +344,9 @@ pub async fn run_sign(state: &AppState, job: &SignJob, appear_within: Duration) 
         record["signature"] = signature.into();
         record["digest"] = job.stored.digest.clone().into();
         record["summary"] = job.stored.summary.clone().into();
+    }
+    if let (Some((party, round)), Some((detail, ..))) = (misbehaved, &failure) {
+        ban_misbehaving(state, job, party, (round, detail)).await;
     }
     let reason = failure.as_ref().map(|(d, ..)| d.as_str());
     let recorded = crate::ws::record_end(
@@ -370,6 +374,44 @@ pub async fn run_sign(state: &AppState, job: &SignJob, appear_within: Duration) 
     }
 }
 
+/// A signing run of a structure wallet failed naming device party `party` (the engine blamed
+/// it, or a message it sent failed the checks: the transport authenticates the sender): it is
+/// banned from the wallet's signing sessions, so that the requester's next request is signed
+/// without it (robust signing). A party that only went away or stalled is not banned
+/// ([`SignOutcome::misbehaved`]).
+async fn ban_misbehaving(
+    state: &AppState,
+    job: &SignJob,
+    party: PartyIndex,
+    (round, detail): (u8, &str),
+) {
+    let sid = job.session_id.as_str();
+    let device = match db::wallet_parties::of_wallet(state.db(), &job.wallet_id).await {
+        Ok(parties) => parties
+            .into_iter()
+            .find(|p| p.party == i64::from(party.get()))
+            .and_then(|p| p.device_id),
+        Err(e) => {
+            tracing::error!(session_id = %sid, error = %e, "could not read the parties to ban one");
+            return;
+        }
+    };
+    // The server never bans itself.
+    let Some(device) = device else { return };
+    if let Err(e) = crate::bans::ban_structure_party(
+        state,
+        &job.requester,
+        &job.wallet_id,
+        sid,
+        (party, &device),
+        (round, detail),
+    )
+    .await
+    {
+        tracing::error!(session_id = %sid, error = %e, "could not record the ban of a misbehaving party");
+    }
+}
+
 /// How the server's party of a signing run ended.
 struct SignOutcome {
     status: SessionStatus,
@@ -381,6 +423,9 @@ struct SignOutcome {
     released: bool,
     /// The link, if it opened: the parties are told the end through it.
     link: Option<MailboxLink>,
+    /// The party whose message the engine blamed (and the round), or whose message failed the
+    /// checks (round 0: the driver does not say which), if the run failed so.
+    misbehaved: Option<(PartyIndex, u8)>,
 }
 
 /// The server's party of [`run_sign`].
@@ -391,6 +436,7 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
         signature: None,
         released: false,
         link: None,
+        misbehaved: None,
     };
     let share = match crate::vault::unseal(state, &job.wallet_id, job.share.0, &job.share.1) {
         Ok(share) => share,
@@ -442,6 +488,7 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
                 signature: None,
                 released: false,
                 link: None,
+                misbehaved: None,
             };
         }
     };
@@ -467,15 +514,24 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
             signature: Some(hex::encode(signature.to_rsv())),
             released: true,
             link,
+            misbehaved: None,
         },
         Err(e) => {
             let (status, party, end) = drive_failure(&e);
+            let misbehaved = match &e {
+                DriveError::Blamed { party, round, .. } => Some((*party, *round)),
+                DriveError::Rejected {
+                    from: Some(party), ..
+                } => Some((*party, 0)),
+                _ => None,
+            };
             SignOutcome {
                 status,
                 failure: Some((e.to_string(), party, end)),
                 signature: None,
                 released,
                 link,
+                misbehaved,
             }
         }
     }
@@ -601,7 +657,8 @@ pub async fn listed_parties(
 /// server's, and the device parties labelled `with`; they must be a quorum of `structure`.
 /// When the requester names none and it and the server are not a quorum, the server completes
 /// the smallest quorum with devices whose agent is online (`GET /sessions/joinable` waiting, or
-/// within [`PRESENCE_GRACE`] of it).
+/// within [`PRESENCE_GRACE`] of it) and not banned. A banned requester, or a banned device
+/// named, is refused naming the ban.
 ///
 /// # Errors
 /// [`ApiError::Forbidden`] when the device is not a party of the wallet;
@@ -643,6 +700,8 @@ pub async fn sign_parties(
         signers.insert(party.party);
     }
     let quorum: Vec<PartyIndex> = signers.iter().copied().map(PartyIndex::new).collect();
+    let bans = crate::bans::structure_bans(&mut **tx, wallet_id).await?;
+    crate::bans::refuse_banned_signers(&bans, &signers.iter().copied().collect::<Vec<_>>())?;
     if parsed.is_authorised(&quorum) {
         parties.signers = signers.into_iter().collect();
         return Ok(parties);
@@ -662,14 +721,17 @@ pub async fn sign_parties(
             .filter_map(|p| u8::try_from(p).ok().map(PartyIndex::new))
             .collect();
     online.extend(quorum.iter().copied());
-    let chosen = parsed.choose_quorum(&online, &[], &quorum).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "{} cannot sign together under {structure}, and the devices online (running \
+    let banned: Vec<PartyIndex> = bans.iter().map(|b| PartyIndex::new(b.party)).collect();
+    let chosen = parsed
+        .choose_quorum(&online, &banned, &quorum)
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{} cannot sign together under {structure}, and the devices online (running \
              `tessera listen`) do not complete a quorum ({e}): start their agents or name the \
              devices to sign with",
-            labels.join(" + ")
-        ))
-    })?;
+                labels.join(" + ")
+            ))
+        })?;
     parties.signers = chosen.into_iter().map(PartyIndex::get).collect();
     Ok(parties)
 }

@@ -290,7 +290,12 @@ pub async fn sign(
     };
     let me = token.confirm(caller)?;
     if standing > 0 {
-        crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
+        if structure.is_some() {
+            // A structure wallet's bans exclude their parties only (`coordinator::sign_parties`).
+            crate::bans::refuse_locked(&mut tx, &wallet.id).await?;
+        } else {
+            crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
+        }
     }
     let parties = match &structure {
         Some(structure) => {

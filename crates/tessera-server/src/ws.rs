@@ -329,7 +329,10 @@ async fn party_of(
         ));
     }
     if session.obstacles > 0 {
-        crate::bans::refuse_session(&mut *conn, &session.wallet_id, session.protocol).await?;
+        // A structure wallet: a lock stops it, a ban only if it is on one of its signers.
+        crate::bans::refuse_locked(&mut *conn, &session.wallet_id).await?;
+        let bans = crate::bans::structure_bans(&mut *conn, &session.wallet_id).await?;
+        crate::bans::refuse_banned_signers(&bans, &stored.signers)?;
     }
     refuse_unapproved(Approval::at(
         session.approval,

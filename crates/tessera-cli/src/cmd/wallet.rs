@@ -168,9 +168,18 @@ pub(crate) fn print_signed(
         .as_ref()
         .map(|raw| format!("0x{}", hex::encode(raw)));
     let signature = signed.signature;
+    // Robust signing: the parties banned on the way, each run without them asked again.
+    for ban in &signed.banned {
+        eprintln!(
+            "party {} (device {}) was banned from wallet {wallet} for misbehaving ({}); signed without it",
+            ban.party,
+            ban.device_id.as_ref().map_or("?", |d| d.as_str()),
+            ban.reason
+        );
+    }
     if format.json {
         // `sign` returns only a signature it verified under the wallet's key.
-        return print_json(&serde_json::json!({
+        let mut out = serde_json::json!({
             "wallet": wallet,
             "summary": decoded.summary,
             "public_key": signed.public_key.to_string(),
@@ -179,7 +188,12 @@ pub(crate) fn print_signed(
             "signature_rsv": hex::encode(signature.to_rsv()),
             "raw_tx": raw_tx,
             "verified": true,
-        }));
+        });
+        if !signed.banned.is_empty() {
+            out["banned"] = serde_json::to_value(&signed.banned)
+                .map_err(|e| Failure::Failed(format!("cannot encode the output as JSON: {e}")))?;
+        }
+        return print_json(&out);
     }
     println!("public key     {}", signed.public_key);
     println!("digest         {}", hex::encode(decoded.digest));

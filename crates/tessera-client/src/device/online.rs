@@ -40,6 +40,9 @@ pub struct Signed {
     pub public_key: PublicKey,
     /// For a transaction: the signed transaction, ready to broadcast.
     pub raw_tx: Option<Vec<u8>>,
+    /// Parties of a structure wallet the server banned on the way (each failed run it banned
+    /// one in was asked again without it: robust signing).
+    pub banned: Vec<api::Ban>,
 }
 
 /// A wallet of this user, and whether this device holds a share of it.
@@ -79,6 +82,7 @@ fn signed(
         signature,
         public_key,
         raw_tx,
+        banned: Vec::new(),
     })
 }
 
@@ -371,7 +375,7 @@ impl Online {
         on_round: impl FnMut(u8, u8),
         on_wait: impl FnOnce(&str),
     ) -> Result<Signed, DeviceError> {
-        let signature = if record.current.is_structure_wallet() {
+        let (signature, banned) = if record.current.is_structure_wallet() {
             self.settle_with_server(name, record).await?;
             let share = &record.current;
             self.pinning(async |known| {
@@ -404,9 +408,12 @@ impl Online {
                     on_round,
                     on_wait,
                 )
-                .await?
+                .await
+                .map(|signature| (signature, Vec::new()))?
         };
-        signed(&record.current, kind, path, signature)
+        let mut signed = signed(&record.current, kind, path, signature)?;
+        signed.banned = banned;
+        Ok(signed)
     }
 
     /// Joins `session` (from [`Self::joinable`]): a key generation (this device's share

@@ -47,6 +47,22 @@ pub async fn in_force(
     .await
 }
 
+/// The bans in force on a wallet's parties, by party.
+///
+/// # Errors
+/// A database error.
+pub async fn all_in_force(
+    db: impl AnyExecutor<'_>,
+    wallet_id: &str,
+) -> Result<Vec<BanRow>, sqlx::Error> {
+    sqlx::query_as(ban_select!(
+        "WHERE wallet_id = $1 AND lifted_at IS NULL ORDER BY party"
+    ))
+    .bind(wallet_id)
+    .fetch_all(db)
+    .await
+}
+
 /// The ban `ban_id`.
 ///
 /// # Errors
