@@ -700,7 +700,7 @@ pub async fn sign_parties(
         signers.insert(party.party);
     }
     let quorum: Vec<PartyIndex> = signers.iter().copied().map(PartyIndex::new).collect();
-    let bans = crate::bans::structure_bans(&mut **tx, wallet_id).await?;
+    let bans = crate::bans::structure_bans(tx, wallet_id).await?;
     crate::bans::refuse_banned_signers(&bans, &signers.iter().copied().collect::<Vec<_>>())?;
     if parsed.is_authorised(&quorum) {
         parties.signers = signers.into_iter().collect();
