@@ -290,6 +290,8 @@ async fn register_from(server: &Server, source: &str, user: &str, name: &str) ->
 
 #[tokio::test]
 async fn registrations_from_one_address_are_rate_limited() {
+    // reqwest with rustls needs the process-wide provider (another test may not have set it).
+    tessera_client::tls::install_crypto_provider();
     let server = start(Backend::Sqlite);
     // New users from one address: the burst passes, then 429; another address still registers.
     // The quota refills one registration every 6 s (10 a minute): on a loaded machine the 110
