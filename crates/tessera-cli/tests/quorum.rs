@@ -426,6 +426,28 @@ async fn two_of_three_devices_sign_with_the_server_on_sqlite() {
     two_of_three_devices_on(Backend::Sqlite).await;
 }
 
+/// Wallet `name` under `structure`, asked for by the phone, the other devices joining from
+/// `tessera listen --yes --once`: its public key and id.
+fn made_by_phone(
+    phone: &Path,
+    joiners: [&Path; 2],
+    name: &str,
+    structure: &str,
+) -> (String, String) {
+    let listeners = joiners.map(|h| Listener::start(h, &["--yes", "--once"]));
+    let made = json(&ok(
+        phone,
+        &["keygen", "--name", name, "--structure", structure, "--json"],
+    ));
+    for listener in listeners {
+        assert!(listener.wait().status.success());
+    }
+    (
+        made["public_key"].as_str().unwrap().to_string(),
+        made["wallet_id"].as_str().unwrap().to_string(),
+    )
+}
+
 /// A device registered and approved by the phone: its home.
 fn another_device(server_url: &str, approver: &Path, name: &str) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
@@ -519,23 +541,12 @@ fn device_id(home: &Path) -> String {
 async fn devices_join_and_leave_by_resharing_on(backend: Backend) {
     let server = start(backend);
     let [phone, laptop, tablet] = alices_devices(&server);
-    let listeners = [&laptop, &tablet].map(|h| Listener::start(h.path(), &["--yes", "--once"]));
-    let made = json(&ok(
+    let (public_key, wallet_id) = made_by_phone(
         phone.path(),
-        &[
-            "keygen",
-            "--name",
-            "family",
-            "--structure",
-            "and(server, or(phone, laptop, tablet))",
-            "--json",
-        ],
-    ));
-    for listener in listeners {
-        assert!(listener.wait().status.success());
-    }
-    let public_key = made["public_key"].as_str().unwrap().to_string();
-    let wallet_id = made["wallet_id"].as_str().unwrap().to_string();
+        [laptop.path(), tablet.path()],
+        "family",
+        "and(server, or(phone, laptop, tablet))",
+    );
     let desk = another_device(&server.url, phone.path(), "desk");
 
     // Bad requests: nothing is created.
@@ -711,8 +722,7 @@ async fn devices_join_and_leave_by_resharing_on_sqlite() {
 }
 
 /// The requesting device's `tessera wallet reshare` (`kill_server` false), or the server and
-/// then restarted (true), SIGKILLed at each step of
-/// a resharing (a refresh of the wallet: same structure, next epoch): afterwards the server and
+/// then restarted (true), SIGKILLed at each step of the two-phase finish of a resharing (a refresh of the wallet: same structure, next epoch): afterwards the server and
 /// every device agree on one epoch (the old one unless the crash came after the requester's
 /// commit): the requester signs at it, the server holds one active share, and the next
 /// resharing, which needs every device's share of that epoch, runs; the last one completes,
@@ -721,26 +731,17 @@ async fn crashes_during_resharing_on(backend: Backend, kill_server: bool) {
     use std::io::BufRead;
     let mut server = start(backend);
     let [phone, laptop, tablet] = alices_devices(&server);
-    let listeners = [&laptop, &tablet].map(|h| Listener::start(h.path(), &["--yes", "--once"]));
-    let made = json(&ok(
+    let (public_key, wallet_id) = made_by_phone(
         phone.path(),
-        &[
-            "keygen",
-            "--name",
-            "family",
-            "--structure",
-            "and(server, or(phone, laptop, tablet))",
-            "--json",
-        ],
-    ));
-    for listener in listeners {
-        assert!(listener.wait().status.success());
-    }
-    let public_key = made["public_key"].as_str().unwrap().to_string();
-    let wallet_id = made["wallet_id"].as_str().unwrap().to_string();
+        [laptop.path(), tablet.path()],
+        "family",
+        "and(server, or(phone, laptop, tablet))",
+    );
     let resume_dir = tempfile::tempdir().unwrap();
     let mut epoch = 0;
-    for pause_at in ["round-2", "pending-stored", "commit-sent"] {
+    // (A crash before the new shares exist stores nothing, as in the failed runs of the other
+    // sessions' tests; the cases here are those of the two-phase finish.)
+    for pause_at in ["pending-stored", "commit-sent"] {
         let case = format!("server killed {kill_server}, at {pause_at}");
         let listeners = [&laptop, &tablet].map(|h| Listener::start(h.path(), &["--yes", "--once"]));
         let resume = resume_dir.path().join(case.replace([' ', ','], "-"));

@@ -203,12 +203,7 @@ pub async fn run_keygen(state: &AppState, job: &KeygenJob, appear_within: Durati
     {
         Ok(link) => link,
         Err(e) => {
-            let party = e.party();
-            let status = match e {
-                LinkError::NeverAppeared { .. } => SessionStatus::Expired,
-                _ => SessionStatus::Failed,
-            };
-            return failed(state, job, status, &e.to_string(), party).await;
+            return failed(state, job, open_failure(&e), &e.to_string(), e.party()).await;
         }
     };
     let idle = Some(state.config().session_idle_timeout);
@@ -478,12 +473,8 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
     {
         Ok(link) => link,
         Err(e) => {
-            let status = match e {
-                LinkError::NeverAppeared { .. } => SessionStatus::Expired,
-                _ => SessionStatus::Failed,
-            };
             return SignOutcome {
-                status,
+                status: open_failure(&e),
                 failure: Some((e.to_string(), e.party(), EndReason::Failed)),
                 signature: None,
                 released: false,
@@ -534,6 +525,15 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
                 misbehaved,
             }
         }
+    }
+}
+
+/// The status a run records when its mailbox link could not open: expired when a party never
+/// came, failed otherwise.
+pub(crate) fn open_failure(e: &LinkError) -> SessionStatus {
+    match e {
+        LinkError::NeverAppeared { .. } => SessionStatus::Expired,
+        _ => SessionStatus::Failed,
     }
 }
 
@@ -808,9 +808,11 @@ impl Presence {
 
 impl Drop for Presence {
     fn drop(&mut self) {
-        if let Some(device_id) = self.device_id.take() {
+        if let Some(device_id) = self.device_id.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
             let state = self.state.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let _ = db::wallet_changes::present_until(state.db(), &device_id, now()).await;
             });
         }
@@ -846,56 +848,57 @@ async fn joinable_now(state: &AppState, me: &AuthDevice) -> ApiResult<Vec<api::J
     let mut out = Vec::with_capacity(sessions.len());
     for session in sessions {
         let structure = session.structure;
-        if session.protocol == Protocol::Reshare {
-            let stored: crate::reshare::StoredReshare = serde_json::from_str(&session.params)
-                .map_err(|e| ApiError::Internal(format!("stored session: {e}")))?;
-            if stored.run_index(&me.device_id).is_none() {
-                continue;
+        let stored = |e: serde_json::Error| ApiError::Internal(format!("stored session: {e}"));
+        let (parties, sign, reshare) = match session.protocol {
+            Protocol::Reshare => {
+                // Its parties are the run's, in the session (a device joining the wallet is
+                // not one of the wallet's yet).
+                let stored: crate::reshare::StoredReshare =
+                    serde_json::from_str(&session.params).map_err(stored)?;
+                if stored.run_index(&me.device_id).is_none() {
+                    continue;
+                }
+                let parties = stored.session_parties(state.db(), &me.device_id).await?;
+                (parties, None, Some(stored.info()))
             }
-            out.push(api::JoinableSession {
-                sign: None,
-                reshare: Some(stored.info()),
-                parties: stored.session_parties(state.db(), &me.device_id).await?,
-                session_id: session.session_id.into(),
-                wallet_id: session.wallet_id.into(),
-                wallet_name: session.wallet_name,
-                protocol: session.protocol.as_str().to_string(),
-                nonce: hex::encode(session.nonce),
-                epoch: u64::try_from(session.epoch).unwrap_or_default(),
-                requested_by: session.requested_by,
-                created_at: session.created_at,
-            });
-            continue;
-        }
-        let (signers, sign) = match session.protocol {
             Protocol::Sign => {
-                let stored: crate::wallets::StoredSign = serde_json::from_str(&session.params)
-                    .map_err(|e| ApiError::Internal(format!("stored session: {e}")))?;
+                let stored: crate::wallets::StoredSign =
+                    serde_json::from_str(&session.params).map_err(stored)?;
                 let Some(kind) = stored.intent else {
                     continue;
                 };
+                let parties = session_parties(
+                    state.db(),
+                    &session.wallet_id,
+                    &structure,
+                    &me.device_id,
+                    Some(&stored.signers),
+                )
+                .await?;
                 let sign = api::JoinableSign {
                     path: stored.path,
                     kind,
                 };
-                (Some(stored.signers), Some(sign))
+                (parties, Some(sign), None)
             }
-            _ => (None, None),
+            _ => {
+                let parties = session_parties(
+                    state.db(),
+                    &session.wallet_id,
+                    &structure,
+                    &me.device_id,
+                    None,
+                )
+                .await?;
+                (parties, None, None)
+            }
         };
-        let parties = session_parties(
-            state.db(),
-            &session.wallet_id,
-            &structure,
-            &me.device_id,
-            signers.as_deref(),
-        )
-        .await?;
         if !parties.signers.contains(&parties.me) {
             continue;
         }
         out.push(api::JoinableSession {
             sign,
-            reshare: None,
+            reshare,
             session_id: session.session_id.into(),
             wallet_id: session.wallet_id.into(),
             wallet_name: session.wallet_name,

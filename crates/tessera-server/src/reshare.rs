@@ -643,10 +643,7 @@ async fn reshare_party(
     {
         Ok(link) => link,
         Err(e) => {
-            let status = match e {
-                LinkError::NeverAppeared { .. } => SessionStatus::Expired,
-                _ => SessionStatus::Failed,
-            };
+            let status = crate::coordinator::open_failure(&e);
             return (Err((status, e.to_string(), e.party())), None);
         }
     };

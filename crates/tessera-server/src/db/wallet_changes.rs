@@ -54,12 +54,25 @@ pub async fn add(
     device_id: &str,
     at: i64,
 ) -> Result<(), sqlx::Error> {
+    record(tx, wallet_id, device_id, "add", at).await
+}
+
+/// Records `change` (`add` or `remove`) of device `device_id` in wallet `wallet_id`, replacing
+/// the one recorded before.
+async fn record(
+    tx: &mut WriteTx,
+    wallet_id: &str,
+    device_id: &str,
+    change: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO wallet_changes (wallet_id, device_id, change, created_at) VALUES ($1, $2, 'add', $3) \
-         ON CONFLICT (wallet_id, device_id) DO UPDATE SET change = 'add', created_at = excluded.created_at",
+        "INSERT INTO wallet_changes (wallet_id, device_id, change, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (wallet_id, device_id) DO UPDATE SET change = excluded.change, created_at = excluded.created_at",
     )
     .bind(wallet_id)
     .bind(device_id)
+    .bind(change)
     .bind(at)
     .execute(&mut **tx)
     .await?;
@@ -87,15 +100,7 @@ pub async fn on_revocation(
     .fetch_all(&mut **tx)
     .await?;
     for (wallet_id,) in &wallets {
-        sqlx::query(
-            "INSERT INTO wallet_changes (wallet_id, device_id, change, created_at) VALUES ($1, $2, 'remove', $3) \
-             ON CONFLICT (wallet_id, device_id) DO UPDATE SET change = 'remove', created_at = excluded.created_at",
-        )
-        .bind(wallet_id)
-        .bind(device_id)
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
+        record(tx, wallet_id, device_id, "remove", at).await?;
     }
     Ok(wallets.into_iter().map(|(w,)| w).collect())
 }
