@@ -1307,7 +1307,8 @@ mod through_the_sdk {
     /// fail the checks mid-sign. The server bans the laptop's party and records it; the
     /// tablet's request is asked again without it, the server picking the phone, whose agent is
     /// online; the signature verifies and the tablet is told the ban. The banned laptop is then
-    /// refused as a co-signer.
+    /// refused as a co-signer, and a resharing that keeps it is refused; one without it ends its
+    /// ban, even though its party index now belongs to the tablet.
     async fn a_misbehaving_cosigner_is_banned_and_the_request_still_signed_on(backend: Backend) {
         tessera_client::tls::install_crypto_provider();
         let server = start(backend);
@@ -1327,7 +1328,8 @@ mod through_the_sdk {
                 )
             }
         );
-        let public_key = made.unwrap().public_key();
+        let made = made.unwrap();
+        let (public_key, made_id) = (made.public_key(), made.wallet_id().to_string());
         laptop_joined.unwrap();
         tablet_joined.unwrap();
 
@@ -1386,6 +1388,66 @@ mod through_the_sdk {
             text.contains("party 2") && text.contains("banned"),
             "{text}"
         );
+
+        // A resharing that keeps the banned laptop is refused (nobody approved lifting it)...
+        use tessera_client::device::reshare::ReshareOutcome;
+        use tessera_client::reshare::ReshareChange;
+        let refresh = ReshareChange {
+            structure: Some(structure.into()),
+            with: vec!["phone".into()],
+            ..ReshareChange::default()
+        };
+        let e = tablet.reshare("vault", &refresh, |_| {}).await.unwrap_err();
+        let (status, text) = refused(&e);
+        assert_eq!(status, 403, "{text}");
+        assert!(
+            text.contains("banned") && text.contains("without it"),
+            "{text}"
+        );
+        // ... one without it runs: `and(server, phone, tablet)`, where the tablet is party 2,
+        // the index the laptop's ban had. The ban ends with the laptop's place, and the tablet
+        // signs.
+        let without = ReshareChange {
+            remove: vec!["laptop".into()],
+            with: vec!["phone".into()],
+            ..ReshareChange::default()
+        };
+        let (mine, theirs) = tokio::join!(tablet.reshare("vault", &without, |_| {}), async {
+            let session = joinable(&phone, |s| s.protocol == "reshare").await;
+            phone.join(&session, |_, _| {}).await
+        });
+        assert!(
+            matches!(mine.unwrap(), ReshareOutcome::Switched { epoch: 1, .. }),
+            "the tablet's resharing"
+        );
+        assert!(matches!(
+            theirs.unwrap(),
+            Joined::Reshared(ReshareOutcome::Switched { epoch: 1, .. })
+        ));
+        let bans = tablet.client().bans(&made_id).await.unwrap();
+        assert!(bans.iter().all(|b| b.lifted_at.is_some()), "{bans:?}");
+        let mut record = tablet.wallet("vault").unwrap();
+        assert_eq!(record.current.party().get(), 2);
+        let with_phone = vec!["phone".to_string()];
+        let (signed, phone_joined) = tokio::join!(
+            tablet.sign_with(
+                "vault",
+                &mut record,
+                &kind,
+                &root,
+                &with_phone,
+                |_, _| {},
+                |_| {}
+            ),
+            async {
+                let session = joinable(&phone, |s| s.sign.is_some()).await;
+                phone.join(&session, |_, _| {}).await
+            }
+        );
+        public_key
+            .verify(&digest, &signed.unwrap().signature)
+            .unwrap();
+        phone_joined.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,6 +144,27 @@ pub fn refuse_banned_signers(bans: &[api::Ban], signers: &[u8]) -> ApiResult<()>
     }
 }
 
+/// Refuses a resharing whose new structure keeps a banned device whose lift no other device
+/// approved (the resharing would give it a fresh set-up, as a refresh does, which only an
+/// approved lift allows): remove it from the wallet, or approve the lift first.
+///
+/// # Errors
+/// 403 naming the ban.
+pub fn refuse_banned_devices(bans: &[api::Ban], devices: &[&str]) -> ApiResult<()> {
+    match bans.iter().find(|b| {
+        b.lift_approved_by.is_none()
+            && b.device_id
+                .as_ref()
+                .is_some_and(|d| devices.contains(&d.as_str()))
+    }) {
+        Some(ban) => Err(ApiError::Forbidden(format!(
+            "{}; or reshare the wallet without it",
+            refusal(ban)
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Records, with its `party.banned` record, the ban of device party `party` (device
 /// `device_id`) of structure wallet `wallet_id`, which a signing session `session_id` that
 /// `requester` asked for found misbehaving; kept if one is in force already. Tried up to

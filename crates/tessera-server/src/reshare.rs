@@ -23,8 +23,9 @@
 //! 3. once every one committed, one write transaction switches the wallet: the pending share
 //!    becomes the active one, the wallet's structure, parties and epoch become the new ones,
 //!    every share of an older epoch is deleted (`db::shares::delete_old_epochs`), the party
-//!    changes it carries out are no longer pending (`db::wallet_changes`), the session's end and
-//!    its `reshare.done` record are written;
+//!    changes it carries out are no longer pending (`db::wallet_changes`), the bans of devices
+//!    that left end and approved lifts take effect (`db::bans::after_structure_switch`,
+//!    `bans::lift_in`), the session's end and its `reshare.done` record are written;
 //! 4. the server announces the switch, and the devices switch.
 //!
 //! A crash anywhere leaves every party one usable epoch: before step 3 the wallet is at the old
@@ -364,7 +365,7 @@ pub struct ReshareJob {
 /// # Errors
 /// 400 for a request that does not say one change, a structure that does not resolve, dealers
 /// that are not a minimal quorum, a 2-of-2 wallet; 403 when the caller is not a party of the
-/// wallet; 409 when a refresh or resharing of the wallet is live; database errors.
+/// wallet, or the new structure keeps a banned device whose lift nobody approved; 409 when a refresh or resharing of the wallet is live; database errors.
 pub async fn reshare(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -401,6 +402,17 @@ pub async fn reshare(
             party.label
         )));
     }
+    // A banned device stays out unless another device approved lifting its ban.
+    let bans = crate::bans::structure_bans(&mut tx, &wallet.id).await?;
+    let kept: Vec<&str> = resolved
+        .parties()
+        .iter()
+        .filter_map(|p| match &p.member {
+            Member::Device { device_id, .. } => Some(device_id.as_str()),
+            Member::Server => None,
+        })
+        .collect();
+    crate::bans::refuse_banned_devices(&bans, &kept)?;
     let old = db::wallet_parties::of_wallet(&mut *tx, &wallet.id).await?;
     let old_index = |p: &db::wallet_parties::StoredParty| {
         u8::try_from(p.party).map_err(|_| ApiError::Internal(format!("stored party {}", p.party)))
@@ -723,6 +735,14 @@ async fn switch(state: &AppState, job: &ReshareJob, share: &KeyShare) -> ApiResu
             }
             db::shares::delete_old_epochs(&mut *tx, wallet_id, epoch).await?;
             db::wallet_changes::settle(&mut tx, wallet_id).await?;
+            // Bans: those of departed devices end; approved lifts take effect (the new
+            // set-up makes what a banned party learnt worthless, as a refresh does); the rest
+            // follow their device to its new index.
+            let mut lifted = crate::bans::lift_in(&mut tx, wallet_id, sid).await?;
+            lifted
+                .bans
+                .extend(db::bans::after_structure_switch(&mut tx, wallet_id, sid, now()).await?);
+            crate::bans::audit_lifted(&mut tx, wallet_id, sid, &lifted).await?;
             db::sessions::record_end(&mut *tx, sid, SessionStatus::Done, None, now()).await?;
             audit::append_in(
                 &mut tx,

@@ -272,6 +272,45 @@ pub async fn lift(
     })
 }
 
+/// At a resharing's switch of structure wallet `wallet_id`, once its parties are the new ones:
+/// lifts the bans in force on devices that are no longer parties (returns their ids), and moves
+/// the others to their device's new party index.
+///
+/// # Errors
+/// A database error.
+pub async fn after_structure_switch(
+    conn: &mut AnyConnection,
+    wallet_id: &str,
+    session_id: &str,
+    at: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let departed: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM banned_parties b WHERE b.wallet_id = $1 AND b.lifted_at IS NULL \
+         AND NOT EXISTS (SELECT 1 FROM wallet_parties p WHERE p.wallet_id = $1 \
+         AND p.device_id = b.device_id)",
+    )
+    .bind(wallet_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id,) in &departed {
+        sqlx::query("UPDATE banned_parties SET lifted_at = $1, lift_session = $2 WHERE id = $3")
+            .bind(at)
+            .bind(session_id)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE banned_parties SET party = (SELECT p.party FROM wallet_parties p \
+         WHERE p.wallet_id = banned_parties.wallet_id AND p.device_id = banned_parties.device_id) \
+         WHERE wallet_id = $1 AND lifted_at IS NULL",
+    )
+    .bind(wallet_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(departed.into_iter().map(|(id,)| id).collect())
+}
+
 /// Records another device's approval of lifting a ban; returns `false` when it was lifted
 /// (or does not exist).
 ///
