@@ -22,20 +22,7 @@ use common::Server;
 /// A server whose rate limits and session caps are far above what the bench asks of it (it
 /// measures the server's work, not its limits); policies and the audit log as `extra` says.
 fn server(data: &Path, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--ip-rate",
-        "1000000",
-        "--ip-burst",
-        "1000000",
-        "--device-rate",
-        "1000000",
-        "--device-burst",
-        "1000000",
-        "--max-sessions-per-device",
-        "1000000",
-        "--max-sessions-per-wallet",
-        "1000000",
-    ];
+    let mut args = common::UNLIMITED.to_vec();
     args.extend_from_slice(extra);
     Server::start(data, &args)
 }

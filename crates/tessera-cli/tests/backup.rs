@@ -321,7 +321,7 @@ async fn phone_lost_restore_on_a_new_device_sign_then_refresh() {
 
     // The phone is lost. (A thief's copy of its keystore is kept to try later.)
     let thief = tempfile::tempdir().unwrap();
-    copy_dir(phone.home.path(), thief.path());
+    common::copy_dir(phone.home.path(), thief.path());
     drop(phone);
 
     // A new phone registers: pending, no active device left to approve it.
@@ -607,19 +607,6 @@ fn repoint(device: &Device, server: &Server) {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     config["server"] = serde_json::Value::String(server.url.clone());
     std::fs::write(&path, config.to_string()).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// A pending device that does not hold the device share cannot get itself approved: a proof

@@ -629,7 +629,7 @@ async fn devices_join_and_leave_by_resharing_on(backend: Backend) {
 
     // The laptop is revoked (a copy of its keystore is kept), then reshared out.
     let laptop_copy = tempfile::tempdir().unwrap();
-    copy_dir(laptop.path(), laptop_copy.path());
+    common::copy_dir(laptop.path(), laptop_copy.path());
     let laptop_id = device_id(laptop.path());
     let listeners =
         [&tablet, &desk].map(|h| Listener::start(h.path(), &["--yes", "--once", "--json"]));
@@ -701,19 +701,6 @@ async fn devices_join_and_leave_by_resharing_on(backend: Backend) {
         &sign(tablet.path(), "family", "refreshed", &[]),
         &public_key,
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,20 @@ pub const UNLIMITED: [&str; 12] = [
     "1000000",
 ];
 
+/// Copies the directory `from` (a device's home, say) into `to`, recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// A `tessera server --insecure-http` process, killed on drop.
 pub struct Server {
     pub child: Child,
