@@ -5,8 +5,8 @@
 //! and across two replicas, each checked with k256 and libsecp256k1; a structure it refuses; a
 //! device whose pinned identity key for another is not the registry's refuses to join; through
 //! the SDK, who may open or join a session. Resharing (`tessera wallet reshare`): a device added
-//! and one revoked and removed, a refresh, and the requester or the server SIGKILLed at each
-//! step, after which every party agrees on one epoch.
+//! and one revoked and removed, a refresh, and the requester, the server or one of two replicas
+//! SIGKILLed at each step, after which every party agrees on one epoch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -537,7 +537,7 @@ fn device_id(home: &Path) -> String {
 /// (`wallet reshare --pending`), signs, and the key stays; a device revoked with `--reshare` is
 /// reshared out at once; old epochs are gone from the database after each switch; requests that
 /// cannot be run are refused with nothing stored. (On SQLite; on PostgreSQL the resharings of
-/// `the_server_killed_during_a_resharing_leaves_one_epoch_on_postgres` run the same switch.)
+/// `a_replica_killed_during_a_resharing_leaves_one_epoch_on_postgres` run the same switch.)
 async fn devices_join_and_leave_by_resharing_on(backend: Backend) {
     let server = start(backend);
     let [phone, laptop, tablet] = alices_devices(&server);
@@ -714,10 +714,37 @@ async fn devices_join_and_leave_by_resharing_on_sqlite() {
 /// commit): the requester signs at it, the server holds one active share, and the next
 /// resharing, which needs every device's share of that epoch, runs; the last one completes,
 /// leaving no older or pending share behind.
-async fn crashes_during_resharing_on(backend: Backend, kill_server: bool) {
+/// What a test of [`crashes_during_resharing_on`] SIGKILLs.
+#[derive(Clone, Copy)]
+enum Crash {
+    /// The requesting device.
+    Device(Backend),
+    /// The server, restarted at once.
+    Server(Backend),
+    /// The replica the requester uses, of two on one PostgreSQL database (the other devices use
+    /// the other replica, which serves them while the first is down); restarted afterwards.
+    Replica,
+}
+
+async fn crashes_during_resharing_on(crash: Crash) {
     use std::io::BufRead;
-    let mut server = start(backend);
-    let [phone, laptop, tablet] = alices_devices(&server);
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, other, [phone, laptop, tablet]) = match crash {
+        Crash::Device(backend) | Crash::Server(backend) => {
+            let server = start(backend);
+            let homes = alices_devices(&server);
+            (server, None, homes)
+        }
+        Crash::Replica => {
+            let database = common::fresh_postgres_database();
+            let args = ["--database-url", database.as_str()];
+            let a = Server::start(&data.path().join("data"), &args);
+            let b = Server::start(&data.path().join("data"), &args);
+            let homes = alices_devices_at([&a.url, &b.url, &b.url]);
+            (a, Some(b), homes)
+        }
+    };
+    let kill_server = !matches!(crash, Crash::Device(_));
     let (public_key, wallet_id) = made_by_phone(
         phone.path(),
         [laptop.path(), tablet.path()],
@@ -730,7 +757,8 @@ async fn crashes_during_resharing_on(backend: Backend, kill_server: bool) {
     // sessions' tests; the cases here are those of the two-phase finish.)
     for pause_at in ["pending-stored", "commit-sent"] {
         let case = format!("server killed {kill_server}, at {pause_at}");
-        let listeners = [&laptop, &tablet].map(|h| Listener::start(h.path(), &["--yes", "--once"]));
+        let mut listeners =
+            Some([&laptop, &tablet].map(|h| Listener::start(h.path(), &["--yes", "--once"])));
         let resume = resume_dir.path().join(case.replace([' ', ','], "-"));
         let mut child = tessera_cmd(
             phone.path(),
@@ -758,6 +786,20 @@ async fn crashes_during_resharing_on(backend: Backend, kill_server: bool) {
         }
         if kill_server {
             server.kill();
+            if other.is_some() {
+                // The replica left ends the session (its runner's replica died), and serves
+                // the devices on it: the laptop signs at the epoch it settles on.
+                for listener in listeners.take().into_iter().flatten() {
+                    listener.wait();
+                }
+                let signed = sign(
+                    laptop.path(),
+                    "family",
+                    &format!("{case}, one replica"),
+                    &[],
+                );
+                verify(&signed, &public_key);
+            }
             server.restart();
             std::fs::write(&resume, b"").unwrap();
             let status = child.wait().unwrap();
@@ -766,7 +808,7 @@ async fn crashes_during_resharing_on(backend: Backend, kill_server: bool) {
             child.kill().unwrap();
             child.wait().unwrap();
         }
-        for listener in listeners {
+        for listener in listeners.into_iter().flatten() {
             listener.wait();
         }
         let now = json(&ok(
@@ -817,12 +859,20 @@ async fn crashes_during_resharing_on(backend: Backend, kill_server: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_killed_during_a_resharing_leaves_one_epoch_on_sqlite() {
-    crashes_during_resharing_on(Backend::Sqlite, false).await;
+    crashes_during_resharing_on(Crash::Device(Backend::Sqlite)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_killed_during_a_resharing_leaves_one_epoch_on_postgres() {
-    crashes_during_resharing_on(Backend::Postgres, true).await;
+async fn the_server_killed_during_a_resharing_leaves_one_epoch_on_sqlite() {
+    crashes_during_resharing_on(Crash::Server(Backend::Sqlite)).await;
+}
+
+/// The replica running the server's party killed at each step of the finish, the other devices
+/// on the other replica: it ends the session, they sign through it, and after the restart
+/// every party agrees on one epoch (on PostgreSQL, which replicas need).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_during_a_resharing_leaves_one_epoch_on_postgres() {
+    crashes_during_resharing_on(Crash::Replica).await;
 }
 
 /// The devices of one wallet connected to two replicas of one server (one PostgreSQL
