@@ -482,7 +482,7 @@ async fn wait_presence(server: &Server, device_id: &str, online: bool) {
             .as_secs() as i64;
         // Online: in a long poll (more than the grace ahead); offline: not even in the grace.
         let sql = if online {
-            "SELECT COUNT(*) FROM device_presence WHERE device_id = $1 AND until >= $2 + 5"
+            "SELECT COUNT(DISTINCT device_id) FROM device_presence WHERE device_id = $1 AND until >= $2 + 5"
         } else {
             "SELECT COUNT(*) FROM devices WHERE id = $1 AND NOT EXISTS \
              (SELECT 1 FROM device_presence WHERE device_id = $1 AND until >= $2)"
@@ -1505,5 +1505,141 @@ mod through_the_sdk {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn only_a_sessions_parties_open_it_and_each_once_on_postgres() {
         admitted_parties_on(Backend::Postgres).await;
+    }
+
+    /// Requests sent at once by the concurrency test below.
+    const CONCURRENT: usize = 50;
+
+    /// A server without rate limits (the test below sends [`CONCURRENT`] requests at once).
+    fn unlimited(backend: Backend) -> Server {
+        let unlimited = &super::common::UNLIMITED[..];
+        match backend {
+            Backend::Sqlite => Server::start_fresh(unlimited),
+            Backend::Postgres => {
+                let database = super::common::fresh_postgres_database();
+                Server::start_fresh(
+                    &[&["--database-url", database.as_str()][..], unlimited].concat(),
+                )
+            }
+        }
+    }
+
+    /// Check-then-act under concurrency (DESIGN.md invariant 7): [`CONCURRENT`] resharings of
+    /// one wallet asked for at once create one session, the others are refused with 409 and
+    /// leave nothing; a device stays online while one of its `GET /sessions/joinable` waits,
+    /// whatever [`CONCURRENT`] shorter requests of it do meanwhile, and goes offline when the
+    /// last one ends.
+    async fn concurrent_resharings_and_presence_on(backend: Backend) {
+        tessera_client::tls::install_crypto_provider();
+        let server = unlimited(backend);
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let phone = online(&server, dirs[0].path(), "alice", "phone", None).await;
+        let laptop = online(&server, dirs[1].path(), "alice", "laptop", Some(&phone)).await;
+        let structure = "and(server, or(phone, laptop))";
+        let (made, joined) = tokio::join!(
+            phone.keygen_structure("family", structure, |_, _| {}),
+            async {
+                let session = joinable(&laptop, |_| true).await;
+                laptop.join(&session, |_, _| {}).await
+            }
+        );
+        made.unwrap();
+        joined.unwrap();
+        let wallet_id = phone
+            .wallet("family")
+            .unwrap()
+            .current
+            .wallet_id()
+            .to_string();
+        // Presence (while nothing is joinable, so that a wait waits): one long wait of the
+        // laptop, and many short requests of it around it.
+        let http = reqwest::Client::new();
+        let laptop_id = laptop.config().device_id.clone();
+        let waiting = laptop.client().token().unwrap().to_string();
+        let long = tokio::spawn({
+            let (http, url) = (http.clone(), server.url.clone());
+            async move {
+                http.get(format!("{url}/sessions/joinable?wait=30"))
+                    .bearer_auth(waiting)
+                    .send()
+                    .await
+            }
+        });
+        super::wait_online(&server, &laptop_id).await;
+        let short = futures_util::future::join_all((0..CONCURRENT).map(|_| {
+            http.get(format!("{}/sessions/joinable", server.url))
+                .bearer_auth(laptop.client().token().unwrap())
+                .send()
+        }))
+        .await;
+        for answer in short {
+            assert_eq!(answer.unwrap().status().as_u16(), 200);
+        }
+        // Past the grace the short requests gave (3 s), the long one still holds the presence.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        super::wait_online(&server, &laptop_id).await;
+        // The long request dropped midway (its agent went away): offline at once.
+        long.abort();
+        super::wait_presence(&server, &laptop_id, false).await;
+
+        // Resharings asked for at once.
+        let created_before = super::count(
+            &server,
+            "SELECT COUNT(*) FROM audit_log WHERE kind = 'session.created' AND wallet_id = $1",
+            &wallet_id,
+        )
+        .await;
+
+        let token = phone.client().token().unwrap().to_string();
+        let answers = futures_util::future::join_all((0..CONCURRENT).map(|_| {
+            let request = api::ReshareRequest {
+                wallet_id: wallet_id.clone().into(),
+                add: vec![],
+                remove: vec![],
+                structure: Some(structure.into()),
+                with: vec![],
+                device_nonce: hex::encode(tessera_core::protocols::fresh_nonce()),
+            };
+            let sent = http
+                .post(format!("{}/reshare", server.url))
+                .bearer_auth(&token)
+                .json(&request)
+                .send();
+            async move {
+                let answer = sent.await.unwrap();
+                (answer.status().as_u16(), answer.text().await.unwrap())
+            }
+        }))
+        .await;
+        let created = answers.iter().filter(|(status, _)| *status == 200).count();
+        let refused = answers
+            .iter()
+            .filter(|(status, body)| *status == 409 && body.contains("already in progress"))
+            .count();
+        assert_eq!((created, refused), (1, CONCURRENT - 1), "{answers:?}");
+        let sessions = super::count(
+            &server,
+            "SELECT COUNT(*) FROM sessions WHERE protocol = 'reshare' AND wallet_id = $1",
+            &wallet_id,
+        )
+        .await;
+        assert_eq!(sessions, 1);
+        let created_after = super::count(
+            &server,
+            "SELECT COUNT(*) FROM audit_log WHERE kind = 'session.created' AND wallet_id = $1",
+            &wallet_id,
+        )
+        .await;
+        assert_eq!(created_after, created_before + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_resharings_and_presence_hold_on_sqlite() {
+        concurrent_resharings_and_presence_on(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_resharings_and_presence_hold_on_postgres() {
+        concurrent_resharings_and_presence_on(Backend::Postgres).await;
     }
 }

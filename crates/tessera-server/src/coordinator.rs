@@ -773,33 +773,42 @@ pub async fn joinable(
     // The device's agent is online while it waits here, and for a moment after (it asks again
     // at once, or after its poll period); a request dropped midway (the agent went away) ends
     // it at once.
+    let request_id = hex::encode(&fresh_nonce()[..8]);
     db::wallet_changes::present_until(
         state.db(),
         &me.device_id,
+        &request_id,
         now() + wait as i64 + PRESENCE_GRACE,
     )
     .await?;
     let mut presence = Presence {
         state: state.clone(),
         device_id: Some(me.device_id.clone()),
+        request_id,
     };
     let answer = joinable_within(&state, &me, deadline).await;
     presence.ended(now() + PRESENCE_GRACE).await;
     answer
 }
 
-/// A device's presence while its `GET /sessions/joinable` runs.
+/// A device's presence while one of its `GET /sessions/joinable` runs.
 struct Presence {
     state: AppState,
     device_id: Option<String>,
+    request_id: String,
 }
 
 impl Presence {
     /// The request answered: online until `until`.
     async fn ended(&mut self, until: i64) {
         if let Some(device_id) = self.device_id.take()
-            && let Err(e) =
-                db::wallet_changes::present_until(self.state.db(), &device_id, until).await
+            && let Err(e) = db::wallet_changes::present_until(
+                self.state.db(),
+                &device_id,
+                &self.request_id,
+                until,
+            )
+            .await
         {
             tracing::warn!(device_id = %device_id, error = %e, "could not record a device's presence");
         }
@@ -811,9 +820,11 @@ impl Drop for Presence {
         if let Some(device_id) = self.device_id.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let state = self.state.clone();
+            let (state, request_id) = (self.state.clone(), std::mem::take(&mut self.request_id));
             runtime.spawn(async move {
-                let _ = db::wallet_changes::present_until(state.db(), &device_id, now()).await;
+                let _ =
+                    db::wallet_changes::present_until(state.db(), &device_id, &request_id, now())
+                        .await;
             });
         }
     }

@@ -85,7 +85,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Background chores: forgetting idle rate-limit keys, ending the sessions of dead replicas,
-/// forgetting their mailboxes and relay codes, deleting stored frames nobody read.
+/// forgetting their mailboxes and relay codes, deleting stored frames nobody read, forgetting
+/// the presence of requests that ended.
 pub fn spawn_housekeeping(state: &AppState) {
     let state = state.clone();
     tokio::spawn(async move {
@@ -102,6 +103,11 @@ pub fn spawn_housekeeping(state: &AppState) {
             }
             if let Err(e) = state.forget_dead_replicas().await {
                 tracing::warn!(error = %e, "could not forget dead replicas' mailboxes");
+            }
+            if let Err(e) =
+                db::wallet_changes::forget_presence_before(state.db(), state::now()).await
+            {
+                tracing::warn!(error = %e, "could not forget ended presence");
             }
         }
     });

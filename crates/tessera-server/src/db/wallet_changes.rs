@@ -1,7 +1,7 @@
 //! Migration 0013: `wallet_changes`, a structure wallet's party changes waiting for a
 //! resharing — a device approved after the wallet was made joins it, a revoked device leaves it
 //! (`crate::reshare`'s module documentation); and `device_presence`, the devices whose agent is
-//! online (`crate::coordinator::joinable`).
+//! online (`crate::coordinator::joinable`), one row per waiting request since migration 0014.
 
 use sqlx::any::AnyExecutor;
 
@@ -154,24 +154,42 @@ pub async fn of_wallet(
         .collect())
 }
 
-/// Device `device_id` is online until `until` (Unix seconds).
+/// Request `request_id` of device `device_id` (one waiting `GET /sessions/joinable`) keeps it
+/// online until `until` (Unix seconds). A device is online while any of its requests is.
 ///
 /// # Errors
 /// A database error.
 pub async fn present_until(
     db: impl AnyExecutor<'_>,
     device_id: &str,
+    request_id: &str,
     until: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO device_presence (device_id, until) VALUES ($1, $2) \
-         ON CONFLICT (device_id) DO UPDATE SET until = excluded.until",
+        "INSERT INTO device_presence (device_id, request_id, until) VALUES ($1, $2, $3) \
+         ON CONFLICT (device_id, request_id) DO UPDATE SET until = excluded.until",
     )
     .bind(device_id)
+    .bind(request_id)
     .bind(until)
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Deletes the presence of requests that ended before `before`. Returns how many.
+///
+/// # Errors
+/// A database error.
+pub async fn forget_presence_before(
+    db: impl AnyExecutor<'_>,
+    before: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM device_presence WHERE until < $1")
+        .bind(before)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// The party indices of wallet `wallet_id`'s active devices that are online at `at`.
@@ -184,9 +202,10 @@ pub async fn online_parties(
     at: i64,
 ) -> Result<Vec<i64>, sqlx::Error> {
     let rows: Vec<(i64,)> = sqlx::query_as(
-        "SELECT p.party FROM wallet_parties p JOIN device_presence o ON o.device_id = p.device_id \
-         JOIN devices d ON d.id = p.device_id \
-         WHERE p.wallet_id = $1 AND o.until >= $2 AND d.status = 'active' ORDER BY p.party",
+        "SELECT p.party FROM wallet_parties p JOIN devices d ON d.id = p.device_id \
+         WHERE p.wallet_id = $1 AND d.status = 'active' AND EXISTS \
+         (SELECT 1 FROM device_presence o WHERE o.device_id = p.device_id AND o.until >= $2) \
+         ORDER BY p.party",
     )
     .bind(wallet_id)
     .bind(at)
