@@ -1224,11 +1224,24 @@ mod through_the_sdk {
     /// The laptop's side of a signing session, run by hand so that it misbehaves: its channels
     /// with the other devices set up as an honest device's, then every round-2 message it sends
     /// the server cut in half. Returns how its run ended.
+    /// How [`misbehave`] corrupts the laptop's messages.
+    #[derive(Clone, Copy)]
+    enum Corruption {
+        /// Cuts in half its round-2 message to the server: the server's checks name it.
+        Named,
+        /// Adds one to its round-3 share of the signature `u`, re-encoded through the engine's
+        /// own wire struct (to every party): the signature does not verify, nobody is named.
+        Unnamed,
+    }
+
+    /// Runs `laptop`'s party of signing `session` with its messages corrupted `how`: how its
+    /// own run ended.
     async fn misbehave(
         server: &Server,
         laptop: &Online,
         dir: &Path,
         session: &api::JoinableSession,
+        how: Corruption,
     ) -> String {
         use std::collections::BTreeMap;
         use tessera_client::session_socket::SocketLink;
@@ -1285,6 +1298,7 @@ mod through_the_sdk {
         let mut evil = Corrupting {
             inner: link,
             server: server_party.unwrap(),
+            how,
         };
         match driver::drive(
             &mut run,
@@ -1294,27 +1308,40 @@ mod through_the_sdk {
         )
         .await
         {
-            Ok(_) => panic!("the misbehaving laptop's run succeeded"),
+            Ok(_) => "its own run signed".to_owned(),
             Err(e) => e.to_string(),
         }
     }
 
-    /// A link that cuts in half every round-2 message to the server.
+    /// A link that corrupts messages as [`Corruption`] says.
     struct Corrupting<L> {
         inner: L,
         server: tessera_core::PartyIndex,
+        how: Corruption,
     }
 
     impl<L: tessera_core::driver::Link> tessera_core::driver::Link for Corrupting<L> {
         type Error = L::Error;
 
         async fn send(&mut self, envelope: &tessera_core::Envelope) -> Result<(), L::Error> {
-            if envelope.round == 2 && envelope.to == self.server {
-                let mut cut = envelope.clone();
-                cut.payload.truncate(cut.payload.len() / 2);
-                return self.inner.send(&cut).await;
+            match self.how {
+                Corruption::Named if envelope.round == 2 && envelope.to == self.server => {
+                    let mut cut = envelope.clone();
+                    cut.payload.truncate(cut.payload.len() / 2);
+                    self.inner.send(&cut).await
+                }
+                Corruption::Unnamed if envelope.round == 3 => {
+                    use dkls23::protocols::signing::Broadcast3to4;
+                    let mut bad = envelope.clone();
+                    let (mut share, rest): (Broadcast3to4<k256::Secp256k1>, _) =
+                        postcard::take_from_bytes(&bad.payload).unwrap();
+                    assert!(rest.is_empty());
+                    share.u += k256::Scalar::ONE;
+                    bad.payload = postcard::to_allocvec(&share).unwrap();
+                    self.inner.send(&bad).await
+                }
+                _ => self.inner.send(envelope).await,
             }
-            self.inner.send(envelope).await
         }
 
         async fn recv(
@@ -1378,7 +1405,14 @@ mod through_the_sdk {
             tablet.sign_with("vault", &mut record, &kind, &root, &with, |_, _| {}, |_| {}),
             async {
                 let session = joinable(&laptop, |s| s.sign.is_some()).await;
-                misbehave(&server, &laptop, dirs[1].path(), &session).await
+                misbehave(
+                    &server,
+                    &laptop,
+                    dirs[1].path(),
+                    &session,
+                    Corruption::Named,
+                )
+                .await
             },
             async {
                 // The phone's agent, online, joins the signature it is picked for.
@@ -1485,6 +1519,127 @@ mod through_the_sdk {
             .verify(&digest, &signed.unwrap().signature)
             .unwrap();
         phone_joined.unwrap();
+    }
+
+    /// Robust signing when the engine names nobody (`tessera_server::isolation`): the tablet
+    /// asks to sign with the laptop, which corrupts its share of the signature, so that the
+    /// signature of server + laptop + tablet does not verify and no party can say whose share
+    /// was bad. The failed run names nobody (its record names no party, and nobody is banned
+    /// for it); the tablet asks again and the server runs the quorum that splits the suspects,
+    /// server + phone + tablet, which signs; the laptop, the one suspect left, is banned with
+    /// the quorums as evidence, and the tablet is told.
+    async fn an_unnamed_culprit_is_isolated_and_banned_on(backend: Backend) {
+        tessera_client::tls::install_crypto_provider();
+        let server = start(backend);
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let phone = online(&server, dirs[0].path(), "alice", "phone", None).await;
+        let laptop = online(&server, dirs[1].path(), "alice", "laptop", Some(&phone)).await;
+        let tablet = online(&server, dirs[2].path(), "alice", "tablet", Some(&phone)).await;
+        let structure = "and(server, threshold(2, phone, laptop, tablet))";
+        let (made, (laptop_joined, tablet_joined)) = tokio::join!(
+            phone.keygen_structure("vault", structure, |_, _| {}),
+            async {
+                let session = joinable(&laptop, |_| true).await;
+                let tablet_session = joinable(&tablet, |_| true).await;
+                tokio::join!(
+                    laptop.join(&session, |_, _| {}),
+                    tablet.join(&tablet_session, |_, _| {})
+                )
+            }
+        );
+        let made = made.unwrap();
+        let (public_key, wallet_id) = (made.public_key(), made.wallet_id().to_string());
+        laptop_joined.unwrap();
+        tablet_joined.unwrap();
+
+        let kind = message("isolated");
+        let root = DerivationPath::root();
+        let mut record = tablet.wallet("vault").unwrap();
+        let with = vec!["laptop".to_string()];
+        let (signed, laptop_ended, phone_joined) = tokio::join!(
+            tablet.sign_with("vault", &mut record, &kind, &root, &with, |_, _| {}, |_| {}),
+            async {
+                let session = joinable(&laptop, |s| s.sign.is_some()).await;
+                misbehave(
+                    &server,
+                    &laptop,
+                    dirs[1].path(),
+                    &session,
+                    Corruption::Unnamed,
+                )
+                .await
+            },
+            async {
+                let session = joinable(&phone, |s| s.sign.is_some()).await;
+                phone.join(&session, |_, _| {}).await
+            }
+        );
+        let signed = signed.unwrap();
+        let digest = tessera_api::intent::decode(&kind).unwrap().digest;
+        public_key.verify(&digest, &signed.signature).unwrap();
+        assert!(!laptop_ended.is_empty());
+        let Joined::Signed(theirs) = phone_joined.unwrap() else {
+            panic!("the phone did not sign")
+        };
+        assert_eq!(theirs.signature, signed.signature);
+        // The laptop (party 2) was banned, isolated, and the tablet was told.
+        assert_eq!(signed.banned.len(), 1, "{:?}", signed.banned);
+        let ban = &signed.banned[0];
+        assert_eq!(ban.party, 2);
+        assert_eq!(
+            ban.device_id.as_ref().map(|d| d.as_str()),
+            Some(laptop.config().device_id.as_str())
+        );
+        assert!(
+            ban.reason.contains("isolated")
+                && ban.reason.contains("laptop + tablet")
+                && ban.reason.contains("phone + tablet"),
+            "{}",
+            ban.reason
+        );
+        let bans = tablet.client().bans(&wallet_id).await.unwrap();
+        assert_eq!(bans.len(), 1, "{bans:?}");
+        // The failed run's record (`sign.unconfirmed`: the server's last messages had left)
+        // names no party: nobody's message was proven bad.
+        let records = tablet.audit(Some("vault")).await.unwrap();
+        let failed: Vec<serde_json::Value> = records
+            .iter()
+            .filter(|r| r.kind == "sign.unconfirmed" || r.kind == "sign.failed")
+            .map(|r| serde_json::from_str(&r.detail).unwrap())
+            .collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0]["party"].is_null(), "{failed:?}");
+        assert_eq!(failed[0]["signers"], serde_json::json!([0, 2, 3]));
+        let banned = records
+            .iter()
+            .find(|r| r.kind == "party.banned")
+            .expect("no party.banned record");
+        let detail: serde_json::Value = serde_json::from_str(&banned.detail).unwrap();
+        assert_eq!(detail["party"], 2, "{detail}");
+        // The runs are forgotten with the ban; the laptop is refused as a co-signer.
+        let runs = super::count(
+            &server,
+            "SELECT COUNT(*) FROM sign_runs WHERE wallet_id = $1",
+            &wallet_id,
+        )
+        .await;
+        assert_eq!(runs, 0);
+        let e = tablet
+            .sign_with("vault", &mut record, &kind, &root, &with, |_, _| {}, |_| {})
+            .await
+            .unwrap_err();
+        let (status, text) = refused(&e);
+        assert_eq!(status, 403, "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unnamed_culprit_is_isolated_and_banned_on_sqlite() {
+        an_unnamed_culprit_is_isolated_and_banned_on(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unnamed_culprit_is_isolated_and_banned_on_postgres() {
+        an_unnamed_culprit_is_isolated_and_banned_on(Backend::Postgres).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

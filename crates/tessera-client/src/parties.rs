@@ -42,9 +42,11 @@ use crate::session_socket::SocketLink;
 /// How long a party waits for the others to come, and for each message of a run.
 pub const PARTY_WAIT: Duration = Duration::from_secs(300);
 
-/// How many times [`ServerClient::sign_structure`] asks again after the server banned a party
-/// of the failed run: each retry follows a new ban, so the bound is also the number of parties
-/// one request can exclude (a quorum rarely has more than this many co-signers).
+/// How many times [`ServerClient::sign_structure`] asks again after a run failed: after the
+/// server banned a party of it, or after a run that named nobody (the server isolates the
+/// party at fault across the retries, `tessera_server::isolation`). Three covers the isolation
+/// in a quorum of three devices and the server (at most `s + 1` runs for `s` devices), and a
+/// ban of each co-signer of a smaller one.
 pub const MAX_SIGN_RETRIES: usize = 3;
 
 /// A session's parties, checked: the structure, this device's party, and each other device
@@ -153,9 +155,12 @@ impl ServerClient {
     ///
     /// Robust signing: when a run fails and the server banned a party of it for misbehaving
     /// (the engine blamed it, or its message failed the checks), the request is made again
-    /// without it, the server picking the co-signers among the devices online, at most
+    /// without it, the server picking the co-signers among the devices online; when a run
+    /// fails naming nobody (the final signature did not verify), the request is made again and
+    /// the server picks the quorum that isolates the party at fault. At most
     /// [`MAX_SIGN_RETRIES`] times; the bans are returned with the signature (the requester is
-    /// told). A run that fails without a new ban is not retried.
+    /// told). A run that fails otherwise (a party that declined, never came or went away) is
+    /// not retried.
     ///
     /// # Errors
     /// The server's refusal (a policy denial, parties that are not a quorum, no quorum online
@@ -176,7 +181,8 @@ impl ServerClient {
         let digest = tessera_api::intent::decode(kind)?.digest;
         let mut with = with.to_vec();
         let mut on_wait = Some(on_wait);
-        let mut banned = Vec::new();
+        let mut banned: Vec<api::Ban> = Vec::new();
+        let mut sessions = Vec::new();
         loop {
             let (created, ours) = self.request_sign(share, kind, path, &with).await?;
             let parties = created
@@ -203,31 +209,53 @@ impl ServerClient {
                     &mut on_round,
                 )
                 .await;
+            sessions.push(created.session_id.clone());
             let error = match run {
-                Ok(signature) => return Ok((signature, banned)),
+                Ok(signature) if sessions.len() == 1 => return Ok((signature, banned)),
+                Ok(signature) => {
+                    // After retries: the run that signed may have ended an isolation.
+                    let new = self.bans_of(share, &sessions, &banned).await?;
+                    banned.extend(new);
+                    return Ok((signature, banned));
+                }
                 Err(e) => e,
             };
-            if banned.len() >= MAX_SIGN_RETRIES {
+            if sessions.len() > MAX_SIGN_RETRIES {
                 return Err(error);
             }
             // What the server banned in this run: a party other than this device.
-            let new: Vec<api::Ban> = self
-                .bans(&share.wallet_id().to_string())
-                .await?
-                .into_iter()
-                .filter(|b| {
-                    b.session_id == created.session_id
-                        && b.lifted_at.is_none()
-                        && b.party != share.party().get()
-                })
-                .collect();
-            if new.is_empty() {
+            let new = self
+                .bans_of(share, std::slice::from_ref(&created.session_id), &banned)
+                .await?;
+            let unnamed = matches!(&error, ClientError::Protocol(e) if e.party().is_none());
+            if new.is_empty() && !unnamed {
                 return Err(error);
             }
             banned.extend(new);
             // The server picks the co-signers again, without the banned ones.
             with.clear();
         }
+    }
+
+    /// The bans in force the server made in `sessions` of parties other than this device's,
+    /// except those in `known`.
+    async fn bans_of(
+        &self,
+        share: &KeyShare,
+        sessions: &[api::ServerSessionId],
+        known: &[api::Ban],
+    ) -> Result<Vec<api::Ban>> {
+        Ok(self
+            .bans(&share.wallet_id().to_string())
+            .await?
+            .into_iter()
+            .filter(|b| {
+                sessions.contains(&b.session_id)
+                    && b.lifted_at.is_none()
+                    && b.party != share.party().get()
+                    && !known.iter().any(|k| k.ban_id == b.ban_id)
+            })
+            .collect())
     }
 
     /// Joins `session` (from [`Self::joinable`], a signing session) with this device's `share`:
@@ -362,12 +390,24 @@ impl ServerClient {
             .sealed_link(session_id, &session, identity, trusted)
             .await?;
         let session_ref = session.session_id();
-        let output = driver::drive(&mut session, &mut link, Some(PARTY_WAIT), |round, total| {
+        let run = driver::drive(&mut session, &mut link, Some(PARTY_WAIT), |round, total| {
             on_round(round, total);
             Ok(())
         })
-        .await
-        .map_err(|e| crate::session::drive_error(session_ref, e))?;
+        .await;
+        let output = match run {
+            Ok(output) => output,
+            Err(e) => {
+                if matches!(&e, driver::DriveError::Rejected { error, .. } if error.party().is_none())
+                {
+                    // A run that named nobody: the server's party fails the same way and
+                    // records the run for its isolation before it tells its end; wait for that
+                    // end, so that a request made again finds the run recorded.
+                    let _ = link.await_finished(server, PARTY_WAIT).await;
+                }
+                return Err(crate::session::drive_error(session_ref, e));
+            }
+        };
         link.await_finished(server, PARTY_WAIT).await?;
         link.end(End::finished()).await?;
         Ok(output)

@@ -322,6 +322,7 @@ pub async fn run_sign(state: &AppState, job: &SignJob, appear_within: Duration) 
         released,
         link,
         misbehaved,
+        unnamed,
     } = sign_party(state, job, appear_within).await;
     let kind = match status {
         SessionStatus::Done => "sign.completed",
@@ -342,6 +343,18 @@ pub async fn run_sign(state: &AppState, job: &SignJob, appear_within: Duration) 
     }
     if let (Some((party, round)), Some((detail, ..))) = (misbehaved, &failure) {
         ban_misbehaving(state, job, party, (round, detail)).await;
+    }
+    // A run that failed naming nobody, and the runs of the same request after one did: the
+    // isolation (`crate::isolation`), recorded before the parties are told the end, so that
+    // the requester's next request finds it.
+    if status == SessionStatus::Done || unnamed {
+        match isolate(state, job, status == SessionStatus::Done).await {
+            Ok(Some((party, why))) => ban_misbehaving(state, job, party, (0, &why)).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(session_id = %sid, error = %e, "could not record a run for the isolation of a misbehaving party");
+            }
+        }
     }
     let reason = failure.as_ref().map(|(d, ..)| d.as_str());
     let recorded = crate::ws::record_end(
@@ -367,6 +380,34 @@ pub async fn run_sign(state: &AppState, job: &SignJob, appear_within: Duration) 
     {
         tracing::warn!(session_id = %sid, error = %e, "could not tell the parties how the server's run ended");
     }
+}
+
+/// [`crate::isolation::after_run`] for run `job`.
+async fn isolate(
+    state: &AppState,
+    job: &SignJob,
+    signed: bool,
+) -> ApiResult<Option<(PartyIndex, String)>> {
+    let text = job
+        .stored
+        .structure
+        .as_deref()
+        .ok_or_else(|| ApiError::Internal("a structure run without its structure".into()))?;
+    let structure = WalletStructure::parse(text)
+        .map_err(|e| ApiError::Internal(format!("stored structure: {e}")))?;
+    let request = db::sign_runs::Request {
+        wallet_id: &job.wallet_id,
+        epoch: job.share.0,
+        digest: &job.stored.digest,
+    };
+    crate::isolation::after_run(
+        state,
+        &structure,
+        (job.session_id.as_str(), request),
+        &job.stored.signers,
+        signed,
+    )
+    .await
 }
 
 /// A signing run of a structure wallet failed naming device party `party` (the engine blamed
@@ -421,6 +462,8 @@ struct SignOutcome {
     /// The party whose message the engine blamed (and the round), or whose message failed the
     /// checks (round 0: the driver does not say which), if the run failed so.
     misbehaved: Option<(PartyIndex, u8)>,
+    /// The run failed and named nobody (the final signature did not verify).
+    unnamed: bool,
 }
 
 /// The server's party of [`run_sign`].
@@ -432,6 +475,7 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
         released: false,
         link: None,
         misbehaved: None,
+        unnamed: false,
     };
     let share = match crate::vault::unseal(state, &job.wallet_id, job.share.0, &job.share.1) {
         Ok(share) => share,
@@ -480,6 +524,7 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
                 released: false,
                 link: None,
                 misbehaved: None,
+                unnamed: false,
             };
         }
     };
@@ -506,16 +551,20 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
             released: true,
             link,
             misbehaved: None,
+            unnamed: false,
         },
         Err(e) => {
             let (status, party, end) = drive_failure(&e);
+            // A message that failed a check names its sender (the transport authenticated
+            // it); an abort that names nobody does not blame whoever sent the round's last
+            // message.
             let misbehaved = match &e {
                 DriveError::Blamed { party, round, .. } => Some((*party, *round)),
-                DriveError::Rejected {
-                    from: Some(party), ..
-                } => Some((*party, 0)),
+                DriveError::Rejected { error, .. } => error.party().map(|p| (p, 0)),
                 _ => None,
             };
+            let unnamed =
+                matches!(&e, DriveError::Rejected { error, .. } if error.party().is_none());
             SignOutcome {
                 status,
                 failure: Some((e.to_string(), party, end)),
@@ -523,6 +572,7 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
                 released,
                 link,
                 misbehaved,
+                unnamed,
             }
         }
     }
@@ -549,7 +599,11 @@ pub(crate) fn drive_failure(
         DriveError::Blamed { party, .. } => {
             (SessionStatus::Failed, Some(*party), EndReason::Failed)
         }
-        DriveError::Rejected { from, .. } => (SessionStatus::Failed, *from, EndReason::Failed),
+        // The party the error names: a failed check names the sender; an abort that names
+        // nobody is not the fault of whoever sent the round's last message.
+        DriveError::Rejected { error, .. } => {
+            (SessionStatus::Failed, error.party(), EndReason::Failed)
+        }
         DriveError::Finish(_) => (SessionStatus::Failed, None, EndReason::Failed),
     }
 }
@@ -658,7 +712,8 @@ pub async fn listed_parties(
 /// When the requester names none and it and the server are not a quorum, the server completes
 /// the smallest quorum with devices whose agent is online (`GET /sessions/joinable` waiting, or
 /// within [`PRESENCE_GRACE`] of it) and not banned. A banned requester, or a banned device
-/// named, is refused naming the ban.
+/// named, is refused naming the ban. When earlier runs of the same `request` failed naming
+/// nobody, the isolation chooses the quorum instead (`crate::isolation`).
 ///
 /// # Errors
 /// [`ApiError::Forbidden`] when the device is not a party of the wallet;
@@ -666,11 +721,12 @@ pub async fn listed_parties(
 /// not a quorum; a database error.
 pub async fn sign_parties(
     tx: &mut crate::db::WriteTx,
-    wallet_id: &str,
+    request: db::sign_runs::Request<'_>,
     structure: &str,
     device_id: &str,
     with: &[String],
 ) -> ApiResult<api::SessionParties> {
+    let wallet_id = request.wallet_id;
     let parsed = WalletStructure::parse(structure)
         .map_err(|e| ApiError::Internal(format!("stored structure: {e}")))?;
     let mut parties = session_parties(&mut **tx, wallet_id, structure, device_id, None).await?;
@@ -681,6 +737,22 @@ pub async fn sign_parties(
         .find(|p| p.device_id.is_none())
         .ok_or_else(|| ApiError::Internal("a structure wallet without the server".into()))?;
     signers.insert(server.party);
+    let bans = crate::bans::structure_bans(tx, wallet_id).await?;
+    // Earlier runs of this request failed naming nobody: the isolation chooses the quorum.
+    crate::bans::refuse_banned_signers(&bans, &[parties.me])?;
+    let banned: Vec<PartyIndex> = bans.iter().map(|b| PartyIndex::new(b.party)).collect();
+    let isolating = crate::isolation::next_quorum(
+        tx,
+        &parsed,
+        request,
+        &banned,
+        (PartyIndex::new(parties.me), PartyIndex::new(server.party)),
+    )
+    .await?;
+    if let Some(quorum) = isolating {
+        parties.signers = quorum;
+        return Ok(parties);
+    }
     for label in with {
         let party = parties
             .parties
@@ -700,7 +772,6 @@ pub async fn sign_parties(
         signers.insert(party.party);
     }
     let quorum: Vec<PartyIndex> = signers.iter().copied().map(PartyIndex::new).collect();
-    let bans = crate::bans::structure_bans(tx, wallet_id).await?;
     crate::bans::refuse_banned_signers(&bans, &signers.iter().copied().collect::<Vec<_>>())?;
     if parsed.is_authorised(&quorum) {
         parties.signers = signers.into_iter().collect();
@@ -721,7 +792,6 @@ pub async fn sign_parties(
             .filter_map(|p| u8::try_from(p).ok().map(PartyIndex::new))
             .collect();
     online.extend(quorum.iter().copied());
-    let banned: Vec<PartyIndex> = bans.iter().map(|b| PartyIndex::new(b.party)).collect();
     let chosen = parsed
         .choose_quorum(&online, &banned, &quorum)
         .map_err(|e| {

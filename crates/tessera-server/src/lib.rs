@@ -20,6 +20,7 @@ pub mod extract;
 pub mod files;
 pub mod held;
 pub mod hold;
+pub mod isolation;
 pub mod limits;
 pub mod live_sessions;
 pub mod mailboxes;

@@ -299,9 +299,14 @@ pub async fn sign(
     }
     let parties = match &structure {
         Some(structure) => {
+            let request = db::sign_runs::Request {
+                wallet_id: &wallet.id,
+                epoch: wallet.epoch as i64,
+                digest: &digest,
+            };
             let parties = crate::coordinator::sign_parties(
                 &mut tx,
-                &wallet.id,
+                request,
                 structure,
                 &me.device_id,
                 &req.with,

@@ -390,6 +390,27 @@ impl Isolation {
         }
     }
 
+    /// Reports a run this machine did not hand out: for a coordinator that keeps the runs of
+    /// one request across the requester's retries (each a new request to it) and rebuilds the
+    /// machine from them before choosing the next quorum. The runs must be replayed in the
+    /// order they ran; the evidence is then the one [`Self::report`] would have gathered.
+    ///
+    /// # Errors
+    /// [`IsolationError::BlameOutsideQuorum`]; nothing changes.
+    pub fn replay(
+        &mut self,
+        quorum: &BTreeSet<PartyIndex>,
+        outcome: Outcome,
+    ) -> Result<Option<Ban>, IsolationError> {
+        let before = (self.pending.replace(quorum.clone()), self.tries);
+        self.tries += 1;
+        let reported = self.report(quorum, outcome);
+        if reported.is_err() {
+            (self.pending, self.tries) = before;
+        }
+        reported
+    }
+
     fn ban(&mut self, party: PartyIndex, evidence: Evidence) -> Ban {
         let ban = Ban { party, evidence };
         self.banned.insert(party);
@@ -541,6 +562,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn runs_replayed_into_a_new_machine_give_the_same_evidence_and_next_quorum() {
+        let w = s("and(server, threshold(2, x, y, z))");
+        let all: Vec<PartyIndex> = w.parties().collect();
+        let server = ps(&w, &["server"]);
+        let required = ps(&w, &["server", "x"]);
+        let y = w.party("y").unwrap();
+        // The coordinator's first request: {server, x, y} fails naming nobody.
+        let mut first = Isolation::new(&w, &all, &[], &required, &server).unwrap();
+        let q1 = first.next_quorum().unwrap().unwrap();
+        assert_eq!(q1, ps(&w, &["server", "x", "y"]).into_iter().collect());
+        assert_eq!(first.report(&q1, Outcome::Failed).unwrap(), None);
+        // The retry, a new request: a new machine with that run replayed picks the quorum the
+        // first machine would have, which splits the suspects x and y.
+        let mut again = Isolation::new(&w, &all, &[], &required, &server).unwrap();
+        assert_eq!(again.replay(&q1, Outcome::Failed).unwrap(), None);
+        let q2 = again.next_quorum().unwrap().unwrap();
+        assert_eq!(first.next_quorum().unwrap().unwrap(), q2);
+        assert_eq!(q2, ps(&w, &["server", "x", "z"]).into_iter().collect());
+        // It signs: y is the one suspect left, banned with the quorums as evidence.
+        let mut third = Isolation::new(&w, &all, &[], &required, &server).unwrap();
+        assert_eq!(third.replay(&q1, Outcome::Failed).unwrap(), None);
+        let ban = third.replay(&q2, Outcome::Signed).unwrap().unwrap();
+        assert_eq!(ban.party, y);
+        assert_eq!(
+            ban.evidence,
+            Evidence::Isolated {
+                failed: vec![q1.clone()],
+                succeeded: vec![q2.clone()]
+            }
+        );
+        // A blame outside the replayed quorum is refused and changes nothing.
+        let mut bad = Isolation::new(&w, &all, &[], &required, &server).unwrap();
+        let z = w.party("z").unwrap();
+        assert_eq!(
+            bad.replay(&q1, Outcome::Blamed(z)),
+            Err(IsolationError::BlameOutsideQuorum(z))
+        );
+        assert_eq!(bad.next_quorum().unwrap().unwrap(), q1);
     }
 
     #[test]

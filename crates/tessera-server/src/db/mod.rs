@@ -49,6 +49,7 @@ pub mod relay_codes;
 pub mod replicas;
 pub mod sessions;
 pub mod shares;
+pub mod sign_runs;
 pub mod states;
 pub mod wallet_changes;
 pub mod wallet_parties;
