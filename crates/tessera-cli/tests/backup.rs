@@ -928,6 +928,16 @@ async fn a_recovery_while_a_device_is_active_is_held_and_cancellable() {
         .run(&["keygen", "--name", "main"])
         .ok()
         .field("public key");
+    // A structure wallet too: a recovered device, once active, is to join it.
+    phone
+        .run(&[
+            "keygen",
+            "--name",
+            "family",
+            "--structure",
+            "and(server, phone)",
+        ])
+        .ok();
     let keys = holders(&phone, media.path(), &["usb-1", "cloud", "laptop"]);
     let backup_file = media.path().join("main.tsb");
     phone
@@ -989,6 +999,16 @@ async fn a_recovery_while_a_device_is_active_is_held_and_cancellable() {
     phone.run(&["approvals", "approve", &id]).ok();
     let signed = laptop.sign("main", "recovered").ok();
     assert_signed(&signed, &pubkey, "recovered");
+    // As an approved device would, the recovered laptop (and not the cancelled intruder) is to
+    // join the structure wallet at its next resharing.
+    let shown = phone
+        .run(&["wallet", "show", "--wallet", "family", "--json"])
+        .ok();
+    let detail: serde_json::Value = serde_json::from_str(&shown.out).unwrap();
+    let pending = detail["pending"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{detail}");
+    assert_eq!(pending[0]["change"], "add", "{detail}");
+    assert_eq!(pending[0]["label"], "laptop", "{detail}");
     let kinds = audit_kinds(&server).await;
     for kind in [
         "device.recovery_requested",

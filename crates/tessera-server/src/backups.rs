@@ -199,12 +199,12 @@ pub async fn recover(
         return recover_when_released(&state, &owner, &key, &wallet, &recovery_digest).await;
     }
     let mut tx = state.begin_write().await?;
-    crate::hold::activate_recovered(&mut tx, &device_id).await?;
+    let joins = crate::hold::activate_recovered(&mut tx, &device_id).await?;
     audit::append_in(
         &mut tx,
         "device.recovered",
         audit::Subject::device(&owner).wallet(&wallet.id),
-        json!({ "epoch": wallet.epoch, "proof": "possession of the device share" }),
+        json!({ "epoch": wallet.epoch, "proof": "possession of the device share", "joins_wallets": joins }),
     )
     .await?;
     tx.commit().await?;
@@ -293,9 +293,9 @@ async fn recover_when_released(
         Err(action) => Ok((StatusCode::ACCEPTED, Json(api::Recovery::Held(action)))),
         Ok(held) => {
             let mut tx = state.begin_write().await?;
-            crate::hold::activate_recovered(&mut tx, device_id).await?;
+            let joins = crate::hold::activate_recovered(&mut tx, device_id).await?;
             tx.commit().await?;
-            crate::hold::release(state, &held, &owner.user_id, json!({ "epoch": wallet.epoch, "proof": "possession of the device share", "after": "time lock" }))
+            crate::hold::release(state, &held, &owner.user_id, json!({ "epoch": wallet.epoch, "proof": "possession of the device share", "after": "time lock", "joins_wallets": joins }))
                 .await?;
             let device = crate::registry::device(state, device_id).await?;
             Ok((StatusCode::OK, Json(api::Recovery::Approved(device))))

@@ -127,13 +127,13 @@ async fn carry_out(
         }
         (Kind::DeviceRecovery, true) => {
             let mut tx = state.begin_write().await?;
-            hold::activate_recovered(&mut tx, &held.info.requested_by).await?;
+            let joins = hold::activate_recovered(&mut tx, &held.info.requested_by).await?;
             tx.commit().await?;
             hold::release(
                 state,
                 held,
                 &me.user_id,
-                json!({ "approved_by": me.device_id }),
+                json!({ "approved_by": me.device_id, "joins_wallets": joins }),
             )
             .await?;
             held.set_status(HeldStatus::Released);

@@ -240,15 +240,18 @@ pub async fn release(
     Ok(true)
 }
 
-/// Activates a recovering device (pending) once its recovery is approved or its time lock ended.
+/// Activates a recovering device (pending) once its recovery is approved or its time lock
+/// ended. Like an approved device, it is to join each of its user's structure wallets it can be
+/// added to (`crate::reshare::record_joins`); returns those wallets' ids.
 ///
 /// # Errors
 /// [`ApiError::Conflict`] when the device is no longer pending; a database error.
-pub async fn activate_recovered(conn: &mut sqlx::AnyConnection, device_id: &str) -> ApiResult<()> {
-    if !db::devices::activate_pending(conn, device_id).await? {
+pub async fn activate_recovered(tx: &mut db::WriteTx, device_id: &str) -> ApiResult<Vec<String>> {
+    if !db::devices::activate_pending(&mut **tx, device_id).await? {
         return Err(ApiError::Conflict(
             "the recovering device is no longer pending".into(),
         ));
     }
-    Ok(())
+    let (_, user_id, name, ..) = db::devices::by_id(&mut **tx, device_id).await?;
+    crate::reshare::record_joins(tx, &user_id, device_id, &name).await
 }
