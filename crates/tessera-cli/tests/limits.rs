@@ -11,6 +11,8 @@ mod common;
 
 /// GET `path` (with a bearer token); the status and the Retry-After header.
 async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Option<u64>) {
+    // reqwest is built without a TLS provider: install the SDK's, whatever test runs first.
+    tessera_client::tls::install_crypto_provider();
     let mut req = reqwest::Client::new().get(format!("{}{path}", server.url));
     if let Some(t) = token {
         req = req.bearer_auth(t);
