@@ -627,6 +627,10 @@ pub struct WalletDetail {
     /// Devices that are to join or leave it, waiting for a resharing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<PendingChange>,
+    /// Its device parties whose agent is online now (`tessera listen` waiting on the server),
+    /// by index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub online: Vec<u8>,
 }
 
 /// A change of a structure wallet's parties waiting for a resharing.
@@ -642,6 +646,9 @@ pub struct PendingChange {
     pub change: String,
     /// Since when (Unix seconds).
     pub since: i64,
+    /// Whether the device's agent is online now.
+    #[serde(default)]
+    pub online: bool,
 }
 
 /// `GET /pubkey?wallet=…` and the wallet list.

@@ -40,6 +40,9 @@ fn ok(home: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// How long a test waits for a `tessera listen --once` to end.
+const LISTENER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// A `tessera listen` process, killed on drop.
 struct Listener(Option<Child>);
 
@@ -61,8 +64,25 @@ impl Listener {
         Listener(Some(child))
     }
 
+    /// Its output once it ended; panics (killing it) when it has not ended within
+    /// [`LISTENER_DEADLINE`], so that a listener waiting for what never comes fails its test
+    /// instead of hanging it. (Its output is small: it never fills the pipes meanwhile.)
     fn wait(mut self) -> Output {
-        self.0.take().unwrap().wait_with_output().unwrap()
+        let mut child = self.0.take().unwrap();
+        let deadline = std::time::Instant::now() + LISTENER_DEADLINE;
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "tessera listen did not end within {LISTENER_DEADLINE:?}: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
     }
 }
 
@@ -533,8 +553,9 @@ fn device_id(home: &Path) -> String {
         .to_string()
 }
 
-/// A fourth device, once approved, is a pending party of the wallet and joins it by resharing
-/// (`wallet reshare --pending`), signs, and the key stays; a device revoked with `--reshare` is
+/// A fourth device, once approved, is a pending party of the wallet and joins it by the
+/// resharing a device agent carries out once every device is online (`listen
+/// --reshare-pending`), signs, and the key stays; a device revoked with `--reshare` is
 /// reshared out at once; old epochs are gone from the database after each switch; requests that
 /// cannot be run are refused with nothing stored. (On SQLite; on PostgreSQL the resharings of
 /// `a_replica_killed_during_a_resharing_leaves_one_epoch_on_postgres` run the same switch.)
@@ -593,12 +614,17 @@ async fn devices_join_and_leave_by_resharing_on(backend: Backend) {
         shown.contains(r#"device "desk" (desk) joins at the next resharing"#),
         "{shown}"
     );
-    // The desk joins: every device takes part, each ends at epoch 1 with the same key.
-    let outcomes = reshare(
+    // The desk joins as soon as every device is online: the phone's agent carries the change
+    // out by itself (`listen --reshare-pending`), the other agents join; every device ends at
+    // epoch 1 with the same key.
+    let others = [&laptop, &tablet, &desk]
+        .map(|h| Listener::start(h.path(), &["--yes", "--once", "--json"]));
+    let agent = Listener::start(
         phone.path(),
-        &["--wallet", "family", "--pending"],
-        &[laptop.path(), tablet.path(), desk.path()],
+        &["--yes", "--once", "--json", "--reshare-pending"],
     );
+    let mut outcomes = vec![joined(&agent.wait())];
+    outcomes.extend(others.into_iter().map(|l| joined(&l.wait())));
     for outcome in &outcomes {
         assert_eq!(outcome["outcome"], "switched", "{outcome}");
         assert_eq!(outcome["epoch"], 1, "{outcome}");
@@ -708,12 +734,6 @@ async fn devices_join_and_leave_by_resharing_on_sqlite() {
     devices_join_and_leave_by_resharing_on(Backend::Sqlite).await;
 }
 
-/// The requesting device's `tessera wallet reshare` (`kill_server` false), or the server and
-/// then restarted (true), SIGKILLed at each step of the two-phase finish of a resharing (a refresh of the wallet: same structure, next epoch): afterwards the server and
-/// every device agree on one epoch (the old one unless the crash came after the requester's
-/// commit): the requester signs at it, the server holds one active share, and the next
-/// resharing, which needs every device's share of that epoch, runs; the last one completes,
-/// leaving no older or pending share behind.
 /// What a test of [`crashes_during_resharing_on`] SIGKILLs.
 #[derive(Clone, Copy)]
 enum Crash {
@@ -726,6 +746,13 @@ enum Crash {
     Replica,
 }
 
+/// The requesting device's `tessera wallet reshare`, the server (then restarted) or one of two
+/// replicas ([`Crash`]) SIGKILLed at each step of the two-phase finish of a resharing (a
+/// refresh of the wallet: same structure, next epoch): afterwards the server and
+/// every device agree on one epoch (the old one unless the crash came after the requester's
+/// commit): the requester signs at it, the server holds one active share, and the next
+/// resharing, which needs every device's share of that epoch, runs; the last one completes,
+/// leaving no older or pending share behind.
 async fn crashes_during_resharing_on(crash: Crash) {
     use std::io::BufRead;
     let data = tempfile::tempdir().unwrap();
@@ -1478,15 +1505,22 @@ mod through_the_sdk {
         // ... one without it runs: `and(server, phone, tablet)`, where the tablet is party 2,
         // the index the laptop's ban had. The ban ends with the laptop's place, and the tablet
         // signs.
+        // The tablet names no co-dealer: the server completes the quorum with the phone, whose
+        // agent is online (the banned laptop is left out).
         let without = ReshareChange {
             remove: vec!["laptop".into()],
-            with: vec!["phone".into()],
             ..ReshareChange::default()
         };
-        let (mine, theirs) = tokio::join!(tablet.reshare("vault", &without, |_| {}), async {
-            let session = joinable(&phone, |s| s.protocol == "reshare").await;
-            phone.join(&session, |_, _| {}).await
-        });
+        let (mine, theirs) = tokio::join!(
+            async {
+                super::wait_online(&server, &phone.config().device_id).await;
+                tablet.reshare("vault", &without, |_| {}).await
+            },
+            async {
+                let session = joinable(&phone, |s| s.protocol == "reshare").await;
+                phone.join(&session, |_, _| {}).await
+            }
+        );
         assert!(
             matches!(mine.unwrap(), ReshareOutcome::Switched { epoch: 1, .. }),
             "the tablet's resharing"

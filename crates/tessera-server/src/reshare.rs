@@ -6,8 +6,10 @@
 //! The protocol is `tessera_core::ReshareSession` (Desmedt–Jajodia redistribution with
 //! Wong–Wang–Wing's verification; see `tessera-core/src/engine/dkls23/reshare.rs`): the dealers
 //! are a minimal quorum of the current structure made of the requesting device, the server and
-//! the devices the request names (`with`); every party of the new structure receives a share
-//! (so each must be online: a device added joins from its `tessera listen`, as do the others);
+//! the devices the request names (`with`; when it names none and the requester and the server
+//! are not a quorum, the server completes the smallest one with devices online); every party
+//! of the new structure receives a share (so each must be online: a device added joins from
+//! its `tessera listen`, as do the others);
 //! a dealer that is not in the new structure ends with none.
 //!
 //! The run's parties, by run index, are the new structure's parties, then the dealers that
@@ -438,8 +440,29 @@ pub async fn reshare(
             })?;
         quorum.insert(old_index(party)?);
     }
-    let quorum: Vec<u8> = quorum.into_iter().collect();
-    let members: Vec<PartyIndex> = quorum.iter().copied().map(PartyIndex::new).collect();
+    let mut members: Vec<PartyIndex> = quorum.iter().copied().map(PartyIndex::new).collect();
+    if req.with.is_empty() && !current.is_authorised(&members) {
+        // None named: the smallest quorum of the requester, the server and devices online, as
+        // for a signature (`coordinator::sign_parties`).
+        let mut online: Vec<PartyIndex> =
+            db::wallet_changes::online_parties(&mut *tx, &wallet.id, crate::state::now())
+                .await?
+                .into_iter()
+                .filter_map(|p| u8::try_from(p).ok().map(PartyIndex::new))
+                .collect();
+        online.extend(members.iter().copied());
+        let banned: Vec<PartyIndex> = bans.iter().map(|b| PartyIndex::new(b.party)).collect();
+        members = current
+            .choose_quorum(&online, &banned, &members)
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "this device and the server are not a quorum of {current}, and the devices                      online (running `tessera listen`) do not complete one ({e}): start their                      agents or name the devices to deal with (`--with`)"
+                ))
+            })?
+            .into_iter()
+            .collect();
+    }
+    let quorum: Vec<u8> = members.iter().map(|p| p.get()).collect();
     current.check_quorum(&members).map_err(|e| {
         ApiError::BadRequest(format!(
             "the dealers ({}) must be a minimal quorum of {current}: {e}",

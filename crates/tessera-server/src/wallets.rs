@@ -581,31 +581,35 @@ pub async fn detail(
     let structure = db::wallet_parties::wallet(state.db(), &wallet.id)
         .await?
         .and_then(|w| w.structure);
-    let (parties, pending) = match &structure {
-        Some(_) => (
-            crate::coordinator::listed_parties(state.db(), &wallet.id).await?,
-            db::wallet_changes::of_wallet(state.db(), &wallet.id)
-                .await?
-                .into_iter()
-                .map(|c| api::PendingChange {
-                    label: c
-                        .label
-                        .or_else(|| crate::names::party_label(&c.device_name))
-                        .unwrap_or_default(),
-                    device_id: c.device_id.into(),
-                    device_name: c.device_name,
-                    change: c.change,
-                    since: c.created_at,
-                })
-                .collect(),
-        ),
-        None => (Vec::new(), Vec::new()),
-    };
+    let (mut parties, mut pending, mut online) = (Vec::new(), Vec::new(), Vec::new());
+    if structure.is_some() {
+        let at = now();
+        parties = crate::coordinator::listed_parties(state.db(), &wallet.id).await?;
+        for c in db::wallet_changes::of_wallet(state.db(), &wallet.id).await? {
+            pending.push(api::PendingChange {
+                label: c
+                    .label
+                    .or_else(|| crate::names::party_label(&c.device_name))
+                    .unwrap_or_default(),
+                online: db::wallet_changes::is_online(state.db(), &c.device_id, at).await?,
+                device_id: c.device_id.into(),
+                device_name: c.device_name,
+                change: c.change,
+                since: c.created_at,
+            });
+        }
+        online = db::wallet_changes::online_parties(state.db(), &wallet.id, at)
+            .await?
+            .into_iter()
+            .filter_map(|p| u8::try_from(p).ok())
+            .collect();
+    }
     Ok(Json(api::WalletDetail {
         info: info(&wallet),
         structure,
         parties,
         pending,
+        online,
     }))
 }
 

@@ -2,17 +2,21 @@
 //! sessions other devices of the user start in which this device is a party: key generations
 //! of structure wallets (after a confirmation, or `--yes`) and signing sessions that name this
 //! device as a signer (always after a confirmation, showing what is signed as this device
-//! decodes it).
+//! decodes it). With `--reshare-pending` it also carries out, by itself, the pending joins and
+//! leaves of this device's wallets (devices approved or revoked since) once every device they
+//! need is online: each is one resharing this device runs with the server, the other devices
+//! joining it from their own `tessera listen`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use tessera_api as api;
 use tessera_client::ClientError;
 use tessera_client::device::DeviceError;
-use tessera_client::device::online::Joined;
+use tessera_client::device::online::{Joined, Online};
+use tessera_client::reshare::ReshareStep;
 
 use crate::cmd::peer::{ask, yes};
 use crate::cmd::wallet::{print_reshared, print_signed};
@@ -33,6 +37,11 @@ pub(crate) struct ListenArgs {
     /// milliseconds (otherwise each request waits on the server for a new one).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     poll_ms: u64,
+    /// Carry out the pending joins and leaves of this device's wallets (devices approved or
+    /// revoked since) by itself, each with a resharing, once every device it needs is online
+    /// (their agents join it; a wallet whose quorum is not online waits).
+    #[arg(long)]
+    reshare_pending: bool,
     #[command(flatten)]
     format: output::Format,
 }
@@ -90,7 +99,28 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
     let mut answered = BTreeSet::new();
     eprintln!("listening for sessions of this device's wallets (Ctrl-C to stop)");
     let mut wait = LONG_POLL;
+    let (mut next_check, mut retry_after) = (Instant::now(), BTreeMap::new());
     loop {
+        if args.reshare_pending && Instant::now() >= next_check {
+            next_check = Instant::now() + PENDING_CHECK;
+            let ran = match carry_out(&online, &mut retry_after, args.format).await {
+                Err(DeviceError::Client(ClientError::Server { status: 401, .. })) => {
+                    online.login_again().await?;
+                    false
+                }
+                Err(e) => {
+                    eprintln!("error: could not read the pending changes: {e}");
+                    false
+                }
+                Ok(ran) => ran,
+            };
+            if ran && args.once {
+                return Ok(());
+            }
+        }
+        if args.reshare_pending {
+            wait = wait.min(PENDING_CHECK);
+        }
         // Waits on the server for a request when there is none; once only requests already
         // answered are left (they stay listed until they end), asks again every poll period.
         let sessions = match online.joinable_wait(wait).await {
@@ -183,3 +213,81 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
 
 /// How long one request for joinable sessions waits on the server when there is none.
 const LONG_POLL: Duration = Duration::from_secs(20);
+
+/// How often `--reshare-pending` looks at the pending changes.
+const PENDING_CHECK: Duration = Duration::from_secs(3);
+
+/// How long `--reshare-pending` leaves a wallet alone after its resharing failed.
+const PENDING_RETRY: Duration = Duration::from_secs(60);
+
+/// Carries out the pending party changes of each of this device's wallets whose devices are
+/// all online ([`ready`]), one resharing each; whether one ran. A wallet whose resharing failed
+/// is left alone for [`PENDING_RETRY`]; one another agent started (409) is joined from the next
+/// poll.
+async fn carry_out(
+    online: &Online,
+    retry_after: &mut BTreeMap<String, Instant>,
+    format: output::Format,
+) -> Result<bool, DeviceError> {
+    let me = online.config().device_id.clone();
+    let mut ran = false;
+    for (name, detail) in online.pending_changes().await? {
+        if retry_after.get(&name).is_some_and(|t| Instant::now() < *t) || !ready(&detail, &me) {
+            continue;
+        }
+        let changes: Vec<String> = detail
+            .pending
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c.label,
+                    if c.change == "add" { "joins" } else { "leaves" }
+                )
+            })
+            .collect();
+        eprintln!(
+            "carrying out the pending changes of wallet {name}: {}",
+            changes.join(", ")
+        );
+        let progress = |step: ReshareStep| {
+            if let ReshareStep::Round(r, t) = step {
+                eprintln!("  reshare round {r}/{t} done");
+            }
+        };
+        match online.reshare_pending(&name, progress).await {
+            Ok(Some(outcome)) => {
+                ran = true;
+                if let Err(e) = print_reshared(&name, &outcome, format) {
+                    eprintln!("error: {}", e.message());
+                }
+            }
+            Ok(None) => {}
+            Err(DeviceError::Client(ClientError::Server { status: 409, .. })) => {
+                eprintln!("  another device started it; joining it");
+            }
+            Err(e) => {
+                eprintln!("error: the resharing of wallet {name} failed: {e}; trying again later");
+                retry_after.insert(name, Instant::now() + PENDING_RETRY);
+            }
+        }
+    }
+    Ok(ran)
+}
+
+/// Whether the resharing of `detail`'s pending changes can run now: every device that joins,
+/// and every device party that stays other than this one (`me`), is online.
+fn ready(detail: &api::WalletDetail, me: &str) -> bool {
+    let leaving: BTreeSet<&str> = detail
+        .pending
+        .iter()
+        .filter(|c| c.change == "remove")
+        .map(|c| c.device_id.as_str())
+        .collect();
+    let staying = detail.parties.iter().filter_map(|p| {
+        let device = p.device_id.as_ref()?.as_str();
+        (device != me && !leaving.contains(device)).then_some(p.party)
+    });
+    let joining = detail.pending.iter().filter(|c| c.change == "add");
+    staying.clone().all(|p| detail.online.contains(&p)) && joining.clone().all(|c| c.online)
+}

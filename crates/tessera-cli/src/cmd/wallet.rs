@@ -322,7 +322,8 @@ pub(crate) struct ReshareArgs {
     #[arg(long, conflicts_with_all = ["add", "remove", "structure", "refresh"])]
     pending: bool,
     /// Other devices that deal with this one and the server, when these two are not a quorum
-    /// alone (party labels, comma-separated).
+    /// alone (party labels, comma-separated); without it, the server completes the quorum with
+    /// devices whose `tessera listen` is running.
     #[arg(long, value_delimiter = ',')]
     with: Vec<String>,
     #[command(flatten)]

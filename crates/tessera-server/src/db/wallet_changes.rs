@@ -192,6 +192,25 @@ pub async fn forget_presence_before(
     Ok(done.rows_affected())
 }
 
+/// Whether device `device_id`'s agent is online at `at`.
+///
+/// # Errors
+/// A database error.
+pub async fn is_online(
+    db: impl AnyExecutor<'_>,
+    device_id: &str,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM device_presence WHERE device_id = $1 AND until >= $2",
+    )
+    .bind(device_id)
+    .bind(at)
+    .fetch_one(db)
+    .await?;
+    Ok(n > 0)
+}
+
 /// The party indices of wallet `wallet_id`'s active devices that are online at `at`.
 ///
 /// # Errors
