@@ -1062,14 +1062,12 @@ mod through_the_sdk {
 
         // The key generation: the requester and other users see nothing to join; a device of
         // another user cannot open it.
-        let structure = "and(server, threshold(2, phone, laptop, tablet))";
-        let (made, (laptop_joined, tablet_joined)) = tokio::join!(
-            phone.keygen_structure("vault", structure, |_, _| {}),
-            async {
+        let (made, (laptop_joined, tablet_joined)) =
+            tokio::join!(phone.keygen_structure("vault", VAULT, |_, _| {}), async {
                 let session = joinable(&laptop, |_| true).await;
                 assert_eq!(session.protocol, "keygen");
                 assert_eq!(session.requested_by, "phone");
-                assert_eq!(session.parties.structure, structure);
+                assert_eq!(session.parties.structure, VAULT);
                 assert!(phone.joinable().await.unwrap().is_empty());
                 // Waiting on the server ends empty after the wait.
                 assert!(
@@ -1087,8 +1085,7 @@ mod through_the_sdk {
                     laptop.join(&session, |_, _| {}),
                     tablet.join(&tablet_session, |_, _| {})
                 )
-            }
-        );
+            });
         let made = made.unwrap();
         for joined in [laptop_joined.unwrap(), tablet_joined.unwrap()] {
             let Joined::Wallet(share) = joined else {
@@ -1224,7 +1221,7 @@ mod through_the_sdk {
         let keygens = futures_util::future::join_all((0..50).map(|_| {
             post(
                 "/keygen",
-                serde_json::json!({"name": "race", "structure": structure, "device_nonce": nonce}),
+                serde_json::json!({"name": "race", "structure": VAULT, "device_nonce": nonce}),
             )
         }))
         .await;
@@ -1394,6 +1391,74 @@ mod through_the_sdk {
         }
     }
 
+    /// The structure of [`vault_of_three`]'s wallet.
+    const VAULT: &str = "and(server, threshold(2, phone, laptop, tablet))";
+
+    /// Alice's phone, laptop and tablet, set up on `server` in `dirs`, and the wallet `vault`
+    /// under [`VAULT`] the phone made with the others.
+    async fn vault_of_three(
+        server: &Server,
+        dirs: &[tempfile::TempDir],
+    ) -> ([Online; 3], tessera_core::KeyShare) {
+        tessera_client::tls::install_crypto_provider();
+        let phone = online(server, dirs[0].path(), "alice", "phone", None).await;
+        let laptop = online(server, dirs[1].path(), "alice", "laptop", Some(&phone)).await;
+        let tablet = online(server, dirs[2].path(), "alice", "tablet", Some(&phone)).await;
+        let (made, (laptop_joined, tablet_joined)) =
+            tokio::join!(phone.keygen_structure("vault", VAULT, |_, _| {}), async {
+                let session = joinable(&laptop, |_| true).await;
+                let tablet_session = joinable(&tablet, |_| true).await;
+                tokio::join!(
+                    laptop.join(&session, |_, _| {}),
+                    tablet.join(&tablet_session, |_, _| {})
+                )
+            });
+        laptop_joined.unwrap();
+        tablet_joined.unwrap();
+        ([phone, laptop, tablet], made.unwrap())
+    }
+
+    /// The tablet signs `kind` with `vault` asking for the laptop, whose party runs corrupted
+    /// `how` ([`misbehave`]); the phone's agent, online, joins the signature it is picked for.
+    /// Checks that the phone signed the tablet's signature and that the tablet was told of one
+    /// ban, of the laptop's party (2) and device: the tablet's outcome, and that ban.
+    async fn with_a_corrupt_laptop(
+        server: &Server,
+        [phone, laptop, tablet]: [&Online; 3],
+        dirs: &[tempfile::TempDir],
+        kind: &SignKind,
+        how: Corruption,
+    ) -> (tessera_client::device::online::Signed, api::Ban) {
+        let root = DerivationPath::root();
+        let mut record = tablet.wallet("vault").unwrap();
+        let with = vec!["laptop".to_string()];
+        let (signed, laptop_ended, phone_joined) = tokio::join!(
+            tablet.sign_with("vault", &mut record, kind, &root, &with, |_, _| {}, |_| {}),
+            async {
+                let session = joinable(laptop, |s| s.sign.is_some()).await;
+                misbehave(server, laptop, dirs[1].path(), &session, how).await
+            },
+            async {
+                let session = joinable(phone, |s| s.sign.is_some()).await;
+                phone.join(&session, |_, _| {}).await
+            }
+        );
+        let signed = signed.unwrap();
+        assert!(!laptop_ended.is_empty());
+        let Joined::Signed(theirs) = phone_joined.unwrap() else {
+            panic!("the phone did not sign")
+        };
+        assert_eq!(theirs.signature, signed.signature);
+        assert_eq!(signed.banned.len(), 1, "{:?}", signed.banned);
+        let ban = signed.banned[0].clone();
+        assert_eq!(ban.party, 2);
+        assert_eq!(
+            ban.device_id.as_ref().map(|d| d.as_str()),
+            Some(laptop.config().device_id.as_str())
+        );
+        (signed, ban)
+    }
+
     /// Robust signing: the tablet asks to sign with the laptop, whose messages to the server
     /// fail the checks mid-sign. The server bans the laptop's party and records it; the
     /// tablet's request is asked again without it, the server picking the phone, whose agent is
@@ -1401,68 +1466,27 @@ mod through_the_sdk {
     /// refused as a co-signer, and a resharing that keeps it is refused; one without it ends its
     /// ban, even though its party index now belongs to the tablet.
     async fn a_misbehaving_cosigner_is_banned_and_the_request_still_signed_on(backend: Backend) {
-        tessera_client::tls::install_crypto_provider();
         let server = start(backend);
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let phone = online(&server, dirs[0].path(), "alice", "phone", None).await;
-        let laptop = online(&server, dirs[1].path(), "alice", "laptop", Some(&phone)).await;
-        let tablet = online(&server, dirs[2].path(), "alice", "tablet", Some(&phone)).await;
-        let structure = "and(server, threshold(2, phone, laptop, tablet))";
-        let (made, (laptop_joined, tablet_joined)) = tokio::join!(
-            phone.keygen_structure("vault", structure, |_, _| {}),
-            async {
-                let session = joinable(&laptop, |_| true).await;
-                let tablet_session = joinable(&tablet, |_| true).await;
-                tokio::join!(
-                    laptop.join(&session, |_, _| {}),
-                    tablet.join(&tablet_session, |_, _| {})
-                )
-            }
-        );
-        let made = made.unwrap();
+        let ([phone, laptop, tablet], made) = vault_of_three(&server, &dirs).await;
         let (public_key, made_id) = (made.public_key(), made.wallet_id().to_string());
-        laptop_joined.unwrap();
-        tablet_joined.unwrap();
 
         let kind = message("robust");
         let root = DerivationPath::root();
         let mut record = tablet.wallet("vault").unwrap();
         let with = vec!["laptop".to_string()];
-        let (signed, laptop_ended, phone_joined) = tokio::join!(
-            tablet.sign_with("vault", &mut record, &kind, &root, &with, |_, _| {}, |_| {}),
-            async {
-                let session = joinable(&laptop, |s| s.sign.is_some()).await;
-                misbehave(
-                    &server,
-                    &laptop,
-                    dirs[1].path(),
-                    &session,
-                    Corruption::Named,
-                )
-                .await
-            },
-            async {
-                // The phone's agent, online, joins the signature it is picked for.
-                let session = joinable(&phone, |s| s.sign.is_some()).await;
-                phone.join(&session, |_, _| {}).await
-            }
-        );
-        let signed = signed.unwrap();
-        assert!(!laptop_ended.is_empty());
+        let (signed, ban) = with_a_corrupt_laptop(
+            &server,
+            [&phone, &laptop, &tablet],
+            &dirs,
+            &kind,
+            Corruption::Named,
+        )
+        .await;
         let digest = tessera_api::intent::decode(&kind).unwrap().digest;
         public_key.verify(&digest, &signed.signature).unwrap();
-        let Joined::Signed(theirs) = phone_joined.unwrap() else {
-            panic!("the phone did not sign")
-        };
-        assert_eq!(theirs.signature, signed.signature);
         // The tablet was told: the laptop's party (2) was banned, naming its device.
-        assert_eq!(signed.banned.len(), 1, "{:?}", signed.banned);
-        let ban = &signed.banned[0];
-        assert_eq!(ban.party, 2);
-        assert_eq!(
-            ban.device_id.as_ref().map(|d| d.as_str()),
-            Some(laptop.config().device_id.as_str())
-        );
+        assert!(!ban.reason.contains("isolated"), "{}", ban.reason);
         // The audit log names the banned party and its device.
         let records = tablet.audit(Some("vault")).await.unwrap();
         let banned = records
@@ -1491,7 +1515,7 @@ mod through_the_sdk {
         use tessera_client::device::reshare::ReshareOutcome;
         use tessera_client::reshare::ReshareChange;
         let refresh = ReshareChange {
-            structure: Some(structure.into()),
+            structure: Some(VAULT.into()),
             with: vec!["phone".into()],
             ..ReshareChange::default()
         };
@@ -1563,67 +1587,26 @@ mod through_the_sdk {
     /// server + phone + tablet, which signs; the laptop, the one suspect left, is banned with
     /// the quorums as evidence, and the tablet is told.
     async fn an_unnamed_culprit_is_isolated_and_banned_on(backend: Backend) {
-        tessera_client::tls::install_crypto_provider();
         let server = start(backend);
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let phone = online(&server, dirs[0].path(), "alice", "phone", None).await;
-        let laptop = online(&server, dirs[1].path(), "alice", "laptop", Some(&phone)).await;
-        let tablet = online(&server, dirs[2].path(), "alice", "tablet", Some(&phone)).await;
-        let structure = "and(server, threshold(2, phone, laptop, tablet))";
-        let (made, (laptop_joined, tablet_joined)) = tokio::join!(
-            phone.keygen_structure("vault", structure, |_, _| {}),
-            async {
-                let session = joinable(&laptop, |_| true).await;
-                let tablet_session = joinable(&tablet, |_| true).await;
-                tokio::join!(
-                    laptop.join(&session, |_, _| {}),
-                    tablet.join(&tablet_session, |_, _| {})
-                )
-            }
-        );
-        let made = made.unwrap();
+        let ([phone, laptop, tablet], made) = vault_of_three(&server, &dirs).await;
         let (public_key, wallet_id) = (made.public_key(), made.wallet_id().to_string());
-        laptop_joined.unwrap();
-        tablet_joined.unwrap();
 
         let kind = message("isolated");
         let root = DerivationPath::root();
         let mut record = tablet.wallet("vault").unwrap();
         let with = vec!["laptop".to_string()];
-        let (signed, laptop_ended, phone_joined) = tokio::join!(
-            tablet.sign_with("vault", &mut record, &kind, &root, &with, |_, _| {}, |_| {}),
-            async {
-                let session = joinable(&laptop, |s| s.sign.is_some()).await;
-                misbehave(
-                    &server,
-                    &laptop,
-                    dirs[1].path(),
-                    &session,
-                    Corruption::Unnamed,
-                )
-                .await
-            },
-            async {
-                let session = joinable(&phone, |s| s.sign.is_some()).await;
-                phone.join(&session, |_, _| {}).await
-            }
-        );
-        let signed = signed.unwrap();
+        let (signed, ban) = with_a_corrupt_laptop(
+            &server,
+            [&phone, &laptop, &tablet],
+            &dirs,
+            &kind,
+            Corruption::Unnamed,
+        )
+        .await;
         let digest = tessera_api::intent::decode(&kind).unwrap().digest;
         public_key.verify(&digest, &signed.signature).unwrap();
-        assert!(!laptop_ended.is_empty());
-        let Joined::Signed(theirs) = phone_joined.unwrap() else {
-            panic!("the phone did not sign")
-        };
-        assert_eq!(theirs.signature, signed.signature);
         // The laptop (party 2) was banned, isolated, and the tablet was told.
-        assert_eq!(signed.banned.len(), 1, "{:?}", signed.banned);
-        let ban = &signed.banned[0];
-        assert_eq!(ban.party, 2);
-        assert_eq!(
-            ban.device_id.as_ref().map(|d| d.as_str()),
-            Some(laptop.config().device_id.as_str())
-        );
         assert!(
             ban.reason.contains("isolated")
                 && ban.reason.contains("laptop + tablet")
