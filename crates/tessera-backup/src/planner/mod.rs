@@ -21,11 +21,19 @@
 //! # What [`recommend`] builds
 //!
 //! Only set-ups the product can make today: a 2-of-2 of one device and the co-signing server
-//! (`tessera init`, `tessera keygen`), or a device-to-device 2-of-2 or 2-of-3
-//! (`tessera peer keygen`). There is no t-of-n with the server, and no share that exists only
-//! as a backup: every share is held by a device (or the server) from key generation.
+//! (`tessera init`, `tessera keygen`), a structure wallet of the server and a person's devices
+//! (`tessera keygen --structure`), or a device-to-device 2-of-2 or 2-of-3
+//! (`tessera peer keygen`). There is no share that exists only as a backup: every share is held
+//! by a device (or the server) from key generation.
 //!
-//! - **Co-signing server** (asked for, or forced, below): the first device (`phone`, or
+//! - **Co-signing server and a person's two devices or more** (no escape hatch asked for): the
+//!   wallet is `and(server, or(phone, device-2, …))`, each device holding a share of its own
+//!   (every device registers, the first approves the others, which take part in the key
+//!   generation from `tessera listen`); the server signs with any one of them, so a lost
+//!   device loses nothing while another is left. Only the first device's share is backed up,
+//!   to the USB drives, cloud folder or printed code (the other devices hold shares already);
+//!   the server's share is not backed up to the holders.
+//! - **Co-signing server** otherwise (asked for, or forced, below): the first device (`phone`, or
 //!   `officer-1`) and the server share a 2-of-2. The device share is backed up on that device
 //!   (`tessera backup create`) to the holders: USB drives, the cloud folder, a printed code when
 //!   recovery must work offline, and the other devices' keystores (`--kind device` holders,

@@ -101,6 +101,24 @@ pub enum SetupAction {
     JoinServer,
     /// The device and the co-signing server generate the wallet's key, a 2-of-2.
     ServerKeygen,
+    /// The device approves `device`, registered since with the co-signing server (with the
+    /// code that device was given).
+    ApproveDevice {
+        /// The device approved.
+        device: String,
+    },
+    /// The device waits, through the co-signing server, for the key generation `lead` starts,
+    /// and takes part.
+    ServerListen {
+        /// The device that starts the key generation.
+        lead: String,
+    },
+    /// The device starts the key generation of a wallet under `structure` with the co-signing
+    /// server and the other devices it names, each of which gets a share of its own.
+    StructureKeygen {
+        /// The wallet's structure, over `server` and the devices' names.
+        structure: String,
+    },
     /// The device waits for the device-to-device key generation `lead` starts, and takes part.
     PeerListen {
         /// The device that starts the key generation.
@@ -162,6 +180,11 @@ pub struct Plan {
     pub t: usize,
     /// Shares in all.
     pub n: usize,
+    /// The wallet's structure when every device holds a share of its own
+    /// (`and(server, or(phone, device-2))`: the server and any one device sign); `None` for a
+    /// `t`-of-`n`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub structure: Option<String>,
     /// The shares, in party order.
     pub shares: Vec<PlannedShare>,
     /// Every backup holder some share's backup names, once.

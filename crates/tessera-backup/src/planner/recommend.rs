@@ -88,8 +88,12 @@ fn back_up(share: &mut PlannedShare, holders: &[PlannedHolder], lenient: bool) {
 /// The shares and topology before recovery and warnings are worked out.
 struct Layout {
     topology: String,
-    /// Whether the wallet is a 2-of-2 with the co-signing server (else device-to-device).
+    /// Whether the wallet is with the co-signing server (else device-to-device).
     with_server: bool,
+    /// The wallet's structure, when it is one over the server and every device (each holding
+    /// a share of its own), with its recovery formula; else a 2-of-2 with the server, or a
+    /// device-to-device t-of-n.
+    structure: Option<(String, Formula)>,
     /// The devices holding shares; the first creates the wallet.
     devices: Vec<String>,
     shares: Vec<PlannedShare>,
@@ -174,8 +178,57 @@ fn server_layout(a: &Answers, notes: Vec<String>) -> Layout {
     Layout {
         topology: format!("{who} 2-of-2 with co-signing server"),
         with_server: true,
+        structure: None,
         devices: vec![lead],
         shares: vec![device, server],
+        notes,
+    }
+}
+
+/// A person's devices, two or more, each with a share of its own of the wallet
+/// `and(server, or(phone, device-2, …))` (`tessera keygen --structure`): the server signs with
+/// any one of them, so losing a device loses no funds while another is left, and a new device
+/// joins by resharing. The first device's share is backed up as in [`server_layout`], to the
+/// USB drives, cloud folder or printed code (not to the other devices' keystores: each of them
+/// holds a share already); the other devices' shares are not backed up. The server's share is
+/// not backed up to the holders (the escape hatch is a 2-of-2's: [`recommend`] keeps
+/// [`server_layout`] when it is asked for).
+fn structure_layout(a: &Answers) -> Layout {
+    let devices: Vec<String> = (1..=usize::from(a.own_devices))
+        .map(|i| device_name(a, i))
+        .collect();
+    let lead = devices[0].clone();
+    let holders = backup_holders(a, &[]);
+    let mut shares: Vec<PlannedShare> = devices
+        .iter()
+        .map(|d| share(d, ItemKind::Device, d))
+        .collect();
+    back_up(&mut shares[0], &holders, true);
+    let device_shares: Vec<Formula> = shares.iter().map(PlannedShare::availability).collect();
+    let server = share(SERVER, ItemKind::CosigningServer, &lead);
+    let recovery = Formula::And(vec![Formula::Or(device_shares), server.availability()]);
+    shares.push(server);
+    let structure = format!("and(server, or({}))", devices.join(", "));
+    let mut notes = vec![format!(
+        "each device holds a share of its own: the server signs with any one of them, so a lost \
+         device loses nothing while another is left (revoke it: `tessera device revoke ID \
+         --reshare` cuts its share out); a new device joins by resharing once approved; only \
+         {lead}'s share is backed up"
+    )];
+    if !holders.is_empty() {
+        notes.push(
+            "the server's share is not backed up to your holders (they would then rebuild the \
+             key without the server, outside every policy): it lasts as long as the server and \
+             its operator's backups"
+                .to_owned(),
+        );
+    }
+    Layout {
+        topology: format!("personal {structure} with co-signing server"),
+        with_server: true,
+        structure: Some((structure, recovery)),
+        devices,
+        shares,
         notes,
     }
 }
@@ -235,6 +288,7 @@ fn peer_layout(a: &Answers, mut notes: Vec<String>) -> Layout {
     Layout {
         topology: format!("{who} 2-of-{n} device-to-device"),
         with_server: false,
+        structure: None,
         devices: live.to_vec(),
         shares,
         notes,
@@ -247,7 +301,9 @@ fn peer_layout(a: &Answers, mut notes: Vec<String>) -> Layout {
 pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
     a.validate()?;
     let devices = usize::from(a.own_devices);
-    let layout = if a.cosigning_server {
+    let layout = if a.cosigning_server && devices > 1 && !a.institutional && !a.escape_hatch {
+        structure_layout(a)
+    } else if a.cosigning_server {
         server_layout(a, Vec::new())
     } else if devices == 1 {
         server_layout(
@@ -275,6 +331,7 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
     let Layout {
         topology,
         with_server,
+        structure,
         devices: share_devices,
         shares,
         notes,
@@ -293,13 +350,16 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
     let n = shares.len();
     let t = 2;
     let availability: Vec<Formula> = shares.iter().map(PlannedShare::availability).collect();
-    let recovery = if t == n {
-        Formula::And(availability)
-    } else {
-        Formula::Threshold {
-            k: t,
-            of: availability,
-        }
+    let (structure, recovery) = match structure {
+        Some((structure, recovery)) => (Some(structure), recovery),
+        None if t == n => (None, Formula::And(availability)),
+        None => (
+            None,
+            Formula::Threshold {
+                k: t,
+                of: availability,
+            },
+        ),
     };
     let table = loss_table(&recovery)?;
     let live: Vec<&str> = shares.iter().map(|s| s.held_by.as_str()).collect();
@@ -340,7 +400,13 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
         ));
     }
     warnings.extend(notes);
-    let steps = setup_steps(with_server, t, &share_devices, &shares, &holders);
+    let steps = setup_steps(
+        (with_server, structure.as_deref()),
+        t,
+        &share_devices,
+        &shares,
+        &holders,
+    );
     let mut advice = Vec::new();
     if with_server {
         advice.push(
@@ -362,6 +428,7 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
         topology,
         t,
         n,
+        structure,
         shares,
         holders,
         steps,

@@ -6,12 +6,14 @@ use super::{
     SetupStep,
 };
 
-/// The steps that set a plan up: the wallet, every holder's key, the public keys each
-/// backing-up device lacks, and the backups. `devices[0]` creates the wallet and the USB,
+/// The steps that set a plan up: the wallet (with the server: a 2-of-2, or a wallet under
+/// `structure` whose every device registers, is approved by the first and takes part), every
+/// holder's key, the public keys each backing-up device lacks, and the backups. `devices[0]`
+/// creates the wallet and the USB,
 /// vault and cloud holders' keys (so it knows their public keys); a device keystore holder's
 /// key is made on its device; a printed code's on an offline computer.
 pub(super) fn setup_steps(
-    with_server: bool,
+    (with_server, structure): (bool, Option<&str>),
     t: usize,
     devices: &[String],
     shares: &[PlannedShare],
@@ -25,11 +27,38 @@ pub(super) fn setup_steps(
         });
     };
     let lead = devices.first().map_or("phone", String::as_str);
-    if with_server {
+    let others = devices.get(1..).unwrap_or(&[]);
+    if let Some(structure) = structure {
+        // Every device registers and the first approves the others; they wait for the key
+        // generation the first starts.
+        push(lead, SetupAction::JoinServer);
+        for d in others {
+            push(d, SetupAction::JoinServer);
+            push(
+                lead,
+                SetupAction::ApproveDevice {
+                    device: d.to_owned(),
+                },
+            );
+        }
+        for d in others {
+            push(
+                d,
+                SetupAction::ServerListen {
+                    lead: lead.to_owned(),
+                },
+            );
+        }
+        push(
+            lead,
+            SetupAction::StructureKeygen {
+                structure: structure.to_owned(),
+            },
+        );
+    } else if with_server {
         push(lead, SetupAction::JoinServer);
         push(lead, SetupAction::ServerKeygen);
     } else {
-        let others = devices.get(1..).unwrap_or(&[]);
         for d in others {
             push(
                 d,

@@ -288,10 +288,16 @@ fn render_warnings(warnings: &[String]) -> String {
 }
 
 fn render_plan(plan: &Plan, table: &LossTable) -> String {
-    let mut out = format!(
-        "Recommended set-up: {} (any {} of the {} shares sign)\n",
-        plan.topology, plan.t, plan.n
-    );
+    let mut out = match &plan.structure {
+        Some(_) => format!(
+            "Recommended set-up: {} (the server and any one device sign)\n",
+            plan.topology
+        ),
+        None => format!(
+            "Recommended set-up: {} (any {} of the {} shares sign)\n",
+            plan.topology, plan.t, plan.n
+        ),
+    };
     // Holders that alone reach the key are said before anything else.
     if !plan.holder_only_compromises.is_empty()
         && let Some(first) = plan.warnings.first()

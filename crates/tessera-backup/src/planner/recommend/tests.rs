@@ -33,6 +33,12 @@ fn check_steps(a: &Answers, plan: &Plan) {
     let server = plan.shares.iter().any(|s| s.held_by == "server");
     let mut known: Vec<(String, String)> = Vec::new();
     let mut created = Vec::new();
+    let (mut joined, mut approved, mut listening) = (Vec::new(), Vec::new(), Vec::new());
+    let n_devices = plan
+        .shares
+        .iter()
+        .filter(|s| s.held_by_kind == ItemKind::Device)
+        .count();
     for step in &plan.steps {
         let on = &step.run_on;
         match &step.action {
@@ -93,9 +99,48 @@ fn check_steps(a: &Answers, plan: &Plan) {
                 }
                 created.push(share.clone());
             }
-            SetupAction::JoinServer | SetupAction::ServerKeygen => {
-                assert!(server, "{a:?}: {step:?}");
+            SetupAction::ServerKeygen => {
+                assert!(server && plan.structure.is_none(), "{a:?}: {step:?}");
                 assert_eq!(*on, plan.shares[0].held_by, "{a:?}: {step:?}");
+            }
+            SetupAction::JoinServer => {
+                assert!(server, "{a:?}: {step:?}");
+                // Every device of a structure wallet registers; else the one of the 2-of-2.
+                let devices = if plan.structure.is_some() {
+                    n_devices
+                } else {
+                    1
+                };
+                assert!(
+                    plan.shares[..devices].iter().any(|s| s.held_by == *on),
+                    "{a:?}: {step:?}"
+                );
+                joined.push(on.clone());
+            }
+            SetupAction::ApproveDevice { device } => {
+                assert!(plan.structure.is_some(), "{a:?}: {step:?}");
+                assert_eq!(*on, plan.shares[0].held_by, "{a:?}: {step:?}");
+                assert!(joined.contains(device), "{a:?}: approved before it joined");
+                approved.push(device.clone());
+            }
+            SetupAction::ServerListen { lead } => {
+                assert!(plan.structure.is_some(), "{a:?}: {step:?}");
+                assert_eq!(*lead, plan.shares[0].held_by, "{a:?}: {step:?}");
+                assert!(approved.contains(on), "{a:?}: {on} listens unapproved");
+                listening.push(on.clone());
+            }
+            SetupAction::StructureKeygen { structure } => {
+                assert_eq!(Some(structure), plan.structure.as_ref(), "{a:?}: {step:?}");
+                assert_eq!(*on, plan.shares[0].held_by, "{a:?}: {step:?}");
+                // Every other device listens by then, and each is a party of the structure.
+                let others: Vec<String> = plan.shares[1..n_devices]
+                    .iter()
+                    .map(|s| s.held_by.clone())
+                    .collect();
+                assert_eq!(listening, others, "{a:?}");
+                for s in &plan.shares[..n_devices] {
+                    assert!(structure.contains(&s.held_by), "{a:?}: {structure}");
+                }
             }
             SetupAction::PeerListen { lead } => {
                 assert!(!server, "{a:?}: {step:?}");
@@ -119,36 +164,64 @@ fn check_steps(a: &Answers, plan: &Plan) {
     assert_eq!(created, backed_up, "{a:?}");
 }
 
+/// A person's devices with the server: each holds a share of its own of
+/// `and(server, or(phone, device-2, …))`, so any one of them signs with the server and losing one
+/// loses nothing while another is left; only the phone's share is backed up, to the USB drives
+/// and the cloud folder (not to the other devices, which hold shares already).
 #[test]
-fn personal_with_server_keeps_the_server_share_off_the_holders() {
-    let a = answers(2, true, 1, true);
-    let plan = recommend(&a).unwrap();
-    assert_eq!(plan.topology, "personal 2-of-2 with co-signing server");
-    assert_eq!((plan.t, plan.n), (2, 2));
-    assert_eq!(
-        plan.recovery.to_string(),
-        "and(or(phone, threshold(2, usb-1, cloud, device-2)), server)"
-    );
-    assert!(plan.holder_only_compromises.is_empty());
-    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
-    assert_eq!(plan.warnings[0], "losing server alone loses the funds");
-    assert!(plan.warnings[1].starts_with(SERVER_NOT_BACKED_UP));
-    let t = plan.loss_table().unwrap();
-    assert_eq!(t.single_points_of_failure, vec!["server"]);
-    assert!(t.fatal_single_compromises.is_empty());
-    // Every way to the key goes through the server (and its policy) or the phone's share
-    // plus the server.
-    assert!(
-        t.minimal_compromise_sets
-            .iter()
-            .all(|s| s.contains(&"server".to_owned()))
-    );
-    assert_eq!(plan.shares[0].backup_holders.len(), 3);
-    assert_eq!(
-        plan.shares[0].backup_holders[2].kind,
-        ItemKind::DeviceKeystore
-    );
-    check_steps(&a, &plan);
+fn personal_devices_with_server_each_hold_a_share_of_a_structure_wallet() {
+    for devices in [2, 3] {
+        let a = answers(devices, true, 1, true);
+        let plan = recommend(&a).unwrap();
+        let names = if devices == 2 {
+            "phone, device-2"
+        } else {
+            "phone, device-2, device-3"
+        };
+        let structure = format!("and(server, or({names}))");
+        assert_eq!(plan.structure.as_deref(), Some(structure.as_str()));
+        assert_eq!(
+            plan.topology,
+            format!("personal {structure} with co-signing server")
+        );
+        assert_eq!((plan.t, plan.n), (2, usize::from(devices) + 1));
+        let others = if devices == 2 {
+            "device-2"
+        } else {
+            "device-2, device-3"
+        };
+        assert_eq!(
+            plan.recovery.to_string(),
+            format!("and(or(or(phone, or(usb-1, cloud)), {others}), server)")
+        );
+        assert!(plan.holder_only_compromises.is_empty());
+        let t = plan.loss_table().unwrap();
+        assert_eq!(t.single_points_of_failure, vec!["server"]);
+        assert!(t.fatal_single_compromises.is_empty());
+        // Losing the phone, or any device, loses nothing while another is left.
+        assert!(plan.recovery.holds(&["device-2", "server"]));
+        assert!(!plan.recovery.holds(&["phone", "device-2"]));
+        assert!(
+            t.minimal_compromise_sets
+                .iter()
+                .all(|s| s.contains(&"server".to_owned()))
+        );
+        assert_eq!(plan.shares[0].backup_holders.len(), 2);
+        assert!(plan.shares[1..].iter().all(|s| s.backup.is_none()));
+        assert!(
+            plan.warnings
+                .iter()
+                .any(|w| w.starts_with("each device holds a share of its own")),
+            "{:?}",
+            plan.warnings
+        );
+        assert!(
+            plan.warnings
+                .iter()
+                .any(|w| w.starts_with(SERVER_NOT_BACKED_UP))
+        );
+        check_steps(&a, &plan);
+    }
 }
 
 #[test]
@@ -510,16 +583,24 @@ fn every_answer_set_is_analysed_and_weaknesses_are_warned() {
                 }
                 // Only topologies the product has.
                 let server = a.cosigning_server || devices == 1;
+                // A person's devices with the server each hold a share of a structure wallet
+                // (but with an escape hatch, which is a 2-of-2's).
+                let structure =
+                    a.cosigning_server && devices > 1 && !a.institutional && !a.escape_hatch;
+                assert_eq!(plan.structure.is_some(), structure, "{a:?}");
                 assert_eq!(plan.t, 2, "{a:?}");
                 assert_eq!(
                     plan.n,
-                    if server {
+                    if structure {
+                        usize::from(devices) + 1
+                    } else if server {
                         2
                     } else {
                         usize::from(devices).min(3)
                     },
                     "{a:?}"
                 );
+                let server_share = plan.shares.iter().find(|s| s.held_by == "server");
                 assert_eq!(
                     plan.shares.iter().any(|s| s.held_by == "server"),
                     server,
@@ -529,8 +610,8 @@ fn every_answer_set_is_analysed_and_weaknesses_are_warned() {
                 // Backup holders alone reach the key with the server only through an escape
                 // hatch that was asked for, warned of first, and needing more holders than
                 // the device share's backup.
-                if server {
-                    let hatch = plan.shares[1].backup.as_ref();
+                if let Some(server_share) = server_share {
+                    let hatch = server_share.backup.as_ref();
                     assert_eq!(
                         hatch.is_some(),
                         a.escape_hatch && !plan.holder_only_compromises.is_empty(),
@@ -553,7 +634,7 @@ fn every_answer_set_is_analysed_and_weaknesses_are_warned() {
                 // Three or more backup holders are always enough to avoid both weaknesses
                 // (but the server's loss, when its share is not backed up to the holders).
                 if plan.holders.len() >= 3 {
-                    let server_unbacked = server && plan.shares[1].backup.is_none();
+                    let server_unbacked = server_share.is_some_and(|s| s.backup.is_none());
                     let expected: Vec<String> = if server_unbacked {
                         vec!["server".to_owned()]
                     } else {

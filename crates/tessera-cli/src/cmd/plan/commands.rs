@@ -41,6 +41,26 @@ fn command(step: &SetupStep) -> PlanCommand {
             Some("SERVER_URL: the co-signing server's URL; USER: your user name on it".to_owned()),
         ),
         SetupAction::ServerKeygen => (format!("tessera keygen --name {WALLET_PLACEHOLDER}"), None),
+        SetupAction::ApproveDevice { device } => (
+            "tessera device approve CODE".to_owned(),
+            Some(format!(
+                "CODE: the approval code `tessera init` printed on {device}"
+            )),
+        ),
+        SetupAction::ServerListen { lead } => (
+            "tessera listen --yes --once".to_owned(),
+            Some(format!(
+                "keep it running until {lead}'s key generation is done: this device takes part"
+            )),
+        ),
+        SetupAction::StructureKeygen { structure } => (
+            format!("tessera keygen --name {WALLET_PLACEHOLDER} --structure '{structure}'"),
+            Some(
+                "each other device's `tessera listen` takes part; each device gets a share of \
+                 its own"
+                    .to_owned(),
+            ),
+        ),
         SetupAction::PeerListen { lead } => (
             format!("tessera peer listen --device-name {on}"),
             Some(format!(
