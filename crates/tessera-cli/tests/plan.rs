@@ -1,7 +1,11 @@
 //! `tessera plan`, run as a user would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+
+use common::Server;
+
+mod common;
 
 fn tessera(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -230,6 +234,113 @@ fn flags_give_a_recommendation_with_its_table() {
         !out.contains("CloudFolder") && !out.contains(".backup"),
         "{out}"
     );
+}
+
+/// The commands `tessera plan` prints for a person's two devices and the server, run in order
+/// as printed (placeholders replaced: the server's URL, a user, the approval code device-2's
+/// `init` printed, the wallet's name, the USB and cloud folders) against a real server process:
+/// they make the structure wallet, each device holding a share of its own, each then signs
+/// with the server alone, and the phone's share is backed up.
+#[test]
+fn the_printed_structure_commands_make_the_wallet() {
+    let out = ok(&tessera(&[
+        "plan",
+        "--devices",
+        "2",
+        "--server",
+        "--usb",
+        "1",
+        "--cloud",
+    ]));
+    let server = Server::start_fresh(&[]);
+    let homes = [
+        ("phone", tempfile::tempdir().unwrap()),
+        ("device-2", tempfile::tempdir().unwrap()),
+    ];
+    let home = |on: &str| {
+        homes
+            .iter()
+            .find(|(d, _)| *d == on)
+            .unwrap()
+            .1
+            .path()
+            .to_owned()
+    };
+    let media = tempfile::tempdir().unwrap();
+    let (usb, cloud) = (media.path().join("usb"), media.path().join("cloud"));
+    std::fs::create_dir_all(&usb).unwrap();
+    std::fs::create_dir_all(&cloud).unwrap();
+    let run = |on: &str, words: &[String]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args(&words[1..])
+            .current_dir(media.path())
+            .env("TESSERA_HOME", home(on))
+            .env("TESSERA_PASSPHRASE", "correct horse battery staple")
+            .env("TESSERA_BACKUP_KEY_PASSPHRASE", "a backup key passphrase")
+            .env_remove("TESSERA_DATABASE_URL");
+        cmd
+    };
+    let (mut code, mut listening): (Option<String>, _) = (None, Vec::new());
+    let printed = commands(&out);
+    assert!(
+        printed.iter().any(|(_, c)| c.contains("--structure")),
+        "{out}"
+    );
+    for (on, line) in printed {
+        let line = line
+            .replace("SERVER_URL", &server.url)
+            .replace("USER", "pat")
+            .replace("WALLET", "family")
+            .replace("/media/usb", usb.to_str().unwrap())
+            .replace("$CLOUD_DIR", cloud.to_str().unwrap());
+        let line = match code.take() {
+            Some(c) if line.contains("approve CODE") => line.replace("CODE", &c),
+            other => {
+                code = other;
+                line
+            }
+        };
+        let words = shell_words(&line);
+        if words[1] == "listen" {
+            let child = run(&on, &words)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            listening.push(child);
+            continue;
+        }
+        let done = ok(&run(&on, &words).output().unwrap());
+        if words[1] == "init" && on != "phone" {
+            code = done
+                .lines()
+                .find_map(|l| l.strip_prefix("approval code"))
+                .and_then(|c| c.split_whitespace().next())
+                .map(str::to_owned);
+            assert!(code.is_some(), "no approval code in {done}");
+        }
+    }
+    for child in listening {
+        ok(&child.wait_with_output().unwrap());
+    }
+    assert!(media.path().join("phone.tsb").exists());
+    let mut keys = Vec::new();
+    for on in ["phone", "device-2"] {
+        let shown = ok(&run(
+            on,
+            &shell_words("tessera wallet show --wallet family --json"),
+        )
+        .output()
+        .unwrap());
+        let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(shown["structure"], "and(server, or(phone, device-2))");
+        keys.push(shown["public_key"].clone());
+        let words = shell_words(&format!(
+            "tessera sign --wallet family --message 'from {on}'"
+        ));
+        ok(&run(on, &words).output().unwrap());
+    }
+    assert_eq!(keys[0], keys[1]);
 }
 
 #[test]
