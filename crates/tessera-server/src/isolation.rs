@@ -28,6 +28,15 @@
 //!
 //! Runs of two signers (the server and one device) need no retry: the device is the only
 //! suspect, banned at the first failure.
+//!
+//! **What a ban rests on.** The requester is in every quorum of its request (its device runs
+//! the request), so only a run that signs can clear it. A ban that the failures alone decide
+//! needs only the module's assumptions 1 and 3; one that needed a run that signed (its reason
+//! says "… signed") also rests on assumption 2, that the culprit misbehaves in every run it
+//! joins: a requester that corrupts only its first run and behaves in the next can steer the
+//! ban onto the co-signer it shared the first run with. Such a ban costs the honest device its
+//! place in the wallet's signatures until another device approves lifting it and a resharing
+//! does (`crate::bans`); it never reaches the key.
 
 use std::collections::BTreeSet;
 
