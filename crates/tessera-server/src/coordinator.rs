@@ -785,12 +785,7 @@ pub async fn sign_parties(
         )));
     }
     // None named: the smallest quorum of the requester, the server and devices online.
-    let mut online: Vec<PartyIndex> =
-        db::wallet_changes::online_parties(&mut **tx, wallet_id, now())
-            .await?
-            .into_iter()
-            .filter_map(|p| u8::try_from(p).ok().map(PartyIndex::new))
-            .collect();
+    let mut online = db::wallet_changes::online_parties(&mut **tx, wallet_id, now()).await?;
     online.extend(quorum.iter().copied());
     let chosen = parsed
         .choose_quorum(&online, &banned, &quorum)

@@ -101,15 +101,12 @@ pub async fn next_quorum(
     if runs.is_empty() {
         return Ok(None);
     }
-    let mut online: Vec<PartyIndex> = crate::db::wallet_changes::online_parties(
+    let mut online = crate::db::wallet_changes::online_parties(
         &mut **tx,
         request.wallet_id,
         crate::clock::now(),
     )
-    .await?
-    .into_iter()
-    .filter_map(|p| u8::try_from(p).ok().map(PartyIndex::new))
-    .collect();
+    .await?;
     online.extend([requester, server]);
     let (mut machine, _) = rebuilt(
         structure,

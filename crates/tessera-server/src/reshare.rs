@@ -444,12 +444,8 @@ pub async fn reshare(
     if req.with.is_empty() && !current.is_authorised(&members) {
         // None named: the smallest quorum of the requester, the server and devices online, as
         // for a signature (`coordinator::sign_parties`).
-        let mut online: Vec<PartyIndex> =
-            db::wallet_changes::online_parties(&mut *tx, &wallet.id, crate::state::now())
-                .await?
-                .into_iter()
-                .filter_map(|p| u8::try_from(p).ok().map(PartyIndex::new))
-                .collect();
+        let mut online =
+            db::wallet_changes::online_parties(&mut *tx, &wallet.id, crate::state::now()).await?;
         online.extend(members.iter().copied());
         let banned: Vec<PartyIndex> = bans.iter().map(|b| PartyIndex::new(b.party)).collect();
         members = current

@@ -601,7 +601,7 @@ pub async fn detail(
         online = db::wallet_changes::online_parties(state.db(), &wallet.id, at)
             .await?
             .into_iter()
-            .filter_map(|p| u8::try_from(p).ok())
+            .map(|p| p.get())
             .collect();
     }
     Ok(Json(api::WalletDetail {

@@ -219,7 +219,7 @@ pub async fn online_parties(
     db: impl AnyExecutor<'_>,
     wallet_id: &str,
     at: i64,
-) -> Result<Vec<i64>, sqlx::Error> {
+) -> Result<Vec<tessera_core::PartyIndex>, sqlx::Error> {
     let rows: Vec<(i64,)> = sqlx::query_as(
         "SELECT p.party FROM wallet_parties p JOIN devices d ON d.id = p.device_id \
          WHERE p.wallet_id = $1 AND d.status = 'active' AND EXISTS \
@@ -230,5 +230,9 @@ pub async fn online_parties(
     .bind(at)
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|(p,)| p).collect())
+    // Stored indices are those of a structure's parties, which fit a u8.
+    Ok(rows
+        .into_iter()
+        .filter_map(|(p,)| u8::try_from(p).ok().map(tessera_core::PartyIndex::new))
+        .collect())
 }
