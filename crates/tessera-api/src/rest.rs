@@ -610,6 +610,54 @@ pub struct JoinableSession {
     pub created_at: i64,
     /// Its parties, and which one the caller is.
     pub parties: SessionParties,
+    /// Set when the wallet is another user's and the caller's device has not accepted its
+    /// party yet: it must accept ([`acceptance_message`], `POST /wallet/accept`) before it
+    /// can take part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<Invitation>,
+}
+
+/// Another user's invitation of a device into their wallet (a party of its structure).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// The name of the user whose wallet it is (who invited the device).
+    pub owner: String,
+    /// The device's party label in the wallet's structure (`user.device`).
+    pub label: String,
+}
+
+const ACCEPTANCE_CONTEXT: &[u8] = b"tessera/wallet-acceptance/v1";
+
+/// What an invited device signs to accept its party in another user's wallet: the wallet, its
+/// structure as stored, the party's index and label, and the owner's user name, so an
+/// acceptance is of exactly one party of one wallet as the device was shown it.
+#[must_use]
+pub fn acceptance_message(
+    wallet_id: &str,
+    structure: &str,
+    party: u8,
+    label: &str,
+    owner: &str,
+) -> Vec<u8> {
+    length_prefixed(
+        ACCEPTANCE_CONTEXT,
+        &[
+            wallet_id.as_bytes(),
+            structure.as_bytes(),
+            &[party],
+            label.as_bytes(),
+            owner.as_bytes(),
+        ],
+    )
+}
+
+/// `POST /wallet/accept`: an invited device accepts its party in another user's wallet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptWallet {
+    /// The wallet.
+    pub wallet_id: WalletId,
+    /// The device's identity signature over [`acceptance_message`], hex.
+    pub signature: String,
 }
 
 /// `GET /wallet?wallet=…`: a wallet with its structure and its parties.

@@ -446,6 +446,106 @@ async fn two_of_three_devices_sign_with_the_server_on_sqlite() {
     two_of_three_devices_on(Backend::Sqlite).await;
 }
 
+/// An institution: alice's `cfo` device, bob's and carol's phones (other users, invited by
+/// user name) and the server, `and(server, threshold(2, cfo, bob:phone, carol:phone))`. Each
+/// invited phone's agent shows who invites it and accepts by joining: bob's with `--yes
+/// --accept-from alice`, carol's after a question that `--yes` alone does not skip. Any two
+/// officers sign with the server (libsecp256k1 verifies); one alone cannot; the wallet is in
+/// the invited users' `tessera wallets`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn officers_of_three_users_sign_any_two_with_the_server_on_sqlite() {
+    let server = start(Backend::Sqlite);
+    let homes = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let [cfo, bob, carol] = &homes;
+    for (home, user, name) in [
+        (cfo, "alice", "cfo"),
+        (bob, "bob", "phone"),
+        (carol, "carol", "phone"),
+    ] {
+        ok(
+            home.path(),
+            &[
+                "init",
+                "--server",
+                &server.url,
+                "--user",
+                user,
+                "--name",
+                name,
+            ],
+        );
+    }
+    let bob_listens = Listener::start(
+        bob.path(),
+        &["--yes", "--accept-from", "alice", "--once", "--json"],
+    );
+    let carol_listens = Listener::answering(carol.path(), &["--yes", "--once", "--json"], "y\n");
+    let made = json(&ok(
+        cfo.path(),
+        &[
+            "keygen",
+            "--name",
+            "vault",
+            "--structure",
+            "and(server, threshold(2, cfo, bob:phone, carol:phone))",
+            "--json",
+        ],
+    ));
+    let public_key = made["public_key"].as_str().unwrap().to_string();
+    for (out, label, asked) in [
+        (bob_listens.wait(), "bob.phone", false),
+        (carol_listens.wait(), "carol.phone", true),
+    ] {
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            said.contains(
+                r#"user "alice" (device "cfo") invites this device into their wallet "vault""#
+            ) && said.contains(&format!("as party {label:?}")),
+            "{said}"
+        );
+        assert_eq!(said.contains("Accept and join? [y/N]:"), asked, "{said}");
+        assert_eq!(
+            joined(&out)["public_key"].as_str(),
+            Some(public_key.as_str())
+        );
+    }
+    for home in [bob, carol] {
+        let listed = json(&ok(home.path(), &["wallets", "--json"]));
+        assert!(listed.to_string().contains(&public_key), "{listed}");
+    }
+
+    // Two officers: alice's cfo with bob's phone, then carol's phone with alice's cfo.
+    let bob_listens = Listener::answering(bob.path(), &["--once", "--json"], "y\n");
+    let signed = sign(cfo.path(), "vault", "wire 1", &["--with", "bob.phone"]);
+    verify(&signed, &public_key);
+    assert_eq!(
+        joined(&bob_listens.wait())["signature_rsv"],
+        signed["signature_rsv"]
+    );
+    let cfo_listens = Listener::answering(cfo.path(), &["--once", "--json"], "y\n");
+    let signed = sign(carol.path(), "vault", "wire 2", &["--with", "cfo"]);
+    verify(&signed, &public_key);
+    let out = cfo_listens.wait();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(r#"device "phone" asks to sign with wallet "vault""#),
+        "{said}"
+    );
+    // One officer alone, nobody else online: no quorum.
+    for home in [cfo, bob] {
+        wait_presence(&server, &device_id(home.path()), false).await;
+    }
+    let alone = tessera_cmd(
+        carol.path(),
+        &["sign", "--wallet", "vault", "--message", "alone"],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&alone.stderr);
+    assert_eq!(alone.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot sign together"), "{err}");
+}
+
 /// Wallet `name` under `structure`, asked for by the phone, the other devices joining from
 /// `tessera listen --yes --once`: its public key and id.
 fn made_by_phone(
@@ -1683,6 +1783,200 @@ mod through_the_sdk {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn only_a_sessions_parties_open_it_and_each_once_on_postgres() {
         admitted_parties_on(Backend::Postgres).await;
+    }
+
+    /// An institution's wallet: alice's `cfo` device and two other users' phones, any two of
+    /// them with the server.
+    const OFFICERS: &str = "and(server, threshold(2, cfo, bob:phone, carol:phone))";
+
+    /// A signature of `wallet` asked for by `requester` with the device party `with`, which
+    /// joins it: both sides' signatures, which must be the same.
+    async fn sign_together(
+        requester: &Online,
+        with: (&str, &Online),
+        text: &str,
+    ) -> Result<tessera_core::Signature, DeviceError> {
+        let mut record = requester.wallet("vault").unwrap();
+        let (kind, root, labels) = (message(text), DerivationPath::root(), [with.0.to_string()]);
+        let (signed, joined) = tokio::join!(
+            requester.sign_with(
+                "vault",
+                &mut record,
+                &kind,
+                &root,
+                &labels,
+                |_, _| {},
+                |_| {}
+            ),
+            async {
+                let session = joinable(with.1, |s| s.sign.is_some()).await;
+                assert!(session.invitation.is_none());
+                with.1.join(&session, |_, _| {}).await
+            }
+        );
+        let signed = signed?;
+        let Joined::Signed(theirs) = joined.unwrap() else {
+            panic!("not a signature")
+        };
+        assert_eq!(signed.signature, theirs.signature);
+        Ok(signed.signature)
+    }
+
+    async fn other_users_devices_accept_then_take_part_on(backend: Backend) {
+        use tessera_client::device::reshare::ReshareOutcome;
+        use tessera_client::reshare::ReshareChange;
+        tessera_client::tls::install_crypto_provider();
+        let server = start(backend);
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let cfo = online(&server, dirs[0].path(), "alice", "cfo", None).await;
+        let bob = online(&server, dirs[1].path(), "bob", "phone", None).await;
+        let carol = online(&server, dirs[2].path(), "carol", "phone", None).await;
+        let dave = online(&server, dirs[3].path(), "dave", "phone", None).await;
+        let stored = "and(server, threshold(2, cfo, bob.phone, carol.phone))";
+
+        // The key generation invites bob's and carol's phones: each is told who invites it and
+        // takes part only once it accepted, with its own identity key, this very party.
+        let (made, (bob_joined, carol_joined)) =
+            tokio::join!(cfo.keygen_structure("vault", OFFICERS, |_, _| {}), async {
+                let session = joinable(&bob, |_| true).await;
+                assert_eq!(
+                    session.invitation,
+                    Some(api::Invitation {
+                        owner: "alice".into(),
+                        label: "bob.phone".into()
+                    })
+                );
+                assert_eq!(session.requested_by, "cfo");
+                assert_eq!(session.parties.structure, stored);
+                assert_eq!(
+                    open(&server, &bob, session.session_id.as_str()).await.err(),
+                    Some(403),
+                    "a device that has not accepted opens the session"
+                );
+                // Carol's key over bob's invitation, and bob's key over an invitation from
+                // another owner than the wallet's, do not accept anything.
+                let e = carol.accept_invitation(&session).await.unwrap_err();
+                assert_eq!(refused(&e).0, 401, "{e}");
+                let mut forged = session.clone();
+                forged.invitation.as_mut().unwrap().owner = "mallory".into();
+                let e = bob.accept_invitation(&forged).await.unwrap_err();
+                assert_eq!(refused(&e).0, 401, "{e}");
+                // Dave, not invited, sees nothing and is told nothing about the wallet.
+                assert!(
+                    dave.joinable_wait(Duration::from_secs(1))
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+                let e = dave.accept_invitation(&session).await.unwrap_err();
+                assert_eq!(refused(&e).0, 404, "{e}");
+                let carol_session = joinable(&carol, |_| true).await;
+                tokio::join!(
+                    bob.join(&session, |_, _| {}),
+                    carol.join(&carol_session, |_, _| {})
+                )
+            });
+        let made = made.unwrap();
+        for joined in [bob_joined.unwrap(), carol_joined.unwrap()] {
+            let Joined::Wallet(share) = joined else {
+                panic!("not a wallet")
+            };
+            assert_eq!(share.public_key(), made.public_key());
+        }
+        let wallet_id = made.wallet_id().to_string();
+        let accepted =
+            "SELECT COUNT(*) FROM audit_log WHERE kind = 'wallet.accepted' AND wallet_id = $1";
+        assert_eq!(super::count(&server, accepted, &wallet_id).await, 2);
+        // The wallet is in bob's and carol's lists, not in dave's (nor can he read it).
+        for (who, sees) in [(&bob, true), (&carol, true), (&dave, false)] {
+            let listed = who.wallets().await.unwrap();
+            assert_eq!(listed.iter().any(|w| w.info.name == "vault"), sees);
+        }
+        let e = dave.client().pubkey(&wallet_id).await.unwrap_err();
+        assert!(matches!(e, ClientError::Server { status: 404, .. }), "{e}");
+
+        // Any two officers sign with the server; one alone cannot.
+        for device in [&bob, &carol] {
+            super::wait_presence(&server, &device.config().device_id, false).await;
+        }
+        let mut record = carol.wallet("vault").unwrap();
+        let e = carol
+            .sign_with(
+                "vault",
+                &mut record,
+                &message("alone"),
+                &DerivationPath::root(),
+                &[],
+                |_, _| {},
+                |_| {},
+            )
+            .await
+            .unwrap_err();
+        let (status, text) = refused(&e);
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("cannot sign together"), "{text}");
+        sign_together(&cfo, ("bob.phone", &bob), "cfo and bob")
+            .await
+            .unwrap();
+        sign_together(&bob, ("carol.phone", &carol), "bob and carol")
+            .await
+            .unwrap();
+
+        // Resharing stays the owner's; the owner's refresh of the structure keeps the other
+        // users' phones (and their acceptances), and they sign at the new epoch.
+        let refresh = ReshareChange {
+            structure: Some(stored.into()),
+            with: vec!["bob.phone".into()],
+            ..ReshareChange::default()
+        };
+        let e = bob.reshare("vault", &refresh, |_| {}).await.unwrap_err();
+        assert_eq!(refused(&e).0, 404, "{e}");
+        let invite = ReshareChange {
+            structure: Some(
+                "and(server, threshold(2, cfo, bob.phone, carol.phone, dave:phone))".into(),
+            ),
+            with: vec!["bob.phone".into()],
+            ..ReshareChange::default()
+        };
+        let e = cfo.reshare("vault", &invite, |_| {}).await.unwrap_err();
+        assert_eq!(refused(&e).0, 400, "{e}");
+        let (mine, bobs, carols) = tokio::join!(
+            cfo.reshare("vault", &refresh, |_| {}),
+            async {
+                let session = joinable(&bob, |s| s.protocol == "reshare").await;
+                bob.join(&session, |_, _| {}).await
+            },
+            async {
+                let session = joinable(&carol, |s| s.protocol == "reshare").await;
+                carol.join(&session, |_, _| {}).await
+            }
+        );
+        assert!(
+            matches!(mine.unwrap(), ReshareOutcome::Switched { epoch: 1, .. }),
+            "the owner's resharing"
+        );
+        for theirs in [bobs.unwrap(), carols.unwrap()] {
+            assert!(matches!(
+                theirs,
+                Joined::Reshared(ReshareOutcome::Switched { epoch: 1, .. })
+            ));
+        }
+        let kept =
+            "SELECT COUNT(*) FROM wallet_parties WHERE wallet_id = $1 AND acceptance IS NOT NULL";
+        assert_eq!(super::count(&server, kept, &wallet_id).await, 2);
+        sign_together(&carol, ("cfo", &cfo), "after the resharing")
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_users_devices_accept_then_take_part_on_sqlite() {
+        other_users_devices_accept_then_take_part_on(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_users_devices_accept_then_take_part_on_postgres() {
+        other_users_devices_accept_then_take_part_on(Backend::Postgres).await;
     }
 
     /// Requests sent at once by the concurrency test below.

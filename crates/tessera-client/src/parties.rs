@@ -309,6 +309,53 @@ impl ServerClient {
         .await
     }
 
+    /// Accepts this device's party in another user's wallet, the invitation `session` carries
+    /// (from [`Self::joinable`]): signs `api::acceptance_message` over the wallet, its structure
+    /// and this device's party as listed, and the inviting user's name, so that the server lets
+    /// this device take part. Nothing to do without an invitation.
+    ///
+    /// # Errors
+    /// [`ClientError::BadResponse`] when the invitation's label is not this device's party in
+    /// the listed structure; network or server errors.
+    pub async fn accept_invitation(
+        &self,
+        session: &api::JoinableSession,
+        identity: &DeviceIdentity,
+    ) -> Result<()> {
+        let Some(invitation) = &session.invitation else {
+            return Ok(());
+        };
+        let parties = &session.parties;
+        let mine = parties
+            .parties
+            .iter()
+            .find(|p| p.party == parties.me)
+            .ok_or_else(|| bad("this device's party is not listed"))?;
+        if mine.label != invitation.label {
+            return Err(bad(format!(
+                "the invitation names party {:?}, the session lists this device as {:?}",
+                invitation.label, mine.label
+            )));
+        }
+        let message = api::acceptance_message(
+            session.wallet_id.as_str(),
+            &parties.structure,
+            parties.me,
+            &invitation.label,
+            &invitation.owner,
+        );
+        let _: serde_json::Value = self
+            .post(
+                "/wallet/accept",
+                &api::AcceptWallet {
+                    wallet_id: session.wallet_id.clone(),
+                    signature: hex::encode(identity.sign(&message)),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Declines `session` (from [`Self::joinable`]): opens this device's socket in it only to
     /// tell every other party that this device will not take part, so that the session ends at
     /// once, naming this device, instead of waiting for it.

@@ -6,8 +6,9 @@
 //! - [`create_keygen`], in one write transaction: the structure resolved for the requesting
 //!   user (`wallet_parties::resolve`), the wallet stored without a key, with its parties
 //!   (`wallet_parties::store`), the session created (within the live-session caps) with its
-//!   `session.created` record. A structure with another user's device is refused until such a
-//!   device's acceptance is built.
+//!   `session.created` record. Another user's device named in the structure is invited: it
+//!   learns of the session from `GET /sessions/joinable` and accepts before it can join
+//!   (`wallet_parties::accept`); one that does not join in time fails the run, as any party.
 //! - [`run_keygen`]: claims the session, opens the server's mailbox and waits for every other
 //!   party (`appear_within`), runs the server's party, then, in one write transaction, sets the
 //!   wallet's public key (only on a wallet still without one), stores the server's sealed
@@ -61,8 +62,8 @@ pub struct KeygenJob {
 /// requester's devices and `server`) for `requester`, with the requester's nonce `device_nonce`.
 ///
 /// # Errors
-/// [`ApiError::BadRequest`] for a name or structure that is not valid (the resolver's reason),
-/// or one with another user's device; [`ApiError::Conflict`] for a name in use; the session
+/// [`ApiError::BadRequest`] for a name or structure that is not valid (the resolver's reason);
+/// [`ApiError::Conflict`] for a name in use; the session
 /// caps' refusal; a database error.
 pub async fn create_keygen(
     state: &AppState,
@@ -73,14 +74,7 @@ pub async fn create_keygen(
 ) -> ApiResult<KeygenJob> {
     let name = crate::wallets::wallet_name(name)?;
     let mut tx = state.begin_write().await?;
-    let resolved = wallet_parties::resolve(&mut tx, &requester.user_id, structure).await?;
-    if let Some(party) = resolved.needs_acceptance().next() {
-        return Err(ApiError::BadRequest(format!(
-            "party {:?} is another user's device: such wallets need its acceptance, which this \
-             server does not take yet",
-            party.label
-        )));
-    }
+    let resolved = wallet_parties::resolve(&mut tx, &requester.user_id, structure, &[]).await?;
     let wallet = WalletId::random();
     let wallet_id = wallet.to_string();
     wallet_parties::store(
@@ -972,7 +966,28 @@ async fn joinable_now(state: &AppState, me: &AuthDevice) -> ApiResult<Vec<api::J
         if !parties.signers.contains(&parties.me) {
             continue;
         }
+        // Another user's wallet: the device takes part once it accepted its party.
+        let (owner_id, owner) = &session.owner;
+        let mut invitation = None;
+        if *owner_id != me.user_id {
+            let stored = db::wallet_parties::of_wallet(state.db(), &session.wallet_id).await?;
+            let mine = stored
+                .iter()
+                .find(|p| p.device_id.as_deref() == Some(me.device_id.as_str()));
+            match mine {
+                Some(p) if p.accepted.is_some() => {}
+                Some(p) => {
+                    invitation = Some(api::Invitation {
+                        owner: owner.clone(),
+                        label: p.label.clone(),
+                    });
+                }
+                // A resharing's new party: this build does not invite one (`crate::reshare`).
+                None => continue,
+            }
+        }
         out.push(api::JoinableSession {
+            invitation,
             sign,
             reshare,
             session_id: session.session_id.into(),

@@ -396,11 +396,20 @@ pub async fn reshare(
     let public = crate::vault::unseal(&state, &wallet.id, share.0, &share.1)?.wallet_public();
     let mut tx = state.begin_write().await?;
     crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
-    let resolved = wallet_parties::resolve(&mut tx, &me.user_id, &text).await?;
-    if let Some(party) = resolved.needs_acceptance().next() {
+    let old = db::wallet_parties::of_wallet(&mut *tx, &wallet.id).await?;
+    let resolved = wallet_parties::resolve(&mut tx, &me.user_id, &text, &old).await?;
+    // Another user's device stays with its acceptance; one not yet a party is invited at a
+    // key generation, where it accepts before it takes part.
+    if let Some(party) = resolved.needs_acceptance().find(|p| {
+        !old.iter().any(|o| {
+            o.accepted.is_some()
+                && matches!(&p.member, Member::Device { device_id, .. } if o.device_id.as_deref() == Some(device_id))
+        })
+    }) {
         return Err(ApiError::BadRequest(format!(
-            "party {:?} is another user's device: such wallets need its acceptance, which this \
-             server does not take yet",
+            "party {:?} is another user's device that is not a party of this wallet: a \
+             resharing does not invite one (it would have to accept first); make a new wallet \
+             with it instead",
             party.label
         )));
     }
@@ -415,7 +424,6 @@ pub async fn reshare(
         })
         .collect();
     crate::bans::refuse_banned_devices(&bans, &kept)?;
-    let old = db::wallet_parties::of_wallet(&mut *tx, &wallet.id).await?;
     let old_index = |p: &db::wallet_parties::StoredParty| {
         u8::try_from(p.party).map_err(|_| ApiError::Internal(format!("stored party {}", p.party)))
     };
@@ -452,7 +460,9 @@ pub async fn reshare(
             .choose_quorum(&online, &banned, &members)
             .map_err(|e| {
                 ApiError::BadRequest(format!(
-                    "this device and the server are not a quorum of {current}, and the devices                      online (running `tessera listen`) do not complete one ({e}): start their                      agents or name the devices to deal with (`--with`)"
+                    "this device and the server are not a quorum of {current}, and the devices \
+                     online (running `tessera listen`) do not complete one ({e}): start their \
+                     agents or name the devices to deal with (`--with`)"
                 ))
             })?
             .into_iter()

@@ -24,6 +24,18 @@
 //!
 //! A user's default structure is `and(server, or(<each active device>))`, or
 //! `and(server, <device>)` with one active device (the grammar wants two children for `or`).
+//!
+//! Invitations ([`accept`]): another user's device learns of the wallet when a session of it
+//! waits for the device (`GET /sessions/joinable` says who invites it,
+//! `api::Invitation`). It accepts by signing `api::acceptance_message` (the wallet, its
+//! structure as stored, its party's index and label, the owner's name) with its identity key;
+//! the server verifies the signature against the registry, records it
+//! (`wallet_parties.acceptance`) and audits it (`wallet.accepted`). Until then the device
+//! cannot open any session of the wallet (`ws::party_of`); afterwards the wallet is in its
+//! user's `GET /wallets`, and its user's devices that are parties may read and sign with it
+//! (`db::wallets::shared`); policies, resharing and backups stay its owner's.
+//! A resharing keeps the acceptance of another user's device that stays a party; adding one
+//! that is not yet a party is refused (it is invited at key generation).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -31,10 +43,19 @@ use sqlx::AnyConnection;
 use tessera_core::PartyIndex;
 use tessera_core::structure::WalletStructure;
 
+use axum::Json;
+use axum::extract::State;
+use serde_json::json;
+use tessera_api as api;
+
+use crate::audit::{self, Subject};
+use crate::auth::AuthDevice;
 use crate::db::devices::DeviceRow;
 use crate::db::{self, DeviceStatus, PartyKind, WriteTx};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
 use crate::names::{SERVER_LABEL, party_label};
+use crate::state::{AppState, now};
 
 /// What a party is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,7 +327,9 @@ struct Invite {
 }
 
 /// Resolves `text` for the user `owner_id`: each label to the server or a device (rules in
-/// the [module documentation](self)). Run it in the transaction that stores the wallet, so that
+/// the [module documentation](self)). `existing` are the parties of the wallet being reshared
+/// (none for a new wallet): another user's device among them keeps its stored label
+/// (`user.device`), which resolves to it while it is active. Run it in the transaction that stores the wallet, so that
 /// no device changes in between.
 ///
 /// # Errors
@@ -315,6 +338,7 @@ pub async fn resolve(
     conn: &mut AnyConnection,
     owner_id: &str,
     text: &str,
+    existing: &[db::wallet_parties::StoredParty],
 ) -> Result<ResolvedStructure, ResolveError> {
     // `user:device` words become `user.device` (same length: columns stay right).
     let mut invites: BTreeMap<String, Invite> = BTreeMap::new();
@@ -383,6 +407,12 @@ pub async fn resolve(
                 });
             }
             invited_device(invite, user_id, devices)?
+        } else if let Some(kept) = existing.iter().find(|p| {
+            p.label == *label
+                && p.kind == PartyKind::Device
+                && p.user_id.as_deref().is_some_and(|u| u != owner_id)
+        }) {
+            kept_invited(&mut *conn, label, kept).await?
         } else {
             own_device(label, owner_id, &own)?
         };
@@ -472,6 +502,31 @@ fn own_device(label: &str, owner_id: &str, devices: &[DeviceRow]) -> Result<Memb
     }
 }
 
+/// Another user's device that is a party of the wallet being reshared, under its stored label:
+/// itself while it is active.
+async fn kept_invited(
+    conn: &mut AnyConnection,
+    label: &str,
+    kept: &db::wallet_parties::StoredParty,
+) -> Result<Member, ResolveError> {
+    let (Some(device_id), Some(user_id)) = (&kept.device_id, &kept.user_id) else {
+        return Err(ResolveError::NoActiveDevice);
+    };
+    match db::devices::standing(&mut *conn, device_id).await? {
+        Some((DeviceStatus::Active, _)) => Ok(Member::Device {
+            device_id: device_id.clone(),
+            user_id: user_id.clone(),
+            name: label.to_owned(),
+            invited: true,
+        }),
+        standing => Err(ResolveError::DeviceNotActive {
+            label: label.to_owned(),
+            name: label.to_owned(),
+            status: standing.map_or(DeviceStatus::Revoked, |(s, _)| s),
+        }),
+    }
+}
+
 fn invited_device(
     invite: &Invite,
     user_id: &str,
@@ -541,7 +596,7 @@ pub async fn default_structure(
 ) -> Result<ResolvedStructure, ResolveError> {
     let devices = db::devices::list(&mut *conn, owner_id).await?;
     let text = default_text(&devices)?;
-    resolve(conn, owner_id, &text).await
+    resolve(conn, owner_id, &text, &[]).await
 }
 
 /// A structure wallet to store ([`store`]).
@@ -604,4 +659,67 @@ pub async fn store(
         &parties,
     )
     .await
+}
+
+/// `POST /wallet/accept`: the calling device accepts its party in another user's wallet (see
+/// the [module documentation](self)). Accepting twice is not an error (the first acceptance
+/// stays).
+///
+/// # Errors
+/// 404 when the device is not an invited party of the wallet (nothing else is said about the
+/// wallet); 400 for a malformed signature; 401 when it does not verify; database errors.
+pub async fn accept(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    ApiJson(req): ApiJson<api::AcceptWallet>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let not_invited = || {
+        ApiError::NotFound(format!(
+            "this device is not invited into a wallet {}",
+            req.wallet_id
+        ))
+    };
+    let wallet = db::wallet_parties::wallet(state.db(), &req.wallet_id)
+        .await?
+        .ok_or_else(not_invited)?;
+    let structure = wallet.structure.as_deref().ok_or_else(not_invited)?;
+    let parties = db::wallet_parties::of_wallet(state.db(), &wallet.id).await?;
+    let mine = parties
+        .iter()
+        .find(|p| {
+            p.device_id.as_deref() == Some(me.device_id.as_str())
+                && p.user_id.as_deref() != Some(wallet.user_id.as_str())
+        })
+        .ok_or_else(not_invited)?;
+    let party = u8::try_from(mine.party)
+        .map_err(|_| ApiError::Internal(format!("stored party {}", mine.party)))?;
+    let owner = db::devices::user_name(state.db(), &wallet.user_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("a wallet without its owner".into()))?;
+    let message = api::acceptance_message(&wallet.id, structure, party, &mine.label, &owner);
+    crate::registry::verify_device_signature(&state, &me.device_id, &message, &req.signature)
+        .await?;
+    if mine.accepted.is_some() {
+        return Ok(Json(json!({ "accepted": true, "party": party })));
+    }
+    let mut tx = state.begin_write().await?;
+    if db::wallet_parties::record_acceptance(
+        &mut *tx,
+        &wallet.id,
+        &me.device_id,
+        &req.signature,
+        now(),
+    )
+    .await?
+    {
+        audit::append_in(
+            &mut tx,
+            "wallet.accepted",
+            Subject::device(&me).wallet(&wallet.id),
+            json!({ "party": party, "label": mine.label, "owner": owner, "structure": structure }),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Json(json!({ "accepted": true, "party": party })))
 }

@@ -566,7 +566,7 @@ pub async fn pubkey(
     ApiQuery(q): ApiQuery<PubkeyQuery>,
 ) -> ApiResult<Json<api::WalletInfo>> {
     Ok(Json(info(
-        &db::wallets::owned(state.db(), &me.user_id, &q.wallet).await?,
+        &db::wallets::shared(state.db(), &me.user_id, &q.wallet).await?,
     )))
 }
 
@@ -577,7 +577,7 @@ pub async fn detail(
     me: AuthDevice,
     ApiQuery(q): ApiQuery<PubkeyQuery>,
 ) -> ApiResult<Json<api::WalletDetail>> {
-    let wallet = db::wallets::owned(state.db(), &me.user_id, &q.wallet).await?;
+    let wallet = db::wallets::shared(state.db(), &me.user_id, &q.wallet).await?;
     let structure = db::wallet_parties::wallet(state.db(), &wallet.id)
         .await?
         .and_then(|w| w.structure);
@@ -622,7 +622,7 @@ pub async fn list(
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         out.push(info(
-            &db::wallets::owned(state.db(), &me.user_id, &id).await?,
+            &db::wallets::shared(state.db(), &me.user_id, &id).await?,
         ));
     }
     Ok(Json(out))
@@ -637,6 +637,7 @@ pub(crate) fn router() -> axum::Router<AppState> {
         .route("/sign", post(sign))
         .route("/refresh", post(refresh))
         .route("/reshare", post(crate::reshare::reshare))
+        .route("/wallet/accept", post(crate::wallet_parties::accept))
         .route("/pubkey", get(pubkey))
         .route("/wallet", get(detail))
         .route("/wallets", get(list))

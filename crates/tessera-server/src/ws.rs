@@ -288,6 +288,13 @@ async fn party_of(
         .iter()
         .find(|p| p.device_id.as_deref() == Some(me.device_id.as_str()))
         .ok_or_else(|| ApiError::Forbidden("this device is not a party of this session".into()))?;
+    if me.user_id != session.owner_id && mine.accepted.is_none() {
+        return Err(ApiError::Forbidden(
+            "this device was invited into another user's wallet and has not accepted: accept \
+             the invitation first (`tessera listen`, POST /wallet/accept)"
+                .into(),
+        ));
+    }
     let me_index = index(mine.party)?;
     if session.protocol != Protocol::Sign {
         let peers = parties

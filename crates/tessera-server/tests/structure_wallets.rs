@@ -372,7 +372,7 @@ async fn resolve(
     text: &str,
 ) -> Result<ResolvedStructure, ResolveError> {
     let mut conn = pool.acquire().await.unwrap();
-    parties::resolve(&mut conn, owner, text).await
+    parties::resolve(&mut conn, owner, text, &[]).await
 }
 
 fn devices_of(resolved: &ResolvedStructure) -> Vec<(String, Option<(String, bool)>)> {
@@ -981,7 +981,7 @@ async fn concurrent_stores(backend: Backend) {
             tokio::spawn(async move {
                 let mut tx = write(&pool, backend).await;
                 let resolved =
-                    parties::resolve(&mut tx, "u-alice", "and(server, phone, bob:phone)")
+                    parties::resolve(&mut tx, "u-alice", "and(server, phone, bob:phone)", &[])
                         .await
                         .unwrap();
                 parties::store(

@@ -1,6 +1,8 @@
 //! `tessera listen`: the device agent. Stays connected to the server and takes part in the
-//! sessions other devices of the user start in which this device is a party: key generations
-//! of structure wallets (after a confirmation, or `--yes`) and signing sessions that name this
+//! sessions other devices start in which this device is a party: key generations of structure
+//! wallets (after a confirmation, or `--yes`; another user's invitation into their wallet is
+//! shown with that user's name, and accepted by joining, after a confirmation or with `--yes`
+//! for the users `--accept-from` names) and signing sessions that name this
 //! device as a signer (always after a confirmation, showing what is signed as this device
 //! decodes it). With `--reshare-pending` it also carries out, by itself, the pending joins and
 //! leaves of this device's wallets (devices approved or revoked since) once every device they
@@ -42,6 +44,10 @@ pub(crate) struct ListenArgs {
     /// (their agents join it; a wallet whose quorum is not online waits).
     #[arg(long)]
     reshare_pending: bool,
+    /// With `--yes`, also accept without asking invitations into the wallets of these users
+    /// (user names, comma-separated); any other user's invitation is always shown and asked.
+    #[arg(long, value_delimiter = ',', value_name = "USER")]
+    accept_from: Vec<String>,
     #[command(flatten)]
     format: output::Format,
 }
@@ -71,6 +77,18 @@ fn describe(session: &api::JoinableSession) -> Result<String, Failure> {
             } else {
                 format!("this device ({me:?}) deals and then leaves the wallet")
             }
+        ));
+    }
+    if let Some(invitation) = &session.invitation {
+        return Ok(format!(
+            "user {:?} (device {:?}) invites this device into their wallet {:?} with structure \
+             {}, as party {:?}; joining accepts: this device then holds a share of their wallet \
+             and co-signs with it",
+            invitation.owner,
+            session.requested_by,
+            session.wallet_name,
+            parties.structure,
+            invitation.label
         ));
     }
     Ok(match &session.sign {
@@ -153,13 +171,20 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
                 }
             };
             println!("request: {described}");
-            // `--yes` covers key generations and resharings; a signature is always asked.
-            let join = if args.yes && session.sign.is_none() {
+            // `--yes` covers key generations and resharings of this user's wallets, and
+            // invitations of the users `--accept-from` names; a signature is always asked.
+            let covered = session
+                .invitation
+                .as_ref()
+                .is_none_or(|i| args.accept_from.contains(&i.owner));
+            let join = if args.yes && session.sign.is_none() && covered {
                 println!("joined (--yes)");
                 true
             } else {
                 yes(ask(if session.sign.is_some() {
                     "Sign? [y/N]:"
+                } else if session.invitation.is_some() {
+                    "Accept and join? [y/N]:"
                 } else {
                     "Join? [y/N]:"
                 }))
@@ -198,6 +223,10 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
                     Err(e) if args.once => return Err(e),
                     Err(e) => eprintln!("error: {}", e.message()),
                 }
+            } else if session.invitation.is_some() {
+                // Not accepted, it cannot open the session to say so: the run ends when its
+                // parties' time to join runs out.
+                println!("declined; the invitation was not accepted");
             } else {
                 match online.decline(&session).await {
                     Ok(()) => println!("declined; the other parties were told"),

@@ -277,6 +277,10 @@ impl Online {
         if self.keystore.has_wallet(name)? {
             return Err(DeviceError::WalletExists { name: name.clone() });
         }
+        // Another user's wallet: this device accepts its party first (the caller asked).
+        self.client
+            .accept_invitation(session, &self.identity)
+            .await?;
         let share = self
             .pinning(async |known| {
                 let trust = |party: &api::SessionParty, key| known.trust(party, key);
@@ -286,6 +290,21 @@ impl Online {
             })
             .await?;
         self.keep_new_share(name, share)
+    }
+
+    /// Accepts this device's party in another user's wallet, the invitation `session` carries
+    /// (from [`Self::joinable`]), without joining yet ([`Self::join`] accepts and joins).
+    ///
+    /// # Errors
+    /// [`DeviceError::Client`].
+    pub async fn accept_invitation(
+        &self,
+        session: &api::JoinableSession,
+    ) -> Result<(), DeviceError> {
+        Ok(self
+            .client
+            .accept_invitation(session, &self.identity)
+            .await?)
     }
 
     /// Declines `session` (from [`Self::joinable`]): its other parties are told at once.
@@ -419,7 +438,10 @@ impl Online {
     /// Joins `session` (from [`Self::joinable`]): a key generation (this device's share
     /// stored under the wallet's name) or a signing session of a wallet this device holds a
     /// share of under the wallet's name (show [`tessera_api::intent::decode`]'s summary of
-    /// `session.sign` first). Identity keys as [`Self::keygen_structure`].
+    /// `session.sign` first). Identity keys as [`Self::keygen_structure`]. A key generation of
+    /// another user's wallet (`session.invitation`; show who invites, and ask) accepts this
+    /// device's party first ([`crate::ServerClient::accept_invitation`]): joining is
+    /// accepting.
     ///
     /// # Errors
     /// [`DeviceError::WalletExists`] for a key generation of a wallet whose name this device
@@ -431,6 +453,12 @@ impl Online {
         on_round: impl FnMut(u8, u8),
     ) -> Result<Joined, DeviceError> {
         let name = &session.wallet_name;
+        if session.invitation.is_some() && session.protocol != "keygen" {
+            return Err(DeviceError::Client(ClientError::Refused(format!(
+                "an invitation comes with a key generation, not a {}",
+                session.protocol
+            ))));
+        }
         if session.protocol == "reshare" {
             return Ok(Joined::Reshared(
                 self.join_reshare(session, on_round).await?,

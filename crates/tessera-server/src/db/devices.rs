@@ -76,6 +76,21 @@ pub async fn user_named(
     Ok(user.map(|(id,)| id))
 }
 
+/// The name of the user `user_id`.
+///
+/// # Errors
+/// A database error.
+pub async fn user_name(
+    db: impl AnyExecutor<'_>,
+    user_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let user: Option<(String,)> = sqlx::query_as("SELECT name FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(user.map(|(name,)| name))
+}
+
 /// Inserts a user.
 ///
 /// # Errors

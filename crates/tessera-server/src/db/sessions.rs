@@ -163,6 +163,8 @@ pub struct OpenContext {
     /// The standing of the device that asks to open it: its status and user (none: unknown),
     /// for [`crate::auth::TokenDevice::confirm`].
     pub caller: Option<(DeviceStatus, String)>,
+    /// The user whose wallet it is.
+    pub owner_id: String,
 }
 
 type OpenRow = (
@@ -180,6 +182,7 @@ type OpenRow = (
     Option<Vec<u8>>,
     i64,
     Option<DeviceStatus>,
+    Option<String>,
     Option<String>,
 );
 
@@ -201,7 +204,8 @@ pub async fn open_context(
          (SELECT COUNT(*) FROM banned_parties b WHERE b.wallet_id = s.wallet_id AND b.party = 0 AND b.lifted_at IS NULL) \
          + (SELECT COUNT(*) FROM wallet_locks l WHERE l.wallet_id = s.wallet_id AND l.lifted_at IS NULL), \
          (SELECT d.status FROM devices d WHERE d.id = $2), \
-         (SELECT d.user_id FROM devices d WHERE d.id = $2) \
+         (SELECT d.user_id FROM devices d WHERE d.id = $2), \
+         (SELECT w.user_id FROM wallets w WHERE w.id = s.wallet_id) \
          FROM sessions s LEFT JOIN sign_requests r ON r.session_id = s.id \
          LEFT JOIN server_shares sh ON sh.wallet_id = s.wallet_id AND sh.state = 'active' \
          AND s.protocol IN ('sign', 'refresh') WHERE s.id = $1",
@@ -229,6 +233,7 @@ pub async fn open_context(
         obstacles,
         caller_status,
         caller_user,
+        owner_id,
     ) = row;
     Ok(Ok(OpenContext {
         device_id,
@@ -244,6 +249,7 @@ pub async fn open_context(
         share: share_epoch.zip(sealed),
         obstacles,
         caller: caller_status.zip(caller_user),
+        owner_id: owner_id.unwrap_or_default(),
     }))
 }
 

@@ -143,11 +143,23 @@ pub async fn switch_structure(
     if updated.rows_affected() != 1 {
         return Ok(false);
     }
+    // Another user's device that stays a party keeps its acceptance.
+    let accepted: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT device_id, acceptance, accepted_at FROM wallet_parties \
+         WHERE wallet_id = $1 AND device_id IS NOT NULL AND acceptance IS NOT NULL \
+         AND accepted_at IS NOT NULL",
+    )
+    .bind(wallet_id)
+    .fetch_all(&mut **tx)
+    .await?;
     sqlx::query("DELETE FROM wallet_parties WHERE wallet_id = $1")
         .bind(wallet_id)
         .execute(&mut **tx)
         .await?;
     insert_parties(tx, wallet_id, parties).await?;
+    for (device_id, signature, at) in accepted {
+        record_acceptance(&mut **tx, wallet_id, &device_id, &signature, at).await?;
+    }
     Ok(true)
 }
 
@@ -447,13 +459,16 @@ pub struct Joinable {
     pub params: String,
     /// The wallet's structure.
     pub structure: String,
+    /// The wallet's owner: its user id and name.
+    pub owner: (String, String),
 }
 
 /// The sessions of structure wallets, created since `since`, that another device started and
 /// in which `device_id` is a party of the wallet, oldest first: key generations not ended, and
 /// signing sessions running (their requester opened them, after any approval); and the live
-/// resharings of its user's wallets (a device joining a wallet is not yet a party of it: the
-/// caller reads the session's parties from its parameters).
+/// resharings of its user's wallets and of the wallets it is a party of (a device joining a
+/// wallet is not yet a party of it: the caller reads the session's parties from its
+/// parameters).
 ///
 /// # Errors
 /// A database error.
@@ -473,21 +488,26 @@ pub async fn joinable(
         i64,
         String,
         String,
+        String,
+        String,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params, w.structure \
-         FROM sessions s JOIN wallets w ON w.id = s.wallet_id \
+        "SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params, w.structure, w.user_id, u.name \
+         FROM sessions s JOIN wallets w ON w.id = s.wallet_id JOIN users u ON u.id = w.user_id \
          JOIN wallet_parties p ON p.wallet_id = s.wallet_id AND p.device_id = $1 \
          JOIN devices d ON d.id = s.device_id \
          WHERE w.structure IS NOT NULL AND s.device_id <> $1 AND s.created_at >= $2 \
          AND ((s.protocol = 'keygen' AND s.status IN ('created', 'running')) \
          OR (s.protocol = 'sign' AND s.status = 'running')) \
          UNION ALL \
-         SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params, w.structure \
-         FROM sessions s JOIN wallets w ON w.id = s.wallet_id JOIN devices d ON d.id = s.device_id \
+         SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params, w.structure, w.user_id, u.name \
+         FROM sessions s JOIN wallets w ON w.id = s.wallet_id JOIN users u ON u.id = w.user_id \
+         JOIN devices d ON d.id = s.device_id \
          WHERE w.structure IS NOT NULL AND s.device_id <> $1 AND s.created_at >= $2 \
          AND s.protocol = 'reshare' AND s.status IN ('created', 'running') \
-         AND w.user_id = (SELECT user_id FROM devices WHERE id = $1) ORDER BY 8, 1",
+         AND (w.user_id = (SELECT user_id FROM devices WHERE id = $1) \
+         OR EXISTS (SELECT 1 FROM wallet_parties q WHERE q.wallet_id = w.id AND q.device_id = $1)) \
+         ORDER BY 8, 1",
     )
     .bind(device_id)
     .bind(since)
@@ -507,6 +527,8 @@ pub async fn joinable(
                 created_at,
                 params,
                 structure,
+                owner_id,
+                owner_name,
             )| Joinable {
                 session_id,
                 wallet_id,
@@ -518,6 +540,7 @@ pub async fn joinable(
                 created_at,
                 params,
                 structure,
+                owner: (owner_id, owner_name),
             },
         )
         .collect())

@@ -51,6 +51,38 @@ pub async fn owned(db: impl AnyExecutor<'_>, user_id: &str, wallet_id: &str) -> 
     Wallet::from_row(row.ok_or_else(|| ApiError::NotFound(format!("no wallet {wallet_id}")))?)
 }
 
+/// The condition that the user (the parameter named) holds an accepted party of wallet `w`
+/// (another user's wallet one of its devices was invited into and accepted).
+macro_rules! accepted_party_of {
+    ($user:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM wallet_parties ap WHERE ap.wallet_id = w.id AND ap.user_id = ",
+            $user,
+            " AND ap.kind = 'device' AND ap.acceptance IS NOT NULL)"
+        )
+    };
+}
+
+/// The wallet `wallet_id` of `user_id`, or another user's wallet one of `user_id`'s devices
+/// accepted a party of: what a party may read and sign with (owner-only actions, such as
+/// policies, resharing and backups, use [`owned`]). Not found otherwise.
+///
+/// # Errors
+/// Not found; a database error.
+pub async fn shared(db: impl AnyExecutor<'_>, user_id: &str, wallet_id: &str) -> ApiResult<Wallet> {
+    let row: Option<WalletRow> = sqlx::query_as(concat!(
+        "SELECT w.id, w.name, w.public_key, w.epoch FROM wallets w WHERE w.id = $1 \
+         AND w.public_key IS NOT NULL AND (w.user_id = $2 OR ",
+        accepted_party_of!("$2"),
+        ")"
+    ))
+    .bind(wallet_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    Wallet::from_row(row.ok_or_else(|| ApiError::NotFound(format!("no wallet {wallet_id}")))?)
+}
+
 /// What `POST /sign` checks before it creates a session, read in one query (each statement is
 /// a round trip to the database's thread, and a sign is latency- and CPU-bound).
 pub struct SignContext {
@@ -86,6 +118,7 @@ pub async fn sign_context(
     // Scalar subqueries: on PostgreSQL `FOR UPDATE` locks the wallet row alone.
     macro_rules! select {
         () => {
+            concat!(
             "SELECT w.id, w.name, w.public_key, w.epoch, w.structure, \
          (SELECT COUNT(*) FROM banned_parties b WHERE b.wallet_id = w.id AND b.party = 0 AND b.lifted_at IS NULL) \
          + (SELECT COUNT(*) FROM wallet_locks l WHERE l.wallet_id = w.id AND l.lifted_at IS NULL), \
@@ -95,7 +128,10 @@ pub async fn sign_context(
          (SELECT 1 FROM sessions s WHERE s.id = sh.session_id AND s.status = 'running')), \
          (SELECT d.status FROM devices d WHERE d.id = $3), \
          (SELECT d.user_id FROM devices d WHERE d.id = $3) \
-         FROM wallets w WHERE w.id = $1 AND w.user_id = $2 AND w.public_key IS NOT NULL"
+         FROM wallets w WHERE w.id = $1 AND w.public_key IS NOT NULL AND (w.user_id = $2 OR ",
+            accepted_party_of!("$2"),
+            ")"
+            )
         };
     }
     type Row = (
@@ -165,7 +201,8 @@ pub async fn name_taken(
     Ok(taken.is_some())
 }
 
-/// The ids of `user_id`'s wallets that have a key, oldest first.
+/// The ids of the wallets that have a key of `user_id` and those it accepted a party of
+/// ([`shared`]), oldest first.
 ///
 /// # Errors
 /// A database error.
@@ -173,13 +210,14 @@ pub async fn ids_of_user(
     db: impl AnyExecutor<'_>,
     user_id: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let ids: Vec<(String,)> =
-        sqlx::query_as(
-            "SELECT id FROM wallets WHERE user_id = $1 AND public_key IS NOT NULL ORDER BY created_at, name",
-        )
-            .bind(user_id)
-            .fetch_all(db)
-            .await?;
+    let ids: Vec<(String,)> = sqlx::query_as(concat!(
+        "SELECT w.id FROM wallets w WHERE w.public_key IS NOT NULL AND (w.user_id = $1 OR ",
+        accepted_party_of!("$1"),
+        ") ORDER BY w.created_at, w.name"
+    ))
+    .bind(user_id)
+    .fetch_all(db)
+    .await?;
     Ok(ids.into_iter().map(|(id,)| id).collect())
 }
 
