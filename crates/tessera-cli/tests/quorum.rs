@@ -1142,6 +1142,16 @@ mod through_the_sdk {
         }
     }
 
+    /// Checks that the devices that joined a key generation hold shares of `made`'s wallet.
+    fn same_wallet(made: &tessera_core::KeyShare, joined: [Result<Joined, DeviceError>; 2]) {
+        for joined in joined {
+            let Joined::Wallet(share) = joined.unwrap() else {
+                panic!("not a wallet")
+            };
+            assert_eq!(share.public_key(), made.public_key());
+        }
+    }
+
     fn message(text: &str) -> SignKind {
         SignKind::EthMessage {
             message: text.into(),
@@ -1193,12 +1203,7 @@ mod through_the_sdk {
                 )
             });
         let made = made.unwrap();
-        for joined in [laptop_joined.unwrap(), tablet_joined.unwrap()] {
-            let Joined::Wallet(share) = joined else {
-                panic!("not a wallet")
-            };
-            assert_eq!(share.public_key(), made.public_key());
-        }
+        same_wallet(&made, [laptop_joined, tablet_joined]);
 
         // Requests the server refuses, and nothing is created for them (no other device is
         // online to complete a quorum).
@@ -1877,12 +1882,7 @@ mod through_the_sdk {
                 )
             });
         let made = made.unwrap();
-        for joined in [bob_joined.unwrap(), carol_joined.unwrap()] {
-            let Joined::Wallet(share) = joined else {
-                panic!("not a wallet")
-            };
-            assert_eq!(share.public_key(), made.public_key());
-        }
+        same_wallet(&made, [bob_joined, carol_joined]);
         let wallet_id = made.wallet_id().to_string();
         let accepted =
             "SELECT COUNT(*) FROM audit_log WHERE kind = 'wallet.accepted' AND wallet_id = $1";
@@ -1939,7 +1939,12 @@ mod through_the_sdk {
             ..ReshareChange::default()
         };
         let e = cfo.reshare("vault", &invite, |_| {}).await.unwrap_err();
-        assert_eq!(refused(&e).0, 400, "{e}");
+        let (status, text) = refused(&e);
+        assert_eq!(status, 400, "{text}");
+        assert!(
+            text.contains("\"dave.phone\"") && text.contains("does not invite"),
+            "{text}"
+        );
         let (mine, bobs, carols) = tokio::join!(
             cfo.reshare("vault", &refresh, |_| {}),
             async {
@@ -1969,11 +1974,8 @@ mod through_the_sdk {
             .unwrap();
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn other_users_devices_accept_then_take_part_on_sqlite() {
-        other_users_devices_accept_then_take_part_on(Backend::Sqlite).await;
-    }
-
+    /// On PostgreSQL (the same queries run on SQLite in
+    /// `officers_of_three_users_sign_any_two_with_the_server_on_sqlite`, through real processes).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn other_users_devices_accept_then_take_part_on_postgres() {
         other_users_devices_accept_then_take_part_on(Backend::Postgres).await;
