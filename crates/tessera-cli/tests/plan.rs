@@ -236,27 +236,25 @@ fn flags_give_a_recommendation_with_its_table() {
     );
 }
 
-/// The commands `tessera plan` prints for a person's two devices and the server, run in order
-/// as printed (placeholders replaced: the server's URL, a user, the approval code device-2's
+/// The commands `tessera plan plan_args` prints for a structure wallet with the server, run in
+/// order as printed (placeholders replaced: the server's URL, a user, the approval codes
 /// `init` printed, the wallet's name, the USB and cloud folders) against a real server process:
-/// they make the structure wallet, each device holding a share of its own, each then signs
-/// with the server alone, and the phone's share is backed up.
-#[test]
-fn the_printed_structure_commands_make_the_wallet() {
-    let out = ok(&tessera(&[
-        "plan",
-        "--devices",
-        "2",
-        "--server",
-        "--usb",
-        "1",
-        "--cloud",
-    ]));
+/// they make the structure wallet `stored` over `devices`, each device holding a share of its
+/// own; then each device signs with the server, with the device `co_signer` gives it (a label
+/// and that device, which answers from `tessera listen`) where one is needed; and the first
+/// device's share is backed up.
+fn printed_structure_commands_make_the_wallet(
+    plan_args: &[&str],
+    devices: &[&str],
+    stored: &str,
+    co_signer: impl Fn(&str) -> Option<(&'static str, &'static str)>,
+) {
+    let out = ok(&tessera(&[&["plan"], plan_args].concat()));
     let server = Server::start_fresh(&[]);
-    let homes = [
-        ("phone", tempfile::tempdir().unwrap()),
-        ("device-2", tempfile::tempdir().unwrap()),
-    ];
+    let homes: Vec<(&str, tempfile::TempDir)> = devices
+        .iter()
+        .map(|d| (*d, tempfile::tempdir().unwrap()))
+        .collect();
     let home = |on: &str| {
         homes
             .iter()
@@ -280,26 +278,22 @@ fn the_printed_structure_commands_make_the_wallet() {
             .env_remove("TESSERA_DATABASE_URL");
         cmd
     };
-    let (mut code, mut listening): (Option<String>, _) = (None, Vec::new());
+    let (mut codes, mut listening): (Vec<String>, _) = (Vec::new(), Vec::new());
     let printed = commands(&out);
     assert!(
         printed.iter().any(|(_, c)| c.contains("--structure")),
         "{out}"
     );
     for (on, line) in printed {
-        let line = line
+        let mut line = line
             .replace("SERVER_URL", &server.url)
             .replace("USER", "pat")
             .replace("WALLET", "family")
             .replace("/media/usb", usb.to_str().unwrap())
             .replace("$CLOUD_DIR", cloud.to_str().unwrap());
-        let line = match code.take() {
-            Some(c) if line.contains("approve CODE") => line.replace("CODE", &c),
-            other => {
-                code = other;
-                line
-            }
-        };
+        if line.contains("approve CODE") {
+            line = line.replace("CODE", &codes.remove(0));
+        }
         let words = shell_words(&line);
         if words[1] == "listen" {
             let child = run(&on, &words)
@@ -311,21 +305,23 @@ fn the_printed_structure_commands_make_the_wallet() {
             continue;
         }
         let done = ok(&run(&on, &words).output().unwrap());
-        if words[1] == "init" && on != "phone" {
-            code = done
+        // A device of a user that has one already waits for its approval.
+        if words[1] == "init"
+            && let Some(code) = done
                 .lines()
                 .find_map(|l| l.strip_prefix("approval code"))
                 .and_then(|c| c.split_whitespace().next())
-                .map(str::to_owned);
-            assert!(code.is_some(), "no approval code in {done}");
+        {
+            codes.push(code.to_owned());
         }
     }
+    assert!(codes.is_empty(), "approval codes left: {codes:?}");
     for child in listening {
         ok(&child.wait_with_output().unwrap());
     }
-    assert!(media.path().join("phone.tsb").exists());
+    assert!(media.path().join(format!("{}.tsb", devices[0])).exists());
     let mut keys = Vec::new();
-    for on in ["phone", "device-2"] {
+    for on in devices {
         let shown = ok(&run(
             on,
             &shell_words("tessera wallet show --wallet family --json"),
@@ -333,14 +329,62 @@ fn the_printed_structure_commands_make_the_wallet() {
         .output()
         .unwrap());
         let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
-        assert_eq!(shown["structure"], "and(server, or(phone, device-2))");
+        assert_eq!(shown["structure"], stored);
         keys.push(shown["public_key"].clone());
-        let words = shell_words(&format!(
-            "tessera sign --wallet family --message 'from {on}'"
-        ));
-        ok(&run(on, &words).output().unwrap());
+        let mut sign = format!("tessera sign --wallet family --message 'from {on}'");
+        let answering = co_signer(on).map(|(label, device)| {
+            sign.push_str(&format!(" --with {label}"));
+            let mut child = run(device, &shell_words("tessera listen --once"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"y\n").unwrap();
+            child
+        });
+        ok(&run(on, &shell_words(&sign)).output().unwrap());
+        if let Some(child) = answering {
+            ok(&child.wait_with_output().unwrap());
+        }
     }
-    assert_eq!(keys[0], keys[1]);
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+}
+
+/// A person's two devices and the server: any one device signs with the server.
+#[test]
+fn the_printed_structure_commands_make_the_wallet() {
+    printed_structure_commands_make_the_wallet(
+        &["--devices", "2", "--server", "--usb", "1", "--cloud"],
+        &["phone", "device-2"],
+        "and(server, or(phone, device-2))",
+        |_| None,
+    );
+}
+
+/// An institution's three officers and the server: each officer registers as a user of their
+/// own, officer-1 invites the others by name, they accept from `tessera listen`, and any two
+/// officers sign with the server.
+#[test]
+fn the_printed_institutional_commands_make_the_officers_wallet() {
+    printed_structure_commands_make_the_wallet(
+        &[
+            "--devices",
+            "3",
+            "--server",
+            "--institutional",
+            "--usb",
+            "1",
+        ],
+        &["officer-1", "officer-2", "officer-3"],
+        "and(server, threshold(2, officer-1, officer-2.officer-2, officer-3.officer-3))",
+        |on| match on {
+            "officer-1" => Some(("officer-2.officer-2", "officer-2")),
+            "officer-2" => Some(("officer-3.officer-3", "officer-3")),
+            _ => Some(("officer-1", "officer-1")),
+        },
+    );
 }
 
 #[test]

@@ -107,6 +107,18 @@ pub enum SetupAction {
         /// The device approved.
         device: String,
     },
+    /// The device registers with the co-signing server as a user of its own, `user` (an
+    /// institution's officer: each is another user, invited into the wallet by name).
+    JoinServerAs {
+        /// The user name it registers under (the structure names it).
+        user: String,
+    },
+    /// The device waits for the key generation of the wallet user `owner` invites it into,
+    /// accepts the invitation and takes part.
+    AcceptInvitation {
+        /// The inviting user (the device that starts the key generation registered as it).
+        owner: String,
+    },
     /// The device waits, through the co-signing server, for the key generation `lead` starts,
     /// and takes part.
     ServerListen {

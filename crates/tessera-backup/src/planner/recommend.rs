@@ -94,6 +94,8 @@ struct Layout {
     /// a share of its own), with its recovery formula; else a 2-of-2 with the server, or a
     /// device-to-device t-of-n.
     structure: Option<(String, Formula)>,
+    /// Whether the structure's devices are an institution's officers, each a user of their own.
+    officers: bool,
     /// The devices holding shares; the first creates the wallet.
     devices: Vec<String>,
     shares: Vec<PlannedShare>,
@@ -179,6 +181,7 @@ fn server_layout(a: &Answers, notes: Vec<String>) -> Layout {
         topology: format!("{who} 2-of-2 with co-signing server"),
         with_server: true,
         structure: None,
+        officers: false,
         devices: vec![lead],
         shares: vec![device, server],
         notes,
@@ -203,18 +206,53 @@ fn structure_layout(a: &Answers) -> Layout {
         .iter()
         .map(|d| share(d, ItemKind::Device, d))
         .collect();
-    back_up(&mut shares[0], &holders, true);
+    // An officer's share alone is one of two an institution's signature needs: its backup
+    // needs two holders together where there are two.
+    back_up(&mut shares[0], &holders, !a.institutional);
     let device_shares: Vec<Formula> = shares.iter().map(PlannedShare::availability).collect();
     let server = share(SERVER, ItemKind::CosigningServer, &lead);
-    let recovery = Formula::And(vec![Formula::Or(device_shares), server.availability()]);
+    let (structure, devices_needed, mut notes) = if a.institutional {
+        // Each officer is a user of their own, named as their device: the others are invited
+        // as `user:device`.
+        let parties: Vec<String> = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if i == 0 {
+                    d.clone()
+                } else {
+                    format!("{d}:{d}")
+                }
+            })
+            .collect();
+        (
+            format!("and(server, threshold(2, {}))", parties.join(", ")),
+            Formula::Threshold {
+                k: 2,
+                of: device_shares,
+            },
+            vec![format!(
+                "each officer registers as a user of their own and holds a share of their own: \
+                 any two officers sign with the server, so one officer alone cannot, and losing \
+                 one officer's device loses nothing; {lead} creates the wallet and invites the \
+                 others by user name, each accepting from `tessera listen`; only {lead}'s share \
+                 is backed up"
+            )],
+        )
+    } else {
+        (
+            format!("and(server, or({}))", devices.join(", ")),
+            Formula::Or(device_shares),
+            vec![format!(
+                "each device holds a share of its own: the server signs with any one of them, so \
+                 a lost device loses nothing while another is left (revoke it: `tessera device \
+                 revoke ID --reshare` cuts its share out); a new device joins by resharing once \
+                 approved; only {lead}'s share is backed up"
+            )],
+        )
+    };
+    let recovery = Formula::And(vec![devices_needed, server.availability()]);
     shares.push(server);
-    let structure = format!("and(server, or({}))", devices.join(", "));
-    let mut notes = vec![format!(
-        "each device holds a share of its own: the server signs with any one of them, so a lost \
-         device loses nothing while another is left (revoke it: `tessera device revoke ID \
-         --reshare` cuts its share out); a new device joins by resharing once approved; only \
-         {lead}'s share is backed up"
-    )];
     if !holders.is_empty() {
         notes.push(
             "the server's share is not backed up to your holders (they would then rebuild the \
@@ -223,10 +261,16 @@ fn structure_layout(a: &Answers) -> Layout {
                 .to_owned(),
         );
     }
+    let who = if a.institutional {
+        "institutional"
+    } else {
+        "personal"
+    };
     Layout {
-        topology: format!("personal {structure} with co-signing server"),
+        topology: format!("{who} {structure} with co-signing server"),
         with_server: true,
         structure: Some((structure, recovery)),
+        officers: a.institutional,
         devices,
         shares,
         notes,
@@ -289,6 +333,7 @@ fn peer_layout(a: &Answers, mut notes: Vec<String>) -> Layout {
         topology: format!("{who} 2-of-{n} device-to-device"),
         with_server: false,
         structure: None,
+        officers: false,
         devices: live.to_vec(),
         shares,
         notes,
@@ -301,7 +346,10 @@ fn peer_layout(a: &Answers, mut notes: Vec<String>) -> Layout {
 pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
     a.validate()?;
     let devices = usize::from(a.own_devices);
-    let layout = if a.cosigning_server && devices > 1 && !a.institutional && !a.escape_hatch {
+    // An institution's structure wallet wants three officers (two of them sign); with two, the
+    // 2-of-2 with the server and backups below.
+    let quorum = if a.institutional { 3 } else { 2 };
+    let layout = if a.cosigning_server && devices >= quorum && !a.escape_hatch {
         structure_layout(a)
     } else if a.cosigning_server {
         server_layout(a, Vec::new())
@@ -332,6 +380,7 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
         topology,
         with_server,
         structure,
+        officers,
         devices: share_devices,
         shares,
         notes,
@@ -401,7 +450,7 @@ pub fn recommend(a: &Answers) -> Result<Plan, PlanError> {
     }
     warnings.extend(notes);
     let steps = setup_steps(
-        (with_server, structure.as_deref()),
+        (with_server, structure.as_deref(), officers),
         t,
         &share_devices,
         &shares,

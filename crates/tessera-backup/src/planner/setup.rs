@@ -7,13 +7,15 @@ use super::{
 };
 
 /// The steps that set a plan up: the wallet (with the server: a 2-of-2, or a wallet under
-/// `structure` whose every device registers, is approved by the first and takes part), every
+/// `structure` whose every device registers, is approved by the first and takes part; with
+/// `officers`, each device registers as a user of its own and accepts the first's invitation),
+/// every
 /// holder's key, the public keys each backing-up device lacks, and the backups. `devices[0]`
 /// creates the wallet and the USB,
 /// vault and cloud holders' keys (so it knows their public keys); a device keystore holder's
 /// key is made on its device; a printed code's on an offline computer.
 pub(super) fn setup_steps(
-    (with_server, structure): (bool, Option<&str>),
+    (with_server, structure, officers): (bool, Option<&str>, bool),
     t: usize,
     devices: &[String],
     shares: &[PlannedShare],
@@ -28,7 +30,27 @@ pub(super) fn setup_steps(
     };
     let lead = devices.first().map_or("phone", String::as_str);
     let others = devices.get(1..).unwrap_or(&[]);
-    if let Some(structure) = structure {
+    if let (Some(structure), true) = (structure, officers) {
+        // Each officer registers as a user of their own (named as the device); the first
+        // invites the others by name, and they accept from their agents.
+        for d in devices {
+            push(d, SetupAction::JoinServerAs { user: d.to_owned() });
+        }
+        for d in others {
+            push(
+                d,
+                SetupAction::AcceptInvitation {
+                    owner: lead.to_owned(),
+                },
+            );
+        }
+        push(
+            lead,
+            SetupAction::StructureKeygen {
+                structure: structure.to_owned(),
+            },
+        );
+    } else if let Some(structure) = structure {
         // Every device registers and the first approves the others; they wait for the key
         // generation the first starts.
         push(lead, SetupAction::JoinServer);

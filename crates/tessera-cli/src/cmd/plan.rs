@@ -290,8 +290,13 @@ fn render_warnings(warnings: &[String]) -> String {
 fn render_plan(plan: &Plan, table: &LossTable) -> String {
     let mut out = match &plan.structure {
         Some(_) => format!(
-            "Recommended set-up: {} (the server and any one device sign)\n",
-            plan.topology
+            "Recommended set-up: {} (the server and any {} sign)\n",
+            plan.topology,
+            if plan.topology.starts_with("institutional") {
+                "two officers"
+            } else {
+                "one device"
+            }
         ),
         None => format!(
             "Recommended set-up: {} (any {} of the {} shares sign)\n",

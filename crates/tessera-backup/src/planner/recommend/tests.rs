@@ -117,6 +117,26 @@ fn check_steps(a: &Answers, plan: &Plan) {
                 );
                 joined.push(on.clone());
             }
+            SetupAction::JoinServerAs { user } => {
+                assert!(server && plan.structure.is_some(), "{a:?}: {step:?}");
+                assert!(a.institutional, "{a:?}: {step:?}");
+                assert_eq!(user, on, "{a:?}: {step:?}");
+                assert!(
+                    plan.shares[..n_devices].iter().any(|s| s.held_by == *on),
+                    "{a:?}: {step:?}"
+                );
+                joined.push(on.clone());
+            }
+            SetupAction::AcceptInvitation { owner } => {
+                assert!(plan.structure.is_some(), "{a:?}: {step:?}");
+                assert_eq!(*owner, plan.shares[0].held_by, "{a:?}: {step:?}");
+                assert!(joined.contains(on), "{a:?}: {on} accepts unregistered");
+                assert!(
+                    joined.contains(owner),
+                    "{a:?}: {owner} invites unregistered"
+                );
+                listening.push(on.clone());
+            }
             SetupAction::ApproveDevice { device } => {
                 assert!(plan.structure.is_some(), "{a:?}: {step:?}");
                 assert_eq!(*on, plan.shares[0].held_by, "{a:?}: {step:?}");
@@ -452,43 +472,100 @@ fn too_few_items_still_plans_and_warns() {
     );
 }
 
+/// Three officers with the server: a structure wallet of the server and the officers, each a
+/// user of their own, any two of them signing with the server.
 #[test]
-fn institutional_with_server_backs_both_shares_up_to_officers_and_vault() {
+fn institutional_officers_with_server_make_a_structure_wallet() {
     let a = Answers {
         institutional: true,
         ..answers(3, true, 1, false)
     };
     let plan = recommend(&a).unwrap();
-    assert_eq!(plan.topology, "institutional 2-of-2 with co-signing server");
+    assert_eq!(
+        plan.structure.as_deref(),
+        Some("and(server, threshold(2, officer-1, officer-2:officer-2, officer-3:officer-3))")
+    );
     assert_eq!(
         plan.recovery.to_string(),
-        "and(or(officer-1, threshold(2, vault, usb-1, officer-2, officer-3)), server)"
+        "and(threshold(2, or(officer-1, and(vault, usb-1)), officer-2, officer-3), server)"
     );
     let t = plan.loss_table().unwrap();
     assert_eq!(t.single_points_of_failure, vec!["server"]);
     assert!(t.fatal_single_compromises.is_empty());
     assert!(plan.holder_only_compromises.is_empty());
-    // Without the server, the officer's share survives any three losses among its holders.
+    // Officer-1 invites the others, who register as users of their own and accept.
+    let steps: Vec<(&str, &SetupAction)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.run_on.as_str(), &s.action))
+        .take(6)
+        .collect();
+    let owner = || SetupAction::AcceptInvitation {
+        owner: "officer-1".into(),
+    };
+    let user = |u: &str| SetupAction::JoinServerAs { user: u.into() };
+    assert_eq!(
+        steps,
+        vec![
+            ("officer-1", &user("officer-1")),
+            ("officer-2", &user("officer-2")),
+            ("officer-3", &user("officer-3")),
+            ("officer-2", &owner()),
+            ("officer-3", &owner()),
+            (
+                "officer-1",
+                &SetupAction::StructureKeygen {
+                    structure: plan.structure.clone().unwrap()
+                }
+            ),
+        ]
+    );
+    check_steps(&a, &plan);
+}
+
+/// Two officers with the server ("any two officers" with two is both: their 2-of-2 would stop
+/// at one lost device), or three with an escape hatch: officer-1's 2-of-2 with the server, its
+/// share backed up to the other officers and the vault.
+#[test]
+fn institutional_with_server_backs_both_shares_up_to_officers_and_vault() {
+    let a = Answers {
+        institutional: true,
+        ..answers(2, true, 1, false)
+    };
+    let plan = recommend(&a).unwrap();
+    assert_eq!(plan.topology, "institutional 2-of-2 with co-signing server");
+    assert_eq!(
+        plan.recovery.to_string(),
+        "and(or(officer-1, threshold(2, vault, usb-1, officer-2)), server)"
+    );
+    let t = plan.loss_table().unwrap();
+    assert_eq!(t.single_points_of_failure, vec!["server"]);
+    assert!(t.fatal_single_compromises.is_empty());
+    assert!(plan.holder_only_compromises.is_empty());
+    // Without the server, the officer's share survives any two losses among its holders.
     let without_server = Formula::from(plan.shares[0].backup.as_ref().unwrap());
     let officer = loss_table(&Formula::Or(vec![
         Formula::Item("officer-1".into()),
         without_server,
     ]))
     .unwrap();
-    assert!(officer.loss_tolerance() >= 3, "{officer:?}");
-    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
-    // Asked for, the escape hatch needs three of the four holders for the server's share.
-    let hatch = recommend(&Answers {
+    assert!(officer.loss_tolerance() >= 2, "{officer:?}");
+    check_steps(&a, &plan);
+    // Three officers asking for the escape hatch: three of the four holders for the server's
+    // share.
+    let hatch = Answers {
         escape_hatch: true,
-        ..a.clone()
-    })
-    .unwrap();
+        own_devices: 3,
+        ..a
+    };
+    let plan = recommend(&hatch).unwrap();
+    assert_eq!(plan.topology, "institutional 2-of-2 with co-signing server");
     assert_eq!(
-        hatch.shares[1].backup.as_ref().unwrap().to_string(),
+        plan.shares[1].backup.as_ref().unwrap().to_string(),
         "threshold(3, vault, usb-1, officer-2, officer-3)"
     );
-    assert!(hatch.warnings[0].starts_with("escape hatch: "));
-    check_steps(&a, &plan);
+    assert!(plan.warnings[0].starts_with("escape hatch: "));
+    check_steps(&hatch, &plan);
 }
 
 #[test]
@@ -583,10 +660,11 @@ fn every_answer_set_is_analysed_and_weaknesses_are_warned() {
                 }
                 // Only topologies the product has.
                 let server = a.cosigning_server || devices == 1;
-                // A person's devices with the server each hold a share of a structure wallet
-                // (but with an escape hatch, which is a 2-of-2's).
-                let structure =
-                    a.cosigning_server && devices > 1 && !a.institutional && !a.escape_hatch;
+                // A person's devices with the server each hold a share of a structure wallet,
+                // and so do three officers or more (but with an escape hatch, which is a
+                // 2-of-2's).
+                let quorum = if a.institutional { 3 } else { 2 };
+                let structure = a.cosigning_server && devices >= quorum && !a.escape_hatch;
                 assert_eq!(plan.structure.is_some(), structure, "{a:?}");
                 assert_eq!(plan.t, 2, "{a:?}");
                 assert_eq!(

@@ -40,6 +40,20 @@ fn command(step: &SetupStep) -> PlanCommand {
             format!("tessera init --server SERVER_URL --user USER --name {on}"),
             Some("SERVER_URL: the co-signing server's URL; USER: your user name on it".to_owned()),
         ),
+        SetupAction::JoinServerAs { user } => (
+            format!("tessera init --server SERVER_URL --user {user} --name {on}"),
+            Some(format!(
+                "SERVER_URL: the co-signing server's URL; {user} is this officer's own user (the \
+                 wallet's structure names it: another user name goes into the structure too)"
+            )),
+        ),
+        SetupAction::AcceptInvitation { owner } => (
+            format!("tessera listen --yes --accept-from {owner} --once"),
+            Some(format!(
+                "keep it running until {owner}'s key generation is done: it accepts {owner}'s \
+                 invitation into the wallet and takes part"
+            )),
+        ),
         SetupAction::ServerKeygen => (format!("tessera keygen --name {WALLET_PLACEHOLDER}"), None),
         SetupAction::ApproveDevice { device } => (
             "tessera device approve CODE".to_owned(),
