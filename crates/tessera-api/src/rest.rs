@@ -190,7 +190,9 @@ pub struct KeygenRequest {
     /// The wallet's name, unique for the user.
     pub name: String,
     /// The wallet's structure, e.g. `and(server, or(phone, laptop))`: `server` and the party
-    /// labels of the user's active devices. Absent: a 2-of-2 wallet.
+    /// labels of the user's active devices (another user's as `user:device`); `default`: the
+    /// server and every active device of the user, `and(server, or(…))`. Absent: a 2-of-2
+    /// wallet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structure: Option<String>,
     /// This device's fresh nonce for the run, 64 hex digits (see [`SessionCreated::nonce`]).

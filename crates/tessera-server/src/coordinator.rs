@@ -58,8 +58,13 @@ pub struct KeygenJob {
     pub requester: AuthDevice,
 }
 
+/// The structure text that asks for the user's default structure
+/// (`wallet_parties::default_structure`: the server and every active device of the user). Not a
+/// valid structure otherwise (it does not name the server).
+pub const DEFAULT_STRUCTURE: &str = "default";
+
 /// Creates the key generation of a wallet named `name` under `structure` (text, labels of the
-/// requester's devices and `server`) for `requester`, with the requester's nonce `device_nonce`.
+/// requester's devices and `server`, or [`DEFAULT_STRUCTURE`]) for `requester`, with the requester's nonce `device_nonce`.
 ///
 /// # Errors
 /// [`ApiError::BadRequest`] for a name or structure that is not valid (the resolver's reason);
@@ -74,7 +79,11 @@ pub async fn create_keygen(
 ) -> ApiResult<KeygenJob> {
     let name = crate::wallets::wallet_name(name)?;
     let mut tx = state.begin_write().await?;
-    let resolved = wallet_parties::resolve(&mut tx, &requester.user_id, structure, &[]).await?;
+    let resolved = if structure == DEFAULT_STRUCTURE {
+        wallet_parties::default_structure(&mut tx, &requester.user_id).await?
+    } else {
+        wallet_parties::resolve(&mut tx, &requester.user_id, structure, &[]).await?
+    };
     let wallet = WalletId::random();
     let wallet_id = wallet.to_string();
     wallet_parties::store(

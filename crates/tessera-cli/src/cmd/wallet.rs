@@ -20,8 +20,9 @@ pub(crate) struct KeygenArgs {
     #[arg(long)]
     name: String,
     /// The wallet's structure over `server` and your devices' party labels, e.g.
-    /// 'and(server, or(phone, laptop))'; each other device joins with `tessera listen`.
-    /// Without it: a 2-of-2 wallet of this device and the server.
+    /// 'and(server, or(phone, laptop))' (another user's device as user:device, invited), or
+    /// `default`: the server and every active device of yours; each other device joins with
+    /// `tessera listen`. Without it: a 2-of-2 wallet of this device and the server.
     #[arg(long)]
     structure: Option<String>,
     #[command(flatten)]
