@@ -653,6 +653,15 @@ pub fn acceptance_message(
     )
 }
 
+/// `POST /wallet/decline`: an invited device that has not accepted declines the key generation
+/// it was invited into: its other parties are told at once, in its name (it may not open the
+/// session's socket to tell them itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclineInvitation {
+    /// The key generation's session.
+    pub session_id: ServerSessionId,
+}
+
 /// `POST /wallet/accept`: an invited device accepts its party in another user's wallet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptWallet {

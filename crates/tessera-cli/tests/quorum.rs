@@ -171,6 +171,14 @@ fn sign(home: &Path, wallet: &str, message: &str, extra: &[&str]) -> serde_json:
     json(&ok(home, &args))
 }
 
+/// `sql` (a count, no parameter) on `server`'s database.
+async fn count_all(server: &Server, sql: &'static str) -> i64 {
+    let db = server.database().await;
+    let n: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
+    db.close().await;
+    n
+}
+
 async fn count(server: &Server, sql: &'static str, bind: &str) -> i64 {
     let db = server.database().await;
     let n: i64 = sqlx::query_scalar(sql)
@@ -1849,11 +1857,29 @@ mod through_the_sdk {
         let dave = online(&server, dirs[3].path(), "dave", "phone", None).await;
         let stored = "and(server, threshold(2, cfo, bob.phone, carol.phone))";
 
+        // Bob declines a first invitation: the key generation fails at once, naming his party
+        // (he may not open the session to say so: the server tells the others in his name).
+        let (declined, ()) = tokio::join!(
+            cfo.keygen_structure("declined", OFFICERS, |_, _| {}),
+            async {
+                let session = joinable(&bob, |s| s.wallet_name == "declined").await;
+                bob.decline(&session).await.unwrap();
+            }
+        );
+        let e = declined.unwrap_err().to_string();
+        assert!(
+            e.contains("party 2") && e.contains("declined the invitation"),
+            "{e}"
+        );
+        let declines = "SELECT COUNT(*) FROM audit_log WHERE kind = 'wallet.declined'";
+        assert_eq!(super::count_all(&server, declines).await, 1);
+
         // The key generation invites bob's and carol's phones: each is told who invites it and
         // takes part only once it accepted, with its own identity key, this very party.
+        let vault = |s: &api::JoinableSession| s.wallet_name == "vault";
         let (made, (bob_joined, carol_joined)) =
             tokio::join!(cfo.keygen_structure("vault", OFFICERS, |_, _| {}), async {
-                let session = joinable(&bob, |_| true).await;
+                let session = joinable(&bob, vault).await;
                 assert_eq!(
                     session.invitation,
                     Some(api::Invitation {
@@ -1885,7 +1911,7 @@ mod through_the_sdk {
                 );
                 let e = dave.accept_invitation(&session).await.unwrap_err();
                 assert_eq!(refused(&e).0, 404, "{e}");
-                let carol_session = joinable(&carol, |_| true).await;
+                let carol_session = joinable(&carol, vault).await;
                 tokio::join!(
                     bob.join(&session, |_, _| {}),
                     carol.join(&carol_session, |_, _| {})

@@ -358,11 +358,25 @@ impl ServerClient {
 
     /// Declines `session` (from [`Self::joinable`]): opens this device's socket in it only to
     /// tell every other party that this device will not take part, so that the session ends at
-    /// once, naming this device, instead of waiting for it.
+    /// once, naming this device, instead of waiting for it. An invitation not accepted (this
+    /// device may not open the session) is declined through `POST /wallet/decline`: the server
+    /// tells the others in this device's name.
     ///
     /// # Errors
     /// Network or server errors (a session that ended meanwhile).
     pub async fn decline(&self, session: &api::JoinableSession) -> Result<()> {
+        if session.invitation.is_some() {
+            // Not accepted, this device may not open the session: the server tells the others.
+            let _: serde_json::Value = self
+                .post(
+                    "/wallet/decline",
+                    &api::DeclineInvitation {
+                        session_id: session.session_id.clone(),
+                    },
+                )
+                .await?;
+            return Ok(());
+        }
         let me = PartyIndex::new(session.parties.me);
         let peers: Vec<PartyIndex> = session
             .parties

@@ -35,7 +35,9 @@
 //! user's `GET /wallets`, and its user's devices that are parties may read and sign with it
 //! (`db::wallets::shared`); policies, resharing and backups stay its owner's.
 //! A resharing keeps the acceptance of another user's device that stays a party; adding one
-//! that is not yet a party is refused (it is invited at key generation).
+//! that is not yet a party is refused (it is invited at key generation). A device that declines
+//! ([`decline`]) cannot open the session to say so: the server tells the session's other
+//! parties in its name, at once, and audits it (`wallet.declined`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -722,4 +724,75 @@ pub async fn accept(
     }
     tx.commit().await?;
     Ok(Json(json!({ "accepted": true, "party": party })))
+}
+
+/// `POST /wallet/decline`: the calling device, invited into another user's wallet and not
+/// having accepted, declines the key generation `session_id`: every other party whose mailbox
+/// is open gets the device's end (left: declined), so that the run fails at once naming it,
+/// instead of waiting for it until the join window ends.
+///
+/// # Errors
+/// 404 when the session is not a live key generation this device is invited into and has not
+/// accepted; database or mailbox errors.
+pub async fn decline(
+    State(state): State<AppState>,
+    me: AuthDevice,
+    ApiJson(req): ApiJson<api::DeclineInvitation>,
+) -> ApiResult<Json<serde_json::Value>> {
+    use tessera_api::session_frame::{End, EndReason, end_frame};
+    let sid = req.session_id.as_str();
+    let not_invited =
+        || ApiError::NotFound(format!("this device is not invited into a session {sid}"));
+    let session = {
+        let mut conn = state.db().acquire().await?;
+        db::sessions::open_context(&mut conn, sid, &me.device_id)
+            .await?
+            .map_err(|_| not_invited())?
+    };
+    if session.protocol != db::Protocol::Keygen
+        || !matches!(
+            session.status,
+            db::SessionStatus::Created | db::SessionStatus::Running
+        )
+    {
+        return Err(not_invited());
+    }
+    let parties = db::wallet_parties::of_wallet(state.db(), &session.wallet_id).await?;
+    let mine = parties
+        .iter()
+        .find(|p| p.device_id.as_deref() == Some(me.device_id.as_str()))
+        .filter(|p| me.user_id != session.owner_id && p.accepted.is_none())
+        .ok_or_else(not_invited)?;
+    let index = |party: i64| {
+        u8::try_from(party)
+            .map(PartyIndex::new)
+            .map_err(|_| ApiError::Internal(format!("stored party {party}")))
+    };
+    let frame = end_frame(
+        index(mine.party)?,
+        &End::new(
+            EndReason::Left,
+            "the person at this device declined the invitation",
+        ),
+    );
+    let session_id = api::ServerSessionId::new(sid.to_owned());
+    let mut told = 0;
+    for p in parties.iter().filter(|p| p.party != mine.party) {
+        let address = crate::session_link::party_address(&session_id, index(p.party)?);
+        if let Some(route) = state.mailboxes().route(&address).await?
+            && state.mailboxes().send(&route, frame.clone()).await?
+        {
+            told += 1;
+        }
+    }
+    let mut tx = state.begin_write().await?;
+    audit::append_in(
+        &mut tx,
+        "wallet.declined",
+        Subject::device(&me).wallet(&session.wallet_id),
+        json!({ "session_id": sid, "party": mine.party, "label": mine.label }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "declined": true, "told": told })))
 }

@@ -638,6 +638,7 @@ pub(crate) fn router() -> axum::Router<AppState> {
         .route("/refresh", post(refresh))
         .route("/reshare", post(crate::reshare::reshare))
         .route("/wallet/accept", post(crate::wallet_parties::accept))
+        .route("/wallet/decline", post(crate::wallet_parties::decline))
         .route("/pubkey", get(pubkey))
         .route("/wallet", get(detail))
         .route("/wallets", get(list))

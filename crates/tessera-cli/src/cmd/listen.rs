@@ -223,10 +223,6 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
                     Err(e) if args.once => return Err(e),
                     Err(e) => eprintln!("error: {}", e.message()),
                 }
-            } else if session.invitation.is_some() {
-                // Not accepted, it cannot open the session to say so: the run ends when its
-                // parties' time to join runs out.
-                println!("declined; the invitation was not accepted");
             } else {
                 match online.decline(&session).await {
                     Ok(()) => println!("declined; the other parties were told"),
