@@ -628,27 +628,41 @@ pub struct Invitation {
     pub label: String,
 }
 
-const ACCEPTANCE_CONTEXT: &[u8] = b"tessera/wallet-acceptance/v1";
+/// v2: the wallet's name is signed too (v1 signed the wallet, structure, party, label and
+/// owner, so a wallet shown under one name could have its acceptance checked under another).
+const ACCEPTANCE_CONTEXT: &[u8] = b"tessera/wallet-acceptance/v2";
 
-/// What an invited device signs to accept its party in another user's wallet: the wallet, its
-/// structure as stored, the party's index and label, and the owner's user name, so an
-/// acceptance is of exactly one party of one wallet as the device was shown it.
+/// What an invited device was shown and accepts: another user's wallet and its party in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acceptance<'a> {
+    /// The wallet's id.
+    pub wallet_id: &'a str,
+    /// The wallet's name, as its owner gave it.
+    pub wallet_name: &'a str,
+    /// Its structure, as stored.
+    pub structure: &'a str,
+    /// The device's party index.
+    pub party: u8,
+    /// The device's party label.
+    pub label: &'a str,
+    /// The owner's user name.
+    pub owner: &'a str,
+}
+
+/// What an invited device signs to accept its party in another user's wallet: the wallet's
+/// id and name, its structure as stored, the party's index and label, and the owner's user
+/// name, so an acceptance is of exactly one party of one wallet as the device was shown it.
 #[must_use]
-pub fn acceptance_message(
-    wallet_id: &str,
-    structure: &str,
-    party: u8,
-    label: &str,
-    owner: &str,
-) -> Vec<u8> {
+pub fn acceptance_message(accepted: &Acceptance<'_>) -> Vec<u8> {
     length_prefixed(
         ACCEPTANCE_CONTEXT,
         &[
-            wallet_id.as_bytes(),
-            structure.as_bytes(),
-            &[party],
-            label.as_bytes(),
-            owner.as_bytes(),
+            accepted.wallet_id.as_bytes(),
+            accepted.wallet_name.as_bytes(),
+            accepted.structure.as_bytes(),
+            &[accepted.party],
+            accepted.label.as_bytes(),
+            accepted.owner.as_bytes(),
         ],
     )
 }

@@ -393,21 +393,8 @@ async fn two_of_three_devices_on(backend: Backend) {
     }
     let public_key = made["public_key"].as_str().unwrap();
     // One device and the server are not a quorum, and no other device is online.
-    for home in [&laptop, &tablet] {
-        wait_presence(&server, &device_id(home.path()), false).await;
-    }
-    let alone = tessera_cmd(
-        phone.path(),
-        &["sign", "--wallet", "vault", "--message", "alone"],
-    )
-    .output()
-    .unwrap();
-    let err = String::from_utf8_lossy(&alone.stderr);
-    assert_eq!(alone.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("cannot sign together") && err.contains("online"),
-        "{err}"
-    );
+    let err = alone_cannot_sign(&server, phone.path(), &[laptop.path(), tablet.path()]).await;
+    assert!(err.contains("online"), "{err}");
     // The tablet asks, the laptop is asked and says yes.
     let laptop_listens = Listener::answering(laptop.path(), &["--once", "--json"], "y\n");
     let signed = sign(
@@ -550,18 +537,80 @@ async fn officers_of_three_users_sign_any_two_with_the_server_on_sqlite() {
         "{said}"
     );
     // One officer alone, nobody else online: no quorum.
-    for home in [cfo, bob] {
-        wait_presence(&server, &device_id(home.path()), false).await;
+    alone_cannot_sign(&server, carol.path(), &[cfo.path(), bob.path()]).await;
+}
+
+/// Bob's phone holds a wallet "vault" of its own, and alice invites it into her "vault": its
+/// `tessera listen` says why it cannot join and declines, so alice's key generation fails at
+/// once naming its party (not after the session's idle timeout), and bob's wallet is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_under_a_wallet_name_the_device_holds_is_declined_on_sqlite() {
+    let server = start(Backend::Sqlite);
+    let homes = [(); 2].map(|()| tempfile::tempdir().unwrap());
+    let [cfo, bob] = &homes;
+    for (home, user, name) in [(cfo, "alice", "cfo"), (bob, "bob", "phone")] {
+        ok(
+            home.path(),
+            &[
+                "init",
+                "--server",
+                &server.url,
+                "--user",
+                user,
+                "--name",
+                name,
+            ],
+        );
     }
-    let alone = tessera_cmd(
-        carol.path(),
-        &["sign", "--wallet", "vault", "--message", "alone"],
+    let own = json(&ok(bob.path(), &["keygen", "--name", "vault", "--json"]));
+    let bob_listens = Listener::start(
+        bob.path(),
+        &["--yes", "--accept-from", "alice", "--once", "--json"],
+    );
+    let started = std::time::Instant::now();
+    let invited = tessera_cmd(
+        cfo.path(),
+        &[
+            "keygen",
+            "--name",
+            "vault",
+            "--structure",
+            "and(server, cfo, bob:phone)",
+        ],
     )
     .output()
     .unwrap();
-    let err = String::from_utf8_lossy(&alone.stderr);
+    let err = String::from_utf8_lossy(&invited.stderr);
+    assert_eq!(invited.status.code(), Some(1), "{err}");
+    assert!(err.contains("declined the invitation"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{err}"
+    );
+    let said = String::from_utf8_lossy(&bob_listens.wait().stdout).to_string();
+    assert!(
+        said.contains(r#"this device has a wallet named "vault" already"#)
+            && said.contains("declined; the other parties were told"),
+        "{said}"
+    );
+    let kept = json(&ok(bob.path(), &["pubkey", "--wallet", "vault", "--json"]));
+    assert_eq!(kept["public_key"], own["public_key"]);
+    assert_eq!(kept["wallet_id"], own["wallet_id"]);
+}
+
+/// `tessera sign` of wallet `vault` on `home` once the devices of `others` are offline: it
+/// fails, saying that it and the server cannot sign together. Its error output.
+async fn alone_cannot_sign(server: &Server, home: &Path, others: &[&Path]) -> String {
+    for other in others {
+        wait_presence(server, &device_id(other), false).await;
+    }
+    let alone = tessera_cmd(home, &["sign", "--wallet", "vault", "--message", "alone"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&alone.stderr).into_owned();
     assert_eq!(alone.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot sign together"), "{err}");
+    err
 }
 
 /// Wallet `name` under `structure`, asked for by the phone, the other devices joining from
@@ -1902,6 +1951,11 @@ mod through_the_sdk {
                 forged.invitation.as_mut().unwrap().owner = "mallory".into();
                 let e = bob.accept_invitation(&forged).await.unwrap_err();
                 assert_eq!(refused(&e).0, 401, "{e}");
+                // Nor does an acceptance of the wallet under another name than its owner gave.
+                let mut renamed = session.clone();
+                renamed.wallet_name = "petty-cash".into();
+                let e = bob.accept_invitation(&renamed).await.unwrap_err();
+                assert_eq!(refused(&e).0, 401, "{e}");
                 // Dave, not invited, sees nothing and is told nothing about the wallet.
                 assert!(
                     dave.joinable_wait(Duration::from_secs(1))
@@ -2008,6 +2062,73 @@ mod through_the_sdk {
         sign_together(&carol, ("cfo", &cfo), "after the resharing")
             .await
             .unwrap();
+
+        // Bob revokes his phone (his only device): a resharing that keeps it is refused, and
+        // says that it is another user's device gone, not one of the owner's.
+        let bob_id = bob.config().device_id.clone();
+        bob.revoke_device(&bob_id, true).await.unwrap();
+        let keep_bob = ReshareChange {
+            structure: Some(stored.into()),
+            ..ReshareChange::default()
+        };
+        let e = cfo.reshare("vault", &keep_bob, |_| {}).await.unwrap_err();
+        let (status, text) = refused(&e);
+        assert_eq!(status, 400, "{text}");
+        assert!(
+            text.contains("\"bob.phone\" is another user's device that is no longer active"),
+            "{text}"
+        );
+    }
+
+    /// An invited device that declines before the requester opened its socket: the decline
+    /// ends the session in the database (not only in the mailboxes open at that moment), so
+    /// the requester's socket is refused at once, with the reason, instead of waiting for the
+    /// device until the session's idle timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decline_before_the_requester_came_ends_the_session_on_sqlite() {
+        tessera_client::tls::install_crypto_provider();
+        let server = start(Backend::Sqlite);
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let cfo = online(&server, dirs[0].path(), "alice", "cfo", None).await;
+        let bob = online(&server, dirs[1].path(), "bob", "phone", None).await;
+        // The requester's session is made, its socket not opened (as when its app is slow).
+        let created: api::SessionCreated = reqwest::Client::new()
+            .post(format!("{}/keygen", server.url))
+            .bearer_auth(cfo.client().token().unwrap())
+            .json(&api::KeygenRequest {
+                name: "late".into(),
+                structure: Some("and(server, or(cfo, bob:phone))".into()),
+                device_nonce: Some(hex::encode([7u8; 32])),
+            })
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sid = created.session_id.as_str().to_owned();
+        let session = joinable(&bob, |s| s.wallet_name == "late").await;
+        bob.decline(&session).await.unwrap();
+        // (Recorded by the decline, or by the server's run that heard it: both name it.)
+        let detail = "SELECT COUNT(*) FROM sessions WHERE id = $1 AND status = 'failed' \
+                      AND detail LIKE 'party _ %declined the invitation%'";
+        assert_eq!(super::count(&server, detail, &sid).await, 1);
+        let request = ws_request(&server.url, cfo.client().token().unwrap(), &sid);
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 410);
+                let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default())
+                    .into_owned();
+                assert!(body.contains("declined the invitation"), "{body}");
+            }
+            Ok(_) => panic!("the requester's socket opened in a declined session"),
+            Err(e) => panic!("{e}"),
+        }
+        // Declining twice says the session is not one to decline any more.
+        let e = bob.decline(&session).await.unwrap_err();
+        assert_eq!(refused(&e).0, 404, "{e}");
     }
 
     /// On PostgreSQL (the same queries run on SQLite in

@@ -310,8 +310,8 @@ impl ServerClient {
     }
 
     /// Accepts this device's party in another user's wallet, the invitation `session` carries
-    /// (from [`Self::joinable`]): signs `api::acceptance_message` over the wallet, its structure
-    /// and this device's party as listed, and the inviting user's name, so that the server lets
+    /// (from [`Self::joinable`]): signs `api::acceptance_message` over the wallet (id and name),
+    /// its structure and this device's party as listed, and the inviting user's name, so that the server lets
     /// this device take part. Nothing to do without an invitation.
     ///
     /// # Errors
@@ -337,13 +337,14 @@ impl ServerClient {
                 invitation.label, mine.label
             )));
         }
-        let message = api::acceptance_message(
-            session.wallet_id.as_str(),
-            &parties.structure,
-            parties.me,
-            &invitation.label,
-            &invitation.owner,
-        );
+        let message = api::acceptance_message(&api::Acceptance {
+            wallet_id: session.wallet_id.as_str(),
+            wallet_name: &session.wallet_name,
+            structure: &parties.structure,
+            party: parties.me,
+            label: &invitation.label,
+            owner: &invitation.owner,
+        });
         let _: serde_json::Value = self
             .post(
                 "/wallet/accept",

@@ -195,8 +195,9 @@ pub async fn run_keygen(state: &AppState, job: &KeygenJob, appear_within: Durati
             Err(e) => return failed(state, job, SessionStatus::Failed, &e.to_string(), None).await,
         };
     let peers = session.peers();
-    let mut link = match MailboxLink::open(
+    let mut link = match MailboxLink::open_checking(
         state.mailboxes(),
+        Some(state.db()),
         &job.session_id,
         server,
         &peers,
@@ -205,6 +206,14 @@ pub async fn run_keygen(state: &AppState, job: &KeygenJob, appear_within: Durati
     .await
     {
         Ok(link) => link,
+        // Ended from outside its parties (an invited device declined): the end is recorded.
+        Err(LinkError::Ended(reason)) => {
+            return KeygenEnd::Failed {
+                status: SessionStatus::Failed,
+                reason,
+                party: None,
+            };
+        }
         Err(e) => {
             return failed(state, job, open_failure(&e), &e.to_string(), e.party()).await;
         }
@@ -979,16 +988,12 @@ async fn joinable_now(state: &AppState, me: &AuthDevice) -> ApiResult<Vec<api::J
         let (owner_id, owner) = &session.owner;
         let mut invitation = None;
         if *owner_id != me.user_id {
-            let stored = db::wallet_parties::of_wallet(state.db(), &session.wallet_id).await?;
-            let mine = stored
-                .iter()
-                .find(|p| p.device_id.as_deref() == Some(me.device_id.as_str()));
-            match mine {
-                Some(p) if p.accepted.is_some() => {}
-                Some(p) => {
+            match &session.mine {
+                Some((_, Some(_accepted_at))) => {}
+                Some((label, None)) => {
                     invitation = Some(api::Invitation {
                         owner: owner.clone(),
-                        label: p.label.clone(),
+                        label: label.clone(),
                     });
                 }
                 // A resharing's new party: this build does not invite one (`crate::reshare`).

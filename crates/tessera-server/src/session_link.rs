@@ -28,7 +28,12 @@
 //! only if no end (its own, or the one that made it leave) arrives within [`GONE_GRACE`].
 //! A link still looking for its peers ([`MailboxLink::open`]) reads its mailbox meanwhile: a
 //! peer that opened its mailbox and ended before this party found it stops the run at once,
-//! with its reason.
+//! with its reason. A session ended from outside its parties — an invited device that declined
+//! (`wallet_parties::decline`) records the end, then tells the mailboxes open at that moment —
+//! is found by a link that looks for a peer longer than [`END_CHECK_AFTER`]: it reads the
+//! session's row every [`END_CHECK_EVERY`] ([`MailboxLink::open_checking`],
+//! `session_pump::Pump::open_checking`), and stops with [`LinkError::Ended`], so that a party
+//! whose mailbox opened after the telling does not wait for the device until `appear_within`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -61,6 +66,13 @@ pub const MAX_SESSION_ID: usize = 128;
 /// The first and the longest pause between two look-ups of a peer's mailbox that is not open yet.
 const LOOKUP_FIRST: Duration = Duration::from_millis(20);
 const LOOKUP_LONGEST: Duration = Duration::from_millis(500);
+
+/// How long a link looks for a missing peer before it first reads whether the session ended
+/// from outside its parties (peers that come at all come well within it).
+pub const END_CHECK_AFTER: Duration = Duration::from_millis(200);
+
+/// How often it reads it again while the peer is still missing.
+pub const END_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// The mailbox of party `party` of session `session`.
 #[must_use]
@@ -102,6 +114,10 @@ pub enum LinkError {
     /// The mailboxes failed (the database).
     #[error("the mailboxes failed: {}", detail(.0))]
     Mailboxes(#[from] ApiError),
+    /// The session ended from outside its parties while this party looked for its peers (the
+    /// reason recorded with its end).
+    #[error("the session ended: {0}")]
+    Ended(String),
 }
 
 impl From<Fault> for LinkError {
@@ -128,7 +144,10 @@ impl LinkError {
         match self {
             LinkError::NeverAppeared { party, .. } | LinkError::Gone { party, .. } => Some(*party),
             LinkError::Peer(fault) => fault.party(),
-            LinkError::Closed(_) | LinkError::Invalid(_) | LinkError::Mailboxes(_) => None,
+            LinkError::Closed(_)
+            | LinkError::Invalid(_)
+            | LinkError::Mailboxes(_)
+            | LinkError::Ended(_) => None,
         }
     }
 }
@@ -205,11 +224,14 @@ pub(crate) async fn open_session_box(
     me: PartyIndex,
     peers: &[PartyIndex],
     appear_within: Duration,
+    sessions: Option<&sqlx::AnyPool>,
 ) -> Result<Opened, LinkError> {
     check_session_id(session)?;
     let peers = Peers::new(me, peers)?;
     let mut inbox = boxes.open(&party_address(session, me)).await?;
-    let deadline = Instant::now() + appear_within;
+    let start = Instant::now();
+    let deadline = start + appear_within;
+    let mut next_check = start + END_CHECK_AFTER;
     let mut routes = BTreeMap::new();
     let mut early = VecDeque::new();
     let mut early_bytes = 0;
@@ -225,6 +247,14 @@ pub(crate) async fn open_session_box(
                 break;
             }
             let now = Instant::now();
+            if let Some(db) = sessions
+                && now >= next_check
+            {
+                next_check = now + END_CHECK_EVERY;
+                if let Some(reason) = ended_outside(db, session).await? {
+                    return Err(LinkError::Ended(reason));
+                }
+            }
             if now >= deadline {
                 let error = LinkError::NeverAppeared {
                     party,
@@ -295,6 +325,21 @@ pub(crate) async fn open_session_box(
     })
 }
 
+/// The reason session `session` ended with, if its row says it is no longer live.
+async fn ended_outside(
+    db: &sqlx::AnyPool,
+    session: &ServerSessionId,
+) -> Result<Option<String>, LinkError> {
+    use crate::db::SessionStatus;
+    let end = crate::db::sessions::end_of(db, session.as_str())
+        .await
+        .map_err(|e| LinkError::Mailboxes(e.into()))?;
+    Ok(match end {
+        Some((SessionStatus::Created | SessionStatus::Running, _)) | None => None,
+        Some((status, detail)) => Some(detail.unwrap_or_else(|| format!("it is {status}"))),
+    })
+}
+
 impl MailboxLink {
     /// Opens party `me`'s mailbox of `session` on `boxes`, then finds each of `peers`' mailboxes
     /// (a peer may open its own a little later: each is looked up again until `appear_within`
@@ -312,13 +357,29 @@ impl MailboxLink {
         peers: &[PartyIndex],
         appear_within: Duration,
     ) -> Result<Self, LinkError> {
+        Self::open_checking(boxes, None, session, me, peers, appear_within).await
+    }
+
+    /// [`Self::open`], reading from `sessions` (the database) whether the session ended from
+    /// outside its parties while a peer is missing (module documentation).
+    ///
+    /// # Errors
+    /// As [`Self::open`]; [`LinkError::Ended`] with the reason recorded.
+    pub async fn open_checking(
+        boxes: &Mailboxes,
+        sessions: Option<&sqlx::AnyPool>,
+        session: &ServerSessionId,
+        me: PartyIndex,
+        peers: &[PartyIndex],
+        appear_within: Duration,
+    ) -> Result<Self, LinkError> {
         let Opened {
             inbox,
             peers,
             routes,
             early,
             ended,
-        } = open_session_box(boxes, session, me, peers, appear_within).await?;
+        } = open_session_box(boxes, session, me, peers, appear_within, sessions).await?;
         let mut link = MailboxLink {
             boxes: boxes.clone(),
             inbox,

@@ -88,13 +88,30 @@ impl<'a> Pump<'a> {
         peers: &[PartyIndex],
         appear_within: Duration,
     ) -> Result<Pump<'a>, LinkError> {
+        Self::open_checking(boxes, None, session, me, peers, appear_within).await
+    }
+
+    /// [`Self::open`], reading from `sessions` (the database) whether the session ended from
+    /// outside its parties while a peer is missing
+    /// ([`crate::session_link::MailboxLink::open_checking`]).
+    ///
+    /// # Errors
+    /// As [`Self::open`]; [`LinkError::Ended`] with the reason recorded.
+    pub async fn open_checking(
+        boxes: &'a Mailboxes,
+        sessions: Option<&sqlx::AnyPool>,
+        session: &ServerSessionId,
+        me: PartyIndex,
+        peers: &[PartyIndex],
+        appear_within: Duration,
+    ) -> Result<Pump<'a>, LinkError> {
         let Opened {
             inbox,
             peers,
             routes,
             early,
             ended,
-        } = open_session_box(boxes, session, me, peers, appear_within).await?;
+        } = open_session_box(boxes, session, me, peers, appear_within, sessions).await?;
         Ok(Pump {
             boxes,
             me,

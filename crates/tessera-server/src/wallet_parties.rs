@@ -27,7 +27,7 @@
 //!
 //! Invitations ([`accept`]): another user's device learns of the wallet when a session of it
 //! waits for the device (`GET /sessions/joinable` says who invites it,
-//! `api::Invitation`). It accepts by signing `api::acceptance_message` (the wallet, its
+//! `api::Invitation`). It accepts by signing `api::acceptance_message` (the wallet's id and name, its
 //! structure as stored, its party's index and label, the owner's name) with its identity key;
 //! the server verifies the signature against the registry, records it
 //! (`wallet_parties.acceptance`) and audits it (`wallet.accepted`). Until then the device
@@ -134,7 +134,8 @@ impl ResolvedStructure {
 }
 
 /// Why a structure's labels do not resolve to parties. Every variant but
-/// [`ResolveError::Database`] is the request's fault (400, with this message).
+/// [`ResolveError::Database`] and [`ResolveError::StoredParty`] is the request's fault (400,
+/// with this message).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResolveError {
@@ -271,6 +272,19 @@ pub enum ResolveError {
         /// Its name.
         name: String,
     },
+    /// Another user's device kept from the wallet being reshared is no longer active.
+    #[error(
+        "{label:?} is another user's device that is no longer active (revoked); give the new \
+         structure without it"
+    )]
+    InvitedDeviceGone {
+        /// Its party label (`user.device`).
+        label: String,
+    },
+    /// A stored party of the wallet is not what its kind says (a server error, not the
+    /// request's).
+    #[error("stored wallet party {0:?} has no device or no user")]
+    StoredParty(String),
     /// Reading the devices failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -280,6 +294,7 @@ impl From<ResolveError> for ApiError {
     fn from(e: ResolveError) -> Self {
         match e {
             ResolveError::Database(e) => e.into(),
+            e @ ResolveError::StoredParty(_) => ApiError::Internal(e.to_string()),
             other => ApiError::BadRequest(other.to_string()),
         }
     }
@@ -512,7 +527,7 @@ async fn kept_invited(
     kept: &db::wallet_parties::StoredParty,
 ) -> Result<Member, ResolveError> {
     let (Some(device_id), Some(user_id)) = (&kept.device_id, &kept.user_id) else {
-        return Err(ResolveError::NoActiveDevice);
+        return Err(ResolveError::StoredParty(label.to_owned()));
     };
     match db::devices::standing(&mut *conn, device_id).await? {
         Some((DeviceStatus::Active, _)) => Ok(Member::Device {
@@ -521,10 +536,8 @@ async fn kept_invited(
             name: label.to_owned(),
             invited: true,
         }),
-        standing => Err(ResolveError::DeviceNotActive {
+        _ => Err(ResolveError::InvitedDeviceGone {
             label: label.to_owned(),
-            name: label.to_owned(),
-            status: standing.map_or(DeviceStatus::Revoked, |(s, _)| s),
         }),
     }
 }
@@ -698,7 +711,14 @@ pub async fn accept(
     let owner = db::devices::user_name(state.db(), &wallet.user_id)
         .await?
         .ok_or_else(|| ApiError::Internal("a wallet without its owner".into()))?;
-    let message = api::acceptance_message(&wallet.id, structure, party, &mine.label, &owner);
+    let message = api::acceptance_message(&api::Acceptance {
+        wallet_id: &wallet.id,
+        wallet_name: &wallet.name,
+        structure,
+        party,
+        label: &mine.label,
+        owner: &owner,
+    });
     crate::registry::verify_device_signature(&state, &me.device_id, &message, &req.signature)
         .await?;
     if mine.accepted.is_some() {
@@ -775,6 +795,24 @@ pub async fn decline(
             "the person at this device declined the invitation",
         ),
     );
+    // The end is recorded first, then the parties whose mailbox is open are told: a party
+    // that opens its mailbox after the telling finds the session ended (the server's run
+    // checks once its mailbox is open, `coordinator::run_keygen`; a device's socket is refused
+    // with the recorded reason, `ws`), so that nobody waits for this device.
+    let detail = format!(
+        "party {} ({:?}) left: the person at this device declined the invitation",
+        mine.party, mine.label
+    );
+    let mut tx = state.begin_write().await?;
+    db::sessions::end_if_live(&mut *tx, sid, db::SessionStatus::Failed, &detail, now()).await?;
+    audit::append_in(
+        &mut tx,
+        "wallet.declined",
+        Subject::device(&me).wallet(&session.wallet_id),
+        json!({ "session_id": sid, "party": mine.party, "label": mine.label }),
+    )
+    .await?;
+    tx.commit().await?;
     let session_id = api::ServerSessionId::new(sid.to_owned());
     let mut told = 0;
     for p in parties.iter().filter(|p| p.party != mine.party) {
@@ -785,14 +823,5 @@ pub async fn decline(
             told += 1;
         }
     }
-    let mut tx = state.begin_write().await?;
-    audit::append_in(
-        &mut tx,
-        "wallet.declined",
-        Subject::device(&me).wallet(&session.wallet_id),
-        json!({ "session_id": sid, "party": mine.party, "label": mine.label }),
-    )
-    .await?;
-    tx.commit().await?;
     Ok(Json(json!({ "declined": true, "told": told })))
 }

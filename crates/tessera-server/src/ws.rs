@@ -239,10 +239,14 @@ async fn party_of(
         session.status,
         SessionStatus::Created | SessionStatus::Running
     ) {
-        return Err(ApiError::Gone(format!(
-            "session is {}; start a new one",
-            session.status
-        )));
+        // Say why, as recorded (e.g. an invited device declined: `wallet_parties::decline`).
+        let detail = db::sessions::end_of(&mut *conn, session_id)
+            .await?
+            .and_then(|(_, detail)| detail);
+        return Err(ApiError::Gone(match detail {
+            Some(why) => format!("session is {} ({why}); start a new one", session.status),
+            None => format!("session is {}; start a new one", session.status),
+        }));
     }
     let idle = state.config().session_idle_timeout.as_secs() as i64;
     // A running session's last_message_at is when it was claimed; a created one may wait for
@@ -386,14 +390,23 @@ async fn pump_party(
 ) {
     use crate::session_link::LinkError;
     let idle = state.config().session_idle_timeout;
-    match crate::session_pump::Pump::open(state.mailboxes(), &session, me, &peers, idle).await {
+    let opened = crate::session_pump::Pump::open_checking(
+        state.mailboxes(),
+        Some(state.db()),
+        &session,
+        me,
+        &peers,
+        idle,
+    )
+    .await;
+    match opened {
         Ok(pump) => {
             let ended = pump.run(&mut socket, idle).await;
             tracing::debug!(session_id = %session, party = %me, ?ended, "a device's socket in a session of parties ended");
         }
         Err(e) => {
             let code = match &e {
-                LinkError::NeverAppeared { .. } => CLOSE_EXPIRED,
+                LinkError::NeverAppeared { .. } | LinkError::Ended(_) => CLOSE_EXPIRED,
                 LinkError::Mailboxes(ApiError::Conflict(_)) => CLOSE_CONFLICT,
                 LinkError::Mailboxes(_) | LinkError::Closed(_) => CLOSE_INTERNAL,
                 LinkError::Gone { .. } | LinkError::Peer(_) | LinkError::Invalid(_) => {

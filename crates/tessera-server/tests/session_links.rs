@@ -693,6 +693,81 @@ async fn a_peer_that_never_opens_its_mailbox_is_named() {
     assert_eq!(state.mailboxes().held(), 1);
 }
 
+/// A session ended from outside its parties (an invited device declined: the end is recorded,
+/// then the mailboxes open at that moment are told) stops a link that is still looking for a
+/// missing peer, with the reason recorded, long before its wait ends; a link that does not read
+/// the sessions keeps waiting.
+#[tokio::test]
+async fn a_session_ended_outside_its_parties_stops_a_link_looking_for_its_peers() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let state = sqlite(&dir).await;
+    let sid = new_session();
+    // The session's row, written from outside as another replica would (its device and
+    // wallet are not this test's business: this connection does not enforce foreign keys).
+    let url = format!("sqlite://{}", dir.path().join("data/tessera.db").display());
+    let mut outside = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("PRAGMA foreign_keys = OFF")
+        .execute(&mut outside)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, \
+         created_at, last_message_at) VALUES ($1, 'd', 'w', 'keygen', 'running', $2, '{}', 0, 0, 0)",
+    )
+    .bind(sid.as_str())
+    .bind(vec![0u8; 32])
+    .execute(&mut outside)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let peers = [p(1)];
+    let checking = MailboxLink::open_checking(
+        state.mailboxes(),
+        Some(state.db()),
+        &sid,
+        p(0),
+        &peers,
+        APPEAR,
+    );
+    let blind_sid = new_session();
+    let blind = MailboxLink::open(state.mailboxes(), &blind_sid, p(0), &peers, APPEAR);
+    let end = async {
+        // Running, and missing its peer, past the first checks: still waiting.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        sqlx::query(
+            "UPDATE sessions SET status = 'failed', \
+             detail = 'party 1 (\"bob.phone\") left: declined' WHERE id = $1",
+        )
+        .bind(sid.as_str())
+        .execute(&mut outside)
+        .await
+        .unwrap();
+    };
+    let (checked, ()) = tokio::join!(checking, end);
+    let e = checked.err().unwrap();
+    assert!(
+        matches!(&e, LinkError::Ended(why) if why == "party 1 (\"bob.phone\") left: declined"),
+        "{e}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.party(), None);
+    // Its own mailbox is closed again.
+    let own = state.mailboxes().route(&party_address(&sid, p(0))).await;
+    assert!(own.unwrap().is_none());
+    // Without the check (and without a row), a link waits for its peer.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), blind)
+            .await
+            .is_err()
+    );
+}
+
 #[test]
 fn frames_round_trip_and_every_field_is_checked() {
     let bodies = [

@@ -171,6 +171,24 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
                 }
             };
             println!("request: {described}");
+            // A key generation of a wallet whose name this device holds already cannot be
+            // stored here (`Online::join` refuses it before anything runs): the others are told
+            // at once instead of waiting for this device.
+            if session.protocol == "keygen" && online.device().has_wallet(&session.wallet_name)? {
+                println!(
+                    "this device has a wallet named {:?} already and cannot hold a share of \
+                     another one under that name: declining",
+                    session.wallet_name
+                );
+                match online.decline(&session).await {
+                    Ok(()) => println!("declined; the other parties were told"),
+                    Err(e) => eprintln!("declined, but the others could not be told: {e}"),
+                }
+                if args.once {
+                    return Ok(());
+                }
+                continue;
+            }
             // `--yes` covers key generations and resharings of this user's wallets, and
             // invitations of the users `--accept-from` names; a signature is always asked.
             let covered = session

@@ -349,6 +349,46 @@ pub async fn record_end(
     Ok(())
 }
 
+/// Ends `session_id` with `status` and `detail` if it is still live (created or running), as
+/// [`record_end`] does; returns whether it did (a session that ended meanwhile keeps its end).
+///
+/// # Errors
+/// A database error.
+pub async fn end_if_live(
+    db: impl AnyExecutor<'_>,
+    session_id: &str,
+    status: SessionStatus,
+    detail: &str,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    let ended = sqlx::query(
+        "UPDATE sessions SET status = $1, detail = $2, last_message_at = $3 \
+         WHERE id = $4 AND status IN ('created', 'running')",
+    )
+    .bind(status)
+    .bind(detail)
+    .bind(at)
+    .bind(session_id)
+    .execute(db)
+    .await?;
+    Ok(ended.rows_affected() == 1)
+}
+
+/// The status of `session_id` and the detail recorded with its end (none while it is live or
+/// when the session does not exist).
+///
+/// # Errors
+/// A database error.
+pub async fn end_of(
+    db: impl AnyExecutor<'_>,
+    session_id: &str,
+) -> Result<Option<(SessionStatus, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, detail FROM sessions WHERE id = $1")
+        .bind(session_id)
+        .fetch_optional(db)
+        .await
+}
+
 /// The device that created `session_id`.
 ///
 /// # Errors

@@ -461,6 +461,10 @@ pub struct Joinable {
     pub structure: String,
     /// The wallet's owner: its user id and name.
     pub owner: (String, String),
+    /// The calling device's party of the wallet: its label, and when it accepted (another
+    /// user's wallet; `None`: not accepted). `None` for a device that is not one of the
+    /// wallet's parties (one joining it by this resharing).
+    pub mine: Option<(String, Option<i64>)>,
 }
 
 /// The sessions of structure wallets, created since `since`, that another device started and
@@ -490,9 +494,12 @@ pub async fn joinable(
         String,
         String,
         String,
+        Option<String>,
+        Option<i64>,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params, w.structure, w.user_id, u.name \
+        "SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params, w.structure, w.user_id, u.name, \
+         p.label, p.accepted_at \
          FROM sessions s JOIN wallets w ON w.id = s.wallet_id JOIN users u ON u.id = w.user_id \
          JOIN wallet_parties p ON p.wallet_id = s.wallet_id AND p.device_id = $1 \
          JOIN devices d ON d.id = s.device_id \
@@ -500,13 +507,15 @@ pub async fn joinable(
          AND ((s.protocol = 'keygen' AND s.status IN ('created', 'running')) \
          OR (s.protocol = 'sign' AND s.status = 'running')) \
          UNION ALL \
-         SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params, w.structure, w.user_id, u.name \
+         SELECT s.id, s.wallet_id, w.name, s.protocol, s.nonce, s.epoch, d.name, s.created_at, s.params, w.structure, w.user_id, u.name, \
+         q.label, q.accepted_at \
          FROM sessions s JOIN wallets w ON w.id = s.wallet_id JOIN users u ON u.id = w.user_id \
          JOIN devices d ON d.id = s.device_id \
+         LEFT JOIN wallet_parties q ON q.wallet_id = w.id AND q.device_id = $1 \
          WHERE w.structure IS NOT NULL AND s.device_id <> $1 AND s.created_at >= $2 \
          AND s.protocol = 'reshare' AND s.status IN ('created', 'running') \
          AND (w.user_id = (SELECT user_id FROM devices WHERE id = $1) \
-         OR EXISTS (SELECT 1 FROM wallet_parties q WHERE q.wallet_id = w.id AND q.device_id = $1)) \
+         OR q.device_id IS NOT NULL) \
          ORDER BY 8, 1",
     )
     .bind(device_id)
@@ -529,6 +538,8 @@ pub async fn joinable(
                 structure,
                 owner_id,
                 owner_name,
+                label,
+                accepted_at,
             )| Joinable {
                 session_id,
                 wallet_id,
@@ -541,6 +552,7 @@ pub async fn joinable(
                 params,
                 structure,
                 owner: (owner_id, owner_name),
+                mine: label.map(|label| (label, accepted_at)),
             },
         )
         .collect())
