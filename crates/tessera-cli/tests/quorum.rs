@@ -2083,24 +2083,28 @@ mod through_the_sdk {
     /// An invited device that declines before the requester opened its socket: the decline
     /// ends the session in the database (not only in the mailboxes open at that moment), so
     /// the requester's socket is refused at once, with the reason, instead of waiting for the
-    /// device until the session's idle timeout.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_decline_before_the_requester_came_ends_the_session_on_sqlite() {
+    /// device until the session's idle timeout; and the wallet that was never made gives its
+    /// name back.
+    async fn a_decline_before_the_requester_came_ends_the_session_on(backend: Backend) {
         tessera_client::tls::install_crypto_provider();
-        let server = start(Backend::Sqlite);
+        let server = start(backend);
         let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
         let cfo = online(&server, dirs[0].path(), "alice", "cfo", None).await;
         let bob = online(&server, dirs[1].path(), "bob", "phone", None).await;
         // The requester's session is made, its socket not opened (as when its app is slow).
-        let created: api::SessionCreated = reqwest::Client::new()
-            .post(format!("{}/keygen", server.url))
-            .bearer_auth(cfo.client().token().unwrap())
-            .json(&api::KeygenRequest {
-                name: "late".into(),
-                structure: Some("and(server, or(cfo, bob:phone))".into()),
-                device_nonce: Some(hex::encode([7u8; 32])),
-            })
-            .send()
+        let structure = "and(server, or(cfo, bob:phone))";
+        let post_keygen = || {
+            reqwest::Client::new()
+                .post(format!("{}/keygen", server.url))
+                .bearer_auth(cfo.client().token().unwrap())
+                .json(&api::KeygenRequest {
+                    name: "late".into(),
+                    structure: Some(structure.into()),
+                    device_nonce: Some(hex::encode([7u8; 32])),
+                })
+                .send()
+        };
+        let created: api::SessionCreated = post_keygen()
             .await
             .unwrap()
             .error_for_status()
@@ -2109,6 +2113,8 @@ mod through_the_sdk {
             .await
             .unwrap();
         let sid = created.session_id.as_str().to_owned();
+        // While its key generation is live, the name is taken.
+        assert_eq!(post_keygen().await.unwrap().status().as_u16(), 409);
         let session = joinable(&bob, |s| s.wallet_name == "late").await;
         bob.decline(&session).await.unwrap();
         // (Recorded by the decline, or by the server's run that heard it: both name it.)
@@ -2129,6 +2135,34 @@ mod through_the_sdk {
         // Declining twice says the session is not one to decline any more.
         let e = bob.decline(&session).await.unwrap_err();
         assert_eq!(refused(&e).0, 404, "{e}");
+        // The wallet that was never made gives its name back: made again, bob accepting.
+        let (made, joined) =
+            tokio::join!(cfo.keygen_structure("late", structure, |_, _| {}), async {
+                let session = joinable(&bob, |s| s.wallet_name == "late").await;
+                bob.join(&session, |_, _| {}).await
+            });
+        let Joined::Wallet(share) = joined.unwrap() else {
+            panic!("not a wallet")
+        };
+        assert_eq!(share.public_key(), made.unwrap().public_key());
+        let discarded = "SELECT COUNT(*) FROM audit_log WHERE kind = 'wallet.discarded' \
+                         AND wallet_id = $1";
+        assert_eq!(
+            super::count(&server, discarded, created.wallet_id.as_ref()).await,
+            1
+        );
+        let named = "SELECT COUNT(*) FROM wallets WHERE name = $1";
+        assert_eq!(super::count(&server, named, "late").await, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decline_before_the_requester_came_ends_the_session_on_sqlite() {
+        a_decline_before_the_requester_came_ends_the_session_on(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decline_before_the_requester_came_ends_the_session_on_postgres() {
+        a_decline_before_the_requester_came_ends_the_session_on(Backend::Postgres).await;
     }
 
     /// On PostgreSQL (the same queries run on SQLite in

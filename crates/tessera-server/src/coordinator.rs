@@ -79,6 +79,7 @@ pub async fn create_keygen(
 ) -> ApiResult<KeygenJob> {
     let name = crate::wallets::wallet_name(name)?;
     let mut tx = state.begin_write().await?;
+    wallet_parties::discard_unmade(state, &mut tx, requester, name).await?;
     let resolved = if structure == DEFAULT_STRUCTURE {
         wallet_parties::default_structure(&mut tx, &requester.user_id).await?
     } else {

@@ -614,6 +614,39 @@ pub async fn default_structure(
     resolve(conn, owner_id, &text, &[]).await
 }
 
+/// Gives back the name `name` of `me`'s user when it belongs to a structure wallet whose key
+/// generation never completed (a party declined or never came) and is over: that wallet has no
+/// key, share, policy or backup, and is deleted with its parties, in `tx`, audited as
+/// `wallet.discarded`. A key generation still live (or heard of within twice the session idle
+/// timeout) keeps its name.
+///
+/// # Errors
+/// A database error.
+pub async fn discard_unmade(
+    state: &AppState,
+    tx: &mut WriteTx,
+    me: &AuthDevice,
+    name: &str,
+) -> ApiResult<()> {
+    let idle = state.config().session_idle_timeout.as_secs() as i64;
+    let live_since = now() - 2 * idle;
+    if let Some(unmade) =
+        db::wallet_parties::forget_unmade(tx, &me.user_id, name, live_since).await?
+    {
+        audit::append_in(
+            tx,
+            "wallet.discarded",
+            Subject::device(me).wallet(&unmade),
+            json!({
+                "name": name,
+                "reason": "its key generation never completed; the name is used again",
+            }),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// A structure wallet to store ([`store`]).
 pub struct NewWallet<'a> {
     /// Hex id.

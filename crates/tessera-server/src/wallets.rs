@@ -146,6 +146,7 @@ pub async fn keygen(
             .map(Json);
     }
     let mut tx = state.begin_write().await?;
+    crate::wallet_parties::discard_unmade(&state, &mut tx, &me, name).await?;
     let taken = db::wallets::name_taken(&mut *tx, &me.user_id, name).await?;
     if taken {
         return Err(ApiError::Conflict(format!(

@@ -40,6 +40,50 @@ pub struct NewParty<'a> {
     pub device: Option<(&'a str, &'a str)>,
 }
 
+/// Deletes the structure wallet `name` of `user_id` whose key generation never completed and
+/// is over (no session of it live: created or running, and heard of since `live_since`), so
+/// that the name can be made again: its parties and pending changes go with it (a wallet
+/// without a key has no share, policy or backup). Returns its id.
+///
+/// # Errors
+/// A database error.
+pub async fn forget_unmade(
+    tx: &mut WriteTx,
+    user_id: &str,
+    name: &str,
+    live_since: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let unmade: Option<(String,)> = sqlx::query_as(
+        "SELECT w.id FROM wallets w WHERE w.user_id = $1 AND w.name = $2 \
+         AND w.public_key IS NULL AND w.structure IS NOT NULL AND NOT EXISTS \
+         (SELECT 1 FROM sessions s WHERE s.wallet_id = w.id \
+          AND s.status IN ('created', 'running') AND s.last_message_at >= $3)",
+    )
+    .bind(user_id)
+    .bind(name)
+    .bind(live_since)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((wallet_id,)) = unmade else {
+        return Ok(None);
+    };
+    for delete in [
+        "DELETE FROM wallet_changes WHERE wallet_id = $1",
+        "DELETE FROM wallet_parties WHERE wallet_id = $1",
+    ] {
+        sqlx::query(delete)
+            .bind(&wallet_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    // (Another transaction may have discarded it meanwhile: then this one did not.)
+    let deleted = sqlx::query("DELETE FROM wallets WHERE id = $1 AND public_key IS NULL")
+        .bind(&wallet_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok((deleted.rows_affected() == 1).then_some(wallet_id))
+}
+
 /// Stores a structure wallet and its parties in `tx` (the caller commits, or drops `tx` and
 /// nothing is stored).
 ///
