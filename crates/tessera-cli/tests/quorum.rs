@@ -2063,6 +2063,54 @@ mod through_the_sdk {
             .await
             .unwrap();
 
+        // The policy is the owner's: once alice requires approvals, carol's request waits for
+        // one by a device of alice's (the owner's), not by bob's, a co-signer of another user,
+        // and carol does not see it among her own approvals either.
+        let strict = api::Policy {
+            require_approval: true,
+            ..api::Policy::default()
+        };
+        cfo.set_policy("vault", &strict).await.unwrap();
+        let mut record = carol.wallet("vault").unwrap();
+        let (kind, root, labels) = (message("approved"), DerivationPath::root(), ["cfo".into()]);
+        let (signed, joined) = tokio::join!(
+            carol.sign_with(
+                "vault",
+                &mut record,
+                &kind,
+                &root,
+                &labels,
+                |_, _| {},
+                |_| {}
+            ),
+            async {
+                let request = loop {
+                    let (pending, _) = cfo.approvals().await.unwrap();
+                    if let Some(request) = pending.into_iter().next() {
+                        break request;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                assert_eq!(request.device_id.as_str(), carol.config().device_id);
+                for other in [&bob, &carol] {
+                    assert!(other.approvals().await.unwrap().0.is_empty());
+                }
+                let pending = tessera_client::device::online::Pending::Request(request);
+                let e = bob.decide(&pending, true).await.unwrap_err();
+                assert_eq!(refused(&e).0, 404, "{e}");
+                cfo.decide(&pending, true).await.unwrap();
+                let session = joinable(&cfo, |s| s.sign.is_some()).await;
+                cfo.join(&session, |_, _| {}).await
+            }
+        );
+        let Joined::Signed(theirs) = joined.unwrap() else {
+            panic!("not a signature")
+        };
+        assert_eq!(signed.unwrap().signature, theirs.signature);
+        let approved =
+            "SELECT COUNT(*) FROM audit_log WHERE kind = 'sign.approved' AND wallet_id = $1";
+        assert_eq!(super::count(&server, approved, &wallet_id).await, 1);
+
         // Bob revokes his phone (his only device): a resharing that keeps it is refused, and
         // says that it is another user's device gone, not one of the owner's.
         let bob_id = bob.config().device_id.clone();
