@@ -852,7 +852,10 @@ async fn a_second_device_must_approve_exporting_the_server_share() {
     phone
         .run(&["device", "approve", &init.field("approval code")])
         .ok();
-    phone.run(&["keygen", "--name", "main"]).ok();
+    // A 2-of-2 wallet of the phone and the server: the laptop approves, holds no share.
+    phone
+        .run(&["keygen", "--name", "main", "--two-of-two"])
+        .ok();
     holders(&phone, media.path(), &["usb-1", "usb-2", "cloud"]);
     let policy = "threshold(2, usb-1, usb-2, cloud)";
     let file = media.path().join("server.tsb");

@@ -195,25 +195,21 @@ async fn structure_keygen_on(backend: Backend) {
     let [phone, laptop, tablet] = alices_devices(&server);
     let listeners =
         [&laptop, &tablet].map(|h| Listener::start(h.path(), &["--yes", "--once", "--json"]));
-    // On SQLite the user's default structure: the same wallet, its devices in the registry's
-    // order (by name).
-    let (structure, stored) = match backend {
-        Backend::Sqlite => ("default", "and(server, or(laptop, phone, tablet))"),
+    // On SQLite the default (no --structure) with every device online: the same wallet, its
+    // devices by label.
+    let (structure, stored): (&[&str], _) = match backend {
+        Backend::Sqlite => (&[], "and(server, or(laptop, phone, tablet))"),
         Backend::Postgres => (
-            "and(server, or(phone, laptop, tablet))",
+            &["--structure", "and(server, or(phone, laptop, tablet))"],
             "and(server, or(phone, laptop, tablet))",
         ),
     };
+    for home in [&laptop, &tablet] {
+        wait_presence(&server, &device_id(home.path()), true).await;
+    }
     let made = ok(
         phone.path(),
-        &[
-            "keygen",
-            "--name",
-            "family",
-            "--structure",
-            structure,
-            "--json",
-        ],
+        &[&["keygen", "--name", "family", "--json"][..], structure].concat(),
     );
     let made = json(&made);
     let outs: Vec<Output> = listeners.into_iter().map(Listener::wait).collect();
@@ -300,6 +296,72 @@ async fn three_devices_and_the_server_make_a_structure_wallet_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_devices_and_the_server_make_a_structure_wallet_on_postgres() {
     structure_keygen_on(Backend::Postgres).await;
+}
+
+/// `tessera keygen` without a structure, the user having several devices: the server and
+/// every active device, each with its own share. The devices online now (the laptop's agent)
+/// take part at once; the tablet, offline, is a pending party that joins by resharing once it
+/// is online, then signs with the server alone. `--two-of-two` keeps the old wallet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_wallet_takes_every_device_the_offline_ones_by_resharing() {
+    let server = start(Backend::Sqlite);
+    let [phone, laptop, tablet] = alices_devices(&server);
+    wait_presence(&server, &device_id(tablet.path()), false).await;
+    let listening = Listener::start(laptop.path(), &["--yes", "--once", "--json"]);
+    wait_presence(&server, &device_id(laptop.path()), true).await;
+    let out = tessera_cmd(phone.path(), &["keygen", "--name", "family", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("structure and(server, or(laptop, phone))")
+            && err.contains(r#"device "tablet" was not online: it joins at the next resharing"#),
+        "{err}"
+    );
+    let made = json(&String::from_utf8_lossy(&out.stdout));
+    let public_key = made["public_key"].as_str().unwrap().to_string();
+    assert_eq!(joined(&listening.wait())["public_key"], made["public_key"]);
+    let detail = json(&ok(
+        phone.path(),
+        &["wallet", "show", "--wallet", "family", "--json"],
+    ));
+    assert_eq!(detail["structure"], "and(server, or(laptop, phone))");
+    assert_eq!(detail["pending"][0]["label"], "tablet", "{detail}");
+    assert_eq!(detail["pending"][0]["change"], "add", "{detail}");
+    // Once the tablet is online, the phone's agent reshares it in; it signs alone.
+    let others =
+        [&laptop, &tablet].map(|h| Listener::start(h.path(), &["--yes", "--once", "--json"]));
+    let agent = Listener::start(
+        phone.path(),
+        &["--yes", "--once", "--json", "--reshare-pending"],
+    );
+    for out in [agent.wait()].into_iter().chain(others.map(Listener::wait)) {
+        let outcome = joined(&out);
+        assert_eq!(outcome["outcome"], "switched", "{outcome}");
+        assert_eq!(outcome["public_key"].as_str(), Some(public_key.as_str()));
+    }
+    let signed = sign(tablet.path(), "family", "from the tablet", &[]);
+    verify(&signed, &public_key);
+    let detail = json(&ok(
+        tablet.path(),
+        &["wallet", "show", "--wallet", "family", "--json"],
+    ));
+    assert_eq!(
+        detail["structure"],
+        "and(server, or(laptop, phone, tablet))"
+    );
+    // The old 2-of-2 on request: the other devices hold no share of it.
+    let two = ok(phone.path(), &["keygen", "--name", "pair", "--two-of-two"]);
+    assert!(two.contains("pair"), "{two}");
+    let detail = json(&ok(
+        phone.path(),
+        &["wallet", "show", "--wallet", "pair", "--json"],
+    ));
+    assert!(
+        detail.get("structure").is_none_or(|s| s.is_null()),
+        "{detail}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,8 +59,9 @@ pub struct KeygenJob {
 }
 
 /// The structure text that asks for the user's default structure
-/// (`wallet_parties::default_structure`: the server and every active device of the user). Not a
-/// valid structure otherwise (it does not name the server).
+/// (`wallet_parties::default_structure`: the server and every active device of the user, those
+/// online now at once, the others by resharing later). Not a valid structure otherwise (it does
+/// not name the server).
 pub const DEFAULT_STRUCTURE: &str = "default";
 
 /// Creates the key generation of a wallet named `name` under `structure` (text, labels of the
@@ -80,10 +81,12 @@ pub async fn create_keygen(
     let name = crate::wallets::wallet_name(name)?;
     let mut tx = state.begin_write().await?;
     wallet_parties::discard_unmade(state, &mut tx, requester, name).await?;
-    let resolved = if structure == DEFAULT_STRUCTURE {
-        wallet_parties::default_structure(&mut tx, &requester.user_id).await?
+    let (resolved, later) = if structure == DEFAULT_STRUCTURE {
+        wallet_parties::default_structure(&mut tx, &requester.user_id, &requester.device_id, now())
+            .await?
     } else {
-        wallet_parties::resolve(&mut tx, &requester.user_id, structure, &[]).await?
+        let resolved = wallet_parties::resolve(&mut tx, &requester.user_id, structure, &[]).await?;
+        (resolved, Vec::new())
     };
     let wallet = WalletId::random();
     let wallet_id = wallet.to_string();
@@ -100,6 +103,11 @@ pub async fn create_keygen(
         &resolved,
     )
     .await?;
+    // The default structure's devices that are offline join by resharing once the wallet has
+    // its key (`GET /wallet` lists them as pending).
+    for (device_id, _) in &later {
+        db::wallet_changes::add(&mut tx, &wallet_id, device_id, now()).await?;
+    }
     let session_id = hex::encode(fresh_nonce());
     let server_nonce = fresh_nonce();
     let nonce = joint_nonce(&[device_nonce, server_nonce]);
@@ -131,6 +139,7 @@ pub async fn create_keygen(
             "protocol": Protocol::Keygen.as_str(),
             "epoch": 0,
             "structure": resolved.text(),
+            "joins_later": later.iter().map(|(_, label)| label).collect::<Vec<_>>(),
         }),
     )
     .await?;

@@ -574,7 +574,7 @@ fn invited_device(
 }
 
 /// The default structure text over `devices` (a user's, as [`db::devices::list`] gives them):
-/// `and(server, or(<each active device>))`, or `and(server, <device>)` with one.
+/// `and(server, or(<each active device, by label>))`, or `and(server, <device>)` with one.
 ///
 /// # Errors
 /// No active device; an active device whose name gives no label; two that give the same one.
@@ -594,6 +594,9 @@ pub fn default_text(devices: &[DeviceRow]) -> Result<String, ResolveError> {
     if let Some((label, names)) = names_of.into_iter().find(|(_, n)| n.len() > 1) {
         return Err(ResolveError::AmbiguousLabel { label, names });
     }
+    // By label, so that the same devices always give the same text (the registry's order
+    // depends on when each registered).
+    labels.sort();
     match labels.as_slice() {
         [] => Err(ResolveError::NoActiveDevice),
         [one] => Ok(format!("and({SERVER_LABEL}, {one})")),
@@ -601,17 +604,40 @@ pub fn default_text(devices: &[DeviceRow]) -> Result<String, ResolveError> {
     }
 }
 
-/// The default structure of the user `owner_id` ([`default_text`]), resolved.
+/// The default structure of the user `owner_id` for a new wallet asked for by its device
+/// `requester` at `at`: [`default_text`] over the requester and the user's other active
+/// devices that are online (their agent listening, `db::wallet_changes::is_online`), resolved;
+/// and the active devices left out (offline), by id and label, each to join the wallet by
+/// resharing once it has its key (`db::wallet_changes::add`), so that the wallet ends with
+/// every active device of the user without a key generation waiting for devices that are not
+/// there.
 ///
 /// # Errors
-/// As [`default_text`] and [`resolve`].
+/// As [`default_text`] (over every active device, online or not) and [`resolve`].
 pub async fn default_structure(
     conn: &mut AnyConnection,
     owner_id: &str,
-) -> Result<ResolvedStructure, ResolveError> {
+    requester: &str,
+    at: i64,
+) -> Result<(ResolvedStructure, Vec<(String, String)>), ResolveError> {
     let devices = db::devices::list(&mut *conn, owner_id).await?;
-    let text = default_text(&devices)?;
-    resolve(conn, owner_id, &text, &[]).await
+    // Every active device must give a label (one of them could not join otherwise).
+    default_text(&devices)?;
+    let mut now_in = Vec::new();
+    let mut later = Vec::new();
+    for device in devices {
+        if device.4 != DeviceStatus::Active {
+            continue;
+        }
+        if device.0 == requester || db::wallet_changes::is_online(&mut *conn, &device.0, at).await?
+        {
+            now_in.push(device);
+        } else if let Some(label) = party_label(&device.2) {
+            later.push((device.0.clone(), label));
+        }
+    }
+    let text = default_text(&now_in)?;
+    Ok((resolve(conn, owner_id, &text, &[]).await?, later))
 }
 
 /// Gives back the name `name` of `me`'s user when it belongs to a structure wallet whose key

@@ -562,26 +562,46 @@ async fn resolution(backend: Backend) {
         ResolveError::NoOwnDevice
     ));
 
-    // Default structures.
+    // Default structures: the requester and the active devices online, the other active ones
+    // to join later, by label.
     let mut conn = pool.acquire().await.unwrap();
-    let carol = parties::default_structure(&mut conn, "u-carol")
+    let (carol, later) = parties::default_structure(&mut conn, "u-carol", "c-phone", 100)
         .await
         .unwrap();
     assert_eq!(carol.text(), "and(server, carols-phone)");
+    assert!(later.is_empty());
     drop(conn);
     device(&pool, "c-laptop", "u-carol", "laptop", DeviceStatus::Active).await;
     device(&pool, "c-tab", "u-carol", "tab", DeviceStatus::Pending).await;
+    device(&pool, "c-desk", "u-carol", "desk", DeviceStatus::Active).await;
     let mut conn = pool.acquire().await.unwrap();
-    let carol = parties::default_structure(&mut conn, "u-carol")
+    let (carol, later) = parties::default_structure(&mut conn, "u-carol", "c-phone", 100)
+        .await
+        .unwrap();
+    assert_eq!(carol.text(), "and(server, carols-phone)");
+    assert_eq!(
+        later,
+        [("c-desk", "desk"), ("c-laptop", "laptop")].map(|(i, l)| (i.to_owned(), l.to_owned()))
+    );
+    // The laptop's agent waits on the server until 130: online at 100, not at 131.
+    db::wallet_changes::present_until(&mut *conn, "c-laptop", "r1", 130)
+        .await
+        .unwrap();
+    let (carol, later) = parties::default_structure(&mut conn, "u-carol", "c-phone", 100)
         .await
         .unwrap();
     assert_eq!(carol.text(), "and(server, or(carols-phone, laptop))");
     assert_eq!(carol.smallest_quorum(), 2);
+    assert_eq!(later, [("c-desk".to_owned(), "desk".to_owned())]);
+    let (carol, _) = parties::default_structure(&mut conn, "u-carol", "c-laptop", 131)
+        .await
+        .unwrap();
+    assert_eq!(carol.text(), "and(server, laptop)");
     assert!(matches!(
-        parties::default_structure(&mut conn, "u-dave").await,
+        parties::default_structure(&mut conn, "u-dave", "d-none", 100).await,
         Err(ResolveError::NoActiveDevice)
     ));
-    let alice = parties::default_structure(&mut conn, "u-alice")
+    let alice = parties::default_structure(&mut conn, "u-alice", "a-phone", 100)
         .await
         .unwrap_err();
     assert!(
@@ -594,7 +614,7 @@ async fn resolution(backend: Backend) {
             .await
             .unwrap()
     );
-    let alice = parties::default_structure(&mut conn, "u-alice")
+    let alice = parties::default_structure(&mut conn, "u-alice", "a-phone", 100)
         .await
         .unwrap_err();
     assert!(

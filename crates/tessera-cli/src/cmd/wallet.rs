@@ -20,11 +20,17 @@ pub(crate) struct KeygenArgs {
     #[arg(long)]
     name: String,
     /// The wallet's structure over `server` and your devices' party labels, e.g.
-    /// 'and(server, or(phone, laptop))' (another user's device as user:device, invited), or
-    /// `default`: the server and every active device of yours; each other device joins with
-    /// `tessera listen`. Without it: a 2-of-2 wallet of this device and the server.
+    /// 'and(server, or(phone, laptop))' (another user's device as user:device, invited); each
+    /// other device joins with `tessera listen`. Without it, the default: the server and every
+    /// active device of yours, each holding its own share (those whose `tessera listen` runs
+    /// join now, the others by resharing when they are online); with no other active device, a
+    /// 2-of-2 wallet of this device and the server.
     #[arg(long)]
     structure: Option<String>,
+    /// A 2-of-2 wallet of this device and the server only, even when you have other devices
+    /// (they can approve its requests but hold no share of it).
+    #[arg(long, conflicts_with = "structure")]
+    two_of_two: bool,
     #[command(flatten)]
     format: output::Format,
 }
@@ -86,8 +92,34 @@ pub(crate) async fn keygen(home: &Path, args: KeygenArgs) -> CliResult {
                 .keygen_structure(&args.name, structure, progress)
                 .await?
         }
-        None => online.keygen(&args.name, progress).await?,
+        None if args.two_of_two => online.keygen(&args.name, progress).await?,
+        None => online.keygen_default(&args.name, progress).await?,
     };
+    // The default: say which structure it made, and which devices join later (the wallet is
+    // made and stored already: a failure to read this is only said).
+    if args.structure.is_none() && !args.two_of_two {
+        let detail = match online.wallet_detail(&args.name).await {
+            Ok(detail) => detail,
+            Err(e) => {
+                eprintln!("(the wallet is made; its parties could not be read: {e})");
+                return WalletOut::of(&args.name, &share).print(args.format);
+            }
+        };
+        match &detail.structure {
+            Some(structure) => {
+                eprintln!("structure {structure} (each device holds its own share)");
+            }
+            None => eprintln!("2-of-2: this device and the server (your only active device)"),
+        }
+        for pending in detail.pending.iter().filter(|p| p.change == "add") {
+            eprintln!(
+                "device {:?} was not online: it joins at the next resharing, once it is \
+                 (`tessera listen` on it, then `tessera wallet reshare --wallet {} --pending` \
+                 here, or `tessera listen --reshare-pending` left running)",
+                pending.device_name, args.name
+            );
+        }
+    }
     WalletOut::of(&args.name, &share).print(args.format)
 }
 

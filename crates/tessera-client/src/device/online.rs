@@ -86,6 +86,10 @@ fn signed(
     })
 }
 
+/// The structure text that asks the server for the user's default structure (the server and
+/// every active device of the user; [`Online::keygen_default`]).
+pub const DEFAULT_STRUCTURE: &str = "default";
+
 /// What waits for this user's decision, by id.
 #[derive(Debug)]
 pub enum Pending {
@@ -221,6 +225,34 @@ impl Online {
             })
             .await?;
         self.keep_new_share(name, share)
+    }
+
+    /// Creates wallet `name` with the user's default parties: with this device the user's only
+    /// active one, a 2-of-2 wallet of this device and the server ([`Self::keygen`]); with
+    /// several, the server and every active device, `and(server, or(…))`, each holding its own
+    /// share ([`Self::keygen_structure`] with `default`): the devices online now (their
+    /// `tessera listen` running) take part at once, the others join by resharing once they are
+    /// (the wallet lists them as pending, [`Self::wallet_detail`]).
+    ///
+    /// # Errors
+    /// As [`Self::keygen`] and [`Self::keygen_structure`].
+    pub async fn keygen_default(
+        &self,
+        name: &str,
+        on_round: impl FnMut(u8, u8),
+    ) -> Result<KeyShare, DeviceError> {
+        let active = self
+            .devices()
+            .await?
+            .iter()
+            .filter(|d| d.status == api::DeviceStatus::Active)
+            .count();
+        if active > 1 {
+            self.keygen_structure(name, DEFAULT_STRUCTURE, on_round)
+                .await
+        } else {
+            self.keygen(name, on_round).await
+        }
     }
 
     /// Wallet `name` of this device as the server has it: its structure and parties.
