@@ -122,6 +122,22 @@ fn alices_devices_at(urls: [&str; 3]) -> [tempfile::TempDir; 3] {
     homes
 }
 
+/// `tessera init` on `home` as device `name` of `user` (a user's first device is active).
+fn init_as(home: &Path, server: &Server, user: &str, name: &str) -> String {
+    ok(
+        home,
+        &[
+            "init",
+            "--server",
+            &server.url,
+            "--user",
+            user,
+            "--name",
+            name,
+        ],
+    )
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -529,18 +545,7 @@ async fn officers_of_three_users_sign_any_two_with_the_server_on_sqlite() {
         (bob, "bob", "phone"),
         (carol, "carol", "phone"),
     ] {
-        ok(
-            home.path(),
-            &[
-                "init",
-                "--server",
-                &server.url,
-                "--user",
-                user,
-                "--name",
-                name,
-            ],
-        );
+        init_as(home.path(), &server, user, name);
     }
     let bob_listens = Listener::start(
         bob.path(),
@@ -611,18 +616,7 @@ async fn an_invitation_under_a_wallet_name_the_device_holds_is_declined_on_sqlit
     let homes = [(); 2].map(|()| tempfile::tempdir().unwrap());
     let [cfo, bob] = &homes;
     for (home, user, name) in [(cfo, "alice", "cfo"), (bob, "bob", "phone")] {
-        ok(
-            home.path(),
-            &[
-                "init",
-                "--server",
-                &server.url,
-                "--user",
-                user,
-                "--name",
-                name,
-            ],
-        );
+        init_as(home.path(), &server, user, name);
     }
     let own = json(&ok(bob.path(), &["keygen", "--name", "vault", "--json"]));
     let bob_listens = Listener::start(

@@ -374,8 +374,8 @@ pub async fn end_if_live(
     Ok(ended.rows_affected() == 1)
 }
 
-/// The status of `session_id` and the detail recorded with its end (none while it is live or
-/// when the session does not exist).
+/// The status of `session_id` and the detail recorded with it (a live session has none);
+/// `None` when there is no such session.
 ///
 /// # Errors
 /// A database error.
