@@ -2239,7 +2239,32 @@ mod through_the_sdk {
         // Declining twice says the session is not one to decline any more.
         let e = bob.decline(&session).await.unwrap_err();
         assert_eq!(refused(&e).0, 404, "{e}");
-        // The wallet that was never made gives its name back: made again, bob accepting.
+        // The wallet that was never made gives its name back, once: of 50 key generations of
+        // the name at once, one discards it and takes the name, the others are refused.
+        let discarded = "SELECT COUNT(*) FROM audit_log WHERE kind = 'wallet.discarded' \
+                         AND wallet_id = $1";
+        let burst = futures_util::future::join_all((0..50).map(|_| post_keygen())).await;
+        let statuses: Vec<u16> = burst
+            .into_iter()
+            .map(|r| r.unwrap().status().as_u16())
+            .collect();
+        assert_eq!(
+            statuses.iter().filter(|&&s| s == 200).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|&&s| s == 409).count(),
+            49,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            super::count(&server, discarded, created.wallet_id.as_ref()).await,
+            1
+        );
+        // Bob declines that one too; then the name is made with bob accepting.
+        let again = joinable(&bob, |s| s.wallet_name == "late").await;
+        bob.decline(&again).await.unwrap();
         let (made, joined) =
             tokio::join!(cfo.keygen_structure("late", structure, |_, _| {}), async {
                 let session = joinable(&bob, |s| s.wallet_name == "late").await;
@@ -2249,12 +2274,8 @@ mod through_the_sdk {
             panic!("not a wallet")
         };
         assert_eq!(share.public_key(), made.unwrap().public_key());
-        let discarded = "SELECT COUNT(*) FROM audit_log WHERE kind = 'wallet.discarded' \
-                         AND wallet_id = $1";
-        assert_eq!(
-            super::count(&server, discarded, created.wallet_id.as_ref()).await,
-            1
-        );
+        let all = "SELECT COUNT(*) FROM audit_log WHERE kind = 'wallet.discarded'";
+        assert_eq!(super::count_all(&server, all).await, 2);
         let named = "SELECT COUNT(*) FROM wallets WHERE name = $1";
         assert_eq!(super::count(&server, named, "late").await, 1);
     }
