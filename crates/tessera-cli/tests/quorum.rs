@@ -2262,9 +2262,16 @@ mod through_the_sdk {
             super::count(&server, discarded, created.wallet_id.as_ref()).await,
             1
         );
-        // Bob declines that one too; then the name is made with bob accepting.
+        // Bob declines that one too, 50 times at once: one decline ends it, with one record.
         let again = joinable(&bob, |s| s.wallet_name == "late").await;
-        bob.decline(&again).await.unwrap();
+        let declines = futures_util::future::join_all((0..50).map(|_| bob.decline(&again))).await;
+        assert_eq!(declines.iter().filter(|d| d.is_ok()).count(), 1);
+        for e in declines.iter().filter_map(|d| d.as_ref().err()) {
+            assert_eq!(refused(e).0, 404, "{e}");
+        }
+        let declined = "SELECT COUNT(*) FROM audit_log WHERE kind = 'wallet.declined'";
+        assert_eq!(super::count_all(&server, declined).await, 2);
+        // Then the name is made with bob accepting.
         let (made, joined) =
             tokio::join!(cfo.keygen_structure("late", structure, |_, _| {}), async {
                 let session = joinable(&bob, |s| s.wallet_name == "late").await;

@@ -863,7 +863,10 @@ pub async fn decline(
         mine.party, mine.label
     );
     let mut tx = state.begin_write().await?;
-    db::sessions::end_if_live(&mut *tx, sid, db::SessionStatus::Failed, &detail, now()).await?;
+    // Ended meanwhile (another decline of the same session, its run's end): nothing to tell.
+    if !db::sessions::end_if_live(&mut *tx, sid, db::SessionStatus::Failed, &detail, now()).await? {
+        return Err(not_invited());
+    }
     audit::append_in(
         &mut tx,
         "wallet.declined",
