@@ -190,9 +190,9 @@ pub struct KeygenRequest {
     /// The wallet's name, unique for the user.
     pub name: String,
     /// The wallet's structure, e.g. `and(server, or(phone, laptop))`: `server` and the party
-    /// labels of the user's active devices (another user's as `user:device`); `default`: the
-    /// server and every active device of the user, `and(server, or(…))`. Absent: a 2-of-2
-    /// wallet.
+    /// labels of the user's active devices (another user's as `user:device`);
+    /// [`DEFAULT_STRUCTURE`]: the server and every active device of the user,
+    /// `and(server, or(…))`. Absent: a 2-of-2 wallet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structure: Option<String>,
     /// This device's fresh nonce for the run, 64 hex digits (see [`SessionCreated::nonce`]).
@@ -627,6 +627,12 @@ pub struct Invitation {
     /// The device's party label in the wallet's structure (`user.device`).
     pub label: String,
 }
+
+/// The structure text of [`KeygenRequest::structure`] that asks for the user's default
+/// structure: the server and every active device of the user, those online now taking part at
+/// once, the others joining by resharing later. Not a valid structure otherwise (it does not
+/// name the server).
+pub const DEFAULT_STRUCTURE: &str = "default";
 
 /// v2: the wallet's name is signed too (v1 signed the wallet, structure, party, label and
 /// owner, so a wallet shown under one name could have its acceptance checked under another).

@@ -58,14 +58,8 @@ pub struct KeygenJob {
     pub requester: AuthDevice,
 }
 
-/// The structure text that asks for the user's default structure
-/// (`wallet_parties::default_structure`: the server and every active device of the user, those
-/// online now at once, the others by resharing later). Not a valid structure otherwise (it does
-/// not name the server).
-pub const DEFAULT_STRUCTURE: &str = "default";
-
 /// Creates the key generation of a wallet named `name` under `structure` (text, labels of the
-/// requester's devices and `server`, or [`DEFAULT_STRUCTURE`]) for `requester`, with the requester's nonce `device_nonce`.
+/// requester's devices and `server`, or `api::DEFAULT_STRUCTURE`: `wallet_parties::default_structure`) for `requester`, with the requester's nonce `device_nonce`.
 ///
 /// # Errors
 /// [`ApiError::BadRequest`] for a name or structure that is not valid (the resolver's reason);
@@ -81,7 +75,7 @@ pub async fn create_keygen(
     let name = crate::wallets::wallet_name(name)?;
     let mut tx = state.begin_write().await?;
     wallet_parties::discard_unmade(state, &mut tx, requester, name).await?;
-    let (resolved, later) = if structure == DEFAULT_STRUCTURE {
+    let (resolved, later) = if structure == api::DEFAULT_STRUCTURE {
         wallet_parties::default_structure(&mut tx, &requester.user_id, &requester.device_id, now())
             .await?
     } else {

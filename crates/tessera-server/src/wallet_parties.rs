@@ -855,9 +855,9 @@ pub async fn decline(
         ),
     );
     // The end is recorded first, then the parties whose mailbox is open are told: a party
-    // that opens its mailbox after the telling finds the session ended (the server's run
-    // checks once its mailbox is open, `coordinator::run_keygen`; a device's socket is refused
-    // with the recorded reason, `ws`), so that nobody waits for this device.
+    // whose mailbox opens after the telling finds the session ended (a party looking for its
+    // peers reads the session's row, `session_link`; a device's socket is refused with the
+    // recorded reason, `ws`), so that nobody waits for this device.
     let detail = format!(
         "party {} ({:?}) left: the person at this device declined the invitation",
         mine.party, mine.label

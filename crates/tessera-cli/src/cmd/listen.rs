@@ -180,10 +180,7 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
                      another one under that name: declining",
                     session.wallet_name
                 );
-                match online.decline(&session).await {
-                    Ok(()) => println!("declined; the other parties were told"),
-                    Err(e) => eprintln!("declined, but the others could not be told: {e}"),
-                }
+                decline(&online, &session).await;
                 if args.once {
                     return Ok(());
                 }
@@ -242,15 +239,20 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
                     Err(e) => eprintln!("error: {}", e.message()),
                 }
             } else {
-                match online.decline(&session).await {
-                    Ok(()) => println!("declined; the other parties were told"),
-                    Err(e) => eprintln!("declined, but the others could not be told: {e}"),
-                }
+                decline(&online, &session).await;
             }
             if args.once {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Declines `session`, saying whether the other parties were told.
+async fn decline(online: &Online, session: &api::JoinableSession) {
+    match online.decline(session).await {
+        Ok(()) => println!("declined; the other parties were told"),
+        Err(e) => eprintln!("declined, but the others could not be told: {e}"),
     }
 }
 

@@ -83,6 +83,7 @@ pub(crate) async fn keygen(home: &Path, args: KeygenArgs) -> CliResult {
     unlock::device(home).has_wallet(&args.name)?;
     let online = unlock::connect(home).await?;
     let progress = |r, t| eprintln!("  keygen round {r}/{t} done");
+    let default = args.structure.is_none() && !args.two_of_two;
     let share = match &args.structure {
         Some(structure) => {
             eprintln!(
@@ -92,12 +93,12 @@ pub(crate) async fn keygen(home: &Path, args: KeygenArgs) -> CliResult {
                 .keygen_structure(&args.name, structure, progress)
                 .await?
         }
-        None if args.two_of_two => online.keygen(&args.name, progress).await?,
-        None => online.keygen_default(&args.name, progress).await?,
+        None if default => online.keygen_default(&args.name, progress).await?,
+        None => online.keygen(&args.name, progress).await?,
     };
     // The default: say which structure it made, and which devices join later (the wallet is
     // made and stored already: a failure to read this is only said).
-    if args.structure.is_none() && !args.two_of_two {
+    if default {
         let detail = match online.wallet_detail(&args.name).await {
             Ok(detail) => detail,
             Err(e) => {

@@ -86,10 +86,6 @@ fn signed(
     })
 }
 
-/// The structure text that asks the server for the user's default structure (the server and
-/// every active device of the user; [`Online::keygen_default`]).
-pub const DEFAULT_STRUCTURE: &str = "default";
-
 /// What waits for this user's decision, by id.
 #[derive(Debug)]
 pub enum Pending {
@@ -248,7 +244,7 @@ impl Online {
             .filter(|d| d.status == api::DeviceStatus::Active)
             .count();
         if active > 1 {
-            self.keygen_structure(name, DEFAULT_STRUCTURE, on_round)
+            self.keygen_structure(name, api::DEFAULT_STRUCTURE, on_round)
                 .await
         } else {
             self.keygen(name, on_round).await
