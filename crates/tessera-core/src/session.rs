@@ -295,6 +295,24 @@ impl<R: Rounds> Driver<R> {
         self.run_complete_rounds(Vec::new())
     }
 
+    /// Fuzzing only: the checks [`Driver::receive`] makes of an envelope of the current round
+    /// (header, then the round's parse), without keeping it or running the round.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn check_only(&self, sender: PartyIndex, e: &Envelope) -> Result<()> {
+        let Stage::Round(current) = self.stage else {
+            return Err(Error::OutOfOrder("not waiting in a round"));
+        };
+        self.check_header(sender, e)?;
+        if e.round != current {
+            return Err(Error::UnexpectedRound {
+                party: sender,
+                round: e.round,
+                current,
+            });
+        }
+        self.rounds.parse(e.round, sender, &e.payload).map(|_| ())
+    }
+
     pub(crate) fn session_id(&self) -> SessionId {
         self.session_id
     }
@@ -360,6 +378,23 @@ macro_rules! session_newtype {
             }
             fn take_output(&mut self) -> Option<$output> {
                 self.0.take_output()
+            }
+        }
+
+        #[cfg(feature = "fuzzing")]
+        impl $name {
+            /// Fuzzing only (feature `fuzzing`): the header checks and this round's parse of
+            /// `envelope`, as [`Session::receive`](crate::session::Session::receive) makes them
+            /// before it keeps anything; the session is unchanged whatever the outcome.
+            ///
+            /// # Errors
+            /// As `receive`'s validation errors, naming `sender`.
+            pub fn check_only(
+                &self,
+                sender: $crate::types::PartyIndex,
+                envelope: &$crate::envelope::Envelope,
+            ) -> $crate::error::Result<()> {
+                self.0.check_only(sender, envelope)
             }
         }
 

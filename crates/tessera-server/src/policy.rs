@@ -85,7 +85,12 @@ pub async fn get(
     }))
 }
 
-fn check(policy: &Policy) -> ApiResult<()> {
+/// Checks a policy's values beyond its shape (what `PUT /policy` refuses with 400): addresses,
+/// decimal amounts, hours, the approval timeout. Public for the fuzz targets.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming the rule.
+pub fn check(policy: &Policy) -> ApiResult<()> {
     let bad = |m: String| Err(ApiError::BadRequest(m));
     for d in policy.destinations.iter().flatten() {
         if tessera_api::intent::parse_address(d).is_err() {

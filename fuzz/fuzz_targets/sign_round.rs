@@ -1,0 +1,18 @@
+//! Every round of sign (2-of-2 and 2-of-3): the first byte picks the (shape, round) and
+//! whether the payload is only checked or delivered (`tessera_fuzz::DELIVER`); the rest is the
+//! payload of the victim's last envelope of that round, behind its valid header. See
+//! `tessera_fuzz::Rounds` for what is asserted.
+#![no_main]
+
+use std::sync::{LazyLock, Mutex};
+
+use libfuzzer_sys::fuzz_target;
+use tessera_core::SignSession;
+use tessera_fuzz::{Rounds, sign_sessions};
+
+static ROUNDS: LazyLock<Mutex<Rounds<SignSession>>> =
+    LazyLock::new(|| Mutex::new(Rounds::new(sign_sessions)));
+
+fuzz_target!(|data: &[u8]| {
+    ROUNDS.lock().unwrap().run(data);
+});
