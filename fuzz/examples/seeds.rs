@@ -80,11 +80,15 @@ fn protocols(c: &mut Corpus) {
     c.put("envelope", &envelope_victim().held.to_bytes());
     c.put(
         "envelope",
-        &prepare(keygen_sessions(Shape::TwoOfTwo), 2).held.to_bytes(),
+        &prepare(keygen_sessions(Shape::TwoOfTwo), 2)[0]
+            .held
+            .to_bytes(),
     );
     c.put(
         "envelope",
-        &prepare(sign_sessions(Shape::TwoOfTwo), 1).held.to_bytes(),
+        &prepare(sign_sessions(Shape::TwoOfTwo), 1)[0]
+            .held
+            .to_bytes(),
     );
     // Session frames: a whole envelope split into parts, a control, ends.
     let envelope = envelope_victim().held.to_bytes();
@@ -159,9 +163,10 @@ fn texts(c: &mut Corpus) {
     for s in [
         "and(server, or(phone, laptop))",
         "threshold(2, alice, bob, carol)",
-        "or(and(a, b), threshold(2, c, d:d, e), f)",
+        "or(and(a, b), threshold(2, c, d, e), f)",
         "and(server, threshold(2, alice.phone, bob.phone, carol.laptop))",
     ] {
+        AccessStructure::parse(s).expect("the structure seed parses");
         c.tagged("text_inputs", 0, s.as_bytes());
         c.tagged("text_inputs", 1, s.as_bytes());
     }
@@ -169,6 +174,8 @@ fn texts(c: &mut Corpus) {
     let policy = format!(
         r#"{{"wallet_id":"{wallet}","version":2,"policy":{{"allowed_kinds":["eth-tx","eth-message"],"chain_ids":[1,10],"destinations":["0x00000000000000000000000000000000000000aa"],"max_value_per_tx":"1000000000000000000","max_value_per_24h":"5000000000000000000","max_fee_per_tx":"100000","hours_utc":[8,18],"require_approval":true,"approval_timeout_secs":600}},"signature":"00"}}"#
     );
+    // The seeds must reach past the readers, so each is read here as the target reads it.
+    serde_json::from_str::<tessera_api::SetPolicy>(&policy).expect("the policy seed reads");
     c.tagged("text_inputs", 2, policy.as_bytes());
     c.tagged(
         "text_inputs",
@@ -181,6 +188,8 @@ fn texts(c: &mut Corpus) {
         r#"{"kind":"eth-message","message":"sign in to example.org"}"#,
         r#"{"kind":"eth-tx","tx":{"chain_id":1,"nonce":0,"max_priority_fee_per_gas":"1000000000","max_fee_per_gas":"30000000000","gas_limit":21000,"to":"0x00000000000000000000000000000000000000aa","value":"1000","data":"0x"}}"#,
     ] {
+        let kind: tessera_api::intent::SignKind = serde_json::from_str(intent).unwrap();
+        tessera_api::intent::decode(&kind).expect("the intent seed decodes");
         c.tagged("text_inputs", 3, intent.as_bytes());
     }
     for name in [

@@ -1,7 +1,7 @@
 //! Fixtures shared by the fuzz targets (see `fuzz/README.md`).
 //!
 //! The protocol targets are structure-aware: [`Rounds`] runs the honest parties of a real run up
-//! to round `r`, holds back the one envelope of round `r` that the victim still waits for, and
+//! to round `r`, holds back, for each party, the one envelope of round `r` it still waits for, and
 //! lets the fuzzer write that envelope's payload behind its valid header. The victim therefore
 //! gets past every header check and parses (and, when the payload parses, computes on) the
 //! fuzzed bytes in the state the protocol really has at that round.
@@ -102,32 +102,34 @@ pub fn refresh_sessions(shape: Shape) -> Vec<RefreshSession> {
         .collect()
 }
 
-/// A victim (party 0) waiting in `round` for one last envelope, which is held back.
+/// A victim waiting in `round` for one last envelope, which is held back.
 pub struct Prepared<S: Session> {
     pub victim: S,
-    /// The honest envelope the victim waits for (from the highest peer).
+    /// The honest envelope the victim waits for (from its highest peer).
     pub held: Envelope,
 }
 
-/// Runs `sessions` honestly until party 0 waits in `round` for its last envelope of that round.
-/// Every other envelope of `round` for party 0 is delivered; later rounds are never reached.
+/// Runs `sessions` honestly until every party waits in `round` for its last envelope of that
+/// round (the one from its highest peer, held back); every other envelope of `round` is
+/// delivered, later rounds are never reached. One victim per party, in the sessions' order:
+/// the parties' roles differ (in DKLs23's multiplication, the lower index of a pair is the OT
+/// receiver), so each one's parsers are fuzzed.
 ///
 /// # Panics
 /// When the honest run fails (a bug the fuzzer did not cause).
 #[must_use]
-pub fn prepare<S: Session>(mut sessions: Vec<S>, round: u8) -> Prepared<S> {
-    let victim_party = sessions[0].party();
+pub fn prepare<S: Session>(mut sessions: Vec<S>, round: u8) -> Vec<Prepared<S>> {
     let mut queue: VecDeque<Envelope> = VecDeque::new();
     for s in &mut sessions {
         queue.extend(s.start().expect("start"));
     }
-    let mut for_victim: Vec<Envelope> = Vec::new();
+    let mut last_round: Vec<Envelope> = Vec::new();
     while let Some(e) = queue.pop_front() {
-        if e.round > round || (e.round == round && e.to != victim_party) {
+        if e.round > round {
             continue;
         }
         if e.round == round {
-            for_victim.push(e);
+            last_round.push(e);
             continue;
         }
         let to = sessions
@@ -136,24 +138,31 @@ pub fn prepare<S: Session>(mut sessions: Vec<S>, round: u8) -> Prepared<S> {
             .expect("recipient");
         queue.extend(to.receive(e.from, e).expect("honest run"));
     }
-    for_victim.sort_by_key(|e| e.from);
-    let held = for_victim
-        .pop()
-        .expect("an envelope of that round for party 0");
-    let mut victim = sessions.swap_remove(0);
-    for e in for_victim {
-        let out = victim.receive(e.from, e).expect("honest run");
-        assert!(
-            out.is_empty(),
-            "the round completed without its last envelope"
-        );
-    }
-    assert_eq!(
-        victim.round(),
-        round,
-        "the victim is not in the round prepared"
-    );
-    Prepared { victim, held }
+    last_round.sort_by_key(|e| (e.to, e.from));
+    sessions
+        .into_iter()
+        .map(|mut victim| {
+            let me = victim.party();
+            let mut mine: Vec<Envelope> =
+                last_round.iter().filter(|e| e.to == me).cloned().collect();
+            let held = mine
+                .pop()
+                .expect("an envelope of that round for every party");
+            for e in mine {
+                let out = victim.receive(e.from, e).expect("honest run");
+                assert!(
+                    out.is_empty(),
+                    "the round completed without its last envelope"
+                );
+            }
+            assert_eq!(
+                victim.round(),
+                round,
+                "the victim is not in the round prepared"
+            );
+            Prepared { victim, held }
+        })
+        .collect()
 }
 
 /// The session types whose rounds are fuzzed: [`Session`] and the `fuzzing` feature's
@@ -181,6 +190,9 @@ macro_rules! checked {
 }
 checked!(KeygenSession, SignSession, RefreshSession);
 
+/// One prepared victim per party of a slot; a victim used up is `None` until the next refill.
+type Pool<S> = Vec<Option<Prepared<S>>>;
+
 /// The selector bit that delivers the payload (the round runs on it when it parses); without
 /// it, the payload only goes through the checks (`check_only`), which leave the victim as it is.
 pub const DELIVER: u8 = 0x80;
@@ -194,7 +206,8 @@ pub const DELIVER: u8 = 0x80;
 /// the victim must be prepared again (seconds for keygen's and refresh's later rounds).
 pub struct Rounds<S: Checked> {
     make: fn(Shape) -> Vec<S>,
-    slots: Vec<(Shape, u8, Option<Prepared<S>>)>,
+    /// Per (shape, round): a pool with one prepared victim per party (taken ones are `None`).
+    slots: Vec<(Shape, u8, Pool<S>)>,
     rejections: u64,
 }
 
@@ -206,7 +219,7 @@ impl<S: Checked> Rounds<S> {
         let mut slots = Vec::new();
         for shape in [Shape::TwoOfTwo, Shape::TwoOfThree] {
             for r in 1..=rounds {
-                slots.push((shape, r, None));
+                slots.push((shape, r, Vec::new()));
             }
         }
         Rounds {
@@ -228,14 +241,29 @@ impl<S: Checked> Rounds<S> {
         (self.slots[i].0, self.slots[i].1)
     }
 
-    /// Delivers `data[1..]` as the payload of the held-back envelope of slot `data[0]`.
+    /// Delivers `data[1..]` as the payload of the held-back envelope of the slot and party that
+    /// `data[0]` selects.
     pub fn run(&mut self, data: &[u8]) {
         let Some((&selector, payload)) = data.split_first() else {
             return;
         };
-        let index = usize::from(selector & !DELIVER) % self.slots.len();
-        let (shape, round, slot) = &mut self.slots[index];
-        let prepared = slot.get_or_insert_with(|| prepare((self.make)(*shape), *round));
+        let (index, party) = self.select(selector);
+        let (shape, round, pool) = &mut self.slots[index];
+        if pool.get(party).is_none_or(Option::is_none) {
+            // Refill the pool from one honest run; victims still unused stay.
+            let fresh = prepare((self.make)(*shape), *round);
+            if pool.is_empty() {
+                pool.resize_with(fresh.len(), || None);
+            }
+            for (slot, new) in pool.iter_mut().zip(fresh) {
+                if slot.is_none() {
+                    *slot = Some(new);
+                }
+            }
+        }
+        let party = party % pool.len();
+        let entry = &mut pool[party];
+        let prepared = entry.as_mut().expect("prepared above");
         let sender = prepared.held.from;
         let mut fuzzed = prepared.held.clone();
         fuzzed.payload = payload.to_vec();
@@ -272,7 +300,7 @@ impl<S: Checked> Rounds<S> {
                         result.is_ok(),
                         "the honest message was refused after a rejected one: {result:?}"
                     );
-                    *slot = None;
+                    *entry = None;
                 }
             }
             Err(e) => {
@@ -281,14 +309,20 @@ impl<S: Checked> Rounds<S> {
                 if let Some(party) = e.party() {
                     assert_eq!(party, sender, "a failure blames another party: {e}");
                 }
-                *slot = None;
+                *entry = None;
             }
             Ok(_) => {
                 // The fuzzer found a payload the round accepts (e.g. the honest one): the
                 // victim moved on, so prepare a new one next time.
-                *slot = None;
+                *entry = None;
             }
         }
+    }
+
+    /// The slot and the party (an index into the slot's victims) a selector byte picks.
+    fn select(&self, selector: u8) -> (usize, usize) {
+        let low = usize::from(selector & !DELIVER);
+        (low % self.slots.len(), low / self.slots.len())
     }
 
     /// The honest payloads of every slot, each behind its selector byte, checked and delivered:
@@ -298,11 +332,15 @@ impl<S: Checked> Rounds<S> {
         let mut seeds = Vec::new();
         for i in 0..self.slots.len() {
             let (shape, round) = self.slot(i);
-            let prepared = prepare((self.make)(shape), round);
-            for mode in [0, DELIVER] {
-                let mut seed = vec![u8::try_from(i).unwrap() | mode];
-                seed.extend_from_slice(&prepared.held.payload);
-                seeds.push(seed);
+            for (party, prepared) in prepare((self.make)(shape), round).iter().enumerate() {
+                let low = u8::try_from(i + party * self.slots.len()).unwrap();
+                assert_eq!(low & DELIVER, 0, "too many slots for one selector byte");
+                assert_eq!(self.select(low), (i, party));
+                for mode in [0, DELIVER] {
+                    let mut seed = vec![low | mode];
+                    seed.extend_from_slice(&prepared.held.payload);
+                    seeds.push(seed);
+                }
             }
         }
         seeds
@@ -313,7 +351,7 @@ impl<S: Checked> Rounds<S> {
 /// session id is fixed by [`NONCE`] and [`WALLET`].
 #[must_use]
 pub fn envelope_victim() -> Prepared<KeygenSession> {
-    prepare(keygen_sessions(Shape::TwoOfTwo), 1)
+    prepare(keygen_sessions(Shape::TwoOfTwo), 1).swap_remove(0)
 }
 
 /// Splits `data` into chunks, each preceded by a one-byte length (the fuzzer's way to make a

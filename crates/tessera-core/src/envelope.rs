@@ -1,6 +1,7 @@
 //! The one message format every transport carries.
 //!
-//! An [`Envelope`] is encoded with `postcard` (compact, canonical for our types). Its header
+//! An [`Envelope`] is encoded with `postcard` (compact); a reader accepts only the one encoding
+//! [`Envelope::to_bytes`] writes of each envelope (postcard alone also reads over-long varints). Its header
 //! (version, session id, protocol, round, sender, recipient) is checked by the receiving session
 //! before the payload is parsed; see [`crate::session`].
 
@@ -92,6 +93,15 @@ impl Envelope {
             return Err(Error::MalformedEnvelope {
                 party: sender,
                 reason: format!("{} unexpected bytes after the envelope", rest.len()),
+            });
+        }
+        // postcard reads a varint with redundant continuation bytes (0x9e 0x00 for 30) as the
+        // value: one envelope would have several encodings. Only the one `to_bytes` writes is
+        // accepted (found by the `envelope` fuzz target).
+        if envelope.to_bytes() != bytes {
+            return Err(Error::MalformedEnvelope {
+                party: sender,
+                reason: "not in canonical form (an over-long integer)".into(),
             });
         }
         Ok(envelope)
@@ -192,6 +202,16 @@ mod tests {
                 version: 2
             })
         );
+        // Fuzzing found (fuzz target `envelope`): postcard reads an over-long varint, so the
+        // same envelope had a second encoding. The payload length 4 as 0x84 0x00:
+        let mut overlong = bytes[..37].to_vec();
+        assert_eq!(bytes[37], 4, "the payload length's offset");
+        overlong.extend_from_slice(&[0x84, 0x00]);
+        overlong.extend_from_slice(&bytes[38..]);
+        assert!(matches!(
+            Envelope::from_bytes(sender, &overlong),
+            Err(Error::MalformedEnvelope { party, ref reason }) if party == sender && reason.contains("canonical")
+        ));
         let huge = vec![1u8; MAX_ENVELOPE_BYTES + 1];
         assert_eq!(
             Envelope::from_bytes(sender, &huge),
