@@ -175,6 +175,14 @@ impl Message {
             Ok(_) => return Err(PeerError::Protocol("a message with trailing bytes".into())),
             Err(e) => return Err(PeerError::Protocol(format!("an undecodable message: {e}"))),
         };
+        // postcard reads an integer with redundant continuation bytes (0x91 0x00 for 17) as the
+        // value: only the one encoding `to_bytes` writes is a message (found by the
+        // `peer_channel` fuzz target).
+        if message.to_bytes() != bytes {
+            return Err(PeerError::Protocol(
+                "a message not in canonical form (an over-long integer)".into(),
+            ));
+        }
         message.validate()?;
         Ok(message)
     }
@@ -363,6 +371,21 @@ mod tests {
                 "{message:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_message_with_an_over_long_integer_is_refused() {
+        // Found by fuzzing (`peer_channel`): RefreshCommit { epoch: 17 } is 0d 11; postcard
+        // also read 0d 91 00 as the same message.
+        assert_eq!(
+            Message::RefreshCommit { epoch: 17 }.to_bytes(),
+            [0x0d, 0x11]
+        );
+        assert!(matches!(
+            Message::from_bytes(&[0x0d, 0x91, 0x00]),
+            Err(PeerError::Protocol(m)) if m.contains("canonical")
+        ));
+        assert!(Message::from_bytes(&[0x0d, 0x11]).is_ok());
     }
 
     #[test]
