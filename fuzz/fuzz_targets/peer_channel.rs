@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use tessera_client::peer::PeerError;
 use tessera_client::peer::channel::{Channel, FrameSink, Frames};
 use tessera_client::peer::wire::Message;
-use tessera_fuzz::chunks;
+use tessera_fuzz::{chunks, frames};
 use tokio::sync::mpsc;
 
 type Inbox = mpsc::Sender<Result<Vec<u8>, PeerError>>;
@@ -31,29 +31,30 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .unwrap()
 });
 
-/// A carrier end whose sent frames go to `to`, and the sender of its own inbox.
-fn frames(to: Inbox) -> (Frames, Inbox) {
-    let (tx, rx) = mpsc::channel(4096);
-    let sink: FrameSink = Box::pin(futures_util::sink::unfold(to, |to, frame: Vec<u8>| async {
-        // The other end may be gone: frames to nobody are dropped, as on a closed socket.
+/// A carrier's sending side: every frame goes into `to`, another end's inbox. The other end may
+/// be gone: frames to nobody are dropped, as on a closed socket.
+fn sink_to(to: Inbox) -> FrameSink {
+    Box::pin(futures_util::sink::unfold(to, |to, frame: Vec<u8>| async {
         let _ = to.send(Ok(frame)).await;
         Ok::<_, PeerError>(to)
-    }));
-    (Frames::from_parts(sink, rx, tokio::spawn(async {})), tx)
+    }))
+}
+
+/// A carrier end sending into `to` and reading from `inbox`.
+fn carrier(to: Inbox, inbox: mpsc::Receiver<Result<Vec<u8>, PeerError>>) -> Frames {
+    Frames::from_parts(sink_to(to), inbox, tokio::spawn(async {}))
 }
 
 async fn handshake_only(data: &[u8]) {
     let (discard_tx, mut discard_rx) = mpsc::channel(4096);
     tokio::spawn(async move { while discard_rx.recv().await.is_some() {} });
-    let (carrier, inbox) = frames(discard_tx);
-    let mut rest = data;
-    while rest.len() >= 2 {
-        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
-        let _ = inbox.send(Ok(rest[2..2 + len].to_vec())).await;
-        rest = &rest[2 + len..];
+    let (inbox, inbox_rx) = mpsc::channel(4096);
+    let accepting = carrier(discard_tx, inbox_rx);
+    for frame in frames(data) {
+        let _ = inbox.send(Ok(frame.to_vec())).await;
     }
     drop(inbox);
-    let result = Channel::accept(carrier).await;
+    let result = Channel::accept(accepting).await;
     assert!(
         result.is_err(),
         "a handshake completed with nobody on the other side"
@@ -64,28 +65,8 @@ async fn records(data: &[u8]) {
     // Each end's inbox sender goes into the other end's sink.
     let (to_initiator_tx, to_initiator_rx) = mpsc::channel(4096);
     let (to_responder_tx, to_responder_rx) = mpsc::channel(4096);
-    let initiator_frames = Frames::from_parts(
-        Box::pin(futures_util::sink::unfold(
-            to_responder_tx.clone(),
-            |to: Inbox, frame: Vec<u8>| async {
-                let _ = to.send(Ok(frame)).await;
-                Ok::<_, PeerError>(to)
-            },
-        )),
-        to_initiator_rx,
-        tokio::spawn(async {}),
-    );
-    let responder_frames = Frames::from_parts(
-        Box::pin(futures_util::sink::unfold(
-            to_initiator_tx,
-            |to: Inbox, frame: Vec<u8>| async {
-                let _ = to.send(Ok(frame)).await;
-                Ok::<_, PeerError>(to)
-            },
-        )),
-        to_responder_rx,
-        tokio::spawn(async {}),
-    );
+    let initiator_frames = carrier(to_responder_tx.clone(), to_initiator_rx);
+    let responder_frames = carrier(to_initiator_tx, to_responder_rx);
     let (initiator, responder) = tokio::join!(
         Channel::initiate(initiator_frames),
         Channel::accept(responder_frames)

@@ -10,15 +10,11 @@
 use libfuzzer_sys::fuzz_target;
 use tessera_api::session_frame::{Frame, Peers, ends_from, split_addressed};
 use tessera_core::Envelope;
-use tessera_fuzz::p;
+use tessera_fuzz::{frames, p};
 
 fuzz_target!(|data: &[u8]| {
     let mut peers = Peers::new(p(0), &[p(1), p(2)]).unwrap();
-    let mut rest = data;
-    while rest.len() >= 2 {
-        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
-        let frame = &rest[2..2 + len];
-        rest = &rest[2 + len..];
+    for frame in frames(data) {
         let _ = split_addressed(frame);
         let _ = ends_from(frame);
         if let Ok(decoded) = Frame::decode(frame) {

@@ -366,3 +366,16 @@ pub fn chunks(mut data: &[u8]) -> Vec<&[u8]> {
     }
     out
 }
+
+/// Splits `data` into frames, each preceded by a two-byte big-endian length (frames longer than
+/// a chunk's 255 bytes); a length past the end takes what is left.
+#[must_use]
+pub fn frames(mut data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while let [a, b, rest @ ..] = data {
+        let len = usize::from(u16::from_be_bytes([*a, *b])).min(rest.len());
+        out.push(&rest[..len]);
+        data = &rest[len..];
+    }
+    out
+}
