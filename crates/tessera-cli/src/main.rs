@@ -89,6 +89,10 @@ enum Command {
     Backup(cmd::backup::BackupCommand),
     /// Recommend where shares and backups live, and show which losses a set-up survives.
     Plan(cmd::plan::PlanArgs),
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions(cmd::completions::CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory (--dir).
+    Man(cmd::completions::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -108,11 +112,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    install_log_subscriber();
+    // The server installs its own (its level and format are its flags).
+    if !matches!(cli.command, Command::Server(_)) {
+        install_log_subscriber("warn,sqlx=error", false);
+    }
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Verify(args) => cmd::verify::run(&args),
         Command::Plan(args) => cmd::plan::run(&args),
+        Command::Completions(args) => cmd::completions::completions(&args),
+        Command::Man(args) => cmd::completions::man(&args),
         Command::Server(args) => runtime().and_then(|rt| rt.block_on(cmd::server::run(args))),
         Command::Kek(command) => runtime().and_then(|rt| rt.block_on(cmd::kek::run(command))),
         other => runtime().and_then(|rt| rt.block_on(device_command(other))),
@@ -149,7 +158,9 @@ async fn device_command(command: Command) -> CliResult {
         | Command::Verify(_)
         | Command::Server(_)
         | Command::Kek(_)
-        | Command::Plan(_) => Ok(()),
+        | Command::Plan(_)
+        | Command::Completions(_)
+        | Command::Man(_) => Ok(()),
     }
 }
 
@@ -173,16 +184,24 @@ fn one_line(rendered: &str) -> String {
     }
 }
 
-/// Sends `tracing` events (the server's errors and warnings) to stderr; `RUST_LOG` overrides the
-/// default filter. Without a subscriber every event would be dropped silently.
-fn install_log_subscriber() {
+/// Sends `tracing` events to stderr, filtered by `RUST_LOG` or else by `default` (an
+/// `EnvFilter` directive such as `warn,sqlx=error`): human-readable lines (coloured on a
+/// terminal), or one JSON object per line with `json`. Without a subscriber every event would
+/// be dropped silently.
+pub(crate) fn install_log_subscriber(default: &str, json: bool) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {

@@ -4,6 +4,7 @@
 pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod backup;
+pub(crate) mod completions;
 pub(crate) mod demo;
 pub(crate) mod device;
 pub(crate) mod kek;
