@@ -88,6 +88,7 @@ impl FromRequestParts<AppState> for TokenDevice {
                 ApiError::Unauthorized("Authorization must be `Bearer <token>`".into())
             })?;
         let claims = state.jwt().verify(token)?;
+        crate::observe::authenticated(&claims.sub);
         state.limits().check_device(&claims.sub)?;
         Ok(TokenDevice {
             device_id: claims.sub,

@@ -168,6 +168,31 @@ pub enum KeygenEnd {
 /// mailbox, runs the key generation (each wait for a message bounded by the session idle
 /// timeout), stores its outcome (module documentation).
 pub async fn run_keygen(state: &AppState, job: &KeygenJob, appear_within: Duration) -> KeygenEnd {
+    let _live = state.shutdown().track("run");
+    let started = std::time::Instant::now();
+    crate::observe::session_started("keygen", &job.session_id);
+    let end = keygen_party(state, job, appear_within).await;
+    let (outcome, party, detail) = match &end {
+        KeygenEnd::Stored(_) => (SessionStatus::Done, None, None),
+        KeygenEnd::Failed {
+            status,
+            reason,
+            party,
+        } => (*status, *party, Some(reason.as_str())),
+    };
+    crate::observe::session_ended(
+        "keygen",
+        &job.session_id,
+        outcome.as_str(),
+        party.map(PartyIndex::get),
+        detail,
+        started,
+    );
+    end
+}
+
+/// The server's party of a key generation, as [`run_keygen`] says.
+async fn keygen_party(state: &AppState, job: &KeygenJob, appear_within: Duration) -> KeygenEnd {
     let sid = job.session_id.as_str();
     let Some(server) = job.structure.party("server") else {
         return failed(
@@ -329,6 +354,9 @@ pub struct SignJob {
 /// as for a 2-of-2 wallet), then records the end: `sign.completed` with the signature, or the
 /// failure naming the party at fault where there is one (`sign.unconfirmed` once released).
 pub async fn run_sign(state: &AppState, job: &SignJob, appear_within: Duration) {
+    let _live = state.shutdown().track("run");
+    let started = std::time::Instant::now();
+    crate::observe::session_started("sign", &job.session_id);
     let sid = job.session_id.as_str();
     let subject = Subject::device(&job.requester).wallet(&job.wallet_id);
     let SignOutcome {
@@ -373,6 +401,16 @@ pub async fn run_sign(state: &AppState, job: &SignJob, appear_within: Duration) 
         }
     }
     let reason = failure.as_ref().map(|(d, ..)| d.as_str());
+    crate::observe::session_ended(
+        "sign",
+        sid,
+        status.as_str(),
+        failure
+            .as_ref()
+            .and_then(|(_, p, _)| p.map(PartyIndex::get)),
+        reason,
+        started,
+    );
     let recorded = crate::ws::record_end(
         state,
         sid,

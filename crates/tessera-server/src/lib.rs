@@ -25,6 +25,7 @@ pub mod limits;
 pub mod live_sessions;
 pub mod mailboxes;
 pub mod names;
+pub mod observe;
 pub mod policy;
 pub mod policy_change;
 pub mod registry;
@@ -33,6 +34,7 @@ pub mod release;
 pub mod reshare;
 pub mod session_link;
 pub mod session_pump;
+pub mod shutdown;
 pub mod state;
 pub mod tls;
 pub mod tokens;
@@ -62,8 +64,11 @@ async fn status() -> Json<api::Status> {
 /// one JSON shape ([`error::ApiError`]) for unknown paths and methods, the body limit and the
 /// per-address rate limit around all of it.
 pub fn app(state: AppState) -> Router {
+    // The metrics recorder exists before the first request counts anything.
+    let _ = observe::metrics();
     Router::new()
         .route("/status", get(status))
+        .merge(observe::router(state.config().metrics_on_api))
         .merge(registry::router(&state))
         .merge(backups::router())
         .merge(exports::router())
@@ -82,6 +87,10 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             limits::per_address,
         ))
+        // Outermost, so that rate-limited and refused requests are logged and counted too: the
+        // access log's span, inside the request id and the metrics.
+        .layer(observe::access_log())
+        .layer(axum::middleware::from_fn(observe::requests))
         .with_state(state)
 }
 
@@ -98,6 +107,7 @@ pub fn spawn_housekeeping(state: &AppState) {
             if tick.is_multiple_of(6) {
                 state.limits().forget_idle();
                 state.registrations().forget_idle();
+                observe::metrics().run_upkeep();
             }
             if let Err(e) = state.end_sessions_of_dead_replicas().await {
                 tracing::warn!(error = %e, "could not check for dead replicas");
@@ -119,6 +129,22 @@ pub fn spawn_housekeeping(state: &AppState) {
 /// # Errors
 /// An I/O error of the listener.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    serve_until(listener, state, std::future::pending::<()>())
+        .await
+        .map(|_| ())
+}
+
+/// Serves `app` on `listener` until `stop` completes (a signal, say), then shuts down
+/// gracefully ([`shutdown`]): stops accepting, lets the running protocol sessions finish for
+/// the configured grace period, closes the rest. Returns how the sessions ended.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    stop: impl Future + Send + 'static,
+) -> std::io::Result<shutdown::Drained> {
     use axum::serve::ListenerExt;
     spawn_housekeeping(&state);
     // Protocol frames are small and answered at once: without TCP_NODELAY a frame written while
@@ -129,9 +155,63 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
             tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
         }
     });
-    axum::serve(
+    let (stopped, on_stop) = tokio::sync::oneshot::channel::<()>();
+    let drainer = tokio::spawn(drain_after(state.clone(), stop, stopped));
+    let served = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .await
+    .with_graceful_shutdown(async move {
+        let _ = on_stop.await;
+    })
+    .into_future();
+    finish(served, drainer).await
+}
+
+/// Waits for `stop`, starts draining (`stopped` tells the listener to stop accepting), then
+/// drains the running sessions.
+pub(crate) async fn drain_after(
+    state: AppState,
+    stop: impl Future,
+    stopped: tokio::sync::oneshot::Sender<()>,
+) -> shutdown::Drained {
+    stop.await;
+    state.shutdown().begin_draining();
+    let running = state.shutdown().live();
+    let grace = state.config().shutdown_grace;
+    tracing::info!(
+        running,
+        grace_seconds = grace.as_secs(),
+        "shutting down: no new connections; running sessions may finish"
+    );
+    let _ = stopped.send(());
+    let drained = state.shutdown().drain(grace).await;
+    tracing::info!(
+        running = drained.running,
+        closed = drained.closed,
+        "shut down"
+    );
+    drained
+}
+
+/// The listener's end and the drain's: an error of the listener at once; otherwise the drain's
+/// result, without waiting for HTTP connections that outlive it.
+pub(crate) async fn finish<E>(
+    served: impl Future<Output = Result<(), E>>,
+    drainer: tokio::task::JoinHandle<shutdown::Drained>,
+) -> Result<shutdown::Drained, E> {
+    let joined = |j: Result<shutdown::Drained, tokio::task::JoinError>| {
+        j.unwrap_or(shutdown::Drained {
+            running: 0,
+            closed: 0,
+        })
+    };
+    let mut drainer = drainer;
+    tokio::select! {
+        served = served => {
+            served?;
+            Ok(joined(drainer.await))
+        }
+        drained = &mut drainer => Ok(joined(drained)),
+    }
 }

@@ -94,9 +94,10 @@ impl RateLimits {
     /// # Errors
     /// [`ApiError::TooManyRequests`].
     pub fn check_device(&self, device: &str) -> Result<(), ApiError> {
-        self.device
-            .check_key(&device.to_string())
-            .map_err(|n| Self::retry_after(n.wait_time_from(DefaultClock::default().now())))
+        self.device.check_key(&device.to_string()).map_err(|n| {
+            crate::observe::rate_limited("device");
+            Self::retry_after(n.wait_time_from(DefaultClock::default().now()))
+        })
     }
 
     fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
@@ -105,13 +106,15 @@ impl RateLimits {
         {
             let now = std::time::Instant::now();
             if until > now {
+                crate::observe::rate_limited("auth_failures");
                 return Err(Self::retry_after(until - now));
             }
             blocked.remove(&ip);
         }
-        self.ip
-            .check_key(&ip)
-            .map_err(|n| Self::retry_after(n.wait_time_from(DefaultClock::default().now())))
+        self.ip.check_key(&ip).map_err(|n| {
+            crate::observe::rate_limited("address");
+            Self::retry_after(n.wait_time_from(DefaultClock::default().now()))
+        })
     }
 
     fn auth_failed(&self, ip: IpAddr) {

@@ -177,83 +177,95 @@ pub async fn open(
         Backend::Postgres => claim_shared(&state, &code, source).await?,
     };
     let boxes = state.mailboxes().clone();
+    let shutdown = state.clone();
     Ok(upgrade
         .max_message_size(MAX_FRAME + 1024)
         .read_buffer_size(16 * 1024)
         .on_upgrade(move |mut socket| async move {
-            match role {
-                Role::Second(tx) => {
-                    if let Err(mut socket) = tx.send(socket) {
-                        close(&mut socket, 1011, "the other device left").await;
-                    }
-                }
-                Role::First(id, rx) => {
-                    let waited =
-                        tokio::time::timeout(WAIT_FOR_PEER, wait_for_peer(&mut socket, rx)).await;
-                    // Whatever happened, this wait is over: its slot is free.
-                    rooms.forget(&code, id);
-                    match waited {
-                        Ok(Some((other, early))) => forward(socket, other, early).await,
-                        Ok(None) => {}
-                        Err(_) => nobody_came(&mut socket).await,
-                    }
-                }
-                Role::SharedFirst(id, rx, mut inbox, row) => {
-                    let waited = tokio::time::timeout(
-                        WAIT_FOR_PEER,
-                        wait_for_any_peer(&mut socket, rx, &mut inbox),
-                    )
-                    .await;
-                    // Whatever happened, this wait is over: its slot is free, on every replica.
-                    rooms.forget(&code, id);
-                    let freed = row.release().await;
-                    match waited {
-                        Ok(Some(Peer::Here(other, early))) => {
-                            drop(inbox);
-                            forward(socket, *other, early).await;
+            let _live = shutdown.shutdown().track("relay");
+            let relayed = async move {
+                match role {
+                    Role::Second(tx) => {
+                        if let Err(mut socket) = tx.send(socket) {
+                            close(&mut socket, 1011, "the other device left").await;
                         }
-                        Ok(Some(Peer::Elsewhere(to, early))) => {
-                            inbox.watch(to.holder());
-                            for frame in early {
-                                if !matches!(boxes.send(&to, relayed(&frame)).await, Ok(true)) {
-                                    close(&mut socket, 1000, "the other device left").await;
-                                    return;
+                    }
+                    Role::First(id, rx) => {
+                        let waited =
+                            tokio::time::timeout(WAIT_FOR_PEER, wait_for_peer(&mut socket, rx))
+                                .await;
+                        // Whatever happened, this wait is over: its slot is free.
+                        rooms.forget(&code, id);
+                        match waited {
+                            Ok(Some((other, early))) => forward(socket, other, early).await,
+                            Ok(None) => {}
+                            Err(_) => nobody_came(&mut socket).await,
+                        }
+                    }
+                    Role::SharedFirst(id, rx, mut inbox, row) => {
+                        let waited = tokio::time::timeout(
+                            WAIT_FOR_PEER,
+                            wait_for_any_peer(&mut socket, rx, &mut inbox),
+                        )
+                        .await;
+                        // Whatever happened, this wait is over: its slot is free, on every replica.
+                        rooms.forget(&code, id);
+                        let freed = row.release().await;
+                        match waited {
+                            Ok(Some(Peer::Here(other, early))) => {
+                                drop(inbox);
+                                forward(socket, *other, early).await;
+                            }
+                            Ok(Some(Peer::Elsewhere(to, early))) => {
+                                inbox.watch(to.holder());
+                                for frame in early {
+                                    if !matches!(boxes.send(&to, relayed(&frame)).await, Ok(true)) {
+                                        close(&mut socket, 1000, "the other device left").await;
+                                        return;
+                                    }
+                                }
+                                forward_between_replicas(socket, inbox, &to, &boxes).await;
+                            }
+                            gone => {
+                                if gone.is_err() {
+                                    nobody_came(&mut socket).await;
+                                }
+                                if !freed {
+                                    // A second device on another replica claimed the code as this
+                                    // one left: its join is on the way; tell it the room is over.
+                                    tell_second_device_gone(&mut inbox, &boxes).await;
                                 }
                             }
-                            forward_between_replicas(socket, inbox, &to, &boxes).await;
-                        }
-                        gone => {
-                            if gone.is_err() {
-                                nobody_came(&mut socket).await;
-                            }
-                            if !freed {
-                                // A second device on another replica claimed the code as this
-                                // one left: its join is on the way; tell it the room is over.
-                                tell_second_device_gone(&mut inbox, &boxes).await;
-                            }
                         }
                     }
-                }
-                Role::RemoteSecond(first) => {
-                    let here = room_address(&code, &first, SECOND_DEVICE);
-                    let to = Route::new(room_address(&code, &first, FIRST_DEVICE), &first.instance);
-                    let inbox = match boxes.open(&here).await {
-                        Ok(inbox) => inbox,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not open a relay mailbox");
-                            close(&mut socket, 1011, "the relay failed").await;
+                    Role::RemoteSecond(first) => {
+                        let here = room_address(&code, &first, SECOND_DEVICE);
+                        let to =
+                            Route::new(room_address(&code, &first, FIRST_DEVICE), &first.instance);
+                        let inbox = match boxes.open(&here).await {
+                            Ok(inbox) => inbox,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not open a relay mailbox");
+                                close(&mut socket, 1011, "the relay failed").await;
+                                return;
+                            }
+                        };
+                        inbox.watch(&first.instance);
+                        let mut join = vec![JOIN];
+                        join.extend_from_slice(boxes.instance().as_bytes());
+                        if !matches!(boxes.send(&to, join).await, Ok(true)) {
+                            close(&mut socket, 1011, "the other device left").await;
                             return;
                         }
-                    };
-                    inbox.watch(&first.instance);
-                    let mut join = vec![JOIN];
-                    join.extend_from_slice(boxes.instance().as_bytes());
-                    if !matches!(boxes.send(&to, join).await, Ok(true)) {
-                        close(&mut socket, 1011, "the other device left").await;
-                        return;
+                        forward_between_replicas(socket, inbox, &to, &boxes).await;
                     }
-                    forward_between_replicas(socket, inbox, &to, &boxes).await;
                 }
+            };
+            // At shutdown a relay is cut once the grace period is over: its frames are the two
+            // devices' own encrypted channel, which they start again.
+            tokio::select! {
+                () = relayed => {}
+                () = shutdown.shutdown().closing() => {}
             }
         }))
 }

@@ -583,6 +583,7 @@ pub async fn reshare(
 /// `reshare.done` with the switch, or `reshare.failed` / `session.expired` naming the party at
 /// fault where there is one.
 pub async fn run_reshare(state: &AppState, job: &ReshareJob, appear_within: Duration) {
+    let _live = state.shutdown().track("run");
     let sid = job.session_id.as_str();
     match db::sessions::claim(state.db(), sid, state.instance(), now()).await {
         Ok(true) => {}
@@ -592,7 +593,22 @@ pub async fn run_reshare(state: &AppState, job: &ReshareJob, appear_within: Dura
             return;
         }
     }
+    let started = std::time::Instant::now();
+    crate::observe::session_started("reshare", sid);
     let (result, link) = reshare_party(state, job, appear_within).await;
+    match &result {
+        Ok(()) => {
+            crate::observe::session_ended("reshare", sid, "done", None, None, started);
+        }
+        Err((status, reason, party)) => crate::observe::session_ended(
+            "reshare",
+            sid,
+            status.as_str(),
+            party.map(PartyIndex::get),
+            Some(reason),
+            started,
+        ),
+    }
     let end = match result {
         Ok(()) => End::finished(),
         Err((status, reason, party)) => {

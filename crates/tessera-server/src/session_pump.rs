@@ -125,8 +125,14 @@ impl<'a> Pump<'a> {
     }
 
     /// Pumps frames between `socket` and the session until one of [`Pumped`] happens, then
-    /// closes the device's mailbox. `idle`: how long both directions may stay silent.
-    pub async fn run(mut self, socket: &mut WebSocket, idle: Duration) -> Pumped {
+    /// closes the device's mailbox. `idle`: how long both directions may stay silent; `closing`:
+    /// completes when the server closes its sessions at shutdown.
+    pub async fn run(
+        mut self,
+        socket: &mut WebSocket,
+        idle: Duration,
+        closing: impl Future<Output = ()>,
+    ) -> Pumped {
         // What came while the peers were looked for (a peer that ended meanwhile among it).
         while let Some(frame) = self.early.pop_front() {
             if socket.send(Message::Binary(frame.into())).await.is_err() {
@@ -136,6 +142,7 @@ impl<'a> Pump<'a> {
             }
         }
         let mut deadline = Instant::now() + idle;
+        let mut closing = std::pin::pin!(closing);
         loop {
             let gone_at = self.gone.values().min().copied();
             tokio::select! {
@@ -192,6 +199,14 @@ impl<'a> Pump<'a> {
                     if let Err(ended) = self.tell_device_of_gone_peers(socket).await {
                         return ended;
                     }
+                }
+                // The server shuts down (`crate::shutdown`): the peers learn that this party
+                // is gone, the device why.
+                () = &mut closing => {
+                    let why = "the server is shutting down; try again in a moment";
+                    self.tell_peers(&End::new(EndReason::Failed, why)).await;
+                    close(socket, crate::shutdown::CLOSE_GOING_AWAY, why).await;
+                    return Pumped::Broken(why.into());
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     let why = "no frame for the idle timeout";

@@ -47,6 +47,12 @@ pub struct Config {
     /// can approve it (exporting the server's share for a user with one device, recovering a
     /// device while active devices exist): visible and cancellable meanwhile.
     pub time_lock: Duration,
+    /// After SIGTERM or SIGINT, how long running protocol sessions may take to finish before
+    /// they are closed ([`crate::shutdown`]).
+    pub shutdown_grace: Duration,
+    /// Whether `GET /metrics` is served with the API (off when metrics have a listen address
+    /// of their own).
+    pub metrics_on_api: bool,
 }
 
 /// Default cap on a device's live sessions.
@@ -142,6 +148,8 @@ impl Config {
             abort_limit: 5,
             abort_window: Duration::from_secs(3600),
             time_lock: Duration::from_secs(24 * 3600),
+            shutdown_grace: crate::shutdown::DEFAULT_GRACE,
+            metrics_on_api: true,
         }
     }
 }
@@ -160,6 +168,7 @@ struct Inner {
     audit_head: Arc<db::audit::HeadCache>,
     /// Woken when a session of a structure wallet becomes joinable on this replica.
     joinable: tokio::sync::Notify,
+    shutdown: crate::shutdown::Shutdown,
 }
 
 /// Shared by every handler.
@@ -228,6 +237,7 @@ impl AppState {
             liveness,
             audit_head: Arc::default(),
             joinable: tokio::sync::Notify::new(),
+            shutdown: crate::shutdown::Shutdown::default(),
         }));
         state.end_sessions_of_dead_replicas().await?;
         state.forget_dead_replicas().await?;
@@ -243,6 +253,12 @@ impl AppState {
     /// Wakes the devices waiting for joinable sessions on this replica.
     pub(crate) fn announce_joinable(&self) {
         self.0.joinable.notify_waiters();
+    }
+
+    /// Where the server is in its life: serving, draining or closing ([`crate::shutdown`]).
+    #[must_use]
+    pub fn shutdown(&self) -> &crate::shutdown::Shutdown {
+        &self.0.shutdown
     }
 
     /// This process's instance id (the owner of the sessions it runs).

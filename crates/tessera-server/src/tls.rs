@@ -76,7 +76,8 @@ pub fn dev_identity(data_dir: &Path) -> Result<TlsIdentity, SetupError> {
     from_files(&cert, &key)
 }
 
-/// Serves the API over TLS on `listener` until the process ends.
+/// Serves the API over TLS on `listener` until `stop` completes, then shuts down gracefully as
+/// [`crate::serve_until`] does. Returns how the running sessions ended.
 ///
 /// # Errors
 /// A message for a bad certificate/key or an I/O error.
@@ -84,7 +85,8 @@ pub async fn serve_tls(
     listener: std::net::TcpListener,
     state: crate::AppState,
     identity: TlsIdentity,
-) -> Result<(), SetupError> {
+    stop: impl Future + Send + 'static,
+) -> Result<crate::shutdown::Drained, SetupError> {
     install_crypto_provider();
     let config =
         axum_server::tls_rustls::RustlsConfig::from_pem(identity.cert_pem, identity.key_pem)
@@ -96,13 +98,27 @@ pub async fn serve_tls(
         .set_nonblocking(true)
         .map_err(|e| SetupError::Failed(format!("cannot listen: {e}")))?;
     crate::spawn_housekeeping(&state);
+    let (stopped, on_stop) = tokio::sync::oneshot::channel::<()>();
+    let drainer = tokio::spawn(crate::drain_after(state.clone(), stop, stopped));
+    let handle = axum_server::Handle::new();
+    let closer = handle.clone();
+    // HTTP connections get the grace period too (and the close's few seconds); the protocol
+    // sockets are closed by the drain, with their close code, before this cuts anything.
+    let grace = state.config().shutdown_grace + std::time::Duration::from_secs(10);
+    tokio::spawn(async move {
+        if on_stop.await.is_ok() {
+            closer.graceful_shutdown(Some(grace));
+        }
+    });
     // TCP_NODELAY on every connection, as in `crate::serve`.
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
         .acceptor(axum_server::accept::NoDelayAcceptor);
-    axum_server::from_tcp(listener)
+    let served = axum_server::from_tcp(listener)
         .map_err(|e| SetupError::Failed(format!("cannot listen: {e}")))?
         .acceptor(acceptor)
-        .serve(crate::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .handle(handle)
+        .serve(crate::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>());
+    crate::finish(served, drainer)
         .await
         .map_err(|e| SetupError::Failed(format!("server stopped: {e}")))
 }

@@ -426,6 +426,7 @@ async fn refuse(
     version: u64,
     denial: crate::policy::Denial,
 ) -> ApiError {
+    crate::observe::policy_denied(request.kind.as_str(), denial.rule);
     let recorded = async {
         crate::audit::append_in(
             &mut tx,

@@ -29,6 +29,7 @@ use crate::auth::{AuthDevice, TokenDevice};
 use crate::db::{self, Approval, Protocol, SessionStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, ApiWebSocket};
+use crate::shutdown::CLOSE_GOING_AWAY;
 use crate::state::{AppState, now};
 use crate::vault;
 
@@ -389,6 +390,7 @@ async fn pump_party(
     mut socket: WebSocket,
 ) {
     use crate::session_link::LinkError;
+    let _live = state.shutdown().track("party");
     let idle = state.config().session_idle_timeout;
     let opened = crate::session_pump::Pump::open_checking(
         state.mailboxes(),
@@ -401,7 +403,9 @@ async fn pump_party(
     .await;
     match opened {
         Ok(pump) => {
-            let ended = pump.run(&mut socket, idle).await;
+            let ended = pump
+                .run(&mut socket, idle, state.shutdown().closing())
+                .await;
             tracing::debug!(session_id = %session, party = %me, ?ended, "a device's socket in a session of parties ended");
         }
         Err(e) => {
@@ -525,6 +529,10 @@ impl RunOf {
     /// Runs the protocol over `socket`, records how it ended (its row, its audit records, a ban
     /// or an abort), then closes the socket with the outcome.
     async fn run(self, mut socket: WebSocket, prepared: Prepared) {
+        let _live = self.state.shutdown().track("session");
+        let started = std::time::Instant::now();
+        let kind = self.protocol.as_str();
+        crate::observe::session_started(kind, &self.session_id);
         let Prepared {
             run,
             digest,
@@ -534,6 +542,14 @@ impl RunOf {
         let close_with = self
             .record(&outcome, signature, released, digest, summary)
             .await;
+        crate::observe::session_ended(
+            kind,
+            &self.session_id,
+            &outcome.status.to_string(),
+            outcome.blamed.as_ref().map(|b| b.party.get()),
+            outcome.detail.as_deref(),
+            started,
+        );
         if let Some((code, reason)) = close_with {
             close(&mut socket, code, &reason).await;
         }
@@ -649,7 +665,8 @@ impl RunOf {
             crate::bans::RunEnd {
                 protocol: self.protocol,
                 status: outcome.status,
-                server_failed: close_code == Some(CLOSE_INTERNAL),
+                // The server's failure or its shutdown: not the device's abort.
+                server_failed: matches!(close_code, Some(CLOSE_INTERNAL | CLOSE_GOING_AWAY)),
                 invalid_message: close_code == Some(CLOSE_INVALID_MESSAGE),
                 detail: outcome.detail.as_deref(),
                 blamed: outcome.blamed.as_ref(),
@@ -865,12 +882,13 @@ impl Link for DeviceLink<'_> {
         // frame cost an fsync each).
         let deadline = idle.map(|d| tokio::time::Instant::now() + d);
         loop {
-            let frame = match recv_until(self.socket, deadline).await {
-                Err(_) => return Ok(None),
-                Ok(None | Some(Err(_))) => {
+            let frame = match recv_until(self.socket, deadline, self.state).await {
+                Next::Idle => return Ok(None),
+                Next::Closing => return Err(shutting_down("the server shut down")),
+                Next::Frame(None | Some(Err(_))) => {
                     return Err(ended(SessionStatus::Failed, "the device went away", None));
                 }
-                Ok(Some(Ok(frame))) => frame,
+                Next::Frame(Some(Ok(frame))) => frame,
             };
             match frame {
                 Message::Binary(b) => return Ok(Some((DEVICE, b.to_vec()))),
@@ -941,16 +959,21 @@ impl Link for DeviceLink<'_> {
             )
         };
         loop {
-            match recv_until(self.socket, deadline).await {
-                Err(_) => return Ok(None),
-                Ok(Some(Ok(Message::Text(t)))) => {
+            match recv_until(self.socket, deadline, self.state).await {
+                Next::Idle => return Ok(None),
+                Next::Closing => {
+                    return Err(shutting_down(
+                        "the server shut down before the commit; the new share stays pending",
+                    ));
+                }
+                Next::Frame(Some(Ok(Message::Text(t)))) => {
                     return serde_json::from_str::<api::RefreshCommit>(&t)
                         .map(|c| Some(Control::Commit(c.commit)))
                         .map_err(|_| invalid());
                 }
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-                Ok(Some(Ok(_))) => return Err(invalid()),
-                Ok(None | Some(Err(_))) => {
+                Next::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Next::Frame(Some(Ok(_))) => return Err(invalid()),
+                Next::Frame(None | Some(Err(_))) => {
                     return Err(ended(
                         SessionStatus::Failed,
                         "the device went away before committing; the new share stays pending",
@@ -962,15 +985,49 @@ impl Link for DeviceLink<'_> {
     }
 }
 
-/// The socket's next frame, or `Err` once `deadline` (if any) passed.
+/// What came on a device's socket.
+enum Next {
+    /// A frame, or the socket's end.
+    Frame(Option<Result<Message, axum::Error>>),
+    /// The deadline passed first.
+    Idle,
+    /// The server's grace period after a shutdown signal is over.
+    Closing,
+}
+
+/// The socket's next frame, unless `deadline` (if any) passes or the server closes its
+/// sessions first ([`crate::shutdown`]).
 async fn recv_until(
     socket: &mut WebSocket,
     deadline: Option<tokio::time::Instant>,
-) -> Result<Option<Result<Message, axum::Error>>, tokio::time::error::Elapsed> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, socket.recv()).await,
-        None => Ok(socket.recv().await),
+    state: &AppState,
+) -> Next {
+    let frame = async {
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, socket.recv())
+                .await
+                .map_or(Next::Idle, Next::Frame),
+            None => Next::Frame(socket.recv().await),
+        }
+    };
+    tokio::select! {
+        // `recv` is cancel-safe: a frame is never half read.
+        next = frame => next,
+        () = state.shutdown().closing() => Next::Closing,
     }
+}
+
+/// The end of a run that the server's shutdown closed: failed, on the server's side (no abort
+/// is counted against the wallet), closed with [`CLOSE_GOING_AWAY`].
+fn shutting_down(detail: &str) -> Outcome {
+    ended(
+        SessionStatus::Failed,
+        detail,
+        Some((
+            CLOSE_GOING_AWAY,
+            "the server is shutting down; try again in a moment",
+        )),
+    )
 }
 
 /// Runs `session` over the device's link; a failure is the run's [`Outcome`].

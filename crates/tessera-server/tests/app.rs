@@ -687,3 +687,33 @@ async fn a_policy_with_an_unknown_kind_is_a_400_naming_the_kinds() {
         assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
     }
 }
+
+/// Once the server drains (after SIGTERM, `tessera_server::shutdown`), `/readyz` says so with a
+/// 503 naming the `serving` check, so that a load balancer stops sending requests, while
+/// `/healthz` (the process) still answers 200.
+#[tokio::test]
+async fn readiness_fails_while_the_server_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::open(Config::new(dir.path().join("data")))
+        .await
+        .unwrap();
+    let server = TestServer {
+        app: app(state.clone()),
+        dir,
+    };
+    let ready = server.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert_eq!(ready.body["serving"]["ok"], true);
+    state.shutdown().begin_draining();
+    let draining = server.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(draining.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(draining.body["status"], "not_ready");
+    assert_eq!(draining.body["serving"]["ok"], false);
+    assert_eq!(
+        draining.body["serving"]["error"],
+        "the server is shutting down"
+    );
+    assert_eq!(draining.body["database"]["ok"], true);
+    let alive = server.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(alive.status, StatusCode::OK);
+}

@@ -100,7 +100,7 @@ async fn pump_route(
             let pump = Pump::open(route.state.mailboxes(), &session, me, &peers, APPEAR)
                 .await
                 .unwrap();
-            let ended = pump.run(&mut socket, idle).await;
+            let ended = pump.run(&mut socket, idle, std::future::pending()).await;
             let _ = route.ended.send((me.get(), ended));
         })
 }

@@ -1,6 +1,6 @@
 //! `tessera server`: run the commitment server (the co-signing party).
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::failure::{CliResult, Failure};
 
@@ -80,9 +80,31 @@ pub(crate) struct ServerArgs {
     /// Seconds over which aborts are counted for --abort-limit.
     #[arg(long, default_value_t = 3600)]
     abort_window: u64,
+    /// Log lines on stderr: `text` (for people; coloured on a terminal) or `json` (one object
+    /// per line, for a log collector). RUST_LOG sets the filter (default `info,sqlx=warn`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// On SIGTERM or SIGINT: seconds that running protocol sessions may take to finish before
+    /// they are closed (WebSocket close code 1001). New connections are refused at once.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
+    /// Serve GET /metrics (Prometheus) on this address instead of the API's, e.g. an address
+    /// only the monitoring network reaches. Plain HTTP.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// How the server writes its log.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 pub(crate) async fn run(args: ServerArgs) -> CliResult {
+    crate::install_log_subscriber("info,sqlx=warn", args.log_format == LogFormat::Json);
     let tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         Some(
             tessera_server::tls::from_files(cert, key)
@@ -124,6 +146,8 @@ pub(crate) async fn run(args: ServerArgs) -> CliResult {
     config.max_sessions_per_wallet = args.max_sessions_per_wallet.max(1);
     config.abort_limit = args.abort_limit;
     config.abort_window = std::time::Duration::from_secs(args.abort_window.max(1));
+    config.shutdown_grace = std::time::Duration::from_secs(args.shutdown_grace);
+    config.metrics_on_api = args.metrics_listen.is_none();
     let state = tessera_server::AppState::open(config)
         .await
         .map_err(|e| Failure::Failed(e.to_string()))?;
@@ -132,35 +156,62 @@ pub(crate) async fn run(args: ServerArgs) -> CliResult {
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::Failed(e.to_string()))?;
-    use std::io::Write;
-    match tls {
-        Some(identity) => {
-            println!(
-                "tessera server listening on https://{addr} (data in {}; certificate SHA-256 {} — clients pin it with --server-fingerprint)",
-                args.data_dir.display(),
-                identity.fingerprint
-            );
-            let _ = std::io::stdout().flush();
-            tessera_server::tls::serve_tls(listener, state, identity)
+    let metrics = match args.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
                 .await
-                .map_err(|e| Failure::Failed(e.to_string()))
-        }
+                .map_err(|e| Failure::Failed(format!("cannot listen on {at} for metrics: {e}")))?,
+        ),
+        None => None,
+    };
+    let stop = tessera_server::shutdown::signals()
+        .map_err(|e| Failure::Failed(format!("cannot handle SIGTERM and SIGINT: {e}")))?;
+    use std::io::Write;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let pinned = match &tls {
+        Some(identity) => format!(
+            "certificate SHA-256 {} — clients pin it with --server-fingerprint",
+            identity.fingerprint
+        ),
+        None => "plain HTTP, loopback only".to_string(),
+    };
+    println!(
+        "tessera server listening on {scheme}://{addr} (data in {}; {pinned})",
+        args.data_dir.display(),
+    );
+    if let Some(metrics) = &metrics
+        && let Ok(at) = metrics.local_addr()
+    {
+        println!("metrics on http://{at}/metrics");
+    }
+    let _ = std::io::stdout().flush();
+    if let Some(metrics) = metrics {
+        tokio::spawn(async move {
+            if let Err(e) = tessera_server::observe::serve_metrics(metrics).await {
+                eprintln!("the metrics listener stopped: {e}");
+            }
+        });
+    }
+    let drained = match tls {
+        Some(identity) => tessera_server::tls::serve_tls(listener, state, identity, stop)
+            .await
+            .map_err(|e| Failure::Failed(e.to_string()))?,
         None => {
-            println!(
-                "tessera server listening on http://{addr} (data in {}; plain HTTP, loopback only)",
-                args.data_dir.display()
-            );
-            let _ = std::io::stdout().flush();
             listener
                 .set_nonblocking(true)
                 .map_err(|e| Failure::Failed(e.to_string()))?;
             let listener = tokio::net::TcpListener::from_std(listener)
                 .map_err(|e| Failure::Failed(e.to_string()))?;
-            tessera_server::serve(listener, state)
+            tessera_server::serve_until(listener, state, stop)
                 .await
-                .map_err(|e| Failure::Failed(format!("server stopped: {e}")))
+                .map_err(|e| Failure::Failed(format!("server stopped: {e}")))?
         }
-    }
+    };
+    println!(
+        "tessera server stopped: {} running session(s) at the signal, {} closed at the end of the grace period",
+        drained.running, drained.closed
+    );
+    Ok(())
 }
 
 pub(crate) fn kek_source(

@@ -117,6 +117,7 @@ impl WriteTx {
         audited: bool,
         audit_head: Arc<audit::HeadCache>,
     ) -> ApiResult<WriteTx> {
+        let started = std::time::Instant::now();
         let tx = match backend {
             Backend::Postgres => pool.begin().await?,
             Backend::Sqlite => {
@@ -130,6 +131,7 @@ impl WriteTx {
                 }
             }
         };
+        crate::observe::database("begin", started);
         Ok(WriteTx {
             tx,
             backend,
@@ -198,7 +200,44 @@ impl WriteTx {
     /// # Errors
     /// A database error; nothing was written then.
     pub async fn commit(self) -> ApiResult<()> {
-        self.tx.commit().await.map_err(ApiError::from)
+        let started = std::time::Instant::now();
+        let committed = self.tx.commit().await.map_err(ApiError::from);
+        crate::observe::database("commit", started);
+        committed
+    }
+}
+
+/// Whether the database's schema is the one this server's migrations make: `Err` says how it
+/// differs (a migration missing or failed, or one from a newer server).
+///
+/// # Errors
+/// The difference, or the database's error.
+pub async fn schema_current(pool: &AnyPool, backend: Backend) -> Result<(), String> {
+    let known = crate::state::migrator(backend)
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
+    let (applied, failed): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT MAX(CASE WHEN success THEN version END), \
+                COUNT(CASE WHEN NOT success THEN 1 END) FROM _sqlx_migrations",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+    let applied = applied.unwrap_or(0);
+    if failed > 0 {
+        return Err(format!("{failed} migration(s) failed"));
+    }
+    match applied.cmp(&known) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(format!(
+            "the schema is at migration {applied}, this server needs {known}"
+        )),
+        std::cmp::Ordering::Greater => Err(format!(
+            "the schema is at migration {applied}, newer than this server knows ({known}): \
+             a newer server migrated it"
+        )),
     }
 }
 
