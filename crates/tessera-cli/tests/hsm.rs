@@ -1,9 +1,11 @@
 //! The server's key-encryption key in an HSM: SoftHSM2 (installed by `scripts/test`), a token
-//! initialised per test, real `tessera` processes.
+//! initialised per test, real `tessera` processes. Keys are named by RFC 7512 URIs; the older
+//! `pkcs11:module=…,token=…,key=…` form still works, with a deprecation note.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use tessera_client::ServerClient;
 use tessera_core::DerivationPath;
@@ -60,7 +62,16 @@ fn token(dir: &Path) -> PathBuf {
     conf
 }
 
+/// The RFC 7512 URI of the key labelled `key` on the token `tessera`.
 fn spec(key: &str) -> String {
+    format!(
+        "pkcs11:token=tessera;object={key}?module-path={}",
+        module().display()
+    )
+}
+
+/// The same key in the older, deprecated form.
+fn legacy_spec(key: &str) -> String {
     format!(
         "pkcs11:module={},token=tessera,key={key}",
         module().display()
@@ -236,4 +247,221 @@ async fn server_shares_wrapped_by_an_hsm_key_and_the_key_rotated() {
         .await
         .unwrap();
     share.public_key().verify(&[3; 32], &sig).unwrap();
+}
+
+/// A registered device with a wallet whose server share is sealed under the server's KEK; it
+/// signs a digest, checked.
+async fn wallet_signs(url: &str, user: &str) {
+    let home = tempfile::tempdir().unwrap();
+    let id = common::identity(home.path());
+    let mut client = ServerClient::new(url).unwrap();
+    let device = client.register(&id, user, "laptop").await.unwrap();
+    client.login(&id, &device.device_id).await.unwrap();
+    let share = client.keygen("w", |_, _| {}).await.unwrap();
+    client
+        .set_policy(
+            &id,
+            &share.wallet_id().to_string(),
+            &common::allow_digests(),
+        )
+        .await
+        .unwrap();
+    let root = DerivationPath::root();
+    let sig = client
+        .sign(&share, [7; 32], &root, |_, _| {})
+        .await
+        .unwrap();
+    share.public_key().verify(&[7; 32], &sig).unwrap();
+}
+
+/// `tessera server --kek KEK` whose stderr goes to a file: the process, its URL and that file.
+fn server_logging(
+    conf: &Path,
+    dir: &Path,
+    kek: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String, PathBuf) {
+    let log = dir.join("server.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(["server", "--insecure-http", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--kek", kek])
+        .env("SOFTHSM2_CONF", conf)
+        .env_remove("TESSERA_DATABASE_URL")
+        .env_remove("TESSERA_KEK")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        !line.is_empty(),
+        "the server did not start: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    (child, url, log)
+}
+
+/// The key named by its RFC 7512 URI (the PIN from a file the URI names, or from the
+/// environment), and by the older form, which still works but says it is deprecated and which
+/// URI to use instead.
+#[tokio::test]
+async fn hsm_keys_named_by_rfc_7512_uris_and_by_the_older_form() {
+    tessera_client::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = token(dir.path());
+
+    // Created through its URI, with the PIN from a file the URI names.
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+    let with_pin_file = format!("{}&pin-source=file:{}", spec("kek-1"), pin_file.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["kek", "generate", "--kek", &with_pin_file])
+        .env("SOFTHSM2_CONF", &conf)
+        .env_remove("TESSERA_PKCS11_PIN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It names the URI to start the server with (without the PIN).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("--kek {}", spec("kek-1"))),
+        "{stdout}"
+    );
+
+    // The server on the URI with the PIN file, and no PIN in the environment: it signs.
+    let srv = Server::try_start(
+        &dir.path().join("data"),
+        &["--kek", &with_pin_file],
+        &[
+            ("SOFTHSM2_CONF", Some(conf.to_str().unwrap())),
+            ("TESSERA_PKCS11_PIN", None),
+        ],
+    )
+    .unwrap();
+    wallet_signs(&srv.url, "uri-user").await;
+    drop(srv);
+    // A wrong PIN in the file is the token's refusal, named.
+    std::fs::write(&pin_file, "0000").unwrap();
+    let e = server(&conf, &dir.path().join("data"), &with_pin_file, PIN)
+        .err()
+        .unwrap();
+    assert!(e.contains("wrong PIN"), "{e}");
+    // A bad URI: the attribute is named.
+    let e = server(
+        &conf,
+        &dir.path().join("data"),
+        &spec("kek-1").replace("object=", "objet="),
+        PIN,
+    )
+    .err()
+    .unwrap();
+    assert!(e.contains("unknown path attribute objet"), "{e}");
+
+    // The older form: the same key, still working, with a note naming the URI.
+    let (mut child, url, log) = server_logging(
+        &conf,
+        dir.path(),
+        &legacy_spec("kek-1"),
+        &[("TESSERA_PKCS11_PIN", PIN)],
+    );
+    wallet_signs(&url, "legacy-user").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("deprecated")
+            && log.contains(&format!("use the RFC 7512 URI {}", spec("kek-1"))),
+        "{log}"
+    );
+    // --print-config says so too.
+    let out = tessera(
+        &conf,
+        PIN,
+        &[
+            "server",
+            "--print-config",
+            "--insecure-http",
+            "--kek",
+            &legacy_spec("kek-1"),
+        ],
+    );
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains(&format!("# note: the key-encryption key form pkcs11:module=…,token=…,key=… is deprecated and will be removed: use the RFC 7512 URI {}", spec("kek-1"))),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("# PKCS#11 PIN: TESSERA_PKCS11_PIN"),
+        "{printed}"
+    );
+}
+
+/// With the server running on an HSM key, the token goes away: `/readyz` answers 503 naming
+/// the key-encryption key (its check wraps and unwraps a fresh data key through the HSM), while
+/// `/healthz` still answers 200.
+#[tokio::test]
+async fn readiness_fails_when_the_hsm_key_goes_away() {
+    tessera_client::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = token(dir.path());
+    assert!(
+        tessera(&conf, PIN, &["kek", "generate", "--kek", &spec("kek-1")])
+            .status
+            .success()
+    );
+    let srv = server(&conf, &dir.path().join("data"), &spec("kek-1"), PIN).unwrap();
+    let get = |path: &str| {
+        let url = format!("{}{path}", srv.url);
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+
+    // SoftHSM2 notices that its token directory is gone on the next call: the key's handle
+    // is no longer valid.
+    let out = Command::new("softhsm2-util")
+        .args(["--delete-token", "--token", "tessera"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["kek"]["ok"], false, "{body}");
+    let error = ready["kek"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("the key-encryption key cannot wrap"),
+        "{body}"
+    );
+    assert_eq!(ready["database"]["ok"], true, "{body}");
+    assert_eq!(get("/healthz").await.0, 200);
 }

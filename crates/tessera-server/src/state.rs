@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use tessera_store::kek::{FileKek, KeyEncryptionKey};
+use tessera_store::pkcs11::Pkcs11Uri;
 use tessera_store::{Pkcs11Kek, Pkcs11Spec};
 use zeroize::Zeroizing;
 
@@ -84,11 +85,13 @@ impl std::fmt::Debug for KekSource {
 }
 
 impl KekSource {
-    /// Parses `file` (the data directory's key file), `file:PATH` or
-    /// `pkcs11:module=…,token=…,key=…` (the PIN is given separately).
+    /// Parses `file` (the data directory's key file), `file:PATH` or a PKCS#11 key: an RFC 7512
+    /// URI `pkcs11:token=…;object=…?module-path=…` (or the deprecated
+    /// `pkcs11:module=…,token=…,key=…`, see [`KekSource::deprecation`]). The PIN is the URI's
+    /// `pin-value` or `pin-source` if it has one, `pin` otherwise.
     ///
     /// # Errors
-    /// A message naming what is wrong, e.g. a PKCS#11 key without a PIN.
+    /// A message naming what is wrong, e.g. a PKCS#11 key without a PIN, a URI attribute.
     pub fn parse(text: &str, data_dir: &Path, pin: Option<&str>) -> Result<Self, SetupError> {
         if text == "file" {
             return Ok(KekSource::File(data_dir.join("kek.key")));
@@ -97,23 +100,41 @@ impl KekSource {
             return Ok(KekSource::File(PathBuf::from(path)));
         }
         if text.starts_with("pkcs11:") {
-            let spec: Pkcs11Spec = text
-                .parse()
-                .map_err(|e: tessera_store::Error| SetupError::Invalid(e.to_string()))?;
-            let pin = pin.ok_or_else(|| {
-                SetupError::Invalid(format!(
-                    "the PIN of token {:?} is missing: set TESSERA_PKCS11_PIN",
-                    spec.token
-                ))
-            })?;
+            let uri = Pkcs11Uri::parse(text).map_err(|e| SetupError::Invalid(e.to_string()))?;
+            let pin = match (&uri.pin, pin) {
+                (Some(source), _) => source
+                    .read()
+                    .map_err(|e| SetupError::Invalid(e.to_string()))?,
+                (None, Some(pin)) => Zeroizing::new(pin.to_string()),
+                (None, None) => {
+                    return Err(SetupError::Invalid(format!(
+                        "the PIN of token {:?} is missing: set TESSERA_PKCS11_PIN (or add pin-source=file:PATH to the URI)",
+                        uri.spec.token
+                    )));
+                }
+            };
             return Ok(KekSource::Pkcs11 {
-                spec,
-                pin: Zeroizing::new(pin.to_string()),
+                spec: uri.spec,
+                pin,
             });
         }
         Err(SetupError::Invalid(format!(
-            "unknown key-encryption key {text:?}: use file, file:PATH or pkcs11:module=…,token=…,key=…"
+            "unknown key-encryption key {text:?}: use file, file:PATH or pkcs11:token=…;object=…?module-path=… (RFC 7512)"
         )))
+    }
+
+    /// For a key named in a deprecated form: a note saying so and naming the form to use
+    /// instead (for the operator; the key still works). `None` for every other name, valid or
+    /// not ([`KekSource::parse`] reports what is wrong).
+    #[must_use]
+    pub fn deprecation(text: &str) -> Option<String> {
+        let uri = Pkcs11Uri::parse(text).ok()?;
+        uri.legacy.then(|| {
+            format!(
+                "the key-encryption key form pkcs11:module=…,token=…,key=… is deprecated and will be removed: use the RFC 7512 URI {}",
+                uri.spec
+            )
+        })
     }
 
     /// Opens the key (creating a key file on first use; a PKCS#11 key must exist).
@@ -510,5 +531,68 @@ impl axum::extract::FromRef<AppState> for Arc<crate::limits::RateLimits> {
 impl axum::extract::FromRef<AppState> for Arc<crate::enrolment::RegistrationLimiter> {
     fn from_ref(state: &AppState) -> Self {
         state.0.registrations.clone()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const URI: &str =
+        "pkcs11:token=tessera;object=kek-1?module-path=/usr/lib/softhsm/libsofthsm2.so";
+
+    fn pin_of(source: &KekSource) -> String {
+        match source {
+            KekSource::Pkcs11 { pin, .. } => pin.to_string(),
+            KekSource::File(p) => panic!("a file: {}", p.display()),
+        }
+    }
+
+    #[test]
+    fn the_pin_comes_from_the_uri_before_the_environment() {
+        let dir = Path::new("/data");
+        assert_eq!(
+            pin_of(&KekSource::parse(URI, dir, Some("1111")).unwrap()),
+            "1111"
+        );
+        let with_value = format!("{URI}&pin-value=2222");
+        assert_eq!(
+            pin_of(&KekSource::parse(&with_value, dir, Some("1111")).unwrap()),
+            "2222"
+        );
+        let files = tempfile::tempdir().unwrap();
+        let file = files.path().join("pin");
+        std::fs::write(&file, "3333\n").unwrap();
+        let with_file = format!("{URI}&pin-source=file:{}", file.display());
+        assert_eq!(
+            pin_of(&KekSource::parse(&with_file, dir, None).unwrap()),
+            "3333"
+        );
+        let e = KekSource::parse(URI, dir, None).unwrap_err().to_string();
+        assert!(e.contains("TESSERA_PKCS11_PIN"), "{e}");
+        let e = KekSource::parse("pkcs11:token=tessera", dir, Some("1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no object"), "{e}");
+        // Never the PIN in a Debug.
+        let debug = format!("{:?}", KekSource::parse(&with_value, dir, None).unwrap());
+        assert!(!debug.contains("2222"), "{debug}");
+    }
+
+    #[test]
+    fn the_older_form_works_with_a_note_naming_the_uri() {
+        let dir = Path::new("/data");
+        let old = "pkcs11:module=/usr/lib/softhsm/libsofthsm2.so,token=tessera,key=kek-1";
+        let source = KekSource::parse(old, dir, Some("1111")).unwrap();
+        let KekSource::Pkcs11 { spec, .. } = &source else {
+            panic!("{source:?}")
+        };
+        assert_eq!(spec.to_string(), URI);
+        let note = KekSource::deprecation(old).unwrap();
+        assert!(note.contains("deprecated") && note.ends_with(URI), "{note}");
+        assert_eq!(KekSource::deprecation(URI), None);
+        assert_eq!(KekSource::deprecation("file"), None);
+        assert_eq!(KekSource::deprecation("pkcs11:nonsense"), None);
     }
 }

@@ -6,8 +6,11 @@
 //! unwrapped by the token itself with AES-GCM (`CKM_AES_GCM`, a fresh random 96-bit IV per wrap,
 //! 128-bit tag, associated data binding the purpose). A wrapped key is `IV || ciphertext || tag`.
 //!
-//! Configuration is one string, `pkcs11:module=PATH,token=LABEL,key=LABEL`; the user PIN is
-//! given separately (the server reads it from the environment), never in that string.
+//! Configuration is one string, an RFC 7512 URI
+//! (`pkcs11:token=LABEL;object=LABEL?module-path=PATH`, [`uri`]; the older
+//! `pkcs11:module=PATH,token=LABEL,key=LABEL` is still read). The user PIN is given separately
+//! (the server reads it from the environment) unless the URI carries `pin-source` or
+//! `pin-value`; it is never part of [`Pkcs11Spec`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,13 +29,17 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::kek::{DataKey, KeyEncryptionKey};
 
+pub mod uri;
+
+pub use uri::{PinSource, Pkcs11Uri};
+
 const AAD: &[u8] = b"tessera/kek/pkcs11/v1";
 const IV_LEN: usize = 12;
 const KEY_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 
-/// Where the KEK is: `pkcs11:module=PATH,token=LABEL,key=LABEL`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where the KEK is: a module, a token and a key (see [`uri`] for how it is written).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pkcs11Spec {
     /// The PKCS#11 module (shared library), e.g. `/usr/lib/softhsm/libsofthsm2.so`.
     pub module: PathBuf,
@@ -40,52 +47,52 @@ pub struct Pkcs11Spec {
     pub token: String,
     /// The key object's label.
     pub key: String,
+    /// The key's `CKA_ID`, if the URI names it (`id=`).
+    pub id: Option<Vec<u8>>,
+    /// The token's manufacturer, if the URI names it (`manufacturer=`).
+    pub manufacturer: Option<String>,
+    /// The token's model, if the URI names it (`model=`).
+    pub model: Option<String>,
+    /// The token's serial number, if the URI names it (`serial=`).
+    pub serial: Option<String>,
 }
 
 impl FromStr for Pkcs11Spec {
     type Err = Error;
 
+    /// Either form; a PIN in the URI is dropped (use [`Pkcs11Uri::parse`] to keep it).
     fn from_str(text: &str) -> Result<Self> {
-        let bad = |why: &str| {
-            Error::Hsm(format!(
-                "{why}: expected pkcs11:module=PATH,token=LABEL,key=LABEL"
-            ))
-        };
-        let rest = text
-            .strip_prefix("pkcs11:")
-            .ok_or_else(|| bad("not a pkcs11: key"))?;
-        let (mut module, mut token, mut key) = (None, None, None);
-        for part in rest.split(',') {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| bad("a part without '='"))?;
-            let v = v.trim();
-            if v.is_empty() {
-                return Err(bad(&format!("empty {k}")));
-            }
-            match k.trim() {
-                "module" => module = Some(PathBuf::from(v)),
-                "token" => token = Some(v.to_string()),
-                "key" => key = Some(v.to_string()),
-                other => return Err(bad(&format!("unknown part {other:?}"))),
-            }
-        }
-        Ok(Pkcs11Spec {
-            module: module.ok_or_else(|| bad("no module"))?,
-            token: token.ok_or_else(|| bad("no token"))?,
-            key: key.ok_or_else(|| bad("no key"))?,
-        })
+        Pkcs11Uri::parse(text).map(|uri| uri.spec)
     }
 }
 
 impl fmt::Display for Pkcs11Spec {
+    /// The RFC 7512 URI, without any PIN.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "pkcs11:module={},token={},key={}",
-            self.module.display(),
-            self.token,
-            self.key
+            "pkcs11:token={};object={}",
+            uri::encode(self.token.as_bytes(), true),
+            uri::encode(self.key.as_bytes(), true)
+        )?;
+        if let Some(id) = &self.id {
+            // RFC 7512 §2.3: the whole value of `id` SHOULD be percent-encoded.
+            let id: String = id.iter().map(|b| format!("%{b:02X}")).collect();
+            write!(f, ";id={id}")?;
+        }
+        for (name, value) in [
+            ("manufacturer", &self.manufacturer),
+            ("model", &self.model),
+            ("serial", &self.serial),
+        ] {
+            if let Some(v) = value {
+                write!(f, ";{name}={}", uri::encode(v.as_bytes(), true))?;
+            }
+        }
+        write!(
+            f,
+            "?module-path={}",
+            uri::encode(self.module.as_os_str().as_encoded_bytes(), false)
         )
     }
 }
@@ -123,18 +130,27 @@ impl Pkcs11Kek {
     /// a wrong PIN, no AES key with that label (or several).
     pub fn open(spec: &Pkcs11Spec, pin: &str) -> Result<Self> {
         let (context, session) = Self::login(spec, pin)?;
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Label(spec.key.as_bytes().to_vec()),
+        ];
+        if let Some(id) = &spec.id {
+            template.push(Attribute::Id(id.clone()));
+        }
         let found = session
-            .find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::Label(spec.key.as_bytes().to_vec()),
-            ])
+            .find_objects(&template)
             .map_err(|e| hsm("searching for the key", e))?;
         let key = match found.as_slice() {
             [one] => *one,
             [] => {
+                let with_id = if spec.id.is_some() {
+                    " with that id"
+                } else {
+                    ""
+                };
                 return Err(Error::Hsm(format!(
-                    "no AES key labelled {:?} on token {:?} (create one with `tessera server kek-generate --kek {spec}`)",
+                    "no AES key labelled {:?}{with_id} on token {:?} (create one with `tessera kek generate --kek {spec}`)",
                     spec.key, spec.token
                 )));
             }
@@ -175,7 +191,10 @@ impl Pkcs11Kek {
                 spec.key, spec.token
             )));
         }
-        let id = crate::random_bytes::<16>();
+        let id = match &spec.id {
+            Some(id) => id.clone(),
+            None => crate::random_bytes::<16>().to_vec(),
+        };
         session
             .generate_key(
                 &Mechanism::AesKeyGen,
@@ -190,7 +209,7 @@ impl Pkcs11Kek {
                     Attribute::Unwrap(false),
                     Attribute::ValueLen((KEY_LEN as u64).into()),
                     Attribute::Label(spec.key.as_bytes().to_vec()),
-                    Attribute::Id(id.to_vec()),
+                    Attribute::Id(id),
                 ],
             )
             .map_err(|e| hsm("generating the key", e))?;
@@ -213,14 +232,23 @@ impl Pkcs11Kek {
         for s in slots {
             if let Ok(info) = context.get_token_info(s)
                 && info.label().trim_end() == spec.token
+                && Self::narrowed(spec.manufacturer.as_deref(), info.manufacturer_id())
+                && Self::narrowed(spec.model.as_deref(), info.model())
+                && Self::narrowed(spec.serial.as_deref(), info.serial_number())
             {
                 slot = Some(s);
                 break;
             }
         }
         let slot = slot.ok_or_else(|| {
+            let narrowed =
+                if spec.manufacturer.is_some() || spec.model.is_some() || spec.serial.is_some() {
+                    " with that manufacturer, model and serial"
+                } else {
+                    ""
+                };
             Error::Hsm(format!(
-                "no token labelled {:?} in {}",
+                "no token labelled {:?}{narrowed} in {}",
                 spec.token,
                 spec.module.display()
             ))
@@ -237,6 +265,11 @@ impl Pkcs11Kek {
             }
         }
         Ok((context, session))
+    }
+
+    /// Whether a token's field (blank-padded, PKCS#11 §3.2) is what the URI asks for, if it asks.
+    fn narrowed(wanted: Option<&str>, actual: &str) -> bool {
+        wanted.is_none_or(|w| w == actual.trim_end())
     }
 
     fn key_id(session: &Session, key: ObjectHandle, spec: &Pkcs11Spec) -> Result<String> {

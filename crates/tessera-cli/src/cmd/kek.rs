@@ -9,7 +9,7 @@ pub(crate) enum KekCommand {
     /// Create the AES-256 key-encryption key in a PKCS#11 token (non-extractable; PIN from
     /// TESSERA_PKCS11_PIN).
     Generate {
-        /// pkcs11:module=PATH,token=LABEL,key=LABEL
+        /// The key to create, an RFC 7512 URI: pkcs11:token=LABEL;object=LABEL?module-path=PATH
         #[arg(long)]
         kek: String,
     },
@@ -22,10 +22,10 @@ pub(crate) enum KekCommand {
         /// The server's PostgreSQL database, if it uses one.
         #[arg(long, env = "TESSERA_DATABASE_URL")]
         database_url: Option<String>,
-        /// The current key: file, file:PATH or pkcs11:…
+        /// The current key: file, file:PATH or pkcs11:token=…;object=…?module-path=…
         #[arg(long)]
         from: String,
-        /// The new key: file, file:PATH or pkcs11:…
+        /// The new key: file, file:PATH or pkcs11:token=…;object=…?module-path=…
         #[arg(long)]
         to: String,
     },
@@ -34,12 +34,19 @@ pub(crate) enum KekCommand {
 pub(crate) async fn run(command: KekCommand) -> CliResult {
     match command {
         KekCommand::Generate { kek } => {
-            let spec: tessera_store::Pkcs11Spec = kek
-                .parse()
-                .map_err(|e: tessera_store::Error| Failure::Usage(e.to_string()))?;
-            let pin = std::env::var("TESSERA_PKCS11_PIN").map_err(|_| {
-                Failure::Usage("set TESSERA_PKCS11_PIN to the token's user PIN".into())
-            })?;
+            let uri = tessera_store::pkcs11::Pkcs11Uri::parse(&kek)
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            if let Some(note) = tessera_server::state::KekSource::deprecation(&kek) {
+                tracing::warn!("{note}");
+            }
+            let pin =
+                match &uri.pin {
+                    Some(source) => source.read().map_err(|e| Failure::Usage(e.to_string()))?,
+                    None => zeroize::Zeroizing::new(std::env::var("TESSERA_PKCS11_PIN").map_err(
+                        |_| Failure::Usage("set TESSERA_PKCS11_PIN to the token's user PIN".into()),
+                    )?),
+                };
+            let spec = uri.spec;
             let key = tessera_store::Pkcs11Kek::generate(&spec, &pin)
                 .map_err(|e| Failure::Failed(e.to_string()))?;
             use tessera_store::KeyEncryptionKey;
