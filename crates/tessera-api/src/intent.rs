@@ -26,6 +26,7 @@ pub const MAX_TX_DATA_BYTES: usize = 32 * 1024;
 /// An EIP-1559 transaction as JSON (`tessera sign --eth-tx tx.json`). Amounts are decimal
 /// strings in wei (they exceed JSON's safe integers); `to` is absent for a contract creation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EthTransaction {
     /// EIP-155 chain id (1 = Ethereum mainnet).
@@ -50,6 +51,7 @@ pub struct EthTransaction {
 
 /// What to sign.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SignKind {
     /// A raw 32-byte digest (hex).

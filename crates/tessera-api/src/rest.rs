@@ -15,6 +15,7 @@ pub const AUTH_CONTEXT: &[u8] = b"tessera/auth-challenge/v1";
 
 /// `GET /status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// "ok" when the server serves.
     pub status: String,
@@ -25,6 +26,7 @@ pub struct Status {
 /// `POST /devices`: register a device. The signature, by the device's identity key, covers
 /// [`register_message`], proving possession of the key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterDevice {
     /// The user name (created with the first device).
     pub user: String,
@@ -53,6 +55,7 @@ pub fn register_message(user: &str, device_name: &str, identity_key: &[u8; 32]) 
 
 /// A device as the registry describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Device {
     /// Device id (UUID).
     pub device_id: DeviceId,
@@ -121,6 +124,7 @@ pub fn approve_message(device_id: &str, identity_key: &[u8; 32]) -> Vec<u8> {
 
 /// `POST /devices/{id}/approve`, by an active device of the same user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApproveDevice {
     /// The approving device's identity signature over [`approve_message`], hex.
     pub signature: String,
@@ -128,6 +132,7 @@ pub struct ApproveDevice {
 
 /// `POST /devices/{id}/revoke`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevokeDevice {
     /// Revoke even the user's last active device, which leaves no device that can log in,
     /// approve new devices or sign: the user is locked out for good.
@@ -137,6 +142,7 @@ pub struct RevokeDevice {
 
 /// `POST /auth/challenge`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChallengeRequest {
     /// The device asking.
     pub device_id: DeviceId,
@@ -144,6 +150,7 @@ pub struct ChallengeRequest {
 
 /// A fresh challenge, valid briefly and once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Challenge {
     /// 32 random bytes, hex.
     pub challenge: String,
@@ -163,6 +170,7 @@ pub fn auth_message(device_id: &str, challenge: &[u8]) -> Vec<u8> {
 
 /// `POST /auth/token`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenRequest {
     /// The device.
     pub device_id: DeviceId,
@@ -174,6 +182,7 @@ pub struct TokenRequest {
 
 /// A short-lived bearer token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Token {
     /// The JWT.
     pub token: String,
@@ -186,6 +195,7 @@ pub struct Token {
 /// the server and devices of the user (docs/quorum-wallets.md), run among them through the
 /// server, each device over its own socket (the answer's [`SessionCreated::parties`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeygenRequest {
     /// The wallet's name, unique for the user.
     pub name: String,
@@ -207,6 +217,7 @@ pub struct KeygenRequest {
 /// "message": …`, or `"kind": "digest", "digest": …`). (The parameters of the signing protocol
 /// run itself are `tessera_core::SignRequest`.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignIntentRequest {
     /// The wallet, hex id.
     pub wallet_id: WalletId,
@@ -229,6 +240,7 @@ pub struct SignIntentRequest {
 /// A wallet's signing policy. Absent limits do not apply; a new wallet allows `eth-tx` and
 /// `eth-message`, not raw digests.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Allowed kinds: `eth-tx`, `eth-message`, `digest`.
@@ -307,6 +319,7 @@ pub fn policy_message(wallet_id: &str, version: u64, policy_json: &str) -> Vec<u
 
 /// `PUT /policy`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetPolicy {
     /// The wallet, hex id.
     pub wallet_id: WalletId,
@@ -320,6 +333,7 @@ pub struct SetPolicy {
 
 /// `GET /policy?wallet=…`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyInfo {
     /// The wallet, hex id.
     pub wallet_id: WalletId,
@@ -335,6 +349,7 @@ pub struct PolicyInfo {
 
 /// A signing request waiting for another device's approval (`GET /approvals`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingApproval {
     /// The session the request created.
     pub session_id: ServerSessionId,
@@ -365,6 +380,7 @@ pub fn sign_approval_message(session_id: &str, digest_hex: &str, approve: bool) 
 
 /// `POST /approvals/{session_id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApproveSign {
     /// Approve (true) or refuse.
     pub approve: bool,
@@ -374,6 +390,7 @@ pub struct ApproveSign {
 
 /// `GET /sign/{session_id}`: where a signing request stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignStatus {
     /// `none` (no approval needed), `pending`, `approved`, `refused` or `expired`.
     pub approval: Approval,
@@ -381,6 +398,7 @@ pub struct SignStatus {
 
 /// A refusal by the policy (403), in the body's `message` and here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyDenial {
     /// The rule, e.g. `max_value_per_tx`.
     pub rule: String,
@@ -388,6 +406,7 @@ pub struct PolicyDenial {
 
 /// `POST /refresh`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshRequest {
     /// The wallet, hex id.
     pub wallet_id: WalletId,
@@ -401,6 +420,7 @@ pub struct RefreshRequest {
 /// `POST /reshare`: moves a structure wallet's key to a new set of parties (same public key,
 /// next epoch). Exactly one of `add`, `remove` or `structure` says how.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReshareRequest {
     /// The wallet, hex id.
     pub wallet_id: WalletId,
@@ -425,6 +445,7 @@ pub struct ReshareRequest {
 /// A wallet's public facts at one epoch (`tessera_core::WalletPublic`), as a resharing starts
 /// from them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WalletPublicInfo {
     /// Compressed public key, hex.
     pub public_key: String,
@@ -494,6 +515,7 @@ impl WalletPublicInfo {
 /// moves to. Its session's [`SessionParties`] are the run's parties: the new structure's (their
 /// index in it), then the dealers that leave, with `structure` the new structure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReshareInfo {
     /// The wallet as it is.
     pub wallet: WalletPublicInfo,
@@ -504,6 +526,7 @@ pub struct ReshareInfo {
 /// After a refresh protocol, the server has stored its new share as pending under this epoch
 /// (a text frame on the session's socket). The device stores its own as pending, then commits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshPending {
     /// The new epoch.
     pub pending: u64,
@@ -512,6 +535,7 @@ pub struct RefreshPending {
 /// The device has stored its new share as pending: the server may switch (a text frame). The
 /// server answers by closing the socket with 1000 once it has switched.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshCommit {
     /// The new epoch.
     pub commit: u64,
@@ -519,6 +543,7 @@ pub struct RefreshCommit {
 
 /// A created protocol session: open `GET /ws?session_id=…` to run it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionCreated {
     /// The session, hex (the protocol's session id is derived from it and the run's parameters).
     pub session_id: ServerSessionId,
@@ -543,6 +568,7 @@ pub struct SessionCreated {
 
 /// The parties of a session of a structure wallet, as the server has them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionParties {
     /// The wallet's structure (labels as stored).
     pub structure: String,
@@ -556,6 +582,7 @@ pub struct SessionParties {
 
 /// One party of a session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionParty {
     /// Its index (its label's position in the structure).
     pub party: u8,
@@ -575,6 +602,7 @@ pub struct SessionParty {
 
 /// What a joinable signing session signs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JoinableSign {
     /// Non-hardened BIP-32 path.
     pub path: String,
@@ -586,6 +614,7 @@ pub struct JoinableSign {
 /// `GET /sessions/joinable`: a session another device started in which the calling device is
 /// a party, waiting for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JoinableSession {
     /// The session (open its socket with `GET /ws?session_id=…`).
     pub session_id: ServerSessionId,
@@ -621,6 +650,7 @@ pub struct JoinableSession {
 
 /// Another user's invitation of a device into their wallet (a party of its structure).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Invitation {
     /// The name of the user whose wallet it is (who invited the device).
     pub owner: String,
@@ -677,6 +707,7 @@ pub fn acceptance_message(accepted: &Acceptance<'_>) -> Vec<u8> {
 /// it was invited into: its other parties are told at once, in its name (it may not open the
 /// session's socket to tell them itself).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeclineInvitation {
     /// The key generation's session.
     pub session_id: ServerSessionId,
@@ -684,6 +715,7 @@ pub struct DeclineInvitation {
 
 /// `POST /wallet/accept`: an invited device accepts its party in another user's wallet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcceptWallet {
     /// The wallet.
     pub wallet_id: WalletId,
@@ -693,6 +725,7 @@ pub struct AcceptWallet {
 
 /// `GET /wallet?wallet=…`: a wallet with its structure and its parties.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WalletDetail {
     /// The wallet.
     #[serde(flatten)]
@@ -714,6 +747,7 @@ pub struct WalletDetail {
 
 /// A change of a structure wallet's parties waiting for a resharing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingChange {
     /// The device.
     pub device_id: DeviceId,
@@ -732,6 +766,7 @@ pub struct PendingChange {
 
 /// `GET /pubkey?wallet=…` and the wallet list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WalletInfo {
     /// The wallet, hex id.
     pub wallet_id: WalletId,
@@ -747,6 +782,7 @@ pub struct WalletInfo {
 
 /// Every error body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// A stable machine-readable code, e.g. `unauthorized`, `not_found`.
     pub error: String,
@@ -759,6 +795,7 @@ pub struct ApiError {
 
 /// `GET /audit` answers with these, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditRecord {
     /// Position in the log: 1, 2, 3... with no gaps.
     pub seq: u64,
@@ -780,6 +817,7 @@ pub struct AuditRecord {
 
 /// `GET /audit/verify`: the result of checking the whole chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditVerification {
     /// Records checked.
     pub records: u64,
@@ -791,6 +829,7 @@ pub struct AuditVerification {
 
 /// A record that breaks the audit chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditFault {
     /// Its position (or where one is missing).
     pub seq: u64,
@@ -859,6 +898,7 @@ pub fn recover_message(
 
 /// `POST /backups/verify`: a backup file, hex, for the server to check and record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyBackup {
     /// The backup file's bytes, hex.
     pub backup: String,
@@ -866,6 +906,7 @@ pub struct VerifyBackup {
 
 /// What the server found in a backup it verified or made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BackupReport {
     /// The wallet, hex id.
     pub wallet_id: WalletId,
@@ -885,6 +926,7 @@ pub struct BackupReport {
 
 /// `POST /backups/server`: back up the server's share of a wallet to the owner's holders.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerBackupRequest {
     /// The wallet, hex id.
     pub wallet_id: WalletId,
@@ -898,6 +940,7 @@ pub struct ServerBackupRequest {
 
 /// The server's backup of its share.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerBackup {
     /// The backup file, hex.
     pub backup: String,
@@ -908,6 +951,7 @@ pub struct ServerBackup {
 /// `POST /devices/{id}/recover`: a pending device proves it restored the device share of one of
 /// its user's wallets, which approves it (when no active device is left to do so).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecoverDevice {
     /// The wallet, hex id.
     pub wallet_id: WalletId,
@@ -924,6 +968,7 @@ pub struct RecoverDevice {
 /// for every later session of that wallet until a complete refresh, approved by another active
 /// device of the owner, lifts the ban. `GET /bans?wallet=…`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ban {
     /// The ban's id, hex.
     pub ban_id: BanId,
@@ -964,6 +1009,7 @@ pub fn ban_lift_message(wallet_id: &str, ban_id: &str) -> Vec<u8> {
 /// `POST /bans/{ban_id}/approve-lift`: another active device of the owner approves lifting a
 /// ban; the next complete refresh of the wallet then lifts it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApproveBanLift {
     /// The approving device's identity signature over [`ban_lift_message`], hex.
     pub signature: String,
@@ -974,6 +1020,7 @@ pub struct ApproveBanLift {
 /// device's signed approval or, where `unlock_at` is set, for its time lock to end; any active
 /// device of the owner may cancel it meanwhile.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeldAction {
     /// The action's id.
     pub id: ActionId,
@@ -1008,6 +1055,7 @@ pub fn held_action_message(id: &str, digest_hex: &str, approve: bool) -> Vec<u8>
 
 /// `POST /actions/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DecideHeldAction {
     /// Approve (true) or cancel.
     pub approve: bool,
@@ -1018,6 +1066,7 @@ pub struct DecideHeldAction {
 /// The answer to `POST /backups/server`: the backup (holders fixed for the wallet, or an
 /// approved export), or the held export to approve or wait for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum ServerBackupOutcome {
     /// The backup.
@@ -1029,6 +1078,7 @@ pub enum ServerBackupOutcome {
 /// The answer to `PUT /policy`: applied, or (a weakening of a policy that requires approval)
 /// held for another device's approval.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum PolicyChange {
     /// The policy in force now.
@@ -1040,6 +1090,7 @@ pub enum PolicyChange {
 /// The answer to `POST /devices/{id}/recover`: the device approved, or (active devices exist)
 /// the recovery held under a time lock that any of them can cancel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Recovery {
     /// The device, now active.

@@ -106,6 +106,26 @@ macro_rules! text_state {
             }
         }
 
+        /// A string, one of the texts (by hand: utoipa's derive does not see a `rename` whose
+        /// text comes through this macro).
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .description(Some(concat!("The ", $what, ": one of the texts listed.")))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+        }
+
         #[cfg(feature = "sqlx")]
         impl<DB: sqlx::Database> sqlx::Type<DB> for $name
         where

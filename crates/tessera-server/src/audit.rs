@@ -304,6 +304,7 @@ pub struct AuditQuery {
 }
 
 /// `GET /audit?wallet=…`: the records of the caller's user (of one of its wallets).
+#[utoipa::path(get, path = "/audit", tag = "audit", security(("bearer" = [])), params(("wallet" = Option<String>, Query, description = "Only the records of this wallet")), responses((status = 200, description = "The user's audit records, oldest first", body = Vec<api::AuditRecord>), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -335,6 +336,7 @@ pub async fn list(
 }
 
 /// `GET /audit/verify`: checks the whole chain (any authenticated device may ask).
+#[utoipa::path(get, path = "/audit/verify", tag = "audit", security(("bearer" = [])), responses((status = 200, description = "The whole chain checked", body = api::AuditVerification), crate::openapi::AuthErrors, crate::openapi::Errors))]
 pub async fn verify_endpoint(
     State(state): State<AppState>,
     _me: AuthDevice,

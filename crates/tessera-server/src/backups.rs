@@ -72,6 +72,7 @@ async fn check_against_wallet(
 
 /// `POST /backups/verify`: verifies a backup of a share of one of the caller's wallets and records
 /// the outcome in the audit log.
+#[utoipa::path(post, path = "/backups/verify", tag = "backups", security(("bearer" = [])), request_body = api::VerifyBackup, responses((status = 200, description = "The backup verified against the wallet", body = api::BackupReport), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Errors))]
 pub async fn verify(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -173,6 +174,7 @@ pub async fn restore_server_share(state: &AppState, share: &KeyShare) -> Result<
 /// key, the wallet and the epoch, and the device signs the same bytes with its identity. While
 /// the user has an active device (a lost phone stays active until revoked), the recovery is
 /// held under the time lock: 202, and the device sends the same proof again once it ends.
+#[utoipa::path(post, path = "/devices/{id}/recover", tag = "backups", params(("id" = String, Path, description = "The pending device that restored a share")), request_body = api::RecoverDevice, responses((status = 200, description = "Recovered: the device is active", body = api::Recovery), (status = 202, description = "Held: another device must approve, or the time lock must pass", body = api::Recovery), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn recover(
     State(state): State<AppState>,
     ApiPath(device_id): ApiPath<String>,

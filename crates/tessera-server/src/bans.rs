@@ -472,6 +472,7 @@ pub struct BansQuery {
 }
 
 /// `GET /bans?wallet=…`: the wallet's bans, in force and lifted, newest first.
+#[utoipa::path(get, path = "/bans", tag = "bans", security(("bearer" = [])), params(("wallet" = String, Query, description = "The wallet's name or id")), responses((status = 200, description = "The wallet's bans, newest first", body = Vec<api::Ban>), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -485,6 +486,7 @@ pub async fn list(
 /// `POST /bans/{ban_id}/approve-lift`: another active device of the wallet's owner (not the one
 /// that ran the session as the banned party) approves lifting the ban, signing
 /// [`api::ban_lift_message`] with its identity key. The next refresh of the wallet lifts it.
+#[utoipa::path(post, path = "/bans/{ban_id}/approve-lift", tag = "bans", security(("bearer" = [])), params(("ban_id" = String, Path, description = "The ban")), request_body = api::ApproveBanLift, responses((status = 200, description = "The lift is approved", body = api::Ban), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn approve_lift(
     State(state): State<AppState>,
     me: AuthDevice,

@@ -882,6 +882,7 @@ const JOINABLE_RECHECK: Duration = Duration::from_millis(500);
 /// caller needs to run its party. With `wait`, an empty answer waits up to that long (at most
 /// [`MAX_JOINABLE_WAIT`] s) for one to come, so that a device agent learns of a request at
 /// once without polling.
+#[utoipa::path(get, path = "/sessions/joinable", tag = "sessions", security(("bearer" = [])), params(("wait" = Option<u64>, Query, minimum = 0, description = "Seconds to wait for a session when there is none yet (more than 25 waits 25)")), responses((status = 200, description = "Sessions this device may join", body = Vec<api::JoinableSession>), crate::openapi::AuthErrors, crate::openapi::Errors))]
 pub async fn joinable(
     State(state): State<AppState>,
     me: AuthDevice,

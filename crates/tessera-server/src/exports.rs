@@ -46,6 +46,7 @@ async fn fix_holders(
 /// structure and holders; the request carries the device's identity signature, so a stolen
 /// token alone cannot ask for it. 200 with the backup when the holders are the wallet's fixed
 /// ones or the export was approved (or its time lock ended); 202 with the held export otherwise.
+#[utoipa::path(post, path = "/backups/server", tag = "backups", security(("bearer" = [])), request_body = api::ServerBackupRequest, responses((status = 200, description = "The server's share, verifiably encrypted to the holders", body = api::ServerBackupOutcome), (status = 202, description = "Held: another device must approve, or the time lock must pass", body = api::ServerBackupOutcome), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn server_share(
     State(state): State<AppState>,
     me: AuthDevice,

@@ -17,6 +17,7 @@ use crate::hold::{self, Held, Kind};
 use crate::state::{AppState, now};
 
 /// `GET /actions`: the user's held actions that are pending or approved and not yet carried out.
+#[utoipa::path(get, path = "/actions", tag = "actions", security(("bearer" = [])), responses((status = 200, description = "The user's held actions still waiting", body = Vec<api::HeldAction>), crate::openapi::AuthErrors, crate::openapi::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -33,6 +34,7 @@ pub async fn list(
 /// active device of the owner (the requester too) cancels it; signed over the action's id and
 /// request digest. An approved policy change or recovery is carried out at once; a cancelled
 /// recovery revokes the recovering device.
+#[utoipa::path(post, path = "/actions/{id}", tag = "actions", security(("bearer" = [])), params(("id" = String, Path, description = "The held action")), request_body = api::DecideHeldAction, responses((status = 200, description = "Decided", body = api::HeldAction), (status = 202, description = "Recorded; the action waits for more", body = api::HeldAction), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Gone, crate::openapi::Errors))]
 pub async fn decide(
     State(state): State<AppState>,
     me: AuthDevice,

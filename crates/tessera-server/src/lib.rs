@@ -26,6 +26,7 @@ pub mod live_sessions;
 pub mod mailboxes;
 pub mod names;
 pub mod observe;
+pub mod openapi;
 pub mod policy;
 pub mod policy_change;
 pub mod registry;
@@ -53,7 +54,8 @@ pub use state::{AppState, Config};
 /// Largest JSON body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-async fn status() -> Json<api::Status> {
+#[utoipa::path(get, path = "/status", tag = "operations", responses((status = 200, description = "The server runs; its version", body = api::Status), crate::openapi::Errors))]
+pub(crate) async fn status() -> Json<api::Status> {
     Json(api::Status {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -69,6 +71,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/status", get(status))
         .merge(observe::router(state.config().metrics_on_api))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(registry::router(&state))
         .merge(backups::router())
         .merge(exports::router())

@@ -288,7 +288,8 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener) -> std::io::Result
     .await
 }
 
-async fn render_metrics() -> impl IntoResponse {
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format (absent when the server has --metrics-listen)", content_type = "text/plain", body = String), crate::openapi::Errors))]
+pub(crate) async fn render_metrics() -> impl IntoResponse {
     let handle = metrics();
     handle.run_upkeep();
     (
@@ -300,20 +301,25 @@ async fn render_metrics() -> impl IntoResponse {
     )
 }
 
-#[derive(Serialize)]
-struct Health {
+/// `GET /healthz`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
     status: &'static str,
 }
 
 /// `GET /healthz`: the process is alive and answers.
-async fn healthz() -> Json<Health> {
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive", body = Health), crate::openapi::Errors))]
+pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 /// One readiness check.
-#[derive(Serialize)]
-struct Check {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Check {
+    /// Whether it passed.
     ok: bool,
+    /// Why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -333,19 +339,26 @@ impl Check {
     }
 }
 
-#[derive(Serialize)]
-struct Readiness {
+/// `GET /readyz`'s answer: each check, and `ready` or `not_ready`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Readiness {
+    /// `ready` or `not_ready`.
     status: &'static str,
+    /// The database answers a query.
     database: Check,
+    /// Its schema is the one this server's migrations make.
     migrations: Check,
+    /// The key-encryption key wraps and unwraps a fresh key.
     kek: Check,
+    /// The server is not shutting down.
     serving: Check,
 }
 
 /// `GET /readyz`: 200 when the database answers, its schema is the one this server knows, the
 /// key-encryption key wraps and unwraps a fresh key, and the server is not shutting down; 503
 /// naming the failing checks otherwise.
-async fn readyz(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready: every check passed", body = Readiness), (status = 503, description = "Not ready: the failing checks say why", body = Readiness), crate::openapi::Errors))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let started = Instant::now();
     let database = sqlx::query("SELECT 1")
         .execute(state.db())

@@ -69,6 +69,7 @@ pub struct WalletQuery {
 }
 
 /// `GET /policy?wallet=…`.
+#[utoipa::path(get, path = "/policy", tag = "policy", security(("bearer" = [])), params(("wallet" = String, Query, description = "The wallet's name or id")), responses((status = 200, description = "The wallet's policy", body = api::PolicyInfo), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Errors))]
 pub async fn get(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -160,6 +161,7 @@ impl<S: Send + Sync> FromRequest<S> for SetPolicyBody {
 /// weakens any rule of a policy that requires approval is held until another active device
 /// approves it (or, for a user with one active device, until its time lock ends): see
 /// [`crate::held`]; tightening applies at once.
+#[utoipa::path(put, path = "/policy", tag = "policy", security(("bearer" = [])), request_body = api::SetPolicy, responses((status = 200, description = "Applied", body = api::PolicyChange), (status = 202, description = "Proposed: it waits for approval", body = api::PolicyChange), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn set(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -450,6 +452,7 @@ pub fn evaluate(
 }
 
 /// `GET /approvals`: signing requests of the user's wallets waiting for approval.
+#[utoipa::path(get, path = "/approvals", tag = "approvals", security(("bearer" = [])), responses((status = 200, description = "Signing requests waiting for this user's approval", body = Vec<api::PendingApproval>), crate::openapi::AuthErrors, crate::openapi::Errors))]
 pub async fn pending(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -474,6 +477,7 @@ pub async fn pending(
 }
 
 /// `POST /approvals/{session_id}`: another active device of the user approves or refuses.
+#[utoipa::path(post, path = "/approvals/{session_id}", tag = "approvals", security(("bearer" = [])), params(("session_id" = String, Path, description = "The signing session waiting for approval")), request_body = api::ApproveSign, responses((status = 200, description = "Decided", body = api::SignStatus), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Gone, crate::openapi::Errors))]
 pub async fn decide(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -537,6 +541,7 @@ pub async fn approval_of(state: &AppState, session_id: &str) -> ApiResult<Approv
 }
 
 /// `GET /sign/{session_id}`: the requesting device follows its request.
+#[utoipa::path(get, path = "/sign/{session_id}", tag = "approvals", security(("bearer" = [])), params(("session_id" = String, Path, description = "The device's signing session")), responses((status = 200, description = "Where the request stands", body = api::SignStatus), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Errors))]
 pub async fn status(
     State(state): State<AppState>,
     me: AuthDevice,

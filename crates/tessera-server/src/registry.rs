@@ -74,6 +74,7 @@ fn device_of(row: DeviceRow) -> api::Device {
 /// `POST /devices`: the first device of a user creates the user and is active; a later device is
 /// pending until an active device approves it; a device already registered (a reinstall that kept
 /// its identity key) gets its existing record back.
+#[utoipa::path(post, path = "/devices", tag = "devices", request_body = api::RegisterDevice, responses((status = 201, description = "Registered: active (the user's first device) or pending approval", body = api::Device), crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<api::RegisterDevice>,
@@ -158,6 +159,7 @@ pub async fn device(state: &AppState, device_id: &str) -> ApiResult<api::Device>
 
 /// `GET /devices`: the caller's user's devices, oldest registration first; devices registered in
 /// the same second are ordered by name, so the listing is the same on every call and replica.
+#[utoipa::path(get, path = "/devices", tag = "devices", security(("bearer" = [])), responses((status = 200, description = "The user's devices", body = Vec<api::Device>), crate::openapi::AuthErrors, crate::openapi::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -168,6 +170,7 @@ pub async fn list(
 
 /// `POST /devices/{id}/revoke`: revokes a device of the caller's user; its tokens stop working at
 /// once (every request re-checks the device).
+#[utoipa::path(post, path = "/devices/{id}/revoke", tag = "devices", security(("bearer" = [])), params(("id" = String, Path, description = "The device to revoke")), request_body = api::RevokeDevice, responses((status = 200, description = "Revoked", body = api::Device), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn revoke(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -206,6 +209,7 @@ pub async fn revoke(
 
 /// `POST /devices/{id}/approve`: an active device of the same user approves a pending one with a
 /// signature by its own identity key over the new device's id and key.
+#[utoipa::path(post, path = "/devices/{id}/approve", tag = "devices", security(("bearer" = [])), params(("id" = String, Path, description = "The pending device")), request_body = api::ApproveDevice, responses((status = 200, description = "Approved", body = api::Device), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn approve(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -249,6 +253,7 @@ pub async fn approve(
 }
 
 /// `POST /auth/challenge`.
+#[utoipa::path(post, path = "/auth/challenge", tag = "auth", request_body = api::ChallengeRequest, responses((status = 200, description = "A challenge to sign with the device's identity key", body = api::Challenge), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Errors))]
 pub async fn challenge(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<api::ChallengeRequest>,
@@ -274,6 +279,7 @@ pub async fn challenge(
 
 /// `POST /auth/token`: a challenge is single-use (a failed attempt uses it up too); the device
 /// must be active. The token is issued only once its `token.issued` record is committed.
+#[utoipa::path(post, path = "/auth/token", tag = "auth", request_body = api::TokenRequest, responses((status = 200, description = "A short-lived token", body = api::Token), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Gone, crate::openapi::Errors))]
 pub async fn token(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<api::TokenRequest>,

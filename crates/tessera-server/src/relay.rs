@@ -159,6 +159,7 @@ enum Role {
 }
 
 /// `GET /relay/{code}`.
+#[utoipa::path(get, path = "/relay/{code}", tag = "relay", params(("code" = String, Path, description = "The pairing's relay code, ABCD-EFGH-JKMN")), responses((status = 101, description = "The relay socket between two devices"), crate::openapi::Conflict, crate::openapi::UpgradeRequired, crate::openapi::Errors))]
 pub async fn open(
     State(state): State<AppState>,
     ApiPath(code): ApiPath<String>,

@@ -368,6 +368,7 @@ pub struct ReshareJob {
 /// 400 for a request that does not say one change, a structure that does not resolve, dealers
 /// that are not a minimal quorum, a 2-of-2 wallet; 403 when the caller is not a party of the
 /// wallet, or the new structure keeps a banned device whose lift nobody approved; 409 when a refresh or resharing of the wallet is live; database errors.
+#[utoipa::path(post, path = "/reshare", tag = "wallets", security(("bearer" = [])), request_body = api::ReshareRequest, responses((status = 200, description = "A resharing session", body = api::SessionCreated), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn reshare(
     State(state): State<AppState>,
     me: AuthDevice,

@@ -742,6 +742,7 @@ pub async fn store(
 /// # Errors
 /// 404 when the device is not an invited party of the wallet (nothing else is said about the
 /// wallet); 400 for a malformed signature; 401 when it does not verify; database errors.
+#[utoipa::path(post, path = "/wallet/accept", tag = "wallets", security(("bearer" = [])), request_body = api::AcceptWallet, responses((status = 200, description = "Accepted: `{\"accepted\": true, \"party\": N}`", body = Object), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Gone, crate::openapi::Errors))]
 pub async fn accept(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -813,6 +814,7 @@ pub async fn accept(
 /// # Errors
 /// 404 when the session is not a live key generation this device is invited into and has not
 /// accepted; database or mailbox errors.
+#[utoipa::path(post, path = "/wallet/decline", tag = "wallets", security(("bearer" = [])), request_body = api::DeclineInvitation, responses((status = 200, description = "Declined: `{\"declined\": true, \"told\": …}`", body = Object), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Gone, crate::openapi::Errors))]
 pub async fn decline(
     State(state): State<AppState>,
     me: AuthDevice,

@@ -130,6 +130,7 @@ pub(crate) fn wallet_name(name: &str) -> ApiResult<&str> {
 /// structure wallet whose key generation the server's coordinator runs (spawned here, waiting
 /// for the parties as long as a created session may stay unopened), every device party
 /// joining over its own socket.
+#[utoipa::path(post, path = "/keygen", tag = "wallets", security(("bearer" = [])), request_body = api::KeygenRequest, responses((status = 200, description = "A key-generation session to open on /ws", body = api::SessionCreated), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn keygen(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -248,6 +249,7 @@ pub struct StoredSign {
 ///
 /// The caller's standing (active, of the token's user) is read with the wallet, in the same
 /// query, and confirmed before anything else is done.
+#[utoipa::path(post, path = "/sign", tag = "wallets", security(("bearer" = [])), request_body = api::SignIntentRequest, responses((status = 200, description = "A signing session to open on /ws (it may wait for approval)", body = api::SessionCreated), crate::openapi::AuthErrors, crate::openapi::PolicyDenied, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Gone, crate::openapi::Errors))]
 pub async fn sign(
     State(state): State<AppState>,
     token: TokenDevice,
@@ -504,6 +506,7 @@ async fn record_request(
 }
 
 /// `POST /refresh`: new shares for both parties, same public key, next epoch (two-phase).
+#[utoipa::path(post, path = "/refresh", tag = "wallets", security(("bearer" = [])), request_body = api::RefreshRequest, responses((status = 200, description = "A refresh session to open on /ws", body = api::SessionCreated), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn refresh(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -562,6 +565,7 @@ pub struct PubkeyQuery {
 }
 
 /// `GET /pubkey?wallet=…`.
+#[utoipa::path(get, path = "/pubkey", tag = "wallets", security(("bearer" = [])), params(("wallet" = String, Query, description = "The wallet's name or id")), responses((status = 200, description = "The wallet's public key", body = api::WalletInfo), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Errors))]
 pub async fn pubkey(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -574,6 +578,7 @@ pub async fn pubkey(
 
 /// `GET /wallet?wallet=…`: the caller's user's wallet with its structure and parties (each
 /// device with its name and identity key).
+#[utoipa::path(get, path = "/wallet", tag = "wallets", security(("bearer" = [])), params(("wallet" = String, Query, description = "The wallet's name or id")), responses((status = 200, description = "The wallet, its structure and parties", body = api::WalletDetail), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Errors))]
 pub async fn detail(
     State(state): State<AppState>,
     me: AuthDevice,
@@ -616,6 +621,7 @@ pub async fn detail(
 }
 
 /// `GET /wallets`.
+#[utoipa::path(get, path = "/wallets", tag = "wallets", security(("bearer" = [])), responses((status = 200, description = "The user's wallets and those it co-signs", body = Vec<api::WalletInfo>), crate::openapi::AuthErrors, crate::openapi::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     me: AuthDevice,

@@ -74,6 +74,7 @@ struct Prepared {
 /// standing included (one query, `db::sessions::open_context`), then the claim. The server's
 /// state machine is built after the claim (unsealing the share is the costly part); if that
 /// fails, the claim is given back.
+#[utoipa::path(get, path = "/ws", tag = "sessions", security(("bearer" = [])), params(("session_id" = String, Query, description = "The session from POST /keygen, /sign, /refresh or /reshare")), responses((status = 101, description = "The protocol socket: binary protocol frames both ways"), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Gone, crate::openapi::UpgradeRequired, crate::openapi::Errors))]
 pub async fn open(
     State(state): State<AppState>,
     token: TokenDevice,
