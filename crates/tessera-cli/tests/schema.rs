@@ -78,9 +78,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
         );
         stdout
     };
-    // Every operation but two: revoking the test's own device would leave every later request
-    // a 401 (revocation is covered by the registry tests), and the long poll of joinable
-    // sessions (below) answers after up to 25 s.
+    // Every operation but two, each run apart below: revoking the test's own device would leave
+    // every later request a 401, and the long poll of joinable sessions answers after up to 25 s.
     let stdout = run(
         "every operation",
         &[
@@ -102,7 +101,17 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
             "/sessions/joinable",
         ],
     );
-    let stdout = format!("{stdout}\n{long_poll}");
+    // Last, revocation: once it revokes the test's device, the rest of this run sees 401s.
+    let revoke = run(
+        "revocation",
+        &[
+            "--max-examples",
+            "10",
+            "--include-path",
+            "/devices/{id}/revoke",
+        ],
+    );
+    let stdout = format!("{stdout}\n{long_poll}\n{revoke}");
     // The run's size, for the record (and so that a run that tested nothing fails): the
     // "N generated, N passed" line of each run.
     let cases: Vec<u64> = stdout
@@ -112,6 +121,6 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
         .collect();
     let total: u64 = cases.iter().sum();
     println!("schemathesis {version}: {total} test cases ({cases:?}), no failure");
-    assert_eq!(cases.len(), 2, "{stdout}");
+    assert_eq!(cases.len(), 3, "{stdout}");
     assert!(total > 500, "only {total} test cases:\n{stdout}");
 }
