@@ -10,12 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use tessera_api::intent::SignKind;
 use tessera_client::ServerClient;
-use tokio_tungstenite::tungstenite::Message;
 
 mod common;
+
+use common::shutdown::{close_frame, stalled_signature};
 
 /// `tessera server ARGS` with `env` set, and no TESSERA_* variable of ours leaking in.
 fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -257,52 +256,11 @@ async fn the_environment_overrides_the_file_s_shutdown_grace() {
     let device = client.register(&id, "grace", "laptop").await.unwrap();
     client.login(&id, &device.device_id).await.unwrap();
     let share = client.keygen("w", |_, _| {}).await.unwrap();
-    let request = tessera_api::SignIntentRequest {
-        wallet_id: share.wallet_id().to_string().into(),
-        path: "m".into(),
-        kind: SignKind::EthMessage {
-            message: "stalled".into(),
-        },
-        device_nonce: None,
-        with: vec![],
-    };
-    let created: tessera_api::SessionCreated = reqwest::Client::new()
-        .post(format!("{}/sign", server.url))
-        .bearer_auth(client.token().unwrap())
-        .json(&request)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (mut socket, _) = tokio_tungstenite::connect_async(common::ws_request(
-        &server.url,
-        client.token().unwrap(),
-        &created.session_id,
-    ))
-    .await
-    .unwrap();
-    let first = socket.next().await.unwrap().unwrap();
-    assert!(matches!(first, Message::Binary(_)), "{first:?}");
+    let (mut socket, _) = stalled_signature(&server.url, &client, &share).await;
 
     let signalled = Instant::now();
-    let sent = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(30), socket.next())
-            .await
-            .expect("no close within 30 s of SIGTERM")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => break frame,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    };
-    let waited = signalled.elapsed();
+    common::shutdown::sigterm(&server.child);
+    let (close, waited) = close_frame(&mut socket, Duration::from_secs(30), signalled).await;
     assert_eq!(u16::from(close.code), 1001, "{close:?}");
     assert!(
         waited >= Duration::from_millis(1900) && waited < Duration::from_secs(15),

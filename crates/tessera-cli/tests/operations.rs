@@ -10,16 +10,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tessera_api::intent::SignKind;
-use tessera_api::{self as api, Policy, RequestKind};
+use tessera_api::{Policy, RequestKind};
 use tessera_client::ServerClient;
 use tessera_core::{DerivationPath, KeyShare};
 use tessera_store::DeviceIdentity;
-use tokio_tungstenite::tungstenite::Message;
 
 use common::proxy::{Direction, Tamper, TamperProxy};
-use common::{fresh_postgres_database, identity, ws_request};
+use common::shutdown::{close_frame, stalled_signature};
+use common::{fresh_postgres_database, identity};
 
 mod common;
 
@@ -128,11 +127,7 @@ impl Served {
     }
 
     fn sigterm(&self) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        common::shutdown::sigterm(&self.child);
     }
 
     /// Waits up to `within` for the process to exit; its exit status.
@@ -673,49 +668,11 @@ async fn sigterm_closes_a_stalled_signing_session_after_the_grace_period() {
     let mut server = Served::start(&["--shutdown-grace", "2"], &[]);
     let (client, _, _home) = device(&server.url, "stall").await;
     let share = client.keygen("w", |_, _| {}).await.unwrap();
-    let request = api::SignIntentRequest {
-        wallet_id: share.wallet_id().to_string().into(),
-        path: "m".into(),
-        kind: SignKind::EthMessage {
-            message: "stalled".into(),
-        },
-        device_nonce: None,
-        with: vec![],
-    };
-    let created: api::SessionCreated = reqwest::Client::new()
-        .post(format!("{}/sign", server.url))
-        .bearer_auth(client.token().unwrap())
-        .json(&request)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws_request(
-        &server.url,
-        client.token().unwrap(),
-        &created.session_id,
-    ))
-    .await
-    .unwrap();
-    // The server's first message; the device never answers.
-    let first = socket.next().await.unwrap().unwrap();
-    assert!(matches!(first, Message::Binary(_)), "{first:?}");
+    let (mut socket, session_id) = stalled_signature(&server.url, &client, &share).await;
 
     let signalled = Instant::now();
     server.sigterm();
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(20), socket.next())
-            .await
-            .expect("no close within 20 s of SIGTERM")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => break frame,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    };
-    let waited = signalled.elapsed();
+    let (close, waited) = close_frame(&mut socket, Duration::from_secs(20), signalled).await;
     assert_eq!(u16::from(close.code), 1001, "{close:?}");
     assert!(close.reason.contains("shutting down"), "{close:?}");
     assert!(
@@ -734,7 +691,7 @@ async fn sigterm_closes_a_stalled_signing_session_after_the_grace_period() {
     let db = server.database().await;
     let (row_status, detail): (String, Option<String>) =
         sqlx::query_as("SELECT status, detail FROM sessions WHERE id = $1")
-            .bind(&created.session_id)
+            .bind(&session_id)
             .fetch_one(&db)
             .await
             .unwrap();

@@ -4,6 +4,7 @@
 
 pub mod proxy;
 pub mod relay;
+pub mod shutdown;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
