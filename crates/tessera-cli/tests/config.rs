@@ -270,7 +270,7 @@ async fn the_environment_overrides_the_file_s_shutdown_grace() {
     assert!(status.success(), "{status:?}: {}", server.log());
     assert!(
         server.last_lines().contains(
-            "1 running session(s) at the signal, 1 closed at the end of the grace period"
+            "1 protocol socket(s) or server run(s) at the signal, 1 closed at the end of the grace period"
         ),
         "{}",
         server.log()

@@ -684,7 +684,7 @@ async fn sigterm_closes_a_stalled_signing_session_after_the_grace_period() {
     assert!(status.success(), "{status:?}");
     assert!(
         server.stdout().iter().any(|l| l
-            == "tessera server stopped: 1 running session(s) at the signal, 1 closed at the end of the grace period"),
+            == "tessera server stopped: 1 protocol socket(s) or server run(s) at the signal, 1 closed at the end of the grace period"),
         "{:?}",
         server.stdout()
     );
@@ -740,7 +740,7 @@ async fn sigterm_lets_a_running_signature_finish_within_the_grace_period() {
     assert!(status.success(), "{status:?}");
     assert!(
         server.stdout().iter().any(|l| l
-            == "tessera server stopped: 1 running session(s) at the signal, 0 closed at the end of the grace period"),
+            == "tessera server stopped: 1 protocol socket(s) or server run(s) at the signal, 0 closed at the end of the grace period"),
         "{:?}",
         server.stdout()
     );

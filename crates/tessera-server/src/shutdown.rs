@@ -57,10 +57,11 @@ impl Default for Shutdown {
     }
 }
 
-/// How the running sessions ended at shutdown.
+/// How the running sessions ended at shutdown, counted as [`Shutdown::track`] counts them
+/// (each protocol socket, and each run of the server's own party).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Drained {
-    /// Sessions running when the signal came.
+    /// Protocol sockets and server runs alive when the signal came.
     pub running: usize,
     /// Of those, the ones still running at the end of the grace period, closed with
     /// [`CLOSE_GOING_AWAY`].

@@ -577,7 +577,7 @@ pub(crate) async fn run(args: ServerArgs) -> CliResult {
     // Not `println!`: a supervisor may have closed stdout by now, and that would panic.
     let _ = writeln!(
         std::io::stdout(),
-        "tessera server stopped: {} running session(s) at the signal, {} closed at the end of the grace period",
+        "tessera server stopped: {} protocol socket(s) or server run(s) at the signal, {} closed at the end of the grace period",
         drained.running,
         drained.closed
     );
