@@ -2440,3 +2440,106 @@ mod through_the_sdk {
         concurrent_resharings_and_presence_on(Backend::Postgres).await;
     }
 }
+
+/// A signature of a structure wallet is waiting for the laptop (its agent shows the request
+/// and waits for its person) when the server gets SIGTERM with a 1 s grace period: the tablet
+/// learns that the server shut down (1001), the run is recorded as failed naming no party (the
+/// tablet's socket never speaks for the tablet at shutdown), the server exits cleanly, and
+/// after a restart the wallet signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_structure_signature_names_nobody_on_sqlite() {
+    let mut server = Server::start_fresh(&["--shutdown-grace", "1"]);
+    let [phone, laptop, tablet] = alices_devices(&server);
+    let (public_key, _) = made_by_phone(
+        phone.path(),
+        [laptop.path(), tablet.path()],
+        "vault",
+        "and(server, threshold(2, phone, laptop, tablet))",
+    );
+    // The laptop's agent, whose person never answers (its stdin stays open).
+    let mut laptop_waits = tessera_cmd(laptop.path(), &["listen", "--once"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_online(&server, &device_id(laptop.path())).await;
+    let asking = tessera_cmd(
+        tablet.path(),
+        &[
+            "sign",
+            "--wallet",
+            "vault",
+            "--message",
+            "cut short",
+            "--with",
+            "laptop",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count_all(
+        &server,
+        "SELECT COUNT(*) FROM sessions WHERE protocol = 'sign'",
+    )
+    .await
+        == 0
+    {
+        assert!(std::time::Instant::now() < until, "no signing session");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The tablet opens its socket and waits for the laptop.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    common::shutdown::sigterm(&server.child);
+    let out = asking.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("1001") && err.contains("shutting down"),
+        "{err}"
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < until, "the server still runs");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let db = server.database().await;
+    let (row_status, detail): (String, Option<String>) =
+        sqlx::query_as("SELECT status, detail FROM sessions WHERE protocol = 'sign'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        (row_status.as_str(), detail.as_deref()),
+        ("failed", Some("the server shut down"))
+    );
+    let (record,): (String,) =
+        sqlx::query_as("SELECT detail FROM audit_log WHERE kind = 'sign.failed'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let record = json(&record);
+    assert_eq!(record["party"], serde_json::Value::Null, "{record}");
+    db.close().await;
+    let _ = laptop_waits.kill();
+    let _ = laptop_waits.wait();
+
+    server.restart();
+    let laptop_listens = Listener::answering(laptop.path(), &["--once"], "y\n");
+    wait_online(&server, &device_id(laptop.path())).await;
+    let signed = sign(
+        tablet.path(),
+        "vault",
+        "after the restart",
+        &["--with", "laptop"],
+    );
+    verify(&signed, &public_key);
+    assert!(laptop_listens.wait().status.success());
+}

@@ -223,10 +223,19 @@ impl ServerClient {
             if sessions.len() > MAX_SIGN_RETRIES {
                 return Err(error);
             }
-            // What the server banned in this run: a party other than this device.
-            let new = self
+            // The server is going away (a shutdown, close code 1001): nobody to look for, and
+            // it may not answer any more.
+            if matches!(&error, ClientError::Closed { code: 1001, .. }) {
+                return Err(error);
+            }
+            // What the server banned in this run: a party other than this device. When that
+            // cannot be read, the run's own error is the one to report.
+            let Ok(new) = self
                 .bans_of(share, std::slice::from_ref(&created.session_id), &banned)
-                .await?;
+                .await
+            else {
+                return Err(error);
+            };
             let unnamed = matches!(&error, ClientError::Protocol(e) if e.party().is_none());
             if new.is_empty() && !unnamed {
                 return Err(error);

@@ -224,13 +224,16 @@ async fn keygen_party(state: &AppState, job: &KeygenJob, appear_within: Duration
             Err(e) => return failed(state, job, SessionStatus::Failed, &e.to_string(), None).await,
         };
     let peers = session.peers();
-    let mut link = match MailboxLink::open_checking(
-        state.mailboxes(),
-        Some(state.db()),
-        &job.session_id,
-        server,
-        &peers,
-        appear_within,
+    let mut link = match crate::session_link::opened_unless_closing(
+        MailboxLink::open_checking(
+            state.mailboxes(),
+            Some(state.db()),
+            &job.session_id,
+            server,
+            &peers,
+            appear_within,
+        ),
+        state.shutdown(),
     )
     .await
     {
@@ -560,12 +563,15 @@ async fn sign_party(state: &AppState, job: &SignJob, appear_within: Duration) ->
         Err(e) => return failed(e.to_string(), None),
     };
     let peers = session.peers();
-    let link = match MailboxLink::open(
-        state.mailboxes(),
-        &job.session_id,
-        share.party(),
-        &peers,
-        appear_within,
+    let link = match crate::session_link::opened_unless_closing(
+        MailboxLink::open(
+            state.mailboxes(),
+            &job.session_id,
+            share.party(),
+            &peers,
+            appear_within,
+        ),
+        state.shutdown(),
     )
     .await
     {

@@ -160,6 +160,7 @@ pub async fn serve_until(
     });
     let (stopped, on_stop) = tokio::sync::oneshot::channel::<()>();
     let drainer = tokio::spawn(drain_after(state.clone(), stop, stopped));
+    let state_for_finish = state.clone();
     let served = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -168,7 +169,7 @@ pub async fn serve_until(
         let _ = on_stop.await;
     })
     .into_future();
-    finish(served, drainer).await
+    finish(&state_for_finish, served, drainer).await
 }
 
 /// Waits for `stop`, starts draining (`stopped` tells the listener to stop accepting), then
@@ -198,8 +199,10 @@ pub(crate) async fn drain_after(
 }
 
 /// The listener's end and the drain's: an error of the listener at once; otherwise the drain's
-/// result, without waiting for HTTP connections that outlive it.
+/// result, once the HTTP requests still in flight (a `POST /sign` that creates a session, say)
+/// finished too, or the grace period is over.
 pub(crate) async fn finish<E>(
+    state: &AppState,
     served: impl Future<Output = Result<(), E>>,
     drainer: tokio::task::JoinHandle<shutdown::Drained>,
 ) -> Result<shutdown::Drained, E> {
@@ -210,11 +213,27 @@ pub(crate) async fn finish<E>(
         })
     };
     let mut drainer = drainer;
+    let mut served = std::pin::pin!(served);
     tokio::select! {
-        served = served => {
+        served = &mut served => {
             served?;
             Ok(joined(drainer.await))
         }
-        drained = &mut drainer => Ok(joined(drained)),
+        drained = &mut drainer => {
+            // The sockets are drained; requests still being answered get what is left of the
+            // grace period (a second at least) before the process ends under them.
+            let grace = state.config().shutdown_grace;
+            let until = state
+                .shutdown()
+                .grace_ends(grace)
+                .unwrap_or_else(std::time::Instant::now)
+                .max(std::time::Instant::now() + std::time::Duration::from_secs(1));
+            if let Ok(served) =
+                tokio::time::timeout_at(tokio::time::Instant::from_std(until), served).await
+            {
+                served?;
+            }
+            Ok(joined(drained))
+        }
     }
 }

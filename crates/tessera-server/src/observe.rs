@@ -146,7 +146,7 @@ pub fn session_ended(
             party,
             detail,
             duration_ms = ms,
-            "session aborted by a misbehaving party"
+            "session failed, naming the party at fault"
         ),
         (_, None) => {
             tracing::info!(
@@ -176,12 +176,12 @@ pub async fn requests(mut request: Request, next: Next) -> Response {
                 .unwrap_or(HeaderValue::from_static("-"))
         });
     request.headers_mut().insert(REQUEST_ID, id.clone());
-    let method = request.method().as_str().to_string();
+    let method = method_label(request.method());
     let route = route_of(&request);
     let started = Instant::now();
     let mut response = next.run(request).await;
     let status = response.status();
-    metrics::counter!(REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status.as_u16().to_string())
+    metrics::counter!(REQUESTS, "method" => method, "route" => route.clone(), "status" => status.as_u16().to_string())
         .increment(1);
     metrics::histogram!(REQUEST_SECONDS, "method" => method, "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
@@ -192,6 +192,22 @@ pub async fn requests(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// The method as a metrics label: one of the standard methods, or `OTHER` (a client may send
+/// any token as a method, and every label value is a series kept for the process's life).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 fn plain_request_id(id: &[u8]) -> bool {
     !id.is_empty()
         && id.len() <= 64
@@ -200,7 +216,7 @@ fn plain_request_id(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// The route's pattern (`/wallets/{name}`), never the path with its values: bounded label
+/// The route's pattern (`/devices/{id}/revoke`), never the path with its values: bounded label
 /// cardinality, and no ids or names of users in the log.
 fn route_of(request: &Request) -> String {
     request
@@ -357,17 +373,41 @@ pub(crate) struct Readiness {
 /// `GET /readyz`: 200 when the database answers, its schema is the one this server knows, the
 /// key-encryption key wraps and unwraps a fresh key, and the server is not shutting down; 503
 /// naming the failing checks otherwise.
+///
+/// Anyone may ask (a load balancer has no token), so an answer says which check failed but
+/// not the database's or the HSM's own error text (that goes to the log); each check is bounded
+/// by [`CHECK_TIMEOUT`]; and the key-encryption key, an HSM call for PKCS#11, is checked at most
+/// once per [`KEK_CHECK_EVERY`].
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready: every check passed", body = Readiness), (status = 503, description = "Not ready: the failing checks say why", body = Readiness), crate::openapi::Errors))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let started = Instant::now();
-    let database = sqlx::query("SELECT 1")
-        .execute(state.db())
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("the database does not answer: {e}"));
+    let database = match tokio::time::timeout(
+        CHECK_TIMEOUT,
+        sqlx::query("SELECT 1").execute(state.db()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the database does not answer");
+            Err("the database does not answer".to_string())
+        }
+        Err(_) => Err(format!(
+            "the database did not answer within {} s",
+            CHECK_TIMEOUT.as_secs()
+        )),
+    };
     database_ping(started);
     let migrations = if database.is_ok() {
-        crate::db::schema_current(state.db(), state.backend()).await
+        match tokio::time::timeout(
+            CHECK_TIMEOUT,
+            crate::db::schema_current(state.db(), state.backend()),
+        )
+        .await
+        {
+            Ok(checked) => checked,
+            Err(_) => Err("the applied migrations could not be read in time".into()),
+        }
     } else {
         Err("not checked: the database does not answer".into())
     };
@@ -392,13 +432,39 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// How long one readiness check may take before it counts as failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a key-encryption key check's result is reused.
+pub const KEK_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 fn database_ping(started: Instant) {
     database("ping", started);
 }
 
+/// The key-encryption key check, reused for [`KEK_CHECK_EVERY`].
+async fn kek_usable(state: &AppState) -> Result<(), String> {
+    if let Some(recent) = state.kek_checked(KEK_CHECK_EVERY) {
+        return recent;
+    }
+    let checked = match tokio::time::timeout(CHECK_TIMEOUT, wrap_and_unwrap(state)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the key-encryption key failed");
+            Err("the key-encryption key cannot wrap and unwrap a key".to_string())
+        }
+        Err(_) => Err(format!(
+            "the key-encryption key did not answer within {} s",
+            CHECK_TIMEOUT.as_secs()
+        )),
+    };
+    state.record_kek_check(checked.clone());
+    checked
+}
+
 /// Wraps a fresh data key under the key-encryption key and unwraps it again (an HSM call each
 /// for PKCS#11, off the async threads).
-async fn kek_usable(state: &AppState) -> Result<(), String> {
+async fn wrap_and_unwrap(state: &AppState) -> Result<(), String> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
         let key = tessera_store::kek::DataKey::generate();

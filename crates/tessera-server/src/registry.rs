@@ -74,7 +74,7 @@ fn device_of(row: DeviceRow) -> api::Device {
 /// `POST /devices`: the first device of a user creates the user and is active; a later device is
 /// pending until an active device approves it; a device already registered (a reinstall that kept
 /// its identity key) gets its existing record back.
-#[utoipa::path(post, path = "/devices", tag = "devices", request_body = api::RegisterDevice, responses((status = 201, description = "Registered: active (the user's first device) or pending approval", body = api::Device), crate::openapi::Conflict, crate::openapi::Errors))]
+#[utoipa::path(post, path = "/devices", tag = "devices", request_body = api::RegisterDevice, responses((status = 201, description = "Registered: active (the user's first device) or pending approval", body = api::Device), (status = 200, description = "This identity key is registered already: the device as it stands", body = api::Device), crate::openapi::AuthErrors, crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<api::RegisterDevice>,

@@ -690,12 +690,15 @@ async fn reshare_party(
         Err(e) => return (Err(failed(e)), None),
     };
     let peers = session.peers();
-    let mut link = match MailboxLink::open(
-        state.mailboxes(),
-        &job.session_id,
-        session.party(),
-        &peers,
-        appear_within,
+    let mut link = match crate::session_link::opened_unless_closing(
+        MailboxLink::open(
+            state.mailboxes(),
+            &job.session_id,
+            session.party(),
+            &peers,
+            appear_within,
+        ),
+        state.shutdown(),
     )
     .await
     {

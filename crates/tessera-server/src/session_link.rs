@@ -111,6 +111,10 @@ pub enum LinkError {
     /// The caller asked for something the session does not have (a party outside it...).
     #[error("{0}")]
     Invalid(String),
+    /// The server is shutting down and the grace period is over ([`crate::shutdown`]): the
+    /// server's own failure, naming nobody.
+    #[error("the server shut down")]
+    ShuttingDown,
     /// The mailboxes failed (the database).
     #[error("the mailboxes failed: {}", detail(.0))]
     Mailboxes(#[from] ApiError),
@@ -147,7 +151,8 @@ impl LinkError {
             LinkError::Closed(_)
             | LinkError::Invalid(_)
             | LinkError::Mailboxes(_)
-            | LinkError::Ended(_) => None,
+            | LinkError::Ended(_)
+            | LinkError::ShuttingDown => None,
         }
     }
 }
@@ -173,6 +178,9 @@ struct PeerRoute {
 pub struct MailboxLink {
     boxes: Mailboxes,
     inbox: Inbox,
+    /// The server's phase, when this is the server's own run: it ends once the phase is
+    /// [`crate::shutdown::Phase::Closing`].
+    shutdown: Option<tokio::sync::watch::Receiver<crate::shutdown::Phase>>,
     /// Frames that arrived while this party looked for its peers, read before the inbox.
     early: VecDeque<Vec<u8>>,
     routes: BTreeMap<PartyIndex, PeerRoute>,
@@ -340,7 +348,50 @@ async fn ended_outside(
     })
 }
 
+/// Completes once `shutdown` (if any) reaches [`crate::shutdown::Phase::Closing`]; never
+/// without one.
+async fn closing(shutdown: &mut Option<tokio::sync::watch::Receiver<crate::shutdown::Phase>>) {
+    match shutdown {
+        Some(phase) => {
+            if phase
+                .wait_for(|p| *p == crate::shutdown::Phase::Closing)
+                .await
+                .is_err()
+            {
+                // The server's state is gone: nothing will close this run.
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// `opening` (a [`MailboxLink::open`] of the server's own run), unless the server's grace
+/// period after a shutdown signal ends first ([`LinkError::ShuttingDown`]); the link then ends
+/// itself at shutdown ([`MailboxLink::ending_at_shutdown`]).
+///
+/// # Errors
+/// `opening`'s, or [`LinkError::ShuttingDown`].
+pub async fn opened_unless_closing(
+    opening: impl Future<Output = Result<MailboxLink, LinkError>>,
+    shutdown: &crate::shutdown::Shutdown,
+) -> Result<MailboxLink, LinkError> {
+    tokio::select! {
+        opened = opening => opened.map(|link| link.ending_at_shutdown(shutdown)),
+        () = shutdown.closing() => Err(LinkError::ShuttingDown),
+    }
+}
+
 impl MailboxLink {
+    /// Makes this the server's own run: once the server's grace period after a shutdown signal
+    /// is over, waiting for a frame ends with [`LinkError::ShuttingDown`] (the run then tells
+    /// its peers that it failed, naming nobody).
+    #[must_use]
+    pub fn ending_at_shutdown(mut self, shutdown: &crate::shutdown::Shutdown) -> Self {
+        self.shutdown = Some(shutdown.subscribe());
+        self
+    }
+
     /// Opens party `me`'s mailbox of `session` on `boxes`, then finds each of `peers`' mailboxes
     /// (a peer may open its own a little later: each is looked up again until `appear_within`
     /// has passed since the start) and watches the replica of each.
@@ -383,6 +434,7 @@ impl MailboxLink {
         let mut link = MailboxLink {
             boxes: boxes.clone(),
             inbox,
+            shutdown: None,
             early,
             routes: routes
                 .into_iter()
@@ -508,6 +560,7 @@ impl MailboxLink {
                 None => tokio::select! {
                     frame = self.inbox.recv() => Some(frame),
                     () = tokio::time::sleep_until(wake) => None,
+                    () = closing(&mut self.shutdown) => return Err(LinkError::ShuttingDown),
                 },
             };
             match received {

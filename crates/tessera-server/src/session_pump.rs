@@ -200,11 +200,12 @@ impl<'a> Pump<'a> {
                         return ended;
                     }
                 }
-                // The server shuts down (`crate::shutdown`): the peers learn that this party
-                // is gone, the device why.
+                // The server shuts down (`crate::shutdown`): the device learns why. Nothing is
+                // said to the peers in the device's name (that would make its run's end the
+                // device's fault): the server's own run ends itself at the same moment and tells
+                // them, naming nobody.
                 () = &mut closing => {
                     let why = "the server is shutting down; try again in a moment";
-                    self.tell_peers(&End::new(EndReason::Failed, why)).await;
                     close(socket, crate::shutdown::CLOSE_GOING_AWAY, why).await;
                     return Pumped::Broken(why.into());
                 }

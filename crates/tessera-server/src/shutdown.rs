@@ -103,6 +103,19 @@ impl Shutdown {
         }
     }
 
+    /// The phase, to watch (a server run's mailbox link ends itself once it is
+    /// [`Phase::Closing`]).
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    /// When the grace period counted from the signal ends (`None` before the signal).
+    #[must_use]
+    pub fn grace_ends(&self, grace: Duration) -> Option<Instant> {
+        self.since.get().map(|since| *since + grace)
+    }
+
     /// Completes once the grace period is over and the sessions still running must close.
     pub async fn closing(&self) {
         let mut phase = self.phase.subscribe();

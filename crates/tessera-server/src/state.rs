@@ -99,7 +99,10 @@ impl KekSource {
         if let Some(path) = text.strip_prefix("file:") {
             return Ok(KekSource::File(PathBuf::from(path)));
         }
-        if text.starts_with("pkcs11:") {
+        if text
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("pkcs11:"))
+        {
             let uri = Pkcs11Uri::parse(text).map_err(|e| SetupError::Invalid(e.to_string()))?;
             let pin = match (&uri.pin, pin) {
                 (Some(source), _) => source
@@ -118,9 +121,10 @@ impl KekSource {
                 pin,
             });
         }
-        Err(SetupError::Invalid(format!(
-            "unknown key-encryption key {text:?}: use file, file:PATH or pkcs11:token=…;object=…?module-path=… (RFC 7512)"
-        )))
+        // The text is not quoted: it may be a URI with a PIN in it, mistyped.
+        Err(SetupError::Invalid(
+            "unknown key-encryption key: use file, file:PATH or pkcs11:token=…;object=…?module-path=… (RFC 7512)".into(),
+        ))
     }
 
     /// For a key named in a deprecated form: a note saying so and naming the form to use
@@ -190,6 +194,8 @@ struct Inner {
     /// Woken when a session of a structure wallet becomes joinable on this replica.
     joinable: tokio::sync::Notify,
     shutdown: crate::shutdown::Shutdown,
+    /// The readiness probe's last check of the key-encryption key: when, and its result.
+    kek_checked: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
 
 /// Shared by every handler.
@@ -259,6 +265,7 @@ impl AppState {
             audit_head: Arc::default(),
             joinable: tokio::sync::Notify::new(),
             shutdown: crate::shutdown::Shutdown::default(),
+            kek_checked: std::sync::Mutex::new(None),
         }));
         state.end_sessions_of_dead_replicas().await?;
         state.forget_dead_replicas().await?;
@@ -280,6 +287,21 @@ impl AppState {
     #[must_use]
     pub fn shutdown(&self) -> &crate::shutdown::Shutdown {
         &self.0.shutdown
+    }
+
+    /// The readiness probe's last check of the key-encryption key, if it is younger than `max_age`.
+    pub(crate) fn kek_checked(&self, max_age: Duration) -> Option<Result<(), String>> {
+        let last = self.0.kek_checked.lock().ok()?;
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, result)| result.clone())
+    }
+
+    /// Records a check of the key-encryption key (see [`AppState::kek_checked`]).
+    pub(crate) fn record_kek_check(&self, result: Result<(), String>) {
+        if let Ok(mut last) = self.0.kek_checked.lock() {
+            *last = Some((std::time::Instant::now(), result));
+        }
     }
 
     /// This process's instance id (the owner of the sessions it runs).

@@ -100,10 +100,12 @@ pub async fn serve_tls(
     crate::spawn_housekeeping(&state);
     let (stopped, on_stop) = tokio::sync::oneshot::channel::<()>();
     let drainer = tokio::spawn(crate::drain_after(state.clone(), stop, stopped));
+    let state_for_finish = state.clone();
     let handle = axum_server::Handle::new();
     let closer = handle.clone();
-    // HTTP connections get the grace period too (and the close's few seconds); the protocol
-    // sockets are closed by the drain, with their close code, before this cuts anything.
+    // HTTP connections get the grace period too (and the close's few seconds), as in
+    // `crate::finish`; the protocol sockets are closed by the drain, with their close code,
+    // before this cuts anything.
     let grace = state.config().shutdown_grace + std::time::Duration::from_secs(10);
     tokio::spawn(async move {
         if on_stop.await.is_ok() {
@@ -118,7 +120,7 @@ pub async fn serve_tls(
         .acceptor(acceptor)
         .handle(handle)
         .serve(crate::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>());
-    crate::finish(served, drainer)
+    crate::finish(&state_for_finish, served, drainer)
         .await
         .map_err(|e| SetupError::Failed(format!("server stopped: {e}")))
 }

@@ -393,15 +393,19 @@ async fn pump_party(
     use crate::session_link::LinkError;
     let _live = state.shutdown().track("party");
     let idle = state.config().session_idle_timeout;
-    let opened = crate::session_pump::Pump::open_checking(
+    let opening = crate::session_pump::Pump::open_checking(
         state.mailboxes(),
         Some(state.db()),
         &session,
         me,
         &peers,
         idle,
-    )
-    .await;
+    );
+    // Waiting for its peers, the socket is closed at shutdown too.
+    let opened = tokio::select! {
+        opened = opening => opened,
+        () = state.shutdown().closing() => Err(LinkError::ShuttingDown),
+    };
     match opened {
         Ok(pump) => {
             let ended = pump
@@ -414,6 +418,7 @@ async fn pump_party(
                 LinkError::NeverAppeared { .. } | LinkError::Ended(_) => CLOSE_EXPIRED,
                 LinkError::Mailboxes(ApiError::Conflict(_)) => CLOSE_CONFLICT,
                 LinkError::Mailboxes(_) | LinkError::Closed(_) => CLOSE_INTERNAL,
+                LinkError::ShuttingDown => CLOSE_GOING_AWAY,
                 LinkError::Gone { .. } | LinkError::Peer(_) | LinkError::Invalid(_) => {
                     CLOSE_INVALID_MESSAGE
                 }
@@ -421,6 +426,9 @@ async fn pump_party(
             let reason = match &e {
                 LinkError::Mailboxes(ApiError::Conflict(_)) => {
                     "this party's socket in the session is open already".to_string()
+                }
+                LinkError::ShuttingDown => {
+                    "the server is shutting down; try again in a moment".to_string()
                 }
                 e => e.to_string(),
             };

@@ -689,7 +689,12 @@ fn redact_database_url(url: &str) -> String {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // The user information ends at the *last* `@` before the path: a password may hold `/`,
+    // `?`, `#` or `@` unencoded, and anything before that `@` is redacted but the user name.
+    let path_start = rest.rfind('@').map_or(0, |at| at + 1);
+    let authority_end = rest[path_start..]
+        .find(['/', '?', '#'])
+        .map_or(rest.len(), |i| path_start + i);
     let (authority, tail) = rest.split_at(authority_end);
     let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
@@ -703,7 +708,8 @@ fn redact_database_url(url: &str) -> String {
             let query: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => {
+                    // As sqlx reads the key: percent-decoded (`pass%77ord` is `password`).
+                    Some((k, _)) if percent_decoded(k).eq_ignore_ascii_case("password") => {
                         format!("{k}={REDACTED}")
                     }
                     _ => pair.to_string(),
@@ -719,19 +725,53 @@ fn redact_database_url(url: &str) -> String {
     }
 }
 
-/// A PKCS#11 URI with its `pin-value` replaced (RFC 7512 §2.4).
+/// `text` with its `%XX` escapes decoded (invalid escapes kept as they are).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `kek` with the value of every `pin-value` attribute redacted, wherever it stands (the
+/// query, or misplaced in the path), up to the next `;`, `&` or `?`.
 fn redact_pin_value(kek: &str) -> String {
-    let Some((path, query)) = kek.split_once('?') else {
-        return kek.to_string();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some(("pin-value", _)) => format!("pin-value={REDACTED}"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{path}?{}", query.join("&"))
+    let mut out = String::with_capacity(kek.len());
+    let mut rest = kek;
+    while let Some(at) = rest.to_ascii_lowercase().find("pin-value") {
+        let value_start = at + "pin-value".len();
+        out.push_str(&rest[..value_start]);
+        rest = &rest[value_start..];
+        let end = rest.find([';', '&', '?']).unwrap_or(rest.len());
+        if rest[..end].is_empty() {
+            continue;
+        }
+        // Keep the separator the attribute was written with (`=`, or a mistyped `:`).
+        let separator = rest.chars().next().filter(|c| matches!(c, '=' | ':'));
+        if let Some(c) = separator {
+            out.push(c);
+        }
+        out.push_str(REDACTED);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The key-encryption key named by `text` (`--kek` of the server, `kek rotate`, `backup
@@ -802,6 +842,16 @@ mod tests {
                 "postgres://tessera@127.0.0.1/db?password=<redacted>&application_name=x",
             ),
             ("postgres://127.0.0.1/db", "postgres://127.0.0.1/db"),
+            // Unencoded `/`, `?` and `#` in the password: nothing of it is shown.
+            (
+                "postgres://tessera:pa/ss?w#rd@db.example/tessera",
+                "postgres://tessera:<redacted>@db.example/tessera",
+            ),
+            // A percent-encoded key, as sqlx decodes it.
+            (
+                "postgres://tessera@h/db?pass%77ord=s3cret",
+                "postgres://tessera@h/db?pass%77ord=<redacted>",
+            ),
         ] {
             assert_eq!(redact_database_url(url), shown);
         }
@@ -814,6 +864,15 @@ mod tests {
             "pkcs11:token=t;object=k?module-path=/m.so&pin-value=<redacted>"
         );
         assert_eq!(redact_pin_value("file"), "file");
+        // Misplaced in the path, mistyped, or upper-case: still redacted.
+        assert_eq!(
+            redact_pin_value("pkcs11:token=t;object=k;pin-value=1234"),
+            "pkcs11:token=t;object=k;pin-value=<redacted>"
+        );
+        assert_eq!(
+            redact_pin_value("PKCS11:token=t;object=k?PIN-VALUE:1234&module-path=/m.so"),
+            "PKCS11:token=t;object=k?PIN-VALUE:<redacted>&module-path=/m.so"
+        );
     }
 
     #[test]

@@ -224,7 +224,10 @@ pub async fn schema_current(pool: &AnyPool, backend: Backend) -> Result<(), Stri
     )
     .fetch_one(pool)
     .await
-    .map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+    .map_err(|e| {
+        tracing::warn!(error = %e, "readiness: cannot read the applied migrations");
+        "cannot read the applied migrations".to_string()
+    })?;
     let applied = applied.unwrap_or(0);
     if failed > 0 {
         return Err(format!("{failed} migration(s) failed"));

@@ -97,9 +97,13 @@ impl Pkcs11Uri {
     /// # Errors
     /// [`Error::Hsm`] naming the attribute that is missing, repeated, unknown or badly encoded.
     pub fn parse(text: &str) -> Result<Self> {
+        // The scheme is case-insensitive (RFC 3986 §3.1). Errors never quote the text: it may
+        // hold a PIN.
         let rest = text
-            .strip_prefix("pkcs11:")
-            .ok_or_else(|| Error::Hsm(format!("{text:?} is not a pkcs11: URI")))?;
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("pkcs11:"))
+            .map(|_| &text[7..])
+            .ok_or_else(|| Error::Hsm("not a pkcs11: URI".into()))?;
         if is_legacy(rest) {
             return Ok(Pkcs11Uri {
                 spec: parse_legacy(rest)?,
@@ -329,13 +333,14 @@ fn split_attributes<'a>(
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for attr in component.split(sep) {
+    for (n, attr) in component.split(sep).enumerate() {
         if attr.is_empty() {
             return Err(format!("an empty {which} attribute (a stray {sep:?})"));
         }
+        // Not quoted: a mistyped `pin-value:1234` would put the PIN in the message.
         let (name, value) = attr
             .split_once('=')
-            .ok_or_else(|| format!("the {which} attribute {attr:?} has no '='"))?;
+            .ok_or_else(|| format!("{which} attribute number {} has no '=' (name=value)", n + 1))?;
         if name.is_empty()
             || !name
                 .bytes()
@@ -394,6 +399,10 @@ fn decode(raw: &str, name: &str, component: Component) -> std::result::Result<Ve
                 .bytes()
                 .map(|b| format!("%{b:02X}"))
                 .collect();
+            if name.eq_ignore_ascii_case("pin-value") {
+                // Not even one character of a PIN in a message.
+                return Err(format!("{name}: a character must be percent-encoded"));
+            }
             return Err(format!(
                 "{name}: the character {ch:?} must be percent-encoded, as {encoded}"
             ));
@@ -557,7 +566,19 @@ mod tests {
         let e = err("pkcs11:token=t;object=k;?module-path=/m.so");
         assert!(e.contains("empty path attribute"), "{e}");
         let e = err("pkcs11:token=t;object?module-path=/m.so");
-        assert!(e.contains("\"object\" has no '='"), "{e}");
+        assert!(e.contains("path attribute number 2 has no '='"), "{e}");
+        // A PIN typed with the wrong separator, or with a character to encode, is never
+        // quoted; nor is an upper-case scheme a reason to quote the text.
+        let e = err("pkcs11:token=t;object=k?module-path=/m.so&pin-value:98765");
+        assert!(e.contains("query attribute number 2 has no '='"), "{e}");
+        assert!(!e.contains("98765"), "{e}");
+        let e = err("pkcs11:token=t;object=k?module-path=/m.so&pin-value=98 765");
+        assert!(
+            !e.contains("98") && !e.contains("765") && !e.contains("' '"),
+            "{e}"
+        );
+        let uri = Pkcs11Uri::parse("PKCS11:token=t;object=k?module-path=/m.so").unwrap();
+        assert_eq!(uri.spec.token, "t");
         let e = err("pkcs11:token=t;ob ject=k?module-path=/m.so");
         assert!(e.contains("is not an attribute name"), "{e}");
         // The old form's names in a URI get a hint.
