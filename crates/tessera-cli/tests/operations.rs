@@ -287,6 +287,26 @@ async fn probes_metrics_and_request_ids_on_a_real_server() {
         .unwrap();
     let denied = sign(&client, &share, "not allowed").await.unwrap_err();
     assert!(denied.to_string().contains("allowed"), "{denied}");
+    // The log (text, the default `info`) has the protocol events and the denial with its rule.
+    let log = server.log();
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{log}"))
+            .to_string()
+    };
+    let denial = line("policy denied a signing request");
+    assert!(denial.contains(r#"rule="allowed_kinds""#), "{denial}");
+    let ended = line("session ended");
+    assert!(
+        ended.contains(r#"kind="keygen""#) && ended.contains(r#"outcome="done""#),
+        "{ended}"
+    );
+    let access = line(r#"route=/sign"#);
+    assert!(
+        access.contains("status=200") && access.contains("device_id="),
+        "{access}"
+    );
     let unauthorized = http
         .get(format!("{}/wallets", server.url))
         .bearer_auth("not-a-token")
