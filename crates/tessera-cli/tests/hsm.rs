@@ -151,27 +151,14 @@ async fn server_shares_wrapped_by_an_hsm_key_and_the_key_rotated() {
     assert!(String::from_utf8_lossy(&e.stderr).contains("TESSERA_PKCS11_PIN"));
 
     // A wallet whose server share is sealed under the HSM key.
-    let home = tempfile::tempdir().unwrap();
-    let id = common::identity(home.path());
     let srv = server(&conf, &data, &spec("kek-1"), PIN).unwrap();
-    let mut client = ServerClient::new(&srv.url).unwrap();
-    let device = client.register(&id, "hsm-user", "laptop").await.unwrap();
-    client.login(&id, &device.device_id).await.unwrap();
-    let share = client.keygen("w", |_, _| {}).await.unwrap();
-    client
-        .set_policy(
-            &id,
-            &share.wallet_id().to_string(),
-            &common::allow_digests(),
-        )
-        .await
-        .unwrap();
+    let Signer {
+        id,
+        device,
+        share,
+        _home,
+    } = wallet_signs(&srv.url, "hsm-user").await;
     let root = DerivationPath::root();
-    let sig = client
-        .sign(&share, [1; 32], &root, |_, _| {})
-        .await
-        .unwrap();
-    share.public_key().verify(&[1; 32], &sig).unwrap();
     drop(srv);
 
     // The file key cannot open them: the server says so at start-up.
@@ -249,9 +236,17 @@ async fn server_shares_wrapped_by_an_hsm_key_and_the_key_rotated() {
     share.public_key().verify(&[3; 32], &sig).unwrap();
 }
 
+/// A device of [`wallet_signs`]: its identity, registration, share and home.
+struct Signer {
+    id: tessera_store::DeviceIdentity,
+    device: tessera_api::Device,
+    share: tessera_core::KeyShare,
+    _home: tempfile::TempDir,
+}
+
 /// A registered device with a wallet whose server share is sealed under the server's KEK; it
 /// signs a digest, checked.
-async fn wallet_signs(url: &str, user: &str) {
+async fn wallet_signs(url: &str, user: &str) -> Signer {
     let home = tempfile::tempdir().unwrap();
     let id = common::identity(home.path());
     let mut client = ServerClient::new(url).unwrap();
@@ -272,6 +267,12 @@ async fn wallet_signs(url: &str, user: &str) {
         .await
         .unwrap();
     share.public_key().verify(&[7; 32], &sig).unwrap();
+    Signer {
+        id,
+        device,
+        share,
+        _home: home,
+    }
 }
 
 /// `tessera server --kek KEK` whose stderr goes to a file: the process, its URL and that file.
@@ -355,7 +356,7 @@ async fn hsm_keys_named_by_rfc_7512_uris_and_by_the_older_form() {
         ],
     )
     .unwrap();
-    wallet_signs(&srv.url, "uri-user").await;
+    let _ = wallet_signs(&srv.url, "uri-user").await;
     drop(srv);
     // A wrong PIN in the file is the token's refusal, named.
     std::fs::write(&pin_file, "0000").unwrap();
@@ -381,7 +382,7 @@ async fn hsm_keys_named_by_rfc_7512_uris_and_by_the_older_form() {
         &legacy_spec("kek-1"),
         &[("TESSERA_PKCS11_PIN", PIN)],
     );
-    wallet_signs(&url, "legacy-user").await;
+    let _ = wallet_signs(&url, "legacy-user").await;
     let _ = child.kill();
     let _ = child.wait();
     let log = std::fs::read_to_string(&log).unwrap();
