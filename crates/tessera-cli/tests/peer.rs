@@ -393,7 +393,7 @@ fn a_changed_identity_is_refused_loudly() {
     );
     assert!(!out.contains("pairing code"), "{out}");
     // The pairing with the real alice is unchanged.
-    let known = KnownPeers::load(b.path()).unwrap();
+    let known = KnownPeers::load_dir(b.path()).unwrap();
     assert_eq!(known.all().len(), 1);
 }
 
@@ -483,7 +483,7 @@ fn garbage_truncated_and_replayed_frames_are_refused_and_the_listener_keeps_serv
     assert!(!ok, "{out}");
     alice.wait_for("failed authentication");
     // Nothing was stored, and alice still serves.
-    assert!(KnownPeers::load(a.path()).unwrap().all().is_empty());
+    assert!(KnownPeers::load_dir(a.path()).unwrap().all().is_empty());
     let (ok, out) = lead(
         b.path(),
         &[
@@ -534,8 +534,8 @@ fn a_man_in_the_middle_makes_the_codes_differ_and_nothing_is_stored() {
         let (as_bob_dir, as_bob) = test_device("bob");
         let (bob_side, _) = proxy.accept().await.unwrap();
         let alice_side = tokio::net::TcpStream::connect(target).await.unwrap();
-        let mut known_a = KnownPeers::load(as_alice_dir.path()).unwrap();
-        let mut known_b = KnownPeers::load(as_bob_dir.path()).unwrap();
+        let mut known_a = KnownPeers::load_dir(as_alice_dir.path()).unwrap();
+        let mut known_b = KnownPeers::load_dir(as_bob_dir.path()).unwrap();
         let codes = Arc::new(Mutex::new(Vec::new()));
         let (c1, c2) = (codes.clone(), codes.clone());
         let with_bob = async move {
@@ -585,8 +585,8 @@ fn a_man_in_the_middle_makes_the_codes_differ_and_nothing_is_stored() {
     alice.wait_for("not confirmed");
     let mitm_codes = rt.block_on(mitm).unwrap();
     assert_eq!(mitm_codes.len(), 2);
-    assert!(KnownPeers::load(a.path()).unwrap().all().is_empty());
-    assert!(KnownPeers::load(b.path()).unwrap().all().is_empty());
+    assert!(KnownPeers::load_dir(a.path()).unwrap().all().is_empty());
+    assert!(KnownPeers::load_dir(b.path()).unwrap().all().is_empty());
 }
 
 /// A proxy that terminates the channel on both sides and forwards the hellos: each side sees a
@@ -981,7 +981,7 @@ fn a_script_pairs_two_processes_by_giving_each_the_code_the_other_printed() {
     alice.wait_for("paired with \"bob\"");
     // Both remember the other; the paired-device files are private (12.11).
     for (h, other) in [(a.path(), "bob"), (b.path(), "alice")] {
-        let known = KnownPeers::load(h).unwrap();
+        let known = KnownPeers::load_dir(h).unwrap();
         assert!(known.all().iter().any(|p| p.name == other));
         assert_eq!(file_mode(h), 0o700);
         assert_eq!(file_mode(&h.join("peers.json")), 0o600);
@@ -1030,9 +1030,9 @@ fn a_script_pairs_two_processes_by_giving_each_the_code_the_other_printed() {
     alice.answer(&carol_code);
     let (ok, out) = carol.finish();
     assert!(!ok, "{out}");
-    assert!(KnownPeers::load(c.path()).unwrap().all().is_empty());
+    assert!(KnownPeers::load_dir(c.path()).unwrap().all().is_empty());
     assert!(
-        !KnownPeers::load(a.path())
+        !KnownPeers::load_dir(a.path())
             .unwrap()
             .all()
             .iter()
@@ -1096,7 +1096,12 @@ fn after_failed_pairings_the_listener_pauses_new_pairings_and_says_so() {
     assert!(out.contains("accepts no new pairing"), "{out}");
     assert!(!out.contains("pairing code"), "{out}");
     alice.wait_for("refused to pair with \"erin\": too many pairing attempts failed lately");
-    assert!(KnownPeers::load(newcomer.path()).unwrap().all().is_empty());
+    assert!(
+        KnownPeers::load_dir(newcomer.path())
+            .unwrap()
+            .all()
+            .is_empty()
+    );
     // A paired device still works.
     let (ok, out) = pair(known_home.path(), "dave", "y");
     assert!(ok, "{out}");
@@ -1179,7 +1184,7 @@ fn a_peer_blamed_by_the_engine_is_banned_and_the_wallet_then_refuses_to_sign() {
     let share = WalletRecord::from_bytes(&ks.load_wallet("fam", &pass).unwrap())
         .unwrap()
         .current;
-    let mut known = KnownPeers::load(a.path()).unwrap();
+    let mut known = KnownPeers::load_dir(a.path()).unwrap();
     let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let fake_at = fake.local_addr().unwrap().to_string();
     fake.set_nonblocking(true).unwrap();
@@ -1598,7 +1603,7 @@ fn a_refresh_of_an_unknown_wallet_or_with_other_devices_is_refused_clearly() {
         ),
     ];
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut known = KnownPeers::load(_t.path()).unwrap();
+    let mut known = KnownPeers::load_dir(_t.path()).unwrap();
     for (request, expected) in requests {
         let reason = rt.block_on(async {
             let mut link = session::connect(

@@ -86,7 +86,7 @@ fn answering_device(
             let (device, home) = me.clone().unwrap();
             let (s, _) = listener.accept().await.unwrap();
             let mut c = Channel::accept(Frames::tcp(s)).await.unwrap();
-            let mut known = KnownPeers::load(&home).unwrap();
+            let mut known = KnownPeers::load_dir(&home).unwrap();
             let peer = pairing::authenticate(&mut c, &device, &mut known, &mut yes)
                 .await
                 .unwrap();
@@ -157,7 +157,7 @@ fn main() {
         .build()
         .unwrap();
     let connect = |me: &LocalDevice, home: &std::path::Path| {
-        let mut known = KnownPeers::load(home).unwrap();
+        let mut known = KnownPeers::load_dir(home).unwrap();
         let me = me.clone();
         let at = at.clone();
         async move {

@@ -65,8 +65,8 @@ async fn both_sides_compute_the_same_code_and_pair() {
     let (mut a, mut b) = pair_of_channels().await;
     let ((da, alice), (db, bob)) = (device("alice"), device("bob"));
     let (mut ka, mut kb) = (
-        KnownPeers::load(da.path()).unwrap(),
-        KnownPeers::load(db.path()).unwrap(),
+        KnownPeers::load_dir(da.path()).unwrap(),
+        KnownPeers::load_dir(db.path()).unwrap(),
     );
     let (ca, cb) = (
         std::sync::Mutex::new(String::new()),
@@ -91,8 +91,8 @@ async fn both_sides_compute_the_same_code_and_pair() {
     let code = ca.lock().unwrap().clone();
     assert_eq!(code.len(), 6);
     assert_eq!(code, *cb.lock().unwrap());
-    assert_eq!(KnownPeers::load(da.path()).unwrap().all().len(), 1);
-    assert_eq!(KnownPeers::load(db.path()).unwrap().all().len(), 1);
+    assert_eq!(KnownPeers::load_dir(da.path()).unwrap().all().len(), 1);
+    assert_eq!(KnownPeers::load_dir(db.path()).unwrap().all().len(), 1);
 }
 
 /// An initiator that opens its commitment to another nonce (to steer the code) is caught.
@@ -100,7 +100,7 @@ async fn both_sides_compute_the_same_code_and_pair() {
 async fn a_commitment_that_does_not_open_aborts_the_pairing() {
     let (mut cheat, mut honest) = pair_of_channels().await;
     let ((dh, bob), (_dc, mallory)) = (device("bob"), device("mallory"));
-    let mut kh = KnownPeers::load(dh.path()).unwrap();
+    let mut kh = KnownPeers::load_dir(dh.path()).unwrap();
     let hash = *cheat.handshake_hash();
     let honest_side = tokio::spawn(async move {
         let r = pairing::authenticate(&mut honest, &bob, &mut kh, &mut |_: &CodePrompt| true).await;

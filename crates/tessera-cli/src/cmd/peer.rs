@@ -338,7 +338,7 @@ pub async fn run(home: &Path, command: PeerCommand) -> Result<(), Failure> {
             Ok(())
         }
         PeerCommand::Known(format) => {
-            let known = KnownPeers::load(home).map_err(Failure::from)?;
+            let known = KnownPeers::load_dir(home).map_err(Failure::from)?;
             if format.json {
                 return crate::output::print_json(&known.all());
             }
@@ -351,7 +351,7 @@ pub async fn run(home: &Path, command: PeerCommand) -> Result<(), Failure> {
             Ok(())
         }
         PeerCommand::Forget { name } => {
-            let mut known = KnownPeers::load(home).map_err(Failure::from)?;
+            let mut known = KnownPeers::load_dir(home).map_err(Failure::from)?;
             if known.remove(&name).map_err(Failure::from)? {
                 println!("forgot {name:?}");
                 Ok(())

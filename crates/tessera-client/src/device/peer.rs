@@ -38,7 +38,7 @@ impl Device {
         };
         crate::peer::wire::check_name(&name).map_err(DeviceError::InvalidPeerName)?;
         Ok(PeerDevice {
-            home: self.dir().to_path_buf(),
+            home: self.home.clone(),
             keystore,
             passphrase,
             me: LocalDevice {

@@ -2,10 +2,10 @@
 //! keystore (where each wallet's record holds the share in use and, during a refresh, the
 //! next one), and the list of devices each wallet is shared with (`peer-wallets.json`).
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use tessera_core::{KeyShare, PublicKey, Threshold, WalletId};
-use tessera_store::{Keystore, Passphrase};
+use tessera_store::{HomeStorage, Keystore, Passphrase};
 
 use super::PeerError;
 use super::known::{self, PeerWallet};
@@ -14,8 +14,8 @@ use crate::WalletRecord;
 
 /// This device, unlocked for device-to-device work.
 pub struct PeerDevice {
-    /// The device home (`TESSERA_HOME`).
-    pub home: PathBuf,
+    /// The device home's records (`TESSERA_HOME`'s files, or an app's storage).
+    pub home: Arc<dyn HomeStorage>,
     /// Its keystore.
     pub keystore: Keystore,
     /// The passphrase that unlocks the keystore's entries.
@@ -80,7 +80,7 @@ impl PeerDevice {
     /// # Errors
     /// [`PeerError::NotFound`] when it is not a device-to-device wallet of this device.
     pub fn peer_wallet(&self, name: &str) -> Result<PeerWallet, PeerError> {
-        known::load_peer_wallet(&self.home, name)?.ok_or_else(|| {
+        known::load_peer_wallet(&*self.home, name)?.ok_or_else(|| {
             PeerError::NotFound(format!(
                 "{name:?} is not a device-to-device wallet of this device"
             ))
@@ -97,7 +97,7 @@ impl PeerDevice {
         share: KeyShare,
         wallet: &PeerWallet,
     ) -> Result<WalletSummary, PeerError> {
-        known::save_peer_wallet(&self.home, name, wallet)?;
+        known::save_peer_wallet(&*self.home, name, wallet)?;
         self.keystore
             .save_wallet(name, &WalletRecord::new(share).to_bytes(), &self.passphrase)?;
         let share = self.load_share(name)?;

@@ -1,8 +1,12 @@
-//! Devices this device has paired with (`peers.json` in the keystore directory), and the
-//! wallets it shares with them (`peer-wallets.json`). Public data only; written atomically, 0600.
+//! Devices this device has paired with ([`HomeRecord::KnownPeers`], `peers.json` in a file
+//! home), and the wallets it shares with them ([`HomeRecord::PeerWallets`],
+//! `peer-wallets.json`). Public data only, kept in the device home's storage (files written
+//! atomically, 0600, or an app's own storage).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tessera_store::{HomeRecord, HomeStorage};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,22 +46,29 @@ struct PeersFile {
 
 /// The paired devices.
 pub struct KnownPeers {
-    path: PathBuf,
+    home: Arc<dyn HomeStorage>,
     peers: Vec<KnownPeer>,
 }
 
 impl KnownPeers {
-    /// Loads `peers.json` from `home` (none yet: empty).
+    /// Loads the paired devices from `home` (none yet: empty).
     ///
     /// # Errors
-    /// [`PeerError::Store`] when the file is unreadable or damaged.
-    pub fn load(home: &Path) -> Result<Self, PeerError> {
-        let path = home.join("peers.json");
-        let file: PeersFile = read_json(&path)?.unwrap_or_default();
+    /// [`PeerError::Store`] when the record is unreadable or damaged.
+    pub fn load(home: Arc<dyn HomeStorage>) -> Result<Self, PeerError> {
+        let file: PeersFile = read_json(&*home, HomeRecord::KnownPeers)?.unwrap_or_default();
         Ok(KnownPeers {
-            path,
+            home,
             peers: file.peers,
         })
+    }
+
+    /// [`Self::load`] from the file home at `dir` (`TESSERA_HOME`).
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn load_dir(dir: &std::path::Path) -> Result<Self, PeerError> {
+        Self::load(Arc::new(tessera_store::FileHome::new(dir)))
     }
 
     /// The paired devices.
@@ -100,7 +111,8 @@ impl KnownPeers {
             paired_at: now(),
         });
         write_json(
-            &self.path,
+            &*self.home,
+            HomeRecord::KnownPeers,
             &PeersFile {
                 version: 1,
                 peers: self.peers.clone(),
@@ -119,7 +131,8 @@ impl KnownPeers {
             return Ok(false);
         }
         write_json(
-            &self.path,
+            &*self.home,
+            HomeRecord::KnownPeers,
             &PeersFile {
                 version: 1,
                 peers: self.peers.clone(),
@@ -150,8 +163,11 @@ struct WalletsFile {
 ///
 /// # Errors
 /// [`PeerError::Store`].
-pub fn load_peer_wallet(home: &Path, name: &str) -> Result<Option<PeerWallet>, PeerError> {
-    let file: WalletsFile = read_json(&home.join("peer-wallets.json"))?.unwrap_or_default();
+pub fn load_peer_wallet(
+    home: &dyn HomeStorage,
+    name: &str,
+) -> Result<Option<PeerWallet>, PeerError> {
+    let file: WalletsFile = read_json(home, HomeRecord::PeerWallets)?.unwrap_or_default();
     Ok(file.wallets.get(name).cloned())
 }
 
@@ -159,30 +175,36 @@ pub fn load_peer_wallet(home: &Path, name: &str) -> Result<Option<PeerWallet>, P
 ///
 /// # Errors
 /// [`PeerError::Store`].
-pub fn save_peer_wallet(home: &Path, name: &str, wallet: &PeerWallet) -> Result<(), PeerError> {
-    let path = home.join("peer-wallets.json");
-    let mut file: WalletsFile = read_json(&path)?.unwrap_or_default();
+pub fn save_peer_wallet(
+    home: &dyn HomeStorage,
+    name: &str,
+    wallet: &PeerWallet,
+) -> Result<(), PeerError> {
+    let mut file: WalletsFile = read_json(home, HomeRecord::PeerWallets)?.unwrap_or_default();
     file.version = 1;
     file.wallets.insert(name.to_string(), wallet.clone());
-    write_json(&path, &file)
+    write_json(home, HomeRecord::PeerWallets, &file)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, PeerError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
+fn read_json<T: serde::de::DeserializeOwned>(
+    home: &dyn HomeStorage,
+    record: HomeRecord,
+) -> Result<Option<T>, PeerError> {
+    match home.get(record).map_err(PeerError::Keystore)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| PeerError::Store(format!("{} is damaged: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(PeerError::Store(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
+            .map_err(|e| PeerError::Store(format!("{} is damaged: {e}", home.location(record)))),
+        None => Ok(None),
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), PeerError> {
+fn write_json<T: Serialize>(
+    home: &dyn HomeStorage,
+    record: HomeRecord,
+    value: &T,
+) -> Result<(), PeerError> {
     let text = serde_json::to_vec_pretty(value).map_err(|e| PeerError::Store(e.to_string()))?;
-    tessera_store::write_private_file(path, &text).map_err(PeerError::Keystore)
+    home.put(record, &text).map_err(PeerError::Keystore)
 }
 
 fn now() -> u64 {

@@ -52,7 +52,7 @@ pub async fn reach(
     how: &Reach,
     user: &dyn PeerUser,
 ) -> Result<Vec<Link>, PeerError> {
-    let mut known = KnownPeers::load(&device.home)?;
+    let mut known = KnownPeers::load(device.home.clone())?;
     let mut confirm = |p: &CodePrompt| user.confirm_code(p);
     let (names, connect, discovery_timeout) = match how {
         Reach::Relay { url, fingerprint } => {

@@ -111,7 +111,7 @@ impl Responder {
             Channel::accept(frames).await?
         };
         channel.set_idle_timeout(self.idle);
-        let mut known = KnownPeers::load(&self.device.home)?;
+        let mut known = KnownPeers::load(self.device.home.clone())?;
         let user = &*self.user;
         let mut confirm = |p: &CodePrompt| user.confirm_code(p);
         let limit = &self.pairing_limit;
