@@ -997,7 +997,7 @@ mod refresh {
     async fn server_killed_on(backend: Backend) {
         // (step at which the server is SIGKILLed, epoch both sides must agree on afterwards)
         for (crash_at, expect) in [
-            (RefreshStep::Round(2), 0),
+            (RefreshStep::Round { round: 2, total: 4 }, 0),
             (RefreshStep::PendingStored, 0),
             (RefreshStep::CommitSent, 1),
         ] {
@@ -1037,7 +1037,7 @@ mod refresh {
     async fn device_crashing_at_each_step_of_a_refresh() {
         // (step at which the device dies, whether it stored that step first, agreed epoch)
         for (crash_at, stored_first, expect) in [
-            (RefreshStep::Round(2), false, 0),
+            (RefreshStep::Round { round: 2, total: 4 }, false, 0),
             (RefreshStep::PendingStored, false, 0),
             (RefreshStep::PendingStored, true, 0),
             (RefreshStep::CommitSent, true, 1),

@@ -229,8 +229,9 @@ impl ServerClient {
         let nonce = run_nonce(&ours, &created)?;
         let mut session = RefreshSession::new(&record.current, &nonce)?;
         let mut socket = self.connect(&created.session_id).await?;
-        let fresh = exchange(&mut socket, &mut session, |r| {
-            step(RefreshStep::Round(r), record).map_err(ClientError::Stopped)
+        let total = session.total_rounds();
+        let fresh = exchange(&mut socket, &mut session, |round| {
+            step(RefreshStep::Round { round, total }, record).map_err(ClientError::Stopped)
         })
         .await?;
         let epoch = fresh.epoch();
@@ -335,8 +336,13 @@ impl ServerClient {
 pub enum RefreshStep {
     /// The record was settled against the server's epoch before starting: store it.
     Settled,
-    /// A protocol round completed (nothing to store).
-    Round(u8),
+    /// Protocol round `round` of `total` completed (nothing to store).
+    Round {
+        /// The round done.
+        round: u8,
+        /// How many the refresh has.
+        total: u8,
+    },
     /// The new share is `record.pending`: store the record now, before the commit is sent.
     PendingStored,
     /// The commit was sent; the server may have switched already.

@@ -217,6 +217,8 @@ impl PeerUser for Terminal {
 
     fn notify(&self, event: PeerEvent<'_>) {
         match event {
+            // The terminal says who asks what when it asks (`approve`).
+            PeerEvent::Authenticated { .. } => {}
             PeerEvent::Paired { name } => println!("paired with {name:?}"),
             PeerEvent::RelayCode {
                 url,

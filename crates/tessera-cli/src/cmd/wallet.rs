@@ -246,7 +246,7 @@ pub(crate) fn print_signed(
 /// an exact point. Steps: `round-2`, `pending-stored`, `commit-sent`.
 fn pause_for_crash_test(step: RefreshStep) {
     pause_at(match step {
-        RefreshStep::Round(2) => "round-2",
+        RefreshStep::Round { round: 2, .. } => "round-2",
         RefreshStep::PendingStored => "pending-stored",
         RefreshStep::CommitSent => "commit-sent",
         _ => return,
@@ -273,8 +273,8 @@ pub(crate) async fn refresh(home: &Path, args: RefreshArgs) -> CliResult {
     let online = unlock::connect(home).await?;
     let epoch = online
         .refresh(wallet, |step| {
-            if let RefreshStep::Round(n) = step {
-                eprintln!("  refresh round {n}/4 done");
+            if let RefreshStep::Round { round, total } = step {
+                eprintln!("  refresh round {round}/{total} done");
             }
             pause_for_crash_test(step);
         })

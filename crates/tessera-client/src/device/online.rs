@@ -533,7 +533,7 @@ impl Online {
             .client
             .refresh(&mut record, |step, r| {
                 let done = match step {
-                    RefreshStep::Round(_) | RefreshStep::CommitSent => Ok(()),
+                    RefreshStep::Round { .. } | RefreshStep::CommitSent => Ok(()),
                     RefreshStep::Settled
                     | RefreshStep::PendingStored
                     | RefreshStep::Switched

@@ -136,6 +136,7 @@ impl Responder {
                 return Err(e);
             }
         };
+        user.notify(PeerEvent::Authenticated { name: &peer.name });
         if peer.newly_paired {
             user.notify(PeerEvent::Paired { name: &peer.name });
         }

@@ -112,6 +112,12 @@ impl RefreshStep {
 
 /// Progress and outcomes, for the user.
 pub enum PeerEvent<'a> {
+    /// A device that connected proved its identity (paired before, or now): from here on, a
+    /// broken channel or a bad message is that device's link.
+    Authenticated {
+        /// Its name.
+        name: &'a str,
+    },
     /// A new device was paired (its code confirmed on both sides).
     Paired {
         /// Its name.

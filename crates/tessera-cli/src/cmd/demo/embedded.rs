@@ -98,8 +98,8 @@ pub(super) async fn run(
     let started = Instant::now();
     let epoch = client
         .refresh(&mut record, |s, r| match s {
-            RefreshStep::Round(n) => {
-                step.round(n, 4);
+            RefreshStep::Round { round, total } => {
+                step.round(round, total);
                 Ok(())
             }
             RefreshStep::Settled
