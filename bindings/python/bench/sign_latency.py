@@ -13,40 +13,10 @@ import asyncio
 import json
 import os
 import statistics
-import threading
 import time
 import uuid
 
 import tessera
-
-
-class MemoryStorage(tessera.AppStorage):
-    def __init__(self):
-        self.blobs = {}
-        self.lock = threading.Lock()
-
-    def get(self, name):
-        with self.lock:
-            return self.blobs.get(name)
-
-    def put(self, name, data):
-        with self.lock:
-            self.blobs[name] = bytes(data)
-
-    def create(self, name, data):
-        with self.lock:
-            if name in self.blobs:
-                return False
-            self.blobs[name] = bytes(data)
-            return True
-
-    def delete(self, name):
-        with self.lock:
-            return self.blobs.pop(name, None) is not None
-
-    def list(self, prefix):
-        with self.lock:
-            return [n for n in self.blobs if n.startswith(prefix)]
 
 
 class Present(tessera.UserPresence):
@@ -57,7 +27,7 @@ class Present(tessera.UserPresence):
 async def main():
     url = os.environ["TESSERA_SERVER_URL"]
     signs = int(os.environ.get("TESSERA_BENCH_SIGNS", "20"))
-    device = tessera.TesseraDevice(MemoryStorage(), Present())
+    device = tessera.TesseraDevice(tessera.MemoryStorage(), Present())
     passphrase = "bench passphrase"
     await device.register(url, f"bench-py-{uuid.uuid4()}", "python", passphrase)
     online = await device.connect(passphrase)

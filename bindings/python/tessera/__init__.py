@@ -16,7 +16,9 @@ if not _os.path.exists(_os.path.join(_os.path.dirname(__file__), "tessera.py")):
 from . import tessera as _generated  # noqa: E402
 from .tessera import *  # noqa: E402,F401,F403
 
+from .memory import MemoryStorage  # noqa: E402
+
 __all__ = list(
     getattr(_generated, "__all__", None)
     or [name for name in dir(_generated) if not name.startswith("_")]
-)
+) + ["MemoryStorage"]

@@ -53,35 +53,8 @@ PEER_RUN_TIMEOUT = 300
 # The app's side: storage, user presence, progress, the peer link and its prompt.
 
 
-class MemoryStorage(tessera.AppStorage):
-    """The device home as a dict of blobs, as an app would keep it in platform storage."""
-
-    def __init__(self):
-        self.blobs = {}
-        self.lock = threading.Lock()
-
-    def get(self, name):
-        with self.lock:
-            return self.blobs.get(name)
-
-    def put(self, name, data):
-        with self.lock:
-            self.blobs[name] = bytes(data)
-
-    def create(self, name, data):
-        with self.lock:
-            if name in self.blobs:
-                return False
-            self.blobs[name] = bytes(data)
-            return True
-
-    def delete(self, name):
-        with self.lock:
-            return self.blobs.pop(name, None) is not None
-
-    def list(self, prefix):
-        with self.lock:
-            return sorted(n for n in self.blobs if n.startswith(prefix))
+# The device home in memory: the package's own dict-of-blobs AppStorage (tessera/memory.py).
+MemoryStorage = tessera.MemoryStorage
 
 
 class Presence(tessera.UserPresence):
