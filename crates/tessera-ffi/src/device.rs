@@ -248,8 +248,9 @@ impl OnlineDevice {
         let presence = self.presence.clone();
         run(async move {
             let decoded = api::intent::decode(&kind).map_err(invalid)?;
-            // The wallet must be here before the user is asked.
-            online.wallet(&wallet)?;
+            // The wallet must be here before the user is asked (without unsealing it: the
+            // signature unseals it once).
+            require_wallet(&online, &wallet)?;
             confirm(&presence, ActionKind::Sign, Some(&wallet), decoded.summary).await?;
             let path = DerivationPath::root();
             let signed = online
@@ -364,7 +365,7 @@ impl OnlineDevice {
         let online = self.online.clone();
         let presence = self.presence.clone();
         run(async move {
-            online.wallet(&wallet)?;
+            require_wallet(&online, &wallet)?;
             let summary = format!("refresh the shares of wallet {wallet}");
             confirm(&presence, ActionKind::Refresh, Some(&wallet), summary).await?;
             let mut round = on_round(progress);
@@ -533,6 +534,17 @@ impl OnlineDevice {
     pub async fn record_backup(&self, backup: Vec<u8>) -> Result<String, TesseraError> {
         let online = self.online.clone();
         run(async move { Ok(online.verify_backup(&backup).await?) }).await
+    }
+}
+
+/// [`TesseraError::WalletNotFound`] unless this device holds a share of `wallet`.
+fn require_wallet(online: &Online, wallet: &str) -> Result<(), TesseraError> {
+    if online.device().has_wallet(wallet)? {
+        Ok(())
+    } else {
+        Err(TesseraError::WalletNotFound {
+            name: wallet.to_owned(),
+        })
     }
 }
 
