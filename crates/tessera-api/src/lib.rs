@@ -10,19 +10,30 @@
 //!   kinds of signing request, one enum each, written as the strings they were.
 //! - [`session_frame`]: the frames of a protocol session between its parties, through the
 //!   server's mailboxes and a device's socket, and the sans-IO state a party keeps of them.
-//! - [`intent`]: what a device asks the server to sign (an Ethereum transaction, a personal
-//!   message, a raw digest) and the digest the server computes from it itself.
+//! - [`intent`]: what a device asks the server to sign (an Ethereum transaction of any type, a
+//!   personal message, EIP-712 typed data, an EIP-7702 authorisation, a raw digest) and the
+//!   digest the server computes from it itself.
+//! - [`calls`]: what a transaction's call data does with tokens (ERC-20/721/1155), decoded with
+//!   alloy's ABI support, for the policy's token rules and what people approve.
+//! - [`typed_data`]: EIP-712 typed data, hashed by the server, with permits (EIP-2612, DAI,
+//!   Permit2) as token actions.
+//! - [`btc`]: Bitcoin PSBTs (BIP-174): the inputs a wallet owns, their sighashes, finalising.
+//! - [`keys`]: a wallet's key as other tools show it: BIP-32 extended public keys, addresses.
 //!
 //! The protocol's own types (envelopes, sessions, shares) stay in `tessera-core`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod btc;
+pub mod calls;
 pub mod ids;
 pub mod intent;
+pub mod keys;
 mod rest;
 pub mod session_frame;
 pub mod states;
+pub mod typed_data;
 
 pub use ids::{ActionId, BanId, DeviceId, ServerSessionId, UserId, WalletId};
 pub use rest::*;

@@ -243,7 +243,8 @@ pub struct SignIntentRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// Allowed kinds: `eth-tx`, `eth-message`, `digest`.
+    /// Allowed kinds: `eth-tx`, `eth-message`, `eth-typed-data`, `eth-authorization`, `btc-psbt`,
+    /// `digest`.
     #[serde(default = "default_kinds")]
     pub allowed_kinds: Vec<RequestKind>,
     /// Allowed chain ids of transactions.
@@ -264,6 +265,44 @@ pub struct Policy {
     /// Not written when absent, so that policies signed before it existed keep their bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_fee_per_tx: Option<String>,
+    /// Token contracts that the wallet's transactions and signed permits may act on, each with
+    /// its rules. Absent: any token contract, without per-token limits; present: only these (a
+    /// token call or permit for another contract is refused). Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<TokenRule>>,
+    /// Unlimited token approvals (an allowance of 2^255 or more, a DAI-style permit, an
+    /// operator approval for a whole collection) are refused unless this is true. Not written
+    /// when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unlimited_approvals: bool,
+    /// Contracts that may receive call data that no decoder understands (anything but the
+    /// ERC-20/721/1155 transfers and approvals), 0x hex. Absent: none may. Not written when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arbitrary_calls: Option<Vec<String>>,
+    /// The only contracts (EIP-712 `verifyingContract`) that typed data may be signed for, 0x
+    /// hex. Absent: any. Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifying_contracts: Option<Vec<String>>,
+    /// The only Bitcoin addresses that a PSBT's outputs may pay (outputs back to the wallet
+    /// excepted; an OP_RETURN of 0 sat is allowed). Absent: any. Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub btc_destinations: Option<Vec<String>>,
+    /// Most that one PSBT may spend from the wallet (its inputs less its change), satoshis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sat_per_tx: Option<u64>,
+    /// Most that the PSBTs signed in any 24 hours may spend from the wallet together, satoshis
+    /// (each transaction counted once, however many of its inputs are signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sat_per_24h: Option<u64>,
+    /// Highest fee of one PSBT, satoshis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fee_sat: Option<u64>,
+    /// Contracts that this wallet's accounts may delegate to with EIP-7702 (an
+    /// `eth-authorization` request, or the authorisations a type-4 transaction carries), 0x hex.
+    /// Absent or empty: every delegation is refused. Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_delegates: Option<Vec<String>>,
     /// Most signatures in any hour.
     #[serde(default)]
     pub max_signatures_per_hour: Option<u32>,
@@ -276,6 +315,41 @@ pub struct Policy {
     /// Seconds that approval may take.
     #[serde(default = "default_approval_timeout")]
     pub approval_timeout_secs: u64,
+}
+
+/// A token contract in a policy's token list, and its rules.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TokenRule {
+    /// The contract, 0x hex.
+    pub address: String,
+    /// `erc20` (the default), `erc721` or `erc1155`: how its calls are read (ERC-20's
+    /// `approve` and `transferFrom` have the same bytes as ERC-721's).
+    #[serde(default = "erc20")]
+    pub standard: crate::calls::TokenStandard,
+    /// Its symbol as approvers see it (letters and digits, at most 11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+    /// An ERC-20 token's decimals, to show amounts as people read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decimals: Option<u8>,
+    /// Largest amount that one request may transfer or approve, in the token's smallest unit
+    /// (decimal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_amount_per_tx: Option<String>,
+    /// Largest amount that the requests of any 24 hours may transfer or approve together,
+    /// smallest unit (decimal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_amount_per_24h: Option<String>,
+    /// The only spenders (and operators) that approvals and permits may name, 0x hex. Absent:
+    /// any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_spenders: Option<Vec<String>>,
+}
+
+fn erc20() -> crate::calls::TokenStandard {
+    crate::calls::TokenStandard::Erc20
 }
 
 fn default_kinds() -> Vec<RequestKind> {
@@ -295,6 +369,15 @@ impl Default for Policy {
             max_value_per_tx: None,
             max_value_per_24h: None,
             max_fee_per_tx: None,
+            tokens: None,
+            allow_unlimited_approvals: false,
+            arbitrary_calls: None,
+            verifying_contracts: None,
+            btc_destinations: None,
+            max_sat_per_tx: None,
+            max_sat_per_24h: None,
+            max_fee_sat: None,
+            allowed_delegates: None,
             max_signatures_per_hour: None,
             hours_utc: None,
             require_approval: false,
@@ -1081,8 +1164,8 @@ pub enum ServerBackupOutcome {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum PolicyChange {
-    /// The policy in force now.
-    Applied(PolicyInfo),
+    /// The policy in force now (boxed: a policy is much larger than a held action).
+    Applied(Box<PolicyInfo>),
     /// The proposal waits (202).
     Held(HeldAction),
 }

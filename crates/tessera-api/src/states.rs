@@ -280,20 +280,29 @@ text_state! {
     /// A kind of signing request, as a policy's `allowed_kinds` names it (the `kind` tag of
     /// [`crate::intent::SignKind`]).
     RequestKind("request kind") {
-        /// An EIP-1559 transaction.
+        /// An Ethereum transaction (legacy, EIP-2930, EIP-1559 or EIP-7702).
         EthTx = "eth-tx",
         /// An EIP-191 personal message.
         EthMessage = "eth-message",
         /// A raw 32-byte digest.
         Digest = "digest",
+        /// EIP-712 typed structured data.
+        EthTypedData = "eth-typed-data",
+        /// An EIP-7702 authorisation: this wallet's account delegates to a contract's code.
+        EthAuthorization = "eth-authorization",
+        /// The inputs of a Bitcoin PSBT (BIP-174) that the wallet owns.
+        BtcPsbt = "btc-psbt",
     }
 }
 
 impl RequestKind {
     /// Every kind, in the order a message listing them names them.
-    pub const ALL: [RequestKind; 3] = [
+    pub const ALL: [RequestKind; 6] = [
         RequestKind::EthTx,
         RequestKind::EthMessage,
+        RequestKind::EthTypedData,
+        RequestKind::EthAuthorization,
+        RequestKind::BtcPsbt,
         RequestKind::Digest,
     ];
 }

@@ -90,14 +90,18 @@ fn signing_requests_and_sessions() {
             path: "m".into(),
             kind: SignKind::EthTx {
                 tx: EthTransaction {
+                    tx_type: Default::default(),
                     chain_id: 1,
                     nonce: 7,
-                    max_fee_per_gas: "30000000000".into(),
-                    max_priority_fee_per_gas: "1000000000".into(),
+                    gas_price: None,
+                    max_fee_per_gas: Some("30000000000".into()),
+                    max_priority_fee_per_gas: Some("1000000000".into()),
                     gas_limit: 21000,
                     to: Some("0x00000000000000000000000000000000000000aa".into()),
                     value: "1000000000000000000".into(),
                     data: "0x".into(),
+                    access_list: None,
+                    authorization_list: None,
                 },
             },
             device_nonce: Some("11".repeat(32)),
@@ -216,13 +220,13 @@ fn held_actions_and_outcomes() {
         &format!(r#"{{"outcome":"held",{}"#, &held_json[1..]),
     );
     pinned(
-        &PolicyChange::Applied(PolicyInfo {
+        &PolicyChange::Applied(Box::new(PolicyInfo {
             wallet_id: WALLET.into(),
             version: 0,
             policy: Policy::default(),
             set_by: None,
             set_at: None,
-        }),
+        })),
         &format!(
             r#"{{"outcome":"applied","wallet_id":"{WALLET}","version":0,"policy":{{"allowed_kinds":["eth-tx","eth-message"],"chain_ids":null,"destinations":null,"max_value_per_tx":null,"max_value_per_24h":null,"max_signatures_per_hour":null,"hours_utc":null,"require_approval":false,"approval_timeout_secs":300}},"set_by":null,"set_at":null}}"#
         ),

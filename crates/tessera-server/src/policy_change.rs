@@ -2,8 +2,8 @@
 //! of a policy requiring approval must itself be approved by another device
 //! ([`crate::policy::set`]); one that only tightens applies at once.
 
-use tessera_api::Policy;
 use tessera_api::intent::U256;
+use tessera_api::{Policy, TokenRule};
 
 /// The rules of `old` that `new` weakens (allows something `old` did not), by field name, in
 /// the order of [`Policy`]'s fields. Empty when `new` allows nothing that `old` denied.
@@ -17,6 +17,15 @@ pub fn weakenings(old: &Policy, new: &Policy) -> Vec<&'static str> {
         max_value_per_tx,
         max_value_per_24h,
         max_fee_per_tx,
+        tokens,
+        allow_unlimited_approvals,
+        arbitrary_calls,
+        verifying_contracts,
+        btc_destinations,
+        max_sat_per_tx,
+        max_sat_per_24h,
+        max_fee_sat,
+        allowed_delegates,
         max_signatures_per_hour,
         hours_utc,
         require_approval,
@@ -43,6 +52,53 @@ pub fn weakenings(old: &Policy, new: &Policy) -> Vec<&'static str> {
     if raises_amount(&old.max_fee_per_tx, max_fee_per_tx) {
         out.push("max_fee_per_tx");
     }
+    if tokens_widen(old.tokens.as_deref(), tokens.as_deref()) {
+        out.push("tokens");
+    }
+    if *allow_unlimited_approvals && !old.allow_unlimited_approvals {
+        out.push("allow_unlimited_approvals");
+    }
+    if arbitrary_calls.iter().flatten().any(|c| {
+        !old.arbitrary_calls
+            .iter()
+            .flatten()
+            .any(|before| before.eq_ignore_ascii_case(c))
+    }) {
+        out.push("arbitrary_calls");
+    }
+    if widens(
+        &old.verifying_contracts,
+        verifying_contracts,
+        |a: &String, b: &String| a.eq_ignore_ascii_case(b),
+    ) {
+        out.push("verifying_contracts");
+    }
+    if widens(
+        &old.btc_destinations,
+        btc_destinations,
+        |a: &String, b: &String| a == b,
+    ) {
+        out.push("btc_destinations");
+    }
+    if raises(&old.max_sat_per_tx, max_sat_per_tx) {
+        out.push("max_sat_per_tx");
+    }
+    if raises(&old.max_sat_per_24h, max_sat_per_24h) {
+        out.push("max_sat_per_24h");
+    }
+    if raises(&old.max_fee_sat, max_fee_sat) {
+        out.push("max_fee_sat");
+    }
+    // Absent means none allowed (the opposite of the allow-lists above): any delegate that the
+    // old policy did not list widens it.
+    let delegates_before = old.allowed_delegates.as_deref().unwrap_or_default();
+    if allowed_delegates.iter().flatten().any(|d| {
+        !delegates_before
+            .iter()
+            .any(|before| before.eq_ignore_ascii_case(d))
+    }) {
+        out.push("allowed_delegates");
+    }
     if raises(&old.max_signatures_per_hour, max_signatures_per_hour) {
         out.push("max_signatures_per_hour");
     }
@@ -68,6 +124,28 @@ pub fn weakenings(old: &Policy, new: &Policy) -> Vec<&'static str> {
     out
 }
 
+/// The token list (`None`: any token, no per-token limits) is lifted, gains a token, or one of
+/// its tokens' rules is loosened (a limit raised or lifted, a spender added or the spender list
+/// lifted). A changed standard counts too: it changes how the same call data is read.
+fn tokens_widen(old: Option<&[TokenRule]>, new: Option<&[TokenRule]>) -> bool {
+    let Some(old) = old else { return false };
+    let Some(new) = new else { return true };
+    new.iter().any(|n| {
+        let Some(o) = old
+            .iter()
+            .find(|o| o.address.eq_ignore_ascii_case(&n.address))
+        else {
+            return true;
+        };
+        o.standard != n.standard
+            || raises_amount(&o.max_amount_per_tx, &n.max_amount_per_tx)
+            || raises_amount(&o.max_amount_per_24h, &n.max_amount_per_24h)
+            || widens(&o.allowed_spenders, &n.allowed_spenders, |a, b| {
+                a.eq_ignore_ascii_case(b)
+            })
+    })
+}
+
 /// An allow-list (`None`: everything) gains an element, or is lifted.
 fn widens<T>(old: &Option<Vec<T>>, new: &Option<Vec<T>>, same: impl Fn(&T, &T) -> bool) -> bool {
     match (old, new) {
@@ -78,7 +156,7 @@ fn widens<T>(old: &Option<Vec<T>>, new: &Option<Vec<T>>, same: impl Fn(&T, &T) -
 }
 
 /// A limit (`None`: none) is raised or lifted.
-fn raises(old: &Option<u32>, new: &Option<u32>) -> bool {
+fn raises<T: PartialOrd>(old: &Option<T>, new: &Option<T>) -> bool {
     match (old, new) {
         (None, _) => false,
         (Some(_), None) => true,
@@ -127,11 +205,103 @@ mod tests {
             max_value_per_tx: Some("1000".into()),
             max_value_per_24h: Some("5000".into()),
             max_fee_per_tx: Some("100".into()),
+            tokens: Some(vec![TokenRule {
+                address: "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48".into(),
+                standard: tessera_api::calls::TokenStandard::Erc20,
+                symbol: Some("USDC".into()),
+                decimals: Some(6),
+                max_amount_per_tx: Some("100".into()),
+                max_amount_per_24h: Some("500".into()),
+                allowed_spenders: Some(vec!["0x00000000000000000000000000000000000000b0".into()]),
+            }]),
+            allow_unlimited_approvals: false,
+            arbitrary_calls: Some(vec!["0x00000000000000000000000000000000000000c0".into()]),
+            verifying_contracts: Some(vec!["0x00000000000000000000000000000000000000d0".into()]),
+            btc_destinations: Some(vec!["bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into()]),
+            max_sat_per_tx: Some(100_000),
+            max_sat_per_24h: Some(500_000),
+            max_fee_sat: Some(5_000),
+            allowed_delegates: Some(vec!["0x00000000000000000000000000000000000000e0".into()]),
             max_signatures_per_hour: Some(5),
             hours_utc: Some([9, 17]),
             require_approval: true,
             approval_timeout_secs: 300,
         }
+    }
+
+    #[test]
+    fn token_rules_and_call_allowances() {
+        assert_eq!(weakens(|p| p.tokens = None), ["tokens"]);
+        let usdc = |p: &mut Policy| p.tokens.as_mut().unwrap()[0].clone();
+        assert_eq!(
+            weakens(|p| {
+                let mut other = usdc(p);
+                other.address = "0x1111111111111111111111111111111111111111".into();
+                p.tokens.as_mut().unwrap().push(other);
+            }),
+            ["tokens"]
+        );
+        assert_eq!(
+            weakens(|p| p.tokens.as_mut().unwrap()[0].max_amount_per_tx = Some("101".into())),
+            ["tokens"]
+        );
+        assert_eq!(
+            weakens(|p| p.tokens.as_mut().unwrap()[0].max_amount_per_24h = None),
+            ["tokens"]
+        );
+        assert_eq!(
+            weakens(|p| p.tokens.as_mut().unwrap()[0].allowed_spenders = None),
+            ["tokens"]
+        );
+        assert_eq!(
+            weakens(|p| {
+                p.tokens.as_mut().unwrap()[0].standard = tessera_api::calls::TokenStandard::Erc721;
+            }),
+            ["tokens"]
+        );
+        tightens(
+            |_| {},
+            |p| p.tokens.as_mut().unwrap()[0].max_amount_per_tx = Some("1".into()),
+        );
+        tightens(|_| {}, |p| p.tokens = Some(vec![]));
+        tightens(|p| p.tokens = None, |_| {});
+        // A symbol or decimals change only how amounts are shown.
+        tightens(
+            |_| {},
+            |p| p.tokens.as_mut().unwrap()[0].symbol = Some("X".into()),
+        );
+
+        assert_eq!(
+            weakens(|p| p.allow_unlimited_approvals = true),
+            ["allow_unlimited_approvals"]
+        );
+        assert_eq!(
+            weakens(|p| p.arbitrary_calls = Some(vec![
+                "0x00000000000000000000000000000000000000c0".into(),
+                "0x00000000000000000000000000000000000000c1".into(),
+            ])),
+            ["arbitrary_calls"]
+        );
+        tightens(|_| {}, |p| p.arbitrary_calls = None);
+        assert_eq!(
+            weakens(|p| p.verifying_contracts = None),
+            ["verifying_contracts"]
+        );
+        assert_eq!(
+            weakens(|p| p.allowed_delegates =
+                Some(vec!["0x00000000000000000000000000000000000000e1".into()])),
+            ["allowed_delegates"]
+        );
+        tightens(|_| {}, |p| p.allowed_delegates = None);
+
+        assert_eq!(
+            weakens(|p| p.max_sat_per_tx = Some(100_001)),
+            ["max_sat_per_tx"]
+        );
+        assert_eq!(weakens(|p| p.max_fee_sat = None), ["max_fee_sat"]);
+        assert_eq!(weakens(|p| p.max_sat_per_24h = None), ["max_sat_per_24h"]);
+        assert_eq!(weakens(|p| p.btc_destinations = None), ["btc_destinations"]);
+        tightens(|_| {}, |p| p.max_sat_per_tx = Some(1));
     }
 
     fn weakens(change: impl FnOnce(&mut Policy)) -> Vec<&'static str> {
@@ -283,6 +453,12 @@ mod tests {
                 "max_value_per_tx",
                 "max_value_per_24h",
                 "max_fee_per_tx",
+                "tokens",
+                "verifying_contracts",
+                "btc_destinations",
+                "max_sat_per_tx",
+                "max_sat_per_24h",
+                "max_fee_sat",
                 "max_signatures_per_hour",
                 "hours_utc",
                 "require_approval",

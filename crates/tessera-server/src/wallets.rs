@@ -259,7 +259,7 @@ pub async fn sign(
         .parse::<DerivationPath>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let nonce = device_nonce(req.device_nonce.as_deref())?;
-    let decoded =
+    let mut decoded =
         tessera_api::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let kind = req.kind.request_kind();
     let digest = hex::encode(decoded.digest);
@@ -299,6 +299,24 @@ pub async fn sign(
         } else {
             crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
         }
+    }
+    if let tessera_api::intent::SignKind::BtcPsbt {
+        psbt,
+        network,
+        input,
+    } = &req.kind
+    {
+        plan_psbt_input(
+            &state,
+            &wallet.id,
+            psbt,
+            *network,
+            *input,
+            &req.path,
+            &mut decoded,
+        )
+        .await?;
+        stored.summary.clone_from(&decoded.summary);
     }
     let parties = match &structure {
         Some(structure) => {
@@ -346,6 +364,10 @@ pub async fn sign(
     } else {
         None
     };
+    if let Some(checked) = &checked {
+        // The signature's audit record tells tokens as the request's record does.
+        stored.summary = crate::policy::summary(&checked.policy, &decoded);
+    }
     if stale_pending > 0 {
         crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
     }
@@ -380,6 +402,63 @@ pub async fn sign(
         created.approval = Some(approval);
     }
     Ok(Json(created))
+}
+
+/// A PSBT input's request, checked with the wallet's key (its chain code is in the server's
+/// share, unsealed for it): the input must be the wallet's, at the request's path, and the
+/// digest the one [`tessera_api::intent::decode`] computed; `decoded` gets the transaction as
+/// the policy reads it (its change known) and a summary of the whole transaction.
+async fn plan_psbt_input(
+    state: &AppState,
+    wallet_id: &str,
+    psbt: &str,
+    network: tessera_api::btc::BtcNetwork,
+    input: u32,
+    path: &str,
+    decoded: &mut tessera_api::intent::Decoded,
+) -> ApiResult<()> {
+    use tessera_api::btc;
+    let bad = |e: tessera_core::error::Error| ApiError::BadRequest(e.to_string());
+    let share = crate::vault::load_active(state, wallet_id).await?;
+    let key = btc::WalletKey {
+        public_key: share.public_key().to_compressed(),
+        chain_code: share.chain_code(),
+    };
+    drop(share);
+    let parsed = btc::parse_psbt(psbt.as_bytes()).map_err(bad)?;
+    let path: DerivationPath = path
+        .parse()
+        .map_err(|e: tessera_core::error::Error| ApiError::BadRequest(e.to_string()))?;
+    let plan = btc::plan(&parsed, &key, &path, network).map_err(bad)?;
+    let index = input as usize;
+    let Some(ours) = plan.to_sign.iter().find(|i| i.index == index) else {
+        let mine: Vec<String> = plan.to_sign.iter().map(|i| i.index.to_string()).collect();
+        return Err(ApiError::BadRequest(format!(
+            "input {input} is not this wallet's to sign (its inputs to sign: {})",
+            if mine.is_empty() {
+                "none".to_string()
+            } else {
+                mine.join(", ")
+            }
+        )));
+    };
+    if ours.path != path {
+        return Err(ApiError::BadRequest(format!(
+            "input {input} pays to the wallet's key at {}, not at {path}: sign it at that path",
+            ours.path
+        )));
+    }
+    if ours.sighash != decoded.digest {
+        return Err(ApiError::Internal(format!(
+            "input {input}: the planned sighash differs from the decoded one"
+        )));
+    }
+    decoded.btc = Some(plan.spend());
+    decoded.summary = format!(
+        "Bitcoin ({network}) transaction {}, input {input}: {}",
+        plan.txid, plan.summary
+    );
+    Ok(())
 }
 
 /// What `POST /sign` asks to sign, decoded.
@@ -474,6 +553,9 @@ async fn record_request(
         Approval::None
     };
     let decoded = request.decoded;
+    // What approvers see and the audit log records: token amounts in the symbols and decimals
+    // of the policy's token list.
+    let summary = crate::policy::summary(policy, decoded);
     db::approvals::insert(
         &mut **tx,
         &db::approvals::NewSignRequest {
@@ -483,8 +565,10 @@ async fn record_request(
             kind: request.kind,
             value_wei: decoded.value.map(|v| v.to_string()),
             max_fee_wei: decoded.max_fee.map(|v| v.to_string()),
+            token_amounts: crate::policy::token_amounts(policy, decoded),
+            btc_spend: crate::policy::btc_spend(decoded),
             digest: request.digest,
-            summary: &decoded.summary,
+            summary: &summary,
             requested_at: *at,
             approval,
             expires_at: at + policy.approval_timeout_secs as i64,
@@ -496,7 +580,7 @@ async fn record_request(
         "sign.requested",
         crate::audit::Subject::device(me).wallet(wallet_id),
         serde_json::json!({
-            "session_id": session_id, "kind": request.kind, "summary": decoded.summary,
+            "session_id": session_id, "kind": request.kind, "summary": summary,
             "digest": request.digest, "path": request.path, "policy_version": version,
             "approval_required": policy.require_approval,
         }),

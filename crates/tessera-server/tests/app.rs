@@ -674,7 +674,7 @@ async fn a_policy_with_an_unknown_kind_is_a_400_naming_the_kinds() {
     assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
     assert_eq!(
         answer.body["message"],
-        "unknown kind \"bitcoin\": use eth-tx, eth-message, digest"
+        "unknown kind \"bitcoin\": use eth-tx, eth-message, eth-typed-data, eth-authorization, btc-psbt, digest"
     );
     for policy in [
         json!({ "allowed_kinds": "eth-tx" }),

@@ -19,6 +19,10 @@ pub struct NewSignRequest<'a> {
     pub value_wei: Option<String>,
     /// The most it can pay in fees, decimal wei (transactions).
     pub max_fee_wei: Option<String>,
+    /// What it lets happen to tokens, a JSON array of `{token, amount}` (None: nothing).
+    pub token_amounts: Option<String>,
+    /// What its Bitcoin transaction spends from the wallet, `{txid, sat}` (None: not a PSBT).
+    pub btc_spend: Option<String>,
     /// The digest, hex.
     pub digest: &'a str,
     /// What is signed, for people.
@@ -37,8 +41,8 @@ pub struct NewSignRequest<'a> {
 /// A database error.
 pub async fn insert(db: impl AnyExecutor<'_>, r: &NewSignRequest<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO sign_requests (session_id, wallet_id, device_id, kind, value_wei, max_fee_wei, digest, summary, requested_at, approval, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO sign_requests (session_id, wallet_id, device_id, kind, value_wei, max_fee_wei, digest, summary, requested_at, approval, expires_at, token_amounts, btc_spend) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(r.session_id)
     .bind(r.wallet_id)
@@ -51,12 +55,24 @@ pub async fn insert(db: impl AnyExecutor<'_>, r: &NewSignRequest<'_>) -> Result<
     .bind(r.requested_at)
     .bind(r.approval)
     .bind(r.expires_at)
+    .bind(r.token_amounts.as_deref())
+    .bind(r.btc_spend.as_deref())
     .execute(db)
     .await?;
     Ok(())
 }
 
-/// A wallet's requests after `since`: requested_at, value_wei, max_fee_wei, approval.
+/// A recent request: requested_at, value_wei, max_fee_wei, approval, token_amounts, btc_spend.
+pub type RecentRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Approval,
+    Option<String>,
+    Option<String>,
+);
+
+/// A wallet's requests after `since`.
 ///
 /// # Errors
 /// A database error.
@@ -64,9 +80,9 @@ pub async fn since(
     db: impl AnyExecutor<'_>,
     wallet_id: &str,
     since: i64,
-) -> Result<Vec<(i64, Option<String>, Option<String>, Approval)>, sqlx::Error> {
+) -> Result<Vec<RecentRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT requested_at, value_wei, max_fee_wei, approval FROM sign_requests WHERE wallet_id = $1 AND requested_at > $2",
+        "SELECT requested_at, value_wei, max_fee_wei, approval, token_amounts, btc_spend FROM sign_requests WHERE wallet_id = $1 AND requested_at > $2",
     )
     .bind(wallet_id)
     .bind(since)
