@@ -64,8 +64,9 @@ enum Command {
     /// One wallet: its structure and parties.
     #[command(subcommand)]
     Wallet(cmd::wallet::WalletCommand),
-    /// Show a wallet's public key and Ethereum address.
-    Pubkey(cmd::wallet::PubkeyArgs),
+    /// Show a wallet's public key and Ethereum address; with --path, --xpub, --btc: the key at
+    /// a BIP-32 path, its extended public key (xpub/tpub), its Bitcoin address.
+    Pubkey(cmd::pubkey::PubkeyArgs),
     /// Manage the devices of this user.
     #[command(subcommand)]
     Device(cmd::device::DeviceCommand),
@@ -146,7 +147,7 @@ async fn device_command(command: Command) -> CliResult {
         Command::Refresh(a) => cmd::wallet::refresh(&home, a).await,
         Command::Wallets(format) => cmd::wallet::wallets(&home, format).await,
         Command::Wallet(c) => cmd::wallet::wallet_command(&home, c).await,
-        Command::Pubkey(a) => cmd::wallet::pubkey(&home, a).await,
+        Command::Pubkey(a) => cmd::pubkey::pubkey(&home, a).await,
         Command::Policy(c) => cmd::policy::run(&home, c).await,
         Command::Approvals(c) => cmd::approvals::run(&home, c).await,
         Command::Device(c) => cmd::device::run(&home, c).await,

@@ -122,18 +122,13 @@ fn message(i: usize) -> SignKind {
 
 /// A transfer of `value` wei that pays no fee (so that only the value counts).
 fn transfer(nonce: u64, value: u64) -> SignKind {
-    SignKind::EthTx {
-        tx: EthTransaction {
-            chain_id: 1,
-            nonce,
-            max_fee_per_gas: "0".into(),
-            max_priority_fee_per_gas: "0".into(),
-            gas_limit: 21_000,
-            to: Some("0x1111111111111111111111111111111111111111".into()),
-            value: value.to_string(),
-            data: "0x".into(),
-        },
-    }
+    let tx: EthTransaction = serde_json::from_value(serde_json::json!({
+        "chain_id": 1, "nonce": nonce, "max_fee_per_gas": "0", "max_priority_fee_per_gas": "0",
+        "gas_limit": 21_000, "to": "0x1111111111111111111111111111111111111111",
+        "value": value.to_string(), "data": "0x",
+    }))
+    .unwrap();
+    SignKind::EthTx { tx }
 }
 
 async fn count(db: &sqlx::AnyPool, sql: &'static str) -> i64 {

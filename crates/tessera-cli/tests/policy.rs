@@ -71,18 +71,25 @@ fn with_fees(
     gas_limit: u64,
     max_fee_per_gas: &str,
 ) -> SignKind {
-    SignKind::EthTx {
-        tx: EthTransaction {
-            chain_id,
-            nonce: 7,
-            max_fee_per_gas: max_fee_per_gas.into(),
-            max_priority_fee_per_gas: "0".into(),
-            gas_limit,
-            to: to.map(str::to_string),
-            value: value.into(),
-            data: "0x".into(),
-        },
-    }
+    call(chain_id, to, value, gas_limit, max_fee_per_gas, "0x")
+}
+
+/// An EIP-1559 transaction with call data `data` (0x hex).
+fn call(
+    chain_id: u64,
+    to: Option<&str>,
+    value: &str,
+    gas_limit: u64,
+    max_fee_per_gas: &str,
+    data: &str,
+) -> SignKind {
+    let tx: EthTransaction = serde_json::from_value(serde_json::json!({
+        "chain_id": chain_id, "nonce": 7, "max_fee_per_gas": max_fee_per_gas,
+        "max_priority_fee_per_gas": "0", "gas_limit": gas_limit, "to": to, "value": value,
+        "data": data,
+    }))
+    .unwrap();
+    SignKind::EthTx { tx }
 }
 
 fn message(text: &str) -> SignKind {
@@ -441,6 +448,135 @@ async fn fees_count_against_value_limits() {
             .max_fee_per_tx,
         Some("630000000000000".into())
     );
+}
+
+const USDC: &str = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48";
+
+/// ERC-20 call data, encoded by alloy's ABI encoder.
+fn erc20_transfer(to: &str, amount: tessera_api::intent::U256) -> String {
+    use tessera_api::calls::{Erc20, SolCall};
+    let data = Erc20::transferCall {
+        to: to.parse().unwrap(),
+        amount,
+    }
+    .abi_encode();
+    format!("0x{}", hex::encode(data))
+}
+
+fn erc20_approve(spender: &str, amount: tessera_api::intent::U256) -> String {
+    use tessera_api::calls::{Erc20, SolCall};
+    let data = Erc20::approveCall {
+        spender: spender.parse().unwrap(),
+        amount,
+    }
+    .abi_encode();
+    format!("0x{}", hex::encode(data))
+}
+
+fn token_call(data: &str) -> SignKind {
+    call(1, Some(USDC), "0", 60_000, "0", data)
+}
+
+/// What a transaction's call data does (issue 17): the issue's ERC-20 transfer of 10^30 units
+/// under `max_value_per_tx: "0"` is refused by the token's limit, naming the rule; unknown call
+/// data and an unlimited approval are refused; the daily token limit counts what was signed; the
+/// summary that the audit log records and approvers see tells amounts in the token's decimals.
+#[tokio::test]
+async fn token_calls_are_decoded_and_limited_per_token() {
+    use tessera_api::TokenRule;
+    use tessera_api::calls::TokenStandard;
+    use tessera_api::intent::U256;
+
+    let server = Server::start_fresh(&[]);
+    let o = owner(&server, "tokens").await;
+    let huge = U256::from(10u64).pow(U256::from(30u64));
+    let usdc = TokenRule {
+        address: USDC.into(),
+        standard: TokenStandard::Erc20,
+        symbol: Some("USDC".into()),
+        decimals: Some(6),
+        max_amount_per_tx: Some("1000000000".into()),
+        max_amount_per_24h: Some("1500000000".into()),
+        allowed_spenders: Some(vec![BOB.into()]),
+    };
+    o.policy(Policy {
+        max_value_per_tx: Some("0".into()),
+        tokens: Some(vec![usdc]),
+        ..Policy::default()
+    })
+    .await;
+    o.denied(
+        &token_call(&erc20_transfer(ALICE, huge)),
+        "tokens.max_amount_per_tx",
+    )
+    .await;
+    // 1,000 USDC signs (the value limit of 0 wei still holds: no ether moves, no fee).
+    o.sign(&token_call(&erc20_transfer(
+        ALICE,
+        U256::from(1_000_000_000u64),
+    )))
+    .await
+    .unwrap();
+    let audit = o.laptop.audit(Some(&o.wallet)).await.unwrap();
+    let requested = audit
+        .iter()
+        .rev()
+        .find(|r| r.kind == "sign.requested")
+        .unwrap();
+    assert!(
+        requested.detail.contains(&format!(
+            "transfer 1000 USDC (1000000000 units of {USDC}) to {ALICE}"
+        )),
+        "{}",
+        requested.detail
+    );
+    // 600 more would make 1,600 in 24 hours: over the daily 1,500; an approval counts too.
+    o.denied(
+        &token_call(&erc20_transfer(ALICE, U256::from(600_000_000u64))),
+        "tokens.max_amount_per_24h",
+    )
+    .await;
+    o.denied(
+        &token_call(&erc20_approve(BOB, U256::from(600_000_000u64))),
+        "tokens.max_amount_per_24h",
+    )
+    .await;
+    o.sign(&token_call(&erc20_approve(BOB, U256::from(500_000_000u64))))
+        .await
+        .unwrap();
+    // Unlimited approvals, spenders off the list, unknown call data, other tokens.
+    o.denied(
+        &token_call(&erc20_approve(BOB, U256::MAX)),
+        "allow_unlimited_approvals",
+    )
+    .await;
+    o.denied(
+        &token_call(&erc20_approve(ALICE, U256::from(1u8))),
+        "tokens.allowed_spenders",
+    )
+    .await;
+    o.denied(&token_call("0xdeadbeef00"), "arbitrary_calls")
+        .await;
+    // Truncated call data is not a transfer either.
+    let full = erc20_transfer(ALICE, U256::from(1u8));
+    o.denied(&token_call(&full[..full.len() - 2]), "arbitrary_calls")
+        .await;
+    o.denied(
+        &call(
+            1,
+            Some(BOB),
+            "0",
+            60_000,
+            "0",
+            &erc20_transfer(ALICE, U256::from(1u8)),
+        ),
+        "tokens",
+    )
+    .await;
+    // A revocation moves nothing and is allowed even to a spender off the list.
+    o.sign(&token_call(&erc20_approve(ALICE, U256::ZERO)))
+        .await
+        .unwrap();
 }
 
 /// A policy that requires approval cannot be weakened by one device: removing

@@ -406,7 +406,7 @@ impl ServerClient {
         policy: &api::Policy,
     ) -> Result<api::PolicyInfo> {
         match self.propose_policy(identity, wallet_id, policy).await? {
-            api::PolicyChange::Applied(info) => Ok(info),
+            api::PolicyChange::Applied(info) => Ok(*info),
             api::PolicyChange::Held(action) => Err(ClientError::Server {
                 status: 202,
                 code: "held".into(),

@@ -334,9 +334,11 @@ impl OnlineDevice {
         .await
     }
 
-    /// Signs an EIP-1559 transaction given as JSON (`chain_id`, `nonce`, `max_fee_per_gas`,
-    /// `max_priority_fee_per_gas`, `gas_limit`, `to`, `value`, `data`, as `tessera sign
-    /// --eth-tx` takes it); the result carries the signed transaction.
+    /// Signs an Ethereum transaction given as JSON, as `tessera sign --eth-tx` takes it: any
+    /// type (`"type"`: `legacy`, `eip2930`, `eip1559` — the default, so `chain_id`, `nonce`,
+    /// `max_fee_per_gas`, `max_priority_fee_per_gas`, `gas_limit`, `to`, `value`, `data` alone
+    /// is an EIP-1559 transaction — or `eip7702` with its `authorization_list`); the result
+    /// carries the signed transaction (EIP-2718 bytes; legacy: RLP with EIP-155's `v`).
     ///
     /// # Errors
     /// As [`Self::sign_message`]; [`TesseraError::InvalidArgument`] for a bad transaction.

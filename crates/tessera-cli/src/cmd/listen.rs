@@ -225,9 +225,13 @@ pub(crate) async fn run(home: &Path, args: ListenArgs) -> CliResult {
                             .transpose()
                             .map_err(Failure::usage)?;
                         match decoded {
-                            Some(decoded) => {
-                                print_signed(&session.wallet_name, &decoded, &signed, args.format)
-                            }
+                            Some(decoded) => print_signed(
+                                &session.wallet_name,
+                                &decoded,
+                                &signed,
+                                None,
+                                args.format,
+                            ),
                             None => Ok(()),
                         }
                     }

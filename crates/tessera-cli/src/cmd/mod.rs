@@ -12,6 +12,7 @@ pub(crate) mod listen;
 pub(crate) mod peer;
 pub(crate) mod plan;
 pub(crate) mod policy;
+pub(crate) mod pubkey;
 pub(crate) mod server;
 pub(crate) mod verify;
 pub(crate) mod wallet;

@@ -23,7 +23,10 @@ pub(crate) enum PolicyCommand {
         #[arg(long)]
         wallet: String,
         /// The policy, JSON: allowed_kinds, chain_ids, destinations, max_value_per_tx,
-        /// max_value_per_24h, max_fee_per_tx, max_signatures_per_hour, hours_utc,
+        /// max_value_per_24h, max_fee_per_tx, tokens (address, standard, symbol, decimals,
+        /// max_amount_per_tx, max_amount_per_24h, allowed_spenders), allow_unlimited_approvals,
+        /// arbitrary_calls, verifying_contracts, btc_destinations, max_sat_per_tx,
+        /// max_sat_per_24h, max_fee_sat, allowed_delegates, max_signatures_per_hour, hours_utc,
         /// require_approval, approval_timeout_secs.
         #[arg(long)]
         file: PathBuf,

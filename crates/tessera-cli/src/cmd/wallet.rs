@@ -1,4 +1,4 @@
-//! `tessera keygen | sign | refresh | wallets | pubkey`: the wallets this device shares with its
+//! `tessera keygen | sign | refresh | wallets`: the wallets this device shares with its
 //! server.
 
 use std::path::{Path, PathBuf};
@@ -36,6 +36,7 @@ pub(crate) struct KeygenArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(false)))]
 pub(crate) struct SignArgs {
     /// The wallet.
     #[arg(long)]
@@ -43,14 +44,42 @@ pub(crate) struct SignArgs {
     #[command(flatten)]
     format: output::Format,
     /// The message (signed as an Ethereum personal_sign / EIP-191 message).
-    #[arg(long, conflicts_with_all = ["digest", "eth_tx"], required_unless_present_any = ["digest", "eth_tx"])]
+    #[arg(long, group = "what")]
     message: Option<String>,
     /// A 32-byte digest, hex (only if the wallet's policy allows raw digests).
-    #[arg(long, conflicts_with = "eth_tx")]
+    #[arg(long, group = "what")]
     digest: Option<String>,
-    /// An EIP-1559 transaction as JSON (chain_id, nonce, max_fee_per_gas,
-    /// max_priority_fee_per_gas, gas_limit, to, value, data); prints the raw signed transaction.
-    #[arg(long)]
+    /// EIP-712 typed data as JSON (what `eth_signTypedData_v4` takes: types, primaryType,
+    /// domain, message); the server hashes it and shows the primary type and fields.
+    #[arg(long, group = "what")]
+    typed_data: Option<PathBuf>,
+    /// An EIP-7702 authorisation as JSON ({chain_id, address, nonce}): this wallet's account
+    /// delegates to `address`'s code (the policy's allowed_delegates must name it); prints the
+    /// signed authorisation for a type-4 transaction's authorization_list.
+    #[arg(long, group = "what")]
+    eth_authorization: Option<PathBuf>,
+    /// An ERC-20 transfer TOKEN,TO,AMOUNT (AMOUNT in the token's smallest unit), sent as the
+    /// transaction of --eth-tx, whose to and data must be absent and value 0 (its chain_id,
+    /// nonce, gas and fees are used).
+    #[arg(long, requires = "eth_tx")]
+    erc20_transfer: Option<String>,
+    /// A Bitcoin PSBT (BIP-174) file, base64 or binary: signs every input that is this wallet's
+    /// (P2WPKH or P2PKH, at the path of its bip32_derivation entry with this wallet's
+    /// fingerprint, or at --path), each with the server under the wallet's policy; prints the
+    /// PSBT with those inputs finalised (base64) and, once every input is, the raw transaction
+    /// (hex).
+    #[arg(long, group = "what")]
+    psbt: Option<PathBuf>,
+    /// The network of --psbt's addresses: mainnet (the default), testnet, signet or regtest.
+    #[arg(long, requires = "psbt")]
+    network: Option<String>,
+    /// An Ethereum transaction as JSON; prints the raw signed transaction. Every type takes
+    /// chain_id, nonce, gas_limit, to (absent: contract creation), value (decimal wei) and data;
+    /// "type" is "eip1559" (the default: max_fee_per_gas, max_priority_fee_per_gas,
+    /// access_list), "eip2930" (gas_price, access_list), "legacy" (gas_price; EIP-155, chain_id
+    /// not 0) or "eip7702" (as eip1559, plus authorization_list: signed authorisations
+    /// {chain_id, address, nonce, y_parity, r, s}; a policy must allow each delegate).
+    #[arg(long, group = "what")]
     eth_tx: Option<PathBuf>,
     /// Non-hardened BIP-32 path.
     #[arg(long, default_value = "m")]
@@ -66,15 +95,6 @@ pub(crate) struct RefreshArgs {
     /// The wallet.
     #[arg(long)]
     wallet: String,
-}
-
-#[derive(Args)]
-pub(crate) struct PubkeyArgs {
-    /// The wallet.
-    #[arg(long)]
-    wallet: String,
-    #[command(flatten)]
-    format: output::Format,
 }
 
 /// `tessera keygen`.
@@ -125,40 +145,94 @@ pub(crate) async fn keygen(home: &Path, args: KeygenArgs) -> CliResult {
 }
 
 /// What `sign`'s flags ask to sign.
+/// Reads a JSON file given to `flag`.
+fn json_file<T: serde::de::DeserializeOwned>(
+    flag: &str,
+    file: &Path,
+    what: &str,
+) -> Result<T, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::Usage(format!("{flag}: cannot read {}: {e}", file.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Failure::Usage(format!("{flag}: {} is not {what}: {e}", file.display())))
+}
+
 fn sign_kind(args: &SignArgs) -> Result<SignKind, Failure> {
-    Ok(match (&args.digest, &args.message, &args.eth_tx) {
-        (Some(d), _, _) => {
-            let bytes = crate::cmd::verify::parse_hex("--digest", d)?;
-            if bytes.len() != 32 {
-                return Err(Failure::Usage(format!(
-                    "--digest must be 32 bytes, got {}",
-                    bytes.len()
-                )));
-            }
-            SignKind::Digest {
-                digest: hex::encode(bytes),
-            }
+    if let Some(d) = &args.digest {
+        let bytes = crate::cmd::verify::parse_hex("--digest", d)?;
+        if bytes.len() != 32 {
+            return Err(Failure::Usage(format!(
+                "--digest must be 32 bytes, got {}",
+                bytes.len()
+            )));
         }
-        (None, Some(m), _) => SignKind::EthMessage { message: m.clone() },
-        (None, None, Some(file)) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
-            let tx = serde_json::from_str(&text).map_err(|e| {
-                Failure::Usage(format!("{} is not a transaction: {e}", file.display()))
-            })?;
-            SignKind::EthTx { tx }
+        return Ok(SignKind::Digest {
+            digest: hex::encode(bytes),
+        });
+    }
+    if let Some(m) = &args.message {
+        return Ok(SignKind::EthMessage { message: m.clone() });
+    }
+    if let Some(file) = &args.typed_data {
+        let typed_data = json_file("--typed-data", file, "JSON")?;
+        return Ok(SignKind::EthTypedData { typed_data });
+    }
+    if let Some(file) = &args.eth_authorization {
+        let authorization = json_file("--eth-authorization", file, "an authorisation")?;
+        return Ok(SignKind::EthAuthorization { authorization });
+    }
+    let Some(file) = &args.eth_tx else {
+        return Err(Failure::Usage(
+            "give --message, --digest, --eth-tx, --typed-data, --eth-authorization or --psbt"
+                .into(),
+        ));
+    };
+    let mut tx: tessera_api::intent::EthTransaction = json_file("--eth-tx", file, "a transaction")?;
+    if let Some(transfer) = &args.erc20_transfer {
+        if tx.to.is_some() || !matches!(tx.data.as_str(), "" | "0x") || tx.value != "0" {
+            return Err(Failure::Usage(format!(
+                "--erc20-transfer: the transaction of {} must have no `to`, no `data` and value \"0\" (they are the transfer's)",
+                file.display()
+            )));
         }
-        (None, None, None) => {
-            return Err(Failure::Usage(
-                "give --message, --digest or --eth-tx".into(),
-            ));
-        }
-    })
+        let (token, data) = erc20_transfer(transfer)?;
+        tx.to = Some(token);
+        tx.data = data;
+    }
+    Ok(SignKind::EthTx { tx })
+}
+
+/// `TOKEN,TO,AMOUNT` as the token contract and the call data of its `transfer(TO, AMOUNT)`,
+/// encoded by alloy's ABI encoder.
+fn erc20_transfer(text: &str) -> Result<(String, String), Failure> {
+    use tessera_api::calls::{Erc20, SolCall};
+    let usage = |why: &str| {
+        Failure::Usage(format!(
+            "--erc20-transfer {text:?}: {why} (TOKEN,TO,AMOUNT: two 0x addresses and a decimal amount in the token's smallest unit)"
+        ))
+    };
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [token, to, amount] = parts[..] else {
+        return Err(usage("three comma-separated values"));
+    };
+    let token =
+        tessera_api::intent::parse_address(token).map_err(|_| usage("TOKEN is not an address"))?;
+    let to: tessera_api::calls::Address = to.parse().map_err(|_| usage("TO is not an address"))?;
+    if amount.is_empty() || !amount.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(usage("AMOUNT is not a whole number"));
+    }
+    let amount = tessera_api::intent::U256::from_str_radix(amount, 10)
+        .map_err(|_| usage("AMOUNT is too large"))?;
+    let data = Erc20::transferCall { to, amount }.abi_encode();
+    Ok((token, format!("0x{}", hex::encode(data))))
 }
 
 /// `tessera sign`.
 pub(crate) async fn sign(home: &Path, args: SignArgs) -> CliResult {
     let path: DerivationPath = args.path.parse().map_err(Failure::usage)?;
+    if let Some(file) = &args.psbt {
+        return sign_psbt(home, &args, file, &path).await;
+    }
     let kind = sign_kind(&args)?;
     let decoded = tessera_api::intent::decode(&kind).map_err(Failure::usage)?;
     let online = unlock::connect(home).await?;
@@ -187,7 +261,96 @@ pub(crate) async fn sign(home: &Path, args: SignArgs) -> CliResult {
             },
         )
         .await?;
-    print_signed(&args.wallet, &decoded, &signed, args.format)
+    // An EIP-7702 authorisation is used signed, inside a type-4 transaction.
+    let authorization = match &kind {
+        SignKind::EthAuthorization { authorization } => Some(
+            authorization
+                .signed(&signed.signature)
+                .map_err(|e| Failure::Failed(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let authorization = authorization
+        .map(|a| serde_json::to_value(&a))
+        .transpose()
+        .map_err(|e| Failure::Failed(format!("cannot encode the authorisation: {e}")))?;
+    print_signed(&args.wallet, &decoded, &signed, authorization, args.format)
+}
+
+/// `tessera sign --psbt`: the plan shown, every input of the wallet signed, the PSBT finalised.
+async fn sign_psbt(home: &Path, args: &SignArgs, file: &Path, path: &DerivationPath) -> CliResult {
+    let network: tessera_api::btc::BtcNetwork = args
+        .network
+        .as_deref()
+        .unwrap_or("mainnet")
+        .parse()
+        .map_err(|e| Failure::Usage(format!("--network: {e}")))?;
+    let bytes = std::fs::read(file)
+        .map_err(|e| Failure::Usage(format!("--psbt: cannot read {}: {e}", file.display())))?;
+    let online = unlock::connect(home).await?;
+    let plan = online.plan_psbt(&args.wallet, &bytes, path, network)?;
+    if !args.format.json {
+        println!(
+            "signing        Bitcoin ({network}) transaction {}",
+            plan.txid
+        );
+        println!("               {}", plan.summary);
+    }
+    let signed = online
+        .sign_psbt(
+            &args.wallet,
+            &bytes,
+            path,
+            network,
+            &args.with,
+            |index, position, count| eprintln!("  input {index} ({position}/{count})"),
+            |r, t| eprintln!("    sign round {r}/{t} done"),
+            |session| {
+                eprintln!(
+                    "  waiting for another device of this user to approve (tessera approvals approve {session})"
+                )
+            },
+        )
+        .await?;
+    for ban in &signed.banned {
+        eprintln!(
+            "party {} (device {}) was banned from wallet {} for misbehaving ({}); signed without it",
+            ban.party,
+            ban.device_id.as_ref().map_or("?", |d| d.as_str()),
+            args.wallet,
+            ban.reason
+        );
+    }
+    let psbt = tessera_api::btc::psbt_to_base64(&signed.finalized.psbt);
+    let raw_tx = signed
+        .finalized
+        .tx
+        .as_ref()
+        .map(tessera_api::btc::tx_to_hex);
+    let inputs: Vec<usize> = signed.plan.to_sign.iter().map(|i| i.index).collect();
+    if args.format.json {
+        return print_json(&serde_json::json!({
+            "wallet": args.wallet,
+            "network": network.to_string(),
+            "txid": signed.plan.txid.to_string(),
+            "summary": signed.plan.summary,
+            "signed_inputs": inputs,
+            "unfinalised_inputs": signed.finalized.unfinalised_inputs,
+            "fee_sat": signed.plan.fee_sat,
+            "psbt": psbt,
+            "raw_tx": raw_tx,
+        }));
+    }
+    println!("signed inputs  {inputs:?}");
+    println!("psbt           {psbt}");
+    match raw_tx {
+        Some(raw) => println!("raw tx         {raw}"),
+        None => println!(
+            "raw tx         (inputs {:?} are others' to sign)",
+            signed.finalized.unfinalised_inputs
+        ),
+    }
+    Ok(())
 }
 
 /// Prints a signature `sign` (or `listen`) made and verified.
@@ -195,6 +358,7 @@ pub(crate) fn print_signed(
     wallet: &str,
     decoded: &tessera_api::intent::Decoded,
     signed: &tessera_client::device::online::Signed,
+    signed_authorization: Option<serde_json::Value>,
     format: Format,
 ) -> CliResult {
     let raw_tx = signed
@@ -223,6 +387,9 @@ pub(crate) fn print_signed(
             "raw_tx": raw_tx,
             "verified": true,
         });
+        if let Some(authorization) = &signed_authorization {
+            out["signed_authorization"] = authorization.clone();
+        }
         if !signed.banned.is_empty() {
             out["banned"] = serde_json::to_value(&signed.banned)
                 .map_err(|e| Failure::Failed(format!("cannot encode the output as JSON: {e}")))?;
@@ -235,6 +402,9 @@ pub(crate) fn print_signed(
     println!("r||s||v        {}", hex::encode(signature.to_rsv()));
     if let Some(raw) = raw_tx {
         println!("raw tx         {raw}");
+    }
+    if let Some(authorization) = signed_authorization {
+        println!("authorization  {authorization}");
     }
     println!("verified       yes");
     Ok(())
@@ -315,13 +485,6 @@ pub(crate) async fn wallets(home: &Path, format: Format) -> CliResult {
         );
     }
     Ok(())
-}
-
-/// `tessera pubkey`.
-pub(crate) async fn pubkey(home: &Path, args: PubkeyArgs) -> CliResult {
-    let online = unlock::connect(home).await?;
-    let record = online.wallet(&args.wallet)?;
-    WalletOut::of(&args.wallet, &record.current).print(args.format)
 }
 
 #[derive(clap::Subcommand)]

@@ -2,6 +2,7 @@
 //! PostgreSQL databases, device identities.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cli;
 pub mod proxy;
 pub mod relay;
 pub mod shutdown;

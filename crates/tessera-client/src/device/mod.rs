@@ -31,6 +31,7 @@ pub mod holders;
 pub mod known;
 pub mod online;
 pub mod peer;
+pub mod psbt;
 mod record;
 pub mod reshare;
 
