@@ -844,7 +844,12 @@ pub fn decode(kind: &SignKind) -> Result<Decoded> {
         }
         SignKind::EthTx { tx } => decode_tx(tx),
         SignKind::EthTypedData { typed_data } => {
-            let d = crate::typed_data::decode_typed_data(typed_data)?;
+            let mut d = crate::typed_data::decode_typed_data(typed_data)?;
+            // A permit says what it lets happen, as a call does ("approve … UNLIMITED …").
+            for action in &d.tokens {
+                d.summary
+                    .push_str(&format!("; {}", action.describe(None, None)));
+            }
             Ok(Decoded {
                 digest: d.digest,
                 chain_id: Some(d.chain_id),

@@ -492,9 +492,32 @@ async fn bad_transactions_are_refused_with_clear_errors_and_nothing_is_signed() 
             assert!(body.contains(expected), "{tx}: {body}");
         }
     }
+    // Each request that parsed is audited as invalid, with the reason; none was requested.
     let records = client.audit(Some(&wallet_id)).await.unwrap();
+    let parsed = cases
+        .iter()
+        .filter(|(tx, _)| {
+            serde_json::from_value::<tessera_api::intent::EthTransaction>(tx.clone()).is_ok()
+        })
+        .count();
+    let invalid: Vec<_> = records
+        .iter()
+        .filter(|r| r.kind == "sign.invalid")
+        .collect();
+    assert_eq!(invalid.len(), parsed, "{records:?}");
+    for ((_, expected), record) in cases
+        .iter()
+        .filter(|(tx, _)| {
+            serde_json::from_value::<tessera_api::intent::EthTransaction>(tx.clone()).is_ok()
+        })
+        .zip(&invalid)
+    {
+        assert!(record.detail.contains(expected), "{}", record.detail);
+    }
     assert!(
-        records.iter().all(|r| !r.kind.starts_with("sign.")),
+        records
+            .iter()
+            .all(|r| r.kind == "sign.invalid" || !r.kind.starts_with("sign.")),
         "{records:?}"
     );
     // The same endpoint takes the valid one (so the refusals were for the fields).

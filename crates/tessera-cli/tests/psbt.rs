@@ -290,6 +290,15 @@ async fn the_server_signs_only_the_wallets_inputs_at_their_paths() {
         ),
         Ok(_) => panic!("input 2 of 2 signed"),
     }
+    // Both refusals are audited with their reasons (the third never reached the server).
+    let records = device.audit(Some(&wallet)).await.unwrap();
+    let invalid: Vec<&str> = records
+        .iter()
+        .filter(|r| r.kind == "sign.invalid")
+        .map(|r| r.detail.as_str())
+        .collect();
+    assert_eq!(invalid.len(), 2, "{records:?}");
+    assert!(invalid[1].contains("m/0/0"), "{}", invalid[1]);
     // Input 1 (P2PKH at m/0/1), signed alone: `sign_kind` verified it under the key at m/0/1.
     let signature = sign(request(&spend, 1), "m/0/1").await.unwrap();
     let key: DerivationPath = "m/0/1".parse().unwrap();

@@ -211,6 +211,26 @@ fn erc20_transfers_typed_data_and_authorisations_are_signed_as_asked() {
         address
     );
     assert!(signed["summary"].as_str().unwrap().contains("Mail"));
+    // The domain's chain against the policy's chains.
+    set_policy(
+        home,
+        json!({"allowed_kinds": ["eth-typed-data"], "chain_ids": [5]}),
+    );
+    let err = refused(
+        home,
+        &["sign", "--wallet", "main", "--typed-data", &mail_file],
+    );
+    assert!(
+        err.contains("chain_ids") && err.contains("chain 1"),
+        "{err}"
+    );
+    set_policy(
+        home,
+        json!({"allowed_kinds": ["eth-tx", "eth-message", "eth-typed-data", "eth-authorization"],
+               "tokens": [{"address": USDC, "symbol": "USDC", "decimals": 6,
+                           "max_amount_per_tx": "500000"}],
+               "allow_unlimited_approvals": false}),
+    );
     // An EIP-2612 permit of 1 USDC counts against the token's limit (0.5 USDC per request).
     let permit = vector("permit_eip2612");
     let permit_file = write(home, "permit.json", &permit["typed_data"]);
@@ -219,6 +239,13 @@ fn erc20_transfers_typed_data_and_authorisations_are_signed_as_asked() {
         &["sign", "--wallet", "main", "--typed-data", &permit_file],
     );
     assert!(err.contains("tokens.max_amount_per_tx"), "{err}");
+    let unlimited = vector("permit_eip2612_unlimited");
+    let unlimited_file = write(home, "unlimited.json", &unlimited["typed_data"]);
+    let err = refused(
+        home,
+        &["sign", "--wallet", "main", "--typed-data", &unlimited_file],
+    );
+    assert!(err.contains("allow_unlimited_approvals"), "{err}");
     // Malformed typed data: a clear error before anything is asked of the server.
     let mut broken = mail["typed_data"].clone();
     broken["types"]["Mail"][0]["type"] = json!("Persn");

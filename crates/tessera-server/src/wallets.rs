@@ -259,19 +259,10 @@ pub async fn sign(
         .parse::<DerivationPath>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let nonce = device_nonce(req.device_nonce.as_deref())?;
-    let mut decoded =
-        tessera_api::intent::decode(&req.kind).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // What is asked is decoded now; a request that does not decode is refused (400) once the
+    // caller is known to own the wallet, and then audited too (`sign.invalid`).
+    let decoded = tessera_api::intent::decode(&req.kind);
     let kind = req.kind.request_kind();
-    let digest = hex::encode(decoded.digest);
-    let mut stored = StoredSign {
-        digest: digest.clone(),
-        path: req.path.clone(),
-        kind,
-        summary: decoded.summary.clone(),
-        structure: None,
-        signers: Vec::new(),
-        intent: None,
-    };
 
     let mut tx = state.begin_write().await?;
     let context =
@@ -300,13 +291,20 @@ pub async fn sign(
             crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
         }
     }
+    let mut decoded = match decoded {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
+            return Err(invalid_request(tx, subject, kind, e.to_string()).await);
+        }
+    };
     if let tessera_api::intent::SignKind::BtcPsbt {
         psbt,
         network,
         input,
     } = &req.kind
     {
-        plan_psbt_input(
+        let planned = plan_psbt_input(
             &state,
             &wallet.id,
             psbt,
@@ -315,9 +313,26 @@ pub async fn sign(
             &req.path,
             &mut decoded,
         )
-        .await?;
-        stored.summary.clone_from(&decoded.summary);
+        .await;
+        match planned {
+            Ok(()) => {}
+            Err(ApiError::BadRequest(why)) => {
+                let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
+                return Err(invalid_request(tx, subject, kind, why).await);
+            }
+            Err(e) => return Err(e),
+        }
     }
+    let digest = hex::encode(decoded.digest);
+    let mut stored = StoredSign {
+        digest: digest.clone(),
+        path: req.path.clone(),
+        kind,
+        summary: decoded.summary.clone(),
+        structure: None,
+        signers: Vec::new(),
+        intent: None,
+    };
     let parties = match &structure {
         Some(structure) => {
             let request = db::sign_runs::Request {
@@ -528,6 +543,34 @@ async fn refuse(
             rule: denial.rule.to_string(),
             message: denial.message,
         },
+        Err(e) => e,
+    }
+}
+
+/// Audits a request that does not decode (`sign.invalid`: its kind and why) and commits it,
+/// when the server keeps an audit log: the error to answer with (400 saying why).
+async fn invalid_request(
+    mut tx: WriteTx,
+    subject: crate::audit::Subject<'_>,
+    kind: RequestKind,
+    why: String,
+) -> ApiError {
+    if !tx.audited() {
+        return ApiError::BadRequest(why);
+    }
+    let recorded = async {
+        crate::audit::append_in(
+            &mut tx,
+            "sign.invalid",
+            subject,
+            serde_json::json!({ "kind": kind, "reason": why }),
+        )
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    match recorded {
+        Ok(()) => ApiError::BadRequest(why),
         Err(e) => e,
     }
 }
