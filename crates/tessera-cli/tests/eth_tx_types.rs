@@ -21,7 +21,7 @@ use tessera_api::{Policy, RequestKind};
 use tessera_client::{ClientError, ServerClient};
 use tessera_core::DerivationPath;
 
-use common::cli::{python, tessera};
+use common::cli::{python, set_policy, tessera};
 use common::{Server, identity};
 
 /// The contract accounts delegate to.
@@ -133,19 +133,7 @@ fn authorize(chain_id: u64, address: &str, nonce: u64) -> (String, Value) {
 
 /// A CLI device of its own user on `server`, with a wallet `main`; its Ethereum address.
 fn cli_wallet(server: &Server, home: &Path, user: &str) -> String {
-    let init = tessera(
-        home,
-        &[
-            "init",
-            "--server",
-            &server.url,
-            "--user",
-            user,
-            "--name",
-            "laptop",
-        ],
-    );
-    assert!(init.status.success(), "{init:?}");
+    common::cli::init(home, &server.url, user);
     let keygen = tessera(home, &["keygen", "--name", "main", "--json"]);
     assert!(keygen.status.success(), "{keygen:?}");
     let created: Value = serde_json::from_slice(&keygen.stdout).unwrap();
@@ -201,22 +189,6 @@ fn sign_and_check(home: &Path, address: &str, tx: &Value) -> (Value, Value) {
     (decoded, signed)
 }
 
-fn policy_set(home: &Path, policy: &Value) -> Output {
-    let file = home.join("policy.json");
-    std::fs::write(&file, policy.to_string()).unwrap();
-    tessera(
-        home,
-        &[
-            "policy",
-            "set",
-            "--wallet",
-            "main",
-            "--file",
-            file.to_str().unwrap(),
-        ],
-    )
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -245,8 +217,7 @@ fn every_type_is_signed_and_checked_with_eth_account() {
     let home = home.path();
     let address = cli_wallet(&server, home, "types");
     // The EIP-2930 transaction below calls RECIPIENT with data no decoder reads.
-    let set = policy_set(home, &json!({"arbitrary_calls": [RECIPIENT]}));
-    assert!(set.status.success(), "{}", stderr(&set));
+    set_policy(home, "main", &json!({"arbitrary_calls": [RECIPIENT]}));
 
     // Legacy: EIP-155's v (chain 1: 37 or 38), the RLP list with no type byte.
     let legacy = json!({
@@ -307,11 +278,11 @@ fn every_type_is_signed_and_checked_with_eth_account() {
     assert!(denied.stdout.is_empty(), "{denied:?}");
     // A policy naming another delegate is not enough.
     let other = "0x6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b";
-    let set = policy_set(
+    set_policy(
         home,
+        "main",
         &json!({"arbitrary_calls": [RECIPIENT], "allowed_delegates": [other]}),
     );
-    assert!(set.status.success(), "{}", stderr(&set));
     let denied = sign(home, &tx);
     assert_eq!(denied.status.code(), Some(1), "{denied:?}");
     assert!(
@@ -319,14 +290,14 @@ fn every_type_is_signed_and_checked_with_eth_account() {
         "{}",
         stderr(&denied)
     );
-    let set = policy_set(
+    set_policy(
         home,
+        "main",
         &json!({
             "arbitrary_calls": [RECIPIENT],
             "allowed_delegates": [other, DELEGATE.to_uppercase().replacen("0X", "0x", 1)],
         }),
     );
-    assert!(set.status.success(), "{}", stderr(&set));
     let (decoded, signed) = sign_and_check(home, &address, &tx);
     assert!(
         signed["raw_tx"].as_str().unwrap().starts_with("0x04"),
@@ -638,8 +609,7 @@ async fn a_wallet_authorises_a_delegation_that_another_wallets_7702_transaction_
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
     let sponsor = cli_wallet(&server, home, "sponsor");
-    let set = policy_set(home, &json!({"allowed_delegates": [DELEGATE]}));
-    assert!(set.status.success(), "{}", stderr(&set));
+    set_policy(home, "main", &json!({"allowed_delegates": [DELEGATE]}));
     let (decoded, signed) = sign_and_check(home, &sponsor, &tx_7702(json!([signed_json])));
     assert_eq!(
         decoded["authorization_list"][0]["authority"],

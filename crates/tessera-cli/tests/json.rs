@@ -5,39 +5,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use common::cli::{ok_json as json, tessera};
 
 use serde_json::Value;
-
-const PASSPHRASE: &str = "correct horse battery staple";
-
-fn tessera(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .env("TESSERA_HOME", home)
-        .env("TESSERA_PASSPHRASE", PASSPHRASE)
-        .env_remove("TESSERA_DATABASE_URL")
-        .env_remove("TESSERA_KEK")
-        .output()
-        .unwrap()
-}
-
-/// Runs a command that must succeed and parses its stdout as one JSON document.
-fn json(home: &Path, args: &[&str]) -> Value {
-    let out = tessera(home, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?}: not one JSON document ({e}):\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
 
 fn hex_of_len(v: &Value, len: usize) -> bool {
     v.as_str()

@@ -12,7 +12,7 @@ mod common;
 
 use std::path::Path;
 
-use common::cli::{init, ok_json, python, python_json, refused, tessera, write_json};
+use common::cli::{init, ok_json, python, python_json, refused, set_policy, write_json};
 use serde_json::{Value, json};
 
 /// Builds a PSBT with embit from the wallet's tpub. Input (JSON): {"tpub", "case"}. Prints
@@ -105,19 +105,6 @@ fn sign(psbt: &str) -> Vec<&str> {
     ]
 }
 
-fn set_policy(home: &Path, policy: Value) {
-    let file = write_json(home, "policy.json", &policy);
-    let out = tessera(
-        home,
-        &["policy", "set", "--wallet", "main", "--file", &file],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn psbts_are_signed_input_by_input_under_the_bitcoin_rules() {
     let python = python();
@@ -154,20 +141,21 @@ fn psbts_are_signed_input_by_input_under_the_bitcoin_rules() {
     // 1,000 sat fee.
     set_policy(
         home,
-        rules(vec!["bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"], 2_000),
+        "main",
+        &rules(vec!["bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"], 2_000),
     );
     let err = refused(home, &sign(&spend));
     assert!(
         err.contains("btc_destinations") && err.contains(payee),
         "{err}"
     );
-    set_policy(home, rules(vec![payee], 999));
+    set_policy(home, "main", &rules(vec![payee], 999));
     let err = refused(home, &sign(&spend));
     assert!(err.contains("max_fee_sat"), "{err}");
 
     // Allowed: both inputs (P2WPKH at m/0/0, P2PKH at m/0/1) signed and finalised; embit
     // verifies each signature of the extracted transaction.
-    set_policy(home, rules(vec![payee], 1_000));
+    set_policy(home, "main", &rules(vec![payee], 1_000));
     let signed = ok_json(home, &sign(&spend));
     assert_eq!(signed["signed_inputs"], json!([0, 1]), "{signed}");
     assert_eq!(signed["fee_sat"], 1_000);

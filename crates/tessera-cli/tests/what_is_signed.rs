@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::cli::{ok_json, refused, tessera, write_json};
+use common::cli::{init, ok_json, refused, set_policy, write_json};
 
 use alloy_consensus::TxEnvelope;
 use alloy_consensus::transaction::SignerRecoverable;
@@ -21,19 +21,6 @@ const BOB: &str = "0x2222222222222222222222222222222222222222";
 
 fn write(dir: &Path, name: &str, value: &Value) -> String {
     write_json(dir, name, value)
-}
-
-fn set_policy(home: &Path, policy: Value) {
-    let file = write(home, "policy.json", &policy);
-    let out = tessera(
-        home,
-        &["policy", "set", "--wallet", "main", "--file", &file],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn vector(name: &str) -> Value {
@@ -58,19 +45,7 @@ fn erc20_transfers_typed_data_and_authorisations_are_signed_as_asked() {
     let server = common::Server::start_fresh(&[]);
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    let init = tessera(
-        home,
-        &[
-            "init",
-            "--server",
-            &server.url,
-            "--user",
-            "jo",
-            "--name",
-            "laptop",
-        ],
-    );
-    assert!(init.status.success(), "{init:?}");
+    init(home, &server.url, "jo");
     let wallet = ok_json(home, &["keygen", "--name", "main", "--json"]);
     let address = eth_address(wallet["public_key"].as_str().unwrap());
 
@@ -83,7 +58,8 @@ fn erc20_transfers_typed_data_and_authorisations_are_signed_as_asked() {
     );
     set_policy(
         home,
-        json!({"tokens": [{"address": USDC, "symbol": "USDC", "decimals": 6,
+        "main",
+        &json!({"tokens": [{"address": USDC, "symbol": "USDC", "decimals": 6,
                            "max_amount_per_tx": "5000000"}]}),
     );
     let transfer = format!("{USDC},{BOB},2500000");
@@ -180,7 +156,8 @@ fn erc20_transfers_typed_data_and_authorisations_are_signed_as_asked() {
     assert!(err.contains("allowed_kinds"), "{err}");
     set_policy(
         home,
-        json!({"allowed_kinds": ["eth-tx", "eth-message", "eth-typed-data", "eth-authorization"],
+        "main",
+        &json!({"allowed_kinds": ["eth-tx", "eth-message", "eth-typed-data", "eth-authorization"],
                "tokens": [{"address": USDC, "symbol": "USDC", "decimals": 6,
                            "max_amount_per_tx": "500000"}],
                "allow_unlimited_approvals": false}),
@@ -214,7 +191,8 @@ fn erc20_transfers_typed_data_and_authorisations_are_signed_as_asked() {
     // The domain's chain against the policy's chains.
     set_policy(
         home,
-        json!({"allowed_kinds": ["eth-typed-data"], "chain_ids": [5]}),
+        "main",
+        &json!({"allowed_kinds": ["eth-typed-data"], "chain_ids": [5]}),
     );
     let err = refused(
         home,
@@ -226,7 +204,8 @@ fn erc20_transfers_typed_data_and_authorisations_are_signed_as_asked() {
     );
     set_policy(
         home,
-        json!({"allowed_kinds": ["eth-tx", "eth-message", "eth-typed-data", "eth-authorization"],
+        "main",
+        &json!({"allowed_kinds": ["eth-tx", "eth-message", "eth-typed-data", "eth-authorization"],
                "tokens": [{"address": USDC, "symbol": "USDC", "decimals": 6,
                            "max_amount_per_tx": "500000"}],
                "allow_unlimited_approvals": false}),
@@ -277,7 +256,8 @@ fn erc20_transfers_typed_data_and_authorisations_are_signed_as_asked() {
     assert!(err.contains("allowed_delegates"), "{err}");
     set_policy(
         home,
-        json!({"allowed_kinds": ["eth-tx", "eth-message", "eth-typed-data", "eth-authorization"],
+        "main",
+        &json!({"allowed_kinds": ["eth-tx", "eth-message", "eth-typed-data", "eth-authorization"],
                "allowed_delegates": [delegate]}),
     );
     let signed = ok_json(

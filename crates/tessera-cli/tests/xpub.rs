@@ -96,19 +96,7 @@ fn xpub_derives_the_keys_that_sign_and_the_btc_address() {
     let server = common::Server::start_fresh(&[]);
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    let init = tessera(
-        home,
-        &[
-            "init",
-            "--server",
-            &server.url,
-            "--user",
-            "jo",
-            "--name",
-            "laptop",
-        ],
-    );
-    assert!(init.status.success(), "{init:?}");
+    common::cli::init(home, &server.url, "jo");
     let created = json(home, &["keygen", "--name", "main", "--json"]);
 
     // Without the new flags, `pubkey` prints what `keygen` printed, as before.

@@ -64,6 +64,20 @@ pub fn init(home: &Path, url: &str, user: &str) {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// `tessera policy set` of `policy` on wallet `wallet`, which must succeed.
+pub fn set_policy(home: &Path, wallet: &str, policy: &Value) {
+    let file = write_json(home, "policy.json", policy);
+    let out = tessera(
+        home,
+        &["policy", "set", "--wallet", wallet, "--file", &file],
+    );
+    assert!(
+        out.status.success(),
+        "policy set {policy}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Writes `value` as JSON to `dir/name`; its path.
 pub fn write_json(dir: &Path, name: &str, value: &Value) -> String {
     let path = dir.join(name);
