@@ -205,6 +205,65 @@ fn texts(c: &mut Corpus) {
     for path in ["m", "m/0", "m/44/60/0/0/7"] {
         c.tagged("text_inputs", 5, path.as_bytes());
     }
+    // The newer signing intents (issue 17): an EIP-712 message (the EIP's own example), a
+    // legacy transaction, an EIP-7702 authorisation.
+    for intent in [
+        r#"{"kind":"eth-typed-data","typed_data":{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"version","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],"Person":[{"name":"name","type":"string"},{"name":"wallet","type":"address"}],"Mail":[{"name":"from","type":"Person"},{"name":"to","type":"Person"},{"name":"contents","type":"string"}]},"primaryType":"Mail","domain":{"name":"Ether Mail","version":"1","chainId":1,"verifyingContract":"0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"},"message":{"from":{"name":"Cow","wallet":"0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"},"to":{"name":"Bob","wallet":"0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB"},"contents":"Hello, Bob!"}}}"#,
+        r#"{"kind":"eth-tx","tx":{"type":"legacy","chain_id":1,"nonce":9,"gas_price":"20000000000","gas_limit":21000,"to":"0x3535353535353535353535353535353535353535","value":"1000000000000000000","data":"0x"}}"#,
+        r#"{"kind":"eth-authorization","authorization":{"chain_id":1,"address":"0x5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a","nonce":0}}"#,
+    ] {
+        let kind: tessera_api::intent::SignKind = serde_json::from_str(intent).unwrap();
+        tessera_api::intent::decode(&kind).expect("the intent seed decodes");
+        c.tagged("text_inputs", 3, intent.as_bytes());
+    }
+    // PSBTs: the fixtures of crates/tessera-api/tests/data/btc, made by embit, as binary.
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/tessera-api/tests/data/btc"
+    );
+    for name in [
+        "wallet_p2wpkh",
+        "wallet_p2pkh_default_path",
+        "mixed_other_wallet",
+        "taproot",
+    ] {
+        let text = std::fs::read_to_string(format!("{fixtures}/{name}.psbt")).unwrap();
+        let psbt = tessera_api::btc::parse_psbt(text.as_bytes()).expect("the PSBT seed reads");
+        c.tagged("text_inputs", 6, &psbt.serialize());
+    }
+    // Call data: an ERC-20 transfer and approval, an ERC-721 operator approval.
+    {
+        use tessera_api::calls::{Address, Erc20, Erc721, SolCall};
+        use tessera_api::intent::U256;
+        let to = Address::repeat_byte(0xb0);
+        c.tagged(
+            "text_inputs",
+            7,
+            &Erc20::transferCall {
+                to,
+                amount: U256::from(1_500_000u64),
+            }
+            .abi_encode(),
+        );
+        c.tagged(
+            "text_inputs",
+            7,
+            &Erc20::approveCall {
+                spender: to,
+                amount: U256::MAX,
+            }
+            .abi_encode(),
+        );
+        c.tagged(
+            "text_inputs",
+            7,
+            &Erc721::setApprovalForAllCall {
+                operator: to,
+                approved: true,
+            }
+            .abi_encode(),
+        );
+    }
 }
 
 fn peer(c: &mut Corpus) {
