@@ -279,6 +279,11 @@ pub async fn sign(
         Ok(context) => context,
         Err(caller) => {
             token.confirm(caller)?;
+            // Bad input is said first, as for every other request; with no wallet of the caller
+            // to audit it under, it is not audited.
+            if let Err(e) = &decoded {
+                return Err(ApiError::BadRequest(e.to_string()));
+            }
             return Err(ApiError::NotFound(format!("no wallet {}", req.wallet_id)));
         }
     };
