@@ -32,7 +32,9 @@ use bitcoin::base64::Engine as _;
 use bitcoin::base64::engine::general_purpose::STANDARD as BASE64;
 use bitcoin::bip32::{ChainCode, ChildNumber, Fingerprint, KeySource, Xpub};
 use bitcoin::consensus::encode::serialize_hex;
-use bitcoin::psbt::{Input, Psbt};
+use bitcoin::psbt::Input;
+/// A partially signed transaction (BIP-174), as [`parse_psbt`] reads it.
+pub use bitcoin::psbt::Psbt;
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::{self, Message, Secp256k1, VerifyOnly};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};

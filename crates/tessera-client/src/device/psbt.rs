@@ -38,13 +38,8 @@ impl Online {
         network: BtcNetwork,
     ) -> Result<BtcPlan, DeviceError> {
         let record = self.wallet(name)?;
-        let share = &record.current;
-        let key = WalletKey {
-            public_key: share.public_key().to_compressed(),
-            chain_code: share.chain_code(),
-        };
         let parsed = btc::parse_psbt(psbt).map_err(DeviceError::InvalidRequest)?;
-        btc::plan(&parsed, &key, default_path, network).map_err(DeviceError::InvalidRequest)
+        plan_with(&record.current, &parsed, default_path, network)
     }
 
     /// Signs every input of `psbt` that wallet `name` owns ([`Self::plan_psbt`]), one
@@ -66,11 +61,12 @@ impl Online {
         mut on_round: impl FnMut(u8, u8),
         mut on_wait: impl FnMut(&str),
     ) -> Result<SignedPsbt, DeviceError> {
-        let plan = self.plan_psbt(name, psbt, default_path, network)?;
+        // One unsealing of the wallet (Argon2id) and one parse serve the plan and every input.
+        let mut record = self.wallet(name)?;
         let parsed = btc::parse_psbt(psbt).map_err(DeviceError::InvalidRequest)?;
+        let plan = plan_with(&record.current, &parsed, default_path, network)?;
         // Every request carries the PSBT as base64, whatever form it came in.
         let text = btc::psbt_to_base64(&parsed);
-        let mut record = self.wallet(name)?;
         let mut signatures = Vec::with_capacity(plan.to_sign.len());
         let mut banned = Vec::new();
         let count = plan.to_sign.len();
@@ -111,4 +107,18 @@ impl Online {
             banned,
         })
     }
+}
+
+/// The plan of `psbt` with the wallet key of `share` (its root key and chain code).
+fn plan_with(
+    share: &tessera_core::KeyShare,
+    psbt: &btc::Psbt,
+    default_path: &DerivationPath,
+    network: BtcNetwork,
+) -> Result<BtcPlan, DeviceError> {
+    let key = WalletKey {
+        public_key: share.public_key().to_compressed(),
+        chain_code: share.chain_code(),
+    };
+    btc::plan(psbt, &key, default_path, network).map_err(DeviceError::InvalidRequest)
 }
