@@ -195,6 +195,18 @@ text_id!(
     /// A ban of a blamed party (`GET /bans`).
     BanId
 );
+text_id!(
+    /// A durable signing request (`POST /requests`), hex.
+    RequestId
+);
+text_id!(
+    /// A user's service account: a backend that creates signing requests with its own key.
+    ServiceAccountId
+);
+text_id!(
+    /// A proposed policy version waiting for its admin quorum's signatures.
+    ProposalId
+);
 
 impl WalletId {
     /// The core id this text names.

@@ -30,14 +30,18 @@ pub mod calls;
 pub mod ids;
 pub mod intent;
 pub mod keys;
+pub mod requests;
 mod rest;
 pub mod session_frame;
 pub mod states;
 pub mod typed_data;
 
-pub use ids::{ActionId, BanId, DeviceId, ServerSessionId, UserId, WalletId};
+pub use ids::{
+    ActionId, BanId, DeviceId, ProposalId, RequestId, ServerSessionId, ServiceAccountId, UserId,
+    WalletId,
+};
 pub use rest::*;
 pub use states::{
-    Approval, DeviceStatus, HeldKind, HeldStatus, PartyKind, Protocol, RequestKind, SessionStatus,
-    UnknownState,
+    Approval, DeviceStatus, EventKind, HeldKind, HeldStatus, PartyKind, Protocol, RequestKind,
+    RequestState, SessionStatus, UnknownState,
 };

@@ -315,6 +315,21 @@ pub struct Policy {
     /// Seconds that approval may take.
     #[serde(default = "default_approval_timeout")]
     pub approval_timeout_secs: u64,
+    /// Who must approve each durable signing request (`POST /requests`): an access structure
+    /// over approvers, e.g. `and(cfo, threshold(2, ops-1, ops-2, ops-3))`. Absent: the
+    /// requests need the approval `require_approval` asks for, or none. Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<crate::requests::ApprovalRule>,
+    /// Who must sign a new version of this policy before it applies (an admin quorum). Absent:
+    /// any active device of the owner (the single-device default; `GET /policy` warns). Not
+    /// written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admins: Option<crate::requests::ApprovalRule>,
+    /// Seconds a durable request may wait (for approvals and for its co-signers) before it
+    /// expires, when the request names none; at most [`crate::requests::MAX_REQUEST_EXPIRY_SECS`].
+    /// Absent: [`crate::requests::DEFAULT_REQUEST_EXPIRY_SECS`]. Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_expiry_secs: Option<u64>,
 }
 
 /// A token contract in a policy's token list, and its rules.
@@ -382,6 +397,9 @@ impl Default for Policy {
             hours_utc: None,
             require_approval: false,
             approval_timeout_secs: default_approval_timeout(),
+            approvals: None,
+            admins: None,
+            request_expiry_secs: None,
         }
     }
 }

@@ -239,6 +239,59 @@ impl Approval {
 }
 
 text_state! {
+    /// Where a durable signing request stands (`requests.state`): `awaiting_approval` →
+    /// `ready` → `signing` → `signed`, or `refused`, `expired`, `failed` (the ends).
+    RequestState("request state") {
+        /// Waiting for its approvers to form an authorised set.
+        AwaitingApproval = "awaiting_approval",
+        /// Approved (or needing no approval): waits for its co-signers to be online.
+        Ready = "ready",
+        /// A protocol session runs it.
+        Signing = "signing",
+        /// Signed: the signature is stored with it.
+        Signed = "signed",
+        /// Refused by an approver whose refusal leaves no authorised set.
+        Refused = "refused",
+        /// Not signed before its expiry.
+        Expired = "expired",
+        /// Its signing failed too often to be tried again.
+        Failed = "failed",
+    }
+}
+
+impl RequestState {
+    /// Whether the request can change no more.
+    #[must_use]
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RequestState::Signed
+                | RequestState::Refused
+                | RequestState::Expired
+                | RequestState::Failed
+        )
+    }
+}
+
+text_state! {
+    /// What a device event tells (`device_events.kind`, `GET /events`).
+    EventKind("event kind") {
+        /// A request waits for this device's approval.
+        ApprovalNeeded = "approval-needed",
+        /// A request is ready for this device to co-sign.
+        ReadyToSign = "ready-to-sign",
+        /// A request this device (or its user's service account) made reached an end.
+        RequestEnded = "request-ended",
+        /// A new device of the user waits for approval.
+        DevicePending = "device-pending",
+        /// A wallet waits for this device to join it by resharing.
+        ReshareJoin = "reshare-join",
+        /// A policy proposal waits for this device's signature.
+        PolicyProposal = "policy-proposal",
+    }
+}
+
+text_state! {
     /// A device's standing (`devices.status`).
     DeviceStatus("device status") {
         /// May authenticate.

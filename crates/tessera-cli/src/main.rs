@@ -79,6 +79,13 @@ enum Command {
     /// Approve or refuse another device's signing requests (when a policy requires it).
     #[command(subcommand)]
     Approvals(cmd::approvals::ApprovalsCommand),
+    /// Durable signing requests: create one that waits for approvals and offline co-signers,
+    /// list, show, approve, refuse, sign.
+    #[command(subcommand)]
+    Requests(cmd::requests::RequestsCommand),
+    /// Service accounts: backends that create signing requests with their own key.
+    #[command(subcommand)]
+    Service(cmd::service::ServiceCommand),
     /// The server's audit log: list this user's records, verify the chain.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
@@ -150,6 +157,8 @@ async fn device_command(command: Command) -> CliResult {
         Command::Pubkey(a) => cmd::pubkey::pubkey(&home, a).await,
         Command::Policy(c) => cmd::policy::run(&home, c).await,
         Command::Approvals(c) => cmd::approvals::run(&home, c).await,
+        Command::Requests(c) => cmd::requests::run(&home, c).await,
+        Command::Service(c) => cmd::service::run(&home, c).await,
         Command::Device(c) => cmd::device::run(&home, c).await,
         Command::Peer(p) => cmd::peer::run(&home, p).await,
         Command::BackupKey(c) => cmd::backup::backup_key(&home, c),

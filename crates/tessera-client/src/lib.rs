@@ -13,6 +13,7 @@ mod error;
 pub mod parties;
 pub mod peer;
 pub mod reshare;
+pub mod service;
 mod session;
 pub mod session_socket;
 pub mod tls;

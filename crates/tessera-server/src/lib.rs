@@ -6,15 +6,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, clippy::unwrap_used)]
 
+pub mod approval_rule;
 pub mod audit;
 pub mod auth;
 pub mod backups;
 pub mod bans;
+pub mod caller;
 pub mod clock;
 pub mod coordinator;
 pub mod db;
 pub mod enrolment;
 pub mod error;
+pub mod events;
 pub mod exports;
 pub mod extract;
 pub mod files;
@@ -29,10 +32,13 @@ pub mod observe;
 pub mod openapi;
 pub mod policy;
 pub mod policy_change;
+pub mod policy_proposals;
 pub mod registry;
 pub mod relay;
 pub mod release;
+pub mod requests;
 pub mod reshare;
+pub mod service_accounts;
 pub mod session_link;
 pub mod session_pump;
 pub mod shutdown;
@@ -42,6 +48,7 @@ pub mod tokens;
 pub mod vault;
 pub mod wallet_parties;
 pub mod wallets;
+pub mod webhooks;
 pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
@@ -82,6 +89,10 @@ pub fn app(state: AppState) -> Router {
         .merge(policy::router())
         .merge(audit::router())
         .merge(bans::router())
+        .merge(requests::router())
+        .merge(events::router())
+        .merge(service_accounts::router())
+        .merge(policy_proposals::router())
         .fallback(extract::no_such_path)
         // After every route is in: it applies to the routes present.
         .method_not_allowed_fallback(extract::method_not_allowed)

@@ -30,6 +30,9 @@ pub fn weakenings(old: &Policy, new: &Policy) -> Vec<&'static str> {
         hours_utc,
         require_approval,
         approval_timeout_secs,
+        approvals,
+        admins,
+        request_expiry_secs,
     } = new;
     let mut out = Vec::new();
     if allowed_kinds.iter().any(|k| !old.allowed_kinds.contains(k)) {
@@ -120,6 +123,20 @@ pub fn weakenings(old: &Policy, new: &Policy) -> Vec<&'static str> {
     }
     if *approval_timeout_secs > old.approval_timeout_secs {
         out.push("approval_timeout_secs");
+    }
+    // Any other approval quorum or admin quorum counts as weakening: who may approve changes.
+    if old.approvals.is_some() && old.approvals != *approvals {
+        out.push("approvals");
+    }
+    if old.admins.is_some() && old.admins != *admins {
+        out.push("admins");
+    }
+    if request_expiry_secs.unwrap_or(tessera_api::requests::DEFAULT_REQUEST_EXPIRY_SECS)
+        > old
+            .request_expiry_secs
+            .unwrap_or(tessera_api::requests::DEFAULT_REQUEST_EXPIRY_SECS)
+    {
+        out.push("request_expiry_secs");
     }
     out
 }
@@ -226,6 +243,9 @@ mod tests {
             hours_utc: Some([9, 17]),
             require_approval: true,
             approval_timeout_secs: 300,
+            approvals: None,
+            admins: None,
+            request_expiry_secs: None,
         }
     }
 

@@ -13,6 +13,8 @@ pub(crate) mod peer;
 pub(crate) mod plan;
 pub(crate) mod policy;
 pub(crate) mod pubkey;
+pub(crate) mod requests;
 pub(crate) mod server;
+pub(crate) mod service;
 pub(crate) mod verify;
 pub(crate) mod wallet;

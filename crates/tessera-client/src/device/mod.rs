@@ -31,8 +31,10 @@ pub mod holders;
 pub mod known;
 pub mod online;
 pub mod peer;
+pub mod proposals;
 pub mod psbt;
 mod record;
+pub mod requests;
 pub mod reshare;
 
 use std::path::{Path, PathBuf};

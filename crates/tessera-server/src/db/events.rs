@@ -1,0 +1,1 @@
+//! Storage of the events area (issue 16). Being written.

@@ -1,0 +1,1 @@
+//! Storage of the policy_proposals area (issue 16). Being written.

@@ -1,0 +1,1 @@
+//! Storage of the requests area (issue 16). Being written.

@@ -1,0 +1,1 @@
+//! Storage of the service_accounts area (issue 16). Being written.
