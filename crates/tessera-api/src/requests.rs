@@ -110,8 +110,9 @@ pub struct RequestInfo {
     pub digest: String,
     /// The BIP-32 path.
     pub path: String,
-    /// What was asked, as sent (a co-signing device re-decodes it before it signs).
-    #[serde(flatten)]
+    /// What was asked, as sent (a co-signing device re-decodes it before it signs). Nested,
+    /// not flattened: its `kind` tag and a digest request's `digest` would repeat this
+    /// struct's own `kind` and `digest` keys, and such a document does not read back.
     pub intent: crate::intent::SignKind,
     /// When it was created, RFC 3339.
     pub created_at: String,

@@ -110,8 +110,10 @@ pub fn app(state: AppState) -> Router {
 
 /// Background chores: forgetting idle rate-limit keys, ending the sessions of dead replicas,
 /// forgetting their mailboxes and relay codes, deleting stored frames nobody read, forgetting
-/// the presence of requests that ended.
+/// the presence of requests that ended; and the webhook delivery worker when a webhook URL is
+/// configured ([`webhooks::spawn_delivery`]).
 pub fn spawn_housekeeping(state: &AppState) {
+    webhooks::spawn_delivery(state);
     let state = state.clone();
     tokio::spawn(async move {
         let mut tick = 0u64;
@@ -133,6 +135,9 @@ pub fn spawn_housekeeping(state: &AppState) {
                 db::wallet_changes::forget_presence_before(state.db(), state::now()).await
             {
                 tracing::warn!(error = %e, "could not forget ended presence");
+            }
+            if let Err(e) = requests::expire_due(&state).await {
+                tracing::warn!(error = %e, "could not expire the requests past their expiry");
             }
         }
     });

@@ -23,7 +23,9 @@ use utoipa::{IntoResponses, Modify, OpenApi};
         description = "The always-on co-signing party of Tessera wallets: device registry and \
                        authentication, key generation, signing, refresh and resharing sessions \
                        (created here, run over `GET /ws`), policies and approvals, held actions, \
-                       backups, bans, the audit log, and the operator's probes. Every error \
+                       backups, bans, the audit log, durable signing requests with approval quorums, \
+                       policy proposals, service accounts, webhooks, each device's event stream, \
+                       and the operator's probes. Every error \
                        answer is an `ApiError`.",
         license(name = "MIT OR Apache-2.0"),
     ),
@@ -66,6 +68,22 @@ use utoipa::{IntoResponses, Modify, OpenApi};
         crate::audit::verify_endpoint,
         crate::bans::list,
         crate::bans::approve_lift,
+        crate::requests::create,
+        crate::requests::list,
+        crate::requests::get,
+        crate::requests::approve,
+        crate::requests::refuse,
+        crate::requests::session,
+        crate::events::open,
+        crate::policy_proposals::list,
+        crate::policy_proposals::show,
+        crate::policy_proposals::sign,
+        crate::service_accounts::add,
+        crate::service_accounts::list,
+        crate::service_accounts::revoke,
+        crate::service_accounts::challenge,
+        crate::service_accounts::token,
+        crate::webhooks::key,
     ),
     components(schemas(api::ApiError))
 )]

@@ -69,21 +69,26 @@ pub struct WalletQuery {
     wallet: String,
 }
 
-/// `GET /policy?wallet=…`.
-#[utoipa::path(get, path = "/policy", tag = "policy", security(("bearer" = [])), params(("wallet" = String, Query, description = "The wallet's name or id")), responses((status = 200, description = "The wallet's policy", body = api::PolicyInfo), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Errors))]
+/// `GET /policy?wallet=…`: the policy in force, with a warning when one device alone can
+/// change it (it names no admin quorum, or one a single label satisfies).
+#[utoipa::path(get, path = "/policy", tag = "policy", security(("bearer" = [])), params(("wallet" = String, Query, description = "The wallet's name or id")), responses((status = 200, description = "The wallet's policy", body = api::proposals::PolicyView), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Errors))]
 pub async fn get(
     State(state): State<AppState>,
     me: AuthDevice,
     ApiQuery(q): ApiQuery<WalletQuery>,
-) -> ApiResult<Json<api::PolicyInfo>> {
+) -> ApiResult<Json<api::proposals::PolicyView>> {
     let wallet = db::wallets::owned(state.db(), &me.user_id, &q.wallet).await?;
     let (version, policy, set_by, set_at) = current(&state, &wallet.id).await?;
-    Ok(Json(api::PolicyInfo {
-        wallet_id: wallet.id.into(),
-        version,
-        policy,
-        set_by: set_by.map(Into::into),
-        set_at: set_at.map(rfc3339),
+    let warning = crate::policy_proposals::warning(&policy);
+    Ok(Json(api::proposals::PolicyView {
+        info: api::PolicyInfo {
+            wallet_id: wallet.id.into(),
+            version,
+            policy,
+            set_by: set_by.map(Into::into),
+            set_at: set_at.map(rfc3339),
+        },
+        warning,
     }))
 }
 
@@ -191,6 +196,21 @@ pub fn check(policy: &Policy) -> ApiResult<()> {
     if !(10..=86_400).contains(&policy.approval_timeout_secs) {
         return bad("approval_timeout_secs must be 10 to 86400".into());
     }
+    for (name, rule) in [("approvals", &policy.approvals), ("admins", &policy.admins)] {
+        if let Some(rule) = rule
+            && let Err(e) = crate::approval_rule::Rule::parse(rule)
+        {
+            return bad(format!("{name}: {e}"));
+        }
+    }
+    if let Some(secs) = policy.request_expiry_secs
+        && !(1..=tessera_api::requests::MAX_REQUEST_EXPIRY_SECS).contains(&secs)
+    {
+        return bad(format!(
+            "request_expiry_secs must be 1 to {}",
+            tessera_api::requests::MAX_REQUEST_EXPIRY_SECS
+        ));
+    }
     Ok(())
 }
 
@@ -229,16 +249,19 @@ impl<S: Send + Sync> FromRequest<S> for SetPolicyBody {
     }
 }
 
-/// `PUT /policy`: a new version, signed by the calling device's identity key. A change that
+/// `PUT /policy`: a new version, signed by the calling device's identity key. When the policy
+/// in force names an admin quorum (`admins`), the version is proposed to it, or this device's
+/// signature is added to the pending proposal of the same bytes, and it applies once the
+/// signers form an authorised set: see [`crate::policy_proposals`]. Otherwise a change that
 /// weakens any rule of a policy that requires approval is held until another active device
 /// approves it (or, for a user with one active device, until its time lock ends): see
 /// [`crate::held`]; tightening applies at once.
-#[utoipa::path(put, path = "/policy", tag = "policy", security(("bearer" = [])), request_body = api::SetPolicy, responses((status = 200, description = "Applied", body = api::PolicyChange), (status = 202, description = "Proposed: it waits for approval", body = api::PolicyChange), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Errors))]
+#[utoipa::path(put, path = "/policy", tag = "policy", security(("bearer" = [])), request_body = api::SetPolicy, responses((status = 200, description = "Applied", body = api::proposals::PolicyOutcome), (status = 202, description = "Held for approval, or proposed to the admin quorum", body = api::proposals::PolicyOutcome), crate::openapi::AuthErrors, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Errors))]
 pub async fn set(
     State(state): State<AppState>,
     me: AuthDevice,
     SetPolicyBody(req): SetPolicyBody,
-) -> ApiResult<(StatusCode, Json<api::PolicyChange>)> {
+) -> ApiResult<(StatusCode, Json<api::proposals::PolicyOutcome>)> {
     let wallet = db::wallets::owned(state.db(), &me.user_id, &req.wallet_id).await?;
     check(&req.policy)?;
     let (version, old, ..) = current(&state, &wallet.id).await?;
@@ -247,6 +270,19 @@ pub async fn set(
             "the policy is at version {version}; sign version {} (it changed meanwhile?)",
             version + 1
         )));
+    }
+    if let Some(admins) = &req.policy.admins {
+        let rule = crate::approval_rule::Rule::parse(admins)
+            .map_err(|e| ApiError::BadRequest(format!("admins: {e}")))?;
+        let mut conn = state.db().acquire().await?;
+        rule.check_registry(&mut conn).await.map_err(|e| match e {
+            ApiError::BadRequest(m) => ApiError::BadRequest(format!("admins: {m}")),
+            e => e,
+        })?;
+    }
+    if old.admins.is_some() {
+        let (status, outcome) = crate::policy_proposals::propose(&state, &me, &req, &old).await?;
+        return Ok((status, Json(outcome)));
     }
     let text = serde_json::to_string(&req.policy).map_err(|e| ApiError::Internal(e.to_string()))?;
     let message = api::policy_message(&wallet.id, req.version, &text);
@@ -274,7 +310,10 @@ pub async fn set(
         let held = match crate::hold::hold_or_ready(&state, request, lone).await? {
             Ok(held) => held,
             Err(action) => {
-                return Ok((StatusCode::ACCEPTED, Json(api::PolicyChange::Held(action))));
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    Json(api::proposals::PolicyOutcome::Held(action)),
+                ));
             }
         };
         let info = apply(&state, &me.user_id, &me.device_id, &req).await?;
@@ -287,13 +326,13 @@ pub async fn set(
         .await?;
         return Ok((
             StatusCode::OK,
-            Json(api::PolicyChange::Applied(Box::new(info))),
+            Json(api::proposals::PolicyOutcome::Applied(Box::new(info))),
         ));
     }
     let info = apply(&state, &me.user_id, &me.device_id, &req).await?;
     Ok((
         StatusCode::OK,
-        Json(api::PolicyChange::Applied(Box::new(info))),
+        Json(api::proposals::PolicyOutcome::Applied(Box::new(info))),
     ))
 }
 
@@ -310,7 +349,22 @@ pub async fn apply(
 ) -> ApiResult<api::PolicyInfo> {
     let mut tx = state.begin_write().await?;
     tx.lock_wallet(&req.wallet_id).await?;
-    let (version, ..) = current_in(&mut tx, &req.wallet_id).await?;
+    let info = apply_in(&mut tx, user_id, set_by, req).await?;
+    tx.commit().await?;
+    Ok(info)
+}
+
+/// [`apply`] in `tx`, which locked the wallet; the caller commits.
+///
+/// # Errors
+/// [`ApiError::Conflict`] when another version was set meanwhile; a database error.
+pub async fn apply_in(
+    tx: &mut crate::db::WriteTx,
+    user_id: &str,
+    set_by: &str,
+    req: &api::SetPolicy,
+) -> ApiResult<api::PolicyInfo> {
+    let (version, ..) = current_in(tx, &req.wallet_id).await?;
     if req.version != version + 1 {
         return Err(ApiError::Conflict(format!(
             "the policy is at version {version} now, not {}: propose the change again",
@@ -319,7 +373,7 @@ pub async fn apply(
     }
     let text = serde_json::to_string(&req.policy).map_err(|e| ApiError::Internal(e.to_string()))?;
     let inserted = db::policies::insert(
-        &mut *tx,
+        &mut **tx,
         &db::policies::NewPolicy {
             wallet_id: &req.wallet_id,
             version: req.version as i64,
@@ -340,7 +394,7 @@ pub async fn apply(
         Err(e) => return Err(e.into()),
     }
     audit::append_in(
-        &mut tx,
+        tx,
         "policy.changed",
         audit::Subject {
             user: Some(user_id),
@@ -350,7 +404,6 @@ pub async fn apply(
         json!({ "version": req.version, "policy": req.policy, "signature": req.signature }),
     )
     .await?;
-    tx.commit().await?;
     Ok(api::PolicyInfo {
         wallet_id: req.wallet_id.clone(),
         version: req.version,

@@ -462,6 +462,75 @@ mod tests {
         tightens(|p| p.require_approval = false, |_| {});
     }
 
+    fn rule(structure: &str, labels: &[&str]) -> tessera_api::requests::ApprovalRule {
+        tessera_api::requests::ApprovalRule {
+            structure: structure.into(),
+            approvers: labels
+                .iter()
+                .map(|l| {
+                    (
+                        (*l).to_string(),
+                        tessera_api::requests::Approver::Device(tessera_api::DeviceId::new(
+                            format!("d-{l}"),
+                        )),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn quorums_named_where_there_were_none_tighten_and_any_other_change_weakens() {
+        let two = rule("and(a, b)", &["a", "b"]);
+        // Naming an admin or approval quorum where any one device was enough tightens.
+        tightens(|_| {}, |p| p.admins = Some(two.clone()));
+        tightens(|_| {}, |p| p.approvals = Some(two.clone()));
+        // Lifting one, or changing who is in it (even to a larger quorum), weakens: who may
+        // approve changes.
+        let with = |f: fn(&mut Policy)| {
+            let mut before = strict();
+            before.admins = Some(rule("and(a, b)", &["a", "b"]));
+            before.approvals = Some(rule("and(a, b)", &["a", "b"]));
+            let mut after = before.clone();
+            f(&mut after);
+            weakenings(&before, &after)
+        };
+        assert_eq!(with(|p| p.admins = None), ["admins"]);
+        assert_eq!(with(|p| p.approvals = None), ["approvals"]);
+        assert_eq!(
+            with(|p| p.admins = Some(rule("or(a, b)", &["a", "b"]))),
+            ["admins"]
+        );
+        assert_eq!(
+            with(|p| p.admins = Some(rule("and(a, c)", &["a", "c"]))),
+            ["admins"]
+        );
+        assert_eq!(
+            with(|p| p.approvals = Some(rule("threshold(2, a, b, c)", &["a", "b", "c"]))),
+            ["approvals"]
+        );
+        assert_eq!(
+            with(|p| {
+                p.admins = None;
+                p.approvals = None;
+            }),
+            ["approvals", "admins"]
+        );
+        // The same quorum, with other rules unchanged, weakens nothing.
+        assert!(with(|_| {}).is_empty());
+    }
+
+    #[test]
+    fn request_expiry() {
+        assert_eq!(
+            weakens(
+                |p| p.request_expiry_secs = Some(tessera_api::requests::MAX_REQUEST_EXPIRY_SECS)
+            ),
+            ["request_expiry_secs"]
+        );
+        tightens(|_| {}, |p| p.request_expiry_secs = Some(60));
+    }
+
     #[test]
     fn every_weakened_rule_is_named() {
         assert_eq!(

@@ -148,7 +148,32 @@ pub async fn register(
         json!({ "user": req.user, "name": req.device_name, "status": status.as_str(), "identity_key": hex::encode(key) }),
     )
     .await?;
+    if status == DeviceStatus::Pending {
+        // The user's active devices learn of it on their event streams (issue 16).
+        let summary = format!(
+            "new device {:?} waits for approval: tessera device approve {}",
+            req.device_name,
+            api::approval_code(&key)
+        );
+        for other in db::devices::list(&mut *tx, &user_id).await? {
+            if other.4 == DeviceStatus::Active {
+                crate::events::push_in(
+                    &mut tx,
+                    &other.0,
+                    api::EventKind::DevicePending,
+                    None,
+                    None,
+                    Some(&device_id),
+                    &summary,
+                )
+                .await?;
+            }
+        }
+    }
     tx.commit().await?;
+    if status == DeviceStatus::Pending {
+        crate::events::wake();
+    }
     Ok((StatusCode::CREATED, Json(device_of(row))))
 }
 
@@ -248,7 +273,33 @@ pub async fn approve(
         json!({ "approved": device_id, "joins_wallets": joins }),
     )
     .await?;
+    // Each wallet it joins waits for a resharing, which any active device of the user can run
+    // (`tessera wallet reshare --pending`, or `tessera listen --reshare-pending`): they are told.
+    if !joins.is_empty() {
+        let devices = db::devices::list(&mut *tx, &me.user_id).await?;
+        for wallet_id in &joins {
+            let summary = format!(
+                "device {:?} joins wallet {wallet_id} once it is reshared (tessera wallet reshare --wallet W --pending, or tessera listen --reshare-pending)",
+                row.2
+            );
+            for other in devices.iter().filter(|d| d.4 == DeviceStatus::Active) {
+                crate::events::push_in(
+                    &mut tx,
+                    &other.0,
+                    api::EventKind::ReshareJoin,
+                    None,
+                    Some(wallet_id),
+                    Some(&device_id),
+                    &summary,
+                )
+                .await?;
+            }
+        }
+    }
     tx.commit().await?;
+    if !joins.is_empty() {
+        crate::events::wake();
+    }
     Ok(Json(device_of(row)))
 }
 

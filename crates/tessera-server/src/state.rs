@@ -54,6 +54,11 @@ pub struct Config {
     /// Whether `GET /metrics` is served with the API (off when metrics have a listen address
     /// of their own).
     pub metrics_on_api: bool,
+    /// Where request state changes are POSTed, signed ([`crate::webhooks`]); none: no webhooks.
+    pub webhook_url: Option<String>,
+    /// What POSTs them (the server has no HTTP client of its own: the binary supplies one).
+    /// Deliveries wait in the database while there is none.
+    pub webhook_transport: Option<std::sync::Arc<dyn crate::webhooks::Transport>>,
 }
 
 /// Default cap on a device's live sessions.
@@ -175,6 +180,8 @@ impl Config {
             time_lock: Duration::from_secs(24 * 3600),
             shutdown_grace: crate::shutdown::DEFAULT_GRACE,
             metrics_on_api: true,
+            webhook_url: None,
+            webhook_transport: None,
         }
     }
 }

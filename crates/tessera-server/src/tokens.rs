@@ -3,6 +3,10 @@
 //! A token's algorithm is pinned to EdDSA (`alg: none`, HS256 with the public key as secret and
 //! RS256 are refused); its signature, expiry and audience are checked here, the device's
 //! standing by [`crate::auth`] on every request.
+//!
+//! Service accounts' tokens name another audience ([`SERVICE_AUDIENCE`]): [`JwtKeys::verify`],
+//! which every device endpoint uses, refuses them. The same key signs webhook bodies
+//! ([`JwtKeys::sign`]); its public half is published ([`JwtKeys::public_key`]).
 
 use std::path::Path;
 
@@ -16,6 +20,9 @@ use crate::error::{ApiError, SetupError};
 
 /// The audience every token names.
 pub const AUDIENCE: &str = "tessera-commitment-server";
+/// The audience of service accounts' tokens: only the endpoints that take a
+/// [`crate::caller::Caller`] accept it.
+pub const SERVICE_AUDIENCE: &str = "tessera-service-account";
 /// Token lifetime.
 pub const TOKEN_TTL_SECS: u64 = 15 * 60;
 
@@ -23,6 +30,7 @@ pub const TOKEN_TTL_SECS: u64 = 15 * 60;
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    pair: Ed25519KeyPair,
 }
 
 impl JwtKeys {
@@ -45,6 +53,7 @@ impl JwtKeys {
         Ok(JwtKeys {
             encoding: EncodingKey::from_ed_der(&pkcs8),
             decoding: DecodingKey::from_ed_der(pair.public_key().as_ref()),
+            pair,
         })
     }
 
@@ -53,11 +62,24 @@ impl JwtKeys {
     /// # Errors
     /// [`ApiError::Internal`] if signing fails.
     pub fn issue(&self, device_id: &str, user_id: &str) -> Result<String, ApiError> {
+        self.issue_for(AUDIENCE, device_id, user_id)
+    }
+
+    /// Issues a token for the service account `service_id` of `user_id` (audience
+    /// [`SERVICE_AUDIENCE`]).
+    ///
+    /// # Errors
+    /// [`ApiError::Internal`] if signing fails.
+    pub fn issue_service(&self, service_id: &str, user_id: &str) -> Result<String, ApiError> {
+        self.issue_for(SERVICE_AUDIENCE, service_id, user_id)
+    }
+
+    fn issue_for(&self, audience: &str, subject: &str, user_id: &str) -> Result<String, ApiError> {
         let iat = now();
         let claims = Claims {
-            sub: device_id.to_string(),
+            sub: subject.to_string(),
             usr: user_id.to_string(),
-            aud: AUDIENCE.to_string(),
+            aud: audience.to_string(),
             iat,
             exp: iat + TOKEN_TTL_SECS as i64,
         };
@@ -65,11 +87,39 @@ impl JwtKeys {
             .map_err(|e| ApiError::Internal(format!("jwt: {e}")))
     }
 
-    /// Checks a token's algorithm, signature, expiry and audience.
+    /// Signs `bytes` with the server's Ed25519 key (RFC 8032): webhook bodies.
+    #[must_use]
+    pub fn sign(&self, bytes: &[u8]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.pair.sign(bytes).as_ref());
+        out
+    }
+
+    /// The server's Ed25519 public key (32 bytes, RFC 8032 encoding).
+    #[must_use]
+    pub fn public_key(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.pair.public_key().as_ref());
+        out
+    }
+
+    /// Checks a device token's algorithm, signature, expiry and audience ([`AUDIENCE`]).
     ///
     /// # Errors
     /// [`ApiError::Unauthorized`] saying why.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        self.verify_for(token, &[AUDIENCE])
+    }
+
+    /// Checks a token of a device or of a service account: [`Claims::aud`] says which.
+    ///
+    /// # Errors
+    /// [`ApiError::Unauthorized`] saying why.
+    pub fn verify_any(&self, token: &str) -> Result<Claims, ApiError> {
+        self.verify_for(token, &[AUDIENCE, SERVICE_AUDIENCE])
+    }
+
+    fn verify_for(&self, token: &str, audiences: &[&str]) -> Result<Claims, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::Unauthorized("malformed token".into()))?;
         if header.alg != Algorithm::EdDSA {
@@ -79,7 +129,7 @@ impl JwtKeys {
             )));
         }
         let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_audience(&[AUDIENCE]);
+        validation.set_audience(audiences);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "aud", "sub"]);
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
@@ -102,7 +152,7 @@ impl JwtKeys {
 /// What a token says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
-    /// Device id.
+    /// Device id (a service account's id in a [`SERVICE_AUDIENCE`] token).
     pub sub: String,
     /// User id.
     pub usr: String,

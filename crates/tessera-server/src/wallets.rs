@@ -40,7 +40,7 @@ impl From<CreateError> for ApiError {
 }
 
 /// Reads a request's `device_nonce`: 64 hex digits, or absent.
-fn device_nonce(text: Option<&str>) -> ApiResult<Option<[u8; 32]>> {
+pub(crate) fn device_nonce(text: Option<&str>) -> ApiResult<Option<[u8; 32]>> {
     text.map(|text| {
         let mut nonce = [0u8; 32];
         hex::decode_to_slice(text, &mut nonce)
@@ -329,42 +329,15 @@ pub async fn sign(
         }
     }
     let digest = hex::encode(decoded.digest);
-    let mut stored = StoredSign {
-        digest: digest.clone(),
-        path: req.path.clone(),
-        kind,
-        summary: decoded.summary.clone(),
-        structure: None,
-        signers: Vec::new(),
-        intent: None,
-    };
-    let parties = match &structure {
-        Some(structure) => {
-            let request = db::sign_runs::Request {
-                wallet_id: &wallet.id,
-                epoch: wallet.epoch as i64,
-                digest: &digest,
-            };
-            let parties = crate::coordinator::sign_parties(
-                &mut tx,
-                request,
-                structure,
-                &me.device_id,
-                &req.with,
-            )
-            .await?;
-            stored.structure = Some(structure.clone());
-            stored.signers.clone_from(&parties.signers);
-            stored.intent = Some(req.kind.clone());
-            Some(parties)
-        }
-        None if !req.with.is_empty() => {
-            return Err(ApiError::BadRequest(
-                "`with` names co-signers of a structure wallet; this is a 2-of-2 wallet".into(),
-            ));
-        }
-        None => None,
-    };
+    let mut plan = plan_sign_session(
+        &mut tx,
+        &me.device_id,
+        (&wallet, structure.as_deref()),
+        (&req.kind, kind),
+        (&digest, &req.path, &decoded.summary),
+        &req.with,
+    )
+    .await?;
     let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
     let request = Request {
         kind,
@@ -385,25 +358,18 @@ pub async fn sign(
         None
     };
     if let Some(checked) = &checked {
+        if checked.policy.approvals.is_some() {
+            return Err(ApiError::Conflict(
+                "this wallet's policy names an approval quorum: create a request \
+                 (POST /requests, `tessera requests create`)"
+                    .into(),
+            ));
+        }
         // The signature's audit record tells tokens as the request's record does.
-        stored.summary = crate::policy::summary(&checked.policy, &decoded);
+        plan.stored.summary = crate::policy::summary(&checked.policy, &decoded);
     }
-    if stale_pending > 0 {
-        crate::vault::discard_stale_pending(&mut tx, &wallet.id).await?;
-    }
-    let mut created = create_session(
-        &state,
-        &mut tx,
-        &me,
-        &wallet.id,
-        Protocol::Sign,
-        &stored,
-        wallet.epoch,
-        nonce,
-    )
-    .await
-    .map_err(ApiError::from)?;
-    created.parties = parties;
+    let mut created =
+        open_sign_session(&state, &mut tx, &me, &wallet, plan, nonce, stale_pending).await?;
     let Some(checked) = checked else {
         tx.commit().await?;
         return Ok(Json(created));
@@ -424,11 +390,102 @@ pub async fn sign(
     Ok(Json(created))
 }
 
+/// The session half of a signing request, planned before its policy is checked (a structure
+/// wallet's co-signers are chosen first, as `POST /sign` always did): what the session keeps,
+/// and a structure wallet's parties.
+pub(crate) struct SignPlan {
+    /// What the session keeps.
+    pub(crate) stored: StoredSign,
+    /// A structure wallet's parties (none: a 2-of-2 wallet).
+    pub(crate) parties: Option<api::SessionParties>,
+}
+
+/// Plans a signing session of `device_id` on `wallet` (with its structure, if any) for the
+/// request `intent` of `kind`, its `digest`, `path` and `summary`; `with` names co-signers of
+/// a structure wallet.
+///
+/// # Errors
+/// 400 for `with` on a 2-of-2 wallet; the co-signers' refusals ([`crate::coordinator::sign_parties`]).
+pub(crate) async fn plan_sign_session(
+    tx: &mut WriteTx,
+    device_id: &str,
+    (wallet, structure): (&Wallet, Option<&str>),
+    (intent, kind): (&tessera_api::intent::SignKind, RequestKind),
+    (digest, path, summary): (&str, &str, &str),
+    with: &[String],
+) -> ApiResult<SignPlan> {
+    let mut stored = StoredSign {
+        digest: digest.to_string(),
+        path: path.to_string(),
+        kind,
+        summary: summary.to_string(),
+        structure: None,
+        signers: Vec::new(),
+        intent: None,
+    };
+    let parties = match structure {
+        Some(structure) => {
+            let request = db::sign_runs::Request {
+                wallet_id: &wallet.id,
+                epoch: wallet.epoch as i64,
+                digest,
+            };
+            let parties =
+                crate::coordinator::sign_parties(tx, request, structure, device_id, with).await?;
+            stored.structure = Some(structure.to_string());
+            stored.signers.clone_from(&parties.signers);
+            stored.intent = Some(intent.clone());
+            Some(parties)
+        }
+        None if !with.is_empty() => {
+            return Err(ApiError::BadRequest(
+                "`with` names co-signers of a structure wallet; this is a 2-of-2 wallet".into(),
+            ));
+        }
+        None => None,
+    };
+    Ok(SignPlan { stored, parties })
+}
+
+/// Creates the planned signing session in `tx` (after the policy allowed it): discards the
+/// wallet's stale pending shares (`stale_pending`, read with the wallet) and inserts the
+/// session within the caps.
+///
+/// # Errors
+/// The caps' refusals; a database error.
+pub(crate) async fn open_sign_session(
+    state: &AppState,
+    tx: &mut WriteTx,
+    me: &AuthDevice,
+    wallet: &Wallet,
+    plan: SignPlan,
+    nonce: Option<[u8; 32]>,
+    stale_pending: i64,
+) -> ApiResult<api::SessionCreated> {
+    if stale_pending > 0 {
+        crate::vault::discard_stale_pending(tx, &wallet.id).await?;
+    }
+    let mut created = create_session(
+        state,
+        tx,
+        me,
+        &wallet.id,
+        Protocol::Sign,
+        &plan.stored,
+        wallet.epoch,
+        nonce,
+    )
+    .await
+    .map_err(ApiError::from)?;
+    created.parties = plan.parties;
+    Ok(created)
+}
+
 /// A PSBT input's request, checked with the wallet's key (its chain code is in the server's
 /// share, unsealed for it): the input must be the wallet's, at the request's path, and the
 /// digest the one [`tessera_api::intent::decode`] computed; `decoded` gets the transaction as
 /// the policy reads it (its change known) and a summary of the whole transaction.
-async fn plan_psbt_input(
+pub(crate) async fn plan_psbt_input(
     state: &AppState,
     wallet_id: &str,
     psbt: &str,
@@ -482,23 +539,23 @@ async fn plan_psbt_input(
 }
 
 /// What `POST /sign` asks to sign, decoded.
-struct Request<'a> {
-    kind: RequestKind,
-    decoded: &'a tessera_api::intent::Decoded,
-    digest: &'a str,
-    path: &'a str,
+pub(crate) struct Request<'a> {
+    pub(crate) kind: RequestKind,
+    pub(crate) decoded: &'a tessera_api::intent::Decoded,
+    pub(crate) digest: &'a str,
+    pub(crate) path: &'a str,
 }
 
 /// A request the policy allowed: the policy's version, the policy, and when it was checked.
-struct Allowed {
-    version: u64,
-    policy: api::Policy,
-    at: i64,
+pub(crate) struct Allowed {
+    pub(crate) version: u64,
+    pub(crate) policy: api::Policy,
+    pub(crate) at: i64,
 }
 
 /// Evaluates the wallet's policy (`stored`, read with the wallet) against its recent history,
 /// in the signing transaction. `Err` inside: the policy's version and the denial.
-async fn check_policy(
+pub(crate) async fn check_policy(
     tx: &mut WriteTx,
     stored: Option<(i64, String)>,
     wallet_id: &str,
@@ -520,7 +577,7 @@ async fn check_policy(
 }
 
 /// Audits a denial (`sign.denied`) and commits it: the error to answer with.
-async fn refuse(
+pub(crate) async fn refuse(
     mut tx: WriteTx,
     subject: crate::audit::Subject<'_>,
     request: &Request<'_>,
@@ -554,7 +611,7 @@ async fn refuse(
 
 /// Audits a request that does not decode (`sign.invalid`: its kind and why) and commits it,
 /// when the server keeps an audit log: the error to answer with (400 saying why).
-async fn invalid_request(
+pub(crate) async fn invalid_request(
     mut tx: WriteTx,
     subject: crate::audit::Subject<'_>,
     kind: RequestKind,

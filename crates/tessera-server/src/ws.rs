@@ -699,6 +699,12 @@ pub(crate) async fn record_end(
         let written = async {
             let mut tx = state.begin_write().await?;
             db::sessions::record_end(&mut *tx, session_id, status, detail, now()).await?;
+            // A durable request's session: the request is signed, or waits for another one
+            // (its row locked before the audit head, as the lock order wants).
+            let signature = records
+                .iter()
+                .find_map(|(_, d)| d.get("signature").and_then(serde_json::Value::as_str));
+            crate::requests::session_ended(&mut tx, session_id, status, signature).await?;
             for (kind, detail) in records {
                 audit::append_in(&mut tx, kind, subject, detail.clone()).await?;
             }

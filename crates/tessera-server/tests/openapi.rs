@@ -134,6 +134,22 @@ async fn the_served_document_describes_every_route_and_only_routes() {
         "GET /audit/verify",
         "GET /bans",
         "POST /bans/{ban_id}/approve-lift",
+        "POST /requests",
+        "GET /requests",
+        "GET /requests/{id}",
+        "POST /requests/{id}/approve",
+        "POST /requests/{id}/refuse",
+        "POST /requests/{id}/session",
+        "GET /events",
+        "GET /policy/proposals",
+        "GET /policy/proposals/{id}",
+        "POST /policy/proposals/{id}/sign",
+        "POST /service-accounts",
+        "GET /service-accounts",
+        "POST /service-accounts/{id}/revoke",
+        "POST /auth/service/challenge",
+        "POST /auth/service/token",
+        "GET /webhooks/key",
     ];
     let routes: BTreeSet<String> = routes.iter().map(|r| r.to_string()).collect();
     assert_eq!(documented, routes);

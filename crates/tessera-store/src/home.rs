@@ -43,16 +43,19 @@ pub enum HomeRecord {
     /// The identity keys this device pinned for the devices it met in sessions through its
     /// server.
     KnownDevices,
+    /// The last position of the server's event stream that this device's agent handled.
+    EventCursor,
 }
 
 impl HomeRecord {
     /// Every record, in a fixed order.
-    pub const ALL: [HomeRecord; 5] = [
+    pub const ALL: [HomeRecord; 6] = [
         HomeRecord::DeviceConfig,
         HomeRecord::KnownHolders,
         HomeRecord::KnownPeers,
         HomeRecord::PeerWallets,
         HomeRecord::KnownDevices,
+        HomeRecord::EventCursor,
     ];
 
     /// The record's file name in a [`FileHome`] (and its name in any other storage).
@@ -64,6 +67,7 @@ impl HomeRecord {
             HomeRecord::KnownPeers => "peers.json",
             HomeRecord::PeerWallets => "peer-wallets.json",
             HomeRecord::KnownDevices => "devices.json",
+            HomeRecord::EventCursor => "event-cursor.json",
         }
     }
 }
