@@ -398,17 +398,19 @@ impl ServerClient {
     /// Sets a wallet's policy (the next version), signed with this device's identity key.
     ///
     /// # Errors
-    /// Network or server errors (409 if it changed meanwhile); a change held for another
-    /// device's approval is [`ClientError::Server`] 202 `held` (see [`Self::propose_policy`]).
+    /// Network or server errors (409 if it changed meanwhile); a change that does not apply at
+    /// once is [`ClientError::Server`] 202: `held` (for another device's approval) or
+    /// `proposed` (for the signatures of the policy's admin quorum) — see
+    /// [`Self::submit_policy`].
     pub async fn set_policy(
         &self,
         identity: &DeviceIdentity,
         wallet_id: &str,
         policy: &api::Policy,
     ) -> Result<api::PolicyInfo> {
-        match self.propose_policy(identity, wallet_id, policy).await? {
-            api::PolicyChange::Applied(info) => Ok(*info),
-            api::PolicyChange::Held(action) => Err(ClientError::Server {
+        match self.submit_policy(identity, wallet_id, policy).await? {
+            api::proposals::PolicyOutcome::Applied(info) => Ok(*info),
+            api::proposals::PolicyOutcome::Held(action) => Err(ClientError::Server {
                 status: 202,
                 code: "held".into(),
                 message: format!(
@@ -416,36 +418,15 @@ impl ServerClient {
                     action.id
                 ),
             }),
+            api::proposals::PolicyOutcome::Proposed(proposal) => Err(ClientError::Server {
+                status: 202,
+                code: "proposed".into(),
+                message: format!(
+                    "the policy names an admin quorum: proposed as {}, it applies once {} have signed it",
+                    proposal.id, proposal.waiting_for
+                ),
+            }),
         }
-    }
-
-    /// Proposes a wallet's next policy version, signed with this device's identity key: applied
-    /// at once, or (a weakening of a policy that requires approval) held for another active
-    /// device's approval; sending the same proposal again applies it once approved or once its
-    /// time lock ended.
-    ///
-    /// # Errors
-    /// Network or server errors (409 if it changed meanwhile).
-    pub async fn propose_policy(
-        &self,
-        identity: &DeviceIdentity,
-        wallet_id: &str,
-        policy: &api::Policy,
-    ) -> Result<api::PolicyChange> {
-        let current = self.policy(wallet_id).await?;
-        let version = current.version + 1;
-        let text = serde_json::to_string(policy).map_err(net)?;
-        let signature = hex::encode(identity.sign(&api::policy_message(wallet_id, version, &text)));
-        self.put(
-            "/policy",
-            &api::SetPolicy {
-                wallet_id: wallet_id.into(),
-                version,
-                policy: policy.clone(),
-                signature,
-            },
-        )
-        .await
     }
 
     /// `GET /bans?wallet=…`: the server's bans of the wallet's parties, in force and lifted.

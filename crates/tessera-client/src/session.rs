@@ -300,7 +300,7 @@ impl ServerClient {
     }
 
     /// Runs `session` over `GET /ws?session_id=…`.
-    async fn run<S: Session>(
+    pub(crate) async fn run<S: Session>(
         &self,
         session_id: &str,
         mut session: S,

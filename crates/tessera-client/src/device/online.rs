@@ -67,7 +67,7 @@ pub enum Joined {
 
 /// A signature `signature` of what `kind` describes with `share` under `path`, with the raw
 /// signed transaction of a transaction.
-fn signed(
+pub(super) fn signed(
     share: &KeyShare,
     kind: &SignKind,
     path: &DerivationPath,
@@ -571,7 +571,8 @@ impl Online {
         Ok(self.client.policy(&id).await?)
     }
 
-    /// Proposes a wallet's next policy, signed by this device: applied, or held.
+    /// Proposes a wallet's next policy, signed by this device: applied, held, or proposed to
+    /// the policy's admin quorum (the same as [`Online::propose_policy`]).
     ///
     /// # Errors
     /// [`DeviceError::Client`], [`DeviceError::Store`].
@@ -579,12 +580,8 @@ impl Online {
         &self,
         name: &str,
         policy: &api::Policy,
-    ) -> Result<api::PolicyChange, DeviceError> {
-        let id = self.wallet_id(name)?;
-        Ok(self
-            .client
-            .propose_policy(&self.identity, &id, policy)
-            .await?)
+    ) -> Result<api::proposals::PolicyOutcome, DeviceError> {
+        self.propose_policy(name, policy).await
     }
 
     /// Signing requests of other devices and held actions waiting for a decision.
