@@ -42,6 +42,8 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Verify an ECDSA secp256k1 signature (DER, 64-byte r||s or 65-byte r||s||v).
     Verify(cmd::verify::VerifyArgs),
+    /// Verify a webhook body's Tessera-Signature with the server's webhook key.
+    VerifyWebhook(cmd::service::VerifyWebhookArgs),
     /// Run the commitment server (the co-signing party).
     Server(cmd::server::ServerArgs),
     /// Manage the server's key-encryption key (HSM key creation, rotation).
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Verify(args) => cmd::verify::run(&args),
+        Command::VerifyWebhook(args) => cmd::service::verify_webhook(&args),
         Command::Plan(args) => cmd::plan::run(&args),
         Command::Completions(args) => cmd::completions::completions(&args),
         Command::Man(args) => cmd::completions::man(&args),
@@ -166,6 +169,7 @@ async fn device_command(command: Command) -> CliResult {
         Command::Audit(c) => cmd::audit::run(&home, c).await,
         Command::Demo(_)
         | Command::Verify(_)
+        | Command::VerifyWebhook(_)
         | Command::Server(_)
         | Command::Kek(_)
         | Command::Plan(_)

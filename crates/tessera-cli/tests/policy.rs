@@ -585,7 +585,7 @@ async fn token_calls_are_decoded_and_limited_per_token() {
 /// proposal and its approval. Tightening applies at once.
 #[tokio::test]
 async fn weakening_a_policy_that_requires_approval_needs_another_device() {
-    use tessera_api::PolicyChange;
+    use tessera_api::proposals::PolicyOutcome;
     let server = Server::start_fresh(&[]);
     let o = owner(&server, "weaken").await;
     o.policy(Policy {
@@ -599,11 +599,11 @@ async fn weakening_a_policy_that_requires_approval_needs_another_device() {
     // The laptop removes require_approval alone: held, not applied.
     let held = match o
         .laptop
-        .propose_policy(&o.laptop_id, &o.wallet, &open)
+        .submit_policy(&o.laptop_id, &o.wallet, &open)
         .await
         .unwrap()
     {
-        PolicyChange::Held(action) => action,
+        PolicyOutcome::Held(action) => action,
         other => panic!("applied at once: {other:?}"),
     };
     assert_eq!(held.kind, "policy-change");
@@ -664,11 +664,11 @@ async fn weakening_a_policy_that_requires_approval_needs_another_device() {
     // Proposed again and approved by the phone: applied at once.
     let again = match o
         .laptop
-        .propose_policy(&o.laptop_id, &o.wallet, &open)
+        .submit_policy(&o.laptop_id, &o.wallet, &open)
         .await
         .unwrap()
     {
-        PolicyChange::Held(action) => action,
+        PolicyOutcome::Held(action) => action,
         other => panic!("applied at once: {other:?}"),
     };
     assert_ne!(again.id, held.id);
@@ -699,11 +699,11 @@ async fn weakening_a_policy_that_requires_approval_needs_another_device() {
     };
     match o
         .laptop
-        .propose_policy(&o.laptop_id, &o.wallet, &tighter)
+        .submit_policy(&o.laptop_id, &o.wallet, &tighter)
         .await
         .unwrap()
     {
-        PolicyChange::Applied(info) => assert_eq!(info.version, 4),
+        PolicyOutcome::Applied(info) => assert_eq!(info.version, 4),
         other => panic!("tightening was held: {other:?}"),
     }
     // Raising a limit is a weakening too.
@@ -713,11 +713,11 @@ async fn weakening_a_policy_that_requires_approval_needs_another_device() {
     };
     let held = o
         .laptop
-        .propose_policy(&o.laptop_id, &o.wallet, &raised)
+        .submit_policy(&o.laptop_id, &o.wallet, &raised)
         .await
         .unwrap();
     assert!(
-        matches!(&held, PolicyChange::Held(a) if a.summary.contains("max_value_per_tx")),
+        matches!(&held, PolicyOutcome::Held(a) if a.summary.contains("max_value_per_tx")),
         "{held:?}"
     );
 
@@ -737,7 +737,7 @@ async fn weakening_a_policy_that_requires_approval_needs_another_device() {
 /// a weakening waits for the time lock, then the same proposal applies.
 #[tokio::test]
 async fn a_lone_device_weakens_a_policy_after_the_time_lock() {
-    use tessera_api::PolicyChange;
+    use tessera_api::proposals::PolicyOutcome;
     let server = Server::start_fresh(&[]);
     let dir = tempfile::tempdir().unwrap();
     let me = identity(dir.path());
@@ -752,21 +752,21 @@ async fn a_lone_device_weakens_a_policy_after_the_time_lock() {
     };
     client.set_policy(&me, &wallet, &strict).await.unwrap();
     let held = match client
-        .propose_policy(&me, &wallet, &Policy::default())
+        .submit_policy(&me, &wallet, &Policy::default())
         .await
         .unwrap()
     {
-        PolicyChange::Held(action) => action,
+        PolicyOutcome::Held(action) => action,
         other => panic!("applied at once: {other:?}"),
     };
     assert!(held.unlock_at.is_some());
     // Before the time lock ends, asking again gives the same held change.
     match client
-        .propose_policy(&me, &wallet, &Policy::default())
+        .submit_policy(&me, &wallet, &Policy::default())
         .await
         .unwrap()
     {
-        PolicyChange::Held(again) => assert_eq!(again.id, held.id),
+        PolicyOutcome::Held(again) => assert_eq!(again.id, held.id),
         other => panic!("applied before the time lock: {other:?}"),
     }
     {
@@ -779,11 +779,11 @@ async fn a_lone_device_weakens_a_policy_after_the_time_lock() {
         db.close().await;
     }
     match client
-        .propose_policy(&me, &wallet, &Policy::default())
+        .submit_policy(&me, &wallet, &Policy::default())
         .await
         .unwrap()
     {
-        PolicyChange::Applied(info) => assert!(!info.policy.require_approval),
+        PolicyOutcome::Applied(info) => assert!(!info.policy.require_approval),
         other => panic!("still held: {other:?}"),
     }
 }

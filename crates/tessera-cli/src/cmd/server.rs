@@ -115,6 +115,13 @@ pub(crate) struct Settings {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// POST every signing request's state change to this URL (https://, or http:// to a
+    /// loopback address only), each body signed with the server's key (header
+    /// Tessera-Signature; check with `tessera verify-webhook`). Failed deliveries are retried
+    /// with backoff, across restarts.
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_url: Option<String>,
 }
 
 /// How the server writes its log.
@@ -489,6 +496,14 @@ fn server_config(s: &Settings) -> Result<tessera_server::Config, Failure> {
     config.abort_window = std::time::Duration::from_secs(s.abort_window.max(1));
     config.shutdown_grace = std::time::Duration::from_secs(s.shutdown_grace);
     config.metrics_on_api = s.metrics_listen.is_none();
+    if let Some(url) = &s.webhook_url {
+        tessera_client::service::check_webhook_url(url)
+            .map_err(|e| Failure::Usage(format!("--webhook-url: {e}")))?;
+        let poster = tessera_client::service::WebhookPoster::new()
+            .map_err(|e| Failure::Failed(format!("--webhook-url: {e}")))?;
+        config.webhook_url = Some(url.clone());
+        config.webhook_transport = Some(std::sync::Arc::new(SdkWebhooks(poster)));
+    }
     Ok(config)
 }
 
@@ -551,6 +566,15 @@ pub(crate) async fn run(args: ServerArgs) -> CliResult {
     {
         println!("metrics on http://{at}/metrics");
     }
+    if s.webhook_url.is_some() {
+        // Not `println!`: whoever started the server may have stopped reading after the first
+        // line, and a failed write must not end it.
+        let _ = writeln!(
+            std::io::stdout(),
+            "webhook bodies are signed with Ed25519 key {} (GET /webhooks/key; tessera verify-webhook)",
+            hex::encode(state.jwt().public_key())
+        );
+    }
     let _ = std::io::stdout().flush();
     if let Some(metrics) = metrics {
         tokio::spawn(async move {
@@ -582,6 +606,21 @@ pub(crate) async fn run(args: ServerArgs) -> CliResult {
         drained.closed
     );
     Ok(())
+}
+
+/// The SDK's HTTP client posting the server's webhooks (the server has no HTTP client).
+#[derive(Debug)]
+struct SdkWebhooks(tessera_client::service::WebhookPoster);
+
+impl tessera_server::webhooks::Transport for SdkWebhooks {
+    fn post<'a>(
+        &'a self,
+        url: &'a str,
+        body: &'a [u8],
+        headers: &'a [(&'static str, String)],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<u16, String>> + Send + 'a>> {
+        Box::pin(self.0.post(url, body, headers))
+    }
 }
 
 /// `--print-config`: every setting as TOML (a file `--config` reads back, but for the
@@ -808,11 +847,17 @@ mod tests {
             .into_dict()
             .unwrap();
         for name in setting_names() {
-            let optional =
-                ["database_url", "tls_cert", "tls_key", "metrics_listen"].contains(&name.as_str());
+            let optional = [
+                "database_url",
+                "tls_cert",
+                "tls_key",
+                "metrics_listen",
+                "webhook_url",
+            ]
+            .contains(&name.as_str());
             assert_eq!(dict.contains_key(&name), !optional, "{name}");
         }
-        assert_eq!(dict.len(), setting_names().len() - 4);
+        assert_eq!(dict.len(), setting_names().len() - 5);
     }
 
     #[test]

@@ -40,9 +40,9 @@ pub(crate) struct KeygenArgs {
 pub(crate) struct SignArgs {
     /// The wallet.
     #[arg(long)]
-    wallet: String,
+    pub(crate) wallet: String,
     #[command(flatten)]
-    format: output::Format,
+    pub(crate) format: output::Format,
     /// The message (signed as an Ethereum personal_sign / EIP-191 message).
     #[arg(long, group = "what")]
     message: Option<String>,
@@ -69,10 +69,10 @@ pub(crate) struct SignArgs {
     /// PSBT with those inputs finalised (base64) and, once every input is, the raw transaction
     /// (hex).
     #[arg(long, group = "what")]
-    psbt: Option<PathBuf>,
+    pub(crate) psbt: Option<PathBuf>,
     /// The network of --psbt's addresses: mainnet (the default), testnet, signet or regtest.
     #[arg(long, requires = "psbt")]
-    network: Option<String>,
+    pub(crate) network: Option<String>,
     /// An Ethereum transaction as JSON; prints the raw signed transaction. Every type takes
     /// chain_id, nonce, gas_limit, to (absent: contract creation), value (decimal wei) and data;
     /// "type" is "eip1559" (the default: max_fee_per_gas, max_priority_fee_per_gas,
@@ -83,11 +83,11 @@ pub(crate) struct SignArgs {
     eth_tx: Option<PathBuf>,
     /// Non-hardened BIP-32 path.
     #[arg(long, default_value = "m")]
-    path: String,
+    pub(crate) path: String,
     /// A structure wallet's other devices to sign with (party labels, comma-separated), when
     /// this device and the server are not a quorum alone; each joins with `tessera listen`.
     #[arg(long, value_delimiter = ',')]
-    with: Vec<String>,
+    pub(crate) with: Vec<String>,
 }
 
 #[derive(Args)]
@@ -157,7 +157,7 @@ fn json_file<T: serde::de::DeserializeOwned>(
         .map_err(|e| Failure::Usage(format!("{flag}: {} is not {what}: {e}", file.display())))
 }
 
-fn sign_kind(args: &SignArgs) -> Result<SignKind, Failure> {
+pub(crate) fn sign_kind(args: &SignArgs) -> Result<SignKind, Failure> {
     if let Some(d) = &args.digest {
         let bytes = crate::cmd::verify::parse_hex("--digest", d)?;
         if bytes.len() != 32 {

@@ -64,6 +64,24 @@ pub fn init(home: &Path, url: &str, user: &str) {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// `tessera init` of a device named `name` of the existing user `user` on `home`, approved by
+/// the user's active device on `approver` with the approval code `init` printed.
+pub fn init_approved(approver: &Path, home: &Path, url: &str, user: &str, name: &str) {
+    let out = tessera(
+        home,
+        &["init", "--server", url, "--user", user, "--name", name],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let code = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("approval code"))
+        .and_then(|c| c.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no approval code in {stdout}"));
+    let approved = tessera(approver, &["device", "approve", code]);
+    assert!(approved.status.success(), "{approved:?}");
+}
+
 /// `tessera policy set` of `policy` on wallet `wallet`, which must succeed.
 pub fn set_policy(home: &Path, wallet: &str, policy: &Value) {
     let file = write_json(home, "policy.json", policy);
