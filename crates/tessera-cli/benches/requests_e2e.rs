@@ -122,19 +122,7 @@ async fn count(online: &Online, state: RequestState) -> usize {
 }
 
 fn rss_kb(pid: u32) -> u64 {
-    proc_status_kb(pid, "VmRSS:")
-}
-
-/// A `kB` field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`).
-fn proc_status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
+    common::process::status_kb(pid, "VmRSS:")
 }
 
 struct Listener(Child);
@@ -151,6 +139,9 @@ struct Catchup {
     created: Duration,
     first: Duration,
     last: Duration,
+    /// The server's CPU time creating the requests, and co-signing them.
+    cpu_created: Duration,
+    cpu_signed: Duration,
 }
 
 /// `n` requests wait for the offline phone; its agent comes online and signs them all.
@@ -158,8 +149,12 @@ async fn catch_up(n: usize) -> Catchup {
     let server = Server::start_fresh(&UNLIMITED);
     let (phone, laptop) = alice(&server);
     let requester = online(laptop.path()).await;
+    let pid = server.child.id();
+    let cpu_start = common::process::cpu_time(pid);
     let created = create(&requester, n, 8, 0x11).await;
+    let cpu_created = common::process::cpu_time(pid) - cpu_start;
     eprintln!("{n} requests wait; the phone's agent starts");
+    let cpu_start = common::process::cpu_time(pid);
     let started = Instant::now();
     let _listener = Listener(
         Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -190,25 +185,32 @@ async fn catch_up(n: usize) -> Catchup {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let last = started.elapsed();
+    // Includes the requester's polling (GET /requests every 50 ms), a small share.
+    let cpu_signed = common::process::cpu_time(pid) - cpu_start;
     Catchup {
         n,
         created,
         first: first.unwrap_or(last),
         last,
+        cpu_created,
+        cpu_signed,
     }
 }
 
-/// Server RSS before and after `n` waiting requests, its peak, and the time to create them.
-async fn waiting_rss(n: usize) -> (u64, u64, u64, Duration) {
+/// Server RSS before and after `n` waiting requests, its peak, the time to create them and
+/// the server's CPU time doing it.
+async fn waiting_rss(n: usize) -> (u64, u64, u64, Duration, Duration) {
     let server = Server::start_fresh(&UNLIMITED);
     let (_phone, laptop) = alice(&server);
     let requester = online(laptop.path()).await;
     let before = rss_kb(server.child.id());
+    let cpu_start = common::process::cpu_time(server.child.id());
     // Each answer said `ready` (GET /requests lists at most 200).
     let took = create(&requester, n, 16, 0x22).await;
+    let cpu = common::process::cpu_time(server.child.id()) - cpu_start;
     let with = rss_kb(server.child.id());
-    let peak = proc_status_kb(server.child.id(), "VmHWM:");
-    (before, with, peak, took)
+    let peak = common::process::status_kb(server.child.id(), "VmHWM:");
+    (before, with, peak, took, cpu)
 }
 
 fn s(d: Duration) -> String {
@@ -230,7 +232,7 @@ fn main() {
     runtime.block_on(async {
         let c = catch_up(n).await;
         eprintln!("{waiting} waiting requests, fresh server...");
-        let (before, with, peak, took) = waiting_rss(waiting).await;
+        let (before, with, peak, took, cpu) = waiting_rss(waiting).await;
         println!(
             "| {} requests waiting for an offline device, then `tessera listen --co-sign digest` | created in | first signed | last signed (from the agent's start) | requests/s |",
             c.n
@@ -244,15 +246,21 @@ fn main() {
             c.n as f64 / c.last.as_secs_f64()
         );
         println!();
-        println!("| server RSS with {waiting} waiting requests | before | with | peak | per request | created in |");
-        println!("|---|---|---|---|---|---|");
+        let per = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3 / c.n as f64);
+        println!("| server CPU per request (user + system) | creating (8 at a time) | co-signing (agent, one at a time) |");
+        println!("|---|---|---|");
+        println!("| 2-of-2 wallet, raw digests | {} | {} |", per(c.cpu_created), per(c.cpu_signed));
+        println!();
+        println!("| server RSS with {waiting} waiting requests | before | with | peak | per request | created in | server CPU per creation (16 at a time) |");
+        println!("|---|---|---|---|---|---|---|");
         println!(
-            "| ready, co-signer offline | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} KiB | {} |",
+            "| ready, co-signer offline | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} KiB | {} | {:.2} ms |",
             before as f64 / 1024.0,
             with as f64 / 1024.0,
             peak as f64 / 1024.0,
             with.saturating_sub(before) as f64 / waiting as f64,
-            s(took)
+            s(took),
+            cpu.as_secs_f64() * 1e3 / waiting as f64
         );
     });
 }

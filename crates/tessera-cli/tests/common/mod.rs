@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cli;
+pub mod process;
 pub mod proxy;
 pub mod relay;
 pub mod shutdown;
