@@ -289,6 +289,57 @@ fn offline_device_signs_after_a_restart_postgres() {
     offline_device_signs_after_a_restart(Backend::Postgres);
 }
 
+/// Points a device home at another server URL, as a load balancer or a DNS name would send the
+/// device to another replica.
+fn move_to(home: &Path, url: &str) {
+    let path = home.join("device.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["server"] = url.into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+/// Two replicas on one PostgreSQL: a request that needs the laptop's approval is made through
+/// replica A, which then dies; the devices reach replica B, where the request still waits, is
+/// approved and co-signed, and its signature verifies.
+#[test]
+fn a_request_outlives_the_replica_it_was_made_on() {
+    let database = fresh_postgres_database();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut a = Server::start(&data, &["--database-url", &database]);
+    let b = Server::start(&data, &["--database-url", &database]);
+    let (phone, laptop, public_key) = alice(&a, json!({ "require_approval": true }));
+    let d = digest(0x6b);
+    let created = ok_json(
+        phone.path(),
+        &[
+            "requests", "create", "--wallet", "w", "--digest", &d, "--json",
+        ],
+    );
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["state"], "awaiting_approval", "{created}");
+
+    a.kill();
+    move_to(phone.path(), &b.url);
+    move_to(laptop.path(), &b.url);
+    let shown = ok_json(laptop.path(), &["requests", "show", &id, "--json"]);
+    assert_eq!(shown["state"], "awaiting_approval", "{shown}");
+    let approved = ok_json(
+        laptop.path(),
+        &["requests", "approve", &id, "--yes", "--json"],
+    );
+    assert_eq!(approved["state"], "ready", "{approved}");
+    let signed = ok_json(phone.path(), &["requests", "sign", &id, "--yes", "--json"]);
+    let done = until_final(laptop.path(), &id, Duration::from_secs(60), None);
+    assert_eq!(done["state"], "signed", "{done}");
+    assert_eq!(done["verified"], true, "{done}");
+    assert_eq!(
+        done["signature"], signed["signature_rsv"],
+        "{done} {signed}"
+    );
+    verify_independently(done["signature"].as_str().unwrap(), &d, &public_key);
+}
+
 /// An approval given after more than the sessions' idle timeout: the request is not a
 /// session, so it is signed once approved.
 fn late_approval_still_signs(backend: Backend) {
