@@ -194,6 +194,19 @@ fn two_admins_on(backend: Backend) {
     assert!(signers.contains(&laptop_id.as_str()) && signers.contains(&phone_id.as_str()));
     assert_eq!(applied[0]["version"], 2);
     ok(laptop, &["audit", "verify"]);
+
+    // Revoking the phone would leave `and(laptop, phone)` unmeetable, so that nobody could change
+    // the policy again: refused, saying why, unless forced.
+    let refused = tessera(laptop, &["device", "revoke", &phone_id]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("admins quorum") && why.contains("--force"),
+        "{why}"
+    );
+    let devices = ok(laptop, &["device", "list"]);
+    assert!(!devices.contains("revoked"), "{devices}");
+    ok(laptop, &["device", "revoke", &phone_id, "--force"]);
 }
 
 /// A user's devices logged in through the SDK, and a wallet of the first.
@@ -443,7 +456,13 @@ async fn bad_input_is_refused_and_changes_nothing() {
     // A revoked admin device: 401; and the signature it gave before no longer counts.
     let v3 = with_admins(rule.clone(), vec![RequestKind::EthTx]);
     let r = proposed(d.submit(1, &v3).await.unwrap());
-    d.clients[0].revoke(phone).await.unwrap();
+    // (Forced: without the phone, the admin quorum can no longer be met.)
+    let (code, message) = status(d.clients[0].revoke(phone).await);
+    assert_eq!(code, 409, "{message}");
+    d.clients[0]
+        .revoke_with(phone, &api::RevokeDevice { force: true })
+        .await
+        .unwrap();
     let (code, _) = status(d.sign(1, &r).await);
     assert_eq!(code, 401);
     let (code, _) = status(d.submit(1, &v3).await);

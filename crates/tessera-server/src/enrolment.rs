@@ -3,7 +3,9 @@
 //! Registering is unauthenticated: anyone can add a pending device under any existing user. So
 //! the number of pending devices of one user is capped, and new registrations from one source
 //! address are rate limited. Revoking the last active device of a user would leave nobody able
-//! to log in, approve a device or sign: it is refused unless forced.
+//! to log in, approve a device or sign: it is refused unless forced. So is revoking a device
+//! without which a policy's admin quorum (`admins`) or approval quorum (`approvals`) can no
+//! longer be met: nobody could change that policy again, or approve that wallet's requests.
 //!
 //! Each check-then-act runs in the caller's transaction after [`lock_user`], which serialises
 //! the transactions that touch one user's devices on SQLite and on PostgreSQL alike.
@@ -21,6 +23,72 @@ use sqlx::AnyConnection;
 
 use crate::db::{self, WriteTx};
 use crate::error::{ApiError, ApiResult};
+
+/// Refuses (unless `force`) to revoke `device_id` of `user_id` when a policy in force names it
+/// in an admin or approval quorum that the remaining approvers cannot meet: a user label counts
+/// as remaining while the user keeps another active device.
+///
+/// # Errors
+/// 409 naming the wallet, the rule and how to go on; a database error, or a stored policy that
+/// no longer parses.
+pub async fn refuse_stranding_quorums(
+    tx: &mut AnyConnection,
+    user_id: &str,
+    device_id: &str,
+    force: bool,
+) -> ApiResult<()> {
+    if force {
+        return Ok(());
+    }
+    let mentioning = db::policies::in_force_mentioning(&mut *tx, device_id).await?;
+    if mentioning.is_empty() {
+        return Ok(());
+    }
+    let user_left = db::devices::other_active_count(&mut *tx, user_id, device_id).await? > 0;
+    for (wallet_id, text) in mentioning {
+        let policy: tessera_api::Policy = serde_json::from_str(&text)
+            .map_err(|e| ApiError::Internal(format!("stored policy of {wallet_id}: {e}")))?;
+        for (field, rule) in [("admins", &policy.admins), ("approvals", &policy.approvals)] {
+            let Some(rule) = rule else { continue };
+            let parsed = crate::approval_rule::Rule::parse(rule)
+                .map_err(|e| ApiError::Internal(format!("stored {field} of {wallet_id}: {e}")))?;
+            let gone: std::collections::BTreeSet<String> = rule
+                .approvers
+                .iter()
+                .filter(|(_, a)| match a {
+                    tessera_api::requests::Approver::Device(d) => d.as_str() == device_id,
+                    tessera_api::requests::Approver::User(u) => u.as_str() == user_id && !user_left,
+                })
+                .map(|(label, _)| label.clone())
+                .collect();
+            if gone.is_empty() {
+                continue;
+            }
+            let left: std::collections::BTreeSet<String> = rule
+                .approvers
+                .keys()
+                .filter(|l| !gone.contains(*l))
+                .cloned()
+                .collect();
+            if parsed.standing(&left, &gone) != crate::approval_rule::Standing::Authorised {
+                let what = if field == "admins" {
+                    "change that policy again"
+                } else {
+                    "approve that wallet's requests"
+                };
+                return Err(ApiError::Conflict(format!(
+                    "device {device_id} is {} in the {field} quorum {:?} of wallet {wallet_id}'s \
+                     policy, which the others cannot meet without it: nobody could {what}. \
+                     Change the policy first, or revoke it anyway with force \
+                     (tessera device revoke {device_id} --force)",
+                    gone.iter().cloned().collect::<Vec<_>>().join(", "),
+                    rule.structure
+                )));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Most devices of one user waiting for approval at once.
 pub const MAX_PENDING_PER_USER: i64 = 16;

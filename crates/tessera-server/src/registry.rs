@@ -207,6 +207,7 @@ pub async fn revoke(
     let status = db::devices::status_of_user(&mut *tx, &device_id, &me.user_id).await?;
     if status == Some(DeviceStatus::Active) {
         enrolment::refuse_revoking_last_active(&mut tx, &me.user_id, &device_id, req.force).await?;
+        enrolment::refuse_stranding_quorums(&mut tx, &me.user_id, &device_id, req.force).await?;
     }
     let revoked = db::devices::revoke(&mut *tx, &device_id, &me.user_id, now()).await?;
     let row = db::devices::of_user(&mut *tx, &device_id, &me.user_id).await?;

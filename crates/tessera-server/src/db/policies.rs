@@ -18,6 +18,26 @@ pub async fn current(
     .await
 }
 
+/// The policies in force whose JSON mentions `text` (a device or user id): (wallet id, JSON).
+///
+/// # Errors
+/// A database error.
+pub async fn in_force_mentioning(
+    db: impl AnyExecutor<'_>,
+    text: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    // Ids are UUIDs or hex: no LIKE wildcard in them but `_`, which only widens the filter; the
+    // caller parses each policy.
+    sqlx::query_as(
+        "SELECT p.wallet_id, p.policy FROM policies p WHERE p.policy LIKE $1 AND p.version = \
+         (SELECT MAX(q.version) FROM policies q WHERE q.wallet_id = p.wallet_id) \
+         ORDER BY p.wallet_id",
+    )
+    .bind(format!("%{text}%"))
+    .fetch_all(db)
+    .await
+}
+
 /// A new policy version.
 pub struct NewPolicy<'a> {
     /// The wallet.
