@@ -41,6 +41,7 @@ use crate::db::{self, Approval, WriteTx};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::{AppState, now, rfc3339};
+use crate::wallets::Refusal;
 
 /// Protocol sessions a request may use before it fails.
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -117,9 +118,14 @@ fn stored_rule(row: &Row) -> ApiResult<Option<Rule>> {
         .transpose()
 }
 
-/// The request as answered, its decisions read with `conn`.
+/// The request as answered, its decisions read with `conn` (a request without an approval
+/// rule has none: no approver could decide on it, so nothing is read for it).
 async fn info(conn: &mut sqlx::AnyConnection, row: &Row, at: i64) -> ApiResult<RequestInfo> {
-    let decisions = db::requests::decisions(&mut *conn, &row.id).await?;
+    let decisions = if row.approval_rule.is_some() {
+        db::requests::decisions(&mut *conn, &row.id).await?
+    } else {
+        Vec::new()
+    };
     let intent = serde_json::from_str(&row.intent)
         .map_err(|e| ApiError::Internal(format!("stored intent: {e}")))?;
     let approval_rule = row
@@ -378,43 +384,15 @@ pub async fn create(
         device: (creator_kind == "device").then_some(device_id),
         wallet: Some(&wallet.id),
     };
-    if standing > 0 {
-        if structure.is_some() {
-            crate::bans::refuse_locked(&mut tx, &wallet.id).await?;
-        } else {
-            crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
-        }
-    }
-    let mut decoded = match decoded {
-        Ok(decoded) => decoded,
-        Err(e) => {
-            return Err(crate::wallets::invalid_request(tx, subject, kind, e.to_string()).await);
-        }
-    };
-    if let tessera_api::intent::SignKind::BtcPsbt {
-        psbt,
-        network,
-        input,
-    } = &req.kind
-    {
-        let planned = crate::wallets::plan_psbt_input(
-            &state,
-            &wallet.id,
-            psbt,
-            *network,
-            *input,
-            &req.path,
-            &mut decoded,
-        )
-        .await;
-        match planned {
-            Ok(()) => {}
-            Err(ApiError::BadRequest(why)) => {
+    crate::wallets::refuse_banned(&mut tx, &wallet.id, standing, structure.is_some()).await?;
+    let decoded =
+        match crate::wallets::for_wallet(&state, &wallet.id, &req.kind, &req.path, decoded).await {
+            Ok(decoded) => decoded,
+            Err(Refusal::Invalid(why)) => {
                 return Err(crate::wallets::invalid_request(tx, subject, kind, why).await);
             }
-            Err(e) => return Err(e),
-        }
-    }
+            Err(Refusal::Other(e)) => return Err(e),
+        };
     let digest = hex::encode(decoded.digest);
     let request = crate::wallets::Request {
         kind,
@@ -919,13 +897,7 @@ pub async fn session(
             "this device is not a party of the request's wallet able to sign it".into(),
         ));
     }
-    if standing > 0 {
-        if structure.is_some() {
-            crate::bans::refuse_locked(&mut tx, &wallet.id).await?;
-        } else {
-            crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
-        }
-    }
+    crate::wallets::refuse_banned(&mut tx, &wallet.id, standing, structure.is_some()).await?;
     let intent: tessera_api::intent::SignKind = serde_json::from_str(&row.intent)
         .map_err(|e| ApiError::Internal(format!("stored intent: {e}")))?;
     let plan = crate::wallets::plan_sign_session(

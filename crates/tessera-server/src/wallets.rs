@@ -288,46 +288,15 @@ pub async fn sign(
         }
     };
     let me = token.confirm(caller)?;
-    if standing > 0 {
-        if structure.is_some() {
-            // A structure wallet's bans exclude their parties only (`coordinator::sign_parties`).
-            crate::bans::refuse_locked(&mut tx, &wallet.id).await?;
-        } else {
-            crate::bans::refuse_signing(&mut tx, &wallet.id).await?;
-        }
-    }
-    let mut decoded = match decoded {
+    refuse_banned(&mut tx, &wallet.id, standing, structure.is_some()).await?;
+    let decoded = match for_wallet(&state, &wallet.id, &req.kind, &req.path, decoded).await {
         Ok(decoded) => decoded,
-        Err(e) => {
+        Err(Refusal::Invalid(why)) => {
             let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
-            return Err(invalid_request(tx, subject, kind, e.to_string()).await);
+            return Err(invalid_request(tx, subject, kind, why).await);
         }
+        Err(Refusal::Other(e)) => return Err(e),
     };
-    if let tessera_api::intent::SignKind::BtcPsbt {
-        psbt,
-        network,
-        input,
-    } = &req.kind
-    {
-        let planned = plan_psbt_input(
-            &state,
-            &wallet.id,
-            psbt,
-            *network,
-            *input,
-            &req.path,
-            &mut decoded,
-        )
-        .await;
-        match planned {
-            Ok(()) => {}
-            Err(ApiError::BadRequest(why)) => {
-                let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
-                return Err(invalid_request(tx, subject, kind, why).await);
-            }
-            Err(e) => return Err(e),
-        }
-    }
     let digest = hex::encode(decoded.digest);
     let mut plan = plan_sign_session(
         &mut tx,
@@ -481,11 +450,69 @@ pub(crate) async fn open_sign_session(
     Ok(created)
 }
 
+/// Refuses signing with a wallet whose parties have bans in force (`standing` of them): a
+/// structure wallet only when it is locked (its bans exclude their parties only,
+/// `coordinator::sign_parties`), a 2-of-2 wallet at once.
+///
+/// # Errors
+/// The ban's refusal; a database error.
+pub(crate) async fn refuse_banned(
+    tx: &mut WriteTx,
+    wallet_id: &str,
+    standing: i64,
+    structure: bool,
+) -> ApiResult<()> {
+    if standing == 0 {
+        return Ok(());
+    }
+    if structure {
+        crate::bans::refuse_locked(tx, wallet_id).await
+    } else {
+        crate::bans::refuse_signing(tx, wallet_id).await
+    }
+}
+
+/// Why what is asked cannot be signed with a wallet.
+pub(crate) enum Refusal {
+    /// Bad input: the caller's 400, audited as `sign.invalid` ([`invalid_request`]).
+    Invalid(String),
+    /// Another error (the database, the vault).
+    Other(ApiError),
+}
+
+/// What is asked (`kind`, decoded as `decoded`) as it will be signed with `wallet_id` at
+/// `path`: a PSBT input planned with the wallet's key ([`plan_psbt_input`]).
+///
+/// # Errors
+/// [`Refusal::Invalid`] for input that does not decode or is not the wallet's to sign.
+pub(crate) async fn for_wallet<E: std::fmt::Display>(
+    state: &AppState,
+    wallet_id: &str,
+    kind: &tessera_api::intent::SignKind,
+    path: &str,
+    decoded: Result<tessera_api::intent::Decoded, E>,
+) -> Result<tessera_api::intent::Decoded, Refusal> {
+    let mut decoded = decoded.map_err(|e| Refusal::Invalid(e.to_string()))?;
+    if let tessera_api::intent::SignKind::BtcPsbt {
+        psbt,
+        network,
+        input,
+    } = kind
+    {
+        match plan_psbt_input(state, wallet_id, psbt, *network, *input, path, &mut decoded).await {
+            Ok(()) => {}
+            Err(ApiError::BadRequest(why)) => return Err(Refusal::Invalid(why)),
+            Err(e) => return Err(Refusal::Other(e)),
+        }
+    }
+    Ok(decoded)
+}
+
 /// A PSBT input's request, checked with the wallet's key (its chain code is in the server's
 /// share, unsealed for it): the input must be the wallet's, at the request's path, and the
 /// digest the one [`tessera_api::intent::decode`] computed; `decoded` gets the transaction as
 /// the policy reads it (its change known) and a summary of the whole transaction.
-pub(crate) async fn plan_psbt_input(
+async fn plan_psbt_input(
     state: &AppState,
     wallet_id: &str,
     psbt: &str,
