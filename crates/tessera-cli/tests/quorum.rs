@@ -742,8 +742,20 @@ async fn wait_presence(server: &Server, device_id: &str, online: bool) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT request_id, until FROM device_presence WHERE device_id = $1 ORDER BY until",
+    )
+    .bind(device_id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     panic!(
-        "device {device_id} never came online (or offline: {})",
+        "device {device_id} never came online (or offline: {}); at {now} its presence rows \
+         (request, until) are {rows:?}",
         !online
     );
 }
@@ -2325,7 +2337,7 @@ mod through_the_sdk {
     /// one wallet asked for at once create one session, the others are refused with 409 and
     /// leave nothing; a device stays online while one of its `GET /sessions/joinable` waits,
     /// whatever [`CONCURRENT`] shorter requests of it do meanwhile, and goes offline when the
-    /// last one ends.
+    /// last one ends, or at once when its waits are given up (however early).
     async fn concurrent_resharings_and_presence_on(backend: Backend) {
         tessera_client::tls::install_crypto_provider();
         let server = unlimited(backend);
@@ -2377,6 +2389,25 @@ mod through_the_sdk {
         super::wait_online(&server, &laptop_id).await;
         // The long request dropped midway (its agent went away): offline at once.
         long.abort();
+        super::wait_presence(&server, &laptop_id, false).await;
+        // Waits given up as soon as they were sent, as an agent does when its event stream
+        // wakes it, while the server is still writing that the device waits (the whole wait
+        // ahead): none of them keeps the device online (that write landing last once kept it
+        // online for the whole wait, more than `wait_presence`'s 10 s).
+        let given_up: Vec<_> = (0..CONCURRENT)
+            .map(|i| {
+                let sent = http
+                    .get(format!("{}/sessions/joinable?wait=25", server.url))
+                    .bearer_auth(laptop.client().token().unwrap())
+                    .send();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_millis(i as u64 % 12), sent).await;
+                })
+            })
+            .collect();
+        for task in given_up {
+            task.await.unwrap();
+        }
         super::wait_presence(&server, &laptop_id, false).await;
 
         // Resharings asked for at once.

@@ -897,46 +897,83 @@ pub async fn joinable(
     let wait = q.wait.min(MAX_JOINABLE_WAIT);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     // The device's agent is online while it waits here, and for a moment after (it asks again
-    // at once, or after its poll period); a request dropped midway (the agent went away) ends
-    // it at once.
-    let request_id = hex::encode(&fresh_nonce()[..8]);
-    db::wallet_changes::present_until(
-        state.db(),
-        &me.device_id,
-        &request_id,
-        now() + wait as i64 + PRESENCE_GRACE,
-    )
-    .await?;
-    let mut presence = Presence {
-        state: state.clone(),
-        device_id: Some(me.device_id.clone()),
-        request_id,
-    };
+    // at once, or after its poll period); a request dropped midway (the agent went away, or
+    // stopped waiting) ends it at once, whenever it is dropped (see `Presence`).
+    let mut presence = Presence::start(&state, &me.device_id, now() + wait as i64 + PRESENCE_GRACE);
+    presence.started().await?;
     let answer = joinable_within(&state, &me, deadline).await;
     presence.ended(now() + PRESENCE_GRACE).await;
     answer
 }
 
-/// A device's presence while one of its `GET /sessions/joinable` runs.
+/// A device's presence while one of its `GET /sessions/joinable` runs: one `device_presence`
+/// row, keyed by a fresh request id.
+///
+/// Every write of the row runs in a task of its own, so that dropping the handler (the client
+/// went away or stopped waiting, which an agent does whenever its event stream wakes it) can
+/// neither cancel a write midway nor let the first write land after the one that ends the
+/// presence: a row written with the whole wait ahead and never ended would count the device
+/// online for up to [`MAX_JOINABLE_WAIT`] s after it left.
 struct Presence {
     state: AppState,
     device_id: Option<String>,
     request_id: String,
+    /// The first write, until awaited by [`Self::started`] (or by the drop's last write).
+    start: Option<tokio::task::JoinHandle<Result<(), sqlx::Error>>>,
 }
 
 impl Presence {
+    /// Begins writing that device `device_id` is online until `until`.
+    fn start(state: &AppState, device_id: &str, until: i64) -> Self {
+        let request_id = hex::encode(&fresh_nonce()[..8]);
+        let start = tokio::spawn({
+            let (state, device_id, request_id) =
+                (state.clone(), device_id.to_string(), request_id.clone());
+            async move {
+                db::wallet_changes::present_until(state.db(), &device_id, &request_id, until).await
+            }
+        });
+        Presence {
+            state: state.clone(),
+            device_id: Some(device_id.to_string()),
+            request_id,
+            start: Some(start),
+        }
+    }
+
+    /// Waits for the first write.
+    ///
+    /// # Errors
+    /// A database error (the presence is then not recorded).
+    async fn started(&mut self) -> Result<(), ApiError> {
+        // Kept until it finished: dropped while waiting here, the drop waits for it instead.
+        if let Some(start) = self.start.as_mut() {
+            let written = start.await;
+            self.start = None;
+            match written {
+                Ok(written) => written?,
+                Err(e) => {
+                    return Err(ApiError::Internal(format!(
+                        "recording a device's presence: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The request answered: online until `until`.
     async fn ended(&mut self, until: i64) {
-        if let Some(device_id) = self.device_id.take()
-            && let Err(e) = db::wallet_changes::present_until(
-                self.state.db(),
-                &device_id,
-                &self.request_id,
-                until,
-            )
-            .await
-        {
-            tracing::warn!(device_id = %device_id, error = %e, "could not record a device's presence");
+        if let Some(device_id) = self.device_id.take() {
+            let (state, request_id) = (self.state.clone(), self.request_id.clone());
+            let written = tokio::spawn(async move {
+                db::wallet_changes::present_until(state.db(), &device_id, &request_id, until)
+                    .await
+                    .map_err(|e| (device_id, e))
+            });
+            if let Ok(Err((device_id, e))) = written.await {
+                tracing::warn!(device_id = %device_id, error = %e, "could not record a device's presence");
+            }
         }
     }
 }
@@ -947,7 +984,12 @@ impl Drop for Presence {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let (state, request_id) = (self.state.clone(), std::mem::take(&mut self.request_id));
+            let start = self.start.take();
             runtime.spawn(async move {
+                // After the first write, whether or not the handler saw it end.
+                if let Some(start) = start {
+                    let _ = start.await;
+                }
                 let _ =
                     db::wallet_changes::present_until(state.db(), &device_id, &request_id, now())
                         .await;
