@@ -564,3 +564,80 @@ async fn concurrent_on(backend: Backend) {
     let chain = d.clients[0].audit_verify().await.unwrap();
     assert!(chain.records > 0);
 }
+
+/// A policy naming a device in its approval quorum and that device's revocation, sent at once
+/// (check-then-act on both sides: the revocation reads the policies in force, the policy checks
+/// that its approvers exist): never both succeed, whichever comes first; on SQLite and
+/// PostgreSQL. 25 rounds, each with a fresh device, the revocation sent 0 to 4 ms after the
+/// policy so that it lands at every step of the policy's handling.
+#[test]
+fn a_quorum_and_a_revocation_at_once_never_both_succeed() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(quorum_and_revocation_on(backend));
+    }
+}
+
+async fn quorum_and_revocation_on(backend: Backend) {
+    const ROUNDS: usize = 25;
+    let server = start(backend);
+    let d = Arc::new(devices(&server, "dave", 1).await);
+    let (mut policies, mut revocations) = (0, 0);
+    for round in 0..ROUNDS {
+        let home = tempfile::tempdir().unwrap();
+        let id = identity(home.path());
+        let client = ServerClient::new(&server.url).unwrap();
+        let device = client
+            .register(&id, "dave", &format!("tablet {round}"))
+            .await
+            .unwrap();
+        d.clients[0]
+            .approve(&d.ids[0], &api::approval_code(&id.public_key()))
+            .await
+            .unwrap();
+        let tablet = device.device_id.to_string();
+        let rule: api::requests::ApprovalRule =
+            serde_json::from_value(admins(&d.device_ids[0], &tablet)).unwrap();
+        let policy = Policy {
+            approvals: Some(rule),
+            ..Policy::default()
+        };
+        let version = d.version().await + 1;
+        let put = {
+            let (d, url, policy) = (Arc::clone(&d), server.url.clone(), policy.clone());
+            tokio::spawn(async move { d.put(&url, 0, version, &policy).await })
+        };
+        let revoke = {
+            let (d, tablet) = (Arc::clone(&d), tablet.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(round as u64 % 5)).await;
+                match d.clients[0].revoke(&tablet).await {
+                    Ok(_) => 200,
+                    Err(ClientError::Server { status, .. }) => status,
+                    Err(e) => panic!("{e:?}"),
+                }
+            })
+        };
+        let (put, revoke) = (put.await.unwrap(), revoke.await.unwrap());
+        match (put, revoke) {
+            // The policy first: the revocation would strand its quorum.
+            (200, 409) => policies += 1,
+            // The revocation first: the policy names a revoked device.
+            (400, 200) => revocations += 1,
+            other => panic!("round {round}: policy and revocation answered {other:?}"),
+        }
+        // What is in force agrees: a policy naming the tablet only while it is active.
+        let view = d.clients[0].policy_view(&d.wallet).await.unwrap();
+        let named = view.info.policy.approvals.as_ref().is_some_and(|r| {
+            r.approvers
+                .values()
+                .any(|a| matches!(a, api::requests::Approver::Device(x) if x.as_str() == tablet))
+        });
+        assert_eq!(named, put == 200, "round {round}");
+    }
+    assert_eq!(policies + revocations, ROUNDS);
+    d.clients[0].audit_verify().await.unwrap();
+}

@@ -118,6 +118,30 @@ impl Rule {
         Ok(())
     }
 
+    /// The users this rule names: those named, and those whose devices it names (a device
+    /// unknown to the registry names nobody).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn users_named(&self, conn: &mut sqlx::AnyConnection) -> ApiResult<BTreeSet<String>> {
+        let mut users = BTreeSet::new();
+        for approver in self.approvers.values() {
+            match approver {
+                Approver::Device(d) => {
+                    if let Some((_, user)) =
+                        crate::db::devices::standing(&mut *conn, d.as_str()).await?
+                    {
+                        users.insert(user);
+                    }
+                }
+                Approver::User(u) => {
+                    users.insert(u.as_str().to_string());
+                }
+            }
+        }
+        Ok(users)
+    }
+
     /// The labels that `device_id` (of `user_id`) speaks for, in label order.
     #[must_use]
     pub fn labels_of(&self, device_id: &str, user_id: &str) -> Vec<String> {

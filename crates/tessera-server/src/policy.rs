@@ -271,14 +271,15 @@ pub async fn set(
             version + 1
         )));
     }
-    if let Some(admins) = &req.policy.admins {
-        let rule = crate::approval_rule::Rule::parse(admins)
-            .map_err(|e| ApiError::BadRequest(format!("admins: {e}")))?;
+    // Early, for a clear answer before anything is proposed or held; `apply_in` checks again
+    // when the version is written.
+    {
         let mut conn = state.db().acquire().await?;
-        rule.check_registry(&mut conn).await.map_err(|e| match e {
-            ApiError::BadRequest(m) => ApiError::BadRequest(format!("admins: {m}")),
-            e => e,
-        })?;
+        for (field, rule) in approver_rules(&req.policy)? {
+            rule.check_registry(&mut conn)
+                .await
+                .map_err(|e| named_field(field, e))?;
+        }
     }
     if old.admins.is_some() {
         let (status, outcome) = crate::policy_proposals::propose(&state, &me, &req, &old).await?;
@@ -354,6 +355,54 @@ pub async fn apply(
     Ok(info)
 }
 
+/// The policy's approver rules (`admins`, `approvals`), parsed, with their field names.
+fn approver_rules(policy: &Policy) -> ApiResult<Vec<(&'static str, crate::approval_rule::Rule)>> {
+    let mut rules = Vec::new();
+    for (field, rule) in [("admins", &policy.admins), ("approvals", &policy.approvals)] {
+        if let Some(rule) = rule {
+            let parsed = crate::approval_rule::Rule::parse(rule)
+                .map_err(|e| ApiError::BadRequest(format!("{field}: {e}")))?;
+            rules.push((field, parsed));
+        }
+    }
+    Ok(rules)
+}
+
+/// `e`, a 400 about `field`'s approvers, says which field.
+fn named_field(field: &str, e: ApiError) -> ApiError {
+    match e {
+        ApiError::BadRequest(m) => ApiError::BadRequest(format!("{field}: {m}")),
+        e => e,
+    }
+}
+
+/// Every approver the policy names in `admins` and `approvals` exists (a device registered and
+/// not revoked, a user with an active device), read after locking the rows of the users they
+/// belong to. A revocation locks its user's row before it reads the policies in force
+/// ([`crate::enrolment::refuse_stranding_quorums`]), so it and this write are serialised: a
+/// policy cannot come into force naming a device revoked meanwhile, nor a device be revoked
+/// past a quorum written meanwhile. (On SQLite the write lock serialises them already.)
+///
+/// # Errors
+/// 400 naming the field and the label; a database error.
+async fn check_approvers_in(tx: &mut crate::db::WriteTx, policy: &Policy) -> ApiResult<()> {
+    let rules = approver_rules(policy)?;
+    let mut users = std::collections::BTreeSet::new();
+    for (_, rule) in &rules {
+        users.extend(rule.users_named(tx).await?);
+    }
+    // In one order (the users' ids), as every transaction that locks several users must.
+    for user in &users {
+        crate::enrolment::lock_user(tx, user).await?;
+    }
+    for (field, rule) in &rules {
+        rule.check_registry(tx)
+            .await
+            .map_err(|e| named_field(field, e))?;
+    }
+    Ok(())
+}
+
 /// [`apply`] in `tx`, which locked the wallet; the caller commits.
 ///
 /// # Errors
@@ -371,6 +420,7 @@ pub async fn apply_in(
             req.version - 1
         )));
     }
+    check_approvers_in(tx, &req.policy).await?;
     let text = serde_json::to_string(&req.policy).map_err(|e| ApiError::Internal(e.to_string()))?;
     let inserted = db::policies::insert(
         &mut **tx,
