@@ -475,12 +475,17 @@ async fn bad_input_is_refused_and_changes_nothing() {
 
 #[test]
 fn fifty_signatures_at_once_apply_one_version() {
+    on_each_backend(concurrent_on);
+}
+
+/// `run` on SQLite, then on PostgreSQL, each in a runtime of its own.
+fn on_each_backend<F: std::future::Future<Output = ()>>(run: impl Fn(Backend) -> F) {
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let rt = tokio::runtime::Builder::new_multi_thread()
+        tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
-            .unwrap();
-        rt.block_on(concurrent_on(backend));
+            .unwrap()
+            .block_on(run(backend));
     }
 }
 
@@ -572,13 +577,7 @@ async fn concurrent_on(backend: Backend) {
 /// policy so that it lands at every step of the policy's handling.
 #[test]
 fn a_quorum_and_a_revocation_at_once_never_both_succeed() {
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(quorum_and_revocation_on(backend));
-    }
+    on_each_backend(quorum_and_revocation_on);
 }
 
 async fn quorum_and_revocation_on(backend: Backend) {
