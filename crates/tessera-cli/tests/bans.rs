@@ -537,10 +537,13 @@ async fn old_epochs(postgres: bool) {
     assert!(record.pending.is_none());
 }
 
-/// A raw device: runs the signing protocol itself, keeps the signature once it has the server's
-/// last message, and sends garbage instead of its own last message.
+/// A raw device: runs the signing protocol itself and sends garbage instead of its own last
+/// message. The server holds its own last message until it has checked the device's and
+/// recorded the signature, so the device never gets it: it cannot finish a signature, and the
+/// run is a plain failure. (Before the hold, the server's last message left as soon as it was
+/// computed, and this device held a valid signature of a run recorded as failed.)
 #[tokio::test]
-async fn a_signature_released_then_answered_with_garbage_is_recorded_as_unconfirmed() {
+async fn a_device_that_answers_the_last_round_with_garbage_gets_no_signature() {
     let server = server(false, &[]);
     let (laptop, record) = device_with_wallet(&server.url).await;
     let share = &record.current;
@@ -582,66 +585,69 @@ async fn a_signature_released_then_answered_with_garbage_is_recorded_as_unconfir
     for m in send(session.start().unwrap()) {
         socket.send(m).await.unwrap();
     }
-    while !session.is_finished() {
-        match socket.next().await.unwrap().unwrap() {
-            Message::Binary(b) => {
+    // The device's loop ends with the server's close, before its session can finish.
+    let code = loop {
+        match socket.next().await {
+            Some(Ok(Message::Binary(b))) => {
                 for m in send(session.receive_bytes(SERVER, &b).unwrap()) {
                     socket.send(m).await.unwrap();
                 }
             }
-            Message::Close(f) => panic!("closed early: {f:?}"),
-            _ => {}
-        }
-    }
-    // The device holds a valid signature...
-    let signature = session.take_output().unwrap();
-    share.public_key().verify(&digest, &signature).unwrap();
-    // ... and the server, which got garbage, refuses the run.
-    let code = loop {
-        match socket.next().await {
             Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
             Some(Ok(_)) => {}
             other => panic!("expected a close frame, got {other:?}"),
         }
     };
     assert_eq!(code, 4400);
-    // The release was recorded before the server's last message left, and the run is not a
-    // plain failure.
+    assert!(
+        !session.is_finished(),
+        "the device got the server's last message and finished the signature"
+    );
+    assert!(session.take_output().is_none());
+    // The run is a plain failure: nothing was released, nothing signed.
     let audit = laptop.client.audit(Some(&wallet)).await.unwrap();
     let kinds = kinds(&audit);
-    let released = audit
+    let failed = audit
         .iter()
-        .position(|r| r.kind == "sign.released")
-        .unwrap();
-    let unconfirmed = audit
-        .iter()
-        .position(|r| r.kind == "sign.unconfirmed")
-        .unwrap();
-    assert!(released < unconfirmed, "{kinds:?}");
-    assert!(!kinds.iter().any(|k| k == "sign.failed"), "{kinds:?}");
+        .position(|r| r.kind == "sign.failed")
+        .unwrap_or_else(|| panic!("no sign.failed in {kinds:?}"));
     assert_eq!(
-        detail(&audit[released])["digest"],
-        hex::encode(digest).as_str()
-    );
-    assert_eq!(
-        detail(&audit[released])["session_id"],
+        detail(&audit[failed])["session_id"],
         created.session_id.as_str()
     );
-    // A normal signing records the release too, then its completion.
-    sign(&laptop.client, share, 7).await.unwrap();
-    let kinds = kinds_after(&laptop.client, &wallet, unconfirmed).await;
+    for kind in ["sign.released", "sign.unconfirmed", "sign.completed"] {
+        assert!(!kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
+    // A normal signing records its completion, with the signature, once.
+    let signature = laptop
+        .client
+        .sign(share, [7; 32], &master(), |_, _| {})
+        .await
+        .unwrap();
+    let after = laptop.client.audit(Some(&wallet)).await.unwrap();
+    let completed: Vec<_> = after[failed + 1..]
+        .iter()
+        .filter(|r| {
+            [
+                "sign.released",
+                "sign.completed",
+                "sign.unconfirmed",
+                "sign.failed",
+            ]
+            .contains(&r.kind.as_str())
+        })
+        .collect();
     assert_eq!(
-        kinds
+        completed
             .iter()
-            .filter(|k| *k == "sign.released" || *k == "sign.completed")
-            .cloned()
+            .map(|r| r.kind.as_str())
             .collect::<Vec<_>>(),
-        vec!["sign.released".to_string(), "sign.completed".to_string()]
+        vec!["sign.completed"]
     );
-}
-
-async fn kinds_after(client: &ServerClient, wallet: &str, after: usize) -> Vec<String> {
-    kinds(&client.audit(Some(wallet)).await.unwrap()[after + 1..])
+    assert_eq!(
+        detail(completed[0])["signature"],
+        hex::encode(signature.to_rsv()).as_str()
+    );
 }
 
 /// Frames a network could duplicate, delay or lose are not proof of malice: no ban.

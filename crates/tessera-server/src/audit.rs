@@ -191,6 +191,37 @@ async fn append_alone(state: &AppState, kind: &str, subject: Subject<'_>, detail
     }
 }
 
+/// SQLite: ends `session_id` with `end` and appends its one record, one batch of statements
+/// after the process's last known head ([`db::sessions::end_with_record`]). Returns whether it
+/// was written; when not (no known head, a stale one, a durable request's session, an error),
+/// nothing was, and the caller records the end in a transaction.
+pub(crate) async fn end_session_alone(
+    state: &AppState,
+    session_id: &str,
+    end: (db::SessionStatus, Option<&str>),
+    subject: Subject<'_>,
+    (kind, detail): (&str, &str),
+) -> bool {
+    if !state.config().controls || state.backend() != db::Backend::Sqlite {
+        return false;
+    }
+    let Some((prev_seq, prev_hash)) = state.audit_head().get() else {
+        return false;
+    };
+    let at = now();
+    let record = next_record(prev_seq, &prev_hash, at, kind, subject, detail);
+    match db::sessions::end_with_record(state.db(), session_id, end, at, &record).await {
+        Ok(()) => {
+            state.audit_head().advance(record.seq, record.hash);
+            true
+        }
+        Err(e) => {
+            tracing::debug!(kind, error = %e, "a session's end in one batch was not written; writing it in a transaction");
+            false
+        }
+    }
+}
+
 /// Appends a record in a transaction of its own: for a record that is the whole action (a
 /// backup verified, a refusal) or that follows one already done. Tried up to
 /// [`crate::db::DURABLE_ATTEMPTS`] times; the caller must not report success when it fails.

@@ -2,6 +2,10 @@
 //! signature alone, so the server records that it released it before that message leaves. A run
 //! that fails after the release is `sign.unconfirmed` (the device may hold a valid signature),
 //! never a plain `sign.failed`.
+//!
+//! Structure wallets' runs only (`coordinator`). A 2-of-2 run (`ws`) holds its last message
+//! until the signature is checked and `sign.completed` is written, so it releases nothing
+//! before its end is recorded and needs no record of its own.
 
 use serde_json::json;
 

@@ -547,10 +547,17 @@ impl RunOf {
             digest,
             summary,
         } = prepared;
-        let (outcome, signature, released) = self.drive_run(&mut socket, run, &digest).await;
-        let close_with = self
-            .record(&outcome, signature, released, digest, summary)
-            .await;
+        let (outcome, signature, held) = self.drive_run(&mut socket, run).await;
+        let (close_with, recorded) = self.record(&outcome, signature, digest, summary).await;
+        // A signing run's last message leaves only now, once its end (`sign.completed`, with
+        // the signature) is durable: see `DeviceLink`.
+        if recorded && outcome.status == SessionStatus::Done {
+            for frame in held {
+                if socket.send(Message::Binary(frame.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
         crate::observe::session_ended(
             kind,
             &self.session_id,
@@ -564,14 +571,13 @@ impl RunOf {
         }
     }
 
-    /// Drives the run to its end: its outcome, the signature (hex) of a signing run, and
-    /// whether the signature was released to the device.
+    /// Drives the run to its end: its outcome, the signature (hex) of a signing run, and the
+    /// frames held back until the end is recorded (a signing run's last round).
     async fn drive_run(
         &self,
         socket: &mut WebSocket,
         run: Run,
-        digest: &str,
-    ) -> (Outcome, Option<String>, bool) {
+    ) -> (Outcome, Option<String>, Vec<Vec<u8>>) {
         let state = &self.state;
         let mut signature = None;
         let last_round = match &run {
@@ -582,12 +588,8 @@ impl RunOf {
         let mut link = DeviceLink {
             state,
             socket,
-            release: (self.protocol == Protocol::Sign).then(|| crate::release::Release {
-                session_id: self.session_id.clone(),
-                wallet_id: self.wallet_id.clone(),
-                digest: digest.to_string(),
-                device: self.me.clone(),
-            }),
+            hold_last: self.protocol == Protocol::Sign,
+            held: Vec::new(),
             last_round,
         };
         let outcome = match run {
@@ -612,24 +614,22 @@ impl RunOf {
                 Err(outcome) => outcome,
             },
         };
-        let released = self.protocol == Protocol::Sign && link.release.is_none();
-        (outcome, signature, released)
+        let held = std::mem::take(&mut link.held);
+        (outcome, signature, held)
     }
 
-    /// Records the end of the run; returns the close frame to send.
+    /// Records the end of the run; returns the close frame to send and whether the end was
+    /// recorded.
     async fn record(
         &self,
         outcome: &Outcome,
         signature: Option<String>,
-        released: bool,
         digest: String,
         summary: String,
-    ) -> Option<(u16, String)> {
+    ) -> (Option<(u16, String)>, bool) {
+        // A signing run that failed never released its last message: no `sign.unconfirmed`
+        // here (structure wallets' runs, `coordinator`, still release before the end).
         let kind = match (self.protocol, outcome.status) {
-            // The device may hold a valid signature: the run did not plainly fail.
-            (Protocol::Sign, SessionStatus::Failed | SessionStatus::Expired) if released => {
-                "sign.unconfirmed".to_string()
-            }
             (_, SessionStatus::Expired) => "session.expired".to_string(),
             (Protocol::Sign, SessionStatus::Done) => "sign.completed".to_string(),
             (p, status) => format!("{p}.{status}"),
@@ -645,15 +645,15 @@ impl RunOf {
         }
         let mut close_with = outcome.close.clone();
         let subject = audit::Subject::device(&self.me).wallet(&self.wallet_id);
-        if let Err(e) = record_end(
+        let recorded = record_end(
             &self.state,
             &self.session_id,
             (outcome.status, outcome.detail.as_deref()),
             subject,
             &[(kind, detail)],
         )
-        .await
-        {
+        .await;
+        if let Err(e) = &recorded {
             tracing::error!(session_id = %self.session_id, error = %e, "could not record the end of a session");
             // Never report success without the record.
             if outcome.status == SessionStatus::Done {
@@ -682,18 +682,35 @@ impl RunOf {
             },
         )
         .await;
-        close_with
+        (close_with, recorded.is_ok())
     }
 }
+
 /// Records how a session ended: its row and its audit records in one write transaction, tried up
-/// to [`crate::db::DURABLE_ATTEMPTS`] times (what it records already happened).
-pub(crate) async fn record_end(
+/// to [`crate::db::DURABLE_ATTEMPTS`] times (what it records already happened). On SQLite, an
+/// end with one record is first tried as one batch of statements ([`audit::end_session_alone`]).
+///
+/// # Errors
+/// The last attempt's error.
+pub async fn record_end(
     state: &AppState,
     session_id: &str,
     (status, detail): (SessionStatus, Option<&str>),
     subject: audit::Subject<'_>,
     records: &[(String, serde_json::Value)],
 ) -> ApiResult<()> {
+    if let [(kind, record)] = records
+        && audit::end_session_alone(
+            state,
+            session_id,
+            (status, detail),
+            subject,
+            (kind, &record.to_string()),
+        )
+        .await
+    {
+        return Ok(());
+    }
     let mut attempt = 1;
     loop {
         let written = async {
@@ -857,12 +874,22 @@ async fn commit_refresh(
 }
 
 /// The device's side of a session: the WebSocket as a [`Link`] of the one driver. Its errors
-/// are the run's [`Outcome`]. `release`, for a signing run, is recorded (and taken) before the
-/// first message of the last round leaves: with it the device can finish the signature.
+/// are the run's [`Outcome`].
+///
+/// A signing run's last-round message (`hold_last`) is held back in `held`: every party
+/// sends its last message as soon as it has the previous round's, so the device sends its own
+/// without waiting for ours, and with ours it could finish the signature alone. The server
+/// sends it only after it has finished and checked the signature itself and recorded the end
+/// (`sign.completed`, with the signature) durably ([`RunOf::run`]). A device whose last
+/// message fails the checks never gets ours, and no signature can exist that the audit log
+/// does not hold. (Before, the server sent it at once, after recording `sign.released`: one
+/// more durable write per signature, and a signature the device could hold with the run
+/// recorded as failed.)
 struct DeviceLink<'a> {
     state: &'a AppState,
     socket: &'a mut WebSocket,
-    release: Option<crate::release::Release>,
+    hold_last: bool,
+    held: Vec<Vec<u8>>,
     last_round: u8,
 }
 
@@ -870,17 +897,9 @@ impl Link for DeviceLink<'_> {
     type Error = Outcome;
 
     async fn send(&mut self, envelope: &tessera_core::Envelope) -> Result<(), Outcome> {
-        if envelope.round == self.last_round
-            && let Some(r) = self.release.as_ref()
-        {
-            if let Err(err) = crate::release::record(self.state, r).await {
-                return Err(ended(
-                    SessionStatus::Failed,
-                    err.to_string(),
-                    Some((CLOSE_INTERNAL, "could not record the release")),
-                ));
-            }
-            self.release = None;
+        if self.hold_last && envelope.round == self.last_round {
+            self.held.push(envelope.to_bytes());
+            return Ok(());
         }
         self.socket
             .send(Message::Binary(envelope.to_bytes().into()))

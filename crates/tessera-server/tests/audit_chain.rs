@@ -1,6 +1,8 @@
 //! The audit chain's appends, which insert after the head the process last knew without reading
 //! it: a stale guess (a rolled-back append, another replica's appends) never forks, breaks or
-//! loses a record, alone or under 60 concurrent appends from two servers on one database.
+//! loses a record, alone or under 60 concurrent appends from two servers on one database. The
+//! same for a session's end with its record (`ws::record_end`, on SQLite one batch of
+//! statements): its row and its record are written together or not at all.
 //! SQLite always; PostgreSQL when `TESSERA_TEST_DATABASE_URL` names a server (a fresh database
 //! is created).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,6 +11,7 @@ mod common;
 
 use serde_json::json;
 use tessera_server::audit::{self, Subject};
+use tessera_server::db::SessionStatus;
 use tessera_server::{AppState, Config};
 
 /// Two servers ("replicas") over one database: SQLite (one file) or a fresh PostgreSQL database.
@@ -45,6 +48,60 @@ async fn in_transaction(state: &AppState, kind: &str, n: usize) {
     tx.commit().await.unwrap();
 }
 
+/// Ends session `id` (a row made for it here, `created`) with its one record, `test.end` with
+/// detail `{"n": n}`.
+async fn end_session(state: &AppState, id: &str, n: usize) {
+    tessera_server::ws::record_end(
+        state,
+        id,
+        (SessionStatus::Done, None),
+        Subject::default(),
+        &[("test.end".to_string(), json!({ "n": n }))],
+    )
+    .await
+    .unwrap();
+}
+
+/// A session row of its own (with the user, device and wallet it names), created: what
+/// `end_session` ends.
+async fn new_session(state: &AppState, id: &str) {
+    for sql in [
+        "INSERT INTO users (id, name, created_at) VALUES ('chain-user', 'chain-user', 0) \
+         ON CONFLICT DO NOTHING",
+        "INSERT INTO devices (id, user_id, name, identity_key, status, registered_at) \
+         VALUES ('chain-device', 'chain-user', 'd', $2, 'active', 0) ON CONFLICT DO NOTHING",
+        "INSERT INTO wallets (id, user_id, name, threshold_t, threshold_n, public_key, epoch, \
+         created_at) VALUES ($1, 'chain-user', $1, 2, 2, $2, 0, 0)",
+        "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, \
+         created_at, last_message_at) VALUES ($1, 'chain-device', $1, 'sign', 'created', $2, \
+         '{}', 0, 0, 0)",
+    ] {
+        sqlx::query(sql)
+            .bind(id)
+            .bind(vec![0u8; 32])
+            .execute(state.db())
+            .await
+            .unwrap();
+    }
+}
+
+/// Whether session `id` is done and its record `test.end` `{"n": n}` is in the log (once).
+async fn ended_with_record(state: &AppState, id: &str, n: usize) -> bool {
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM sessions WHERE id = $1")
+        .bind(id)
+        .fetch_one(state.db())
+        .await
+        .unwrap();
+    let (records,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE kind = 'test.end' AND detail = $1")
+            .bind(json!({ "n": n }).to_string())
+            .fetch_one(state.db())
+            .await
+            .unwrap();
+    assert!(records <= 1, "record {n} written {records} times");
+    status == "done" && records == 1
+}
+
 async fn stale_heads_never_break_the_chain(postgres: bool) {
     let dir = tempfile::tempdir().unwrap();
     let Some((a, b)) = two_servers(&dir, postgres).await else {
@@ -67,6 +124,15 @@ async fn stale_heads_never_break_the_chain(postgres: bool) {
         .await
         .unwrap();
     in_transaction(&a, "test.after_rollback_in_tx", 0).await;
+    // A session's end on a phantom head: the batch refuses it, the transaction writes it.
+    let mut tx = a.begin_write().await.unwrap();
+    audit::append_in(&mut tx, "test.rolled_back", Subject::default(), json!({}))
+        .await
+        .unwrap();
+    drop(tx);
+    new_session(&a, "s-phantom").await;
+    end_session(&a, "s-phantom", 0).await;
+    assert!(ended_with_record(&a, "s-phantom", 0).await);
 
     // The other server appends: `a`'s head is stale, `b` has none yet, then `b`'s goes stale.
     for i in 0..3 {
@@ -78,15 +144,29 @@ async fn stale_heads_never_break_the_chain(postgres: bool) {
             .unwrap();
         in_transaction(&b, "test.b_in_tx", i).await;
         in_transaction(&a, "test.a_in_tx", i).await;
+        // Ends of sessions, each after the other server appended.
+        let (sa, sb) = (format!("s-a-{i}"), format!("s-b-{i}"));
+        new_session(&a, &sa).await;
+        new_session(&a, &sb).await;
+        end_session(&a, &sa, 10 + i).await;
+        audit::append(&b, "test.b", Subject::default(), json!({ "i": 10 + i }))
+            .await
+            .unwrap();
+        end_session(&b, &sb, 20 + i).await;
+        audit::append(&a, "test.a", Subject::default(), json!({ "i": 10 + i }))
+            .await
+            .unwrap();
+        assert!(ended_with_record(&a, &sa, 10 + i).await);
+        assert!(ended_with_record(&a, &sb, 20 + i).await);
     }
-    assert_eq!(record_count(&a).await, start + 3 + 12);
+    assert_eq!(record_count(&a).await, start + 4 + 12 + 12);
     let (rolled_back,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE kind = 'test.rolled_back'")
             .fetch_one(a.db())
             .await
             .unwrap();
     assert_eq!(rolled_back, 0);
-    assert_eq!(verified(&a).await as i64, start + 15);
+    assert_eq!(verified(&a).await as i64, start + 28);
 }
 
 #[tokio::test]
@@ -110,9 +190,14 @@ async fn concurrent_appends_all_land(postgres: bool) {
     let start = record_count(&a).await;
     let mut tasks = Vec::new();
     for i in 0..60usize {
+        new_session(&a, &format!("s-{i}")).await;
+    }
+    for i in 0..60usize {
         let state = if i % 3 == 0 { b.clone() } else { a.clone() };
         tasks.push(tokio::spawn(async move {
-            if i % 2 == 0 {
+            if i % 5 == 0 || i % 5 == 3 {
+                end_session(&state, &format!("s-{i}"), i).await;
+            } else if i % 2 == 0 {
                 audit::append(
                     &state,
                     "test.concurrent",
@@ -130,12 +215,15 @@ async fn concurrent_appends_all_land(postgres: bool) {
         t.await.unwrap();
     }
     let (distinct,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(DISTINCT detail) FROM audit_log WHERE kind = 'test.concurrent'",
+        "SELECT COUNT(DISTINCT detail) FROM audit_log WHERE kind IN ('test.concurrent', 'test.end')",
     )
     .fetch_one(a.db())
     .await
     .unwrap();
     assert_eq!(distinct, 60);
+    for i in (0..60usize).filter(|i| i % 5 == 0 || i % 5 == 3) {
+        assert!(ended_with_record(&a, &format!("s-{i}"), i).await, "{i}");
+    }
     assert_eq!(record_count(&a).await, start + 60);
     assert_eq!(verified(&b).await as i64, start + 60);
 }

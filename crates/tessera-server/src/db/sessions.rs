@@ -349,6 +349,64 @@ pub async fn record_end(
     Ok(())
 }
 
+/// SQLite only: [`record_end`] and the append of its one audit record `r`, as one batch of
+/// statements sent to the connection's thread at once (`BEGIN IMMEDIATE; UPDATE sessions …;
+/// INSERT INTO audit_log …; COMMIT`): one hand-off to that thread instead of five, one commit.
+///
+/// The batch stops at its first failing statement, before its `COMMIT`, and is then rolled
+/// back. It fails (and writes nothing) unless the chain's head is still record `r.seq - 1`
+/// with hash `r.prev_hash` (the record's `prev_hash` is read from that record, so it is NULL,
+/// which its column refuses, otherwise; a taken `r.seq` breaks the primary key) and no durable
+/// request names the session (its `detail` is NULL then): the caller then records the end in a
+/// transaction of its own, as before ([`crate::requests::session_ended`] has more to write).
+///
+/// # Errors
+/// The batch's error, after the rollback.
+pub async fn end_with_record(
+    pool: &sqlx::AnyPool,
+    session_id: &str,
+    (status, detail): (SessionStatus, Option<&str>),
+    at: i64,
+    r: &super::audit::NewRecord<'_>,
+) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let written = sqlx::query(
+        "BEGIN IMMEDIATE; \
+         UPDATE sessions SET status = $1, detail = $2, last_message_at = $3 WHERE id = $4; \
+         INSERT INTO audit_log (seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash) \
+         VALUES ($5, $6, $7, $8, $9, $10, \
+         (SELECT $11 WHERE NOT EXISTS (SELECT 1 FROM requests q WHERE q.session_id = $4)), \
+         (SELECT p.hash FROM audit_log p WHERE p.seq = $5 - 1 AND p.hash = $12), $13); \
+         COMMIT",
+    )
+    .bind(status)
+    .bind(detail)
+    .bind(at)
+    .bind(session_id)
+    .bind(r.seq)
+    .bind(r.at)
+    .bind(r.kind)
+    .bind(r.user)
+    .bind(r.device)
+    .bind(r.wallet)
+    .bind(r.detail)
+    .bind(r.prev_hash.as_slice())
+    .bind(r.hash.as_slice())
+    .execute(&mut *conn)
+    .await;
+    if let Err(e) = written {
+        // Whatever ran of the batch is undone; a connection whose rollback failed for another
+        // reason than having no transaction open is not given back to the pool.
+        match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            Ok(_) => {}
+            Err(rollback) if rollback.to_string().contains("no transaction is active") => {}
+            Err(_) => conn.close_on_drop(),
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Ends `session_id` with `status` and `detail` if it is still live (created or running), as
 /// [`record_end`] does; returns whether it did (a session that ended meanwhile keeps its end).
 ///
