@@ -237,6 +237,42 @@ pub struct SignIntentRequest {
     pub with: Vec<String>,
 }
 
+/// `GET /sign/ws`: the device's first frame (text, JSON): what `POST /sign` takes, and the
+/// epoch of the device's share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignSocketRequest {
+    /// What to sign, as `POST /sign` takes it.
+    #[serde(flatten)]
+    pub intent: SignIntentRequest,
+    /// The epoch of the device's share: the run starts only from the wallet's epoch.
+    pub epoch: u64,
+}
+
+/// `GET /sign/ws`: the server's answer to the device's first frame (text, JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum SignSocketReply {
+    /// The session `POST /sign` would have created. `running`: the server runs it on this
+    /// socket now (binary protocol frames follow, as on `GET /ws`). Otherwise (it waits for
+    /// approval, or the device's epoch is not the wallet's) the server closes the socket with
+    /// 1000, and the session is opened on `GET /ws` once it may run.
+    Created {
+        /// The session.
+        session: Box<SessionCreated>,
+        /// Whether its run starts on this socket.
+        running: bool,
+    },
+    /// Refused, as `POST /sign` would have answered: its HTTP status and error.
+    Refused {
+        /// The HTTP status `POST /sign` would have answered with.
+        status: u16,
+        /// Its error.
+        error: ApiError,
+    },
+}
+
 /// A wallet's signing policy. Absent limits do not apply; a new wallet allows `eth-tx` and
 /// `eth-message`, not raw digests.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -324,12 +324,14 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 // ---------------------------------------------------------------------------------------------
 // Measurements over the sockets
 
-/// One sign done by hand, as the SDK does it, timing each phase: the REST call that creates the
-/// session, the WebSocket handshake (the server loads and decrypts its share and builds its
-/// session before answering), the protocol rounds, and the wait for the server's close (it
-/// records the session's end first).
+/// One sign done by hand, as the SDK does it, timing each phase: opening the signing socket
+/// (`GET /sign/ws`: TCP and the upgrade), the request and the server's answer (what `POST
+/// /sign` does: checks, policy, the session and its records in one transaction, which also
+/// claims it and reads the share; then the server unseals its share and builds its session),
+/// the protocol rounds (the server holds its last message until it has recorded the end), and
+/// the wait for the server's close.
 async fn sign_in_phases(
-    http: &reqwest::Client,
+    _http: &reqwest::Client,
     url: &str,
     device: &Device,
     n: u64,
@@ -339,14 +341,47 @@ async fn sign_in_phases(
     let digest = digest(n);
     let cpu = || server_run_time(server_pid);
     let (t0, c0) = (Instant::now(), cpu());
-    let created = create_sign_session(http, url, device, n).await;
+    let mut socket = open_signing_socket(url, device.token()).await;
     let (t1, c1) = (Instant::now(), cpu());
-    let mut socket = open_socket(url, device.token(), &created.session_id).await;
+    let ours = {
+        use sha2::Digest as _;
+        let d: [u8; 32] = sha2::Sha256::digest(format!("{n} {:?}", Instant::now())).into();
+        d
+    };
+    let asked = api::SignSocketRequest {
+        intent: api::SignIntentRequest {
+            wallet_id: share.wallet_id().into(),
+            path: "m".into(),
+            kind: tessera_api::intent::SignKind::EthMessage {
+                message: format!("bench {n}"),
+            },
+            device_nonce: Some(hex::encode(ours)),
+            with: vec![],
+        },
+        epoch: share.epoch(),
+    };
+    socket
+        .send(Message::Text(serde_json::to_string(&asked).unwrap().into()))
+        .await
+        .unwrap();
+    let created = loop {
+        match socket.next().await.unwrap().unwrap() {
+            Message::Text(t) => match serde_json::from_str(&t).unwrap() {
+                api::SignSocketReply::Created {
+                    session,
+                    running: true,
+                } => break session,
+                other => panic!("the signing socket answered {other:?}"),
+            },
+            Message::Close(f) => panic!("the server closed the signing socket: {f:?}"),
+            _ => {}
+        }
+    };
     let (t2, c2) = (Instant::now(), cpu());
-    let mut nonce = [0u8; 32];
-    hex::decode_to_slice(&created.nonce, &mut nonce).unwrap();
+    let mut theirs = [0u8; 32];
+    hex::decode_to_slice(&created.nonce, &mut theirs).unwrap();
     let request = SignRequest {
-        nonce,
+        nonce: tessera_core::protocols::joint_nonce(&[ours, theirs]),
         signers: vec![PartyIndex::new(0), PartyIndex::new(1)],
         digest,
         path: DerivationPath::root(),
@@ -390,8 +425,8 @@ async fn sign_in_phases(
         }
     }
     let t4 = Instant::now();
-    // The server sends its close once it has recorded the end; give its thread a moment to
-    // finish before reading its CPU time.
+    // The server sends its close once it has finished; give its thread a moment to finish
+    // before reading its CPU time.
     tokio::time::sleep(Duration::from_millis(2)).await;
     let c4 = cpu();
     (
@@ -487,6 +522,18 @@ async fn create_sign_session(
         .unwrap();
     assert!(resp.status().is_success(), "POST /sign: {}", resp.status());
     resp.json().await.unwrap()
+}
+
+/// `GET /sign/ws` with `token`, TCP_NODELAY as the SDK does.
+async fn open_signing_socket(url: &str, token: &str) -> Socket {
+    let ws = url.replacen("http", "ws", 1);
+    let mut req = format!("{ws}/sign/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async_with_config(req, None, true)
+        .await
+        .unwrap()
+        .0
 }
 
 async fn open_socket(url: &str, token: &str, session_id: &str) -> Socket {
@@ -1215,10 +1262,10 @@ impl Report {
         );
         println!("|---|---|---|---|");
         let names = [
-            "`POST /sign` (create the session)",
-            "WebSocket handshake (server loads and decrypts its share, builds its session)",
-            "protocol: 3 rounds, both parties' computation, client's signature check",
-            "server records the end, closes with 1000",
+            "open the signing socket (`GET /sign/ws`: TCP, token, upgrade)",
+            "the request and its answer (checks, policy, session, records and claim in one transaction; share unsealed, session built)",
+            "protocol: 3 rounds, both parties' computation, the server's record of the end before its last message, client's signature check",
+            "server closes with 1000",
         ];
         for ((name, s), cpu) in names.iter().zip(&self.phases).zip(&self.phases_cpu) {
             println!(

@@ -74,19 +74,104 @@ impl ServerClient {
         on_wait: impl FnOnce(&str),
     ) -> Result<Signature> {
         let digest = tessera_api::intent::decode(kind)?.digest;
-        let (created, ours) = self.request_sign(share, kind, path, &[]).await?;
-        self.await_approval(&created, on_wait).await?;
-        let nonce = run_nonce(&ours, &created)?;
-        let request = SignRequest {
-            nonce,
-            signers: vec![DEVICE, SERVER],
-            digest,
-            path: path.clone(),
+        let ours = fresh_nonce();
+        let (created, running) = self.sign_on_socket(share, kind, path, ours).await?;
+        let session = |created: &api::SessionCreated| -> Result<SignSession> {
+            let request = SignRequest {
+                nonce: run_nonce(&ours, created)?,
+                signers: vec![DEVICE, SERVER],
+                digest,
+                path: path.clone(),
+            };
+            Ok(SignSession::new(share, &request)?)
         };
-        let session = SignSession::new(share, &request)?;
-        let signature = self.run(&created.session_id, session, on_round).await?;
+        let signature = match running {
+            Some(socket) => self.run_on(socket, session(&created)?, on_round).await?,
+            None => {
+                // Not run at once: it waits for approval, or our epoch is not the wallet's.
+                if created.epoch != share.epoch() {
+                    return Err(ClientError::EpochMismatch {
+                        device: share.epoch(),
+                        pending: None,
+                        server: created.epoch,
+                    });
+                }
+                self.await_approval(&created, on_wait).await?;
+                self.run(&created.session_id, session(&created)?, on_round)
+                    .await?
+            }
+        };
         share.public_key_at(path)?.verify(&digest, &signature)?;
         Ok(signature)
+    }
+
+    /// `GET /sign/ws`: asks for the signature of what `kind` describes with `share`'s wallet
+    /// under `path` (what `POST /sign` takes, with our nonce `ours` and our share's epoch), on
+    /// a socket that runs the session at once when it may: the session created, and the
+    /// socket when it runs there (otherwise the session is opened on `GET /ws` later).
+    ///
+    /// # Errors
+    /// Network errors; the server's refusal, as `POST /sign` answers it.
+    async fn sign_on_socket(
+        &self,
+        share: &KeyShare,
+        kind: &SignKind,
+        path: &DerivationPath,
+        ours: [u8; 32],
+    ) -> Result<(api::SessionCreated, Option<Socket>)> {
+        let mut socket = self.connect_to("/sign/ws").await?;
+        let asked = api::SignSocketRequest {
+            intent: api::SignIntentRequest {
+                wallet_id: share.wallet_id().into(),
+                path: path.to_string(),
+                kind: kind.clone(),
+                device_nonce: Some(hex::encode(ours)),
+                with: Vec::new(),
+            },
+            epoch: share.epoch(),
+        };
+        let text = serde_json::to_string(&asked).map_err(net)?;
+        socket.send(Message::Text(text.into())).await.map_err(net)?;
+        let reply = loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    break serde_json::from_str::<api::SignSocketReply>(&text)
+                        .map_err(|e| net(format!("unexpected answer: {e}")))?;
+                }
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return Err(ClientError::Closed {
+                        code: u16::from(f.code),
+                        reason: f.reason.to_string(),
+                    });
+                }
+                Some(Ok(Message::Close(None))) | None => {
+                    return Err(net("the server closed the signing socket"));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(net(e)),
+            }
+        };
+        match reply {
+            api::SignSocketReply::Created {
+                session,
+                running: true,
+            } => Ok((*session, Some(socket))),
+            api::SignSocketReply::Created {
+                session,
+                running: false,
+            } => {
+                let _ = socket.close(None).await;
+                Ok((*session, None))
+            }
+            api::SignSocketReply::Refused { status, error } => {
+                let _ = socket.close(None).await;
+                Err(ClientError::Server {
+                    status,
+                    code: error.error,
+                    message: error.message,
+                })
+            }
+        }
     }
 
     /// `POST /sign` of what `kind` describes with `share`'s wallet under `path` (with the
@@ -267,9 +352,15 @@ impl ServerClient {
     }
 
     pub(crate) async fn connect(&self, session_id: &str) -> Result<Socket> {
+        self.connect_to(&format!("/ws?session_id={session_id}"))
+            .await
+    }
+
+    /// Opens the WebSocket at `path` (and query) with our token.
+    async fn connect_to(&self, path: &str) -> Result<Socket> {
         let token = self.token.as_ref().ok_or(ClientError::NotLoggedIn)?;
         let ws_base = self.base.replacen("http", "ws", 1);
-        let mut request = format!("{ws_base}/ws?session_id={session_id}")
+        let mut request = format!("{ws_base}{path}")
             .into_client_request()
             .map_err(net)?;
         request.headers_mut().insert(
@@ -303,10 +394,20 @@ impl ServerClient {
     pub(crate) async fn run<S: Session>(
         &self,
         session_id: &str,
+        session: S,
+        on_round: impl FnMut(u8, u8),
+    ) -> Result<S::Output> {
+        let socket = self.connect(session_id).await?;
+        self.run_on(socket, session, on_round).await
+    }
+
+    /// Runs `session` over `socket`, opened for it, until the server's close.
+    pub(crate) async fn run_on<S: Session>(
+        &self,
+        mut socket: Socket,
         mut session: S,
         mut on_round: impl FnMut(u8, u8),
     ) -> Result<S::Output> {
-        let mut socket = self.connect(session_id).await?;
         let total = session.total_rounds();
         let output = exchange(&mut socket, &mut session, |r| {
             on_round(r, total);

@@ -127,20 +127,28 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The HTTP status and the JSON body this error answers with (an internal error is logged).
+    pub(crate) fn answer(&self) -> (StatusCode, api::ApiError) {
         let (status, code) = self.parts();
-        if let ApiError::Internal(detail) = &self {
+        if let ApiError::Internal(detail) = self {
             tracing::error!(%detail, "internal error");
         }
         let body = api::ApiError {
             error: code.into(),
             message: self.to_string(),
-            rule: match &self {
+            rule: match self {
                 ApiError::PolicyDenied { rule, .. } => Some(rule.clone()),
                 _ => None,
             },
         };
+        (status, body)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.answer();
         let mut response = (status, Json(body)).into_response();
         if let ApiError::TooManyRequests { retry_after } = self
             && let Ok(value) = retry_after.to_string().parse()

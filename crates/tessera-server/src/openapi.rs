@@ -58,6 +58,7 @@ use utoipa::{IntoResponses, Modify, OpenApi};
         crate::wallets::list,
         crate::coordinator::joinable,
         crate::ws::open,
+        crate::ws::sign_socket,
         crate::relay::open,
         crate::policy::get,
         crate::policy::set,
@@ -85,7 +86,7 @@ use utoipa::{IntoResponses, Modify, OpenApi};
         crate::service_accounts::token,
         crate::webhooks::key,
     ),
-    components(schemas(api::ApiError))
+    components(schemas(api::ApiError, api::SignSocketRequest))
 )]
 pub struct ApiDoc;
 

@@ -255,6 +255,31 @@ pub async fn sign(
     token: TokenDevice,
     ApiJson(req): ApiJson<api::SignIntentRequest>,
 ) -> ApiResult<Json<api::SessionCreated>> {
+    Ok(Json(create_sign(&state, token, req, None).await?.0))
+}
+
+/// A signing session created by `GET /sign/ws` and claimed in the transaction that created it,
+/// to run on the socket that asked for it ([`crate::ws::sign_socket`]): what opening it on
+/// `GET /ws` would have read back.
+pub(crate) struct OpenedHere {
+    /// The caller, confirmed.
+    pub(crate) me: AuthDevice,
+    /// The session as `db::sessions::open_context` reads it.
+    pub(crate) context: db::sessions::OpenContext,
+}
+
+/// `POST /sign`'s work: checks, policy, the session, the request and its record, in one
+/// transaction. With `here`, the epoch of the asking device's share (`GET /sign/ws`), a 2-of-2
+/// wallet's session that needs no approval, asked from the wallet's epoch, is also claimed in
+/// that transaction and its share read, to run at once on the socket that asked; a structure
+/// wallet's request is refused there (it is `POST /sign`'s).
+pub(crate) async fn create_sign(
+    state: &AppState,
+    token: TokenDevice,
+    req: api::SignIntentRequest,
+    here: Option<u64>,
+) -> ApiResult<(api::SessionCreated, Option<OpenedHere>)> {
+    let state = state.clone();
     req.path
         .parse::<DerivationPath>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -288,6 +313,11 @@ pub async fn sign(
         }
     };
     let me = token.confirm(caller)?;
+    if here.is_some() && structure.is_some() {
+        return Err(ApiError::Conflict(
+            "a structure wallet's signing session is created with POST /sign".into(),
+        ));
+    }
     refuse_banned(&mut tx, &wallet.id, standing, structure.is_some()).await?;
     let decoded = match for_wallet(&state, &wallet.id, &req.kind, &req.path, decoded).await {
         Ok(decoded) => decoded,
@@ -337,26 +367,76 @@ pub async fn sign(
         // The signature's audit record tells tokens as the request's record does.
         plan.stored.summary = crate::policy::summary(&checked.policy, &decoded);
     }
+    let params = if here.is_some() {
+        serde_json::to_string(&plan.stored).map_err(|e| ApiError::Internal(e.to_string()))?
+    } else {
+        String::new()
+    };
     let mut created =
         open_sign_session(&state, &mut tx, &me, &wallet, plan, nonce, stale_pending).await?;
-    let Some(checked) = checked else {
-        tx.commit().await?;
-        return Ok(Json(created));
+    let approval = match &checked {
+        Some(checked) => {
+            record_request(
+                &mut tx,
+                &me,
+                &wallet.id,
+                &created.session_id,
+                &request,
+                checked,
+            )
+            .await?
+        }
+        None => Approval::None,
     };
-    let approval = record_request(
-        &mut tx,
-        &me,
-        &wallet.id,
-        &created.session_id,
-        &request,
-        &checked,
-    )
-    .await?;
-    tx.commit().await?;
     if approval == Approval::Pending {
         created.approval = Some(approval);
     }
-    Ok(Json(created))
+    let opened = if here == Some(created.epoch) && approval != Approval::Pending {
+        let at = now();
+        if !db::sessions::claim(&mut *tx, created.session_id.as_str(), state.instance(), at).await?
+        {
+            return Err(ApiError::Internal(
+                "a new session could not be claimed".into(),
+            ));
+        }
+        let share = db::shares::active(&mut *tx, &wallet.id).await?;
+        let server_nonce = session_nonce(&created.nonce)?;
+        let run_nonce = match nonce {
+            Some(device) => tessera_core::protocols::joint_nonce(&[device, server_nonce]),
+            None => server_nonce,
+        };
+        Some(OpenedHere {
+            context: db::sessions::OpenContext {
+                device_id: me.device_id.to_string(),
+                wallet_id: wallet.id.clone(),
+                protocol: Protocol::Sign,
+                nonce: run_nonce.to_vec(),
+                status: db::SessionStatus::Running,
+                last_message_at: at,
+                params,
+                approval: Some(approval),
+                approval_expires: None,
+                decided_at: None,
+                share,
+                obstacles: 0,
+                caller: None,
+                owner_id: me.user_id.to_string(),
+            },
+            me,
+        })
+    } else {
+        None
+    };
+    tx.commit().await?;
+    Ok((created, opened))
+}
+
+/// A session's nonce as `SessionCreated` carries it (hex), as bytes.
+fn session_nonce(hex_nonce: &str) -> ApiResult<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(hex_nonce, &mut bytes)
+        .map_err(|_| ApiError::Internal("session nonce".into()))?;
+    Ok(bytes)
 }
 
 /// The session half of a signing request, planned before its policy is checked (a structure

@@ -137,6 +137,147 @@ pub async fn open(
         .on_upgrade(move |socket| run.run(socket, prepared)))
 }
 
+/// `GET /sign/ws`: `POST /sign` and `GET /ws` on one socket. The device's first frame is a
+/// [`api::SignSocketRequest`] (text); the server answers with a [`api::SignSocketReply`]
+/// (text) after doing what `POST /sign` does ([`crate::wallets::create_sign`]: the same checks,
+/// policy, limits and records). A 2-of-2 wallet's session that needs no approval, asked from
+/// the wallet's epoch, is claimed in the transaction that creates it and runs on this socket at
+/// once, as on `GET /ws`; any other session is created as `POST /sign` creates it, and the
+/// socket closes with 1000. A refusal is the error `POST /sign` would answer with, then 1000.
+///
+/// What it saves, against `POST /sign` then `GET /ws`: one HTTP request and token check, the
+/// session's read back, and the claim's own commit.
+#[utoipa::path(get, path = "/sign/ws", tag = "wallets", security(("bearer" = [])), responses((status = 101, description = "The signing socket: a SignSocketRequest (text), a SignSocketReply (text), then binary protocol frames as on /ws", body = api::SignSocketReply), crate::openapi::AuthErrors, crate::openapi::UpgradeRequired, crate::openapi::Errors))]
+pub async fn sign_socket(
+    State(state): State<AppState>,
+    token: TokenDevice,
+    ApiWebSocket(upgrade): ApiWebSocket,
+) -> Response {
+    upgrade
+        .max_message_size(MAX_ENVELOPE_BYTES.max(crate::MAX_BODY_BYTES) + 1024)
+        .read_buffer_size(16 * 1024)
+        .on_upgrade(move |socket| sign_on_socket(state, token, socket))
+}
+
+async fn sign_on_socket(state: AppState, token: TokenDevice, mut socket: WebSocket) {
+    let idle = state.config().session_idle_timeout;
+    let first = tokio::select! {
+        first = tokio::time::timeout(idle, socket.recv()) => first,
+        () = state.shutdown().closing() => {
+            close(&mut socket, CLOSE_GOING_AWAY, "the server is shutting down; try again in a moment").await;
+            return;
+        }
+    };
+    let asked = match first {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<api::SignSocketRequest>(&text),
+        Ok(Some(Ok(_))) => {
+            close(
+                &mut socket,
+                CLOSE_INVALID_MESSAGE,
+                "the first frame must be the signing request (JSON text)",
+            )
+            .await;
+            return;
+        }
+        Ok(None | Some(Err(_))) => return,
+        Err(_) => {
+            close(
+                &mut socket,
+                CLOSE_EXPIRED,
+                "no signing request within the idle timeout",
+            )
+            .await;
+            return;
+        }
+    };
+    let asked = match asked {
+        Ok(asked) => asked,
+        Err(e) => {
+            let refused = ApiError::BadRequest(format!("the signing request: {e}"));
+            return refuse_on_socket(&mut socket, &refused).await;
+        }
+    };
+    let created = crate::wallets::create_sign(&state, token, asked.intent, Some(asked.epoch)).await;
+    let (created, opened) = match created {
+        Ok(created) => created,
+        Err(e) => return refuse_on_socket(&mut socket, &e).await,
+    };
+    let Some(opened) = opened else {
+        // Waiting for approval, or asked from another epoch: opened on `GET /ws` later.
+        if send_reply(
+            &mut socket,
+            &api::SignSocketReply::Created {
+                session: Box::new(created),
+                running: false,
+            },
+        )
+        .await
+        {
+            close(&mut socket, 1000, "open the session on /ws once it may run").await;
+        }
+        return;
+    };
+    let session_id = created.session_id.to_string();
+    let prepared = match prepare(&state, &opened.context) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            // It never ran: it ends here, failed on the server's side.
+            let subject = audit::Subject::device(&opened.me).wallet(&opened.context.wallet_id);
+            let detail = serde_json::json!({ "session_id": session_id, "detail": e.to_string() });
+            if let Err(db_error) = record_end(
+                &state,
+                &session_id,
+                (SessionStatus::Failed, Some("could not start")),
+                subject,
+                &[("sign.failed".to_string(), detail)],
+            )
+            .await
+            {
+                tracing::warn!(%session_id, error = %db_error, "could not record the end of a session that did not start");
+            }
+            return refuse_on_socket(&mut socket, &e).await;
+        }
+    };
+    // A device gone already fails the run, which records it.
+    let _ = send_reply(
+        &mut socket,
+        &api::SignSocketReply::Created {
+            session: Box::new(created),
+            running: true,
+        },
+    )
+    .await;
+    let run = RunOf {
+        state,
+        me: opened.me,
+        session_id,
+        wallet_id: opened.context.wallet_id,
+        protocol: Protocol::Sign,
+    };
+    run.run(socket, prepared).await;
+}
+
+/// Sends `reply` as a text frame; whether it left.
+async fn send_reply(socket: &mut WebSocket, reply: &api::SignSocketReply) -> bool {
+    match serde_json::to_string(reply) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Answers the signing socket's request with `error` as `POST /sign` would, then closes with
+/// 1000.
+async fn refuse_on_socket(socket: &mut WebSocket, error: &ApiError) {
+    let (status, body) = error.answer();
+    let reply = api::SignSocketReply::Refused {
+        status: status.as_u16(),
+        error: body,
+    };
+    if send_reply(socket, &reply).await {
+        close(socket, 1000, "refused").await;
+    }
+}
+
 /// What a socket opens.
 enum Openable {
     /// A 2-of-2 session of the caller, run here with the server as party 1.
@@ -1124,5 +1265,7 @@ async fn drive<S: Session>(
 
 /// The protocol socket: `GET /ws?session_id=…`.
 pub(crate) fn router() -> axum::Router<AppState> {
-    axum::Router::new().route("/ws", axum::routing::get(open))
+    axum::Router::new()
+        .route("/ws", axum::routing::get(open))
+        .route("/sign/ws", axum::routing::get(sign_socket))
 }

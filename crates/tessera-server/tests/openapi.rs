@@ -124,6 +124,7 @@ async fn the_served_document_describes_every_route_and_only_routes() {
         "GET /wallets",
         "GET /sessions/joinable",
         "GET /ws",
+        "GET /sign/ws",
         "GET /relay/{code}",
         "GET /policy",
         "PUT /policy",
