@@ -302,9 +302,10 @@ async fn probes_metrics_and_request_ids_on_a_real_server() {
         ended.contains(r#"kind="keygen""#) && ended.contains(r#"outcome="done""#),
         "{ended}"
     );
-    let access = line(r#"route=/sign"#);
+    // The SDK signs on the signing socket: its access line is the upgrade's.
+    let access = line(r#"route=/sign/ws"#);
     assert!(
-        access.contains("status=200") && access.contains("device_id="),
+        access.contains("status=101") && access.contains("device_id="),
         "{access}"
     );
     let unauthorized = http
@@ -638,11 +639,12 @@ async fn no_secret_reaches_the_logs_at_trace_level() {
         .iter()
         .filter(|l| l["message"] == "request" && l["span"]["name"] == "request")
         .collect();
+    // The SDK signs on the signing socket: its access line is the upgrade's.
     let signed = access
         .iter()
-        .find(|l| l["span"]["route"] == "/sign" && l["status"] == 200)
-        .unwrap_or_else(|| panic!("no access line of POST /sign"));
-    assert_eq!(signed["span"]["method"], "POST");
+        .find(|l| l["span"]["route"] == "/sign/ws" && l["status"] == 101)
+        .unwrap_or_else(|| panic!("no access line of GET /sign/ws"));
+    assert_eq!(signed["span"]["method"], "GET");
     assert!(signed["latency_ms"].as_f64().is_some(), "{signed}");
     assert_eq!(signed["span"]["request_id"].as_str().unwrap().len(), 36);
     assert!(

@@ -117,6 +117,7 @@ pub async fn create_keygen(
             nonce: nonce.as_slice(),
             params: &params,
             epoch: 0,
+            owner: None,
         },
     )
     .await

@@ -358,7 +358,8 @@ pub async fn create(
     };
 
     let mut tx = state.begin_write().await?;
-    let context = db::wallets::sign_context(&mut tx, device_id, user_id, &req.wallet_id).await?;
+    let context =
+        db::wallets::sign_context(&mut tx, device_id, user_id, &req.wallet_id, false).await?;
     let Ok(SignContext {
         wallet,
         standing,
@@ -871,7 +872,8 @@ pub async fn session(
         }
     }
     let context =
-        db::wallets::sign_context(&mut tx, &me.device_id, &me.user_id, &row.wallet_id).await?;
+        db::wallets::sign_context(&mut tx, &me.device_id, &me.user_id, &row.wallet_id, false)
+            .await?;
     let Ok(SignContext {
         wallet,
         standing,
@@ -915,7 +917,7 @@ pub async fn session(
         &me,
         &wallet,
         plan,
-        nonce,
+        (nonce, None),
         stale_pending,
     )
     .await?;

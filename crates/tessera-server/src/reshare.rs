@@ -525,6 +525,7 @@ pub async fn reshare(
             nonce: nonce.as_slice(),
             params: &params,
             epoch: wallet.epoch as i64,
+            owner: None,
         },
     )
     .await;

@@ -31,7 +31,18 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     pair: Ed25519KeyPair,
+    /// Tokens whose signature was checked already: the SHA-256 of the whole token, and its
+    /// claims. A device's next request with the same token skips the Ed25519 verification
+    /// (a signing socket's one request is one check less per signature); its expiry and
+    /// audience are checked on every use. At most [`VERIFIED_CAP`], cleared when full.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>,
 }
+
+/// How many verified tokens [`JwtKeys`] remembers.
+const VERIFIED_CAP: usize = 4096;
+
+/// The leeway on a token's expiry, seconds.
+const LEEWAY_SECS: u64 = 5;
 
 impl JwtKeys {
     /// Loads `path`, or creates it with a fresh Ed25519 key.
@@ -54,6 +65,7 @@ impl JwtKeys {
             encoding: EncodingKey::from_ed_der(&pkcs8),
             decoding: DecodingKey::from_ed_der(pair.public_key().as_ref()),
             pair,
+            verified: std::sync::Mutex::default(),
         })
     }
 
@@ -120,6 +132,33 @@ impl JwtKeys {
     }
 
     fn verify_for(&self, token: &str, audiences: &[&str]) -> Result<Claims, ApiError> {
+        use sha2::Digest as _;
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let known = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|verified| verified.get(&key).cloned());
+        if let Some(claims) = known
+            && audiences.contains(&claims.aud.as_str())
+            && claims.exp.saturating_add(LEEWAY_SECS as i64)
+                >= jsonwebtoken::get_current_timestamp() as i64
+        {
+            return Ok(claims);
+        }
+        // Unknown, or expired or for another audience: the whole check, which says why.
+        let claims = self.check(token, audiences)?;
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_CAP {
+                verified.clear();
+            }
+            verified.insert(key, claims.clone());
+        }
+        Ok(claims)
+    }
+
+    /// The whole check of a token: algorithm, signature, expiry and audience.
+    fn check(&self, token: &str, audiences: &[&str]) -> Result<Claims, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::Unauthorized("malformed token".into()))?;
         if header.alg != Algorithm::EdDSA {
@@ -130,7 +169,7 @@ impl JwtKeys {
         }
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_audience(audiences);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "aud", "sub"]);
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map(|d| d.claims)
@@ -162,4 +201,69 @@ pub struct Claims {
     pub iat: i64,
     /// Expiry.
     pub exp: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn keys() -> (JwtKeys, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = JwtKeys::open_or_create(&dir.path().join("jwt.key")).unwrap();
+        (keys, dir)
+    }
+
+    /// A remembered token is the whole token: another signature over the same claims is checked
+    /// (and refused), however often the genuine one was used.
+    #[test]
+    fn a_remembered_token_does_not_vouch_for_another() {
+        let (keys, _dir) = keys();
+        let token = keys.issue("device-1", "user-1").unwrap();
+        for _ in 0..3 {
+            assert_eq!(keys.verify(&token).unwrap().sub, "device-1");
+        }
+        let (head, signature) = token.rsplit_once('.').unwrap();
+        let mut forged = signature.as_bytes().to_vec();
+        forged[3] = if forged[3] == b'A' { b'B' } else { b'A' };
+        let forged = format!("{head}.{}", String::from_utf8(forged).unwrap());
+        assert!(keys.verify(&forged).is_err());
+        // A token of another key is refused too.
+        let (other, _other_dir) = self::keys();
+        assert!(
+            keys.verify(&other.issue("device-1", "user-1").unwrap())
+                .is_err()
+        );
+    }
+
+    /// A remembered token's expiry and audience are checked on every use.
+    #[test]
+    fn a_remembered_token_still_expires_and_keeps_its_audience() {
+        let (keys, _dir) = keys();
+        let token = keys.issue("device-1", "user-1").unwrap();
+        keys.verify(&token).unwrap();
+        assert!(
+            keys.verify_for(&token, &[SERVICE_AUDIENCE]).is_err(),
+            "a device token passed as a service account's"
+        );
+        // A token 3 s past its expiry is still within the leeway (5 s): accepted, and
+        // remembered; 3 s later it is refused.
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let claims = Claims {
+            sub: "device-1".into(),
+            usr: "user-1".into(),
+            aud: AUDIENCE.into(),
+            iat: now - 60,
+            exp: now - 3,
+        };
+        let ending =
+            jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &keys.encoding).unwrap();
+        keys.verify(&ending).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        assert!(
+            keys.verify(&ending).is_err(),
+            "an expired token was accepted"
+        );
+    }
 }

@@ -64,6 +64,7 @@ async fn create_session(
     params: &impl serde::Serialize,
     epoch: u64,
     device_nonce: Option<[u8; 32]>,
+    owner: Option<&str>,
 ) -> Result<api::SessionCreated, CreateError> {
     let session_id = hex::encode(fresh_nonce());
     let server_nonce = fresh_nonce();
@@ -84,6 +85,7 @@ async fn create_session(
             nonce: nonce.as_slice(),
             params: &params,
             epoch: epoch as i64,
+            owner,
         },
     )
     .await
@@ -164,6 +166,7 @@ pub async fn keygen(
         &req,
         0,
         nonce,
+        None,
     )
     .await
     .map_err(ApiError::from)?;
@@ -290,9 +293,14 @@ pub(crate) async fn create_sign(
     let kind = req.kind.request_kind();
 
     let mut tx = state.begin_write().await?;
-    let context =
-        db::wallets::sign_context(&mut tx, &token.device_id, &token.user_id, &req.wallet_id)
-            .await?;
+    let context = db::wallets::sign_context(
+        &mut tx,
+        &token.device_id,
+        &token.user_id,
+        &req.wallet_id,
+        here.is_some(),
+    )
+    .await?;
     let SignContext {
         caller,
         wallet,
@@ -300,6 +308,7 @@ pub(crate) async fn create_sign(
         policy,
         stale_pending,
         structure,
+        share,
     } = match context {
         Ok(context) => context,
         Err(caller) => {
@@ -367,13 +376,28 @@ pub(crate) async fn create_sign(
         // The signature's audit record tells tokens as the request's record does.
         plan.stored.summary = crate::policy::summary(&checked.policy, &decoded);
     }
-    let params = if here.is_some() {
+    // Run on the asking socket at once: a session that needs no approval, asked from the
+    // wallet's epoch, inserted claimed by this instance.
+    let run_here = here == Some(wallet.epoch)
+        && !checked
+            .as_ref()
+            .is_some_and(|checked| checked.policy.require_approval);
+    let params = if run_here {
         serde_json::to_string(&plan.stored).map_err(|e| ApiError::Internal(e.to_string()))?
     } else {
         String::new()
     };
-    let mut created =
-        open_sign_session(&state, &mut tx, &me, &wallet, plan, nonce, stale_pending).await?;
+    let owner = run_here.then(|| state.instance());
+    let mut created = open_sign_session(
+        &state,
+        &mut tx,
+        &me,
+        &wallet,
+        plan,
+        (nonce, owner),
+        stale_pending,
+    )
+    .await?;
     let approval = match &checked {
         Some(checked) => {
             record_request(
@@ -391,15 +415,7 @@ pub(crate) async fn create_sign(
     if approval == Approval::Pending {
         created.approval = Some(approval);
     }
-    let opened = if here == Some(created.epoch) && approval != Approval::Pending {
-        let at = now();
-        if !db::sessions::claim(&mut *tx, created.session_id.as_str(), state.instance(), at).await?
-        {
-            return Err(ApiError::Internal(
-                "a new session could not be claimed".into(),
-            ));
-        }
-        let share = db::shares::active(&mut *tx, &wallet.id).await?;
+    let opened = if run_here {
         let server_nonce = session_nonce(&created.nonce)?;
         let run_nonce = match nonce {
             Some(device) => tessera_core::protocols::joint_nonce(&[device, server_nonce]),
@@ -412,7 +428,7 @@ pub(crate) async fn create_sign(
                 protocol: Protocol::Sign,
                 nonce: run_nonce.to_vec(),
                 status: db::SessionStatus::Running,
-                last_message_at: at,
+                last_message_at: now(),
                 params,
                 approval: Some(approval),
                 approval_expires: None,
@@ -508,7 +524,7 @@ pub(crate) async fn open_sign_session(
     me: &AuthDevice,
     wallet: &Wallet,
     plan: SignPlan,
-    nonce: Option<[u8; 32]>,
+    (nonce, owner): (Option<[u8; 32]>, Option<&str>),
     stale_pending: i64,
 ) -> ApiResult<api::SessionCreated> {
     if stale_pending > 0 {
@@ -523,6 +539,7 @@ pub(crate) async fn open_sign_session(
         &plan.stored,
         wallet.epoch,
         nonce,
+        owner,
     )
     .await
     .map_err(ApiError::from)?;
@@ -836,6 +853,7 @@ pub async fn refresh(
         &req,
         wallet.epoch,
         nonce,
+        None,
     )
     .await
     {

@@ -74,6 +74,7 @@ async fn states_round_trip(pool: &AnyPool) {
         nonce: &[1u8; 32],
         params: "{}",
         epoch: 0,
+        owner: None,
     };
     let caps = db::sessions::Caps {
         at: 100,
@@ -86,7 +87,32 @@ async fn states_round_trip(pool: &AnyPool) {
             .await
             .unwrap()
     );
+    // One inserted claimed (the signing socket's): running, owned, and no second claim.
+    let claimed = db::sessions::NewSession {
+        id: "s0",
+        owner: Some("instance-a"),
+        ..new
+    };
+    assert!(
+        db::sessions::insert_within_caps(&mut conn, &claimed, &caps)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db::sessions::claim(&mut *conn, "s0", "instance-b", 101)
+            .await
+            .unwrap()
+    );
     drop(conn);
+    assert_eq!(
+        text(
+            pool,
+            "SELECT status || '/' || owner FROM sessions WHERE id = $1",
+            "s0"
+        )
+        .await,
+        "running/instance-a"
+    );
     assert_eq!(
         text(
             pool,

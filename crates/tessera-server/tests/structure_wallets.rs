@@ -131,6 +131,7 @@ async fn session(pool: &AnyPool, id: &str, wallet_id: &str, protocol: Protocol) 
             nonce: &[9u8; 32],
             params: "{\"name\":\"x\"}",
             epoch: 0,
+            owner: None,
         },
         &db::sessions::Caps {
             at: 100,
@@ -258,6 +259,7 @@ async fn migration_keeps_two_party_wallets(backend: Backend) {
             nonce: &[9u8; 32],
             params: "{}",
             epoch: 0,
+            owner: None,
         },
         &db::sessions::Caps {
             at: 100,

@@ -42,6 +42,9 @@ pub struct NewSession<'a> {
     pub params: &'a str,
     /// The wallet's epoch.
     pub epoch: i64,
+    /// Claimed at once by this server instance ([`claim`]): a session that runs on the socket
+    /// that asked for it (`GET /sign/ws`). None: created, to be opened.
+    pub owner: Option<&'a str>,
 }
 
 /// The caps on live sessions at the time of an insert.
@@ -76,7 +79,7 @@ pub async fn lock_caps(
     Ok(())
 }
 
-/// Inserts `new` as a created session unless its device or its wallet already holds its cap of
+/// Inserts `new` as a created session (claimed, with an `owner`) unless its device or its wallet already holds its cap of
 /// live sessions, in one statement. Returns whether it was inserted.
 ///
 /// # Errors
@@ -87,8 +90,8 @@ pub async fn insert_within_caps(
     caps: &Caps,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(concat!(
-        "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, created_at, last_message_at) \
-         SELECT $1, $2, $3, $4, 'created', $5, $6, $7, $8, $8 \
+        "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, created_at, last_message_at, owner) \
+         SELECT $1, $2, $3, $4, CASE WHEN $12 IS NULL THEN 'created' ELSE 'running' END, $5, $6, $7, $8, $8, $12 \
          WHERE (SELECT COUNT(*) FROM sessions s WHERE s.device_id = $2 AND ",
         live!("$8", "$11"),
         ") < $9 AND (SELECT COUNT(*) FROM sessions s WHERE s.wallet_id = $3 AND ",
@@ -106,6 +109,7 @@ pub async fn insert_within_caps(
     .bind(caps.per_device)
     .bind(caps.per_wallet)
     .bind(caps.cutoff)
+    .bind(new.owner)
     .execute(conn)
     .await?;
     Ok(inserted.rows_affected() == 1)

@@ -100,6 +100,8 @@ pub struct SignContext {
     pub stale_pending: i64,
     /// A structure wallet's structure (none: a 2-of-2 wallet).
     pub structure: Option<String>,
+    /// Its active server share, epoch and sealed bytes, when asked for (`with_share`).
+    pub share: Option<(i64, Vec<u8>)>,
 }
 
 /// The wallet `wallet_id` of `user_id` with everything signing checks, and the standing of the
@@ -114,12 +116,15 @@ pub async fn sign_context(
     device_id: &str,
     user_id: &str,
     wallet_id: &str,
+    with_share: bool,
 ) -> ApiResult<Result<SignContext, Option<(DeviceStatus, String)>>> {
     // Scalar subqueries: on PostgreSQL `FOR UPDATE` locks the wallet row alone.
     macro_rules! select {
-        () => {
+        ($share:expr) => {
             concat!(
-            "SELECT w.id, w.name, w.public_key, w.epoch, w.structure, \
+            "SELECT w.id, w.name, w.public_key, w.epoch, w.structure, ",
+            $share,
+            ", \
          (SELECT COUNT(*) FROM banned_parties b WHERE b.wallet_id = w.id AND b.party = 0 AND b.lifted_at IS NULL) \
          + (SELECT COUNT(*) FROM wallet_locks l WHERE l.wallet_id = w.id AND l.lifted_at IS NULL), \
          (SELECT p.version FROM policies p WHERE p.wallet_id = w.id ORDER BY p.version DESC LIMIT 1), \
@@ -140,6 +145,8 @@ pub async fn sign_context(
         Vec<u8>,
         i64,
         Option<String>,
+        Option<i64>,
+        Option<Vec<u8>>,
         i64,
         Option<i64>,
         Option<String>,
@@ -147,9 +154,21 @@ pub async fn sign_context(
         Option<DeviceStatus>,
         Option<String>,
     );
-    let query = match tx.backend() {
-        Backend::Sqlite => sqlx::query_as::<_, Row>(select!()),
-        Backend::Postgres => sqlx::query_as::<_, Row>(concat!(select!(), " FOR UPDATE OF w")),
+    macro_rules! share {
+        () => {
+            "(SELECT sh.epoch FROM server_shares sh WHERE sh.wallet_id = w.id AND sh.state = 'active'), \
+             (SELECT sh.sealed FROM server_shares sh WHERE sh.wallet_id = w.id AND sh.state = 'active')"
+        };
+    }
+    let query = match (tx.backend(), with_share) {
+        (Backend::Sqlite, false) => sqlx::query_as::<_, Row>(select!("NULL, NULL")),
+        (Backend::Sqlite, true) => sqlx::query_as::<_, Row>(select!(share!())),
+        (Backend::Postgres, false) => {
+            sqlx::query_as::<_, Row>(concat!(select!("NULL, NULL"), " FOR UPDATE OF w"))
+        }
+        (Backend::Postgres, true) => {
+            sqlx::query_as::<_, Row>(concat!(select!(share!()), " FOR UPDATE OF w"))
+        }
     };
     let row = query
         .bind(wallet_id)
@@ -163,6 +182,8 @@ pub async fn sign_context(
         pk,
         epoch,
         structure,
+        share_epoch,
+        sealed,
         standing,
         version,
         policy,
@@ -180,6 +201,7 @@ pub async fn sign_context(
         policy: version.zip(policy),
         stale_pending,
         structure,
+        share: share_epoch.zip(sealed),
     }))
 }
 
