@@ -91,6 +91,24 @@ pub struct NewRecord<'a> {
     pub hash: [u8; 32],
 }
 
+/// Binds `r`'s nine columns, in the order of `audit_log`'s (seq, at, kind, user_id, device_id,
+/// wallet_id, detail, prev_hash, hash), after what `query` has bound already.
+pub(crate) fn bind_record<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    r: &'q NewRecord<'_>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(r.seq)
+        .bind(r.at)
+        .bind(r.kind)
+        .bind(r.user)
+        .bind(r.device)
+        .bind(r.wallet)
+        .bind(r.detail)
+        .bind(r.prev_hash.as_slice())
+        .bind(r.hash.as_slice())
+}
+
 /// Appends `r` only if the chain's head is record `r.seq - 1` with hash `r.prev_hash`, in one
 /// statement: the record exists with that hash and no record `r.seq` does (the primary key,
 /// `ON CONFLICT DO NOTHING`). Returns whether it was appended; when not, the caller's guess
@@ -109,24 +127,13 @@ pub async fn insert_after(
     db: impl AnyExecutor<'_>,
     r: &NewRecord<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO audit_log (seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
          WHERE EXISTS (SELECT 1 FROM audit_log p WHERE p.seq = $10 AND p.hash = $8) \
          ON CONFLICT (seq) DO NOTHING",
-    )
-    .bind(r.seq)
-    .bind(r.at)
-    .bind(r.kind)
-    .bind(r.user)
-    .bind(r.device)
-    .bind(r.wallet)
-    .bind(r.detail)
-    .bind(r.prev_hash.as_slice())
-    .bind(r.hash.as_slice())
-    .bind(r.seq - 1)
-    .execute(db)
-    .await?;
+    );
+    let done = bind_record(query, r).bind(r.seq - 1).execute(db).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -135,21 +142,11 @@ pub async fn insert_after(
 /// # Errors
 /// A database error.
 pub async fn insert(tx: &mut WriteTx, r: &NewRecord<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO audit_log (seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(r.seq)
-    .bind(r.at)
-    .bind(r.kind)
-    .bind(r.user)
-    .bind(r.device)
-    .bind(r.wallet)
-    .bind(r.detail)
-    .bind(r.prev_hash.as_slice())
-    .bind(r.hash.as_slice())
-    .execute(&mut **tx)
-    .await?;
+    );
+    bind_record(query, r).execute(&mut **tx).await?;
     Ok(())
 }
 

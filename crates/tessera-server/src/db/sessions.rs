@@ -386,18 +386,10 @@ pub async fn end_with_record(
     .bind(status)
     .bind(detail)
     .bind(at)
-    .bind(session_id)
-    .bind(r.seq)
-    .bind(r.at)
-    .bind(r.kind)
-    .bind(r.user)
-    .bind(r.device)
-    .bind(r.wallet)
-    .bind(r.detail)
-    .bind(r.prev_hash.as_slice())
-    .bind(r.hash.as_slice())
-    .execute(&mut *conn)
-    .await;
+    .bind(session_id);
+    let written = super::audit::bind_record(written, r)
+        .execute(&mut *conn)
+        .await;
     if let Err(e) = written {
         // Whatever ran of the batch is undone; a connection whose rollback failed for another
         // reason than having no transaction open is not given back to the pool.
