@@ -1,7 +1,7 @@
 //! The audit chain's appends, which insert after the head the process last knew without reading
 //! it: a stale guess (a rolled-back append, another replica's appends) never forks, breaks or
 //! loses a record, alone or under 60 concurrent appends from two servers on one database. The
-//! same for a session's end with its record (`ws::record_end`, on SQLite one batch of
+//! same for a session's end with its record (`ws::record_end_batched`, on SQLite one batch of
 //! statements): its row and its record are written together or not at all.
 //! SQLite always; PostgreSQL when `TESSERA_TEST_DATABASE_URL` names a server (a fresh database
 //! is created).
@@ -51,7 +51,7 @@ async fn in_transaction(state: &AppState, kind: &str, n: usize) {
 /// Ends session `id` (a row made for it here, `created`) with its one record, `test.end` with
 /// detail `{"n": n}`.
 async fn end_session(state: &AppState, id: &str, n: usize) {
-    tessera_server::ws::record_end(
+    tessera_server::ws::record_end_batched(
         state,
         id,
         (SessionStatus::Done, None),
