@@ -282,7 +282,6 @@ pub(crate) async fn create_sign(
     req: api::SignIntentRequest,
     here: Option<u64>,
 ) -> ApiResult<(api::SessionCreated, Option<OpenedHere>)> {
-    let state = state.clone();
     req.path
         .parse::<DerivationPath>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -328,7 +327,7 @@ pub(crate) async fn create_sign(
         ));
     }
     refuse_banned(&mut tx, &wallet.id, standing, structure.is_some()).await?;
-    let decoded = match for_wallet(&state, &wallet.id, &req.kind, &req.path, decoded).await {
+    let decoded = match for_wallet(state, &wallet.id, &req.kind, &req.path, decoded).await {
         Ok(decoded) => decoded,
         Err(Refusal::Invalid(why)) => {
             let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
@@ -389,7 +388,7 @@ pub(crate) async fn create_sign(
     };
     let owner = run_here.then(|| state.instance());
     let mut created = open_sign_session(
-        &state,
+        state,
         &mut tx,
         &me,
         &wallet,
