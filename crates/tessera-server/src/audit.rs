@@ -131,6 +131,20 @@ fn next_record<'a>(
     }
 }
 
+/// The record `kind` about `subject` with `detail`, at `at`, as it would follow the process's
+/// last known head (none known: `None`), for a statement or batch that writes it guarded by
+/// that head (it writes nothing unless the head is still that record).
+pub fn after_known_head<'a>(
+    head: &db::audit::HeadCache,
+    at: i64,
+    kind: &'a str,
+    subject: Subject<'a>,
+    detail: &'a str,
+) -> Option<db::audit::NewRecord<'a>> {
+    let (prev_seq, prev_hash) = head.get()?;
+    Some(next_record(prev_seq, &prev_hash, at, kind, subject, detail))
+}
+
 /// Appends a record inside `tx`, after the transaction's other writes: the record commits with
 /// the action it records, or neither does. On PostgreSQL this takes the chain head's advisory
 /// lock, held until `tx` ends (take wallet locks before it, see [`crate::db`]).
@@ -174,10 +188,9 @@ pub async fn append_in(
 /// Returns whether it was written; when not (no known head, a stale one, or an error), the
 /// caller appends in a transaction that reads the head.
 async fn append_alone(state: &AppState, kind: &str, subject: Subject<'_>, detail: &str) -> bool {
-    let Some((prev_seq, prev_hash)) = state.audit_head().get() else {
+    let Some(record) = after_known_head(state.audit_head(), now(), kind, subject, detail) else {
         return false;
     };
-    let record = next_record(prev_seq, &prev_hash, now(), kind, subject, detail);
     match db::audit::insert_after(state.db(), &record).await {
         Ok(true) => {
             state.audit_head().advance(record.seq, record.hash);
@@ -205,12 +218,14 @@ pub(crate) async fn end_session_alone(
     if !state.config().controls || state.backend() != db::Backend::Sqlite {
         return false;
     }
-    let Some((prev_seq, prev_hash)) = state.audit_head().get() else {
+    let at = now();
+    let Some(record) = after_known_head(state.audit_head(), at, kind, subject, detail) else {
         return false;
     };
-    let at = now();
-    let record = next_record(prev_seq, &prev_hash, at, kind, subject, detail);
-    match db::sessions::end_with_record(state.db(), session_id, end, at, &record).await {
+    let Some(writer) = state.writer() else {
+        return false;
+    };
+    match db::sessions::end_with_record(writer, session_id, end, at, &record).await {
         Ok(()) => {
             state.audit_head().advance(record.seq, record.hash);
             true

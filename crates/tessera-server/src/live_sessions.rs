@@ -8,8 +8,10 @@
 //! Every session holds server memory once opened (and a refresh holds its wallet), so a device
 //! and a wallet may each hold only so many live sessions at once. The count and the insert are
 //! one step: on SQLite a single `INSERT … SELECT … WHERE count < cap` statement (it takes the
-//! database's write lock before it reads), on PostgreSQL the same statement after transaction
-//! advisory locks on the device and the wallet (taken in that order by every creation).
+//! database's write lock before it reads; a signing request's batch,
+//! `db::sessions::insert_sign_request`, inserts a NULL status instead, which fails the batch),
+//! on PostgreSQL the same statement after transaction advisory locks on the device and the
+//! wallet (taken in that order by every creation).
 
 use sqlx::AnyConnection;
 
@@ -54,19 +56,13 @@ pub async fn insert_within_caps(
     if config.database_url.is_some() {
         db::sessions::lock_caps(conn, new.device_id, new.wallet_id).await?;
     }
-    let at = now();
-    let cutoff = at - config.session_idle_timeout.as_secs() as i64;
-    let caps = db::sessions::Caps {
-        at,
-        cutoff,
-        per_device: i64::from(config.max_sessions_per_device),
-        per_wallet: i64::from(config.max_sessions_per_wallet),
-    };
+    let caps = caps(state);
     if db::sessions::insert_within_caps(conn, new, &caps).await? {
         return Ok(());
     }
     // Which cap: count the device's live sessions (the same condition, same parameters).
-    let device_live = db::sessions::live_of_device(conn, new.device_id, at, cutoff).await?;
+    let device_live =
+        db::sessions::live_of_device(conn, new.device_id, caps.at, caps.cutoff).await?;
     let idle = config.session_idle_timeout.as_secs();
     Err(InsertError::Cap(
         if device_live >= i64::from(config.max_sessions_per_device) {
@@ -85,6 +81,19 @@ pub async fn insert_within_caps(
             ))
         },
     ))
+}
+
+/// The caps on live sessions, now.
+#[must_use]
+pub fn caps(state: &AppState) -> db::sessions::Caps {
+    let config = state.config();
+    let at = now();
+    db::sessions::Caps {
+        at,
+        cutoff: at - config.session_idle_timeout.as_secs() as i64,
+        per_device: i64::from(config.max_sessions_per_device),
+        per_wallet: i64::from(config.max_sessions_per_wallet),
+    }
 }
 
 /// The Unix time until which a created session may still be opened: the idle timeout after its

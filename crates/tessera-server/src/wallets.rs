@@ -66,27 +66,13 @@ async fn create_session(
     device_nonce: Option<[u8; 32]>,
     owner: Option<&str>,
 ) -> Result<api::SessionCreated, CreateError> {
-    let session_id = hex::encode(fresh_nonce());
-    let server_nonce = fresh_nonce();
-    let nonce = match &device_nonce {
-        Some(device) => joint_nonce(&[*device, server_nonce]),
-        None => server_nonce,
-    };
+    let fresh = FreshSession::new(device_nonce);
     let params = serde_json::to_string(params)
         .map_err(|e| CreateError::Api(ApiError::Internal(e.to_string())))?;
     crate::live_sessions::insert_within_caps(
         state,
         tx,
-        &db::sessions::NewSession {
-            id: &session_id,
-            device_id: &me.device_id,
-            wallet_id,
-            protocol,
-            nonce: nonce.as_slice(),
-            params: &params,
-            epoch: epoch as i64,
-            owner,
-        },
+        &fresh.row(me, wallet_id, protocol, &params, (epoch, owner)),
     )
     .await
     .map_err(|e| match e {
@@ -98,20 +84,70 @@ async fn create_session(
             tx,
             "session.created",
             crate::audit::Subject::device(me).wallet(wallet_id),
-            serde_json::json!({ "session_id": session_id, "protocol": protocol.as_str(), "epoch": epoch }),
+            serde_json::json!({ "session_id": fresh.id, "protocol": protocol.as_str(), "epoch": epoch }),
         )
         .await
         .map_err(CreateError::Api)?;
     }
-    Ok(api::SessionCreated {
-        session_id: session_id.into(),
-        wallet_id: wallet_id.into(),
-        nonce: hex::encode(server_nonce),
-        epoch,
-        approval: None,
-        parties: None,
-        reshare: None,
-    })
+    Ok(fresh.created(wallet_id, epoch))
+}
+
+/// A new session's id, the server's nonce (told to the device) and the run's nonce (the
+/// device's contribution, party 0, when it sent one, joined with the server's, party 1).
+struct FreshSession {
+    id: String,
+    server_nonce: [u8; 32],
+    nonce: [u8; 32],
+}
+
+impl FreshSession {
+    fn new(device_nonce: Option<[u8; 32]>) -> Self {
+        let server_nonce = fresh_nonce();
+        let nonce = match &device_nonce {
+            Some(device) => joint_nonce(&[*device, server_nonce]),
+            None => server_nonce,
+        };
+        FreshSession {
+            id: hex::encode(fresh_nonce()),
+            server_nonce,
+            nonce,
+        }
+    }
+
+    /// Its row: `me`'s session of `protocol` on `wallet_id` at `epoch`, with `params` (JSON),
+    /// claimed by `owner` if any.
+    fn row<'a>(
+        &'a self,
+        me: &'a AuthDevice,
+        wallet_id: &'a str,
+        protocol: Protocol,
+        params: &'a str,
+        (epoch, owner): (u64, Option<&'a str>),
+    ) -> db::sessions::NewSession<'a> {
+        db::sessions::NewSession {
+            id: &self.id,
+            device_id: &me.device_id,
+            wallet_id,
+            protocol,
+            nonce: self.nonce.as_slice(),
+            params,
+            epoch: epoch as i64,
+            owner,
+        }
+    }
+
+    /// What the device is told.
+    fn created(&self, wallet_id: &str, epoch: u64) -> api::SessionCreated {
+        api::SessionCreated {
+            session_id: self.id.clone().into(),
+            wallet_id: wallet_id.into(),
+            nonce: hex::encode(self.server_nonce),
+            epoch,
+            approval: None,
+            parties: None,
+            reshare: None,
+        }
+    }
 }
 
 /// A new wallet's name, trimmed: 1 to 64 characters, none of them a control character.
@@ -387,30 +423,16 @@ pub(crate) async fn create_sign(
         String::new()
     };
     let owner = run_here.then(|| state.instance());
-    let mut created = open_sign_session(
+    let (mut created, approval) = open_and_record(
         state,
         &mut tx,
-        &me,
-        &wallet,
+        (&me, &wallet),
         plan,
         (nonce, owner),
         stale_pending,
+        (&request, checked.as_ref()),
     )
     .await?;
-    let approval = match &checked {
-        Some(checked) => {
-            record_request(
-                &mut tx,
-                &me,
-                &wallet.id,
-                &created.session_id,
-                &request,
-                checked,
-            )
-            .await?
-        }
-        None => Approval::None,
-    };
     if approval == Approval::Pending {
         created.approval = Some(approval);
     }
@@ -509,6 +531,70 @@ pub(crate) async fn plan_sign_session(
         None => None,
     };
     Ok(SignPlan { stored, parties })
+}
+
+/// Creates the planned signing session in `tx` and, for a request the policy allowed
+/// (`checked`), records it (its `sign_requests` row and its `sign.requested` record); returns
+/// the session and its approval.
+///
+/// On SQLite, when the process knows the audit chain's head, the three rows are one batch of
+/// statements ([`db::sessions::insert_sign_request`]: one hand-off to SQLite's thread instead
+/// of three); when that batch is refused (a cap reached, a stale head), nothing of it was
+/// written and they are written one by one, as on PostgreSQL, which also says which cap.
+async fn open_and_record(
+    state: &AppState,
+    tx: &mut WriteTx,
+    (me, wallet): (&AuthDevice, &Wallet),
+    plan: SignPlan,
+    (nonce, owner): (Option<[u8; 32]>, Option<&str>),
+    mut stale_pending: i64,
+    (request, checked): (&Request<'_>, Option<&Allowed>),
+) -> ApiResult<(api::SessionCreated, Approval)> {
+    let Some(checked) = checked else {
+        let created =
+            open_sign_session(state, tx, me, wallet, plan, (nonce, owner), stale_pending).await?;
+        return Ok((created, Approval::None));
+    };
+    if tx.backend() == db::Backend::Sqlite {
+        if stale_pending > 0 {
+            crate::vault::discard_stale_pending(tx, &wallet.id).await?;
+            stale_pending = 0;
+        }
+        let fresh = FreshSession::new(nonce);
+        let params =
+            serde_json::to_string(&plan.stored).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let session = fresh.row(
+            me,
+            &wallet.id,
+            Protocol::Sign,
+            &params,
+            (wallet.epoch, owner),
+        );
+        let summary = crate::policy::summary(&checked.policy, request.decoded);
+        let row = request_row(me, &wallet.id, &fresh.id, request, checked, &summary);
+        let detail = request_detail(&fresh.id, request, checked, &summary).to_string();
+        let subject = crate::audit::Subject::device(me).wallet(&wallet.id);
+        if let Some(record) = crate::audit::after_known_head(
+            tx.audit_head(),
+            checked.at,
+            "sign.requested",
+            subject,
+            &detail,
+        ) {
+            let caps = crate::live_sessions::caps(state);
+            if db::sessions::insert_sign_request(tx, (&session, &caps), &row, &record).await? {
+                tx.audit_head().advance(record.seq, record.hash);
+                let mut created = fresh.created(&wallet.id, wallet.epoch);
+                created.parties = plan.parties;
+                return Ok((created, row.approval));
+            }
+        }
+    }
+    let created =
+        open_sign_session(state, tx, me, wallet, plan, (nonce, owner), stale_pending).await?;
+    let approval =
+        record_request(tx, me, &wallet.id, &created.session_id, request, checked).await?;
+    Ok((created, approval))
 }
 
 /// Creates the planned signing session in `tx` (after the policy allowed it): discards the
@@ -770,51 +856,66 @@ async fn record_request(
     request: &Request<'_>,
     allowed: &Allowed,
 ) -> ApiResult<Approval> {
-    let Allowed {
-        version,
-        policy,
-        at,
-    } = allowed;
-    let approval = if policy.require_approval {
-        Approval::Pending
-    } else {
-        Approval::None
-    };
-    let decoded = request.decoded;
     // What approvers see and the audit log records: token amounts in the symbols and decimals
     // of the policy's token list.
-    let summary = crate::policy::summary(policy, decoded);
-    db::approvals::insert(
-        &mut **tx,
-        &db::approvals::NewSignRequest {
-            session_id,
-            wallet_id,
-            device_id: &me.device_id,
-            kind: request.kind,
-            value_wei: decoded.value.map(|v| v.to_string()),
-            max_fee_wei: decoded.max_fee.map(|v| v.to_string()),
-            token_amounts: crate::policy::token_amounts(policy, decoded),
-            btc_spend: crate::policy::btc_spend(decoded),
-            digest: request.digest,
-            summary: &summary,
-            requested_at: *at,
-            approval,
-            expires_at: at + policy.approval_timeout_secs as i64,
-        },
-    )
-    .await?;
+    let summary = crate::policy::summary(&allowed.policy, request.decoded);
+    let row = request_row(me, wallet_id, session_id, request, allowed, &summary);
+    db::approvals::insert(&mut **tx, &row).await?;
     crate::audit::append_in(
         tx,
         "sign.requested",
         crate::audit::Subject::device(me).wallet(wallet_id),
-        serde_json::json!({
-            "session_id": session_id, "kind": request.kind, "summary": summary,
-            "digest": request.digest, "path": request.path, "policy_version": version,
-            "approval_required": policy.require_approval,
-        }),
+        request_detail(session_id, request, allowed, &summary),
     )
     .await?;
-    Ok(approval)
+    Ok(row.approval)
+}
+
+/// An allowed request's `sign_requests` row, with `summary` (the policy's summary of what is
+/// signed); its approval is pending when the policy requires one.
+fn request_row<'a>(
+    me: &'a AuthDevice,
+    wallet_id: &'a str,
+    session_id: &'a str,
+    request: &'a Request<'_>,
+    allowed: &Allowed,
+    summary: &'a str,
+) -> db::approvals::NewSignRequest<'a> {
+    let Allowed { policy, at, .. } = allowed;
+    let decoded = request.decoded;
+    db::approvals::NewSignRequest {
+        session_id,
+        wallet_id,
+        device_id: &me.device_id,
+        kind: request.kind,
+        value_wei: decoded.value.map(|v| v.to_string()),
+        max_fee_wei: decoded.max_fee.map(|v| v.to_string()),
+        token_amounts: crate::policy::token_amounts(policy, decoded),
+        btc_spend: crate::policy::btc_spend(decoded),
+        digest: request.digest,
+        summary,
+        requested_at: *at,
+        approval: if policy.require_approval {
+            Approval::Pending
+        } else {
+            Approval::None
+        },
+        expires_at: at + policy.approval_timeout_secs as i64,
+    }
+}
+
+/// An allowed request's `sign.requested` record.
+fn request_detail(
+    session_id: &str,
+    request: &Request<'_>,
+    allowed: &Allowed,
+    summary: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "session_id": session_id, "kind": request.kind, "summary": summary,
+        "digest": request.digest, "path": request.path, "policy_version": allowed.version,
+        "approval_required": allowed.policy.require_approval,
+    })
 }
 
 /// `POST /refresh`: new shares for both parties, same public key, next epoch (two-phase).

@@ -237,3 +237,136 @@ async fn concurrent_appends_all_land_on_sqlite() {
 async fn concurrent_appends_all_land_on_postgres() {
     concurrent_appends_all_land(true).await;
 }
+
+/// A signing request, `sign.requested` record and all, written as `POST /sign` writes it on
+/// SQLite (`db::sessions::insert_sign_request`, one batch) in `tx`, after the head `head` names;
+/// `per_device`: the device's cap of live sessions. Whether the batch was written.
+async fn request_in_one_batch(
+    tx: &mut tessera_server::db::WriteTx,
+    id: &str,
+    head: &tessera_server::db::audit::HeadCache,
+    per_device: i64,
+) -> bool {
+    use tessera_server::db::{Approval, Protocol, RequestKind, approvals, sessions};
+    let session = sessions::NewSession {
+        id,
+        device_id: "chain-device",
+        wallet_id: "w-batch",
+        protocol: Protocol::Sign,
+        nonce: &[7u8; 32],
+        params: "{}",
+        epoch: 0,
+        owner: None,
+    };
+    let caps = sessions::Caps {
+        at: 1_000,
+        // `w-batch`'s own session (created at 0) is not live.
+        cutoff: 1,
+        per_device,
+        per_wallet: 100,
+    };
+    let request = approvals::NewSignRequest {
+        session_id: id,
+        wallet_id: "w-batch",
+        device_id: "chain-device",
+        kind: RequestKind::Digest,
+        value_wei: None,
+        max_fee_wei: None,
+        token_amounts: None,
+        btc_spend: None,
+        digest: "00",
+        summary: "a digest",
+        requested_at: 1_000,
+        approval: Approval::None,
+        expires_at: 1_000,
+    };
+    let detail = json!({ "session_id": id }).to_string();
+    let record =
+        audit::after_known_head(head, 1_000, "sign.requested", Subject::default(), &detail)
+            .unwrap();
+    sessions::insert_sign_request(tx, (&session, &caps), &request, &record)
+        .await
+        .unwrap()
+}
+
+/// How many rows of session `id` there are: its session, its request, its record.
+async fn written_of(state: &AppState, id: &str) -> (i64, i64, i64) {
+    let mut counts = [0i64; 3];
+    for (n, sql) in [
+        "SELECT COUNT(*) FROM sessions WHERE id = $1",
+        "SELECT COUNT(*) FROM sign_requests WHERE session_id = $1",
+        "SELECT COUNT(*) FROM audit_log WHERE kind = 'sign.requested' AND detail LIKE '%' || $1 || '%'",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        (counts[n],) = sqlx::query_as(sql)
+            .bind(id)
+            .fetch_one(state.db())
+            .await
+            .unwrap();
+    }
+    (counts[0], counts[1], counts[2])
+}
+
+/// SQLite: a signing request's session, its request row and its record, written in one batch
+/// of statements, are written together or not at all. A head another server appended after, a
+/// head never written and a device at its cap of live sessions each write none of the three
+/// and leave the transaction to go on; a current head writes all three and the chain verifies.
+#[tokio::test]
+async fn a_signing_request_in_one_batch_is_written_whole_or_not_at_all() {
+    use tessera_server::db::audit::HeadCache;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_servers(&dir, false).await.unwrap();
+    new_session(&a, "w-batch").await;
+    audit::append(&a, "test.first", Subject::default(), json!({}))
+        .await
+        .unwrap();
+    let head = |seq: i64, hash: Vec<u8>| {
+        let cache = HeadCache::default();
+        cache.advance(seq, hash.try_into().unwrap());
+        cache
+    };
+    let (seq, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_one(a.db())
+            .await
+            .unwrap();
+    let passed = head(seq, hash.clone());
+    // The other server appends: `passed` is no longer the head.
+    audit::append(&b, "test.b", Subject::default(), json!({}))
+        .await
+        .unwrap();
+    let (seq, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_one(a.db())
+            .await
+            .unwrap();
+    let current = head(seq, hash);
+    let phantom = head(seq + 1, vec![9u8; 32]);
+    let start = record_count(&a).await;
+
+    let mut tx = a.begin_write().await.unwrap();
+    assert!(!request_in_one_batch(&mut tx, "r-passed", &passed, 10).await);
+    assert!(!request_in_one_batch(&mut tx, "r-phantom", &phantom, 10).await);
+    // The device already holds one live session (`r-at-cap` would be its second).
+    assert!(request_in_one_batch(&mut tx, "r-live", &current, 10).await);
+    let (seq, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    let current = head(seq, hash);
+    assert!(!request_in_one_batch(&mut tx, "r-at-cap", &current, 1).await);
+    assert!(request_in_one_batch(&mut tx, "r-within-cap", &current, 2).await);
+    tx.commit().await.unwrap();
+
+    for id in ["r-passed", "r-phantom", "r-at-cap"] {
+        assert_eq!(written_of(&a, id).await, (0, 0, 0), "{id}");
+    }
+    for id in ["r-live", "r-within-cap"] {
+        assert_eq!(written_of(&a, id).await, (1, 1, 1), "{id}");
+    }
+    assert_eq!(record_count(&a).await, start + 2);
+    assert_eq!(verified(&a).await as i64, start + 2);
+}

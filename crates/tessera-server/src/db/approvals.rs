@@ -40,26 +40,38 @@ pub struct NewSignRequest<'a> {
 /// # Errors
 /// A database error.
 pub async fn insert(db: impl AnyExecutor<'_>, r: &NewSignRequest<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO sign_requests (session_id, wallet_id, device_id, kind, value_wei, max_fee_wei, digest, summary, requested_at, approval, expires_at, token_amounts, btc_spend) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    bind_request(
+        sqlx::query(
+            "INSERT INTO sign_requests (session_id, wallet_id, device_id, kind, value_wei, max_fee_wei, digest, summary, requested_at, approval, expires_at, token_amounts, btc_spend) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        ),
+        r,
     )
-    .bind(r.session_id)
-    .bind(r.wallet_id)
-    .bind(r.device_id)
-    .bind(r.kind)
-    .bind(r.value_wei.as_deref())
-    .bind(r.max_fee_wei.as_deref())
-    .bind(r.digest)
-    .bind(r.summary)
-    .bind(r.requested_at)
-    .bind(r.approval)
-    .bind(r.expires_at)
-    .bind(r.token_amounts.as_deref())
-    .bind(r.btc_spend.as_deref())
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Binds `r`'s thirteen columns, in the order [`insert`] lists them, after what `query` has
+/// bound already.
+pub(crate) fn bind_request<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    r: &'q NewSignRequest<'_>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(r.session_id)
+        .bind(r.wallet_id)
+        .bind(r.device_id)
+        .bind(r.kind)
+        .bind(r.value_wei.as_deref())
+        .bind(r.max_fee_wei.as_deref())
+        .bind(r.digest)
+        .bind(r.summary)
+        .bind(r.requested_at)
+        .bind(r.approval)
+        .bind(r.expires_at)
+        .bind(r.token_amounts.as_deref())
+        .bind(r.btc_spend.as_deref())
 }
 
 /// A recent request: requested_at, value_wei, max_fee_wei, approval, token_amounts, btc_spend.

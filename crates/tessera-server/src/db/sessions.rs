@@ -79,6 +79,55 @@ pub async fn lock_caps(
     Ok(())
 }
 
+/// The condition "neither `new`'s device nor its wallet holds its cap of live sessions", with
+/// [`bind_session`]'s placeholders.
+macro_rules! within_caps {
+    () => {
+        concat!(
+            "(SELECT COUNT(*) FROM sessions s WHERE s.device_id = $2 AND ",
+            live!("$8", "$11"),
+            ") < $9 AND (SELECT COUNT(*) FROM sessions s WHERE s.wallet_id = $3 AND ",
+            live!("$8", "$11"),
+            ") < $10"
+        )
+    };
+}
+
+/// The columns a new session is inserted with, and what they are selected from:
+/// `$1`–`$12` bound by [`bind_session`]; its status is `created`, or `running` when it has an
+/// owner.
+macro_rules! new_session {
+    ($status:expr) => {
+        concat!(
+            "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, created_at, last_message_at, owner) \
+             SELECT $1, $2, $3, $4, ",
+            $status,
+            ", $5, $6, $7, $8, $8, $12"
+        )
+    };
+}
+
+/// Binds `new` and `caps` as `$1`–`$12` of [`within_caps`] and [`new_session`].
+fn bind_session<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    new: &'q NewSession<'_>,
+    caps: &Caps,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(new.id)
+        .bind(new.device_id)
+        .bind(new.wallet_id)
+        .bind(new.protocol)
+        .bind(new.nonce)
+        .bind(new.params)
+        .bind(new.epoch)
+        .bind(caps.at)
+        .bind(caps.per_device)
+        .bind(caps.per_wallet)
+        .bind(caps.cutoff)
+        .bind(new.owner)
+}
+
 /// Inserts `new` as a created session (claimed, with an `owner`) unless its device or its wallet already holds its cap of
 /// live sessions, in one statement. Returns whether it was inserted.
 ///
@@ -89,30 +138,70 @@ pub async fn insert_within_caps(
     new: &NewSession<'_>,
     caps: &Caps,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(concat!(
-        "INSERT INTO sessions (id, device_id, wallet_id, protocol, status, nonce, params, epoch, created_at, last_message_at, owner) \
-         SELECT $1, $2, $3, $4, CASE WHEN $12 IS NULL THEN 'created' ELSE 'running' END, $5, $6, $7, $8, $8, $12 \
-         WHERE (SELECT COUNT(*) FROM sessions s WHERE s.device_id = $2 AND ",
-        live!("$8", "$11"),
-        ") < $9 AND (SELECT COUNT(*) FROM sessions s WHERE s.wallet_id = $3 AND ",
-        live!("$8", "$11"),
-        ") < $10"
-    ))
-    .bind(new.id)
-    .bind(new.device_id)
-    .bind(new.wallet_id)
-    .bind(new.protocol)
-    .bind(new.nonce)
-    .bind(new.params)
-    .bind(new.epoch)
-    .bind(caps.at)
-    .bind(caps.per_device)
-    .bind(caps.per_wallet)
-    .bind(caps.cutoff)
-    .bind(new.owner)
+    let inserted = bind_session(
+        sqlx::query(concat!(
+            new_session!("CASE WHEN $12 IS NULL THEN 'created' ELSE 'running' END"),
+            " WHERE ",
+            within_caps!()
+        )),
+        new,
+        caps,
+    )
     .execute(conn)
     .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// SQLite only, inside a write transaction: a signing session `new` (within `caps`), its
+/// request's row `request` and its `sign.requested` record `r`, as one batch of statements
+/// sent to the connection's thread at once (`SAVEPOINT; INSERT INTO sessions …; INSERT INTO
+/// sign_requests …; INSERT INTO audit_log …; RELEASE`): one hand-off to that thread instead of
+/// three. Returns whether it was written.
+///
+/// The batch stops at its first failing statement and is then rolled back to its savepoint, so
+/// that it wrote nothing and the transaction goes on: it fails when a cap is reached (the
+/// session's status is NULL then, which its column refuses), unless the chain's head is still
+/// record `r.seq - 1` with hash `r.prev_hash` (as in [`end_with_record`]), or for any other
+/// error of its statements. The caller then writes the three one by one
+/// ([`insert_within_caps`] tells which cap).
+///
+/// # Errors
+/// A database error of the rollback to the savepoint (the transaction is then to be dropped).
+pub async fn insert_sign_request(
+    conn: &mut AnyConnection,
+    (new, caps): (&NewSession<'_>, &Caps),
+    request: &super::approvals::NewSignRequest<'_>,
+    r: &super::audit::NewRecord<'_>,
+) -> Result<bool, sqlx::Error> {
+    let batch = bind_session(
+        sqlx::query(concat!(
+            "SAVEPOINT sign_request; ",
+            new_session!(concat!(
+                "CASE WHEN ",
+                within_caps!(),
+                " THEN CASE WHEN $12 IS NULL THEN 'created' ELSE 'running' END END"
+            )),
+            "; INSERT INTO sign_requests (session_id, wallet_id, device_id, kind, value_wei, max_fee_wei, digest, summary, requested_at, approval, expires_at, token_amounts, btc_spend) \
+             VALUES ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25); \
+             INSERT INTO audit_log (seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash) \
+             VALUES ($26, $27, $28, $29, $30, $31, $32, \
+             (SELECT p.hash FROM audit_log p WHERE p.seq = $26 - 1 AND p.hash = $33), $34); \
+             RELEASE sign_request"
+        )),
+        new,
+        caps,
+    );
+    let batch = super::audit::bind_record(super::approvals::bind_request(batch, request), r);
+    match batch.execute(&mut *conn).await {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            tracing::debug!(error = %e, "a signing request in one batch was not written; writing it statement by statement");
+            sqlx::query("ROLLBACK TO sign_request; RELEASE sign_request")
+                .execute(&mut *conn)
+                .await?;
+            Ok(false)
+        }
+    }
 }
 
 /// How many live sessions `device_id` holds (the condition of [`insert_within_caps`]).
@@ -354,8 +443,9 @@ pub async fn record_end(
 }
 
 /// SQLite only: [`record_end`] and the append of its one audit record `r`, as one batch of
-/// statements sent to the connection's thread at once (`BEGIN IMMEDIATE; UPDATE sessions …;
-/// INSERT INTO audit_log …; COMMIT`): one hand-off to that thread instead of five, one commit.
+/// statements sent to the writer's thread at once (`BEGIN IMMEDIATE; UPDATE sessions …;
+/// INSERT INTO audit_log …; COMMIT`, [`super::Writer::batch`]): one hand-off to that thread
+/// instead of five, one commit.
 ///
 /// The batch stops at its first failing statement, before its `COMMIT`, and is then rolled
 /// back. It fails (and writes nothing) unless the chain's head is still record `r.seq - 1`
@@ -367,14 +457,13 @@ pub async fn record_end(
 /// # Errors
 /// The batch's error, after the rollback.
 pub async fn end_with_record(
-    pool: &sqlx::AnyPool,
+    writer: &super::Writer,
     session_id: &str,
     (status, detail): (SessionStatus, Option<&str>),
     at: i64,
     r: &super::audit::NewRecord<'_>,
-) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let written = sqlx::query(
+) -> crate::error::ApiResult<()> {
+    let batch = sqlx::query(
         "BEGIN IMMEDIATE; \
          UPDATE sessions SET status = $1, detail = $2, last_message_at = $3 WHERE id = $4; \
          INSERT INTO audit_log (seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash) \
@@ -387,20 +476,8 @@ pub async fn end_with_record(
     .bind(detail)
     .bind(at)
     .bind(session_id);
-    let written = super::audit::bind_record(written, r)
-        .execute(&mut *conn)
-        .await;
-    if let Err(e) = written {
-        // Whatever ran of the batch is undone; a connection whose rollback failed for another
-        // reason than having no transaction open is not given back to the pool.
-        match sqlx::query("ROLLBACK").execute(&mut *conn).await {
-            Ok(_) => {}
-            Err(rollback) if rollback.to_string().contains("no transaction is active") => {}
-            Err(_) => conn.close_on_drop(),
-        }
-        return Err(e);
-    }
-    Ok(())
+    // Whatever ran of a failed batch is undone by the writer.
+    writer.batch(super::audit::bind_record(batch, r)).await
 }
 
 /// Ends `session_id` with `status` and `detail` if it is still live (created or running), as
