@@ -222,10 +222,7 @@ pub(crate) async fn end_session_alone(
     let Some(record) = after_known_head(state.audit_head(), at, kind, subject, detail) else {
         return false;
     };
-    let Some(writer) = state.writer() else {
-        return false;
-    };
-    match db::sessions::end_with_record(writer, session_id, end, at, &record).await {
+    match db::sessions::end_with_record(state.db(), session_id, end, at, &record).await {
         Ok(()) => {
             state.audit_head().advance(record.seq, record.hash);
             true

@@ -197,8 +197,6 @@ struct Inner {
     registrations: Arc<crate::enrolment::RegistrationLimiter>,
     instance: String,
     liveness: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
-    /// SQLite: the connection write transactions run on.
-    writer: Option<db::Writer>,
     audit_head: Arc<db::audit::HeadCache>,
     /// Woken when a session of a structure wallet becomes joinable on this replica.
     joinable: tokio::sync::Notify,
@@ -260,12 +258,7 @@ impl AppState {
                 ))?,
             None => crate::mailboxes::Mailboxes::in_process(&instance),
         };
-        let writer = config
-            .database_url
-            .is_none()
-            .then(|| db::Writer::new(db.clone()));
         let state = AppState(Arc::new(Inner {
-            writer,
             db,
             jwt,
             kek,
@@ -426,17 +419,11 @@ impl AppState {
     pub async fn begin_write(&self) -> ApiResult<WriteTx> {
         WriteTx::begin(
             self.db(),
-            self.0.writer.as_ref(),
+            self.backend(),
             self.config().controls,
             Arc::clone(&self.0.audit_head),
         )
         .await
-    }
-
-    /// SQLite: the connection write transactions run on ([`db::Writer`]).
-    #[must_use]
-    pub(crate) fn writer(&self) -> Option<&db::Writer> {
-        self.0.writer.as_ref()
     }
 
     /// The process's guess of the audit chain's head (see [`db::audit::HeadCache`]).
@@ -527,13 +514,11 @@ pub async fn open_database(config: &Config) -> Result<(AnyPool, Backend), SetupE
         }
         None => {
             let url = format!("sqlite://{}?mode=rwc", dir.join("tessera.db").display());
-            // Two connections for reads and autocommit writes (write transactions take a third
-            // out of the pool, `db::Writer`): SQLite runs one writer at a time anyway, and each
-            // statement is a hand-off to its connection's thread. With eight, consecutive
-            // statements went to connections whose threads had slept longest and whose page
-            // caches other writers had invalidated: server_e2e measured ~1 ms more server CPU
-            // per sign (7.1 against 6.1 ms over its four phases). No handler holds one
-            // connection while it waits for another.
+            // Two connections: SQLite runs one writer at a time anyway, and each statement is a
+            // hand-off to its connection's thread. With eight, consecutive statements went to
+            // connections whose threads had slept longest and whose page caches other writers had
+            // invalidated: server_e2e measured ~1 ms more server CPU per sign (7.1 against 6.1 ms
+            // over its four phases). No handler holds one connection while it waits for another.
             // No ping before each acquire: the connection is an in-process handle, and the ping
             // is one more hand-off to its thread and back (sqlx still pings each connection
             // when it returns to the pool, which catches one left in a broken state).

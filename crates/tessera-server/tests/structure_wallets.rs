@@ -44,8 +44,7 @@ async fn migrated(dir: &tempfile::TempDir, backend: Backend) -> Option<AnyPool> 
 }
 
 async fn write(pool: &AnyPool, backend: Backend) -> WriteTx {
-    let writer = (backend == Backend::Sqlite).then(|| db::Writer::new(pool.clone()));
-    WriteTx::begin(pool, writer.as_ref(), false, Arc::new(Default::default()))
+    WriteTx::begin(pool, backend, false, Arc::new(Default::default()))
         .await
         .unwrap()
 }

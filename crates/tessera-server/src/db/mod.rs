@@ -6,13 +6,12 @@
 //! Write transactions: every check-then-act on shared state, and every audited action with its
 //! audit record, is one [`WriteTx`].
 //!
-//! - SQLite: every write transaction runs on one connection, the [`Writer`], one after the
-//!   other, and starts with `BEGIN IMMEDIATE`, which takes the database's write lock at the
-//!   start, so a transaction that reads (a policy's history, the audit chain's head) and then
-//!   writes never interleaves with another writer (an autocommit write on a pool connection
-//!   included). A deferred `BEGIN` would fail with `SQLITE_BUSY` at its first write whenever
-//!   another connection committed after its first read, and `busy_timeout` cannot help there;
-//!   with `BEGIN IMMEDIATE` a writer waits (up to `busy_timeout`) at the start instead.
+//! - SQLite: `BEGIN IMMEDIATE` takes the database's write lock at the start, so a transaction
+//!   that reads (a policy's history, the audit chain's head) and then writes never interleaves
+//!   with another writer. A deferred `BEGIN` would fail with `SQLITE_BUSY` at its first write
+//!   whenever another connection committed after its first read, and `busy_timeout` cannot
+//!   help there; with `BEGIN IMMEDIATE` a writer waits (up to `busy_timeout`) at the start
+//!   instead.
 //! - PostgreSQL: a plain `READ COMMITTED` transaction plus explicit locks, which also hold
 //!   across server replicas: [`WriteTx::lock_wallet`] (`SELECT … FOR UPDATE` on the wallet row)
 //!   for per-wallet state, and a transaction-scoped advisory lock on the audit chain's head,
@@ -27,9 +26,7 @@
 //! audit records after the transaction's other writes; nothing but the commit follows them.
 //!
 //! While a `WriteTx` is open, query only through it (`&mut *tx`), never through
-//! the pool (`AppState::db`): a second pool connection taken while holding one can exhaust the
-//! pool (PostgreSQL), and never open a second `WriteTx` in the same task (SQLite: it waits for
-//! the writer the first one holds, and fails after 30 s).
+//! the pool (`AppState::db`): a second pool connection taken while holding one can exhaust the pool.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -76,182 +73,10 @@ pub enum Backend {
     Postgres,
 }
 
-/// SQLite: the one connection every [`WriteTx`] runs on, taken out of the pool once (and
-/// again when one was left unusable), held by one transaction at a time.
-///
-/// SQLite runs one writer at a time anyway. A transaction waiting for this connection waits as
-/// a task, not in SQLite's busy handler (which sleeps and retries); and the connection is not
-/// given back to the pool after each transaction, which pings it (one more hand-off to its
-/// thread and back per transaction: sqlx always pings a connection it takes back).
-pub struct Writer {
-    pool: AnyPool,
-    conn: Arc<tokio::sync::Mutex<Option<AnyConnection>>>,
-    /// Set when a transaction could not be ended cleanly: the next one replaces the
-    /// connection (closing it rolls back whatever it had open).
-    broken: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// How long a write transaction waits for the writer before it fails (SQLite's own wait for
-/// the lock, `busy_timeout`, is 10 s; a transaction waiting longer here is stuck behind others).
-const WRITER_WAIT: Duration = Duration::from_secs(30);
-
-impl Writer {
-    /// The writer of `pool` (an SQLite pool); its connection is taken at the first write.
-    #[must_use]
-    pub fn new(pool: AnyPool) -> Self {
-        Writer {
-            pool,
-            conn: Arc::default(),
-            broken: Arc::default(),
-        }
-    }
-
-    /// The connection, taken from other transactions (a fresh one when it was left unusable).
-    async fn lock(&self) -> ApiResult<tokio::sync::OwnedMutexGuard<Option<AnyConnection>>> {
-        let mut guard = tokio::time::timeout(WRITER_WAIT, Arc::clone(&self.conn).lock_owned())
-            .await
-            .map_err(|_| {
-                ApiError::Internal(format!(
-                    "database: no write transaction could start for {} s",
-                    WRITER_WAIT.as_secs()
-                ))
-            })?;
-        if guard.is_none() || self.broken.swap(false, std::sync::atomic::Ordering::AcqRel) {
-            *guard = Some(self.pool.acquire().await?.detach());
-        }
-        Ok(guard)
-    }
-
-    /// The connection, inside `BEGIN IMMEDIATE`.
-    async fn begin(&self) -> ApiResult<WriterTx> {
-        let mut guard = self.lock().await?;
-        let mut replaced = false;
-        let mut attempt = 1;
-        loop {
-            if guard.is_none() {
-                *guard = Some(self.pool.acquire().await?.detach());
-            }
-            let Some(conn) = guard.as_mut() else {
-                continue;
-            };
-            match sqlx::raw_sql("BEGIN IMMEDIATE").execute(conn).await {
-                Ok(_) => break,
-                Err(e) if is_busy(&e) && attempt < BEGIN_ATTEMPTS => attempt += 1,
-                Err(e) if is_busy(&e) || replaced => return Err(e.into()),
-                // Not the lock: the connection is in a state it should not be in (a
-                // transaction left open); a fresh one is tried once.
-                Err(e) => {
-                    tracing::warn!(error = %e, "the writer's connection could not begin; replacing it");
-                    *guard = None;
-                    replaced = true;
-                }
-            }
-        }
-        Ok(WriterTx {
-            guard: Some(guard),
-            broken: Arc::clone(&self.broken),
-        })
-    }
-
-    /// Runs `batch` on the connection outside any transaction: a batch of statements that
-    /// begins and commits its own (`BEGIN IMMEDIATE; …; COMMIT`, one hand-off to the
-    /// connection's thread). When it fails, what it left open is rolled back (a connection
-    /// that cannot be is replaced).
-    ///
-    /// # Errors
-    /// The batch's error (nothing of it was written), or no connection.
-    pub async fn batch(
-        &self,
-        batch: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
-    ) -> ApiResult<()> {
-        let mut guard = self.lock().await?;
-        let Some(conn) = guard.as_mut() else {
-            return Err(ApiError::Internal("database: no writer".into()));
-        };
-        if let Err(e) = batch.execute(&mut *conn).await {
-            if roll_back(conn).await.is_err() {
-                *guard = None;
-            }
-            return Err(e.into());
-        }
-        Ok(())
-    }
-}
-
-/// The writer's connection inside a transaction, rolled back (by a task) when dropped before
-/// its commit.
-struct WriterTx {
-    guard: Option<tokio::sync::OwnedMutexGuard<Option<AnyConnection>>>,
-    broken: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// Rolls back `conn`'s transaction; a connection that has none is fine.
-async fn roll_back(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    match sqlx::raw_sql("ROLLBACK").execute(conn).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.to_string().contains("no transaction is active") => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-impl WriterTx {
-    fn conn(&mut self) -> Option<&mut AnyConnection> {
-        self.guard.as_mut().and_then(|g| g.as_mut())
-    }
-
-    async fn commit(mut self) -> Result<(), sqlx::Error> {
-        let Some(mut guard) = self.guard.take() else {
-            return Ok(());
-        };
-        let Some(conn) = guard.as_mut() else {
-            return Err(sqlx::Error::PoolClosed);
-        };
-        if let Err(e) = sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
-            // Nothing was written; the transaction may still be open.
-            if roll_back(conn).await.is_err() {
-                self.broken
-                    .store(true, std::sync::atomic::Ordering::Release);
-            }
-            return Err(e);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for WriterTx {
-    fn drop(&mut self) {
-        let Some(mut guard) = self.guard.take() else {
-            return;
-        };
-        let broken = Arc::clone(&self.broken);
-        // The writer stays taken until the rollback is done.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Some(conn) = guard.as_mut()
-                        && roll_back(conn).await.is_err()
-                    {
-                        broken.store(true, std::sync::atomic::Ordering::Release);
-                    }
-                });
-            }
-            Err(_) => broken.store(true, std::sync::atomic::Ordering::Release),
-        }
-    }
-}
-
-/// Where a [`WriteTx`] runs.
-enum TxConn {
-    /// PostgreSQL: a transaction on a pool connection.
-    Pool(sqlx::Transaction<'static, sqlx::Any>),
-    /// SQLite: the [`Writer`]'s connection.
-    Writer(WriterTx),
-}
-
 /// An open write transaction (see the module documentation). Dropping it without
 /// [`WriteTx::commit`] rolls back.
 pub struct WriteTx {
-    tx: TxConn,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
     audited: bool,
     audit_head_locked: bool,
@@ -262,25 +87,13 @@ impl Deref for WriteTx {
     type Target = AnyConnection;
 
     fn deref(&self) -> &AnyConnection {
-        match &self.tx {
-            TxConn::Pool(tx) => tx,
-            TxConn::Writer(w) => match w.guard.as_ref().and_then(|g| g.as_ref()) {
-                Some(conn) => conn,
-                None => unreachable!("a writer transaction is only ended by its commit or drop"),
-            },
-        }
+        &self.tx
     }
 }
 
 impl DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        match &mut self.tx {
-            TxConn::Pool(tx) => tx,
-            TxConn::Writer(w) => match w.conn() {
-                Some(conn) => conn,
-                None => unreachable!("a writer transaction is only ended by its commit or drop"),
-            },
-        }
+        &mut self.tx
     }
 }
 
@@ -297,22 +110,30 @@ fn is_busy(e: &sqlx::Error) -> bool {
 }
 
 impl WriteTx {
-    /// Starts a write transaction: on PostgreSQL on a connection of `pool`, on SQLite on
-    /// `writer`'s connection (`audited`: whether audit records are written; `audit_head`: the
-    /// process's guess of the chain's head, see [`audit::HeadCache`]).
+    /// Starts a write transaction on `pool` (`audited`: whether audit records are written;
+    /// `audit_head`: the process's guess of the chain's head, see [`audit::HeadCache`]).
     ///
     /// # Errors
     /// A database error (on SQLite, after waiting for the write lock repeatedly).
     pub async fn begin(
         pool: &AnyPool,
-        writer: Option<&Writer>,
+        backend: Backend,
         audited: bool,
         audit_head: Arc<audit::HeadCache>,
     ) -> ApiResult<WriteTx> {
         let started = std::time::Instant::now();
-        let (tx, backend) = match writer {
-            None => (TxConn::Pool(pool.begin().await?), Backend::Postgres),
-            Some(writer) => (TxConn::Writer(writer.begin().await?), Backend::Sqlite),
+        let tx = match backend {
+            Backend::Postgres => pool.begin().await?,
+            Backend::Sqlite => {
+                let mut attempt = 1;
+                loop {
+                    match pool.begin_with("BEGIN IMMEDIATE").await {
+                        Ok(tx) => break tx,
+                        Err(e) if is_busy(&e) && attempt < BEGIN_ATTEMPTS => attempt += 1,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
         };
         crate::observe::database("begin", started);
         Ok(WriteTx {
@@ -384,11 +205,7 @@ impl WriteTx {
     /// A database error; nothing was written then.
     pub async fn commit(self) -> ApiResult<()> {
         let started = std::time::Instant::now();
-        let committed = match self.tx {
-            TxConn::Pool(tx) => tx.commit().await,
-            TxConn::Writer(w) => w.commit().await,
-        }
-        .map_err(ApiError::from);
+        let committed = self.tx.commit().await.map_err(ApiError::from);
         crate::observe::database("commit", started);
         committed
     }

@@ -443,9 +443,8 @@ pub async fn record_end(
 }
 
 /// SQLite only: [`record_end`] and the append of its one audit record `r`, as one batch of
-/// statements sent to the writer's thread at once (`BEGIN IMMEDIATE; UPDATE sessions …;
-/// INSERT INTO audit_log …; COMMIT`, [`super::Writer::batch`]): one hand-off to that thread
-/// instead of five, one commit.
+/// statements sent to the connection's thread at once (`BEGIN IMMEDIATE; UPDATE sessions …;
+/// INSERT INTO audit_log …; COMMIT`): one hand-off to that thread instead of five, one commit.
 ///
 /// The batch stops at its first failing statement, before its `COMMIT`, and is then rolled
 /// back. It fails (and writes nothing) unless the chain's head is still record `r.seq - 1`
@@ -457,13 +456,14 @@ pub async fn record_end(
 /// # Errors
 /// The batch's error, after the rollback.
 pub async fn end_with_record(
-    writer: &super::Writer,
+    pool: &sqlx::AnyPool,
     session_id: &str,
     (status, detail): (SessionStatus, Option<&str>),
     at: i64,
     r: &super::audit::NewRecord<'_>,
-) -> crate::error::ApiResult<()> {
-    let batch = sqlx::query(
+) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let written = sqlx::query(
         "BEGIN IMMEDIATE; \
          UPDATE sessions SET status = $1, detail = $2, last_message_at = $3 WHERE id = $4; \
          INSERT INTO audit_log (seq, at, kind, user_id, device_id, wallet_id, detail, prev_hash, hash) \
@@ -476,8 +476,20 @@ pub async fn end_with_record(
     .bind(detail)
     .bind(at)
     .bind(session_id);
-    // Whatever ran of a failed batch is undone by the writer.
-    writer.batch(super::audit::bind_record(batch, r)).await
+    let written = super::audit::bind_record(written, r)
+        .execute(&mut *conn)
+        .await;
+    if let Err(e) = written {
+        // Whatever ran of the batch is undone; a connection whose rollback failed for another
+        // reason than having no transaction open is not given back to the pool.
+        match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            Ok(_) => {}
+            Err(rollback) if rollback.to_string().contains("no transaction is active") => {}
+            Err(_) => conn.close_on_drop(),
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Ends `session_id` with `status` and `detail` if it is still live (created or running), as
