@@ -386,14 +386,17 @@ pub async fn create(
         wallet: Some(&wallet.id),
     };
     crate::wallets::refuse_banned(&mut tx, &wallet.id, standing, structure.is_some()).await?;
-    let decoded =
-        match crate::wallets::for_wallet(&state, &wallet.id, &req.kind, &req.path, decoded).await {
-            Ok(decoded) => decoded,
-            Err(Refusal::Invalid(why)) => {
-                return Err(crate::wallets::invalid_request(tx, subject, kind, why).await);
-            }
-            Err(Refusal::Other(e)) => return Err(e),
-        };
+    let decoded = match crate::wallets::for_wallet(
+        &state, &mut tx, &wallet.id, &req.kind, &req.path, decoded,
+    )
+    .await
+    {
+        Ok(decoded) => decoded,
+        Err(Refusal::Invalid(why)) => {
+            return Err(crate::wallets::invalid_request(tx, subject, kind, why).await);
+        }
+        Err(Refusal::Other(e)) => return Err(e),
+    };
     let digest = hex::encode(decoded.digest);
     let request = crate::wallets::Request {
         kind,

@@ -48,7 +48,16 @@ pub async fn store_new_wallet(
 
 /// The active share of a wallet, unsealed.
 pub async fn load_active(state: &AppState, wallet_id: &str) -> ApiResult<KeyShare> {
-    let row = db::shares::active(state.db(), wallet_id).await?;
+    load_active_on(state, &mut *state.db().acquire().await?, wallet_id).await
+}
+
+/// [`load_active`], read on `conn` (a caller's transaction).
+pub async fn load_active_on(
+    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
+    wallet_id: &str,
+) -> ApiResult<KeyShare> {
+    let row = db::shares::active(&mut *conn, wallet_id).await?;
     let (epoch, sealed) =
         row.ok_or_else(|| ApiError::NotFound(format!("no server share for wallet {wallet_id}")))?;
     unseal(state, wallet_id, epoch, &sealed)

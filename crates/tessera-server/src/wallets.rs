@@ -363,7 +363,8 @@ pub(crate) async fn create_sign(
         ));
     }
     refuse_banned(&mut tx, &wallet.id, standing, structure.is_some()).await?;
-    let decoded = match for_wallet(state, &wallet.id, &req.kind, &req.path, decoded).await {
+    let decoded = match for_wallet(state, &mut tx, &wallet.id, &req.kind, &req.path, decoded).await
+    {
         Ok(decoded) => decoded,
         Err(Refusal::Invalid(why)) => {
             let subject = crate::audit::Subject::device(&me).wallet(&wallet.id);
@@ -669,6 +670,7 @@ pub(crate) enum Refusal {
 /// [`Refusal::Invalid`] for input that does not decode or is not the wallet's to sign.
 pub(crate) async fn for_wallet<E: std::fmt::Display>(
     state: &AppState,
+    conn: &mut sqlx::AnyConnection,
     wallet_id: &str,
     kind: &tessera_api::intent::SignKind,
     path: &str,
@@ -681,7 +683,17 @@ pub(crate) async fn for_wallet<E: std::fmt::Display>(
         input,
     } = kind
     {
-        match plan_psbt_input(state, wallet_id, psbt, *network, *input, path, &mut decoded).await {
+        match plan_psbt_input(
+            (state, conn),
+            wallet_id,
+            psbt,
+            *network,
+            *input,
+            path,
+            &mut decoded,
+        )
+        .await
+        {
             Ok(()) => {}
             Err(ApiError::BadRequest(why)) => return Err(Refusal::Invalid(why)),
             Err(e) => return Err(Refusal::Other(e)),
@@ -693,9 +705,11 @@ pub(crate) async fn for_wallet<E: std::fmt::Display>(
 /// A PSBT input's request, checked with the wallet's key (its chain code is in the server's
 /// share, unsealed for it): the input must be the wallet's, at the request's path, and the
 /// digest the one [`tessera_api::intent::decode`] computed; `decoded` gets the transaction as
-/// the policy reads it (its change known) and a summary of the whole transaction.
+/// the policy reads it (its change known) and a summary of the whole transaction. The share is
+/// read on `conn`, the caller's write transaction: a second connection taken from the pool while
+/// holding one waits for the pool (SQLite's has one connection).
 async fn plan_psbt_input(
-    state: &AppState,
+    (state, conn): (&AppState, &mut sqlx::AnyConnection),
     wallet_id: &str,
     psbt: &str,
     network: tessera_api::btc::BtcNetwork,
@@ -705,7 +719,7 @@ async fn plan_psbt_input(
 ) -> ApiResult<()> {
     use tessera_api::btc;
     let bad = |e: tessera_core::error::Error| ApiError::BadRequest(e.to_string());
-    let share = crate::vault::load_active(state, wallet_id).await?;
+    let share = crate::vault::load_active_on(state, conn, wallet_id).await?;
     let key = btc::WalletKey {
         public_key: share.public_key().to_compressed(),
         chain_code: share.chain_code(),
