@@ -108,7 +108,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Background chores: forgetting idle rate-limit keys, ending the sessions of dead replicas,
+/// Background chores: dropping the shares kept unsealed past their time, forgetting idle
+/// rate-limit keys, ending the sessions of dead replicas,
 /// forgetting their mailboxes and relay codes, deleting stored frames nobody read, forgetting
 /// the presence of requests that ended; and the webhook delivery worker when a webhook URL is
 /// configured ([`webhooks::spawn_delivery`]).
@@ -120,6 +121,7 @@ pub fn spawn_housekeeping(state: &AppState) {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(10)).await;
             tick += 1;
+            state.unsealed().forget_idle();
             if tick.is_multiple_of(6) {
                 state.limits().forget_idle();
                 state.registrations().forget_idle();

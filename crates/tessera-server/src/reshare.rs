@@ -811,7 +811,10 @@ async fn switch(state: &AppState, job: &ReshareJob, share: &KeyShare) -> ApiResu
         }
         .await;
         match written {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                state.unsealed().forget(wallet_id);
+                return Ok(());
+            }
             Err(e @ ApiError::Conflict(_)) => return Err(e),
             Err(e) if attempt < db::DURABLE_ATTEMPTS => {
                 tracing::warn!(session_id = %sid, attempt, error = %e, "retrying the switch of a resharing");

@@ -201,6 +201,8 @@ struct Inner {
     /// Woken when a session of a structure wallet becomes joinable on this replica.
     joinable: tokio::sync::Notify,
     shutdown: crate::shutdown::Shutdown,
+    /// The shares unsealed for recent signatures ([`crate::vault::UnsealedShares`]).
+    unsealed: crate::vault::UnsealedShares,
     /// The readiness probe's last check of the key-encryption key: when, and its result.
     kek_checked: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
@@ -272,6 +274,7 @@ impl AppState {
             audit_head: Arc::default(),
             joinable: tokio::sync::Notify::new(),
             shutdown: crate::shutdown::Shutdown::default(),
+            unsealed: crate::vault::UnsealedShares::default(),
             kek_checked: std::sync::Mutex::new(None),
         }));
         state.end_sessions_of_dead_replicas().await?;
@@ -309,6 +312,12 @@ impl AppState {
         if let Ok(mut last) = self.0.kek_checked.lock() {
             *last = Some((std::time::Instant::now(), result));
         }
+    }
+
+    /// The shares unsealed for recent signatures.
+    #[must_use]
+    pub fn unsealed(&self) -> &crate::vault::UnsealedShares {
+        &self.0.unsealed
     }
 
     /// This process's instance id (the owner of the sessions it runs).

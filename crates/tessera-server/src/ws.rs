@@ -611,7 +611,13 @@ fn prepare(state: &AppState, session: &db::sessions::OpenContext) -> ApiResult<P
         Protocol::Sign => {
             let req: crate::wallets::StoredSign =
                 serde_json::from_str(&session.params).map_err(|e| internal(&e))?;
-            let share = active_share()?;
+            // A wallet that signed within the last minute reuses that signature's unsealed share.
+            let share = match &session.share {
+                Some((epoch, sealed)) => {
+                    vault::unseal_for_signing(state, wallet_id, *epoch, sealed)?
+                }
+                None => std::sync::Arc::new(active_share()?),
+            };
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&req.digest, &mut digest)
                 .map_err(|_| ApiError::Internal("digest".into()))?;
