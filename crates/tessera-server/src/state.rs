@@ -523,16 +523,22 @@ pub async fn open_database(config: &Config) -> Result<(AnyPool, Backend), SetupE
         }
         None => {
             let url = format!("sqlite://{}?mode=rwc", dir.join("tessera.db").display());
-            // Two connections: SQLite runs one writer at a time anyway, and each statement is a
+            // One connection: SQLite runs one writer at a time anyway, and each statement is a
             // hand-off to its connection's thread. With eight, consecutive statements went to
             // connections whose threads had slept longest and whose page caches other writers had
             // invalidated: server_e2e measured ~1 ms more server CPU per sign (7.1 against 6.1 ms
-            // over its four phases). No handler holds one connection while it waits for another.
+            // over its four phases). With one, its page cache is never invalidated by another
+            // connection's commit (the 52 KB share a signature reads stays in it) and writers
+            // wait in the pool's queue, not in SQLite's busy handler. With the unsealed-share
+            // cache, server CPU per sign was lower than with two connections and no cache in
+            // four of five back-to-back server_e2e pairs (docs/benchmarks.md). So no handler may
+            // hold a connection (a `WriteTx`, an acquired one) while it takes another from the
+            // pool: it would wait for itself until the pool's acquire timeout (`db` says so).
             // No ping before each acquire: the connection is an in-process handle, and the ping
             // is one more hand-off to its thread and back (sqlx still pings each connection
             // when it returns to the pool, which catches one left in a broken state).
             let db = AnyPoolOptions::new()
-                .max_connections(2)
+                .max_connections(1)
                 .test_before_acquire(false)
                 .after_connect(|conn, _| {
                     Box::pin(async move {

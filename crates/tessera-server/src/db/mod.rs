@@ -25,8 +25,10 @@
 //! ([`relay_codes::lock`]) is taken alone, in a transaction that takes no other. Append
 //! audit records after the transaction's other writes; nothing but the commit follows them.
 //!
-//! While a `WriteTx` is open, query only through it (`&mut *tx`), never through
-//! the pool (`AppState::db`): a second pool connection taken while holding one can exhaust the pool.
+//! While a `WriteTx` (or any connection taken from the pool) is open, query only through it
+//! (`&mut *tx`), never through the pool (`AppState::db`): SQLite's pool has one connection
+//! (`state::open_database` says why), so taking a second one while holding it waits for itself
+//! until the pool's acquire timeout, and on PostgreSQL it can exhaust the pool.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
