@@ -86,6 +86,10 @@ pub fn unseal(state: &AppState, wallet_id: &str, epoch: i64, sealed: &[u8]) -> A
 /// How long an unsealed share is kept after the signature it served (see [`UnsealedShares`]).
 pub const KEEP_UNSEALED: Duration = Duration::from_secs(60);
 
+/// How long an unsealed share is kept at most, however often it signs: a wallet in constant use
+/// is unsealed again (through the key-encryption key) this often.
+pub const UNSEAL_AGAIN_AFTER: Duration = Duration::from_secs(300);
+
 /// At most this many wallets' shares are kept unsealed at once.
 const MAX_KEPT: usize = 256;
 
@@ -98,8 +102,10 @@ const MAX_KEPT: usize = 256;
 /// read from the share's row: a refreshed, replaced, restored or re-wrapped share (new bytes)
 /// is opened again, and the kept one of another epoch of the wallet is dropped (zeroized) in its
 /// place. A refresh switching epochs on this server forgets the wallet's entry at once, and
-/// every entry is dropped [`KEEP_UNSEALED`] after its last use (housekeeping, every 10 s), so a
-/// share does not stay in memory much longer than the session that used it.
+/// every entry is dropped [`KEEP_UNSEALED`] after its last use or [`UNSEAL_AGAIN_AFTER`] after
+/// it was unsealed (housekeeping, every 10 s), so a share does not stay in memory much longer
+/// than the sessions that used it, and a key-encryption key taken away stops signatures within
+/// minutes.
 #[derive(Default)]
 pub struct UnsealedShares(Mutex<HashMap<String, Kept>>);
 
@@ -107,14 +113,21 @@ struct Kept {
     epoch: i64,
     sealed: Vec<u8>,
     share: Arc<KeyShare>,
+    unsealed: Instant,
     used: Instant,
+}
+
+impl Kept {
+    fn current(&self) -> bool {
+        self.used.elapsed() <= KEEP_UNSEALED && self.unsealed.elapsed() <= UNSEAL_AGAIN_AFTER
+    }
 }
 
 impl UnsealedShares {
     fn get(&self, wallet_id: &str, epoch: i64, sealed: &[u8]) -> Option<Arc<KeyShare>> {
         let mut kept = self.0.lock().ok()?;
         let entry = kept.get_mut(wallet_id)?;
-        if entry.epoch != epoch || entry.sealed != sealed || entry.used.elapsed() > KEEP_UNSEALED {
+        if entry.epoch != epoch || entry.sealed != sealed || !entry.current() {
             return None;
         }
         entry.used = Instant::now();
@@ -126,7 +139,7 @@ impl UnsealedShares {
             return;
         };
         if kept.len() >= MAX_KEPT && !kept.contains_key(wallet_id) {
-            kept.retain(|_, k| k.used.elapsed() <= KEEP_UNSEALED);
+            kept.retain(|_, k| k.current());
             if kept.len() >= MAX_KEPT {
                 return;
             }
@@ -137,6 +150,7 @@ impl UnsealedShares {
                 epoch,
                 sealed: sealed.to_vec(),
                 share,
+                unsealed: Instant::now(),
                 used: Instant::now(),
             },
         );
@@ -149,10 +163,10 @@ impl UnsealedShares {
         }
     }
 
-    /// Drops the shares unused for [`KEEP_UNSEALED`].
+    /// Drops the shares unused for [`KEEP_UNSEALED`] or unsealed [`UNSEAL_AGAIN_AFTER`] ago.
     pub fn forget_idle(&self) {
         if let Ok(mut kept) = self.0.lock() {
-            kept.retain(|_, k| k.used.elapsed() <= KEEP_UNSEALED);
+            kept.retain(|_, k| k.current());
         }
     }
 
@@ -362,6 +376,21 @@ mod tests {
             kept.get("w", 1, b"s").is_none(),
             "past its time it is not served"
         );
+        kept.forget_idle();
+        assert!(kept.is_empty());
+        assert_eq!(Arc::strong_count(&share), 1);
+    }
+
+    #[test]
+    fn a_share_in_constant_use_is_unsealed_again_after_its_longest_time() {
+        let share = Arc::new(keygen(Threshold::new(2, 2).unwrap()).unwrap().remove(0));
+        let kept = UnsealedShares::default();
+        kept.keep("w", 1, b"s", share.clone());
+        if let Ok(mut map) = kept.0.lock() {
+            map.get_mut("w").unwrap().unsealed -= UNSEAL_AGAIN_AFTER + Duration::from_secs(1);
+        }
+        // Used a moment ago, but unsealed too long ago: not served, and dropped.
+        assert!(kept.get("w", 1, b"s").is_none());
         kept.forget_idle();
         assert!(kept.is_empty());
         assert_eq!(Arc::strong_count(&share), 1);
