@@ -236,7 +236,22 @@ impl ServerClient {
             else {
                 return Err(error);
             };
-            let unnamed = matches!(&error, ClientError::Protocol(e) if e.party().is_none());
+            // A run that failed naming nobody: our own check did (the engine's error names no
+            // party), or the server's party failed first and its end reached us before the
+            // message our check would have failed on. The server names the party it can name
+            // (a ban, above); a failed end of its own naming nobody is the same unnamed abort,
+            // which the server counts, and asking again is what isolates the culprit.
+            let unnamed = match &error {
+                ClientError::Protocol(e) => e.party().is_none(),
+                ClientError::Session(tessera_api::session_frame::Fault::Ended { party, end }) => {
+                    end.reason() == EndReason::Failed
+                        && parties
+                            .parties
+                            .iter()
+                            .any(|p| p.party == party.get() && p.device_id.is_none())
+                }
+                _ => false,
+            };
             if new.is_empty() && !unnamed {
                 return Err(error);
             }
