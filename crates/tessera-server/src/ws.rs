@@ -583,11 +583,15 @@ fn prepare(state: &AppState, session: &db::sessions::OpenContext) -> ApiResult<P
     let internal = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
     let wallet_id = &session.wallet_id;
     // The share the session runs with, read with the session (sign and refresh).
-    let active_share = || match &session.share {
-        Some((epoch, sealed)) => vault::unseal(state, wallet_id, *epoch, sealed),
-        None => Err(ApiError::NotFound(format!(
-            "no server share for wallet {wallet_id}"
-        ))),
+    let sealed_share = || {
+        session
+            .share
+            .as_ref()
+            .ok_or_else(|| ApiError::NotFound(format!("no server share for wallet {wallet_id}")))
+    };
+    let active_share = || {
+        let (epoch, sealed) = sealed_share()?;
+        vault::unseal(state, wallet_id, *epoch, sealed)
     };
     let nonce: [u8; 32] = session
         .nonce
@@ -612,12 +616,8 @@ fn prepare(state: &AppState, session: &db::sessions::OpenContext) -> ApiResult<P
             let req: crate::wallets::StoredSign =
                 serde_json::from_str(&session.params).map_err(|e| internal(&e))?;
             // A wallet that signed within the last minute reuses that signature's unsealed share.
-            let share = match &session.share {
-                Some((epoch, sealed)) => {
-                    vault::unseal_for_signing(state, wallet_id, *epoch, sealed)?
-                }
-                None => std::sync::Arc::new(active_share()?),
-            };
+            let (epoch, sealed) = sealed_share()?;
+            let share = vault::unseal_for_signing(state, wallet_id, *epoch, sealed)?;
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&req.digest, &mut digest)
                 .map_err(|_| ApiError::Internal("digest".into()))?;
