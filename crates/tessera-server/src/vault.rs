@@ -170,15 +170,13 @@ impl UnsealedShares {
         }
     }
 
-    /// How many shares are kept unsealed.
-    #[must_use]
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.0.lock().map(|kept| kept.len()).unwrap_or_default()
     }
 
-    /// Whether no share is kept unsealed.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
