@@ -19,7 +19,13 @@
 //!   are open: the server has built its side of the protocol and sent its first message; the
 //!   client never answers.
 //!
-//! Clients and servers share the machine's cores, as they do in every figure here.
+//! Where the processes run: on a machine of two cores or more, every server gets a core of its
+//! own and the bench (its clients, and the in-process baseline) the others, as a server on its
+//! own machine would (`layout`). A server then uses one core however many clients sign. With
+//! `TESSERA_BENCH_SHARED_CORES=1` every process may run on every core, as before 2026-12-06:
+//! the clients' work then lands on the server's cores and the kernel moves the server's threads
+//! between the cores the clients use, which on this project's 2-core VMs adds 1.5-2.5 ms of the
+//! server's CPU per sign whatever the server does (docs/benchmarks.md).
 //! Run without `--bench` (as `cargo test --benches` does) it makes a quick smoke run instead.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -83,6 +89,111 @@ const SMOKE: Plan = Plan {
 const MAX_SIGNS_PER_CLIENT: usize = 5_000;
 
 // ---------------------------------------------------------------------------------------------
+// Where the processes run
+
+/// The server's core and the clients' cores (Linux: `sched_setaffinity`).
+mod layout {
+    use std::process::{Child, Command};
+    use std::sync::OnceLock;
+
+    #[cfg(target_os = "linux")]
+    type Cpus = rustix::thread::CpuSet;
+    #[cfg(not(target_os = "linux"))]
+    type Cpus = ();
+
+    pub struct Layout {
+        /// The server's core and everybody else's, or `None` when every process shares them.
+        split: Option<(Cpus, Cpus)>,
+        pub description: String,
+    }
+
+    static LAYOUT: OnceLock<Layout> = OnceLock::new();
+
+    /// Chooses the layout once and moves the calling thread (call it first in `main`, before
+    /// any other thread exists, so that every later thread of the bench inherits it) to the
+    /// clients' cores.
+    pub fn choose() -> &'static Layout {
+        LAYOUT.get_or_init(|| {
+            let shared = std::env::var_os("TESSERA_BENCH_SHARED_CORES").is_some_and(|v| v == "1");
+            let layout = if shared { None } else { split() };
+            match layout {
+                Some((server, clients, description)) => Layout {
+                    split: Some((server, clients)),
+                    description,
+                },
+                None => Layout {
+                    split: None,
+                    description: if shared {
+                        "servers and clients share every core (TESSERA_BENCH_SHARED_CORES=1)"
+                            .to_string()
+                    } else {
+                        "servers and clients share the cores (one core, or no affinity control)"
+                            .to_string()
+                    },
+                },
+            }
+        })
+    }
+
+    pub fn get() -> &'static Layout {
+        choose()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn split() -> Option<(Cpus, Cpus, String)> {
+        use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+        let allowed = sched_getaffinity(None).ok()?;
+        let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
+            .filter(|&c| allowed.is_set(c))
+            .collect();
+        let (&server_cpu, client_cpus) = cpus.split_last()?;
+        if client_cpus.is_empty() {
+            return None;
+        }
+        let mut server = CpuSet::new();
+        server.set(server_cpu);
+        let mut clients = CpuSet::new();
+        for &c in client_cpus {
+            clients.set(c);
+        }
+        sched_setaffinity(None, &clients).ok()?;
+        let list = client_cpus
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some((
+            server,
+            clients,
+            format!("each server on CPU {server_cpu}, this bench and its clients on CPU {list}"),
+        ))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn split() -> Option<(Cpus, Cpus, String)> {
+        None
+    }
+
+    impl Layout {
+        /// Spawns a server on the server's core: the calling thread moves there for the spawn
+        /// (the child inherits its affinity, before it starts any thread) and back.
+        pub fn spawn_server(&self, command: &mut Command) -> Child {
+            #[cfg(target_os = "linux")]
+            if let Some((server, clients)) = &self.split {
+                use rustix::thread::sched_setaffinity;
+                if let Err(e) = sched_setaffinity(None, server) {
+                    eprintln!("  (this server shares the clients' cores: {e})");
+                }
+                let child = command.spawn();
+                sched_setaffinity(None, clients).expect("move back to the clients' cores");
+                return child.unwrap();
+            }
+            command.spawn().unwrap()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The server process
 
 /// The bench measures the server's work, not its limits: one device signs back to back far above
@@ -123,16 +234,16 @@ impl ServerProcess {
     fn start_with(parent: &Path, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir_in(parent).unwrap();
         let log = dir.path().join("server.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        command
             .arg("server")
             .args(flags)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(UNLIMITED)
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = layout::get().spawn_server(&mut command);
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
@@ -825,6 +936,9 @@ async fn throughput(
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    // First, while this is the only thread: every later one inherits the clients' cores.
+    let layout = layout::choose();
     let full = std::env::args().any(|a| a == "--bench");
     let plan = if full { &FULL } else { &SMOKE };
     if !full {
@@ -838,10 +952,10 @@ fn main() {
              and the server's); raise it first, e.g. `ulimit -n 4096`"
         );
     }
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
     eprintln!(
-        "server binary: {}; {cores} cores",
-        env!("CARGO_BIN_EXE_tessera")
+        "server binary: {}; {cores} cores; {}",
+        env!("CARGO_BIN_EXE_tessera"),
+        layout.description
     );
     let run_started = Instant::now();
     let quiet = |limit: u64| {
@@ -1061,6 +1175,7 @@ fn main() {
             end_kb,
         }
     });
+    println!("Processes: {} ({cores} cores).\n", layout.description);
     report.print(plan, &inproc_keygen, &inproc_sign, &by_party);
     // Two more rows of the last table ("where a sign goes").
     println!(
