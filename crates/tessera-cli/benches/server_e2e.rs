@@ -24,8 +24,9 @@
 //! own machine would (`layout`). A server then uses one core however many clients sign. With
 //! `TESSERA_BENCH_SHARED_CORES=1` every process may run on every core, as before 2026-12-06:
 //! the clients' work then lands on the server's cores and the kernel moves the server's threads
-//! between the cores the clients use, which on this project's 2-core VMs adds 1.5-2.5 ms of the
-//! server's CPU per sign whatever the server does (docs/benchmarks.md).
+//! between the cores the clients use, which on this project's 2-core VMs added 0.2-2.5 ms of the
+//! server's CPU per sign, depending on the host's state, whatever the server did
+//! (docs/benchmarks.md).
 //! Run without `--bench` (as `cargo test --benches` does) it makes a quick smoke run instead.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -135,10 +136,6 @@ mod layout {
         })
     }
 
-    pub fn get() -> &'static Layout {
-        choose()
-    }
-
     #[cfg(target_os = "linux")]
     fn split() -> Option<(Cpus, Cpus, String)> {
         use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
@@ -243,7 +240,7 @@ impl ServerProcess {
             .args(UNLIMITED)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = layout::get().spawn_server(&mut command);
+        let mut child = layout::choose().spawn_server(&mut command);
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
